@@ -1,0 +1,102 @@
+"""Views of a container run: DataFrames, figures, HTML and widgets.
+
+The only layer that imports pandas, matplotlib and ipywidgets. Importing this package is cheap:
+pandas is loaded on the first DataFrame, matplotlib on the first plot, ipywidgets with LiveMonitor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..runtime.result import ContainerRun
+from .format import human_bytes, human_duration, one_line, status_text
+from .html import render_html
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .widgets import LiveMonitor
+
+__all__ = ["LiveMonitor", "RunView", "human_bytes", "human_duration", "render_html", "status_text"]
+
+
+class RunView:
+    """What a notebook holds after `%%container` (stored as `_container`).
+
+    Attribute access falls through to the ContainerRun (`view.exit_code`, `view.oom_killed`,
+    `view.stdout`); `view.run` is the run itself. On top of it: `usage`, `namespaces`, `diff`,
+    `summary` as pandas objects, `plot()`, `show()` and an HTML repr. Note that `namespaces`, `diff`
+    and `summary` shadow the run's own fields: use `view.run.diff` for the list of DiffEntry.
+    """
+
+    def __init__(self, run: ContainerRun) -> None:
+        if not isinstance(run, ContainerRun):
+            raise TypeError(f"RunView needs a ContainerRun, not {type(run).__name__}")
+        self.run = run
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails; guard `run` so a half-built object cannot recurse.
+        if name == "run" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.run, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | {n for n in dir(self.run) if not n.startswith("_")})
+
+    # -- data ----------------------------------------------------------------------------------
+    @property
+    def usage(self) -> pd.DataFrame:
+        """t, memory, memory_mib, cpu_s, cpu_percent, pids: one row per sample."""
+        from .frames import usage_frame
+        return usage_frame(self.run)
+
+    @property
+    def namespaces(self) -> pd.DataFrame:
+        """namespace, container, host, isolated for the eight namespace kinds."""
+        from .frames import namespaces_frame
+        return namespaces_frame(self.run)
+
+    @property
+    def diff(self) -> pd.DataFrame:
+        """kind (A/C/D), path, size, is_dir, sorted by path."""
+        from .frames import diff_frame
+        return diff_frame(self.run)
+
+    @property
+    def summary(self) -> pd.Series:
+        """run.summary() as a Series indexed by field (status, exit_code, oom_killed, ...)."""
+        from .frames import summary_series
+        return summary_series(self.run)
+
+    # -- pictures --------------------------------------------------------------------------------
+    def plot(self, ax: Axes | list[Axes] | None = None) -> Figure:
+        """Memory, CPU % and pids over time (see display.plots.plot_run)."""
+        from .plots import ensure_figure_formatter, plot_run
+        ensure_figure_formatter()
+        return plot_run(self.run, ax=ax)
+
+    def show(self, plot: bool = True) -> None:
+        """Display the HTML card and, when the run has samples, the plot (as PNG)."""
+        from IPython.display import Image, display
+        display(self)
+        if plot and self.run.samples:
+            from .plots import figure_png, plot_run
+            display(Image(data=figure_png(plot_run(self.run)), format="png"))
+
+    def _repr_html_(self) -> str:
+        return render_html(self.run)
+
+    def __repr__(self) -> str:
+        return one_line(self.run)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LiveMonitor":
+        from .widgets import LiveMonitor
+        return LiveMonitor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,11 @@
+"""Run containers: ContainerSpec -> run -> ContainerRun."""
+
+from __future__ import annotations
+
+from .result import ContainerRun, DiffEntry, NamespaceRow, Sample
+from .run import ContainerInterrupted, LaunchError, run
+from .spec import ContainerSpec, IdMap, Mount, SpecError, Tmpfs
+from .prune import prune
+
+__all__ = ["ContainerInterrupted", "ContainerRun", "ContainerSpec", "DiffEntry", "IdMap", "LaunchError", "Mount",
+           "NamespaceRow", "Sample", "SpecError", "Tmpfs", "prune", "run"]

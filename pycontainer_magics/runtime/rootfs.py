@@ -1,0 +1,330 @@
+"""The container's filesystem as a plan of mount operations, the interpreter that runs it, and the
+layer diff.
+
+The plan is data (built in the caller, shown by a dry run, tested without root); `apply_plan` runs in
+the container's PID 1 before `pivot_root`. Paths in the plan are container paths, already resolved
+against the root filesystem so a symlink inside an image cannot point a mount outside it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+from dataclasses import dataclass
+
+from ..linux import libc
+from ..linux.libc import (
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    mount,
+)
+from .result import DiffEntry
+from .spec import ContainerSpec
+
+# What runc/Docker mask and make read-only (see DESIGN.md "Security defaults").
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"))
+NOSUID_NODEV_NOEXEC = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+@dataclass(frozen=True)
+class MountOp:
+    """One step of building the container's filesystem.
+
+    action: mount | bind | mkdir | devnode | symlink | mask | readonly | remount_ro
+    """
+
+    action: str
+    target: str  # path inside the container
+    source: str | None = None
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    fallback: str | None = None  # host path to bind (read-only) when the mount itself is refused
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class RootfsPlan:
+    lower: str  # the image's root: "/" for the host image, or the --rootfs directory
+    mountpoints: tuple[tuple[str, str], ...]  # (path, "dir"|"file") made in a tiny extra lower layer
+    ops: tuple[MountOp, ...]
+    writable: bool  # has an upper layer (False with --read-only)
+
+    def describe(self) -> list[str]:
+        """The plan as lines a person can read (the dry run)."""
+        out = [f"overlay lower={self.lower} {'+ writable upper' if self.writable else '(read-only)'}"]
+        for path, kind in self.mountpoints:
+            out.append(f"mountpoint {kind} {path}")
+        for op in self.ops:
+            src = f" {op.source}" if op.source else ""
+            fs = f" type {op.fstype}" if op.fstype else ""
+            ro = " ro" if op.read_only or op.flags & MS_RDONLY else ""
+            out.append(f"{op.action}{src} -> {op.target}{fs}{ro}")
+        return out
+
+
+def secure_join(root: str, path: str, _depth: int = 0) -> str:
+    """Resolve `path` inside `root` as the container would see it: symlinks are followed relative to
+    `root` and `..` never climbs above it. Returns the container path (not prefixed with root)."""
+    if root == "/":
+        return os.path.normpath("/" + path)
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        p = parts.pop(0)
+        if p == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        host = os.path.join(root, *resolved, p)
+        if os.path.islink(host):
+            links += 1
+            if links > 40:
+                raise OSError(errno.ELOOP, "too many symlinks", path)
+            target = os.readlink(host)
+            if target.startswith("/"):
+                resolved = []
+            parts = [x for x in target.split("/") if x and x != "."] + parts
+            continue
+        resolved.append(p)
+    return "/" + "/".join(resolved)
+
+
+def python_paths() -> list[str]:
+    """Directories the running interpreter imports from, without nested duplicates: bound read-only into
+    a foreign rootfs so a Python cell can import there."""
+    dirs = sorted({os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)})
+    out: list[str] = []
+    for d in dirs:
+        if d == "/" or any(d.startswith(o.rstrip("/") + "/") for o in out):
+            continue
+        out.append(d)
+    return out
+
+
+def cgroup_ops(version: str | None, host_dirs: dict[str, str]) -> list[MountOp]:
+    """/sys/fs/cgroup read-only, showing the container's own cgroup as the root (cgroup namespace).
+
+    v2: one cgroup2 mount. v1: a tmpfs with one mount per hierarchy, as runc lays it out. When the
+    kernel refuses a mount (e.g. a shared cgroup namespace), the container's cgroup directory on the
+    host is bound instead. host_dirs: controller (v1, "cpu,cpuacct" when co-mounted) or "unified" -> dir.
+    """
+    ro = NOSUID_NODEV_NOEXEC | MS_RDONLY
+    if version == "v2":
+        return [MountOp("mount", "/sys/fs/cgroup", "cgroup2", "cgroup2", ro,
+                        fallback=host_dirs.get("unified"), read_only=True)]
+    if version != "v1":
+        return []
+    ops = [MountOp("mount", "/sys/fs/cgroup", "tmpfs", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=755")]
+    for ctrl, host in sorted(host_dirs.items()):
+        ops.append(MountOp("mkdir", f"/sys/fs/cgroup/{ctrl}"))
+        ops.append(MountOp("mount", f"/sys/fs/cgroup/{ctrl}", "cgroup", "cgroup", ro, ctrl, fallback=host,
+                           read_only=True))
+    ops.append(MountOp("remount_ro", "/sys/fs/cgroup", flags=NOSUID_NODEV_NOEXEC, data="mode=755"))
+    return ops
+
+
+def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mount_ops: list[MountOp],
+               gid5_mapped: bool) -> RootfsPlan:
+    """Turn a spec into mount operations. volume_sources: volume name -> host directory."""
+    lower = spec.rootfs or "/"
+    new = set(spec.new_namespaces)
+    ops: list[MountOp] = []
+    mountpoints: dict[str, str] = {}
+
+    def need(path: str, kind: str = "dir") -> str:
+        real = secure_join(lower, path)
+        host = os.path.join(lower, real.lstrip("/"))
+        if not os.path.lexists(host):
+            mountpoints[real] = kind
+        return real
+
+    # /proc: a fresh instance for a new PID namespace; refused when the PID namespace is shared while a
+    # user namespace is new (the proc mount must belong to a PID namespace our user namespace owns).
+    ops.append(MountOp("mount", need("/proc"), "proc", "proc", NOSUID_NODEV_NOEXEC, fallback="/proc"))
+    # /dev: a small tmpfs with the standard nodes bound from the host (mknod is refused in a user ns).
+    ops.append(MountOp("mount", need("/dev"), "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k"))
+    for d in DEVICES:
+        ops.append(MountOp("devnode", f"/dev/{d}", f"/dev/{d}"))
+    for name, target in DEV_LINKS:
+        ops.append(MountOp("symlink", f"/dev/{name}", target))
+    pts = "newinstance,ptmxmode=0666,mode=0620" + (",gid=5" if gid5_mapped else "")
+    ops.append(MountOp("mkdir", "/dev/pts"))
+    ops.append(MountOp("mount", "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, pts))
+    ops.append(MountOp("mkdir", "/dev/shm"))
+    ops.append(MountOp("mount", "/dev/shm", "shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k"))
+    ops.append(MountOp("mkdir", "/dev/mqueue"))
+    ops.append(MountOp("mount", "/dev/mqueue", "mqueue", "mqueue", NOSUID_NODEV_NOEXEC,
+                       fallback="/dev/mqueue" if "ipc" not in new else None))
+    # /sys read-only: sysfs needs a network namespace our user namespace owns; else bind the host's.
+    ops.append(MountOp("mount", need("/sys"), "sysfs", "sysfs", NOSUID_NODEV_NOEXEC | MS_RDONLY, fallback="/sys",
+                       read_only=True))
+    if "cgroup" in new:
+        ops.extend(cgroup_mount_ops)
+    # Volumes, bind mounts and tmpfs, in the order given.
+    for m in spec.mounts:
+        src = volume_sources[m.source] if m.kind == "volume" else m.source
+        kind = "file" if os.path.isfile(src) else "dir"
+        ops.append(MountOp("bind", need(m.target, kind), src, read_only=m.read_only))
+    for t in spec.tmpfs:
+        data = f"mode={t.mode:o}" + (f",size={t.size}" if t.size else "")
+        ops.append(MountOp("mount", need(t.target), "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, data))
+    # A foreign rootfs gets this interpreter's import path, read-only, so a Python cell runs there.
+    if spec.python_code is not None and spec.rootfs is not None:
+        for p in python_paths():
+            ops.append(MountOp("bind", need(p), p, read_only=True))
+    for p in MASKED_PATHS:
+        ops.append(MountOp("mask", p))
+    for p in READONLY_PATHS:
+        ops.append(MountOp("readonly", p))
+    return RootfsPlan(lower=lower, mountpoints=tuple(sorted(mountpoints.items())), ops=tuple(ops),
+                      writable=not spec.read_only)
+
+
+# -- executed in the container (after fork; the caller reports OSError to the parent) ----------------
+
+def make_mountpoints(layer: str, mountpoints: tuple[tuple[str, str], ...]) -> None:
+    for path, kind in mountpoints:
+        p = layer + path
+        if kind == "dir":
+            os.makedirs(p, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def mount_overlay(lower: str, mp_layer: str, upper: str | None, work: str | None, merged: str) -> None:
+    lowers = f"{mp_layer}:{lower}"
+    data = f"lowerdir={lowers}"
+    if upper is not None:
+        data += f",upperdir={upper},workdir={work}"
+    mount("overlay", merged, "overlay", 0, data)
+
+
+def _bind(source: str, target: str, read_only: bool, recursive: bool = True) -> None:
+    mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
+    if read_only:
+        # A read-only bind needs a remount; keep the flags a locked mount already has or the kernel refuses.
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        st = os.statvfs(target)
+        if st.f_flag & os.ST_NOSUID:
+            flags |= MS_NOSUID
+        if st.f_flag & os.ST_NODEV:
+            flags |= MS_NODEV
+        if st.f_flag & os.ST_NOEXEC:
+            flags |= MS_NOEXEC
+        mount(None, target, None, flags)
+
+
+def apply_plan(root: str, plan: RootfsPlan) -> list[str]:
+    """Run the plan under `root` (the merged directory). Returns notes about fallbacks taken."""
+    notes: list[str] = []
+    for op in plan.ops:
+        t = root + op.target
+        try:
+            if op.action == "mount":
+                mount(op.source, t, op.fstype, op.flags, op.data)
+            elif op.action == "remount_ro":
+                mount(None, t, None, MS_REMOUNT | MS_RDONLY | op.flags, op.data)
+            elif op.action == "bind":
+                _bind(op.source or "", t, op.read_only)
+            elif op.action == "mkdir":
+                os.makedirs(t, exist_ok=True)
+            elif op.action == "devnode":
+                os.close(os.open(t, os.O_CREAT | os.O_WRONLY, 0o666))
+                mount(op.source, t, None, MS_BIND)
+            elif op.action == "symlink":
+                os.symlink(op.source or "", t)
+            elif op.action == "mask":
+                _mask(root, t)
+            elif op.action == "readonly":
+                if os.path.lexists(t):
+                    _bind(t, t, True)
+            else:
+                raise ValueError(f"unknown mount action {op.action}")
+        except OSError as e:
+            if op.fallback and e.errno in (errno.EPERM, errno.EACCES, errno.EINVAL):
+                _bind(op.fallback, t, op.read_only or bool(op.flags & MS_RDONLY))
+                notes.append(f"{op.target}: {op.fstype} mount refused ({errno.errorcode.get(e.errno)}); "
+                             f"bound the host's {op.fallback}")
+            else:
+                raise
+    return notes
+
+
+def _mask(root: str, path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        mount("tmpfs", path, "tmpfs", MS_RDONLY | NOSUID_NODEV_NOEXEC, "size=0")
+    else:
+        mount(root + "/dev/null", path, None, MS_BIND)
+
+
+def pivot_into(root: str) -> None:
+    """Make `root` the process's /: pivot_root(".", ".") stacks the old root on top of the new one,
+    then a lazy unmount drops it (runc's way: no put_old directory needed)."""
+    os.chdir(root)
+    libc.pivot_root(".", ".")
+    libc.umount2(".", libc.MNT_DETACH)
+    os.chdir("/")
+
+
+def make_private_root() -> None:
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+# -- the layer diff (`docker diff`) ------------------------------------------------------------------
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def layer_diff(upper: str, lower: str, mp_layer: str | None = None) -> list[DiffEntry]:
+    """What the writable layer holds relative to the image: A(dded), C(hanged), D(eleted).
+
+    A path present in the upper layer and in the image is C, one only in the upper layer is A, a
+    whiteout is D; a directory that exists in both is C when something below it changed (Docker's rule).
+    """
+    out: list[DiffEntry] = []
+    base = len(upper)
+
+    def in_image(rel: str) -> bool:
+        if mp_layer and os.path.lexists(mp_layer + rel):
+            return True
+        return os.path.lexists(os.path.join(lower, rel.lstrip("/")))
+
+    for dirpath, dirnames, filenames in os.walk(upper):
+        for name in sorted(dirnames) + sorted(filenames):
+            p = os.path.join(dirpath, name)
+            rel = p[base:]
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if _is_whiteout(st):
+                out.append(DiffEntry("D", rel, 0))
+                continue
+            isdir = stat.S_ISDIR(st.st_mode)
+            kind = "C" if in_image(rel) else "A"
+            out.append(DiffEntry(kind, rel, 0 if isdir else st.st_size, isdir))
+    out.sort(key=lambda e: e.path)
+    return out

@@ -1,0 +1,229 @@
+"""ContainerSpec: everything one container run needs, as plain frozen data.
+
+The magics and the CLI parse user input into a ContainerSpec; `runtime.run` interprets it. Nothing
+here touches the kernel, so a spec can be built, validated, shown and exported without root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from ..linux.caps import DEFAULT_CAPS
+from ..linux.namespaces import NAMESPACE_KINDS
+
+
+class SpecError(ValueError):
+    """A ContainerSpec field is invalid: one line saying what was wrong and what would be right."""
+
+
+TIME_CLOCKS = ("monotonic", "boottime")
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount (`-v /host:/ctr[:ro]`) or a named volume (`-v NAME:/ctr`)."""
+
+    source: str  # absolute host path, or a volume name when kind == "volume"
+    target: str  # absolute path inside the container
+    read_only: bool = False
+    kind: Literal["bind", "volume"] = "bind"
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """`--tmpfs /run:size=64m`."""
+
+    target: str
+    size: int | None = None  # bytes
+    mode: int = 0o1777
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """One line of /proc/PID/uid_map or gid_map: container id, host id, count."""
+
+    inside: int
+    outside: int
+    count: int
+
+
+UsernsMode = Literal["host", "remap", "rootless", "custom"]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to run and how to isolate it. Sizes in bytes, times in seconds."""
+
+    # What runs: a Python cell (code run in a fork of the caller, seeing its variables) or a command.
+    python_code: str | None = None
+    command: tuple[str, ...] = ()
+    stdin_data: bytes | None = None  # fed to the command's stdin (a shell cell's body, like %%script)
+    python_globals_name: str | None = None  # informational: where the globals came from
+
+    # Root filesystem: "host" (the host's / as a read-only lower layer) or a directory.
+    image: str = "host"
+    rootfs: str | None = None
+    read_only: bool = False
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: tuple[Tmpfs, ...] = ()
+    workdir: str = "/"
+    env: tuple[tuple[str, str], ...] = ()
+    hostname: str | None = None
+
+    # Namespaces: all eight are new unless named here.
+    share: frozenset[str] = frozenset()
+    userns: UsernsMode = "host"
+    uid_map: tuple[IdMap, ...] = ()
+    gid_map: tuple[IdMap, ...] = ()
+    time_offsets: tuple[tuple[str, int], ...] = ()  # (clock, seconds)
+
+    # cgroup limits (None: not limited)
+    memory: int | None = None
+    memory_swap: int | None = None  # memory + swap, as Docker's --memory-swap; -1 = unlimited swap
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    pids_limit: int | None = None
+
+    # Security
+    cap_add: frozenset[str] = frozenset()
+    cap_drop: frozenset[str] = frozenset()
+    no_new_privileges: bool = True
+
+    # Run control
+    name: str | None = None
+    timeout: float | None = None
+    interval: float = 0.05  # sampling interval of the monitor
+    outputs: tuple[str, ...] = ()  # variable names a Python cell sends back
+    diff: bool = True  # compute the layer diff at exit
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # -- derived views ---------------------------------------------------------------------
+    @property
+    def new_namespaces(self) -> tuple[str, ...]:
+        return tuple(k for k in NAMESPACE_KINDS if k not in self.share)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        if "ALL" in self.cap_drop:
+            base: frozenset[str] = frozenset()
+        else:
+            base = DEFAULT_CAPS - self.cap_drop
+        return base | (self.cap_add - {"ALL"}) if "ALL" not in self.cap_add else _all_caps()
+
+    @property
+    def has_limits(self) -> bool:
+        return any(v is not None for v in (self.memory, self.cpus, self.cpu_shares, self.cpuset_cpus,
+                                           self.pids_limit))
+
+    def with_(self, **changes: object) -> ContainerSpec:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _all_caps() -> frozenset[str]:
+    from ..linux.caps import CAP_NUMBERS
+    return frozenset(CAP_NUMBERS)
+
+
+def _fail(msg: str) -> None:
+    raise SpecError(msg)
+
+
+def validate(s: ContainerSpec) -> None:
+    """Check a spec field by field; raise SpecError with one line for the first problem."""
+    if s.python_code is None and not s.command:
+        _fail("nothing to run: give Python code or a command (e.g. `-- sh`)")
+    if s.python_code is not None and s.command:
+        _fail("give either Python code or a command, not both")
+    unknown = set(s.share) - set(NAMESPACE_KINDS)
+    if unknown:
+        _fail(f"unknown namespace {sorted(unknown)[0]!r} in --share: expected some of {', '.join(NAMESPACE_KINDS)}")
+    if s.image != "host" and s.rootfs is None:
+        _fail(f"unknown image {s.image!r}: only 'host' or --rootfs DIR are supported")
+    if s.rootfs is not None:
+        if not os.path.isabs(s.rootfs):
+            _fail(f"--rootfs {s.rootfs!r} must be an absolute path")
+        if not os.path.isdir(s.rootfs):
+            _fail(f"--rootfs {s.rootfs!r} is not a directory")
+    if s.hostname is not None:
+        if "uts" in s.share:
+            _fail("--hostname needs a new UTS namespace: remove 'uts' from --share")
+        if not HOSTNAME_RE.match(s.hostname) or len(s.hostname) > 64:
+            _fail(f"invalid hostname {s.hostname!r}: letters, digits, '-' and '.', at most 64 characters")
+    if s.memory is not None and s.memory < 6 * 2**20:
+        _fail(f"--memory {s.memory} bytes is too small: the minimum is 6m")
+    if s.memory_swap is not None:
+        if s.memory is None:
+            _fail("--memory-swap needs --memory as well")
+        if s.memory_swap != -1 and s.memory is not None and s.memory_swap < s.memory:
+            _fail("--memory-swap must be at least --memory (it is memory plus swap), or -1 for unlimited")
+    if s.cpus is not None and not (0.01 <= s.cpus <= (os.cpu_count() or 1)):
+        _fail(f"--cpus {s.cpus} is out of range: 0.01 to {os.cpu_count()} on this machine")
+    if s.cpu_shares is not None and not (2 <= s.cpu_shares <= 262144):
+        _fail(f"--cpu-shares {s.cpu_shares} is out of range: 2 to 262144")
+    if s.cpuset_cpus is not None and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", s.cpuset_cpus):
+        _fail(f"invalid --cpuset-cpus {s.cpuset_cpus!r}: a list like 0 or 0-1 or 0,2")
+    if s.pids_limit is not None and s.pids_limit < 1:
+        _fail(f"--pids-limit {s.pids_limit} must be a positive number")
+    if s.userns not in ("host", "remap", "rootless", "custom"):
+        _fail(f"unknown --userns {s.userns!r}: expected host, remap or rootless")
+    if "user" in s.share and (s.uid_map or s.userns in ("remap", "rootless")):
+        _fail("--userns remap and uid maps need a new user namespace: remove 'user' from --share")
+    if s.userns == "custom" and not (s.uid_map and s.gid_map):
+        _fail("custom user namespace needs both uid and gid maps")
+    for clock, _secs in s.time_offsets:
+        if clock not in TIME_CLOCKS:
+            _fail(f"unknown clock {clock!r} in --time-offset: expected monotonic or boottime")
+    if s.time_offsets and "time" in s.share:
+        _fail("--time-offset needs a new time namespace: remove 'time' from --share")
+    if not os.path.isabs(s.workdir):
+        _fail(f"--workdir {s.workdir!r} must be an absolute path")
+    for k, _v in s.env:
+        if not ENV_NAME_RE.match(k):
+            _fail(f"invalid environment variable name {k!r}")
+    targets: set[str] = set()
+    for m in s.mounts:
+        if not os.path.isabs(m.target) or m.target == "/":
+            _fail(f"volume target {m.target!r} must be an absolute path other than /")
+        if m.kind == "bind":
+            if not os.path.isabs(m.source):
+                _fail(f"bind source {m.source!r} must be an absolute path (or a volume name)")
+            if not os.path.exists(m.source):
+                _fail(f"bind source {m.source!r} does not exist")
+        elif not VOLUME_NAME_RE.match(m.source):
+            _fail(f"invalid volume name {m.source!r}: letters, digits, '_', '.', '-'")
+        if m.target in targets:
+            _fail(f"two mounts on {m.target!r}")
+        targets.add(m.target)
+    for t in s.tmpfs:
+        if not os.path.isabs(t.target) or t.target == "/":
+            _fail(f"--tmpfs target {t.target!r} must be an absolute path other than /")
+        if t.target in targets:
+            _fail(f"two mounts on {t.target!r}")
+        targets.add(t.target)
+    from ..linux.caps import CAP_NUMBERS
+    for c in s.cap_add | s.cap_drop:
+        if c != "ALL" and c not in CAP_NUMBERS:
+            _fail(f"unknown capability {c!r}: expected a name like NET_ADMIN or CAP_NET_ADMIN")
+    if s.timeout is not None and s.timeout <= 0:
+        _fail(f"--timeout {s.timeout} must be positive")
+    if not (0.001 <= s.interval <= 60):
+        _fail(f"--interval {s.interval}s is out of range: 1ms to 60s")
+    if s.name is not None and not VOLUME_NAME_RE.match(s.name):
+        _fail(f"invalid name {s.name!r}: letters, digits, '_', '.', '-'")
+    for o in s.outputs:
+        if not o.isidentifier():
+            _fail(f"invalid output variable name {o!r}")
+    if s.outputs and s.python_code is None:
+        _fail("-o/--output only works with Python cells")
+
+
+__all__ = ["ContainerSpec", "IdMap", "Mount", "SpecError", "Tmpfs", "validate"]
