@@ -47,7 +47,7 @@ class Launch:
     flags_first: int  # unshared before the user namespace (mount)
     flags_user: int  # CLONE_NEWUSER or 0
     flags_rest: int  # unshared after the user namespace
-    pid1_unshare: int  # PID 1's own mount namespace (so pivot_root leaves the setup process's root alone)
+    pid1_unshare: int  # PID 1's own mount and cgroup namespaces
     join_files: list[str]
     scratch: str | None  # mount point for the per-container tmpfs (None: no new mount ns)
     plan: rootfs.RootfsPlan | None
@@ -62,6 +62,7 @@ class Launch:
     outputs: tuple[str, ...] = ()
     want_diff: bool = True
     become_root: bool = True  # setresuid(0) after the maps are written
+    rootless: bool = False  # not host root: the user namespace comes first
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
 
 
@@ -122,43 +123,20 @@ def setup_process(L: Launch, fds: tuple[int, int, int, int, int]) -> NoReturn:
         setup_fds(*fds)
         _streams()
         send(STATUS_FD, {"setup_pid": os.getpid()})
-        stage = "joining the cgroup"
-        for f in L.join_files:
-            fd = os.open(f, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+        # PID 1 joins the cgroup, through files opened here while still real root (the kernel checks the
+        # opener's credentials), so this setup process never counts against the container's limits.
+        join_fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in L.join_files]
         merged = upper = mp = None
+        # As root the overlay is built before the user namespace exists (an overlay over the host's / is
+        # refused inside one); without root there is no mount namespace to be had before it.
+        if L.flags_user and L.rootless:
+            _enter_user_namespace()
         if L.flags_first & CLONE_NEWNS and L.scratch and L.plan:
             stage = "building the overlay root filesystem"
-            libc.unshare(CLONE_NEWNS)
-            rootfs.make_private_root()
-            mount("tmpfs", L.scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-            mp, merged = L.scratch + "/mp", L.scratch + "/merged"
-            for d in (mp, merged):
-                os.mkdir(d)
-            if L.plan.writable:
-                upper, work = L.scratch + "/upper", L.scratch + "/work"
-                os.mkdir(upper)
-                os.mkdir(work)
-            else:
-                work = None
-            rootfs.make_mountpoints(mp, L.plan.mountpoints)
-            rootfs.mount_overlay(L.plan.lower, mp, upper, work, merged)
-        if L.flags_user:
+            merged, upper, mp = _build_rootfs(L.scratch, L.plan, L.rootless)
+        if L.flags_user and not L.rootless:
             stage = "creating the user namespace"
-            libc.unshare(CLONE_NEWUSER)
-            send(STATUS_FD, {"need_maps": True})
-            if os.read(SYNC_FD, 1) != b"1":
-                raise OSError(errno.EPIPE, "the parent did not write the id maps")
-            if L.become_root:
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
-                try:
-                    os.setgroups([])
-                except OSError:
-                    pass  # setgroups is denied in a rootless user namespace
+            _enter_user_namespace()
         os.close(SYNC_FD)
         stage = "creating namespaces"
         if L.flags_rest:
@@ -171,10 +149,21 @@ def setup_process(L: Launch, fds: tuple[int, int, int, int, int]) -> NoReturn:
         if L.hostname:
             stage = "setting the hostname"
             libc.sethostname(L.hostname)
+        if L.flags_user and L.become_root:
+            # Last: changing credentials makes the process non-dumpable, which hands its /proc/self
+            # files (timens_offsets among them) to host root.
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            try:
+                os.setgroups([])
+            except OSError:
+                pass  # setgroups is denied in a rootless user namespace
         stage = "starting PID 1"
         pid = os.fork()
         if pid == 0:
-            pid1(L, merged)
+            pid1(L, merged, join_fds)
+        for fd in join_fds:
+            os.close(fd)
         os.close(0)
         os.close(1)
         os.close(2)
@@ -191,12 +180,41 @@ def setup_process(L: Launch, fds: tuple[int, int, int, int, int]) -> NoReturn:
         diff = None
         if L.want_diff and upper is not None and L.plan is not None:
             stage = "computing the layer diff"
-            diff = rootfs.layer_diff(upper, L.plan.lower, mp)
+            diff = rootfs.layer_diff(upper, L.plan.lower, mp, split_top=L.rootless and L.plan.lower == "/")
         send(STATUS_FD, {"exit_status": status, "diff": diff})
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - everything must be reported, nothing may escape a fork
         _report_failure(stage, e)
         os._exit(125)
+
+
+def _enter_user_namespace() -> None:
+    libc.unshare(CLONE_NEWUSER)
+    send(STATUS_FD, {"need_maps": True})
+    if os.read(SYNC_FD, 1) != b"1":
+        raise OSError(errno.EPIPE, "the parent could not write the id maps")
+
+
+def _build_rootfs(scratch: str, plan: rootfs.RootfsPlan, rootless: bool) -> tuple[str, str | None, str]:
+    """A tmpfs over the scratch directory (private to this mount namespace, so it vanishes with it) holding
+    the upper and work directories, the mount-point layer and the merged root."""
+    libc.unshare(CLONE_NEWNS)
+    rootfs.make_private_root()
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    mp, merged = scratch + "/mp", scratch + "/merged"
+    os.mkdir(mp)
+    os.mkdir(merged)
+    upper = work = None
+    if plan.writable:
+        upper, work = scratch + "/upper", scratch + "/work"
+        os.mkdir(upper)
+        os.mkdir(work)
+    if rootless and plan.lower == "/":
+        rootfs.mount_host_tree(merged, upper, work, plan.mountpoints)
+    else:
+        rootfs.make_mountpoints(mp, plan.mountpoints)
+        rootfs.mount_overlay(plan.lower, mp, upper, work, merged)
+    return merged, upper, mp
 
 
 def _report_failure(stage: str, e: BaseException) -> None:
@@ -208,22 +226,30 @@ def _report_failure(stage: str, e: BaseException) -> None:
         pass
 
 
-def pid1(L: Launch, merged: str | None) -> NoReturn:
+def pid1(L: Launch, merged: str | None, join_fds: list[int]) -> NoReturn:
     """The container's first process: finish the filesystem, drop privileges, run the payload."""
-    stage = "PID 1 start"
+    stage = "joining the cgroup"
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        for fd in join_fds:
+            os.write(fd, b"0")
+            os.close(fd)
+        # The cgroup namespace is taken after joining, so its root is the container's cgroup. pivot_root
+        # moves the root of every process of the mount namespace that is at the old root: PID 1 takes a
+        # mount namespace of its own so the setup process keeps the host's view (it reads the upper
+        # layer for the diff afterwards).
+        stage = "creating the mount and cgroup namespaces"
         if L.pid1_unshare:
-            # pivot_root moves the root of every process of the mount namespace that is at the old
-            # root: PID 1 takes a namespace of its own so the setup process keeps the host's view
-            # (it reads the upper layer for the diff afterwards).
             libc.unshare(L.pid1_unshare)
         send(STATUS_FD, {"namespaces": {k: _ns_inode(v[0]) for k, v in NAMESPACES.items()}})
         notes: list[str] = []
         if merged is not None and L.plan is not None:
             stage = "mounting the container's filesystems"
-            # An unlocked mount of the root that pivot_root accepts (see module docstring).
-            mount(merged, merged, None, MS_BIND)
+            if not L.rootless:
+                # An unlocked mount of the root that pivot_root accepts (see module docstring). Without
+                # root the tree was built inside the user namespace: nothing is locked, and a
+                # non-recursive bind would drop the per-directory overlays.
+                mount(merged, merged, None, MS_BIND)
             notes = rootfs.apply_plan(merged, L.plan)
             stage = "pivot_root"
             rootfs.pivot_into(merged)

@@ -82,7 +82,7 @@ def secure_join(root: str, path: str, _depth: int = 0) -> str:
     """Resolve `path` inside `root` as the container would see it: symlinks are followed relative to
     `root` and `..` never climbs above it. Returns the container path (not prefixed with root)."""
     if root == "/":
-        return os.path.normpath("/" + path)
+        return "/" + os.path.normpath(path).lstrip("/")
     parts = [p for p in path.split("/") if p and p != "."]
     resolved: list[str] = []
     links = 0
@@ -130,7 +130,8 @@ def cgroup_ops(version: str | None, host_dirs: dict[str, str]) -> list[MountOp]:
         return [MountOp("mount", "/sys/fs/cgroup", "cgroup2", "cgroup2", ro,
                         fallback=host_dirs.get("unified"), read_only=True)]
     if version != "v1":
-        return []
+        # No cgroup of our own (rootless without delegation): the host's view, read-only.
+        return [MountOp("bind", "/sys/fs/cgroup", "/sys/fs/cgroup", read_only=True)]
     ops = [MountOp("mount", "/sys/fs/cgroup", "tmpfs", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=755")]
     for ctrl, host in sorted(host_dirs.items()):
         ops.append(MountOp("mkdir", f"/sys/fs/cgroup/{ctrl}"))
@@ -217,6 +218,47 @@ def mount_overlay(lower: str, mp_layer: str, upper: str | None, work: str | None
     mount("overlay", merged, "overlay", 0, data)
 
 
+def mount_host_tree(merged: str, upper: str | None, work: str | None, mountpoints: tuple[tuple[str, str], ...]
+                    ) -> None:
+    """The host image inside a user namespace (rootless): the kernel refuses an overlay whose lower layer
+    is the host's / (it has locked submounts), so the root is a tmpfs holding one overlay per top-level
+    directory of the host, its symlinks, and empty mount points for /proc, /sys and /dev."""
+    mount("tmpfs", merged, "tmpfs", MS_NOSUID, "mode=0755")
+    submounts = {m.split("/")[1] for m in _mount_points() if m.count("/") >= 1 and m != "/"}
+    for name in sorted(os.listdir("/")):
+        src, dst = "/" + name, os.path.join(merged, name)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dst)
+            continue
+        if not os.path.isdir(src):
+            continue
+        os.mkdir(dst, 0o755)
+        if name in ("proc", "sys", "dev"):
+            continue  # fresh mounts go here
+        if name in submounts:
+            _bind(src, dst, True)  # has mounts of its own below it: an overlay would be refused
+            continue
+        if upper is not None and work is not None:
+            u, w = os.path.join(upper, name), os.path.join(work, name)
+            os.mkdir(u)
+            os.mkdir(w)
+            mount("overlay", dst, "overlay", 0, f"lowerdir={src},upperdir={u},workdir={w}")
+        else:
+            _bind(src, dst, True)
+    for path, kind in mountpoints:
+        p = merged + path
+        if kind == "dir":
+            os.makedirs(p, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def _mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split(" ")[4] for line in f]
+
+
 def _bind(source: str, target: str, read_only: bool, recursive: bool = True) -> None:
     mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
     if read_only:
@@ -298,7 +340,7 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def layer_diff(upper: str, lower: str, mp_layer: str | None = None) -> list[DiffEntry]:
+def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: bool = False) -> list[DiffEntry]:
     """What the writable layer holds relative to the image: A(dded), C(hanged), D(eleted).
 
     A path present in the upper layer and in the image is C, one only in the upper layer is A, a
@@ -313,6 +355,9 @@ def layer_diff(upper: str, lower: str, mp_layer: str | None = None) -> list[Diff
         return os.path.lexists(os.path.join(lower, rel.lstrip("/")))
 
     for dirpath, dirnames, filenames in os.walk(upper):
+        if dirpath == upper and split_top:
+            # one overlay per top-level directory (mount_host_tree): an untouched one is not a change
+            dirnames[:] = [d for d in dirnames if os.listdir(os.path.join(upper, d))]
         for name in sorted(dirnames) + sorted(filenames):
             p = os.path.join(dirpath, name)
             rel = p[base:]

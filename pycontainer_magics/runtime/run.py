@@ -126,12 +126,12 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         cg_ops = rootfs.cgroup_ops(cg.version if cg else None, cg.paths if cg else {})
         plan = rootfs.build_plan(spec, volume_sources=volume_sources, cgroup_mount_ops=cg_ops,
                                  gid5_mapped=_gid5_mapped(gid_map))
-    flags_rest = flags_for([k for k in new if k not in ("user", "mount")])
+    flags_rest = flags_for([k for k in new if k not in ("user", "mount", "cgroup")])
     return Launch(
         flags_first=CLONE_NEWNS if "mount" in new else 0,
         flags_user=CLONE_NEWUSER if "user" in new else 0,
         flags_rest=flags_rest,
-        pid1_unshare=CLONE_NEWNS if "mount" in new else 0,
+        pid1_unshare=flags_for([k for k in new if k in ("mount", "cgroup")]),
         join_files=cg.join_files() if cg else [],
         scratch=state.scratch_dir() if plan else None,
         plan=plan,
@@ -146,6 +146,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         outputs=spec.outputs,
         want_diff=spec.diff,
         python_globals=python_globals,
+        rootless=os.geteuid() != 0,
     )
 
 
