@@ -170,9 +170,13 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
     ops.append(MountOp("mount", "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, pts))
     ops.append(MountOp("mkdir", "/dev/shm"))
     ops.append(MountOp("mount", "/dev/shm", "shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k"))
-    ops.append(MountOp("mkdir", "/dev/mqueue"))
-    ops.append(MountOp("mount", "/dev/mqueue", "mqueue", "mqueue", NOSUID_NODEV_NOEXEC,
-                       fallback="/dev/mqueue" if "ipc" not in new else None))
+    # POSIX message queues belong to the IPC namespace: a fresh mqueue for a new one, the host's otherwise.
+    if "ipc" in new:
+        ops.append(MountOp("mkdir", "/dev/mqueue"))
+        ops.append(MountOp("mount", "/dev/mqueue", "mqueue", "mqueue", NOSUID_NODEV_NOEXEC))
+    elif os.path.isdir("/dev/mqueue"):
+        ops.append(MountOp("mkdir", "/dev/mqueue"))
+        ops.append(MountOp("bind", "/dev/mqueue", "/dev/mqueue"))
     # /sys read-only: sysfs needs a network namespace our user namespace owns; else bind the host's.
     ops.append(MountOp("mount", need("/sys"), "sysfs", "sysfs", NOSUID_NODEV_NOEXEC | MS_RDONLY, fallback="/sys",
                        read_only=True))

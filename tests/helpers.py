@@ -1,0 +1,87 @@
+"""Helpers shared by the runtime tests: a tiny busybox root filesystem and a check that the host was
+left exactly as it was (no cgroup, mount, scratch file, fd or process of ours)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "id", "hostname", "mount", "true", "false", "mkdir", "rm",
+                   "touch", "wc", "grep", "sleep", "head", "dd", "chown", "stat", "readlink")
+
+
+def make_busybox_rootfs(path: str) -> str:
+    """A minimal image: busybox-static and its applets as symlinks."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
+    os.makedirs(os.path.join(path, "bin"), exist_ok=True)
+    os.makedirs(os.path.join(path, "etc"), exist_ok=True)
+    with open(os.path.join(path, "etc", "motd"), "w") as f:
+        f.write("busybox image\n")
+    shutil.copy(busybox, os.path.join(path, "bin", "busybox"))
+    for a in BUSYBOX_APPLETS:
+        os.symlink("busybox", os.path.join(path, "bin", a))
+    return path
+
+
+def our_cgroups() -> list[str]:
+    """Container cgroups under the project's parent, in every hierarchy."""
+    out = []
+    for root in ("/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in ("memory", "pids", "cpu", "cpuacct",
+                                                                      "cpuset", "freezer"))):
+        parent = os.path.join(root, "pycontainer_magics")
+        if os.path.isdir(parent):
+            out += [os.path.join(parent, d) for d in os.listdir(parent)
+                    if os.path.isdir(os.path.join(parent, d))]
+    return out
+
+
+def our_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.strip() for line in f if "pycontainer" in line or " overlay " in line]
+
+
+def child_pids() -> list[int]:
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == me:
+                    out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def snapshot() -> dict[str, object]:
+    return {"cgroups": our_cgroups(), "mounts": our_mounts(), "fds": sorted(os.listdir("/proc/self/fd")),
+            "children": child_pids()}
+
+
+def assert_clean(before: dict[str, object]) -> None:
+    after = snapshot()
+    assert after["cgroups"] == [], f"cgroups left behind: {after['cgroups']}"
+    assert after["mounts"] == [], f"mounts left behind: {after['mounts']}"
+    assert after["children"] == [], f"processes left behind: {after['children']}"
+    assert after["fds"] == before["fds"], f"fds changed: {before['fds']} -> {after['fds']}"
+
+
+@pytest.fixture
+def host_clean() -> Iterator[None]:
+    """Asserts after the test that the host holds nothing of ours."""
+    before = snapshot()
+    yield
+    assert_clean(before)
+
+
+def run_as(user: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env",
+                           *argv], capture_output=True, text=True, timeout=timeout, cwd="/")

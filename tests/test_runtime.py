@@ -1,0 +1,343 @@
+"""The runtime on the real kernel, as root: namespaces, limits, filesystem, security defaults, failure
+modes and cleanup. Every test checks that the host is left as it was."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from helpers import assert_clean, host_clean, make_busybox_rootfs, snapshot  # noqa: F401
+
+from pycontainer_magics.linux.caps import DEFAULT_CAPS, mask_of
+from pycontainer_magics.runtime import (
+    ContainerInterrupted,
+    ContainerSpec,
+    LaunchError,
+    Mount,
+    SpecError,
+    Tmpfs,
+    run,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+MiB = 2**20
+
+
+def sh(script: str, **kw: object):
+    r = run(ContainerSpec(command=("sh", "-c", script), **kw))  # type: ignore[arg-type]
+    return r
+
+
+def py(code: str, g: dict | None = None, **kw: object):
+    return run(ContainerSpec(python_code=code, **kw), python_globals=g if g is not None else {})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_busybox_rootfs(str(tmp_path_factory.mktemp("busybox")))
+
+
+# -- namespaces ----------------------------------------------------------------------------------------
+
+def test_all_eight_namespaces_are_new() -> None:
+    r = sh("true")
+    assert r.exit_code == 0
+    assert [n.kind for n in r.namespaces] == ["mount", "uts", "ipc", "pid", "net", "user", "cgroup", "time"]
+    assert all(n.isolated for n in r.namespaces), r.namespaces
+
+
+def test_shared_namespaces_are_the_hosts() -> None:
+    r = sh("ls /sys/class/net", share=frozenset({"net", "ipc"}))
+    iso = {n.kind: n.isolated for n in r.namespaces}
+    assert iso == {"mount": True, "uts": True, "ipc": False, "pid": True, "net": False, "user": True,
+                   "cgroup": True, "time": True}
+    assert r.stdout.split() != ["lo"]  # the host's interfaces
+
+
+def test_python_cell_is_pid_1_with_its_hostname_and_only_loopback() -> None:
+    r = py("import os, socket\nprint(os.getpid(), socket.gethostname(), sorted(os.listdir('/sys/class/net')))",
+           hostname="lab")
+    assert r.stdout == "1 lab ['lo']\n", r.stderr
+
+
+def test_python_cell_sees_a_snapshot_of_the_callers_variables() -> None:
+    g = {"x": 41, "items": [1]}
+    r = py("y = x + 1\nitems.append(2)\nprint(items)", g, outputs=("y",))
+    assert r.stdout == "[1, 2]\n"
+    assert r.outputs == {"y": 42}
+    assert g["items"] == [1]  # the caller's objects are untouched
+
+
+def test_ipc_namespace_hides_host_shared_memory() -> None:
+    r = sh("ls /dev/shm | wc -l; cat /proc/sysvipc/shm | wc -l")
+    assert r.stdout.split() == ["0", "1"]
+
+
+def test_user_namespace_default_maps_root_to_root() -> None:
+    r = sh("cat /proc/self/uid_map; id -u")
+    assert r.stdout.split() == ["0", "0", "4294967295", "0"]
+
+
+def test_userns_remap_makes_container_root_unprivileged_on_the_host() -> None:
+    r = sh("cat /proc/self/uid_map; id -u; touch /etc/pcm-test 2>&1 || echo denied", userns="remap")
+    fields = r.stdout.split()
+    assert fields[:3] == ["0", "100000", "65536"] and fields[3] == "0"
+    assert r.stdout.strip().endswith("denied")
+
+
+def test_time_namespace_offset_moves_boottime() -> None:
+    with open("/proc/uptime") as f:
+        host = float(f.read().split()[0])
+    r = sh("cat /proc/uptime", time_offsets=(("boottime", 3600),))
+    inside = float(r.stdout.split()[0])
+    assert 3590 < inside - host < 3700
+
+
+def test_cgroup_namespace_shows_the_container_cgroup_as_root() -> None:
+    r = sh("cat /proc/self/cgroup")
+    paths = {line.split(":", 2)[2] for line in r.stdout.splitlines() if "memory" in line or "pids" in line}
+    assert paths == {"/"}, r.stdout
+
+
+# -- limits --------------------------------------------------------------------------------------------
+
+def test_oom_at_50m_kills_with_137_and_reports_it() -> None:
+    r = py("print('before', flush=True)\nhog = bytearray(200 * 2**20)\nprint('after')", memory=50 * MiB,
+           pids_limit=20)
+    assert r.stdout == "before\n"
+    assert (r.exit_code, r.signal, r.oom_killed, r.status) == (137, signal.SIGKILL, True, "oomkilled")
+    assert r.oom_kills == 1
+    assert r.memory_limit == 50 * MiB
+    assert 40 * MiB < (r.peak_memory or 0) <= 50 * MiB
+
+
+def test_oom_of_a_command() -> None:
+    r = sh("dd if=/dev/zero of=/dev/shm/fill bs=1M count=100", memory=30 * MiB, tmpfs=())
+    assert r.oom_killed and r.exit_code == 137
+
+
+def test_no_oom_under_the_limit() -> None:
+    r = py("buf = bytearray(10 * 2**20)", memory=50 * MiB)
+    assert (r.exit_code, r.oom_killed, r.oom_kills) == (0, False, 0)
+    assert (r.peak_memory or 0) >= 10 * MiB
+
+
+def test_fork_bomb_stops_at_pids_limit() -> None:
+    code = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
+            "            time.sleep(30); os._exit(0)\n        n += 1\nexcept OSError as e:\n"
+            "    print(n, e.errno)")
+    r = py(code, pids_limit=20)
+    assert r.stdout == "19 11\n"  # PID 1 plus 19 children; EAGAIN
+    assert r.exit_code == 0 and r.pids_limit == 20
+    assert r.peak_pids == 20
+
+
+def test_cpu_quota_throttles() -> None:
+    busy = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.6: pass"
+    limited = py(busy, cpus=0.2)
+    free = py(busy)
+    assert (limited.throttled_periods or 0) > 0
+    assert (limited.cpu_time or 0) < 0.3
+    assert free.throttled_periods == 0
+    assert (free.cpu_time or 0) > 0.4
+
+
+def test_samples_are_recorded() -> None:
+    r = py("import time\nb = bytearray(20 * 2**20)\ntime.sleep(0.3)", interval=0.02)
+    assert len(r.samples) >= 5
+    assert max(s.memory for s in r.samples) >= 20 * MiB
+    assert all(b.t >= a.t for a, b in zip(r.samples, r.samples[1:]))
+
+
+# -- filesystem ----------------------------------------------------------------------------------------
+
+def test_diff_letters_and_sizes() -> None:
+    r = sh("echo hello > /added; mkdir /etc/newdir; rm /etc/hostname; echo x >> /etc/motd")
+    got = {(d.kind, d.path) for d in r.diff}
+    assert {("A", "/added"), ("C", "/etc"), ("A", "/etc/newdir"), ("D", "/etc/hostname"),
+            ("C", "/etc/motd")} <= got
+    size = {d.path: d.size for d in r.diff}
+    assert size["/added"] == 6
+    assert os.path.exists("/etc/hostname") and not os.path.exists("/added")  # the host is untouched
+
+
+def test_changes_are_lost_with_the_container() -> None:
+    sh("echo x > /persist-test")
+    assert sh("cat /persist-test 2>&1; true").stdout.endswith("No such file or directory\n")
+
+
+def test_read_only_root() -> None:
+    r = sh("echo x > /etc/foo", read_only=True)
+    assert r.exit_code != 0 and "Read-only file system" in r.stderr
+    assert r.diff == []
+
+
+def test_bind_mounts_volumes_tmpfs_workdir_env(tmp_path) -> None:
+    (tmp_path / "in.txt").write_text("from host\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = sh("cat /data/in.txt; echo out > /data/out.txt; echo x > /ro/x 2>/dev/null || echo ro-denied; "
+           "grep ' /scratch ' /proc/mounts; pwd; echo $GREETING",
+           mounts=(Mount(str(tmp_path), "/data"), Mount(str(ro), "/ro", read_only=True)),
+           tmpfs=(Tmpfs("/scratch", size=1 * MiB),), workdir="/work/here", env=(("GREETING", "hi"),))
+    lines = r.stdout.splitlines()
+    assert lines[0] == "from host" and lines[1] == "ro-denied"
+    assert "size=1024k" in lines[2]
+    assert lines[3:] == ["/work/here", "hi"]
+    assert (tmp_path / "out.txt").read_text() == "out\n"
+
+
+def test_named_volume_persists_between_containers() -> None:
+    name = f"pcm-test-{os.getpid()}"
+    from pycontainer_magics.runtime import volumes
+    try:
+        sh("echo kept > /v/file", mounts=(Mount(name, "/v", kind="volume"),))
+        r = sh("cat /v/file", mounts=(Mount(name, "/v", kind="volume"),))
+        assert r.stdout == "kept\n"
+        assert name in volumes.list_volumes()
+    finally:
+        volumes.remove_volume(name)
+    assert name not in volumes.list_volumes()
+
+
+def test_rootfs_directory_with_its_own_tools(busybox: str) -> None:
+    r = sh("cat /etc/motd; ls /bin | wc -l; echo new > /file", rootfs=busybox)
+    assert r.stdout.splitlines()[0] == "busybox image"
+    assert ("A", "/file") in {(d.kind, d.path) for d in r.diff}
+    assert not os.path.exists(os.path.join(busybox, "file"))
+
+
+def test_python_cell_runs_in_a_foreign_rootfs(busybox: str) -> None:
+    r = py("import json, os\nprint(json.dumps(sorted(os.listdir('/etc'))))", rootfs=busybox)
+    assert r.stdout == '["motd"]\n', r.stderr + str(r.error)
+
+
+def test_stdin_is_fed_to_a_command() -> None:
+    r = run(ContainerSpec(command=("sh",), stdin_data=b"echo from-script $$\n"))
+    assert r.stdout == "from-script 1\n"
+
+
+def test_output_arrives_while_the_container_runs() -> None:
+    seen: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+    r = run(ContainerSpec(command=("sh", "-c", "echo early; sleep 0.5; echo late >&2")),
+            on_output=lambda s, t: seen.append((time.monotonic() - t0, s)))
+    assert [s for _, s in seen] == ["stdout", "stderr"]
+    assert seen[1][0] - seen[0][0] > 0.3
+    assert (r.stdout, r.stderr) == ("early\n", "late\n")
+
+
+# -- security defaults ---------------------------------------------------------------------------------
+
+def _caps(status: str, field: str) -> int:
+    for line in status.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(field)
+
+
+def test_default_capabilities_and_no_new_privs() -> None:
+    r = sh("cat /proc/self/status")
+    want = mask_of(DEFAULT_CAPS)
+    for f in ("CapEff", "CapPrm", "CapBnd"):
+        assert _caps(r.stdout, f) == want, f
+    assert _caps(r.stdout, "CapInh") == 0 and _caps(r.stdout, "CapAmb") == 0
+    assert "NoNewPrivs:\t1" in r.stdout
+
+
+def test_cap_drop_and_add() -> None:
+    r = sh("touch /f; chown 1 /f && echo chowned || echo denied; cat /proc/self/status",
+           cap_drop=frozenset({"CHOWN"}), cap_add=frozenset({"NET_ADMIN"}))
+    assert r.stdout.startswith("denied")
+    eff = _caps(r.stdout, "CapEff")
+    assert not eff & mask_of(frozenset({"CHOWN"})) and eff & mask_of(frozenset({"NET_ADMIN"}))
+
+
+def test_masked_and_read_only_paths() -> None:
+    r = sh("cat /proc/keys | wc -c; ls /proc/acpi | wc -l; ls /sys/firmware | wc -l; "
+           "echo x > /proc/sys/kernel/hostname 2>/dev/null || echo ro; mount")
+    lines = r.stdout.splitlines()
+    assert lines[:4] == ["0", "0", "0", "ro"]
+    mounts = "\n".join(lines[4:])
+    assert " on /proc/sys type proc (ro," in mounts
+    assert " on /sys type sysfs (ro," in mounts
+    assert " on /sys/fs/cgroup " in mounts
+
+
+def test_dev_has_the_standard_nodes_and_links() -> None:
+    r = sh("ls /dev; readlink /dev/fd /dev/ptmx; grep -E ' /dev/(pts|shm|mqueue) ' /proc/mounts | wc -l")
+    names = set(r.stdout.split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout", "stderr", "ptmx",
+            "pts", "shm", "mqueue"} <= names
+    assert "/proc/self/fd" in names and "pts/ptmx" in names
+    assert r.stdout.split()[-1] == "3"
+
+
+def test_no_host_fd_leaks_into_the_container() -> None:
+    leak = os.open("/etc/hostname", os.O_RDONLY)  # inheritable fds of the caller must not get in
+    os.set_inheritable(leak, True)
+    try:
+        r = py("import os\nprint(sorted(int(f) for f in os.listdir('/proc/self/fd')))")
+        c = sh("ls /proc/self/fd")
+    finally:
+        os.close(leak)
+    assert r.stdout == "[0, 1, 2, 3, 4]\n"  # stdio, the status pipe, and listdir's own fd
+    assert c.stdout.split() == ["0", "1", "2", "3"]  # stdio and ls's own fd
+
+
+# -- failures: reported, kernel unharmed ---------------------------------------------------------------
+
+def test_cell_exception_is_reported() -> None:
+    r = py("def f():\n    return 1 / 0\nf()")
+    assert r.exit_code == 1 and r.error_name == "ZeroDivisionError"
+    assert 'File "<container>", line 2, in f' in (r.error or "")
+
+
+def test_exit_codes_segfault_os_exit_and_closed_stdout() -> None:
+    assert py("import os\nos._exit(3)").exit_code == 3
+    assert py("import sys\nsys.exit(4)").exit_code == 4
+    seg = py("import ctypes\nctypes.string_at(0)")
+    assert (seg.exit_code, seg.signal_name) == (139, "SIGSEGV")
+    closed = py("import os\nos.close(1)\nprint('x')")
+    assert closed.error_name == "OSError" and closed.exit_code == 1
+
+
+def test_missing_command_is_127() -> None:
+    r = run(ContainerSpec(command=("no-such-command-pcm",)))
+    assert r.exit_code == 127 and "No such file or directory" in (r.error or "")
+
+
+def test_timeout_kills_the_container() -> None:
+    r = sh("sleep 30", timeout=0.5)
+    assert r.timed_out and r.status == "timeout" and r.exit_code == 137
+    assert r.duration < 10
+
+
+def test_interrupt_kills_and_cleans_up() -> None:
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(ContainerInterrupted) as info:
+        py("import time\ntime.sleep(30)")
+    assert info.value.run.interrupted and info.value.run.status == "interrupted"
+
+
+def test_bad_input_leaves_nothing() -> None:
+    with pytest.raises(SpecError, match="not a directory"):
+        ContainerSpec(command=("true",), rootfs="/nonexistent-rootfs")
+    with pytest.raises(SpecError, match="unknown namespace"):
+        ContainerSpec(command=("true",), share=frozenset({"bogus"}))
+    with pytest.raises(LaunchError, match="cpuset"):
+        run(ContainerSpec(command=("true",), cpuset_cpus="99"))
+
+
+def test_nothing_is_left_after_200_runs() -> None:
+    before = snapshot()
+    for i in range(200):
+        r = run(ContainerSpec(command=("true",), memory=64 * MiB, pids_limit=64) if i % 2 else
+                ContainerSpec(python_code="x = 1", memory=64 * MiB, pids_limit=64), python_globals={})
+        assert r.exit_code == 0
+    assert_clean(before)
