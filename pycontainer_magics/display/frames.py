@@ -1,0 +1,88 @@
+"""pandas views of a ContainerRun: usage time series, namespace table, layer diff, summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..runtime.result import ContainerRun, Sample
+from .format import MiB, namespace_table
+
+USAGE_DTYPES: dict[str, str] = {
+    "t": "float64",  # seconds since launch
+    "memory": "int64",  # bytes
+    "memory_mib": "float64",
+    "cpu_s": "float64",  # cumulative CPU seconds (user + system) of the cgroup
+    "cpu_percent": "float64",  # CPU use since the previous sample; 100 = one core busy
+    "pids": "int64",
+}
+NAMESPACE_COLUMNS = ("namespace", "container", "host", "isolated")
+DIFF_COLUMNS = ("kind", "path", "size", "is_dir")
+
+
+def _empty(dtypes: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in dtypes.items()})
+
+
+def usage_frame(samples: ContainerRun | Sequence[Sample]) -> pd.DataFrame:
+    """One row per sample. cpu_percent is the CPU time used since the previous sample over the
+    wall time between them; the first sample is measured from launch (t=0, no CPU used yet, as the
+    cgroup is fresh). NaN where no time passed between two samples."""
+    if isinstance(samples, ContainerRun):
+        samples = samples.samples
+    if not samples:
+        return _empty(USAGE_DTYPES)
+    t = np.array([s.t for s in samples], dtype="float64")
+    memory = np.array([s.memory for s in samples], dtype="int64")
+    cpu_s = np.array([s.cpu_ns for s in samples], dtype="float64") / 1e9
+    pids = np.array([s.pids for s in samples], dtype="int64")
+    dt = np.diff(t, prepend=0.0)
+    dcpu = np.diff(cpu_s, prepend=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cpu_percent = np.where(dt > 0, dcpu / np.where(dt > 0, dt, 1.0) * 100.0, np.nan)
+    return pd.DataFrame(
+        {
+            "t": t,
+            "memory": memory,
+            "memory_mib": memory / MiB,
+            "cpu_s": cpu_s,
+            "cpu_percent": cpu_percent,
+            "pids": pids,
+        }
+    )
+
+
+def namespaces_frame(run: ContainerRun) -> pd.DataFrame:
+    """namespace, container inode, host inode, isolated: the eight kinds in order mount, uts, ipc,
+    pid, net, user, cgroup, time (inodes are nullable Int64: <NA> when not recorded)."""
+    rows = namespace_table(run)
+    return pd.DataFrame(
+        {
+            "namespace": pd.Series([r[0] for r in rows], dtype="str"),
+            "container": pd.Series([r[1] for r in rows], dtype="Int64"),
+            "host": pd.Series([r[2] for r in rows], dtype="Int64"),
+            "isolated": pd.Series([r[3] for r in rows], dtype="bool"),
+        }
+    )
+
+
+def diff_frame(run: ContainerRun) -> pd.DataFrame:
+    """kind (A/C/D), path, size, is_dir — sorted by path, as `docker diff` lists them."""
+    entries = sorted(run.diff, key=lambda e: e.path)
+    return pd.DataFrame(
+        {
+            "kind": pd.Series([e.kind for e in entries], dtype="str"),
+            "path": pd.Series([e.path for e in entries], dtype="str"),
+            "size": pd.Series([e.size for e in entries], dtype="int64"),
+            "is_dir": pd.Series([e.is_dir for e in entries], dtype="bool"),
+        }
+    )
+
+
+def summary_series(run: ContainerRun) -> pd.Series:
+    """run.summary() as an object Series indexed by field name (prints one field per line)."""
+    s = pd.Series(run.summary(), dtype=object)
+    s.index.name = "field"
+    return s

@@ -1,0 +1,145 @@
+"""matplotlib views of a ContainerRun, built with the object-oriented API (no pyplot state).
+
+Every figure is a plain `matplotlib.figure.Figure`, so it renders headless (Agg) and in notebooks.
+Lines carry labels and gids so tests (and users) can find them: "memory limit", "pids limit",
+"CPU limit" and gid "oom-kill" for the OOM marker.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..runtime.result import ContainerRun
+from .format import MiB, memory_limit_of, pids_limit_of, run_label, status_text
+from .frames import usage_frame
+
+OOM_GID = "oom-kill"
+OOM_COLOUR = "red"
+
+
+def draw_usage(
+    axes: Sequence[Axes],
+    t: Any,
+    memory_mib: Any,
+    cpu_percent: Any,
+    pids: Any,
+    *,
+    memory_limit: int | None = None,
+    pids_limit: int | None = None,
+    cpu_limit: float | None = None,
+    oom_at: float | None = None,
+) -> None:
+    """Draw up to three panels (memory MiB, CPU %, pids) on `axes`, in that order.
+
+    Limits are dashed horizontal lines; `oom_at` (seconds) adds a red vertical line on every
+    panel and a red cross on the memory curve.
+    """
+    t = np.asarray(t, dtype=float)
+    series = (
+        (np.asarray(memory_mib, dtype=float), "memory", "memory (MiB)", "C0"),
+        (np.asarray(cpu_percent, dtype=float), "CPU", "CPU %", "C1"),
+        (np.asarray(pids, dtype=float), "pids", "pids", "C2"),
+    )
+    limits = (
+        None if memory_limit is None else memory_limit / MiB,
+        None if cpu_limit is None else cpu_limit * 100.0,
+        None if pids_limit is None else float(pids_limit),
+    )
+    limit_labels = ("memory limit", "CPU limit", "pids limit")
+    for i, ax in enumerate(list(axes)[:3]):
+        values, label, ylabel, colour = series[i]
+        if i == 2:
+            ax.step(t, values, where="post", label=label, color=colour)
+        else:
+            ax.plot(t, values, label=label, color=colour)
+        limit = limits[i]
+        if limit is not None:
+            ax.axhline(limit, linestyle="--", color="0.35", linewidth=1, label=limit_labels[i])
+        if oom_at is not None:
+            ax.axvline(oom_at, color=OOM_COLOUR, linewidth=1, alpha=0.8, gid=OOM_GID,
+                       label="OOM kill" if i == 0 else "_oom")
+            if i == 0 and len(t):
+                ax.plot([t[-1]], [values[-1]], marker="X", markersize=9, color=OOM_COLOUR,
+                        linestyle="none", gid=OOM_GID, label="_oom marker")
+        ax.set_ylabel(ylabel)
+        finite = values[np.isfinite(values)]
+        top = max(float(finite.max()) if finite.size else 0.0, limit or 0.0)
+        ax.set_ylim(0, top * 1.12 if top > 0 else 1.0)
+        if len(t) and t.max() > 0:
+            ax.set_xlim(0, t.max() * 1.02)
+        ax.grid(True, alpha=0.3)
+        if i == 0 and not len(t):
+            ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center", va="center",
+                    color="0.5")
+        handles, _ = ax.get_legend_handles_labels()
+        if len(handles) > 1:
+            ax.legend(loc="best", fontsize="small", framealpha=0.8)
+
+
+def _oom_time(run: ContainerRun) -> float | None:
+    if not run.oom_killed:
+        return None
+    return run.samples[-1].t if run.samples else run.duration
+
+
+def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figure:
+    """Memory (MiB), CPU % and pids over time, with limits dashed and the OOM kill in red.
+
+    ax=None makes a new three-panel Figure; one Axes draws only the memory panel on it; a sequence
+    of Axes draws memory, CPU and pids on them in turn. Returns the Figure drawn on.
+    """
+    df = usage_frame(run)
+    if ax is None:
+        fig = Figure(figsize=(7.0, 5.6), layout="constrained")
+        axes: list[Axes] = list(fig.subplots(3, 1, sharex=True))
+        fig.suptitle(f"{run_label(run)} — {status_text(run)}")
+        axes[-1].set_xlabel("time (s)")
+    else:
+        axes = [ax] if isinstance(ax, Axes) else list(ax)
+        if not axes:
+            raise ValueError("plot_run: ax is an empty sequence")
+        fig = axes[0].get_figure(root=True)  # type: ignore[assignment]
+        axes[0].set_title(f"{run_label(run)} — {status_text(run)}")
+        axes[-1].set_xlabel("time (s)")
+    draw_usage(
+        axes,
+        df["t"].to_numpy(),
+        df["memory_mib"].to_numpy(),
+        df["cpu_percent"].to_numpy(),
+        df["pids"].to_numpy(),
+        memory_limit=memory_limit_of(run),
+        pids_limit=pids_limit_of(run),
+        cpu_limit=run.spec.cpus,
+        oom_at=_oom_time(run),
+    )
+    return fig
+
+
+def figure_png(fig: Figure, dpi: float = 100) -> bytes:
+    """The figure as PNG bytes (works without any pyplot backend)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def ensure_figure_formatter() -> None:
+    """Make IPython render bare Figures as PNG even when pyplot (and with it the inline backend's
+    formatters) was never imported. A formatter already registered is left alone."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of the magics
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    fmt = ip.display_formatter.formatters["image/png"]
+    try:
+        fmt.lookup_by_type(Figure)
+    except KeyError:
+        fmt.for_type(Figure, figure_png)
