@@ -1,0 +1,52 @@
+"""pycontainer_magics: IPython magics that turn a notebook into a container lab.
+
+    %load_ext pycontainer_magics
+
+    %%container --memory 50M --pids-limit 20 --hostname lab
+    import os, socket
+    print(os.getpid(), socket.gethostname())
+
+Importing the package is cheap: IPython, pandas and matplotlib are imported only when the extension is
+loaded or a result is displayed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__version__ = "0.1.0"
+
+_log = logging.getLogger(__name__)
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """`%load_ext pycontainer_magics`: register `%%container` and clean up what a killed kernel left."""
+    from .magics import ContainerMagics
+
+    ip.register_magics(ContainerMagics)
+    try:
+        from .runtime import prune
+
+        removed = prune()
+    except Exception as e:  # never let cleanup of old leftovers stop the extension from loading
+        _log.debug("pycontainer_magics: prune failed: %s", e)
+        return
+    if removed:
+        print(f"pycontainer_magics: removed {len(removed)} leftover(s) of a previous kernel")
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """`%unload_ext pycontainer_magics` (and `%reload_ext`): remove the magics again."""
+    from .magics import ContainerMagics
+
+    mm = ip.magics_manager
+    for kind in ("line", "cell"):
+        table = mm.magics[kind]
+        for name, fn in list(table.items()):
+            if isinstance(getattr(fn, "__self__", None), ContainerMagics):
+                del table[name]
+    mm.registry.pop("ContainerMagics", None)
+
+
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]

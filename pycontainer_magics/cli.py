@@ -1,0 +1,141 @@
+"""`pycontainer`: the same containers from a terminal.
+
+    pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code
+    pycontainer prune                             remove what a killed kernel left behind
+
+Options are the `%%container` ones (one table, `magics/args.py`). Output streams to the terminal;
+a one-line summary (`exit 0, 12.3 ms, peak 4.1 MiB`) goes to stderr, so stdout stays the command's.
+Exit codes follow Docker: the command's own code, 137 when OOM-killed, 125 when the container could
+not be set up or the options are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from .magics import args as _args
+
+EXIT_USAGE = 125  # Docker: error of the daemon/CLI itself (bad options, setup failed)
+EXIT_OOM = 137  # 128 + SIGKILL
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
+
+
+def _fail(message: str) -> NoReturn:
+    sys.stderr.write(f"pycontainer: error: {message}\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pycontainer", description="Run commands in fresh Linux containers (namespaces, "
+                     "cgroup limits, an overlay root filesystem).")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="run a command in a new container",
+                         description="Run CMD in a new container. Options use Docker's vocabulary.")
+    _args.add_arguments(run, "cli")
+    sub.add_parser("prune", help="remove what a killed kernel left behind (cgroups, mounts, state)")
+    return parser
+
+
+def _echo(stream: str, text: str) -> None:
+    out = sys.stderr if stream == "stderr" else sys.stdout
+    out.write(text)
+    out.flush()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def summary_line(run: Any) -> str:
+    """`exit 0, 12.3 ms, peak 4.1 MiB` (+ OOMKilled, timed out, signal, error)."""
+    parts = [f"exit {run.exit_code}" if run.exit_code is not None else run.status]
+    if run.signal is not None:
+        parts[0] += f" ({run.signal_name})"
+    d = run.duration
+    parts.append(f"{d * 1000:.1f} ms" if d < 1 else f"{d:.2f} s")
+    if run.peak_memory is not None:
+        parts.append(f"peak {_size(run.peak_memory)}")
+    if run.oom_killed:
+        parts.append("OOMKilled")
+    if run.timed_out:
+        parts.append("timed out")
+    return ", ".join(parts)
+
+
+def exit_code_of(run: Any) -> int:
+    if run.oom_killed:
+        return EXIT_OOM
+    if run.exit_code is None:
+        return EXIT_USAGE
+    return int(run.exit_code)
+
+
+def _run(ns: argparse.Namespace) -> int:
+    from .runtime.parse import build_spec
+    from .runtime.spec import SpecError
+
+    command = _args.command_of(ns)
+    opts = _args.spec_options(ns)
+    try:
+        # Options first (placeholder command), so a bad option is reported before a missing command.
+        build_spec(command=command or ["true"], **opts)
+    except SpecError as e:
+        _fail(str(e))
+    if not command:
+        _fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
+    stdin_data = sys.stdin.buffer.read() if ns.interactive else None
+    spec = build_spec(command=command, stdin_data=stdin_data, **opts)
+
+    from . import runtime
+
+    try:
+        run = runtime.run(spec, on_output=_echo)
+    except runtime.ContainerInterrupted:
+        sys.stderr.write("pycontainer: interrupted\n")
+        return EXIT_INTERRUPTED
+    except (SpecError, runtime.LaunchError) as e:
+        _fail(str(e))
+    if run.error and run.error.strip() not in (run.stderr or ""):  # not already streamed
+        _echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")
+    if ns.json:
+        sys.stderr.write(json.dumps(run.summary()) + "\n")
+    elif not ns.quiet:
+        sys.stderr.write(summary_line(run) + "\n")
+    return exit_code_of(run)
+
+
+def _prune() -> int:
+    from . import runtime
+
+    try:
+        removed = runtime.prune()
+    except OSError as e:
+        _fail(str(e))
+    for item in removed:
+        print(item)
+    sys.stderr.write(f"pycontainer: removed {len(removed)} leftover(s)\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.subcommand == "run":
+        return _run(ns)
+    return _prune()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,133 @@
+"""The container options, defined once, for both `%%container` and `pycontainer run`.
+
+Each entry is (flags, argparse keyword arguments, where it applies). `add_arguments` puts them on a
+plain argparse parser (the CLI); `magics/container.py` turns the same table into
+`IPython.core.magic_arguments.argument` decorators (which wrap argparse too), so `%%container?` and
+`pycontainer run --help` print the same options. Values stay strings here: `runtime.parse.build_spec`
+parses them, so a bad value gives the same one-line SpecError in the notebook and in the terminal.
+
+No IPython import here: the CLI uses this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+BOTH = frozenset({"magic", "cli"})
+MAGIC = frozenset({"magic"})
+CLI = frozenset({"cli"})
+
+
+@dataclass(frozen=True)
+class Option:
+    flags: tuple[str, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    where: frozenset[str] = BOTH
+    spec: bool = True  # passed to build_spec (False: display or CLI behaviour only)
+
+
+def _opt(*flags: str, where: frozenset[str] = BOTH, spec: bool = True, **kwargs: Any) -> Option:
+    return Option(flags, kwargs, where, spec)
+
+
+OPTIONS: list[Option] = [
+    # cgroup limits
+    _opt("-m", "--memory", metavar="SIZE",
+         help="memory limit, like 50M, 512m or 1g (the OOM killer acts above it)"),
+    _opt("--memory-swap", metavar="SIZE",
+         help="memory plus swap limit (>= --memory), or -1 for unlimited swap"),
+    _opt("--cpus", metavar="N", help="CPU quota in CPUs, like 0.5 or 1.5"),
+    _opt("--cpu-shares", metavar="N", help="relative CPU weight (default 1024)"),
+    _opt("--cpuset-cpus", metavar="LIST", help="CPUs the container may use, like 0 or 0-1 or 0,2"),
+    _opt("--pids-limit", "--pids", metavar="N", dest="pids_limit",
+         help="maximum number of processes (-1: no limit)"),
+    # namespaces and identity
+    _opt("--hostname", metavar="NAME", help="host name inside the container (new UTS namespace)"),
+    _opt("--share", metavar="NS,...", action="append",
+         help="namespaces to share with the host instead of new ones: "
+              "mount, uts, ipc, pid, net, user, cgroup, time, or all"),
+    _opt("--network", metavar="MODE", help="none (default: a new, empty network namespace) or host"),
+    _opt("--userns", metavar="MODE",
+         help="host (container root is host root) or "
+              "remap (container root maps to an unprivileged host range)"),
+    _opt("--time-offset", metavar="CLOCK=SECS", action="append",
+         help="shift a clock in a new time namespace, like boottime=3600 (repeatable)"),
+    # filesystem
+    _opt("--image", metavar="IMAGE", help="root filesystem image: host (default: the host's / as a read-only "
+                                          "lower layer under a writable overlay)"),
+    _opt("--rootfs", metavar="DIR", help="use DIR as the read-only lower layer of the root filesystem"),
+    _opt("--read-only", action="store_true", help="mount the container's root filesystem read-only"),
+    _opt("-v", "--volume", metavar="SRC:DST[:ro]", action="append",
+         help="bind mount /host/path:/ctr/path[:ro] or named volume NAME:/ctr/path (repeatable)"),
+    _opt("--tmpfs", metavar="DST[:OPTS]", action="append",
+         help="mount a tmpfs, like /run:size=64m,mode=1777 (repeatable)"),
+    _opt("-w", "--workdir", metavar="DIR", help="working directory inside the container (default /)"),
+    _opt("-e", "--env", metavar="K=V", action="append",
+         help="set an environment variable; K alone copies it from here (repeatable)"),
+    # security
+    _opt("--cap-add", metavar="CAP,...", action="append",
+         help="add capabilities to Docker's default 14, like NET_ADMIN or ALL"),
+    _opt("--cap-drop", metavar="CAP,...", action="append", help="drop capabilities, like NET_RAW or ALL"),
+    # run control
+    _opt("--name", metavar="NAME", help="a name for the container"),
+    _opt("--timeout", metavar="DURATION", help="kill the container after this long, like 10s or 500ms"),
+    _opt("--interval", metavar="DURATION", help="sampling interval of memory/CPU/pids (default 50ms)"),
+    _opt("--no-diff", action="store_true", help="do not compute the filesystem diff at exit"),
+    # notebook only
+    _opt("-o", "--output", metavar="VAR,...", action="append", where=MAGIC,
+         help="variables the cell sends back into the notebook's namespace (repeatable)"),
+    _opt("--result", metavar="VAR", default="_container", where=MAGIC, spec=False,
+         help="store the run's view under this name (default _container)"),
+    _opt("--no-plot", action="store_true", where=MAGIC, spec=False, help="summary card without the plot"),
+    # display, both
+    _opt("-q", "--quiet", action="store_true", spec=False,
+         help="no summary (notebook: no card; terminal: no summary line)"),
+    # terminal only
+    _opt("-i", "--interactive", action="store_true", where=CLI, spec=False,
+         help="feed this process's stdin to the command"),
+    _opt("--json", action="store_true", where=CLI, spec=False,
+         help="print the run's summary as JSON on stderr instead of the one-line summary"),
+    # what runs
+    _opt("command", metavar="-- CMD", nargs=argparse.REMAINDER, spec=False,
+         help="the command to run; in a cell it replaces Python and the body becomes its stdin "
+              "(like %%%%script)"),
+]
+
+
+def options_for(where: str) -> list[Option]:
+    return [o for o in OPTIONS if where in o.where]
+
+
+def add_arguments(parser: argparse.ArgumentParser, where: str = "cli") -> argparse.ArgumentParser:
+    """Add the options that apply to `where` ("cli" or "magic") to an argparse parser."""
+    for o in options_for(where):
+        parser.add_argument(*o.flags, **o.kwargs)
+    return parser
+
+
+def _dest(o: Option) -> str:
+    if "dest" in o.kwargs:
+        return str(o.kwargs["dest"])
+    long = next((f for f in o.flags if f.startswith("--")), o.flags[0])
+    return long.lstrip("-").replace("-", "_")
+
+
+SPEC_KEYS: frozenset[str] = frozenset(_dest(o) for o in OPTIONS if o.spec)
+
+
+def command_of(ns: argparse.Namespace) -> list[str]:
+    """The command after `--` (argparse keeps a leading '--' in a REMAINDER argument)."""
+    cmd = list(getattr(ns, "command", None) or [])
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    return cmd
+
+
+def spec_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options `runtime.parse.build_spec` takes (display-only ones left out)."""
+    return {k: v for k, v in vars(ns).items() if k in SPEC_KEYS and v is not None and v is not False}
+
+
+__all__ = ["OPTIONS", "Option", "add_arguments", "command_of", "options_for", "spec_options"]

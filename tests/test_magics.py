@@ -1,0 +1,330 @@
+"""`%%container` through a real IPython InteractiveShell.
+
+Three parts: option handling that needs no runtime (bad options become one UsageError line, help),
+the skin's wiring against a stand-in `runtime.run` (what goes where after a run), and end-to-end
+runs in real containers (root).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import pycontainer_magics
+from pycontainer_magics import runtime
+from pycontainer_magics.runtime.result import ContainerRun
+from pycontainer_magics.runtime.spec import ContainerSpec, SpecError
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture(scope="module")
+def ip() -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "pycontainer_magics")
+    yield shell
+
+
+@pytest.fixture(autouse=True)
+def _clean_ns(ip: InteractiveShell) -> Iterator[None]:
+    yield
+    for name in ("_container", "x", "y", "r1", "secret"):
+        ip.user_ns.pop(name, None)
+
+
+def usage_error(ip: InteractiveShell, line: str, cell: str | None = "pass") -> str:
+    with pytest.raises(UsageError) as e:
+        if cell is None:
+            ip.run_line_magic("container", line)
+        else:
+            ip.run_cell_magic("container", line, cell)
+    msg = str(e.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+# --- no runtime needed ---------------------------------------------------------------------------
+
+def test_package_import_is_cheap() -> None:
+    code = ("import sys, pycontainer_magics, pycontainer_magics.magics.args,"
+            " pycontainer_magics.runtime.parse, pycontainer_magics.cli;"
+            "bad = [m for m in ('IPython', 'pandas', 'matplotlib', 'ipywidgets') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_magic_registered(ip: InteractiveShell) -> None:
+    assert "container" in ip.magics_manager.magics["cell"]
+    assert "container" in ip.magics_manager.magics["line"]
+
+
+def test_bad_memory_is_one_usage_error_line(ip: InteractiveShell) -> None:
+    msg = usage_error(ip, "--memory lots")
+    assert msg == ("invalid size 'lots' for --memory: expected a number with an optional unit b, k, m or g, "
+                   "like 512m")
+
+
+def test_usage_error_shown_without_traceback(ip: InteractiveShell,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    result = ip.run_cell("%%container --memory lots\npass\n")
+    assert isinstance(result.error_in_exec, UsageError)
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "UsageError: invalid size 'lots' for --memory" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("line, needles", [
+    ("--memory 1k", ["--memory", "6m"]),
+    ("--network bridge", ["'bridge'", "none", "host"]),
+    ("--network none --share net", ["--network none", "--share net"]),
+    ("--share pidd", ["'pidd'", "mount"]),
+    ("-v ./data:/data", ["'./data'", "absolute"]),
+    ("--tmpfs /run:size=huge", ["'huge'"]),
+    ("-e 1X=2", ["'1X=2'"]),
+    ("--cap-add FLY", ["'FLY'"]),
+    ("--timeout soon", ["'soon'", "--timeout"]),
+    ("--userns sometimes", ["'sometimes'"]),
+    ("--time-offset realtime=5", ["'realtime=5'"]),
+    ("--hostname bad_name!", ["'bad_name!'"]),
+    ("-o not-a-name", ["'not-a-name'"]),
+    ("-o x -- sh", ["-o/--output"]),
+    ("--result 1bad", ["'1bad'"]),
+    ("--memroy 5m", ["unrecognized arguments", "--memroy"]),
+    ("--memory", ["--memory", "expected one argument"]),
+    ("--env 'unbalanced", ["cannot split"]),
+])
+def test_bad_options_are_usage_errors(ip: InteractiveShell, line: str, needles: list[str]) -> None:
+    msg = usage_error(ip, line)
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_line_magic_needs_a_command(ip: InteractiveShell) -> None:
+    assert "needs a command after --" in usage_error(ip, "--memory 50m", cell=None)
+
+
+def test_help_lists_the_options(ip: InteractiveShell) -> None:
+    doc = ip.find_cell_magic("container").__doc__
+    for opt in ("--memory", "--memory-swap", "--cpus", "--cpu-shares", "--cpuset-cpus", "--pids-limit",
+                "--hostname", "--share", "--userns", "--time-offset", "--rootfs", "--image", "--read-only",
+                "--volume", "--tmpfs", "--workdir", "--env", "--cap-add", "--cap-drop", "--network",
+                "--timeout", "--interval", "--name", "--output", "--result", "--quiet", "--no-diff",
+                "--no-plot", "-- CMD"):
+        assert opt in doc, opt
+    assert "--json" not in doc and "--interactive" not in doc  # terminal-only options
+
+
+def test_question_mark_prints_help(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_cell("%%container?")
+    out = capsys.readouterr().out
+    assert "--memory" in out and "--pids-limit" in out
+
+
+def test_unload_and_reload(ip: InteractiveShell) -> None:
+    ip.run_line_magic("reload_ext", "pycontainer_magics")
+    assert "container" in ip.magics_manager.magics["cell"]
+    pycontainer_magics.unload_ipython_extension(ip)
+    assert "container" not in ip.magics_manager.magics["cell"]
+    pycontainer_magics.load_ipython_extension(ip)
+    assert "container" in ip.magics_manager.magics["cell"]
+
+
+def test_load_tolerates_prune_errors(ip: InteractiveShell, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def broken() -> list[str]:
+        raise PermissionError(13, "Permission denied", "/sys/fs/cgroup")
+
+    monkeypatch.setattr(runtime, "prune", broken, raising=False)
+    pycontainer_magics.load_ipython_extension(ip)
+    monkeypatch.setattr(runtime, "prune", lambda: ["cgroup a", "state b"], raising=False)
+    pycontainer_magics.load_ipython_extension(ip)
+    assert "removed 2 leftover(s)" in capsys.readouterr().out
+
+
+# --- the skin's wiring, against a stand-in runtime ------------------------------------------------
+
+class FakeInterrupted(KeyboardInterrupt):
+    def __init__(self, run: ContainerRun) -> None:
+        super().__init__()
+        self.run = run
+
+
+class FakeLaunchError(OSError):
+    pass
+
+
+class FakeRuntime:
+    """Records what the magic passes to `runtime.run` and returns a canned ContainerRun."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[ContainerSpec, dict[str, Any] | None]] = []
+        self.behaviour: Callable[[ContainerSpec, dict[str, Any] | None, Callable[[str, str], None]],
+                                 ContainerRun] = self.ok
+
+    @staticmethod
+    def ok(spec: ContainerSpec, g: dict[str, Any] | None, out: Callable[[str, str], None]) -> ContainerRun:
+        out("stdout", "hello out\n")
+        out("stderr", "hello err\n")
+        outputs = {name: f"value of {name}" for name in spec.outputs}
+        return ContainerRun(id="fake", spec=spec, exit_code=0, outputs=outputs)
+
+    def run(self, spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
+            on_output: Callable[[str, str], None] | None = None) -> ContainerRun:
+        self.calls.append((spec, python_globals))
+        assert on_output is not None
+        return self.behaviour(spec, python_globals, on_output)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRuntime:
+    f = FakeRuntime()
+    monkeypatch.setattr(runtime, "run", f.run, raising=False)
+    monkeypatch.setattr(runtime, "ContainerInterrupted", FakeInterrupted, raising=False)
+    monkeypatch.setattr(runtime, "LaunchError", FakeLaunchError, raising=False)
+    return f
+
+
+@pytest.fixture
+def shows(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    from pycontainer_magics.display import RunView
+
+    calls: list[bool] = []
+    monkeypatch.setattr(RunView, "show", lambda self, plot=True: calls.append(plot))
+    return calls
+
+
+def test_python_cell_wiring(ip: InteractiveShell, fake: FakeRuntime, shows: list[bool],
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pycontainer_magics.display import RunView
+
+    ip.run_cell_magic("container", "--memory 50M --hostname lab -o x,y", "x = 1\ny = 2\n")
+    spec, g = fake.calls[-1]
+    assert spec.python_code == "x = 1\ny = 2\n" and spec.command == ()
+    assert spec.memory == 50 * 2**20 and spec.hostname == "lab" and spec.outputs == ("x", "y")
+    assert g is ip.user_ns  # the cell sees the notebook's variables
+    out = capsys.readouterr()
+    assert out.out == "hello out\n" and out.err == "hello err\n"  # streamed to the cell's streams
+    assert isinstance(ip.user_ns["_container"], RunView) and ip.user_ns["_container"].run.id == "fake"
+    assert ip.user_ns["x"] == "value of x" and ip.user_ns["y"] == "value of y"
+    assert shows == [True]
+
+
+def test_command_cell_wiring(ip: InteractiveShell, fake: FakeRuntime, shows: list[bool]) -> None:
+    ip.run_cell_magic("container", "--memory 50M --network host -- sh -c 'cat; echo done'", "echo $$\n")
+    spec, g = fake.calls[-1]
+    assert spec.command == ("sh", "-c", "cat; echo done") and spec.python_code is None
+    assert spec.stdin_data == b"echo $$\n" and g is None and "net" in spec.share
+
+
+def test_line_magic_runs_a_command(ip: InteractiveShell, fake: FakeRuntime, shows: list[bool]) -> None:
+    ip.run_line_magic("container", "run --cpus 0.5 -- hostname")
+    spec, _ = fake.calls[-1]
+    assert spec.command == ("hostname",) and spec.stdin_data is None and spec.cpus == 0.5
+    ip.run_line_magic("container", "--pids 5 -- true")
+    assert fake.calls[-1][0].command == ("true",) and fake.calls[-1][0].pids_limit == 5
+
+
+def test_quiet_result_no_plot_no_diff(ip: InteractiveShell, fake: FakeRuntime, shows: list[bool]) -> None:
+    ip.run_cell_magic("container", "--quiet --result r1 --no-diff", "pass")
+    assert shows == [] and "r1" in ip.user_ns and "_container" not in ip.user_ns
+    assert fake.calls[-1][0].diff is False
+    ip.run_cell_magic("container", "--no-plot", "pass")
+    assert shows == [False]
+
+
+def test_cell_exception_shows_traceback(ip: InteractiveShell, fake: FakeRuntime, shows: list[bool],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    tb = 'Traceback (most recent call last):\n  File "<cell>", line 1\nZeroDivisionError: division by zero'
+    fake.behaviour = lambda spec, g, out: ContainerRun(id="e", spec=spec, exit_code=1, error=tb,
+                                                       error_name="ZeroDivisionError")
+    ip.run_cell_magic("container", "", "1/0")
+    assert tb in capsys.readouterr().err
+    assert ip.user_ns["_container"].error_name == "ZeroDivisionError" and shows == [True]
+
+
+def test_launch_error_is_usage_error(ip: InteractiveShell, fake: FakeRuntime) -> None:
+    def fail(spec: ContainerSpec, g: Any, out: Any) -> ContainerRun:
+        raise FakeLaunchError(1, "Operation not permitted: unshare(CLONE_NEWUSER)")
+
+    fake.behaviour = fail
+    assert "Operation not permitted" in usage_error(ip, "")
+
+
+def test_runtime_spec_error_is_usage_error(ip: InteractiveShell, fake: FakeRuntime) -> None:
+    def fail(spec: ContainerSpec, g: Any, out: Any) -> ContainerRun:
+        raise SpecError("--cpus needs the cpu controller, which this host does not have")
+
+    fake.behaviour = fail
+    assert usage_error(ip, "") == "--cpus needs the cpu controller, which this host does not have"
+
+
+def test_interrupt_stores_run_and_reraises(ip: InteractiveShell, fake: FakeRuntime) -> None:
+    def interrupted(spec: ContainerSpec, g: Any, out: Any) -> ContainerRun:
+        raise FakeInterrupted(ContainerRun(id="int", spec=spec, interrupted=True))
+
+    fake.behaviour = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        ip.run_cell_magic("container", "", "while True: pass")
+    assert ip.user_ns["_container"].run.id == "int"
+
+
+# --- end to end (real containers) ----------------------------------------------------------------
+
+def _run_cell(ip: InteractiveShell, line: str, body: str,
+              capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    ip.run_cell_magic("container", "--quiet " + line, body)
+    out = capsys.readouterr()
+    return out.out, out.err
+
+
+@pytest.mark.root
+@needs_root
+def test_e2e_hostname(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = _run_cell(ip, "--hostname lab", "import socket; print(socket.gethostname())", capsys)
+    assert out.strip() == "lab"
+    assert ip.user_ns["_container"].exit_code == 0
+
+
+@pytest.mark.root
+@needs_root
+def test_e2e_output_sent_back(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["secret"] = 20
+    _run_cell(ip, "-o x", "x = secret + 1", capsys)
+    assert ip.user_ns["x"] == 21
+
+
+@pytest.mark.root
+@needs_root
+def test_e2e_exception_shows_traceback_and_kernel_survives(ip: InteractiveShell,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _, err = _run_cell(ip, "", "def f():\n    return 1 / 0\nf()\n", capsys)
+    assert "ZeroDivisionError" in err and "Traceback" in err
+    assert ip.user_ns["_container"].error_name == "ZeroDivisionError"
+    assert os.getpid() == os.getpid()  # still here; and the next cell runs
+    out, _ = _run_cell(ip, "", "print('alive')", capsys)
+    assert out.strip() == "alive"
+
+
+@pytest.mark.root
+@needs_root
+def test_e2e_shell_cell_is_pid_1(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = _run_cell(ip, "-- sh", "echo $$\n", capsys)
+    assert out.strip() == "1"
+
+
+@pytest.mark.root
+@needs_root
+def test_e2e_summary_card_stored(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.run_cell_magic("container", "--memory 50M", "print('card')")
+    view = ip.user_ns["_container"]
+    assert "card" in capsys.readouterr().out
+    assert view.run.exit_code == 0 and "<" in view._repr_html_()
