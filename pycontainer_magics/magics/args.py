@@ -50,8 +50,9 @@ OPTIONS: list[Option] = [
               "mount, uts, ipc, pid, net, user, cgroup, time, or all"),
     _opt("--network", metavar="MODE", help="none (default: a new, empty network namespace) or host"),
     _opt("--userns", metavar="MODE",
-         help="host (container root is host root) or "
-              "remap (container root maps to an unprivileged host range)"),
+         help="private (default: a new user namespace; as root container root is host root, "
+              "without root your user is container root), remap (container root maps to an "
+              "unprivileged host range, like podman's --userns auto) or host (no user namespace)"),
     _opt("--time-offset", metavar="CLOCK=SECS", action="append",
          help="shift a clock in a new time namespace, like boottime=3600 (repeatable)"),
     # filesystem

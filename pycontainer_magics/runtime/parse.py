@@ -221,7 +221,8 @@ def parse_caps(value: str | Iterable[str], flag: str = "--cap-add") -> frozenset
 # --- the whole spec ------------------------------------------------------------------------------
 
 NETWORK_MODES = ("none", "host")
-USERNS_MODES = {"host": "host", "remap": "remap", "auto": "remap"}
+# Docker's meaning of --userns host: no user namespace at all (it shares the host's).
+USERNS_MODES = {"host": "host", "private": "private", "remap": "remap", "auto": "remap"}
 
 
 def _many(value: Any) -> list[Any]:
@@ -312,8 +313,12 @@ def build_spec(
     if userns is not None:
         mode = USERNS_MODES.get(str(userns).strip().lower())
         if mode is None:
-            raise SpecError(f"unknown --userns {userns!r}: expected host (container root is host root) or "
-                            "remap (container root maps to an unprivileged host range)")
+            raise SpecError(f"unknown --userns {userns!r}: expected private (the default: a new user "
+                            "namespace, container root is host root), remap (container root maps to an "
+                            "unprivileged host range) or host (share the host's user namespace)")
+        if mode == "host":
+            f["share"] = f["share"] | {"user"}
+            mode = "private"
         f["userns"] = mode
     offsets = [parse_time_offset(v) for v in _many(time_offset)]
     clocks = [c for c, _ in offsets]

@@ -77,7 +77,7 @@ def id_maps(spec: ContainerSpec) -> tuple[str, str, bool]:
     if spec.uid_map:
         return idmap.format_map([(m.inside, m.outside, m.count) for m in spec.uid_map]), \
             idmap.format_map([(m.inside, m.outside, m.count) for m in spec.gid_map]), False
-    if os.geteuid() != 0 or spec.userns == "rootless":
+    if os.geteuid() != 0:
         # An unprivileged user may map only itself (to root), and must deny setgroups first.
         return f"0 {os.geteuid()} 1\n", f"0 {os.getegid()} 1\n", True
     if spec.userns == "remap":
@@ -119,6 +119,9 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
     if os.geteuid() != 0 and "user" not in new:
         raise LaunchError(errno.EPERM, "without root, a container needs a new user namespace: "
                           "remove 'user' from --share")
+    if os.geteuid() != 0 and spec.userns == "remap":
+        raise LaunchError(errno.EPERM, "--userns remap needs root (it maps a range of host ids); without "
+                          "root your own user is the container's root")
     uid_map, gid_map, _deny = id_maps(spec) if "user" in new else ("0 0 4294967295\n",) * 2 + (False,)
     plan = None
     if "mount" in new:

@@ -6,6 +6,8 @@ here touches the kernel, so a spec can be built, validated, shown and exported w
 
 from __future__ import annotations
 
+import keyword
+import math
 import os
 import re
 from dataclasses import dataclass, replace
@@ -53,7 +55,7 @@ class IdMap:
     count: int
 
 
-UsernsMode = Literal["host", "remap", "rootless", "custom"]
+UsernsMode = Literal["private", "remap", "custom"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class ContainerSpec:
 
     # Namespaces: all eight are new unless named here.
     share: frozenset[str] = frozenset()
-    userns: UsernsMode = "host"
+    userns: UsernsMode = "private"  # private: identity map as root, your user as root without root
     uid_map: tuple[IdMap, ...] = ()
     gid_map: tuple[IdMap, ...] = ()
     time_offsets: tuple[tuple[str, int], ...] = ()  # (clock, seconds)
@@ -146,8 +148,8 @@ def validate(s: ContainerSpec) -> None:
     unknown = set(s.share) - set(NAMESPACE_KINDS)
     if unknown:
         _fail(f"unknown namespace {sorted(unknown)[0]!r} in --share: expected some of {', '.join(NAMESPACE_KINDS)}")
-    if s.image != "host" and s.rootfs is None:
-        _fail(f"unknown image {s.image!r}: only 'host' or --rootfs DIR are supported")
+    if s.image != "host":
+        _fail(f"unknown image {s.image!r}: only 'host' or --rootfs DIR are supported for now")
     if s.rootfs is not None:
         if not os.path.isabs(s.rootfs):
             _fail(f"--rootfs {s.rootfs!r} must be an absolute path")
@@ -173,9 +175,9 @@ def validate(s: ContainerSpec) -> None:
         _fail(f"invalid --cpuset-cpus {s.cpuset_cpus!r}: a list like 0 or 0-1 or 0,2")
     if s.pids_limit is not None and s.pids_limit < 1:
         _fail(f"--pids-limit {s.pids_limit} must be a positive number")
-    if s.userns not in ("host", "remap", "rootless", "custom"):
-        _fail(f"unknown --userns {s.userns!r}: expected host, remap or rootless")
-    if "user" in s.share and (s.uid_map or s.userns in ("remap", "rootless")):
+    if s.userns not in ("private", "remap", "custom"):
+        _fail(f"unknown --userns {s.userns!r}: expected private, remap or host")
+    if "user" in s.share and (s.uid_map or s.userns == "remap"):
         _fail("--userns remap and uid maps need a new user namespace: remove 'user' from --share")
     if s.userns == "custom" and not (s.uid_map and s.gid_map):
         _fail("custom user namespace needs both uid and gid maps")
@@ -200,27 +202,29 @@ def validate(s: ContainerSpec) -> None:
                 _fail(f"bind source {m.source!r} does not exist")
         elif not VOLUME_NAME_RE.match(m.source):
             _fail(f"invalid volume name {m.source!r}: letters, digits, '_', '.', '-'")
-        if m.target in targets:
+        if os.path.normpath(m.target) in targets:
             _fail(f"two mounts on {m.target!r}")
-        targets.add(m.target)
+        targets.add(os.path.normpath(m.target))
     for t in s.tmpfs:
         if not os.path.isabs(t.target) or t.target == "/":
             _fail(f"--tmpfs target {t.target!r} must be an absolute path other than /")
-        if t.target in targets:
+        if os.path.normpath(t.target) in targets:
             _fail(f"two mounts on {t.target!r}")
-        targets.add(t.target)
+        targets.add(os.path.normpath(t.target))
+        if t.size is not None and t.size <= 0:
+            _fail(f"--tmpfs {t.target} size must be positive")
     from ..linux.caps import CAP_NUMBERS
     for c in s.cap_add | s.cap_drop:
         if c != "ALL" and c not in CAP_NUMBERS:
             _fail(f"unknown capability {c!r}: expected a name like NET_ADMIN or CAP_NET_ADMIN")
-    if s.timeout is not None and s.timeout <= 0:
+    if s.timeout is not None and not (math.isfinite(s.timeout) and s.timeout > 0):
         _fail(f"--timeout {s.timeout} must be positive")
     if not (0.001 <= s.interval <= 60):
         _fail(f"--interval {s.interval}s is out of range: 1ms to 60s")
     if s.name is not None and not VOLUME_NAME_RE.match(s.name):
         _fail(f"invalid name {s.name!r}: letters, digits, '_', '.', '-'")
     for o in s.outputs:
-        if not o.isidentifier():
+        if not o.isidentifier() or keyword.iskeyword(o):
             _fail(f"invalid output variable name {o!r}")
     if s.outputs and s.python_code is None:
         _fail("-o/--output only works with Python cells")

@@ -1,0 +1,94 @@
+"""Rootless use: a freshly created unprivileged user runs containers with everything the kernel allows
+without root (all namespaces, overlay, pivot_root) and gets clear errors for what needs root."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from helpers import run_as
+
+pytestmark = [pytest.mark.rootless, pytest.mark.skipif(os.geteuid() != 0, reason="creates a user: needs root")]
+USER = "pcm-rootless"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def user() -> Iterator[str]:
+    """A fresh unprivileged user, removed afterwards with its home directory."""
+    try:
+        pwd.getpwnam(USER)
+        subprocess.run(["userdel", "-r", USER], capture_output=True)
+    except KeyError:
+        pass
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
+    probe = run_as(USER, [sys.executable, "-c", "import pycontainer_magics"])
+    if probe.returncode != 0:
+        subprocess.run(["userdel", "-r", USER], capture_output=True)
+        pytest.skip(f"the checkout is not readable by an unprivileged user: {probe.stderr.strip()[-200:]}")
+    yield USER
+    subprocess.run(["pkill", "-KILL", "-u", USER], capture_output=True)
+    subprocess.run(["userdel", "-r", USER], capture_output=True)
+
+
+def container(user: str, body: str) -> dict:
+    """Run `body` (which sets `result`) in a Python process of `user`; return `result`."""
+    script = "import json, os\nfrom pycontainer_magics.runtime import *\n" + textwrap.dedent(body) + \
+        "\nprint('RESULT=' + json.dumps(result))"
+    p = run_as(user, ["env", f"HOME={pwd.getpwnam(user).pw_dir}", sys.executable, "-c", script])
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT="):
+            return json.loads(line[7:])
+    raise AssertionError(f"no result: rc={p.returncode} stdout={p.stdout[-500:]} stderr={p.stderr[-2000:]}")
+
+
+def test_rootless_container_has_all_namespaces_and_an_overlay(user: str) -> None:
+    res = container(user, """
+        r = run(ContainerSpec(command=("sh", "-c", "id -u; cat /proc/self/uid_map; hostname; echo $$; "
+                                       "echo x > /etc/rootless-added; ls /sys/class/net"), hostname="rl"))
+        result = {"out": r.stdout, "err": r.stderr, "iso": [n.isolated for n in r.namespaces],
+                  "diff": [[d.kind, d.path] for d in r.diff], "uid": os.getuid()}
+    """)
+    out = res["out"].split()
+    assert out[0] == "0" and out[1:4] == ["0", str(res["uid"]), "1"], res
+    assert out[4:6] == ["rl", "1"]
+    assert out[6:] == ["lo"]
+    assert all(res["iso"]) and len(res["iso"]) == 8
+    assert ["A", "/etc/rootless-added"] in res["diff"]
+    assert not os.path.exists("/etc/rootless-added")
+
+
+def test_rootless_python_cell_and_outputs(user: str) -> None:
+    res = container(user, """
+        r = run(ContainerSpec(python_code="import os\\ny = os.getpid()", outputs=("y",)), python_globals={})
+        result = {"y": r.outputs.get("y"), "code": r.exit_code, "error": r.error}
+    """)
+    assert res == {"y": 1, "code": 0, "error": None}
+
+
+def test_rootless_limits_without_delegation_fail_clearly(user: str) -> None:
+    res = container(user, """
+        try:
+            run(ContainerSpec(command=("true",), memory=64 * 2**20))
+            result = "ran"
+        except LaunchError as e:
+            result = str(e)
+    """)
+    assert "need a writable cgroup" in res
+
+
+def test_rootless_remap_is_refused_with_a_reason(user: str) -> None:
+    res = container(user, """
+        try:
+            run(ContainerSpec(command=("true",), userns="remap"))
+            result = "ran"
+        except LaunchError as e:
+            result = str(e)
+    """)
+    assert "needs root" in res
