@@ -30,14 +30,15 @@ def make_busybox_rootfs(path: str) -> str:
 
 
 def our_cgroups() -> list[str]:
-    """Container cgroups under the project's parent, in every hierarchy."""
+    """This process's container cgroups under the project's parent, in every hierarchy (another process
+    may be running containers of its own at the same time)."""
     out = []
     for root in ("/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in ("memory", "pids", "cpu", "cpuacct",
                                                                       "cpuset", "freezer"))):
         parent = os.path.join(root, "pycontainer_magics")
         if os.path.isdir(parent):
             out += [os.path.join(parent, d) for d in os.listdir(parent)
-                    if os.path.isdir(os.path.join(parent, d))]
+                    if d.startswith(f"{os.getpid()}-") and os.path.isdir(os.path.join(parent, d))]
     return out
 
 
@@ -47,14 +48,16 @@ def our_mounts() -> list[str]:
 
 
 def child_pids() -> list[int]:
+    from pycontainer_magics.runtime.zygote import zygote
     me = os.getpid()
+    helper = zygote().pid
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 with open(f"/proc/{d}/stat") as f:
                     stat = f.read()
-                if int(stat[stat.rindex(")") + 2:].split()[1]) == me:
+                if int(stat[stat.rindex(")") + 2:].split()[1]) == me and int(d) != helper:
                     out.append(int(d))
             except (OSError, ValueError, IndexError):
                 pass
@@ -62,6 +65,10 @@ def child_pids() -> list[int]:
 
 
 def snapshot() -> dict[str, object]:
+    # The launch helper lives as long as the caller, by design: start it first so it is in every
+    # snapshot, and do not count it as a leftover process.
+    from pycontainer_magics.runtime.zygote import zygote
+    zygote().start()
     return {"cgroups": our_cgroups(), "mounts": our_mounts(), "fds": sorted(os.listdir("/proc/self/fd")),
             "children": child_pids()}
 

@@ -25,6 +25,7 @@ from ..linux.namespaces import CLONE_NEWNS, CLONE_NEWUSER, flags_for, ns_inodes
 from . import rootfs, state
 from .launch import DEFAULT_PATH, Launch, decode_frames, setup_process
 from .monitor import Monitor
+from .zygote import zygote
 from .result import ContainerRun, DiffEntry, NamespaceRow
 from .spec import ContainerSpec, IdMap
 
@@ -217,17 +218,12 @@ def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn 
     monitor = Monitor(cg, spec.interval, time.monotonic()) if cg is not None else None
     t0 = time.monotonic()
     r.started_at = time.time()
-    gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
     try:
-        pid = os.fork()
+        pid = _start_setup_process(L, child_ends)
     except BaseException:
-        gc.unfreeze()
         for fd in list(child_ends) + parent_ends:
             os.close(fd)
         raise
-    if pid == 0:
-        setup_process(L, child_ends)  # never returns
-    gc.unfreeze()
     for fd in child_ends:
         os.close(fd)
     if monitor is not None:
@@ -249,6 +245,24 @@ def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn 
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
     if relay.interrupted:
         raise ContainerInterrupted(r)
+
+
+def _start_setup_process(L: Launch, child_ends: tuple[int, ...]) -> int:
+    """A Python cell needs the caller's memory: fork the caller. A command does not: fork the small
+    launch helper, so its cost does not grow with what the notebook kernel holds."""
+    if L.python_code is None and not os.environ.get("PYCONTAINER_NO_ZYGOTE"):
+        try:
+            return zygote().spawn(L, child_ends)
+        except OSError:
+            pass  # no helper to be had: fork the caller after all
+    gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
+    try:
+        pid = os.fork()
+        if pid == 0:
+            setup_process(L, child_ends)  # never returns
+    finally:
+        gc.unfreeze()
+    return pid
 
 
 def _reap(pid: int, cg: Cgroup | None, relay: _Relay) -> None:
