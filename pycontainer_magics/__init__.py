@@ -12,12 +12,9 @@ loaded or a result is displayed.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 __version__ = "0.1.0"
-
-_log = logging.getLogger(__name__)
 
 
 def load_ipython_extension(ip: Any) -> None:
@@ -29,8 +26,7 @@ def load_ipython_extension(ip: Any) -> None:
         from .runtime import prune
 
         removed = prune()
-    except Exception as e:  # never let cleanup of old leftovers stop the extension from loading
-        _log.debug("pycontainer_magics: prune failed: %s", e)
+    except Exception:  # never let cleanup of old leftovers stop the extension from loading
         return
     if removed:
         print(f"pycontainer_magics: removed {len(removed)} leftover(s) of a previous kernel")

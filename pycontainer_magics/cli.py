@@ -102,7 +102,8 @@ def _run(ns: argparse.Namespace) -> int:
     from . import runtime
 
     try:
-        run = runtime.run(spec, on_output=_echo)
+        # This process is small and short-lived: forking it is cheaper than starting the launch helper.
+        run = runtime.run(spec, on_output=_echo, helper=False)
     except runtime.ContainerInterrupted:
         sys.stderr.write("pycontainer: interrupted\n")
         return EXIT_INTERRUPTED

@@ -24,6 +24,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -67,6 +68,7 @@ class Launch:
 
 
 def send(fd: int, msg: dict[str, Any]) -> None:
+    msg["t"] = time.monotonic()  # every message is also a point on the launch timeline
     data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     buf = memoryview(_HDR.pack(len(data)) + data)
     while buf:
@@ -177,11 +179,12 @@ def setup_process(L: Launch, fds: tuple[int, int, int, int, int]) -> NoReturn:
                 break
             except InterruptedError:
                 continue
+        exited = time.monotonic()
         diff = None
         if L.want_diff and upper is not None and L.plan is not None:
             stage = "computing the layer diff"
             diff = rootfs.layer_diff(upper, L.plan.lower, mp, split_top=L.rootless and L.plan.lower == "/")
-        send(STATUS_FD, {"exit_status": status, "diff": diff})
+        send(STATUS_FD, {"exit_status": status, "exited": exited, "diff": diff})
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - everything must be reported, nothing may escape a fork
         _report_failure(stage, e)
@@ -253,8 +256,7 @@ def pid1(L: Launch, merged: str | None, join_fds: list[int]) -> NoReturn:
             notes = rootfs.apply_plan(merged, L.plan)
             stage = "pivot_root"
             rootfs.pivot_into(merged)
-        if notes:
-            send(STATUS_FD, {"notes": notes})
+        send(STATUS_FD, {"ready": True, "notes": notes})
         stage = f"entering the working directory {L.workdir}"
         try:
             os.chdir(L.workdir)

@@ -79,6 +79,7 @@ class ContainerRun:
     error_name: str | None = None  # e.g. "ZeroDivisionError"
     outputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # things the user should know (fallbacks taken)
+    timeline: list[tuple[str, float]] = field(default_factory=list)  # launch stages, seconds from start
 
     @property
     def signal_name(self) -> str | None:

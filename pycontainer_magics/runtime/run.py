@@ -157,8 +157,11 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
 # -- the run -----------------------------------------------------------------------------------------
 
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
-        on_output: OutputFn | None = None) -> ContainerRun:
-    """Run one container to completion and return what happened."""
+        on_output: OutputFn | None = None, helper: bool | None = None) -> ContainerRun:
+    """Run one container to completion and return what happened.
+
+    helper: fork a command's container from the small launch helper (default for commands: its cost
+    then does not grow with the caller's memory) or from the caller (False)."""
     r = ContainerRun(id=state.new_id(), spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
@@ -173,7 +176,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
                 raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename) from None
             r.cgroup_version = cg.version
         L = plan_launch(spec, cg, python_globals)
-        _execute(r, L, cg, on_output)
+        _execute(r, L, cg, on_output, helper)
     finally:
         if cg is not None:
             _finish_cgroup(r, cg)
@@ -202,7 +205,8 @@ def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
         cg.remove()
 
 
-def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn | None) -> None:
+def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
+             helper: bool | None) -> None:
     spec = r.spec
     host_ns = ns_inodes("self")
     out_r, out_w = os.pipe()
@@ -219,7 +223,7 @@ def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn 
     t0 = time.monotonic()
     r.started_at = time.time()
     try:
-        pid = _start_setup_process(L, child_ends)
+        pid = _start_setup_process(L, child_ends, helper)
     except BaseException:
         for fd in list(child_ends) + parent_ends:
             os.close(fd)
@@ -229,7 +233,7 @@ def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn 
     if monitor is not None:
         monitor.t0 = t0
         monitor.start()
-    relay = _Relay(r, on_output)
+    relay = _Relay(r, on_output, t0)
     try:
         relay.loop(pid, spec, out_r, err_r, st_r, sync_w, in_w, t0, cg)
     finally:
@@ -240,6 +244,7 @@ def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn 
                 pass
         _reap(pid, cg, relay)
         r.duration = relay.end - t0 if relay.end else time.monotonic() - t0
+        r.timeline.append(("output relayed, setup process reaped", time.monotonic() - t0))
         if monitor is not None:
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
@@ -247,10 +252,12 @@ def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn 
         raise ContainerInterrupted(r)
 
 
-def _start_setup_process(L: Launch, child_ends: tuple[int, ...]) -> int:
+def _start_setup_process(L: Launch, child_ends: tuple[int, ...], helper: bool | None) -> int:
     """A Python cell needs the caller's memory: fork the caller. A command does not: fork the small
     launch helper, so its cost does not grow with what the notebook kernel holds."""
-    if L.python_code is None and not os.environ.get("PYCONTAINER_NO_ZYGOTE"):
+    if helper is None:
+        helper = not os.environ.get("PYCONTAINER_NO_HELPER")
+    if L.python_code is None and helper:
         try:
             return zygote().spawn(L, child_ends)
         except OSError:
@@ -288,8 +295,9 @@ def _reap(pid: int, cg: Cgroup | None, relay: _Relay) -> None:
 class _Relay:
     """Reads the child's stdout, stderr and status pipes until they close, from the calling thread."""
 
-    def __init__(self, r: ContainerRun, on_output: OutputFn | None) -> None:
+    def __init__(self, r: ContainerRun, on_output: OutputFn | None, t0: float) -> None:
         self.r = r
+        self.t0 = t0
         self.on_output = on_output
         self.container_ns: dict[str, int | None] = {}
         self.pid1: int | None = None
@@ -326,8 +334,18 @@ class _Relay:
         if self.on_output is not None:
             self.on_output(stream, text)
 
+    STAGES = (("setup_pid", "setup process started"), ("need_maps", "overlay built, user namespace made"),
+              ("pid1", "namespaces made, PID 1 forked"), ("namespaces", "PID 1 joined its cgroup"),
+              ("ready", "filesystems mounted, pivot_root, privileges dropped"))
+
     def _handle(self, msg: dict[str, Any], pid: int, sync_w: int, spec: ContainerSpec) -> None:
         r = self.r
+        for key, label in self.STAGES:
+            if key in msg:
+                r.timeline.append((label, msg["t"] - self.t0))
+        if "exited" in msg:
+            r.timeline.append(("payload exited", msg["exited"] - self.t0))
+            r.timeline.append(("layer diff computed, setup process done", msg["t"] - self.t0))
         if "setup_pid" in msg:
             self.setup_pid = msg["setup_pid"]
         if msg.get("need_maps"):
@@ -343,7 +361,7 @@ class _Relay:
             self.pid1 = msg["pid1"]
         if "namespaces" in msg:
             self.container_ns = msg["namespaces"]
-        if "notes" in msg:
+        if msg.get("notes"):
             r.notes.extend(msg["notes"])
         if "setup_error" in msg:
             self.setup_error = msg["setup_error"]

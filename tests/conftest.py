@@ -1,0 +1,88 @@
+"""Shared fixtures.
+
+cgroups: `cgroup_hierarchy` gives a hierarchy under a test-only parent and asserts that the test left
+no cgroup behind (and that nothing outside our parent appeared in any hierarchy root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+CGROUP_TEST_PARENT = "pycontainer_magics_test"
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def cgroup_version_available(version: str) -> bool:
+    """Is the layout for `version` ("v1"/"v2") the one mounted here?"""
+    from pycontainer_magics.linux.cgroups import detect_layout
+
+    layout = detect_layout()
+    return layout in ("hybrid", "legacy") if version == "v1" else layout == "unified"
+
+
+def require_cgroup(version: str) -> None:
+    """Skip the test unless we are root on a host with the `version` layout mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not cgroup_version_available(version):
+        from pycontainer_magics.linux.cgroups import detect_layout
+
+        pytest.skip(f"cgroup {version} not mounted here (layout {detect_layout()})")
+
+
+def _stray_dirs(marker: str, depth: int = 3) -> list[str]:
+    """Directories named like our test cgroups anywhere but under our parent (top `depth` levels of
+    every hierarchy). Other users of the machine create and remove cgroups concurrently, so only
+    names carrying `marker` are ours to look for."""
+    found: list[str] = []
+
+    def walk(d: str, level: int) -> None:
+        try:
+            with os.scandir(d) as it:
+                subdirs = [e for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for e in subdirs:
+            if e.name == CGROUP_TEST_PARENT:
+                continue
+            if marker in e.name:
+                found.append(e.path)
+            if level < depth:
+                walk(e.path, level + 1)
+
+    walk(CGROUP_ROOT, 1)
+    return found
+
+
+@contextlib.contextmanager
+def cgroup_test_hierarchy(version: str, test_name: str) -> Iterator[tuple[Any, str]]:
+    """(hierarchy under a test-only parent, a per-test name prefix). Skips when the layout for
+    `version` is not mounted or we are not root; afterwards asserts that no cgroup was left behind and
+    that nothing appeared outside our parent in any hierarchy root."""
+    from pycontainer_magics.linux.cgroups import open_hierarchy
+
+    require_cgroup(version)
+    h = open_hierarchy(CGROUP_TEST_PARENT)
+    assert h.version == version
+    prefix = re.sub(r"[^A-Za-z0-9]+", "_", test_name)[-40:] + "-"
+    yield h, prefix
+    left = h.list()
+    for name in left:  # clean up anyway, then fail
+        h.get(name).remove()
+    h.remove_parent()
+    assert not left, f"cgroups left behind: {left}"
+    stray = _stray_dirs(prefix)
+    assert not stray, f"created outside our parent: {stray}"
+
+
+@pytest.fixture
+def cgroup_hierarchy(request: pytest.FixtureRequest) -> Iterator[tuple[Any, str]]:
+    """Indirectly parametrized with "v1" or "v2": see cgroup_test_hierarchy."""
+    with cgroup_test_hierarchy(request.param, request.node.name) as value:
+        yield value
