@@ -67,8 +67,14 @@ def child_pids() -> list[int]:
 def snapshot() -> dict[str, object]:
     # The launch helper lives as long as the caller, by design: start it first so it is in every
     # snapshot, and do not count it as a leftover process.
+    # The prepared holder's socket and the fd of our own PID namespace are kept on purpose: drop the one,
+    # open the other first, so neither counts as a leak.
+    from pycontainer_magics.runtime.pool import pool
+    from pycontainer_magics.runtime.run import own_pidns_fd
     from pycontainer_magics.runtime.zygote import zygote
     zygote().start()
+    pool.drain()
+    own_pidns_fd()
     return {"cgroups": our_cgroups(), "mounts": our_mounts(), "fds": sorted(os.listdir("/proc/self/fd")),
             "children": child_pids()}
 

@@ -1,5 +1,8 @@
 """The runtime on the real kernel, as root: namespaces, limits, filesystem, security defaults, failure
-modes and cleanup. Every test checks that the host is left as it was."""
+modes and cleanup. Every test checks that the host is left as it was.
+
+Tests marked cgroup2 run here (on whatever layout the host has) and again inside the cgroup v2 VM
+(tests/vm/run-cgroup2-tests), so the runtime is proven on both cgroup versions."""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ def busybox(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 # -- namespaces ----------------------------------------------------------------------------------------
 
+@pytest.mark.cgroup2
 def test_all_eight_namespaces_are_new() -> None:
     r = sh("true")
     assert r.exit_code == 0
@@ -58,6 +62,7 @@ def test_shared_namespaces_are_the_hosts() -> None:
     assert r.stdout.split() != ["lo"]  # the host's interfaces
 
 
+@pytest.mark.cgroup2
 def test_python_cell_is_pid_1_with_its_hostname_and_only_loopback() -> None:
     r = py("import os, socket\nprint(os.getpid(), socket.gethostname(), sorted(os.listdir('/sys/class/net')))",
            hostname="lab")
@@ -82,6 +87,7 @@ def test_user_namespace_default_maps_root_to_root() -> None:
     assert r.stdout.split() == ["0", "0", "4294967295", "0"]
 
 
+@pytest.mark.cgroup2
 def test_userns_remap_makes_container_root_unprivileged_on_the_host() -> None:
     r = sh("cat /proc/self/uid_map; id -u; touch /etc/pcm-test 2>&1 || echo denied", userns="remap")
     fields = r.stdout.split()
@@ -89,6 +95,7 @@ def test_userns_remap_makes_container_root_unprivileged_on_the_host() -> None:
     assert r.stdout.strip().endswith("denied")
 
 
+@pytest.mark.cgroup2
 def test_time_namespace_offset_moves_boottime() -> None:
     with open("/proc/uptime") as f:
         host = float(f.read().split()[0])
@@ -97,6 +104,7 @@ def test_time_namespace_offset_moves_boottime() -> None:
     assert 3590 < inside - host < 3700
 
 
+@pytest.mark.cgroup2
 def test_cgroup_namespace_shows_the_container_cgroup_as_root() -> None:
     r = sh("cat /proc/self/cgroup")
     paths = {line.split(":", 2)[2] for line in r.stdout.splitlines() if "memory" in line or "pids" in line}
@@ -105,6 +113,7 @@ def test_cgroup_namespace_shows_the_container_cgroup_as_root() -> None:
 
 # -- limits --------------------------------------------------------------------------------------------
 
+@pytest.mark.cgroup2
 def test_oom_at_50m_kills_with_137_and_reports_it() -> None:
     r = py("print('before', flush=True)\nhog = bytearray(200 * 2**20)\nprint('after')", memory=50 * MiB,
            pids_limit=20)
@@ -120,12 +129,14 @@ def test_oom_of_a_command() -> None:
     assert r.oom_killed and r.exit_code == 137
 
 
+@pytest.mark.cgroup2
 def test_no_oom_under_the_limit() -> None:
     r = py("buf = bytearray(10 * 2**20)", memory=50 * MiB)
     assert (r.exit_code, r.oom_killed, r.oom_kills) == (0, False, 0)
     assert (r.peak_memory or 0) >= 10 * MiB
 
 
+@pytest.mark.cgroup2
 def test_fork_bomb_stops_at_pids_limit() -> None:
     code = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
             "            time.sleep(30); os._exit(0)\n        n += 1\nexcept OSError as e:\n"
@@ -136,6 +147,7 @@ def test_fork_bomb_stops_at_pids_limit() -> None:
     assert r.peak_pids == 20
 
 
+@pytest.mark.cgroup2
 def test_cpu_quota_throttles() -> None:
     busy = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.6: pass"
     limited = py(busy, cpus=0.2)
@@ -146,6 +158,7 @@ def test_cpu_quota_throttles() -> None:
     assert (free.cpu_time or 0) > 0.4
 
 
+@pytest.mark.cgroup2
 def test_samples_are_recorded() -> None:
     r = py("import time\nb = bytearray(20 * 2**20)\ntime.sleep(0.3)", interval=0.02)
     assert len(r.samples) >= 5
@@ -155,6 +168,7 @@ def test_samples_are_recorded() -> None:
 
 # -- filesystem ----------------------------------------------------------------------------------------
 
+@pytest.mark.cgroup2
 def test_diff_letters_and_sizes() -> None:
     r = sh("echo hello > /added; mkdir /etc/newdir; rm /etc/hostname; echo x >> /etc/motd")
     got = {(d.kind, d.path) for d in r.diff}
@@ -240,6 +254,7 @@ def _caps(status: str, field: str) -> int:
     raise AssertionError(field)
 
 
+@pytest.mark.cgroup2
 def test_default_capabilities_and_no_new_privs() -> None:
     r = sh("cat /proc/self/status")
     want = mask_of(DEFAULT_CAPS)
@@ -257,6 +272,7 @@ def test_cap_drop_and_add() -> None:
     assert not eff & mask_of(frozenset({"CHOWN"})) and eff & mask_of(frozenset({"NET_ADMIN"}))
 
 
+@pytest.mark.cgroup2
 def test_masked_and_read_only_paths() -> None:
     r = sh("cat /proc/keys | wc -c; ls /proc/acpi | wc -l; ls /sys/firmware | wc -l; "
            "echo x > /proc/sys/kernel/hostname 2>/dev/null || echo ro; mount")
@@ -317,6 +333,7 @@ def test_timeout_kills_the_container() -> None:
     assert r.duration < 10
 
 
+@pytest.mark.cgroup2
 def test_interrupt_kills_and_cleans_up() -> None:
     timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
@@ -325,6 +342,7 @@ def test_interrupt_kills_and_cleans_up() -> None:
     assert info.value.run.interrupted and info.value.run.status == "interrupted"
 
 
+@pytest.mark.cgroup2
 def test_bad_input_leaves_nothing() -> None:
     with pytest.raises(SpecError, match="not a directory"):
         ContainerSpec(command=("true",), rootfs="/nonexistent-rootfs")
@@ -334,6 +352,7 @@ def test_bad_input_leaves_nothing() -> None:
         run(ContainerSpec(command=("true",), cpuset_cpus="99"))
 
 
+@pytest.mark.cgroup2
 def test_nothing_is_left_after_200_runs() -> None:
     before = snapshot()
     for i in range(200):

@@ -142,8 +142,13 @@ def cgroup_ops(version: str | None, host_dirs: dict[str, str]) -> list[MountOp]:
 
 
 def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mount_ops: list[MountOp],
-               gid5_mapped: bool) -> RootfsPlan:
-    """Turn a spec into mount operations. volume_sources: volume name -> host directory."""
+               pts_gid: int | None, owner: tuple[int | None, int | None] | None = None) -> RootfsPlan:
+    """Turn a spec into mount operations. volume_sources: volume name -> host directory. pts_gid: the tty
+    group for /dev/pts as the mounting process sees it (None: unmapped, left out). owner: the host ids of
+    container root when PID 1 mounts as host root under a remapped user namespace (tmpfs owners)."""
+    own = ""
+    if owner is not None and owner[0] is not None and owner[1] is not None:
+        own = f",uid={owner[0]},gid={owner[1]}"
     lower = spec.rootfs or "/"
     new = set(spec.new_namespaces)
     ops: list[MountOp] = []
@@ -160,16 +165,16 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
     # user namespace is new (the proc mount must belong to a PID namespace our user namespace owns).
     ops.append(MountOp("mount", need("/proc"), "proc", "proc", NOSUID_NODEV_NOEXEC, fallback="/proc"))
     # /dev: a small tmpfs with the standard nodes bound from the host (mknod is refused in a user ns).
-    ops.append(MountOp("mount", need("/dev"), "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k"))
+    ops.append(MountOp("mount", need("/dev"), "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k" + own))
     for d in DEVICES:
         ops.append(MountOp("devnode", f"/dev/{d}", f"/dev/{d}"))
     for name, target in DEV_LINKS:
         ops.append(MountOp("symlink", f"/dev/{name}", target))
-    pts = "newinstance,ptmxmode=0666,mode=0620" + (",gid=5" if gid5_mapped else "")
+    pts = "newinstance,ptmxmode=0666,mode=0620" + (f",gid={pts_gid}" if pts_gid is not None else "")
     ops.append(MountOp("mkdir", "/dev/pts"))
     ops.append(MountOp("mount", "/dev/pts", "devpts", "devpts", MS_NOSUID | MS_NOEXEC, pts))
     ops.append(MountOp("mkdir", "/dev/shm"))
-    ops.append(MountOp("mount", "/dev/shm", "shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k"))
+    ops.append(MountOp("mount", "/dev/shm", "shm", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k" + own))
     # POSIX message queues belong to the IPC namespace: a fresh mqueue for a new one, the host's otherwise.
     if "ipc" in new:
         ops.append(MountOp("mkdir", "/dev/mqueue"))
@@ -188,7 +193,7 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
         kind = "file" if os.path.isfile(src) else "dir"
         ops.append(MountOp("bind", need(m.target, kind), src, read_only=m.read_only))
     for t in spec.tmpfs:
-        data = f"mode={t.mode:o}" + (f",size={t.size}" if t.size else "")
+        data = f"mode={t.mode:o}" + (f",size={t.size}" if t.size else "") + own
         ops.append(MountOp("mount", need(t.target), "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, data))
     # A foreign rootfs gets this interpreter's import path, read-only, so a Python cell runs there.
     if spec.python_code is not None and spec.rootfs is not None:

@@ -15,18 +15,30 @@ import gc
 import os
 import selectors
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..linux import idmap
+from ..linux import idmap, libc
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
-from ..linux.namespaces import CLONE_NEWNS, CLONE_NEWUSER, flags_for, ns_inodes
+from ..linux.namespaces import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWTIME,
+    CLONE_NEWUTS,
+    flags_for,
+    ns_inodes,
+)
 from . import rootfs, state
-from .launch import DEFAULT_PATH, Launch, decode_frames, setup_process
+from .channel import decode_frames, send_ctl
+from .holder import HolderPlan, SetupFailed
+from .launch import DEFAULT_PATH, Launch, pid1_direct
 from .monitor import Monitor
-from .zygote import zygote
-from .result import ContainerRun, DiffEntry, NamespaceRow
+from .pool import Holder, pool
+from .result import ContainerRun, NamespaceRow
 from .spec import ContainerSpec, IdMap
 
 OutputFn = Callable[[str, str], None]
@@ -89,14 +101,6 @@ def id_maps(spec: ContainerSpec) -> tuple[str, str, bool]:
     return "0 0 4294967295\n", "0 0 4294967295\n", False
 
 
-def _gid5_mapped(gid_map: str) -> bool:
-    for line in gid_map.splitlines():
-        inside, _outside, count = (int(x) for x in line.split())
-        if inside <= 5 < inside + count:
-            return True
-    return False
-
-
 # -- planning ----------------------------------------------------------------------------------------
 
 def container_env(spec: ContainerSpec, python: bool) -> dict[str, str]:
@@ -111,36 +115,62 @@ def container_env(spec: ContainerSpec, python: bool) -> dict[str, str]:
     return env
 
 
-def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None) -> Launch:
-    """Everything the child will do, decided before fork (so a bad spec fails here, with nothing made)."""
+def _host_id(map_text: str, inside: int) -> int | None:
+    """The host id that `inside` maps to in a uid_map/gid_map text, or None when unmapped."""
+    for line in map_text.splitlines():
+        first, outside, count = (int(x) for x in line.split())
+        if first <= inside < first + count:
+            return outside + inside - first
+    return None
+
+
+def plan_launch(spec: ContainerSpec, cg: Cgroup | None,
+                python_globals: dict[str, Any] | None) -> tuple[HolderPlan, Launch]:
+    """Everything the holder and PID 1 will do, decided before any fork (so a bad spec fails here, with
+    nothing made). A Python cell as root goes "direct" (see launch.py), everything else "nested"."""
     new = set(spec.new_namespaces)
+    root = os.geteuid() == 0
     if "mount" not in new and (spec.rootfs or spec.mounts or spec.tmpfs or spec.read_only):
         raise LaunchError(errno.EINVAL, "--rootfs, volumes, --tmpfs and --read-only need a new mount "
                           "namespace: remove 'mount' from --share")
-    if os.geteuid() != 0 and "user" not in new:
+    if not root and "user" not in new:
         raise LaunchError(errno.EPERM, "without root, a container needs a new user namespace: "
                           "remove 'user' from --share")
-    if os.geteuid() != 0 and spec.userns == "remap":
+    if not root and spec.userns == "remap":
         raise LaunchError(errno.EPERM, "--userns remap needs root (it maps a range of host ids); without "
                           "root your own user is the container's root")
-    uid_map, gid_map, _deny = id_maps(spec) if "user" in new else ("0 0 4294967295\n",) * 2 + (False,)
+    maps = id_maps(spec) if "user" in new else ("0 0 4294967295\n", "0 0 4294967295\n", False)
+    mode = "direct" if spec.python_code is not None and root else "nested"
     plan = None
     if "mount" in new:
         volume_sources = {m.source: state.volume_path(m.source) for m in spec.mounts if m.kind == "volume"}
         cg_ops = rootfs.cgroup_ops(cg.version if cg else None, cg.paths if cg else {})
+        if mode == "direct":
+            # PID 1 mounts as host root: ids in mount options are host ids.
+            owner = (_host_id(maps[0], 0), _host_id(maps[1], 0)) if "user" in new else (0, 0)
+            pts_gid = _host_id(maps[1], 5) if "user" in new else 5
+        else:
+            owner, pts_gid = None, 5 if _host_id(maps[1], 5) is not None else None
         plan = rootfs.build_plan(spec, volume_sources=volume_sources, cgroup_mount_ops=cg_ops,
-                                 gid5_mapped=_gid5_mapped(gid_map))
-    flags_rest = flags_for([k for k in new if k not in ("user", "mount", "cgroup")])
-    return Launch(
-        flags_first=CLONE_NEWNS if "mount" in new else 0,
-        flags_user=CLONE_NEWUSER if "user" in new else 0,
-        flags_rest=flags_rest,
-        pid1_unshare=flags_for([k for k in new if k in ("mount", "cgroup")]),
-        join_files=cg.join_files() if cg else [],
+                                 pts_gid=pts_gid, owner=owner if owner != (0, 0) else None)
+    holder_plan = HolderPlan(
+        new_mount="mount" in new,
+        new_user="user" in new,
+        flags_rest=flags_for([k for k in new if k in ("net", "uts", "ipc", "pid", "time")]),
         scratch=state.scratch_dir() if plan else None,
+        lower=plan.lower if plan else None,
+        mountpoints=plan.mountpoints if plan else (),
+        writable=plan.writable if plan else True,
+        time_offsets=spec.time_offsets,
+        maps=maps,
+        rootless=not root,
+    )
+    launch = Launch(
+        mode=mode,
+        pid1_unshare=flags_for([k for k in new if k in ("mount", "cgroup")]),
+        merged=holder_plan.merged,
         plan=plan,
         hostname=spec.hostname,
-        time_offsets=spec.time_offsets,
         workdir=spec.workdir,
         env=container_env(spec, spec.python_code is not None),
         capabilities=spec.capabilities,
@@ -149,9 +179,10 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         python_code=spec.python_code,
         outputs=spec.outputs,
         want_diff=spec.diff,
+        rebind_root=root,
         python_globals=python_globals,
-        rootless=os.geteuid() != 0,
     )
+    return holder_plan, launch
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -160,13 +191,16 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         on_output: OutputFn | None = None, helper: bool | None = None) -> ContainerRun:
     """Run one container to completion and return what happened.
 
-    helper: fork a command's container from the small launch helper (default for commands: its cost
-    then does not grow with the caller's memory) or from the caller (False)."""
+    helper: prepare the container's namespaces in the small launch helper, ahead of time (the default:
+    the cost then does not grow with the caller's memory), or in a fork of the caller (False: right for
+    a small, short-lived caller such as the CLI)."""
     r = ContainerRun(id=state.new_id(), spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
         raise LaunchError(errno.EPERM, "resource limits need a writable cgroup hierarchy, and none is "
                           "available here (run as root, or delegate a cgroup: see `%container doctor`)")
+    if helper is None:
+        helper = not os.environ.get("PYCONTAINER_NO_HELPER")
     cg: Cgroup | None = None
     try:
         if h is not None:
@@ -175,8 +209,8 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             except CgroupError as e:
                 raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename) from None
             r.cgroup_version = cg.version
-        L = plan_launch(spec, cg, python_globals)
-        _execute(r, L, cg, on_output, helper)
+        hp, L = plan_launch(spec, cg, python_globals)
+        _execute(r, hp, L, cg, on_output, helper)
     finally:
         if cg is not None:
             _finish_cgroup(r, cg)
@@ -205,125 +239,224 @@ def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
         cg.remove()
 
 
-def _execute(r: ContainerRun, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
-             helper: bool | None) -> None:
+def _take_holder(hp: HolderPlan, L: Launch, helper: bool) -> Holder:
+    # A Python cell that PID 1 of the holder runs (nested) needs the caller's memory: fork the caller.
+    from_caller = not helper or (L.python_code is not None and L.mode == "nested")
+    try:
+        return pool.take(hp, helper=not from_caller, launch=L if from_caller else None)
+    except SetupFailed as e:
+        raise _launch_error(e.info) from None
+
+
+def _launch_error(e: dict[str, Any]) -> LaunchError:
+    where = f" ({e['filename']})" if e.get("filename") else ""
+    reason = e.get("strerror") or e.get("message")
+    return LaunchError(e.get("errno") or errno.EIO, f"container setup failed while {e['stage']}{where}: {reason}",
+                       e.get("filename"))
+
+
+def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
+    send_ctl(holder.sock, {"mode": L.mode, "launch": None if holder.ours else L.for_holder()}, fds)
+
+
+def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
+             helper: bool) -> None:
     spec = r.spec
     host_ns = ns_inodes("self")
+    t0 = time.monotonic()
+    r.started_at = time.time()
+    holder = _take_holder(hp, L, helper)
+    r.timeline.append(("namespaces and root filesystem ready", time.monotonic() - t0))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
-    sync_r, sync_w = os.pipe()
     if spec.stdin_data is not None:
         in_r, in_w = os.pipe()
     else:
         in_r, in_w = os.open("/dev/null", os.O_RDONLY), -1
-    child_ends = (in_r, out_w, err_w, st_w, sync_r)
-    parent_ends = [out_r, err_r, st_r, sync_w] + ([in_w] if in_w >= 0 else [])
-    monitor = Monitor(cg, spec.interval, time.monotonic()) if cg is not None else None
-    t0 = time.monotonic()
-    r.started_at = time.time()
+    join_fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cg.join_files()] if cg else []
+    child_ends = [in_r, out_w, err_w, st_w, *join_fds]
+    parent_ends = [out_r, err_r, st_r] + ([in_w] if in_w >= 0 else [])
+    pid1 = pidfd = None
     try:
-        pid = _start_setup_process(L, child_ends, helper)
+        try:
+            if L.mode == "nested":
+                try:
+                    _send_order(holder, L, [st_w, in_r, out_w, err_w, *join_fds])
+                except OSError:  # a pooled holder that died: make a fresh one
+                    holder.close()
+                    holder = _take_holder(hp, L, False)
+                    _send_order(holder, L, [st_w, in_r, out_w, err_w, *join_fds])
+            else:
+                _send_order(holder, L, [st_w])
+                pid1 = _fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds)
+                pidfd = os.pidfd_open(pid1)
+                r.timeline.append(("PID 1 forked", time.monotonic() - t0))
+        finally:
+            for fd in child_ends:
+                os.close(fd)
     except BaseException:
-        for fd in list(child_ends) + parent_ends:
-            os.close(fd)
-        raise
-    for fd in child_ends:
-        os.close(fd)
-    if monitor is not None:
-        monitor.t0 = t0
-        monitor.start()
-    relay = _Relay(r, on_output, t0)
-    try:
-        relay.loop(pid, spec, out_r, err_r, st_r, sync_w, in_w, t0, cg)
-    finally:
         for fd in parent_ends:
+            os.close(fd)
+        _end_holder(holder, kill=True)
+        raise
+    monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
+    if monitor is not None:
+        monitor.start()
+    relay = _Relay(r, on_output, t0, holder, pid1)
+    try:
+        relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
+    finally:
+        for fd in parent_ends + ([pidfd] if pidfd is not None else []):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        _reap(pid, cg, relay)
+        relay.reap(cg)
+        _end_holder(holder, kill=False)
         r.duration = relay.end - t0 if relay.end else time.monotonic() - t0
-        r.timeline.append(("output relayed, setup process reaped", time.monotonic() - t0))
+        r.timeline.append(("output relayed, processes reaped", time.monotonic() - t0))
         if monitor is not None:
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
+    if not holder.ours:
+        pool.prefetch(hp)  # the next identical cell finds its namespaces ready
     if relay.interrupted:
         raise ContainerInterrupted(r)
 
 
-def _start_setup_process(L: Launch, child_ends: tuple[int, ...], helper: bool | None) -> int:
-    """A Python cell needs the caller's memory: fork the caller. A command does not: fork the small
-    launch helper, so its cost does not grow with what the notebook kernel holds."""
-    if helper is None:
-        helper = not os.environ.get("PYCONTAINER_NO_HELPER")
-    if L.python_code is None and helper:
+def _end_holder(holder: Holder, kill: bool) -> None:
+    holder.close()
+    if kill:
         try:
-            return zygote().spawn(L, child_ends)
-        except OSError:
-            pass  # no helper to be had: fork the caller after all
-    gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
+            os.kill(holder.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if holder.ours:
+        try:
+            os.waitpid(holder.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+_own_pidns: int | None = None
+_fork_lock = threading.Lock()
+
+
+def own_pidns_fd() -> int:
+    """An fd of our own PID namespace, kept open, to set our children's back after forking a PID 1."""
+    global _own_pidns
+    if _own_pidns is None:
+        _own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    return _own_pidns
+
+
+def _fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, int, int],
+               join_fds: list[int]) -> int:
+    """Fork PID 1 of a Python cell from the caller, straight into a new PID namespace: unshare one for
+    our children, fork, and set our children's PID namespace back (other threads must not fork their
+    children into the container's)."""
+    own = own_pidns_fd()
+    ns_fds = []
+    for kind, path, flag in (("time", "time_for_children", CLONE_NEWTIME), ("ipc", "ipc", CLONE_NEWIPC),
+                             ("uts", "uts", CLONE_NEWUTS), ("net", "net", CLONE_NEWNET),
+                             ("mount", "mnt", CLONE_NEWNS)):
+        if kind in _new_in_holder(hp, kind):
+            ns_fds.append((os.open(f"/proc/{holder_pid}/ns/{path}", os.O_RDONLY | os.O_CLOEXEC), flag))
+    user_fd = os.open(f"/proc/{holder_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC) if hp.new_user else None
+    new_pid = bool(hp.flags_rest & CLONE_NEWPID)
     try:
-        pid = os.fork()
-        if pid == 0:
-            setup_process(L, child_ends)  # never returns
+        with _fork_lock:
+            if new_pid:
+                libc.unshare(CLONE_NEWPID)
+            gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    pid1_direct(L, fds, ns_fds, user_fd, join_fds)  # never returns
+            finally:
+                gc.unfreeze()
+                if new_pid:
+                    libc.setns(own, CLONE_NEWPID)
     finally:
-        gc.unfreeze()
+        for fd, _ in ns_fds:
+            os.close(fd)
+        if user_fd is not None:
+            os.close(user_fd)
     return pid
 
 
-def _reap(pid: int, cg: Cgroup | None, relay: _Relay) -> None:
-    """Wait for the setup process; if it lingers, kill it and its container."""
-    deadline = time.monotonic() + 2.0
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        if time.monotonic() > deadline:
-            relay.kill(pid, cg)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            return
-        time.sleep(0.002)
+def _new_in_holder(hp: HolderPlan, kind: str) -> set[str]:
+    """Which of the holder's namespaces are new (PID 1 enters those)."""
+    flags = {"time": CLONE_NEWTIME, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
+    if kind == "mount":
+        return {"mount"} if hp.new_mount else set()
+    return {kind} if hp.flags_rest & flags[kind] else set()
 
 
 class _Relay:
-    """Reads the child's stdout, stderr and status pipes until they close, from the calling thread."""
+    """Reads the container's stdout, stderr and status pipes until they close, from the calling thread;
+    in direct mode also waits for PID 1 (the caller's own child) and tells the holder when it is gone."""
 
-    def __init__(self, r: ContainerRun, on_output: OutputFn | None, t0: float) -> None:
+    STAGES = (("pid1", "PID 1 forked"), ("namespaces", "PID 1 in its namespaces and cgroup"),
+              ("ready", "filesystems mounted, pivot_root, privileges dropped"))
+
+    def __init__(self, r: ContainerRun, on_output: OutputFn | None, t0: float, holder: Holder,
+                 pid1: int | None) -> None:
         self.r = r
         self.t0 = t0
         self.on_output = on_output
+        self.holder = holder
+        self.pid1 = pid1
+        self.pid1_ours = pid1 is not None  # direct mode: we forked it, we reap it
         self.container_ns: dict[str, int | None] = {}
-        self.pid1: int | None = None
-        self.setup_pid: int | None = None
         self.end = 0.0
         self.interrupted = False
         self.killed = False
+        self.setup_error: dict[str, Any] | None = None
         self.status_buf = bytearray()
-        self.captured = {"stdout": [], "stderr": []}  # type: dict[str, list[str]]
+        self.captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self.sizes = {"stdout": 0, "stderr": 0}
 
-    def kill(self, setup_pid: int, cg: Cgroup | None) -> None:
-        """End the container now: every process of its cgroup, or PID 1 (which takes its namespace with
-        it), then the setup process."""
+    def kill(self, cg: Cgroup | None) -> None:
+        """End the container now: every process of its cgroup, PID 1 (which takes its PID namespace with
+        it), and the holder."""
         self.killed = True
         if cg is not None:
             try:
                 cg.kill_all()
             except OSError:
                 pass
-        for p in (self.pid1, setup_pid):
+        for p in (self.pid1, self.holder.pid):
             if p:
                 try:
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    def reap(self, cg: Cgroup | None) -> None:
+        """Reap PID 1 if it is our child (direct mode), killing it first if it still runs."""
+        if not self.pid1_ours or self.pid1 is None:
+            return
+        try:
+            done, status = os.waitpid(self.pid1, os.WNOHANG)
+            if not done:
+                self.kill(cg)
+                done, status = os.waitpid(self.pid1, 0)
+            self._exit_status(status)
+        except ChildProcessError:
+            pass
+        self.pid1_ours = False
+
+    def _exit_status(self, status: int) -> None:
+        r = self.r
+        if r.exit_code is not None or status < 0:
+            return
+        if os.WIFSIGNALED(status):
+            r.signal = os.WTERMSIG(status)
+            r.exit_code = 128 + r.signal
+        else:
+            r.exit_code = os.WEXITSTATUS(status)
 
     def _emit(self, stream: str, text: str) -> None:
         if not text:
@@ -334,29 +467,26 @@ class _Relay:
         if self.on_output is not None:
             self.on_output(stream, text)
 
-    STAGES = (("setup_pid", "setup process started"), ("need_maps", "overlay built, user namespace made"),
-              ("pid1", "namespaces made, PID 1 forked"), ("namespaces", "PID 1 joined its cgroup"),
-              ("ready", "filesystems mounted, pivot_root, privileges dropped"))
+    def _pid1_exited(self) -> None:
+        assert self.pid1 is not None
+        try:
+            _, status = os.waitpid(self.pid1, 0)
+            self._exit_status(status)
+        except ChildProcessError:
+            pass
+        self.pid1_ours = False
+        self.end = time.monotonic()
+        self.r.timeline.append(("payload exited", self.end - self.t0))
+        try:
+            send_ctl(self.holder.sock, {"done": True})  # the holder computes the diff and exits
+        except OSError:
+            pass
 
-    def _handle(self, msg: dict[str, Any], pid: int, sync_w: int, spec: ContainerSpec) -> None:
+    def _handle(self, msg: dict[str, Any]) -> None:
         r = self.r
         for key, label in self.STAGES:
             if key in msg:
                 r.timeline.append((label, msg["t"] - self.t0))
-        if "exited" in msg:
-            r.timeline.append(("payload exited", msg["exited"] - self.t0))
-            r.timeline.append(("layer diff computed, setup process done", msg["t"] - self.t0))
-        if "setup_pid" in msg:
-            self.setup_pid = msg["setup_pid"]
-        if msg.get("need_maps"):
-            uid_map, gid_map, deny = id_maps(spec)
-            try:
-                idmap.write_maps(pid, uid_map, gid_map, deny)
-                os.write(sync_w, b"1")
-            except OSError as e:
-                os.write(sync_w, b"0")
-                self.setup_error = {"stage": "writing the id maps", "errno": e.errno, "strerror": e.strerror,
-                                    "filename": e.filename, "message": str(e)}
         if "pid1" in msg:
             self.pid1 = msg["pid1"]
         if "namespaces" in msg:
@@ -375,34 +505,27 @@ class _Relay:
             r.outputs = msg["outputs"]
             for m in msg.get("missing_outputs", []):
                 r.notes.append(f"output {m} was not sent back")
-        if "exit_status" in msg:
-            self.end = time.monotonic()
-            status = msg["exit_status"]
-            if status >= 0:
-                if os.WIFSIGNALED(status):
-                    r.signal = os.WTERMSIG(status)
-                    r.exit_code = 128 + r.signal
-                else:
-                    r.exit_code = os.WEXITSTATUS(status)
+        if "exited" in msg:
+            if msg["exit_status"] is not None:
+                self.end = msg["exited"]
+                r.timeline.append(("payload exited", msg["exited"] - self.t0))
+                self._exit_status(msg["exit_status"])
+            r.timeline.append(("layer diff computed, holder done", msg["t"] - self.t0))
             if msg.get("diff"):
-                r.diff = [e if isinstance(e, DiffEntry) else DiffEntry(*e) for e in msg["diff"]]
+                r.diff = list(msg["diff"])
 
-    setup_error: dict[str, Any] | None = None
-
-    def loop(self, pid: int, spec: ContainerSpec, out_r: int, err_r: int, st_r: int, sync_w: int, in_w: int,
-             t0: float, cg: Cgroup | None) -> None:
+    def loop(self, spec: ContainerSpec, out_r: int, err_r: int, st_r: int, in_w: int, pidfd: int | None,
+             cg: Cgroup | None) -> None:
         sel = selectors.DefaultSelector()
         decoders = {out_r: ("stdout", codecs.getincrementaldecoder("utf-8")("replace")),
                     err_r: ("stderr", codecs.getincrementaldecoder("utf-8")("replace"))}
-        sel.register(out_r, selectors.EVENT_READ)
-        sel.register(err_r, selectors.EVENT_READ)
-        sel.register(st_r, selectors.EVENT_READ)
+        for fd in (out_r, err_r, st_r) + ((pidfd,) if pidfd is not None else ()):
+            sel.register(fd, selectors.EVENT_READ)
         pending = memoryview(spec.stdin_data or b"")
         if in_w >= 0:
             os.set_blocking(in_w, False)
             sel.register(in_w, selectors.EVENT_WRITE)
-        deadline = t0 + spec.timeout if spec.timeout else None
-        status_open = True
+        deadline = self.t0 + spec.timeout if spec.timeout else None
         drain_until: float | None = None
         try:
             while sel.get_map():
@@ -417,21 +540,25 @@ class _Relay:
                 except KeyboardInterrupt:
                     self.interrupted = True
                     self.r.interrupted = True
-                    self.kill(pid, cg)
+                    self.kill(cg)
                     continue
                 if not events:
                     now = time.monotonic()
                     if deadline is not None and now >= deadline and not self.killed:
                         self.r.timed_out = True
-                        self.kill(pid, cg)
+                        self.kill(cg)
                     if drain_until is not None and now >= drain_until:
-                        # The setup process is gone but something still holds stdout (a daemonised
-                        # grandchild in a shared PID namespace): end it.
-                        self.kill(pid, cg)
+                        # The holder is done but something still holds stdout (a daemonised grandchild in
+                        # a shared PID namespace): end it.
+                        self.kill(cg)
                         break
                     continue
                 for key, _ in events:
                     fd = key.fd
+                    if fd == pidfd:
+                        sel.unregister(pidfd)
+                        self._pid1_exited()
+                        continue
                     if fd == in_w:
                         try:
                             n = os.write(in_w, pending[:65536])
@@ -450,12 +577,11 @@ class _Relay:
                     if fd == st_r:
                         if not data:
                             sel.unregister(st_r)
-                            status_open = False
                             drain_until = time.monotonic() + 1.0
                             continue
                         self.status_buf += data
                         for msg in decode_frames(self.status_buf):
-                            self._handle(msg, pid, sync_w, spec)
+                            self._handle(msg)
                         continue
                     stream, dec = decoders[fd]
                     if not data:
@@ -470,16 +596,11 @@ class _Relay:
                     os.close(in_w)
                 except OSError:
                     pass
-            del status_open
         r = self.r
         r.stdout = "".join(self.captured["stdout"])
         r.stderr = "".join(self.captured["stderr"])
         if self.setup_error and not self.killed:
-            e = self.setup_error
-            where = f" ({e['filename']})" if e.get("filename") else ""
-            reason = e.get("strerror") or e.get("message")
-            raise LaunchError(e.get("errno") or errno.EIO, f"container setup failed while {e['stage']}{where}: "
-                              f"{reason}", e.get("filename"))
+            raise _launch_error(self.setup_error)
         if r.exit_code is None and self.killed:
             r.signal = signal.SIGKILL
             r.exit_code = 128 + signal.SIGKILL

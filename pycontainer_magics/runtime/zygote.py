@@ -1,10 +1,10 @@
-"""A small helper process that forks the setup process of command containers.
+"""The launch helper: a small process that forks namespace holders (holder.py), ahead of time.
 
 fork() costs grow with the forking process's memory: a notebook kernel holding a gigabyte pays tens of
-milliseconds per fork and as much again when the child's copy of it is torn down. A shell cell needs
-none of the kernel's memory, so its container is forked from this helper instead, a fresh interpreter
-that imports only the launch code. The kernel keeps everything else (the pipes, the id maps, the
-relay); it passes the child's ends of the pipes over a Unix socket with the plan.
+milliseconds per fork and as much again when the child's copy is torn down. A holder needs none of the
+kernel's memory, so it is forked from this helper, a fresh interpreter that imports only the launch
+code; the helper also writes the holder's id maps. The caller gets back the holder's pid and control
+socket, and keeps everything else (the pipes, the relay, PID 1 of a Python cell).
 
     python -m pycontainer_magics.runtime.zygote FD
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -21,9 +20,12 @@ import sys
 import threading
 
 from ..linux.libc import PR_SET_PDEATHSIG, prctl
-from .launch import Launch, setup_process
+from .channel import recv_ctl, send_ctl
+from .holder import HolderPlan, SetupFailed, prepare_holder
 
-MAX_MESSAGE = 1 << 20
+
+class HelperUnavailable(OSError):
+    """The launch helper could not be started or stopped answering."""
 
 
 class Zygote:
@@ -57,23 +59,24 @@ class Zygote:
             if not self.alive():
                 self._start()
 
-    def spawn(self, launch: Launch, fds: tuple[int, ...]) -> int:
-        """Fork a setup process running `launch` with `fds` as its pipes; returns its pid."""
-        data = pickle.dumps(launch, protocol=pickle.HIGHEST_PROTOCOL)
+    def prepare(self, plan: HolderPlan) -> tuple[int, socket.socket]:
+        """A ready holder for `plan`: (pid, control socket). Raises SetupFailed or HelperUnavailable."""
         with self._lock:
-            for attempt in (1, 2):
+            for _attempt in (1, 2):
                 if not self.alive():
                     self._start()
                 assert self._sock is not None
                 try:
-                    socket.send_fds(self._sock, [data], list(fds))
-                    reply = self._sock.recv(64)
+                    send_ctl(self._sock, {"prepare": plan})
+                    reply, fds = recv_ctl(self._sock, 1)
                 except OSError:
-                    reply = b""
-                if reply:
-                    return int(reply)
+                    reply, fds = None, []
+                if reply is not None:
+                    if "setup_error" in reply:
+                        raise SetupFailed(reply["setup_error"])
+                    return reply["pid"], socket.socket(fileno=fds[0])
                 self.stop()  # died under us: start a fresh one and try once more
-            raise OSError("the launch helper did not answer")
+            raise HelperUnavailable("the launch helper did not answer")
 
     def stop(self) -> None:
         if self._sock is not None:
@@ -109,24 +112,27 @@ def _reap(_signum: int, _frame: object) -> None:
 def main(fd: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # go with the kernel that started us
     sock = socket.socket(fileno=fd)
-    signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()
     while True:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 8)
+            msg, _fds = recv_ctl(sock)
         except OSError:
             break
-        if not msg:
+        if msg is None:
             break  # the caller closed its end
-        launch: Launch = pickle.loads(msg)
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            setup_process(launch, tuple(fds))  # never returns
-        for f in fds:
-            os.close(f)
-        sock.send(str(pid).encode())
+        # Holders are reaped here, between requests; during one, prepare_holder waits for its own.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:
+            pid, ctl = prepare_holder(msg["prepare"])
+        except SetupFailed as e:
+            send_ctl(sock, {"setup_error": e.info})
+            continue
+        finally:
+            signal.signal(signal.SIGCHLD, _reap)
+            _reap(0, None)
+        send_ctl(sock, {"pid": pid}, [ctl.fileno()])
+        ctl.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""Messages between the caller and the processes it starts: length-prefixed pickles on a pipe (status
+reports) and pickles with file descriptors on a Unix socket (control). Every process involved is the
+caller's own fork or helper, so the pickles are trusted."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import time
+from typing import Any
+
+_HDR = struct.Struct(">I")
+MAX_CONTROL = 1 << 20
+
+
+def send(fd: int, msg: dict[str, Any]) -> None:
+    """Write one report; `t` (CLOCK_MONOTONIC) makes every report a point on the launch timeline."""
+    msg["t"] = time.monotonic()
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    buf = memoryview(_HDR.pack(len(data)) + data)
+    while buf:
+        n = os.write(fd, buf)
+        buf = buf[n:]
+
+
+def decode_frames(buf: bytearray) -> list[dict[str, Any]]:
+    """Pop every complete report from the front of buf."""
+    out = []
+    while len(buf) >= 4:
+        (n,) = _HDR.unpack_from(buf)
+        if len(buf) < 4 + n:
+            break
+        out.append(pickle.loads(bytes(buf[4:4 + n])))
+        del buf[:4 + n]
+    return out
+
+
+def send_ctl(sock: socket.socket, msg: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
+    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def recv_ctl(sock: socket.socket, maxfds: int = 16) -> tuple[dict[str, Any] | None, list[int]]:
+    """One control message and the fds that came with it; (None, []) when the peer has gone."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_CONTROL, maxfds)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return pickle.loads(data), list(fds)

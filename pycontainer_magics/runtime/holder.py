@@ -1,0 +1,248 @@
+"""The namespace holder: a small process that makes a container's namespaces and root filesystem and
+keeps them until the container is done.
+
+Prepared ahead of time (by the launch helper, see zygote.py), a holder leaves only PID 1's own work on
+a cell's critical path. Preparation, in the order the kernel forces:
+
+  1. a mount namespace, made private, with a tmpfs over the scratch directory (so the writable layer
+     vanishes with the namespace), the mount-point layer, and the overlay root - built while still host
+     root, since an overlay over the host's / is refused inside a user namespace (without root the
+     user namespace has to come first, and the host image is one overlay per top-level directory);
+  2. the user namespace; the preparer writes the id maps (a full map needs a writer outside it);
+  3. network, UTS, IPC, PID and time namespaces, owned by the new user namespace; time offsets are
+     written before any process enters;
+  4. "ready". Then one run order: fork PID 1 (nested) or wait while the caller runs it (direct); then
+     the layer diff, read from the upper directory this holder still sees, and exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from ..linux import idmap, libc
+from ..linux.libc import MS_NODEV, MS_NOSUID, PR_SET_PDEATHSIG, mount, prctl
+from ..linux.namespaces import CLONE_NEWNS, CLONE_NEWUSER
+from . import rootfs
+from .channel import recv_ctl, send, send_ctl
+from .launch import STATUS_FD, Launch, become_root, failure, pid1_nested, report_failure, reset_signals
+
+CTL_FD = 4
+
+
+class SetupFailed(Exception):
+    """Preparing a holder failed; `.info` has the stage, errno and file."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__(info.get("message"))
+        self.info = info
+
+
+@dataclass(frozen=True)
+class HolderPlan:
+    """What a holder prepares. Equal plans give interchangeable holders (the pool's key)."""
+
+    new_mount: bool
+    new_user: bool
+    flags_rest: int  # network, UTS, IPC, PID, time: unshared after the user namespace
+    scratch: str | None
+    lower: str | None  # the image root ("/" or a directory); None without a new mount namespace
+    mountpoints: tuple[tuple[str, str], ...]
+    writable: bool
+    time_offsets: tuple[tuple[str, int], ...]
+    maps: tuple[str, str, bool]  # uid_map, gid_map, deny setgroups
+    rootless: bool
+
+    @property
+    def merged(self) -> str | None:
+        return self.scratch + "/merged" if self.scratch and self.new_mount else None
+
+
+def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoReturn:
+    """Entry point of a freshly forked holder. Never returns."""
+    stage = "starting the holder"
+    try:
+        os.setsid()
+        reset_signals()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        devnull = os.open("/dev/null", os.O_RDWR)
+        os.dup2(ctl, 100)
+        for i in (0, 1, 2):
+            os.dup2(devnull, i)
+        os.dup2(100, CTL_FD, inheritable=False)
+        os.closerange(CTL_FD + 1, 1 << 20)
+        sock = socket.socket(fileno=CTL_FD)
+        upper = mp = None
+        if hp.new_user and hp.rootless:
+            stage = "creating the user namespace"
+            _enter_user_namespace(sock)
+        if hp.new_mount and hp.scratch and hp.lower:
+            stage = "building the overlay root filesystem"
+            upper, mp = _build_rootfs(hp)
+        if hp.new_user and not hp.rootless:
+            stage = "creating the user namespace"
+            _enter_user_namespace(sock)
+        stage = "creating namespaces"
+        if hp.flags_rest:
+            libc.unshare(hp.flags_rest)
+        if hp.time_offsets:
+            stage = "setting time namespace offsets"
+            with open("/proc/self/timens_offsets", "w") as f:
+                for clock, secs in hp.time_offsets:
+                    f.write(f"{clock} {secs} 0\n")
+        if hp.new_user:
+            # Last: changing credentials makes the process non-dumpable, which hands its /proc/self
+            # files (timens_offsets among them) to host root.
+            become_root()
+        send_ctl(sock, {"ready": True})
+    except BaseException as e:  # noqa: BLE001
+        try:
+            send_ctl(socket.socket(fileno=CTL_FD), {"setup_error": failure(stage, e)})
+        finally:
+            os._exit(125)
+    _serve_one_run(hp, sock, upper, mp, launch)
+
+
+def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: str | None,
+                   launch: Launch | None) -> NoReturn:
+    msg, fds = recv_ctl(sock)
+    if msg is None:
+        os._exit(0)  # prepared but never used
+    L = launch or msg["launch"]
+    os.dup2(fds[0], STATUS_FD, inheritable=True)
+    os.close(fds[0])
+    stage = "starting PID 1"
+    try:
+        if msg["mode"] == "nested":
+            stdin, stdout, stderr, *join_fds = fds[1:]
+            for i, fd in enumerate((stdin, stdout, stderr)):
+                os.dup2(fd, i)
+                os.close(fd)
+            if L.hostname:
+                libc.sethostname(L.hostname)
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                pid1_nested(L, join_fds)
+            for fd in join_fds:
+                os.close(fd)
+            for i in (0, 1, 2):
+                os.close(i)
+            send(STATUS_FD, {"pid1": pid})
+            status = _wait(pid)
+            exited = _now()
+        else:
+            stage = "waiting for the container"
+            done, _ = recv_ctl(sock)  # the caller says when its PID 1 has exited
+            status, exited = None, _now()
+            del done
+        diff = None
+        if L.want_diff and upper is not None and hp.lower is not None:
+            stage = "computing the layer diff"
+            diff = rootfs.layer_diff(upper, hp.lower, mp, split_top=hp.rootless and hp.lower == "/")
+        send(STATUS_FD, {"exit_status": status, "exited": exited, "diff": diff})
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001
+        report_failure(stage, e)
+        os._exit(125)
+
+
+def _now() -> float:
+    import time
+    return time.monotonic()
+
+
+def _wait(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return -1
+        except InterruptedError:
+            continue
+
+
+def _enter_user_namespace(sock: socket.socket) -> None:
+    libc.unshare(CLONE_NEWUSER)
+    send_ctl(sock, {"need_maps": True})
+    reply, _ = recv_ctl(sock)
+    if not reply or not reply.get("maps"):
+        raise OSError(errno.EPIPE, "the id maps could not be written")
+
+
+def _build_rootfs(hp: HolderPlan) -> tuple[str | None, str]:
+    """A tmpfs over the scratch directory (private to this mount namespace, so it vanishes with it)
+    holding the upper and work directories, the mount-point layer and the merged root."""
+    assert hp.scratch and hp.lower
+    scratch = hp.scratch
+    libc.unshare(CLONE_NEWNS)
+    rootfs.make_private_root()
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    mp, merged = scratch + "/mp", scratch + "/merged"
+    os.mkdir(mp)
+    os.mkdir(merged)
+    upper = work = None
+    if hp.writable:
+        upper, work = scratch + "/upper", scratch + "/work"
+        os.mkdir(upper)
+        os.mkdir(work)
+    if hp.rootless and hp.lower == "/":
+        rootfs.mount_host_tree(merged, upper, work, hp.mountpoints)
+    else:
+        rootfs.make_mountpoints(mp, hp.mountpoints)
+        rootfs.mount_overlay(hp.lower, mp, upper, work, merged)
+    return upper, mp
+
+
+def prepare_holder(hp: HolderPlan, launch: Launch | None = None,
+                   fork: Callable[[], int] = os.fork) -> tuple[int, socket.socket]:
+    """Fork a holder and see it through preparation (writing its id maps). Returns (pid, control socket).
+    `launch` is passed in memory to a holder forked from the caller (it may hold the caller's globals)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
+    try:
+        pid = fork()
+        if pid == 0:
+            ours.close()
+            holder_main(hp, theirs.fileno(), launch)
+    finally:
+        gc.unfreeze()
+    theirs.close()
+    try:
+        while True:
+            msg, _ = recv_ctl(ours)
+            if msg is None:
+                raise SetupFailed({"stage": "preparing the namespaces", "errno": errno.EPIPE,
+                                   "message": "the holder process died"})
+            if msg.get("need_maps"):
+                try:
+                    idmap.write_maps(pid, *hp.maps)
+                    send_ctl(ours, {"maps": True})
+                except OSError as e:
+                    send_ctl(ours, {"maps": False})
+                    raise SetupFailed(failure("writing the id maps", e)) from None
+            elif "setup_error" in msg:
+                raise SetupFailed(msg["setup_error"])
+            elif msg.get("ready"):
+                return pid, ours
+    except BaseException:
+        ours.close()
+        _kill_and_reap(pid)
+        raise
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
