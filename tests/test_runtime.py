@@ -163,7 +163,7 @@ def test_samples_are_recorded() -> None:
     r = py("import time\nb = bytearray(20 * 2**20)\ntime.sleep(0.3)", interval=0.02)
     assert len(r.samples) >= 5
     assert max(s.memory for s in r.samples) >= 20 * MiB
-    assert all(b.t >= a.t for a, b in zip(r.samples, r.samples[1:]))
+    assert all(b.t >= a.t for a, b in zip(r.samples, r.samples[1:], strict=False))
 
 
 # -- filesystem ----------------------------------------------------------------------------------------

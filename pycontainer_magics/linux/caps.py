@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from .libc import PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, check, libc, prctl
+from .libc import PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, check, libc, prctl
 
 CAP_NUMBERS: dict[str, int] = {
     "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,

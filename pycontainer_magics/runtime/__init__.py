@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from .prune import prune
 from .result import ContainerRun, DiffEntry, NamespaceRow, Sample
 from .run import ContainerInterrupted, LaunchError, run
 from .spec import ContainerSpec, IdMap, Mount, SpecError, Tmpfs
-from .prune import prune
 
 __all__ = ["ContainerInterrupted", "ContainerRun", "ContainerSpec", "DiffEntry", "IdMap", "LaunchError", "Mount",
            "NamespaceRow", "Sample", "SpecError", "Tmpfs", "prune", "run"]
