@@ -27,7 +27,7 @@ echo "== ruff"; .venv/bin/ruff check pycontainer_magics tests bench || status=1
 echo "== mypy (linux/, runtime/)"; .venv/bin/mypy pycontainer_magics/linux pycontainer_magics/runtime || status=1
 
 echo "== pytest on this host"
-.venv/bin/python -m pytest tests/ "$@" || status=1
+.venv/bin/python -m pytest tests/ --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ "$@" || status=1
 
 layout=$(.venv/bin/python -c 'from pycontainer_magics.linux.cgroups import detect_layout; print(detect_layout())')
 if [ "$layout" != unified ]; then

@@ -258,7 +258,7 @@ def test_plot_normal_run_has_no_oom_marker_or_limit(ok_run):
     assert isinstance(fig, Figure) and len(fig.axes) == 3
     assert _oom_lines(fig) == []
     labels = _labels(fig)
-    assert labels[0] == ["memory"] and labels[1] == ["CPU"] and labels[2] == ["pids"]
+    assert labels[0] == ["memory", "peak (kernel)"] and labels[1] == ["CPU"] and labels[2] == ["pids"]
     cpu = fig.axes[1].lines[0]
     assert np.isnan(cpu.get_ydata()[0])
     assert list(cpu.get_ydata()[1:]) == pytest.approx([50, 200, 0])
@@ -382,3 +382,16 @@ def test_live_monitor_without_plot():
     assert "&lt;x&gt;" in mon._status.value
     mon.finish()
     assert "done" in mon._status.value
+
+
+def test_timeline_frame_orders_stages_and_computes_steps() -> None:
+    from pycontainer_magics.display import RunView
+    from pycontainer_magics.runtime.result import ContainerRun
+    from pycontainer_magics.runtime.spec import ContainerSpec
+
+    run = ContainerRun(id="t", spec=ContainerSpec(command=("true",)),
+                       timeline=[("b", 0.003), ("a", 0.001), ("c", 0.0065)])
+    df = RunView(run).timeline
+    assert list(df["stage"]) == ["a", "b", "c"]
+    assert list(df["at_ms"].round(3)) == [1.0, 3.0, 6.5]
+    assert list(df["took_ms"].round(3)) == [1.0, 2.0, 3.5]

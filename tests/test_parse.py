@@ -231,7 +231,7 @@ def test_build_spec_python_defaults() -> None:
     s = build_spec(python_code="x = 1")
     assert s.python_code == "x = 1" and s.command == ()
     assert s.share == frozenset() and s.new_namespaces == NAMESPACE_KINDS
-    assert s.interval == 0.05 and s.diff is True and s.outputs == ()
+    assert s.interval == 0.01 and s.diff is True and s.outputs == ()
 
 
 def test_build_spec_all_options(tmp_path: os.PathLike[str]) -> None:

@@ -65,6 +65,12 @@ class RunView:
         return diff_frame(self.run)
 
     @property
+    def timeline(self) -> pd.DataFrame:
+        """The launch, stage by stage (stage, at_ms, took_ms): where the time of a cell goes."""
+        from .frames import timeline_frame
+        return timeline_frame(self.run)
+
+    @property
     def summary(self) -> pd.Series:
         """run.summary() as a Series indexed by field (status, exit_code, oom_killed, ...)."""
         from .frames import summary_series

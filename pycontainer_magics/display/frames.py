@@ -86,3 +86,16 @@ def summary_series(run: ContainerRun) -> pd.Series:
     s = pd.Series(run.summary(), dtype=object)
     s.index.name = "field"
     return s
+
+
+def timeline_frame(run: ContainerRun) -> pd.DataFrame:
+    """stage, at_ms (since launch), took_ms (since the previous stage): where a launch spends its time."""
+    stages = sorted(run.timeline, key=lambda x: x[1])
+    at = [t * 1000 for _, t in stages]
+    return pd.DataFrame(
+        {
+            "stage": pd.Series([s for s, _ in stages], dtype="str"),
+            "at_ms": pd.Series(at, dtype="float64"),
+            "took_ms": pd.Series([b - a for a, b in zip([0.0, *at[:-1]], at, strict=True)], dtype="float64"),
+        }
+    )

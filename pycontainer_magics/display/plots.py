@@ -34,11 +34,13 @@ def draw_usage(
     pids_limit: int | None = None,
     cpu_limit: float | None = None,
     oom_at: float | None = None,
+    peak_memory: int | None = None,
 ) -> None:
     """Draw up to three panels (memory MiB, CPU %, pids) on `axes`, in that order.
 
     Limits are dashed horizontal lines; `oom_at` (seconds) adds a red vertical line on every
-    panel and a red cross on the memory curve.
+    panel and a red cross on the memory panel, at the kernel's peak when known. The kernel's peak
+    counter is drawn dotted: a short spike between two samples still shows.
     """
     t = np.asarray(t, dtype=float)
     series = (
@@ -64,9 +66,13 @@ def draw_usage(
         if oom_at is not None:
             ax.axvline(oom_at, color=OOM_COLOUR, linewidth=1, alpha=0.8, gid=OOM_GID,
                        label="OOM kill" if i == 0 else "_oom")
-            if i == 0 and len(t):
-                ax.plot([t[-1]], [values[-1]], marker="X", markersize=9, color=OOM_COLOUR,
+            if i == 0 and (len(t) or peak_memory is not None):
+                y = peak_memory / MiB if peak_memory is not None else values[-1]
+                ax.plot([oom_at], [y], marker="X", markersize=9, color=OOM_COLOUR,
                         linestyle="none", gid=OOM_GID, label="_oom marker")
+        if i == 0 and peak_memory is not None:
+            ax.axhline(peak_memory / MiB, linestyle=":", color="C0", linewidth=1, label="peak (kernel)")
+            limit = max(limit or 0.0, peak_memory / MiB)
         ax.set_ylabel(ylabel)
         finite = values[np.isfinite(values)]
         top = max(float(finite.max()) if finite.size else 0.0, limit or 0.0)
@@ -117,6 +123,7 @@ def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figu
         pids_limit=pids_limit_of(run),
         cpu_limit=run.spec.cpus,
         oom_at=_oom_time(run),
+        peak_memory=run.peak_memory,
     )
     return fig
 

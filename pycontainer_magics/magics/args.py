@@ -74,7 +74,7 @@ OPTIONS: list[Option] = [
     # run control
     _opt("--name", metavar="NAME", help="a name for the container"),
     _opt("--timeout", metavar="DURATION", help="kill the container after this long, like 10s or 500ms"),
-    _opt("--interval", metavar="DURATION", help="sampling interval of memory/CPU/pids (default 50ms)"),
+    _opt("--interval", metavar="DURATION", help="sampling interval of memory/CPU/pids (default 10ms)"),
     _opt("--no-diff", action="store_true", help="do not compute the filesystem diff at exit"),
     # notebook only
     _opt("-o", "--output", metavar="VAR,...", action="append", where=MAGIC,

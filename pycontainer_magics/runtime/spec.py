@@ -102,7 +102,7 @@ class ContainerSpec:
     # Run control
     name: str | None = None
     timeout: float | None = None
-    interval: float = 0.05  # sampling interval of the monitor
+    interval: float = 0.01  # sampling interval of the monitor (each sample is three small reads)
     outputs: tuple[str, ...] = ()  # variable names a Python cell sends back
     diff: bool = True  # compute the layer diff at exit
 
