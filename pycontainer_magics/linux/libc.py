@@ -7,10 +7,18 @@ which file or mount point failed and why.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+def _load_libc() -> ctypes.CDLL:
+    # glibc's soname first: ctypes.util.find_library runs `ldconfig -p` in a subprocess (tens of ms).
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+        return ctypes.CDLL(find_library("c"), use_errno=True)
+
+
+libc = _load_libc()
 
 # mount(2) flags
 MS_RDONLY = 1

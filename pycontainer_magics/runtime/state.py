@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 
 _counter = 0
 
@@ -57,7 +56,7 @@ def new_id() -> str:
     """`<owner pid>-<n>-<hex>`: the owner pid lets prune tell a live kernel's containers from a dead one's."""
     global _counter
     _counter += 1
-    return f"{os.getpid()}-{_counter}-{secrets.token_hex(3)}"
+    return f"{os.getpid()}-{_counter}-{os.urandom(3).hex()}"
 
 
 def owner_alive(container_id: str) -> bool:

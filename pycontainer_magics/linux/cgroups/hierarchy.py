@@ -12,7 +12,6 @@ import errno
 import itertools
 import os
 import re
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -27,7 +26,7 @@ _counter = itertools.count(1)
 
 def new_name(prefix: str = "") -> str:
     """A fresh cgroup name `<prefix><pid>-<n>-<hex>` owned by this process."""
-    return f"{prefix}{os.getpid()}-{next(_counter)}-{secrets.token_hex(4)}"
+    return f"{prefix}{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}"
 
 
 def owner_pid(name: str) -> int | None:
