@@ -399,3 +399,24 @@ def test_prune_removes_what_a_killed_kernel_left() -> None:
     assert f"cgroup {left[0]}" in removed
     assert not os.path.exists(os.path.join(parent, left[0]))
     assert our_cgroups() == []
+
+
+def test_what_is_made_ahead_of_time_goes_with_the_process() -> None:
+    """After a run, a holder and a cgroup are prepared for the next identical cell; a process that
+    exits without another run leaves neither behind."""
+    import subprocess
+    import sys
+
+    script = ("from pycontainer_magics.runtime import run, ContainerSpec\n"
+              "import os\n"
+              "run(ContainerSpec(command=('true',), memory=64 * 2**20))\n"
+              "run(ContainerSpec(python_code='pass', memory=64 * 2**20), python_globals={})\n"
+              "print(os.getpid())\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    pid = p.stdout.strip()
+    left = [d for root in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup")
+            for d in (os.listdir(os.path.join(root, "pycontainer_magics"))
+                      if os.path.isdir(os.path.join(root, "pycontainer_magics")) else [])
+            if d.startswith(f"{pid}-")]
+    assert left == []

@@ -147,6 +147,7 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
             stage = "computing the layer diff"
             diff = rootfs.layer_diff(upper, hp.lower, mp, split_top=hp.rootless and hp.lower == "/")
         send(STATUS_FD, {"exit_status": status, "exited": exited, "diff": diff})
+        os.closerange(0, CTL_FD + 1)  # the caller sees EOF now, not after our exit tears everything down
         os._exit(0)
     except BaseException as e:  # noqa: BLE001
         report_failure(stage, e)

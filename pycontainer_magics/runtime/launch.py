@@ -287,4 +287,11 @@ def _run_python(L: Launch) -> NoReturn:
             s.flush()
         except (OSError, ValueError):
             pass
+    # Say how we end and let go of the pipes, so the caller need not wait while the kernel tears down
+    # this copy of its memory (the exit status proper is still reaped).
+    try:
+        send(STATUS_FD, {"exit_code": code & 0xFF})
+    except OSError:
+        pass
+    os.closerange(0, 4)
     os._exit(code & 0xFF)

@@ -1,4 +1,7 @@
-"""The sampler: reads a cgroup's memory, CPU and pids counters at a fixed interval in a thread."""
+"""The sampler: reads the memory, CPU and pids counters of running containers' cgroups at a fixed
+interval. One long-lived thread serves every run (starting a thread per cell costs more than the
+sampling itself); each reading is three small file reads. The final figures of a run come from the
+kernel's own counters, not from these samples."""
 
 from __future__ import annotations
 
@@ -11,8 +14,7 @@ from .result import Sample
 
 
 class Monitor:
-    """Samples `cgroup` every `interval` seconds until stopped. Each reading is three small file reads;
-    the final figures of a run come from the kernel's own peak counters, not from these samples."""
+    """Samples one cgroup every `interval` seconds between start() and stop()."""
 
     def __init__(self, cgroup: Cgroup, interval: float, t0: float,
                  on_sample: Callable[[Sample], None] | None = None) -> None:
@@ -21,11 +23,11 @@ class Monitor:
         self.t0 = t0
         self.samples: list[Sample] = []
         self.on_sample = on_sample
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="pycontainer-monitor", daemon=True)
+        self.due = 0.0
 
     def start(self) -> None:
-        self._thread.start()
+        self.due = time.monotonic()
+        _sampler.add(self)
 
     def sample(self) -> None:
         cg = self.cgroup
@@ -37,15 +39,45 @@ class Monitor:
         if self.on_sample is not None:
             self.on_sample(s)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
     def stop(self) -> list[Sample]:
         """Stop, take one last reading, and return the samples."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        _sampler.remove(self)
         self.sample()
         return self.samples
+
+
+class _Sampler:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active: list[Monitor] = []
+        self._thread: threading.Thread | None = None
+
+    def add(self, m: Monitor) -> None:
+        with self._cond:
+            self._active.append(m)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="pycontainer-sampler", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, m: Monitor) -> None:
+        # The lock is held while sampling: once this returns, m gets no more samples from the thread.
+        with self._cond:
+            if m in self._active:
+                self._active.remove(m)
+
+    def _loop(self) -> None:
+        with self._cond:
+            while True:
+                if not self._active:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                for m in self._active:
+                    if m.due <= now:
+                        m.sample()
+                        m.due = max(m.due + m.interval, now)
+                self._cond.wait(max(0.0, min(m.due for m in self._active) - time.monotonic()))
+
+
+_sampler = _Sampler()

@@ -1,20 +1,25 @@
-"""Namespace holders ready before they are needed.
+"""Namespace holders and cgroups ready before they are needed.
 
-After a run, a holder for the same plan is prepared in the background by the launch helper, so the next
-identical cell (a lecture re-run, a benchmark, a parameter sweep) starts with its namespaces and root
-filesystem already made. One slot: a holder for another plan is dropped (it exits when its control
-socket closes). Holders forked from the caller itself (a Python cell without root) are never pooled.
+After a run, a holder for the same plan is prepared in the background by the launch helper, and a
+cgroup with the same limits is made, so the next identical cell (a lecture re-run, a benchmark, a
+parameter sweep) starts with its namespaces, root filesystem and cgroup already there. One slot each:
+a holder for another plan is dropped (it exits when its control socket closes), a cgroup with other
+limits removed. Holders forked from the caller itself (a Python cell without root) are never pooled.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
 from dataclasses import dataclass
 
+from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
+from . import cleanup
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .launch import Launch
+from .state import new_id
 from .zygote import HelperUnavailable, zygote
 
 
@@ -33,15 +38,20 @@ class Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ready: Holder | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # one long-lived worker, started on first use
+        self._wanted: HolderPlan | None = None
+        self._work = threading.Condition(self._lock)
+        self._busy = False
+        self._cgroup: tuple[CgroupLimits, Cgroup] | None = None
+        self._wanted_cgroup: tuple[Hierarchy, CgroupLimits] | None = None
 
     def take(self, plan: HolderPlan, *, helper: bool, launch: Launch | None = None) -> Holder:
         """A ready holder for `plan`: the pooled one if it matches, else a fresh one (from the helper when
         `helper`, else forked from the caller with `launch` in memory)."""
         if helper:
-            if self._thread is not None:
-                self._thread.join()
             with self._lock:
+                while self._busy or self._wanted is not None:  # a preparation under way: it may be ours
+                    self._work.wait()
                 h, self._ready = self._ready, None
             if h is not None:
                 if h.plan == plan and _alive(h.pid):
@@ -55,32 +65,72 @@ class Pool:
         pid, sock = prepare_holder(plan, launch)
         return Holder(pid, sock, plan, ours=True)
 
-    def prefetch(self, plan: HolderPlan) -> None:
-        """Prepare a holder for `plan` in the background (the helper does the work)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._thread = threading.Thread(target=self._prepare, args=(plan,), daemon=True,
-                                        name="pycontainer-prepare")
-        self._thread.start()
-
-    def _prepare(self, plan: HolderPlan) -> None:
-        try:
-            pid, sock = zygote().prepare(plan)
-        except (SetupFailed, OSError):
-            return
+    def take_cgroup(self, h: Hierarchy, limits: CgroupLimits) -> Cgroup:
+        """A cgroup with `limits`: the one made ahead of time if it matches, else a new one (named like a
+        container id: its name is the run's id)."""
         with self._lock:
-            old, self._ready = self._ready, Holder(pid, sock, plan, ours=False)
-        if old is not None:
-            old.close()
+            while self._busy or self._wanted_cgroup is not None:
+                self._work.wait()
+            ready, self._cgroup = self._cgroup, None
+        if ready is not None:
+            if ready[0] == limits:
+                return ready[1]
+            cleanup.defer(ready[1].remove)
+        return h.create(new_id(), limits)
+
+    def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None) -> None:
+        """Prepare a holder for `plan` (the helper does the work) and a cgroup, in the background."""
+        with self._lock:
+            self._wanted = plan
+            self._wanted_cgroup = cgroup
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._worker, daemon=True, name="pycontainer-prepare")
+                self._thread.start()
+            self._work.notify_all()
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                while self._wanted is None and self._wanted_cgroup is None:
+                    self._work.wait()
+                plan, self._wanted, self._busy = self._wanted, None, True
+                want_cg, self._wanted_cgroup = self._wanted_cgroup, None
+            holder = cg = None
+            if plan is not None:
+                try:
+                    pid, sock = zygote().prepare(plan)
+                    holder = Holder(pid, sock, plan, ours=False)
+                except (SetupFailed, OSError):
+                    pass
+            if want_cg is not None:
+                try:
+                    cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
+                except OSError:
+                    pass
+            with self._lock:
+                old, old_cg = None, None
+                if holder is not None:
+                    old, self._ready = self._ready, holder
+                if cg is not None:
+                    old_cg, self._cgroup = self._cgroup, cg
+                self._busy = False
+                self._work.notify_all()
+            if old is not None:
+                old.close()
+            if old_cg is not None:
+                cleanup.defer(old_cg[1].remove)
 
     def drain(self) -> None:
         """Drop the prepared holder (it exits); used by tests and at shutdown."""
-        if self._thread is not None:
-            self._thread.join()
         with self._lock:
+            while self._busy or self._wanted is not None:
+                self._work.wait()
             h, self._ready = self._ready, None
+            cg, self._cgroup = self._cgroup, None
         if h is not None:
             h.close()
+        if cg is not None:
+            cg[1].remove()
 
 
 def _alive(pid: int) -> bool:
@@ -92,3 +142,4 @@ def _alive(pid: int) -> bool:
 
 
 pool = Pool()
+atexit.register(pool.drain)  # a cgroup made ahead of time must not outlive us

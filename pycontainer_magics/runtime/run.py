@@ -32,7 +32,7 @@ from ..linux.namespaces import (
     flags_for,
     ns_inodes,
 )
-from . import rootfs, state
+from . import cleanup, rootfs, state
 from .channel import decode_frames, send_ctl
 from .holder import HolderPlan, SetupFailed
 from .launch import DEFAULT_PATH, Launch, pid1_direct
@@ -194,7 +194,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     helper: prepare the container's namespaces in the small launch helper, ahead of time (the default:
     the cost then does not grow with the caller's memory), or in a fork of the caller (False: right for
     a small, short-lived caller such as the CLI)."""
-    r = ContainerRun(id=state.new_id(), spec=spec)
+    r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
         raise LaunchError(errno.EPERM, "resource limits need a writable cgroup hierarchy, and none is "
@@ -205,10 +205,11 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     try:
         if h is not None:
             try:
-                cg = h.create(r.id, _limits(spec))
+                cg = pool.take_cgroup(h, _limits(spec))
             except CgroupError as e:
                 raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename) from None
             r.cgroup_version = cg.version
+        r.id = cg.name if cg is not None else state.new_id()
         hp, L = plan_launch(spec, cg, python_globals)
         _execute(r, hp, L, cg, on_output, helper)
     finally:
@@ -218,8 +219,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
 
 
 def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
+    """Read the final counters now; kill what is left and remove the cgroup in the background (the
+    kernel may still be tearing down PID 1's memory, and the cell need not wait for that)."""
     try:
-        cg.kill_all()
         st = cg.stats()
         r.peak_memory = st.memory_peak if st.memory_peak is not None else \
             max((s.memory for s in r.samples), default=st.memory_current)
@@ -236,7 +238,7 @@ def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
     except OSError as e:
         r.notes.append(f"could not read the cgroup's final counters: {e}")
     finally:
-        cg.remove()
+        cleanup.defer(cg.remove)
 
 
 def _take_holder(hp: HolderPlan, L: Launch, helper: bool) -> Holder:
@@ -319,10 +321,19 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if monitor is not None:
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
-    if not holder.ours:
-        pool.prefetch(hp)  # the next identical cell finds its namespaces ready
+    if helper:
+        # The next identical cell finds its namespaces, root filesystem and cgroup ready.
+        h = hierarchy()
+        pool.prefetch(None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None)
     if relay.interrupted:
         raise ContainerInterrupted(r)
+
+
+def _waitpid(pid: int) -> int:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return -1
 
 
 def _end_holder(holder: Holder, kill: bool) -> None:
@@ -410,6 +421,7 @@ class _Relay:
         self.pid1 = pid1
         self.pid1_ours = pid1 is not None  # direct mode: we forked it, we reap it
         self.container_ns: dict[str, int | None] = {}
+        self.reported_exit = False  # PID 1 (a Python cell) said how it ended before exiting
         self.end = 0.0
         self.interrupted = False
         self.killed = False
@@ -435,18 +447,23 @@ class _Relay:
                     pass
 
     def reap(self, cg: Cgroup | None) -> None:
-        """Reap PID 1 if it is our child (direct mode), killing it first if it still runs."""
+        """Reap PID 1 if it is our child (direct mode). When it already said how it ended, the kernel may
+        still be tearing down its memory: reap it in the background. Otherwise kill it first."""
         if not self.pid1_ours or self.pid1 is None:
             return
+        self.pid1_ours = False
+        pid = self.pid1
+        if self.reported_exit:
+            cleanup.defer(lambda: _waitpid(pid))
+            return
         try:
-            done, status = os.waitpid(self.pid1, os.WNOHANG)
+            done, status = os.waitpid(pid, os.WNOHANG)
             if not done:
                 self.kill(cg)
-                done, status = os.waitpid(self.pid1, 0)
+                done, status = os.waitpid(pid, 0)
             self._exit_status(status)
         except ChildProcessError:
             pass
-        self.pid1_ours = False
 
     def _exit_status(self, status: int) -> None:
         r = self.r
@@ -467,14 +484,11 @@ class _Relay:
         if self.on_output is not None:
             self.on_output(stream, text)
 
-    def _pid1_exited(self) -> None:
-        assert self.pid1 is not None
-        try:
-            _, status = os.waitpid(self.pid1, 0)
+    def _pid1_exited(self, status: int | None) -> None:
+        """PID 1 of a direct run is done: it reported its exit code, or the kernel reports its death.
+        Either way the holder can now read the layer diff."""
+        if status is not None:
             self._exit_status(status)
-        except ChildProcessError:
-            pass
-        self.pid1_ours = False
         self.end = time.monotonic()
         self.r.timeline.append(("payload exited", self.end - self.t0))
         try:
@@ -501,6 +515,12 @@ class _Relay:
         if "error" in msg:
             r.error = msg["error"]
             r.error_name = msg.get("error_name")
+        if "exit_code" in msg and self.pid1_ours and not self.reported_exit:
+            # A Python cell's PID 1 says how it ends before exiting: no need to wait for the kernel
+            # to tear down its copy of the caller's memory.
+            self.reported_exit = True
+            r.exit_code = msg["exit_code"]
+            self._pid1_exited(None)
         if "outputs" in msg:
             r.outputs = msg["outputs"]
             for m in msg.get("missing_outputs", []):
@@ -557,7 +577,10 @@ class _Relay:
                     fd = key.fd
                     if fd == pidfd:
                         sel.unregister(pidfd)
-                        self._pid1_exited()
+                        if not self.reported_exit:
+                            assert self.pid1 is not None
+                            self.pid1_ours = False
+                            self._pid1_exited(_waitpid(self.pid1))
                         continue
                     if fd == in_w:
                         try:
@@ -582,6 +605,8 @@ class _Relay:
                         self.status_buf += data
                         for msg in decode_frames(self.status_buf):
                             self._handle(msg)
+                        if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
+                            sel.unregister(pidfd)
                         continue
                     stream, dec = decoders[fd]
                     if not data:
