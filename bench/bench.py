@@ -745,6 +745,12 @@ def main(argv: list[str] | None = None) -> int:
         cleaned = env.cleanup()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # What the library made ahead of time for a next cell (a holder, a cgroup) and its background clean-up
+    # go now, as they would at the process's exit.
+    from pycontainer_magics.runtime.cleanup import settle
+    from pycontainer_magics.runtime.pool import pool
+    pool.drain()
+    settle()
     leftovers = our_cgroup_leftovers()
     # the library names a container's cgroup `<pid of the creating process>-<n>-<random>`
     mine = {str(os.getpid())} | {str(p) for p in CHILD_PIDS}
