@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 
+
 def _load_libc() -> ctypes.CDLL:
     # glibc's soname first: ctypes.util.find_library runs `ldconfig -p` in a subprocess (tens of ms).
     try:

@@ -9,7 +9,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-_tasks: queue.Queue[Callable[[], None]] = queue.Queue()
+_tasks: queue.Queue[Callable[[], object]] = queue.Queue()
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
 
@@ -25,7 +25,7 @@ def _worker() -> None:
             _tasks.task_done()
 
 
-def defer(task: Callable[[], None]) -> None:
+def defer(task: Callable[[], object]) -> None:
     global _thread
     with _lock:
         if _thread is None or not _thread.is_alive():

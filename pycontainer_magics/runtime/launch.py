@@ -121,34 +121,47 @@ def _namespaces_report() -> dict[str, int | None]:
     return {k: _ns_inode(v[0]) for k, v in NAMESPACES.items()}
 
 
+class _Stage:
+    """Where PID 1 is, for the one-line error if a step fails."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+
+def _enter_root(L: Launch, at: _Stage, rebind: bool) -> list[str]:
+    """Mount the container's filesystems under the merged root and pivot into it; returns notes about
+    fallbacks taken."""
+    if L.merged is None or L.plan is None:
+        return []
+    at.stage = "mounting the container's filesystems"
+    if rebind:
+        mount(L.merged, L.merged, None, MS_BIND)
+    notes = rootfs.apply_plan(L.merged, L.plan)
+    at.stage = "pivot_root"
+    rootfs.pivot_into(L.merged)
+    return notes
+
+
 def pid1_nested(L: Launch, join_fds: list[int]) -> NoReturn:
     """PID 1 forked by the holder, already inside the container's user namespace."""
-    stage = "joining the cgroup"
+    at = _Stage("joining the cgroup")
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _join_cgroup(join_fds)
         # The cgroup namespace is taken after joining, so its root is the container's cgroup. pivot_root
         # moves the root of every process of the mount namespace that is at the old root: PID 1 takes a
         # mount namespace of its own so the holder keeps its view (it reads the upper layer afterwards).
-        stage = "creating the mount and cgroup namespaces"
+        at.stage = "creating the mount and cgroup namespaces"
         if L.pid1_unshare:
             libc.unshare(L.pid1_unshare)
         send(STATUS_FD, {"namespaces": _namespaces_report()})
-        notes: list[str] = []
-        if L.merged is not None and L.plan is not None:
-            stage = "mounting the container's filesystems"
-            if L.rebind_root:
-                # An unlocked mount of the root that pivot_root accepts. Without root the tree was built
-                # inside the user namespace: nothing is locked, and a non-recursive bind would drop the
-                # per-directory overlays.
-                mount(L.merged, L.merged, None, MS_BIND)
-            notes = rootfs.apply_plan(L.merged, L.plan)
-            stage = "pivot_root"
-            rootfs.pivot_into(L.merged)
+        # An unlocked mount of the root that pivot_root accepts. Without root the tree was built inside the
+        # user namespace: nothing is locked, and a non-recursive bind would drop the per-directory overlays.
+        notes = _enter_root(L, at, rebind=L.rebind_root)
         send(STATUS_FD, {"ready": True, "notes": notes})
         _drop_privileges(L)
     except BaseException as e:  # noqa: BLE001
-        report_failure(stage, e)
+        report_failure(at.stage, e)
         os._exit(125)
     _payload(L)
 
@@ -156,14 +169,14 @@ def pid1_nested(L: Launch, join_fds: list[int]) -> NoReturn:
 def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[int, int]], user_fd: int | None,
                 join_fds: list[int]) -> NoReturn:
     """PID 1 forked by the caller (see module docstring). fds: stdin, stdout, stderr, status."""
-    stage = "starting PID 1"
+    at = _Stage("starting PID 1")
     try:
         os.setsid()
         reset_signals()
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        stage = "joining the cgroup"
+        at.stage = "joining the cgroup"
         _join_cgroup(join_fds)
-        stage = "entering the holder's namespaces"
+        at.stage = "entering the holder's namespaces"
         for fd, nstype in ns_fds:
             libc.setns(fd, nstype)
             os.close(fd)
@@ -173,14 +186,9 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
         user_fd = keep[0] if keep else None
         if L.hostname:
             libc.sethostname(L.hostname)
-        notes: list[str] = []
-        if L.merged is not None and L.plan is not None:
-            stage = "mounting the container's filesystems"
-            notes = rootfs.apply_plan(L.merged, L.plan)
-            stage = "pivot_root"
-            rootfs.pivot_into(L.merged)
+        notes = _enter_root(L, at, rebind=False)  # host root made these mounts: nothing is locked
         if user_fd is not None:
-            stage = "entering the user namespace"
+            at.stage = "entering the user namespace"
             libc.setns(user_fd, CLONE_NEWUSER)
             os.close(user_fd)
             become_root()
@@ -188,7 +196,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
         send(STATUS_FD, {"ready": True, "notes": notes})
         _drop_privileges(L)
     except BaseException as e:  # noqa: BLE001
-        report_failure(stage, e)
+        report_failure(at.stage, e)
         os._exit(125)
     _payload(L)
 

@@ -254,13 +254,7 @@ def mount_host_tree(merged: str, upper: str | None, work: str | None, mountpoint
             mount("overlay", dst, "overlay", 0, f"lowerdir={src},upperdir={u},workdir={w}")
         else:
             _bind(src, dst, True)
-    for path, kind in mountpoints:
-        p = merged + path
-        if kind == "dir":
-            os.makedirs(p, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+    make_mountpoints(merged, mountpoints)
 
 
 def _mount_points() -> list[str]:

@@ -1,10 +1,13 @@
-"""The caller's side of a run: plan, fork, relay output, write id maps, sample, wait, clean up.
+"""The caller's side of a run: plan, take a holder, fork PID 1 or have it forked, relay output, sample,
+wait, clean up.
 
     run(spec, python_globals=..., on_output=...) -> ContainerRun
 
-Output is relayed from the calling thread (so a notebook puts it in the right cell). Everything the
-run creates on the host (the cgroup) is removed before `run` returns, whatever happened; mounts and
-namespaces live only inside the container's own namespaces and vanish with it.
+Output is relayed from the calling thread (so a notebook puts it in the right cell). What a run makes on
+the host is its cgroup: the final counters are read before `run` returns and the cgroup is removed right
+after, in the background (cleanup.settle() waits for it); mounts and namespaces live only inside the
+container's own namespaces and vanish with it. The namespaces come from a holder (holder.py), usually
+prepared ahead of time (pool.py).
 """
 
 from __future__ import annotations

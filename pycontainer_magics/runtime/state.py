@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-_counter = 0
+from ..linux.cgroups import new_name
 
 
 def is_root() -> bool:
@@ -53,23 +53,6 @@ def volume_path(name: str, create: bool = True) -> str:
 
 
 def new_id() -> str:
-    """`<owner pid>-<n>-<hex>`: the owner pid lets prune tell a live kernel's containers from a dead one's."""
-    global _counter
-    _counter += 1
-    return f"{os.getpid()}-{_counter}-{os.urandom(3).hex()}"
-
-
-def owner_alive(container_id: str) -> bool:
-    try:
-        pid = int(container_id.split("-", 1)[0])
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """`<owner pid>-<n>-<hex>`, the cgroup backends' name format: the owner pid lets prune tell a live
+    kernel's containers from a dead one's."""
+    return new_name()
