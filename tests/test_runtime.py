@@ -420,3 +420,10 @@ def test_what_is_made_ahead_of_time_goes_with_the_process() -> None:
                       if os.path.isdir(os.path.join(root, "pycontainer_magics")) else [])
             if d.startswith(f"{pid}-")]
     assert left == []
+
+
+def test_cap_add_sys_admin_lets_a_python_cell_mount() -> None:
+    code = ("import ctypes, os\nlibc = ctypes.CDLL('libc.so.6', use_errno=True)\nos.mkdir('/mnt/t')\n"
+            "print(libc.mount(b'tmpfs', b'/mnt/t', b'tmpfs', 0, None), os.getpid())")
+    assert py(code, cap_add=frozenset({"SYS_ADMIN"})).stdout == "0 1\n"
+    assert py(code).stdout == "-1 1\n"  # Docker's default set has no SYS_ADMIN

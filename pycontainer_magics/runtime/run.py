@@ -143,7 +143,10 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None,
         raise LaunchError(errno.EPERM, "--userns remap needs root (it maps a range of host ids); without "
                           "root your own user is the container's root")
     maps = id_maps(spec) if "user" in new else ("0 0 4294967295\n", "0 0 4294967295\n", False)
-    mode = "direct" if spec.python_code is not None and root else "nested"
+    # Direct PID 1 lives in mount and PID namespaces that host root made: container root has no
+    # CAP_SYS_ADMIN over them. A cell granted SYS_ADMIN (to mount, say) goes nested, where it does.
+    mode = "direct" if spec.python_code is not None and root and "SYS_ADMIN" not in spec.capabilities \
+        else "nested"
     plan = None
     if "mount" in new:
         volume_sources = {m.source: state.volume_path(m.source) for m in spec.mounts if m.kind == "volume"}
