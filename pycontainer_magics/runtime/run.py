@@ -12,6 +12,7 @@ prepared ahead of time (pool.py).
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import errno
 import gc
@@ -78,7 +79,20 @@ def hierarchy() -> Hierarchy | None:
             _hierarchy = h if h.writable else None
         except OSError:
             _hierarchy = None
+        if _hierarchy is not None:
+            atexit.register(_leave_no_parent, _hierarchy)
     return _hierarchy  # type: ignore[return-value]
+
+
+def _leave_no_parent(h: Hierarchy) -> None:
+    """At exit: drop what was made ahead of time, finish the background clean-up, and remove the
+    project's parent cgroup if no other process has containers under it."""
+    pool.drain()
+    cleanup.settle()
+    try:
+        h.remove_parent()
+    except OSError:
+        pass  # another process made a container there meanwhile: it is theirs to leave
 
 
 def _limits(spec: ContainerSpec) -> CgroupLimits:
