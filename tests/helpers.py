@@ -86,7 +86,8 @@ def assert_clean(before: dict[str, object]) -> None:
     assert after["cgroups"] == [], f"cgroups left behind: {after['cgroups']}"
     assert after["mounts"] == [], f"mounts left behind: {after['mounts']}"
     assert after["children"] == [], f"processes left behind: {after['children']}"
-    assert after["fds"] == before["fds"], f"fds changed: {before['fds']} -> {after['fds']}"
+    new_fds = set(after["fds"]) - set(before["fds"])  # type: ignore[arg-type]
+    assert not new_fds, f"fds left open: {sorted(new_fds)} (before: {before['fds']})"
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,3 +100,32 @@ def timeline_frame(run: ContainerRun) -> pd.DataFrame:
             "took_ms": pd.Series([b - a for a, b in zip([0.0, *at[:-1]], at, strict=True)], dtype="float64"),
         }
     )
+
+
+def containers_frame(containers: Sequence[Any]) -> pd.DataFrame:
+    """`docker ps`: name, id, status, command, pid, created."""
+    import datetime as _dt
+
+    rows = []
+    for c in containers:
+        spec = c.spec
+        what = " ".join(spec.command) if spec.command else "python: " + (spec.python_code or "").strip().split("\n")[0]
+        rows.append({"name": c.name or "", "id": c.id[:12], "status": c.status, "command": what[:40],
+                     "pid": c.pid1, "created": _dt.datetime.fromtimestamp(c.started_at).strftime("%H:%M:%S")})
+    cols = ["name", "id", "status", "command", "pid", "created"]
+    return pd.DataFrame(rows, columns=cols).astype({"pid": "Int64"})
+
+
+def stats_frame(containers: Sequence[Any]) -> pd.DataFrame:
+    """`docker stats`: name, memory, limit, mem %, CPU seconds, pids (of running containers)."""
+    rows = []
+    for c in containers:
+        st = c.stats()
+        if not st:
+            continue
+        limit = st["memory_limit"]
+        rows.append({"name": c.label, "mem_usage": st["memory"], "mem_limit": limit,
+                     "mem_percent": None if not limit else round(100 * st["memory"] / limit, 2),
+                     "cpu_s": round(st["cpu_s"], 3), "pids": st["pids"]})
+    cols = ["name", "mem_usage", "mem_limit", "mem_percent", "cpu_s", "pids"]
+    return pd.DataFrame(rows, columns=cols)

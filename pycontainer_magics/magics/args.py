@@ -82,6 +82,8 @@ OPTIONS: list[Option] = [
     _opt("--result", metavar="VAR", default="_container", where=MAGIC, spec=False,
          help="store the run's view under this name (default _container)"),
     _opt("--no-plot", action="store_true", where=MAGIC, spec=False, help="summary card without the plot"),
+    _opt("-d", "--detach", action="store_true", where=MAGIC, spec=False,
+         help="run in the background; see %%container ps, logs NAME, exec NAME -- CMD, stop NAME, rm NAME"),
     # display, both
     _opt("-q", "--quiet", action="store_true", spec=False,
          help="no summary (notebook: no card; terminal: no summary line)"),

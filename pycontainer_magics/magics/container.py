@@ -60,8 +60,10 @@ class ContainerMagics(Magics):
         """
         if cell is None:
             word, _, rest = line.strip().partition(" ")
-            if word == "run":  # `%container run [opts] -- CMD`: the subcommand form (more to come)
+            if word == "run":  # `%container run [opts] -- CMD`: the subcommand form
                 line = rest
+            elif word in _SUBCOMMANDS:
+                return _SUBCOMMANDS[word](self, rest)
         try:  # posix quoting (like %%script), so `-- sh -c 'echo hi'` passes `echo hi` without quotes
             argv = arg_split(line, posix=True, strict=True)
         except ValueError as e:  # unbalanced quotes
@@ -92,6 +94,16 @@ class ContainerMagics(Magics):
 
         assert self.shell is not None
         user_ns = self.shell.user_ns
+        if ns.detach:
+            from ..runtime.containers import ContainerError, start
+            try:
+                c = start(spec, python_globals=None if command else user_ns)
+            except (SpecError, runtime.LaunchError, ContainerError) as e:
+                raise UsageError(str(e)) from None
+            user_ns[result_name] = c
+            if not ns.quiet:
+                print(c.id)  # as `docker run -d` prints
+            return None
         try:
             run = runtime.run(spec, python_globals=None if command else user_ns, on_output=_echo)
         except runtime.ContainerInterrupted as e:
@@ -115,5 +127,123 @@ class ContainerMagics(Magics):
 
         return RunView(run)
 
+    # -- background containers: %container ps | logs | exec | stop | kill | wait | rm | stats ---------
+    def _ps(self, rest: str) -> Any:
+        from ..display.frames import containers_frame
+        from ..runtime.containers import containers
+
+        argv = _split(rest)
+        show_all = "-a" in argv or "--all" in argv
+        return containers_frame(containers.list(all=show_all))
+
+    def _logs(self, rest: str) -> None:
+        c = _get(_one_ref(rest, "logs"))
+        argv = _split(rest)
+        stream = "stderr" if "--stderr" in argv else "stdout" if "--stdout" in argv else None
+        for line in c.log:
+            if stream is None or line.stream == stream:
+                _echo(line.stream, line.text)
+
+    def _exec(self, rest: str) -> Any:
+        argv = _split(rest)
+        if "--" in argv:
+            ref_part, command = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+        else:
+            ref_part, command = argv[:1], argv[1:]
+        if len(ref_part) != 1 or not command:
+            raise UsageError("usage: %container exec NAME -- CMD [ARG...]")
+        from ..runtime.containers import ContainerError
+        from ..runtime.exec import ExecError
+
+        try:
+            r = _get(ref_part[0]).exec(command, on_output=_echo)
+        except (ContainerError, ExecError) as e:
+            raise UsageError(str(e)) from None
+        if r.exit_code:
+            _echo("stderr", f"exit code {r.exit_code}\n")
+        return None
+
+    def _stop(self, rest: str) -> None:
+        argv = _split(rest)
+        timeout = 10.0
+        for flag in ("-t", "--time", "--timeout"):
+            if flag in argv:
+                i = argv.index(flag)
+                try:
+                    timeout = float(argv[i + 1])
+                except (IndexError, ValueError):
+                    raise UsageError(f"{flag} needs a number of seconds, like -t 2") from None
+                del argv[i:i + 2]
+        if not argv:
+            raise UsageError("usage: %container stop [-t SECONDS] NAME [NAME...]")
+        for ref in argv:
+            c = _get(ref)
+            c.stop(timeout=timeout)
+            print(c.label)
+
+    def _kill(self, rest: str) -> None:
+        for ref in _split(rest) or [_one_ref(rest, "kill")]:
+            c = _get(ref)
+            c.kill()
+            c.wait(timeout=30)
+            print(c.label)
+
+    def _wait(self, rest: str) -> Any:
+        c = _get(_one_ref(rest, "wait"))
+        run = c.wait()
+        assert self.shell is not None
+        view = self._view(run)
+        self.shell.user_ns["_container"] = view
+        print(run.exit_code)
+        return None
+
+    def _rm(self, rest: str) -> None:
+        from ..runtime.containers import ContainerError, containers
+
+        argv = _split(rest)
+        force = "-f" in argv or "--force" in argv
+        refs = [a for a in argv if a not in ("-f", "--force")]
+        if not refs:
+            raise UsageError("usage: %container rm [-f] NAME [NAME...]")
+        for ref in refs:
+            try:
+                containers.remove(ref, force=force)
+            except ContainerError as e:
+                raise UsageError(str(e)) from None
+            print(ref)
+
+    def _stats(self, rest: str) -> Any:
+        from ..display.frames import stats_frame
+        from ..runtime.containers import containers
+
+        return stats_frame([c for c in containers.list(all=False)])
+
+
+def _split(rest: str) -> list[str]:
+    try:
+        return arg_split(rest, posix=True, strict=True)
+    except ValueError as e:
+        raise UsageError(f"cannot split the arguments: {e}") from None
+
+
+def _one_ref(rest: str, sub: str) -> str:
+    refs = [a for a in _split(rest) if not a.startswith("-")]
+    if len(refs) != 1:
+        raise UsageError(f"usage: %container {sub} NAME")
+    return refs[0]
+
+
+def _get(ref: str) -> Any:
+    from ..runtime.containers import ContainerError, containers
+
+    try:
+        return containers.get(ref)
+    except ContainerError as e:
+        raise UsageError(str(e)) from None
+
+
+_SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec": ContainerMagics._exec,
+                "stop": ContainerMagics._stop, "kill": ContainerMagics._kill, "wait": ContainerMagics._wait,
+                "rm": ContainerMagics._rm, "stats": ContainerMagics._stats}
 
 __all__ = ["ContainerMagics"]

@@ -207,13 +207,43 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None,
 
 # -- the run -----------------------------------------------------------------------------------------
 
+class Running:
+    """A live run, as its starter sees it: enough to signal, inspect and enter the container (on_start)."""
+
+    def __init__(self, run: ContainerRun, relay: _Relay, cgroup: Cgroup | None) -> None:
+        self.run = run
+        self.cgroup = cgroup
+        self._relay = relay
+
+    @property
+    def pid1(self) -> int | None:
+        """PID 1 as the host sees it."""
+        return self._relay.pid1
+
+    def signal(self, sig: int) -> None:
+        if self.pid1:
+            try:
+                os.kill(self.pid1, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        """SIGKILL everything in the container now."""
+        self._relay.kill(self.cgroup)
+
+
+StartFn = Callable[[Running], None]
+
+
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
-        on_output: OutputFn | None = None, helper: bool | None = None) -> ContainerRun:
+        on_output: OutputFn | None = None, helper: bool | None = None,
+        on_start: StartFn | None = None) -> ContainerRun:
     """Run one container to completion and return what happened.
 
     helper: prepare the container's namespaces in the small launch helper, ahead of time (the default:
     the cost then does not grow with the caller's memory), or in a fork of the caller (False: right for
-    a small, short-lived caller such as the CLI)."""
+    a small, short-lived caller such as the CLI). on_start: called (from the relaying thread) with a
+    `Running` handle once PID 1 is about to run its payload."""
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
@@ -231,7 +261,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             r.cgroup_version = cg.version
         r.id = cg.name if cg is not None else state.new_id()
         hp, L = plan_launch(spec, cg, python_globals)
-        _execute(r, hp, L, cg, on_output, helper)
+        _execute(r, hp, L, cg, on_output, helper, on_start)
     finally:
         if cg is not None:
             _finish_cgroup(r, cg)
@@ -282,7 +312,7 @@ def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
 
 
 def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
-             helper: bool) -> None:
+             helper: bool, on_start: StartFn | None = None) -> None:
     spec = r.spec
     host_ns = ns_inodes("self")
     t0 = time.monotonic()
@@ -326,6 +356,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     if monitor is not None:
         monitor.start()
     relay = _Relay(r, on_output, t0, holder, pid1)
+    if on_start is not None:
+        relay.on_ready = lambda: on_start(Running(r, relay, cg))
     try:
         relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
     finally:
@@ -442,6 +474,7 @@ class _Relay:
         self.pid1_ours = pid1 is not None  # direct mode: we forked it, we reap it
         self.container_ns: dict[str, int | None] = {}
         self.reported_exit = False  # PID 1 (a Python cell) said how it ended before exiting
+        self.on_ready: Callable[[], None] | None = None
         self.end = 0.0
         self.interrupted = False
         self.killed = False
@@ -527,6 +560,8 @@ class _Relay:
             self.container_ns = msg["namespaces"]
         if msg.get("notes"):
             r.notes.extend(msg["notes"])
+        if msg.get("ready") and self.on_ready is not None:
+            self.on_ready()
         if "setup_error" in msg:
             self.setup_error = msg["setup_error"]
         if "exec_error" in msg:

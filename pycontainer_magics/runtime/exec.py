@@ -1,0 +1,197 @@
+"""Run another process inside a running container (`docker exec`): join its cgroup and each of its PID 1's
+namespaces, then fork once more so the process is inside the PID namespace too.
+
+The joining child stays host root until the last step: it enters the namespaces that host root made
+(a Python cell's mount and PID namespaces) and those of the container's user namespace (host root holds
+every capability over it), and only then the user namespace itself. The process then gets the container's
+capabilities, no_new_privs, environment and working directory, as PID 1 did.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import gc
+import os
+import selectors
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..linux import libc
+from ..linux.caps import restrict_to
+from ..linux.cgroups import Cgroup
+from ..linux.namespaces import NAMESPACES
+from .channel import decode_frames, send
+from .launch import STATUS_FD, become_root, failure, reset_signals, setup_fds
+
+# Entered in this order; the user namespace last (see module docstring).
+_ORDER = ("cgroup", "ipc", "uts", "net", "time", "pid", "mount")
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    signal: int | None
+    stdout: str
+    stderr: str
+    duration: float
+
+
+class ExecError(OSError):
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: dict[str, str],
+            workdir: str = "/", capabilities: frozenset[str], no_new_privileges: bool = True,
+            on_output: Callable[[str, str], None] | None = None, stdin_data: bytes | None = None,
+            timeout: float | None = None) -> ExecResult:
+    """Run `command` in the container whose PID 1 is `pid1` (a host pid); returns when it exits."""
+    if not command:
+        raise ExecError(errno.EINVAL, "exec needs a command")
+    ns_paths = {k: f"/proc/{pid1}/ns/{NAMESPACES[k][0]}" for k in (*_ORDER, "user")}
+    host = {k: _inode(f"/proc/self/ns/{NAMESPACES[k][0]}") for k in ns_paths}
+    try:
+        ns_fds = {k: os.open(p, os.O_RDONLY | os.O_CLOEXEC) for k, p in ns_paths.items()
+                  if _inode(p) != host[k]}
+    except FileNotFoundError:
+        raise ExecError(errno.ESRCH, f"the container (PID 1 = {pid1}) is not running") from None
+    join_fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.join_files()] if cgroup else []
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    st_r, st_w = os.pipe()
+    in_r, in_w = os.pipe() if stdin_data is not None else (os.open("/dev/null", os.O_RDONLY), -1)
+    t0 = time.monotonic()
+    gc.freeze()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _joiner((in_r, out_w, err_w, st_w), ns_fds, join_fds, command, env, workdir, capabilities,
+                    no_new_privileges)
+    finally:
+        gc.unfreeze()
+        for fd in [in_r, out_w, err_w, st_w, *join_fds, *ns_fds.values()]:
+            os.close(fd)
+    out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    status_buf = bytearray()
+    sel = selectors.DefaultSelector()
+    dec = {out_r: ("stdout", codecs.getincrementaldecoder("utf-8")("replace")),
+           err_r: ("stderr", codecs.getincrementaldecoder("utf-8")("replace"))}
+    for fd in (out_r, err_r, st_r):
+        sel.register(fd, selectors.EVENT_READ)
+    pending = memoryview(stdin_data or b"")
+    if in_w >= 0:
+        os.set_blocking(in_w, False)
+        sel.register(in_w, selectors.EVENT_WRITE)
+    deadline = t0 + timeout if timeout else None
+    try:
+        while sel.get_map():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = sel.select(left)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline = None
+                continue
+            for key, _ in events:
+                fd = key.fd
+                if fd == in_w:
+                    try:
+                        n = os.write(in_w, pending[:65536])
+                        pending = pending[n:]
+                    except BrokenPipeError:
+                        pending = pending[:0]
+                    if not pending:
+                        sel.unregister(in_w)
+                        os.close(in_w)
+                        in_w = -1
+                    continue
+                data = os.read(fd, 65536)
+                if fd == st_r:
+                    if not data:
+                        sel.unregister(fd)
+                    status_buf += data
+                    continue
+                stream, d = dec[fd]
+                text = d.decode(data, final=not data)
+                if text:
+                    out[stream].append(text)
+                    if on_output is not None:
+                        on_output(stream, text)
+                if not data:
+                    sel.unregister(fd)
+    finally:
+        sel.close()
+        for fd in (out_r, err_r, st_r, in_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+    _, status = os.waitpid(pid, 0)
+    for msg in decode_frames(status_buf):
+        if "setup_error" in msg:
+            e = msg["setup_error"]
+            raise ExecError(e.get("errno") or errno.EIO, f"exec failed while {e['stage']}: "
+                            f"{e.get('strerror') or e.get('message')}")
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    code = 128 + sig if sig else os.WEXITSTATUS(status)
+    return ExecResult(code, sig, "".join(out["stdout"]), "".join(out["stderr"]), time.monotonic() - t0)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: list[int],
+            command: tuple[str, ...], env: dict[str, str], workdir: str, capabilities: frozenset[str],
+            no_new_privileges: bool) -> None:
+    """In the forked child: join, fork into the PID namespace, wait and pass the exit status on."""
+    stage = "joining the cgroup"
+    status_fd = fds[3]
+    try:
+        os.setsid()
+        reset_signals()
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        for fd in join_fds:
+            os.write(fd, b"0")
+        stage = "entering the container's namespaces"
+        for kind in _ORDER:
+            if kind in ns_fds:
+                libc.setns(ns_fds[kind], NAMESPACES[kind][1])
+        if "user" in ns_fds:
+            libc.setns(ns_fds["user"], NAMESPACES["user"][1])
+            become_root()
+        setup_fds(*fds)
+        status_fd = STATUS_FD
+        pid = os.fork()
+        if pid == 0:
+            stage = f"entering the working directory {workdir}"
+            os.chdir(workdir)
+            stage = "dropping capabilities"
+            restrict_to(capabilities)
+            if no_new_privileges:
+                libc.set_no_new_privs()
+            os.set_inheritable(STATUS_FD, False)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            try:
+                os.execvpe(command[0], list(command), env)
+            except OSError as e:
+                os.write(2, f"{command[0]}: {e.strerror}\n".encode())
+                os._exit(127 if e.errno == errno.ENOENT else 126)
+        os.close(STATUS_FD)
+        os.closerange(0, 3)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+            os.kill(os.getpid(), os.WTERMSIG(status))
+        os._exit(os.WEXITSTATUS(status))
+    except BaseException as e:  # noqa: BLE001
+        try:
+            send(status_fd, {"setup_error": failure(stage, e)})
+        finally:
+            os._exit(125)

@@ -1,0 +1,127 @@
+"""Background containers: start detached, logs, exec inside, stats, stop, wait, rm; the magic's
+subcommands; nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from helpers import host_clean  # noqa: F401
+
+from pycontainer_magics.runtime import ContainerSpec
+from pycontainer_magics.runtime.containers import ContainerError, containers, start
+
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+LOOP = "echo started; while true; do echo tick; sleep 0.05; done"
+
+
+def _wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture(autouse=True)
+def _no_containers_left():
+    yield
+    for c in containers.list():
+        containers.remove(c.id, force=True)
+
+
+@pytest.mark.cgroup2
+def test_detached_container_runs_logs_and_stops() -> None:
+    c = start(ContainerSpec(command=("sh", "-c", LOOP), name="bg1", memory=64 * 2**20, hostname="bg1"))
+    assert c.running and c.status == "running" and c.pid1
+    assert _wait_for(lambda: c.logs().count("tick") >= 3)
+    assert c.logs().startswith("started\n")
+    assert c.stats()["memory_limit"] == 64 * 2**20
+    run = c.stop(timeout=0.5)  # sh as PID 1 ignores SIGTERM: killed after the timeout, as docker stop
+    assert not c.running and run.exit_code == 137 and c.pid1 is None
+    assert containers.get("bg1") is c
+    containers.remove("bg1")
+    with pytest.raises(ContainerError, match="no such container"):
+        containers.get("bg1")
+
+
+@pytest.mark.cgroup2
+def test_exec_joins_the_containers_namespaces_cgroup_and_privileges() -> None:
+    c = start(ContainerSpec(command=("sh", "-c", "sleep 30"), name="bg2", hostname="inside", pids_limit=50))
+    r = c.exec(["sh", "-c", "hostname; echo $$; cat /proc/1/cmdline | tr '\\0' ' '; echo; "
+                            "grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; "
+                            "cat /proc/self/cgroup | grep pids"])
+    lines = r.stdout.splitlines()
+    assert r.exit_code == 0, r.stderr
+    assert lines[0] == "inside"
+    assert int(lines[1]) > 1  # a new process in the container's PID namespace
+    assert lines[2].startswith("sh -c sleep 30")
+    assert lines[3].split()[1] == "00000000a80425fb"  # Docker's 14
+    assert lines[4].split()[1] == "1"
+    assert lines[5].endswith(":/")  # the container's cgroup, seen through its cgroup namespace
+    assert c.exec(["sh", "-c", "exit 3"]).exit_code == 3
+    assert c.exec(["no-such-command"]).exit_code == 127
+    c.kill()
+    assert c.wait(5).status == "killed"
+
+
+def test_python_cell_in_the_background_sees_the_notebook() -> None:
+    c = start(ContainerSpec(python_code="import time\nprint('value', x, flush=True)\ntime.sleep(30)", name="bg3"),
+              python_globals={"x": 42})
+    assert _wait_for(lambda: "value 42" in c.logs())
+    assert c.exec(["sh", "-c", "echo $$"]).stdout.strip() != "1"
+    c.kill()
+    assert c.wait(5).exit_code == 137
+
+
+def test_exited_container_keeps_its_result_and_names_are_unique() -> None:
+    c = start(ContainerSpec(command=("sh", "-c", "echo done; exit 4"), name="bg4"))
+    run = c.wait(5)
+    assert (run.exit_code, c.logs(), c.status) == (4, "done\n", "exited")
+    with pytest.raises(ContainerError, match="already in use"):
+        start(ContainerSpec(command=("true",), name="bg4"))
+    with pytest.raises(ContainerError, match="not running"):
+        c.exec(["true"])
+
+
+def test_rm_of_a_running_container_needs_force() -> None:
+    start(ContainerSpec(command=("sleep", "30"), name="bg5"))
+    with pytest.raises(ContainerError, match="running"):
+        containers.remove("bg5")
+    containers.remove("bg5", force=True)
+    assert containers.list() == []
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """Made before the per-test host snapshot: the shell's own files (its history database) are not ours."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "pycontainer_magics")
+    return shell
+
+
+def test_magic_detach_ps_logs_exec_stop_rm(ip, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+
+    ip.run_cell_magic("container", "--detach --name web --hostname web -- sh", LOOP)
+    cid = capsys.readouterr().out.strip()
+    ps = ip.run_line_magic("container", "ps")
+    assert list(ps["name"]) == ["web"] and list(ps["status"]) == ["running"] and cid.startswith(ps["id"][0])
+    assert _wait_for(lambda: containers.get("web").logs().count("tick") >= 2)
+    ip.run_line_magic("container", "logs web")
+    assert capsys.readouterr().out.startswith("started\ntick\n")
+    ip.run_line_magic("container", "exec web -- hostname")
+    assert capsys.readouterr().out == "web\n"
+    ip.run_line_magic("container", "stop -t 0.2 web")
+    assert list(ip.run_line_magic("container", "ps")["name"]) == []
+    assert list(ip.run_line_magic("container", "ps -a")["status"]) == ["killed"]
+    ip.run_line_magic("container", "rm web")
+    with pytest.raises(UsageError, match="no such container: web"):
+        ip.run_line_magic("container", "logs web")
+    with pytest.raises(UsageError, match="usage: %container exec"):
+        ip.run_line_magic("container", "exec")
