@@ -57,6 +57,10 @@ class ContainerMagics(Magics):
             echo $$; hostname; ip link
 
             %container run --cpus 0.5 -- python3 -c "print('hi')"
+
+        Background containers (`--detach`, like `docker run -d`) are managed with the line magic:
+        `%container ps [-a]`, `logs NAME`, `exec NAME -- CMD`, `stats`, `stop [-t SECONDS] NAME`,
+        `kill NAME`, `wait NAME`, `rm [-f] NAME`.
         """
         if cell is None:
             word, _, rest = line.strip().partition(" ")
