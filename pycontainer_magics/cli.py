@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run CMD in a new container. Options use Docker's vocabulary.")
     _args.add_arguments(run, "cli")
     sub.add_parser("prune", help="remove what a killed kernel left behind (cgroups, mounts, state)")
+    bundle = sub.add_parser("bundle", help="write an OCI runtime bundle (config.json) for a command",
+                            description="Write DIR/config.json (OCI runtime-spec) for CMD with the same options "
+                                        "as run; crun and runc can run it: `runc run --bundle DIR ID`.")
+    bundle.add_argument("--copy-rootfs", action="store_true", help="copy --rootfs into DIR/rootfs")
+    bundle.add_argument("directory", metavar="DIR", help="the bundle directory")
+    _args.add_arguments(bundle, "cli")
     return parser
 
 
@@ -131,10 +137,28 @@ def _prune() -> int:
     return 0
 
 
+def _bundle(ns: argparse.Namespace) -> int:
+    from .runtime.oci import BundleError, write_bundle
+    from .runtime.parse import build_spec
+    from .runtime.spec import SpecError
+
+    command = _args.command_of(ns)
+    if not command:
+        _fail("nothing to run: give a command, like `pycontainer bundle DIR -- sh -c 'echo hi'`")
+    try:
+        spec = build_spec(command=command, **_args.spec_options(ns))
+        print(write_bundle(spec, ns.directory, copy_rootfs=ns.copy_rootfs))
+    except (SpecError, BundleError, OSError) as e:
+        _fail(str(e))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     if ns.subcommand == "run":
         return _run(ns)
+    if ns.subcommand == "bundle":
+        return _bundle(ns)
     return _prune()
 
 

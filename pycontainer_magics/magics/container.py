@@ -216,6 +216,31 @@ class ContainerMagics(Magics):
                 raise UsageError(str(e)) from None
             print(ref)
 
+    def _bundle(self, rest: str) -> None:
+        """`%container bundle [options] DIR -- CMD`: write an OCI runtime bundle (see `pycontainer bundle`)."""
+        import argparse
+
+        from ..runtime.oci import BundleError, write_bundle
+        from ..runtime.parse import build_spec
+        from ..runtime.spec import SpecError
+
+        parser = argparse.ArgumentParser(prog="%container bundle", add_help=False)
+        parser.add_argument("--copy-rootfs", action="store_true")
+        parser.add_argument("directory")
+        _args.add_arguments(parser, "cli")
+        try:
+            ns = parser.parse_args(_split(rest))
+        except SystemExit:
+            raise UsageError("usage: %container bundle [options] DIR -- CMD [ARG...]") from None
+        command = _args.command_of(ns)
+        if not command:
+            raise UsageError("usage: %container bundle [options] DIR -- CMD [ARG...]")
+        try:
+            spec = build_spec(command=command, **_args.spec_options(ns))
+            print(write_bundle(spec, ns.directory, copy_rootfs=ns.copy_rootfs))
+        except (SpecError, BundleError, OSError) as e:
+            raise UsageError(str(e)) from None
+
     def _stats(self, rest: str) -> Any:
         from ..display.frames import stats_frame
         from ..runtime.containers import containers
@@ -248,6 +273,6 @@ def _get(ref: str) -> Any:
 
 _SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec": ContainerMagics._exec,
                 "stop": ContainerMagics._stop, "kill": ContainerMagics._kill, "wait": ContainerMagics._wait,
-                "rm": ContainerMagics._rm, "stats": ContainerMagics._stats}
+                "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle}
 
 __all__ = ["ContainerMagics"]

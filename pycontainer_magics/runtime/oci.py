@@ -1,0 +1,200 @@
+"""A ContainerSpec as an OCI runtime bundle: `config.json` (runtime-spec 1.x) plus the root filesystem.
+
+Everything of a spec that the runtime specification can express goes into the config: the process
+(args, env, cwd, user, capabilities, rlimits, no_new_privileges), hostname, mounts (the standard ones
+plus volumes and tmpfs), namespaces, id mappings, time offsets, cgroup resources, masked and read-only
+paths. The result validates against the runtime-spec JSON schemas shipped in `schemas/runtime-spec/`
+and runs under crun and runc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+from functools import cache
+from typing import Any
+
+from ..linux.cgroups import DEFAULT_PARENT
+from ..linux.namespaces import NAMESPACE_KINDS
+from . import state
+from .rootfs import MASKED_PATHS, READONLY_PATHS
+from .run import id_maps
+from .spec import ContainerSpec
+
+OCI_VERSION = "1.0.2"  # what runc 1.1 and crun 1.8 accept; the fields used here are all in the schema
+SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "schemas", "runtime-spec")
+# Our namespace names -> the spec's (it says "network" where /proc says "net").
+OCI_NAMESPACE = {"mount": "mount", "uts": "uts", "ipc": "ipc", "pid": "pid", "net": "network", "user": "user",
+                 "cgroup": "cgroup", "time": "time"}
+CPU_PERIOD = 100000
+
+
+class BundleError(ValueError):
+    """The spec cannot be written as a bundle, or a config is not valid: one line, naming the field."""
+
+
+def _maps(text: str) -> list[dict[str, int]]:
+    out = []
+    for line in text.splitlines():
+        inside, outside, count = (int(x) for x in line.split())
+        out.append({"containerID": inside, "hostID": outside, "size": count})
+    return out
+
+
+def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
+    new = set(spec.new_namespaces)
+    m: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    ]
+    if "net" in new:
+        m.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                  "options": ["nosuid", "noexec", "nodev", "ro"]})
+    else:  # sysfs belongs to a network namespace: with the host's, bind the host's /sys (as runc's rootless spec)
+        m.append({"destination": "/sys", "type": "none", "source": "/sys",
+                  "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+    m.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+    for v in spec.mounts:
+        src = state.volume_path(v.source) if v.kind == "volume" else v.source
+        m.append({"destination": v.target, "type": "bind", "source": src,
+                  "options": ["rbind", "ro" if v.read_only else "rw"]})
+    for t in spec.tmpfs:
+        opts = ["nosuid", "nodev", f"mode={t.mode:o}"] + ([f"size={t.size}"] if t.size else [])
+        m.append({"destination": t.target, "type": "tmpfs", "source": "tmpfs", "options": opts})
+    return m
+
+
+def _rlimits() -> list[dict[str, Any]]:
+    """Our containers inherit the caller's limits: say so, for the open-files limit that matters most."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return [{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}]
+
+
+def _resources(spec: ContainerSpec) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    if spec.memory is not None:
+        mem: dict[str, Any] = {"limit": spec.memory}
+        # runc's swap is memory + swap, as Docker's --memory-swap; no --memory-swap means no swap.
+        mem["swap"] = spec.memory_swap if spec.memory_swap is not None else spec.memory
+        res["memory"] = mem
+    cpu: dict[str, Any] = {}
+    if spec.cpus is not None:
+        cpu.update(quota=int(spec.cpus * CPU_PERIOD), period=CPU_PERIOD)
+    if spec.cpu_shares is not None:
+        cpu["shares"] = spec.cpu_shares
+    if spec.cpuset_cpus is not None:
+        cpu["cpus"] = spec.cpuset_cpus
+    if cpu:
+        res["cpu"] = cpu
+    if spec.pids_limit is not None:
+        res["pids"] = {"limit": spec.pids_limit}
+    return res
+
+
+def config_for(spec: ContainerSpec, root_path: str = "rootfs") -> dict[str, Any]:
+    """The config.json of a bundle running `spec` (a command: a Python cell lives in the kernel's memory,
+    which no bundle can carry)."""
+    if spec.python_code is not None:
+        raise BundleError("a Python cell cannot be written as a bundle (it runs in a fork of the notebook "
+                          "kernel): give a command, like `-- sh -c '...'`")
+    caps = sorted(f"CAP_{c}" for c in spec.capabilities)
+    env = [f"{k}={v}" for k, v in {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                    **dict(spec.env)}.items()]
+    # A new time namespace only with offsets: without them it changes nothing, and runc before 1.2 refuses
+    # the "time" type (the spec has it since 1.1).
+    new = [k for k in NAMESPACE_KINDS if k in spec.new_namespaces and (k != "time" or spec.time_offsets)]
+    linux: dict[str, Any] = {
+        # Under the project's own parent, as our containers are (a runtime's default would be the root).
+        "cgroupsPath": f"/{DEFAULT_PARENT}/bundle-{os.urandom(4).hex()}",
+        "namespaces": [{"type": OCI_NAMESPACE[k]} for k in new],
+        "resources": _resources(spec),
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if "user" in new:
+        uid_map, gid_map, _deny = id_maps(spec)
+        linux["uidMappings"] = _maps(uid_map)
+        linux["gidMappings"] = _maps(gid_map)
+    if spec.time_offsets:
+        linux["timeOffsets"] = {clock: {"secs": secs, "nanosecs": 0} for clock, secs in spec.time_offsets}
+    config: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(spec.command),
+            "env": env,
+            "cwd": spec.workdir,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": _rlimits(),
+            "noNewPrivileges": spec.no_new_privileges,
+        },
+        "root": {"path": root_path, "readonly": spec.read_only},
+        "mounts": _mounts(spec),
+        "linux": linux,
+    }
+    if spec.hostname:
+        config["hostname"] = spec.hostname
+    return config
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT4
+
+    resources = []
+    for name in os.listdir(SCHEMA_DIR):
+        if name.endswith(".json"):
+            with open(os.path.join(SCHEMA_DIR, name)) as f:  # draft-04, not every file says so
+                resources.append((name, DRAFT4.create_resource(json.load(f))))
+    registry = Registry().with_resources(resources)
+    schema = registry.contents("config-schema.json")
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, registry=registry)
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Raise BundleError naming the first field that violates the runtime-spec schema."""
+    from jsonschema.exceptions import best_match
+
+    e = best_match(_validator().iter_errors(config))
+    if e is not None:
+        while e.context:  # inside anyOf/oneOf: the branch that got furthest says what is wrong
+            e = best_match(e.context) or e
+            if not e.context:
+                break
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise BundleError(f"config.json: {where}: {e.message}")
+
+
+def write_bundle(spec: ContainerSpec, directory: str, *, copy_rootfs: bool = False) -> str:
+    """Write `directory`/config.json for `spec`; returns its path. The root filesystem is `--rootfs` (the
+    bundle points at it, or holds a copy with copy_rootfs) or, for the host image, the host's / read-only."""
+    if spec.rootfs is None:
+        root_path, spec = "/", spec.with_(read_only=True)  # the host image: its files, never written
+    elif copy_rootfs:
+        root_path = "rootfs"
+        shutil.copytree(spec.rootfs, os.path.join(directory, "rootfs"), symlinks=True)
+    else:
+        root_path = spec.rootfs
+    config = config_for(spec, root_path)
+    validate_config(config)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,106 @@
+"""OCI runtime bundles written from a ContainerSpec: valid against the runtime-spec schemas, and run by
+runc and crun with what our own runtime gives the same spec (hostname, id maps, capabilities, limits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from helpers import CrunRunner, make_busybox_rootfs
+
+from pycontainer_magics.runtime import ContainerSpec, Mount, Tmpfs, run
+from pycontainer_magics.runtime.oci import BundleError, config_for, validate_config, write_bundle
+
+PROBE = ("hostname; cat /proc/self/uid_map; grep -E 'CapEff|NoNewPrivs' /proc/self/status; "
+         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; "
+         "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; "
+         "cat /proc/keys | wc -c")
+
+
+def _spec(rootfs: str, **kw: object) -> ContainerSpec:
+    return ContainerSpec(command=("sh", "-c", PROBE), hostname="oci", memory=64 * 2**20, pids_limit=32,
+                         rootfs=rootfs, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_busybox_rootfs(str(tmp_path_factory.mktemp("oci-busybox")))
+
+
+def test_config_is_valid_and_says_what_the_spec_says(tmp_path) -> None:
+    spec = ContainerSpec(command=("true",), hostname="h", memory=64 * 2**20, memory_swap=128 * 2**20, cpus=0.5,
+                         cpu_shares=512, pids_limit=10, cap_drop=frozenset({"NET_RAW"}), read_only=True,
+                         mounts=(Mount(str(tmp_path), "/data", read_only=True),), tmpfs=(Tmpfs("/run", 2**20),),
+                         time_offsets=(("boottime", 60),), share=frozenset({"net"}), env=(("A", "1"),))
+    c = config_for(spec, "rootfs")
+    validate_config(c)
+    assert c["process"]["args"] == ["true"] and "A=1" in c["process"]["env"]
+    assert "CAP_NET_RAW" not in c["process"]["capabilities"]["effective"]
+    assert "CAP_CHOWN" in c["process"]["capabilities"]["bounding"]
+    assert c["process"]["noNewPrivileges"] is True and c["root"] == {"path": "rootfs", "readonly": True}
+    assert {n["type"] for n in c["linux"]["namespaces"]} == {"mount", "uts", "ipc", "pid", "user", "cgroup", "time"}
+    assert c["linux"]["resources"] == {"memory": {"limit": 64 * 2**20, "swap": 128 * 2**20},
+                                       "cpu": {"quota": 50000, "period": 100000, "shares": 512},
+                                       "pids": {"limit": 10}}
+    assert c["linux"]["timeOffsets"] == {"boottime": {"secs": 60, "nanosecs": 0}}
+    assert "/proc/kcore" in c["linux"]["maskedPaths"] and "/proc/sys" in c["linux"]["readonlyPaths"]
+    dests = {m["destination"]: m for m in c["mounts"]}
+    assert dests["/data"]["options"] == ["rbind", "ro"] and dests["/run"]["type"] == "tmpfs"
+    assert dests["/sys"]["type"] == "none"  # the host's network namespace: its /sys is bound, not mounted
+
+
+def test_python_cells_and_bad_configs_are_refused_with_the_field_named() -> None:
+    with pytest.raises(BundleError, match="Python cell"):
+        config_for(ContainerSpec(python_code="pass"))
+    with pytest.raises(BundleError, match="root/path: 5 is not of type 'string'"):
+        validate_config({"ociVersion": "1.2.0", "root": {"path": 5}})
+    with pytest.raises(BundleError, match="linux/namespaces/0/type"):
+        validate_config({"ociVersion": "1.2.0", "linux": {"namespaces": [{"type": "bogus"}]}})
+
+
+def _observe(prefix: list[str], bundle: str, state: str, cid: str) -> list[str]:
+    p = subprocess.run([*prefix[:-1], prefix[-1], "--root", state, "run", "--bundle", bundle, cid],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_runc_and_crun_run_our_bundle_as_we_run_the_spec(busybox: str, tmp_path) -> None:
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed (apt-get install runc)")
+    spec = _spec(busybox)
+    ours = run(spec).stdout.split()
+    write_bundle(spec, str(tmp_path / "bundle"))
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert config["root"]["path"] == busybox
+    runc = _observe(["runc"], str(tmp_path / "bundle"), str(tmp_path / "runc"), f"pcm-oci-{os.getpid()}")
+    with CrunRunner() as crun:
+        crun_out = _observe(crun.prefix, str(tmp_path / "bundle"), str(tmp_path / "crun"), f"pcm-oci-{os.getpid()}")
+    # hostname, uid map, CapEff, NoNewPrivs, memory limit, pids limit, masked /proc/keys
+    assert ours == runc == crun_out, (ours, runc, crun_out)
+    group = config["linux"]["cgroupsPath"]
+    assert group.startswith("/pycontainer_magics/bundle-")
+    assert not os.path.exists("/sys/fs/cgroup/memory" + group) and not os.path.exists("/sys/fs/cgroup" + group)
+    assert ours[:4] == ["oci", "0", "0", "4294967295"] and ours[-3:] == [str(64 * 2**20), "32", "0"]
+
+
+def test_magic_writes_a_bundle(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "pycontainer_magics")
+    ip.run_line_magic("container", f"bundle --memory 32m --hostname mb {tmp_path}/b -- sh -c 'echo hi'")
+    assert capsys.readouterr().out.strip() == f"{tmp_path}/b/config.json"
+    c = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert c["process"]["args"] == ["sh", "-c", "echo hi"] and c["hostname"] == "mb"
+    with pytest.raises(UsageError, match="usage: %container bundle"):
+        ip.run_line_magic("container", "bundle")
+    with pytest.raises(UsageError, match="invalid size 'lots'"):
+        ip.run_line_magic("container", f"bundle --memory lots {tmp_path}/c -- true")
+    assert not (tmp_path / "c").exists()
