@@ -1,0 +1,79 @@
+"""`docker save` tarballs (docker-archive): manifest.json with Config, RepoTags and Layers paths; both
+the legacy layout (`<id>.json`, `<id>/layer.tar`) and the newer one holding `blobs/sha256/...`."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from typing import Any
+
+from .errors import DigestMismatch, LayoutError
+from .image import MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST, Image
+from .store import ProgressCallback, Store, sha256_bytes
+from .unpack import compression_of
+
+
+def _expected_digest(member: str) -> str | None:
+    """The digest a file name promises: `blobs/sha256/<hex>`, `<hex>.json`, `<hex>/layer.tar`."""
+    parts = member.split("/")
+    cand = parts[-1].removesuffix(".json") if len(parts) != 3 else parts[-1]
+    if len(parts) == 2 and parts[-1] == "layer.tar":
+        return None  # legacy layer dirs are named by v1 ids, not by content
+    if len(cand) == 64 and all(c in "0123456789abcdef" for c in cand):
+        return "sha256:" + cand
+    return None
+
+
+def import_docker_archive(store: Store, path: str, *, progress: ProgressCallback | None = None) -> list[Image]:
+    """Import every image of a `docker save` tarball, tagged with its RepoTags. Verified; on error
+    nothing is left in the store."""
+    what = f"docker archive {os.path.basename(path)}"
+    try:
+        tf = tarfile.open(path, mode="r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise LayoutError(f"{what}: not a tar archive ({e})") from None
+    with tf:
+        members = {os.path.normpath(m.name): m for m in tf.getmembers()}
+
+        def read(name: str) -> Any:
+            m = members.get(os.path.normpath(name))
+            f = tf.extractfile(m) if m is not None else None
+            if f is None:
+                raise LayoutError(f"{what}: {name} is missing")
+            return f
+
+        try:
+            entries = json.loads(read("manifest.json").read())
+        except ValueError as e:
+            raise LayoutError(f"{what}: manifest.json is not JSON ({e})") from None
+        if not isinstance(entries, list):
+            raise LayoutError(f"{what}: manifest.json is not a list")
+        out = []
+        with store.transaction():
+            for entry in entries:
+                cfg_raw = read(entry["Config"]).read()
+                cdigest = sha256_bytes(cfg_raw)
+                want = _expected_digest(entry["Config"])
+                if want and want != cdigest:
+                    raise DigestMismatch(f"{what}: config {entry['Config']} hashes to {cdigest}, expected {want}")
+                store.put_blob(cfg_raw, digest=cdigest, what=f"{what}: config")
+                descs = []
+                for lname in entry.get("Layers") or []:
+                    m = members.get(os.path.normpath(lname))
+                    if m is None:
+                        raise LayoutError(f"{what}: layer {lname} is missing")
+                    f = read(lname)
+                    head = f.read(4)
+                    f.seek(0)
+                    digest = store.put_blob(f, digest=_expected_digest(lname), size=m.size,
+                                            what=f"{what}: layer {lname}")
+                    kind = compression_of(head)
+                    mt = {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD}.get(kind, MT_OCI_LAYER)
+                    descs.append({"mediaType": mt, "digest": digest, "size": m.size})
+                manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                            "config": {"mediaType": MT_OCI_CONFIG, "digest": cdigest, "size": len(cfg_raw)},
+                            "layers": descs}
+                raw = json.dumps(manifest, sort_keys=True).encode()
+                out.append(store.add_image(raw, refs=tuple(entry.get("RepoTags") or ()), progress=progress))
+        return out

@@ -1,0 +1,358 @@
+"""A Dockerfile parser (the instructions builds will run): FROM, RUN, COPY, ADD, ENV, ARG, WORKDIR, USER,
+LABEL, EXPOSE, CMD, ENTRYPOINT; JSON (exec) and shell forms; line continuations; comments; the
+`# escape=` directive; ARG/ENV substitution (`$X`, `${X}`, `${X:-default}`, `${X:+alt}`) where Docker
+does it. A syntax error names its line number."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from .errors import ImageError
+
+
+class DockerfileError(ImageError):
+    def __init__(self, line: int, message: str, filename: str = "Dockerfile"):
+        super().__init__(f"{filename} line {line}: {message}")
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Instruction:
+    line: int  # first line of the instruction (1-based)
+    original: str  # as written, continuations joined
+
+
+@dataclass(frozen=True)
+class From(Instruction):
+    image: str
+    name: str | None = None  # AS name
+    platform: str | None = None
+
+
+@dataclass(frozen=True)
+class Run(Instruction):
+    command: tuple[str, ...]  # exec form argv, or ("/bin/sh", "-c", script) for shell form
+    shell_form: bool
+    mounts: tuple[str, ...] = ()  # --mount=... options, kept as text
+
+
+@dataclass(frozen=True)
+class Copy(Instruction):
+    sources: tuple[str, ...]
+    dest: str
+    from_stage: str | None = None
+    chown: str | None = None
+    chmod: str | None = None
+    add: bool = False  # ADD (URLs, local tar auto-extraction)
+
+
+@dataclass(frozen=True)
+class Env(Instruction):
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Arg(Instruction):
+    name: str
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Workdir(Instruction):
+    path: str
+
+
+@dataclass(frozen=True)
+class User(Instruction):
+    user: str
+
+
+@dataclass(frozen=True)
+class Label(Instruction):
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Expose(Instruction):
+    ports: tuple[str, ...]  # "80/tcp"
+
+
+@dataclass(frozen=True)
+class Cmd(Instruction):
+    command: tuple[str, ...]
+    shell_form: bool
+
+
+@dataclass(frozen=True)
+class Entrypoint(Instruction):
+    command: tuple[str, ...]
+    shell_form: bool
+
+
+@dataclass
+class Stage:
+    base: From
+    instructions: list[Instruction] = field(default_factory=list)
+
+    @property
+    def name(self) -> str | None:
+        return self.base.name
+
+
+@dataclass
+class Dockerfile:
+    global_args: list[Arg] = field(default_factory=list)  # ARGs before the first FROM
+    stages: list[Stage] = field(default_factory=list)
+
+    def instructions(self) -> list[Instruction]:
+        out: list[Instruction] = list(self.global_args)
+        for s in self.stages:
+            out += [s.base, *s.instructions]
+        return out
+
+
+SHELL = ("/bin/sh", "-c")
+_VAR = re.compile(r"\$(?:\{(?P<braced>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def substitute(text: str, env: dict[str, str], line: int = 0, escape: str = "\\") -> str:
+    """Docker's variable expansion: $X, ${X}, ${X:-default}, ${X:+alt}; `escape$` keeps a literal $."""
+    out = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == escape and i + 1 < len(text) and text[i + 1] == "$":
+            out.append("$")
+            i += 2
+            continue
+        if c == "$":
+            m = _VAR.match(text, i)
+            if m is None:
+                if text.startswith("${", i):
+                    raise DockerfileError(line, f"unterminated variable in {text!r}")
+                out.append(c)
+                i += 1
+                continue
+            if m.group("plain"):
+                out.append(env.get(m.group("plain"), ""))
+            else:
+                body = m.group("braced")
+                vm = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)(?::([-+])(.*))?$", body, re.S)
+                if vm is None:
+                    raise DockerfileError(line, f"bad substitution ${{{body}}}")
+                name, op, word = vm.group(1), vm.group(2), vm.group(3)
+                val = env.get(name)
+                if op == "-":
+                    out.append(val if val else substitute(word, env, line, escape))
+                elif op == "+":
+                    out.append(substitute(word, env, line, escape) if val else "")
+                else:
+                    out.append(val or "")
+            i = m.end()
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _logical_lines(text: str, escape: str) -> list[tuple[int, str]]:
+    """(first line number, joined text) per instruction; comments and blank lines dropped."""
+    out: list[tuple[int, str]] = []
+    buf: list[str] = []
+    start = 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and not buf):
+            continue  # comments (also inside a continuation) and blank lines
+        if not buf:
+            start = n
+        if stripped.endswith(escape) and not stripped.endswith(escape * 2 if escape == "`" else "\0"):
+            buf.append(raw.rstrip()[:-1])
+            continue
+        buf.append(raw)
+        out.append((start, " ".join(s.strip() for s in buf if s.strip()) if len(buf) > 1 else raw.strip()))
+        buf = []
+    if buf:
+        out.append((start, " ".join(s.strip() for s in buf if s.strip())))
+    return out
+
+
+def _json_or_shell(args: str) -> tuple[tuple[str, ...], bool] | None:
+    s = args.strip()
+    if s.startswith("["):
+        try:
+            v = json.loads(s)
+        except ValueError:
+            return None
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return tuple(v), False
+    return None
+
+
+def _pairs(args: str, line: int, what: str, env: dict[str, str] | None, escape: str) -> tuple[tuple[str, str], ...]:
+    try:
+        words = shlex.split(args, posix=True)
+    except ValueError as e:
+        raise DockerfileError(line, f"{what}: {e}") from None
+    if not words:
+        raise DockerfileError(line, f"{what} needs KEY=value")
+    if "=" not in words[0]:
+        if what == "LABEL":
+            raise DockerfileError(line, f"LABEL needs KEY=value, got {words[0]!r}")
+        key, _, rest = args.strip().partition(" ")  # legacy `ENV KEY value with spaces`
+        if not rest.strip():
+            raise DockerfileError(line, f"ENV {key} needs a value (ENV KEY=value or ENV KEY value)")
+        val = rest.strip()
+        return ((key, substitute(val, env, line, escape) if env is not None else val),)
+    out = []
+    for w in words:
+        key, eq, val = w.partition("=")
+        if not eq or not key:
+            raise DockerfileError(line, f"{what}: {w!r} is not KEY=value")
+        # quotes were removed by shlex; substitute after (Docker substitutes inside double quotes too)
+        out.append((key, substitute(val, env, line, escape) if env is not None else val))
+    return tuple(out)
+
+
+def parse_dockerfile(text: str, build_args: dict[str, str] | None = None, filename: str = "Dockerfile") -> Dockerfile:
+    """Parse a Dockerfile. `build_args` (--build-arg) override ARG defaults."""
+    build_args = build_args or {}
+    escape = "\\"
+    for raw in text.splitlines():
+        m = re.match(r"^#\s*(\w+)\s*=\s*(\S+)\s*$", raw)
+        if not m:
+            break
+        if m.group(1).lower() == "escape":
+            if m.group(2) not in ("\\", "`"):
+                raise DockerfileError(1, f"invalid escape character {m.group(2)!r}", filename)
+            escape = m.group(2)
+    df = Dockerfile()
+    global_env: dict[str, str] = {}
+    stage: Stage | None = None
+    env: dict[str, str] = {}
+    try:
+        for line, content in _logical_lines(text, escape):
+            word, _, args = content.partition(" ")
+            if "\t" in word:
+                word, _, more = word.partition("\t")
+                args = more + " " + args
+            kw = word.upper()
+            args = args.strip()
+            if kw == "ARG":
+                if not args:
+                    raise DockerfileError(line, "ARG needs a name")
+                name, eq, default = args.partition("=")
+                name = name.strip()
+                if not _NAME.match(name):
+                    raise DockerfileError(line, f"ARG: bad name {name!r}")
+                dflt = None
+                if eq:
+                    dflt = default.strip().strip('"') if default.strip()[:1] == '"' else default.strip()
+                    dflt = substitute(dflt, env if stage else global_env, line, escape)
+                a = Arg(line, content, name, dflt)
+                value = build_args.get(name, dflt)
+                if stage is None:
+                    df.global_args.append(a)
+                    if value is not None:
+                        global_env[name] = value
+                else:
+                    stage.instructions.append(a)
+                    value = build_args.get(name, dflt if dflt is not None else global_env.get(name))
+                    if value is not None:
+                        env[name] = value
+                continue
+            if kw == "FROM":
+                words = args.split()
+                platform = None
+                name_as: str | None = None
+                while words and words[0].startswith("--"):
+                    opt = words.pop(0)
+                    if opt.startswith("--platform="):
+                        platform = substitute(opt.split("=", 1)[1], global_env, line, escape)
+                    else:
+                        raise DockerfileError(line, f"FROM: unknown option {opt}")
+                if len(words) == 3 and words[1].upper() == "AS":
+                    image, name_as = words[0], words[2]
+                elif len(words) == 1:
+                    image = words[0]
+                else:
+                    raise DockerfileError(line, "FROM needs an image (FROM image [AS name])")
+                image = substitute(image, global_env, line, escape)
+                if not image:
+                    raise DockerfileError(line, "FROM: the image is empty after substitution")
+                stage = Stage(From(line, content, image, name_as, platform))
+                df.stages.append(stage)
+                env = {}
+                continue
+            if stage is None:
+                raise DockerfileError(line, f"{kw or word} before FROM (only ARG may come first)")
+            if not args:
+                raise DockerfileError(line, f"{kw} needs arguments")
+            inst: Instruction
+            if kw == "RUN":
+                mounts = []
+                while args.startswith("--"):
+                    opt, _, args = args.partition(" ")
+                    mounts.append(opt)
+                    args = args.strip()
+                j = _json_or_shell(args)
+                inst = Run(line, content, j[0], False, tuple(mounts)) if j else \
+                    Run(line, content, (*SHELL, args), True, tuple(mounts))
+            elif kw in ("CMD", "ENTRYPOINT"):
+                j = _json_or_shell(args)
+                cmd, shell = (j[0], False) if j else ((*SHELL, args), True)
+                inst = Cmd(line, content, cmd, shell) if kw == "CMD" else Entrypoint(line, content, cmd, shell)
+            elif kw in ("COPY", "ADD"):
+                opts: dict[str, str] = {}
+                while args.startswith("--"):
+                    opt, _, args = args.partition(" ")
+                    k, eq, v = opt[2:].partition("=")
+                    if k not in ("from", "chown", "chmod", "link", "checksum", "keep-git-dir", "parents", "exclude"):
+                        raise DockerfileError(line, f"{kw}: unknown option --{k}")
+                    opts[k] = v
+                    args = args.strip()
+                j = _json_or_shell(args)
+                if j:
+                    parts = list(j[0])
+                else:
+                    try:
+                        parts = shlex.split(args)
+                    except ValueError as e:
+                        raise DockerfileError(line, f"{kw}: {e}") from None
+                parts = [substitute(p, env, line, escape) for p in parts]
+                if len(parts) < 2:
+                    raise DockerfileError(line, f"{kw} needs at least one source and a destination")
+                inst = Copy(line, content, tuple(parts[:-1]), parts[-1], opts.get("from"), opts.get("chown"),
+                            opts.get("chmod"), add=kw == "ADD")
+            elif kw == "ENV":
+                pairs = _pairs(args, line, "ENV", env, escape)
+                env.update(pairs)
+                inst = Env(line, content, pairs)
+            elif kw == "LABEL":
+                inst = Label(line, content, _pairs(args, line, "LABEL", env, escape))
+            elif kw == "WORKDIR":
+                inst = Workdir(line, content, substitute(args, env, line, escape))
+            elif kw == "USER":
+                inst = User(line, content, substitute(args, env, line, escape))
+            elif kw == "EXPOSE":
+                ports = []
+                for p in substitute(args, env, line, escape).split():
+                    num, _, proto = p.partition("/")
+                    if not re.match(r"^\d+(-\d+)?$", num) or proto not in ("", "tcp", "udp", "sctp"):
+                        raise DockerfileError(line, f"EXPOSE: bad port {p!r}")
+                    ports.append(f"{num}/{proto or 'tcp'}")
+                inst = Expose(line, content, tuple(ports))
+            else:
+                raise DockerfileError(line, f"unknown instruction {word!r}")
+            stage.instructions.append(inst)
+    except DockerfileError as e:
+        if filename != "Dockerfile":
+            raise DockerfileError(e.line, str(e).split(": ", 1)[1], filename) from None
+        raise
+    if not df.stages:
+        raise DockerfileError(max(1, len(text.splitlines())), "no FROM instruction", filename)
+    return df
