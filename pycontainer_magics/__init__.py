@@ -20,8 +20,10 @@ __version__ = "0.1.0"
 def load_ipython_extension(ip: Any) -> None:
     """`%load_ext pycontainer_magics`: register `%%container` and clean up what a killed kernel left."""
     from .magics import ContainerMagics
+    from .magics.image import ImageMagics
 
     ip.register_magics(ContainerMagics)
+    ip.register_magics(ImageMagics)
     try:
         from .runtime import prune
 

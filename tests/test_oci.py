@@ -95,6 +95,7 @@ def test_magic_writes_a_bundle(tmp_path, capsys: pytest.CaptureFixture[str]) -> 
 
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "pycontainer_magics")
+    capsys.readouterr()
     ip.run_line_magic("container", f"bundle --memory 32m --hostname mb {tmp_path}/b -- sh -c 'echo hi'")
     assert capsys.readouterr().out.strip() == f"{tmp_path}/b/config.json"
     c = json.loads((tmp_path / "b" / "config.json").read_text())

@@ -288,7 +288,7 @@ def test_build_spec_network() -> None:
     (dict(pids_limit="0"), ["--pids-limit 0"]),
     (dict(time_offset=["boottime=1", "boottime=2"]), ["boottime", "twice"]),
     (dict(time_offset="boottime=1", share="time"), ["--time-offset", "'time'"]),
-    (dict(image="alpine"), ["'alpine'", "host"]),
+    (dict(image="Bad Ref!"), ["Bad Ref!"]),
     (dict(image="alpine", rootfs="/"), ["--image 'alpine'", "--rootfs"]),
     (dict(rootfs="relative/dir"), ["'relative/dir'", "absolute"]),
     (dict(rootfs="/nonexistent-rootfs"), ["'/nonexistent-rootfs'", "not a directory"]),

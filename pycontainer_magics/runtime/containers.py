@@ -148,7 +148,7 @@ class Container:
             raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
         e = container_env(self.spec, python=False)
         e.update(env or {})
-        return exec_in(pid1, self._running.cgroup, tuple(command), env=e, workdir=workdir or self.spec.workdir,
+        return exec_in(pid1, self._running.cgroup, tuple(command), env=e, workdir=workdir or self.spec.workdir or "/",
                        capabilities=self.spec.capabilities, no_new_privileges=self.spec.no_new_privileges,
                        on_output=on_output, stdin_data=stdin_data, timeout=timeout)
 

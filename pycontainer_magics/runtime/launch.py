@@ -58,6 +58,8 @@ class Launch:
     python_code: str | None = None
     outputs: tuple[str, ...] = ()
     want_diff: bool = True
+    uid: int | None = None  # run the payload as this user (Docker's -u, or the image's USER)
+    gid: int | None = None
     rebind_root: bool = True  # nested as root: the inherited root mount is locked
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -212,6 +214,12 @@ def _drop_privileges(L: Launch) -> None:
     except PermissionError:
         if os.geteuid() == 0:
             raise
+    if L.uid is not None:
+        # A user other than root keeps no effective or permitted capabilities (the kernel clears them when
+        # every uid leaves 0), as in Docker; the bounding set stays.
+        os.setgroups([])
+        os.setresgid(L.gid if L.gid is not None else L.uid, *(2 * [L.gid if L.gid is not None else L.uid]))
+        os.setresuid(L.uid, L.uid, L.uid)
     if L.no_new_privileges:
         libc.set_no_new_privs()
 

@@ -133,7 +133,7 @@ def config_for(spec: ContainerSpec, root_path: str = "rootfs") -> dict[str, Any]
             "user": {"uid": 0, "gid": 0},
             "args": list(spec.command),
             "env": env,
-            "cwd": spec.workdir,
+            "cwd": spec.workdir or "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "rlimits": _rlimits(),
             "noNewPrivileges": spec.no_new_privileges,

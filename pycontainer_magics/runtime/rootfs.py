@@ -78,11 +78,52 @@ class RootfsPlan:
         return out
 
 
+class LayerView:
+    """The union of read-only layers as overlayfs will show it, for looking paths up before mounting.
+
+    `lower` is what overlayfs gets: one directory ("/" for the host, or a --rootfs), or an image's layer
+    directories joined with ":", topmost first. A whiteout (a 0/0 character device) hides the path in
+    the layers below; an opaque directory hides their contents."""
+
+    def __init__(self, lower: str) -> None:
+        self.layers = lower.split(":") if lower != "/" else ["/"]
+
+    def find(self, rel: str) -> str | None:
+        rel = rel.lstrip("/")
+        parts = rel.split("/") if rel else []
+        for layer in self.layers:
+            p = os.path.join(layer, rel)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                # an opaque parent in this layer hides the rest below
+                if any(_opaque(os.path.join(layer, *parts[:i])) for i in range(1, len(parts))):
+                    return None
+                continue
+            return None if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 else p
+        return None
+
+    def lexists(self, rel: str) -> bool:
+        return self.find(rel) is not None
+
+    def readlink(self, rel: str) -> str | None:
+        p = self.find(rel)
+        return os.readlink(p) if p is not None and os.path.islink(p) else None
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
 def secure_join(root: str, path: str, _depth: int = 0) -> str:
-    """Resolve `path` inside `root` as the container would see it: symlinks are followed relative to
-    `root` and `..` never climbs above it. Returns the container path (not prefixed with root)."""
+    """Resolve `path` inside `root` (a lower as LayerView takes it) as the container would see it: symlinks
+    are followed relative to the root and `..` never climbs above it. Returns the container path."""
     if root == "/":
         return "/" + os.path.normpath(path).lstrip("/")
+    view = LayerView(root)
     parts = [p for p in path.split("/") if p and p != "."]
     resolved: list[str] = []
     links = 0
@@ -92,12 +133,11 @@ def secure_join(root: str, path: str, _depth: int = 0) -> str:
             if resolved:
                 resolved.pop()
             continue
-        host = os.path.join(root, *resolved, p)
-        if os.path.islink(host):
+        target = view.readlink("/".join([*resolved, p]))
+        if target is not None:
             links += 1
             if links > 40:
                 raise OSError(errno.ELOOP, "too many symlinks", path)
-            target = os.readlink(host)
             if target.startswith("/"):
                 resolved = []
             parts = [x for x in target.split("/") if x and x != "."] + parts
@@ -142,22 +182,24 @@ def cgroup_ops(version: str | None, host_dirs: dict[str, str]) -> list[MountOp]:
 
 
 def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mount_ops: list[MountOp],
-               pts_gid: int | None, owner: tuple[int | None, int | None] | None = None) -> RootfsPlan:
+               pts_gid: int | None, owner: tuple[int | None, int | None] | None = None,
+               lower: str | None = None) -> RootfsPlan:
     """Turn a spec into mount operations. volume_sources: volume name -> host directory. pts_gid: the tty
     group for /dev/pts as the mounting process sees it (None: unmapped, left out). owner: the host ids of
     container root when PID 1 mounts as host root under a remapped user namespace (tmpfs owners)."""
     own = ""
     if owner is not None and owner[0] is not None and owner[1] is not None:
         own = f",uid={owner[0]},gid={owner[1]}"
-    lower = spec.rootfs or "/"
+    lower = lower or spec.rootfs or "/"  # an image's layers come joined with ":" (see LayerView)
     new = set(spec.new_namespaces)
     ops: list[MountOp] = []
     mountpoints: dict[str, str] = {}
 
+    view = LayerView(lower)
+
     def need(path: str, kind: str = "dir") -> str:
         real = secure_join(lower, path)
-        host = os.path.join(lower, real.lstrip("/"))
-        if not os.path.lexists(host):
+        if not view.lexists(real):
             mountpoints[real] = kind
         return real
 
@@ -196,7 +238,7 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
         data = f"mode={t.mode:o}" + (f",size={t.size}" if t.size else "") + own
         ops.append(MountOp("mount", need(t.target), "tmpfs", "tmpfs", MS_NOSUID | MS_NODEV, data))
     # A foreign rootfs gets this interpreter's import path, read-only, so a Python cell runs there.
-    if spec.python_code is not None and spec.rootfs is not None:
+    if spec.python_code is not None and lower != "/":
         for p in python_paths():
             ops.append(MountOp("bind", need(p), p, read_only=True))
     for p in MASKED_PATHS:
@@ -352,10 +394,12 @@ def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: b
     out: list[DiffEntry] = []
     base = len(upper)
 
+    view = LayerView(lower)
+
     def in_image(rel: str) -> bool:
         if mp_layer and os.path.lexists(mp_layer + rel):
             return True
-        return os.path.lexists(os.path.join(lower, rel.lstrip("/")))
+        return view.lexists(rel)
 
     for dirpath, dirnames, filenames in os.walk(upper):
         if dirpath == upper and split_top:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..images import ImageError
 from ..linux import idmap, libc
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.namespaces import (
@@ -36,9 +37,10 @@ from ..linux.namespaces import (
     flags_for,
     ns_inodes,
 )
-from . import cleanup, rootfs, state
+from . import cleanup, image_source, rootfs, state
 from .channel import decode_frames, send_ctl
 from .holder import HolderPlan, SetupFailed
+from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch, pid1_direct
 from .monitor import Monitor
 from .pool import Holder, pool
@@ -120,11 +122,12 @@ def id_maps(spec: ContainerSpec) -> tuple[str, str, bool]:
 
 # -- planning ----------------------------------------------------------------------------------------
 
-def container_env(spec: ContainerSpec, python: bool) -> dict[str, str]:
+def container_env(spec: ContainerSpec, python: bool, image_env: dict[str, str] | None = None) -> dict[str, str]:
     if python:
         env = dict(os.environ)  # a Python cell is a snapshot of the caller: keep its environment
     else:
         env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+    env.update(image_env or {})  # the image's ENV, then -e (as Docker)
     env["HOSTNAME"] = spec.hostname or (os.uname().nodename if "uts" in spec.share else "")
     if not env["HOSTNAME"]:
         del env["HOSTNAME"]
@@ -141,8 +144,8 @@ def _host_id(map_text: str, inside: int) -> int | None:
     return None
 
 
-def plan_launch(spec: ContainerSpec, cg: Cgroup | None,
-                python_globals: dict[str, Any] | None) -> tuple[HolderPlan, Launch]:
+def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
+                source: ImageSource | None = None) -> tuple[HolderPlan, Launch]:
     """Everything the holder and PID 1 will do, decided before any fork (so a bad spec fails here, with
     nothing made). A Python cell as root goes "direct" (see launch.py), everything else "nested"."""
     new = set(spec.new_namespaces)
@@ -156,6 +159,19 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None,
     if not root and spec.userns == "remap":
         raise LaunchError(errno.EPERM, "--userns remap needs root (it maps a range of host ids); without "
                           "root your own user is the container's root")
+    if source is None:
+        try:
+            source = image_source.resolve(spec)
+        except ImageError as e:
+            raise LaunchError(errno.ENOENT, f"--image {spec.image}: {e}") from None
+    if "mount" not in new and spec.image != "host":
+        raise LaunchError(errno.EINVAL, "--image needs a new mount namespace: remove 'mount' from --share")
+    uid = gid = None
+    if source.user:
+        try:
+            uid, gid = image_source.resolve_user(source.user, source.lower)
+        except LookupError as e:
+            raise LaunchError(errno.ENOENT, str(e)) from None
     maps = id_maps(spec) if "user" in new else ("0 0 4294967295\n", "0 0 4294967295\n", False)
     # Direct PID 1 lives in mount and PID namespaces that host root made: container root has no
     # CAP_SYS_ADMIN over them. A cell granted SYS_ADMIN (to mount, say) goes nested, where it does.
@@ -172,7 +188,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None,
         else:
             owner, pts_gid = None, 5 if _host_id(maps[1], 5) is not None else None
         plan = rootfs.build_plan(spec, volume_sources=volume_sources, cgroup_mount_ops=cg_ops,
-                                 pts_gid=pts_gid, owner=owner if owner != (0, 0) else None)
+                                 pts_gid=pts_gid, owner=owner if owner != (0, 0) else None, lower=source.lower)
     holder_plan = HolderPlan(
         new_mount="mount" in new,
         new_user="user" in new,
@@ -191,12 +207,14 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None,
         merged=holder_plan.merged,
         plan=plan,
         hostname=spec.hostname,
-        workdir=spec.workdir,
-        env=container_env(spec, spec.python_code is not None),
+        workdir=source.workdir,
+        env=container_env(spec, spec.python_code is not None, source.env),
         capabilities=spec.capabilities,
         no_new_privileges=spec.no_new_privileges,
-        command=spec.command,
+        command=source.command,
         python_code=spec.python_code,
+        uid=uid,
+        gid=gid,
         outputs=spec.outputs,
         want_diff=spec.diff,
         rebind_root=root,

@@ -75,7 +75,8 @@ class ContainerSpec:
     read_only: bool = False
     mounts: tuple[Mount, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
-    workdir: str = "/"
+    workdir: str | None = None  # None: the image's WORKDIR, else /
+    user: str | None = None  # "uid[:gid]" or a name from the image's /etc/passwd (Docker's -u)
     env: tuple[tuple[str, str], ...] = ()
     hostname: str | None = None
 
@@ -142,7 +143,7 @@ def _fail(msg: str) -> None:
 
 def validate(s: ContainerSpec) -> None:
     """Check a spec field by field; raise SpecError with one line for the first problem."""
-    if s.python_code is None and not s.command:
+    if s.python_code is None and not s.command and s.image == "host":
         _fail("nothing to run: give Python code or a command (e.g. `-- sh`)")
     if s.python_code is not None and s.command:
         _fail("give either Python code or a command, not both")
@@ -150,7 +151,14 @@ def validate(s: ContainerSpec) -> None:
     if unknown:
         _fail(f"unknown namespace {sorted(unknown)[0]!r} in --share: expected some of {', '.join(NAMESPACE_KINDS)}")
     if s.image != "host":
-        _fail(f"unknown image {s.image!r}: only 'host' or --rootfs DIR are supported for now")
+        if s.rootfs is not None:
+            _fail(f"--image {s.image!r} conflicts with --rootfs {s.rootfs!r}: give one root filesystem")
+        from ..images.errors import InvalidReference
+        from ..images.reference import parse_reference
+        try:
+            parse_reference(s.image)
+        except InvalidReference as e:
+            _fail(str(e))
     if s.rootfs is not None:
         if not os.path.isabs(s.rootfs):
             _fail(f"--rootfs {s.rootfs!r} must be an absolute path")
@@ -187,8 +195,10 @@ def validate(s: ContainerSpec) -> None:
             _fail(f"unknown clock {clock!r} in --time-offset: expected monotonic or boottime")
     if s.time_offsets and "time" in s.share:
         _fail("--time-offset needs a new time namespace: remove 'time' from --share")
-    if not os.path.isabs(s.workdir):
+    if s.workdir is not None and not os.path.isabs(s.workdir):
         _fail(f"--workdir {s.workdir!r} must be an absolute path")
+    if s.user is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", s.user):
+        _fail(f"invalid --user {s.user!r}: expected a name or uid, optionally :group or :gid, like 1000:1000")
     for k, _v in s.env:
         if not ENV_NAME_RE.match(k):
             _fail(f"invalid environment variable name {k!r}")

@@ -1,0 +1,131 @@
+"""`%image`: the image store from a notebook, in Docker's words.
+
+    %image ls                     %image pull REF            %image push REF [DEST]
+    %image history REF            %image inspect REF         %image files REF
+    %image tag SRC DST            %image rm [-f] REF...      %image prune [-a]
+    %image du                     %image import PATH [--tag REF]   (an OCI layout dir or a docker-archive tar)
+    %image export REF DIR         (an OCI image layout)
+
+A thin skin over `pycontainer_magics.images`: parse, call, show a DataFrame; errors as one UsageError line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.utils.process import arg_split
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"%image {self.prog.split()[-1]}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="%image", add_help=False)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub.add_parser("ls", aliases=["images"], add_help=False)
+    for name in ("pull", "history", "inspect", "files"):
+        sub.add_parser(name, add_help=False).add_argument("ref")
+    push = sub.add_parser("push", add_help=False)
+    push.add_argument("ref")
+    push.add_argument("dest", nargs="?")
+    tag = sub.add_parser("tag", add_help=False)
+    tag.add_argument("src")
+    tag.add_argument("dst")
+    rm = sub.add_parser("rm", aliases=["rmi"], add_help=False)
+    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("refs", nargs="+")
+    prune = sub.add_parser("prune", add_help=False)
+    prune.add_argument("-a", "--all", action="store_true")
+    sub.add_parser("du", add_help=False)
+    imp = sub.add_parser("import", add_help=False)
+    imp.add_argument("path")
+    imp.add_argument("--tag")
+    exp = sub.add_parser("export", add_help=False)
+    exp.add_argument("ref")
+    exp.add_argument("dest")
+    return p
+
+
+def _progress(e: Any) -> None:
+    if e.status in ("Downloading", "Extracting", "Pushing"):
+        return  # one line per step, not per chunk
+    who = e.digest[7:19] if e.digest else e.ref
+    sys.stdout.write(f"{who}: {e.status}\n")
+    sys.stdout.flush()
+
+
+@magics_class
+class ImageMagics(Magics):
+    @line_magic
+    def image(self, line: str) -> Any:
+        """Manage the image store: ls, pull, push, tag, rm, prune, history, inspect, files, du, import,
+        export (see the module help: `%image?`)."""
+        from .. import images as im
+        from ..display import image_views as views
+
+        try:
+            argv = arg_split(line, posix=True, strict=True)
+        except ValueError as e:
+            raise UsageError(f"cannot split the arguments: {e}") from None
+        if not argv:
+            raise UsageError("usage: %image ls|pull|push|tag|rm|prune|history|inspect|files|du|import|export ...")
+        ns = _parser().parse_args(argv)
+        store = im.Store()
+        try:
+            if ns.cmd in ("ls", "images"):
+                return views.images_frame(store.images())
+            if ns.cmd == "pull":
+                img = im.pull(store, ns.ref, progress=_progress)
+                print(f"Digest: {img.manifest_digest}\nStatus: {ns.ref} pulled")
+                return None
+            if ns.cmd == "push":
+                digest = im.push(store, ns.ref, ns.dest, progress=_progress)
+                print(f"{ns.dest or ns.ref}: digest: {digest}")
+                return None
+            if ns.cmd == "tag":
+                store.tag(ns.src, ns.dst)
+                return None
+            if ns.cmd in ("rm", "rmi"):
+                for ref in ns.refs:
+                    report = store.rm(ref, force=ns.force)
+                    print(f"Untagged/deleted: {ref} ({len(report.layers)} layer(s), {report.freed} bytes freed)")
+                return None
+            if ns.cmd == "prune":
+                report = store.prune(all=ns.all)
+                print(f"Deleted {len(report.images)} image(s), {len(report.layers)} layer(s); "
+                      f"reclaimed {report.freed} bytes")
+                return None
+            if ns.cmd == "history":
+                return views.history_frame(store.history(ns.ref))
+            if ns.cmd == "inspect":
+                return store.inspect(ns.ref)
+            if ns.cmd == "files":
+                return views.files_frame(store.file_table(ns.ref))
+            if ns.cmd == "du":
+                return views.du_frame(store.du())
+            if ns.cmd == "import":
+                import os
+                if os.path.isdir(ns.path):
+                    imgs = im.import_layout(store, ns.path, tag=ns.tag)
+                else:
+                    imgs = im.import_docker_archive(store, ns.path)
+                    for img in imgs[:1]:
+                        if ns.tag:
+                            store.tag(img.id, ns.tag)
+                return views.images_frame(imgs)
+            if ns.cmd == "export":
+                im.export_layout(store, [ns.ref], ns.dest)
+                print(ns.dest)
+                return None
+        except (im.ImageError, OSError) as e:
+            raise UsageError(str(e)) from None
+        raise UsageError(f"unknown %image command {ns.cmd}")  # pragma: no cover
+
+
+__all__ = ["ImageMagics"]

@@ -1,0 +1,91 @@
+"""Containers from images of the store: layers as overlay lowers, the image's ENV, CMD/ENTRYPOINT, WORKDIR
+and USER applied (the spec wins), the diff against the layers; and the %image magic."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from helpers import host_clean, make_busybox_rootfs  # noqa: F401
+
+from pycontainer_magics.images import ImageConfig, Store
+from pycontainer_magics.runtime import ContainerSpec, LaunchError, run
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("image-run")
+    old = os.environ.get("PYCONTAINER_STATE_DIR")
+    os.environ["PYCONTAINER_STATE_DIR"] = str(d / "state")
+    base = make_busybox_rootfs(str(d / "base"))
+    top = d / "top"
+    (top / "app").mkdir(parents=True)
+    (top / "app" / "hello.txt").write_text("hi from layer 2\n")
+    (top / "etc").mkdir()
+    (top / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nlab:x:1000:1000:lab:/home/lab:/bin/sh\n")
+    (top / "etc" / "group").write_text("root:x:0:\nlab:x:1000:\n")
+    s = Store()
+    s.create_image("lab/demo:1", [base, str(top)], ImageConfig(
+        env=("GREETING=hello", "PATH=/bin"), cmd=("sh", "-c", "echo $GREETING; cat hello.txt; id -u"),
+        workdir="/app", user="lab"), history=["busybox", "app"])
+    yield s
+    if old is None:
+        del os.environ["PYCONTAINER_STATE_DIR"]
+    else:
+        os.environ["PYCONTAINER_STATE_DIR"] = old
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_image_defaults_apply(store) -> None:
+    r = run(ContainerSpec(image="lab/demo:1"))
+    assert r.stdout == "hello\nhi from layer 2\n1000\n", r.stderr
+    assert r.exit_code == 0
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_spec_overrides_the_image_and_the_diff_is_against_its_layers(store) -> None:
+    r = run(ContainerSpec(image="lab/demo:1", command=("sh", "-c", "echo $GREETING-$X; pwd; id -u; echo n > new; "
+                                                                   "rm /bin/ls"),
+                          env=(("X", "y"),), workdir="/tmp", user="0"))
+    assert r.stdout == "hello-y\n/tmp\n0\n"
+    got = {(d.kind, d.path) for d in r.diff}
+    assert {("A", "/tmp/new"), ("D", "/bin/ls"), ("C", "/bin")} <= got
+    assert os.path.exists(os.path.join(store.get("lab/demo:1").lower_dirs()[1], "bin", "ls"))  # layers untouched
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_python_cell_in_an_image_as_its_user(store) -> None:
+    code = "import os, json\nprint(os.getcwd(), os.getuid(), os.environ['GREETING'], json.dumps(os.listdir('.')))"
+    r = run(ContainerSpec(image="lab/demo:1", python_code=code), python_globals={})
+    assert r.stdout == '/app 1000 hello ["hello.txt"]\n', (r.stderr, r.error)
+
+
+def test_unknown_image_or_user_is_one_clear_error(store) -> None:
+    with pytest.raises(LaunchError, match="lab/nope"):
+        run(ContainerSpec(image="127.0.0.1:1/lab/nope:1"))
+    with pytest.raises(LaunchError, match="unable to find user nobody2"):
+        run(ContainerSpec(image="lab/demo:1", user="nobody2"))
+
+
+def test_image_magic(store, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "pycontainer_magics")
+    ls = ip.run_line_magic("image", "ls")
+    assert "docker.io/lab/demo:1" in list(ls["ref"]) or "lab/demo:1" in list(ls["ref"])
+    hist = ip.run_line_magic("image", "history lab/demo:1")
+    assert list(hist["created_by"]) == ["app", "busybox"]
+    files = ip.run_line_magic("image", "files lab/demo:1")
+    assert set(files[files["path"] == "/app/hello.txt"]["status"]) == {"visible"}
+    ip.run_line_magic("image", "tag lab/demo:1 lab/demo:copy")
+    ip.run_line_magic("image", "rm lab/demo:copy")
+    with pytest.raises(UsageError, match="lab/missing"):
+        ip.run_line_magic("image", "history lab/missing:1")
+    with pytest.raises(UsageError):
+        ip.run_line_magic("image", "frobnicate")
+    ip.run_cell_magic("container", "--image lab/demo:1 --quiet", "import os\nprint('cell', os.getuid())")
+    assert "cell 1000" in capsys.readouterr().out
