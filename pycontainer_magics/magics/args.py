@@ -64,7 +64,10 @@ OPTIONS: list[Option] = [
          help="bind mount /host/path:/ctr/path[:ro] or named volume NAME:/ctr/path (repeatable)"),
     _opt("--tmpfs", metavar="DST[:OPTS]", action="append",
          help="mount a tmpfs, like /run:size=64m,mode=1777 (repeatable)"),
-    _opt("-w", "--workdir", metavar="DIR", help="working directory inside the container (default /)"),
+    _opt("-w", "--workdir", metavar="DIR", help="working directory inside the container (default: the "
+         "image's WORKDIR, or /)"),
+    _opt("-u", "--user", metavar="USER[:GROUP]", help="run as this user (a name from the image or a uid), "
+         "like 1000:1000; a user other than root has no effective capabilities"),
     _opt("-e", "--env", metavar="K=V", action="append",
          help="set an environment variable; K alone copies it from here (repeatable)"),
     # security

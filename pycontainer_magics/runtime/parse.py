@@ -260,6 +260,7 @@ def build_spec(
     volume: str | Iterable[str | Mount] | None = None,
     tmpfs: str | Iterable[str | Tmpfs] | None = None,
     workdir: str | None = None,
+    user: str | None = None,
     env: str | Iterable[str] | dict[str, str] | None = None,
     cap_add: str | Iterable[str] | None = None,
     cap_drop: str | Iterable[str] | None = None,
@@ -338,6 +339,8 @@ def build_spec(
     f["tmpfs"] = tuple(v if isinstance(v, Tmpfs) else parse_tmpfs(v) for v in _many(tmpfs))
     if workdir is not None:
         f["workdir"] = workdir
+    if user is not None:
+        f["user"] = user
 
     env_items: list[tuple[str, str]] = []
     if isinstance(env, dict):
