@@ -1,0 +1,77 @@
+"""The network layer: named network namespaces, veth pairs and bridges, IPAM, user-defined networks
+with hosts-file name resolution, port publishing (a userspace proxy), clean-up of what dead owners
+left, and a connectivity matrix. Imports only linux/, the standard library and pyroute2."""
+
+from __future__ import annotations
+
+from .connectivity import Connectivity, connectivity_matrix, ping, primary_address
+from .errors import (
+    AddressExhausted,
+    AddressInUse,
+    EndpointExists,
+    EndpointNotFound,
+    InvalidArgument,
+    NamespaceError,
+    NetworkError,
+    NetworkExists,
+    NetworkInUse,
+    NetworkNotFound,
+    NotSupported,
+    PortInUse,
+    SubnetOverlap,
+)
+from .hosts import hosts_path, read_hosts
+from .links import (
+    AddressRecord,
+    Interface,
+    NeighbourRecord,
+    RouteRecord,
+    VethPair,
+    add_veth,
+    addresses,
+    delete_link,
+    interfaces,
+    neighbours,
+    routes,
+)
+from .netns import (
+    NetNamespace,
+    Server,
+    create_netns,
+    delete_netns,
+    list_netns,
+    netns_path,
+    run_command,
+    run_in_netns,
+    serve_echo,
+    tcp_probe,
+)
+from .networks import (
+    DEFAULT_NETWORK,
+    Endpoint,
+    Network,
+    attach,
+    create_network,
+    default_network,
+    detach,
+    detach_all,
+    endpoints_of,
+    get_network,
+    inspect_network,
+    list_networks,
+    prune,
+    remove_network,
+)
+from .ports import Publication, parse_publish, publications, publish, unpublish, unpublish_all
+
+__all__ = [
+    "DEFAULT_NETWORK", "AddressExhausted", "AddressInUse", "AddressRecord", "Connectivity", "Endpoint",
+    "EndpointExists", "EndpointNotFound", "Interface", "InvalidArgument", "NamespaceError", "NeighbourRecord",
+    "NetNamespace", "Network", "NetworkError", "NetworkExists", "NetworkInUse", "NetworkNotFound", "NotSupported",
+    "PortInUse", "Publication", "RouteRecord", "Server", "SubnetOverlap", "VethPair", "add_veth", "addresses",
+    "attach", "connectivity_matrix", "create_netns", "create_network", "default_network", "delete_link",
+    "delete_netns", "detach", "detach_all", "endpoints_of", "get_network", "hosts_path", "inspect_network",
+    "interfaces", "list_netns", "list_networks", "neighbours", "netns_path", "parse_publish", "ping",
+    "primary_address", "prune", "publications", "publish", "read_hosts", "remove_network", "routes",
+    "run_command", "run_in_netns", "serve_echo", "tcp_probe", "unpublish", "unpublish_all",
+]

@@ -1,0 +1,573 @@
+"""Networks (a bridge of our own + IPAM + members), persisted as JSON, and attaching a network
+namespace to one (a veth pair: host end on the bridge, the other end `ethN` in the namespace).
+
+    net = create_network("labnet", "172.22.0.0/16")
+    ep = attach("labnet", pid, container_id="c1", name="web")    # -> Endpoint (eth0, 172.22.0.2)
+    detach("labnet", "c1")
+    remove_network("labnet")
+
+The default network `bridge` (DEFAULT_NETWORK) is created on demand by `default_network()`; it gives
+no name resolution (Docker's rule). Records: `<state dir>/networks/NAME.json`. Every mutation holds
+`state.locked()` (a flock), so two kernels never hand out the same address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import hosts, links, state
+from .errors import (
+    AddressExhausted,
+    AddressInUse,
+    EndpointExists,
+    EndpointNotFound,
+    InvalidArgument,
+    NetworkError,
+    NetworkExists,
+    NetworkInUse,
+    NetworkNotFound,
+    NotSupported,
+    SubnetOverlap,
+)
+from .netns import NAME_RE, NsRef, iproute, netns_path, open_netns
+
+DEFAULT_NETWORK = "bridge"
+RESERVED = {"host", "none", "default", "container"}
+BRIDGE_PREFIX = "pcm-"
+VETH_PREFIX = "pcv"
+DEFAULT_SUBNETS = ["172.30.0.0/16", "172.31.0.0/16", "10.230.0.0/16"]
+AUTO_SUBNETS = [f"172.{n}.0.0/16" for n in range(18, 30)] + [f"10.231.{n}.0/24" for n in range(256)]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A container's attachment to a network."""
+
+    network: str
+    container_id: str
+    name: str
+    address: str  # IPv4 address, no prefix
+    prefixlen: int
+    gateway: str
+    ifname: str  # inside the container: eth0, eth1, ...
+    host_veth: str  # the host end (on the bridge)
+    netns: str  # nsfs path used at attach time
+    owner: str  # owner token (state.owner_token) of the process responsible for it
+    aliases: tuple[str, ...] = ()
+    exposed: tuple[str, ...] = ()  # EXPOSE-style metadata: "80/tcp"
+    published: tuple[str, ...] = ()  # "127.0.0.1:8080->80/tcp" (kept up to date by ports.py)
+    default_route: bool = False
+    created: float = 0.0
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+    @property
+    def hosts_file(self) -> str:
+        return hosts.hosts_path(self.container_id)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k in ("aliases", "exposed", "published"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Endpoint:
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        for k in ("aliases", "exposed", "published"):
+            d[k] = tuple(d.get(k, ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    subnet: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    bridge: str
+    driver: str = "bridge"
+    internal: bool = False  # no default route in the containers
+    nat: bool = False  # outbound NAT (not implemented: refused at creation)
+    dns: bool = True  # name resolution through the generated hosts files
+    owner: str = ""
+    created: float = 0.0
+    endpoints: tuple[Endpoint, ...] = field(default=())
+
+    def endpoint(self, container_id: str) -> Endpoint | None:
+        for ep in self.endpoints:
+            if ep.container_id == container_id:
+                return ep
+        return None
+
+    @property
+    def containers(self) -> dict[str, str]:
+        """container name -> address."""
+        return {ep.name: ep.address for ep in self.endpoints}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "subnet": str(self.subnet), "gateway": str(self.gateway), "bridge": self.bridge,
+            "driver": self.driver, "internal": self.internal, "nat": self.nat, "dns": self.dns,
+            "owner": self.owner, "created": self.created, "endpoints": [e.to_json() for e in self.endpoints],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Network:
+        return cls(
+            name=d["name"], subnet=ipaddress.IPv4Network(d["subnet"]), gateway=ipaddress.IPv4Address(d["gateway"]),
+            bridge=d["bridge"], driver=d.get("driver", "bridge"), internal=bool(d.get("internal")),
+            nat=bool(d.get("nat")), dns=bool(d.get("dns", True)), owner=d.get("owner", ""),
+            created=float(d.get("created", 0.0)),
+            endpoints=tuple(Endpoint.from_json(e) for e in d.get("endpoints", [])),
+        )
+
+
+# --- records ---------------------------------------------------------------------------------------
+
+
+def _path(name: str) -> str:
+    return os.path.join(state.networks_dir(), f"{name}.json")
+
+
+def check_network_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidArgument(f"invalid network name {name!r}: use letters, digits, '_', '.', '-' (max 64)")
+    return name
+
+
+def _load(name: str) -> Network:
+    check_network_name(name)
+    try:
+        return Network.from_json(state.read_json(_path(name)))
+    except FileNotFoundError:
+        raise NetworkNotFound(f"network {name!r} not found", None, _path(name)) from None
+    except (ValueError, KeyError) as e:
+        raise NetworkError(f"network {name!r}: corrupt record {_path(name)}: {e}", None, _path(name)) from None
+
+
+def _save(net: Network) -> None:
+    state.write_json(_path(net.name), net.to_json())
+
+
+def get_network(name: str) -> Network:
+    """The network's record (its endpoints included); NetworkNotFound."""
+    return _load(name)
+
+
+inspect_network = get_network
+
+
+def list_networks() -> list[Network]:
+    try:
+        files = sorted(os.listdir(state.networks_dir()))
+    except FileNotFoundError:
+        return []
+    out = []
+    for f in files:
+        if f.endswith(".json") and not f.startswith("."):
+            with contextlib.suppress(NetworkError):
+                out.append(_load(f[:-5]))
+    return out
+
+
+def _h(text: str, n: int) -> str:
+    # The state dir is part of the hash: two state dirs (a test run next to a real one) never share a link.
+    return hashlib.sha1(f"{state.state_dir()}\0{text}".encode()).hexdigest()[:n]
+
+
+def link_tag() -> str:
+    """The ifalias set on our bridges and host veths: which state dir owns them (prune looks at it)."""
+    return "pycontainer_magics:" + _h("", 12)
+
+
+def bridge_name(network: str) -> str:
+    return BRIDGE_PREFIX + _h(network, 10)
+
+
+def veth_name(network: str, container_id: str) -> str:
+    return VETH_PREFIX + _h(f"{network}/{container_id}", 11)
+
+
+# --- subnets ---------------------------------------------------------------------------------------
+
+
+def host_routes(exclude_ifnames: Iterable[str] = ()) -> list[ipaddress.IPv4Network]:
+    """Destinations of the host's IPv4 routes (every table, default routes left out)."""
+    skip = set(exclude_ifnames)
+    out = []
+    with iproute() as ipr:
+        names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+        for r in ipr.get_routes(family=socket.AF_INET):
+            if r["dst_len"] == 0 or names.get(r.get("RTA_OIF")) in skip:
+                continue
+            dst = r.get("RTA_DST")
+            if dst:
+                with contextlib.suppress(ValueError):
+                    out.append(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+    return out
+
+
+def parse_subnet(subnet: str | ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(subnet, strict=True)
+    except ValueError as e:
+        raise InvalidArgument(f"invalid subnet {str(subnet)!r}: {e}") from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise InvalidArgument(f"invalid subnet {str(subnet)!r}: only IPv4 subnets are supported")
+    if net.prefixlen > 29 or net.prefixlen < 8:
+        raise InvalidArgument(f"invalid subnet {str(subnet)!r}: the prefix length must be between /8 and /29")
+    if net.is_loopback or net.is_multicast or net.is_link_local or net.is_reserved or net.is_unspecified:
+        raise InvalidArgument(f"invalid subnet {str(subnet)!r}: a special-purpose range")
+    return net
+
+
+def _conflict(subnet: ipaddress.IPv4Network, networks: list[Network]) -> str | None:
+    for n in networks:
+        if n.subnet.overlaps(subnet):
+            return f"subnet {subnet} overlaps network {n.name!r} ({n.subnet})"
+    for r in host_routes(exclude_ifnames=[n.bridge for n in networks]):
+        if r.overlaps(subnet):
+            return f"subnet {subnet} overlaps the host route to {r}"
+    return None
+
+
+# --- networks --------------------------------------------------------------------------------------
+
+
+def create_network(name: str, subnet: str | ipaddress.IPv4Network | None = None, gateway: str | None = None,
+                   internal: bool = False, nat: bool = False, dns: bool = True,
+                   owner_pid: int | None = None) -> Network:
+    """Create a user-defined network (record + bridge). Without `subnet`, a free one is picked.
+    Errors: NetworkExists, SubnetOverlap (other networks of ours, or the host's routes),
+    InvalidArgument, NotSupported (nat=True)."""
+    check_network_name(name)
+    if name in RESERVED:
+        raise InvalidArgument(f"network name {name!r} is reserved")
+    if nat:
+        raise NotSupported("outbound NAT is not implemented: networks are host-only (create it without nat)")
+    net_sub = parse_subnet(subnet) if subnet is not None else None
+    with state.locked():
+        if os.path.exists(_path(name)):
+            raise NetworkExists(f"network {name!r} already exists", None, _path(name))
+        others = list_networks()
+        if net_sub is not None:
+            why = _conflict(net_sub, others)
+            if why:
+                raise SubnetOverlap(why)
+        else:
+            candidates = DEFAULT_SUBNETS if name == DEFAULT_NETWORK else AUTO_SUBNETS
+            for c in candidates:
+                if _conflict(ipaddress.IPv4Network(c), others) is None:
+                    net_sub = ipaddress.IPv4Network(c)
+                    break
+            else:
+                raise AddressExhausted("no free subnet left for a new network: pass one explicitly")
+        if gateway is None:
+            gw = next(net_sub.hosts())
+        else:
+            try:
+                gw = ipaddress.IPv4Address(gateway)
+            except ValueError as e:
+                raise InvalidArgument(f"invalid gateway {gateway!r}: {e}") from None
+            if gw not in net_sub or gw in (net_sub.network_address, net_sub.broadcast_address):
+                raise InvalidArgument(f"invalid gateway {gateway}: not a host address of {net_sub}")
+        net = Network(name=name, subnet=net_sub, gateway=gw, bridge=bridge_name(name), internal=internal,
+                      dns=dns and name != DEFAULT_NETWORK, owner=state.owner_token(owner_pid), created=time.time())
+        _ensure_bridge(net)
+        try:
+            _save(net)
+        except BaseException:
+            links.delete_link(net.bridge)
+            raise
+        return net
+
+
+def default_network(owner_pid: int | None = None) -> Network:
+    """The default network `bridge`, created on first use (no name resolution, as in Docker)."""
+    with state.locked():
+        try:
+            net = _load(DEFAULT_NETWORK)
+        except NetworkNotFound:
+            return create_network(DEFAULT_NETWORK, owner_pid=owner_pid)
+        _ensure_bridge(net)
+        return net
+
+
+def remove_network(name: str, force: bool = False) -> None:
+    """Remove the network: its bridge and record. NetworkInUse while containers are attached, unless
+    `force` (then they are detached first)."""
+    with state.locked():
+        net = _load(name)
+        if net.endpoints:
+            if not force:
+                names = ", ".join(ep.name for ep in net.endpoints)
+                raise NetworkInUse(f"network {name!r} has {len(net.endpoints)} attached container(s): {names}")
+            for ep in net.endpoints:
+                detach(name, ep.container_id, missing_ok=True)
+        links.delete_link(net.bridge)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_path(name))
+
+
+# --- endpoints -------------------------------------------------------------------------------------
+
+
+def _ensure_bridge(net: Network) -> None:
+    links.ensure_bridge(net.bridge, f"{net.gateway}/{net.subnet.prefixlen}")
+    with iproute() as ipr:
+        idx = links.link_index(ipr, net.bridge)
+        if idx is not None:
+            ipr.link("set", index=idx, ifalias=link_tag())
+
+
+def _resolve(network: str | Network) -> Network:
+    name = network.name if isinstance(network, Network) else network
+    if name == DEFAULT_NETWORK:
+        return default_network()
+    return _load(name)
+
+
+def _allocate(net: Network, wanted: str | None) -> ipaddress.IPv4Address:
+    used = {net.gateway} | {ipaddress.IPv4Address(ep.address) for ep in net.endpoints}
+    if wanted is not None:
+        try:
+            ip = ipaddress.IPv4Address(wanted)
+        except ValueError as e:
+            raise InvalidArgument(f"invalid address {wanted!r}: {e}") from None
+        if ip not in net.subnet or ip in (net.subnet.network_address, net.subnet.broadcast_address):
+            raise InvalidArgument(f"invalid address {wanted}: not a host address of {net.name} ({net.subnet})")
+        if ip in used:
+            raise AddressInUse(f"address {ip} is already in use on network {net.name!r}")
+        return ip
+    for ip in net.subnet.hosts():
+        if ip not in used:
+            return ip
+    raise AddressExhausted(f"network {net.name!r} ({net.subnet}) has no free address left")
+
+
+def _next_ifname(ipr: Any) -> str:
+    have = {link.get("ifname") for link in ipr.get_links()}
+    n = 0
+    while f"eth{n}" in have:
+        n += 1
+    return f"eth{n}"
+
+
+def _has_default_route(ipr: Any) -> bool:
+    return any(r["dst_len"] == 0 for r in ipr.get_routes(family=socket.AF_INET, table=254))
+
+
+def _refresh_hosts(container_ids: Iterable[str]) -> None:
+    nets = list_networks()
+    for cid in set(container_ids):
+        if any(n.endpoint(cid) for n in nets):
+            hosts.write_hosts(cid, nets)
+        else:
+            hosts.remove_hosts(cid)
+
+
+def attach(network: str | Network, ns: NsRef, container_id: str, name: str | None = None,
+           aliases: Iterable[str] = (), address: str | None = None, ifname: str | None = None,
+           expose: Iterable[str] = (), owner_pid: int | None = None) -> Endpoint:
+    """Connect namespace `ns` (our netns name, a pid, or an nsfs path — a container's netns owned by
+    its user namespace works) to `network`: a veth pair, the host end on the network's bridge, the
+    other end `ethN` inside (N = first free), an address from the subnet (or `address`), up, and a
+    default route via the gateway when the namespace has none yet (not on internal networks).
+    The container's hosts file is (re)written, and those of the network's other members.
+    `owner_pid` (default: this process) is who must be alive for the endpoint to survive `prune()`.
+    Errors: NetworkNotFound, NamespaceError, EndpointExists, AddressInUse, InvalidArgument; on any
+    error nothing is left behind."""
+    cname = name or container_id
+    check_network_name(cname)
+    if not container_id or "/" in container_id:
+        raise InvalidArgument(f"invalid container id {container_id!r}")
+    alias_t = tuple(aliases)
+    for a in alias_t:
+        check_network_name(a)
+    exposed = tuple(_check_expose(e) for e in expose)
+    path = netns_path(ns)
+    if path is None:
+        raise InvalidArgument("attach needs a namespace of its own (a name, pid or path), not the host's")
+    with state.locked():
+        net = _resolve(network)
+        if net.endpoint(container_id) is not None:
+            raise EndpointExists(f"container {container_id!r} is already on network {net.name!r}")
+        if any(ep.name == cname for ep in net.endpoints):
+            raise EndpointExists(f"name {cname!r} is already in use on network {net.name!r}")
+        ip = _allocate(net, address)
+        fd = open_netns(path)  # NamespaceError if gone; keeps it alive while we work
+        try:
+            ep = _plumb(net, fd, path, container_id, cname, alias_t, ip, ifname, exposed, owner_pid)
+        finally:
+            os.close(fd)
+        net = dataclasses.replace(net, endpoints=(*net.endpoints, ep))
+        try:
+            _save(net)
+            _refresh_hosts(e.container_id for e in net.endpoints)
+        except BaseException:
+            links.delete_link(ep.host_veth)
+            with contextlib.suppress(Exception):
+                _save(dataclasses.replace(net, endpoints=net.endpoints[:-1]))
+            raise
+        return ep
+
+
+def _plumb(net: Network, fd: int, path: str, container_id: str, cname: str, aliases: tuple[str, ...],
+           ip: ipaddress.IPv4Address, ifname: str | None, exposed: tuple[str, ...],
+           owner_pid: int | None) -> Endpoint:
+    _ensure_bridge(net)
+    host_veth = veth_name(net.name, container_id)
+    fd_path = f"/proc/{os.getpid()}/fd/{fd}"
+    with iproute(fd_path) as cipr:
+        inner = ifname or _next_ifname(cipr)
+        links.check_ifname(inner)
+        if links.link_index(cipr, inner) is not None:
+            raise EndpointExists(f"interface {inner!r} already exists in namespace {path}")
+        want_default = not net.internal and not _has_default_route(cipr)
+        with iproute() as hipr:
+            if links.link_index(hipr, host_veth) is not None:  # a leftover of a killed kernel
+                hipr.link("del", ifname=host_veth)
+            try:
+                hipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": inner, "net_ns_fd": fd})
+            except Exception as e:  # noqa: BLE001 - NetlinkError
+                raise NetworkError(f"cannot create veth {host_veth} for {container_id}: {e}") from None
+            try:
+                links.attach_to_bridge(hipr, host_veth, net.bridge)
+                hipr.link("set", ifname=host_veth, ifalias=link_tag())
+                links.configure(cipr, "lo", None, up=True)
+                idx = links.configure(cipr, inner, f"{ip}/{net.subnet.prefixlen}", up=True)
+                if want_default:
+                    cipr.route("add", dst="0.0.0.0/0", gateway=str(net.gateway), oif=idx)
+            except BaseException as e:
+                with contextlib.suppress(Exception):
+                    hipr.link("del", ifname=host_veth)
+                if isinstance(e, NetworkError):
+                    raise
+                raise NetworkError(f"cannot configure {inner} of {container_id} on {net.name}: {e}") from None
+    return Endpoint(
+        network=net.name, container_id=container_id, name=cname, address=str(ip), prefixlen=net.subnet.prefixlen,
+        gateway=str(net.gateway), ifname=inner, host_veth=host_veth, netns=path,
+        owner=state.owner_token(owner_pid), aliases=aliases, exposed=exposed, default_route=want_default,
+        created=time.time(),
+    )
+
+
+def _check_expose(spec: str) -> str:
+    port, _, proto = str(spec).partition("/")
+    proto = proto or "tcp"
+    if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("tcp", "udp"):
+        raise InvalidArgument(f"invalid exposed port {spec!r} (PORT or PORT/tcp|udp)")
+    return f"{int(port)}/{proto}"
+
+
+def detach(network: str | Network, container_id: str, missing_ok: bool = False) -> Endpoint | None:
+    """Disconnect: delete the host veth (its peer goes with it; a no-op when the container's netns is
+    already gone), release the address, rewrite the hosts files. Returns the removed endpoint."""
+    name = network.name if isinstance(network, Network) else network
+    with state.locked():
+        try:
+            net = _load(name)
+        except NetworkNotFound:
+            if missing_ok:
+                return None
+            raise
+        ep = net.endpoint(container_id)
+        if ep is None:
+            if missing_ok:
+                return None
+            raise EndpointNotFound(f"container {container_id!r} is not on network {name!r}")
+        links.delete_link(ep.host_veth)
+        net = dataclasses.replace(net, endpoints=tuple(e for e in net.endpoints if e.container_id != container_id))
+        _save(net)
+        _refresh_hosts([container_id, *(e.container_id for e in net.endpoints)])
+        return ep
+
+
+def detach_all(container_id: str) -> list[Endpoint]:
+    """Detach the container from every network (what the runtime calls when it exits)."""
+    out = []
+    with state.locked():
+        for net in list_networks():
+            if net.endpoint(container_id) is not None:
+                ep = detach(net.name, container_id, missing_ok=True)
+                if ep is not None:
+                    out.append(ep)
+        hosts.remove_hosts(container_id)
+    return out
+
+
+def endpoints_of(container_id: str) -> list[Endpoint]:
+    return [ep for net in list_networks() for ep in net.endpoints if ep.container_id == container_id]
+
+
+def update_endpoint(network: str, container_id: str, **changes: Any) -> Endpoint:
+    """Replace fields of an endpoint record (ports.py keeps `published` current through this)."""
+    with state.locked():
+        net = _load(network)
+        ep = net.endpoint(container_id)
+        if ep is None:
+            raise EndpointNotFound(f"container {container_id!r} is not on network {network!r}")
+        new = dataclasses.replace(ep, **changes)
+        _save(dataclasses.replace(net, endpoints=tuple(new if e is ep else e for e in net.endpoints)))
+        return new
+
+
+# --- prune -----------------------------------------------------------------------------------------
+
+
+def _our_host_links() -> Iterator[tuple[str, str]]:
+    """(name, kind) of the host's links that carry our prefixes and our state dir's tag."""
+    tag = link_tag()
+    with iproute() as ipr:
+        for link in ipr.get_links():
+            n = link.get("ifname") or ""
+            if (n.startswith(BRIDGE_PREFIX) or n.startswith(VETH_PREFIX)) and link.get("IFLA_IFALIAS") == tag:
+                yield n, str(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "")
+
+
+def prune(networks: bool = True) -> list[str]:
+    """Remove what owners that are gone left behind: endpoints whose owner process is dead (their veth,
+    address and hosts entries), then — with `networks` — networks whose owner is dead and that have no
+    endpoint left, stray bridges/veths with our prefixes and no record, orphan hosts files, and our
+    named network namespaces whose owner is dead. Returns what was removed."""
+    from .netns import prune_netns
+
+    removed: list[str] = []
+    with state.locked():
+        for net in list_networks():
+            for ep in net.endpoints:
+                if not state.owner_alive(ep.owner):
+                    detach(net.name, ep.container_id, missing_ok=True)
+                    removed.append(f"endpoint {ep.name} ({ep.container_id}) on {net.name}")
+        nets = list_networks()
+        if networks:
+            for net in nets:
+                if not net.endpoints and not state.owner_alive(net.owner):
+                    remove_network(net.name)
+                    removed.append(f"network {net.name}")
+            nets = list_networks()
+        known = {n.bridge for n in nets} | {ep.host_veth for n in nets for ep in n.endpoints}
+        for lname, kind in list(_our_host_links()):
+            if lname not in known and kind in ("bridge", "veth"):
+                links.delete_link(lname)
+                removed.append(f"{kind} {lname}")
+        cids = {ep.container_id for n in nets for ep in n.endpoints}
+        with contextlib.suppress(FileNotFoundError):
+            for f in os.listdir(state.hosts_dir()):
+                if f not in cids:
+                    hosts.remove_hosts(f)
+                    removed.append(f"hosts file {f}")
+        removed.extend(prune_netns())
+    return removed

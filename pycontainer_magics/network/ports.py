@@ -1,0 +1,211 @@
+"""Port publishing (`-p 8080:80`): a small userspace TCP proxy in this process — a listener on the
+host's loopback (or another host address) whose connections are spliced to CONTAINER_IP:PORT over
+the bridge. No firewall rule is touched. One thread per publication accepts; one per connection
+splices both ways. `unpublish()` closes the listener and every open connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import selectors
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from . import networks
+from .errors import EndpointNotFound, InvalidArgument, NetworkError, NotSupported, PortInUse
+from .networks import Endpoint
+
+
+@dataclass
+class Publication:
+    network: str
+    container_id: str
+    host_ip: str
+    host_port: int
+    container_ip: str
+    container_port: int
+    proto: str = "tcp"
+    _listener: socket.socket | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _conns: set[socket.socket] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def spec(self) -> str:
+        """Docker's notation: 127.0.0.1:8080->80/tcp."""
+        return f"{self.host_ip}:{self.host_port}->{self.container_port}/{self.proto}"
+
+    @property
+    def active(self) -> bool:
+        return self._listener is not None and not self._stop.is_set()
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+
+_publications: dict[tuple[str, int, str], Publication] = {}
+_registry_lock = threading.Lock()
+
+
+def _check_port(port: object, what: str, zero_ok: bool = False) -> int:
+    if isinstance(port, bool) or not isinstance(port, int | str) or not str(port).isdigit():
+        raise InvalidArgument(f"invalid {what} {port!r}")
+    p = int(port)
+    if not (0 if zero_ok else 1) <= p <= 65535:
+        raise InvalidArgument(f"invalid {what} {port!r}: not in 1-65535")
+    return p
+
+
+def parse_publish(spec: str) -> tuple[str, int, int, str]:
+    """Docker's `-p` syntax: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp] -> (host_ip, host_port,
+    container_port, proto); HOST_IP defaults to 127.0.0.1 (this lab publishes on loopback)."""
+    rest, _, proto = spec.partition("/")
+    proto = proto or "tcp"
+    parts = rest.rsplit(":", 2)
+    if len(parts) == 2:
+        host_ip, (hp, cp) = "127.0.0.1", parts
+    elif len(parts) == 3:
+        host_ip, hp, cp = parts
+        host_ip = host_ip.strip("[]")
+    else:
+        raise InvalidArgument(f"invalid port publication {spec!r}: use [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp]")
+    return host_ip, _check_port(hp, "host port", zero_ok=True), _check_port(cp, "container port"), proto
+
+
+def publish(endpoint: Endpoint, host_port: int, container_port: int, proto: str = "tcp",
+            host_ip: str = "127.0.0.1") -> Publication:
+    """Forward HOST_IP:HOST_PORT to the endpoint's address:CONTAINER_PORT. host_port 0 picks a free
+    port (see `.host_port`). Errors: PortInUse, InvalidArgument, NotSupported (udp)."""
+    if proto != "tcp":
+        raise NotSupported(f"publishing {proto} ports is not supported (tcp only)")
+    hp = _check_port(host_port, "host port", zero_ok=True)
+    cp = _check_port(container_port, "container port")
+    try:
+        hip = ipaddress.ip_address(host_ip)
+    except ValueError as e:
+        raise InvalidArgument(f"invalid host address {host_ip!r}: {e}") from None
+    with _registry_lock:
+        if (str(hip), hp, proto) in _publications and hp != 0:
+            raise PortInUse(f"port {hip}:{hp}/{proto} is already published")
+        fam = socket.AF_INET6 if hip.version == 6 else socket.AF_INET
+        lsock = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            lsock.bind((str(hip), hp))
+            lsock.listen(128)
+        except OSError as e:
+            lsock.close()
+            if e.errno == errno.EADDRINUSE:
+                raise PortInUse(f"port {hip}:{hp}/{proto} is already in use on the host") from None
+            raise NetworkError(f"cannot listen on {hip}:{hp}: {e.strerror}", e.errno) from None
+        pub = Publication(network=endpoint.network, container_id=endpoint.container_id, host_ip=str(hip),
+                          host_port=lsock.getsockname()[1], container_ip=endpoint.address, container_port=cp,
+                          proto=proto, _listener=lsock)
+        pub._thread = threading.Thread(target=_accept_loop, args=(pub,), daemon=True,
+                                       name=f"pcm-publish-{pub.host_port}")
+        pub._thread.start()
+        _publications[(pub.host_ip, pub.host_port, proto)] = pub
+    _record(pub.network, pub.container_id)
+    return pub
+
+
+def unpublish(pub: Publication) -> None:
+    """Stop forwarding: close the listener and the open connections; idempotent."""
+    with _registry_lock:
+        _publications.pop((pub.host_ip, pub.host_port, pub.proto), None)
+    pub._stop.set()
+    lsock, pub._listener = pub._listener, None
+    if lsock is not None:
+        with contextlib.suppress(OSError):
+            lsock.shutdown(socket.SHUT_RDWR)
+        lsock.close()
+    with pub._lock:
+        conns = list(pub._conns)
+    for c in conns:
+        with contextlib.suppress(OSError):
+            c.shutdown(socket.SHUT_RDWR)
+    if pub._thread is not None and pub._thread is not threading.current_thread():
+        pub._thread.join(timeout=2)
+    _record(pub.network, pub.container_id)
+
+
+def publications(container_id: str | None = None) -> list[Publication]:
+    with _registry_lock:
+        return [p for p in _publications.values() if container_id is None or p.container_id == container_id]
+
+
+def unpublish_all(container_id: str) -> list[Publication]:
+    """Unpublish every port of a container (the runtime calls it when the container exits)."""
+    pubs = publications(container_id)
+    for p in pubs:
+        unpublish(p)
+    return pubs
+
+
+def _record(network: str, container_id: str) -> None:
+    """Keep the endpoint record's `published` list in step (inspect shows it)."""
+    specs = tuple(p.spec for p in publications(container_id) if p.network == network)
+    with contextlib.suppress(NetworkError, EndpointNotFound):
+        networks.update_endpoint(network, container_id, published=specs)
+
+
+def _accept_loop(pub: Publication) -> None:
+    lsock = pub._listener
+    if lsock is None:
+        return
+    while not pub._stop.is_set():
+        try:
+            client, _ = lsock.accept()
+        except OSError:
+            break
+        threading.Thread(target=_splice_connection, args=(pub, client), daemon=True,
+                         name=f"pcm-splice-{pub.host_port}").start()
+
+
+def _splice_connection(pub: Publication, client: socket.socket) -> None:
+    try:
+        upstream = socket.create_connection((pub.container_ip, pub.container_port), timeout=5)
+    except OSError:
+        client.close()
+        return
+    upstream.settimeout(None)
+    with pub._lock:
+        pub._conns.update((client, upstream))
+    peer = {client: upstream, upstream: client}
+    open_dirs = 2
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(client, selectors.EVENT_READ)
+        sel.register(upstream, selectors.EVENT_READ)
+        while open_dirs and not pub._stop.is_set():
+            for key, _ in sel.select(timeout=1.0):
+                src = key.fileobj
+                assert isinstance(src, socket.socket)
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                if data:
+                    try:
+                        peer[src].sendall(data)
+                        continue
+                    except OSError:
+                        open_dirs = 0
+                        break
+                sel.unregister(src)  # EOF one way: pass the half-close on
+                with contextlib.suppress(OSError):
+                    peer[src].shutdown(socket.SHUT_WR)
+                open_dirs -= 1
+    finally:
+        sel.close()
+        with pub._lock:
+            pub._conns.discard(client)
+            pub._conns.discard(upstream)
+        client.close()
+        upstream.close()
