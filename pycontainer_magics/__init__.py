@@ -21,9 +21,11 @@ def load_ipython_extension(ip: Any) -> None:
     """`%load_ext pycontainer_magics`: register `%%container` and clean up what a killed kernel left."""
     from .magics import ContainerMagics
     from .magics.image import ImageMagics
+    from .magics.netns import NetnsMagics
 
     ip.register_magics(ContainerMagics)
     ip.register_magics(ImageMagics)
+    ip.register_magics(NetnsMagics)
     try:
         from .runtime import prune
 

@@ -48,7 +48,11 @@ OPTIONS: list[Option] = [
     _opt("--share", metavar="NS,...", action="append",
          help="namespaces to share with the host instead of new ones: "
               "mount, uts, ipc, pid, net, user, cgroup, time, or all"),
-    _opt("--network", metavar="MODE", help="none (default: a new, empty network namespace) or host"),
+    _opt("--network", "--net", metavar="MODE", dest="network",
+         help="none (default: a new network namespace with only lo), host (the host's), bridge (the default "
+              "network: an address, no names) or NAME (a network of %%netns network create: names resolve)"),
+    _opt("-p", "--publish", metavar="[IP:]HOST:CTR", action="append",
+         help="publish a container port on the host's loopback, like 8080:80 (repeatable)"),
     _opt("--userns", metavar="MODE",
          help="private (default: a new user namespace; as root container root is host root, "
               "without root your user is container root), remap (container root maps to an "

@@ -4,11 +4,14 @@ and bridges. All through pyroute2 (netlink), never `ip` in a subprocess."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import re
 import socket
 from dataclasses import dataclass
 from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from .errors import InvalidArgument, NetworkError
 from .netns import NsRef, iproute, netns_path
@@ -235,7 +238,13 @@ def delete_link(name: str, ns: NsRef = None, missing_ok: bool = True) -> bool:
             if missing_ok:
                 return False
             raise NetworkError(f"interface {name!r} not found", 2)
-        ipr.link("del", index=idx)
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as e:
+            # A veth goes with its peer's namespace, asynchronously: it may vanish between lookup and delete.
+            if e.code == errno.ENODEV and missing_ok:
+                return False
+            raise
         return True
 
 

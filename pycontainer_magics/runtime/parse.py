@@ -265,6 +265,7 @@ def build_spec(
     cap_add: str | Iterable[str] | None = None,
     cap_drop: str | Iterable[str] | None = None,
     network: str | None = None,
+    publish: str | Iterable[str] | None = None,
     timeout: str | float | None = None,
     interval: str | float | None = None,
     name: str | None = None,
@@ -301,15 +302,22 @@ def build_spec(
 
     shared = parse_share(_split_list(share)) if share is not None else frozenset()
     if network is not None:
-        if network not in NETWORK_MODES:
-            raise SpecError(f"--network {network!r} is not supported yet: use none (a new, empty network "
-                            "namespace) or host (share the host's network)")
+        if network not in NETWORK_MODES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", network):
+            raise SpecError(f"invalid --network {network!r}: none (a new, empty network namespace), host (the "
+                            "host's), bridge (the default network) or the name of a network you created")
+        f["network"] = network
         if network == "none" and "net" in shared:
             raise SpecError("--network none conflicts with --share net: none gives the container a new, "
                             "empty network namespace; use --network host to share the host's")
         if network == "host":
             shared |= {"net"}
     f["share"] = shared
+    if publish is not None:
+        from ..network import NetworkError, parse_publish
+        try:
+            f["publish"] = tuple(parse_publish(p) for p in _many(publish))
+        except NetworkError as e:
+            raise SpecError(str(e)) from None
 
     if userns is not None:
         mode = USERNS_MODES.get(str(userns).strip().lower())

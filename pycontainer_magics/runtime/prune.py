@@ -1,4 +1,5 @@
-"""Remove what a killed kernel left behind: cgroups of owners that are gone."""
+"""Remove what a killed kernel left behind: cgroups, and network endpoints, networks and namespaces of
+owners that are gone."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from .run import hierarchy
 
 def prune() -> list[str]:
     """Remove the project's leftovers whose owner process is dead; returns what was removed."""
+    removed: list[str] = []
     h = hierarchy()
-    if h is None:
-        return []
-    return [f"cgroup {name}" for name in h.prune()]
+    if h is not None:
+        removed += [f"cgroup {name}" for name in h.prune()]
+    try:
+        from .. import network
+        removed += network.prune()
+    except OSError:
+        pass  # no netlink here (unprivileged): nothing of ours can exist either
+    return removed

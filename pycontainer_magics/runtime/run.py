@@ -37,7 +37,8 @@ from ..linux.namespaces import (
     flags_for,
     ns_inodes,
 )
-from . import cleanup, image_source, rootfs, state
+from ..network import NetworkError
+from . import cleanup, image_source, networking, rootfs, state
 from .channel import decode_frames, send_ctl
 from .holder import HolderPlan, SetupFailed
 from .image_source import ImageSource
@@ -278,7 +279,10 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
                 raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename) from None
             r.cgroup_version = cg.version
         r.id = cg.name if cg is not None else state.new_id()
-        hp, L = plan_launch(spec, cg, python_globals)
+        plan_spec = spec
+        if networking.wanted(spec):
+            plan_spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, r.id))
+        hp, L = plan_launch(plan_spec, cg, python_globals)
         _execute(r, hp, L, cg, on_output, helper, on_start)
     finally:
         if cg is not None:
@@ -337,6 +341,18 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     r.started_at = time.time()
     holder = _take_holder(hp, L, helper)
     r.timeline.append(("namespaces and root filesystem ready", time.monotonic() - t0))
+    if networking.wanted(spec):
+        try:
+            ep, pubs = networking.connect(spec, r.id, holder.pid)
+        except BaseException as e:
+            _end_holder(holder, kill=True)
+            networking.disconnect(r.id)
+            if isinstance(e, NetworkError):
+                raise LaunchError(e.errno or errno.EINVAL, f"--network {spec.network}: {e}") from None
+            raise
+        r.notes.append(f"network {ep.network}: {ep.address} on {ep.ifname}" +
+                       "".join(f", {p.host_ip}:{p.host_port} -> {p.container_port}/{p.proto}" for p in pubs))
+        r.timeline.append(("network attached", time.monotonic() - t0))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
@@ -391,6 +407,9 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if monitor is not None:
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
+    if networking.wanted(spec):
+        cid = r.id
+        cleanup.defer(lambda: networking.disconnect(cid))
     if helper:
         # The next identical cell finds its namespaces, root filesystem and cgroup ready.
         h = hierarchy()

@@ -86,6 +86,10 @@ class ContainerSpec:
     uid_map: tuple[IdMap, ...] = ()
     gid_map: tuple[IdMap, ...] = ()
     time_offsets: tuple[tuple[str, int], ...] = ()  # (clock, seconds)
+    # Network: "none" (only lo; the default here, as attaching costs tens of ms), "host" (see share),
+    # "bridge" (the default network of Docker: addresses, no names) or a user network's name.
+    network: str = "none"
+    publish: tuple[tuple[str, int, int, str], ...] = ()  # (host_ip, host_port, container_port, proto)
 
     # cgroup limits (None: not limited)
     memory: int | None = None
@@ -190,6 +194,15 @@ def validate(s: ContainerSpec) -> None:
         _fail("--userns remap and uid maps need a new user namespace: remove 'user' from --share")
     if s.userns == "custom" and not (s.uid_map and s.gid_map):
         _fail("custom user namespace needs both uid and gid maps")
+    if s.network not in ("none", "host") and not VOLUME_NAME_RE.match(s.network):
+        _fail(f"invalid --network {s.network!r}: none, host, bridge or a network's name")
+    if s.network == "host" and "net" not in s.share:
+        _fail("--network host means sharing the host's network namespace: add 'net' to --share")
+    if s.network not in ("none", "host") and "net" in s.share:
+        _fail(f"--network {s.network} needs a new network namespace: remove 'net' from --share")
+    if s.publish and s.network in ("none", "host"):
+        _fail("-p/--publish needs a bridge or user network (--network bridge or NAME): "
+              f"with --network {s.network} there is nothing to publish from")
     for clock, _secs in s.time_offsets:
         if clock not in TIME_CLOCKS:
             _fail(f"unknown clock {clock!r} in --time-offset: expected monotonic or boottime")

@@ -1,0 +1,111 @@
+"""Containers on networks: none/host/bridge/user networks, names on user networks only, published
+ports on the host's loopback, connect/disconnect, and nothing left after 50 containers. Traffic goes
+only between namespaces these tests create and the host's loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+from helpers import host_clean  # noqa: F401
+
+from pycontainer_magics import network as net
+from pycontainer_magics.runtime import ContainerSpec, LaunchError, run
+from pycontainer_magics.runtime.cleanup import settle
+from pycontainer_magics.runtime.containers import containers, start
+
+pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.usefixtures("host_clean"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+HTTPD = ("busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+
+
+def _links(kind: str) -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "type", kind], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+@pytest.fixture
+def labnet():
+    n = net.create_network(f"lab{os.getpid() % 10000}", subnet="172.24.0.0/16", owner_pid=os.getpid())
+    yield n.name
+    for c in containers.list():
+        containers.remove(c.id, force=True)
+    settle()
+    net.remove_network(n.name, force=True)
+    if any(x.name == "bridge" for x in net.list_networks()):
+        net.remove_network("bridge", force=True)
+    assert not any(b.startswith("pcm-") for b in _links("bridge"))
+    assert not any(v.startswith("pcv") for v in _links("veth"))
+
+
+def _wait_http(c, timeout=5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if c.exec(["sh", "-c", "busybox wget -q -O /dev/null http://127.0.0.1/hostname"]).exit_code == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("httpd did not come up")
+
+
+def test_none_gives_only_loopback() -> None:
+    assert run(ContainerSpec(command=("ls", "/sys/class/net"))).stdout.split() == ["lo"]
+
+
+def test_user_network_names_and_the_default_bridge_without_names(labnet: str) -> None:
+    web = start(ContainerSpec(command=HTTPD, name="web", network=labnet))
+    _wait_http(web)
+    r = run(ContainerSpec(command=("sh", "-c", "busybox wget -q -O - http://web/hostname; getent hosts web"),
+                          network=labnet, name="client"))
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == open("/etc/hostname").read().strip()  # web serves the host image's /etc
+    assert lines[1].split()[0].startswith("172.24.") and "web" in lines[1].split()
+    other = start(ContainerSpec(command=HTTPD, name="other", network="bridge"))
+    _wait_http(other)
+    ip = net.endpoints_of(other.id)[0].address
+    r = run(ContainerSpec(command=("sh", "-c", f"getent hosts other || echo no-name; busybox wget -q -O - "
+                                               f"http://{ip}/hostname >/dev/null && echo by-ip"), network="bridge"))
+    assert r.stdout.split() == ["no-name", "by-ip"]
+
+
+def test_published_port_reachable_from_host_loopback(labnet: str) -> None:
+    web = start(ContainerSpec(command=HTTPD, name="pub", network=labnet, publish=(("127.0.0.1", 0, 80, "tcp"),)))
+    _wait_http(web)
+    pubs = [p for p in net.publications() if p.container_id == web.id]
+    assert len(pubs) == 1 and pubs[0].container_port == 80
+    with socket.create_connection(("127.0.0.1", pubs[0].host_port), timeout=3) as s:
+        s.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.")
+    with pytest.raises(LaunchError, match="port"):
+        run(ContainerSpec(command=("true",), network=labnet, publish=(("127.0.0.1", pubs[0].host_port, 80, "tcp"),)))
+
+
+def test_connect_and_disconnect_a_running_container(labnet: str) -> None:
+    c = start(ContainerSpec(command=("sleep", "30"), name="late"))
+    assert c.exec(["ls", "/sys/class/net"]).stdout.split() == ["lo"]
+    ep = net.attach(labnet, c.pid1, c.id, name="late", owner_pid=os.getpid())
+    assert c.exec(["ls", "/sys/class/net"]).stdout.split() == ["eth0", "lo"]
+    assert ep.address.startswith("172.24.")
+    net.detach(labnet, c.id)
+    assert c.exec(["ls", "/sys/class/net"]).stdout.split() == ["lo"]
+
+
+def test_unknown_network_is_one_clear_error_and_nothing_is_made() -> None:
+    with pytest.raises(LaunchError, match="no-such-net"):
+        run(ContainerSpec(command=("true",), network="no-such-net"))
+    assert not any(v.startswith("pcv") for v in _links("veth"))
+
+
+@pytest.mark.slow
+def test_fifty_containers_leave_nothing(labnet: str) -> None:
+    for i in range(50):
+        r = run(ContainerSpec(command=("true",), network=labnet, name=f"c{i}"))
+        assert r.exit_code == 0
+    settle()
+    assert net.inspect_network(labnet).endpoints == ()
+    assert not any(v.startswith("pcv") for v in _links("veth"))
+    assert not os.listdir(os.path.join(net.state.state_dir(), "hosts")) if os.path.isdir(
+        os.path.join(net.state.state_dir(), "hosts")) else True
