@@ -20,10 +20,12 @@ __version__ = "0.1.0"
 def load_ipython_extension(ip: Any) -> None:
     """`%load_ext pycontainer_magics`: register `%%container` and clean up what a killed kernel left."""
     from .magics import ContainerMagics
+    from .magics.cgroup import CgroupMagics
     from .magics.image import ImageMagics
     from .magics.netns import NetnsMagics
 
     ip.register_magics(ContainerMagics)
+    ip.register_magics(CgroupMagics)
     ip.register_magics(ImageMagics)
     ip.register_magics(NetnsMagics)
     try:

@@ -31,7 +31,7 @@ def pycontainer(*argv: str, stdin: str | None = None,
 @pytest.mark.parametrize("argv, needles", [
     (["run", "--memory", "lots", "--", "true"], ["invalid size 'lots' for --memory", "like 512m"]),
     (["run", "--bogus", "--", "true"], ["unrecognized arguments: --bogus"]),
-    (["run", "--network", "bridge", "--", "true"], ["'bridge'"]),
+    (["run", "--network", "no good!", "--", "true"], ["invalid --network 'no good!'"]),
     (["run", "-v", "rel/dir:/x", "--", "true"], ["'rel/dir'", "absolute"]),
     (["run", "--memory"], ["--memory", "expected one argument"]),
     (["run"], ["nothing to run"]),

@@ -84,7 +84,7 @@ def test_usage_error_shown_without_traceback(ip: InteractiveShell,
 
 @pytest.mark.parametrize("line, needles", [
     ("--memory 1k", ["--memory", "6m"]),
-    ("--network bridge", ["'bridge'", "none", "host"]),
+    ("--network 'no good!'", ["'no good!'", "none", "host", "bridge"]),
     ("--network none --share net", ["--network none", "--share net"]),
     ("--share pidd", ["'pidd'", "mount"]),
     ("-v ./data:/data", ["'./data'", "absolute"]),

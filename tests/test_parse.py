@@ -273,8 +273,8 @@ def test_build_spec_network() -> None:
 
 @pytest.mark.parametrize("options, needles", [
     (dict(network="none", share="net"), ["--network none", "--share net"]),
-    (dict(network="bridge"), ["'bridge'", "none", "host"]),
-    (dict(network="mynet"), ["'mynet'", "none", "host"]),
+    (dict(network="no good!"), ["'no good!'", "none", "host", "bridge"]),
+    (dict(network="mynet", share="net"), ["--network mynet", "net"]),
     (dict(userns="keep-id"), ["'keep-id'", "host", "remap"]),
     (dict(userns="remap", share="user"), ["remap", "'user'"]),
     (dict(hostname="lab", share="uts"), ["--hostname", "uts"]),

@@ -12,7 +12,7 @@ import pandas as pd
 
 def records_frame(records: Sequence[Any], columns: list[str] | None = None) -> pd.DataFrame:
     """Any list of dataclass records as a DataFrame (columns in field order, or `columns`)."""
-    rows = [asdict(r) if is_dataclass(r) else dict(r) for r in records]
+    rows = [asdict(r) if is_dataclass(r) and not isinstance(r, type) else dict(r) for r in records]
     df = pd.DataFrame(rows)
     if columns is not None:
         df = df.reindex(columns=columns)

@@ -162,7 +162,7 @@ class NetnsMagics(Magics):
         net.detach(ns.name, c.id)
         return None
 
-    @cell_magic("netns")
+    @cell_magic("netns")  # type: ignore[arg-type]  # IPython's decorator is typed for the bare form only
     def netns_cell(self, line: str, cell: str) -> None:
         """%%netns run NS: the cell is a shell script run inside network namespace NS."""
         argv = line.split()
