@@ -42,11 +42,33 @@ def _iperf(client_ns: object, server_ns: object, address: str, seconds: float, p
         server.wait()
 
 
+def _start_times(network: str, rounds: int) -> None:
+    """Container start (a full `/bin/true` run) with --network none vs the default bridge vs a user network,
+    interleaved, 50 ms idle before each run."""
+    from pycontainer_magics.runtime import ContainerSpec, run
+    from pycontainer_magics.runtime.cleanup import settle
+
+    modes = {"none": "none", "bridge": "bridge", "user network": network}
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    for _ in range(rounds):
+        for label, mode in modes.items():
+            time.sleep(0.05)
+            t0 = time.perf_counter()
+            run(ContainerSpec(command=("/bin/true",), network=mode))
+            times[label].append((time.perf_counter() - t0) * 1000)
+    settle()
+    base = statistics.median(times["none"])
+    print(f"container start, /bin/true, {rounds} rounds (median ms, x none):")
+    for label, ts in times.items():
+        print(f"  --network {label:13s} {statistics.median(ts):6.1f}  {statistics.median(ts) / base:5.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--attach", type=int, default=50, help="attach+detach cycles to time")
+    ap.add_argument("--starts", type=int, default=20, help="container starts to time per network mode")
     args = ap.parse_args()
     if shutil.which("iperf3") is None:
         sys.exit("iperf3 is not installed: apt-get install -y iperf3")
@@ -81,6 +103,7 @@ def main() -> None:
         print(f"  ratio bridge/loopback: {statistics.median(bridge) / statistics.median(loop):.2f}")
         print(f"attach+detach one endpoint, {args.attach} cycles: median {statistics.median(times):.1f} ms, "
               f"p90 {times[int(len(times) * 0.9) - 1]:.1f} ms, min {times[0]:.1f} ms")
+        _start_times(net.name, args.starts)
     finally:
         for n in N.list_networks():
             N.remove_network(n.name, force=True)

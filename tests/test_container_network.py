@@ -109,3 +109,9 @@ def test_fifty_containers_leave_nothing(labnet: str) -> None:
     assert not any(v.startswith("pcv") for v in _links("veth"))
     assert not os.listdir(os.path.join(net.state.state_dir(), "hosts")) if os.path.isdir(
         os.path.join(net.state.state_dir(), "hosts")) else True
+
+
+def test_expose_documents_without_publishing(labnet: str) -> None:
+    c = start(ContainerSpec(command=("sleep", "30"), name="doc", network=labnet, expose=("80/tcp",)))
+    ep = net.endpoints_of(c.id)[0]
+    assert ep.exposed == ("80/tcp",) and not [p for p in net.publications() if p.container_id == c.id]

@@ -29,8 +29,11 @@ def networks_frame(networks: Sequence[Any]) -> pd.DataFrame:
 def endpoints_frame(network: Any) -> pd.DataFrame:
     """`docker network inspect`'s containers: name, container id, address, interface, host veth."""
     rows = [{"name": e.name, "container": e.container_id[:12], "address": f"{e.address}/{e.prefixlen}",
-             "ifname": e.ifname, "host_veth": e.host_veth, "aliases": ",".join(e.aliases)} for e in network.endpoints]
-    return pd.DataFrame(rows, columns=["name", "container", "address", "ifname", "host_veth", "aliases"])
+             "ifname": e.ifname, "host_veth": e.host_veth, "aliases": ",".join(e.aliases),
+             "exposed": ",".join(e.exposed), "published": ",".join(str(p) for p in e.published)}
+            for e in network.endpoints]
+    return pd.DataFrame(rows, columns=["name", "container", "address", "ifname", "host_veth", "aliases", "exposed",
+                                       "published"])
 
 
 def matrix_frame(conn: Any) -> pd.DataFrame:

@@ -53,6 +53,8 @@ OPTIONS: list[Option] = [
               "network: an address, no names) or NAME (a network of %%netns network create: names resolve)"),
     _opt("-p", "--publish", metavar="[IP:]HOST:CTR", action="append",
          help="publish a container port on the host's loopback, like 8080:80 (repeatable)"),
+    _opt("--expose", metavar="PORT[/PROTO]", action="append",
+         help="document a port the container listens on (shown by %%netns network inspect), publish nothing"),
     _opt("--userns", metavar="MODE",
          help="private (default: a new user namespace; as root container root is host root, "
               "without root your user is container root), remap (container root maps to an "

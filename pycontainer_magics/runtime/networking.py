@@ -39,7 +39,7 @@ def connect(spec: ContainerSpec, container_id: str, netns_pid: int) -> tuple[End
     nothing left behind."""
     register_exit_cleanup()
     ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
-                    owner_pid=os.getpid())
+                    expose=spec.expose, owner_pid=os.getpid())
     pubs: list[Publication] = []
     try:
         for host_ip, host_port, ctr_port, proto in spec.publish:

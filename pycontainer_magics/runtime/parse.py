@@ -266,6 +266,7 @@ def build_spec(
     cap_drop: str | Iterable[str] | None = None,
     network: str | None = None,
     publish: str | Iterable[str] | None = None,
+    expose: str | Iterable[str] | None = None,
     timeout: str | float | None = None,
     interval: str | float | None = None,
     name: str | None = None,
@@ -312,6 +313,14 @@ def build_spec(
         if network == "host":
             shared |= {"net"}
     f["share"] = shared
+    if expose is not None:
+        ports = []
+        for e in _many(expose):
+            port, _, proto = str(e).partition("/")
+            if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("", "tcp", "udp"):
+                raise SpecError(f"invalid --expose {e!r}: a port, optionally /tcp or /udp, like 80 or 53/udp")
+            ports.append(f"{int(port)}/{proto or 'tcp'}")
+        f["expose"] = tuple(ports)
     if publish is not None:
         from ..network import NetworkError, parse_publish
         try:

@@ -90,6 +90,7 @@ class ContainerSpec:
     # "bridge" (the default network of Docker: addresses, no names) or a user network's name.
     network: str = "none"
     publish: tuple[tuple[str, int, int, str], ...] = ()  # (host_ip, host_port, container_port, proto)
+    expose: tuple[str, ...] = ()  # EXPOSE-style metadata ("80/tcp"): documents a port, publishes nothing
 
     # cgroup limits (None: not limited)
     memory: int | None = None
