@@ -39,6 +39,8 @@ def labnet():
         net.remove_network("bridge", force=True)
     assert not any(b.startswith("pcm-") for b in _links("bridge"))
     assert not any(v.startswith("pcv") for v in _links("veth"))
+    from pycontainer_magics.network import nat
+    assert nat.rules() == []
 
 
 def _wait_http(c, timeout=5.0) -> None:
@@ -115,3 +117,31 @@ def test_expose_documents_without_publishing(labnet: str) -> None:
     c = start(ContainerSpec(command=("sleep", "30"), name="doc", network=labnet, expose=("80/tcp",)))
     ep = net.endpoints_of(c.id)[0]
     assert ep.exposed == ("80/tcp",) and not [p for p in net.publications() if p.container_id == c.id]
+
+
+def test_outbound_nat_only_when_asked_and_removed_with_the_network() -> None:
+    """The rule is checked, not exercised: no traffic leaves this machine."""
+    from pycontainer_magics.network import nat
+
+    if subprocess.run(["which", "iptables"], capture_output=True).returncode:
+        pytest.skip("iptables is not installed")
+    plain = net.create_network("nonat", subnet="172.27.0.0/16", owner_pid=os.getpid())
+    assert nat.rules() == []  # host-only unless asked
+    withnat = net.create_network("withnat", subnet="172.28.0.0/16", nat=True, owner_pid=os.getpid())
+    (rule,) = nat.rules()
+    assert "-s 172.28.0.0/16" in rule and f"! -o {withnat.bridge}" in rule and "MASQUERADE" in rule
+    net.remove_network("withnat")
+    net.remove_network(plain.name)
+    assert nat.rules() == []
+
+
+def test_prune_removes_a_nat_rule_whose_network_is_gone() -> None:
+    from pycontainer_magics.network import nat
+
+    if subprocess.run(["which", "iptables"], capture_output=True).returncode:
+        pytest.skip("iptables is not installed")
+    n = net.create_network("natgone", subnet="172.29.0.0/16", nat=True, owner_pid=os.getpid())
+    os.unlink(os.path.join(net.state.networks_dir(), "natgone.json"))  # as if a crash lost the record
+    assert "NAT rule of natgone" in net.prune()
+    assert nat.rules() == []
+    net.links.delete_link(n.bridge)

@@ -1,6 +1,6 @@
 """`%netns`: network namespaces and container networks, in Docker's and iproute2's words.
 
-    %netns network create NAME [--subnet CIDR] [--internal]   %netns network ls
+    %netns network create NAME [--subnet CIDR] [--internal] [--nat]   %netns network ls
     %netns network inspect NAME        %netns network rm [-f] NAME
     %netns network connect NAME CONTAINER     %netns network disconnect NAME CONTAINER
     %netns create NAME    %netns ls    %netns rm NAME
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--subnet")
     c.add_argument("--gateway")
     c.add_argument("--internal", action="store_true")
+    c.add_argument("--nat", action="store_true")
     nw.add_parser("ls", add_help=False)
     nw.add_parser("inspect", add_help=False).add_argument("name")
     rm = nw.add_parser("rm", add_help=False)
@@ -138,7 +139,7 @@ class NetnsMagics(Magics):
         if ns.sub == "create":
             networking.register_exit_cleanup()
             n = net.create_network(ns.name, subnet=ns.subnet, gateway=ns.gateway, internal=ns.internal,
-                                   owner_pid=os.getpid())
+                                   nat=ns.nat, owner_pid=os.getpid())
             print(f"{n.name}: {n.subnet} via {n.gateway} (bridge {n.bridge})")
             return None
         if ns.sub == "ls":

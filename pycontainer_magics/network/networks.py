@@ -18,6 +18,8 @@ import dataclasses
 import hashlib
 import ipaddress
 import os
+import shlex
+import subprocess
 import socket
 import time
 from collections.abc import Iterable, Iterator
@@ -251,12 +253,11 @@ def create_network(name: str, subnet: str | ipaddress.IPv4Network | None = None,
                    owner_pid: int | None = None) -> Network:
     """Create a user-defined network (record + bridge). Without `subnet`, a free one is picked.
     Errors: NetworkExists, SubnetOverlap (other networks of ours, or the host's routes),
-    InvalidArgument, NotSupported (nat=True)."""
+    InvalidArgument, NotSupported (nat=True without iptables). Outbound NAT (a MASQUERADE rule, nat.py)
+    only with nat=True: the default is host-only."""
     check_network_name(name)
     if name in RESERVED:
         raise InvalidArgument(f"network name {name!r} is reserved")
-    if nat:
-        raise NotSupported("outbound NAT is not implemented: networks are host-only (create it without nat)")
     net_sub = parse_subnet(subnet) if subnet is not None else None
     with state.locked():
         if os.path.exists(_path(name)):
@@ -284,11 +285,18 @@ def create_network(name: str, subnet: str | ipaddress.IPv4Network | None = None,
             if gw not in net_sub or gw in (net_sub.network_address, net_sub.broadcast_address):
                 raise InvalidArgument(f"invalid gateway {gateway}: not a host address of {net_sub}")
         net = Network(name=name, subnet=net_sub, gateway=gw, bridge=bridge_name(name), internal=internal,
-                      dns=dns and name != DEFAULT_NETWORK, owner=state.owner_token(owner_pid), created=time.time())
+                      nat=nat, dns=dns and name != DEFAULT_NETWORK, owner=state.owner_token(owner_pid),
+                      created=time.time())
         _ensure_bridge(net)
         try:
+            if nat:
+                from . import nat as natrules
+                natrules.add(net.subnet, net.bridge, net.name)
             _save(net)
         except BaseException:
+            if nat:
+                from . import nat as natrules
+                natrules.remove(net.subnet, net.bridge, net.name)
             links.delete_link(net.bridge)
             raise
         return net
@@ -316,6 +324,9 @@ def remove_network(name: str, force: bool = False) -> None:
                 raise NetworkInUse(f"network {name!r} has {len(net.endpoints)} attached container(s): {names}")
             for ep in net.endpoints:
                 detach(name, ep.container_id, missing_ok=True)
+        if net.nat:
+            from . import nat as natrules
+            natrules.remove(net.subnet, net.bridge, net.name)
         links.delete_link(net.bridge)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_path(name))
@@ -563,6 +574,13 @@ def prune(networks: bool = True) -> list[str]:
             if lname not in known and kind in ("bridge", "veth"):
                 links.delete_link(lname)
                 removed.append(f"{kind} {lname}")
+        from . import nat as natrules
+        for name in natrules.networks_with_rules() - {n.name for n in nets if n.nat}:
+            for line in natrules.rules():  # a rule whose network record is gone: delete it as printed
+                if f"{natrules.TAG}:{name}" in line:
+                    subprocess.run(["iptables", "-w", "-t", "nat", *shlex.split(line.replace("-A ", "-D ", 1))],
+                                   capture_output=True)
+            removed.append(f"NAT rule of {name}")
         cids = {ep.container_id for n in nets for ep in n.endpoints}
         with contextlib.suppress(FileNotFoundError):
             for f in os.listdir(state.hosts_dir()):
