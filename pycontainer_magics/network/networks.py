@@ -19,8 +19,8 @@ import hashlib
 import ipaddress
 import os
 import shlex
-import subprocess
 import socket
+import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +37,6 @@ from .errors import (
     NetworkExists,
     NetworkInUse,
     NetworkNotFound,
-    NotSupported,
     SubnetOverlap,
 )
 from .netns import NAME_RE, NsRef, iproute, netns_path, open_netns
