@@ -668,8 +668,10 @@ class _Relay:
                 for key, _ in events:
                     fd = key.fd
                     if fd == pidfd:
-                        sel.unregister(pidfd)
-                        if not self.reported_exit:
+                        # the status report in this same batch may have said the exit code already
+                        if pidfd in sel.get_map():
+                            sel.unregister(pidfd)
+                        if not self.reported_exit and self.pid1_ours:
                             assert self.pid1 is not None
                             self.pid1_ours = False
                             self._pid1_exited(_waitpid(self.pid1))
