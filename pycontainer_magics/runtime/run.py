@@ -362,7 +362,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         in_r, in_w = os.open("/dev/null", os.O_RDONLY), -1
     join_fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cg.join_files()] if cg else []
     child_ends = [in_r, out_w, err_w, st_w, *join_fds]
-    parent_ends = [out_r, err_r, st_r] + ([in_w] if in_w >= 0 else [])
+    parent_ends = [out_r, err_r, st_r]  # in_w belongs to the relay, which closes it once stdin is written
     pid1 = pidfd = None
     try:
         try:
@@ -382,7 +382,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             for fd in child_ends:
                 os.close(fd)
     except BaseException:
-        for fd in parent_ends:
+        for fd in parent_ends + ([in_w] if in_w >= 0 else []):
             os.close(fd)
         _end_holder(holder, kill=True)
         raise
@@ -395,6 +395,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     try:
         relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
     finally:
+        # Each fd closed exactly once: a number closed twice may by then belong to another thread's file.
         for fd in parent_ends + ([pidfd] if pidfd is not None else []):
             try:
                 os.close(fd)
