@@ -125,3 +125,12 @@ def test_magic_detach_ps_logs_exec_stop_rm(ip, capsys: pytest.CaptureFixture[str
         ip.run_line_magic("container", "logs web")
     with pytest.raises(UsageError, match="usage: %container exec"):
         ip.run_line_magic("container", "exec")
+
+
+def test_cgroup_set_changes_a_running_containers_limit(ip, capsys: pytest.CaptureFixture[str]) -> None:
+    c = start(ContainerSpec(command=("sleep", "30"), name="limited", memory=64 * 2**20))
+    assert c.stats()["memory_limit"] == 64 * 2**20
+    ip.run_line_magic("cgroup", "set limited --memory 80M")
+    assert c.stats()["memory_limit"] == 80 * 2**20
+    c.kill()
+    c.wait(5)

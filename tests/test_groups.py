@@ -179,3 +179,23 @@ def test_oom_killer_disabled_leaves_process_under_oom(version: str, request: pyt
                              on_timeout=free)
         assert r.at_timeout["under_oom"] == 1 and r.at_timeout["oom_kill_disable"] == 1
         assert r.exit_code == 0 and r.delta("oom_kill") == 0 and "allocated 60 MiB" in r.stdout
+
+
+@pytest.mark.parametrize("version", [pytest.param("v2", marks=[pytest.mark.root, pytest.mark.cgroup2])])
+def test_oom_group_kills_the_whole_group(version: str, request: pytest.FixtureRequest) -> None:
+    """memory.oom.group=1: the OOM killer takes every process of the group, not only the biggest; with 0,
+    a bystander that allocates nothing survives the hog's death."""
+    code = ("import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(30)\n    os._exit(0)\n"
+            "print('bystander', pid, flush=True)\nb = bytearray()\nwhile True:\n    b += bytes(4 * 2**20)\n")
+    with cgroup_test_hierarchy(version, request.node.name) as (hier, prefix):
+        kills = {}
+        for group in (True, False):
+            cg = hier.create(f"{prefix}g{int(group)}", CgroupLimits(memory=40 * MiB))
+            try:
+                explore.set_oom_group(cg, group)
+                r = G.run_in_group(cg, command=["python3", "-c", code], timeout=10)
+                assert "bystander" in r.stdout and r.oom_killed
+                kills[group] = r.delta("oom_kill")  # processes the OOM killer took
+            finally:
+                cg.remove()
+        assert kills == {True: 2, False: 1}

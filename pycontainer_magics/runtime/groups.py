@@ -81,8 +81,9 @@ class Groups:
         return [n[len(NAMED_PREFIX):] for n in self.hierarchy.list() if n.startswith(NAMED_PREFIX)]
 
     def get(self, target: str) -> Cgroup:
-        """A named group, a container's cgroup under our parent (its directory name), or a path to one
-        of those (absolute, or relative to the hierarchy root). Anything else: EPERM, nothing written."""
+        """A named group, a container's cgroup under our parent (its directory name), a running container
+        (its name or id), or a path to one of those (absolute, or relative to the hierarchy root). Anything
+        else: EPERM, nothing written."""
         h = self.hierarchy
         if "/" in target:
             rel = self._relative(target)
@@ -97,8 +98,16 @@ class Groups:
             return h.get(NAMED_PREFIX + target)
         if target in h.list():
             return h.get(target)
-        raise CgroupError(errno.ENOENT, f"no group {target!r} under {getattr(h, 'parent', '')!r} "
-                          "(see %cgroup list)", target)
+        # a running container of this process, by name or id (`%cgroup set web --memory 80M`)
+        from .containers import ContainerError, containers
+        try:
+            c = containers.get(target)
+        except ContainerError:
+            c = None
+        if c is not None and c.running and c.id in h.list():
+            return h.get(c.id)
+        raise CgroupError(errno.ENOENT, f"no group or running container {target!r} under "
+                          f"{getattr(h, 'parent', '')!r} (see %cgroup list, %container ps)", target)
 
     def _relative(self, path: str) -> str:
         h = self.hierarchy
