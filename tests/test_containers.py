@@ -27,7 +27,7 @@ def _wait_for(cond, timeout=5.0):
 
 
 @pytest.fixture(autouse=True)
-def _no_containers_left(host_clean):  # host_clean checks after this removed what a failed test left
+def _no_containers_left(host_clean):  # noqa: F811 - host_clean checks after this removed what a failed test left
     yield
     for c in containers.list():
         containers.remove(c.id, force=True)
