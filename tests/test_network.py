@@ -258,7 +258,6 @@ def test_bad_input_is_one_clear_error_and_creates_nothing(lab):
         (N.InvalidArgument, lambda: N.create_network(f"x-{lab}", "10.1.2.3/24")),  # host bits set
         (N.InvalidArgument, lambda: N.create_network(f"x-{lab}", "127.0.0.0/8")),
         (N.InvalidArgument, lambda: N.create_network("host")),
-        (N.NotSupported, lambda: N.create_network(f"x-{lab}", nat=True)),
         (N.NetworkNotFound, lambda: N.attach(f"nope-{lab}", a, "c9", name="z")),
         (N.NetworkNotFound, lambda: N.remove_network(f"nope-{lab}")),
         (N.NamespaceError, lambda: N.attach(net.name, f"gone-{lab}", "c9", name="z")),
