@@ -95,15 +95,26 @@ def _run(ns: argparse.Namespace) -> int:
 
     command = _args.command_of(ns)
     opts = _args.spec_options(ns)
-    try:
-        # Options first (placeholder command), so a bad option is reported before a missing command.
-        build_spec(command=command or ["true"], **opts)
-    except SpecError as e:
-        _fail(str(e))
-    if not command:
-        _fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
-    stdin_data = sys.stdin.buffer.read() if ns.interactive else None
-    spec = build_spec(command=command, stdin_data=stdin_data, **opts)
+    if ns.bundle:  # `pycontainer run --bundle DIR [ID]`, as `runc run --bundle DIR ID`
+        from .runtime.oci import BundleError
+        if len(command) > 1:
+            _fail("with --bundle, give at most a container id after the options (the command is in config.json)")
+        try:
+            spec, notes = _args.bundle_spec(ns, command[0] if command else None)
+        except (SpecError, BundleError) as e:
+            _fail(str(e))
+        for note in notes:
+            sys.stderr.write(f"pycontainer: note: {note}\n")
+    else:
+        try:
+            # Options first (placeholder command), so a bad option is reported before a missing command.
+            build_spec(command=command or ["true"], **opts)
+        except SpecError as e:
+            _fail(str(e))
+        if not command:
+            _fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
+        stdin_data = sys.stdin.buffer.read() if ns.interactive else None
+        spec = build_spec(command=command, stdin_data=stdin_data, **opts)
 
     from . import runtime
 

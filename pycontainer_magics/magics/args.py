@@ -81,6 +81,9 @@ OPTIONS: list[Option] = [
          help="add capabilities to Docker's default 14, like NET_ADMIN or ALL"),
     _opt("--cap-drop", metavar="CAP,...", action="append", help="drop capabilities, like NET_RAW or ALL"),
     # run control
+    _opt("--bundle", metavar="DIR", spec=False,
+         help="run an OCI runtime bundle (DIR/config.json, ours or crun's or runc's); the other options "
+              "come from its config"),
     _opt("--name", metavar="NAME", help="a name for the container"),
     _opt("--timeout", metavar="DURATION", help="kill the container after this long, like 10s or 500ms"),
     _opt("--interval", metavar="DURATION", help="sampling interval of memory/CPU/pids (default 10ms)"),
@@ -135,6 +138,25 @@ def command_of(ns: argparse.Namespace) -> list[str]:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     return cmd
+
+
+def bundle_spec(ns: argparse.Namespace, name: str | None = None) -> tuple[Any, list[str]]:
+    """`--bundle DIR`: the spec from its config.json. Other container options are refused: they would
+    silently disagree with the config. Raises SpecError or BundleError (one line each)."""
+    from ..runtime.oci import load_bundle
+    from ..runtime.spec import SpecError
+
+    extra = sorted(k for k in spec_options(ns) if k not in ("name", "timeout", "interval", "diff"))
+    if extra:
+        flag = "--" + extra[0].replace("_", "-")
+        raise SpecError(f"--bundle takes the container's settings from config.json: drop {flag}")
+    opts = spec_options(ns)
+    spec, notes = load_bundle(ns.bundle, name or opts.get("name"))
+    changes = {k: v for k, v in opts.items() if k in ("timeout", "interval")}
+    if changes:
+        from ..runtime.parse import build_spec
+        spec = spec.with_(**{k: getattr(build_spec(command=["true"], **changes), k) for k in changes})
+    return spec, notes
 
 
 def spec_options(ns: argparse.Namespace) -> dict[str, Any]:

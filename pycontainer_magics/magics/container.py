@@ -78,7 +78,7 @@ class ContainerMagics(Magics):
         result_name = ns.result
         if not str(result_name).isidentifier():
             raise UsageError(f"invalid --result {result_name!r}: expected a variable name, like run1")
-        if cell is None and not command:
+        if cell is None and not command and not ns.bundle and ns.image in (None, "host"):
             raise UsageError("%container needs a command after --, like `%container -- hostname`; "
                              "use %%container for a Python cell")
 
@@ -86,13 +86,25 @@ class ContainerMagics(Magics):
         from ..runtime.spec import SpecError
 
         opts = _args.spec_options(ns)
-        try:
-            if command:
-                spec = build_spec(command=command, stdin_data=cell, **opts)
-            else:
-                spec = build_spec(python_code=cell, **opts)
-        except SpecError as e:
-            raise UsageError(str(e)) from None
+        if ns.bundle:
+            from ..runtime.oci import BundleError
+            try:
+                spec, notes = _args.bundle_spec(ns)
+            except (SpecError, BundleError) as e:
+                raise UsageError(str(e)) from None
+            for note in notes:
+                _echo("stderr", f"note: {note}\n")
+            command = list(spec.command)
+            if cell:
+                spec = spec.with_(stdin_data=cell.encode())
+        else:
+            try:
+                if command:
+                    spec = build_spec(command=command, stdin_data=cell, **opts)
+                else:
+                    spec = build_spec(python_code=cell, **opts)
+            except SpecError as e:
+                raise UsageError(str(e)) from None
 
         from .. import runtime
 

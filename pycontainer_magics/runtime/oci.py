@@ -198,3 +198,110 @@ def write_bundle(spec: ContainerSpec, directory: str, *, copy_rootfs: bool = Fal
         f.write("\n")
     os.replace(tmp, path)
     return path
+
+
+# -- the other way: a bundle (ours, crun's or runc's) as a ContainerSpec --------------------------------
+
+STANDARD_MOUNTS = {"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"}
+OUR_NAMESPACE = {v: k for k, v in OCI_NAMESPACE.items()}
+
+
+def _size_option(options: list[str]) -> int | None:
+    for o in options:
+        if o.startswith("size="):
+            v = o[5:].lower()
+            mult = {"k": 2**10, "m": 2**20, "g": 2**30}.get(v[-1:], 1)
+            return int(v[:-1] if v[-1:] in "kmg" else v) * mult
+    return None
+
+
+def spec_from_config(config: dict[str, Any], bundle: str, name: str | None = None
+                     ) -> tuple[ContainerSpec, list[str]]:
+    """A ContainerSpec that runs what `config` describes, and notes on what it could not carry over
+    (rlimits, a terminal). Raises BundleError naming the field for what this runtime cannot do."""
+    from .spec import IdMap, Mount, SpecError, Tmpfs
+
+    validate_config(config)
+    notes: list[str] = []
+    root = config.get("root") or {}
+    root_path = root.get("path")
+    if not root_path:
+        raise BundleError("config.json: root/path: missing: the bundle must name its root filesystem")
+    root_path = root_path if os.path.isabs(root_path) else os.path.join(bundle, root_path)
+    if not os.path.isdir(root_path):
+        raise BundleError(f"config.json: root/path: {root_path} is not a directory")
+    proc = config.get("process") or {}
+    if not proc.get("args"):
+        raise BundleError("config.json: process/args: missing: nothing to run")
+    if proc.get("terminal"):
+        notes.append("process/terminal: no terminal here; the process gets pipes")
+    if proc.get("rlimits"):
+        notes.append("process/rlimits: not applied; the container inherits the caller's limits")
+    env = []
+    for item in proc.get("env", []):
+        k, _, v = item.partition("=")
+        env.append((k, v))
+    user = proc.get("user") or {}
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    caps = {c.removeprefix("CAP_") for c in (proc.get("capabilities") or {}).get("effective", [])}
+    from ..linux.caps import CAP_NUMBERS, DEFAULT_CAPS
+    unknown = caps - set(CAP_NUMBERS)
+    if unknown:
+        raise BundleError(f"config.json: process/capabilities/effective: unknown {sorted(unknown)[0]}")
+    linux = config.get("linux") or {}
+    kinds = []
+    for i, ns in enumerate(linux.get("namespaces", [])):
+        if ns.get("path"):
+            raise BundleError(f"config.json: linux/namespaces/{i}/path: joining an existing namespace is not "
+                              "supported here")
+        kinds.append(OUR_NAMESPACE[ns["type"]])
+    share = frozenset(k for k in NAMESPACE_KINDS if k not in kinds)
+    maps: dict[str, Any] = {}
+    if "user" in kinds and linux.get("uidMappings"):
+        maps = {"userns": "custom",
+                "uid_map": tuple(IdMap(m["containerID"], m["hostID"], m["size"]) for m in linux["uidMappings"]),
+                "gid_map": tuple(IdMap(m["containerID"], m["hostID"], m["size"])
+                                 for m in linux.get("gidMappings", []))}
+    res = linux.get("resources") or {}
+    mem, cpu, pids = res.get("memory") or {}, res.get("cpu") or {}, res.get("pids") or {}
+    cpus = cpu["quota"] / cpu.get("period", CPU_PERIOD) if cpu.get("quota", -1) > 0 else None
+    mounts, tmpfs = [], []
+    for i, m in enumerate(config.get("mounts", [])):
+        dest, opts = m["destination"], m.get("options", [])
+        if dest in STANDARD_MOUNTS:
+            continue  # this runtime mounts its own (DESIGN.md's security defaults)
+        if m.get("type") == "bind" or "bind" in opts or "rbind" in opts:
+            src = m.get("source", "")
+            src = src if os.path.isabs(src) else os.path.join(bundle, src)
+            mounts.append(Mount(src, dest, read_only="ro" in opts))
+        elif m.get("type") == "tmpfs":
+            tmpfs.append(Tmpfs(dest, size=_size_option(opts)))
+        else:
+            raise BundleError(f"config.json: mounts/{i}: a {m.get('type')} mount at {dest} is not supported here")
+    offsets = tuple((clock, int(v.get("secs", 0))) for clock, v in (linux.get("timeOffsets") or {}).items())
+    try:
+        spec = ContainerSpec(
+            command=tuple(proc["args"]), env=tuple(env), workdir=proc.get("cwd") or "/",
+            user=None if (uid, gid) == (0, 0) else f"{uid}:{gid}", rootfs=os.path.realpath(root_path),
+            read_only=bool(root.get("readonly")), hostname=config.get("hostname") if "uts" in kinds else None,
+            share=share, network="host" if "net" in share else "none", time_offsets=offsets,
+            cap_add=frozenset(caps - DEFAULT_CAPS), cap_drop=frozenset(DEFAULT_CAPS - caps),
+            no_new_privileges=bool(proc.get("noNewPrivileges")),
+            memory=mem.get("limit"), memory_swap=mem.get("swap") if mem.get("limit") else None, cpus=cpus,
+            cpu_shares=cpu.get("shares"), cpuset_cpus=cpu.get("cpus") or None, pids_limit=pids.get("limit"),
+            mounts=tuple(mounts), tmpfs=tuple(tmpfs), name=name, **maps)
+    except SpecError as e:
+        raise BundleError(f"config.json: {e}") from None
+    return spec, notes
+
+
+def load_bundle(directory: str, name: str | None = None) -> tuple[ContainerSpec, list[str]]:
+    path = os.path.join(directory, "config.json")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file: a bundle is a directory with config.json") from None
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: not JSON: {e}") from None
+    return spec_from_config(config, os.path.abspath(directory), name)
