@@ -514,6 +514,9 @@ def section_cli(env: Env, rounds: int, idle: float) -> dict:
             ],
             pyenv,
         )
+        # the very bundle runc and crun run (issue 6: a runtime standing where runc stands)
+        tools["pycontainer run --bundle"] = lambda: checked(
+            [str(VENV_PY), str(cli), "run", "--quiet", "--bundle", str(env.bundle), env.next_id()], pyenv)()
     else:
         env.notes.append(f"pycontainer CLI not found at {cli}: skipped")
     if env.runc_ok:

@@ -27,7 +27,9 @@ def _load(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _validator(kind: str) -> Any:
-    from jsonschema import Draft4Validator
+    from ..linux.jsonschema_import import import_jsonschema
+
+    Draft4Validator = import_jsonschema().Draft4Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT4
 

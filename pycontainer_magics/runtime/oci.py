@@ -149,7 +149,9 @@ def config_for(spec: ContainerSpec, root_path: str = "rootfs") -> dict[str, Any]
 
 @cache
 def _validator() -> Any:
-    import jsonschema
+    from ..linux.jsonschema_import import import_jsonschema
+
+    jsonschema = import_jsonschema()
     from referencing import Registry
     from referencing.jsonschema import DRAFT4
 
@@ -166,7 +168,9 @@ def _validator() -> Any:
 
 def validate_config(config: dict[str, Any]) -> None:
     """Raise BundleError naming the first field that violates the runtime-spec schema."""
-    from jsonschema.exceptions import best_match
+    from ..linux.jsonschema_import import import_jsonschema
+
+    best_match = import_jsonschema().exceptions.best_match
 
     e = best_match(_validator().iter_errors(config))
     if e is not None:
