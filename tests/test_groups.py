@@ -198,4 +198,6 @@ def test_oom_group_kills_the_whole_group(version: str, request: pytest.FixtureRe
                 kills[group] = r.delta("oom_kill")  # processes the OOM killer took
             finally:
                 cg.remove()
-        assert kills == {True: 2, False: 1}
+        # with the group: every process of it (the hog, the bystander, and whatever launched them); without:
+        # the hog alone
+        assert kills[True] >= 2 and kills[False] == 1, kills
