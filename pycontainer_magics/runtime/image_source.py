@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..images import ImageNotFound, ProgressEvent, Store, pull
 from .rootfs import LayerView
 from .spec import ContainerSpec
 
@@ -25,6 +24,8 @@ class ImageSource:
 def resolve(spec: ContainerSpec, on_progress: Callable[[str], None] | None = None) -> ImageSource:
     if spec.image == "host":
         return ImageSource(spec.rootfs or "/", spec.command, {}, spec.workdir or "/", spec.user)
+    from ..images import ImageNotFound, ProgressEvent, Store, pull  # loaded only when an image is used
+
     store = Store()
     try:
         img = store.get(spec.image)

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..images import ImageError
 from ..linux import idmap, libc
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.namespaces import (
@@ -37,8 +36,7 @@ from ..linux.namespaces import (
     flags_for,
     ns_inodes,
 )
-from ..network import NetworkError
-from . import cleanup, image_source, networking, rootfs, state
+from . import cleanup, image_source, rootfs, state
 from .channel import decode_frames, send_ctl
 from .holder import HolderPlan, SetupFailed
 from .image_source import ImageSource
@@ -161,10 +159,14 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         raise LaunchError(errno.EPERM, "--userns remap needs root (it maps a range of host ids); without "
                           "root your own user is the container's root")
     if source is None:
-        try:
+        if spec.image == "host":
             source = image_source.resolve(spec)
-        except ImageError as e:
-            raise LaunchError(errno.ENOENT, f"--image {spec.image}: {e}") from None
+        else:
+            from ..images import ImageError  # the image store and registry client load only when used
+            try:
+                source = image_source.resolve(spec)
+            except ImageError as e:
+                raise LaunchError(errno.ENOENT, f"--image {spec.image}: {e}") from None
     if "mount" not in new and spec.image != "host":
         raise LaunchError(errno.EINVAL, "--image needs a new mount namespace: remove 'mount' from --share")
     uid = gid = None
@@ -280,7 +282,8 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             r.cgroup_version = cg.version
         r.id = cg.name if cg is not None else state.new_id()
         plan_spec = spec
-        if networking.wanted(spec):
+        if _networked(spec):
+            from . import networking  # pyroute2 loads only for containers on a network
             plan_spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, r.id))
         hp, L = plan_launch(plan_spec, cg, python_globals)
         _execute(r, hp, L, cg, on_output, helper, on_start)
@@ -313,6 +316,10 @@ def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
         cleanup.defer(cg.remove)
 
 
+def _networked(spec: ContainerSpec) -> bool:
+    return spec.network not in ("none", "host")
+
+
 def _take_holder(hp: HolderPlan, L: Launch, helper: bool) -> Holder:
     # A Python cell that PID 1 of the holder runs (nested) needs the caller's memory: fork the caller.
     from_caller = not helper or (L.python_code is not None and L.mode == "nested")
@@ -341,7 +348,9 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     r.started_at = time.time()
     holder = _take_holder(hp, L, helper)
     r.timeline.append(("namespaces and root filesystem ready", time.monotonic() - t0))
-    if networking.wanted(spec):
+    if _networked(spec):
+        from ..network import NetworkError
+        from . import networking
         try:
             ep, pubs = networking.connect(spec, r.id, holder.pid)
         except BaseException as e:
@@ -408,7 +417,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if monitor is not None:
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
-    if networking.wanted(spec):
+    if _networked(spec):
+        from . import networking
         cid = r.id
         cleanup.defer(lambda: networking.disconnect(cid))
     if helper:
