@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "id", "hostname", "mount", "true", "false", "mkdir", "rm",
-                   "touch", "wc", "grep", "sleep", "head", "dd", "chown", "stat", "readlink")
+                   "touch", "wc", "grep", "sleep", "head", "dd", "chown", "stat", "readlink", "tr", "cut", "sort",
+                   "sed")
 
 
 def make_busybox_rootfs(path: str) -> str:

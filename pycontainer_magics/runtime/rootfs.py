@@ -207,7 +207,7 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
     # user namespace is new (the proc mount must belong to a PID namespace our user namespace owns).
     ops.append(MountOp("mount", need("/proc"), "proc", "proc", NOSUID_NODEV_NOEXEC, fallback="/proc"))
     # /dev: a small tmpfs with the standard nodes bound from the host (mknod is refused in a user ns).
-    ops.append(MountOp("mount", need("/dev"), "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k" + own))
+    ops.append(MountOp("mount", need("/dev"), "tmpfs", "tmpfs", MS_NOSUID, "mode=755,size=65536k" + own))  # as runc
     for d in DEVICES:
         ops.append(MountOp("devnode", f"/dev/{d}", f"/dev/{d}"))
     for name, target in DEV_LINKS:
