@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -105,33 +104,4 @@ def run_as(user: str, argv: list[str], timeout: float = 60) -> subprocess.Comple
                            *argv], capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
-class CrunRunner:
-    """crun 1.8 refuses the hybrid cgroup layout: on such a host run it in a mount namespace of our own where
-    /sys/fs/cgroup/unified is unmounted (kept alive by a `sleep` we start and end by its pid)."""
-
-    def __init__(self) -> None:
-        self.holder: subprocess.Popen[bytes] | None = None
-        self.prefix: list[str] = []
-
-    def __enter__(self) -> CrunRunner:
-        crun = shutil.which("crun")
-        if crun is None:
-            pytest.skip("crun is not installed (apt-get install crun)")
-        unified = any(" /sys/fs/cgroup/unified " in line for line in open("/proc/self/mountinfo"))
-        if not unified:
-            self.prefix = [crun]
-            return self
-        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
-        ns = f"/proc/{self.holder.pid}/ns/mnt"
-        for _ in range(100):  # until unshare has exec'd sleep in its new namespace
-            if os.readlink(ns) != os.readlink("/proc/self/ns/mnt"):
-                break
-            time.sleep(0.01)
-        subprocess.run(["nsenter", f"--mount={ns}", "umount", "/sys/fs/cgroup/unified"], check=True)
-        self.prefix = ["nsenter", f"--mount={ns}", crun]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.holder is not None:
-            self.holder.kill()
-            self.holder.wait()
+from pycontainer_magics.runtime.conformance import CrunRunner  # noqa: E402,F401 - re-exported for tests

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -118,9 +119,41 @@ def bundle_with_checker(directory: str, base_config: dict[str, object]) -> str:
 def compare(observations: list[Observation]) -> list[dict[str, object]]:
     """One row per key: each runtime's value, whether they agree, and whether the spec fixes that row."""
     keys = sorted({k for o in observations for k in o.values})
-    rows = []
+    rows: list[dict[str, object]] = []
     for k in keys:
         vals = {o.runtime: o.values.get(k) for o in observations}
         rows.append({"key": k, **vals, "same": len(set(vals.values())) == 1,
                      "spec_fixes": not k.startswith(SPEC_ALLOWS) and k not in SPEC_ALLOWS_EXACT})
     return rows
+
+
+class CrunRunner:
+    """crun 1.8 refuses the hybrid cgroup layout: on such a host run it in a mount namespace of our own where
+    /sys/fs/cgroup/unified is unmounted (kept alive by a `sleep` we start and end by its pid)."""
+
+    def __init__(self) -> None:
+        self.holder: subprocess.Popen[bytes] | None = None
+        self.prefix: list[str] = []
+
+    def __enter__(self) -> CrunRunner:
+        crun = shutil.which("crun")
+        if crun is None:
+            raise FileNotFoundError("crun is not installed (apt-get install crun)")
+        unified = any(" /sys/fs/cgroup/unified " in line for line in open("/proc/self/mountinfo"))
+        if not unified:
+            self.prefix = [crun]
+            return self
+        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "600"])
+        ns = f"/proc/{self.holder.pid}/ns/mnt"
+        for _ in range(100):  # until unshare has exec'd sleep in its new namespace
+            if os.readlink(ns) != os.readlink("/proc/self/ns/mnt"):
+                break
+            time.sleep(0.01)
+        subprocess.run(["nsenter", f"--mount={ns}", "umount", "/sys/fs/cgroup/unified"], check=True)
+        self.prefix = ["nsenter", f"--mount={ns}", crun]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.holder is not None:
+            self.holder.kill()
+            self.holder.wait()
