@@ -75,3 +75,18 @@ __all__ = [
     "primary_address", "prune", "publications", "publish", "read_hosts", "remove_network", "routes",
     "run_command", "run_in_netns", "serve_echo", "tcp_probe", "unpublish", "unpublish_all",
 ]
+
+
+def _wrap_public_functions() -> None:
+    """Every public function callable from inside a running asyncio loop (see _offloop)."""
+    import inspect
+
+    from ._offloop import off_loop
+
+    g = globals()
+    for name in __all__:
+        if inspect.isfunction(g.get(name)):
+            g[name] = off_loop(g[name])
+
+
+_wrap_public_functions()
