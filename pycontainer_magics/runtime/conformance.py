@@ -97,6 +97,8 @@ def observe_with(name: str, argv_prefix: list[str]) -> Callable[[str], Observati
                                 f"pcm-conf-{os.getpid()}"], capture_output=True, text=True, timeout=60)
         finally:
             shutil.rmtree(state, ignore_errors=True)
+            from .run import remove_empty_parents
+            remove_empty_parents()  # the runtime made our parent in hierarchies we do not manage
         if p.returncode != 0:
             return Observation(name, error=f"exit {p.returncode}: {p.stderr.strip()[-200:]}")
         return Observation(name, parse(p.stdout))

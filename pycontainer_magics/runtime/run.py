@@ -94,6 +94,25 @@ def _leave_no_parent(h: Hierarchy) -> None:
         h.remove_parent()
     except OSError:
         pass  # another process made a container there meanwhile: it is theirs to leave
+    remove_empty_parents()
+
+
+def remove_empty_parents(root: str = "/sys/fs/cgroup") -> None:
+    """rmdir the project's parent in every hierarchy where it is empty: runc and crun, running a bundle of
+    ours (its cgroupsPath is under our parent), make it in hierarchies we never touch ourselves."""
+    from ..linux.cgroups import DEFAULT_PARENT
+
+    candidates = [os.path.join(root, DEFAULT_PARENT)]
+    try:
+        candidates += [os.path.join(root, d, DEFAULT_PARENT) for d in os.listdir(root)]
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            if os.path.isdir(path) and not any(e.is_dir() for e in os.scandir(path)):
+                os.rmdir(path)
+        except OSError:
+            pass  # in use, or not ours to remove after all
 
 
 def _limits(spec: ContainerSpec) -> CgroupLimits:
