@@ -288,7 +288,8 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     h = hierarchy()
     if h is None and spec.has_limits:
         raise LaunchError(errno.EPERM, "resource limits need a writable cgroup hierarchy, and none is "
-                          "available here (run as root, or delegate a cgroup: see `%container doctor`)")
+                          "available here (run as root, or delegate a cgroup and name it in "
+                          "PYCONTAINER_CGROUP_PARENT)")
     if helper is None:
         helper = not os.environ.get("PYCONTAINER_NO_HELPER")
     cg: Cgroup | None = None
@@ -304,7 +305,13 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if _networked(spec):
             from . import networking  # pyroute2 loads only for containers on a network
             plan_spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, r.id))
-        hp, L = plan_launch(plan_spec, cg, python_globals)
+            try:
+                hp, L = plan_launch(plan_spec, cg, python_globals)
+            except BaseException:
+                networking.disconnect(r.id)  # the hosts file written for it
+                raise
+        else:
+            hp, L = plan_launch(plan_spec, cg, python_globals)
         _execute(r, hp, L, cg, on_output, helper, on_start)
     finally:
         if cg is not None:
