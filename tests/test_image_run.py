@@ -89,3 +89,35 @@ def test_image_magic(store, capsys: pytest.CaptureFixture[str]) -> None:
         ip.run_line_magic("image", "frobnicate")
     ip.run_cell_magic("container", "--image lab/demo:1 --quiet", "import os\nprint('cell', os.getuid())")
     assert "cell 1000" in capsys.readouterr().out
+
+
+def test_dockerfile_build_layers_cache_and_errors(store, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "pycontainer_magics")
+    (tmp_path / "hello.txt").write_text("from the context\n")
+    dockerfile = ("FROM lab/demo:1\nUSER 0\nARG WHO=lab\nENV GREETING=hi\nWORKDIR /srv\nCOPY hello.txt .\n"
+                  'RUN echo "built by $WHO" > /srv/built.txt && rm /bin/wc\n'
+                  'CMD ["sh", "-c", "cat /srv/hello.txt /srv/built.txt; echo $GREETING; '
+                  '[ -e /bin/wc ] && echo wc || echo no-wc"]\n')
+    steps = ip.run_cell_magic("dockerfile", f"--tag lab/built:1 --context {tmp_path} --build-arg WHO=test", dockerfile)
+    assert "Successfully tagged lab/built:1" in capsys.readouterr().out
+    assert list(steps["layer"]) == [False, False, False, False, True, True, False]
+    r = run(ContainerSpec(image="lab/built:1"))
+    assert r.stdout == "from the context\nbuilt by test\nhi\nno-wc\n", r.stderr
+    again = ip.run_cell_magic("dockerfile", f"--tag lab/built:1 --context {tmp_path} --build-arg WHO=test",
+                              dockerfile)
+    work = again[~again["instruction"].str.startswith("ARG")]  # ARG makes no image: nothing to cache
+    assert all(work["cached"]) and list(again["image"]) == list(steps["image"])
+    hist = ip.run_line_magic("image", "history lab/built:1")
+    assert hist["created_by"][0].startswith("CMD")
+    assert any(c.startswith('RUN echo "built by $WHO"') for c in hist["created_by"])
+    with pytest.raises(UsageError, match="line 2"):
+        ip.run_cell_magic("dockerfile", "--tag lab/bad:1", "FROM lab/demo:1\nFROBNICATE x\n")
+    with pytest.raises(UsageError, match="line 2: `RUN exit 3` exited with 3"):
+        ip.run_cell_magic("dockerfile", "--tag lab/bad:1", "FROM lab/demo:1\nRUN exit 3\n")
+    assert "lab/bad:1" not in str(list(ip.run_line_magic("image", "ls")["ref"]))
+    with pytest.raises(UsageError, match="outside the build context"):
+        ip.run_cell_magic("dockerfile", f"--context {tmp_path}", "FROM lab/demo:1\nCOPY ../x /x\n")

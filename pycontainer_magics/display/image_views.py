@@ -38,3 +38,11 @@ def du_frame(du: Any) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["ref", "id", "size", "shared", "unique"])
     df.attrs.update(images=du.images, blobs=du.blobs, layers=du.layers, reclaimable=du.reclaimable)
     return df
+
+
+def build_frame(steps: Sequence[Any]) -> pd.DataFrame:
+    """One row per Dockerfile step: line, instruction, cached, image id, layer added, seconds."""
+    rows = [{"line": st.line, "instruction": st.instruction, "cached": st.cached,
+             "image": st.image_id.removeprefix("sha256:")[:12], "layer": st.layer, "seconds": round(st.seconds, 3)}
+            for st in steps]
+    return pd.DataFrame(rows, columns=["line", "instruction", "cached", "image", "layer", "seconds"])

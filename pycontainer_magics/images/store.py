@@ -451,6 +451,45 @@ class Store:
                         "layers": descs}
             return self.add_image(json.dumps(manifest, sort_keys=True).encode(), refs=(ref,) if ref else ())
 
+    def derive_image(self, base: Image | None, layer: bytes | None, config: ImageConfig, created_by: str, *,
+                     ref: str | None = None) -> Image:
+        """A build step: `base`'s layers (their blobs reused as they are) plus `layer` (tar bytes, or None for
+        a step that only changes the config), with `config` and one more history entry."""
+        created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self.transaction():
+            if base is not None:
+                manifest = self.manifest(base)
+                doc = self.config_doc(base)
+                descs = list(manifest["layers"])
+                diff_ids = list(doc["rootfs"]["diff_ids"])
+                history = list(doc.get("history", []))
+                arch, os_name, variant = doc.get("architecture"), doc.get("os", "linux"), doc.get("variant")
+            else:
+                host_os, arch, variant = host_platform()
+                os_name, descs, diff_ids, history = "linux", [], [], []
+            entry: dict[str, Any] = {"created": created, "created_by": created_by}
+            if layer is not None:
+                digest = self.put_blob(layer, what="layer")
+                kind = compression_of(layer[:4])
+                mt = {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD}.get(kind, MT_OCI_LAYER)
+                from .unpack import diff_id_of
+                diff_ids.append(diff_id_of(io.BytesIO(layer)))
+                descs.append({"mediaType": mt, "digest": digest, "size": len(layer)})
+            else:
+                entry["empty_layer"] = True
+            history.append(entry)
+            cfg_doc: dict[str, Any] = {"created": created, "architecture": arch, "os": os_name,
+                                       "config": config_section(config),
+                                       "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history}
+            if variant:
+                cfg_doc["variant"] = variant
+            cfg_raw = json.dumps(cfg_doc, sort_keys=True).encode()
+            cdigest = self.put_blob(cfg_raw, what="config")
+            new_manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                            "config": {"mediaType": MT_OCI_CONFIG, "digest": cdigest, "size": len(cfg_raw)},
+                            "layers": descs}
+            return self.add_image(json.dumps(new_manifest, sort_keys=True).encode(), refs=(ref,) if ref else ())
+
     def manifest(self, image: Image) -> dict[str, Any]:
         return parse_config(self.read_blob(image.manifest_digest), f"manifest {image.manifest_digest}")
 

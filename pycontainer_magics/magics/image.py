@@ -5,6 +5,8 @@
     %image tag SRC DST            %image rm [-f] REF...      %image prune [-a]
     %image du                     %image import PATH [--tag REF]   (an OCI layout dir or a docker-archive tar)
     %image export REF DIR         (an OCI image layout)
+    %image build DIR [-t REF] [-f FILE] [--build-arg K=V]
+    %%dockerfile [--tag REF] [--context DIR] [--build-arg K=V]      (the cell is the Dockerfile)
 
 A thin skin over `pycontainer_magics.images`: parse, call, show a DataFrame; errors as one UsageError line.
 """
@@ -16,7 +18,7 @@ import sys
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.process import arg_split
 
 
@@ -49,7 +51,39 @@ def _parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", add_help=False)
     exp.add_argument("ref")
     exp.add_argument("dest")
+    b = sub.add_parser("build", add_help=False)
+    b.add_argument("context")
+    b.add_argument("-t", "--tag")
+    b.add_argument("-f", "--file")
+    b.add_argument("--build-arg", action="append", default=[])
     return p
+
+
+def _build_args(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UsageError(f"invalid --build-arg {item!r}: expected NAME=VALUE")
+        out[k] = v
+    return out
+
+
+def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, str]) -> Any:
+    from .. import images as im
+    from ..display import image_views as views
+    from ..runtime.build import build
+
+    def echo(stream: str, chunk: str) -> None:
+        out = sys.stderr if stream == "stderr" else sys.stdout
+        out.write(chunk)
+        out.flush()
+
+    try:
+        result = build(text, tag=tag, context=context, build_args=build_args, on_output=echo)
+    except (im.ImageError, OSError) as e:
+        raise UsageError(str(e)) from None
+    return views.build_frame(result.steps)
 
 
 def _progress(e: Any) -> None:
@@ -119,6 +153,15 @@ class ImageMagics(Magics):
                         if ns.tag:
                             store.tag(img.id, ns.tag)
                 return views.images_frame(imgs)
+            if ns.cmd == "build":
+                import os
+                path = ns.file or os.path.join(ns.context, "Dockerfile")
+                try:
+                    with open(path) as f:
+                        text = f.read()
+                except OSError as e:
+                    raise UsageError(f"cannot read {path}: {e.strerror}") from None
+                return _run_build(text, ns.tag, ns.context, _build_args(ns.build_arg))
             if ns.cmd == "export":
                 im.export_layout(store, [ns.ref], ns.dest)
                 print(ns.dest)
@@ -126,6 +169,21 @@ class ImageMagics(Magics):
         except (im.ImageError, OSError) as e:
             raise UsageError(str(e)) from None
         raise UsageError(f"unknown %image command {ns.cmd}")  # pragma: no cover
+
+
+    @cell_magic
+    def dockerfile(self, line: str, cell: str) -> Any:
+        """%%dockerfile [--tag REF] [--context DIR] [--build-arg NAME=VALUE]: the cell is a Dockerfile; build it
+        (each RUN in a container of this project, COPY/ADD from the context directory, a Docker-like cache)."""
+        p = _Parser(prog="%%dockerfile", add_help=False)
+        p.add_argument("-t", "--tag")
+        p.add_argument("--context", default=".")
+        p.add_argument("--build-arg", action="append", default=[])
+        try:
+            ns = p.parse_args(arg_split(line, posix=True, strict=True))
+        except ValueError as e:
+            raise UsageError(f"cannot split the options: {e}") from None
+        return _run_build(cell, ns.tag, ns.context, _build_args(ns.build_arg))
 
 
 __all__ = ["ImageMagics"]

@@ -146,6 +146,11 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
         if L.want_diff and upper is not None and hp.lower is not None:
             stage = "computing the layer diff"
             diff = rootfs.layer_diff(upper, hp.lower, mp, split_top=hp.rootless and hp.lower == "/")
+        if L.export_layer and upper is not None:
+            stage = "packing the writable layer"
+            from ..images.unpack import pack_dir
+            with open(L.export_layer, "wb") as f:
+                pack_dir(upper, f)
         send(STATUS_FD, {"exit_status": status, "exited": exited, "diff": diff})
         os.closerange(0, CTL_FD + 1)  # the caller sees EOF now, not after our exit tears everything down
         os._exit(0)

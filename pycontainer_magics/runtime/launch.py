@@ -58,6 +58,7 @@ class Launch:
     python_code: str | None = None
     outputs: tuple[str, ...] = ()
     want_diff: bool = True
+    export_layer: str | None = None  # the holder writes the writable layer here as a layer tarball (builds)
     uid: int | None = None  # run the payload as this user (Docker's -u, or the image's USER)
     gid: int | None = None
     rebind_root: bool = True  # nested as root: the inherited root mount is locked

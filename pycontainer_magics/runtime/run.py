@@ -277,13 +277,14 @@ StartFn = Callable[[Running], None]
 
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         on_output: OutputFn | None = None, helper: bool | None = None,
-        on_start: StartFn | None = None) -> ContainerRun:
+        on_start: StartFn | None = None, export_layer: str | None = None) -> ContainerRun:
     """Run one container to completion and return what happened.
 
     helper: prepare the container's namespaces in the small launch helper, ahead of time (the default:
     the cost then does not grow with the caller's memory), or in a fork of the caller (False: right for
     a small, short-lived caller such as the CLI). on_start: called (from the relaying thread) with a
-    `Running` handle once PID 1 is about to run its payload."""
+    `Running` handle once PID 1 is about to run its payload. export_layer: a path where the writable layer
+    is written, at exit, as a layer tarball (what a Dockerfile RUN step adds)."""
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
@@ -312,6 +313,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
                 raise
         else:
             hp, L = plan_launch(plan_spec, cg, python_globals)
+        L.export_layer = export_layer
         _execute(r, hp, L, cg, on_output, helper, on_start)
     finally:
         if cg is not None:
