@@ -121,3 +121,36 @@ def test_dockerfile_build_layers_cache_and_errors(store, tmp_path, capsys: pytes
     assert "lab/bad:1" not in str(list(ip.run_line_magic("image", "ls")["ref"]))
     with pytest.raises(UsageError, match="outside the build context"):
         ip.run_cell_magic("dockerfile", f"--context {tmp_path}", "FROM lab/demo:1\nCOPY ../x /x\n")
+
+
+def test_copy_on_write_copies_up_only_what_changes(store, tmp_path) -> None:
+    """A large file of a lower layer, appended to, is copied up whole into the writable layer; files left
+    alone are not; the image's own layer is unchanged."""
+    from pycontainer_magics.runtime.build import build
+
+    (tmp_path / "large.bin").write_bytes(b"x" * (8 * 2**20))
+    (tmp_path / "untouched.bin").write_bytes(b"y" * (4 * 2**20))
+    build("FROM lab/demo:1\nCOPY large.bin untouched.bin /data/\n", tag="lab/cow:1", context=str(tmp_path))
+    r = run(ContainerSpec(image="lab/cow:1", user="0", command=("sh", "-c", "echo more >> /data/large.bin")))
+    diff = {d.path: (d.kind, d.size) for d in r.diff}
+    assert diff["/data/large.bin"] == ("C", 8 * 2**20 + 5)  # copied up whole, then appended to
+    assert "/data/untouched.bin" not in diff
+    lower = Store().get("lab/cow:1").lower_dirs()[0]
+    assert os.path.getsize(os.path.join(lower, "data", "large.bin")) == 8 * 2**20
+
+
+def test_diff_of_a_background_container(store, capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from pycontainer_magics.runtime.containers import containers
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "pycontainer_magics")
+    ip.run_line_magic("container", "--detach --name differ --image lab/demo:1 -u 0 -- sh -c 'touch /new; sleep 0.3'")
+    with pytest.raises(UsageError, match="is running"):
+        ip.run_line_magic("container", "diff differ")
+    containers.get("differ").wait(10)
+    d = ip.run_line_magic("container", "diff differ")
+    assert ("A", "/new") in set(zip(d["kind"], d["path"], strict=True))
+    containers.remove("differ")

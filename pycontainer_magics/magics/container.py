@@ -253,6 +253,17 @@ class ContainerMagics(Magics):
         except (SpecError, BundleError, OSError) as e:
             raise UsageError(str(e)) from None
 
+    def _diff(self, rest: str) -> Any:
+        """`%container diff NAME`: what a background container added, changed and deleted (A/C/D, with the
+        size each copy takes in its writable layer), once it has ended."""
+        from ..display.frames import diff_frame
+
+        c = _get(_one_ref(rest, "diff"))
+        if c.running:
+            raise UsageError(f"container {c.label} is running: its layer diff is read when it ends "
+                             f"(%container stop {c.label}, or wait)")
+        return diff_frame(c.wait())
+
     def _stats(self, rest: str) -> Any:
         from ..display.frames import stats_frame
         from ..runtime.containers import containers
@@ -285,6 +296,7 @@ def _get(ref: str) -> Any:
 
 _SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec": ContainerMagics._exec,
                 "stop": ContainerMagics._stop, "kill": ContainerMagics._kill, "wait": ContainerMagics._wait,
-                "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle}
+                "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle,
+                "diff": ContainerMagics._diff}
 
 __all__ = ["ContainerMagics"]
