@@ -13,7 +13,6 @@ temporary state directory removed at the end.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import shutil
 import statistics
