@@ -36,6 +36,7 @@ echo "== pytest on this host"
 layout=$(.venv/bin/python -c 'from pycontainer_magics.linux.cgroups import detect_layout; print(detect_layout())')
 if [ "$layout" != unified ]; then
   echo "== pytest -m cgroup2 in a cgroup v2 VM (this host is $layout)"
-  tests/vm/run-cgroup2-tests || status=1
+  # bounded: a guest that stops answering must not hold CI past its time
+  timeout 1500 tests/vm/run-cgroup2-tests || status=1
 fi
 exit $status
