@@ -428,12 +428,9 @@ class Store:
                     data = buf.getvalue()
                 else:
                     data = layer
-                digest = self.put_blob(data, what="layer")
-                kind = compression_of(data[:4])
-                mt = layer_media_type or {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD}.get(kind, MT_OCI_LAYER)
-                from .unpack import diff_id_of
-                diff_ids.append(diff_id_of(io.BytesIO(data)))
-                descs.append({"mediaType": mt, "digest": digest, "size": len(data)})
+                desc, diff_id = self._put_layer(data, layer_media_type)
+                descs.append(desc)
+                diff_ids.append(diff_id)
             cfg_doc: dict[str, Any] = {
                 "created": created, "architecture": architecture or host_arch, "os": os_name,
                 "config": config_section(config or ImageConfig()),
@@ -444,12 +441,25 @@ class Store:
             v = host_variant if variant is None and architecture is None else (variant or "")
             if v:
                 cfg_doc["variant"] = v
-            cfg_raw = json.dumps(cfg_doc, sort_keys=True).encode()
-            cdigest = self.put_blob(cfg_raw, what="config")
-            manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
-                        "config": {"mediaType": MT_OCI_CONFIG, "digest": cdigest, "size": len(cfg_raw)},
-                        "layers": descs}
-            return self.add_image(json.dumps(manifest, sort_keys=True).encode(), refs=(ref,) if ref else ())
+            return self._commit_image(cfg_doc, descs, ref)
+
+    def _put_layer(self, data: bytes, media_type: str | None = None) -> tuple[dict[str, Any], str]:
+        """Store a layer tarball: its descriptor for a manifest, and its diff_id for the config."""
+        from .unpack import diff_id_of
+
+        digest = self.put_blob(data, what="layer")
+        kind = compression_of(data[:4])
+        mt = media_type or {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD}.get(kind, MT_OCI_LAYER)
+        return {"mediaType": mt, "digest": digest, "size": len(data)}, diff_id_of(io.BytesIO(data))
+
+    def _commit_image(self, cfg_doc: dict[str, Any], descs: list[dict[str, Any]], ref: str | None) -> Image:
+        """Store the config and a manifest over `descs`, and record the image (inside a transaction)."""
+        cfg_raw = json.dumps(cfg_doc, sort_keys=True).encode()
+        cdigest = self.put_blob(cfg_raw, what="config")
+        manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
+                    "config": {"mediaType": MT_OCI_CONFIG, "digest": cdigest, "size": len(cfg_raw)},
+                    "layers": descs}
+        return self.add_image(json.dumps(manifest, sort_keys=True).encode(), refs=(ref,) if ref else ())
 
     def derive_image(self, base: Image | None, layer: bytes | None, config: ImageConfig, created_by: str, *,
                      ref: str | None = None) -> Image:
@@ -469,12 +479,9 @@ class Store:
                 os_name, descs, diff_ids, history = "linux", [], [], []
             entry: dict[str, Any] = {"created": created, "created_by": created_by}
             if layer is not None:
-                digest = self.put_blob(layer, what="layer")
-                kind = compression_of(layer[:4])
-                mt = {"gzip": MT_OCI_LAYER_GZIP, "zstd": MT_OCI_LAYER_ZSTD}.get(kind, MT_OCI_LAYER)
-                from .unpack import diff_id_of
-                diff_ids.append(diff_id_of(io.BytesIO(layer)))
-                descs.append({"mediaType": mt, "digest": digest, "size": len(layer)})
+                desc, diff_id = self._put_layer(layer)
+                descs.append(desc)
+                diff_ids.append(diff_id)
             else:
                 entry["empty_layer"] = True
             history.append(entry)
@@ -483,12 +490,7 @@ class Store:
                                        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history}
             if variant:
                 cfg_doc["variant"] = variant
-            cfg_raw = json.dumps(cfg_doc, sort_keys=True).encode()
-            cdigest = self.put_blob(cfg_raw, what="config")
-            new_manifest = {"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST,
-                            "config": {"mediaType": MT_OCI_CONFIG, "digest": cdigest, "size": len(cfg_raw)},
-                            "layers": descs}
-            return self.add_image(json.dumps(new_manifest, sort_keys=True).encode(), refs=(ref,) if ref else ())
+            return self._commit_image(cfg_doc, descs, ref)
 
     def manifest(self, image: Image) -> dict[str, Any]:
         return parse_config(self.read_blob(image.manifest_digest), f"manifest {image.manifest_digest}")

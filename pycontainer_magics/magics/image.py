@@ -21,15 +21,12 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.process import arg_split
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise UsageError(f"%image {self.prog.split()[-1]}: {message}")
+from ._parser import UsageParser
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="%image", add_help=False)
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p = UsageParser(prog="%image", add_help=False)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=UsageParser)
     sub.add_parser("ls", aliases=["images"], add_help=False)
     for name in ("pull", "history", "inspect", "files"):
         sub.add_parser(name, add_help=False).add_argument("ref")
@@ -175,7 +172,7 @@ class ImageMagics(Magics):
     def dockerfile(self, line: str, cell: str) -> Any:
         """%%dockerfile [--tag REF] [--context DIR] [--build-arg NAME=VALUE]: the cell is a Dockerfile; build it
         (each RUN in a container of this project, COPY/ADD from the context directory, a Docker-like cache)."""
-        p = _Parser(prog="%%dockerfile", add_help=False)
+        p = UsageParser(prog="%%dockerfile", add_help=False)
         p.add_argument("-t", "--tag")
         p.add_argument("--context", default=".")
         p.add_argument("--build-arg", action="append", default=[])

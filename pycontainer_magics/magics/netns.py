@@ -23,16 +23,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.process import arg_split
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}")
+from ._parser import UsageParser
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="%netns", add_help=False)
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    nw = sub.add_parser("network", add_help=False).add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    p = UsageParser(prog="%netns", add_help=False)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=UsageParser)
+    nw = sub.add_parser("network", add_help=False).add_subparsers(dest="sub", required=True, parser_class=UsageParser)
     c = nw.add_parser("create", add_help=False)
     c.add_argument("name")
     c.add_argument("--subnet")

@@ -53,3 +53,18 @@ def recv_ctl(sock: socket.socket, maxfds: int = 16) -> tuple[dict[str, Any] | No
             os.close(fd)
         return None, []
     return pickle.loads(data), list(fds)
+
+
+def feed(sel: Any, fd: int, pending: memoryview) -> tuple[int, memoryview]:
+    """Write to a non-blocking pipe what it takes now; once all is written (or the reader has gone), close it
+    and stop watching it. Returns the fd (-1 once closed) and what is left to write."""
+    try:
+        n = os.write(fd, pending[:65536])
+        pending = pending[n:]
+    except BrokenPipeError:
+        pending = pending[:0]
+    if not pending:
+        sel.unregister(fd)
+        os.close(fd)
+        fd = -1
+    return fd, pending

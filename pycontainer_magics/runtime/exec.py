@@ -23,7 +23,7 @@ from ..linux import libc
 from ..linux.caps import restrict_to
 from ..linux.cgroups import Cgroup
 from ..linux.namespaces import NAMESPACES
-from .channel import decode_frames, send
+from .channel import decode_frames, feed, send
 from .launch import STATUS_FD, become_root, failure, reset_signals, setup_fds
 
 # Entered in this order; the user namespace last (see module docstring).
@@ -97,15 +97,7 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
             for key, _ in events:
                 fd = key.fd
                 if fd == in_w:
-                    try:
-                        n = os.write(in_w, pending[:65536])
-                        pending = pending[n:]
-                    except BrokenPipeError:
-                        pending = pending[:0]
-                    if not pending:
-                        sel.unregister(in_w)
-                        os.close(in_w)
-                        in_w = -1
+                    in_w, pending = feed(sel, in_w, pending)
                     continue
                 data = os.read(fd, 65536)
                 if fd == st_r:

@@ -37,7 +37,7 @@ from ..linux.namespaces import (
     ns_inodes,
 )
 from . import cleanup, image_source, rootfs, state
-from .channel import decode_frames, send_ctl
+from .channel import decode_frames, feed, send_ctl
 from .holder import HolderPlan, SetupFailed
 from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch, pid1_direct
@@ -716,15 +716,7 @@ class _Relay:
                             self._pid1_exited(_waitpid(self.pid1))
                         continue
                     if fd == in_w:
-                        try:
-                            n = os.write(in_w, pending[:65536])
-                            pending = pending[n:]
-                        except BrokenPipeError:
-                            pending = pending[:0]
-                        if not pending:
-                            sel.unregister(in_w)
-                            os.close(in_w)
-                            in_w = -1
+                        in_w, pending = feed(sel, in_w, pending)
                         continue
                     try:
                         data = os.read(fd, 65536)
