@@ -35,7 +35,12 @@ def resolve(spec: ContainerSpec, on_progress: Callable[[str], None] | None = Non
                 on_progress(f"{e.digest[7:19] if e.digest else spec.image}: {e.status}\n")
         img = pull(store, spec.image, progress=progress)
     c = img.config
-    command = tuple(c.argv(spec.command)) if spec.python_code is None else ()
+    if spec.python_code is not None:
+        command: tuple[str, ...] = ()
+    elif spec.entrypoint is not None:  # an ENTRYPOINT override drops the image's CMD too (Docker's rule)
+        command = (*spec.entrypoint, *spec.command)
+    else:
+        command = tuple(c.argv(spec.command))
     if spec.python_code is None and not command:
         from .spec import SpecError
         raise SpecError(f"image {spec.image} has no CMD or ENTRYPOINT: give a command after --")

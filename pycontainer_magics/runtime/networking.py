@@ -39,9 +39,12 @@ def connect(spec: ContainerSpec, container_id: str, netns_pid: int) -> tuple[End
     nothing left behind."""
     register_exit_cleanup()
     ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
-                    expose=spec.expose, owner_pid=os.getpid())
+                    aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
     pubs: list[Publication] = []
     try:
+        for extra in spec.extra_networks:
+            net.attach(extra, netns_pid, container_id, name=spec.name or container_id[:12],
+                       aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
         for host_ip, host_port, ctr_port, proto in spec.publish:
             pubs.append(net.publish(ep, host_port, ctr_port, proto, host_ip))
     except BaseException:

@@ -66,6 +66,8 @@ class ContainerSpec:
     # What runs: a Python cell (code run in a fork of the caller, seeing its variables) or a command.
     python_code: str | None = None
     command: tuple[str, ...] = ()
+    # Replaces the image's ENTRYPOINT (and so its CMD, as Docker's --entrypoint does); None: the image's.
+    entrypoint: tuple[str, ...] | None = None
     stdin_data: bytes | None = None  # fed to the command's stdin (a shell cell's body, like %%script)
     python_globals_name: str | None = None  # informational: where the globals came from
 
@@ -91,6 +93,8 @@ class ContainerSpec:
     network: str = "none"
     publish: tuple[tuple[str, int, int, str], ...] = ()  # (host_ip, host_port, container_port, proto)
     expose: tuple[str, ...] = ()  # EXPOSE-style metadata ("80/tcp"): documents a port, publishes nothing
+    network_aliases: tuple[str, ...] = ()  # more names on the network (compose: the service's name)
+    extra_networks: tuple[str, ...] = ()  # user networks joined too, before PID 1 runs (same aliases)
 
     # cgroup limits (None: not limited)
     memory: int | None = None
@@ -201,6 +205,11 @@ def validate(s: ContainerSpec) -> None:
         _fail("--network host means sharing the host's network namespace: add 'net' to --share")
     if s.network not in ("none", "host") and "net" in s.share:
         _fail(f"--network {s.network} needs a new network namespace: remove 'net' from --share")
+    if (s.extra_networks or s.network_aliases) and s.network in ("none", "host", "bridge"):
+        _fail(f"network aliases and more networks need a user network, not --network {s.network}")
+    for n in (*s.extra_networks, *s.network_aliases):
+        if not VOLUME_NAME_RE.match(n):
+            _fail(f"invalid network or alias name {n!r}: letters, digits, '_', '.', '-'")
     if s.publish and s.network in ("none", "host"):
         _fail("-p/--publish needs a bridge or user network (--network bridge or NAME): "
               f"with --network {s.network} there is nothing to publish from")
