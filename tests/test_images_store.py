@@ -31,9 +31,10 @@ from pycontainer_magics.images import (
 from pycontainer_magics.images.store import sha256_bytes
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (whiteout device nodes, trusted xattrs)")
-LOWER = [("etc", None), ("etc/keep", b"keep"), ("etc/gone", b"gone"), ("opq", None), ("opq/old", b"old"),
-         ("opq/sub", None), ("opq/sub/deep", b"deep")]
-UPPER = [("etc/.wh.gone", b""), ("opq", None), ("opq/.wh..wh..opq", b""), ("opq/new", b"new"), ("added", b"a")]
+LOWER = [("etc", None), ("etc/keep", b"keep"), ("etc/gone", b"gone"), ("etc/changed", b"v1"), ("opq", None),
+         ("opq/old", b"old"), ("opq/sub", None), ("opq/sub/deep", b"deep")]
+UPPER = [("etc/.wh.gone", b""), ("etc/changed", b"v2"), ("opq", None), ("opq/.wh..wh..opq", b""), ("opq/new", b"new"),
+         ("added", b"a")]
 
 
 @pytest.fixture
@@ -81,6 +82,7 @@ def test_image_lifecycle_views_and_prune(store):
     table = {(e.path, e.layer): e.status for e in store.file_table("lab/x:1")}
     assert table[("/etc/gone", 0)] == "deleted" and table[("/etc/gone", 1)] == "whiteout"
     assert table[("/etc/keep", 0)] == "visible" and table[("/opq/old", 0)] == "deleted"
+    assert table[("/etc/changed", 0)] == "shadowed" and table[("/etc/changed", 1)] == "visible"
     assert table[("/opq/sub/deep", 0)] == "deleted" and table[("/opq/new", 1)] == "visible"
     assert [h.created_by for h in store.history("lab/x:1")] == ["change", "base"]
     assert store.inspect("lab/x:1")["Config"]["Env"] == ["A=1"]
@@ -128,7 +130,7 @@ def test_whiteouts_as_overlay_lowers(store, tmp_path):
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     view = out.stdout.split()
-    assert view == [".", "./added", "./etc", "./etc/keep", "./opq", "./opq/new"]
+    assert view == [".", "./added", "./etc", "./etc/changed", "./etc/keep", "./opq", "./opq/new"]
     flat = tmp_path / "flat"
     flatten([store.blob_path(x.digest) for x in img.layers], str(flat))
     found = sorted("./" + os.path.relpath(os.path.join(d, n), flat) for d, ds, fs in os.walk(flat) for n in ds + fs)

@@ -681,6 +681,8 @@ def file_table(img: Image) -> list[FileEntry]:
             if kind == "whiteout":
                 status = "whiteout"
                 new_gone.add(path)
+            elif path in seen and kind != "dir":
+                status = "shadowed"  # a higher layer's copy wins (checked first: that copy is in `gone` too)
             elif covered(path):
                 status = "deleted"
             elif path in seen:
