@@ -2,6 +2,7 @@
 
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code
     pycontainer prune                             remove what a killed kernel left behind
+    pycontainer install-kernel [--limited ...]    the Jupyter kernel "Python 3 (container lab)"
 
 Options are the `%%container` ones (one table, `magics/args.py`). Output streams to the terminal;
 a one-line summary (`exit 0, 12.3 ms, peak 4.1 MiB`) goes to stderr, so stdout stays the command's.
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--copy-rootfs", action="store_true", help="copy --rootfs into DIR/rootfs")
     bundle.add_argument("directory", metavar="DIR", help="the bundle directory")
     _args.add_arguments(bundle, "cli")
+    from .kernel.command import add_parser as _add_install_kernel
+
+    _add_install_kernel(sub)
     return parser
 
 
@@ -170,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(ns)
     if ns.subcommand == "bundle":
         return _bundle(ns)
+    if ns.subcommand == "install-kernel":
+        from .kernel.command import run as _install_kernel
+
+        return _install_kernel(ns)
     return _prune()
 
 

@@ -19,7 +19,7 @@ import pycontainer_magics.runtime
 PKG = "pycontainer_magics"
 ROOT = Path(pycontainer_magics.runtime.__file__).resolve().parent.parent
 
-RANK = {"linux": 0, "images": 1, "network": 1, "runtime": 2, "display": 3, "magics": 4}
+RANK = {"linux": 0, "images": 1, "network": 1, "runtime": 2, "display": 3, "magics": 4, "kernel": 4}
 HEAVY = {"pandas", "matplotlib", "ipywidgets"}
 HEAVY_OK = {"display", "magics"}
 # The kernel-facing layers do not import IPython either (design: "No IPython ... here").

@@ -1,0 +1,25 @@
+"""Jupyter kernels for the container lab.
+
+    pycontainer install-kernel [--user|--prefix P]            "Python 3 (container lab)"
+    pycontainer install-kernel --limited --memory 2G --cpus 1 "Python 3 (container lab, 2G, 1 CPU)"
+
+The first is ipykernel with `pycontainer_magics` already loaded (`--ext`). The second runs the whole
+kernel in a cgroup of the project's own with the limits of its kernelspec: a jupyter_client kernel
+provisioner (`provisioner.py`, entry point `pycontainer-cgroup`) starts the kernel through
+`python -m pycontainer_magics.kernel.in_cgroup`, which creates the cgroup, joins it and execs the kernel.
+"""
+
+from __future__ import annotations
+
+from .kernelspec import (
+    DISPLAY_NAME,
+    KERNEL_NAME,
+    PROVISIONER_NAME,
+    KernelLimits,
+    install_kernel,
+    kernel_dict,
+    parse_limits,
+)
+
+__all__ = ["DISPLAY_NAME", "KERNEL_NAME", "PROVISIONER_NAME", "KernelLimits", "install_kernel", "kernel_dict",
+           "parse_limits"]
