@@ -41,8 +41,8 @@ def du_frame(du: Any) -> pd.DataFrame:
 
 
 def build_frame(steps: Sequence[Any]) -> pd.DataFrame:
-    """One row per Dockerfile step: line, instruction, cached, image id, layer added, seconds."""
-    rows = [{"line": st.line, "instruction": st.instruction, "cached": st.cached,
+    """One row per Dockerfile step: stage, line, instruction, cached, image id, layer added, seconds."""
+    rows = [{"stage": st.stage, "line": st.line, "instruction": st.instruction, "cached": st.cached,
              "image": st.image_id.removeprefix("sha256:")[:12], "layer": st.layer, "seconds": round(st.seconds, 3)}
             for st in steps]
-    return pd.DataFrame(rows, columns=["line", "instruction", "cached", "image", "layer", "seconds"])
+    return pd.DataFrame(rows, columns=["stage", "line", "instruction", "cached", "image", "layer", "seconds"])

@@ -47,6 +47,7 @@ class Copy(Instruction):
     chown: str | None = None
     chmod: str | None = None
     add: bool = False  # ADD (URLs, local tar auto-extraction)
+    checksum: str | None = None  # ADD --checksum=sha256:... of a URL's content
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ def parse_dockerfile(text: str, build_args: dict[str, str] | None = None, filena
                 if len(parts) < 2:
                     raise DockerfileError(line, f"{kw} needs at least one source and a destination")
                 inst = Copy(line, content, tuple(parts[:-1]), parts[-1], opts.get("from"), opts.get("chown"),
-                            opts.get("chmod"), add=kw == "ADD")
+                            opts.get("chmod"), add=kw == "ADD", checksum=opts.get("checksum"))
             elif kw == "ENV":
                 pairs = _pairs(args, line, "ENV", env, escape)
                 env.update(pairs)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import LayoutError
+from .errors import ImageError, LayoutError
 
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -24,6 +24,11 @@ LAYER_TYPES = (MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_DOCKER_LAY
                "application/vnd.docker.image.rootfs.diff.tar",
                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+
+
+# The label an image built `FROM host` carries (its config is all that says so, as a label is kept by every
+# later build step).
+HOST_BASE_LABEL = "io.github.pycontainer-magics.base"
 
 
 @dataclass(frozen=True)
@@ -98,9 +103,21 @@ class Image:
     def platform(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
+    @property
+    def host_based(self) -> bool:
+        """Built `FROM host`: this machine's / is the bottom layer, not in the image itself."""
+        return self.config.labels.get(HOST_BASE_LABEL) == "host"
+
     def lower_dirs(self) -> list[str]:
         """The unpacked layer directories, topmost first: overlayfs's lowerdir, joined with ':'."""
-        return [layer.path for layer in reversed(self.layers)]
+        return [layer.path for layer in reversed(self.layers)] + (["/"] if self.host_based else [])
+
+    def require_portable(self, action: str) -> None:
+        """An image built FROM host cannot leave this machine: its base is not in it."""
+        if self.host_based:
+            raise ImageError(f"cannot {action} {self.refs[0] if self.refs else self.short_id}: it is built FROM host, "
+                             "so its bottom layer is this machine's / and not in the image; build it FROM an image "
+                             "or scratch to " + action + " it")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -115,6 +115,8 @@ def export_layout(store: Store, names: list[str], dest: str, *, tag: str | None 
     image is tagged (ref.name annotation) with `tag` or its own ref's tag. With as_index=True the images
     (different platforms) become one multi-platform index tagged `tag`. Returns the index.json written."""
     imgs = [store.get(n) for n in names]
+    for img in imgs:
+        img.require_portable("export")
     os.makedirs(os.path.join(dest, "blobs", "sha256"), exist_ok=True)
 
     def put(digest: str, src: str | None = None, data: bytes | None = None) -> None:

@@ -258,6 +258,7 @@ def push(store: Store, source: str, dest: str | None = None, *, progress: Progre
     """Push an image of the store (by ref or id) to `dest` (default: its ref). Returns the manifest
     digest. Blobs the registry has are skipped ("Layer already exists")."""
     img = store.get(source)
+    img.require_portable("push")
     r = parse_reference(dest or source)
     client = RegistryClient(r.registry, insecure=insecure, timeout=timeout)
     name = str(r)

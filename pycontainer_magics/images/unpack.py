@@ -16,15 +16,17 @@ against the expected one.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
@@ -74,13 +76,21 @@ def compression_of(head: bytes) -> str:
         return "gzip"
     if head.startswith(ZSTD_MAGIC):
         return "zstd"
+    if head.startswith(b"BZh"):  # bzip2 and xz: not layer media types, but what ADD extracts
+        return "bzip2"
+    if head.startswith(b"\xfd7zXZ"):
+        return "xz"
     return "none"
 
 
 def decompressed(raw: IO[bytes]) -> IO[bytes]:
     """The uncompressed stream of a layer blob (gzip, zstd or plain, by its magic bytes)."""
     buf: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(Any, raw))
-    kind = compression_of(buf.peek(4)[:4])
+    kind = compression_of(buf.peek(6)[:6])
+    if kind == "bzip2":
+        return cast(IO[bytes], bz2.BZ2File(buf))
+    if kind == "xz":
+        return cast(IO[bytes], lzma.LZMAFile(buf))
     if kind == "gzip":
         return cast(IO[bytes], gzip.GzipFile(fileobj=buf, mode="rb"))
     if kind == "zstd":
@@ -242,7 +252,7 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
                 for m in tf:
                     ex.member(tf, m)
             stream.drain()
-        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as e:
             raise LayoutError(f"{what}: corrupt or truncated layer tarball ({e or type(e).__name__})") from None
         except ImageError:
             raise
@@ -300,9 +310,19 @@ def is_opaque(path: str) -> bool:
         return False
 
 
-def pack_dir(src: str, out: BinaryIO, *, compress: str = "gzip") -> None:
+def pack_dir(src: str, out: BinaryIO, *, compress: str = "gzip",
+             owner_of: Callable[[str], tuple[int, int] | None] | None = None) -> None:
     """A layer tarball of directory `src` (overlay whiteouts and opaque dirs turned back into OCI
-    `.wh.` entries), sorted, written to `out`; compress: gzip|none."""
+    `.wh.` entries), sorted, written to `out`; compress: gzip|none. `owner_of(relative path)` may give an
+    owner (uid, gid) to record instead of the file's own (COPY --chown, which needs no root)."""
+
+    def info(full: str, rel: str) -> tarfile.TarInfo:
+        ti = tf.gettarinfo(full, arcname=rel)
+        who = owner_of(rel) if owner_of is not None else None
+        if who is not None:
+            ti.uid, ti.gid, ti.uname, ti.gname = who[0], who[1], "", ""
+        return ti
+
     target: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=out, mode="wb", mtime=0)) if compress == "gzip" else out
     try:
         with tarfile.open(fileobj=target, mode="w|", format=tarfile.PAX_FORMAT) as tf:
@@ -318,7 +338,7 @@ def pack_dir(src: str, out: BinaryIO, *, compress: str = "gzip") -> None:
                     if is_whiteout(st):
                         tf.addfile(_marker(os.path.join(os.path.dirname(rel), WHITEOUT_PREFIX + name)))
                         continue
-                    ti = tf.gettarinfo(full, arcname=rel)
+                    ti = info(full, rel)
                     if ti.isreg():
                         with open(full, "rb") as f:
                             tf.addfile(ti, f)
@@ -327,7 +347,7 @@ def pack_dir(src: str, out: BinaryIO, *, compress: str = "gzip") -> None:
                 for d in dirnames:
                     full = os.path.join(dirpath, d)
                     if not os.path.islink(full):
-                        tf.addfile(tf.gettarinfo(full, arcname=os.path.normpath(os.path.join(rel_dir, d))))
+                        tf.addfile(info(full, os.path.normpath(os.path.join(rel_dir, d))))
     finally:
         if target is not out:
             target.close()

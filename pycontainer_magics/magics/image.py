@@ -5,8 +5,8 @@
     %image tag SRC DST            %image rm [-f] REF...      %image prune [-a]
     %image du                     %image import PATH [--tag REF]   (an OCI layout dir or a docker-archive tar)
     %image export REF DIR         (an OCI image layout)
-    %image build DIR [-t REF] [-f FILE] [--build-arg K=V]
-    %%dockerfile [--tag REF] [--context DIR] [--build-arg K=V]      (the cell is the Dockerfile)
+    %image build DIR [-t REF] [-f FILE] [--build-arg K=V] [--target STAGE]
+    %%dockerfile [--tag REF] [--context DIR] [--build-arg K=V] [--target STAGE]  (the cell is the Dockerfile)
 
 A thin skin over `pycontainer_magics.images`: parse, call, show a DataFrame; errors as one UsageError line.
 """
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-t", "--tag")
     b.add_argument("-f", "--file")
     b.add_argument("--build-arg", action="append", default=[])
+    b.add_argument("--target")
     return p
 
 
@@ -66,7 +67,8 @@ def _build_args(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, str]) -> Any:
+def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, str],
+               target: str | None = None) -> Any:
     from .. import images as im
     from ..display import image_views as views
     from ..runtime.build import build
@@ -77,7 +79,7 @@ def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, s
         out.flush()
 
     try:
-        result = build(text, tag=tag, context=context, build_args=build_args, on_output=echo)
+        result = build(text, tag=tag, context=context, build_args=build_args, target=target, on_output=echo)
     except (im.ImageError, OSError) as e:
         raise UsageError(str(e)) from None
     return views.build_frame(result.steps)
@@ -158,7 +160,7 @@ class ImageMagics(Magics):
                         text = f.read()
                 except OSError as e:
                     raise UsageError(f"cannot read {path}: {e.strerror}") from None
-                return _run_build(text, ns.tag, ns.context, _build_args(ns.build_arg))
+                return _run_build(text, ns.tag, ns.context, _build_args(ns.build_arg), ns.target)
             if ns.cmd == "export":
                 im.export_layout(store, [ns.ref], ns.dest)
                 print(ns.dest)
@@ -170,17 +172,19 @@ class ImageMagics(Magics):
 
     @cell_magic
     def dockerfile(self, line: str, cell: str) -> Any:
-        """%%dockerfile [--tag REF] [--context DIR] [--build-arg NAME=VALUE]: the cell is a Dockerfile; build it
-        (each RUN in a container of this project, COPY/ADD from the context directory, a Docker-like cache)."""
+        """%%dockerfile [--tag REF] [--context DIR] [--build-arg NAME=VALUE] [--target STAGE]: the cell is a
+        Dockerfile; build it (each RUN in a container of this project, COPY/ADD from the context directory or a URL,
+        COPY --from an earlier stage, a Docker-like cache). FROM an image, `scratch`, `host` or a stage."""
         p = UsageParser(prog="%%dockerfile", add_help=False)
         p.add_argument("-t", "--tag")
         p.add_argument("--context", default=".")
         p.add_argument("--build-arg", action="append", default=[])
+        p.add_argument("--target")
         try:
             ns = p.parse_args(arg_split(line, posix=True, strict=True))
         except ValueError as e:
             raise UsageError(f"cannot split the options: {e}") from None
-        return _run_build(cell, ns.tag, ns.context, _build_args(ns.build_arg))
+        return _run_build(cell, ns.tag, ns.context, _build_args(ns.build_arg), ns.target)
 
 
 __all__ = ["ImageMagics"]

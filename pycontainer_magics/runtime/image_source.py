@@ -4,6 +4,7 @@ applies unless the spec says otherwise."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 

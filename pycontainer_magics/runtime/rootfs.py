@@ -262,7 +262,16 @@ def make_mountpoints(layer: str, mountpoints: tuple[tuple[str, str], ...]) -> No
 
 
 def mount_overlay(lower: str, mp_layer: str, upper: str | None, work: str | None, merged: str) -> None:
-    lowers = f"{mp_layer}:{lower}"
+    layers = lower.split(":")
+    if len(layers) > 1 and layers[-1] == "/":
+        # An image built FROM host: its layers lie on the host's own filesystem, inside the lower "/", and
+        # overlayfs refuses a lower inside another (ELOOP). A read-only overlay of / (a filesystem of its own)
+        # becomes the bottom layer instead.
+        base = os.path.join(os.path.dirname(merged), "host")
+        os.mkdir(base)
+        mount("overlay", base, "overlay", MS_RDONLY, f"lowerdir={mp_layer}:/")
+        layers[-1] = base
+    lowers = ":".join([mp_layer, *layers])
     data = f"lowerdir={lowers}"
     if upper is not None:
         data += f",upperdir={upper},workdir={work}"
