@@ -21,6 +21,7 @@ def load_ipython_extension(ip: Any) -> None:
     """`%load_ext pycontainer_magics`: register `%%container` and clean up what a killed kernel left."""
     from .magics import ContainerMagics
     from .magics.cgroup import CgroupMagics
+    from .magics.compose import ComposeMagics
     from .magics.image import ImageMagics
     from .magics.netns import NetnsMagics
 
@@ -28,6 +29,7 @@ def load_ipython_extension(ip: Any) -> None:
     ip.register_magics(CgroupMagics)
     ip.register_magics(ImageMagics)
     ip.register_magics(NetnsMagics)
+    ip.register_magics(ComposeMagics)
     try:
         from .runtime import prune
 

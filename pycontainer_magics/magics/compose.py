@@ -1,0 +1,188 @@
+"""`%%compose`: multi-container projects from a compose file, as `docker compose` runs them.
+
+    %%compose [-p PROJECT] up [-d]          the cell is the compose file
+    %%compose [-p PROJECT] config           validate it, show the services in start order
+    %compose ps|logs [SERVICE...]|stats|down [-v] [-t SECONDS] [-p PROJECT]
+
+A thin skin over `runtime.compose`; errors are one UsageError line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.utils.process import arg_split
+
+from ._parser import UsageParser
+
+COMMANDS = ("up", "down", "ps", "logs", "stats", "config")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = UsageParser(prog="%compose", add_help=False)
+    p.add_argument("-p", "--project-name", dest="project")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=UsageParser)
+    up = sub.add_parser("up", add_help=False)
+    up.add_argument("-d", "--detach", action="store_true")
+    up.add_argument("--wait-timeout", type=float, default=120.0)
+    up.add_argument("-p", "--project-name", dest="project_sub")
+    down = sub.add_parser("down", add_help=False)
+    down.add_argument("-v", "--volumes", action="store_true")
+    down.add_argument("-t", "--timeout", type=float)
+    down.add_argument("-p", "--project-name", dest="project_sub")
+    ps = sub.add_parser("ps", add_help=False)
+    ps.add_argument("-a", "--all", action="store_true")
+    ps.add_argument("-p", "--project-name", dest="project_sub")
+    logs = sub.add_parser("logs", add_help=False)
+    logs.add_argument("services", nargs="*")
+    logs.add_argument("-p", "--project-name", dest="project_sub")
+    for name in ("stats", "config"):
+        sub.add_parser(name, add_help=False).add_argument("-p", "--project-name", dest="project_sub")
+    return p
+
+
+def _say(stream: str, text: str) -> None:
+    out = sys.stderr if stream == "stderr" else sys.stdout
+    out.write(text)
+    out.flush()
+
+
+@magics_class
+class ComposeMagics(Magics):
+    """The `%%compose` magic."""
+
+    @line_cell_magic
+    def compose(self, line: str, cell: str | None = None) -> Any:
+        """Run a multi-container project; the cell body is a compose file (the Compose Specification's
+        common subset: services with image or build, command, entrypoint, environment, ports, volumes,
+        tmpfs, networks, depends_on with conditions, healthcheck, restart, mem_limit/cpus/pids_limit and
+        deploy.resources.limits, hostname, working_dir, user, container_name).
+
+        Usage::
+
+            %%compose [-p PROJECT] up [-d]      bring it up (without -d: follow the logs until every
+                                                service has ended; interrupt to stop)
+            %%compose [-p PROJECT] config       validate, and show the services in start order
+            %compose ps [-a] [-p PROJECT]       one row per running service (-a: ended ones too)
+            %compose logs [SERVICE...]          merged in time order, `service | line`
+            %compose stats                      memory, CPU and pids per service (a DataFrame)
+            %compose down [-v] [-t SECONDS]     remove the containers and networks (-v: named volumes)
+
+        Services reach each other by service name on the project's network `<project>_default`. The
+        project name is -p, else the file's `name:`, else the current directory's name. `up` stores
+        the project as `_compose` (`.ps()`, `.logs()`, `.stats()`, `.down()`).
+        """
+        try:
+            argv = arg_split(line, posix=True, strict=True)
+        except ValueError as e:
+            raise UsageError(f"cannot split the arguments: {e}") from None
+        if not argv:
+            raise UsageError("usage: %%compose [-p PROJECT] up [-d] | config, or %compose ps | logs | stats | "
+                             "down [-v] [-p PROJECT]")
+        ns = _parser().parse_args(argv)
+        project = ns.project_sub or ns.project
+        from ..runtime.compose import ComposeError
+
+        try:
+            return getattr(self, f"_{ns.cmd}")(ns, project, cell)
+        except ComposeError as e:
+            raise UsageError(str(e)) from None
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _load(self, cell: str | None, project: str | None) -> Any:
+        from ..runtime.compose import load
+
+        if not cell or not cell.strip():
+            raise UsageError("%%compose up needs the compose file as the cell body (services: ...)")
+        return load(cell, project=project)
+
+    def _project(self, project: str | None, cell: str | None) -> Any:
+        from ..runtime.compose import ComposeError, load
+        from ..runtime.compose import project as P
+
+        if project is None and cell and cell.strip():
+            project = load(cell).project
+        if project is None:
+            up = P.list_projects()
+            if len(up) == 1:
+                return up[0]
+            from ..runtime.compose.model import default_project_name
+            project = default_project_name()
+            if not any(p.name == project for p in up) and up:
+                raise ComposeError(f"{len(up)} projects are up ({', '.join(p.name for p in up)}): name one with -p")
+        return P.get(project)
+
+    # -- commands -----------------------------------------------------------------------------------------
+    def _up(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
+        from ..display.compose_views import ps_frame
+        from ..runtime.compose import project as P
+
+        cf = self._load(cell, project)
+        p = P.up(cf, on_output=_say, timeout=ns.wait_timeout)
+        assert self.shell is not None
+        self.shell.user_ns["_compose"] = p
+        if ns.detach:
+            return ps_frame(p.ps())
+        self._follow(p)
+        return ps_frame(p.ps())
+
+    def _follow(self, p: Any) -> None:
+        """Print the merged logs as they come until every service has ended for good; an interrupt stops
+        the project (its containers; `down` removes them)."""
+        printed: dict[str, int] = {}
+        width = max(len(n) for n in p.file.services)
+
+        def flush(final: bool) -> None:
+            lines = p.log_lines()
+            by: dict[str, list[str]] = {}
+            for _, s, _, text in lines:
+                by.setdefault(s, []).append(text)
+            out = []
+            for s, texts in by.items():
+                done = len(texts) if final else max(len(texts) - 1, 0)  # the last may be unfinished
+                for text in texts[printed.get(s, 0):done]:
+                    out.append(f"{s:<{width}} | {text}\n")
+                printed[s] = max(printed.get(s, 0), done)
+            if out:
+                _say("stdout", "".join(out))
+
+        try:
+            while not p.wait(0.2):
+                flush(False)
+            flush(True)
+        except KeyboardInterrupt:
+            _say("stderr", "Gracefully stopping... (interrupt again to force)\n")
+            try:
+                p.stop()
+            except KeyboardInterrupt:
+                p.stop(timeout=0)
+            flush(True)
+
+    def _config(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
+        from ..display.compose_views import config_frame
+
+        return config_frame(self._load(cell, project))
+
+    def _down(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> None:
+        for line in self._project(project, cell).down(volumes=ns.volumes, timeout=ns.timeout):
+            print(" " + line)
+
+    def _ps(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
+        from ..display.compose_views import ps_frame
+
+        return ps_frame(self._project(project, cell).ps(all=ns.all))
+
+    def _logs(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> None:
+        _say("stdout", self._project(project, cell).logs(ns.services or None))
+
+    def _stats(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
+        from ..display.compose_views import compose_stats_frame
+
+        return compose_stats_frame(self._project(project, cell).stats())
+
+
+__all__ = ["ComposeMagics"]
