@@ -188,6 +188,18 @@ def test_corrupt_and_truncated_layers_leave_nothing(store, tmp_path):
     assert store_empty(store)
 
 
+def test_a_failed_unpack_leaves_no_hashing_thread(tmp_path):
+    import threading
+
+    from pycontainer_magics.images.unpack import unpack_layer
+
+    big = make_tar([("d", None), ("d/big", os.urandom(3 << 20))])  # large reads: hashed on a thread
+    assert unpack_layer(io.BytesIO(big), str(tmp_path / "ok"), mode="apply").size == len(big)
+    with pytest.raises(LayoutError, match="corrupt or truncated"):
+        unpack_layer(io.BytesIO(big[: 2 << 20]), str(tmp_path / "cut"), mode="apply")
+    assert not [t for t in threading.enumerate() if t.name == "pcm-layer-sha256"]
+
+
 @root
 def test_layout_roundtrip_with_skopeo_and_umoci(store, tmp_path):
     img = store.create_image("lab/bb:1", [busybox_layer()], ImageConfig(cmd=("/bin/sh",)))

@@ -285,8 +285,7 @@ class Store:
             return dest
         tmp = tempfile.mkdtemp(dir=self._p("tmp"), prefix="layer-")
         try:
-            with open(self.blob_path(blob_digest), "rb") as f:
-                hashed = _Hashing(f)
+            with open(self.blob_path(blob_digest), "rb") as f, contextlib.closing(_Hashing(f)) as hashed:
                 unpack_layer(cast(IO[bytes], hashed), tmp, mode="overlay", expected_diff_id=diff_id,
                              what=f"{what} {blob_digest}")
                 hashed.drain()

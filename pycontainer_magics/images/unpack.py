@@ -22,9 +22,11 @@ import hashlib
 import io
 import lzma
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,23 +50,58 @@ class UnpackResult:
 
 
 class _Hashing(io.RawIOBase):
-    """Reads through `inner`, hashing every byte."""
+    """Reads through `inner`, hashing every byte. The hashing runs on a thread of its own (hashlib lets go of
+    the GIL on large buffers), so it overlaps with decompressing and writing files instead of adding to them."""
 
     def __init__(self, inner: IO[bytes]):
         self.inner = inner
-        self.sha = hashlib.sha256()
+        self._sha = hashlib.sha256()
         self.count = 0
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def sha(self) -> Any:
+        """The hash of everything read so far (waits for the hashing thread)."""
+        if self._thread is not None:
+            self._chunks.put(None)
+            self._thread.join()
+            self._thread = None
+        return self._sha
+
+    def _hash(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._sha.update(chunk)
+
+    def _feed(self, data: bytes) -> None:
+        self.count += len(data)
+        if len(data) < 65536:  # small reads: hashing here is cheaper than a hand-off
+            if self._thread is None:
+                self._sha.update(data)
+                return
+        elif self._thread is None:
+            self._thread = threading.Thread(target=self._hash, name="pcm-layer-sha256", daemon=True)
+            self._thread.start()
+        self._chunks.put(bytes(data))
 
     def readable(self) -> bool:
         return True
+
+    def read(self, n: int = -1) -> bytes:  # tarfile's stream reader calls read(): no copy through readinto
+        data = self.inner.read(n)
+        self._feed(data)
+        return data
 
     def readinto(self, b: Any) -> int:
         data = self.inner.read(len(b))
         n = len(data)
         b[:n] = data
-        self.sha.update(data)
-        self.count += n
+        self._feed(data)
         return n
+
+    def close(self) -> None:
+        self.sha  # noqa: B018 - ends the hashing thread
+        super().close()
 
     def drain(self) -> None:
         while self.inner and self.read(1 << 20):
@@ -244,11 +281,12 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
     on error `dest` may hold a partial tree: the caller unpacks into a temporary directory."""
     os.makedirs(dest, exist_ok=True)
     raw: IO[bytes] = open(blob, "rb") if isinstance(blob, str) else blob  # noqa: SIM115
+    stream: _Hashing | None = None
     try:
         stream = _Hashing(decompressed(raw))
         ex = _Extractor(dest, mode, what)
         try:
-            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=1 << 20) as tf:  # type: ignore[call-overload]
                 for m in tf:
                     ex.member(tf, m)
             stream.drain()
@@ -262,6 +300,8 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
             raise
         ex.finish()
     finally:
+        if stream is not None:
+            stream.close()  # the hashing thread ends, whatever happened
         if isinstance(blob, str):
             raw.close()
     ex.result.diff_id = "sha256:" + stream.sha.hexdigest()
@@ -275,14 +315,17 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
 def diff_id_of(blob: str | IO[bytes]) -> str:
     """sha256 of the uncompressed content of a layer blob (without unpacking it)."""
     raw: IO[bytes] = open(blob, "rb") if isinstance(blob, str) else blob  # noqa: SIM115
+    stream: _Hashing | None = None
     try:
         stream = _Hashing(decompressed(raw))
         try:
             stream.drain()
-        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as e:
             raise LayoutError(f"corrupt or truncated layer blob ({e or type(e).__name__})") from None
         return "sha256:" + stream.sha.hexdigest()
     finally:
+        if stream is not None:
+            stream.close()
         if isinstance(blob, str):
             raw.close()
 
