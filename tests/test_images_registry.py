@@ -4,6 +4,7 @@ skopeo from OCI layouts we write."""
 from __future__ import annotations
 
 import json
+import io
 import os
 
 import pytest
@@ -82,6 +83,23 @@ def test_shared_layer_already_exists(registry, store):
     assert [h.created_by for h in store.history(f"{registry}/lab/app:1")] == ["COPY run.sh /app/", "ADD busybox /"]
     du = store.du()
     assert du.images == 2 and any(u.shared for u in du.per_image)
+
+
+def test_a_progress_bar_per_layer(registry, store):
+    from pycontainer_magics.display.progress import LayerProgress
+
+    base = pull(store, f"{registry}/lab/busybox:1")
+    bars = LayerProgress(widgets=True, min_interval=0)
+    app = pull(store, f"{registry}/lab/app:1", progress=bars)
+    rows = {k: bars.rows[k] for k in (base.layers[0].digest, app.layers[1].digest)}
+    assert [r["status"] for r in rows.values()] == ["Already exists", "Pull complete"]
+    for r in rows.values():  # every bar full, its style saying how it ended
+        assert r["bar"].value == r["bar"].max
+    assert [r["bar"].bar_style for r in rows.values()] == ["info", "success"]
+    assert len(bars.box.children) == len(bars.rows)  # one row of widgets per layer (and the manifest/config)
+    lines = io.StringIO()
+    pull(store, f"{registry}/lab/app:1", progress=LayerProgress(widgets=False, stream=lines))
+    assert f"{app.layers[1].digest[7:19]}: Already exists" in lines.getvalue()
 
 
 def test_multi_arch_index_resolves_platform(registry, store):

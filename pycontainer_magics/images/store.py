@@ -384,10 +384,11 @@ class Store:
                               f"{len(diff_ids)} diff_ids in the config")
         layers = []
         for i, (desc, diff_id) in enumerate(zip(doc["layers"], diff_ids, strict=True)):
-            if progress and not self.has_layer(diff_id):
+            new = not self.has_layer(diff_id)  # a layer already there says "Already exists", as Docker's do
+            if progress and new:
                 progress(ProgressEvent(", ".join(refs), desc["digest"], "Extracting", 0, desc["size"]))
             path = self.ensure_layer(desc["digest"], diff_id, what=f"layer {i}")
-            if progress:
+            if progress and new:
                 progress(ProgressEvent(", ".join(refs), desc["digest"], "Pull complete", desc["size"], desc["size"]))
             layers.append(Layer(desc["digest"], diff_id, desc["size"], desc["mediaType"], path))
         lt = tuple(layers)

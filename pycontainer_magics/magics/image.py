@@ -85,14 +85,6 @@ def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, s
     return views.build_frame(result.steps)
 
 
-def _progress(e: Any) -> None:
-    if e.status in ("Downloading", "Extracting", "Pushing"):
-        return  # one line per step, not per chunk
-    who = e.digest[7:19] if e.digest else e.ref
-    sys.stdout.write(f"{who}: {e.status}\n")
-    sys.stdout.flush()
-
-
 @magics_class
 class ImageMagics(Magics):
     @line_magic
@@ -101,6 +93,7 @@ class ImageMagics(Magics):
         export (see the module help: `%image?`)."""
         from .. import images as im
         from ..display import image_views as views
+        from ..display.progress import LayerProgress
 
         try:
             argv = arg_split(line, posix=True, strict=True)
@@ -114,11 +107,11 @@ class ImageMagics(Magics):
             if ns.cmd in ("ls", "images"):
                 return views.images_frame(store.images())
             if ns.cmd == "pull":
-                img = im.pull(store, ns.ref, progress=_progress)
+                img = im.pull(store, ns.ref, progress=LayerProgress())
                 print(f"Digest: {img.manifest_digest}\nStatus: {ns.ref} pulled")
                 return None
             if ns.cmd == "push":
-                digest = im.push(store, ns.ref, ns.dest, progress=_progress)
+                digest = im.push(store, ns.ref, ns.dest, progress=LayerProgress())
                 print(f"{ns.dest or ns.ref}: digest: {digest}")
                 return None
             if ns.cmd == "tag":
