@@ -3,8 +3,8 @@ skopeo from OCI layouts we write."""
 
 from __future__ import annotations
 
-import json
 import io
+import json
 import os
 
 import pytest

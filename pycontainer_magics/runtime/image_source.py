@@ -35,6 +35,10 @@ def resolve(spec: ContainerSpec, on_progress: Callable[[str], None] | None = Non
             if on_progress is not None and e.status not in ("Downloading", "Extracting"):
                 on_progress(f"{e.digest[7:19] if e.digest else spec.image}: {e.status}\n")
         img = pull(store, spec.image, progress=progress)
+    if img.host_based and os.geteuid() != 0:
+        from .spec import SpecError
+        raise SpecError(f"image {spec.image} is built FROM host: its layers over this machine's / need root "
+                        "(the kernel refuses an overlay over / in a user namespace)")
     c = img.config
     if spec.python_code is not None:
         command: tuple[str, ...] = ()
