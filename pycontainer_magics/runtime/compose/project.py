@@ -402,6 +402,15 @@ class Project:
                 self._cond.wait(0.5 if left is None else min(left, 0.5))
         return True
 
+    def wait_for_exit(self, service: str, timeout: float | None = None) -> int | None:
+        """Until `service` has ended for good (restarts included); its exit code. ComposeError on timeout."""
+        sr = self.services.get(service)
+        if sr is None:
+            raise ComposeError(f"no such service: {service!r}")
+        if not sr.settled.wait(timeout):
+            raise ComposeError(f"service {service!r} still running after {timeout:g}s")
+        return sr.exit_code
+
     def __repr__(self) -> str:
         return f"<compose project {self.name}: {len(self.services)} service(s)>"
 
