@@ -404,3 +404,85 @@ def _cgroups_of(pid: str) -> list[str]:
         if os.path.isdir(parent):
             out += [d for d in os.listdir(parent) if d.startswith(f"{pid}-")]
     return out
+
+
+@pytest.mark.root
+@pytest.mark.network
+@root_only
+@pytest.mark.usefixtures("host_clean")
+def test_networks_aliases_and_an_internal_network() -> None:
+    p = P.up(load("""
+services:
+  db: {image: host, command: [busybox, httpd, -f, -p, "80", -h, /etc], networks: [back]}
+  api:
+    image: host
+    command: [sleep, "60"]
+    networks: {front: null, back: {aliases: [database-client]}}
+  ui: {image: host, command: [sleep, "60"], networks: [front]}
+networks:
+  front: {}
+  back: {internal: true}
+""", project=_name("nets")))
+    try:
+        api, ui = p.services["api"].current, p.services["ui"].current
+        assert api is not None and ui is not None
+        assert set(p.ps()[1].addresses) == {p.file.networks["front"].name, p.file.networks["back"].name}
+        r = api.exec(["sh", "-c", "busybox wget -q -O - http://db/hostname"], timeout=10)
+        assert r.exit_code == 0 and r.stdout.strip() == open("/etc/hostname").read().strip(), r.stderr
+        r = ui.exec(["sh", "-c", "getent hosts api >/dev/null && echo api; getent hosts database-client >/dev/null"
+                                 " && echo alias; getent hosts db || echo no-db"], timeout=10)
+        assert r.stdout.split() == ["api", "alias", "no-db"]
+        assert net.get_network(p.file.networks["back"].name).internal
+    finally:
+        p.down(timeout=0)
+
+
+@pytest.fixture
+def image_store(tmp_path):
+    """A state directory of the test's own, holding a busybox image `lab/base:1`."""
+    from helpers import make_busybox_rootfs
+
+    from pycontainer_magics.images import ImageConfig, Store
+
+    old = os.environ.get("PYCONTAINER_STATE_DIR")
+    os.environ["PYCONTAINER_STATE_DIR"] = str(tmp_path / "state")
+    try:
+        Store().create_image("lab/base:1", [make_busybox_rootfs(str(tmp_path / "rootfs"))],
+                            ImageConfig(env=("PATH=/bin",), cmd=("sh", "-c", "echo image-cmd")), history=["busybox"])
+        yield tmp_path
+    finally:
+        if old is None:
+            del os.environ["PYCONTAINER_STATE_DIR"]
+        else:
+            os.environ["PYCONTAINER_STATE_DIR"] = old
+
+
+@pytest.mark.root
+@pytest.mark.network
+@root_only
+@pytest.mark.usefixtures("host_clean")
+def test_images_from_the_store_and_from_build(image_store) -> None:
+    ctx = image_store / "ctx"
+    ctx.mkdir()
+    (ctx / "msg").write_text("from the context\n")
+    (ctx / "Dockerfile.app").write_text('FROM lab/base:1\nCOPY msg /srv/msg\nCMD ["sh", "-c", "echo built-cmd"]\n')
+    out: list[str] = []
+    p = P.up(load(f"""
+services:
+  plain: {{image: "lab/base:1"}}
+  built: {{build: {{context: {ctx}, dockerfile: Dockerfile.app}}}}
+  override:
+    image: lab/composed:1
+    build: {{context: {ctx}, dockerfile: Dockerfile.app}}
+    entrypoint: [sh, -c]
+    command: ["cat /srv/msg; echo $$GREETING"]  # $$: not compose interpolation
+    environment: [GREETING=from-compose]
+""", project=_name("img")), on_output=lambda _s, t: out.append(t))
+    try:
+        assert p.wait(timeout=20)
+        assert "plain    | image-cmd" in p.logs() and "built    | built-cmd" in p.logs()
+        assert "override | from the context\noverride | from-compose" in p.logs()
+        assert any("Successfully tagged lab/composed:1" in t for t in out)
+        assert {s.service: s.image for s in p.ps()}["built"] == f"{p.name}-built"
+    finally:
+        p.down(timeout=0)
