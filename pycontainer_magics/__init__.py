@@ -30,6 +30,14 @@ def load_ipython_extension(ip: Any) -> None:
     ip.register_magics(ImageMagics)
     ip.register_magics(NetnsMagics)
     ip.register_magics(ComposeMagics)
+    from .magics import errors
+    from .magics.doctor import load_message
+
+    # A missing capability (no user namespaces, no writable cgroup, ...) is one line, never a traceback.
+    errors.install(ip, (ContainerMagics, CgroupMagics, ImageMagics, NetnsMagics, ComposeMagics))
+    message = load_message()
+    if message:
+        print(message)
     try:
         from .runtime import prune
 

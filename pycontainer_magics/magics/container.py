@@ -15,6 +15,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.utils.process import arg_split
 
 from . import args as _args
+from .doctor import doctor as _doctor
 
 
 def _with_options(func: Any) -> Any:
@@ -298,5 +299,6 @@ _SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec"
                 "stop": ContainerMagics._stop, "kill": ContainerMagics._kill, "wait": ContainerMagics._wait,
                 "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle,
                 "diff": ContainerMagics._diff}
+_SUBCOMMANDS["doctor"] = _doctor  # %container doctor: what works here (magics/doctor.py)
 
 __all__ = ["ContainerMagics"]
