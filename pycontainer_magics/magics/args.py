@@ -51,6 +51,10 @@ OPTIONS: list[Option] = [
     _opt("--network", "--net", metavar="MODE", dest="network",
          help="none (default: a new network namespace with only lo), host (the host's), bridge (the default "
               "network: an address, no names) or NAME (a network of %%netns network create: names resolve)"),
+    _opt("--pod", metavar="NAME",
+         help="run in pod NAME (made on first use, or by %%container pod create): its containers share "
+              "the pod's network (talk over localhost), IPC and UTS namespaces and host name; each keeps its "
+              "own mount, PID and cgroup"),
     _opt("-p", "--publish", metavar="[IP:]HOST:CTR", action="append",
          help="publish a container port on the host's loopback, like 8080:80 (repeatable)"),
     _opt("--expose", metavar="PORT[/PROTO]", action="append",

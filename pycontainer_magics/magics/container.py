@@ -62,6 +62,10 @@ class ContainerMagics(Magics):
         Background containers (`--detach`, like `docker run -d`) are managed with the line magic:
         `%container ps [-a]`, `logs NAME`, `exec NAME -- CMD`, `stats`, `stop [-t SECONDS] NAME`,
         `kill NAME`, `wait NAME`, `rm [-f] NAME`.
+
+        Pods (`--pod NAME`, as in Kubernetes): the pod's containers share its network (they talk over
+        localhost), IPC and UTS namespaces. `%container pod create NAME [--network NET] [-p HOST:CTR]
+        [--hostname H]`, `pod ls`, `pod inspect NAME`, `pod ns NAME` (the namespace table), `pod rm [-f] NAME`.
         """
         if cell is None:
             word, _, rest = line.strip().partition(" ")
@@ -265,11 +269,64 @@ class ContainerMagics(Magics):
                              f"(%container stop {c.label}, or wait)")
         return diff_frame(c.wait())
 
+    def _pod(self, rest: str) -> Any:
+        """`%container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] | ls | inspect NAME |
+        ns NAME | rm [-f] NAME`: pods, whose containers (`--pod NAME`) share network, IPC and UTS."""
+        argv = _split(rest)
+        sub, args = (argv[0], argv[1:]) if argv else ("", [])
+        from ..runtime import pods
+
+        try:
+            if sub == "create":
+                ns = _pod_create_parser().parse_args(args)
+                publish: tuple[tuple[str, int, int, str], ...] = ()
+                if ns.publish:
+                    from ..network import NetworkError, parse_publish
+                    try:
+                        publish = tuple(parse_publish(p) for p in ns.publish)
+                    except NetworkError as e:
+                        raise UsageError(str(e)) from None
+                p = pods.create(ns.name, network=ns.network, publish=publish, hostname=ns.hostname)
+                print(p.name)
+                return None
+            if sub in ("ls", "list", "ps"):
+                from ..display.pod_views import pods_frame
+                return pods_frame(pods.list_pods())
+            if sub in ("inspect", "ns"):
+                name = _one_ref(" ".join(args), f"pod {sub}")
+                from ..display.pod_views import PodView
+                view = PodView(pods.inspect(name), *pods.namespace_table(name))
+                return view if sub == "inspect" else view.namespaces
+            if sub == "rm":
+                force = any(a in ("-f", "--force") for a in args)
+                names = [a for a in args if a not in ("-f", "--force")]
+                if not names:
+                    raise UsageError("usage: %container pod rm [-f] NAME [NAME...]")
+                for name in names:
+                    pods.remove(name, force=force)
+                    print(name)
+                return None
+        except pods.PodError as e:
+            raise UsageError(str(e)) from None
+        raise UsageError("usage: %container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] | ls | "
+                         "inspect NAME | ns NAME | rm [-f] NAME")
+
     def _stats(self, rest: str) -> Any:
         from ..display.frames import stats_frame
         from ..runtime.containers import containers
 
         return stats_frame([c for c in containers.list(all=False)])
+
+
+def _pod_create_parser() -> Any:
+    from ._parser import UsageParser
+
+    p = UsageParser(prog="%container pod create", add_help=False)
+    p.add_argument("name")
+    p.add_argument("--network", "--net", dest="network")
+    p.add_argument("-p", "--publish", action="append")
+    p.add_argument("--hostname")
+    return p
 
 
 def _split(rest: str) -> list[str]:
@@ -298,7 +355,7 @@ def _get(ref: str) -> Any:
 _SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec": ContainerMagics._exec,
                 "stop": ContainerMagics._stop, "kill": ContainerMagics._kill, "wait": ContainerMagics._wait,
                 "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle,
-                "diff": ContainerMagics._diff}
+                "diff": ContainerMagics._diff, "pod": ContainerMagics._pod}
 _SUBCOMMANDS["doctor"] = _doctor  # %container doctor: what works here (magics/doctor.py)
 
 __all__ = ["ContainerMagics"]

@@ -11,6 +11,8 @@ a cell's critical path. Preparation, in the order the kernel forces:
   2. the user namespace; the preparer writes the id maps (a full map needs a writer outside it);
   3. network, UTS, IPC, PID and time namespaces, owned by the new user namespace; time offsets are
      written before any process enters;
+     in a pod (runtime/pods.py), the pod infra's user, network, IPC and UTS namespaces are joined
+     instead of made (setns on /proc/<infra>/ns/*, opened first, while still outside any of them);
   4. "ready". Then one run order: fork PID 1 (nested) or wait while the caller runs it (direct); then
      the layer diff, read from the upper directory this holder still sees, and exit.
 """
@@ -18,17 +20,19 @@ a cell's critical path. Preparation, in the order the kernel forces:
 from __future__ import annotations
 
 import errno
+import fcntl
 import gc
 import os
 import signal
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ..linux import idmap, libc
 from ..linux.libc import MS_NODEV, MS_NOSUID, PR_SET_PDEATHSIG, mount, prctl
-from ..linux.namespaces import CLONE_NEWNS, CLONE_NEWUSER
+from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWUTS
 from . import rootfs
 from .channel import recv_ctl, send, send_ctl
 from .launch import STATUS_FD, Launch, become_root, failure, pid1_nested, report_failure, reset_signals
@@ -58,6 +62,11 @@ class HolderPlan:
     time_offsets: tuple[tuple[str, int], ...]
     maps: tuple[str, str, bool]  # uid_map, gid_map, deny setgroups
     rootless: bool
+    # A pod's member: (infra pid, inode of its network namespace, checked against a recycled pid). The
+    # user namespace and the network, IPC and UTS ones in flags_rest are joined, not unshared.
+    join: tuple[int, int] | None = None
+    hostname: str | None = None  # set in the new UTS namespace at once (a pod's infra)
+    loopback: bool = False  # bring lo up in the new network namespace (a pod's infra)
 
     @property
     def merged(self) -> str | None:
@@ -79,18 +88,31 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
         os.closerange(CTL_FD + 1, 1 << 20)
         sock = socket.socket(fileno=CTL_FD)
         upper = mp = None
+        pod: dict[int, int] = {}
+        if hp.join is not None:
+            stage = "opening the pod's namespaces"
+            pod = _open_pod(*hp.join)
         if hp.new_user and hp.rootless:
             stage = "creating the user namespace"
-            _enter_user_namespace(sock)
+            _enter_user_namespace(sock, pod.pop(CLONE_NEWUSER, None))
         if hp.new_mount and hp.scratch and hp.lower:
             stage = "building the overlay root filesystem"
             upper, mp = _build_rootfs(hp)
         if hp.new_user and not hp.rootless:
             stage = "creating the user namespace"
-            _enter_user_namespace(sock)
+            _enter_user_namespace(sock, pod.pop(CLONE_NEWUSER, None))
+        stage = "joining the pod's namespaces"
+        for flag, fd in pod.items():
+            libc.setns(fd, flag)
+            os.close(fd)
         stage = "creating namespaces"
-        if hp.flags_rest:
-            libc.unshare(hp.flags_rest)
+        if hp.flags_rest & ~_joined(hp):
+            libc.unshare(hp.flags_rest & ~_joined(hp))
+        if hp.hostname:
+            libc.sethostname(hp.hostname)
+        if hp.loopback:
+            stage = "bringing up the loopback interface"
+            _loopback_up()
         if hp.time_offsets:
             stage = "setting time namespace offsets"
             with open("/proc/self/timens_offsets", "w") as f:
@@ -174,7 +196,42 @@ def _wait(pid: int) -> int:
             continue
 
 
-def _enter_user_namespace(sock: socket.socket) -> None:
+_POD_NS = (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS))
+
+
+def _joined(hp: HolderPlan) -> int:
+    return CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS if hp.join is not None else 0
+
+
+def _open_pod(pid: int, net_inode: int) -> dict[int, int]:
+    """The infra's namespaces, opened while we are still outside them (a process in another user namespace
+    may not open /proc/<infra>/ns/*); the network namespace's inode tells a recycled pid apart."""
+    fds: dict[int, int] = {}
+    try:
+        for name, flag in _POD_NS:
+            fds[flag] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        if os.fstat(fds[CLONE_NEWNET]).st_ino != net_inode:
+            raise OSError(errno.ESRCH, "the pod's infra process is gone", f"/proc/{pid}/ns/net")
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
+def _loopback_up() -> None:
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req)[:18])[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
+
+
+def _enter_user_namespace(sock: socket.socket, pod_user: int | None = None) -> None:
+    if pod_user is not None:  # a pod's: its maps are written already
+        libc.setns(pod_user, CLONE_NEWUSER)
+        os.close(pod_user)
+        return
     libc.unshare(CLONE_NEWUSER)
     send_ctl(sock, {"need_maps": True})
     reply, _ = recv_ctl(sock)

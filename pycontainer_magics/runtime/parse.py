@@ -265,6 +265,7 @@ def build_spec(
     cap_add: str | Iterable[str] | None = None,
     cap_drop: str | Iterable[str] | None = None,
     network: str | None = None,
+    pod: str | None = None,
     publish: str | Iterable[str] | None = None,
     expose: str | Iterable[str] | None = None,
     timeout: str | float | None = None,
@@ -302,6 +303,11 @@ def build_spec(
         f["hostname"] = hostname
 
     shared = parse_share(_split_list(share)) if share is not None else frozenset()
+    if pod is not None:
+        f["pod"] = pod
+        if network is not None:  # even `none`: the pod's network is what the container gets
+            raise SpecError(f"--network {network} conflicts with --pod {pod}: a pod's containers share the pod's "
+                            f"network; give it when creating the pod (%container pod create {pod} --network NET)")
     if network is not None:
         if network not in NETWORK_MODES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", network):
             raise SpecError(f"invalid --network {network!r}: none (a new, empty network namespace), host (the "

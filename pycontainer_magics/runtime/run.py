@@ -294,6 +294,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     if helper is None:
         helper = not os.environ.get("PYCONTAINER_NO_HELPER")
     cg: Cgroup | None = None
+    pod = None
     try:
         if h is not None:
             try:
@@ -303,6 +304,10 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             r.cgroup_version = cg.version
         r.id = cg.name if cg is not None else state.new_id()
         plan_spec = spec
+        if spec.pod is not None:  # made on first use; its containers join its namespaces (pods.py)
+            from . import pods
+            pod = pods.ensure(spec.pod, helper=helper)
+            plan_spec = spec.with_(mounts=spec.mounts + pod.file_mounts())
         if _networked(spec):
             from . import networking  # pyroute2 loads only for containers on a network
             plan_spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, r.id))
@@ -314,8 +319,12 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         else:
             hp, L = plan_launch(plan_spec, cg, python_globals)
         L.export_layer = export_layer
+        if pod is not None:
+            hp, on_start = pod.admit(r.id, spec, hp, L.env, on_start)
         _execute(r, hp, L, cg, on_output, helper, on_start)
     finally:
+        if pod is not None:
+            pod.release(r.id)
         if cg is not None:
             _finish_cgroup(r, cg)
     return r

@@ -93,6 +93,8 @@ class ContainerSpec:
     network: str = "none"
     publish: tuple[tuple[str, int, int, str], ...] = ()  # (host_ip, host_port, container_port, proto)
     expose: tuple[str, ...] = ()  # EXPOSE-style metadata ("80/tcp"): documents a port, publishes nothing
+    # A pod (runtime/pods.py): the container joins the pod's user, network, IPC and UTS namespaces.
+    pod: str | None = None
     network_aliases: tuple[str, ...] = ()  # more names on the network (compose: the service's name)
     extra_networks: tuple[str, ...] = ()  # user networks joined too, before PID 1 runs (same aliases)
 
@@ -159,6 +161,8 @@ def validate(s: ContainerSpec) -> None:
     unknown = set(s.share) - set(NAMESPACE_KINDS)
     if unknown:
         _fail(f"unknown namespace {sorted(unknown)[0]!r} in --share: expected some of {', '.join(NAMESPACE_KINDS)}")
+    if s.pod is not None:  # first: say "conflicts with --pod" rather than what the option alone would need
+        _validate_pod(s)
     if s.image != "host":
         if s.rootfs is not None:
             _fail(f"--image {s.image!r} conflicts with --rootfs {s.rootfs!r}: give one root filesystem")
@@ -264,4 +268,30 @@ def validate(s: ContainerSpec) -> None:
         _fail("-o/--output only works with Python cells")
 
 
-__all__ = ["ContainerSpec", "IdMap", "Mount", "SpecError", "Tmpfs", "validate"]
+POD_SHARED = ("net", "ipc", "uts", "user")  # what a pod's containers take from the pod
+
+
+def _validate_pod(s: ContainerSpec) -> None:
+    """A container in a pod takes its network, IPC and UTS namespaces (and so its host name, address and
+    ports) from the pod: options that would set them for the container alone conflict."""
+    create = f"%container pod create {s.pod}"
+    if not VOLUME_NAME_RE.match(s.pod or ""):
+        _fail(f"invalid --pod {s.pod!r}: letters, digits, '_', '.', '-'")
+    if s.network != "none":
+        _fail(f"--network {s.network} conflicts with --pod {s.pod}: a pod's containers share the pod's network; "
+              f"give it when creating the pod ({create} --network NET)")
+    if s.publish:
+        _fail(f"-p/--publish conflicts with --pod {s.pod}: publish the pod's ports when creating it "
+              f"({create} --network NET -p HOST:CTR)")
+    if s.hostname is not None:
+        _fail(f"--hostname conflicts with --pod {s.pod}: a pod's containers share its host name "
+              f"({create} --hostname NAME)")
+    clash = [k for k in POD_SHARED if k in s.share]
+    if clash:
+        _fail(f"--share {clash[0]} conflicts with --pod {s.pod}: a pod's containers share the pod's "
+              f"{', '.join(POD_SHARED)} namespaces, not the host's")
+    if s.userns != "private" or s.uid_map:
+        _fail(f"--userns conflicts with --pod {s.pod}: a pod's containers use the pod's user namespace")
+
+
+__all__ = ["POD_SHARED", "ContainerSpec", "IdMap", "Mount", "SpecError", "Tmpfs", "validate"]

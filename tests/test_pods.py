@@ -1,0 +1,320 @@
+"""Pods: containers that share the pod's network, IPC and UTS namespaces (and keep their own mount, PID
+and cgroup), talk over localhost, see one host name; pod ls / inspect / rm; bad input; nothing left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+from helpers import host_clean  # noqa: F401
+
+from pycontainer_magics.runtime import ContainerSpec, pods, run
+from pycontainer_magics.runtime.containers import containers, start
+from pycontainer_magics.runtime.parse import build_spec
+from pycontainer_magics.runtime.spec import SpecError
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+PY = sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3"
+SERVER = textwrap.dedent("""
+    import socket
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((HOST, PORT))
+    s.listen()
+    print("listening", flush=True)
+    while True:
+        c, _ = s.accept()
+        c.sendall(b"hello from " + socket.gethostname().encode())
+        c.close()
+""")
+CLIENT = ("import socket\n"
+          "try:\n"
+          "    c = socket.create_connection(('127.0.0.1', PORT), timeout=2)\n"
+          "    print(c.recv(100).decode(), socket.gethostname())\n"
+          "except OSError as e:\n"
+          "    print('unreachable', e.errno)\n")
+
+
+def _wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _no_pods_left(infra_pids: list[int]) -> None:
+    mine = [q.name for q in pods.list_pods() if q.owner.startswith(f"{os.getpid()}:")]
+    assert mine == [], f"pods left: {mine}"
+    assert not [p for p in infra_pids if _alive(p)], "an infra process is left"
+
+
+@pytest.fixture(autouse=True)
+def _pods_removed(host_clean) -> Iterator[list[int]]:  # noqa: F811 - host_clean checks after this cleaned up
+    infras: list[int] = []
+    yield infras
+    for c in containers.list():
+        containers.remove(c.id, force=True)
+    for p in pods.list_pods():
+        if p.owner.startswith(f"{os.getpid()}:"):
+            infras.append(p.infra_pid)
+            pods.remove(p.name, force=True)
+    _no_pods_left(infras)
+
+
+def _ns(pid: int, kind: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def _server(pod: str, port: int, name: str, host: str = "127.0.0.1"):
+    code = SERVER.replace("HOST", repr(host)).replace("PORT", str(port))
+    c = start(ContainerSpec(command=(PY, "-c", code), name=name, pod=pod))
+    assert _wait_for(lambda: "listening" in c.logs()), c.logs()
+    return c
+
+
+def test_two_containers_share_net_ipc_uts_user_not_mnt_pid_cgroup(_pods_removed) -> None:
+    p = pods.create("pns")
+    _pods_removed.append(p.infra_pid)
+    a = start(ContainerSpec(command=("sleep", "30"), name="a", pod="pns", pids_limit=20))
+    b = start(ContainerSpec(command=("sleep", "30"), name="b", pod="pns"))
+    for kind in ("net", "ipc", "uts", "user"):
+        assert _ns(a.pid1, kind) == _ns(b.pid1, kind) == _ns(p.infra_pid, kind), kind
+        assert _ns(a.pid1, kind) != _ns(os.getpid(), kind), kind  # not ours (the host's)
+    for kind in ("mnt", "pid", "cgroup", "time"):
+        assert _ns(a.pid1, kind) != _ns(b.pid1, kind), kind
+    # The namespace table says the same.
+    from pycontainer_magics.display.pod_views import pod_namespace_frame
+    df = pod_namespace_frame(*pods.namespace_table("pns"))
+    assert list(df.columns) == ["infra", "a", "b", "shared"]
+    assert df.loc["net", "a"] == _ns(a.pid1, "net")
+    assert df["shared"].to_dict() == {"mount": False, "uts": True, "ipc": True, "pid": False, "net": True,
+                                      "user": True, "cgroup": False, "time": False}
+    info = pods.inspect("pns")
+    assert [c["name"] for c in info["containers"]] == ["a", "b"] and info["status"] == "running"
+    pods.remove("pns", force=True)
+    assert not a.running and not b.running
+
+
+def test_server_in_pod_answers_client_over_localhost_not_outside(_pods_removed) -> None:
+    port = _free_port()
+    srv = _server("web", port, "srv")
+    _pods_removed.append(pods.get("web").infra_pid)
+    client = CLIENT.replace("PORT", str(port))
+    # A command client and a Python-cell client (forked from this process), both in the pod.
+    r = run(ContainerSpec(command=(PY, "-c", client), pod="web"))
+    assert r.exit_code == 0 and r.stdout.strip() == "hello from web web", (r.stdout, r.stderr)
+    r = run(ContainerSpec(python_code=client, pod="web"))
+    assert r.stdout.strip() == "hello from web web", (r.stdout, r.stderr, r.error)
+    assert r.namespaces and {n.kind: n.container_inode for n in r.namespaces}["net"] == _ns(srv.pid1, "net")
+    # Outside the pod: another container (its own network namespace) and another pod cannot reach it.
+    r = run(ContainerSpec(command=(PY, "-c", client)))
+    assert r.stdout.startswith("unreachable"), r.stdout
+    r = run(ContainerSpec(command=(PY, "-c", client), pod="other"))
+    assert r.stdout.split() == ["unreachable", "111"], r.stdout  # its own lo: refused, not unreachable
+    assert {p.name for p in pods.list_pods()} >= {"web", "other"}
+    pods.remove("other")
+    # The pod's hostname is the pod's name, seen by every container; HOSTNAME is set to it too.
+    r = run(ContainerSpec(command=("sh", "-c", "hostname; echo $HOSTNAME"), pod="web"))
+    assert r.stdout.split() == ["web", "web"]
+
+
+def test_sysv_ipc_and_posix_mqueue_are_shared_in_the_pod(_pods_removed) -> None:
+    p = pods.create("ipc1")
+    _pods_removed.append(p.infra_pid)
+    r = run(ContainerSpec(command=("sh", "-c", "ipcmk -Q >/dev/null && touch /dev/mqueue/podq && echo made"),
+                          pod="ipc1"))
+    assert r.stdout.strip() == "made", r.stderr
+    look = ("sh", "-c", "ipcs -q | grep -c '^0x' ; ls /dev/mqueue")
+    r = run(ContainerSpec(command=look, pod="ipc1"))
+    assert r.stdout.split() == ["1", "podq"], (r.stdout, r.stderr)
+    r = run(ContainerSpec(command=look))  # a container outside the pod: a fresh IPC namespace
+    assert r.stdout.split() == ["0"], r.stdout
+
+
+def test_pod_ls_inspect_and_rm_refuses_while_running_force_stops(_pods_removed) -> None:
+    from pycontainer_magics.display.pod_views import PodView, pods_frame
+
+    p = pods.create("lab", hostname="labhost")
+    _pods_removed.append(p.infra_pid)
+    c = start(ContainerSpec(command=("sleep", "30"), name="sleeper", pod="lab"))
+    df = pods_frame(pods.list_pods())
+    assert list(df.columns) == ["name", "containers", "status", "network", "created"]
+    row = df[df.name == "lab"].iloc[0]
+    assert row.containers == "sleeper" and row.status == "running" and row.network == "none"
+    r = run(ContainerSpec(command=("hostname",), pod="lab"))
+    assert r.stdout.strip() == "labhost"
+    view = PodView(pods.inspect("lab"), *pods.namespace_table("lab"))
+    assert "sleeper" in view._repr_html_() and list(view.containers.name) == ["sleeper"]
+    with pytest.raises(pods.PodError, match="running container.*sleeper.*-f") as e:
+        pods.remove("lab")
+    assert "\n" not in str(e.value)
+    assert c.running and pods.get("lab").status == "running"
+    c.stop(timeout=0.2)
+    assert pods.get("lab").status == "created"  # the member is gone from the record
+    c2 = start(ContainerSpec(command=("sleep", "30"), name="sleeper2", pod="lab"))
+    pods.remove("lab", force=True)
+    assert not c2.running and c2.run.exit_code == 137
+    assert "lab" not in {q.name for q in pods.list_pods()}
+    assert _wait_for(lambda: not _alive(p.infra_pid), 2)
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(_pods_removed) -> None:
+    for fn in (pods.inspect, pods.remove, pods.get):
+        with pytest.raises(pods.PodError, match="no such pod: nope") as e:
+            fn("nope")
+        assert "\n" not in str(e.value)
+    bad = [dict(network="bridge"), dict(network="none"), dict(hostname="h"), dict(share="net"),
+           dict(share="uts"), dict(publish="8080:80"), dict(userns="remap"), dict(pod="bad/name")]
+    for extra in bad:
+        opts = {"pod": "pb", **extra}
+        with pytest.raises(SpecError) as e:
+            build_spec(command=["true"], **opts)
+        msg = str(e.value)
+        assert "\n" not in msg and ("pod" in msg), msg
+    with pytest.raises(SpecError, match="--network bridge conflicts with --pod pb"):
+        build_spec(command=["true"], pod="pb", network="bridge")
+    with pytest.raises(pods.PodError, match="-p/--publish needs a network"):
+        pods.create("pb", publish=(("127.0.0.1", 8080, 80, "tcp"),))
+    with pytest.raises(pods.PodError, match="invalid pod --network"):
+        pods.create("pb", network="host")
+    with pytest.raises(pods.PodError, match="--network nosuchnet"):
+        pods.create("pb", network="nosuchnet")
+    p = pods.create("pb")
+    _pods_removed.append(p.infra_pid)
+    with pytest.raises(pods.PodError, match="already exists"):
+        pods.create("pb")
+    assert [q.name for q in pods.list_pods() if q.owner.startswith(f"{os.getpid()}:")] == ["pb"]
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """The shell (its history database is an open fd) made before host_clean's first look."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "pycontainer_magics")
+    return shell
+
+
+def test_magic_pod_commands(ip, _pods_removed) -> None:
+    from IPython.core.error import UsageError
+
+    ip.run_line_magic("container", "pod create mp --hostname mphost")
+    _pods_removed.append(pods.get("mp").infra_pid)
+    ip.run_cell_magic("container", "--pod mp -q -o h", "import socket\nh = socket.gethostname()")
+    assert ip.user_ns.pop("h") == "mphost"
+    ip.run_cell_magic("container", "--pod mp -d --name bg -q -- sh", "sleep 30")
+    df = ip.run_line_magic("container", "pod ls")
+    assert df[df.name == "mp"].iloc[0].containers == "bg"
+    view = ip.run_line_magic("container", "pod inspect mp")
+    assert view.info["hostname"] == "mphost" and bool(view.namespaces.loc["net", "shared"])
+    ns = ip.run_line_magic("container", "pod ns mp")
+    assert list(ns.columns) == ["infra", "bg", "shared"]
+    for line, cell, pattern in [("pod rm mp", None, "running container"), ("pod inspect nope", None, "no such pod"),
+                                ("--pod mp --network bridge", "pass", "--network bridge conflicts with --pod mp"),
+                                ("--pod mp --hostname x", "pass", "--hostname conflicts"),
+                                ("pod create", None, "usage|required")]:
+        with pytest.raises(UsageError, match=pattern) as e:
+            if cell is None:
+                ip.run_line_magic("container", line)
+            else:
+                ip.run_cell_magic("container", line, cell)
+        assert "\n" not in str(e.value)
+    ip.run_line_magic("container", "pod rm -f mp")
+    assert "mp" not in {p.name for p in pods.list_pods()}
+    ip.run_line_magic("container", "rm bg")
+    ip.user_ns.pop("_container", None)
+
+
+def test_cli_joins_an_existing_pod_and_makes_its_own(_pods_removed) -> None:
+    p = pods.create("clipod")
+    _pods_removed.append(p.infra_pid)
+    cli = [sys.executable, "-m", "pycontainer_magics.cli", "run", "-q"]
+    out = subprocess.run([*cli, "--pod", "clipod", "--", "sh", "-c", "hostname; readlink /proc/self/ns/net"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["clipod", f"net:[{p.net_inode}]"]
+    out = subprocess.run([*cli, "--pod", "clionly", "--", "hostname"], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "clionly", out.stderr
+    assert "clionly" not in {q.name for q in pods.list_pods()}  # gone with the CLI process that made it
+    out = subprocess.run([*cli, "--pod", "clipod", "--network", "bridge", "--", "true"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 125 and out.stderr.count("\n") == 1 and "conflicts with --pod" in out.stderr
+
+
+def test_pod_of_a_killed_process_goes_with_prune(_pods_removed) -> None:
+    code = textwrap.dedent("""
+        import sys, time
+        from pycontainer_magics.runtime import ContainerSpec, pods
+        from pycontainer_magics.runtime.containers import start
+        p = pods.create("orphan")
+        c = start(ContainerSpec(command=("sleep", "60"), name="o1", pod="orphan"))
+        print(p.infra_pid, c.pid1, flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        infra, pid1 = (int(x) for x in proc.stdout.readline().split())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    _pods_removed.append(infra)
+    # The infra and the container go with their owner (parent-death signals); the record stays ...
+    assert _wait_for(lambda: not _alive(infra) and not _alive(pid1), 5)
+    assert os.path.exists(os.path.join(pods.pods_dir(), "orphan.json"))
+    assert "orphan" not in {p.name for p in pods.list_pods()}
+    # ... until prune (what `%load_ext` and `pycontainer prune` run) removes it.
+    from pycontainer_magics import runtime
+    assert "pod orphan" in runtime.prune()
+    assert not os.path.exists(os.path.join(pods.pods_dir(), "orphan.json"))
+
+
+@pytest.mark.network
+def test_pod_on_a_bridge_network_has_one_address_and_published_port(_pods_removed) -> None:
+    from pycontainer_magics import network as net
+
+    host_port = _free_port()
+    p = pods.create("netpod", network="bridge", publish=(("127.0.0.1", host_port, 80, "tcp"),))
+    _pods_removed.append(p.infra_pid)
+    assert p.address and net.endpoints_of(p.id)[0].address == p.address
+    srv = _server("netpod", 80, "websrv", host="0.0.0.0")  # a low port: the pod's user namespace owns the netns
+    r = run(ContainerSpec(command=("sh", "-c", "cat /etc/hosts; ip -4 -o addr show eth0"), pod="netpod"))
+    assert p.address in r.stdout and "netpod" in r.stdout, r.stdout
+    assert _wait_for(lambda: _fetch(host_port) == b"hello from netpod", 5)
+    pods.remove("netpod", force=True)
+    assert not srv.running
+    assert net.endpoints_of(p.id) == []
+    from pycontainer_magics.network.networks import veth_name
+    assert not os.path.exists(f"/sys/class/net/{veth_name('bridge', p.id)}")
+    with pytest.raises(OSError):
+        _fetch(host_port)
+
+
+def _fetch(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+        return c.recv(100)
