@@ -486,3 +486,20 @@ services:
         assert {s.service: s.image for s in p.ps()}["built"] == f"{p.name}-built"
     finally:
         p.down(timeout=0)
+
+
+@pytest.mark.root
+@pytest.mark.network
+@root_only
+@pytest.mark.usefixtures("host_clean")
+def test_attached_up_follows_the_logs_until_every_service_ends(ip, capsys: pytest.CaptureFixture[str]) -> None:
+    name = _name("att")
+    cell = (f"name: {name}\nservices:\n  first: {{image: host, command: [sh, -c, 'echo one; sleep 0.3; echo two']}}\n"
+            "  second: {image: host, command: [sh, -c, 'echo three'], depends_on: [first]}\n")
+    try:
+        ps = ip.run_cell_magic("compose", "up", cell)
+        out = capsys.readouterr().out
+        assert "first  | one\n" in out and "first  | two\n" in out and "second | three\n" in out
+        assert list(ps["status"]) == ["exited (0)", "exited (0)"]
+    finally:
+        ip.run_line_magic("compose", f"down -p {name}")
