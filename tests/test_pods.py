@@ -318,3 +318,44 @@ def test_pod_on_a_bridge_network_has_one_address_and_published_port(_pods_remove
 def _fetch(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
         return c.recv(100)
+
+
+ROOTLESS_USER = "pcm-pods"
+ROOTLESS_SCRIPT = textwrap.dedent("""
+    import json, os, time
+    from pycontainer_magics.runtime import ContainerSpec, pods, run
+    from pycontainer_magics.runtime.containers import start
+    p = pods.create("rlpod")
+    c = start(ContainerSpec(command=("sh", "-c", "touch /dev/mqueue/q1; echo up; sleep 30"), name="a", pod="rlpod"))
+    while "up" not in c.logs():
+        time.sleep(0.02)
+    r = run(ContainerSpec(command=("sh", "-c", "hostname; ls /dev/mqueue; readlink /proc/self/ns/net"), pod="rlpod"))
+    py = run(ContainerSpec(python_code="import socket; print(socket.gethostname())", pod="rlpod"))
+    a_net = os.readlink(f"/proc/{c.pid1}/ns/net")
+    pods.remove("rlpod", force=True)
+    print("RESULT=" + json.dumps({"out": r.stdout.split(), "py": py.stdout.strip(), "net": p.net_inode,
+                                  "a_net": a_net, "infra": p.infra_pid, "stopped": not c.running}))
+""")
+
+
+@pytest.mark.rootless
+def test_rootless_pod(_pods_removed) -> None:
+    """Without root: the infra's user namespace is the user's own; members join it and its namespaces."""
+    import pwd
+
+    from helpers import run_as
+
+    subprocess.run(["userdel", "-r", ROOTLESS_USER], capture_output=True)
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", ROOTLESS_USER], check=True)
+    try:
+        p = run_as(ROOTLESS_USER, ["env", f"HOME={pwd.getpwnam(ROOTLESS_USER).pw_dir}", sys.executable, "-c",
+                                   ROOTLESS_SCRIPT])
+        line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT=")), None)
+        assert line, (p.returncode, p.stdout[-500:], p.stderr[-2000:])
+        import json
+        res = json.loads(line[7:])
+        assert res["out"] == ["rlpod", "q1", f"net:[{res['net']}]"] and res["a_net"] == f"net:[{res['net']}]"
+        assert res["py"] == "rlpod" and res["stopped"]
+        assert not _alive(res["infra"])
+    finally:  # the script's processes are gone with it (parent-death signals): the user can go
+        subprocess.run(["userdel", "-r", ROOTLESS_USER], capture_output=True)
