@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import functools
 import os
 import threading
 import time
@@ -218,17 +219,13 @@ class Project:
 
     # -- up -----------------------------------------------------------------------------------------------
     def _start_all(self, specs: dict[str, ContainerSpec], timeout: float, say: OutputFn) -> None:
-        """Start each service once what it depends on is satisfied, in file order among those ready."""
+        """Start each service once what it depends on is satisfied. Services ready at the same moment start
+        together (one thread each: a container's start mostly waits on its holder, network and PID 1)."""
         pending = [n for level in self.file.levels() for n in level]
         deadline = time.monotonic() + timeout
         while pending:
-            ready = None
-            for n in pending:
-                ok = [self._satisfied(n, d) for d in self.file.services[n].depends_on]
-                if all(ok):
-                    ready = n
-                    break
-            if ready is None:
+            ready = [n for n in pending if all(self._satisfied(n, d) for d in self.file.services[n].depends_on)]
+            if not ready:
                 with self._cond:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -238,15 +235,27 @@ class Project:
                         raise ComposeError(f"gave up after {timeout:g}s: still waiting: {waits}")
                     self._cond.wait(min(left, 0.5))
                 continue
-            pending.remove(ready)
-            sr = ServiceRun(self, self.file.services[ready], specs[ready])
-            self.services[ready] = sr
-            say("stderr", f" Container {self.file.container_name(ready)}  Starting\n")
-            try:
-                sr.start()
-            except (SpecError, ContainerError, OSError) as e:
-                raise ComposeError(f"service {ready!r}: cannot start: {e}") from None
-            say("stderr", f" Container {self.file.container_name(ready)}  Started\n")
+            errors: dict[str, BaseException] = {}
+            start = functools.partial(_start_one, self.services, errors)
+            threads = []
+            for n in ready:
+                pending.remove(n)
+                self.services[n] = ServiceRun(self, self.file.services[n], specs[n])
+                say("stderr", f" Container {self.file.container_name(n)}  Starting\n")
+                if len(ready) == 1:
+                    start(n)
+                else:
+                    threads.append(threading.Thread(target=start, args=(n,), daemon=True))
+                    threads[-1].start()
+            for t in threads:
+                t.join()
+            for n in ready:
+                e = errors.get(n)
+                if isinstance(e, SpecError | ContainerError | OSError):
+                    raise ComposeError(f"service {n!r}: cannot start: {e}") from None
+                if e is not None:
+                    raise e
+                say("stderr", f" Container {self.file.container_name(n)}  Started\n")
 
     def _satisfied(self, service: str, d: Dependency) -> bool:
         """Is dependency `d` of `service` met? ComposeError when it never will be."""
@@ -413,6 +422,13 @@ class Project:
 
     def __repr__(self) -> str:
         return f"<compose project {self.name}: {len(self.services)} service(s)>"
+
+
+def _start_one(services: dict[str, ServiceRun], errors: dict[str, BaseException], name: str) -> None:
+    try:
+        services[name].start()
+    except BaseException as e:  # noqa: BLE001 - raised by the caller, from its own thread
+        errors[name] = e
 
 
 def _stop(c: Container, grace: float) -> None:
