@@ -166,3 +166,30 @@ def test_bad_bundles_name_the_field(tmp_path) -> None:
         "mounts": [{"destination": "/x", "type": "nfs", "source": "h:/x"}]}))
     with pytest.raises(BundleError, match="mounts/0: a nfs mount"):
         load_bundle(str(tmp_path))
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.parametrize("tool", ["crun", "runc"])
+def test_crun_and_runc_spec_bundles_run_here(busybox: str, tmp_path, tool: str) -> None:
+    """`crun spec` / `runc spec` as a user adjusts it (args, a rootfs, no terminal) runs under `pycontainer run
+    --bundle` with what the config says, and without a note: every field is carried over or is ours to set."""
+    import sys
+
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (apt-get install {tool})")
+    b = tmp_path / f"{tool}-bundle"
+    b.mkdir()
+    subprocess.run([tool, "spec"], cwd=b, check=True)
+    shutil.copytree(busybox, b / "rootfs", symlinks=True)
+    c = json.loads((b / "config.json").read_text())
+    c["process"]["args"] = ["sh", "-c", "hostname; id -u; grep -E 'CapEff|NoNewPrivs' /proc/self/status; "
+                            "ls /sys/class/net; touch /x 2>&1 | grep -c Read-only"]
+    c["process"]["terminal"] = False
+    (b / "config.json").write_text(json.dumps(c))
+    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "pycontainer"), "run", "--quiet", "--bundle",
+                        str(b), f"{tool}-spec"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    caps = sum(1 << n for n in (5, 10, 29))  # the default of both: KILL, NET_BIND_SERVICE, AUDIT_WRITE
+    assert p.stdout.split() == [tool, "0", "CapEff:", f"{caps:016x}", "NoNewPrivs:", "1", "lo", "1"]
+    assert "terminal" not in p.stderr

@@ -62,6 +62,7 @@ class Launch:
     uid: int | None = None  # run the payload as this user (Docker's -u, or the image's USER)
     gid: int | None = None
     rebind_root: bool = True  # nested as root: the inherited root mount is locked
+    gate: str | None = None  # `pycontainer create`: a FIFO the payload waits on before exec (runc's exec.fifo)
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
 
     def for_holder(self) -> Launch:
@@ -158,15 +159,39 @@ def pid1_nested(L: Launch, join_fds: list[int]) -> NoReturn:
         if L.pid1_unshare:
             libc.unshare(L.pid1_unshare)
         send(STATUS_FD, {"namespaces": _namespaces_report()})
+        # Opened while the host's path is still visible; read-write, so the open does not block and a byte
+        # written by `start` before we read it is not lost.
+        gate = os.open(L.gate, os.O_RDWR | os.O_CLOEXEC) if L.gate else None
         # An unlocked mount of the root that pivot_root accepts. Without root the tree was built inside the
         # user namespace: nothing is locked, and a non-recursive bind would drop the per-directory overlays.
         notes = _enter_root(L, at, rebind=L.rebind_root)
-        send(STATUS_FD, {"ready": True, "notes": notes})
+        at.stage = "dropping privileges"
         _drop_privileges(L)
+        if gate is not None:  # as runc: a process that cannot be executed fails `create`, not `start`
+            at.stage = "looking up the executable"
+            _check_executable(L)
+        send(STATUS_FD, {"ready": True, "notes": notes})
     except BaseException as e:  # noqa: BLE001
         report_failure(at.stage, e)
         os._exit(125)
+    if gate is not None:
+        _wait_at_gate(gate)
     _payload(L)
+
+
+def _check_executable(L: Launch) -> None:
+    cmd = L.command[0] if L.command else ""
+    dirs = [""] if "/" in cmd else L.env.get("PATH", DEFAULT_PATH).split(":")
+    if not any(os.path.isfile(os.path.join(d, cmd)) and os.access(os.path.join(d, cmd), os.X_OK) for d in dirs):
+        raise FileNotFoundError(errno.ENOENT, f"{cmd!r}: executable file not found in $PATH")
+
+
+def _wait_at_gate(fd: int) -> None:
+    """Created, not started: block until `pycontainer start` writes a byte (the container is set up, the
+    payload not yet executed)."""
+    while not os.read(fd, 1):
+        pass
+    os.close(fd)
 
 
 def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[int, int]], user_fd: int | None,

@@ -148,7 +148,7 @@ def config_for(spec: ContainerSpec, root_path: str = "rootfs") -> dict[str, Any]
 
 
 @cache
-def _validator() -> Any:
+def _validator(schema_name: str = "config-schema.json") -> Any:
     from ..linux.jsonschema_import import import_jsonschema
 
     jsonschema = import_jsonschema()
@@ -161,7 +161,7 @@ def _validator() -> Any:
             with open(os.path.join(SCHEMA_DIR, name)) as f:  # draft-04, not every file says so
                 resources.append((name, DRAFT4.create_resource(json.load(f))))
     registry = Registry().with_resources(resources)
-    schema = registry.contents("config-schema.json")
+    schema = registry.contents(schema_name)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, registry=registry)
 
@@ -180,6 +180,16 @@ def validate_config(config: dict[str, Any]) -> None:
                 break
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise BundleError(f"config.json: {where}: {e.message}")
+
+
+def validate_state(state: dict[str, Any]) -> None:
+    """Raise BundleError naming the first field of a runtime state that violates state-schema.json."""
+    from ..linux.jsonschema_import import import_jsonschema
+
+    e = import_jsonschema().exceptions.best_match(_validator("state-schema.json").iter_errors(state))
+    if e is not None:
+        where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise BundleError(f"state: {where}: {e.message}")
 
 
 def write_bundle(spec: ContainerSpec, directory: str, *, copy_rootfs: bool = False) -> str:

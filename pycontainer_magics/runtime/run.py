@@ -277,14 +277,16 @@ StartFn = Callable[[Running], None]
 
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         on_output: OutputFn | None = None, helper: bool | None = None,
-        on_start: StartFn | None = None, export_layer: str | None = None) -> ContainerRun:
+        on_start: StartFn | None = None, export_layer: str | None = None,
+        gate: str | None = None) -> ContainerRun:
     """Run one container to completion and return what happened.
 
     helper: prepare the container's namespaces in the small launch helper, ahead of time (the default:
     the cost then does not grow with the caller's memory), or in a fork of the caller (False: right for
     a small, short-lived caller such as the CLI). on_start: called (from the relaying thread) with a
     `Running` handle once PID 1 is about to run its payload. export_layer: a path where the writable layer
-    is written, at exit, as a layer tarball (what a Dockerfile RUN step adds)."""
+    is written, at exit, as a layer tarball (what a Dockerfile RUN step adds). gate: a FIFO PID 1 waits on,
+    set up but not yet executed, until a byte is written to it (`pycontainer create`/`start`)."""
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
@@ -321,6 +323,10 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         L.export_layer = export_layer
         if pod is not None:
             hp, on_start = pod.admit(r.id, spec, hp, L.env, on_start)
+        if gate is not None:
+            if L.mode != "nested":
+                raise LaunchError(errno.EINVAL, "a created-not-started container runs a command, not a cell")
+            L.gate = gate
         _execute(r, hp, L, cg, on_output, helper, on_start)
     finally:
         if pod is not None:
@@ -560,6 +566,7 @@ class _Relay:
         self.container_ns: dict[str, int | None] = {}
         self.reported_exit = False  # PID 1 (a Python cell) said how it ended before exiting
         self.on_ready: Callable[[], None] | None = None
+        self.ready = False
         self.end = 0.0
         self.interrupted = False
         self.killed = False
@@ -645,8 +652,12 @@ class _Relay:
             self.container_ns = msg["namespaces"]
         if msg.get("notes"):
             r.notes.extend(msg["notes"])
-        if msg.get("ready") and self.on_ready is not None:
-            self.on_ready()
+        if msg.get("ready"):
+            self.ready = True
+        # Once PID 1 is set up and its host pid known (the holder's report may come second).
+        if self.ready and self.pid1 and self.on_ready is not None:
+            on_ready, self.on_ready = self.on_ready, None
+            on_ready()
         if "setup_error" in msg:
             self.setup_error = msg["setup_error"]
         if "exec_error" in msg:
