@@ -153,6 +153,9 @@ def test_sysv_ipc_and_posix_mqueue_are_shared_in_the_pod(_pods_removed) -> None:
     assert r.stdout.split() == ["1", "podq"], (r.stdout, r.stderr)
     r = run(ContainerSpec(command=look))  # a container outside the pod: a fresh IPC namespace
     assert r.stdout.split() == ["0"], r.stdout
+    # A Python cell (its PID 1 forked from this process, mounting as host root) sees the pod's queues too.
+    r = run(ContainerSpec(python_code="import os; print(os.listdir('/dev/mqueue'))", pod="ipc1"))
+    assert r.stdout.strip() == "['podq']", (r.stdout, r.error)
 
 
 def test_pod_ls_inspect_and_rm_refuses_while_running_force_stops(_pods_removed) -> None:
@@ -203,6 +206,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(_pods_removed) -> None:
         pods.create("pb", network="host")
     with pytest.raises(pods.PodError, match="--network nosuchnet"):
         pods.create("pb", network="nosuchnet")
+    from pycontainer_magics.network.hosts import hosts_path
+    assert not os.path.exists(hosts_path("pod-pb")) and not os.path.exists(os.path.join(pods.pods_dir(), "pb.json"))
     p = pods.create("pb")
     _pods_removed.append(p.infra_pid)
     with pytest.raises(pods.PodError, match="already exists"):
