@@ -2,6 +2,7 @@
 
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code
     pycontainer prune                             remove what a killed kernel left behind
+    pycontainer create|start|state|kill|delete|list|spec   the OCI runtime command set (cli_oci.py)
     pycontainer install-kernel [--limited ...]    the Jupyter kernel "Python 3 (container lab)"
 
 Options are the `%%container` ones (one table, `magics/args.py`). Output streams to the terminal;
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--copy-rootfs", action="store_true", help="copy --rootfs into DIR/rootfs")
     bundle.add_argument("directory", metavar="DIR", help="the bundle directory")
     _args.add_arguments(bundle, "cli")
+    from .cli_oci import add_parsers as _add_oci
+
+    _add_oci(sub)
     from .kernel.command import add_parser as _add_install_kernel
 
     _add_install_kernel(sub)
@@ -174,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(ns)
     if ns.subcommand == "bundle":
         return _bundle(ns)
+    from .cli_oci import COMMANDS as _OCI_COMMANDS
+
+    if ns.subcommand in _OCI_COMMANDS:
+        from .cli_oci import main as _oci_main
+
+        return _oci_main(ns)
     if ns.subcommand == "install-kernel":
         from .kernel.command import run as _install_kernel
 
