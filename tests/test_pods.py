@@ -266,6 +266,7 @@ def test_cli_joins_an_existing_pod_and_makes_its_own(_pods_removed) -> None:
     out = subprocess.run([*cli, "--pod", "clionly", "--", "hostname"], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "clionly", out.stderr
     assert "clionly" not in {q.name for q in pods.list_pods()}  # gone with the CLI process that made it
+    assert not os.path.exists(os.path.join(pods.pods_dir(), "clionly.json"))  # removed at exit, not left to prune
     out = subprocess.run([*cli, "--pod", "clipod", "--network", "bridge", "--", "true"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 125 and out.stderr.count("\n") == 1 and "conflicts with --pod" in out.stderr
