@@ -145,3 +145,13 @@ def test_prune_removes_a_nat_rule_whose_network_is_gone() -> None:
     assert "NAT rule of natgone" in net.prune()
     assert nat.rules() == []
     net.links.delete_link(n.bridge)
+
+
+
+def test_a_removed_container_has_left_its_network_at_once(labnet: str) -> None:
+    """After `%container rm -f` the network no longer lists the container, so it can be removed right away
+    (the network clean-up itself runs in the background: rm waits for it)."""
+    for _ in range(5):
+        c = start(ContainerSpec(command=("sleep", "30"), name="gone", network=labnet))
+        containers.remove(c.id, force=True)
+        assert net.inspect_network(labnet).endpoints == ()

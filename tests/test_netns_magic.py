@@ -77,3 +77,16 @@ def test_plain_namespaces_from_the_magic(ip, capsys: pytest.CaptureFixture[str])
         ip.run_line_magic("netns", "rm mns1")
         ip.run_line_magic("netns", "rm mns2")
     assert not {"mns1", "mns2"} & set(ip.run_line_magic("netns", "ls")["name"])
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_a_network_seen_right_after_a_cell_has_no_ended_member(ip) -> None:
+    """A cell's network clean-up runs in the background; %netns waits for it, so what it shows (and what
+    `network rm` checks) never includes a container that has ended."""
+    ip.run_line_magic("netns", "network create quicknet --subnet 172.31.0.0/16")
+    try:
+        for _ in range(5):
+            ip.run_line_magic("container", "--quiet --network quicknet -- true")
+            assert ip.run_line_magic("netns", "network inspect quicknet").empty
+    finally:
+        ip.run_line_magic("netns", "network rm quicknet")

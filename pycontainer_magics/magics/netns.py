@@ -95,6 +95,8 @@ class NetnsMagics(Magics):
         if not argv:
             raise UsageError("usage: %netns network|create|ls|rm|links|addrs|routes|neigh|veth|matrix ...")
         ns = _parser().parse_args(argv)
+        from ..runtime import cleanup
+        cleanup.settle()  # ended containers leave their networks in the background: show them gone
         try:
             if ns.cmd == "network":
                 return self._network(ns)

@@ -199,6 +199,8 @@ class _Registry:
                 raise ContainerError(errno.EBUSY, f"container {c.label} is running: stop it first, or use --force")
             c.kill()
             c.wait(timeout=30)
+        from . import cleanup
+        cleanup.settle()  # its network clean-up runs in the background: gone from its networks, as docker rm
         with self._lock:
             self._items.remove(c)
 
