@@ -92,3 +92,54 @@ def test_rootless_remap_is_refused_with_a_reason(user: str) -> None:
             result = str(e)
     """)
     assert "needs root" in res
+
+
+def test_rootless_diff_lists_top_level_additions_but_not_mount_points(user: str) -> None:
+    """Rootless, / is a tmpfs holding one overlay per top-level directory: what a container adds at the top
+    level is a change like any other (as with root's single overlay), the mount points made for it are not."""
+    res = container(user, """
+        import tempfile
+        from pycontainer_magics.runtime.parse import build_spec
+        d = tempfile.mkdtemp()
+        r = run(build_spec(command=["sh", "-c", "echo hi > /greeting; mkdir -p /newdir/sub; rm /etc/hostname"],
+                           volume=[f"{d}:/data"], tmpfs=["/scratchy"]))
+        result = {"code": r.exit_code, "diff": [[e.kind, e.path] for e in r.diff]}
+    """)
+    assert res["code"] == 0
+    assert res["diff"] == [["C", "/etc"], ["D", "/etc/hostname"], ["A", "/greeting"], ["A", "/newdir"],
+                           ["A", "/newdir/sub"]]
+
+
+@pytest.mark.slow
+def test_getting_started_notebook_runs_unprivileged(user: str) -> None:
+    """notebooks/00-getting-started.ipynb under nbval as an unprivileged user with user namespaces. Cells
+    tagged `needs-root` check what only root gets here (limits, networks): they are skipped; the cells that
+    ask for those features stop with their one-line reason, which nbval --nbval-lax lets pass."""
+    import shutil
+    import tempfile
+
+    import nbformat
+
+    d = tempfile.mkdtemp(prefix="pcm-nb-")
+    try:
+        nb = nbformat.read(os.path.join(REPO, "notebooks", "00-getting-started.ipynb"), as_version=4)
+        skipped = 0
+        for cell in nb.cells:
+            tags = cell.metadata.get("tags", [])
+            if "needs-root" in tags:
+                cell.metadata["tags"] = [*tags, "nbval-skip"]
+                skipped += 1
+        assert skipped >= 1
+        nbformat.write(nb, os.path.join(d, "00-getting-started.ipynb"))
+        shutil.copy(os.path.join(REPO, "notebooks", "sanitize.cfg"), d)
+        uid = pwd.getpwnam(user).pw_uid
+        for p in [d, *(os.path.join(d, f) for f in os.listdir(d))]:
+            os.chown(p, uid, -1)
+        home = pwd.getpwnam(user).pw_dir
+        cmd = (f"cd {d} && exec {sys.executable} -m pytest -p no:cacheprovider -q --nbval-lax "
+               "--nbval-sanitize-with sanitize.cfg 00-getting-started.ipynb")
+        p = run_as(user, ["env", f"HOME={home}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "sh", "-c", cmd], timeout=300)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+        assert " passed" in p.stdout and "failed" not in p.stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -167,7 +167,8 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
         diff = None
         if L.want_diff and upper is not None and hp.lower is not None:
             stage = "computing the layer diff"
-            diff = rootfs.layer_diff(upper, hp.lower, mp, split_top=hp.rootless and hp.lower == "/")
+            diff = rootfs.layer_diff(upper, hp.lower, mp, split_top=hp.rootless and hp.lower == "/",
+                                     top=hp.merged, mountpoints=hp.mountpoints)
         if L.export_layer and upper is not None:
             stage = "packing the writable layer"
             from ..images.unpack import pack_dir

@@ -394,13 +394,17 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: bool = False) -> list[DiffEntry]:
+def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: bool = False,
+               top: str | None = None, mountpoints: tuple[tuple[str, str], ...] = ()) -> list[DiffEntry]:
     """What the writable layer holds relative to the image: A(dded), C(hanged), D(eleted).
 
     A path present in the upper layer and in the image is C, one only in the upper layer is A, a
     whiteout is D; a directory that exists in both is C when something below it changed (Docker's rule).
+    With split_top (rootless: one overlay per top-level directory), `top` is the tmpfs holding them: what
+    was added or removed at the top level itself lives there, not in an upper layer (the container's
+    `mountpoints` made there are not changes).
     """
-    out: list[DiffEntry] = []
+    out: list[DiffEntry] = _top_level_diff(top, lower, mountpoints) if split_top and top else []
     base = len(upper)
 
     view = LayerView(lower)
@@ -428,4 +432,39 @@ def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: b
             kind = "C" if in_image(rel) else "A"
             out.append(DiffEntry(kind, rel, 0 if isdir else st.st_size, isdir))
     out.sort(key=lambda e: e.path)
+    return out
+
+
+def _top_level_diff(top: str, lower: str, mountpoints: tuple[tuple[str, str], ...]) -> list[DiffEntry]:
+    """Entries of the rootless root tmpfs that mount_host_tree did not put there (A, with everything below
+    them on the same filesystem), and the host's top-level directories and symlinks the container removed (D).
+    Mount points (volumes, tmpfs) made for the container are not changes, as with an overlay's mp layer."""
+    out: list[DiffEntry] = []
+    try:
+        names = set(os.listdir(top))
+        host = {n for n in os.listdir(lower) if os.path.islink(os.path.join(lower, n))
+                or os.path.isdir(os.path.join(lower, n))}
+        dev = os.lstat(top).st_dev
+    except OSError:
+        return out
+    ours = {"proc", "sys", "dev"} | {path.strip("/").split("/")[0] for path, _kind in mountpoints}
+    for name in sorted(names - host - ours):
+        p = os.path.join(top, name)
+        stack = [p]
+        while stack:
+            q = stack.pop()
+            try:
+                st = os.lstat(q)
+            except OSError:
+                continue
+            if st.st_dev != dev:
+                continue  # something mounted there: not the container's writes
+            isdir = stat.S_ISDIR(st.st_mode)
+            out.append(DiffEntry("A", "/" + os.path.relpath(q, top), 0 if isdir else st.st_size, isdir))
+            if isdir:
+                try:
+                    stack += [os.path.join(q, n) for n in os.listdir(q)]
+                except OSError:
+                    pass
+    out += [DiffEntry("D", "/" + name, 0) for name in sorted(host - names - ours)]
     return out
