@@ -221,7 +221,7 @@ SHELL = textwrap.dedent("""
     for key, magic, line, cell in [("cell", "container", "--quiet", "print(1)"),
                                    ("limit", "container", "--quiet --memory 64m -- true", None),
                                    ("cgroup", "cgroup", "create demo --memory 100M", None),
-                                   ("network", "netns", "network create pcmdocnet --subnet 172.30.9.0/24", None)]:
+                                   ("network", "netns", "network create pcmdocnet --subnet 10.213.47.0/24", None)]:
         try:
             if cell is None:
                 ip.run_line_magic(magic, line)

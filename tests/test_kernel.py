@@ -222,3 +222,23 @@ def test_killed_kernel_cgroup_is_removed_by_the_provisioner(kernels: Any) -> Non
     finally:
         k.close()
     assert name not in open_hierarchy().list()
+
+
+def test_binder_files_install_the_package_and_the_kernel(tmp_path: Any) -> None:
+    """binder/: what repo2docker runs, run here with a throw-away HOME."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    binder = os.path.join(repo, "binder")
+    with open(os.path.join(binder, "requirements.txt")) as f:
+        assert f.read().split()[0] == "-e"
+    with open(os.path.join(binder, "runtime.txt")) as f:
+        major, minor = f.read().strip().removeprefix("python-").split(".")[:2]
+    assert (int(major), int(minor)) >= (3, 11)
+    env = {"HOME": str(tmp_path), "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}
+    p = subprocess.run([os.path.join(binder, "postBuild")], env=env, capture_output=True, text=True, cwd=repo)
+    assert p.returncode == 0, p.stderr
+    spec = tmp_path / ".local" / "share" / "jupyter" / "kernels" / "pycontainer-lab" / "kernel.json"
+    k = json.loads(spec.read_text())
+    assert k["display_name"] == "Python 3 (container lab)" and "--ext=pycontainer_magics" in k["argv"]
+    p = subprocess.run([os.path.join(binder, "start"), "sh", "-c", "echo $PYCONTAINER_STATE_DIR"], env=env,
+                       capture_output=True, text=True)
+    assert p.stdout.strip() == f"{tmp_path}/.local/share/pycontainer_magics"
