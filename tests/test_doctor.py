@@ -130,8 +130,12 @@ def test_doctor_as_root_matches_reality_and_leaves_nothing() -> None:
     r = run(ContainerSpec(command=("sh", "-c", "echo $$; cat /proc/self/mountinfo | head -1")))
     container_ok = r.exit_code == 0 and r.stdout.split()[0] == "1"
     assert rep["pivot_root"].works == rep["proc"].works == container_ok
-    from pycontainer_magics.linux.cgroups import open_hierarchy
+    from pycontainer_magics.linux.cgroups import detect_layout, open_hierarchy
 
+    layout = detect_layout()
+    assert rep["cgroups"].works == (layout != "none")
+    assert rep["cgroups"].why.startswith({"unified": "v2", "hybrid": "v1 controllers, v2 mounted beside them",
+                                          "legacy": "v1 only", "none": "no cgroup"}[layout])
     assert rep["cgroup_limits"].works == open_hierarchy().writable
     veth = ["ip", "link", "add", "name", "pa", "type", "veth", "peer", "name", "pb"]
     assert rep["networks"].works == ok(["unshare", "-n", *veth])
