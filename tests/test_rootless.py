@@ -143,3 +143,27 @@ def test_getting_started_notebook_runs_unprivileged(user: str) -> None:
         assert " passed" in p.stdout and "failed" not in p.stdout
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_rootless_limited_kernel_refuses_in_one_line_without_a_writable_cgroup(user: str) -> None:
+    """The limited kernel's provisioner checks before launching: no kernel process, a reason that says
+    what would work."""
+    res = container(user, """
+        import tempfile
+        from jupyter_client.kernelspec import KernelSpecManager
+        from jupyter_client.manager import KernelManager
+        from pycontainer_magics.kernel import install_kernel, parse_limits
+        prefix = tempfile.mkdtemp()
+        install_kernel(parse_limits("1G"), prefix=prefix, name="lim")
+        km = KernelManager(kernel_name="lim", kernel_spec_manager=KernelSpecManager(
+            kernel_dirs=[prefix + "/share/jupyter/kernels"]))
+        try:
+            km.start_kernel()
+            result = {"started": km.provisioner.pid}
+            km.shutdown_kernel(now=True)
+        except Exception as e:
+            result = {"error": f"{type(e).__name__}: {e}", "has_kernel": km.has_kernel}
+    """)
+    assert res.get("has_kernel") is False, res
+    assert res["error"].startswith("RuntimeError: the limited kernel needs a writable cgroup (/sys/fs/cgroup/")
+    assert "PYCONTAINER_CGROUP_PARENT" in res["error"] and "\n" not in res["error"]
