@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,7 @@ def test_kernel_json_loads_the_extension_and_names_the_limits() -> None:
     assert lim["metadata"]["kernel_provisioner"] == {"provisioner_name": "pycontainer-cgroup",
                                                      "config": {"memory": "2G", "cpus": 1.0}}
     assert KernelLimits("512m", 0.5, 100).label() == "512m, 0.5 CPUs, 100 pids"
+    assert parse_limits("1G", hostname="lab").config() == {"memory": "1G", "hostname": "lab"}
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -84,6 +86,8 @@ def test_kernel_json_loads_the_extension_and_names_the_limits() -> None:
     (["--cpus", "0"], "invalid --cpus '0'"),
     (["--pids", "4"], "at least 16"),
     (["--limited"], "--limited needs at least one limit"),
+    (["--hostname", "lab"], "--hostname is for the limited kernel"),
+    (["--memory", "1G", "--hostname", "bad_name!"], "invalid --hostname 'bad_name!'"),
 ])
 def test_install_kernel_bad_input_is_one_line_and_writes_nothing(tmp_path: Any, args: list[str],
                                                                  message: str) -> None:
@@ -143,6 +147,8 @@ else:                   # v2: the unified line
 print(base)
 print(limit)
 print(os.environ.get('PYCONTAINER_KERNEL_CGROUP'))
+import socket
+print(socket.gethostname())
 """
 
 
@@ -162,12 +168,13 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
 @root
 def test_limited_kernel_runs_in_its_cgroup_with_the_limit_and_leaves_nothing(kernels: Any) -> None:
     prefix, ksm = kernels
-    install_kernel(parse_limits("256M", 1, 64), prefix=str(prefix), name="lim")
+    install_kernel(parse_limits("256M", 1, 64, hostname="lab-kernel"), prefix=str(prefix), name="lim")
     k = Kernel(ksm, "lim")
     try:
         out, err, error = k.run(CELL_LIMIT)
         assert error is None, (err, error)
-        base, limit, name = out.split()
+        base, limit, name, hostname = out.split()
+        assert hostname == "lab-kernel" != socket.gethostname()  # a UTS namespace of its own
         assert os.path.basename(base) == name == k.km.provisioner.cgroup_name
         assert name.startswith(f"kernel-{k.km.provisioner.pid}-0-")
         assert "/pycontainer_magics/" in base
@@ -190,6 +197,7 @@ def test_limited_kernel_is_oom_killed_and_prune_removes_its_cgroup(kernels: Any)
     install_kernel(parse_limits("256M"), prefix=str(prefix), name="lim")
     k = Kernel(ksm, "lim")
     try:
+        assert k.run("import socket; print(socket.gethostname())")[0].strip() == socket.gethostname()
         name = k.km.provisioner.cgroup_name
         pid = k.km.provisioner.pid
         from pycontainer_magics.linux.cgroups import open_hierarchy

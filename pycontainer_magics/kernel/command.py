@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--memory", metavar="SIZE", help="the kernel's memory limit, like 2G (implies --limited)")
     p.add_argument("--cpus", metavar="N", help="the kernel's CPU quota, like 1 or 0.5 (implies --limited)")
     p.add_argument("--pids", metavar="N", help="the kernel's pids limit, at least 16 (implies --limited)")
+    p.add_argument("--hostname", metavar="NAME", help="the limited kernel's own hostname (a UTS namespace)")
     return p
 
 
@@ -31,8 +32,10 @@ def run(ns: argparse.Namespace) -> int:
 
     limited = ns.limited or any(v is not None for v in (ns.memory, ns.cpus, ns.pids))
     try:
-        limits = parse_limits(ns.memory, ns.cpus, ns.pids) if limited else None
-        if limits is not None and not limits.config():
+        if ns.hostname is not None and not limited:
+            raise SpecError("--hostname is for the limited kernel: add --memory, --cpus or --pids")
+        limits = parse_limits(ns.memory, ns.cpus, ns.pids, ns.hostname) if limited else None
+        if limits is not None and limits.memory is None and limits.cpus is None and limits.pids is None:
             raise SpecError("--limited needs at least one limit: --memory 2G, --cpus 1 or --pids 200")
         path = install_kernel(limits, user=ns.user, prefix=ns.prefix, name=ns.name,
                               display_name=ns.display_name)

@@ -1,4 +1,5 @@
-"""`python -m pycontainer_magics.kernel.in_cgroup [--memory 2G] [--cpus 1] [--pids N] --tag HEX -- CMD...`
+"""`python -m pycontainer_magics.kernel.in_cgroup [--memory 2G] [--cpus 1] [--pids N] [--hostname H] --tag HEX
+-- CMD...`
 
 Create a cgroup of the project's own with these limits, join it, then exec CMD (the kernel): the kernel's
 first instruction already runs under the limits, and everything it starts inherits them. The cgroup is
@@ -14,7 +15,9 @@ import re
 import sys
 from collections.abc import Sequence
 
+from ..linux import libc
 from ..linux.cgroups import CgroupLimits, open_hierarchy
+from ..linux.namespaces import CLONE_NEWUTS
 
 ENV = "PYCONTAINER_KERNEL_CGROUP"  # set for the kernel: the name of its cgroup
 EXIT_SETUP = 125
@@ -29,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory")
     parser.add_argument("--cpus")
     parser.add_argument("--pids")
+    parser.add_argument("--hostname")
     parser.add_argument("--tag", required=True)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
@@ -40,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cg = None
     try:
-        lim = parse_limits(ns.memory, ns.cpus, ns.pids)
+        lim = parse_limits(ns.memory, ns.cpus, ns.pids, ns.hostname)
         h = open_hierarchy()
         cg = h.create(cgroup_name(os.getpid(), ns.tag),
                       CgroupLimits(memory=lim.memory_bytes, cpus=lim.cpus, pids_max=lim.pids))
@@ -49,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(f, "w") as fh:
                 fh.write("0")
         os.environ[ENV] = cg.name
+        if lim.hostname is not None:  # a UTS namespace of its own: the lecture's "this kernel is contained"
+            libc.unshare(CLONE_NEWUTS)
+            libc.sethostname(lim.hostname)
         os.execvp(command[0], command)
     except (OSError, SpecError) as e:
         if cg is not None:

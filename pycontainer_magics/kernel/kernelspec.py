@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -21,11 +22,13 @@ EXTENSION = "pycontainer_magics"
 
 @dataclass(frozen=True)
 class KernelLimits:
-    """The limited kernel's cgroup: memory as written ("2G"), CPUs, a pids limit. None: unlimited."""
+    """The limited kernel's cgroup: memory as written ("2G"), CPUs, a pids limit (None: unlimited); and a
+    hostname of its own (a UTS namespace) when given."""
 
     memory: str | None = None
     cpus: float | None = None
     pids: int | None = None
+    hostname: str | None = None
 
     @property
     def memory_bytes(self) -> int | None:
@@ -33,8 +36,8 @@ class KernelLimits:
 
     def config(self) -> dict[str, Any]:
         """The provisioner's config (kernelspec metadata.kernel_provisioner.config): its traits."""
-        return {k: v for k, v in (("memory", self.memory), ("cpus", self.cpus), ("pids", self.pids))
-                if v is not None}
+        return {k: v for k, v in (("memory", self.memory), ("cpus", self.cpus), ("pids", self.pids),
+                                  ("hostname", self.hostname)) if v is not None}
 
     def label(self) -> str:
         """`2G, 1 CPU, 100 pids`."""
@@ -68,11 +71,13 @@ class KernelLimits:
             out += ["--cpus", f"{self.cpus:g}"]
         if self.pids is not None:
             out += ["--pids", str(self.pids)]
+        if self.hostname is not None:
+            out += ["--hostname", self.hostname]
         return out
 
 
 def parse_limits(memory: str | int | None = None, cpus: str | float | None = None,
-                 pids: str | int | None = None) -> KernelLimits:
+                 pids: str | int | None = None, hostname: str | None = None) -> KernelLimits:
     """Validated limits (SpecError with the flag and an example when one is wrong)."""
     mem = None
     if memory is not None:
@@ -82,7 +87,9 @@ def parse_limits(memory: str | int | None = None, cpus: str | float | None = Non
     n = None if pids is None else parse_int(pids, "--pids")
     if n is not None and n < 16:  # pids counts threads: ipykernel alone runs about ten
         raise SpecError(f"--pids {n} is too small for a Python kernel (its threads count): give at least 16")
-    return KernelLimits(memory=mem, cpus=None if cpus is None else parse_cpus(cpus), pids=n)
+    if hostname is not None and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", hostname):
+        raise SpecError(f"invalid --hostname {hostname!r}: letters, digits, '.' and '-', up to 63, like lab-kernel")
+    return KernelLimits(memory=mem, cpus=None if cpus is None else parse_cpus(cpus), pids=n, hostname=hostname)
 
 
 def kernel_dict(limits: KernelLimits | None = None, *, python: str | None = None,

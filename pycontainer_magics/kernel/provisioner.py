@@ -27,6 +27,7 @@ class CgroupProvisioner(LocalProvisioner):  # type: ignore[misc]
     memory = Unicode(None, allow_none=True, config=True, help="memory limit, Docker style: 2G, 512m")
     cpus = Float(None, allow_none=True, config=True, help="CPU quota in CPUs: 1, 0.5")
     pids = Int(None, allow_none=True, config=True, help="pids limit (threads count)")
+    hostname = Unicode(None, allow_none=True, config=True, help="a hostname of its own (UTS namespace)")
 
     _tag: str | None = None
     _kernel_pid: int | None = None
@@ -34,7 +35,7 @@ class CgroupProvisioner(LocalProvisioner):  # type: ignore[misc]
     def limits(self) -> Any:
         from .kernelspec import parse_limits
 
-        return parse_limits(self.memory, self.cpus, self.pids)
+        return parse_limits(self.memory, self.cpus, self.pids, self.hostname)
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         from ..runtime.spec import SpecError
