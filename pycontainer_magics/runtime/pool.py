@@ -113,17 +113,19 @@ class Pool:
                     old, self._ready = self._ready, holder
                 if cg is not None:
                     old_cg, self._cgroup = self._cgroup, cg
+                # Queue the replaced cgroup's removal before anyone can see us idle: drain() and then
+                # cleanup.settle() at exit must find it queued, or it outlives the process.
+                if old_cg is not None:
+                    cleanup.defer(old_cg[1].remove)
                 self._busy = False
                 self._work.notify_all()
             if old is not None:
                 old.close()
-            if old_cg is not None:
-                cleanup.defer(old_cg[1].remove)
 
     def drain(self) -> None:
         """Drop the prepared holder (it exits); used by tests and at shutdown."""
         with self._lock:
-            while self._busy or self._wanted is not None:
+            while self._busy or self._wanted is not None or self._wanted_cgroup is not None:
                 self._work.wait()
             h, self._ready = self._ready, None
             cg, self._cgroup = self._cgroup, None
