@@ -568,6 +568,12 @@ def up(cf: ComposeFile, *, on_output: OutputFn | None = None, timeout: float = 1
             raise ComposeError(f"project {cf.project!r} is up already")
         _projects[cf.project] = p
         if not _atexit:
+            # atexit runs last-registered first: make the runtime register its own exit clean-up now (the
+            # pool's drain and the parent cgroup, the networks of this process), so the projects go before.
+            from .. import networking
+            from ..run import hierarchy
+            hierarchy()
+            networking.register_exit_cleanup()
             atexit.register(_down_all)
             _atexit = True
     try:
