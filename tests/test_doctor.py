@@ -108,6 +108,18 @@ def test_errors_become_one_line_only_for_a_missing_capability() -> None:
     with pytest.raises(UsageError, match=r"^%image: ENOENT \(No such file or directory\) \(/nowhere/x\)$"):
         friendly(boom, "%image")("ls")
 
+    from pycontainer_magics.runtime.spec import SpecError
+
+    def bad_spec(line: str, cell: str) -> None:
+        raise SpecError("invalid size '2x' for --memory: expected a number with an optional unit")
+    with pytest.raises(UsageError, match=r"^%%container: invalid size '2x' for --memory"):
+        friendly(bad_spec, "%%container")("--memory 2x", "pass")
+
+    def bug(line: str) -> None:
+        raise KeyError("a bug stays a traceback")
+    with pytest.raises(KeyError):
+        friendly(bug, "%container")("ps")
+
 
 @needs_root
 def test_doctor_as_root_matches_reality_and_leaves_nothing() -> None:

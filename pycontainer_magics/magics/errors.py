@@ -6,7 +6,8 @@ matched against what needs which capability — user namespaces, the other names
 pivot_root, a writable cgroup, netlink in the host's network, the state directory. When the doctor
 (`runtime/doctor.py`, measured once per kernel on the first such error) confirms the capability is
 missing here, the error becomes `%%container needs user namespaces: <what was measured>; <what to do>`.
-Any other OSError still becomes one line (`%cgroup: EACCES (Permission denied) (/path)`), never a traceback.
+Any other OSError still becomes one line (`%cgroup: EACCES (Permission denied) (/path)`), never a traceback,
+and so do the library's own errors a magic let through (SpecError, ImageError, BundleError, ComposeError).
 """
 
 from __future__ import annotations
@@ -113,6 +114,16 @@ def describe(exc: BaseException) -> str:
     return f"{errno.errorcode.get(n, n)} ({text}){where}"
 
 
+# The library's error types whose message is already a sentence for the user (matched by name: importing
+# them here would load the image store and jsonschema with every magic).
+_LIBRARY_ERRORS = {"SpecError", "BundleError", "ComposeError", "ImageError"}
+
+
+def _is_library_error(e: BaseException) -> bool:
+    return any(c.__name__ in _LIBRARY_ERRORS and c.__module__.startswith("pycontainer_magics.")
+               for c in type(e).__mro__)
+
+
 def friendly(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
     """Wrap a bound magic method: capability errors become one explanatory UsageError line."""
 
@@ -126,6 +137,8 @@ def friendly(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
                 raise
             raise UsageError(line) from None
         except Exception as e:
+            if _is_library_error(e):  # the library's own one-line errors (bad spec, image, bundle, compose file)
+                raise UsageError(explain(e, label) or f"{label}: {e}") from None
             if not isinstance(e, OSError) and type(e).__name__ != "NetlinkError":
                 raise
             line = explain(e, label) or f"{label}: {describe(e)}"
