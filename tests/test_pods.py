@@ -272,6 +272,22 @@ def test_cli_joins_an_existing_pod_and_makes_its_own(_pods_removed) -> None:
     assert out.returncode == 125 and out.stderr.count("\n") == 1 and "conflicts with --pod" in out.stderr
 
 
+def test_infra_keeps_no_fd_of_its_maker(_pods_removed) -> None:
+    """An infra forked by us (no launch helper) holds /dev/null and its control socket, nothing of ours
+    (a kept dup of another pod's socket or of the records' lock would outlive their close)."""
+    a = pods.create("fd1", helper=False)
+    b = pods.create("fd2", helper=False)
+    _pods_removed.extend([a.infra_pid, b.infra_pid])
+    for p in (a, b):
+        fds = {fd: os.readlink(f"/proc/{p.infra_pid}/fd/{fd}") for fd in os.listdir(f"/proc/{p.infra_pid}/fd")}
+        assert sorted(fds) == ["0", "1", "2", "3", "4"] and fds["4"].startswith("socket:"), fds
+        assert {fds[k] for k in "0123"} == {"/dev/null"}, fds
+    pods.remove("fd1")
+    assert not _alive(a.infra_pid) and _alive(b.infra_pid)  # reaped at once: nothing else held its socket
+    r = run(ContainerSpec(command=("hostname",), pod="fd2"), helper=False)
+    assert r.stdout.strip() == "fd2"
+
+
 def test_pod_of_a_killed_process_goes_with_prune(_pods_removed) -> None:
     code = textwrap.dedent("""
         import sys, time

@@ -82,7 +82,9 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         devnull = os.open("/dev/null", os.O_RDWR)
         os.dup2(ctl, 100)
-        for i in (0, 1, 2):
+        # 3 too (STATUS_FD comes with the run order): a pod's infra lives long, and a dup of the caller's socket
+        # or lock it kept there would outlive their close. Not closed: a received fd must not land on it.
+        for i in (0, 1, 2, STATUS_FD):
             os.dup2(devnull, i)
         os.dup2(100, CTL_FD, inheritable=False)
         os.closerange(CTL_FD + 1, 1 << 20)
