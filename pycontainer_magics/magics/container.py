@@ -61,7 +61,8 @@ class ContainerMagics(Magics):
 
         Background containers (`--detach`, like `docker run -d`) are managed with the line magic:
         `%container ps [-a]`, `logs NAME`, `exec NAME -- CMD`, `stats`, `stop [-t SECONDS] NAME`,
-        `kill NAME`, `wait NAME`, `rm [-f] NAME`.
+        `kill NAME`, `wait NAME`, `rm [-f] NAME`. Named volumes (`-v NAME:/path`): `%container volume ls`,
+        `volume create NAME`, `volume rm NAME`.
 
         Pods (`--pod NAME`, as in Kubernetes): the pod's containers share its network (they talk over
         localhost), IPC and UTS namespaces. `%container pod create NAME [--network NET] [-p HOST:CTR]
@@ -311,6 +312,39 @@ class ContainerMagics(Magics):
         raise UsageError("usage: %container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] | ls | "
                          "inspect NAME | ns NAME | rm [-f] NAME")
 
+    def _volume(self, rest: str) -> Any:
+        """`%container volume ls | create NAME... | rm NAME...`: named volumes (`-v NAME:/path`), as
+        `docker volume` has them. A volume a running container mounts is not removed."""
+        from ..display.net_views import records_frame
+        from ..runtime import volumes
+        from ..runtime.containers import containers
+        from ..runtime.state import volume_path
+
+        argv = _split(rest)
+        usage = "usage: %container volume ls | create NAME [NAME...] | rm NAME [NAME...]"
+        if not argv or argv[0] not in ("ls", "create", "rm") or (argv[0] != "ls") != bool(argv[1:]):
+            raise UsageError(usage)
+        if argv[0] == "ls":
+            rows = [{"name": n, "path": volume_path(n, create=False)} for n in volumes.list_volumes()]
+            return records_frame(rows, ["name", "path"])
+        for name in argv[1:]:
+            try:
+                if argv[0] == "create":
+                    volumes.create_volume(name)
+                else:
+                    users = [c.label for c in containers.list(all=False)
+                             if any(m.kind == "volume" and m.source == name for m in c.spec.mounts)]
+                    if users:
+                        raise UsageError(f"volume {name} is in use by container {', '.join(users)}: "
+                                         "remove the container first")
+                    volumes.remove_volume(name)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            except OSError as e:
+                raise UsageError(e.strerror or str(e)) from None
+            print(name)
+        return None
+
     def _stats(self, rest: str) -> Any:
         from ..display.frames import stats_frame
         from ..runtime.containers import containers
@@ -355,7 +389,7 @@ def _get(ref: str) -> Any:
 _SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec": ContainerMagics._exec,
                 "stop": ContainerMagics._stop, "kill": ContainerMagics._kill, "wait": ContainerMagics._wait,
                 "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle,
-                "diff": ContainerMagics._diff, "pod": ContainerMagics._pod}
+                "diff": ContainerMagics._diff, "pod": ContainerMagics._pod, "volume": ContainerMagics._volume}
 _SUBCOMMANDS["doctor"] = _doctor  # %container doctor: what works here (magics/doctor.py)
 
 __all__ = ["ContainerMagics"]
