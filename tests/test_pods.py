@@ -178,6 +178,9 @@ def test_pod_ls_inspect_and_rm_refuses_while_running_force_stops(_pods_removed) 
     assert c.running and pods.get("lab").status == "running"
     c.stop(timeout=0.2)
     assert pods.get("lab").status == "created"  # the member is gone from the record
+    from pycontainer_magics.display.pod_views import pod_namespace_frame
+    ns = pod_namespace_frame(*pods.namespace_table("lab"))  # no container: the pod's own namespaces
+    assert list(ns.columns) == ["infra", "shared"] and list(ns.index[ns.shared]) == ["uts", "ipc", "net", "user"]
     c2 = start(ContainerSpec(command=("sleep", "30"), name="sleeper2", pod="lab"))
     pods.remove("lab", force=True)
     assert not c2.running and c2.run.exit_code == 137

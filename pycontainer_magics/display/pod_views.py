@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..runtime.spec import POD_SHARED
+
 POD_COLUMNS = ["name", "containers", "status", "network", "created"]
 
 
@@ -24,13 +26,15 @@ def pods_frame(pods: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=POD_COLUMNS)
 
 
-def pod_namespace_frame(columns: list[str], rows: dict[str, dict[str, int | None]]) -> pd.DataFrame:
+def pod_namespace_frame(columns: list[str], rows: dict[str, dict[str, int | None]],
+                        pod_kinds: Sequence[str] = POD_SHARED) -> pd.DataFrame:
     """Rows: the eight namespace kinds; columns: the infra and each container (namespace inodes), then
-    `shared`: every container is in the infra's namespace of that kind (it comes from the pod)."""
+    `shared`: a namespace of the pod's own (the infra made it) that every container is in. The others
+    (mount, pid, cgroup, time) are each container's own; the infra's column shows the host's there."""
     df = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns).astype("Int64")
     df.index.name = "namespace"
     members = [c for c in columns if c != "infra"]
-    df["shared"] = [bool(members) and all(df.at[k, c] == df.at[k, "infra"] for c in members) for k in df.index]
+    df["shared"] = [k in pod_kinds and all(df.at[k, c] == df.at[k, "infra"] for c in members) for k in df.index]
     return df
 
 
@@ -39,7 +43,7 @@ class PodView:
 
     def __init__(self, info: dict[str, Any], columns: list[str], rows: dict[str, dict[str, int | None]]) -> None:
         self.info = info
-        self.namespaces = pod_namespace_frame(columns, rows)
+        self.namespaces = pod_namespace_frame(columns, rows, info.get("shared", POD_SHARED))
 
     @property
     def containers(self) -> pd.DataFrame:
