@@ -518,3 +518,46 @@ def test_attached_up_follows_the_logs_until_every_service_ends(ip, capsys: pytes
         assert list(ps["status"]) == ["exited (0)", "exited (0)"]
     finally:
         ip.run_line_magic("compose", f"down -p {name}")
+
+
+@pytest.mark.root
+@pytest.mark.network
+@root_only
+@pytest.mark.usefixtures("host_clean")
+def test_service_settings_reach_the_container() -> None:
+    import pathlib
+    import shutil
+    import tempfile
+
+    tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="compose-bind-"))  # under /tmp: readable by uid 1000
+    tmp_path.chmod(0o755)
+    (tmp_path / "in.txt").write_text("bound\n")
+    p = P.up(load(f"""
+services:
+  probe:
+    image: host
+    container_name: {_name("probe-box")}
+    hostname: probe-host
+    working_dir: /tmp
+    user: "1000:1000"
+    environment: {{GREETING: hello, COUNT: 3}}
+    volumes: ["{tmp_path}:/data:ro", {{type: tmpfs, target: /scratch, tmpfs: {{size: 1m}}}}]
+    mem_limit: 48m
+    pids_limit: 16
+    command:
+      - sh
+      - -c
+      - >-
+        hostname; pwd; id -u; echo $$GREETING $$COUNT; cat /data/in.txt;
+        touch /data/x 2>/dev/null || echo read-only; grep -c ' /scratch tmpfs ' /proc/mounts
+""", project=_name("set")))
+    try:
+        assert p.wait_for_exit("probe", timeout=20) == 0, p.logs()
+        assert [line.split(" | ", 1)[1] for line in p.logs().splitlines()] == [
+            "probe-host", "/tmp", "1000", "hello 3", "bound", "read-only", "1"]
+        c = p.services["probe"].current
+        assert c is not None and c.name == _name("probe-box") and c.run is not None
+        assert c.run.memory_limit == 48 << 20 and c.run.pids_limit == 16
+    finally:
+        p.down(timeout=0)
+        shutil.rmtree(tmp_path)
