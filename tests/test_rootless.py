@@ -32,9 +32,13 @@ def user() -> Iterator[str]:
     if probe.returncode != 0:
         subprocess.run(["userdel", "-r", USER], capture_output=True)
         pytest.skip(f"the checkout is not readable by an unprivileged user: {probe.stderr.strip()[-200:]}")
+    uid = pwd.getpwnam(USER).pw_uid
     yield USER
     subprocess.run(["pkill", "-KILL", "-u", USER], capture_output=True)
     subprocess.run(["userdel", "-r", USER], capture_output=True)
+    import shutil
+
+    shutil.rmtree(f"/tmp/pycontainer_magics-{uid}", ignore_errors=True)  # its run directory (no XDG_RUNTIME_DIR)
 
 
 def container(user: str, body: str) -> dict:
