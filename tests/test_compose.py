@@ -348,6 +348,8 @@ def test_magics_up_ps_logs_stats_down(ip) -> None:
         ps = ip.run_line_magic("compose", f"ps -p {name}")
         assert list(ps["service"]) == ["srv"]
         assert list(ip.run_line_magic("compose", f"ps -a -p {name}")["status"]) == ["running", "exited (0)"]
+        ls = ip.run_line_magic("compose", "ls")
+        assert list(ls[ls["name"] == name]["status"]) == ["exited(1), running(1)"]
         stats = ip.run_line_magic("compose", f"stats -p {name}")
         assert list(stats["service"]) == ["srv"] and stats["pids"][0] >= 1
         with pytest.raises(UsageError, match="no such service"):
@@ -561,3 +563,23 @@ services:
     finally:
         p.down(timeout=0)
         shutil.rmtree(tmp_path)
+
+
+@pytest.mark.root
+@pytest.mark.network
+@root_only
+@pytest.mark.usefixtures("host_clean")
+def test_an_unhealthy_dependency_fails_up_and_removes_the_project() -> None:
+    before = {n.name for n in net.list_networks()}
+    with pytest.raises(ComposeError, match=r"service 'job': dependency 'db' is unhealthy \(last probe exit code 1"):
+        P.up(load("""
+services:
+  db:
+    image: host
+    command: [sleep, "60"]
+    healthcheck: {test: ["CMD-SHELL", "echo not yet; exit 1"], interval: 50ms, retries: 2}
+  job: {image: host, command: [/bin/true], depends_on: {db: {condition: service_healthy}}}
+""", project=_name("sick")))
+    assert {n.name for n in net.list_networks()} == before
+    with pytest.raises(ComposeError):
+        P.get(_name("sick"))

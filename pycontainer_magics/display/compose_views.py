@@ -38,6 +38,20 @@ def compose_stats_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=STATS_COLUMNS)
 
 
+def projects_frame(projects: Sequence[Any]) -> pd.DataFrame:
+    """`docker compose ls`: each project of this kernel, its services' states and its networks."""
+    rows = []
+    for p in projects:
+        states: dict[str, int] = {}
+        for s in p.ps(all=True):
+            word = s.status.split(" ")[0]
+            states[word] = states.get(word, 0) + 1
+        rows.append({"name": p.name, "services": len(p.file.services),
+                     "status": ", ".join(f"{k}({v})" for k, v in sorted(states.items())),
+                     "networks": ", ".join(p.networks)})
+    return pd.DataFrame(rows, columns=["name", "services", "status", "networks"])
+
+
 def config_frame(cf: Any) -> pd.DataFrame:
     """The services of a validated compose file, in start order: image, command, dependencies, ports,
     networks, limits."""
@@ -59,4 +73,4 @@ def config_frame(cf: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["compose_stats_frame", "config_frame", "ps_frame"]
+__all__ = ["compose_stats_frame", "config_frame", "projects_frame", "ps_frame"]

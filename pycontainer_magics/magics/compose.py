@@ -19,8 +19,6 @@ from IPython.utils.process import arg_split
 
 from ._parser import UsageParser
 
-COMMANDS = ("up", "down", "ps", "logs", "stats", "config")
-
 
 def _parser() -> argparse.ArgumentParser:
     p = UsageParser(prog="%compose", add_help=False)
@@ -40,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", add_help=False)
     logs.add_argument("services", nargs="*")
     logs.add_argument("-p", "--project-name", dest="project_sub")
+    sub.add_parser("ls", add_help=False)
     for name in ("stats", "config"):
         sub.add_parser(name, add_help=False).add_argument("-p", "--project-name", dest="project_sub")
     return p
@@ -71,6 +70,7 @@ class ComposeMagics(Magics):
             %compose logs [SERVICE...]          merged in time order, `service | line`
             %compose stats                      memory, CPU and pids per service (a DataFrame)
             %compose down [-v] [-t SECONDS]     remove the containers and networks (-v: named volumes)
+            %compose ls                         the projects of this kernel
 
         Services reach each other by service name on the project's network `<project>_default`. The
         project name is -p, else the file's `name:`, else the current directory's name. `up` stores
@@ -82,9 +82,9 @@ class ComposeMagics(Magics):
             raise UsageError(f"cannot split the arguments: {e}") from None
         if not argv:
             raise UsageError("usage: %%compose [-p PROJECT] up [-d] | config, or %compose ps | logs | stats | "
-                             "down [-v] [-p PROJECT]")
+                             "down [-v] [-p PROJECT] | ls")
         ns = _parser().parse_args(argv)
-        project = ns.project_sub or ns.project
+        project = getattr(ns, "project_sub", None) or ns.project
         from ..runtime.compose import ComposeError
 
         try:
@@ -178,6 +178,12 @@ class ComposeMagics(Magics):
 
     def _logs(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> None:
         _say("stdout", self._project(project, cell).logs(ns.services or None))
+
+    def _ls(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
+        from ..display.compose_views import projects_frame
+        from ..runtime.compose import project as P
+
+        return projects_frame(P.list_projects())
 
     def _stats(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
         from ..display.compose_views import compose_stats_frame
