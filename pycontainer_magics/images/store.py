@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
+from ..paths import state_dir
 from . import schemas
 from .errors import BlobUnknown, DigestMismatch, ImageError, ImageInUse, ImageNotFound, LayoutError
 from .image import (
@@ -48,12 +49,6 @@ from .image import (
 )
 from .reference import parse_reference
 from .unpack import _Hashing, compression_of, is_opaque, is_whiteout, pack_dir, unpack_layer
-
-DEFAULT_STATE_DIR = "/var/lib/pycontainer_magics"
-
-
-def state_dir() -> str:
-    return os.environ.get("PYCONTAINER_STATE_DIR") or DEFAULT_STATE_DIR
 
 
 def _hex(digest: str, what: str = "") -> str:

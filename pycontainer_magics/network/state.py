@@ -17,25 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-
-def state_dir() -> str:
-    env = os.environ.get("PYCONTAINER_STATE_DIR")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/var/lib/pycontainer_magics"
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "pycontainer_magics")
-
-
-def run_dir() -> str:
-    env = os.environ.get("PYCONTAINER_RUN_DIR")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/run/pycontainer_magics"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(xdg, "pycontainer_magics") if xdg else f"/tmp/pycontainer_magics-{os.geteuid()}"
+from ..paths import run_dir, state_dir
 
 
 def networks_dir() -> str:
