@@ -252,6 +252,11 @@ def test_magic_pod_commands(ip, _pods_removed) -> None:
             else:
                 ip.run_cell_magic("container", line, cell)
         assert "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="pod create --share mount"):
+        ip.run_line_magic("container", "pod create mp2 --share mount")
+    ip.run_line_magic("container", "pod create mp2 --share pid")
+    assert pods.get("mp2").share_pid
+    ip.run_line_magic("container", "pod rm mp2")
     ip.run_line_magic("container", "pod rm -f mp")
     assert "mp" not in {p.name for p in pods.list_pods()}
     ip.run_line_magic("container", "rm bg")
@@ -273,6 +278,31 @@ def test_cli_joins_an_existing_pod_and_makes_its_own(_pods_removed) -> None:
     out = subprocess.run([*cli, "--pod", "clipod", "--network", "bridge", "--", "true"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 125 and out.stderr.count("\n") == 1 and "conflicts with --pod" in out.stderr
+
+
+def test_pod_sharing_its_pid_namespace(_pods_removed) -> None:
+    """`pod create --share pid` (Kubernetes' shareProcessNamespace): one PID namespace, whose PID 1 is the
+    infra's init; each container sees the others' processes, and keeps its own mount and cgroup."""
+    from pycontainer_magics.display.pod_views import pod_namespace_frame
+
+    p = pods.create("pidpod", share_pid=True)
+    _pods_removed.append(p.infra_pid)
+    a = start(ContainerSpec(command=("sh", "-c", "echo $$; exec sleep 30"), name="sleeper", pod="pidpod"))
+    assert _wait_for(lambda: a.logs().strip() != "")
+    assert a.logs().strip() != "1" and _ns(a.pid1, "pid") == p.namespaces["pid"] != _ns(os.getpid(), "pid")
+    r = run(ContainerSpec(command=("sh", "-c", "grep -l '^sleep' /proc/[0-9]*/comm"), pod="pidpod"))
+    assert r.stdout.strip() == f"/proc/{a.logs().strip()}/comm", (r.stdout, r.stderr)
+    cell = "import os\nprint(os.getpid() != 1, open(f'/proc/{PID}/cmdline').read().split(chr(0))[0])"
+    r = run(ContainerSpec(python_code=cell.replace("PID", a.logs().strip()), pod="pidpod"))
+    assert r.stdout.split() == ["True", "sleep"], (r.stdout, r.error)
+    info = pods.inspect("pidpod")
+    assert info["shared"] == ["net", "ipc", "uts", "user", "pid"]
+    df = pod_namespace_frame(*pods.namespace_table("pidpod"), info["shared"])
+    assert list(df.index[df.shared]) == ["uts", "ipc", "pid", "net", "user"]
+    with pytest.raises(pods.PodError, match="--share pid conflicts with --pod pidpod"):
+        run(ContainerSpec(command=("true",), pod="pidpod", share=frozenset({"pid"})))
+    pods.remove("pidpod", force=True)
+    assert not a.running
 
 
 def test_infra_keeps_no_fd_of_its_maker(_pods_removed) -> None:

@@ -271,7 +271,7 @@ class ContainerMagics(Magics):
         return diff_frame(c.wait())
 
     def _pod(self, rest: str) -> Any:
-        """`%container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] | ls | inspect NAME |
+        """`%container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] [--share pid] | ls | inspect NAME |
         ns NAME | rm [-f] NAME`: pods, whose containers (`--pod NAME`) share network, IPC and UTS."""
         argv = _split(rest)
         sub, args = (argv[0], argv[1:]) if argv else ("", [])
@@ -287,7 +287,12 @@ class ContainerMagics(Magics):
                         publish = tuple(parse_publish(p) for p in ns.publish)
                     except NetworkError as e:
                         raise UsageError(str(e)) from None
-                p = pods.create(ns.name, network=ns.network, publish=publish, hostname=ns.hostname)
+                kinds = {k.strip() for v in ns.share or [] for k in v.split(",") if k.strip()}
+                if kinds - {"net", "ipc", "uts", "user", "pid"}:
+                    raise UsageError(f"pod create --share {','.join(sorted(kinds))}: a pod always shares net, ipc, "
+                                     "uts (and user); add pid for one PID namespace across its containers")
+                p = pods.create(ns.name, network=ns.network, publish=publish, hostname=ns.hostname,
+                                share_pid="pid" in kinds)
                 print(p.name)
                 return None
             if sub in ("ls", "list", "ps"):
@@ -309,8 +314,8 @@ class ContainerMagics(Magics):
                 return None
         except pods.PodError as e:
             raise UsageError(str(e)) from None
-        raise UsageError("usage: %container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] | ls | "
-                         "inspect NAME | ns NAME | rm [-f] NAME")
+        raise UsageError("usage: %container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] "
+                         "[--share pid] | ls | inspect NAME | ns NAME | rm [-f] NAME")
 
     def _volume(self, rest: str) -> Any:
         """`%container volume ls | create NAME... | rm NAME...`: named volumes (`-v NAME:/path`), as
@@ -360,6 +365,7 @@ def _pod_create_parser() -> Any:
     p.add_argument("--network", "--net", dest="network")
     p.add_argument("-p", "--publish", action="append")
     p.add_argument("--hostname")
+    p.add_argument("--share", action="append")
     return p
 
 

@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 from ..linux import idmap, libc
 from ..linux.libc import MS_NODEV, MS_NOSUID, PR_SET_PDEATHSIG, mount, prctl
-from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWUTS
+from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS
 from . import rootfs
 from .channel import recv_ctl, send, send_ctl
 from .launch import STATUS_FD, Launch, become_root, failure, pid1_nested, report_failure, reset_signals
@@ -65,8 +65,10 @@ class HolderPlan:
     # A pod's member: (infra pid, inode of its network namespace, checked against a recycled pid). The
     # user namespace and the network, IPC and UTS ones in flags_rest are joined, not unshared.
     join: tuple[int, int] | None = None
+    join_pid: bool = False  # the pod's PID namespace too (its infra's pid_for_children)
     hostname: str | None = None  # set in the new UTS namespace at once (a pod's infra)
     loopback: bool = False  # bring lo up in the new network namespace (a pod's infra)
+    pid_init: bool = False  # fork an init into the new PID namespace, for others to join (a pod's infra)
 
     @property
     def merged(self) -> str | None:
@@ -93,7 +95,7 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
         pod: dict[int, int] = {}
         if hp.join is not None:
             stage = "opening the pod's namespaces"
-            pod = _open_pod(*hp.join)
+            pod = _open_pod(*hp.join, hp.join_pid)
         if hp.new_user and hp.rootless:
             stage = "creating the user namespace"
             _enter_user_namespace(sock, pod.pop(CLONE_NEWUSER, None))
@@ -115,6 +117,9 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
         if hp.loopback:
             stage = "bringing up the loopback interface"
             _loopback_up()
+        if hp.pid_init:
+            stage = "starting the PID namespace's init"
+            _fork_init()
         if hp.time_offsets:
             stage = "setting time namespace offsets"
             with open("/proc/self/timens_offsets", "w") as f:
@@ -203,15 +208,17 @@ _POD_NS = (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET), ("ipc", CLONE_NEWIPC)
 
 
 def _joined(hp: HolderPlan) -> int:
-    return CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS if hp.join is not None else 0
+    if hp.join is None:
+        return 0
+    return CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | (CLONE_NEWPID if hp.join_pid else 0)
 
 
-def _open_pod(pid: int, net_inode: int) -> dict[int, int]:
+def _open_pod(pid: int, net_inode: int, with_pid: bool = False) -> dict[int, int]:
     """The infra's namespaces, opened while we are still outside them (a process in another user namespace
     may not open /proc/<infra>/ns/*); the network namespace's inode tells a recycled pid apart."""
     fds: dict[int, int] = {}
     try:
-        for name, flag in _POD_NS:
+        for name, flag in _POD_NS + ((("pid_for_children", CLONE_NEWPID),) if with_pid else ()):
             fds[flag] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
         if os.fstat(fds[CLONE_NEWNET]).st_ino != net_inode:
             raise OSError(errno.ESRCH, "the pod's infra process is gone", f"/proc/{pid}/ns/net")
@@ -220,6 +227,29 @@ def _open_pod(pid: int, net_inode: int) -> dict[int, int]:
             os.close(fd)
         raise
     return fds
+
+
+def _fork_init() -> None:
+    """PID 1 of a pod's shared PID namespace: reaps what its containers leave, goes with the infra."""
+    if os.fork() != 0:
+        return
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.closerange(3, 1 << 20)
+
+        def reap(_sig: int, _frame: object) -> None:
+            while True:
+                try:
+                    if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                        return
+                except ChildProcessError:
+                    return
+
+        signal.signal(signal.SIGCHLD, reap)
+        while True:
+            signal.pause()
+    finally:
+        os._exit(0)
 
 
 def _loopback_up() -> None:

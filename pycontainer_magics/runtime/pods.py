@@ -34,6 +34,7 @@ from typing import Any
 from ..linux.namespaces import NAMESPACE_KINDS, flags_for, ns_inode
 from . import state
 from .holder import HolderPlan, SetupFailed, prepare_holder
+from .launch import Launch
 from .run import LaunchError, Running, StartFn, id_maps
 from .spec import HOSTNAME_RE, POD_SHARED, VOLUME_NAME_RE, ContainerSpec, Mount
 
@@ -64,6 +65,7 @@ class Pod:
     net_inode: int
     namespaces: dict[str, int | None]  # the infra's, by kind
     address: str | None = None  # on its network
+    share_pid: bool = False  # one PID namespace for all its containers (Kubernetes' shareProcessNamespace)
     members: list[PodMember] = field(default_factory=list)
 
     @property
@@ -88,11 +90,23 @@ class Pod:
         return (Mount(hosts_path(self.id), "/etc/hosts", read_only=True),
                 Mount(os.path.join(state.run_dir(), "resolv.conf"), "/etc/resolv.conf", read_only=True))
 
-    def admit(self, run_id: str, spec: ContainerSpec, hp: HolderPlan, env: dict[str, str],
+    @property
+    def shared(self) -> list[str]:
+        """The namespace kinds its containers share."""
+        return [*POD_SHARED, *(["pid"] if self.share_pid else [])]
+
+    def admit(self, run_id: str, spec: ContainerSpec, hp: HolderPlan, L: Launch,
               on_start: StartFn | None) -> tuple[HolderPlan, StartFn]:
         """A member's holder plan (join the infra's namespaces) and an on_start that records the member
         once its PID 1 runs (so `ls`, `inspect` and `rm` see it)."""
-        env["HOSTNAME"] = self.hostname
+        L.env["HOSTNAME"] = self.hostname
+        if self.share_pid:
+            if "pid" in spec.share:
+                raise PodError(errno.EINVAL, f"--share pid conflicts with --pod {self.name}: the pod's containers "
+                               "share the pod's PID namespace")
+            # Forked by the holder, which joined the pod's PID namespace (a Python cell's PID 1 is otherwise
+            # forked by the caller straight into a PID namespace of its own).
+            L.mode = "nested"
 
         def started(running: Running) -> None:
             if running.pid1:
@@ -100,7 +114,7 @@ class Pod:
             if on_start is not None:
                 on_start(running)
 
-        return replace(hp, join=(self.infra_pid, self.net_inode)), started
+        return replace(hp, join=(self.infra_pid, self.net_inode), join_pid=self.share_pid), started
 
     def release(self, run_id: str) -> None:
         with _locked():
@@ -209,10 +223,11 @@ def check_name(name: str) -> str:
 
 
 def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, int, int, str], ...] = (),
-           hostname: str | None = None, helper: bool = True) -> Pod:
+           hostname: str | None = None, share_pid: bool = False, helper: bool = True) -> Pod:
     """Make pod `name`: its infra holder (user, network, IPC, UTS namespaces; lo up; the host name), and
-    with `network` (bridge or a user network) one address and the published ports. On any error nothing
-    is left behind."""
+    with `network` (bridge or a user network) one address and the published ports; with `share_pid` a PID
+    namespace too, whose PID 1 is a small init of the infra's (then a container's payload is not PID 1,
+    and each sees the others' processes). On any error nothing is left behind."""
     check_name(name)
     network = network or "none"
     hostname = hostname or name
@@ -232,15 +247,18 @@ def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, i
                 raise PodError(errno.EEXIST, f"pod {name!r} already exists: use it (--pod {name}) or remove it "
                                f"first (%container pod rm {name})")
             _discard(old)
-        plan = HolderPlan(new_mount=False, new_user=True, flags_rest=flags_for(["net", "ipc", "uts"]),
+        plan = HolderPlan(new_mount=False, new_user=True,
+                          flags_rest=flags_for(["net", "ipc", "uts", *(["pid"] if share_pid else [])]),
                           scratch=None, lower=None, mountpoints=(), writable=True, time_offsets=(),
                           maps=id_maps(ContainerSpec(command=("pod",))), rootless=os.geteuid() != 0,
-                          hostname=hostname, loopback=True)
+                          hostname=hostname, loopback=True, pid_init=share_pid)
         pid, sock, ours = _start_infra(plan, helper)
         try:
             p = Pod(name=name, hostname=hostname, network=network, publish=list(publish), created=time.time(),
                     owner=_token(), infra_pid=pid, infra=_token(pid), net_inode=ns_inode(pid, "net") or 0,
-                    namespaces={k: ns_inode(pid, k) for k in NAMESPACE_KINDS})
+                    namespaces={k: ns_inode(pid, k) for k in NAMESPACE_KINDS}, share_pid=share_pid)
+            if share_pid:  # the infra itself is outside it: the one its children (the init) are in
+                p.namespaces["pid"] = os.stat(f"/proc/{pid}/ns/pid_for_children").st_ino
             if network != "none":
                 from ..network import NetworkError
                 from . import networking
@@ -444,7 +462,7 @@ def inspect(name: str) -> dict[str, Any]:
     return {"name": p.name, "hostname": p.hostname, "network": p.network, "address": p.address,
             "publish": [f"{ip}:{hp}->{cp}/{proto}" for ip, hp, cp, proto in p.publish],
             "created": p.created, "status": p.status, "infra_pid": p.infra_pid, "owner_pid": int(p.owner.split(":")[0]),
-            "shared": list(POD_SHARED), "namespaces": dict(p.namespaces), "containers": members}
+            "shared": p.shared, "namespaces": dict(p.namespaces), "containers": members}
 
 
 def namespace_table(name: str) -> tuple[list[str], dict[str, dict[str, int | None]]]:

@@ -322,7 +322,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             hp, L = plan_launch(plan_spec, cg, python_globals)
         L.export_layer = export_layer
         if pod is not None:
-            hp, on_start = pod.admit(r.id, spec, hp, L.env, on_start)
+            hp, on_start = pod.admit(r.id, spec, hp, L, on_start)
         if gate is not None:
             if L.mode != "nested":
                 raise LaunchError(errno.EINVAL, "a created-not-started container runs a command, not a cell")
