@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""OCI lifecycle benchmark: `create` + `start` + `delete --force` of one bundle, whole processes, for
+`pycontainer`, runc and crun, round-robin in the same run; medians of each step and of the cycle, and the
+ratios of the cycle's median to runc's and crun's.
+
+    sudo .venv/bin/python bench/oci.py [--rounds 20] [--idle-ms 50]
+
+The bundle is bench.py's (busybox `/bin/true`, memory 64M without swap, pids 64, pid/net/ipc/uts/mount/
+cgroup/user namespaces, `runc spec` edited). `delete --force` right after `start`: the payload has
+usually exited by then, else it is killed, the same for every runtime. Container output goes to
+/dev/null (runc's and crun's inherit create's stdio; ours writes its log files in the state directory).
+The row `library` runs the same steps through runtime.oci_lifecycle from this process (no interpreter
+start-up, no imports: what the mechanism itself costs). Also shown: `pycontainer list` on an empty state
+root, i.e. what any `pycontainer` command costs before it does anything (interpreter and imports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench import VENV_PY, Env, log, our_cgroup_leftovers  # noqa: E402
+
+PYCONTAINER = str(VENV_PY.with_name("pycontainer"))
+
+
+def _run(cmd: list[str]) -> None:
+    # stderr to a file, not a pipe: runc's and crun's containers inherit create's, and would hold a pipe open.
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        if p.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd[:4])}...: exit {p.returncode}: {err.read().decode().strip()}")
+
+
+def tools(env: Env, our_root: Path) -> dict[str, list[str]]:
+    """The command prefix of each runtime, before the subcommand."""
+    out = {"pycontainer": [PYCONTAINER], "library": []}
+    if shutil.which("runc"):
+        out["runc"] = ["runc", "--root", str(env.runc_root)]
+    if env.helper is not None:
+        out["crun"] = ["nsenter", f"--mount=/proc/{env.helper.pid}/ns/mnt", "crun", "--root", str(env.crun_root)]
+    return out
+
+
+def library_cycle(our_root: Path, bundle: Path, cid: str) -> tuple[float, float, float]:
+    """The same three steps through runtime.oci_lifecycle from this process: the mechanism without the
+    interpreter's start-up and imports."""
+    from pycontainer_magics.runtime import oci_lifecycle as oci
+
+    t0 = time.perf_counter()
+    oci.create(str(bundle), cid, str(our_root))
+    t1 = time.perf_counter()
+    oci.start(cid, str(our_root))
+    t2 = time.perf_counter()
+    oci.delete(cid, str(our_root), force=True)
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+def cycle(prefix: list[str], name: str, our_root: Path, bundle: Path, cid: str) -> tuple[float, float, float]:
+    if name == "library":
+        return library_cycle(our_root, bundle, cid)
+
+    def cmd(*argv: str) -> list[str]:
+        if name == "pycontainer":
+            return [*prefix, argv[0], f"--root={our_root}", *argv[1:]]
+        return [*prefix, *argv]
+
+    t0 = time.perf_counter()
+    _run(cmd("create", "--bundle", str(bundle), cid))
+    t1 = time.perf_counter()
+    _run(cmd("start", cid))
+    t2 = time.perf_counter()
+    _run(cmd("delete", "--force", cid))
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--idle-ms", type=float, default=50)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/oci.py: run as root")
+    env = Env()
+    our_root = env.tmp / "pycontainer-state"
+    samples: dict[str, list[tuple[float, float, float]]] = {}
+    empty: list[float] = []
+    try:
+        env.build_bundle()
+        env.start_crun_helper()
+        prefixes = tools(env, our_root)
+        samples = {n: [] for n in prefixes}
+        names = list(prefixes)
+        for r in range(-2, args.rounds):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                time.sleep(args.idle_ms / 1000)
+                res = cycle(prefixes[name], name, our_root, env.bundle, f"{env.tag}-{r + 2}")
+                if r >= 0:
+                    samples[name].append(res)
+            time.sleep(args.idle_ms / 1000)
+            t0 = time.perf_counter()
+            _run([PYCONTAINER, "list", f"--root={our_root}"])
+            if r >= 0:
+                empty.append(time.perf_counter() - t0)
+    finally:
+        if env.helper is not None:
+            env.helper.kill()
+            env.helper.wait()
+        shutil.rmtree(env.tmp, ignore_errors=True)
+    med = {n: [statistics.median(x[i] for x in s) * 1000 for i in range(3)] for n, s in samples.items()}
+    cyc = {n: statistics.median(sum(x) for x in s) * 1000 for n, s in samples.items()}
+    print(f"create + start + delete --force, {args.rounds} rounds, medians in ms "
+          f"({args.idle_ms:g} ms idle before each)")
+    print(f"{'runtime':<12} {'create':>8} {'start':>8} {'delete':>8} {'cycle':>8}  ratios")
+    for n in samples:
+        ratios = ", ".join(f"{cyc[n] / cyc[p]:.2f}x {p}" for p in ("runc", "crun") if p in cyc and p != n)
+        print(f"{n:<12} {med[n][0]:8.1f} {med[n][1]:8.1f} {med[n][2]:8.1f} {cyc[n]:8.1f}  {ratios}")
+    print(f"`pycontainer list` on an empty root (start-up alone): {statistics.median(empty) * 1000:.1f} ms")
+    # Only cgroups whose owner is gone are leftovers: other processes on the machine may run containers now.
+    left = {parent: dead for parent, names in our_cgroup_leftovers().items()
+            if (dead := [n for n in names if not os.path.exists(f"/proc/{n.split('-')[0]}")])}
+    if left:
+        log(f"cgroups left behind: {left}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
