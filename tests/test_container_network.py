@@ -54,6 +54,12 @@ def _wait_http(c, timeout=5.0) -> None:
 
 def test_none_gives_only_loopback() -> None:
     assert run(ContainerSpec(command=("ls", "/sys/class/net"))).stdout.split() == ["lo"]
+    # and lo is up, as Docker has it: a server on 127.0.0.1 answers inside the container
+    code = ("import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+            "c = socket.create_connection(s.getsockname(), timeout=2); a, _ = s.accept(); c.sendall(b'ok'); "
+            "print(a.recv(2).decode())")
+    r = run(ContainerSpec(python_code=code))
+    assert (r.exit_code, r.stdout) == (0, "ok\n"), r.stderr
 
 
 def test_user_network_names_and_the_default_bridge_without_names(labnet: str) -> None:

@@ -125,8 +125,9 @@ def _limits(spec: ContainerSpec) -> CgroupLimits:
 def id_maps(spec: ContainerSpec) -> tuple[str, str, bool]:
     """(uid_map, gid_map, deny_setgroups) text for the container's user namespace."""
     if spec.uid_map:
+        # Without root the kernel takes a gid_map only after setgroups is denied (a rootless bundle's maps).
         return idmap.format_map([(m.inside, m.outside, m.count) for m in spec.uid_map]), \
-            idmap.format_map([(m.inside, m.outside, m.count) for m in spec.gid_map]), False
+            idmap.format_map([(m.inside, m.outside, m.count) for m in spec.gid_map]), os.geteuid() != 0
     if os.geteuid() != 0:
         # An unprivileged user may map only itself (to root), and must deny setgroups first.
         return f"0 {os.geteuid()} 1\n", f"0 {os.getegid()} 1\n", True
@@ -222,6 +223,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         time_offsets=spec.time_offsets,
         maps=maps,
         rootless=not root,
+        loopback="net" in new,  # lo up in a new network namespace, as Docker has it (127.0.0.1 works)
     )
     launch = Launch(
         mode=mode,
