@@ -333,3 +333,47 @@ def test_same_transitions_and_state_fields_as_runc(busybox: str, tmp_path: Path,
         for k in ("id", "status", "bundle", "rootfs", "owner", "annotations"):
             assert mine[k] == theirs[k], k
         assert (mine["pid"] == 0) == (theirs["pid"] == 0)
+
+
+# --- without root ---------------------------------------------------------------------------------------
+
+@pytest.mark.rootless
+def test_rootless_spec_bundle_lifecycle_as_nobody(busybox: str) -> None:
+    """`spec --rootless` as an unprivileged user, then create/start/state/delete as that user: the caller is
+    root in the container, through a user namespace with the bundle's own id maps."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pcm-lc-rootless-"))
+    try:
+        os.chmod(base, 0o755)
+        shutil.copytree(busybox, base / "b" / "rootfs", symlinks=True)
+        (base / "root").mkdir()
+        subprocess.run(["chown", "-R", "nobody", str(base)], check=True)
+
+        def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+            cmd = ["setpriv", "--reuid=nobody", "--regid=65534", "--clear-groups", "--reset-env", PYCONTAINER,
+                   argv[0], *([] if argv[0] == "spec" else [f"--root={base / 'root'}"]), *argv[1:]]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/")
+            assert p.returncode == 0, (argv, p.stderr)
+            return p
+
+        as_nobody("spec", "--rootless", "--bundle", str(base / "b"))
+        c = json.loads((base / "b" / "config.json").read_text())
+        assert c["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 65534, "size": 1}]
+        c["process"]["args"] = ["sh", "-c", "id -u; hostname"]
+        (base / "b" / "config.json").write_text(json.dumps(c))
+        as_nobody("create", "--bundle", str(base / "b"), "r1")
+        st = json.loads(as_nobody("state", "r1").stdout)
+        validate_state(st)
+        assert st["status"] == "created"
+        as_nobody("start", "r1")
+        deadline = time.monotonic() + 10
+        while json.loads(as_nobody("state", "r1").stdout)["status"] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = json.loads(as_nobody("state", "r1").stdout)
+        assert st["status"] == "stopped" and st["exitStatus"] == 0
+        assert (base / "root" / "r1" / "stdout.log").read_text().split() == ["0", "pycontainer"]
+        as_nobody("delete", "r1")
+        assert os.listdir(base / "root") == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
