@@ -177,6 +177,11 @@ def ip():
     return shell
 
 
+def _networks_of(project: str) -> list[str]:
+    """The project's networks (other tests may be making networks of their own meanwhile)."""
+    return [n.name for n in net.list_networks() if n.name.startswith(f"{project}_")]
+
+
 def _project_links(p: P.Project) -> tuple[set[str], set[str]]:
     bridges = {net.get_network(n).bridge for n in p.networks}
     veths = {ep.host_veth for sr in p.services.values() for c in sr.containers for ep in net.endpoints_of(c.id)}
@@ -301,7 +306,6 @@ services:
         assert app.started_at >= mig.started_at + mig.run.duration - 0.05
     finally:
         p.down(timeout=0)
-    before = {n.name for n in net.list_networks()}
     with pytest.raises(ComposeError, match="'app': dependency 'migrate' did not complete successfully: exit code 1"):
         P.up(load("""
 services:
@@ -311,7 +315,7 @@ services:
     command: [sh, -c, 'echo app']
     depends_on: {migrate: {condition: service_completed_successfully}}
 """, project=_name("bad")))
-    assert {n.name for n in net.list_networks()} == before  # the project's network went again
+    assert not _networks_of(_name("bad"))  # the project's network went again
     with pytest.raises(ComposeError):
         P.get(_name("bad"))
 
@@ -321,12 +325,11 @@ services:
 @root_only
 @pytest.mark.usefixtures("host_clean")
 def test_a_spec_error_is_raised_before_anything_exists() -> None:
-    before = {n.name for n in net.list_networks()}
     too_many = (os.cpu_count() or 1) + 1
     with pytest.raises(ComposeError, match=r"service 'b': .*--cpus"):
         P.up(load(f"services:\n  a: {{image: host, command: [/bin/true]}}\n"
                   f"  b: {{image: host, command: [/bin/true], cpus: {too_many}}}\n", project=_name("spec")))
-    assert {n.name for n in net.list_networks()} == before
+    assert not _networks_of(_name("spec"))
 
 
 @pytest.mark.root
@@ -570,7 +573,6 @@ services:
 @root_only
 @pytest.mark.usefixtures("host_clean")
 def test_an_unhealthy_dependency_fails_up_and_removes_the_project() -> None:
-    before = {n.name for n in net.list_networks()}
     with pytest.raises(ComposeError, match=r"service 'job': dependency 'db' is unhealthy \(last probe exit code 1"):
         P.up(load("""
 services:
@@ -580,6 +582,6 @@ services:
     healthcheck: {test: ["CMD-SHELL", "echo not yet; exit 1"], interval: 50ms, retries: 2}
   job: {image: host, command: [/bin/true], depends_on: {db: {condition: service_healthy}}}
 """, project=_name("sick")))
-    assert {n.name for n in net.list_networks()} == before
+    assert not _networks_of(_name("sick"))
     with pytest.raises(ComposeError):
         P.get(_name("sick"))
