@@ -247,8 +247,15 @@ class Project:
                 else:
                     threads.append(threading.Thread(target=start, args=(n,), daemon=True))
                     threads[-1].start()
-            for t in threads:
-                t.join()
+            interrupted = False
+            for t in threads:  # every start finishes before an interrupt goes on: down must see them all
+                while t.is_alive():
+                    try:
+                        t.join()
+                    except KeyboardInterrupt:
+                        interrupted = True
+            if interrupted:
+                raise KeyboardInterrupt
             for n in ready:
                 e = errors.get(n)
                 if isinstance(e, SpecError | ContainerError | OSError):
@@ -588,7 +595,8 @@ def up(cf: ComposeFile, *, on_output: OutputFn | None = None, timeout: float = 1
             say("stderr", f" Network {nd.name}  Created\n")
         p._start_all(specs, timeout, say)
     except BaseException:
-        p.down(volumes=False, timeout=0)
+        with contextlib.suppress(Exception):  # the error that stopped `up` is the one to report
+            p.down(volumes=False, timeout=0)
         raise
     return p
 
