@@ -239,14 +239,19 @@ def _supervise(spec: Any, directory: str, report_w: int, inherit_stdio: bool) ->
     me = os.getpid()
     me_start = _start_time(me)
 
-    def report(msg: dict[str, Any]) -> None:
+    def report(msg: dict[str, Any]) -> bool:
+        """Tell `create` how it went; False if it is no longer listening (it gave up, or was interrupted)."""
         nonlocal reported
-        if not reported:
-            reported = True
-            try:
-                os.write(report_w, json.dumps({**msg, "supervisor": me, "supervisor_start": me_start}).encode())
-            finally:
-                os.close(report_w)
+        if reported:
+            return True
+        reported = True
+        try:
+            os.write(report_w, json.dumps({**msg, "supervisor": me, "supervisor_start": me_start}).encode())
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(report_w)
 
     try:
         os.chdir("/")
@@ -273,9 +278,15 @@ def _supervise(spec: Any, directory: str, report_w: int, inherit_stdio: bool) ->
                     return  # a closed terminal must not end the container
 
         def on_start(running: Any) -> None:
+            # Never raises: PID 1 waits at the gate, and the run would wait for it forever.
             pid = running.pid1
-            _update(directory, status="created", pid=pid, pid_start=_start_time(pid))
-            report({"ok": True})
+            try:
+                _update(directory, status="created", pid=pid, pid_start=_start_time(pid))
+                ok = report({"ok": True})
+            except OSError:
+                ok = False
+            if not ok:  # `create` gave up and removed the state: nobody could start or delete it
+                running.kill()
 
         r = run_container(spec, on_output=on_output, helper=False, on_start=on_start,
                          gate=os.path.join(directory, FIFO))
