@@ -30,7 +30,7 @@ from ..spec import ContainerSpec, Mount, SpecError, Tmpfs
 from .model import ComposeError, ComposeFile, Dependency, Service
 
 OutputFn = Callable[[str, str], None]
-RESTART_DELAY = (0.1, 5.0)  # first delay, longest delay (doubling), as Docker's restart backoff
+RESTART_DELAY = (0.1, 5.0)  # first and longest delay (doubling; reset after 10 s up), as Docker's backoff
 
 
 def _quiet(_stream: str, _text: str) -> None:
@@ -107,6 +107,8 @@ class ServiceRun:
                     return
                 if not self.service.restart.wants(self.exit_code, self.restarts):
                     return
+                if c.run is not None and c.run.duration >= 10:  # it ran a while: back to the shortest delay
+                    delay = RESTART_DELAY[0]
                 if self.project.stopping.wait(delay):
                     return
                 delay = min(delay * 2, RESTART_DELAY[1])
