@@ -157,7 +157,9 @@ def _public(rec: dict[str, Any], owner: bool = False) -> dict[str, Any]:
 
 def create(bundle: str, cid: str, root: str | None = None, *, inherit_stdio: bool = False) -> list[str]:
     """Create container `cid` from `bundle`; returns notes on what the bundle asks that is not done here.
-    On any error nothing is left: no state directory, process or cgroup."""
+    On any error nothing is left: no state directory, process or cgroup. The supervisor is a fork of the
+    caller that goes on running Python: call this from a single-threaded process (the CLI; a notebook
+    runs `pycontainer create` instead), as a fork of a threaded one may inherit a lock held."""
     directory = _dir(cid, root)
     bundle = os.path.abspath(bundle)
     spec, notes = load_bundle(bundle, None)  # a bad bundle fails here, before anything is made
