@@ -72,6 +72,10 @@ BAD = {
                         ["service 'web'", "'environment'", "NAME=VALUE"]),
     "host-image-without-command": ("services:\n  web: {image: host}\n", ["service 'web'", "'command'"]),
     "not-yaml": ("services:\n  web: [\n", ["not valid YAML", "line"]),
+    "name-too-long": ("services:\n  " + "w" * 70 + ": {image: host, command: x}\n",
+                      ["service 'www", "'container_name'", "longer than 64"]),
+    "required-variable": ("services:\n  web: {image: host, command: 'echo ${NOT_SET_HERE:?give it}'}\n",
+                          ["service 'web'", "'command'", "NOT_SET_HERE", "give it"]),
 }
 
 

@@ -149,7 +149,7 @@ class ComposeFile:
 
     def image_of(self, service: str) -> str:
         s = self.services[service]
-        return s.image or f"{self.project}-{service}"
+        return s.image or f"{self.project}-{service.lower()}"  # an image reference has no capitals
 
     def container_name(self, service: str) -> str:
         return self.services[service].container_name or f"{self.project}-{service}-1"
@@ -642,6 +642,9 @@ def _check_references(cf: ComposeFile) -> None:
                 raise _fail(s.name, "depends_on", f"waits for {d.service!r} to be healthy, but {d.service!r} "
                             "has no healthcheck")
         cname = cf.container_name(s.name)
+        if len(cname) > 64:  # the name is also the container's name on its networks (at most 64 characters)
+            raise _fail(s.name, "container_name", f"{cname!r} is longer than 64 characters: choose a shorter "
+                        "project or service name, or a container_name")
         if cname in names:
             raise _fail(s.name, "container_name", f"{cname!r} is also the container name of service "
                         f"{names[cname]!r}")
