@@ -361,6 +361,9 @@ def _network(project: str, key: str, v: dict[str, Any] | None) -> NetworkDef:
     v = v or {}
     cfg = ((v.get("ipam") or {}).get("config") or [{}])[0]
     name = v.get("name") or (key if v.get("external") else f"{project}_{key}")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
+        raise ComposeError(f"network {key!r}: the name {name!r} is not a valid network name (letters, digits, '_', "
+                           "'.', '-', at most 64 characters)")
     return NetworkDef(key, name, bool(v.get("external")), bool(v.get("internal")), cfg.get("subnet"),
                       cfg.get("gateway"))
 
