@@ -11,15 +11,15 @@ provisioner (`provisioner.py`, entry point `pycontainer-cgroup`) starts the kern
 
 from __future__ import annotations
 
-from .kernelspec import (
-    DISPLAY_NAME,
-    KERNEL_NAME,
-    PROVISIONER_NAME,
-    KernelLimits,
-    install_kernel,
-    kernel_dict,
-    parse_limits,
-)
+from typing import Any
 
 __all__ = ["DISPLAY_NAME", "KERNEL_NAME", "PROVISIONER_NAME", "KernelLimits", "install_kernel", "kernel_dict",
            "parse_limits"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: `pycontainer`'s parser imports this package, and kernelspec pulls in the runtime.
+    if name in __all__:
+        from . import kernelspec
+        return getattr(kernelspec, name)
+    raise AttributeError(name)
