@@ -17,12 +17,12 @@ from pycontainer_magics.runtime.oci import BundleError, config_for, validate_con
 PROBE = ("hostname; cat /proc/self/uid_map; grep -E 'CapEff|NoNewPrivs' /proc/self/status; "
          "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; "
          "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; "
-         "cat /proc/keys | wc -c")
+         "cat /proc/keys | wc -c; grep -E 'open files|processes' /proc/self/limits | tr -s ' ' | cut -d' ' -f3-5")
 
 
 def _spec(rootfs: str, **kw: object) -> ContainerSpec:
     return ContainerSpec(command=("sh", "-c", PROBE), hostname="oci", memory=64 * 2**20, pids_limit=32,
-                         rootfs=rootfs, **kw)  # type: ignore[arg-type]
+                         rootfs=rootfs, ulimits=(("nofile", 100, 200), ("nproc", 50, 60)), **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,8 @@ def test_runc_and_crun_run_our_bundle_as_we_run_the_spec(busybox: str, tmp_path)
     assert not [d for d in os.listdir("/sys/fs/cgroup") if d not in ("memory", "cpu", "cpuacct", "cpuset", "pids",
                                                                     "freezer")
                 and os.path.isdir(f"/sys/fs/cgroup/{d}/pycontainer_magics")]
-    assert ours[:4] == ["oci", "0", "0", "4294967295"] and ours[-3:] == [str(64 * 2**20), "32", "0"]
+    assert ours[:4] == ["oci", "0", "0", "4294967295"] and ours[-9:-6] == [str(64 * 2**20), "32", "0"]
+    assert ours[-6:] == ["50", "60", "processes", "files", "100", "200"]  # --ulimit, applied by all three
 
 
 def test_magic_writes_a_bundle(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,6 +166,11 @@ def test_bad_bundles_name_the_field(tmp_path) -> None:
         "ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["true"], "cwd": "/"},
         "mounts": [{"destination": "/x", "type": "nfs", "source": "h:/x"}]}))
     with pytest.raises(BundleError, match="mounts/0: a nfs mount"):
+        load_bundle(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["true"], "cwd": "/", "rlimits": [
+            {"type": "RLIMIT_NOFILE", "soft": 10, "hard": 10}, {"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]}}))
+    with pytest.raises(BundleError, match="process/rlimits/1/type: unknown 'RLIMIT_BOGUS'"):
         load_bundle(str(tmp_path))
 
 

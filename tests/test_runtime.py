@@ -24,6 +24,7 @@ from pycontainer_magics.runtime import (
     Tmpfs,
     run,
 )
+from pycontainer_magics.runtime.parse import build_spec
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -264,6 +265,32 @@ def test_default_capabilities_and_no_new_privs() -> None:
         assert _caps(r.stdout, f) == want, f
     assert _caps(r.stdout, "CapInh") == 0 and _caps(r.stdout, "CapAmb") == 0
     assert "NoNewPrivs:\t1" in r.stdout
+
+
+def test_ulimits_apply_in_commands_and_python_cells() -> None:
+    limits = build_spec(command=["true"], ulimit=["nofile=64:4096", "nproc=50"]).ulimits
+    r = sh("ulimit -n; ulimit -Hn; grep processes /proc/self/limits", ulimits=limits)
+    assert r.stdout.split()[:2] == ["64", "4096"] and r.stdout.split()[-3:-1] == ["50", "50"], r.stderr
+    code = "import resource as r; print(r.getrlimit(r.RLIMIT_NOFILE), r.getrlimit(r.RLIMIT_NPROC))"
+    cell = run(ContainerSpec(python_code=code, ulimits=limits))
+    assert cell.stdout == "(64, 4096) (50, 50)\n", cell.stderr
+    # a hard limit above what this process may raise to: one line naming the limit, nothing left (host_clean)
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1 << 20:
+        with pytest.raises(LaunchError, match=r"--ulimit nofile=64:\d+: the kernel refuses it"):
+            sh("true", ulimits=(("nofile", 64, (1 << 20) + 1),))
+
+
+def test_ulimit_options_are_checked() -> None:
+    with pytest.raises(SpecError, match="unknown --ulimit 'files'"):
+        build_spec(command=["true"], ulimit=["files=10"])
+    with pytest.raises(SpecError, match="soft limit must not exceed the hard one"):
+        build_spec(command=["true"], ulimit=["nofile=100:10"])
+    with pytest.raises(SpecError, match="expected NAME=SOFT"):
+        build_spec(command=["true"], ulimit=["nofile"])
+    assert build_spec(command=["true"], ulimit=["core=unlimited", "nofile=10"]).ulimits == (("core", -1, -1),
+                                                                                           ("nofile", 10, 10))
 
 
 def test_cap_drop_and_add() -> None:

@@ -84,6 +84,8 @@ OPTIONS: list[Option] = [
     _opt("--cap-add", metavar="CAP,...", action="append",
          help="add capabilities to Docker's default 14, like NET_ADMIN or ALL"),
     _opt("--cap-drop", metavar="CAP,...", action="append", help="drop capabilities, like NET_RAW or ALL"),
+    _opt("--ulimit", metavar="NAME=SOFT[:HARD]", action="append",
+         help="a resource limit (setrlimit), like nofile=1024:2048 or nproc=64 (repeatable; -1: unlimited)"),
     # run control
     _opt("--bundle", metavar="DIR", spec=False,
          help="run an OCI runtime bundle (DIR/config.json, ours or crun's or runc's); the other options "

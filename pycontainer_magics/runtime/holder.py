@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ..linux import idmap, libc
+from ..linux import idmap, libc, rlimits
 from ..linux.libc import MS_NODEV, MS_NOSUID, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS
 from . import rootfs
@@ -69,6 +69,7 @@ class HolderPlan:
     hostname: str | None = None  # set in the new UTS namespace at once (a pod's infra)
     loopback: bool = False  # bring lo up in the new network namespace (a pod's infra)
     pid_init: bool = False  # fork an init into the new PID namespace, for others to join (a pod's infra)
+    raise_rlimits: tuple[tuple[str, int, int], ...] = ()  # hard limits PID 1 needs above ours (--ulimit)
 
     @property
     def merged(self) -> str | None:
@@ -93,6 +94,9 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
         sock = socket.socket(fileno=CTL_FD)
         upper = mp = None
         pod: dict[int, int] = {}
+        if hp.raise_rlimits:  # before any user namespace: only here can a hard limit go up
+            stage = "raising resource limits"
+            rlimits.raise_hard(hp.raise_rlimits)
         if hp.join is not None:
             stage = "opening the pod's namespaces"
             pod = _open_pod(*hp.join, hp.join_pid)

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..linux import libc
+from ..linux import libc, rlimits
 from ..linux.caps import restrict_to
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES
@@ -63,6 +63,7 @@ class Launch:
     gid: int | None = None
     rebind_root: bool = True  # nested as root: the inherited root mount is locked
     gate: str | None = None  # `pycontainer create`: a FIFO the payload waits on before exec (runc's exec.fifo)
+    rlimits: tuple[tuple[str, int, int], ...] = ()  # set by PID 1 before it drops privileges (--ulimit)
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
 
     def for_holder(self) -> Launch:
@@ -215,6 +216,9 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
         if L.hostname:
             libc.sethostname(L.hostname)
         notes = _enter_root(L, at, rebind=False)  # host root made these mounts: nothing is locked
+        if L.rlimits:  # still host root: hard limits can be raised here, not in the user namespace
+            at.stage = "setting resource limits"
+            rlimits.raise_hard(L.rlimits)
         if user_fd is not None:
             at.stage = "entering the user namespace"
             libc.setns(user_fd, CLONE_NEWUSER)
@@ -230,6 +234,8 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
 
 
 def _drop_privileges(L: Launch) -> None:
+    if L.rlimits:
+        rlimits.apply(L.rlimits)
     try:
         os.chdir(L.workdir)
     except FileNotFoundError:

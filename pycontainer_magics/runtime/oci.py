@@ -18,6 +18,7 @@ from typing import Any
 
 from ..linux.cgroups import DEFAULT_PARENT
 from ..linux.namespaces import NAMESPACE_KINDS
+from ..linux.rlimits import NAMES as RLIMIT_NAMES
 from . import state
 from .rootfs import MASKED_PATHS, READONLY_PATHS
 from .run import id_maps
@@ -73,10 +74,19 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     return m
 
 
-def _rlimits() -> list[dict[str, Any]]:
-    """Our containers inherit the caller's limits: say so, for the open-files limit that matters most."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return [{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}]
+def _rlimits(spec: ContainerSpec) -> list[dict[str, Any]]:
+    """The spec's --ulimit values; the open-files limit, which matters most, is the caller's unless given
+    (what our containers inherit)."""
+    out = [{"type": "RLIMIT_" + name.upper(), "soft": _rlim(soft), "hard": _rlim(hard)}
+           for name, soft, hard in spec.ulimits]
+    if not any(u[0] == "nofile" for u in spec.ulimits):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        out.append({"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft})
+    return out
+
+
+def _rlim(v: int) -> int:
+    return 2**64 - 1 if v == -1 else v  # RLIM_INFINITY, as the spec's uint64 writes it
 
 
 def _resources(spec: ContainerSpec) -> dict[str, Any]:
@@ -135,7 +145,7 @@ def config_for(spec: ContainerSpec, root_path: str = "rootfs") -> dict[str, Any]
             "env": env,
             "cwd": spec.workdir or "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": _rlimits(),
+            "rlimits": _rlimits(spec),
             "noNewPrivileges": spec.no_new_privileges,
         },
         "root": {"path": root_path, "readonly": spec.read_only},
@@ -249,8 +259,15 @@ def spec_from_config(config: dict[str, Any], bundle: str, name: str | None = Non
         raise BundleError("config.json: process/args: missing: nothing to run")
     if proc.get("terminal"):
         notes.append("process/terminal: no terminal here; the process gets pipes")
-    if proc.get("rlimits"):
-        notes.append("process/rlimits: not applied; the container inherits the caller's limits")
+    ulimits: list[tuple[str, int, int]] = []
+    for i, rl in enumerate(proc.get("rlimits") or []):
+        kind = str(rl.get("type", ""))
+        name = kind.removeprefix("RLIMIT_").lower()
+        if not kind.startswith("RLIMIT_") or name not in RLIMIT_NAMES:
+            raise BundleError(f"config.json: process/rlimits/{i}/type: unknown {kind!r}: expected one of "
+                              + ", ".join("RLIMIT_" + n.upper() for n in sorted(RLIMIT_NAMES)))
+        soft, hard = (-1 if int(rl[k]) >= 2**63 else int(rl[k]) for k in ("soft", "hard"))
+        ulimits.append((name, soft, hard))
     env = []
     for item in proc.get("env", []):
         k, _, v = item.partition("=")
@@ -303,7 +320,7 @@ def spec_from_config(config: dict[str, Any], bundle: str, name: str | None = Non
             no_new_privileges=bool(proc.get("noNewPrivileges")),
             memory=mem.get("limit"), memory_swap=mem.get("swap") if mem.get("limit") else None, cpus=cpus,
             cpu_shares=cpu.get("shares"), cpuset_cpus=cpu.get("cpus") or None, pids_limit=pids.get("limit"),
-            mounts=tuple(mounts), tmpfs=tuple(tmpfs), name=name, **maps)
+            mounts=tuple(mounts), tmpfs=tuple(tmpfs), ulimits=tuple(ulimits), name=name, **maps)
     except SpecError as e:
         raise BundleError(f"config.json: {e}") from None
     return spec, notes

@@ -203,6 +203,24 @@ def parse_time_offset(value: str) -> tuple[str, int]:
     return clock, sign * round(secs)
 
 
+def parse_ulimit(value: str) -> tuple[str, int, int]:
+    """`--ulimit nofile=1024:2048` (soft:hard), `nofile=1024` (both), -1 or `unlimited` for no limit."""
+    name, eq, rest = value.partition("=")
+    soft_s, _, hard_s = rest.partition(":")
+
+    def num(v: str) -> int:
+        if v in ("-1", "unlimited"):
+            return -1
+        if not v.isdigit():
+            raise SpecError(f"invalid --ulimit {value!r}: expected NAME=SOFT[:HARD], like nofile=1024:2048")
+        return int(v)
+
+    if not eq or not name or not soft_s:
+        raise SpecError(f"invalid --ulimit {value!r}: expected NAME=SOFT[:HARD], like nofile=1024:2048")
+    soft = num(soft_s)
+    return name.strip().lower(), soft, num(hard_s) if hard_s else soft
+
+
 def parse_caps(value: str | Iterable[str], flag: str = "--cap-add") -> frozenset[str]:
     """`--cap-add NET_ADMIN,cap_sys_time` -> {'NET_ADMIN', 'SYS_TIME'}; `ALL` stays 'ALL'."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -264,6 +282,7 @@ def build_spec(
     env: str | Iterable[str] | dict[str, str] | None = None,
     cap_add: str | Iterable[str] | None = None,
     cap_drop: str | Iterable[str] | None = None,
+    ulimit: str | Iterable[str | tuple[str, int, int]] | None = None,
     network: str | None = None,
     pod: str | None = None,
     publish: str | Iterable[str] | None = None,
@@ -381,6 +400,8 @@ def build_spec(
     if both:
         raise SpecError(f"capability {sorted(both)[0]} is in both --cap-add and --cap-drop: give it once")
 
+    f["ulimits"] = tuple(v if isinstance(v, tuple) else parse_ulimit(v) for v in _many(ulimit))
+
     if timeout is not None:
         f["timeout"] = parse_duration(timeout, "--timeout")
     if interval is not None:
@@ -394,5 +415,5 @@ def build_spec(
 
 __all__ = [
     "build_spec", "parse_caps", "parse_cpus", "parse_duration", "parse_env", "parse_int", "parse_memory_swap",
-    "parse_share", "parse_size", "parse_time_offset", "parse_tmpfs", "parse_volume",
+    "parse_share", "parse_size", "parse_time_offset", "parse_tmpfs", "parse_ulimit", "parse_volume",
 ]

@@ -224,6 +224,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         maps=maps,
         rootless=not root,
         loopback="net" in new,  # lo up in a new network namespace, as Docker has it (127.0.0.1 works)
+        raise_rlimits=spec.ulimits if root else (),
     )
     launch = Launch(
         mode=mode,
@@ -242,6 +243,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         outputs=spec.outputs,
         want_diff=spec.diff,
         rebind_root=root,
+        rlimits=spec.ulimits,
         python_globals=python_globals,
     )
     return holder_plan, launch

@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..linux.caps import DEFAULT_CAPS
 from ..linux.namespaces import NAMESPACE_KINDS
+from ..linux.rlimits import NAMES as RLIMIT_NAMES
 
 
 class SpecError(ValueError):
@@ -110,6 +111,7 @@ class ContainerSpec:
     cap_add: frozenset[str] = frozenset()
     cap_drop: frozenset[str] = frozenset()
     no_new_privileges: bool = True
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard) as Docker's --ulimit; -1 unlimited
 
     # Run control
     name: str | None = None
@@ -163,6 +165,13 @@ def validate(s: ContainerSpec) -> None:
         _fail(f"unknown namespace {sorted(unknown)[0]!r} in --share: expected some of {', '.join(NAMESPACE_KINDS)}")
     if s.pod is not None:  # first: say "conflicts with --pod" rather than what the option alone would need
         _validate_pod(s)
+    for name, soft, hard in s.ulimits:
+        if name not in RLIMIT_NAMES:
+            _fail(f"unknown --ulimit {name!r}: expected one of {', '.join(sorted(RLIMIT_NAMES))}")
+        if soft < -1 or hard < -1 or (hard != -1 and (soft == -1 or soft > hard)):
+            _fail(f"--ulimit {name}={soft}:{hard}: the soft limit must not exceed the hard one (-1: unlimited)")
+    if len({u[0] for u in s.ulimits}) != len(s.ulimits):
+        _fail("--ulimit: each limit once")
     if s.image != "host":
         if s.rootfs is not None:
             _fail(f"--image {s.image!r} conflicts with --rootfs {s.rootfs!r}: give one root filesystem")
