@@ -74,6 +74,12 @@ BAD = {
     "not-yaml": ("services:\n  web: [\n", ["not valid YAML", "line"]),
     "name-too-long": ("services:\n  " + "w" * 70 + ": {image: host, command: x}\n",
                       ["service 'www", "'container_name'", "longer than 64"]),
+    "ulimit-without-hard": ("services:\n  web: {image: host, command: x, ulimits: {nofile: {soft: 10}}}\n",
+                            ["service 'web'", "'ulimits.nofile' has no 'hard'"]),
+    "unknown-ulimit": ("services:\n  web: {image: host, command: x, ulimits: {files: 10}}\n",
+                       ["service 'web'", "'ulimits'", "unknown 'files'"]),
+    "ulimit-soft-above-hard": ("services:\n  web: {image: host, command: x, ulimits: {nofile: {soft: 9, hard: 5}}}\n",
+                               ["service 'web'", "'ulimits'", "soft limit must not exceed"]),
     "required-variable": ("services:\n  web: {image: host, command: 'echo ${NOT_SET_HERE:?give it}'}\n",
                           ["service 'web'", "'command'", "NOT_SET_HERE", "give it"]),
 }
@@ -553,17 +559,19 @@ services:
     volumes: ["{tmp_path}:/data:ro", {{type: tmpfs, target: /scratch, tmpfs: {{size: 1m}}}}]
     mem_limit: 48m
     pids_limit: 16
+    ulimits: {{nofile: {{soft: 64, hard: 128}}, nproc: 40}}
     command:
       - sh
       - -c
       - >-
         hostname; pwd; id -u; echo $$GREETING $$COUNT; cat /data/in.txt;
-        touch /data/x 2>/dev/null || echo read-only; grep -c ' /scratch tmpfs ' /proc/mounts
+        touch /data/x 2>/dev/null || echo read-only; grep -c ' /scratch tmpfs ' /proc/mounts;
+        echo $$(ulimit -n) $$(ulimit -Hn)
 """, project=_name("set")))
     try:
         assert p.wait_for_exit("probe", timeout=20) == 0, p.logs()
         assert [line.split(" | ", 1)[1] for line in p.logs().splitlines()] == [
-            "probe-host", "/tmp", "1000", "hello 3", "bound", "read-only", "1"]
+            "probe-host", "/tmp", "1000", "hello 3", "bound", "read-only", "1", "64 128"]
         c = p.services["probe"].current
         assert c is not None and c.name == _name("probe-box") and c.run is not None
         assert c.run.memory_limit == 48 << 20 and c.run.pids_limit == 16

@@ -16,8 +16,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..parse import parse_cpus, parse_duration, parse_size
-from ..spec import SpecError
+from ..parse import parse_cpus, parse_duration, parse_size, parse_ulimit
+from ..spec import ContainerSpec, SpecError
 from . import schema
 
 
@@ -116,6 +116,7 @@ class Service:
     cap_drop: tuple[str, ...] = ()
     stop_grace_period: float = 10.0
     labels: tuple[tuple[str, str], ...] = ()
+    ulimits: tuple[str, ...] = ()  # as --ulimit takes them: "nofile=1024:2048"
 
 
 @dataclass(frozen=True)
@@ -622,7 +623,22 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
         stop_grace_period=_duration(v["stop_grace_period"], name, "stop_grace_period")
         if "stop_grace_period" in v else 10.0,
         labels=_pairs(v.get("labels"), name, "labels"),
+        ulimits=_ulimits(v.get("ulimits") or {}, name),
     )
+
+
+def _ulimits(v: dict[str, Any], svc: str) -> tuple[str, ...]:
+    """`ulimits: {nproc: 65535, nofile: {soft: 20000, hard: 40000}}` as --ulimit values, checked here by the
+    spec's own rules (known names, soft <= hard), so `up` creates nothing for a bad one."""
+    out = []
+    for k, u in v.items():
+        text = f"{k}={u['soft']}:{u['hard']}" if isinstance(u, dict) else f"{k}={u}"
+        try:
+            ContainerSpec(command=("true",), ulimits=(parse_ulimit(text),))
+        except SpecError as e:
+            raise _fail(svc, "ulimits", str(e).replace("--ulimit ", "")) from None
+        out.append(text)
+    return tuple(out)
 
 
 def _check_references(cf: ComposeFile) -> None:

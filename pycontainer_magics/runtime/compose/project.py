@@ -500,7 +500,7 @@ def service_spec(cf: ComposeFile, s: Service) -> ContainerSpec:
             command=command, image=image, env=dict(s.environment), hostname=s.hostname, workdir=s.working_dir,
             user=s.user, memory=s.memory, memory_swap=s.memory_swap, cpus=s.cpus, cpu_shares=s.cpu_shares,
             cpuset_cpus=s.cpuset, pids_limit=s.pids_limit, volume=mounts, tmpfs=tmpfs, read_only=s.read_only,
-            cap_add=list(s.cap_add), cap_drop=list(s.cap_drop), network=nets[0],
+            cap_add=list(s.cap_add), cap_drop=list(s.cap_drop), ulimit=list(s.ulimits), network=nets[0],
             publish=[str(p) for p in s.ports], expose=list(s.expose) or None, name=cf.container_name(s.name),
             no_diff=True)
         return spec.with_(entrypoint=entrypoint, network_aliases=tuple(dict.fromkeys((s.name, *s.aliases))),

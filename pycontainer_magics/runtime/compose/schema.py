@@ -146,6 +146,11 @@ SERVICE: dict[str, Any] = {
         "cap_drop": {"type": "array", "items": {"type": "string"}},
         "stop_grace_period": DURATION,
         "labels": ENVIRONMENT,
+        "ulimits": {"type": "object", "patternProperties": {".+": {"oneOf": [
+            {"type": ["integer", "string"]},
+            {"type": "object", "properties": {"soft": {"type": ["integer", "string"]},
+                                              "hard": {"type": ["integer", "string"]}},
+             "required": ["soft", "hard"], "additionalProperties": False}]}}},
     },
     "patternProperties": {"^x-": {}},
     "additionalProperties": False,
@@ -193,7 +198,7 @@ UNSUPPORTED_SERVICE = {
     "extra_hosts", "group_add", "init", "ipc", "isolation", "links", "logging", "mac_address", "mem_reservation",
     "mem_swappiness", "network_mode", "oom_kill_disable", "oom_score_adj", "pid", "platform", "privileged",
     "profiles", "pull_policy", "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open",
-    "stop_signal", "storage_opt", "sysctls", "tty", "ulimits", "userns_mode", "uts", "volumes_from", "develop",
+    "stop_signal", "storage_opt", "sysctls", "tty", "userns_mode", "uts", "volumes_from", "develop",
     "gpus", "label_file", "provider", "post_start", "pre_stop", "use_api_socket",
 }
 
