@@ -19,7 +19,6 @@ import re
 import select
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 from ..linux import libc
 from ..linux.namespaces import CLONE_NEWNET, CLONE_NEWNS
+from ..linux.netdev import loopback_up
 from . import state
 from .errors import InvalidArgument, NamespaceError, NetworkError
 
@@ -105,14 +105,6 @@ def _meta_path(name: str) -> str:
     return os.path.join(state.netns_meta_dir(), f"{name}.json")
 
 
-def _set_lo_up() -> None:
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH", b"lo", 0)
-        flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req)[:18])[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
-
-
 def _child_exit(code: int) -> None:
     os._exit(code)
 
@@ -153,7 +145,7 @@ def create_netns(name: str, owner_pid: int | None = None) -> NetNamespace:
 
         def child() -> None:
             libc.unshare(CLONE_NEWNET)
-            _set_lo_up()
+            loopback_up()
             libc.mount("/proc/self/ns/net", path, None, libc.MS_BIND)
 
         try:

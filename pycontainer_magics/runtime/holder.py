@@ -20,12 +20,10 @@ a cell's critical path. Preparation, in the order the kernel forces:
 from __future__ import annotations
 
 import errno
-import fcntl
 import gc
 import os
 import signal
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -33,6 +31,7 @@ from typing import Any, NoReturn
 from ..linux import idmap, libc, rlimits
 from ..linux.libc import MS_NODEV, MS_NOSUID, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS
+from ..linux.netdev import loopback_up
 from . import rootfs
 from .channel import recv_ctl, send, send_ctl
 from .launch import STATUS_FD, Launch, become_root, failure, pid1_nested, report_failure, reset_signals
@@ -120,7 +119,7 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
             libc.sethostname(hp.hostname)
         if hp.loopback:
             stage = "bringing up the loopback interface"
-            _loopback_up()
+            loopback_up()
         if hp.pid_init:
             stage = "starting the PID namespace's init"
             _fork_init()
@@ -254,14 +253,6 @@ def _fork_init() -> None:
             signal.pause()
     finally:
         os._exit(0)
-
-
-def _loopback_up() -> None:
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH", b"lo", 0)
-        flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req)[:18])[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP))
 
 
 def _enter_user_namespace(sock: socket.socket, pod_user: int | None = None) -> None:

@@ -336,15 +336,19 @@ def ensure(name: str, helper: bool = True) -> Pod:
         return create(check_name(name), helper=helper)
 
 
+def _record_names() -> list[str]:
+    """The pods with a record on this host (live or not), by name."""
+    try:
+        return sorted(f[:-5] for f in os.listdir(pods_dir()) if f.endswith(".json"))
+    except FileNotFoundError:
+        return []
+
+
 def list_pods() -> list[Pod]:
     """Every live pod on this host (stale records are prune's)."""
     out = []
     with _locked():
-        try:
-            names = sorted(f[:-5] for f in os.listdir(pods_dir()) if f.endswith(".json"))
-        except FileNotFoundError:
-            return []
-        for n in names:
+        for n in _record_names():
             p = _load(n)
             if p is not None and _usable(p):
                 out.append(p)
@@ -420,11 +424,7 @@ def prune() -> list[str]:
     """Remove pods whose owner process is gone (a killed kernel) or whose infra died."""
     removed = []
     with _locked():
-        try:
-            names = sorted(f[:-5] for f in os.listdir(pods_dir()) if f.endswith(".json"))
-        except FileNotFoundError:
-            return []
-        for n in names:
+        for n in _record_names():
             p = _load(n)
             if p is None:
                 with contextlib.suppress(FileNotFoundError):
