@@ -172,6 +172,24 @@ def test_bad_bundles_name_the_field(tmp_path) -> None:
             {"type": "RLIMIT_NOFILE", "soft": 10, "hard": 10}, {"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]}}))
     with pytest.raises(BundleError, match="process/rlimits/1/type: unknown 'RLIMIT_BOGUS'"):
         load_bundle(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["true"], "cwd": "/"},
+        "linux": {"seccomp": {"defaultAction": "SCMP_ACT_SOMETIMES"}}}))
+    with pytest.raises(BundleError, match="linux/seccomp/defaultAction: .SCMP_ACT_SOMETIMES. is not one of"):
+        load_bundle(str(tmp_path))
+
+
+def test_bundles_carry_the_seccomp_profile(busybox: str, tmp_path) -> None:
+    from pycontainer_magics.runtime.oci import load_bundle
+
+    config = config_for(_spec(busybox))
+    sc = config["linux"]["seccomp"]
+    assert sc["defaultAction"] == "SCMP_ACT_ALLOW" and any("keyctl" in r["names"] for r in sc["syscalls"])
+    validate_config(config)
+    assert "seccomp" not in config_for(_spec(busybox, seccomp="unconfined"))["linux"]
+    write_bundle(_spec(busybox), str(tmp_path / "b"))
+    spec, _ = load_bundle(str(tmp_path / "b"))
+    assert json.loads(spec.seccomp) == sc  # read back as the same profile
 
 
 @pytest.mark.root

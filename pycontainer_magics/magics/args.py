@@ -84,6 +84,9 @@ OPTIONS: list[Option] = [
     _opt("--cap-add", metavar="CAP,...", action="append",
          help="add capabilities to Docker's default 14, like NET_ADMIN or ALL"),
     _opt("--cap-drop", metavar="CAP,...", action="append", help="drop capabilities, like NET_RAW or ALL"),
+    _opt("--security-opt", metavar="OPT", action="append",
+         help="seccomp=unconfined (no filter), seccomp=PROFILE.json (an OCI or Docker profile); the default "
+              "refuses what Docker's default seccomp profile refuses"),
     _opt("--ulimit", metavar="NAME=SOFT[:HARD]", action="append",
          help="a resource limit (setrlimit), like nofile=1024:2048 or nproc=64 (repeatable; -1: unlimited)"),
     # run control

@@ -17,7 +17,7 @@ from typing import Any
 
 from .exec import ExecResult, exec_in
 from .result import ContainerRun
-from .run import Running, container_env, run
+from .run import Running, container_env, run, seccomp_filter
 from .spec import ContainerSpec
 
 
@@ -150,7 +150,8 @@ class Container:
         e.update(env or {})
         return exec_in(pid1, self._running.cgroup, tuple(command), env=e, workdir=workdir or self.spec.workdir or "/",
                        capabilities=self.spec.capabilities, no_new_privileges=self.spec.no_new_privileges,
-                       on_output=on_output, stdin_data=stdin_data, timeout=timeout)
+                       on_output=on_output, stdin_data=stdin_data, timeout=timeout,
+                       seccomp_filter=seccomp_filter(self.spec))
 
     @property
     def label(self) -> str:

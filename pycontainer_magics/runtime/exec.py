@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..linux import libc
+from ..linux import libc, seccomp
 from ..linux.caps import restrict_to
 from ..linux.cgroups import Cgroup
 from ..linux.namespaces import NAMESPACES
@@ -47,8 +47,9 @@ class ExecError(OSError):
 def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: dict[str, str],
             workdir: str = "/", capabilities: frozenset[str], no_new_privileges: bool = True,
             on_output: Callable[[str, str], None] | None = None, stdin_data: bytes | None = None,
-            timeout: float | None = None) -> ExecResult:
-    """Run `command` in the container whose PID 1 is `pid1` (a host pid); returns when it exits."""
+            timeout: float | None = None, seccomp_filter: bytes | None = None) -> ExecResult:
+    """Run `command` in the container whose PID 1 is `pid1` (a host pid); returns when it exits. The
+    process gets PID 1's capabilities, no_new_privs and seccomp filter (`seccomp_filter`), as docker exec."""
     if not command:
         raise ExecError(errno.EINVAL, "exec needs a command")
     ns_paths = {k: f"/proc/{pid1}/ns/{NAMESPACES[k][0]}" for k in (*_ORDER, "user")}
@@ -69,7 +70,7 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
         pid = os.fork()
         if pid == 0:
             _joiner((in_r, out_w, err_w, st_w), ns_fds, join_fds, command, env, workdir, capabilities,
-                    no_new_privileges)
+                    no_new_privileges, seccomp_filter)
     finally:
         gc.unfreeze()
         for fd in [in_r, out_w, err_w, st_w, *join_fds, *ns_fds.values()]:
@@ -141,7 +142,7 @@ def _inode(path: str) -> int | None:
 
 def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: list[int],
             command: tuple[str, ...], env: dict[str, str], workdir: str, capabilities: frozenset[str],
-            no_new_privileges: bool) -> None:
+            no_new_privileges: bool, seccomp_filter: bytes | None) -> None:
     """In the forked child: join, fork into the PID namespace, wait and pass the exit status on."""
     stage = "joining the cgroup"
     status_fd = fds[3]
@@ -168,6 +169,9 @@ def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: li
             restrict_to(capabilities)
             if no_new_privileges:
                 libc.set_no_new_privs()
+            if seccomp_filter is not None:
+                stage = "installing the seccomp filter"
+                seccomp.install(seccomp_filter)
             os.set_inheritable(STATUS_FD, False)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             try:

@@ -30,7 +30,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..linux import libc, rlimits
+from ..linux import libc, rlimits, seccomp
 from ..linux.caps import restrict_to
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES
@@ -64,6 +64,7 @@ class Launch:
     rebind_root: bool = True  # nested as root: the inherited root mount is locked
     gate: str | None = None  # `pycontainer create`: a FIFO the payload waits on before exec (runc's exec.fifo)
     rlimits: tuple[tuple[str, int, int], ...] = ()  # set by PID 1 before it drops privileges (--ulimit)
+    seccomp: bytes | None = None  # a compiled BPF filter, installed last before the payload
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
 
     def for_holder(self) -> Launch:
@@ -254,6 +255,8 @@ def _drop_privileges(L: Launch) -> None:
         os.setresuid(L.uid, L.uid, L.uid)
     if L.no_new_privileges:
         libc.set_no_new_privs()
+    if L.seccomp is not None:  # last: the filter stays with everything PID 1 executes
+        seccomp.install(L.seccomp)
 
 
 def _payload(L: Launch) -> NoReturn:

@@ -19,9 +19,11 @@ from typing import Any
 from ..linux.cgroups import DEFAULT_PARENT
 from ..linux.namespaces import NAMESPACE_KINDS
 from ..linux.rlimits import NAMES as RLIMIT_NAMES
+from ..linux.seccomp import SeccompError, compile_profile
 from . import state
 from .rootfs import MASKED_PATHS, READONLY_PATHS
 from .run import id_maps
+from .seccomp_profile import from_json, profile_for, to_oci
 from .spec import ContainerSpec
 
 OCI_VERSION = "1.0.2"  # what runc 1.1 and crun 1.8 accept; the fields used here are all in the schema
@@ -154,6 +156,9 @@ def config_for(spec: ContainerSpec, root_path: str = "rootfs") -> dict[str, Any]
     }
     if spec.hostname:
         config["hostname"] = spec.hostname
+    profile = profile_for(spec.seccomp, spec.capabilities)
+    if profile is not None:
+        linux["seccomp"] = to_oci(profile)
     return config
 
 
@@ -310,6 +315,13 @@ def spec_from_config(config: dict[str, Any], bundle: str, name: str | None = Non
         else:
             raise BundleError(f"config.json: mounts/{i}: a {m.get('type')} mount at {dest} is not supported here")
     offsets = tuple((clock, int(v.get("secs", 0))) for clock, v in (linux.get("timeOffsets") or {}).items())
+    # no linux.seccomp: no filter, as runc and crun run such a bundle
+    seccomp = json.dumps(linux["seccomp"]) if linux.get("seccomp") else "unconfined"
+    if linux.get("seccomp"):
+        try:
+            compile_profile(from_json(linux["seccomp"], frozenset(caps), "linux/seccomp"))
+        except SeccompError as e:
+            raise BundleError(f"config.json: {e}") from None
     try:
         spec = ContainerSpec(
             command=tuple(proc["args"]), env=tuple(env), workdir=proc.get("cwd") or "/",
@@ -320,7 +332,7 @@ def spec_from_config(config: dict[str, Any], bundle: str, name: str | None = Non
             no_new_privileges=bool(proc.get("noNewPrivileges")),
             memory=mem.get("limit"), memory_swap=mem.get("swap") if mem.get("limit") else None, cpus=cpus,
             cpu_shares=cpu.get("shares"), cpuset_cpus=cpu.get("cpus") or None, pids_limit=pids.get("limit"),
-            mounts=tuple(mounts), tmpfs=tuple(tmpfs), ulimits=tuple(ulimits), name=name, **maps)
+            mounts=tuple(mounts), tmpfs=tuple(tmpfs), ulimits=tuple(ulimits), seccomp=seccomp, name=name, **maps)
     except SpecError as e:
         raise BundleError(f"config.json: {e}") from None
     return spec, notes

@@ -221,6 +221,29 @@ def parse_ulimit(value: str) -> tuple[str, int, int]:
     return name.strip().lower(), soft, num(hard_s) if hard_s else soft
 
 
+def parse_security_opt(values: Iterable[str]) -> str:
+    """`--security-opt seccomp=unconfined|default|PROFILE.json` (Docker's); `no-new-privileges` is always on.
+    Returns the spec's `seccomp` value (a profile file's JSON text)."""
+    seccomp = "default"
+    for v in values:
+        key, sep, val = v.partition("=") if "=" in v else v.partition(":")
+        if key == "seccomp" and sep:
+            if val in ("unconfined", "default"):
+                seccomp = val
+            else:
+                try:
+                    with open(val) as f:
+                        seccomp = f.read()
+                except OSError as e:
+                    raise SpecError(f"--security-opt seccomp={val}: cannot read the profile ({e.strerror})") from None
+        elif key == "no-new-privileges" and val in ("", "true"):
+            continue  # always on here
+        else:
+            raise SpecError(f"unsupported --security-opt {v!r}: expected seccomp=unconfined, seccomp=PROFILE.json "
+                            "or no-new-privileges")
+    return seccomp
+
+
 def parse_caps(value: str | Iterable[str], flag: str = "--cap-add") -> frozenset[str]:
     """`--cap-add NET_ADMIN,cap_sys_time` -> {'NET_ADMIN', 'SYS_TIME'}; `ALL` stays 'ALL'."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -283,6 +306,7 @@ def build_spec(
     cap_add: str | Iterable[str] | None = None,
     cap_drop: str | Iterable[str] | None = None,
     ulimit: str | Iterable[str | tuple[str, int, int]] | None = None,
+    security_opt: str | Iterable[str] | None = None,
     network: str | None = None,
     pod: str | None = None,
     publish: str | Iterable[str] | None = None,
@@ -401,6 +425,7 @@ def build_spec(
         raise SpecError(f"capability {sorted(both)[0]} is in both --cap-add and --cap-drop: give it once")
 
     f["ulimits"] = tuple(v if isinstance(v, tuple) else parse_ulimit(v) for v in _many(ulimit))
+    f["seccomp"] = parse_security_opt(_many(security_opt))
 
     if timeout is not None:
         f["timeout"] = parse_duration(timeout, "--timeout")
@@ -415,5 +440,6 @@ def build_spec(
 
 __all__ = [
     "build_spec", "parse_caps", "parse_cpus", "parse_duration", "parse_env", "parse_int", "parse_memory_swap",
-    "parse_share", "parse_size", "parse_time_offset", "parse_tmpfs", "parse_ulimit", "parse_volume",
+    "parse_security_opt", "parse_share", "parse_size", "parse_time_offset", "parse_tmpfs", "parse_ulimit",
+    "parse_volume",
 ]

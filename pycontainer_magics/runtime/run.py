@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import codecs
 import errno
+import functools
 import gc
 import os
 import selectors
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..linux import idmap, libc
+from ..linux import idmap, libc, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.namespaces import (
     CLONE_NEWIPC,
@@ -36,6 +37,7 @@ from ..linux.namespaces import (
     flags_for,
     ns_inodes,
 )
+from ..linux.seccomp import Profile
 from . import cleanup, image_source, rootfs, state
 from .channel import decode_frames, feed, send_ctl
 from .holder import HolderPlan, SetupFailed
@@ -44,6 +46,7 @@ from .launch import DEFAULT_PATH, Launch, pid1_direct
 from .monitor import Monitor
 from .pool import Holder, pool
 from .result import ContainerRun, NamespaceRow
+from .seccomp_profile import profile_for
 from .spec import ContainerSpec, IdMap
 
 OutputFn = Callable[[str, str], None]
@@ -121,6 +124,19 @@ def _limits(spec: ContainerSpec) -> CgroupLimits:
 
 
 # -- id maps -----------------------------------------------------------------------------------------
+
+def seccomp_filter(spec: ContainerSpec) -> bytes | None:
+    """The spec's seccomp profile compiled for PID 1 (None: unconfined, or no filter for this machine)."""
+    if spec.seccomp == "unconfined" or not seccomp.supported():
+        return None
+    profile = profile_for(spec.seccomp, spec.capabilities)
+    return None if profile is None else _compiled(profile)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(profile: Profile) -> bytes:
+    return seccomp.compile_profile(profile)
+
 
 def id_maps(spec: ContainerSpec) -> tuple[str, str, bool]:
     """(uid_map, gid_map, deny_setgroups) text for the container's user namespace."""
@@ -244,6 +260,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         want_diff=spec.diff,
         rebind_root=root,
         rlimits=spec.ulimits,
+        seccomp=seccomp_filter(spec),
         python_globals=python_globals,
     )
     return holder_plan, launch

@@ -112,6 +112,8 @@ class ContainerSpec:
     cap_drop: frozenset[str] = frozenset()
     no_new_privileges: bool = True
     ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard) as Docker's --ulimit; -1 unlimited
+    # "default" (Docker's profile in effect), "unconfined", or a profile's JSON text (OCI or Docker format)
+    seccomp: str = "default"
 
     # Run control
     name: str | None = None
@@ -172,6 +174,15 @@ def validate(s: ContainerSpec) -> None:
             _fail(f"--ulimit {name}={soft}:{hard}: the soft limit must not exceed the hard one (-1: unlimited)")
     if len({u[0] for u in s.ulimits}) != len(s.ulimits):
         _fail("--ulimit: each limit once")
+    if s.seccomp not in ("default", "unconfined"):
+        from ..linux.seccomp import SeccompError, compile_profile
+        from .seccomp_profile import profile_for
+        try:
+            profile = profile_for(s.seccomp, s.capabilities)
+            if profile is not None:
+                compile_profile(profile)
+        except SeccompError as e:
+            _fail(str(e))
     if s.image != "host":
         if s.rootfs is not None:
             _fail(f"--image {s.image!r} conflicts with --rootfs {s.rootfs!r}: give one root filesystem")

@@ -1,0 +1,145 @@
+"""Seccomp filters: a profile in the OCI runtime spec's terms (a default action, and actions for named
+system calls, optionally only when an argument matches a mask) compiled to classic BPF and installed
+with prctl(PR_SET_SECCOMP). The filter is inherited across fork and execve and can never be removed,
+so PID 1 installs it last, just before it executes the payload (no_new_privs is already set, which is
+what lets an unprivileged process install one).
+
+Only x86_64 is compiled for (the numbers come from syscalls_x86_64). A system call of another ABI on the
+same machine (i386 through int 0x80, x32) is answered ENOSYS: a filter keyed on x86_64 numbers must not
+let another table's numbers through.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import platform
+import struct
+from dataclasses import dataclass
+
+from .libc import libc
+from .syscalls_x86_64 import X86_64
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_SYSCALL_BIT = 0x40000000
+
+# SECCOMP_RET_* values; ERRNO and TRACE carry a 16-bit datum
+ACTIONS = {
+    "SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_THREAD": 0x00000000, "SCMP_ACT_KILL_PROCESS": 0x80000000,
+    "SCMP_ACT_TRAP": 0x00030000, "SCMP_ACT_ERRNO": 0x00050000, "SCMP_ACT_TRACE": 0x7FF00000,
+    "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_ALLOW": 0x7FFF0000,
+}
+
+# classic BPF opcodes
+_LD_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_AND = 0x54  # BPF_ALU | BPF_AND | BPF_K
+_RET = 0x06  # BPF_RET | BPF_K
+# offsets in struct seccomp_data
+_NR, _ARCH = 0, 4
+
+
+def _arg_low(index: int) -> int:
+    return 16 + 8 * index  # the low 32 bits of args[index] (little-endian)
+
+
+class SeccompError(ValueError):
+    """A profile that cannot be compiled: one line naming what is wrong."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """`action` for the system calls `names`; with `arg` = (index, mask, value) only when
+    (args[index] & mask) == value (the OCI spec's SCMP_CMP_MASKED_EQ), else the rule does not apply."""
+
+    names: tuple[str, ...]
+    action: str
+    errno_ret: int = errno.EPERM
+    arg: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    default_action: str
+    rules: tuple[Rule, ...] = ()
+    default_errno: int = errno.EPERM
+
+
+def _ret(action: str, errno_ret: int) -> int:
+    if action not in ACTIONS:
+        raise SeccompError(f"unknown seccomp action {action!r}: expected one of {', '.join(ACTIONS)}")
+    value = ACTIONS[action]
+    return value | (errno_ret & 0xFFFF) if action == "SCMP_ACT_ERRNO" else value
+
+
+def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def compile_profile(profile: Profile) -> bytes:
+    """The BPF program (sock_filter records) for `profile` on x86_64. Unknown system call names are
+    skipped, as libseccomp-based runtimes do for names this kernel does not have."""
+    default = _ret(profile.default_action, profile.default_errno)
+    by_nr: dict[int, list[Rule]] = {}
+    for rule in profile.rules:
+        _ret(rule.action, rule.errno_ret)  # checked even if none of its names exists here
+        if rule.arg is not None:
+            index, mask, value = rule.arg
+            if not 0 <= index <= 5 or mask >> 32 or value >> 32:
+                raise SeccompError(f"seccomp rule for {', '.join(rule.names)}: only 32-bit masks on args 0-5")
+        for name in rule.names:
+            if name in X86_64:
+                by_nr.setdefault(X86_64[name], []).append(rule)
+    enosys = ACTIONS["SCMP_ACT_ERRNO"] | errno.ENOSYS
+    prog = [_ins(_LD_ABS, _ARCH), _ins(_JEQ, AUDIT_ARCH_X86_64, 1, 0), _ins(_RET, enosys),
+            _ins(_LD_ABS, _NR), _ins(_JGE, X32_SYSCALL_BIT, 0, 1), _ins(_RET, enosys)]
+    for nr in sorted(by_nr):
+        rules = sorted(by_nr[nr], key=lambda r: r.arg is None)  # conditional rules first
+        body: list[bytes] = []
+        for r in rules:
+            if r.arg is None:
+                body.append(_ins(_RET, _ret(r.action, r.errno_ret)))
+                break
+            index, mask, value = r.arg
+            body += [_ins(_LD_ABS, _arg_low(index)), _ins(_AND, mask), _ins(_JEQ, value, 0, 1),
+                     _ins(_RET, _ret(r.action, r.errno_ret))]
+        else:
+            body.append(_ins(_RET, default))  # this call, but no condition held
+        prog += [_ins(_JEQ, nr, 0, len(body)), *body]
+    prog.append(_ins(_RET, default))
+    if len(prog) > 4096:  # BPF_MAXINSNS
+        raise SeccompError(f"seccomp profile compiles to {len(prog)} BPF instructions; the kernel takes 4096")
+    return b"".join(prog)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install(program: bytes) -> None:
+    """Install a compiled filter on the calling thread (and so on everything it executes)."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    prctl = libc.prctl
+    if prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"installing the seccomp filter: {errno.errorcode.get(e, e)}")
+
+
+def supported() -> bool:
+    return platform.machine() == "x86_64"
+
+
+def mode(pid: int | str = "self") -> int:
+    """0 (none), 1 (strict) or 2 (filter), as /proc/PID/status says."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Seccomp:"):
+                return int(line.split()[1])
+    return 0
+
+
+__all__ = ["ACTIONS", "Profile", "Rule", "SeccompError", "compile_profile", "install", "mode", "supported"]
