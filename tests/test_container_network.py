@@ -39,8 +39,8 @@ def labnet():
         net.remove_network("bridge", force=True)
     assert not any(b.startswith("pcm-") for b in _links("bridge"))
     assert not any(v.startswith("pcv") for v in _links("veth"))
-    from pycontainer_magics.network import nat
-    assert nat.rules() == []
+    from pycontainer_magics.network import isolation, nat
+    assert nat.rules() == [] and isolation.rules() == []
 
 
 def _wait_http(c, timeout=5.0) -> None:
@@ -161,3 +161,27 @@ def test_a_removed_container_has_left_its_network_at_once(labnet: str) -> None:
         c = start(ContainerSpec(command=("sleep", "30"), name="gone", network=labnet))
         containers.remove(c.id, force=True)
         assert net.inspect_network(labnet).endpoints == ()
+
+
+REACH = ("import socket, sys\n"
+         "try:\n    socket.create_connection((sys.argv[1], 80), timeout=1).close(); print('reached')\n"
+         "except OSError as e:\n    print('blocked', type(e).__name__)\n")
+
+
+def test_networks_are_isolated_from_each_other(labnet: str) -> None:
+    """As Docker's: the host would route between two bridges; a container on another network (the
+    default bridge here) must not reach one on labnet by address, while one on labnet does."""
+    from pycontainer_magics.network import isolation
+
+    web = start(ContainerSpec(command=HTTPD, name="iso-web", network=labnet))
+    _wait_http(web)
+    ip = net.endpoints_of(web.id)[0].address
+    same = run(ContainerSpec(command=("python3", "-c", REACH, ip), network=labnet))
+    other = run(ContainerSpec(command=("python3", "-c", REACH, ip), network="bridge"))
+    assert same.stdout == "reached\n" and other.stdout.startswith("blocked"), (same.stdout, other.stdout)
+    assert {r.split('"')[1].split(":")[1] for r in isolation.rules()} == {labnet, "bridge"}
+    # rules whose network record is gone (a killed kernel's) are pruned
+    net.remove_network("bridge", force=True)
+    isolation.add("pcm-orphan", "pcm-", "orphan-net")
+    assert "orphan-net" in isolation.prune({n.name for n in net.list_networks()})
+    assert {r.split('"')[1].split(":")[1] for r in isolation.rules()} == {labnet}

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import hosts, links, state
+from . import hosts, isolation, links, state
 from .errors import (
     AddressExhausted,
     AddressInUse,
@@ -288,6 +288,7 @@ def create_network(name: str, subnet: str | ipaddress.IPv4Network | None = None,
                       created=time.time())
         _ensure_bridge(net)
         try:
+            isolation.add(net.bridge, BRIDGE_PREFIX, net.name)
             if nat:
                 from . import nat as natrules
                 natrules.add(net.subnet, net.bridge, net.name)
@@ -296,6 +297,7 @@ def create_network(name: str, subnet: str | ipaddress.IPv4Network | None = None,
             if nat:
                 from . import nat as natrules
                 natrules.remove(net.subnet, net.bridge, net.name)
+            isolation.remove(net.bridge, BRIDGE_PREFIX, net.name)
             links.delete_link(net.bridge)
             raise
         return net
@@ -326,6 +328,7 @@ def remove_network(name: str, force: bool = False) -> None:
         if net.nat:
             from . import nat as natrules
             natrules.remove(net.subnet, net.bridge, net.name)
+        isolation.remove(net.bridge, BRIDGE_PREFIX, net.name)
         links.delete_link(net.bridge)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_path(name))
@@ -580,6 +583,7 @@ def prune(networks: bool = True) -> list[str]:
                     subprocess.run(["iptables", "-w", "-t", "nat", *shlex.split(line.replace("-A ", "-D ", 1))],
                                    capture_output=True)
             removed.append(f"NAT rule of {name}")
+        removed += [f"isolation rules of {name}" for name in isolation.prune({n.name for n in nets})]
         cids = {ep.container_id for n in nets for ep in n.endpoints}
         with contextlib.suppress(FileNotFoundError):
             for f in os.listdir(state.hosts_dir()):

@@ -1,0 +1,97 @@
+"""Networks do not reach each other, as Docker's do not: with forwarding on, the host routes between two
+bridges of ours, so a container on one network could reach one on another by address. Docker's
+DOCKER-ISOLATION chains drop that; here one chain of our own, PCM-ISOLATION, jumped to first from the
+filter table's FORWARD chain, holds two rules per network: traffic staying on its bridge returns (to the
+host's own rules), traffic from its bridge to another bridge of ours is dropped. Every rule carries a
+comment naming its network, so only ours are ever listed or removed; the chain and the jump go with the
+last network.
+
+Like nat.py this calls `iptables` (pyroute2 wraps no netfilter API). Without iptables networks still work,
+unisolated, as they would on a host whose forwarding is off anyway."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+
+CHAIN = "PCM-ISOLATION"
+TAG = "pycontainer_magics"
+
+
+def _iptables(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", "-t", "filter", *args], capture_output=True, text=True)
+
+
+def available() -> bool:
+    return shutil.which("iptables") is not None
+
+
+def _rules(bridge: str, bridge_prefix: str, network: str) -> list[list[str]]:
+    tag = ["-m", "comment", "--comment", f"{TAG}:{network}"]
+    return [[CHAIN, "-i", bridge, "-o", bridge, "-j", "RETURN", *tag],
+            [CHAIN, "-i", bridge, "-o", bridge_prefix + "+", "-j", "DROP", *tag]]
+
+
+def _jump() -> list[str]:
+    return ["FORWARD", "-j", CHAIN, "-m", "comment", "--comment", TAG]
+
+
+def add(bridge: str, bridge_prefix: str, network: str) -> None:
+    """Isolate `network` (whose bridge is `bridge`) from every other bridge named `bridge_prefix`*."""
+    if not available():
+        return
+    if _iptables(["-S", CHAIN]).returncode != 0:
+        _iptables(["-N", CHAIN])
+    if _iptables(["-C", *_jump()]).returncode != 0:
+        _iptables(["-I", *_jump()])  # first, so the host's own ACCEPT rules cannot let it through
+    for rule in _rules(bridge, bridge_prefix, network):
+        if _iptables(["-C", *rule]).returncode != 0:
+            p = _iptables(["-A", *rule])
+            if p.returncode != 0:
+                raise OSError(f"could not add the isolation rule of network {network}: {p.stderr.strip()}")
+
+
+def remove(bridge: str, bridge_prefix: str, network: str) -> None:
+    if not available():
+        return
+    for rule in _rules(bridge, bridge_prefix, network):
+        while _iptables(["-D", *rule]).returncode == 0:
+            pass
+    _drop_chain_if_empty()
+
+
+def _drop_chain_if_empty() -> None:
+    if _iptables(["-S", CHAIN]).stdout.strip() in ("", f"-N {CHAIN}"):
+        while _iptables(["-D", *_jump()]).returncode == 0:
+            pass
+        _iptables(["-X", CHAIN])
+
+
+def _network_of(line: str) -> str | None:
+    m = re.search(r'--comment "?' + TAG + r':([^"\s]+)', line)
+    return m.group(1) if m else None
+
+
+def rules() -> list[str]:
+    """Our isolation rules as `iptables -S` prints them."""
+    if not available():
+        return []
+    return [line for line in _iptables(["-S", CHAIN]).stdout.splitlines() if _network_of(line)]
+
+
+def prune(keep: set[str]) -> list[str]:
+    """Delete the rules of networks not in `keep` (their records are gone); returns their names."""
+    gone = set()
+    for line in rules():
+        name = _network_of(line)
+        if name is not None and name not in keep:
+            _iptables(shlex.split(line.replace("-A ", "-D ", 1)))
+            gone.add(name)
+    if available():
+        _drop_chain_if_empty()
+    return sorted(gone)
+
+
+__all__ = ["CHAIN", "add", "available", "prune", "remove", "rules"]
