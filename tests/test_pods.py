@@ -238,6 +238,8 @@ def test_magic_pod_commands(ip, _pods_removed) -> None:
     ip.run_cell_magic("container", "--pod mp -d --name bg -q -- sh", "sleep 30")
     df = ip.run_line_magic("container", "pod ls")
     assert df[df.name == "mp"].iloc[0].containers == "bg"
+    ps = ip.run_line_magic("container", "ps").set_index("name")
+    assert ps.loc["bg", "pod"] == "mp" and ps.loc["bg", "status"] == "running"  # podman's POD column
     view = ip.run_line_magic("container", "pod inspect mp")
     assert view.info["hostname"] == "mphost" and bool(view.namespaces.loc["net", "shared"])
     ns = ip.run_line_magic("container", "pod ns mp")

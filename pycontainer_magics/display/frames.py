@@ -103,16 +103,20 @@ def timeline_frame(run: ContainerRun) -> pd.DataFrame:
 
 
 def containers_frame(containers: Sequence[Any]) -> pd.DataFrame:
-    """`docker ps`: name, id, status, command, pid, created."""
+    """`docker ps` (and podman's pod column): name, id, image, status, command, ports, network, pod, pid,
+    created."""
     import datetime as _dt
 
     rows = []
     for c in containers:
         spec = c.spec
         what = " ".join(spec.command) if spec.command else "python: " + (spec.python_code or "").strip().split("\n")[0]
-        rows.append({"name": c.name or "", "id": c.id[:12], "status": c.status, "command": what[:40],
-                     "pid": c.pid1, "created": _dt.datetime.fromtimestamp(c.started_at).strftime("%H:%M:%S")})
-    cols = ["name", "id", "status", "command", "pid", "created"]
+        ports = ", ".join(f"{ip}:{hp}->{cp}/{proto}" for ip, hp, cp, proto in spec.publish)
+        rows.append({"name": c.name or "", "id": c.id[:12], "image": spec.rootfs or spec.image, "status": c.status,
+                     "command": what[:40], "ports": ports, "network": "" if spec.pod else spec.network,
+                     "pod": spec.pod or "", "pid": c.pid1,
+                     "created": _dt.datetime.fromtimestamp(c.started_at).strftime("%H:%M:%S")})
+    cols = ["name", "id", "image", "status", "command", "ports", "network", "pod", "pid", "created"]
     return pd.DataFrame(rows, columns=cols).astype({"pid": "Int64"})
 
 
