@@ -14,6 +14,7 @@ not be set up or the options are wrong.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a command in a new container",
                          description="Run CMD in a new container. Options use Docker's vocabulary.")
     _args.add_arguments(run, "cli")
+    run.add_argument("--root", metavar="DIR", help="with --bundle DIR ID: where the state lives while it runs "
+                     "(as runc's --root; default /run/pycontainer_magics/oci)")
     sub.add_parser("prune", help="remove what a killed kernel left behind (cgroups, mounts, state)")
     bundle = sub.add_parser("bundle", help="write an OCI runtime bundle (config.json) for a command",
                             description="Write DIR/config.json (OCI runtime-spec) for CMD with the same options "
@@ -126,13 +129,18 @@ def _run(ns: argparse.Namespace) -> int:
 
     from . import runtime
 
+    recorded: Any = contextlib.nullcontext(None)
+    if ns.bundle and command:  # with an id, as runc's run: state, list and kill see it while it runs
+        from .runtime.oci_lifecycle import recorded_run
+        recorded = recorded_run(ns.bundle, command[0], ns.root)
     try:
-        # This process is small and short-lived: forking it is cheaper than starting the launch helper.
-        run = runtime.run(spec, on_output=_echo, helper=False)
+        with recorded as on_start:
+            # This process is small and short-lived: forking it is cheaper than starting the launch helper.
+            run = runtime.run(spec, on_output=_echo, helper=False, on_start=on_start)
     except runtime.ContainerInterrupted:
         sys.stderr.write("pycontainer: interrupted\n")
         return EXIT_INTERRUPTED
-    except (SpecError, runtime.LaunchError) as e:
+    except (SpecError, runtime.LaunchError, OSError) as e:
         _fail(str(e))
     if run.error and run.error.strip() not in (run.stderr or ""):  # not already streamed
         _echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")

@@ -215,6 +215,33 @@ def test_stopped_by_itself_and_kill_by_name_or_number(busybox: str, tmp_path: Pa
         ours("delete", "k")
 
 
+def test_run_with_an_id_has_state_while_it_runs(busybox: str, tmp_path: Path, ours: Runtime) -> None:
+    """As runc's run: attached, seen by state and list and killable from elsewhere, deleted at its end."""
+    b = make_bundle(tmp_path, busybox, ["sh", "-c", "echo started; exec sleep 100"])
+    proc = subprocess.Popen([PYCONTAINER, "run", "--bundle", str(b), f"--root={ours.root}", "attached"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not (ours.root / "attached" / "state.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = ours.wait_status("attached", "running")
+        assert st["status"] == "running" and st["pid"] > 0 and st["bundle"] == str(b)
+        assert "attached" in ours("list", "-q").stdout.split()
+        ours("kill", "attached", "KILL")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 137 and out == "started\n", err
+    assert not (ours.root / "attached").exists()
+    assert ours("state", "attached", check=False).returncode == 125
+    (ours.root / "dup").mkdir()  # an id in use: one line, nothing run
+    p = subprocess.run([PYCONTAINER, "run", "--bundle", str(b), f"--root={ours.root}", "dup"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 125 and "already exists" in p.stderr and p.stdout == ""
+
+
 def test_delete_a_created_container_and_force_a_running_one(busybox: str, tmp_path: Path, ours: Runtime) -> None:
     b = make_bundle(tmp_path, busybox, ["sh", "-c", PAYLOAD])
     ours("create", "--bundle", str(b), "never-started", "--pid-file", str(tmp_path / "pid"))

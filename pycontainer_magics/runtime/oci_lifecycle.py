@@ -21,6 +21,7 @@ without a terminal, the process gets no terminal.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -201,6 +202,35 @@ def create(bundle: str, cid: str, root: str | None = None, *, inherit_stdio: boo
         shutil.rmtree(directory, ignore_errors=True)
         raise LifecycleError(report.get("errno") or errno.EIO, report.get("error") or "the supervisor died")
     return notes
+
+
+@contextmanager
+def recorded_run(bundle: str, cid: str, root: str | None = None) -> Iterator[Any]:
+    """`run --bundle DIR ID`, as runc's run: the container runs attached to the caller, and while it runs
+    its state is there for `state`, `list` and `kill` from elsewhere; it is deleted when the run ends.
+    Yields the on_start callback to give `runtime.run`."""
+    directory = _dir(cid, root)
+    os.makedirs(state_root(root), mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        raise LifecycleError(errno.EEXIST, f"container {cid!r} already exists (delete it first)") from None
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            annotations = json.load(f).get("annotations") or {}
+        me = os.getpid()
+        _save(directory, {"id": cid, "status": "creating", "bundle": os.path.abspath(bundle), "rootfs": "",
+                          "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "owner": _owner(),
+                          "annotations": annotations, "supervisor": me, "supervisor_start": _start_time(me),
+                          "pid": None, "pid_start": None, "exit_status": None})
+
+        def on_start(running: Any) -> None:
+            with contextlib.suppress(OSError):
+                _update(directory, status="running", pid=running.pid1, pid_start=_start_time(running.pid1))
+
+        yield on_start
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _owner() -> str:
