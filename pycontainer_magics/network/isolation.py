@@ -81,14 +81,17 @@ def rules() -> list[str]:
     return [line for line in _iptables(["-S", CHAIN]).stdout.splitlines() if _network_of(line)]
 
 
-def prune(keep: set[str]) -> list[str]:
-    """Delete the rules of networks not in `keep` (their records are gone); returns their names."""
+def prune(host_links: set[str]) -> list[str]:
+    """Delete the rules whose bridge is gone from the host (its network was removed by a process that
+    died first); returns their networks. Judged by the bridge, not by network records: the rules are
+    the host's, shared by every state directory, while each directory knows only its own networks."""
     gone = set()
     for line in rules():
-        name = _network_of(line)
-        if name is not None and name not in keep:
-            _iptables(shlex.split(line.replace("-A ", "-D ", 1)))
-            gone.add(name)
+        words = shlex.split(line)
+        bridge = words[words.index("-i") + 1] if "-i" in words else None
+        if bridge is not None and bridge not in host_links:
+            _iptables(["-D", *words[1:]])
+            gone.add(_network_of(line) or bridge)
     if available():
         _drop_chain_if_empty()
     return sorted(gone)

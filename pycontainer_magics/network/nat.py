@@ -52,7 +52,3 @@ def rules() -> list[str]:
         return []
     out = _run(["-S", "POSTROUTING"]).stdout
     return [line for line in out.splitlines() if f"{TAG}:" in line]
-
-
-def networks_with_rules() -> set[str]:
-    return {line.split(f"{TAG}:", 1)[1].split()[0].strip('"') for line in rules()}

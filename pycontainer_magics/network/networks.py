@@ -576,14 +576,18 @@ def prune(networks: bool = True) -> list[str]:
             if lname not in known and kind in ("bridge", "veth"):
                 links.delete_link(lname)
                 removed.append(f"{kind} {lname}")
+        # Firewall rules are the host's, shared by every state directory: one is an orphan when the bridge
+        # it names is gone from the host, not when this directory has no record of its network.
+        with iproute() as ipr:
+            host_links = {str(link.get("ifname")) for link in ipr.get_links()}
         from . import nat as natrules
-        for name in natrules.networks_with_rules() - {n.name for n in nets if n.nat}:
-            for line in natrules.rules():  # a rule whose network record is gone: delete it as printed
-                if f"{natrules.TAG}:{name}" in line:
-                    subprocess.run(["iptables", "-w", "-t", "nat", *shlex.split(line.replace("-A ", "-D ", 1))],
-                                   capture_output=True)
-            removed.append(f"NAT rule of {name}")
-        removed += [f"isolation rules of {name}" for name in isolation.prune({n.name for n in nets})]
+        for line in natrules.rules():
+            words = shlex.split(line)
+            bridge = words[words.index("-o") + 1] if "-o" in words else None
+            if bridge is not None and bridge not in host_links:  # delete it as printed
+                subprocess.run(["iptables", "-w", "-t", "nat", "-D", *words[1:]], capture_output=True)
+                removed.append(f"NAT rule of {line.split(natrules.TAG + ':', 1)[-1].split()[0].strip(chr(34))}")
+        removed += [f"isolation rules of {name}" for name in isolation.prune(host_links)]
         cids = {ep.container_id for n in nets for ep in n.endpoints}
         with contextlib.suppress(FileNotFoundError):
             for f in os.listdir(state.hosts_dir()):

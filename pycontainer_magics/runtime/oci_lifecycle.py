@@ -161,23 +161,11 @@ def create(bundle: str, cid: str, root: str | None = None, *, inherit_stdio: boo
     On any error nothing is left: no state directory, process or cgroup. The supervisor is a fork of the
     caller that goes on running Python: call this from a single-threaded process (the CLI; a notebook
     runs `pycontainer create` instead), as a fork of a threaded one may inherit a lock held."""
-    directory = _dir(cid, root)
     bundle = os.path.abspath(bundle)
     spec, notes = load_bundle(bundle, None)  # a bad bundle fails here, before anything is made
-    with open(os.path.join(bundle, "config.json")) as f:
-        config = json.load(f)
-    os.makedirs(state_root(root), mode=0o700, exist_ok=True)
-    try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        raise LifecycleError(errno.EEXIST, f"container {cid!r} already exists (delete it first)") from None
+    directory = _new_state(cid, root, bundle, spec.rootfs or "", None)
     try:
         os.mkfifo(os.path.join(directory, FIFO), 0o600)
-        rec = {"id": cid, "status": "creating", "bundle": bundle, "rootfs": spec.rootfs or "",
-               "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-               "owner": _owner(), "annotations": config.get("annotations") or {},
-               "supervisor": None, "supervisor_start": None, "pid": None, "pid_start": None, "exit_status": None}
-        _save(directory, rec)
         report_r, report_w = os.pipe()
         child = os.fork()
         if child == 0:  # pragma: no cover - the supervisor's side, seen through the state it writes
@@ -204,11 +192,9 @@ def create(bundle: str, cid: str, root: str | None = None, *, inherit_stdio: boo
     return notes
 
 
-@contextmanager
-def recorded_run(bundle: str, cid: str, root: str | None = None) -> Iterator[Any]:
-    """`run --bundle DIR ID`, as runc's run: the container runs attached to the caller, and while it runs
-    its state is there for `state`, `list` and `kill` from elsewhere; it is deleted when the run ends.
-    Yields the on_start callback to give `runtime.run`."""
+def _new_state(cid: str, root: str | None, bundle: str, rootfs: str, supervisor: int | None) -> str:
+    """The state directory of a new container, with its first record ("creating"); an id in use is an
+    error. Returns the directory (the caller removes it if what follows fails)."""
     directory = _dir(cid, root)
     os.makedirs(state_root(root), mode=0o700, exist_ok=True)
     try:
@@ -218,12 +204,24 @@ def recorded_run(bundle: str, cid: str, root: str | None = None) -> Iterator[Any
     try:
         with open(os.path.join(bundle, "config.json")) as f:
             annotations = json.load(f).get("annotations") or {}
-        me = os.getpid()
-        _save(directory, {"id": cid, "status": "creating", "bundle": os.path.abspath(bundle), "rootfs": "",
+        _save(directory, {"id": cid, "status": "creating", "bundle": bundle, "rootfs": rootfs,
                           "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "owner": _owner(),
-                          "annotations": annotations, "supervisor": me, "supervisor_start": _start_time(me),
+                          "annotations": annotations, "supervisor": supervisor,
+                          "supervisor_start": _start_time(supervisor) if supervisor else None,
                           "pid": None, "pid_start": None, "exit_status": None})
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return directory
 
+
+@contextmanager
+def recorded_run(bundle: str, cid: str, root: str | None = None) -> Iterator[Any]:
+    """`run --bundle DIR ID`, as runc's run: the container runs attached to the caller, and while it runs
+    its state is there for `state`, `list` and `kill` from elsewhere; it is deleted when the run ends.
+    Yields the on_start callback to give `runtime.run`."""
+    directory = _new_state(cid, root, os.path.abspath(bundle), "", os.getpid())
+    try:
         def on_start(running: Any) -> None:
             with contextlib.suppress(OSError):
                 _update(directory, status="running", pid=running.pid1, pid_start=_start_time(running.pid1))
