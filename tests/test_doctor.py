@@ -142,6 +142,9 @@ def test_doctor_as_root_matches_reality_and_leaves_nothing() -> None:
     r = run(ContainerSpec(command=("sh", "-c", "echo $$; cat /proc/self/mountinfo | head -1")))
     container_ok = r.exit_code == 0 and r.stdout.split()[0] == "1"
     assert rep["pivot_root"].works == rep["proc"].works == container_ok
+    # seccomp: what a container shows (filter mode 2) is what the row says
+    sc = run(ContainerSpec(command=("grep", "-c", "^Seccomp:.2", "/proc/self/status")))
+    assert rep["seccomp"].works == (sc.stdout.strip() == "1")
     from pycontainer_magics.linux.cgroups import detect_layout, open_hierarchy
 
     layout = detect_layout()

@@ -324,6 +324,34 @@ def _probe_pivot_root(scratch: str, rootless: bool) -> str:
     return ""
 
 
+def check_seccomp() -> Check:
+    """A filter of the default profile installed in a child (with no_new_privs, as PID 1 does), and a
+    refused call answered EPERM under it."""
+    from ..linux import seccomp
+
+    if not seccomp.supported():
+        return Check("seccomp", "seccomp filters", False, f"filters are compiled for x86_64 only, not "
+                     f"{os.uname().machine}: containers run unfiltered here", "", "the default seccomp profile")
+    ok, text = in_child(_probe_seccomp)
+    why = "the default profile installs and refuses keyctl with EPERM" if ok else text
+    fix = "" if ok else "a kernel with CONFIG_SECCOMP_FILTER; meanwhile --security-opt seccomp=unconfined"
+    return Check("seccomp", "seccomp filters", ok, why, fix, "the default seccomp profile")
+
+
+def _probe_seccomp() -> str:
+    import ctypes
+
+    from ..linux import seccomp
+    from ..linux.caps import DEFAULT_CAPS
+    from .seccomp_profile import default_profile
+
+    step("set no_new_privs", libc.set_no_new_privs)
+    step("install the filter", seccomp.install, seccomp.compile_profile(default_profile(DEFAULT_CAPS)))
+    if libc.libc.syscall(250, 0, 0, 0, 0) != -1 or ctypes.get_errno() != errno.EPERM:  # keyctl
+        raise ProbeFailed("keyctl was not refused under the filter")
+    return ""
+
+
 def check_proc(scratch: str) -> Check:
     rootless = not _is_real_root()
     ok, text = in_child(lambda: _probe_proc(scratch, rootless))
@@ -500,7 +528,8 @@ def run_checks() -> Report:
     scratch = tempfile.mkdtemp(prefix="pcm-doctor-")
     try:
         checks = [check_root(), check_userns(), check_namespaces(), check_overlay(scratch),
-                  check_pivot_root(scratch), check_proc(scratch), *check_cgroups(), check_networks(),
+                  check_pivot_root(scratch), check_proc(scratch), check_seccomp(), *check_cgroups(),
+                  check_networks(),
                   check_subids(), *(check_tool(t) for t in TOOLS)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
