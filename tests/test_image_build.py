@@ -170,3 +170,25 @@ def test_an_image_made_by_buildah_runs_here(store, tmp_path) -> None:
     out = run(ContainerSpec(image="lab/from-buildah:1"))
     assert out.stdout == "made by buildah in /tmp\n", out.stderr
     sh("rmi", "--all", "--force")
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_dockerignore_leaves_files_out_of_copy_and_of_the_cache_key(store, tmp_path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "build").mkdir(parents=True)
+    (ctx / "sub").mkdir()
+    for name, text in {"a.txt": "a", "x.log": "noise", "keep.log": "kept", "build/out": "artifact",
+                       "sub/y.tmp": "tmp", "sub/z.txt": "z"}.items():
+        (ctx / name).write_text(text + "\n")
+    (ctx / ".dockerignore").write_text("*.log\n!keep.log\nbuild\n**/*.tmp\n")
+    text = 'FROM lab/bb:1\nCOPY . /app\nCMD ["sh", "-c", "cd /app && ls -A . sub | tr \'\\n\' \' \'"]\n'
+    r = build(text, tag="lab/ignored:1", context=str(ctx))
+    assert run(ContainerSpec(image="lab/ignored:1")).stdout.split() == [
+        ".:", ".dockerignore", "a.txt", "keep.log", "sub", "sub:", "z.txt"]
+    (ctx / "x.log").write_text("changed noise\n")  # an ignored file changes: the COPY is still cached
+    assert all(s.cached for s in build(text, context=str(ctx)).steps)
+    (ctx / "a.txt").write_text("changed\n")
+    assert not build(text, context=str(ctx)).steps[0].cached
+    with pytest.raises(BuildError, match="COPY x.log: excluded by the build context's .dockerignore"):
+        build("FROM lab/bb:1\nCOPY x.log /x\n", context=str(ctx))
+    assert r.image.layers

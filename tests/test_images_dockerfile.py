@@ -94,3 +94,14 @@ def test_errors_name_the_line(text, line, match):
     with pytest.raises(DockerfileError, match=match) as ei:
         parse_dockerfile(text)
     assert ei.value.line == line and f"line {line}:" in str(ei.value)
+
+
+def test_dockerignore_rules_as_docker_has_them() -> None:
+    from pycontainer_magics.images.dockerignore import DockerIgnore
+
+    ig = DockerIgnore.parse("# comment\n*.log\n!keep.log\n/build\n**/*.tmp\nsecrets/**\n!secrets/public\n\n")
+    cases = {"a.txt": False, "x.log": True, "keep.log": False, "sub/x.log": False,  # `*` stays in its directory
+             "build": True, "build/out/bin": True, "src/build": False, "t.tmp": True, "a/b/c.tmp": True,
+             "secrets/key": True, "secrets/public": False, "secrets/public/x": False}
+    assert {p: ig.excluded(p) for p in cases} == cases
+    assert not DockerIgnore.parse("").excluded("anything")

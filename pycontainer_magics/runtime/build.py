@@ -48,6 +48,7 @@ from ..images.dockerfile import (
     Workdir,
     parse_dockerfile,
 )
+from ..images.dockerignore import DockerIgnore
 from ..images.image import HOST_BASE_LABEL
 from ..images.unpack import is_opaque, pack_dir, unpack_layer
 from .result import ContainerRun
@@ -120,9 +121,12 @@ def _is_url(src: str) -> bool:
     return src.startswith(("http://", "https://"))
 
 
-def _digest_tree(h: Any, path: str, base: str) -> None:
+def _digest_tree(h: Any, path: str, base: str, skip: Callable[[str], bool] | None = None) -> None:
     for dirpath, dirnames, filenames in os.walk(path) if os.path.isdir(path) else [(os.path.dirname(path), [],
                                                                                        [os.path.basename(path)])]:
+        if skip is not None:  # left out by .dockerignore: not copied, so not in the cache key either
+            dirnames[:] = [d for d in dirnames if not skip(os.path.join(dirpath, d))]
+            filenames = [f for f in filenames if not skip(os.path.join(dirpath, f))]
         dirnames.sort()
         for name in sorted(filenames):
             p = os.path.join(dirpath, name)
@@ -136,14 +140,32 @@ def _digest_tree(h: Any, path: str, base: str) -> None:
                     h.update(hashlib.sha256(f.read()).digest())
 
 
-def _in_context(context: str, src: str, what: str = "COPY") -> str:
-    path = os.path.realpath(os.path.join(context, src))
-    root = os.path.realpath(context)
-    if path != root and not path.startswith(root + os.sep):
-        raise BuildError(f"{what} {src}: outside the build context {context}")
-    if not os.path.lexists(path):
-        raise BuildError(f"{what} {src}: no such file in the build context {context}")
-    return path
+@dataclass(frozen=True)
+class _Context:
+    """The build context: a directory, less what its .dockerignore leaves out."""
+
+    root: str
+    ignore: DockerIgnore
+
+    @classmethod
+    def of(cls, directory: str) -> _Context:
+        return cls(os.path.realpath(directory), DockerIgnore.of_context(directory))
+
+    def excluded(self, path: str) -> bool:
+        return self.ignore.excluded(os.path.relpath(path, self.root))
+
+    def path(self, src: str, what: str = "COPY") -> str:
+        path = os.path.realpath(os.path.join(self.root, src))
+        if path != self.root and not path.startswith(self.root + os.sep):
+            raise BuildError(f"{what} {src}: outside the build context {self.root}")
+        if not os.path.lexists(path):
+            raise BuildError(f"{what} {src}: no such file in the build context {self.root}")
+        if path != self.root and self.excluded(path):
+            raise BuildError(f"{what} {src}: excluded by the build context's .dockerignore")
+        return path
+
+    def digest(self, h: Any, path: str) -> None:
+        _digest_tree(h, path, self.root, self.excluded)
 
 
 # -- sources: the build context, a URL, an earlier stage ------------------------------------------------------
@@ -224,7 +246,7 @@ def _owner(spec: str, lower: str | None, line: int) -> tuple[int, int]:
         raise BuildError(f"Dockerfile line {line}: --chown={spec}: {e}") from None
 
 
-def _copy_layer(context: str, ins: Copy, state: _StageState, source: _StageState | None,
+def _copy_layer(ctx: _Context, ins: Copy, state: _StageState, source: _StageState | None,
                 downloads: dict[str, str]) -> bytes:
     """A layer holding the COPY/ADD sources at their destination, packed as a tarball."""
     workdir = state.config.workdir
@@ -257,13 +279,14 @@ def _copy_layer(context: str, ins: Copy, state: _StageState, source: _StageState
             if _is_url(src):
                 shutil.copy2(downloads[src], place(os.path.basename(downloads[src])))
                 continue
-            path = _in_context(context, src, "ADD" if ins.add else "COPY")
+            path = ctx.path(src, "ADD" if ins.add else "COPY")
             if ins.add and _is_archive(path):  # extracted into dest (a directory), not copied
                 made.append(os.path.normpath(dest))
                 unpack_layer(path, tmp + dest, mode="apply", what=f"ADD {src}")
             elif os.path.isdir(path):
                 made.append(os.path.normpath(dest))
-                shutil.copytree(path, tmp + dest, symlinks=True, dirs_exist_ok=True)
+                shutil.copytree(path, tmp + dest, symlinks=True, dirs_exist_ok=True,
+                                ignore=lambda d, names: [n for n in names if ctx.excluded(os.path.join(d, n))])
             else:
                 shutil.copy2(path, place(os.path.basename(path)), follow_symlinks=False)
         if ins.chmod:
@@ -316,6 +339,7 @@ def build(text: str, *, tag: str | None = None, context: str = ".", build_args: 
             named = ", ".join(n for n in names if n) or "none is named"
             raise BuildError(f"--target {target}: no such stage (stages: {named})")
         stages = stages[:names.index(target.lower()) + 1]
+    ctx = _Context.of(context)
     cache = _load_cache(store)
     done: list[_StageState] = []
     steps: list[BuildStep] = []
@@ -328,7 +352,7 @@ def build(text: str, *, tag: str | None = None, context: str = ".", build_args: 
         for ins in stage.instructions:
             number += 1
             say("stdout", f"Step {number}/{total} : {ins.original}\n")
-            steps.append(_step(ins, state, index, context, build_args, cache, store, df.stages, done, say))
+            steps.append(_step(ins, state, index, ctx, build_args, cache, store, df.stages, done, say))
         done.append(state)
     current = done[-1].image
     if current is None:
@@ -384,7 +408,7 @@ def _host_base(store: Store, cache: dict[str, str]) -> Image:
     return img
 
 
-def _step(ins: Instruction, state: _StageState, index: int, context: str, build_args: dict[str, str] | None,
+def _step(ins: Instruction, state: _StageState, index: int, ctx: _Context, build_args: dict[str, str] | None,
           cache: dict[str, str], store: Store, all_stages: list[Stage], done: list[_StageState],
           say: OutputFn) -> BuildStep:
     t0 = time.monotonic()
@@ -420,7 +444,7 @@ def _step(ins: Instruction, state: _StageState, index: int, context: str, build_
                         downloads[src] = _download(src, _fresh_dir(tmp_dl), ins.line, ins.checksum)
                         _digest_tree(h, downloads[src], os.path.dirname(downloads[src]))
                     else:
-                        _digest_tree(h, _in_context(context, src, "ADD" if ins.add else "COPY"), context)
+                        ctx.digest(h, ctx.path(src, "ADD" if ins.add else "COPY"))
                 extra = h.hexdigest()
         elif isinstance(ins, Run):
             extra = json.dumps(sorted(args.items()))
@@ -444,7 +468,7 @@ def _step(ins: Instruction, state: _StageState, index: int, context: str, build_
         elif isinstance(ins, Copy):
             if ins.add and ins.from_stage:
                 raise BuildError(f"Dockerfile line {ins.line}: ADD has no --from; use COPY --from")
-            layer = _copy_layer(context, ins, state, source, downloads)
+            layer = _copy_layer(ctx, ins, state, source, downloads)
         elif isinstance(ins, Env):
             env = dict(config.env_dict())
             env.update(dict(ins.pairs))
