@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
-from IPython.utils.process import arg_split
+
+from ._parser import echo, split_line
 
 _groups: Any = None
 
@@ -158,12 +158,6 @@ def _duration(value: str, flag: str) -> float:
     return float(_spec_call(parse_duration, value, flag))
 
 
-def _echo(stream: str, text: str) -> None:
-    out = sys.stderr if stream == "stderr" else sys.stdout
-    out.write(text)
-    out.flush()
-
-
 @magics_class
 class CgroupMagics(Magics):
     """`%cgroup SUBCOMMAND ...` and `%%cgroup run NAME`."""
@@ -184,10 +178,7 @@ class CgroupMagics(Magics):
         """
         from ..linux.cgroups import CgroupError
 
-        try:
-            argv = arg_split(line, posix=True, strict=True)
-        except ValueError as e:
-            raise UsageError(f"cannot split the arguments: {e}") from None
+        argv = split_line(line)
         if cell is not None:
             return self._run_cell(argv, cell)
         if not argv:
@@ -412,11 +403,11 @@ class CgroupMagics(Magics):
             cg = groups().get(argv[1])
             user_ns = self.shell.user_ns if self.shell is not None else {}
             r = run_in_group(cg, python_code=None if command else cell, command=command,
-                             python_globals=None if command else user_ns, on_output=_echo)
+                             python_globals=None if command else user_ns, on_output=echo)
         except CgroupError as e:
             raise UsageError(f"%%cgroup run: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) from None
         if r.error:
-            _echo("stderr", r.error if r.error.endswith("\n") else r.error + "\n")
+            echo("stderr", r.error if r.error.endswith("\n") else r.error + "\n")
         if r.exit_code != 0:
             from ..display.cgroup_views import run_summary
 

@@ -10,14 +10,12 @@ A thin skin over `runtime.compose`; errors are one UsageError line.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.utils.process import arg_split
 
-from ._parser import UsageParser
+from ._parser import UsageParser, echo, split_line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,12 +40,6 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("stats", "config"):
         sub.add_parser(name, add_help=False).add_argument("-p", "--project-name", dest="project_sub")
     return p
-
-
-def _say(stream: str, text: str) -> None:
-    out = sys.stderr if stream == "stderr" else sys.stdout
-    out.write(text)
-    out.flush()
 
 
 @magics_class
@@ -76,10 +68,7 @@ class ComposeMagics(Magics):
         project name is -p, else the file's `name:`, else the current directory's name. `up` stores
         the project as `_compose` (`.ps()`, `.logs()`, `.stats()`, `.down()`).
         """
-        try:
-            argv = arg_split(line, posix=True, strict=True)
-        except ValueError as e:
-            raise UsageError(f"cannot split the arguments: {e}") from None
+        argv = split_line(line)
         if not argv:
             raise UsageError("usage: %%compose [-p PROJECT] up [-d] | config, or %compose ps | logs | stats | "
                              "down [-v] [-p PROJECT] | ls")
@@ -122,7 +111,7 @@ class ComposeMagics(Magics):
         from ..runtime.compose import project as P
 
         cf = self._load(cell, project)
-        p = P.up(cf, on_output=_say, timeout=ns.wait_timeout)
+        p = P.up(cf, on_output=echo, timeout=ns.wait_timeout)
         assert self.shell is not None
         self.shell.user_ns["_compose"] = p
         if ns.detach:
@@ -148,14 +137,14 @@ class ComposeMagics(Magics):
                     out.append(f"{s:<{width}} | {text}\n")
                 printed[s] = max(printed.get(s, 0), done)
             if out:
-                _say("stdout", "".join(out))
+                echo("stdout", "".join(out))
 
         try:
             while not p.wait(0.2):
                 flush(False)
             flush(True)
         except KeyboardInterrupt:
-            _say("stderr", "Gracefully stopping... (interrupt again to force)\n")
+            echo("stderr", "Gracefully stopping... (interrupt again to force)\n")
             try:
                 p.stop()
             except KeyboardInterrupt:
@@ -177,7 +166,7 @@ class ComposeMagics(Magics):
         return ps_frame(self._project(project, cell).ps(all=ns.all))
 
     def _logs(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> None:
-        _say("stdout", self._project(project, cell).logs(ns.services or None))
+        echo("stdout", self._project(project, cell).logs(ns.services or None))
 
     def _ls(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
         from ..display.compose_views import projects_frame

@@ -6,15 +6,14 @@ A thin skin: parse the options (the shared table in `args.py`), build the spec w
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.utils.process import arg_split
 
 from . import args as _args
+from ._parser import echo, split_line
 from .doctor import doctor as _doctor
 
 
@@ -23,14 +22,6 @@ def _with_options(func: Any) -> Any:
     for o in reversed(_args.options_for("magic")):
         func = magic_arguments.argument(*o.flags, **o.kwargs)(func)
     return magic_arguments.magic_arguments()(func)
-
-
-def _echo(stream: str, text: str) -> None:
-    """on_output: write a chunk of the container's output where the cell's output goes (looked up at
-    call time: ipykernel and capture tools replace sys.stdout/sys.stderr)."""
-    out = sys.stderr if stream == "stderr" else sys.stdout
-    out.write(text)
-    out.flush()
 
 
 @magics_class
@@ -74,10 +65,7 @@ class ContainerMagics(Magics):
                 line = rest
             elif word in _SUBCOMMANDS:
                 return _SUBCOMMANDS[word](self, rest)
-        try:  # posix quoting (like %%script), so `-- sh -c 'echo hi'` passes `echo hi` without quotes
-            argv = arg_split(line, posix=True, strict=True)
-        except ValueError as e:  # unbalanced quotes
-            raise UsageError(f"cannot split the options: {e}") from None
+        argv = split_line(line)
         magic_func: Any = self.container
         ns = magic_func.parser.parse_args(argv)  # MagicArgumentParser: errors raise UsageError
         command = _args.command_of(ns)
@@ -99,7 +87,7 @@ class ContainerMagics(Magics):
             except (SpecError, BundleError) as e:
                 raise UsageError(str(e)) from None
             for note in notes:
-                _echo("stderr", f"note: {note}\n")
+                echo("stderr", f"note: {note}\n")
             command = list(spec.command)
             if cell:
                 spec = spec.with_(stdin_data=cell.encode())
@@ -127,7 +115,7 @@ class ContainerMagics(Magics):
                 print(c.id)  # as `docker run -d` prints
             return None
         try:
-            run = runtime.run(spec, python_globals=None if command else user_ns, on_output=_echo)
+            run = runtime.run(spec, python_globals=None if command else user_ns, on_output=echo)
         except runtime.ContainerInterrupted as e:
             if getattr(e, "run", None) is not None:
                 user_ns[result_name] = self._view(e.run)
@@ -139,7 +127,7 @@ class ContainerMagics(Magics):
         user_ns[result_name] = view
         user_ns.update(run.outputs)
         if run.error and run.error.strip() not in (run.stderr or ""):  # not already streamed
-            _echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")
+            echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")
         if not ns.quiet:
             view.show(plot=not ns.no_plot)
 
@@ -154,20 +142,20 @@ class ContainerMagics(Magics):
         from ..display.frames import containers_frame
         from ..runtime.containers import containers
 
-        argv = _split(rest)
+        argv = split_line(rest)
         show_all = "-a" in argv or "--all" in argv
         return containers_frame(containers.list(all=show_all))
 
     def _logs(self, rest: str) -> None:
         c = _get(_one_ref(rest, "logs"))
-        argv = _split(rest)
+        argv = split_line(rest)
         stream = "stderr" if "--stderr" in argv else "stdout" if "--stdout" in argv else None
         for line in c.log:
             if stream is None or line.stream == stream:
-                _echo(line.stream, line.text)
+                echo(line.stream, line.text)
 
     def _exec(self, rest: str) -> Any:
-        argv = _split(rest)
+        argv = split_line(rest)
         if "--" in argv:
             ref_part, command = argv[:argv.index("--")], argv[argv.index("--") + 1:]
         else:
@@ -178,15 +166,15 @@ class ContainerMagics(Magics):
         from ..runtime.exec import ExecError
 
         try:
-            r = _get(ref_part[0]).exec(command, on_output=_echo)
+            r = _get(ref_part[0]).exec(command, on_output=echo)
         except (ContainerError, ExecError) as e:
             raise UsageError(str(e)) from None
         if r.exit_code:
-            _echo("stderr", f"exit code {r.exit_code}\n")
+            echo("stderr", f"exit code {r.exit_code}\n")
         return None
 
     def _stop(self, rest: str) -> None:
-        argv = _split(rest)
+        argv = split_line(rest)
         timeout = 10.0
         for flag in ("-t", "--time", "--timeout"):
             if flag in argv:
@@ -204,7 +192,7 @@ class ContainerMagics(Magics):
             print(c.label)
 
     def _kill(self, rest: str) -> None:
-        for ref in _split(rest) or [_one_ref(rest, "kill")]:
+        for ref in split_line(rest) or [_one_ref(rest, "kill")]:
             c = _get(ref)
             c.kill()
             c.wait(timeout=30)
@@ -222,7 +210,7 @@ class ContainerMagics(Magics):
     def _rm(self, rest: str) -> None:
         from ..runtime.containers import ContainerError, containers
 
-        argv = _split(rest)
+        argv = split_line(rest)
         force = "-f" in argv or "--force" in argv
         refs = [a for a in argv if a not in ("-f", "--force")]
         if not refs:
@@ -247,7 +235,7 @@ class ContainerMagics(Magics):
         parser.add_argument("directory")
         _args.add_arguments(parser, "cli")
         try:
-            ns = parser.parse_args(_split(rest))
+            ns = parser.parse_args(split_line(rest))
         except SystemExit:
             raise UsageError("usage: %container bundle [options] DIR -- CMD [ARG...]") from None
         command = _args.command_of(ns)
@@ -273,7 +261,7 @@ class ContainerMagics(Magics):
     def _pod(self, rest: str) -> Any:
         """`%container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] [--share pid] | ls | inspect NAME |
         ns NAME | rm [-f] NAME`: pods, whose containers (`--pod NAME`) share network, IPC and UTS."""
-        argv = _split(rest)
+        argv = split_line(rest)
         sub, args = (argv[0], argv[1:]) if argv else ("", [])
         from ..runtime import pods
 
@@ -325,7 +313,7 @@ class ContainerMagics(Magics):
         from ..runtime.containers import containers
         from ..runtime.state import volume_path
 
-        argv = _split(rest)
+        argv = split_line(rest)
         usage = "usage: %container volume ls | create NAME [NAME...] | rm NAME [NAME...]"
         if not argv or argv[0] not in ("ls", "create", "rm") or (argv[0] != "ls") != bool(argv[1:]):
             raise UsageError(usage)
@@ -369,15 +357,8 @@ def _pod_create_parser() -> Any:
     return p
 
 
-def _split(rest: str) -> list[str]:
-    try:
-        return arg_split(rest, posix=True, strict=True)
-    except ValueError as e:
-        raise UsageError(f"cannot split the arguments: {e}") from None
-
-
 def _one_ref(rest: str, sub: str) -> str:
-    refs = [a for a in _split(rest) if not a.startswith("-")]
+    refs = [a for a in split_line(rest) if not a.startswith("-")]
     if len(refs) != 1:
         raise UsageError(f"usage: %container {sub} NAME")
     return refs[0]

@@ -14,14 +14,12 @@ A thin skin over `pycontainer_magics.images`: parse, call, show a DataFrame; err
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.utils.process import arg_split
 
-from ._parser import UsageParser
+from ._parser import UsageParser, echo, split_line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,11 +71,6 @@ def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, s
     from ..display import image_views as views
     from ..runtime.build import build
 
-    def echo(stream: str, chunk: str) -> None:
-        out = sys.stderr if stream == "stderr" else sys.stdout
-        out.write(chunk)
-        out.flush()
-
     try:
         result = build(text, tag=tag, context=context, build_args=build_args, target=target, on_output=echo)
     except (im.ImageError, OSError) as e:
@@ -95,10 +88,7 @@ class ImageMagics(Magics):
         from ..display import image_views as views
         from ..display.progress import LayerProgress
 
-        try:
-            argv = arg_split(line, posix=True, strict=True)
-        except ValueError as e:
-            raise UsageError(f"cannot split the arguments: {e}") from None
+        argv = split_line(line)
         if not argv:
             raise UsageError("usage: %image ls|pull|push|tag|rm|prune|history|inspect|files|du|import|export ...")
         ns = _parser().parse_args(argv)
@@ -173,10 +163,7 @@ class ImageMagics(Magics):
         p.add_argument("--context", default=".")
         p.add_argument("--build-arg", action="append", default=[])
         p.add_argument("--target")
-        try:
-            ns = p.parse_args(arg_split(line, posix=True, strict=True))
-        except ValueError as e:
-            raise UsageError(f"cannot split the options: {e}") from None
+        ns = p.parse_args(split_line(line))
         return _run_build(cell, ns.tag, ns.context, _build_args(ns.build_arg), ns.target)
 
 

@@ -21,9 +21,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.utils.process import arg_split
 
-from ._parser import UsageParser
+from ._parser import UsageParser, split_line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,10 +87,7 @@ class NetnsMagics(Magics):
         from .. import network as net
         from ..display import net_views as views
 
-        try:
-            argv = arg_split(line, posix=True, strict=True)
-        except ValueError as e:
-            raise UsageError(f"cannot split the arguments: {e}") from None
+        argv = split_line(line)
         if not argv:
             raise UsageError("usage: %netns network|create|ls|rm|links|addrs|routes|neigh|veth|matrix ...")
         ns = _parser().parse_args(argv)
