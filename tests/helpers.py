@@ -3,10 +3,13 @@ left exactly as it was (no cgroup, mount, scratch file, fd or process of ours)."
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -97,6 +100,33 @@ def host_clean() -> Iterator[None]:
     before = snapshot()
     yield
     assert_clean(before)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll cond() every 20 ms until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@contextlib.contextmanager
+def throwaway_user(name: str) -> Iterator[int]:
+    """A fresh unprivileged user with a home (one left by a killed run is replaced); yields its uid. At the
+    end its processes, home and run directory go with it."""
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(name)
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+    uid = pwd.getpwnam(name).pw_uid
+    try:
+        yield uid
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        shutil.rmtree(f"/tmp/pycontainer_magics-{uid}", ignore_errors=True)  # its run dir (no XDG_RUNTIME_DIR)
 
 
 def run_as(user: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

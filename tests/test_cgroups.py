@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import cgroup_test_hierarchy  # type: ignore[import-not-found]
+from helpers import wait_for
 
 from pycontainer_magics.linux.cgroups import (
     CgroupError,
@@ -77,13 +78,6 @@ def spawn(cgroup, code: str, **kw) -> subprocess.Popen:  # type: ignore[no-untyp
     return subprocess.Popen([PY, "-c", textwrap.dedent(code)], preexec_fn=join, **kw)
 
 
-def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 HOLD = """
@@ -411,7 +405,7 @@ def test_add_process_and_kill_all(cg) -> None:  # type: ignore[no-untyped-def]
             c,
             "import subprocess, time\nfor _ in range(3): subprocess.Popen(['sleep', '300'])\ntime.sleep(300)",
         )
-        assert wait_for(lambda: len(c.procs()) == 6)
+        assert wait_for(lambda: len(c.procs()) == 6, 20)
         assert {p.pid for p in procs} | {sh.pid} <= set(c.procs())
         c.kill_all()
         assert c.procs() == []
@@ -429,7 +423,7 @@ def test_remove_kills_and_leaves_no_directory(cg) -> None:  # type: ignore[no-un
     h, prefix = cg
     c = h.create(prefix + new_name(), CgroupLimits(memory=64 * MiB, pids_max=10))
     p = spawn(c, "import time\ntime.sleep(300)")
-    assert wait_for(lambda: c.procs() == [p.pid])
+    assert wait_for(lambda: c.procs() == [p.pid], 20)
     dirs = list(set(c.paths.values()))
     c.remove()
     assert p.wait(timeout=30) == -signal.SIGKILL
@@ -522,7 +516,7 @@ def test_prune_removes_dead_owner_keeps_live(cg) -> None:  # type: ignore[no-unt
     try:
         # the dead owner's cgroup even has a process left in it
         p = spawn(gone, "import time\ntime.sleep(300)")
-        assert wait_for(lambda: gone.procs() == [p.pid])
+        assert wait_for(lambda: gone.procs() == [p.pid], 20)
         assert h.prune() == [gone.name]
         assert p.wait(timeout=30) == -signal.SIGKILL
         assert h.list() == [live.name]

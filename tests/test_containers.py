@@ -4,10 +4,9 @@ subcommands; nothing left behind."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
-from helpers import host_clean  # noqa: F401
+from helpers import host_clean, wait_for  # noqa: F401
 
 from pycontainer_magics.runtime import ContainerSpec
 from pycontainer_magics.runtime.containers import ContainerError, containers, start
@@ -17,13 +16,6 @@ pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
 LOOP = "echo started; while true; do echo tick; sleep 0.05; done"
 
 
-def _wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +29,7 @@ def _no_containers_left(host_clean):  # noqa: F811 - host_clean checks after thi
 def test_detached_container_runs_logs_and_stops() -> None:
     c = start(ContainerSpec(command=("sh", "-c", LOOP), name="bg1", memory=64 * 2**20, hostname="bg1"))
     assert c.running and c.status == "running" and c.pid1
-    assert _wait_for(lambda: c.logs().count("tick") >= 3)
+    assert wait_for(lambda: c.logs().count("tick") >= 3)
     assert c.logs().startswith("started\n")
     assert c.stats()["memory_limit"] == 64 * 2**20
     run = c.stop(timeout=0.5)  # sh as PID 1 ignores SIGTERM: killed after the timeout, as docker stop
@@ -71,7 +63,7 @@ def test_exec_joins_the_containers_namespaces_cgroup_and_privileges() -> None:
 def test_python_cell_in_the_background_sees_the_notebook() -> None:
     c = start(ContainerSpec(python_code="import time\nprint('value', x, flush=True)\ntime.sleep(30)", name="bg3"),
               python_globals={"x": 42})
-    assert _wait_for(lambda: "value 42" in c.logs())
+    assert wait_for(lambda: "value 42" in c.logs())
     assert c.exec(["sh", "-c", "echo $$"]).stdout.strip() != "1"
     c.kill()
     assert c.wait(5).exit_code == 137
@@ -112,7 +104,7 @@ def test_magic_detach_ps_logs_exec_stop_rm(ip, capsys: pytest.CaptureFixture[str
     cid = capsys.readouterr().out.strip()
     ps = ip.run_line_magic("container", "ps")
     assert list(ps["name"]) == ["web"] and list(ps["status"]) == ["running"] and cid.startswith(ps["id"][0])
-    assert _wait_for(lambda: containers.get("web").logs().count("tick") >= 2)
+    assert wait_for(lambda: containers.get("web").logs().count("tick") >= 2)
     ip.run_line_magic("container", "logs web")
     assert capsys.readouterr().out.startswith("started\ntick\n")
     ip.run_line_magic("container", "exec web -- hostname")

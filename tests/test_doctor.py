@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from helpers import run_as
+from helpers import run_as, throwaway_user
 
 from pycontainer_magics.runtime.doctor import Check, Report, diagnose
 
@@ -169,27 +169,19 @@ def test_doctor_as_root_matches_reality_and_leaves_nothing() -> None:
 def user() -> Iterator[str]:
     if os.geteuid() != 0:
         pytest.skip("creates a user: needs root")
-    try:
-        pwd.getpwnam(USER)
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
-    except KeyError:
-        pass
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
-    uid = pwd.getpwnam(USER).pw_uid
     scripts = tempfile.mkdtemp(prefix="pcm-dr-test-")
     os.chmod(scripts, 0o755)
     with open(os.path.join(scripts, "no_userns.py"), "w") as f:
         f.write(NO_USERNS)
     os.environ["PCM_TEST_SCRIPTS"] = scripts
     try:
-        if run_as(USER, [PY, "-c", "import pycontainer_magics"]).returncode != 0:
-            pytest.skip("the checkout is not readable by an unprivileged user")
-        yield USER
+        with throwaway_user(USER):
+            if run_as(USER, [PY, "-c", "import pycontainer_magics"]).returncode != 0:
+                pytest.skip("the checkout is not readable by an unprivileged user")
+            yield USER
     finally:
         os.environ.pop("PCM_TEST_SCRIPTS", None)
         shutil.rmtree(scripts, ignore_errors=True)
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
-        shutil.rmtree(f"/tmp/pycontainer_magics-{uid}", ignore_errors=True)
 
 
 def as_user(argv: list[str], no_userns: bool = False) -> subprocess.CompletedProcess[str]:

@@ -9,11 +9,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 
 import pytest
-from helpers import host_clean  # noqa: F401
+from helpers import host_clean, wait_for  # noqa: F401
 
 from pycontainer_magics.runtime import ContainerSpec, pods, run
 from pycontainer_magics.runtime.containers import containers, start
@@ -43,13 +42,6 @@ CLIENT = ("import socket\n"
           "    print('unreachable', e.errno)\n")
 
 
-def _wait_for(cond, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _free_port() -> int:
@@ -92,7 +84,7 @@ def _ns(pid: int, kind: str) -> int:
 def _server(pod: str, port: int, name: str, host: str = "127.0.0.1"):
     code = SERVER.replace("HOST", repr(host)).replace("PORT", str(port))
     c = start(ContainerSpec(command=(PY, "-c", code), name=name, pod=pod))
-    assert _wait_for(lambda: "listening" in c.logs()), c.logs()
+    assert wait_for(lambda: "listening" in c.logs()), c.logs()
     return c
 
 
@@ -185,7 +177,7 @@ def test_pod_ls_inspect_and_rm_refuses_while_running_force_stops(_pods_removed) 
     pods.remove("lab", force=True)
     assert not c2.running and c2.run.exit_code == 137
     assert "lab" not in {q.name for q in pods.list_pods()}
-    assert _wait_for(lambda: not _alive(p.infra_pid), 2)
+    assert wait_for(lambda: not _alive(p.infra_pid), 2)
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(_pods_removed) -> None:
@@ -290,7 +282,7 @@ def test_pod_sharing_its_pid_namespace(_pods_removed) -> None:
     p = pods.create("pidpod", share_pid=True)
     _pods_removed.append(p.infra_pid)
     a = start(ContainerSpec(command=("sh", "-c", "echo $$; exec sleep 30"), name="sleeper", pod="pidpod"))
-    assert _wait_for(lambda: a.logs().strip() != "")
+    assert wait_for(lambda: a.logs().strip() != "")
     assert a.logs().strip() != "1" and _ns(a.pid1, "pid") == p.namespaces["pid"] != _ns(os.getpid(), "pid")
     r = run(ContainerSpec(command=("sh", "-c", "grep -l '^sleep' /proc/[0-9]*/comm"), pod="pidpod"))
     assert r.stdout.strip() == f"/proc/{a.logs().strip()}/comm", (r.stdout, r.stderr)
@@ -342,7 +334,7 @@ def test_pod_of_a_killed_process_goes_with_prune(_pods_removed) -> None:
         proc.stdout.close()
     _pods_removed.append(infra)
     # The infra and the container go with their owner (parent-death signals); the record stays ...
-    assert _wait_for(lambda: not _alive(infra) and not _alive(pid1), 5)
+    assert wait_for(lambda: not _alive(infra) and not _alive(pid1), 5)
     assert os.path.exists(os.path.join(pods.pods_dir(), "orphan.json"))
     assert "orphan" not in {p.name for p in pods.list_pods()}
     # ... until prune (what `%load_ext` and `pycontainer prune` run) removes it.
@@ -362,7 +354,7 @@ def test_pod_on_a_bridge_network_has_one_address_and_published_port(_pods_remove
     srv = _server("netpod", 80, "websrv", host="0.0.0.0")  # a low port: the pod's user namespace owns the netns
     r = run(ContainerSpec(command=("sh", "-c", "cat /etc/hosts; ip -4 -o addr show eth0"), pod="netpod"))
     assert p.address in r.stdout and "netpod" in r.stdout, r.stdout
-    assert _wait_for(lambda: _fetch(host_port) == b"hello from netpod", 5)
+    assert wait_for(lambda: _fetch(host_port) == b"hello from netpod", 5)
     pods.remove("netpod", force=True)
     assert not srv.running
     assert net.endpoints_of(p.id) == []

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 
 import pytest
-from helpers import run_as
+from helpers import run_as, throwaway_user
 
 pytestmark = [pytest.mark.rootless, pytest.mark.skipif(os.geteuid() != 0, reason="creates a user: needs root")]
 USER = "pcm-rootless"
@@ -22,23 +21,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def user() -> Iterator[str]:
     """A fresh unprivileged user, removed afterwards with its home directory."""
-    try:
-        pwd.getpwnam(USER)
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
-    except KeyError:
-        pass
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
-    probe = run_as(USER, [sys.executable, "-c", "import pycontainer_magics"])
-    if probe.returncode != 0:
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
-        pytest.skip(f"the checkout is not readable by an unprivileged user: {probe.stderr.strip()[-200:]}")
-    uid = pwd.getpwnam(USER).pw_uid
-    yield USER
-    subprocess.run(["pkill", "-KILL", "-u", USER], capture_output=True)
-    subprocess.run(["userdel", "-r", USER], capture_output=True)
-    import shutil
-
-    shutil.rmtree(f"/tmp/pycontainer_magics-{uid}", ignore_errors=True)  # its run directory (no XDG_RUNTIME_DIR)
+    with throwaway_user(USER):
+        probe = run_as(USER, [sys.executable, "-c", "import pycontainer_magics"])
+        if probe.returncode != 0:
+            pytest.skip(f"the checkout is not readable by an unprivileged user: {probe.stderr.strip()[-200:]}")
+        yield USER
 
 
 def container(user: str, body: str) -> dict:
