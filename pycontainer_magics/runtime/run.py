@@ -37,7 +37,6 @@ from ..linux.namespaces import (
     flags_for,
     ns_inodes,
 )
-from ..linux.seccomp import Profile
 from . import cleanup, image_source, rootfs, state
 from .channel import decode_frames, feed, send_ctl
 from .holder import HolderPlan, SetupFailed
@@ -129,13 +128,14 @@ def seccomp_filter(spec: ContainerSpec) -> bytes | None:
     """The spec's seccomp profile compiled for PID 1 (None: unconfined, or no filter for this machine)."""
     if spec.seccomp == "unconfined" or not seccomp.supported():
         return None
-    profile = profile_for(spec.seccomp, spec.capabilities)
-    return None if profile is None else _compiled(profile)
+    return _compiled(spec.seccomp, spec.capabilities)
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(profile: Profile) -> bytes:
-    return seccomp.compile_profile(profile)
+def _compiled(profile_text: str, capabilities: frozenset[str]) -> bytes | None:
+    # Keyed on what the profile derives from: a repeated cell neither rebuilds nor hashes the profile.
+    profile = profile_for(profile_text, capabilities)
+    return None if profile is None else seccomp.compile_profile(profile)
 
 
 def id_maps(spec: ContainerSpec) -> tuple[str, str, bool]:
