@@ -56,16 +56,17 @@ def add(bridge: str, bridge_prefix: str, network: str) -> None:
 def remove(bridge: str, bridge_prefix: str, network: str) -> None:
     if not available():
         return
+    # Each rule is there once (add checks with -C first): one -D each, as a failing -D costs as much as
+    # a successful one (the nft backend lists the chain for both).
     for rule in _rules(bridge, bridge_prefix, network):
-        while _iptables(["-D", *rule]).returncode == 0:
-            pass
+        _iptables(["-D", *rule])
     _drop_chain_if_empty()
 
 
 def _drop_chain_if_empty() -> None:
-    if _iptables(["-S", CHAIN]).stdout.strip() in ("", f"-N {CHAIN}"):
-        while _iptables(["-D", *_jump()]).returncode == 0:
-            pass
+    listing = _iptables(["-S", CHAIN])
+    if listing.returncode == 0 and listing.stdout.strip() == f"-N {CHAIN}":
+        _iptables(["-D", *_jump()])
         _iptables(["-X", CHAIN])
 
 
