@@ -343,11 +343,12 @@ def _probe_seccomp() -> str:
 
     from ..linux import seccomp
     from ..linux.caps import DEFAULT_CAPS
+    from ..linux.syscalls_x86_64 import X86_64
     from .seccomp_profile import default_profile
 
     step("set no_new_privs", libc.set_no_new_privs)
     step("install the filter", seccomp.install, seccomp.compile_profile(default_profile(DEFAULT_CAPS)))
-    if libc.libc.syscall(250, 0, 0, 0, 0) != -1 or ctypes.get_errno() != errno.EPERM:  # keyctl
+    if libc.libc.syscall(X86_64["keyctl"], 0, 0, 0, 0) != -1 or ctypes.get_errno() != errno.EPERM:
         raise ProbeFailed("keyctl was not refused under the filter")
     return ""
 
