@@ -21,6 +21,13 @@ from pycontainer_magics.runtime.compose import project as P
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
+def live(test):  # type: ignore[no-untyped-def]
+    """A test that brings a project up for real: root, networks, and the host left clean afterwards."""
+    for mark in (pytest.mark.usefixtures("host_clean"), root_only, pytest.mark.network, pytest.mark.root):
+        test = mark(test)
+    return test
+
+
 def _name(tag: str) -> str:
     return f"t{os.getpid() % 100000}{tag}"
 
@@ -203,10 +210,7 @@ def _host_links() -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_three_service_app_up_works_and_down_leaves_nothing() -> None:
     from pycontainer_magics.runtime.containers import containers
     from pycontainer_magics.runtime.volumes import list_volumes
@@ -251,10 +255,7 @@ def test_three_service_app_up_works_and_down_leaves_nothing() -> None:
         P.get(name)
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_restart_on_failure_restarts_n_times() -> None:
     p = P.up(load("""
 services:
@@ -277,10 +278,7 @@ services:
         p.down(timeout=0)
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_restart_always_until_down() -> None:
     p = P.up(load("services:\n  loop: {image: host, command: [sh, -c, 'exit 0'], restart: always}\n",
                   project=_name("ra")))
@@ -296,10 +294,7 @@ def test_restart_always_until_down() -> None:
     assert p.services["loop"].restarts == n  # nothing restarts after down
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_completed_successfully_and_a_failed_dependency() -> None:
     p = P.up(load("""
 services:
@@ -330,10 +325,7 @@ services:
         P.get(_name("bad"))
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_a_spec_error_is_raised_before_anything_exists() -> None:
     too_many = (os.cpu_count() or 1) + 1
     with pytest.raises(ComposeError, match=r"service 'b': .*--cpus"):
@@ -342,10 +334,7 @@ def test_a_spec_error_is_raised_before_anything_exists() -> None:
     assert not _networks_of(_name("spec"))
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_magics_up_ps_logs_stats_down(ip) -> None:
     from IPython.core.error import UsageError
 
@@ -396,10 +385,7 @@ def _child(name: str, end: str) -> tuple[str, str, set[str]]:
     return pid, bridge, set(veths)
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_a_killed_kernels_project_is_pruned() -> None:
     name = _name("kill")
     pid, bridge, veths = _child(name, "os.kill(os.getpid(), signal.SIGKILL)")
@@ -415,10 +401,7 @@ def test_a_killed_kernels_project_is_pruned() -> None:
     assert not _cgroups_of(pid)
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_projects_end_with_the_kernel() -> None:
     name = _name("exit")
     pid, bridge, veths = _child(name, "")  # a normal exit: atexit takes the project down, no prune needed
@@ -436,10 +419,7 @@ def _cgroups_of(pid: str) -> list[str]:
     return out
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_networks_aliases_and_an_internal_network() -> None:
     p = P.up(load("""
 services:
@@ -487,10 +467,7 @@ def image_store(tmp_path):
             os.environ["PYCONTAINER_STATE_DIR"] = old
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_images_from_the_store_and_from_build(image_store) -> None:
     ctx = image_store / "ctx"
     ctx.mkdir()
@@ -518,10 +495,7 @@ services:
         p.down(timeout=0)
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_attached_up_follows_the_logs_until_every_service_ends(ip, capsys: pytest.CaptureFixture[str]) -> None:
     name = _name("att")
     cell = (f"name: {name}\nservices:\n  first: {{image: host, command: [sh, -c, 'echo one; sleep 0.3; echo two']}}\n"
@@ -535,10 +509,7 @@ def test_attached_up_follows_the_logs_until_every_service_ends(ip, capsys: pytes
         ip.run_line_magic("compose", f"down -p {name}")
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_service_settings_reach_the_container() -> None:
     import pathlib
     import shutil
@@ -580,10 +551,7 @@ services:
         shutil.rmtree(tmp_path)
 
 
-@pytest.mark.root
-@pytest.mark.network
-@root_only
-@pytest.mark.usefixtures("host_clean")
+@live
 def test_an_unhealthy_dependency_fails_up_and_removes_the_project() -> None:
     with pytest.raises(ComposeError, match=r"service 'job': dependency 'db' is unhealthy \(last probe exit code 1"):
         P.up(load("""
