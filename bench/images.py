@@ -49,8 +49,8 @@ def main() -> None:
     from pycontainer_magics.images import ImageConfig, Store, export_layout
     from pycontainer_magics.images.unpack import pack_dir, unpack_layer
     from pycontainer_magics.runtime import ContainerSpec, run
-    from pycontainer_magics.runtime.build import build
     from pycontainer_magics.runtime.cleanup import settle
+    from pycontainer_magics.workloads.build import build
 
     try:
         tree = os.path.join(tmp, "tree")

@@ -9,7 +9,7 @@ The bundle is bench.py's (busybox `/bin/true`, memory 64M without swap, pids 64,
 cgroup/user namespaces, `runc spec` edited). `delete --force` right after `start`: the payload has
 usually exited by then, else it is killed, the same for every runtime. Container output goes to
 /dev/null (runc's and crun's inherit create's stdio; ours writes its log files in the state directory).
-The row `library` runs the same steps through runtime.oci_lifecycle from this process (no interpreter
+The row `library` runs the same steps through oci.lifecycle from this process (no interpreter
 start-up, no imports: what the mechanism itself costs). Also shown: `pycontainer list` on an empty state
 root, i.e. what any `pycontainer` command costs before it does anything (interpreter and imports).
 """
@@ -53,9 +53,9 @@ def tools(env: Env, our_root: Path) -> dict[str, list[str]]:
 
 
 def library_cycle(our_root: Path, bundle: Path, cid: str) -> tuple[float, float, float]:
-    """The same three steps through runtime.oci_lifecycle from this process: the mechanism without the
+    """The same three steps through oci.lifecycle from this process: the mechanism without the
     interpreter's start-up and imports."""
-    from pycontainer_magics.runtime import oci_lifecycle as oci
+    from pycontainer_magics.oci import lifecycle as oci
 
     t0 = time.perf_counter()
     oci.create(str(bundle), cid, str(our_root))

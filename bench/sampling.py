@@ -3,7 +3,7 @@
 
     sudo /work/main/.venv/bin/python bench/sampling.py [--rounds 3]
 
-A workload runs in a throw-away cgroup under the project's parent (`runtime.groups.run_in_group`,
+A workload runs in a throw-away cgroup under the project's parent (`lab.groups.run_in_group`,
 v1 or v2, whichever is mounted) while the caller samples the group at 10, 50 and 200 ms. For each
 interval: the CPU the sampling thread itself used per second of wall time (thread CPU time minus the
 same run with no sampling), per sample, for the cheap reading (memory, CPU, pids, oom_kill from
@@ -19,8 +19,8 @@ import statistics
 import sys
 import time
 
+from pycontainer_magics.lab import groups as G
 from pycontainer_magics.linux.cgroups import CgroupLimits, open_hierarchy
-from pycontainer_magics.runtime import groups as G
 
 MiB = 2**20
 SPIKES = """

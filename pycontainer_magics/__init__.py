@@ -39,7 +39,7 @@ def load_ipython_extension(ip: Any) -> None:
     if message:
         print(message)
     try:
-        from .runtime import prune
+        from .workloads.prune import prune
 
         removed = prune()
     except Exception:  # never let cleanup of old leftovers stop the extension from loading

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pycontainer_magics.cli import build_parser, exit_code_of, summary_line
+from pycontainer_magics.cli import build_parser
+from pycontainer_magics.cli.run import exit_code_of, summary_line
 from pycontainer_magics.magics import args as shared_args
 from pycontainer_magics.runtime.result import ContainerRun
 from pycontainer_magics.runtime.spec import ContainerSpec

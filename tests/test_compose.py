@@ -15,8 +15,8 @@ import pytest
 from helpers import host_clean  # noqa: F401
 
 from pycontainer_magics import network as net
-from pycontainer_magics.runtime.compose import ComposeError, load
-from pycontainer_magics.runtime.compose import project as P
+from pycontainer_magics.workloads.compose import ComposeError, load
+from pycontainer_magics.workloads.compose import project as P
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -212,8 +212,8 @@ def _host_links() -> set[str]:
 
 @live
 def test_three_service_app_up_works_and_down_leaves_nothing() -> None:
-    from pycontainer_magics.runtime.containers import containers
-    from pycontainer_magics.runtime.volumes import list_volumes
+    from pycontainer_magics.workloads.containers import containers
+    from pycontainer_magics.workloads.volumes import list_volumes
 
     name = _name("app")
     p = P.up(load(APP, project=name))
@@ -369,7 +369,7 @@ def _child(name: str, end: str) -> tuple[str, str, set[str]]:
     code = textwrap.dedent(f"""
         import os, signal
         from pycontainer_magics import network as net
-        from pycontainer_magics.runtime.compose import load, project
+        from pycontainer_magics.workloads.compose import load, project
         p = project.up(load('''
         services:
           a: {{image: host, command: [sleep, "60"], restart: always}}
@@ -389,7 +389,7 @@ def _child(name: str, end: str) -> tuple[str, str, set[str]]:
 def test_a_killed_kernels_project_is_pruned() -> None:
     name = _name("kill")
     pid, bridge, veths = _child(name, "os.kill(os.getpid(), signal.SIGKILL)")
-    from pycontainer_magics.runtime import prune
+    from pycontainer_magics.workloads.prune import prune
     deadline = time.monotonic() + 10
     while True:  # the containers die with their kernel (parent-death signal); then their cgroups can go
         removed = prune()  # (another test's %load_ext may prune at the same time: the end state is what counts)

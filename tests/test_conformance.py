@@ -9,9 +9,9 @@ import shutil
 import pytest
 from helpers import CrunRunner, host_clean, make_busybox_rootfs  # noqa: F401
 
+from pycontainer_magics.oci import conformance as C
+from pycontainer_magics.oci.bundle import config_for
 from pycontainer_magics.runtime import ContainerSpec
-from pycontainer_magics.runtime import conformance as C
-from pycontainer_magics.runtime.oci import config_for
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

@@ -15,7 +15,7 @@ from helpers import host_clean  # noqa: F401
 from pycontainer_magics import network as net
 from pycontainer_magics.runtime import ContainerSpec, LaunchError, run
 from pycontainer_magics.runtime.cleanup import settle
-from pycontainer_magics.runtime.containers import containers, start
+from pycontainer_magics.workloads.containers import containers, start
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

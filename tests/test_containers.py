@@ -9,7 +9,7 @@ import pytest
 from helpers import host_clean, wait_for  # noqa: F401
 
 from pycontainer_magics.runtime import ContainerSpec
-from pycontainer_magics.runtime.containers import ContainerError, containers, start
+from pycontainer_magics.workloads.containers import ContainerError, containers, start
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 from helpers import run_as, throwaway_user
 
-from pycontainer_magics.runtime.doctor import Check, Report, diagnose
+from pycontainer_magics.lab.doctor import Check, Report, diagnose
 
 USER = "pcm-doctor"
 PY = sys.executable
@@ -191,7 +191,7 @@ def as_user(argv: list[str], no_userns: bool = False) -> subprocess.CompletedPro
 
 
 def user_report(no_userns: bool = False) -> Report:
-    p = as_user([PY, "-m", "pycontainer_magics.runtime.doctor", "--json"], no_userns)
+    p = as_user([PY, "-m", "pycontainer_magics.lab.doctor", "--json"], no_userns)
     assert p.returncode == 0, p.stderr
     return Report.from_json(p.stdout)
 

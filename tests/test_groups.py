@@ -1,4 +1,4 @@
-"""runtime.groups and linux.cgroups.explore against the real kernel: named groups, the experiments'
+"""lab.groups and linux.cgroups.explore against the real kernel: named groups, the experiments'
 numbers (OOM counted once per kill, throttling under a 0.2-CPU quota only, the fork bomb stopped at
 pids.max, memory.high throttling without a kill on v2, OOM killer disabled on v1), and refusals.
 
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from conftest import cgroup_test_hierarchy  # type: ignore[import-not-found]
 
+from pycontainer_magics.lab import groups as G
 from pycontainer_magics.linux.cgroups import CgroupError, CgroupLimits, explore
-from pycontainer_magics.runtime import groups as G
 
 MiB = 2**20
 

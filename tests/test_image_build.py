@@ -21,7 +21,7 @@ from helpers import host_clean, make_busybox_rootfs  # noqa: F401
 
 from pycontainer_magics.images import ImageConfig, ImageError, Store, export_layout, import_layout
 from pycontainer_magics.runtime import ContainerSpec, run
-from pycontainer_magics.runtime.build import BuildError, build
+from pycontainer_magics.workloads.build import BuildError, build
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

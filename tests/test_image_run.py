@@ -126,7 +126,7 @@ def test_dockerfile_build_layers_cache_and_errors(store, tmp_path, capsys: pytes
 def test_copy_on_write_copies_up_only_what_changes(store, tmp_path) -> None:
     """A large file of a lower layer, appended to, is copied up whole into the writable layer; files left
     alone are not; the image's own layer is unchanged."""
-    from pycontainer_magics.runtime.build import build
+    from pycontainer_magics.workloads.build import build
 
     (tmp_path / "large.bin").write_bytes(b"x" * (8 * 2**20))
     (tmp_path / "untouched.bin").write_bytes(b"y" * (4 * 2**20))
@@ -143,7 +143,7 @@ def test_diff_of_a_background_container(store, capsys: pytest.CaptureFixture[str
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
 
-    from pycontainer_magics.runtime.containers import containers
+    from pycontainer_magics.workloads.containers import containers
 
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "pycontainer_magics")

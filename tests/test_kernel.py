@@ -207,7 +207,7 @@ def test_limited_kernel_is_oom_killed_and_prune_removes_its_cgroup(kernels: Any)
         _wait_gone(pid, timeout=30)
         assert cg.oom_kill_count() >= 1
         assert name in open_hierarchy().list()
-        from pycontainer_magics.runtime import prune
+        from pycontainer_magics.workloads.prune import prune
 
         assert f"cgroup {name}" in prune()
         assert name not in open_hierarchy().list()

@@ -143,9 +143,11 @@ def test_load_tolerates_prune_errors(ip: InteractiveShell, monkeypatch: pytest.M
     def broken() -> list[str]:
         raise PermissionError(13, "Permission denied", "/sys/fs/cgroup")
 
-    monkeypatch.setattr(runtime, "prune", broken, raising=False)
+    from pycontainer_magics.workloads import prune as prune_module
+
+    monkeypatch.setattr(prune_module, "prune", broken)
     pycontainer_magics.load_ipython_extension(ip)
-    monkeypatch.setattr(runtime, "prune", lambda: ["cgroup a", "state b"], raising=False)
+    monkeypatch.setattr(prune_module, "prune", lambda: ["cgroup a", "state b"])
     pycontainer_magics.load_ipython_extension(ip)
     assert "removed 2 leftover(s)" in capsys.readouterr().out
 

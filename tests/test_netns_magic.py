@@ -25,7 +25,7 @@ def test_networks_from_the_magic(ip, capsys: pytest.CaptureFixture[str]) -> None
     from IPython.core.error import UsageError
 
     from pycontainer_magics.runtime.cleanup import settle
-    from pycontainer_magics.runtime.containers import containers
+    from pycontainer_magics.workloads.containers import containers
 
     ip.run_line_magic("netns", "network create magicnet --subnet 172.31.0.0/16")
     try:

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 from helpers import CrunRunner, make_busybox_rootfs
 
+from pycontainer_magics.oci.bundle import BundleError, config_for, validate_config, write_bundle
 from pycontainer_magics.runtime import ContainerSpec, Mount, Tmpfs, run
-from pycontainer_magics.runtime.oci import BundleError, config_for, validate_config, write_bundle
 
 PROBE = ("hostname; cat /proc/self/uid_map; grep -E 'CapEff|NoNewPrivs' /proc/self/status; "
          "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; "
@@ -123,7 +123,7 @@ def test_runc_spec_bundle_runs_here_and_ours_round_trips(busybox: str, tmp_path)
     a bundle written here reads back as the spec it came from."""
     import sys
 
-    from pycontainer_magics.runtime.oci import load_bundle
+    from pycontainer_magics.oci.bundle import load_bundle
 
     if shutil.which("runc") is None:
         pytest.skip("runc is not installed (apt-get install runc)")
@@ -148,7 +148,7 @@ def test_runc_spec_bundle_runs_here_and_ours_round_trips(busybox: str, tmp_path)
 
 
 def test_bad_bundles_name_the_field(tmp_path) -> None:
-    from pycontainer_magics.runtime.oci import load_bundle
+    from pycontainer_magics.oci.bundle import load_bundle
 
     with pytest.raises(BundleError, match="no such file"):
         load_bundle(str(tmp_path))
@@ -180,7 +180,7 @@ def test_bad_bundles_name_the_field(tmp_path) -> None:
 
 
 def test_bundles_carry_the_seccomp_profile(busybox: str, tmp_path) -> None:
-    from pycontainer_magics.runtime.oci import load_bundle
+    from pycontainer_magics.oci.bundle import load_bundle
 
     config = config_for(_spec(busybox))
     sc = config["linux"]["seccomp"]

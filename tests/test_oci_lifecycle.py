@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from helpers import host_clean, make_busybox_rootfs  # noqa: F401 - host_clean is a fixture
 
-from pycontainer_magics.runtime.oci import validate_config, validate_state
+from pycontainer_magics.oci.bundle import validate_config, validate_state
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

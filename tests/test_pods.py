@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import pytest
 from helpers import host_clean, wait_for  # noqa: F401
 
-from pycontainer_magics.runtime import ContainerSpec, pods, run
-from pycontainer_magics.runtime.containers import containers, start
+from pycontainer_magics.runtime import ContainerSpec, run
 from pycontainer_magics.runtime.parse import build_spec
 from pycontainer_magics.runtime.spec import SpecError
+from pycontainer_magics.workloads import pods
+from pycontainer_magics.workloads.containers import containers, start
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -318,8 +319,9 @@ def test_infra_keeps_no_fd_of_its_maker(_pods_removed) -> None:
 def test_pod_of_a_killed_process_goes_with_prune(_pods_removed) -> None:
     code = textwrap.dedent("""
         import sys, time
-        from pycontainer_magics.runtime import ContainerSpec, pods
-        from pycontainer_magics.runtime.containers import start
+        from pycontainer_magics.runtime import ContainerSpec
+        from pycontainer_magics.workloads import pods
+        from pycontainer_magics.workloads.containers import start
         p = pods.create("orphan")
         c = start(ContainerSpec(command=("sleep", "60"), name="o1", pod="orphan"))
         print(p.infra_pid, c.pid1, flush=True)
@@ -338,8 +340,8 @@ def test_pod_of_a_killed_process_goes_with_prune(_pods_removed) -> None:
     assert os.path.exists(os.path.join(pods.pods_dir(), "orphan.json"))
     assert "orphan" not in {p.name for p in pods.list_pods()}
     # ... until prune (what `%load_ext` and `pycontainer prune` run) removes it.
-    from pycontainer_magics import runtime
-    assert "pod orphan" in runtime.prune()
+    from pycontainer_magics.workloads.prune import prune
+    assert "pod orphan" in prune()
     assert not os.path.exists(os.path.join(pods.pods_dir(), "orphan.json"))
 
 
@@ -372,8 +374,9 @@ def _fetch(port: int) -> bytes:
 ROOTLESS_USER = "pcm-pods"
 ROOTLESS_SCRIPT = textwrap.dedent("""
     import json, os, time
-    from pycontainer_magics.runtime import ContainerSpec, pods, run
-    from pycontainer_magics.runtime.containers import start
+    from pycontainer_magics.runtime import ContainerSpec, run
+    from pycontainer_magics.workloads import pods
+    from pycontainer_magics.workloads.containers import start
     p = pods.create("rlpod")
     c = start(ContainerSpec(command=("sh", "-c", "touch /dev/mqueue/q1; echo up; sleep 30"), name="a", pod="rlpod"))
     while "up" not in c.logs():

@@ -210,7 +210,7 @@ def test_bind_mounts_volumes_tmpfs_workdir_env(tmp_path) -> None:
 
 def test_named_volume_persists_between_containers() -> None:
     name = f"pcm-test-{os.getpid()}"
-    from pycontainer_magics.runtime import volumes
+    from pycontainer_magics.workloads import volumes
     try:
         sh("echo kept > /v/file", mounts=(Mount(name, "/v", kind="volume"),))
         r = sh("cat /v/file", mounts=(Mount(name, "/v", kind="volume"),))
@@ -399,7 +399,7 @@ def test_prune_removes_what_a_killed_kernel_left() -> None:
 
     from helpers import our_cgroups
 
-    from pycontainer_magics.runtime import prune
+    from pycontainer_magics.workloads.prune import prune
 
     script = ("from pycontainer_magics.runtime import run, ContainerSpec\n"
               "run(ContainerSpec(command=('sleep', '30'), memory=64 * 2**20))\n")

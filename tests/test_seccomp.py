@@ -100,7 +100,7 @@ def test_bad_options_and_profiles_are_one_line() -> None:
 
 
 def test_exec_gets_the_same_filter() -> None:
-    from pycontainer_magics.runtime.containers import containers, start
+    from pycontainer_magics.workloads.containers import containers, start
 
     c = start(build_spec(command=["sleep", "30"], name="sc-exec"))
     try:

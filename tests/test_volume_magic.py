@@ -24,7 +24,7 @@ def test_volume_ls_create_rm_and_in_use(ip, host_clean, capsys: pytest.CaptureFi
     # host_clean after ip: the shell's own files (its history database) are open before the snapshot
     from IPython.core.error import UsageError
 
-    from pycontainer_magics.runtime.containers import containers
+    from pycontainer_magics.workloads.containers import containers
 
     assert ip.run_line_magic("container", "volume ls").empty
     ip.run_line_magic("container", "volume create made")

@@ -2,6 +2,8 @@
 
 The only layer that imports pandas, matplotlib and ipywidgets. Importing this package is cheap:
 pandas is loaded on the first DataFrame, matplotlib on the first plot, ipywidgets with LiveMonitor.
+
+May import: lab/, oci/, workloads/, runtime/ and everything below them. Never magics/, cli/ or kernel/.
 """
 
 from __future__ import annotations

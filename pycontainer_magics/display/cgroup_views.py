@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..lab.groups import Competition, GroupRun, GroupSample
 from ..linux.cgroups import Cgroup, explore
-from ..runtime.groups import Competition, GroupRun, GroupSample
 from .format import MiB, human_bytes
 from .plots import OOM_COLOUR, OOM_GID, figure_png
 

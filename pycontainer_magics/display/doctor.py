@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..runtime.doctor import Report
+from ..lab.doctor import Report
 
 COLUMNS = ["feature", "works", "why", "what to do", "needed for"]
 

@@ -1,6 +1,10 @@
 """Images: a content-addressed store, OCI layout and docker-archive import/export, a registry client,
-safe layer unpacking (whiteouts), image views and a Dockerfile parser. Imports only linux/ and the
-stdlib (+ jsonschema; zstandard when a layer is zstd)."""
+safe layer unpacking (whiteouts), image views and a Dockerfile parser.
+Third-party: jsonschema; zstandard when a layer is zstd.
+
+May import: linux/ and the package's top-level helpers (paths.py, errors.py). Never network/ or any layer
+above; never IPython, pandas, matplotlib or ipywidgets.
+"""
 
 from .archive import import_docker_archive
 from .dockerfile import Dockerfile, DockerfileError, parse_dockerfile

@@ -7,6 +7,9 @@ The first is ipykernel with `pycontainer_magics` already loaded (`--ext`). The s
 kernel in a cgroup of the project's own with the limits of its kernelspec: a jupyter_client kernel
 provisioner (`provisioner.py`, entry point `pycontainer-cgroup`) starts the kernel through
 `python -m pycontainer_magics.kernel.in_cgroup`, which creates the cgroup, joins it and execs the kernel.
+
+May import: runtime/ and everything below it. Never magics/, display/ or cli/; no IPython, pandas,
+matplotlib or ipywidgets (it starts kernels, it is not one). Its command is cli/kernel.py.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -123,16 +125,24 @@ def install_kernel(limits: KernelLimits | None = None, *, user: bool = False, pr
     name = name or default_name(limits)
     src = tempfile.mkdtemp(prefix="pycontainer-kernelspec-")
     try:
-        try:  # ipykernel's logos, so the launcher shows the Python icon
-            from ipykernel.kernelspec import RESOURCES
-
-            for logo in os.listdir(RESOURCES):
-                shutil.copy(os.path.join(RESOURCES, logo), src)
-        except (ImportError, OSError):
-            pass
+        for logo in _ipykernel_logos():  # so the launcher shows the Python icon
+            with contextlib.suppress(OSError):
+                shutil.copy(logo, src)
         with open(os.path.join(src, "kernel.json"), "w") as f:
             json.dump(kernel_dict(limits, python=python, display_name=display_name), f, indent=1)
         os.chmod(src, 0o755)
         return str(KernelSpecManager().install_kernel_spec(src, name, user=user, prefix=prefix))
     finally:
         shutil.rmtree(src, ignore_errors=True)
+
+
+def _ipykernel_logos() -> list[str]:
+    """ipykernel's logo files, found without importing it (the command line never loads IPython)."""
+    spec = importlib.util.find_spec("ipykernel")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    resources = os.path.join(next(iter(spec.submodule_search_locations)), "resources")
+    try:
+        return [os.path.join(resources, f) for f in sorted(os.listdir(resources))]
+    except OSError:
+        return []

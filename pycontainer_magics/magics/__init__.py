@@ -2,6 +2,9 @@
 
 `ContainerMagics` is imported lazily so the CLI can use the shared option table (`magics.args`)
 without importing IPython.
+
+No logic of its own: parse arguments, call the library, display the result. May import every layer
+below (display/ and down). Never cli/ or kernel/.
 """
 
 from __future__ import annotations

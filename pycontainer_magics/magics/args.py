@@ -152,7 +152,7 @@ def command_of(ns: argparse.Namespace) -> list[str]:
 def bundle_spec(ns: argparse.Namespace, name: str | None = None) -> tuple[Any, list[str]]:
     """`--bundle DIR`: the spec from its config.json. Other container options are refused: they would
     silently disagree with the config. Raises SpecError or BundleError (one line each)."""
-    from ..runtime.oci import load_bundle
+    from ..oci.bundle import load_bundle
     from ..runtime.spec import SpecError
 
     extra = sorted(k for k in spec_options(ns) if k not in ("name", "timeout", "interval", "diff"))

@@ -4,7 +4,7 @@
     %%compose [-p PROJECT] config           validate it, show the services in start order
     %compose ps|logs [SERVICE...]|stats|down [-v] [-t SECONDS] [-p PROJECT]
 
-A thin skin over `runtime.compose`; errors are one UsageError line.
+A thin skin over `workloads.compose`; errors are one UsageError line.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ComposeMagics(Magics):
                              "down [-v] [-p PROJECT] | ls")
         ns = _parser().parse_args(argv)
         project = getattr(ns, "project_sub", None) or ns.project
-        from ..runtime.compose import ComposeError
+        from ..workloads.compose import ComposeError
 
         try:
             return getattr(self, f"_{ns.cmd}")(ns, project, cell)
@@ -83,15 +83,15 @@ class ComposeMagics(Magics):
 
     # -- helpers -----------------------------------------------------------------------------------------
     def _load(self, cell: str | None, project: str | None) -> Any:
-        from ..runtime.compose import load
+        from ..workloads.compose import load
 
         if not cell or not cell.strip():
             raise UsageError("%%compose up needs the compose file as the cell body (services: ...)")
         return load(cell, project=project)
 
     def _project(self, project: str | None, cell: str | None) -> Any:
-        from ..runtime.compose import ComposeError, load
-        from ..runtime.compose import project as P
+        from ..workloads.compose import ComposeError, load
+        from ..workloads.compose import project as P
 
         if project is None and cell and cell.strip():
             project = load(cell).project
@@ -99,7 +99,7 @@ class ComposeMagics(Magics):
             up = P.list_projects()
             if len(up) == 1:
                 return up[0]
-            from ..runtime.compose.model import default_project_name
+            from ..workloads.compose.model import default_project_name
             project = default_project_name()
             if not any(p.name == project for p in up) and up:
                 raise ComposeError(f"{len(up)} projects are up ({', '.join(p.name for p in up)}): name one with -p")
@@ -108,7 +108,7 @@ class ComposeMagics(Magics):
     # -- commands -----------------------------------------------------------------------------------------
     def _up(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
         from ..display.compose_views import ps_frame
-        from ..runtime.compose import project as P
+        from ..workloads.compose import project as P
 
         cf = self._load(cell, project)
         p = P.up(cf, on_output=echo, timeout=ns.wait_timeout)
@@ -170,7 +170,7 @@ class ComposeMagics(Magics):
 
     def _ls(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
         from ..display.compose_views import projects_frame
-        from ..runtime.compose import project as P
+        from ..workloads.compose import project as P
 
         return projects_frame(P.list_projects())
 

@@ -81,7 +81,7 @@ class ContainerMagics(Magics):
 
         opts = _args.spec_options(ns)
         if ns.bundle:
-            from ..runtime.oci import BundleError
+            from ..oci.bundle import BundleError
             try:
                 spec, notes = _args.bundle_spec(ns)
             except (SpecError, BundleError) as e:
@@ -102,10 +102,12 @@ class ContainerMagics(Magics):
 
         from .. import runtime
 
+        if spec.pod is not None:
+            from .. import workloads  # noqa: F401 - installs the pod resolver (pods are workloads)
         assert self.shell is not None
         user_ns = self.shell.user_ns
         if ns.detach:
-            from ..runtime.containers import ContainerError, start
+            from ..workloads.containers import ContainerError, start
             try:
                 c = start(spec, python_globals=None if command else user_ns)
             except (SpecError, runtime.LaunchError, ContainerError) as e:
@@ -140,7 +142,7 @@ class ContainerMagics(Magics):
     # -- background containers: %container ps | logs | exec | stop | kill | wait | rm | stats ---------
     def _ps(self, rest: str) -> Any:
         from ..display.frames import containers_frame
-        from ..runtime.containers import containers
+        from ..workloads.containers import containers
 
         argv = split_line(rest)
         show_all = "-a" in argv or "--all" in argv
@@ -162,8 +164,8 @@ class ContainerMagics(Magics):
             ref_part, command = argv[:1], argv[1:]
         if len(ref_part) != 1 or not command:
             raise UsageError("usage: %container exec NAME -- CMD [ARG...]")
-        from ..runtime.containers import ContainerError
-        from ..runtime.exec import ExecError
+        from ..workloads.containers import ContainerError
+        from ..workloads.exec import ExecError
 
         try:
             r = _get(ref_part[0]).exec(command, on_output=echo)
@@ -208,7 +210,7 @@ class ContainerMagics(Magics):
         return None
 
     def _rm(self, rest: str) -> None:
-        from ..runtime.containers import ContainerError, containers
+        from ..workloads.containers import ContainerError, containers
 
         argv = split_line(rest)
         force = "-f" in argv or "--force" in argv
@@ -226,7 +228,7 @@ class ContainerMagics(Magics):
         """`%container bundle [options] DIR -- CMD`: write an OCI runtime bundle (see `pycontainer bundle`)."""
         import argparse
 
-        from ..runtime.oci import BundleError, write_bundle
+        from ..oci.bundle import BundleError, write_bundle
         from ..runtime.parse import build_spec
         from ..runtime.spec import SpecError
 
@@ -263,7 +265,7 @@ class ContainerMagics(Magics):
         ns NAME | rm [-f] NAME`: pods, whose containers (`--pod NAME`) share network, IPC and UTS."""
         argv = split_line(rest)
         sub, args = (argv[0], argv[1:]) if argv else ("", [])
-        from ..runtime import pods
+        from ..workloads import pods
 
         try:
             if sub == "create":
@@ -309,9 +311,9 @@ class ContainerMagics(Magics):
         """`%container volume ls | create NAME... | rm NAME...`: named volumes (`-v NAME:/path`), as
         `docker volume` has them. A volume a running container mounts is not removed."""
         from ..display.net_views import records_frame
-        from ..runtime import volumes
-        from ..runtime.containers import containers
         from ..runtime.state import volume_path
+        from ..workloads import volumes
+        from ..workloads.containers import containers
 
         argv = split_line(rest)
         usage = "usage: %container volume ls | create NAME [NAME...] | rm NAME [NAME...]"
@@ -340,7 +342,7 @@ class ContainerMagics(Magics):
 
     def _stats(self, rest: str) -> Any:
         from ..display.frames import stats_frame
-        from ..runtime.containers import containers
+        from ..workloads.containers import containers
 
         return stats_frame([c for c in containers.list(all=False)])
 
@@ -365,7 +367,7 @@ def _one_ref(rest: str, sub: str) -> str:
 
 
 def _get(ref: str) -> Any:
-    from ..runtime.containers import ContainerError, containers
+    from ..workloads.containers import ContainerError, containers
 
     try:
         return containers.get(ref)

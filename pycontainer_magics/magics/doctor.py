@@ -11,7 +11,7 @@ CAP_SYS_ADMIN = 21
 def doctor(self: Any, rest: str) -> Any:  # a ContainerMagics method in all but place
     """`%container doctor`: a DataFrame, one row per feature: works, why, what to do, needed for."""
     from ..display.doctor import doctor_frame
-    from ..runtime.doctor import diagnose
+    from ..lab.doctor import diagnose
 
     return doctor_frame(diagnose(refresh=True))
 
@@ -37,7 +37,7 @@ def load_message() -> str | None:
     """The one line `%load_ext` prints when something the magics need is missing here."""
     if _surely_fine():
         return None
-    from ..runtime.doctor import diagnose
+    from ..lab.doctor import diagnose
 
     try:
         return diagnose().load_message()

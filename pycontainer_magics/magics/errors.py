@@ -4,7 +4,7 @@
 a UsageError raised over one (`raise UsageError(str(e)) from None` keeps the original as __context__), are
 matched against what needs which capability — user namespaces, the other namespaces, overlay, /proc,
 pivot_root, a writable cgroup, netlink in the host's network, the state directory. When the doctor
-(`runtime/doctor.py`, measured once per kernel on the first such error) confirms the capability is
+(`lab/doctor.py`, measured once per kernel on the first such error) confirms the capability is
 missing here, the error becomes `%%container needs user namespaces: <what was measured>; <what to do>`.
 Any other OSError still becomes one line (`%cgroup: EACCES (Permission denied) (/path)`), never a traceback,
 and so do the library's own errors a magic let through (SpecError, ImageError, BundleError, ComposeError).
@@ -88,7 +88,7 @@ def explain(exc: BaseException, label: str, report: Any = None) -> str | None:
         if not pattern.search(text):
             continue
         if report is None:
-            from ..runtime import doctor
+            from ..lab import doctor
 
             try:
                 report = doctor.diagnose()

@@ -69,7 +69,7 @@ def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, s
                target: str | None = None) -> Any:
     from .. import images as im
     from ..display import image_views as views
-    from ..runtime.build import build
+    from ..workloads.build import build
 
     try:
         result = build(text, tag=tag, context=context, build_args=build_args, target=target, on_output=echo)

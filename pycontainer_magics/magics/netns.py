@@ -69,7 +69,7 @@ def _ns(ref: str | None) -> Any:
     from .. import network as net
     if any(n.name == ref for n in net.list_netns()):
         return ref
-    from ..runtime.containers import ContainerError, containers
+    from ..workloads.containers import ContainerError, containers
     try:
         c = containers.get(ref)
     except ContainerError:
@@ -144,7 +144,7 @@ class NetnsMagics(Magics):
         if ns.sub == "rm":
             net.remove_network(ns.name, force=ns.force)
             return None
-        from ..runtime.containers import ContainerError, containers
+        from ..workloads.containers import ContainerError, containers
         try:
             c = containers.get(ns.container)
         except ContainerError as e:

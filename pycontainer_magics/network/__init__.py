@@ -1,6 +1,10 @@
 """The network layer: named network namespaces, veth pairs and bridges, IPAM, user-defined networks
 with hosts-file name resolution, port publishing (a userspace proxy), clean-up of what dead owners
-left, and a connectivity matrix. Imports only linux/, the standard library and pyroute2."""
+left, and a connectivity matrix. Imports only linux/, the standard library and pyroute2.
+
+May import: linux/ and the package's top-level helpers (paths.py, errors.py). Never images/ or any layer
+above; never IPython, pandas, matplotlib or ipywidgets.
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ a cell's critical path. Preparation, in the order the kernel forces:
   2. the user namespace; the preparer writes the id maps (a full map needs a writer outside it);
   3. network, UTS, IPC, PID and time namespaces, owned by the new user namespace; time offsets are
      written before any process enters;
-     in a pod (runtime/pods.py), the pod infra's user, network, IPC and UTS namespaces are joined
+     in a pod (workloads/pods.py), the pod infra's user, network, IPC and UTS namespaces are joined
      instead of made (setns on /proc/<infra>/ns/*, opened first, while still outside any of them);
   4. "ready". Then one run order: fork PID 1 (nested) or wait while the caller runs it (direct); then
      the layer diff, read from the upper directory this holder still sees, and exit.

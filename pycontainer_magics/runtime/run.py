@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..linux import idmap, libc, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
@@ -46,7 +46,7 @@ from .monitor import Monitor
 from .pool import Holder, pool
 from .result import ContainerRun, NamespaceRow
 from .seccomp_profile import profile_for
-from .spec import ContainerSpec, IdMap
+from .spec import ContainerSpec, IdMap, Mount
 
 OutputFn = Callable[[str, str], None]
 MAX_CAPTURE = 1 << 20  # characters of stdout/stderr kept in the result (all of it is relayed live)
@@ -296,6 +296,34 @@ class Running:
 StartFn = Callable[[Running], None]
 
 
+class PodMembership(Protocol):
+    """What a container run with `--pod NAME` needs from its pod. Pods are workloads (workloads/pods.py,
+    above this layer): importing that module installs the resolver, so this layer never imports it."""
+
+    def file_mounts(self) -> tuple[Mount, ...]: ...
+
+    def admit(self, run_id: str, spec: ContainerSpec, hp: HolderPlan, L: Launch,
+              on_start: StartFn | None) -> tuple[HolderPlan, StartFn]: ...
+
+    def release(self, run_id: str) -> None: ...
+
+
+PodResolver = Callable[[str, bool], PodMembership]  # (name, helper) -> the pod, made on first use
+_pod_resolver: PodResolver | None = None
+
+
+def set_pod_resolver(resolve: PodResolver) -> None:
+    global _pod_resolver
+    _pod_resolver = resolve
+
+
+def _pod(name: str, helper: bool) -> PodMembership:
+    if _pod_resolver is None:
+        raise LaunchError(errno.EINVAL, f"--pod {name}: pods are provided by pycontainer_magics.workloads; "
+                          "import it before running a container in a pod")
+    return _pod_resolver(name, helper)
+
+
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         on_output: OutputFn | None = None, helper: bool | None = None,
         on_start: StartFn | None = None, export_layer: str | None = None,
@@ -317,7 +345,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     if helper is None:
         helper = not os.environ.get("PYCONTAINER_NO_HELPER")
     cg: Cgroup | None = None
-    pod = None
+    pod: PodMembership | None = None
     try:
         if h is not None:
             try:
@@ -327,9 +355,8 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             r.cgroup_version = cg.version
         r.id = cg.name if cg is not None else state.new_id()
         plan_spec = spec
-        if spec.pod is not None:  # made on first use; its containers join its namespaces (pods.py)
-            from . import pods
-            pod = pods.ensure(spec.pod, helper=helper)
+        if spec.pod is not None:  # made on first use; its containers join its namespaces (workloads/pods.py)
+            pod = _pod(spec.pod, helper)
             plan_spec = spec.with_(mounts=spec.mounts + pod.file_mounts())
         if _networked(spec):
             from . import networking  # pyroute2 loads only for containers on a network

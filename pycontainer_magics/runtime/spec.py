@@ -94,7 +94,7 @@ class ContainerSpec:
     network: str = "none"
     publish: tuple[tuple[str, int, int, str], ...] = ()  # (host_ip, host_port, container_port, proto)
     expose: tuple[str, ...] = ()  # EXPOSE-style metadata ("80/tcp"): documents a port, publishes nothing
-    # A pod (runtime/pods.py): the container joins the pod's user, network, IPC and UTS namespaces.
+    # A pod (workloads/pods.py): the container joins the pod's user, network, IPC and UTS namespaces.
     pod: str | None = None
     network_aliases: tuple[str, ...] = ()  # more names on the network (compose: the service's name)
     extra_networks: tuple[str, ...] = ()  # user networks joined too, before PID 1 runs (same aliases)

@@ -1,12 +1,17 @@
-"""`pycontainer install-kernel`: the subcommand's parser and action (cli.py only wires them in)."""
+"""`pycontainer install-kernel`: the subcommand's parser and action (the kernelspec is kernel/'s)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from .common import EXIT_USAGE
+
+COMMANDS = ("install-kernel",)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "install-kernel", help="install the Jupyter kernel \"Python 3 (container lab)\" (extension preloaded)",
         description="Install a kernelspec that starts ipykernel with pycontainer_magics already loaded. With "
@@ -22,13 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--cpus", metavar="N", help="the kernel's CPU quota, like 1 or 0.5 (implies --limited)")
     p.add_argument("--pids", metavar="N", help="the kernel's pids limit, at least 16 (implies --limited)")
     p.add_argument("--hostname", metavar="NAME", help="the limited kernel's own hostname (a UTS namespace)")
-    return p
 
 
-def run(ns: argparse.Namespace) -> int:
+def main(ns: argparse.Namespace) -> int:
     """Install; print the directory. Errors: one line on stderr, exit 125 (as the other subcommands)."""
+    from ..kernel.kernelspec import install_kernel, parse_limits
     from ..runtime.spec import SpecError
-    from .kernelspec import install_kernel, parse_limits
 
     limited = ns.limited or any(v is not None for v in (ns.memory, ns.cpus, ns.pids))
     try:
@@ -41,6 +45,6 @@ def run(ns: argparse.Namespace) -> int:
                               display_name=ns.display_name)
     except (SpecError, OSError, ValueError) as e:
         sys.stderr.write(f"pycontainer: error: {e}\n")
-        return 125
+        return EXIT_USAGE
     print(path)
     return 0

@@ -23,8 +23,8 @@ from ..linux import libc, seccomp
 from ..linux.caps import restrict_to
 from ..linux.cgroups import Cgroup
 from ..linux.namespaces import NAMESPACES
-from .channel import decode_frames, feed, send
-from .launch import STATUS_FD, become_root, failure, reset_signals, setup_fds
+from ..runtime.channel import decode_frames, feed, send
+from ..runtime.launch import STATUS_FD, become_root, failure, reset_signals, setup_fds
 
 # Entered in this order; the user namespace last (see module docstring).
 _ORDER = ("cgroup", "ipc", "uts", "net", "time", "pid", "mount")

@@ -32,11 +32,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..linux.namespaces import NAMESPACE_KINDS, flags_for, ns_inode
-from . import state
-from .holder import HolderPlan, SetupFailed, prepare_holder
-from .launch import Launch
-from .run import LaunchError, Running, StartFn, id_maps
-from .spec import HOSTNAME_RE, POD_SHARED, VOLUME_NAME_RE, ContainerSpec, Mount
+from ..runtime import state
+from ..runtime.holder import HolderPlan, SetupFailed, prepare_holder
+from ..runtime.launch import Launch
+from ..runtime.run import LaunchError, Running, StartFn, id_maps, set_pod_resolver
+from ..runtime.spec import HOSTNAME_RE, POD_SHARED, VOLUME_NAME_RE, ContainerSpec, Mount
 
 
 class PodError(LaunchError):
@@ -261,7 +261,7 @@ def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, i
                 p.namespaces["pid"] = os.stat(f"/proc/{pid}/ns/pid_for_children").st_ino
             if network != "none":
                 from ..network import NetworkError
-                from . import networking
+                from ..runtime import networking
                 stand_in = ContainerSpec(command=("pod",), network=network, publish=tuple(publish), name=name)
                 try:
                     networking.file_mounts(stand_in, p.id)  # the resolv.conf, and a hosts file connect fills
@@ -283,7 +283,7 @@ def _start_infra(plan: HolderPlan, helper: bool) -> tuple[int, Any, bool]:
     """The infra holder, forked by the launch helper (it goes with the kernel) or, without one, by us."""
     try:
         if helper:
-            from .zygote import HelperUnavailable, zygote
+            from ..runtime.zygote import HelperUnavailable, zygote
             try:
                 pid, sock = zygote().prepare(plan)
                 return pid, sock, False
@@ -410,13 +410,13 @@ def _discard(p: Pod) -> None:
             os.kill(p.infra_pid, signal.SIGKILL)  # another process's pod (or a killed kernel's)
         _wait_gone(p.infra, 5.0)
     if p.network != "none":
-        from . import networking
+        from ..runtime import networking
         with contextlib.suppress(Exception):
             networking.disconnect(p.id)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_path(p.name))
     # A holder prepared ahead of time for the next identical cell may have joined this pod's namespaces.
-    from .pool import pool
+    from ..runtime.pool import pool
     pool.drain()
 
 
@@ -481,3 +481,6 @@ def namespace_table(name: str) -> tuple[list[str], dict[str, dict[str, int | Non
 
 __all__ = ["Pod", "PodError", "PodMember", "check_name", "create", "ensure", "get", "inspect",
            "list_pods", "namespace_table", "prune", "remove", "remove_own"]
+
+
+set_pod_resolver(ensure)  # runtime.run finds `--pod NAME` through this (it never imports workloads)

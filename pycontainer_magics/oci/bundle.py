@@ -20,11 +20,11 @@ from ..linux.cgroups import DEFAULT_PARENT
 from ..linux.namespaces import NAMESPACE_KINDS
 from ..linux.rlimits import NAMES as RLIMIT_NAMES
 from ..linux.seccomp import SeccompError, compile_profile
-from . import state
-from .rootfs import MASKED_PATHS, READONLY_PATHS
-from .run import id_maps
-from .seccomp_profile import from_json, profile_for, to_oci
-from .spec import ContainerSpec
+from ..runtime import state
+from ..runtime.rootfs import MASKED_PATHS, READONLY_PATHS
+from ..runtime.run import id_maps
+from ..runtime.seccomp_profile import from_json, profile_for, to_oci
+from ..runtime.spec import ContainerSpec
 
 OCI_VERSION = "1.0.2"  # what runc 1.1 and crun 1.8 accept; the fields used here are all in the schema
 SCHEMA_DIR = os.path.join(os.path.dirname(__file__), "schemas", "runtime-spec")
@@ -248,7 +248,7 @@ def spec_from_config(config: dict[str, Any], bundle: str, name: str | None = Non
                      ) -> tuple[ContainerSpec, list[str]]:
     """A ContainerSpec that runs what `config` describes, and notes on what it could not carry over
     (rlimits, a terminal). Raises BundleError naming the field for what this runtime cannot do."""
-    from .spec import IdMap, Mount, SpecError, Tmpfs
+    from ..runtime.spec import IdMap, Mount, SpecError, Tmpfs
 
     validate_config(config)
     notes: list[str] = []

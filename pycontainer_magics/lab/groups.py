@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, explore, new_name, open_hierarchy
-from . import launch
-from .channel import decode_frames
+from ..runtime import launch
+from ..runtime.channel import decode_frames
 
 NAMED_PREFIX = "named-"
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
@@ -99,7 +99,7 @@ class Groups:
         if target in h.list():
             return h.get(target)
         # a running container of this process, by name or id (`%cgroup set web --memory 80M`)
-        from .containers import ContainerError, containers
+        from ..workloads.containers import ContainerError, containers
         try:
             c = containers.get(target)
         except ContainerError:

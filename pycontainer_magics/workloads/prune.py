@@ -3,7 +3,7 @@ of owners that are gone."""
 
 from __future__ import annotations
 
-from .run import hierarchy
+from ..runtime.run import hierarchy
 
 
 def prune() -> list[str]:

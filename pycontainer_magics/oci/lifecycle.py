@@ -36,8 +36,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from . import state as _state
-from .oci import OCI_VERSION, BundleError, load_bundle, validate_config, validate_state
+from ..runtime import state as _state
+from .bundle import OCI_VERSION, BundleError, load_bundle, validate_config, validate_state
 
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
@@ -262,7 +262,7 @@ def _read_report(fd: int) -> dict[str, Any]:
 
 def _supervise(spec: Any, directory: str, report_w: int, inherit_stdio: bool) -> None:  # pragma: no cover
     """The supervisor: runs the container to its end, then records how it ended. Never returns."""
-    from .run import run as run_container
+    from ..runtime.run import run as run_container
 
     code = 0
     reported = False
@@ -340,8 +340,8 @@ def _supervise(spec: Any, directory: str, report_w: int, inherit_stdio: bool) ->
     try:
         # What the interpreter would do at exit for the run (the caller's own exit handlers are not ours
         # to run): the cgroup's removal, deferred to the background, and the then empty parent cgroup.
-        from . import cleanup
-        from .run import _leave_no_parent, hierarchy
+        from ..runtime import cleanup
+        from ..runtime.run import _leave_no_parent, hierarchy
         h = hierarchy()
         if h is not None:
             _leave_no_parent(h)
@@ -457,7 +457,7 @@ def delete(cid: str, root: str | None = None, *, force: bool = False) -> None:
         if _alive(sup, sup_start):
             os.kill(sup, signal.SIGKILL)
             _wait_gone(sup, sup_start, DELETE_TIMEOUT)
-        from .prune import prune
+        from ..workloads.prune import prune
         prune()
     shutil.rmtree(directory, ignore_errors=True)
 

@@ -1,9 +1,7 @@
-"""`pycontainer`: the same containers from a terminal.
+"""`pycontainer run` and `pycontainer bundle`: one container from a terminal.
 
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code
-    pycontainer prune                             remove what a killed kernel left behind
-    pycontainer create|start|state|kill|delete|list|spec   the OCI runtime command set (cli_oci.py)
-    pycontainer install-kernel [--limited ...]    the Jupyter kernel "Python 3 (container lab)"
+    pycontainer bundle DIR [options] -- CMD       write DIR/config.json (OCI runtime-spec) for CMD
 
 Options are the `%%container` ones (one table, `magics/args.py`). Output streams to the terminal;
 a one-line summary (`exit 0, 12.3 ms, peak 4.1 MiB`) goes to stderr, so stdout stays the command's.
@@ -17,49 +15,30 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
-from .magics import args as _args
+from ..magics import args as _args
+from .common import EXIT_INTERRUPTED, EXIT_OOM, EXIT_USAGE, fail
 
-EXIT_USAGE = 125  # Docker: error of the daemon/CLI itself (bad options, setup failed)
-EXIT_OOM = 137  # 128 + SIGKILL
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
+COMMANDS = ("run", "bundle")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(message)
-
-
-def _fail(message: str) -> NoReturn:
-    sys.stderr.write(f"pycontainer: error: {message}\n")
-    raise SystemExit(EXIT_USAGE)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pycontainer", description="Run commands in fresh Linux containers (namespaces, "
-                     "cgroup limits, an overlay root filesystem).")
-    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+def add_parsers(sub: Any) -> None:
     run = sub.add_parser("run", help="run a command in a new container",
                          description="Run CMD in a new container. Options use Docker's vocabulary.")
     _args.add_arguments(run, "cli")
     run.add_argument("--root", metavar="DIR", help="with --bundle DIR ID: where the state lives while it runs "
                      "(as runc's --root; default /run/pycontainer_magics/oci)")
-    sub.add_parser("prune", help="remove what a killed kernel left behind (cgroups, mounts, state)")
     bundle = sub.add_parser("bundle", help="write an OCI runtime bundle (config.json) for a command",
                             description="Write DIR/config.json (OCI runtime-spec) for CMD with the same options "
                                         "as run; crun and runc can run it: `runc run --bundle DIR ID`.")
     bundle.add_argument("--copy-rootfs", action="store_true", help="copy --rootfs into DIR/rootfs")
     bundle.add_argument("directory", metavar="DIR", help="the bundle directory")
     _args.add_arguments(bundle, "cli")
-    from .cli_oci import add_parsers as _add_oci
 
-    _add_oci(sub)
-    from .kernel.command import add_parser as _add_install_kernel
 
-    _add_install_kernel(sub)
-    return parser
+def main(ns: argparse.Namespace) -> int:
+    return _bundle(ns) if ns.subcommand == "bundle" else _run(ns)
 
 
 def _echo(stream: str, text: str) -> None:
@@ -101,19 +80,19 @@ def exit_code_of(run: Any) -> int:
 
 
 def _run(ns: argparse.Namespace) -> int:
-    from .runtime.parse import build_spec
-    from .runtime.spec import SpecError
+    from ..runtime.parse import build_spec
+    from ..runtime.spec import SpecError
 
     command = _args.command_of(ns)
     opts = _args.spec_options(ns)
     if ns.bundle:  # `pycontainer run --bundle DIR [ID]`, as `runc run --bundle DIR ID`
-        from .runtime.oci import BundleError
+        from ..oci.bundle import BundleError
         if len(command) > 1:
-            _fail("with --bundle, give at most a container id after the options (the command is in config.json)")
+            fail("with --bundle, give at most a container id after the options (the command is in config.json)")
         try:
             spec, notes = _args.bundle_spec(ns, command[0] if command else None)
         except (SpecError, BundleError) as e:
-            _fail(str(e))
+            fail(str(e))
         for note in notes:
             sys.stderr.write(f"pycontainer: note: {note}\n")
     else:
@@ -121,17 +100,19 @@ def _run(ns: argparse.Namespace) -> int:
             # Options first (placeholder command), so a bad option is reported before a missing command.
             build_spec(command=command or ["true"], **opts)
         except SpecError as e:
-            _fail(str(e))
+            fail(str(e))
         if not command:
-            _fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
+            fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
         stdin_data = sys.stdin.buffer.read() if ns.interactive else None
         spec = build_spec(command=command, stdin_data=stdin_data, **opts)
 
-    from . import runtime
+    from .. import runtime
 
+    if spec.pod is not None:
+        from .. import workloads  # noqa: F401 - installs the pod resolver (pods are workloads)
     recorded: Any = contextlib.nullcontext(None)
     if ns.bundle and command:  # with an id, as runc's run: state, list and kill see it while it runs
-        from .runtime.oci_lifecycle import recorded_run
+        from ..oci.lifecycle import recorded_run
         recorded = recorded_run(ns.bundle, command[0], ns.root)
     try:
         with recorded as on_start:
@@ -141,7 +122,7 @@ def _run(ns: argparse.Namespace) -> int:
         sys.stderr.write("pycontainer: interrupted\n")
         return EXIT_INTERRUPTED
     except (SpecError, runtime.LaunchError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     if run.error and run.error.strip() not in (run.stderr or ""):  # not already streamed
         _echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")
     if ns.json:
@@ -151,53 +132,17 @@ def _run(ns: argparse.Namespace) -> int:
     return exit_code_of(run)
 
 
-def _prune() -> int:
-    from . import runtime
-
-    try:
-        removed = runtime.prune()
-    except OSError as e:
-        _fail(str(e))
-    for item in removed:
-        print(item)
-    sys.stderr.write(f"pycontainer: removed {len(removed)} leftover(s)\n")
-    return 0
-
-
 def _bundle(ns: argparse.Namespace) -> int:
-    from .runtime.oci import BundleError, write_bundle
-    from .runtime.parse import build_spec
-    from .runtime.spec import SpecError
+    from ..oci.bundle import BundleError, write_bundle
+    from ..runtime.parse import build_spec
+    from ..runtime.spec import SpecError
 
     command = _args.command_of(ns)
     if not command:
-        _fail("nothing to run: give a command, like `pycontainer bundle DIR -- sh -c 'echo hi'`")
+        fail("nothing to run: give a command, like `pycontainer bundle DIR -- sh -c 'echo hi'`")
     try:
         spec = build_spec(command=command, **_args.spec_options(ns))
         print(write_bundle(spec, ns.directory, copy_rootfs=ns.copy_rootfs))
     except (SpecError, BundleError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    if ns.subcommand == "run":
-        return _run(ns)
-    if ns.subcommand == "bundle":
-        return _bundle(ns)
-    from .cli_oci import COMMANDS as _OCI_COMMANDS
-
-    if ns.subcommand in _OCI_COMMANDS:
-        from .cli_oci import main as _oci_main
-
-        return _oci_main(ns)
-    if ns.subcommand == "install-kernel":
-        from .kernel.command import run as _install_kernel
-
-        return _install_kernel(ns)
-    return _prune()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

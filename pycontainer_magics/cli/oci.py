@@ -11,7 +11,7 @@
 The container's output goes to stdout.log and stderr.log in its state directory (<root>/<ID>/), or, with
 `create --inherit-stdio`, to the caller's stdout and stderr (as runc detached without a terminal: a
 caller reading them through pipes then waits until the container ends). The logic is in
-runtime/oci_lifecycle.py; this is its command-line skin.
+oci/lifecycle.py; this is its command-line skin.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import json
 import os
 import sys
 from typing import Any
+
+from .common import fail
 
 COMMANDS = ("create", "start", "state", "kill", "delete", "list", "spec")
 
@@ -54,16 +56,15 @@ def add_parsers(sub: Any) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
-    from .cli import _fail
-    from .runtime import oci_lifecycle as oci
-    from .runtime.oci import BundleError
+    from ..oci import lifecycle as oci
+    from ..oci.bundle import BundleError
 
     try:
         return _dispatch(ns, oci)
     except (oci.LifecycleError, BundleError) as e:
-        _fail(str(e))
+        fail(str(e))
     except OSError as e:
-        _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
 
 
 def _dispatch(ns: argparse.Namespace, oci: Any) -> int:

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..runtime.result import ContainerRun
+from ..runtime.run import Running, container_env, run, seccomp_filter
+from ..runtime.spec import ContainerSpec
 from .exec import ExecResult, exec_in
-from .result import ContainerRun
-from .run import Running, container_env, run, seccomp_filter
-from .spec import ContainerSpec
 
 
 class ContainerError(OSError):
@@ -200,7 +200,7 @@ class _Registry:
                 raise ContainerError(errno.EBUSY, f"container {c.label} is running: stop it first, or use --force")
             c.kill()
             c.wait(timeout=30)
-        from . import cleanup
+        from ..runtime import cleanup
         cleanup.settle()  # its network clean-up runs in the background: gone from its networks, as docker rm
         with self._lock:
             self._items.remove(c)

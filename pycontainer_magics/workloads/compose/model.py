@@ -16,8 +16,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..parse import parse_cpus, parse_duration, parse_size, parse_ulimit
-from ..spec import ContainerSpec, SpecError
+from ...runtime.parse import parse_cpus, parse_duration, parse_size, parse_ulimit
+from ...runtime.spec import ContainerSpec, SpecError
 from . import schema
 
 

@@ -51,10 +51,10 @@ from ..images.dockerfile import (
 from ..images.dockerignore import DockerIgnore
 from ..images.image import HOST_BASE_LABEL
 from ..images.unpack import is_opaque, pack_dir, unpack_layer
-from .result import ContainerRun
-from .rootfs import LayerView
-from .run import run
-from .spec import ContainerSpec
+from ..runtime.result import ContainerRun
+from ..runtime.rootfs import LayerView
+from ..runtime.run import run
+from ..runtime.spec import ContainerSpec
 
 OutputFn = Callable[[str, str], None]
 URL_TIMEOUT = 30.0
@@ -233,7 +233,7 @@ def _is_archive(path: str) -> bool:
 
 
 def _owner(spec: str, lower: str | None, line: int) -> tuple[int, int]:
-    from .image_source import resolve_user
+    from ..runtime.image_source import resolve_user
 
     if all(part.isdigit() for part in spec.split(":") if part):
         uid, _, gid = spec.partition(":")

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ...runtime.parse import build_spec
+from ...runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
 from ..containers import Container, ContainerError, containers
-from ..parse import build_spec
-from ..spec import ContainerSpec, Mount, SpecError, Tmpfs
 from .model import ComposeError, ComposeFile, Dependency, Service
 
 OutputFn = Callable[[str, str], None]
@@ -115,7 +115,7 @@ class ServiceRun:
                 with self.project.lock:
                     if self.project.stopping.is_set():
                         return
-                    from ..cleanup import settle
+                    from ...runtime.cleanup import settle
                     settle()  # the ended container's network endpoint is gone: its name is free again
                     with contextlib.suppress(ContainerError):
                         containers.remove(c.id)
@@ -380,7 +380,7 @@ class Project:
         """Stop and remove the containers, the networks this project created and, with `volumes`, its
         named volumes. Returns what was removed, as lines like docker compose prints."""
         from ... import network as net
-        from ..cleanup import settle
+        from ...runtime.cleanup import settle
 
         self.stop(timeout)
         removed = []
@@ -579,8 +579,8 @@ def up(cf: ComposeFile, *, on_output: OutputFn | None = None, timeout: float = 1
         if not _atexit:
             # atexit runs last-registered first: make the runtime register its own exit clean-up now (the
             # pool's drain and the parent cgroup, the networks of this process), so the projects go before.
-            from .. import networking
-            from ..run import hierarchy
+            from ...runtime import networking
+            from ...runtime.run import hierarchy
             hierarchy()
             networking.register_exit_cleanup()
             atexit.register(_down_all)

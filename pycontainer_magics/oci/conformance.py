@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .rootfs import MASKED_PATHS, READONLY_PATHS
+from ..runtime.rootfs import MASKED_PATHS, READONLY_PATHS
 
 CHECKER = r"""
 for n in mnt uts ipc pid net user cgroup time; do echo "ns.$n=$(readlink /proc/self/ns/$n 2>/dev/null)"; done
@@ -77,8 +77,8 @@ def parse(output: str) -> dict[str, str]:
 
 
 def observe_ours(bundle: str) -> Observation:
-    from .oci import load_bundle
-    from .run import run
+    from ..runtime.run import run
+    from .bundle import load_bundle
 
     spec, _notes = load_bundle(bundle)
     r = run(spec, helper=False)
@@ -97,7 +97,7 @@ def observe_with(name: str, argv_prefix: list[str]) -> Callable[[str], Observati
                                 f"pcm-conf-{os.getpid()}"], capture_output=True, text=True, timeout=60)
         finally:
             shutil.rmtree(state, ignore_errors=True)
-            from .run import remove_empty_parents
+            from ..runtime.run import remove_empty_parents
             remove_empty_parents()  # the runtime made our parent in hierarchies we do not manage
         if p.returncode != 0:
             return Observation(name, error=f"exit {p.returncode}: {p.stderr.strip()[-200:]}")

@@ -6,8 +6,8 @@ import errno
 import os
 import shutil
 
-from .spec import VOLUME_NAME_RE
-from .state import volume_path, volumes_dir
+from ..runtime.spec import VOLUME_NAME_RE
+from ..runtime.state import volume_path, volumes_dir
 
 
 def list_volumes() -> list[str]:

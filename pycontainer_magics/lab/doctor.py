@@ -3,7 +3,7 @@ missing. Every row is measured by trying, never guessed from the uid: user names
 an overlay and `pivot_root` and a fresh /proc in a throw-away mount namespace, a cgroup with limits under
 the project's parent, a veth pair over netlink, the peer tools.
 
-The probes run in a fresh interpreter (`python -m pycontainer_magics.runtime.doctor --json`), each in a
+The probes run in a fresh interpreter (`python -m pycontainer_magics.lab.doctor --json`), each in a
 forked child of it: the notebook kernel is never forked (threads, ZMQ) and nothing is left behind — mounts
 live and die in the child's own mount namespace, the veth pair in its own network namespace, and the one
 cgroup it creates (named after the prober's pid, so `prune` would take it too) is removed at once.
@@ -344,7 +344,7 @@ def _probe_seccomp() -> str:
     from ..linux import seccomp
     from ..linux.caps import DEFAULT_CAPS
     from ..linux.syscalls_x86_64 import X86_64
-    from .seccomp_profile import default_profile
+    from ..runtime.seccomp_profile import default_profile
 
     step("set no_new_privs", libc.set_no_new_privs)
     step("install the filter", seccomp.install, seccomp.compile_profile(default_profile(DEFAULT_CAPS)))
@@ -546,7 +546,7 @@ def diagnose(refresh: bool = False) -> Report:
     global _cache
     if _cache is not None and not refresh:
         return _cache
-    p = subprocess.run([sys.executable, "-m", "pycontainer_magics.runtime.doctor", "--json"],
+    p = subprocess.run([sys.executable, "-m", "pycontainer_magics.lab.doctor", "--json"],
                        capture_output=True, text=True, timeout=60)
     if p.returncode != 0:
         raise RuntimeError(f"the doctor's probes failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -1,0 +1,28 @@
+"""`pycontainer prune`: remove what a killed kernel left behind (cgroups, pods, network leftovers)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .common import fail
+
+COMMANDS = ("prune",)
+
+
+def add_parsers(sub: Any) -> None:
+    sub.add_parser("prune", help="remove what a killed kernel left behind (cgroups, mounts, state)")
+
+
+def main(ns: argparse.Namespace) -> int:
+    from ..workloads.prune import prune
+
+    try:
+        removed = prune()
+    except OSError as e:
+        fail(str(e))
+    for item in removed:
+        print(item)
+    sys.stderr.write(f"pycontainer: removed {len(removed)} leftover(s)\n")
+    return 0
