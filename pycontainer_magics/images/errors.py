@@ -28,6 +28,10 @@ class UnsafeLayer(ImageError):
     hard link) or holds an entry we cannot represent."""
 
 
+class LayerTooLarge(UnsafeLayer):
+    """A layer (or an archive for ADD) that expands beyond the size limit: a gzip or sparse-file bomb."""
+
+
 class LayoutError(ImageError):
     """A malformed OCI image layout, docker-archive, manifest or config."""
 

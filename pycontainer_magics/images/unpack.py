@@ -1,17 +1,21 @@
 """Safe unpacking of layer tarballs (plain, gzip, zstd) into a directory.
 
-Two modes:
+Three modes:
   overlay  the layer's own directory, ready to be an overlayfs lower layer: OCI whiteouts (`.wh.NAME`)
            become overlay whiteouts (a 0/0 character device), opaque markers (`.wh..wh..opq`) the
            `trusted.overlay.opaque=y` xattr on their directory. Needs root (mknod, trusted xattrs).
   apply    onto a flattened rootfs that already holds the layers below: whiteouts delete, an opaque
            marker empties its directory of what lower layers put there.
+  archive  an archive ADD extracts: whiteouts mean nothing there (as in Docker), so a `.wh.` name is refused.
 
-Nothing is written outside `dest`: `..` components are refused, no entry is written through a
-symlink (a parent that is a symlink is refused, a final component that is one is replaced), hard links
-must point inside the layer, device nodes are made only as root (skipped and reported otherwise),
-ownership is kept only as root. The sha256 of the uncompressed stream is the layer's diff_id, checked
-against the expected one.
+Everything from a layer is hostile. Every write goes through directory file descriptors (linux/fdtree.py):
+no symlink is followed at any step (a parent that is one is refused, a final component that is one is
+replaced), `..` components are refused, a whiteout must name an entry of its own directory (not `.` or
+`..`), metadata is applied to the inode that was made (a directory's deferred mode too: a directory a
+later entry replaced gets nothing), hard links must point inside `dest`, device nodes are made only as
+root (skipped and reported otherwise), ownership is kept only as root. Pax and long-name headers over
+1 MiB and layers expanding beyond a size limit are refused. The sha256 of the uncompressed stream is the
+layer's diff_id, checked against the expected one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import io
 import lzma
 import os
 import queue
-import shutil
+import re
 import stat
 import tarfile
 import threading
@@ -32,9 +36,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
-from .errors import DigestMismatch, ImageError, LayoutError, UnsafeLayer
+from ..linux.fdtree import (
+    DirTree,
+    NotBelow,
+    SymlinkOnPath,
+    check_name,
+    fd_path,
+    open_node,
+    set_owner_mode_times,
+    set_symlink_owner_times,
+)
+from .errors import DigestMismatch, ImageError, LayerTooLarge, LayoutError, UnsafeLayer
 
 WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -53,8 +68,10 @@ class _Hashing(io.RawIOBase):
     """Reads through `inner`, hashing every byte. The hashing runs on a thread of its own (hashlib lets go of
     the GIL on large buffers), so it overlaps with decompressing and writing files instead of adding to them."""
 
-    def __init__(self, inner: IO[bytes]):
+    def __init__(self, inner: IO[bytes], limit: int | None = None, what: str = "layer"):
         self.inner = inner
+        self.limit = limit
+        self.what = what
         self._sha = hashlib.sha256()
         self.count = 0
         self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -75,6 +92,9 @@ class _Hashing(io.RawIOBase):
 
     def _feed(self, data: bytes) -> None:
         self.count += len(data)
+        if self.limit is not None and self.count > self.limit:
+            raise LayerTooLarge(f"{self.what}: more than {self.limit} bytes uncompressed; raise the limit with "
+                                "PYCONTAINER_MAX_LAYER_SIZE if this layer is genuine")
         if len(data) < 65536:  # small reads: hashing here is cheaper than a hand-off
             if self._thread is None:
                 self._sha.update(data)
@@ -106,6 +126,21 @@ class _Hashing(io.RawIOBase):
     def drain(self) -> None:
         while self.inner and self.read(1 << 20):
             pass
+
+
+DEFAULT_MAX_LAYER_SIZE = 32 << 30
+
+
+def max_layer_size() -> int:
+    """The most bytes one layer (or archive for ADD) may expand to: PYCONTAINER_MAX_LAYER_SIZE (bytes, or
+    with a k/m/g suffix), else 32 GiB. A gzip bomb stops there instead of filling the disk."""
+    text = os.environ.get("PYCONTAINER_MAX_LAYER_SIZE", "").strip()
+    if not text:
+        return DEFAULT_MAX_LAYER_SIZE
+    m = re.fullmatch(r"(\d+)\s*([kmgt]?)i?b?", text, re.IGNORECASE)
+    if m is None:
+        raise ImageError(f"PYCONTAINER_MAX_LAYER_SIZE={text!r}: a size in bytes, like 8g or 500m")
+    return int(m.group(1)) << (10 * " kmgt".index(m.group(2).lower() or " "))
 
 
 def compression_of(head: bytes) -> str:
@@ -146,170 +181,285 @@ def _components(name: str, what: str) -> list[str]:
     return parts
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses pax and GNU long-name headers over 1 MiB before tarfile reads them into memory whole (a gzip
+    bomb of a header would otherwise take the kernel's RAM): Go's archive/tar, which Docker and containerd
+    unpack with, has the same limit."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
+        if self.type in _SPECIAL_HEADERS and self.size > MAX_SPECIAL_HEADER:
+            raise UnsafeLayer(f"a {_SPECIAL_HEADERS[self.type]} header of {self.size} bytes "
+                              f"(at most {MAX_SPECIAL_HEADER} accepted)")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+MAX_SPECIAL_HEADER = 1 << 20
+_SPECIAL_HEADERS = {tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax global", tarfile.SOLARIS_XHDTYPE: "pax",
+                    tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link"}
+
+
 class _Extractor:
-    def __init__(self, dest: str, mode: str, what: str):
-        if mode not in ("overlay", "apply"):
+    """Writes tar members below `dest` through directory fds (linux/fdtree.py): no symlink is followed at any
+    step, metadata lands on the inode that was made, a directory's deferred mode on that directory or nowhere.
+    Whiteouts mean something only in the layer modes; `archive` (ADD) refuses `.wh.` names."""
+
+    def __init__(self, dest: str, mode: str, what: str, max_size: int | None):
+        if mode not in ("overlay", "apply", "archive"):
             raise ValueError(f"unknown unpack mode {mode!r}")
-        self.dest = os.path.abspath(dest)
+        self.tree = DirTree(dest)
         self.mode = mode
         self.what = what
         self.root = os.geteuid() == 0
+        self.max_size = max_size
+        self.written_bytes = 0
         self.written: set[str] = set()
-        self.dirs: list[tuple[str, tarfile.TarInfo]] = []
+        self.dirs: list[tuple[list[str], tarfile.TarInfo, tuple[int, int]]] = []
         self.result = UnpackResult("", 0)
 
-    def parent(self, parts: list[str], name: str) -> str:
-        """Make (or check) the parent directories of an entry inside dest, refusing symlinks."""
-        d = self.dest
-        for p in parts[:-1]:
-            d = os.path.join(d, p)
-            try:
-                st = os.lstat(d)
-            except FileNotFoundError:
-                os.mkdir(d, 0o755)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise UnsafeLayer(f"{self.what}: entry {name!r} would be written through the symlink "
-                                  f"{os.path.relpath(d, self.dest)!r}")
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(d)
-                os.mkdir(d, 0o755)
-        return d
+    def close(self) -> None:
+        self.tree.close()
 
-    @staticmethod
-    def remove(path: str) -> None:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.unlink(path)
+    def parent(self, parts: list[str], name: str) -> int:
+        """The fd of an entry's parent directory (made if missing), refusing a symlink on the way."""
+        try:
+            return self.tree.dir(parts[:-1], make=True)
+        except SymlinkOnPath as e:
+            raise UnsafeLayer(f"{self.what}: entry {name!r} would be written through the symlink {e.where!r}") from None
+
+    def remove(self, parts: list[str], parent: int, name: str) -> None:
+        self.tree.forget(parts)
+        self.tree.remove(parent, name)
 
     def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = _components(m.name, self.what)
         if not parts:
             return  # the layer's root itself
         self.result.entries += 1
-        parent = self.parent(parts, m.name)
         base = parts[-1]
-        rel = "/".join(parts)
-        if base == OPAQUE_MARKER:
-            self.opaque(parent, "/".join(parts[:-1]))
-            return
         if base.startswith(WHITEOUT_PREFIX):
-            self.whiteout(os.path.join(parent, base[len(WHITEOUT_PREFIX):]))
+            if self.mode == "archive":
+                raise UnsafeLayer(f"{self.what}: entry {m.name!r}: a name starting with '.wh.' reads as a whiteout "
+                                  "in an image layer; an archive added to an image cannot hold one")
+            self.special(parts, m.name)
             return
-        path = os.path.join(parent, base)
-        self.written.add(rel)
+        parent = self.parent(parts, m.name)
+        self.written.add("/".join(parts))
+        old = self.tree.lstat(parent, base)
         if m.isdir():
-            if not (os.path.isdir(path) and not os.path.islink(path)):
-                self.remove(path)
-                os.mkdir(path, 0o700)
-            self.dirs.append((path, m))
+            if old is None or not stat.S_ISDIR(old.st_mode):
+                if old is not None:
+                    self.remove(parts, parent, base)
+                os.mkdir(base, 0o700, dir_fd=parent)
+            fd = open_node(parent, base)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            self.dirs.append((parts, m, (st.st_dev, st.st_ino)))
             return
-        self.remove(path)
+        if old is not None:
+            self.remove(parts, parent, base)
         if m.isreg():
-            src = tf.extractfile(m)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                if src is not None:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        elif m.issym():
-            os.symlink(m.linkname, path)
-        elif m.islnk():
-            lparts = _components(m.linkname, self.what)
-            target = os.path.join(self.dest, *lparts)
-            if not lparts or not os.path.lexists(target) or os.path.isdir(target) and not os.path.islink(target):
-                raise UnsafeLayer(f"{self.what}: hard link {m.name!r} -> {m.linkname!r}: "
-                                  "target not a file of this layer")
-            self.parent(lparts, m.linkname)  # refuses a target reached through a symlink
-            os.link(target, path, follow_symlinks=False)
+            self.regular(tf, m, parent, base)
+            return
+        if m.issym():
+            os.symlink(m.linkname, base, dir_fd=parent)
+            self.symlink_metadata(parent, base, m)
+            return
+        if m.islnk():
+            self.hardlink(m, parent, base)
             return  # the target's metadata is the link's
-        elif m.ischr() or m.isblk():
+        if m.ischr() or m.isblk():
             if not self.root:
-                self.result.skipped.append(f"{rel}: device node {m.devmajor}:{m.devminor} needs root")
+                self.result.skipped.append(f"{'/'.join(parts)}: device node {m.devmajor}:{m.devminor} needs root")
                 return
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(path, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
+            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
         elif m.isfifo():
-            os.mkfifo(path, m.mode & 0o7777)
+            os.mkfifo(base, 0o600, dir_fd=parent)
         else:
             raise UnsafeLayer(f"{self.what}: entry {m.name!r} has unsupported tar type {m.type!r}")
-        self.metadata(path, m)
+        fd = open_node(parent, base)  # O_PATH: the node itself, a device is not opened
+        try:
+            self.metadata(fd, parent, base, m)
+        finally:
+            os.close(fd)
 
-    def metadata(self, path: str, m: tarfile.TarInfo) -> None:
-        link = m.issym()
-        if self.root:
-            os.lchown(path, m.uid, m.gid)
-            for key, value in m.pax_headers.items():
-                if key.startswith("SCHILY.xattr."):
-                    try:
-                        os.setxattr(path, key[13:], value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
-                    except OSError:
-                        self.result.skipped.append(f"{m.name}: xattr {key[13:]} not settable here")
-        if not link:
-            os.chmod(path, m.mode & 0o7777)
-        os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
-
-    def whiteout(self, path: str) -> None:
-        self.remove(path)
+    def special(self, parts: list[str], name: str) -> None:
+        """A whiteout (`.wh.NAME`) or an opaque marker, in a layer."""
+        base = parts[-1]
+        if base.startswith(WHITEOUT_META_PREFIX):
+            if base == OPAQUE_MARKER:
+                self.opaque(parts[:-1], name)
+            return  # other AUFS metadata (.wh..wh.plnk, ...): skipped, as Docker does
+        hidden = base[len(WHITEOUT_PREFIX):]
+        try:
+            check_name(hidden)
+        except NotBelow:
+            raise UnsafeLayer(f"{self.what}: entry {name!r} is a whiteout of {hidden!r}: not a name in its "
+                              "directory") from None
+        target = parts[:-1] + [hidden]
+        parent = self.parent(target, name)
+        self.remove(target, parent, hidden)
         if self.mode == "overlay":
             try:
-                os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+                os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent)
             except PermissionError:
                 raise ImageError(f"{self.what}: an overlay whiteout needs root (mknod 0/0)") from None
 
-    def opaque(self, parent: str, rel: str) -> None:
+    def opaque(self, parts: list[str], name: str) -> None:
+        parent = self.parent(parts + ["x"], name)  # the marker's directory itself
         if self.mode == "overlay":
             try:
-                os.setxattr(parent, OPAQUE_XATTR, b"y")
+                os.setxattr(fd_path(parent), OPAQUE_XATTR, b"y")
             except PermissionError:
                 raise ImageError(f"{self.what}: an opaque directory needs root (trusted.* xattr)") from None
             return
-        prefix = rel + "/" if rel else ""
-        for name in os.listdir(parent):
-            if prefix + name not in self.written:
-                self.remove(os.path.join(parent, name))
+        prefix = "/".join(parts) + "/" if parts else ""
+        listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+        try:
+            names = os.listdir(listing)
+        finally:
+            os.close(listing)
+        for child in names:
+            if prefix + child not in self.written:
+                self.remove(parts + [child], self.parent(parts + ["x"], name), child)
+
+    def regular(self, tf: tarfile.TarFile, m: tarfile.TarInfo, parent: int, base: str) -> None:
+        src = tf.extractfile(m)
+        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+        try:
+            if src is not None:
+                while chunk := src.read(1 << 20):
+                    self.count(len(chunk), m.name)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+            self.metadata(fd, parent, base, m)
+        finally:
+            os.close(fd)
+
+    def count(self, n: int, name: str) -> None:
+        """Bytes written to disk, bounded (a sparse entry can expand far beyond the stream it came in)."""
+        self.written_bytes += n
+        if self.max_size is not None and self.written_bytes > self.max_size:
+            raise LayerTooLarge(f"{self.what}: more than {self.max_size} bytes once unpacked (at {name!r}); "
+                                "raise the limit with PYCONTAINER_MAX_LAYER_SIZE if this layer is genuine")
+
+    def hardlink(self, m: tarfile.TarInfo, parent: int, base: str) -> None:
+        lparts = _components(m.linkname, self.what)
+        refused = UnsafeLayer(f"{self.what}: hard link {m.name!r} -> {m.linkname!r}: target not a file of this layer")
+        if not lparts:
+            raise refused
+        try:
+            tparent = self.tree.open_dir(lparts[:-1])
+        except SymlinkOnPath as e:
+            raise UnsafeLayer(f"{self.what}: hard link {m.name!r} -> {m.linkname!r} goes through the symlink "
+                              f"{e.where!r}") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise refused from None
+        try:
+            st = self.tree.lstat(tparent, lparts[-1])
+            if st is None or stat.S_ISDIR(st.st_mode):
+                raise refused
+            os.link(lparts[-1], base, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(tparent)
+
+    def metadata(self, fd: int, parent: int, base: str, m: tarfile.TarInfo) -> None:
+        """Owner (root only), xattrs, mode, mtime on the inode `fd` holds."""
+        if self.root:
+            os.chown(fd_path(fd), m.uid, m.gid)  # first: chown drops set-id bits and file capabilities
+            self.xattrs(m, f"{fd_path(parent)}/{base}", follow=False)
+        set_owner_mode_times(fd, uid=None, gid=None, mode=m.mode & 0o7777, mtime=m.mtime)
+
+    def symlink_metadata(self, parent: int, base: str, m: tarfile.TarInfo) -> None:
+        set_symlink_owner_times(parent, base, uid=m.uid if self.root else None, gid=m.gid if self.root else None,
+                                mtime=m.mtime)
+        if self.root:
+            self.xattrs(m, f"{fd_path(parent)}/{base}", follow=False)
+
+    def xattrs(self, m: tarfile.TarInfo, path: str, follow: bool) -> None:
+        for key, value in m.pax_headers.items():
+            if key.startswith("SCHILY.xattr."):
+                try:
+                    os.setxattr(path, key[13:], value.encode("utf-8", "surrogateescape"), follow_symlinks=follow)
+                except OSError:
+                    self.result.skipped.append(f"{m.name}: xattr {key[13:]} not settable here")
 
     def finish(self) -> None:
-        for path, m in reversed(self.dirs):  # deepest last-written first, so a 0o555 dir is set after its children
-            self.metadata(path, m)
+        """Directory metadata, deepest last-written first (a 0o555 directory is set after its children), each
+        on the directory that entry made — found again without following anything, and skipped if a later
+        entry replaced it (by a symlink, a file or another directory)."""
+        for parts, m, ident in reversed(self.dirs):
+            try:
+                fd = self.tree.open_dir(parts)
+            except (SymlinkOnPath, FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != ident:
+                    continue
+                if self.root:
+                    os.chown(fd_path(fd), m.uid, m.gid)
+                    self.xattrs(m, fd_path(fd), follow=True)  # the magic link leads to the directory itself
+                set_owner_mode_times(fd, uid=None, gid=None, mode=m.mode & 0o7777, mtime=m.mtime)
+            finally:
+                os.close(fd)
 
 
 def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", expected_diff_id: str | None = None,
-                 what: str = "layer") -> UnpackResult:
+                 what: str = "layer", max_size: int | None = None) -> UnpackResult:
     """Unpack a layer tarball (path or binary file object; gzip/zstd/plain) into `dest` (created if
-    missing). Raises UnsafeLayer, DigestMismatch (diff_id) or LayoutError (corrupt/truncated stream);
+    missing). mode: overlay | apply (see the module's doc) | archive (ADD: no whiteouts, `.wh.` names refused).
+    Nothing outside `dest` is touched whatever the entries say. At most `max_size` bytes (default
+    PYCONTAINER_MAX_LAYER_SIZE, else 32 GiB) are read uncompressed or written.
+    Raises UnsafeLayer, LayerTooLarge, DigestMismatch (diff_id) or LayoutError (corrupt/truncated stream);
     on error `dest` may hold a partial tree: the caller unpacks into a temporary directory."""
     os.makedirs(dest, exist_ok=True)
+    limit = max_layer_size() if max_size is None else max_size
     raw: IO[bytes] = open(blob, "rb") if isinstance(blob, str) else blob  # noqa: SIM115
     stream: _Hashing | None = None
+    ex: _Extractor | None = None
     try:
-        stream = _Hashing(decompressed(raw))
-        ex = _Extractor(dest, mode, what)
+        stream = _Hashing(decompressed(raw), limit=limit, what=what)
+        ex = _Extractor(dest, mode, what, limit)
+        name = ""
         try:
-            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=1 << 20) as tf:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=1 << 20,  # type: ignore[call-overload]
+                              tarinfo=_BoundedTarInfo) as tf:
                 for m in tf:
+                    name = m.name
                     ex.member(tf, m)
             stream.drain()
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as e:
             raise LayoutError(f"{what}: corrupt or truncated layer tarball ({e or type(e).__name__})") from None
-        except ImageError:
+        except ImageError as e:
+            if isinstance(e, UnsafeLayer) and not str(e).startswith(what):
+                raise UnsafeLayer(f"{what}: {e}") from None
             raise
         except OSError as e:
             if "zstd" in type(e).__module__ or "zstd" in str(e).lower() or type(e).__name__ == "ZstdError":
                 raise LayoutError(f"{what}: corrupt zstd stream ({e})") from None
-            raise
+            if isinstance(e, NotBelow):
+                raise UnsafeLayer(f"{what}: entry {name!r}: {e}") from None
+            raise LayoutError(f"{what}: cannot unpack entry {name!r}: {e.strerror or e} "
+                              f"[errno {e.errno}]") from None
         ex.finish()
     finally:
+        if ex is not None:
+            ex.close()
         if stream is not None:
             stream.close()  # the hashing thread ends, whatever happened
         if isinstance(blob, str):
             raw.close()
-    ex.result.diff_id = "sha256:" + stream.sha.hexdigest()
-    ex.result.size = stream.count
-    if expected_diff_id and ex.result.diff_id != expected_diff_id:
-        raise DigestMismatch(f"{what}: uncompressed content is {ex.result.diff_id}, "
+    result = ex.result
+    result.diff_id = "sha256:" + stream.sha.hexdigest()
+    result.size = stream.count
+    if expected_diff_id and result.diff_id != expected_diff_id:
+        raise DigestMismatch(f"{what}: uncompressed content is {result.diff_id}, "
                              f"expected diff_id {expected_diff_id}")
-    return ex.result
+    return result
 
 
 def diff_id_of(blob: str | IO[bytes]) -> str:

@@ -282,7 +282,10 @@ def _copy_layer(ctx: _Context, ins: Copy, state: _StageState, source: _StageStat
             path = ctx.path(src, "ADD" if ins.add else "COPY")
             if ins.add and _is_archive(path):  # extracted into dest (a directory), not copied
                 made.append(os.path.normpath(dest))
-                unpack_layer(path, tmp + dest, mode="apply", what=f"ADD {src}")
+                try:
+                    unpack_layer(path, tmp + dest, mode="archive", what=f"ADD {src}")
+                except ImageError as e:
+                    raise BuildError(f"Dockerfile line {ins.line}: {e}") from None
             elif os.path.isdir(path):
                 made.append(os.path.normpath(dest))
                 shutil.copytree(path, tmp + dest, symlinks=True, dirs_exist_ok=True,
