@@ -216,7 +216,7 @@ def test_add_of_a_hostile_archive_leaves_tmp_alone(tmp_path, monkeypatch):
     from helpers import make_busybox_rootfs
 
     from pycontainer_magics.images import ImageConfig, Store
-    from pycontainer_magics.runtime.build import BuildError, build
+    from pycontainer_magics.workloads.build import BuildError, build
 
     monkeypatch.setenv("PYCONTAINER_STATE_DIR", str(tmp_path / "state"))
     tmpdir = tmp_path / "tmpdir"
