@@ -3,7 +3,7 @@
 
     sudo /work/main/.venv/bin/python bench/sampling.py [--rounds 3]
 
-A workload runs in a throw-away cgroup under the project's parent (`lab.groups.run_in_group`,
+A workload runs in a throw-away cgroup under the project's parent (`lab.group_run.run_in_group`,
 v1 or v2, whichever is mounted) while the caller samples the group at 10, 50 and 200 ms. For each
 interval: the CPU the sampling thread itself used per second of wall time (thread CPU time minus the
 same run with no sampling), per sample, for the cheap reading (memory, CPU, pids, oom_kill from
@@ -19,7 +19,8 @@ import statistics
 import sys
 import time
 
-from pycontainer_magics.lab import groups as G
+from pycontainer_magics.lab import experiments as X
+from pycontainer_magics.lab import group_run as R
 from pycontainer_magics.linux.cgroups import CgroupLimits, open_hierarchy
 
 MiB = 2**20
@@ -31,14 +32,14 @@ for i in range(6):
     del b
     time.sleep(0.15)
 """
-RAMP = G.hog_command(160 * MiB, 4 * MiB, 0.01)
+RAMP = X.hog_command(160 * MiB, 4 * MiB, 0.01)
 
 
 def one(h, command, interval, full):  # type: ignore[no-untyped-def]
     cg = h.create(h.new_name("bench-"), CgroupLimits())
     try:
         t0 = time.thread_time()
-        r = G.run_in_group(cg, command=command, interval=interval, full_samples=full)
+        r = R.run_in_group(cg, command=command, interval=interval, full_samples=full)
         cpu = time.thread_time() - t0
     finally:
         cg.remove()

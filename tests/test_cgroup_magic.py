@@ -99,7 +99,7 @@ def test_plot_marks_the_oom_kill() -> None:
     matplotlib.use("Agg")
     from pycontainer_magics.display.cgroup_views import plot_group_run
     from pycontainer_magics.display.plots import OOM_GID
-    from pycontainer_magics.lab.groups import GroupRun, GroupSample
+    from pycontainer_magics.lab.group_run import GroupRun, GroupSample
 
     r = GroupRun("g", "v1", 1, signal=9, before={"oom_kill": 0}, after={"oom_kill": 1},
                  samples=[GroupSample(0.0, 0, 0, 1, 0), GroupSample(0.1, 40 * MiB, 10**7, 1, 1)],

@@ -1,5 +1,5 @@
-"""lab.groups and linux.cgroups.explore against the real kernel: named groups, the experiments'
-numbers (OOM counted once per kill, throttling under a 0.2-CPU quota only, the fork bomb stopped at
+"""lab/ (groups, group_run, experiments) and linux.cgroups.explore against the real kernel: named groups, the
+experiments' numbers (OOM counted once per kill, throttling under a 0.2-CPU quota only, the fork bomb stopped at
 pids.max, memory.high throttling without a kill on v2, OOM killer disabled on v1), and refusals.
 
 Each test runs once per version (v1 marked `cgroup1`, v2 marked `cgroup2`; the v2 cases run in the VM
@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from conftest import cgroup_test_hierarchy  # type: ignore[import-not-found]
 
+from pycontainer_magics.lab import experiments as X
+from pycontainer_magics.lab import group_run as R
 from pycontainer_magics.lab import groups as G
 from pycontainer_magics.linux.cgroups import CgroupError, CgroupLimits, explore
 
@@ -83,11 +85,11 @@ def test_run_cell_in_group(h: Any) -> None:
     g = G.Groups(h)
     cg = g.create("cell")
     try:
-        r = G.run_in_group(cg, python_code="print(x + 1, open('/proc/self/cgroup').read())",
+        r = R.run_in_group(cg, python_code="print(x + 1, open('/proc/self/cgroup').read())",
                            python_globals={"x": 41}, interval=0.01)
         assert r.exit_code == 0, r
         assert r.stdout.startswith("42 ") and "named-cell" in r.stdout
-        r = G.run_in_group(cg, python_code="1/0")
+        r = R.run_in_group(cg, python_code="1/0")
         assert r.exit_code == 1 and "ZeroDivisionError" in (r.error or "")
         rows = explore.process_cgroups(os.getpid())
         assert rows and all(m.path for m in rows)
@@ -97,29 +99,29 @@ def test_run_cell_in_group(h: Any) -> None:
 
 def test_oom_counted_once_per_kill(h: Any) -> None:
     for _ in range(2):
-        r = G.oom_experiment(120 * MiB, 40 * MiB, hierarchy=h)
+        r = X.oom_experiment(120 * MiB, 40 * MiB, hierarchy=h)
         assert r.oom_killed and r.status == "OOMKilled", r
         assert r.delta("oom_kill") == 1
         assert r.oom_at is not None
         if r.version == "v2":
             assert r.delta("oom") == 1 and r.delta("max") > 0
         assert max(s.memory for s in r.samples) <= 40 * MiB
-    r = G.oom_experiment(20 * MiB, 100 * MiB, hierarchy=h)
+    r = X.oom_experiment(20 * MiB, 100 * MiB, hierarchy=h)
     assert r.exit_code == 0 and r.delta("oom_kill") == 0
 
 
 def test_throttling_only_under_a_quota(h: Any) -> None:
-    r = G.cpu_experiment(0.5, 0.2, hierarchy=h)
+    r = X.cpu_experiment(0.5, 0.2, hierarchy=h)
     assert r.exit_code == 0
     assert r.delta("nr_throttled") > 0 and r.delta("throttled_usec") > 0
     used = r.delta("usage_usec") / 1e6
     assert used < 0.2 * r.duration + 0.1, (used, r.duration)
-    r = G.cpu_experiment(0.3, None, hierarchy=h)
+    r = X.cpu_experiment(0.3, None, hierarchy=h)
     assert r.exit_code == 0 and r.delta("nr_throttled") == 0
 
 
 def test_fork_bomb_stops_at_pids_max(h: Any) -> None:
-    r = G.fork_bomb(20, 0.7, hierarchy=h)
+    r = X.fork_bomb(20, 0.7, hierarchy=h)
     assert r.delta("pids_max") > 0  # pids.events max: forks refused
     assert max(s.pids for s in r.samples) <= 20
     if "pids_peak" in r.after:
@@ -127,7 +129,7 @@ def test_fork_bomb_stops_at_pids_max(h: Any) -> None:
 
 
 def test_shares_compete(h: Any) -> None:
-    c = G.cpu_competition(CgroupLimits(cpu_shares=1024), CgroupLimits(cpu_shares=256), 0.8, hierarchy=h)
+    c = X.cpu_competition(CgroupLimits(cpu_shares=1024), CgroupLimits(cpu_shares=256), 0.8, hierarchy=h)
     assert c.ratio > 2.0, c.cpu_seconds
 
 
@@ -161,7 +163,7 @@ def test_memory_high_throttles_without_kill(version: str, request: pytest.Fixtur
             released.append(True)
             return True
 
-        r = G.oom_experiment(48 * MiB, -1, memory_high=32 * MiB, hierarchy=hier, timeout=8.0, step=2 * MiB,
+        r = X.oom_experiment(48 * MiB, -1, memory_high=32 * MiB, hierarchy=hier, timeout=8.0, step=2 * MiB,
                              on_timeout=release)
         assert r.exit_code == 0, r
         assert r.delta("high") > 0 and r.delta("oom_kill") == 0 and r.delta("max") == 0
@@ -175,7 +177,7 @@ def test_oom_killer_disabled_leaves_process_under_oom(version: str, request: pyt
             cg.set_limits(CgroupLimits(memory=200 * MiB))
             return True
 
-        r = G.oom_experiment(60 * MiB, 30 * MiB, oom_kill_disable=True, hierarchy=hier, timeout=1.0,
+        r = X.oom_experiment(60 * MiB, 30 * MiB, oom_kill_disable=True, hierarchy=hier, timeout=1.0,
                              on_timeout=free)
         assert r.at_timeout["under_oom"] == 1 and r.at_timeout["oom_kill_disable"] == 1
         assert r.exit_code == 0 and r.delta("oom_kill") == 0 and "allocated 60 MiB" in r.stdout
@@ -193,7 +195,7 @@ def test_oom_group_kills_the_whole_group(version: str, request: pytest.FixtureRe
             cg = hier.create(f"{prefix}g{int(group)}", CgroupLimits(memory=40 * MiB))
             try:
                 explore.set_oom_group(cg, group)
-                r = G.run_in_group(cg, command=["python3", "-c", code], timeout=10)
+                r = R.run_in_group(cg, command=["python3", "-c", code], timeout=10)
                 assert "bystander" in r.stdout and r.oom_killed
                 kills[group] = r.delta("oom_kill")  # processes the OOM killer took
             finally:

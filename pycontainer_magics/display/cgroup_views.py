@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..lab.groups import Competition, GroupRun, GroupSample
+from ..lab.experiments import Competition
+from ..lab.group_run import GroupRun, GroupSample
 from ..linux.cgroups import Cgroup, explore
 from .format import MiB, human_bytes
 from .plots import OOM_COLOUR, OOM_GID, figure_png

@@ -1,6 +1,6 @@
 """`%cgroup`: explore cgroups and the OOM killer interactively (v1 and v2 alike), and `%%cgroup run NAME`.
 
-A thin skin over `lab.groups` and `display.cgroup_views`: parse, call, show. Each subcommand
+A thin skin over `lab/` (groups, group_run, experiments) and `display.cgroup_views`: parse, call, show. Each subcommand
 returns its data (DataFrame or GroupRun) and stores it as `_cgroup`.
 
     %cgroup tree [--root PATH] [--depth N]      %cgroup ls [--pid PID]        %cgroup list
@@ -305,7 +305,7 @@ class CgroupMagics(Magics):
 
     def _do_watch(self, ns: argparse.Namespace) -> Any:
         from ..display.cgroup_views import WatchView, samples_frame
-        from ..lab.groups import watch
+        from ..lab.group_run import watch
 
         cg = groups().get(ns.name)
         duration = _duration(ns.duration, "--for")
@@ -328,7 +328,7 @@ class CgroupMagics(Magics):
         return r
 
     def _do_oom(self, ns: argparse.Namespace) -> Any:
-        from ..lab.groups import oom_experiment
+        from ..lab.experiments import oom_experiment
 
         hog = _size(ns.hog, "--hog") or 0
         memory = _size(ns.memory, "--memory")
@@ -351,7 +351,7 @@ class CgroupMagics(Magics):
         return self._show_run(run(memory if memory is not None else -1), f"OOM: hog {ns.hog} in {ns.memory}")
 
     def _do_cpu(self, ns: argparse.Namespace) -> Any:
-        from ..lab.groups import cpu_experiment
+        from ..lab.experiments import cpu_experiment
         from ..runtime.parse import parse_cpus
 
         cpus = None if ns.cpus.strip() in ("-1", "none") else _spec_call(parse_cpus, ns.cpus)
@@ -361,7 +361,7 @@ class CgroupMagics(Magics):
     def _do_compete(self, ns: argparse.Namespace) -> Any:
         from ..display.cgroup_views import plot_competition
         from ..display.plots import ensure_figure_formatter
-        from ..lab.groups import cpu_competition
+        from ..lab.experiments import cpu_competition
         from ..linux.cgroups import CgroupLimits
 
         if ns.cpus_each:
@@ -380,7 +380,7 @@ class CgroupMagics(Magics):
         return c
 
     def _do_forkbomb(self, ns: argparse.Namespace) -> Any:
-        from ..lab.groups import fork_bomb
+        from ..lab.experiments import fork_bomb
         from ..runtime.parse import parse_int
 
         n = _spec_call(parse_int, ns.pids_limit, "--pids-limit")
@@ -389,7 +389,7 @@ class CgroupMagics(Magics):
 
     # -- %%cgroup run -------------------------------------------------------------------------------
     def _run_cell(self, argv: list[str], cell: str) -> Any:
-        from ..lab.groups import run_in_group
+        from ..lab.group_run import run_in_group
         from ..linux.cgroups import CgroupError
 
         if len(argv) < 2 or argv[0] != "run":
