@@ -1,6 +1,6 @@
 #!/bin/bash
 # Installs everything the test suite needs on a fresh Debian 12 machine and runs all of it, as root:
-#   1. lint (ruff) and types (mypy on the whole package),
+#   1. lint (ruff) and types (mypy --strict on the whole package),
 #   2. the suite on this host (cgroup v1 or v2, whatever it boots with), rootless tests included
 #      (they create a throw-away unprivileged user),
 #   3. the cgroup v2 part inside a throw-away cgroup v2 VM (tests/vm/), when the host is not unified.
@@ -24,7 +24,7 @@ fi
 
 status=0
 echo "== ruff"; .venv/bin/ruff check pycontainer_magics tests bench || status=1
-echo "== mypy"; .venv/bin/mypy pycontainer_magics || status=1
+echo "== mypy --strict (pyproject)"; .venv/bin/mypy pycontainer_magics || status=1
 
 echo "== pytest on this host"
 .venv/bin/python -m pytest tests/ --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ "$@" || status=1

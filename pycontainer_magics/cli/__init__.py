@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     for group in GROUPS:
         if ns.subcommand in group.COMMANDS:
-            return group.main(ns)
+            code: int = group.main(ns)
+            return code
     raise AssertionError(f"no command group for {ns.subcommand}")  # pragma: no cover - argparse refuses it
 
 

@@ -43,6 +43,10 @@ def main(ns: argparse.Namespace) -> int:
             raise SpecError("--limited needs at least one limit: --memory 2G, --cpus 1 or --pids 200")
         path = install_kernel(limits, user=ns.user, prefix=ns.prefix, name=ns.name,
                               display_name=ns.display_name)
+    except ImportError as e:  # a core install: the kernel is the notebook stack's
+        sys.stderr.write(f"pycontainer: error: install-kernel needs the notebook stack ({e.name or e} is missing): "
+                         "pip install 'pycontainer_magics[notebook]'\n")
+        return EXIT_USAGE
     except (SpecError, OSError, ValueError) as e:
         sys.stderr.write(f"pycontainer: error: {e}\n")
         return EXIT_USAGE

@@ -11,7 +11,7 @@ from ..lab.doctor import Report
 COLUMNS = ["feature", "works", "why", "what to do", "needed for"]
 
 
-class DoctorFrame(pd.DataFrame):
+class DoctorFrame(pd.DataFrame):  # type: ignore[misc]  # pandas ships no types here
     """A plain DataFrame that shows its text columns in full (the reasons are the point)."""
 
     @property
@@ -20,10 +20,11 @@ class DoctorFrame(pd.DataFrame):
 
     def _repr_html_(self) -> str | None:
         with pd.option_context("display.max_colwidth", None):
-            return super()._repr_html_()
+            html: str | None = super()._repr_html_()
+            return html
 
     def __repr__(self) -> str:
-        return self.to_string(max_colwidth=None)
+        return str(self.to_string(max_colwidth=None))
 
 
 def doctor_frame(report: Report) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from .image import HistoryEntry, Image, ImageConfig, Layer
 from .layout import export_layout, import_layout
 from .reference import Reference, parse_reference
 from .registry import RegistryClient, pull, push
-from .store import DiskUsage, FileEntry, ImageUsage, ProgressEvent, PruneReport, Store, file_table, state_dir
+from .store import DiskUsage, FileEntry, ImageUsage, ProgressEvent, PruneReport, Store, file_table
 from .unpack import flatten, pack_dir, unpack_layer
 
 __all__ = [
@@ -35,5 +35,5 @@ __all__ = [
     "LayoutError", "PlatformNotFound", "ProgressEvent", "PruneReport", "Reference", "RegistryClient", "RegistryError",
     "RegistryUnreachable", "SchemaError", "Store", "UnsafeLayer", "export_layout", "file_table", "flatten",
     "import_docker_archive", "import_layout", "pack_dir", "parse_dockerfile", "parse_reference", "pull", "push",
-    "state_dir", "unpack_layer",
+    "unpack_layer",
 ]

@@ -37,7 +37,8 @@ def select_platform(index: dict[str, Any], what: str, platform: tuple[str, str, 
              and (d.get("platform") or {}).get("architecture") == want_arch]
     exact = [d for d in cands if not want_variant or d["platform"].get("variant", want_variant) == want_variant]
     if exact or cands:
-        return (exact or cands)[0]
+        found: dict[str, Any] = (exact or cands)[0]
+        return found
     have = ", ".join(f"{(d.get('platform') or {}).get('os')}/{(d.get('platform') or {}).get('architecture')}"
                      for d in index.get("manifests", ()))
     raise PlatformNotFound(f"{what}: no image for {want_os}/{want_arch} in the index (has: {have or 'nothing'})")

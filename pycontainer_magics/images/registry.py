@@ -100,7 +100,7 @@ class RegistryClient:
             h = dict(headers or {})
             if scope in self.tokens:
                 h["Authorization"] = f"Bearer {self.tokens[scope]}"
-            req = urllib.request.Request(url, data=data, method=method, headers=h)  # type: ignore[arg-type]
+            req = urllib.request.Request(url, data=data, method=method, headers=h)  # type: ignore[arg-type,unused-ignore]
             try:
                 resp = self.opener.open(req, timeout=self.timeout)
             except urllib.error.HTTPError as e:

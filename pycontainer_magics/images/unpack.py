@@ -170,8 +170,9 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
             import zstandard
         except ImportError:
             raise ImageError("layer is zstd-compressed: install the 'zstandard' package") from None
-        return zstandard.ZstdDecompressor().stream_reader(buf, read_across_frames=True)  # type: ignore[no-any-return]
-    return buf
+        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(buf, read_across_frames=True)
+        return reader
+    return cast(IO[bytes], buf)
 
 
 def _components(name: str, what: str) -> list[str]:
@@ -426,7 +427,7 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
         ex = _Extractor(dest, mode, what, limit)
         name = ""
         try:
-            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=1 << 20,  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=1 << 20,  # type: ignore[call-overload,unused-ignore]
                               tarinfo=_BoundedTarInfo) as tf:
                 for m in tf:
                     name = m.name
@@ -472,7 +473,7 @@ def diff_id_of(blob: str | IO[bytes]) -> str:
             stream.drain()
         except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as e:
             raise LayoutError(f"corrupt or truncated layer blob ({e or type(e).__name__})") from None
-        return "sha256:" + stream.sha.hexdigest()
+        return "sha256:" + str(stream.sha.hexdigest())
     finally:
         if stream is not None:
             stream.close()

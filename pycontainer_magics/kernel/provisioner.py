@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from traitlets import Float, Int, Unicode
 
 from .in_cgroup import cgroup_name
 
 
-class CgroupProvisioner(LocalProvisioner):  # type: ignore[misc]
+class CgroupProvisioner(LocalProvisioner):  # type: ignore[misc,unused-ignore]
     """LocalProvisioner whose kernel runs in `<project parent>/kernel-<pid>-0-<tag>` with limits."""
 
     memory = Unicode(None, allow_none=True, config=True, help="memory limit, Docker style: 2G, 512m")

@@ -293,7 +293,7 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
             waits = [t for t in (next_sample if interval else None, deadline if not killed else None) if t]
             wait = max(0.0, min(waits) - time.monotonic()) if waits else None
             for key, _ in sel.select(wait):
-                fd = int(key.fd)  # type: ignore[arg-type]
+                fd = int(key.fd)
                 data = os.read(fd, 65536)
                 if not data:
                     sel.unregister(fd)
@@ -312,7 +312,7 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
             cg.kill_all()
         finally:
             for key in list(sel.get_map().values()):
-                os.close(int(key.fd))  # type: ignore[arg-type]
+                os.close(int(key.fd))
             _reap(pid)
         raise
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
+from typing import cast
 
 
 def import_jsonschema() -> ModuleType:
@@ -23,4 +24,4 @@ def import_jsonschema() -> ModuleType:
     finally:
         if hide:
             del sys.modules["rfc3987_syntax"]
-    return jsonschema
+    return cast(ModuleType, jsonschema)

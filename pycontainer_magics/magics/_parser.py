@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.utils.process import arg_split
+from IPython.utils.process import arg_split  # type: ignore[attr-defined]
 
 
 class UsageParser(argparse.ArgumentParser):

@@ -64,7 +64,7 @@ class ContainerMagics(Magics):
             if word == "run":  # `%container run [opts] -- CMD`: the subcommand form
                 line = rest
             elif word in _SUBCOMMANDS:
-                return _SUBCOMMANDS[word](self, rest)
+                return _SUBCOMMANDS[word](self, rest)  # type: ignore[no-any-return]
         argv = split_line(line)
         magic_func: Any = self.container
         ns = magic_func.parser.parse_args(argv)  # MagicArgumentParser: errors raise UsageError

@@ -46,7 +46,7 @@ def _checksum(data: bytes) -> int:
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
     s = (s >> 16) + (s & 0xFFFF)
     s += s >> 16
-    return ~s & 0xFFFF
+    return int(~s & 0xFFFF)
 
 
 def ping(host: str, timeout: float = 1.0) -> bool:

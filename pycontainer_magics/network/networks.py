@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..paths import state_dir
 from . import hosts, isolation, links, state
 from .errors import (
     AddressExhausted,
@@ -185,7 +186,7 @@ def list_networks() -> list[Network]:
 
 def _h(text: str, n: int) -> str:
     # The state dir is part of the hash: two state dirs (a test run next to a real one) never share a link.
-    return hashlib.sha1(f"{state.state_dir()}\0{text}".encode()).hexdigest()[:n]
+    return hashlib.sha1(f"{state_dir()}\0{text}".encode()).hexdigest()[:n]
 
 
 def link_tag() -> str:

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from ..runtime import state as _state
+from ..paths import run_dir
 from .bundle import OCI_VERSION, BundleError, load_bundle, validate_config, validate_state
 
 STATE_FILE = "state.json"
@@ -54,7 +54,7 @@ class LifecycleError(OSError):
 
 
 def state_root(root: str | None = None) -> str:
-    return os.path.abspath(root) if root else os.path.join(_state.run_dir(), "oci")
+    return os.path.abspath(root) if root else os.path.join(run_dir(), "oci")
 
 
 def _dir(cid: str, root: str | None) -> str:
@@ -138,7 +138,7 @@ def _status(rec: dict[str, Any]) -> str:
         return st if _alive(rec.get("supervisor"), rec.get("supervisor_start")) else "stopped"
     if st in ("created", "running"):
         return st if _alive(rec.get("pid"), rec.get("pid_start")) else "stopped"
-    return st
+    return str(st)
 
 
 def _public(rec: dict[str, Any], owner: bool = False) -> dict[str, Any]:

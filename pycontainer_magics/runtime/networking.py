@@ -11,7 +11,7 @@ from .. import network as net
 from ..network import Endpoint, Publication
 from ..network import hosts as net_hosts
 from ..network import state as net_state
-from . import state
+from ..paths import run_dir
 from .spec import ContainerSpec, Mount
 
 _atexit_registered = False
@@ -26,9 +26,9 @@ def file_mounts(spec: ContainerSpec, container_id: str) -> tuple[Mount, ...]:
     if not wanted(spec):
         return ()
     hosts = net_hosts.write_hosts(container_id, [])  # attach rewrites it, in place, with the members
-    resolv = os.path.join(state.run_dir(), "resolv.conf")
+    resolv = os.path.join(run_dir(), "resolv.conf")
     if not os.path.exists(resolv):
-        os.makedirs(state.run_dir(), exist_ok=True)
+        os.makedirs(run_dir(), exist_ok=True)
         with open(resolv, "w") as f:
             f.write("# pycontainer_magics: no DNS server; names come from /etc/hosts\n")
     return (Mount(hosts, "/etc/hosts", read_only=True), Mount(resolv, "/etc/resolv.conf", read_only=True))

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..linux.namespaces import NAMESPACE_KINDS, flags_for, ns_inode
-from ..runtime import state
+from ..paths import run_dir
 from ..runtime.holder import HolderPlan, SetupFailed, prepare_holder
 from ..runtime.launch import Launch
 from ..runtime.run import LaunchError, Running, StartFn, id_maps, set_pod_resolver
@@ -88,7 +88,7 @@ class Pod:
             return ()
         from ..network.hosts import hosts_path
         return (Mount(hosts_path(self.id), "/etc/hosts", read_only=True),
-                Mount(os.path.join(state.run_dir(), "resolv.conf"), "/etc/resolv.conf", read_only=True))
+                Mount(os.path.join(run_dir(), "resolv.conf"), "/etc/resolv.conf", read_only=True))
 
     @property
     def shared(self) -> list[str]:
@@ -134,7 +134,7 @@ _exit_registered = False
 
 
 def pods_dir() -> str:
-    return os.path.join(state.run_dir(), "pods")
+    return os.path.join(run_dir(), "pods")
 
 
 @contextlib.contextmanager
