@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .. import paths
 from ..linux import idmap, libc, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.namespaces import (
@@ -212,6 +213,10 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         except LookupError as e:
             raise LaunchError(errno.ENOENT, str(e)) from None
     maps = id_maps(spec) if "user" in new else ("0 0 4294967295\n", "0 0 4294967295\n", False)
+    remapped_gid = _host_id(maps[1], 0) if root and "user" in new else None
+    if remapped_gid:  # container root is not host root: it must pass through the private data root
+        paths.let_group_traverse(paths.state_dir(), remapped_gid)
+        paths.let_group_traverse(paths.run_dir(), remapped_gid)
     # Direct PID 1 lives in mount and PID namespaces that host root made: container root has no
     # CAP_SYS_ADMIN over them. A cell granted SYS_ADMIN (to mount, say) goes nested, where it does.
     mode = "direct" if spec.python_code is not None and root and "SYS_ADMIN" not in spec.capabilities \
