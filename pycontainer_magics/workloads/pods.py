@@ -223,11 +223,13 @@ def check_name(name: str) -> str:
 
 
 def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, int, int, str], ...] = (),
-           hostname: str | None = None, share_pid: bool = False, helper: bool = True) -> Pod:
+           hostname: str | None = None, share_pid: bool = False, helper: bool = True,
+           aliases: tuple[str, ...] = ()) -> Pod:
     """Make pod `name`: its infra holder (user, network, IPC, UTS namespaces; lo up; the host name), and
     with `network` (bridge or a user network) one address and the published ports; with `share_pid` a PID
     namespace too, whose PID 1 is a small init of the infra's (then a container's payload is not PID 1,
-    and each sees the others' processes). On any error nothing is left behind."""
+    and each sees the others' processes); `aliases` are more names for it on its network (a Kubernetes
+    Service's name, when kube play runs the pod). On any error nothing is left behind."""
     check_name(name)
     network = network or "none"
     hostname = hostname or name
@@ -262,7 +264,8 @@ def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, i
             if network != "none":
                 from ..network import NetworkError
                 from ..runtime import networking
-                stand_in = ContainerSpec(command=("pod",), network=network, publish=tuple(publish), name=name)
+                stand_in = ContainerSpec(command=("pod",), network=network, publish=tuple(publish), name=name,
+                                         network_aliases=tuple(a for a in aliases if a != name))
                 try:
                     networking.file_mounts(stand_in, p.id)  # the resolv.conf, and a hosts file connect fills
                     ep, _ = networking.connect(stand_in, p.id, pid)

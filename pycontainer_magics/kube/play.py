@@ -1,0 +1,1084 @@
+"""`kube play`: run Kubernetes Pod and Deployment YAML here, with this project's runtime, as `podman kube
+play` does; `down` removes what it made.
+
+    p = play(text, name="shop")       # validated first (one KubeError line with the field path), then run
+    p.ps(); p.logs(); p.wait()
+    p.down()                          # containers, pods, the play's network and files
+
+What maps back: a Pod (or a Deployment's pod template, one replica, named `<deployment>-pod`) becomes a
+pod here (runtime/pods.py: one network, IPC and UTS namespace for its containers, its host name;
+shareProcessNamespace: one PID namespace), its containers `<pod>-<container>` in it: image (`host` is this
+machine's /), command/args (ENTRYPOINT/CMD), env (value, configMapKeyRef, envFrom configMapRef), workingDir,
+resources (limits.memory/cpu; requests.cpu as CPU shares), securityContext (capabilities, privileged,
+allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group, seccompProfile), ports (hostPort
+published on the host), volumes (emptyDir: a tmpfs, or a directory shared by the pod's containers;
+hostPath; configMap; persistentVolumeClaim: a named volume), initContainers (run in order, each to a
+successful end, before the containers), restartPolicy, exec readiness and liveness probes. A Service gives
+the pods it selects its name on the play's network, so they find each other by name as in a cluster. What
+is read but has no effect here is listed in `notes`; what cannot be run is an error before anything
+exists.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
+from . import quantity
+from .errors import KubeError, field_path
+from .validate import describe, lint, load_documents, pod_spec_path
+
+OutputFn = Callable[[str, str], None]
+PLAYED = ("Pod", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim")
+RESTART_DELAY = (0.1, 5.0)  # the first and the longest delay between restarts (doubling), as the kubelet's
+CONFIG_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+
+def _quiet(_stream: str, _text: str) -> None:
+    pass
+
+
+# -- the plan: every document read and checked before anything is made --------------------------------------
+
+@dataclass(frozen=True)
+class Probe:
+    command: tuple[str, ...]
+    period: float = 10.0
+    timeout: float = 1.0
+    failures: int = 3
+    delay: float = 0.0
+
+
+@dataclass
+class ContainerPlan:
+    name: str  # in the YAML
+    path: str  # field path of the container (for errors)
+    k8s: dict[str, Any]
+    spec: ContainerSpec | None = None  # made once the play's files exist
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+
+
+@dataclass
+class PodPlan:
+    resource: str  # pod/web, deployment/web
+    name: str  # the pod here
+    labels: dict[str, str]
+    spec_path: tuple[Any, ...]
+    spec: dict[str, Any]
+    init: list[ContainerPlan] = field(default_factory=list)
+    containers: list[ContainerPlan] = field(default_factory=list)
+    restart: str = "Always"
+    grace: float = 30.0
+    deadline: float | None = None
+    hostname: str | None = None
+    share_pid: bool = False
+    publish: list[tuple[str, int, int, str]] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+
+
+def _ctx(plan: PodPlan, *parts: Any) -> str:
+    return f"{plan.resource}: {field_path((*plan.spec_path, *parts))}"
+
+
+def _seconds(v: Any, what: str, default: float) -> float:
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise KubeError(f"{what}: {v!r} is not a number of seconds")
+    return float(v)
+
+
+def _probe(p: Any, where: str, notes: list[str]) -> Probe | None:
+    if not isinstance(p, dict):
+        return None
+    ex = p.get("exec")
+    if not isinstance(ex, dict) or not ex.get("command"):
+        kinds = [k for k in ("httpGet", "tcpSocket", "grpc") if k in p]
+        notes.append(f"{where}: a {kinds[0] if kinds else 'probe'} probe is not run here (exec probes are): "
+                     "taken as passing")
+        return None
+    return Probe(tuple(str(a) for a in ex["command"]), _seconds(p.get("periodSeconds"), where, 10),
+                 _seconds(p.get("timeoutSeconds"), where, 1), int(p.get("failureThreshold") or 3),
+                 _seconds(p.get("initialDelaySeconds"), where, 0))
+
+
+def _pod_plan(doc: dict[str, Any], notes: list[str]) -> PodPlan:
+    kind = doc["kind"]
+    path = pod_spec_path(doc)
+    assert path is not None
+    spec = doc
+    for p in path:
+        spec = spec.get(p) if isinstance(spec, dict) else None  # type: ignore[assignment]
+    if not isinstance(spec, dict):
+        raise KubeError(f"{describe(doc)}: {field_path(path)}: missing")
+    name = doc["metadata"]["name"]
+    meta = doc["metadata"]
+    if kind == "Deployment":
+        replicas = (doc.get("spec") or {}).get("replicas", 1)
+        if replicas not in (0, 1):
+            notes.append(f"{describe(doc)}: replicas {replicas}: one pod runs here")
+        meta = (doc["spec"].get("template") or {}).get("metadata") or {}
+        name = f"{name}-pod"  # podman's name for a Deployment's pod
+    plan = PodPlan(describe(doc), name, dict(meta.get("labels") or {}), path, spec)
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            raise KubeError(f"{_ctx(plan, key)}: true is not played here: a pod's containers share the pod's "
+                            "namespaces, not the host's")
+    if spec.get("hostUsers") is False:
+        notes.append(f"{_ctx(plan, 'hostUsers')}: false: the pod's user namespace here maps ids as its "
+                     "containers' own do (root to root when run as root)")
+    for key in ("nodeSelector", "affinity", "tolerations", "serviceAccountName", "priorityClassName",
+                "runtimeClassName", "dnsPolicy", "dnsConfig", "hostAliases", "imagePullSecrets"):
+        if key in spec:
+            notes.append(f"{_ctx(plan, key)}: has no effect here (one machine, names from the play's network)")
+    plan.restart = spec.get("restartPolicy") or "Always"
+    plan.grace = _seconds(spec.get("terminationGracePeriodSeconds"), _ctx(plan, "terminationGracePeriodSeconds"),
+                          30.0)
+    if spec.get("activeDeadlineSeconds") is not None:
+        plan.deadline = _seconds(spec["activeDeadlineSeconds"], _ctx(plan, "activeDeadlineSeconds"), 0)
+    plan.hostname = spec.get("hostname")
+    plan.share_pid = bool(spec.get("shareProcessNamespace"))
+    for group, dest in (("initContainers", plan.init), ("containers", plan.containers)):
+        for i, c in enumerate(spec.get(group) or []):
+            cp = ContainerPlan(c["name"], _ctx(plan, group, i), c)
+            if group == "containers":
+                cp.readiness = _probe(c.get("readinessProbe"), f"{cp.path}.readinessProbe", notes)
+                cp.liveness = _probe(c.get("livenessProbe"), f"{cp.path}.livenessProbe", notes)
+            for j, port in enumerate(c.get("ports") or []):
+                proto = str(port.get("protocol") or "TCP").lower()
+                if port.get("hostPort"):
+                    if proto != "tcp":
+                        raise KubeError(f"{cp.path}.ports[{j}].protocol: {proto.upper()}: only TCP ports are "
+                                        "published here")
+                    plan.publish.append((port.get("hostIP") or "127.0.0.1", int(port["hostPort"]),
+                                         int(port["containerPort"]), "tcp"))
+            dest.append(cp)
+    return plan
+
+
+# -- the play's files: ConfigMaps, shared emptyDirs ----------------------------------------------------------
+
+def _safe_relpath(p: str) -> bool:
+    parts = p.split("/")
+    return bool(p) and not p.startswith("/") and all(x not in ("", ".", "..") for x in parts)
+
+
+def _write_file(base_fd: int, rel: str, data: bytes) -> None:
+    """Write `rel` below the directory `base_fd`, never following a symlink (ConfigMap keys and item paths
+    are input from elsewhere)."""
+    parts = rel.split("/")
+    fd = os.dup(base_fd)
+    try:
+        for d in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, 0o755, dir_fd=fd)
+            nfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        f = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        try:
+            os.fchmod(f, 0o644)
+            os.write(f, data)
+        finally:
+            os.close(f)
+    finally:
+        os.close(fd)
+
+
+def _configmap_items(cm: dict[str, Any], source: dict[str, Any], where: str) -> dict[str, bytes]:
+    """path -> content of a configMap volume (all keys, or the listed items)."""
+    import base64
+
+    data: dict[str, bytes] = {k: str(v).encode() for k, v in (cm.get("data") or {}).items()}
+    for k, v in (cm.get("binaryData") or {}).items():
+        try:
+            data[k] = base64.b64decode(v, validate=True)
+        except ValueError:
+            raise KubeError(f"configmap/{cm['metadata']['name']}: binaryData.{k}: not base64") from None
+    for k in data:
+        if not k or not set(k) <= CONFIG_KEY_CHARS or k in (".", ".."):
+            raise KubeError(f"configmap/{cm['metadata']['name']}: data.{k}: a key is letters, digits, '-', '_', '.'")
+    items = source.get("items")
+    if not items:
+        return data
+    out = {}
+    for i, it in enumerate(items):
+        key, path = it.get("key"), it.get("path")
+        if key not in data:
+            raise KubeError(f"{where}.items[{i}].key: {key!r} is not a key of configmap/{cm['metadata']['name']}")
+        if not isinstance(path, str) or not _safe_relpath(path):
+            raise KubeError(f"{where}.items[{i}].path: {path!r} must be a relative path without '..'")
+        out[path] = data[key]
+    return out
+
+
+# -- running ----------------------------------------------------------------------------------------------------
+
+class ContainerRun:
+    """One container of a played pod: its current container here, restarts, readiness."""
+
+    def __init__(self, pod: PodRun, plan: ContainerPlan) -> None:
+        self.pod = pod
+        self.plan = plan
+        self.containers: list[Any] = []  # runtime Containers; the last is the current one
+        self.restarts = 0
+        self.ready: bool | None = None if plan.readiness else True
+        self.settled = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> Any:
+        return self.containers[-1] if self.containers else None
+
+    def start(self) -> None:
+        from ..runtime.containers import containers
+
+        assert self.plan.spec is not None
+        self.containers.append(containers.start(self.plan.spec))
+
+    def supervise(self) -> None:
+        """Probes while it runs; restart by the pod's restartPolicy when it ends."""
+        delay = RESTART_DELAY[0]
+        try:
+            while True:
+                c = self.current
+                self._watch(c)
+                if self.pod.play.stopping.is_set():
+                    return
+                code = _exit_code(c)
+                policy = self.pod.plan.restart
+                if policy == "Never" or (policy == "OnFailure" and code == 0):
+                    return
+                if self.pod.play.stopping.wait(delay):
+                    return
+                delay = min(delay * 2, RESTART_DELAY[1])
+                with self.pod.play.lock:
+                    if self.pod.play.stopping.is_set():
+                        return
+                    _forget(c)
+                    try:
+                        self.start()
+                    except Exception as e:  # noqa: BLE001 - shown by ps
+                        self.pod.error = f"{self.plan.name}: restart failed: {e}"
+                        return
+                    self.restarts += 1
+        finally:
+            self.settled.set()
+
+    def _watch(self, c: Any) -> None:
+        r, lv = self.plan.readiness, self.plan.liveness
+        if r is None and lv is None:
+            _wait_done(c, None)
+            return
+        t0 = time.monotonic()
+        fails = {"r": 0, "l": 0}
+        inf = float("inf")
+        next_at = {"r": t0 + r.delay if r else inf, "l": t0 + lv.delay if lv else inf}
+        while not _wait_done(c, max(0.05, min(next_at.values()) - time.monotonic())):
+            now = time.monotonic()
+            for key, probe in (("r", r), ("l", lv)):
+                if probe is None or now < next_at[key]:
+                    continue
+                next_at[key] = now + probe.period
+                ok = _run_probe(c, probe)
+                fails[key] = 0 if ok else fails[key] + 1
+                if key == "r":
+                    if ok:
+                        self.ready = True
+                    elif fails[key] >= probe.failures:
+                        self.ready = False
+                elif fails[key] >= probe.failures:
+                    c.kill()  # the kubelet kills a container that fails its liveness probe
+
+
+def _run_probe(c: Any, probe: Probe) -> bool:
+    try:
+        return bool(c.exec(probe.command, timeout=probe.timeout).exit_code == 0)
+    except Exception:  # noqa: BLE001 - a probe that cannot run fails
+        return False
+
+
+def _wait_done(c: Any, timeout: float | None) -> bool:
+    from ..runtime.containers import ContainerError
+
+    try:
+        c.wait(timeout)
+    except ContainerError as e:
+        if e.errno == errno.ETIMEDOUT and c.running:
+            return False
+    except Exception:  # noqa: BLE001 - failed to start: ended all the same
+        pass
+    return True
+
+
+def _failure(c: Any) -> str:
+    """Why a container ended without an exit code (it could not be started)."""
+    try:
+        c.wait(0)
+    except Exception as e:  # noqa: BLE001 - that is the answer
+        return str(e)
+    return c.status
+
+
+def _exit_code(c: Any) -> int | None:
+    return c.run.exit_code if c is not None and c.run is not None else None
+
+
+def _forget(c: Any) -> None:
+    from ..runtime.containers import ContainerError, containers
+
+    with contextlib.suppress(ContainerError):
+        containers.remove(c.id, force=True)
+
+
+class PodRun:
+    def __init__(self, play: Play, plan: PodPlan) -> None:
+        self.play = play
+        self.plan = plan
+        self.pod: Any = None  # runtime Pod
+        self.init_runs: list[Any] = []
+        self.containers = [ContainerRun(self, cp) for cp in plan.containers]
+        self.phase = "Pending"
+        self.error: str | None = None
+        self.started = threading.Event()  # its containers run, or it failed
+        self.thread: threading.Thread | None = None
+
+    def create(self, network: str | None) -> None:
+        """Make the pod (its infra holder). From the caller's thread: a process forked here (the launch
+        helper, on first use) has its parent-death signal tied to the thread that forked it."""
+        from ..runtime import pods
+
+        try:
+            self.pod = pods.create(self.plan.name, network=network, publish=tuple(self.plan.publish),
+                                   hostname=self.plan.hostname, share_pid=self.plan.share_pid,
+                                   aliases=tuple(self.plan.aliases))
+        except pods.PodError as e:
+            raise KubeError(f"{self.plan.resource}: {e}") from None
+
+    def run(self) -> None:
+        """Its initContainers in order, each to a successful end, then its containers (in its own thread:
+        an initContainer may wait for another pod)."""
+        from ..runtime.containers import containers
+
+        try:
+            for i, cp in enumerate(self.plan.init):
+                self.phase = f"Init:{i}/{len(self.plan.init)}"
+                delay = RESTART_DELAY[0]
+                while True:
+                    if self.play.stopping.is_set():
+                        return
+                    assert cp.spec is not None
+                    c = containers.start(cp.spec)
+                    self.init_runs.append(c)
+                    _wait_done(c, None)
+                    code = _exit_code(c)
+                    if code == 0:
+                        break
+                    if self.plan.restart == "Never" or self.play.stopping.is_set() or code is None:
+                        self.phase = "Init:Error"
+                        self.error = f"initContainer {cp.name} " + (f"exited with {code}" if code is not None else
+                                                                     f"did not run: {_failure(c)}")
+                        return
+                    if self.play.stopping.wait(delay):
+                        return
+                    delay = min(delay * 2, RESTART_DELAY[1])
+            with self.play.lock:
+                if self.play.stopping.is_set():
+                    return
+                for cr in self.containers:
+                    cr.start()
+            self.phase = "Running"
+            for cr in self.containers:
+                cr.thread = threading.Thread(target=cr.supervise, daemon=True,
+                                             name=f"kube-{self.plan.name}-{cr.plan.name}")
+                cr.thread.start()
+        except Exception as e:  # noqa: BLE001 - reported by play() and ps
+            self.phase = "Failed"
+            self.error = str(e)
+        finally:
+            self.started.set()
+            self.play.changed()
+
+    def status(self) -> str:
+        if self.error:
+            return self.phase if self.phase.startswith("Init") else "Failed"
+        if self.phase != "Running":
+            return self.phase
+        if any(cr.current is not None and cr.current.running for cr in self.containers):
+            return "Running"
+        codes = [_exit_code(cr.current) for cr in self.containers]
+        if not all(cr.settled.is_set() for cr in self.containers):
+            return "Running"
+        return "Succeeded" if all(c == 0 for c in codes) else "Failed"
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    """One line of `kube ps`."""
+
+    pod: str
+    container: str
+    name: str  # the container's name here
+    status: str  # running, exited (N), init, waiting
+    ready: bool | None
+    restarts: int
+    exit_code: int | None
+
+
+class Play:
+    """What one `kube play` made: pods and their containers, a network, files, volumes."""
+
+    def __init__(self, name: str, plans: list[PodPlan], notes: list[str]) -> None:
+        self.name = name
+        self.notes = notes
+        self.pods = {p.name: PodRun(self, p) for p in plans}
+        self.network: str | None = None  # made by this play (removed by down)
+        self.volumes: list[str] = []  # made by this play (removed by down --volumes)
+        self.files: str | None = None  # the play's directory (ConfigMaps, shared emptyDirs)
+        self.stopping = threading.Event()
+        self.lock = threading.RLock()
+        self._cond = threading.Condition()
+        self.created = time.time()
+
+    def changed(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- what is up ---------------------------------------------------------------------------------------
+    def ps(self) -> list[ContainerStatus]:
+        out = []
+        for pr in self.pods.values():
+            for cp, c in zip(pr.plan.init, pr.init_runs[-len(pr.plan.init):] if pr.init_runs else [], strict=False):
+                out.append(ContainerStatus(pr.plan.name, cp.name, c.name or "", _status(c, init=True), None, 0,
+                                           _exit_code(c)))
+            for cr in pr.containers:
+                c = cr.current
+                st = _status(c) if c is not None else (pr.phase if pr.phase != "Running" else "waiting")
+                out.append(ContainerStatus(pr.plan.name, cr.plan.name, c.name if c is not None else "", st,
+                                           cr.ready if c is not None and c.running else None, cr.restarts,
+                                           _exit_code(c)))
+        return out
+
+    def logs(self, pod: str | None = None) -> str:
+        """`pod/container | line` for every container (restarts included), in time order."""
+        lines: list[tuple[float, str, str]] = []
+        for pr in self.pods.values():
+            if pod and pod not in (pr.plan.name, pr.plan.resource):
+                continue
+            groups = [(cp.name, [c for c in pr.init_runs if c.spec is cp.spec]) for cp in pr.plan.init]
+            groups += [(cr.plan.name, cr.containers) for cr in pr.containers]
+            for cname, cs in groups:
+                for c in cs:
+                    for ln in list(c.log):
+                        for text in ln.text.splitlines():
+                            lines.append((c.started_at + ln.t, f"{pr.plan.name}/{cname}", text))
+        lines.sort(key=lambda x: x[0])
+        w = max((len(s) for _, s, _ in lines), default=0)
+        return "".join(f"{s:<{w}} | {t}\n" for _, s, t in lines)
+
+    def container(self, pod: str, container: str) -> Any:
+        """The runtime Container now running (or last run) for `container` of `pod`."""
+        pr = self.pods.get(pod)
+        if pr is None:
+            raise KubeError(f"no pod {pod!r} in play {self.name} (pods: {', '.join(self.pods)})")
+        for cr in pr.containers:
+            if cr.plan.name == container and cr.current is not None:
+                return cr.current
+        raise KubeError(f"pod {pod} has no container {container!r} running")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until every container has ended for good (no restart to come); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for pr in self.pods.values():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not pr.started.wait(left):
+                return False
+            for cr in pr.containers:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if cr.thread is not None and not cr.settled.wait(left):
+                    return False
+        return True
+
+    # -- down ---------------------------------------------------------------------------------------------------
+    def down(self, volumes: bool = False, timeout: float | None = None) -> list[str]:
+        """Stop and remove the containers (SIGTERM, SIGKILL after the pod's terminationGracePeriodSeconds, or
+        `timeout` seconds), the pods, the play's network and files, and with `volumes` the volumes it made.
+        Returns what was removed."""
+        from .. import network as net
+        from ..runtime import pods
+        from ..runtime.cleanup import settle
+        from ..runtime.containers import ContainerError, containers
+
+        self.stopping.set()
+        self.changed()
+        removed: list[str] = []
+        with self.lock:
+            threads = []
+            for pr in self.pods.values():
+                for c in [*pr.init_runs, *(x for cr in pr.containers for x in cr.containers)]:
+                    if c.running:
+                        grace = pr.plan.grace if timeout is None else timeout
+                        t = threading.Thread(target=_stop, args=(c, grace), daemon=True)
+                        t.start()
+                        threads.append(t)
+            for t in threads:
+                t.join()
+        for pr in self.pods.values():
+            if pr.thread is not None:
+                pr.started.wait(30)
+            for cr in pr.containers:
+                if cr.thread is not None:
+                    cr.thread.join(30)
+            for c in [*pr.init_runs, *(x for cr in pr.containers for x in cr.containers)]:
+                with contextlib.suppress(ContainerError):
+                    containers.remove(c.id, force=True)
+            if pr.pod is not None:
+                with contextlib.suppress(pods.PodError):
+                    pods.remove(pr.plan.name, force=True)
+                removed.append(f"Pod {pr.plan.name}  Removed")
+        settle()
+        if self.network is not None:
+            with contextlib.suppress(net.NetworkNotFound):
+                net.remove_network(self.network, force=True)
+                removed.append(f"Network {self.network}  Removed")
+            self.network = None
+        if self.files is not None:
+            shutil.rmtree(self.files, ignore_errors=True)
+            self.files = None
+        if volumes:
+            from ..runtime.volumes import remove_volume
+
+            for v in self.volumes:
+                with contextlib.suppress(OSError, ValueError):
+                    remove_volume(v)
+                    removed.append(f"Volume {v}  Removed")
+            self.volumes.clear()
+        _unrecord(self.name)
+        with _lock:
+            if _plays.get(self.name) is self:
+                del _plays[self.name]
+        return removed
+
+    def __repr__(self) -> str:
+        return f"<kube play {self.name}: {len(self.pods)} pod(s)>"
+
+
+def _status(c: Any, init: bool = False) -> str:
+    if c.running:
+        return "running"
+    code = _exit_code(c)
+    return f"exited ({code})" if code is not None else c.status
+
+
+def _stop(c: Any, grace: float) -> None:
+    with contextlib.suppress(Exception):
+        if grace <= 0:
+            c.kill()
+            c.wait(timeout=30)
+        else:
+            c.stop(timeout=grace)
+
+
+# -- from documents to a plan ------------------------------------------------------------------------------------
+
+class _Planner:
+    """Reads every document, checks what can be played, and (make_specs) builds the ContainerSpecs once the
+    play's files exist."""
+
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.docs = docs
+        self.notes: list[str] = []
+        self.configmaps: dict[str, dict[str, Any]] = {}
+        self.claims: list[str] = []
+        self.services: list[dict[str, Any]] = []
+        self.pods: list[PodPlan] = []
+        for d in docs:
+            kind = d["kind"]
+            if kind not in PLAYED:
+                self.notes.append(f"{describe(d)}: a {kind} is not played here (only {', '.join(PLAYED)}): skipped")
+                continue
+            if d.get("apiVersion") not in ("v1", "apps/v1"):
+                raise KubeError(f"{describe(d)}: apiVersion: {d.get('apiVersion')!r}: expected "
+                                f"{'apps/v1' if kind == 'Deployment' else 'v1'}")
+            lint(d)
+            if kind == "ConfigMap":
+                self.configmaps[d["metadata"]["name"]] = d
+            elif kind == "PersistentVolumeClaim":
+                self.claims.append(d["metadata"]["name"])
+            elif kind == "Service":
+                self.services.append(d)
+            else:
+                self.pods.append(_pod_plan(d, self.notes))
+        if not self.pods:
+            raise KubeError("nothing to play: the YAML has no Pod or Deployment")
+        names: dict[str, str] = {}
+        for p in self.pods:
+            if p.name in names:
+                raise KubeError(f"{p.resource}: its pod would be named {p.name!r}, as {names[p.name]}'s")
+            names[p.name] = p.resource
+        for s in self.services:
+            self._service(s)
+
+    def _service(self, s: dict[str, Any]) -> None:
+        spec = s.get("spec") or {}
+        sel = spec.get("selector") or {}
+        name = s["metadata"]["name"]
+        chosen = [p for p in self.pods if sel and all(p.labels.get(k) == v for k, v in sel.items())]
+        if not chosen:
+            self.notes.append(f"service/{name}: selects no pod of this YAML: its name resolves to nothing here")
+            return
+        if len(chosen) > 1:
+            self.notes.append(f"service/{name}: selects {len(chosen)} pods; its name goes to {chosen[0].name} here")
+        chosen[0].aliases.append(name)
+        for i, port in enumerate(spec.get("ports") or []):
+            target = port.get("targetPort", port.get("port"))
+            if target != port.get("port"):
+                self.notes.append(f"service/{name}: spec.ports[{i}]: port {port.get('port')} -> targetPort {target}: "
+                                  f"the name reaches the pod's port {target} directly here (no port mapping)")
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            self.notes.append(f"service/{name}: type {spec['type']}: publish with a container's hostPort here")
+
+    def needs_network(self) -> bool:
+        return len(self.pods) > 1 or any(p.publish or p.aliases for p in self.pods)
+
+    # -- volumes and specs --------------------------------------------------------------------------------------
+    def volumes_of(self, plan: PodPlan, files: str, made_volumes: list[str]) -> dict[str, tuple[str, Any]]:
+        """Pod volume name -> (kind, data): ('tmpfs', size), ('dir', path), ('bind', path), ('volume', name),
+        ('configmap', dir)."""
+        from ..runtime.spec import VOLUME_NAME_RE
+        from ..runtime.volumes import create_volume, list_volumes
+
+        users: dict[str, int] = {}
+        for cp in [*plan.init, *plan.containers]:
+            for m in cp.k8s.get("volumeMounts") or []:
+                users[m.get("name")] = users.get(m.get("name"), 0) + 1
+        out: dict[str, tuple[str, Any]] = {}
+        for i, v in enumerate(plan.spec.get("volumes") or []):
+            vname = v.get("name")
+            where = _ctx(plan, "volumes", i)
+            if "emptyDir" in v:
+                ed = v.get("emptyDir") or {}
+                size = quantity.to_bytes(ed["sizeLimit"]) if ed.get("sizeLimit") is not None else None
+                if users.get(vname, 0) <= 1 and ed.get("medium") == "Memory":
+                    out[vname] = ("tmpfs", size)
+                else:
+                    d = os.path.join(files, "emptydir", plan.name, vname)
+                    os.makedirs(d, 0o755)
+                    os.chmod(d, 0o1777)  # an emptyDir is writable by any user of the pod, as the kubelet makes it
+                    out[vname] = ("dir", d)
+            elif "hostPath" in v:
+                hp = v.get("hostPath") or {}
+                path, typ = hp.get("path", ""), hp.get("type") or ""
+                if path == "tmpfs" and typ in ("", "DirectoryOrCreate"):  # podman 4's export of --tmpfs
+                    out[vname] = ("tmpfs", None)
+                    continue
+                if not os.path.isabs(path):
+                    raise KubeError(f"{where}.hostPath.path: {path!r} must be an absolute path")
+                if typ == "DirectoryOrCreate":
+                    os.makedirs(path, 0o755, exist_ok=True)
+                elif typ == "FileOrCreate" and not os.path.exists(path):
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+                if not os.path.exists(path):
+                    raise KubeError(f"{where}.hostPath.path: {path} does not exist")
+                if typ == "Directory" and not os.path.isdir(path):
+                    raise KubeError(f"{where}.hostPath: {path} is not a directory")
+                if typ == "File" and not os.path.isfile(path):
+                    raise KubeError(f"{where}.hostPath: {path} is not a file")
+                out[vname] = ("bind", path)
+            elif "configMap" in v:
+                src = v.get("configMap") or {}
+                cm = self.configmaps.get(str(src.get("name")))
+                if cm is None:
+                    if src.get("optional"):
+                        cm = {"metadata": {"name": src.get("name")}}
+                    else:
+                        raise KubeError(f"{where}.configMap.name: no ConfigMap {src.get('name')!r} in this YAML")
+                items = _configmap_items(cm, src, f"{where}.configMap")
+                d = os.path.join(files, "configmap", plan.name, vname)
+                os.makedirs(d, 0o755)
+                dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    for rel, data in items.items():
+                        _write_file(dfd, rel, data)
+                finally:
+                    os.close(dfd)
+                out[vname] = ("configmap", d)
+            elif "persistentVolumeClaim" in v:
+                claim = (v.get("persistentVolumeClaim") or {}).get("claimName", "")
+                if not VOLUME_NAME_RE.match(claim or ""):
+                    raise KubeError(f"{where}.persistentVolumeClaim.claimName: {claim!r} is not a volume name")
+                if claim not in list_volumes():
+                    if claim not in self.claims:
+                        raise KubeError(f"{where}.persistentVolumeClaim.claimName: no PersistentVolumeClaim {claim!r} "
+                                        "in this YAML and no volume of that name here")
+                    create_volume(claim)
+                    made_volumes.append(claim)
+                out[vname] = ("volume", claim)
+            else:
+                kinds = [k for k in v if k != "name"]
+                raise KubeError(f"{where}: a {kinds[0] if kinds else 'volume'} volume is not played here (emptyDir, "
+                                "hostPath, configMap and persistentVolumeClaim are)")
+        return out
+
+    def make_specs(self, plan: PodPlan, vols: dict[str, tuple[str, Any]]) -> None:
+        psc = plan.spec.get("securityContext") or {}
+        for cp in [*plan.init, *plan.containers]:
+            try:
+                cp.spec = self._spec(plan, cp, vols, psc)
+            except SpecError as e:
+                raise KubeError(f"{cp.path}: {e}") from None
+
+    def _spec(self, plan: PodPlan, cp: ContainerPlan, vols: dict[str, tuple[str, Any]],
+              psc: dict[str, Any]) -> ContainerSpec:
+        c = cp.k8s
+        image = c["image"]
+        command = [str(a) for a in c.get("command") or []]
+        args = [str(a) for a in c.get("args") or []]
+        if image == "host":
+            argv, entrypoint = (*command, *args), None
+            if not argv:
+                raise KubeError(f"{cp.path}.command: missing: image host (this machine's /) has no CMD")
+        else:
+            argv, entrypoint = tuple(args), (tuple(command) if command else None)
+        env = self._env(cp)
+        res = c.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        memory = quantity.to_bytes(limits["memory"]) if "memory" in limits else None
+        cpus = quantity.to_cores(limits["cpu"]) if "cpu" in limits else None
+        shares = None
+        if "cpu" in requests:
+            shares = min(262144, max(2, round(quantity.to_cores(requests["cpu"]) * 1024)))
+        sc = c.get("securityContext") or {}
+        caps = sc.get("capabilities") or {}
+        cap_add = {str(x).upper().removeprefix("CAP_") for x in caps.get("add") or []}
+        cap_drop = {str(x).upper().removeprefix("CAP_") for x in caps.get("drop") or []}
+        seccomp = "default"
+        prof = sc.get("seccompProfile") or psc.get("seccompProfile") or {}
+        if prof.get("type") == "Unconfined":
+            seccomp = "unconfined"
+        elif prof.get("type") == "Localhost":
+            raise KubeError(f"{cp.path}.securityContext.seccompProfile: Localhost profiles are not played here "
+                            "(RuntimeDefault and Unconfined are)")
+        if sc.get("privileged"):
+            cap_add, seccomp = {"ALL"}, "unconfined"
+        no_new_privs = sc.get("allowPrivilegeEscalation") is not True and not sc.get("privileged")
+        uid = sc.get("runAsUser", psc.get("runAsUser"))
+        gid = sc.get("runAsGroup", psc.get("runAsGroup"))
+        user = None if uid is None else (f"{uid}:{gid}" if gid is not None else str(uid))
+        mounts: list[Mount] = []
+        tmpfs: list[Tmpfs] = []
+        for j, m in enumerate(c.get("volumeMounts") or []):
+            kind, data = vols.get(str(m.get("name")), ("", None))
+            where = f"{cp.path}.volumeMounts[{j}]"
+            if not kind:
+                raise KubeError(f"{where}.name: no volume {m.get('name')!r} in the pod's volumes")
+            target, ro, sub = m["mountPath"], bool(m.get("readOnly")), m.get("subPath")
+            if sub is not None and (not isinstance(sub, str) or not _safe_relpath(sub)):
+                raise KubeError(f"{where}.subPath: {sub!r} must be a relative path without '..'")
+            if kind == "tmpfs":
+                if sub:
+                    raise KubeError(f"{where}.subPath: not played on a memory emptyDir")
+                tmpfs.append(Tmpfs(target, data))
+            elif kind == "volume":
+                if sub:
+                    raise KubeError(f"{where}.subPath: not played on a persistentVolumeClaim")
+                mounts.append(Mount(str(data), target, ro, "volume"))
+            else:
+                src = str(data) if not sub else os.path.join(str(data), sub)
+                if sub and kind == "configmap" and not os.path.exists(src):
+                    raise KubeError(f"{where}.subPath: {sub!r} is not a key of the ConfigMap")
+                if sub and kind == "dir":
+                    os.makedirs(src, 0o755, exist_ok=True)  # the kubelet makes a missing subPath directory
+                mounts.append(Mount(src, target, ro or kind == "configmap", "bind"))
+        return ContainerSpec(
+            command=argv, entrypoint=entrypoint, image=image, env=tuple(env.items()),
+            workdir=c.get("workingDir"), user=user, memory=memory, cpus=cpus, cpu_shares=shares,
+            cap_add=frozenset(cap_add), cap_drop=frozenset(cap_drop), no_new_privileges=no_new_privs,
+            seccomp=seccomp, read_only=bool(sc.get("readOnlyRootFilesystem")), mounts=tuple(mounts),
+            tmpfs=tuple(tmpfs), pod=plan.name, name=f"{plan.name}-{cp.name}", timeout=plan.deadline, diff=False)
+
+    def _env(self, cp: ContainerPlan) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for i, ef in enumerate(cp.k8s.get("envFrom") or []):
+            ref = ef.get("configMapRef")
+            if ref is None:
+                raise KubeError(f"{cp.path}.envFrom[{i}]: only configMapRef is played here")
+            cm = self.configmaps.get(ref.get("name"))
+            if cm is None:
+                if ref.get("optional"):
+                    continue
+                raise KubeError(f"{cp.path}.envFrom[{i}].configMapRef.name: no ConfigMap {ref.get('name')!r} in "
+                                "this YAML")
+            prefix = ef.get("prefix") or ""
+            env.update({prefix + k: str(v) for k, v in (cm.get("data") or {}).items()})
+        for i, e in enumerate(cp.k8s.get("env") or []):
+            name = e["name"]
+            if "valueFrom" in e:
+                ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
+                if ref is None:
+                    raise KubeError(f"{cp.path}.env[{i}].valueFrom: only configMapKeyRef is played here")
+                cm = self.configmaps.get(ref.get("name"))
+                val = None if cm is None else (cm.get("data") or {}).get(ref.get("key"))
+                if val is None:
+                    if ref.get("optional"):
+                        continue
+                    raise KubeError(f"{cp.path}.env[{i}].valueFrom.configMapKeyRef: no key {ref.get('key')!r} in "
+                                    f"ConfigMap {ref.get('name')!r} of this YAML")
+                env[name] = str(val)
+            else:
+                env[name] = _expand(str(e.get("value", "")), env)
+        return env
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) references to variables defined before; $$ escapes."""
+    import re
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), value)
+
+
+# -- the plays of this process, and their records (for `kube down` from another process) ---------------------
+
+_plays: dict[str, Play] = {}
+_lock = threading.Lock()
+_atexit = False
+
+
+def _records_dir() -> str:
+    from ..runtime import state
+
+    return os.path.join(state.run_dir(), "kube")
+
+
+def _record(p: Play) -> None:
+    d = _records_dir()
+    os.makedirs(d, 0o755, exist_ok=True)
+    with open(os.path.join(d, f"{p.name}.json"), "w") as f:
+        json.dump({"name": p.name, "owner": os.getpid(), "pods": list(p.pods), "network": p.network}, f)
+
+
+def _unrecord(name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(_records_dir(), f"{name}.json"))
+
+
+def get(name: str) -> Play:
+    with _lock:
+        p = _plays.get(name)
+    if p is None:
+        raise KubeError(f"no kube play {name!r} is up here (plays: {', '.join(sorted(_plays)) or 'none'})")
+    return p
+
+
+def list_plays() -> list[Play]:
+    with _lock:
+        return list(_plays.values())
+
+
+def _down_all() -> None:
+    for p in list_plays():
+        with contextlib.suppress(Exception):
+            p.down()
+
+
+def play_name(docs: list[dict[str, Any]]) -> str:
+    """A play's default name: its first Pod's or Deployment's."""
+    from .generate import dns_label
+
+    for d in docs:
+        if d.get("kind") in ("Pod", "Deployment"):
+            return dns_label(str(d["metadata"]["name"]))
+    return "kube"
+
+
+def play(text: str | list[dict[str, Any]], *, name: str | None = None, network: str | None = None,
+         on_output: OutputFn | None = None, timeout: float = 120.0, validate: bool = True) -> Play:
+    """Run the Pods and Deployments of `text` (YAML, or its documents). Everything is checked first
+    (schema of the newest Kubernetes version when kubernetes-validate is installed, quantities, names,
+    what can be played); on any error nothing is left behind. Returns once every pod's containers run
+    (after its initContainers), or raises KubeError naming the pod that failed."""
+    from .. import network as net
+    from ..runtime import state
+    from .generate import dns_label
+
+    global _atexit
+    say = on_output or _quiet
+    docs = load_documents(text) if isinstance(text, str) else text
+    if validate:
+        from .validate import available, check, newest
+
+        if available():
+            for d in docs:
+                r = check(d, newest())
+                if not r.ok:
+                    raise KubeError(f"{r.resource}: {r.message}")
+    planner = _Planner(docs)
+    name = dns_label(name) if name else play_name(docs)
+    with _lock:
+        if name in _plays:
+            raise KubeError(f"kube play {name!r} is up already: down it first (%kube down {name}), or give "
+                            "another --name")
+    from ..runtime import pods
+    from ..runtime.containers import containers
+
+    taken = {c.name for c in containers.list()}
+    live = {p.name for p in pods.list_pods()}
+    for plan in planner.pods:
+        if plan.name in live:
+            raise KubeError(f"{plan.resource}: a pod {plan.name!r} exists already (%container pod rm -f {plan.name})")
+        for cp in [*plan.init, *plan.containers]:
+            if f"{plan.name}-{cp.name}" in taken:
+                raise KubeError(f"{cp.path}: the container name {plan.name}-{cp.name!s} is in use")
+    _prepare_images(planner, say)
+    p = Play(name, planner.pods, planner.notes)
+    with _lock:
+        if name in _plays:
+            raise KubeError(f"kube play {name!r} is up already")
+        _plays[name] = p
+        if not _atexit:
+            from ..runtime import networking
+            from ..runtime.run import hierarchy
+
+            hierarchy()
+            networking.register_exit_cleanup()
+            atexit.register(_down_all)
+            _atexit = True
+    try:
+        p.files = os.path.join(state.run_dir(), "kube", name)
+        shutil.rmtree(p.files, ignore_errors=True)
+        os.makedirs(p.files, 0o755)
+        for plan in planner.pods:
+            vols = planner.volumes_of(plan, p.files, p.volumes)
+            planner.make_specs(plan, vols)
+        netname = network
+        if netname is None and planner.needs_network():
+            netname = f"kube-{name}"[:63]
+            try:
+                net.create_network(netname, owner_pid=os.getpid())
+            except net.NetworkError as e:
+                raise KubeError(f"the play's network {netname}: {e}") from None
+            p.network = netname
+            say("stderr", f" Network {netname}  Created\n")
+        _record(p)
+        for pr in p.pods.values():
+            pr.create(netname)
+        for pr in p.pods.values():
+            pr.thread = threading.Thread(target=pr.run, daemon=True, name=f"kube-{pr.plan.name}")
+            pr.thread.start()
+        deadline = time.monotonic() + timeout
+        for pr in p.pods.values():
+            if not pr.started.wait(max(0.0, deadline - time.monotonic())):
+                raise KubeError(f"{pr.plan.resource}: not running after {timeout:g}s ({pr.phase})")
+            if pr.error:
+                raise KubeError(f"{pr.plan.resource}: {pr.error}")
+            say("stderr", f" Pod {pr.plan.name}  Started\n")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            p.down(volumes=True, timeout=0)
+        raise
+    return p
+
+
+def _prepare_images(planner: _Planner, say: OutputFn) -> None:
+    refs = sorted({cp.k8s["image"] for plan in planner.pods for cp in [*plan.init, *plan.containers]} - {"host"})
+    if not refs:
+        return
+    from ..images import ImageError, ImageNotFound, Store, pull
+
+    store = Store()
+    for ref in refs:
+        try:
+            try:
+                store.get(ref)
+            except ImageNotFound:
+                say("stderr", f" Image {ref}  Pulling\n")
+                pull(store, ref)
+        except (ImageError, OSError) as e:
+            raise KubeError(f"image {ref!r}: {e}") from None
+
+
+def down(name: str, volumes: bool = False, timeout: float | None = None) -> list[str]:
+    """Down the play `name`: this process's, or another process's (asked to end with SIGTERM, as Ctrl-C
+    ends `pycontainer kube play`), or what a killed process left (pruned)."""
+    with _lock:
+        p = _plays.get(name)
+    if p is not None:
+        return p.down(volumes=volumes, timeout=timeout)
+    path = os.path.join(_records_dir(), f"{name}.json")
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (FileNotFoundError, ValueError):
+        raise KubeError(f"no kube play {name!r} is up (plays here: {', '.join(sorted(_plays)) or 'none'})") from None
+    owner = int(rec.get("owner", 0))
+    if owner and owner != os.getpid():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(owner, signal.SIGTERM)
+        end = time.monotonic() + (timeout if timeout is not None else 30.0) + 30.0
+        while os.path.exists(path) and time.monotonic() < end and _alive(owner):
+            time.sleep(0.05)
+    prune_records()
+    return [f"Pod {n}  Removed" for n in rec.get("pods", [])]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def prune_records() -> list[str]:
+    """Records and files of plays whose process is gone (their pods and networks go by their own prunes)."""
+    from ..runtime import pods
+
+    removed = []
+    try:
+        names = [f[:-5] for f in os.listdir(_records_dir()) if f.endswith(".json")]
+    except FileNotFoundError:
+        return []
+    for n in names:
+        try:
+            with open(os.path.join(_records_dir(), f"{n}.json")) as f:
+                owner = int(json.load(f).get("owner", 0))
+        except (OSError, ValueError):
+            owner = 0
+        if owner and _alive(owner):
+            continue
+        _unrecord(n)
+        shutil.rmtree(os.path.join(_records_dir(), n), ignore_errors=True)
+        removed.append(f"kube play {n}")
+    if removed:
+        pods.prune()
+        from .. import network as net
+
+        with contextlib.suppress(Exception):
+            net.prune()  # type: ignore[attr-defined]
+    return removed
+
+
+__all__ = ["ContainerStatus", "Play", "down", "get", "list_plays", "play", "play_name", "prune_records"]

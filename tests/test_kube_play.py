@@ -1,0 +1,249 @@
+"""`kube play` here: a compose project exported as Kubernetes YAML and played back behaves as the compose
+project did (names resolve, the healthy dependency waits, limits in force, the published port answers);
+a pod's containers share localhost, IPC and the host name; ConfigMaps, emptyDirs and probes work; bad
+YAML is one line with the field path and leaves nothing behind; `down` removes everything."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+import urllib.request
+
+import pytest
+from helpers import host_clean, wait_for  # noqa: F401
+
+from pycontainer_magics import network as net
+from pycontainer_magics.kube import play as K
+from pycontainer_magics.kube.errors import KubeError
+from pycontainer_magics.kube.generate import from_compose
+from pycontainer_magics.runtime import pods
+from pycontainer_magics.runtime.compose.model import load as load_compose
+
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest.mark.root, pytest.mark.network,
+              pytest.mark.usefixtures("host_clean")]
+
+
+def _tag(s: str) -> str:
+    return f"k{os.getpid() % 100000}{s}"
+
+
+def _nothing_left(play_name: str, pod_names: list[str]) -> None:
+    assert not [p.name for p in pods.list_pods() if p.name in pod_names]
+    assert f"kube-{play_name}" not in [n.name for n in net.list_networks()]
+    assert K.list_plays() == []
+    from pycontainer_magics.runtime import state
+    assert not os.path.exists(os.path.join(state.run_dir(), "kube", play_name))
+    assert not os.path.exists(os.path.join(state.run_dir(), "kube", f"{play_name}.json"))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SHOP = """
+services:
+  web:
+    image: host
+    command: ["sh", "-c", "echo hello from web > /www/index.html; exec busybox httpd -f -p 80 -h /www"]
+    volumes: [www:/www]
+    ports: ["{port}:80"]
+    healthcheck: {{test: ["CMD", "busybox", "wget", "-q", "-O-", "http://127.0.0.1/"], interval: 200ms}}
+    mem_limit: 64m
+  job:
+    image: host
+    command: ["sh", "-c", "busybox wget -q -O - http://web/ && cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"]
+    depends_on: {{web: {{condition: service_healthy}}}}
+    mem_limit: 32m
+volumes: {{www: {{}}}}
+"""
+
+
+def test_compose_to_yaml_to_play_behaves_as_compose(tmp_path):
+    name, port = _tag("shop"), _free_port()
+    cf = load_compose(SHOP.format(port=port), project=name, workdir=str(tmp_path))
+    yaml_text = from_compose(cf).yaml()
+    p = K.play(yaml_text, name=name)
+    try:
+        assert set(p.pods) == {"web-pod", "job"}
+        job = p.pods["job"]
+        assert wait_for(lambda: job.status() == "Succeeded", 20), (job.status(), p.logs())
+        out = p.logs("job")
+        # the name `web` resolved (its Service), web was healthy first (the initContainer ran its check), and
+        # the job ran under its own memory limit
+        assert "job/job | hello from web" in out
+        assert f"job/job | {32 * 2**20}" in out
+        assert [s.status for s in p.ps() if s.container == "wait-for-web"] == ["exited (0)"]
+        web = p.container("web-pod", "web")
+        assert web.stats()["memory_limit"] == 64 * 2**20
+        assert wait_for(lambda: [s.ready for s in p.ps() if s.container == "web"] == [True], 10)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+        assert body == b"hello from web\n"  # the compose port, published from the pod
+    finally:
+        removed = p.down(volumes=True, timeout=0)
+    assert f"Network kube-{name}  Removed" in removed
+    _nothing_left(name, ["web-pod", "job"])
+
+
+POD = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: {name}-conf}}
+data:
+  greeting: hello
+  app.conf: |
+    port=8080
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  volumes:
+  - {{name: shared, emptyDir: {{}}}}
+  - {{name: conf, configMap: {{name: {name}-conf}}}}
+  - {{name: scratch, emptyDir: {{medium: Memory, sizeLimit: 1Mi}}}}
+  containers:
+  - name: srv
+    image: host
+    command: ["sh", "-c", "echo served > /shared/index.html; exec busybox httpd -f -p 8080 -h /shared"]
+    resources: {{limits: {{memory: 48Mi, cpu: 500m}}}}
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  - name: cli
+    image: host
+    command: ["sh", "-c"]
+    args: ["until busybox wget -q -O - http://localhost:8080/; do sleep 0.1; done; hostname; echo $GREETING $WHO; cat /etc/app/app.conf; df -k /scratch | tail -1; cat /shared/index.html"]
+    env:
+    - {{name: WHO, value: "from $(GREETING)"}}
+    - name: GREETING
+      valueFrom: {{configMapKeyRef: {{name: {name}-conf, key: greeting}}}}
+    volumeMounts:
+    - {{name: conf, mountPath: /etc/app/app.conf, subPath: app.conf}}
+    - {{name: shared, mountPath: /shared, readOnly: true}}
+    - {{name: scratch, mountPath: /scratch}}
+"""
+
+
+def test_a_pod_shares_localhost_and_hostname_with_configmaps_and_emptydirs():
+    name = _tag("pod")
+    p = K.play(POD.format(name=name))
+    try:
+        assert p.network is None  # one pod, no Service, no hostPort: only lo, as podman's --network none
+        cli = p.container(name, "cli")
+        cli.wait(20)
+        out = cli.logs()
+        assert "served" in out.splitlines()[0]  # over the pod's localhost
+        assert name in out.splitlines()  # the pod's name is its containers' host name
+        assert "hello" in out and "from $(GREETING)" in out  # $(VAR) expands only variables defined before
+        assert "port=8080" in out  # the ConfigMap's key, as a file
+        assert " 1024 " in out  # the memory emptyDir: a tmpfs of its sizeLimit
+        srv = p.container(name, "srv")
+        assert srv.stats()["memory_limit"] == 48 * 2**20
+        assert srv.spec.cpus == 0.5
+    finally:
+        p.down(timeout=0)
+    _nothing_left(name, [name])
+
+
+def test_restart_policy_and_liveness_probe():
+    name = _tag("rs")
+    text = textwrap.dedent(f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: {name}}}
+        spec:
+          restartPolicy: OnFailure
+          containers:
+          - name: flaky
+            image: host
+            command: ["sh", "-c", "test -e /tmp/ok && sleep 30; touch /tmp/ok; exit 1"]
+          - name: sick
+            image: host
+            command: ["sleep", "30"]
+            livenessProbe: {{exec: {{command: ["false"]}}, periodSeconds: 1, failureThreshold: 1}}
+    """)
+    p = K.play(text)
+    try:
+        rows = {s.container: s for s in p.ps()}
+        assert rows["flaky"].status in ("running", "exited (1)")
+        assert wait_for(lambda: {s.container: s.restarts for s in p.ps()}["flaky"] >= 1, 10)  # exit 1: again
+        assert wait_for(lambda: {s.container: s.restarts for s in p.ps()}["sick"] >= 1, 10)  # killed, restarted
+    finally:
+        p.down(timeout=0)
+    _nothing_left(name, [name])
+
+
+BAD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  containers:
+  - {name: a, image: host, command: [sleep, "9"], resources: {limits: {memory: 64Mi}}}
+  - {name: b, image: host, command: [sleep, "9"]}
+"""
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (("kind: Pod", "kind: Pood"), ["pood/", "kind: 'Pood'", "not a Kubernetes resource"]),
+    (("{name: b, image: host,", "{name: b,"), ["spec.containers[1].image: missing"]),
+    (("memory: 64Mi", "memory: 12QB"), ["spec.containers[0].resources.limits.memory", "'12QB'"]),
+    (("{name: b,", "{name: a,"), ["spec.containers[1].name", "'a' is also the name of spec.containers[0]"]),
+    (("containers:", "hostNetwork: true\n  containers:"), ["spec.hostNetwork: true is not played here"]),
+    (("resources: {limits: {memory: 64Mi}}}", "volumeMounts: [{name: v, mountPath: /v}]}"),
+     ["spec.containers[0].volumeMounts[0].name: no volume 'v'"]),
+])
+def test_bad_yaml_is_one_line_and_leaves_nothing(change, words):
+    name = _tag("bad")
+    text = BAD.replace("NAME", name).replace(*change)
+    assert text != BAD.replace("NAME", name)
+    with pytest.raises(KubeError) as e:
+        K.play(text)
+    line = str(e.value)
+    assert "\n" not in line
+    for w in words:
+        assert w in line, line
+    _nothing_left(name, [name])
+
+
+def test_a_pod_that_fails_to_start_leaves_nothing():
+    name = _tag("fail")
+    text = BAD.replace("NAME", name).replace("{name: b, image: host, command: [sleep, \"9\"]}",
+                                             "{name: b, image: host, command: [sleep, \"9\"], workingDir: /nowhere}")
+    text = text.replace("spec:\n", "spec:\n  restartPolicy: Never\n  initContainers:\n"
+                        "  - {name: i, image: host, command: [\"false\"]}\n", 1)
+    t0 = time.monotonic()
+    with pytest.raises(KubeError, match=r"pod/.*: initContainer i exited with 1"):
+        K.play(text)
+    assert time.monotonic() - t0 < 30
+    _nothing_left(name, [name])
+
+
+def test_down_from_another_process_and_prune(tmp_path):
+    """`pycontainer kube play` keeps its pods while it runs; `kube down NAME` elsewhere ends it; a killed
+    player's record goes with prune."""
+    import subprocess
+    import sys
+    name = _tag("cli")
+    f = tmp_path / "pod.yaml"
+    f.write_text(BAD.replace("NAME", name).replace('"9"', '"60"'))
+    code = ("import sys, signal; from pycontainer_magics.kube import play as K; "
+            "p = K.play(open(sys.argv[1]).read(), name=sys.argv[2]); "
+            "signal.signal(signal.SIGTERM, lambda *a: (p.down(timeout=0), sys.exit(0))); print('up', flush=True); "
+            "signal.pause()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(f), name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        assert name in [p.name for p in pods.list_pods()]
+        assert K.down(name) == [f"Pod {name}  Removed"]
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    _nothing_left(name, [name])
