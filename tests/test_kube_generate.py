@@ -13,8 +13,8 @@ import yaml
 from pycontainer_magics.kube import generate, quantity
 from pycontainer_magics.kube.errors import KubeError
 from pycontainer_magics.kube.validate import OLDEST, lint, load_documents, newest, validate_documents, versions
-from pycontainer_magics.runtime.compose.model import load as load_compose
 from pycontainer_magics.runtime.spec import ContainerSpec, Mount, Tmpfs
+from pycontainer_magics.workloads.compose.model import load as load_compose
 
 pytest.importorskip("kubernetes_validate")
 

@@ -17,8 +17,8 @@ from pycontainer_magics import network as net
 from pycontainer_magics.kube import play as K
 from pycontainer_magics.kube.errors import KubeError
 from pycontainer_magics.kube.generate import from_compose
-from pycontainer_magics.runtime import pods
-from pycontainer_magics.runtime.compose.model import load as load_compose
+from pycontainer_magics.workloads import pods
+from pycontainer_magics.workloads.compose.model import load as load_compose
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest.mark.root, pytest.mark.network,
               pytest.mark.usefixtures("host_clean")]
@@ -55,7 +55,12 @@ services:
     mem_limit: 64m
   job:
     image: host
-    command: ["sh", "-c", "busybox wget -q -O - http://web/ && cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"]
+    command:
+    - sh
+    - -c
+    - >-
+      busybox wget -q -O - http://web/ &&
+      cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max
     depends_on: {{web: {{condition: service_healthy}}}}
     mem_limit: 32m
 volumes: {{www: {{}}}}
@@ -115,7 +120,10 @@ spec:
   - name: cli
     image: host
     command: ["sh", "-c"]
-    args: ["until busybox wget -q -O - http://localhost:8080/; do sleep 0.1; done; hostname; echo $GREETING $WHO; cat /etc/app/app.conf; df -k /scratch | tail -1; cat /shared/index.html"]
+    args:
+    - >-
+      until busybox wget -q -O - http://localhost:8080/; do sleep 0.1; done; hostname; echo $GREETING $WHO;
+      cat /etc/app/app.conf; df -k /scratch | tail -1; cat /shared/index.html
     env:
     - {{name: WHO, value: "from $(GREETING)"}}
     - name: GREETING

@@ -3,8 +3,10 @@ and the field path (`pod/web: spec.containers[1].name: ...`), as `kubectl` does.
 
 from __future__ import annotations
 
+from ..errors import PycontainerError
 
-class KubeError(ValueError):
+
+class KubeError(PycontainerError, ValueError):
     """One line: which document, which field, what was wrong and what would be right."""
 
 

@@ -33,9 +33,9 @@ from ..linux.caps import DEFAULT_CAPS
 from . import quantity
 
 if TYPE_CHECKING:
-    from ..runtime.compose.model import ComposeFile, Service
-    from ..runtime.pods import Pod
     from ..runtime.spec import ContainerSpec
+    from ..workloads.compose.model import ComposeFile, Service
+    from ..workloads.pods import Pod
 
 CONFIGMAP_MAX = 256 * 1024  # a bind-mounted file up to this size becomes a ConfigMap (the API's limit: 1 MiB)
 PVC_SIZE = "1Gi"
@@ -507,7 +507,7 @@ def from_compose(cf: ComposeFile) -> Export:
     """A compose project: per service a Deployment (long-running: restart always/unless-stopped, ports or a
     healthcheck) with a Service for its ports and aliases, or a Pod (a one-shot task: restart no or
     on-failure, no ports). Named volumes become PersistentVolumeClaims, small bind-mounted files ConfigMaps."""
-    from ..runtime.compose.project import service_spec
+    from ..workloads.compose.project import service_spec
 
     export = Export(f"compose project {cf.project}")
     extra: list[Document] = []

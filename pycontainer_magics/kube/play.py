@@ -243,7 +243,7 @@ class ContainerRun:
         return self.containers[-1] if self.containers else None
 
     def start(self) -> None:
-        from ..runtime.containers import containers
+        from ..workloads.containers import containers
 
         assert self.plan.spec is not None
         self.containers.append(containers.start(self.plan.spec))
@@ -311,7 +311,7 @@ def _run_probe(c: Any, probe: Probe) -> bool:
 
 
 def _wait_done(c: Any, timeout: float | None) -> bool:
-    from ..runtime.containers import ContainerError
+    from ..workloads.containers import ContainerError
 
     try:
         c.wait(timeout)
@@ -337,7 +337,7 @@ def _exit_code(c: Any) -> int | None:
 
 
 def _forget(c: Any) -> None:
-    from ..runtime.containers import ContainerError, containers
+    from ..workloads.containers import ContainerError, containers
 
     with contextlib.suppress(ContainerError):
         containers.remove(c.id, force=True)
@@ -358,7 +358,7 @@ class PodRun:
     def create(self, network: str | None) -> None:
         """Make the pod (its infra holder). From the caller's thread: a process forked here (the launch
         helper, on first use) has its parent-death signal tied to the thread that forked it."""
-        from ..runtime import pods
+        from ..workloads import pods
 
         try:
             self.pod = pods.create(self.plan.name, network=network, publish=tuple(self.plan.publish),
@@ -370,7 +370,7 @@ class PodRun:
     def run(self) -> None:
         """Its initContainers in order, each to a successful end, then its containers (in its own thread:
         an initContainer may wait for another pod)."""
-        from ..runtime.containers import containers
+        from ..workloads.containers import containers
 
         try:
             for i, cp in enumerate(self.plan.init):
@@ -517,9 +517,9 @@ class Play:
         `timeout` seconds), the pods, the play's network and files, and with `volumes` the volumes it made.
         Returns what was removed."""
         from .. import network as net
-        from ..runtime import pods
         from ..runtime.cleanup import settle
-        from ..runtime.containers import ContainerError, containers
+        from ..workloads import pods
+        from ..workloads.containers import ContainerError, containers
 
         self.stopping.set()
         self.changed()
@@ -558,7 +558,7 @@ class Play:
             shutil.rmtree(self.files, ignore_errors=True)
             self.files = None
         if volumes:
-            from ..runtime.volumes import remove_volume
+            from ..workloads.volumes import remove_volume
 
             for v in self.volumes:
                 with contextlib.suppress(OSError, ValueError):
@@ -658,7 +658,7 @@ class _Planner:
         """Pod volume name -> (kind, data): ('tmpfs', size), ('dir', path), ('bind', path), ('volume', name),
         ('configmap', dir)."""
         from ..runtime.spec import VOLUME_NAME_RE
-        from ..runtime.volumes import create_volume, list_volumes
+        from ..workloads.volumes import create_volume, list_volumes
 
         users: dict[str, int] = {}
         for cp in [*plan.init, *plan.containers]:
@@ -931,8 +931,8 @@ def play(text: str | list[dict[str, Any]], *, name: str | None = None, network: 
         if name in _plays:
             raise KubeError(f"kube play {name!r} is up already: down it first (%kube down {name}), or give "
                             "another --name")
-    from ..runtime import pods
-    from ..runtime.containers import containers
+    from ..workloads import pods
+    from ..workloads.containers import containers
 
     taken = {c.name for c in containers.list()}
     live = {p.name for p in pods.list_pods()}
@@ -1054,7 +1054,7 @@ def _zombie(pid: int) -> bool:
 
 def prune_records() -> list[str]:
     """Records and files of plays whose process is gone (their pods and networks go by their own prunes)."""
-    from ..runtime import pods
+    from ..workloads import pods
 
     removed = []
     try:
