@@ -32,9 +32,9 @@ def _nothing_left(play_name: str, pod_names: list[str]) -> None:
     assert not [p.name for p in pods.list_pods() if p.name in pod_names]
     assert f"kube-{play_name}" not in [n.name for n in net.list_networks()]
     assert K.list_plays() == []
-    from pycontainer_magics.runtime import state
-    assert not os.path.exists(os.path.join(state.run_dir(), "kube", play_name))
-    assert not os.path.exists(os.path.join(state.run_dir(), "kube", f"{play_name}.json"))
+    from pycontainer_magics import paths
+    assert not os.path.exists(os.path.join(paths.run_dir(), "kube", play_name))
+    assert not os.path.exists(os.path.join(paths.run_dir(), "kube", f"{play_name}.json"))
 
 
 def _free_port() -> int:

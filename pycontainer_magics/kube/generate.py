@@ -85,7 +85,7 @@ def dump(body: dict[str, Any]) -> str:
     where it applies), multi-line strings (a cell's script) as literal blocks."""
     import yaml
 
-    class Dumper(yaml.SafeDumper):
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML ships no types
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
@@ -94,7 +94,8 @@ def dump(body: dict[str, Any]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     Dumper.add_representer(str, text)
-    return yaml.dump(body, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120, allow_unicode=True)
+    return str(yaml.dump(body, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120,
+                         allow_unicode=True))
 
 
 def _wrap(text: str, width: int = 110) -> list[str]:

@@ -329,7 +329,7 @@ def _failure(c: Any) -> str:
         c.wait(0)
     except Exception as e:  # noqa: BLE001 - that is the answer
         return str(e)
-    return c.status
+    return str(c.status)
 
 
 def _exit_code(c: Any) -> int | None:
@@ -858,9 +858,9 @@ _atexit = False
 
 
 def _records_dir() -> str:
-    from ..runtime import state
+    from .. import paths
 
-    return os.path.join(state.run_dir(), "kube")
+    return os.path.join(paths.run_dir(), "kube")
 
 
 def _record(p: Play) -> None:
@@ -911,7 +911,7 @@ def play(text: str | list[dict[str, Any]], *, name: str | None = None, network: 
     what can be played); on any error nothing is left behind. Returns once every pod's containers run
     (after its initContainers), or raises KubeError naming the pod that failed."""
     from .. import network as net
-    from ..runtime import state
+    from .. import paths
     from .generate import dns_label
 
     global _atexit
@@ -957,7 +957,7 @@ def play(text: str | list[dict[str, Any]], *, name: str | None = None, network: 
             atexit.register(_down_all)
             _atexit = True
     try:
-        p.files = os.path.join(state.run_dir(), "kube", name)
+        p.files = os.path.join(paths.run_dir(), "kube", name)
         shutil.rmtree(p.files, ignore_errors=True)
         os.makedirs(p.files, 0o755)
         for plan in planner.pods:
@@ -1077,7 +1077,7 @@ def prune_records() -> list[str]:
         from .. import network as net
 
         with contextlib.suppress(Exception):
-            net.prune()  # type: ignore[attr-defined]
+            net.prune()
     return removed
 
 

@@ -24,7 +24,7 @@ def newest() -> str:
     """The newest Kubernetes version the installed kubernetes-validate knows (major.minor)."""
     from kubernetes_validate import utils
 
-    return utils.major_minor(utils.latest_version())
+    return str(utils.major_minor(utils.latest_version()))
 
 
 def versions() -> tuple[str, ...]:
