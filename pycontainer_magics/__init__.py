@@ -50,8 +50,9 @@ def load_ipython_extension(ip: Any) -> None:
 
 def unload_ipython_extension(ip: Any) -> None:
     """`%unload_ext pycontainer_magics` (and `%reload_ext`): remove the magics again."""
-    from .magics import ContainerMagics
+    from .magics import ContainerMagics, errors
 
+    errors.uninstall(ip)
     mm = ip.magics_manager
     for kind in ("line", "cell"):
         table = mm.magics[kind]

@@ -19,6 +19,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import pycontainer_magics
 from pycontainer_magics import runtime
+from pycontainer_magics.magics.errors import ContainerError
 from pycontainer_magics.runtime.result import ContainerRun
 from pycontainer_magics.runtime.spec import ContainerSpec, SpecError
 
@@ -248,9 +249,13 @@ def test_cell_exception_shows_traceback(ip: InteractiveShell, fake: FakeRuntime,
     tb = 'Traceback (most recent call last):\n  File "<cell>", line 1\nZeroDivisionError: division by zero'
     fake.behaviour = lambda spec, g, out: ContainerRun(id="e", spec=spec, exit_code=1, error=tb,
                                                        error_name="ZeroDivisionError")
-    ip.run_cell_magic("container", "", "1/0")
+    ip.run_cell_magic("container", "--expect error=ZeroDivisionError", "1/0")
     assert tb in capsys.readouterr().err
     assert ip.user_ns["_container"].error_name == "ZeroDivisionError" and shows == [True]
+    with pytest.raises(ContainerError) as e:  # not expected: the cell fails, after the traceback and the card
+        ip.run_cell_magic("container", "", "1/0")
+    assert "raised ZeroDivisionError: division by zero (exit code 1)" in str(e.value)
+    assert tb in capsys.readouterr().err and shows == [True, True]
 
 
 def test_launch_error_is_usage_error(ip: InteractiveShell, fake: FakeRuntime) -> None:
@@ -274,9 +279,11 @@ def test_interrupt_stores_run_and_reraises(ip: InteractiveShell, fake: FakeRunti
         raise FakeInterrupted(ContainerRun(id="int", spec=spec, interrupted=True))
 
     fake.behaviour = interrupted
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as e:
         ip.run_cell_magic("container", "", "while True: pass")
     assert ip.user_ns["_container"].run.id == "int"
+    assert e.value._render_traceback_() == [  # type: ignore[attr-defined]
+        "KeyboardInterrupt: %%container interrupted: the container was stopped and removed"]
 
 
 # --- end to end (real containers) ----------------------------------------------------------------
@@ -308,11 +315,10 @@ def test_e2e_output_sent_back(ip: InteractiveShell, capsys: pytest.CaptureFixtur
 @needs_root
 def test_e2e_exception_shows_traceback_and_kernel_survives(ip: InteractiveShell,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    _, err = _run_cell(ip, "", "def f():\n    return 1 / 0\nf()\n", capsys)
+    _, err = _run_cell(ip, "--expect error", "def f():\n    return 1 / 0\nf()\n", capsys)
     assert "ZeroDivisionError" in err and "Traceback" in err
     assert ip.user_ns["_container"].error_name == "ZeroDivisionError"
-    assert os.getpid() == os.getpid()  # still here; and the next cell runs
-    out, _ = _run_cell(ip, "", "print('alive')", capsys)
+    out, _ = _run_cell(ip, "", "print('alive')", capsys)  # the kernel is still here and runs the next cell
     assert out.strip() == "alive"
 
 

@@ -103,6 +103,14 @@ OPTIONS: list[Option] = [
     _opt("--result", metavar="VAR", default="_container", where=MAGIC, spec=False,
          help="store the run's view under this name (default _container)"),
     _opt("--no-plot", action="store_true", where=MAGIC, spec=False, help="summary card without the plot"),
+    _opt("--expect", metavar="OUTCOME", action="append", where=MAGIC, spec=False,
+         help="what the workload will do, and the cell fails if it does not: oom, exit=N, signal=KILL, timeout, "
+              "error[=NAME] (repeatable: all must hold). Without it a non-zero exit, a signal, an OOM kill or a "
+              "timeout fails the cell"),
+    _opt("--expect-exit", metavar="N", where=MAGIC, spec=False,
+         help="the exit code the workload will end with (same as --expect exit=N)"),
+    _opt("--no-raise-error", action="store_true", where=MAGIC, spec=False,
+         help="never fail the cell because of how the workload ended (as %%%%script --no-raise-error)"),
     _opt("-d", "--detach", action="store_true", where=MAGIC, spec=False,
          help="run in the background; see %%container ps, logs NAME, exec NAME -- CMD, stop NAME, rm NAME"),
     # display, both

@@ -391,9 +391,11 @@ class CgroupMagics(Magics):
     def _run_cell(self, argv: list[str], cell: str) -> Any:
         from ..lab.group_run import run_in_group
         from ..linux.cgroups import CgroupError
+        from .expect import split_flags
 
+        expectation, argv = split_flags(argv)
         if len(argv) < 2 or argv[0] != "run":
-            raise UsageError("usage: %%cgroup run NAME [-- CMD ARGS...]")
+            raise UsageError("usage: %%cgroup run NAME [--expect OUTCOME | --no-raise-error] [-- CMD ARGS...]")
         command = argv[3:] if len(argv) > 2 and argv[2] == "--" else None
         if len(argv) > 2 and command is None:
             raise UsageError(f"unexpected {argv[2]!r}: %%cgroup run NAME [-- CMD ARGS...]")
@@ -414,6 +416,7 @@ class CgroupMagics(Magics):
             print(run_summary(r))
         if self.shell is not None:
             self.shell.user_ns["_cgroup"] = r
+        expectation.check("%%cgroup run", r, "the cell" if command is None else "the command")
         return None
 
 

@@ -13,8 +13,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import args as _args
+from . import expect
 from ._parser import echo, split_line
 from .doctor import doctor as _doctor
+from .expect import from_namespace
 
 
 def _with_options(func: Any) -> Any:
@@ -102,11 +104,15 @@ class ContainerMagics(Magics):
 
         from .. import runtime
 
+        expectation = from_namespace(ns)
         if spec.pod is not None:
             from .. import workloads  # noqa: F401 - installs the pod resolver (pods are workloads)
         assert self.shell is not None
         user_ns = self.shell.user_ns
         if ns.detach:
+            if expectation.stated or expectation.no_raise:
+                raise UsageError("a detached container has no outcome yet: put --expect or --no-raise-error on "
+                                 "%container wait NAME")
             from ..workloads.containers import ContainerError, start
             try:
                 c = start(spec, python_globals=None if command else user_ns)
@@ -132,6 +138,8 @@ class ContainerMagics(Magics):
             echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")
         if not ns.quiet:
             view.show(plot=not ns.no_plot)
+        expectation.check("%%container" if cell is not None else "%container", run,
+                          f"container {spec.name}" if spec.name else "the command" if command else "the cell")
 
     @staticmethod
     def _view(run: Any) -> Any:
@@ -157,13 +165,13 @@ class ContainerMagics(Magics):
                 echo(line.stream, line.text)
 
     def _exec(self, rest: str) -> Any:
-        argv = split_line(rest)
+        expectation, argv = expect.split_flags(split_line(rest))
         if "--" in argv:
             ref_part, command = argv[:argv.index("--")], argv[argv.index("--") + 1:]
         else:
             ref_part, command = argv[:1], argv[1:]
         if len(ref_part) != 1 or not command:
-            raise UsageError("usage: %container exec NAME -- CMD [ARG...]")
+            raise UsageError("usage: %container exec [--expect-exit N | --no-raise-error] NAME -- CMD [ARG...]")
         from ..workloads.containers import ContainerError
         from ..workloads.exec import ExecError
 
@@ -171,8 +179,7 @@ class ContainerMagics(Magics):
             r = _get(ref_part[0]).exec(command, on_output=echo)
         except (ContainerError, ExecError) as e:
             raise UsageError(str(e)) from None
-        if r.exit_code:
-            echo("stderr", f"exit code {r.exit_code}\n")
+        expectation.check("%container exec", r, "the command")
         return None
 
     def _stop(self, rest: str) -> None:
@@ -201,12 +208,16 @@ class ContainerMagics(Magics):
             print(c.label)
 
     def _wait(self, rest: str) -> Any:
-        c = _get(_one_ref(rest, "wait"))
+        """`%container wait [--expect ... | --no-raise-error] NAME`: its exit code, as `docker wait` prints it;
+        a detached container's failure fails this cell, as a foreground one's fails its own."""
+        expectation, argv = expect.split_flags(split_line(rest))
+        c = _get(_one_ref(" ".join(argv), "wait"))
         run = c.wait()
         assert self.shell is not None
         view = self._view(run)
         self.shell.user_ns["_container"] = view
         print(run.exit_code)
+        expectation.check("%container wait", run, f"container {c.label}")
         return None
 
     def _rm(self, rest: str) -> None:

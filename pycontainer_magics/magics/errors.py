@@ -8,6 +8,12 @@ pivot_root, a writable cgroup, netlink in the host's network, the state director
 missing here, the error becomes `%%container needs user namespaces: <what was measured>; <what to do>`.
 Any other OSError still becomes one line (`%cgroup: EACCES (Permission denied) (/path)`), never a traceback,
 and so do the library's own errors a magic let through (SpecError, ImageError, BundleError, ComposeError).
+
+Every such line FAILS the cell: IPython shows a plain `UsageError` as a message on stderr and sends no
+`error` output, so nbval, nbclient and "Run all" go on past it (nbval issue #147). The errors here render
+their one line through `_render_traceback_()` instead (as IPython's `%%script` fails a cell with
+CalledProcessError): the execute reply is an error, the notebook stops there, and no traceback is shown.
+An interrupt (the stop button) is one line too.
 """
 
 from __future__ import annotations
@@ -20,6 +26,59 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
+
+
+class CellError(Exception):
+    """An error a magic shows as its one line (no traceback) and that fails the cell."""
+
+    shown_as = ""  # the name the line starts with (default: the class name)
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook: these lines replace the traceback
+        return [f"{self.shown_as or type(self).__name__}: {self}"]
+
+
+class MagicUsageError(CellError, UsageError):
+    """Bad input to a magic (an option, a file, a name), or what the library refused (a failing build step,
+    a missing capability): `UsageError: <what was wrong, what would be right>`, or the library error's
+    class name instead of UsageError. Still an IPython UsageError for code that catches one; unlike a plain
+    one, it fails the cell."""
+
+    def __init__(self, message: str, shown_as: str = "UsageError") -> None:
+        super().__init__(message)
+        self.shown_as = shown_as
+
+
+class ContainerError(CellError):
+    """A workload ended other than the cell said it would: by default, a non-zero exit, a signal, the OOM
+    killer or the timeout; with an expectation (`--expect oom`, `--expect-exit 3`), the expectation not met.
+    The result is still stored (`_container`): `.run` is it, and the fields say what happened."""
+
+    def __init__(self, message: str, run: Any = None, *, exit_code: int | None = None, signal: str | None = None,
+                 oom_killed: bool = False, stderr_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.run = run
+        self.exit_code = exit_code
+        self.signal = signal  # e.g. "SIGKILL"
+        self.oom_killed = oom_killed
+        self.stderr_tail = stderr_tail  # the last lines the workload wrote to stderr
+
+
+class CellInterrupted(KeyboardInterrupt):
+    """The stop button, as one line: what was interrupted and that it is gone (a KeyboardInterrupt still, so
+    "Run all" stops here)."""
+
+    def __init__(self, message: str, run: Any = None) -> None:
+        super().__init__(message)
+        self.run = run
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]
+
+
+def usage(message: str) -> MagicUsageError:
+    """`raise usage("...")` in a magic: one line, and the cell fails."""
+    return MagicUsageError(message)
+
 
 # errnos that say "not allowed here" rather than "wrong input"
 _DENIED = {errno.EPERM, errno.EACCES, errno.ENOSPC, errno.EROFS}
@@ -116,7 +175,8 @@ def describe(exc: BaseException) -> str:
 
 # The library's error types whose message is already a sentence for the user (matched by name: importing
 # them here would load the image store and jsonschema with every magic).
-_LIBRARY_ERRORS = {"SpecError", "BundleError", "ComposeError", "ImageError"}
+_LIBRARY_ERRORS = {"BundleError", "ComposeError", "ImageError"}  # and SpecError: bad input, a UsageError
+_BAD_INPUT = {"SpecError"}
 
 
 def _is_library_error(e: BaseException) -> bool:
@@ -124,39 +184,85 @@ def _is_library_error(e: BaseException) -> bool:
                for c in type(e).__mro__)
 
 
+def _is_bad_input(e: BaseException) -> bool:
+    return any(c.__name__ in _BAD_INPUT and c.__module__.startswith("pycontainer_magics.") for c in type(e).__mro__)
+
+
 def friendly(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
-    """Wrap a bound magic method: capability errors become one explanatory UsageError line."""
+    """Wrap a bound magic method: every error that escapes it becomes one line that fails the cell (a
+    capability error explained), an interrupt one line too; a magic's own results pass through."""
 
     @functools.wraps(fn)
     def magic(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UsageError as e:
-            line = explain(e, label)
-            if line is None:
-                raise
-            raise UsageError(line) from None
+        except (CellError, CellInterrupted):
+            raise
+        except UsageError as e:  # a magic's own, maybe raised over a library error: show that error's name
+            ctx = e.__cause__ or e.__context__
+            shown = type(ctx).__name__ if ctx is not None and _is_library_error(ctx) else "UsageError"
+            raise MagicUsageError(explain(e, label) or str(e), shown) from None
+        except KeyboardInterrupt as e:
+            raise interrupted(e, label) from None
         except Exception as e:
-            if _is_library_error(e):  # the library's own one-line errors (bad spec, image, bundle, compose file)
-                raise UsageError(explain(e, label) or f"{label}: {e}") from None
+            if _is_bad_input(e):
+                raise MagicUsageError(explain(e, label) or f"{label}: {e}") from None
+            if _is_library_error(e):  # the library's own one-line errors (image, bundle, compose file)
+                raise MagicUsageError(explain(e, label) or f"{label}: {e}", type(e).__name__) from None
             if not isinstance(e, OSError) and type(e).__name__ != "NetlinkError":
                 raise
             line = explain(e, label) or f"{label}: {describe(e)}"
-            raise UsageError(line) from None
+            raise MagicUsageError(line, type(e).__name__) from None
 
     magic.__self__ = getattr(fn, "__self__", None)  # type: ignore[attr-defined]  # unload finds its magics by it
     magic.__pcm_friendly__ = True  # type: ignore[attr-defined]
     return magic
 
 
+def interrupted(e: KeyboardInterrupt, label: str) -> CellInterrupted:
+    """An interrupt as one line; a run the library hands along (ContainerInterrupted.run) stays attached."""
+    run = getattr(e, "run", None)
+    what = "the container was stopped and removed" if run is not None else "stopped"
+    return CellInterrupted(f"{label} interrupted: {what}", run)
+
+
 def install(shell: Any, classes: tuple[type, ...]) -> None:
-    """Wrap every line and cell magic of `classes` registered in `shell` (once)."""
+    """Wrap every line and cell magic of `classes` registered in `shell` (once), and make IPython's own
+    UsageErrors about them (`%%cgroup is a cell magic, but the cell body is empty`, raised before the magic
+    runs) fail the cell too."""
     table = shell.magics_manager.magics
+    names = []
     for kind, prefix in (("line", "%"), ("cell", "%%")):
         for name, fn in list(table[kind].items()):
-            if getattr(fn, "__pcm_friendly__", False) or not isinstance(getattr(fn, "__self__", None), classes):
+            if not isinstance(getattr(fn, "__self__", None), classes):
                 continue
-            table[kind][name] = friendly(fn, prefix + name)
+            names.append(name)
+            if not getattr(fn, "__pcm_friendly__", False):
+                table[kind][name] = friendly(fn, prefix + name)
+    if getattr(shell, "custom_exceptions", None) == () and hasattr(shell, "set_custom_exc"):
+        pattern = re.compile(r"%%?(?:" + "|".join(map(re.escape, sorted(set(names)))) + r")\b")
+
+        def ours(self: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+            if isinstance(value, CellError):  # ours, raised by a magic: its own line
+                stb = value._render_traceback_()
+            elif pattern.search(str(value)):  # IPython's, about one of our magics
+                stb = [f"UsageError: {value}"]
+            else:
+                self.show_usage_error(value)  # another extension's: as IPython shows it
+                return []
+            self._showtraceback(etype, value, stb)
+            return stb
+
+        shell.set_custom_exc((UsageError,), ours)
+        shell._pcm_custom_exc = True
 
 
-__all__ = ["describe", "explain", "friendly", "install"]
+def uninstall(shell: Any) -> None:
+    """Undo the UsageError handler of `install` (the wrapped magics go with their registration)."""
+    if getattr(shell, "_pcm_custom_exc", False):
+        shell.set_custom_exc((), None)
+        shell._pcm_custom_exc = False
+
+
+__all__ = ["CellError", "CellInterrupted", "ContainerError", "MagicUsageError", "describe", "explain", "friendly",
+           "install", "interrupted", "uninstall", "usage"]

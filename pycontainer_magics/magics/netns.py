@@ -23,6 +23,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from ._parser import UsageParser, split_line
+from .expect import Expectation, split_flags
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -160,13 +161,14 @@ class NetnsMagics(Magics):
 
     @cell_magic("netns")  # type: ignore[arg-type]  # IPython's decorator is typed for the bare form only
     def netns_cell(self, line: str, cell: str) -> None:
-        """%%netns run NS: the cell is a shell script run inside network namespace NS."""
-        argv = line.split()
+        """%%netns run [--expect-exit N | --no-raise-error] NS: the cell is a shell script run inside network
+        namespace NS; a non-zero exit fails the cell unless expected."""
+        expectation, argv = split_flags(split_line(line))
         if len(argv) != 2 or argv[0] != "run":
-            raise UsageError("usage: %%netns run NS  (the cell is a shell script)")
-        self._run(argv[1], cell)
+            raise UsageError("usage: %%netns run [--expect-exit N | --no-raise-error] NS  (the cell is a shell script)")
+        self._run(argv[1], cell, expectation)
 
-    def _run(self, ref: str, cell: str) -> None:
+    def _run(self, ref: str, cell: str, expectation: Expectation) -> None:
         from .. import network as net
 
         try:
@@ -175,8 +177,7 @@ class NetnsMagics(Magics):
             raise UsageError(str(e)) from None
         sys.stdout.write(p.stdout.decode(errors="replace"))
         sys.stderr.write(p.stderr.decode(errors="replace"))
-        if p.returncode:
-            sys.stderr.write(f"exit code {p.returncode}\n")
+        expectation.check("%%netns run", p, "the script")
 
 
 __all__ = ["NetnsMagics"]
