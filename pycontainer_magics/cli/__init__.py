@@ -5,6 +5,7 @@
     pycontainer create|start|state|kill|delete|list|spec   the OCI runtime command set (oci.py)
     pycontainer prune                             remove what a killed kernel left behind (system.py)
     pycontainer install-kernel [--limited ...]    the Jupyter kernel "Python 3 (container lab)" (kernel.py)
+    pycontainer serve [-H unix:///PATH]           the Docker Engine API daemon (serve.py)
 
 One module per command group, each with `COMMANDS`, `add_parsers(sub)` and `main(ns) -> int`; this
 module only wires them together. Exit codes follow Docker: the command's own code, 137 when OOM-killed,
@@ -20,10 +21,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import image, kernel, oci, run, system
+from . import image, kernel, oci, run, serve, system
 from .common import Parser
 
-GROUPS = (run, oci, image, system, kernel)
+GROUPS = (run, oci, image, system, kernel, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -268,7 +268,9 @@ def create_network(name: str, subnet: str | ipaddress.IPv4Network | None = None,
             if why:
                 raise SubnetOverlap(why)
         else:
-            candidates = DEFAULT_SUBNETS if name == DEFAULT_NETWORK else AUTO_SUBNETS
+            # The default bridge prefers its own ranges; several state dirs on one host (tests, a daemon next to
+            # a notebook) may have taken them, and then it takes any free one.
+            candidates = DEFAULT_SUBNETS + AUTO_SUBNETS if name == DEFAULT_NETWORK else AUTO_SUBNETS
             for c in candidates:
                 if _conflict(ipaddress.IPv4Network(c), others) is None:
                     net_sub = ipaddress.IPv4Network(c)

@@ -69,6 +69,7 @@ class HolderPlan:
     loopback: bool = False  # bring lo up in the new network namespace (a pod's infra)
     pid_init: bool = False  # fork an init into the new PID namespace, for others to join (a pod's infra)
     raise_rlimits: tuple[tuple[str, int, int], ...] = ()  # hard limits PID 1 needs above ours (--ulimit)
+    upper_dir: str | None = None  # keeps upper/ and work/ on disk (a daemon's container), not in the scratch tmpfs
 
     @property
     def merged(self) -> str | None:
@@ -280,9 +281,10 @@ def _build_rootfs(hp: HolderPlan) -> tuple[str | None, str]:
     os.mkdir(merged)
     upper = work = None
     if hp.writable:
-        upper, work = scratch + "/upper", scratch + "/work"
-        os.mkdir(upper)
-        os.mkdir(work)
+        base = hp.upper_dir or scratch
+        upper, work = base + "/upper", base + "/work"
+        os.makedirs(upper, mode=0o755, exist_ok=True)
+        os.makedirs(work, mode=0o700, exist_ok=True)
     if hp.rootless and hp.lower == "/":
         rootfs.mount_host_tree(merged, upper, work, hp.mountpoints)
     else:

@@ -246,6 +246,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         rootless=not root,
         loopback="net" in new,  # lo up in a new network namespace, as Docker has it (127.0.0.1 works)
         raise_rlimits=spec.ulimits if root else (),
+        upper_dir=spec.writable_layer if plan and root else None,
     )
     launch = Launch(
         mode=mode,

@@ -76,6 +76,9 @@ class ContainerSpec:
     image: str = "host"
     rootfs: str | None = None
     read_only: bool = False
+    # A directory that keeps the writable layer (its upper and work directories) across runs, as a Docker
+    # container's survives stop and start; None: a tmpfs that vanishes with the container.
+    writable_layer: str | None = None
     mounts: tuple[Mount, ...] = ()
     tmpfs: tuple[Tmpfs, ...] = ()
     workdir: str | None = None  # None: the image's WORKDIR, else /
@@ -192,6 +195,8 @@ def validate(s: ContainerSpec) -> None:
             parse_reference(s.image)
         except InvalidReference as e:
             _fail(str(e))
+    if s.writable_layer is not None and not os.path.isabs(s.writable_layer):
+        _fail(f"writable layer directory {s.writable_layer!r} must be an absolute path")
     if s.rootfs is not None:
         if not os.path.isabs(s.rootfs):
             _fail(f"--rootfs {s.rootfs!r} must be an absolute path")

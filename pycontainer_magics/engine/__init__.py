@@ -1,0 +1,12 @@
+"""`pycontainer serve`: a daemon speaking the Docker Engine API on a unix socket, so the docker CLI and
+docker-py drive this project's containers, images, networks and volumes.
+
+    http.py       HTTP/1.1 on asyncio: keep-alive, chunked bodies both ways, hijacked connections
+    router.py     /vX.Y prefixes, routes, the 404 for what is not here
+    routes_*.py   the endpoints, with dockerd's JSON shapes and status codes
+    backend.py    the containers: create, start (through the warm launcher), stop, wait, remove
+    daemon.py     start-up, the socket, signals, logs
+
+The daemon keeps no container state of its own that matters: containers live in workloads/daemon_store.py
+records, each run by a supervisor process (workloads/supervisor.py) that outlives the daemon.
+"""

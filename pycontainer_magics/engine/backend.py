@@ -1,0 +1,425 @@
+"""The daemon's containers: create, start, stop, kill, wait, remove, and watching them end.
+
+Each container is a record on disk (workloads/daemon_store.py) and, while it runs, a supervisor process
+of its own (workloads/supervisor.py) forked by the warm launcher. The daemon holds a pidfd on each
+supervisor to learn of an exit at once; it never holds a container's processes, so it can be killed and
+restarted and find them all again (`load`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..workloads import daemon_store as store
+from ..workloads.json_log import rfc3339_nano
+from ..workloads.launcher import Launcher, LauncherError
+from . import container_config
+from .events import Events
+from .http import ApiError
+
+log = logging.getLogger("pycontainer.engine")
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+START_TIMEOUT = 120.0  # an image pulled at start, a slow network attach
+
+
+@dataclass
+class Container:
+    id: str
+    record: dict[str, Any]  # config.json: Name, Created, Config, HostConfig, NetworkingConfig, Image, ...
+    state: dict[str, Any]
+    exits: int = 0  # how many times it has ended since the daemon loaded it
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at each exit
+    removed: asyncio.Event = field(default_factory=asyncio.Event)
+    watching: int | None = None  # pidfd of the supervisor
+    stopping: bool = False
+
+    @property
+    def name(self) -> str:
+        return str(self.record["Name"]).lstrip("/")
+
+    @property
+    def running(self) -> bool:
+        return self.state.get("Status") in ("running", "paused")
+
+    @property
+    def status(self) -> str:
+        return str(self.state.get("Status") or "created")
+
+    def image_name(self) -> str:
+        return str(self.record["Config"].get("Image") or self.record["Image"])
+
+
+class Containers:
+    def __init__(self, events: Events, launcher: Launcher) -> None:
+        self.events = events
+        self.launcher = launcher
+        self.by_id: dict[str, Container] = {}
+        self._lock = asyncio.Lock()  # names and ids are handed out under it
+        self.on_exit: list[Callable[[Container], None]] = []
+
+    # -- finding -----------------------------------------------------------------------------------
+    def get(self, ref: str) -> Container:
+        """By full id, name (with or without the leading /), or a unique id prefix; 404 as dockerd."""
+        ref = ref.strip()
+        if ref in self.by_id:
+            return self.by_id[ref]
+        name = ref.lstrip("/")
+        for c in self.by_id.values():
+            if c.name == name:
+                return c
+        if ref:
+            hits = [c for c in self.by_id.values() if c.id.startswith(ref)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise ApiError(400, f"multiple IDs found with provided prefix: {ref}")
+        raise ApiError(404, f"No such container: {ref}")
+
+    def all(self) -> list[Container]:
+        return sorted(self.by_id.values(), key=lambda c: c.record.get("Created", ""), reverse=True)
+
+    def attrs(self, c: Container, **more: Any) -> dict[str, str]:
+        a = {"image": c.image_name(), "name": c.name}
+        a.update({k: str(v) for k, v in (c.record["Config"].get("Labels") or {}).items()})
+        a.update({k: str(v) for k, v in more.items()})
+        return a
+
+    # -- loading what a previous daemon left -------------------------------------------------------
+    def load(self) -> None:
+        for cid in store.ids():
+            try:
+                record = store.load_config(cid)
+                recorded = store._read(os.path.join(store.container_dir(cid), store.STATE))
+                st = store.load_state(cid)
+            except (OSError, ValueError):
+                continue
+            c = Container(cid, record, st)
+            self.by_id[cid] = c
+            if recorded.get("Status") != st.get("Status"):  # its supervisor died with it (a reboot, a kill)
+                store.update_state(cid, **{k: st[k] for k in ("Status", "Running", "Paused", "Pid", "ExitCode",
+                                                                  "Error")})
+            if c.running:
+                self._watch(c)
+            elif record["HostConfig"].get("AutoRemove") and c.status == "exited":
+                self._remove_now(c)
+        log.info("loaded %d containers (%d running)", len(self.by_id),
+                 sum(1 for c in self.by_id.values() if c.running))
+
+    # -- create ------------------------------------------------------------------------------------
+    async def create(self, name: str | None, body: dict[str, Any], image: Any) -> Container:
+        """`image`: the store's Image the container runs (resolved by the caller)."""
+        host_config = body.get("HostConfig") or {}
+        container_config.check(body, host_config)
+        async with self._lock:
+            if name:
+                if not store.NAME_RE.match(name):
+                    raise ApiError(400, f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
+                                   "allowed")
+                name = name.lstrip("/")
+                for other in self.by_id.values():
+                    if other.name == name:
+                        raise ApiError(409, f'Conflict. The container name "/{name}" is already in use by '
+                                       f'container "{other.id}". You have to remove (or rename) that container '
+                                       "to be able to reuse that name.")
+            else:
+                name = self._new_name()
+            cid = store.new_id()
+            endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+            # Checked now, so a bad request fails `create` (400) with nothing made, as dockerd's does.
+            container_config.spec_of(cid, name, image.id, body, host_config, endpoints, store.layer_dir(cid))
+            cfg = _merged_config(body, image, cid)
+            now = rfc3339_nano()
+            record = {"Id": cid, "Name": "/" + name, "Created": now, "Config": cfg, "HostConfig": host_config,
+                      "NetworkingConfig": {"EndpointsConfig": endpoints}, "Image": image.id,
+                      "Path": (cfg.get("Entrypoint") or cfg.get("Cmd") or [""])[0],
+                      "Args": ((cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or []))[1:]
+                      if cfg.get("Entrypoint") else (cfg.get("Cmd") or [])[1:]}
+            state = {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
+                     "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+                     "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME}
+            await asyncio.to_thread(store.create, cid, record, state)
+            c = Container(cid, record, state)
+            self.by_id[cid] = c
+        self.events.emit("container", "create", cid, self.attrs(c))
+        return c
+
+    def _new_name(self) -> str:
+        taken = {c.name for c in self.by_id.values()}
+        while True:
+            n = f"{random.choice(_ADJECTIVES)}_{random.choice(_SCIENTISTS)}"
+            if n not in taken:
+                return n
+
+    # -- start -------------------------------------------------------------------------------------
+    async def start(self, c: Container) -> bool:
+        """False if it was running already (dockerd answers 304)."""
+        if c.running:
+            return False
+        rec = c.record
+        spec = container_config.spec_of(c.id, c.name, rec["Image"], rec["Config"], rec["HostConfig"],
+                                        rec["NetworkingConfig"].get("EndpointsConfig") or {}, store.layer_dir(c.id))
+        # The recorded Config has the image's ENTRYPOINT and CMD merged in already: run exactly that.
+        spec = spec.with_(command=tuple(rec["Config"].get("Cmd") or ()),
+                          entrypoint=tuple(rec["Config"].get("Entrypoint") or ()))
+        r, w = os.pipe()
+        try:
+            await asyncio.to_thread(self.launcher.launch, c.id, spec, w)
+        except LauncherError as e:
+            os.close(r)
+            raise ApiError(500, f"cannot start container {c.id[:12]}: {e}") from None
+        finally:
+            os.close(w)
+        try:
+            report = await asyncio.wait_for(_read_all(r), START_TIMEOUT)
+        except TimeoutError:
+            raise ApiError(500, f"container {c.id[:12]} did not start in {START_TIMEOUT:g} s") from None
+        finally:
+            os.close(r)
+        try:
+            msg = json.loads(report or b"{}")
+        except ValueError:
+            msg = {}
+        c.state = await asyncio.to_thread(store.load_state, c.id)
+        if not msg.get("ok"):
+            error = msg.get("error") or "the container's supervisor died while starting it"
+            if rec["HostConfig"].get("AutoRemove"):  # as dockerd: a --rm container that cannot start goes
+                self._remove_now(c)
+            raise ApiError(int(msg.get("status") or 500), error)
+        self._watch(c)
+        self.events.emit("container", "start", c.id, self.attrs(c))
+        return True
+
+    def _watch(self, c: Container) -> None:
+        """Learn of the supervisor's end at once, through a pidfd in the event loop."""
+        sup, sup_start = c.state.get("Supervisor"), c.state.get("SupervisorStart")
+        loop = asyncio.get_running_loop() if _in_loop() else asyncio.get_event_loop()
+        try:
+            fd = os.pidfd_open(int(sup or 0))
+        except (ProcessLookupError, TypeError, OSError):
+            loop.call_soon(self._exited, c)
+            return
+        if not store.alive(sup, sup_start):  # the pid was reused before we opened it
+            os.close(fd)
+            loop.call_soon(self._exited, c)
+            return
+        c.watching = fd
+        loop.add_reader(fd, self._exited, c)
+
+    def _exited(self, c: Container) -> None:
+        if c.watching is not None:
+            asyncio.get_running_loop().remove_reader(c.watching)
+            os.close(c.watching)
+            c.watching = None
+        try:
+            c.state = store.load_state(c.id)
+        except (OSError, ValueError):
+            return
+        if c.state.get("Status") in ("running", "paused"):  # load_state would have said otherwise
+            return
+        if c.state.get("OOMKilled"):
+            self.events.emit("container", "oom", c.id, self.attrs(c))
+        self.events.emit("container", "die", c.id, self.attrs(c, exitCode=c.state.get("ExitCode", 0)))
+        c.exits += 1
+        ev, c.changed = c.changed, asyncio.Event()
+        ev.set()
+        for fn in self.on_exit:
+            fn(c)
+        if c.record["HostConfig"].get("AutoRemove") and not c.removed.is_set():
+            self._remove_now(c)
+
+    # -- signals -----------------------------------------------------------------------------------
+    def _signal(self, c: Container, sig: int) -> None:
+        pid, start = c.state.get("Pid"), c.state.get("PidStart")
+        if not pid or not store.alive(pid, start):
+            return
+        try:
+            os.kill(int(pid), sig)
+        except ProcessLookupError:
+            pass
+
+    async def kill(self, c: Container, sig: int) -> None:
+        if not c.running:
+            raise ApiError(409, f"Container {c.id} is not running")
+        self._signal(c, sig)
+        self.events.emit("container", "kill", c.id, self.attrs(c, signal=sig))
+
+    async def stop(self, c: Container, timeout: int | None = None, sig: int | None = None) -> bool:
+        """The stop signal (SIGTERM unless the container says otherwise), SIGKILL after `timeout` seconds.
+        False if it was not running (304)."""
+        if not c.running:
+            return False
+        if timeout is None:
+            timeout = c.record["Config"].get("StopTimeout")
+        if timeout is None:
+            timeout = container_config.DEFAULT_STOP_TIMEOUT
+        if sig is None:
+            sig = _signal_number(c.record["Config"].get("StopSignal") or "SIGTERM")
+        c.stopping = True
+        try:
+            ended = c.changed
+            if c.status == "paused":
+                await asyncio.to_thread(self._thaw, c)
+            self._signal(c, sig)
+            self.events.emit("container", "kill", c.id, self.attrs(c, signal=sig))
+            if timeout < 0 or not await _wait_event(ended, timeout):
+                if c.running:
+                    self._signal(c, signal.SIGKILL)
+                    self.events.emit("container", "kill", c.id, self.attrs(c, signal=int(signal.SIGKILL)))
+                await _wait_event(ended, 30)
+        finally:
+            c.stopping = False
+        self.events.emit("container", "stop", c.id, self.attrs(c))
+        return True
+
+    def _thaw(self, c: Container) -> None:
+        pass  # pause/unpause arrive in a later step
+
+    # -- wait --------------------------------------------------------------------------------------
+    async def wait(self, c: Container, condition: str) -> dict[str, Any]:
+        """`POST /containers/{id}/wait`: not-running (now, if it is not running), next-exit, removed."""
+        if condition == "removed":
+            await c.removed.wait()
+        elif condition == "next-exit" or c.running:
+            await c.changed.wait()
+        err = c.state.get("Error") or ""
+        return {"StatusCode": int(c.state.get("ExitCode") or 0), "Error": {"Message": err} if err else None}
+
+    # -- remove ------------------------------------------------------------------------------------
+    async def remove(self, c: Container, force: bool = False) -> None:
+        if c.running:
+            if not force:
+                raise ApiError(409, f"You cannot remove a running container {c.id}. Stop the container before "
+                               "attempting removal or force remove")
+            await self.stop(c, timeout=-1, sig=signal.SIGKILL)
+        if not c.removed.is_set():
+            self._remove_now(c)
+
+    def _remove_now(self, c: Container) -> None:
+        self.by_id.pop(c.id, None)
+        store.remove(c.id)
+        c.removed.set()
+        self.events.emit("container", "destroy", c.id, self.attrs(c))
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    async def stop_all(self) -> None:
+        running = [c for c in self.by_id.values() if c.running]
+        await asyncio.gather(*(self.stop(c) for c in running), return_exceptions=True)
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+async def _wait_event(ev: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(ev.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+async def _read_all(fd: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    chunks: list[bytes] = []
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            chunks.append(data)
+            return
+        loop.remove_reader(fd)
+        if not fut.done():
+            fut.set_result(None)
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        await fut
+    finally:
+        if not fut.done():
+            loop.remove_reader(fd)
+    return b"".join(chunks)
+
+
+def _signal_number(sig: str | int) -> int:
+    from ..oci.lifecycle import LifecycleError, parse_signal
+
+    if isinstance(sig, int):
+        return sig
+    try:
+        return parse_signal(sig)
+    except LifecycleError:
+        raise ApiError(400, f"Invalid signal: {sig}") from None
+
+
+def parse_signal(sig: str | None, default: int = signal.SIGKILL) -> int:
+    return _signal_number(sig) if sig else default
+
+
+def _merged_config(body: dict[str, Any], image: Any, cid: str) -> dict[str, Any]:
+    """The container's Config as dockerd records it: the request's fields over the image's defaults."""
+    ic = image.config
+    cfg: dict[str, Any] = {k: body.get(k) for k in (
+        "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
+        "OpenStdin", "StdinOnce", "Env", "Cmd", "Image", "Volumes", "WorkingDir", "Entrypoint", "OnBuild",
+        "Labels", "StopSignal", "StopTimeout", "Healthcheck")}
+    cfg["Hostname"] = cfg["Hostname"] or cid[:12]
+    cfg["Domainname"] = cfg["Domainname"] or ""
+    cfg["User"] = cfg["User"] or ic.user or ""
+    for k in ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce"):
+        cfg[k] = bool(cfg[k])
+    env = dict(e.split("=", 1) for e in (ic.env or ()) if "=" in e) if not isinstance(ic.env, dict) \
+        else dict(ic.env)
+    for e in body.get("Env") or []:
+        if "=" in e:
+            k, v = e.split("=", 1)
+            env[k] = v
+    if "PATH" not in env:
+        env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
+    entry = body.get("Entrypoint")
+    if entry is None:
+        cfg["Entrypoint"] = list(ic.entrypoint) if ic.entrypoint else None
+        cfg["Cmd"] = list(body.get("Cmd") or ic.cmd or []) or None
+    else:
+        entry = [entry] if isinstance(entry, str) else entry
+        cfg["Entrypoint"] = [e for e in entry if e] or None
+        cfg["Cmd"] = list(body.get("Cmd") or []) or None  # an ENTRYPOINT override drops the image's CMD
+    if not cfg["Entrypoint"] and not cfg["Cmd"]:
+        raise ApiError(400, "No command specified")
+    cfg["WorkingDir"] = cfg["WorkingDir"] or ic.workdir or ""
+    cfg["Labels"] = {**(getattr(ic, "labels", None) or {}), **(cfg["Labels"] or {})}
+    cfg["Image"] = body.get("Image") or image.id
+    cfg["OnBuild"] = cfg["OnBuild"] or None
+    cfg["Volumes"] = cfg["Volumes"] or None
+    cfg["StopSignal"] = cfg["StopSignal"] or ic.stop_signal or None
+    return cfg
+
+
+_ADJECTIVES = ("admiring", "bold", "brave", "clever", "curious", "eager", "elegant", "focused", "gallant",
+               "happy", "jolly", "keen", "lucid", "modest", "nifty", "patient", "quirky", "serene", "tender", "wise")
+_SCIENTISTS = ("babbage", "curie", "darwin", "einstein", "euler", "faraday", "franklin", "galileo", "hopper",
+               "hypatia", "kepler", "lovelace", "meitner", "newton", "noether", "pasteur", "ritchie", "thompson",
+               "torvalds", "turing")
+
+__all__ = ["Container", "Containers", "errno", "parse_signal"]

@@ -1,0 +1,184 @@
+"""Docker's container configuration (the body of `POST /containers/create`: Config fields, HostConfig,
+NetworkingConfig) turned into this project's ContainerSpec, and checked the way dockerd checks it.
+Everything the spec cannot express is refused with Docker's 400, not silently dropped."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..runtime.parse import build_spec, normalize_cap
+from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
+from .http import ApiError
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def _list(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [v]
+    return list(v)
+
+
+def network_mode(host_config: dict[str, Any]) -> str:
+    mode = host_config.get("NetworkMode") or "default"
+    return "bridge" if mode == "default" else mode
+
+
+def check(config: dict[str, Any], host_config: dict[str, Any]) -> None:
+    """What dockerd refuses at create time (400), before anything is made."""
+    if config.get("Tty"):
+        raise ApiError(400, "this engine gives containers no terminal: run without -t (--tty)")
+    if config.get("OpenStdin") or config.get("AttachStdin"):
+        raise ApiError(400, "this engine does not feed a container's standard input yet: run without -i")
+    mem = host_config.get("Memory") or 0
+    if mem and mem < 6 * 2**20:
+        raise ApiError(400, "Minimum memory limit allowed is 6MB")
+    swap = host_config.get("MemorySwap") or 0
+    if swap and swap != -1:
+        if not mem:
+            raise ApiError(400, "You should always set the Memory limit when using Memoryswap limit")
+        if swap < mem:
+            raise ApiError(400, "Minimum memoryswap limit should be larger than memory limit, see usage")
+    if host_config.get("NanoCpus") and host_config.get("CpuQuota"):
+        raise ApiError(400, "Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    mode = network_mode(host_config)
+    if mode.startswith("container:"):
+        raise ApiError(400, "network mode container:NAME is not supported by this engine (use a pod: "
+                       "%container pod create)")
+    rp = (host_config.get("RestartPolicy") or {}).get("Name") or "no"
+    if rp not in ("", "no", "always", "on-failure", "unless-stopped"):
+        raise ApiError(400, f"invalid restart policy '{rp}'")
+    if host_config.get("AutoRemove") and rp not in ("", "no"):
+        raise ApiError(400, "can't create 'AutoRemove' container with restart policy")
+
+
+def _binds(host_config: dict[str, Any]) -> list[Mount | str]:
+    out: list[Mount | str] = list(_list(host_config.get("Binds")))
+    for m in _list(host_config.get("Mounts")):
+        kind = (m.get("Type") or "").lower()
+        target = m.get("Target") or ""
+        if kind == "bind":
+            src = m.get("Source") or ""
+            import os
+            if not os.path.exists(src):
+                raise ApiError(400, f'invalid mount config for type "bind": bind source path does not exist: {src}')
+            out.append(Mount(src, target, bool(m.get("ReadOnly")), "bind"))
+        elif kind == "volume":
+            if not m.get("Source"):
+                raise ApiError(400, "anonymous volumes are not supported by this engine: name the volume")
+            out.append(Mount(m["Source"], target, bool(m.get("ReadOnly")), "volume"))
+        elif kind != "tmpfs":
+            raise ApiError(400, f'mount type "{kind}" is not supported (bind, volume or tmpfs)')
+    return out
+
+
+def _tmpfs(host_config: dict[str, Any]) -> list[str | Tmpfs]:
+    out: list[str | Tmpfs] = []
+    for target, opts in (host_config.get("Tmpfs") or {}).items():
+        out.append(f"{target}:{opts}" if opts else target)
+    for m in _list(host_config.get("Mounts")):
+        if (m.get("Type") or "").lower() == "tmpfs":
+            o = m.get("TmpfsOptions") or {}
+            out.append(Tmpfs(m.get("Target") or "", o.get("SizeBytes") or None, o.get("Mode") or 0o1777))
+    return out
+
+
+def _security(host_config: dict[str, Any]) -> str:
+    """The spec's seccomp value from SecurityOpt (the docker CLI sends a profile file's content)."""
+    seccomp = "default"
+    for opt in _list(host_config.get("SecurityOpt")):
+        key, sep, val = opt.partition("=") if "=" in opt else opt.partition(":")
+        if key == "seccomp" and sep:
+            seccomp = val if val in ("unconfined", "default") or val.lstrip().startswith("{") else seccomp
+            if seccomp != val:
+                raise ApiError(400, f"invalid --security-opt {opt!r}: seccomp=unconfined or a profile")
+        elif key == "no-new-privileges":
+            continue  # always on here
+        elif key in ("apparmor", "label"):
+            continue  # no LSM here: nothing to confine with
+        else:
+            raise ApiError(400, f"invalid --security-opt: {opt!r}")
+    if host_config.get("Privileged"):
+        seccomp = "unconfined"
+    return seccomp
+
+
+def spec_of(cid: str, name: str, image_id: str, config: dict[str, Any], host_config: dict[str, Any],
+            endpoints: dict[str, Any], writable_layer: str | None) -> ContainerSpec:
+    """The ContainerSpec that runs this container. Raises ApiError(400) with the reason."""
+    mode = network_mode(host_config)
+    publish = []
+    for port, bindings in (host_config.get("PortBindings") or {}).items():
+        cport = port.split("/")[0]
+        for b in bindings or [{}]:
+            hip = (b or {}).get("HostIp") or "127.0.0.1"  # this lab publishes on loopback unless told
+            hport = (b or {}).get("HostPort") or "0"
+            publish.append(f"{hip}:{hport}:{cport}/{port.partition('/')[2] or 'tcp'}")
+    cpus = None
+    if host_config.get("NanoCpus"):
+        cpus = host_config["NanoCpus"] / 1e9
+    elif (host_config.get("CpuQuota") or 0) > 0:
+        cpus = host_config["CpuQuota"] / (host_config.get("CpuPeriod") or 100000)
+    pids = host_config.get("PidsLimit")
+    aliases: list[str] = []
+    for ep_name, ep in (endpoints or {}).items():
+        if ep_name == mode and ep:
+            aliases += [a for a in _list(ep.get("Aliases")) if a not in (name, cid[:12])]
+    entrypoint = config.get("Entrypoint")
+    if isinstance(entrypoint, str):
+        entrypoint = [entrypoint]
+    cmd = config.get("Cmd")
+    if isinstance(cmd, str):
+        cmd = [cmd]
+    cap_add = [normalize_cap(c) for c in _list(host_config.get("CapAdd"))]
+    if host_config.get("Privileged"):
+        cap_add = ["ALL"]
+    try:
+        spec = build_spec(
+            command=cmd or None,
+            image=image_id,
+            memory=host_config.get("Memory") or None,
+            memory_swap=(host_config.get("MemorySwap") or None) if host_config.get("Memory") else None,
+            cpus=cpus,
+            cpu_shares=host_config.get("CpuShares") or None,
+            cpuset_cpus=host_config.get("CpusetCpus") or None,
+            pids_limit=pids if pids and pids > 0 else None,
+            hostname=config.get("Hostname") or cid[:12],
+            network="host" if mode == "host" else mode,
+            publish=publish or None,
+            expose=list(config.get("ExposedPorts") or {}) or None,
+            read_only=bool(host_config.get("ReadonlyRootfs")),
+            volume=_binds(host_config),
+            tmpfs=_tmpfs(host_config),
+            workdir=config.get("WorkingDir") or None,
+            user=config.get("User") or None,
+            env=[e for e in _list(config.get("Env")) if "=" in e],
+            cap_add=cap_add,
+            cap_drop=[normalize_cap(c) for c in _list(host_config.get("CapDrop"))],
+            ulimit=[(u["Name"], int(u["Soft"]), int(u["Hard"])) for u in _list(host_config.get("Ulimits"))],
+            interval=60.0,  # no sampling: `docker stats` reads the cgroup when asked
+            name=name,
+            no_diff=True,
+        )
+    except SpecError as e:
+        raise ApiError(400, str(e)) from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ApiError(400, f"invalid container configuration: {e}") from None
+    changes: dict[str, Any] = {"seccomp": _security(host_config), "writable_layer": writable_layer}
+    if entrypoint is not None:
+        changes["entrypoint"] = tuple(e for e in entrypoint if e)
+    if aliases and mode not in ("bridge", "none", "host"):
+        changes["network_aliases"] = tuple(aliases)
+    if mode == "host":
+        changes["hostname"] = None  # the host's UTS namespace is not shared, but Docker keeps the host's name
+    try:
+        return spec.with_(**changes)
+    except SpecError as e:
+        raise ApiError(400, str(e)) from None
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,186 @@
+"""The daemon: one asyncio event loop serving the Engine API on a unix socket (and TCP when asked).
+
+    pycontainer serve [-H unix:///run/pycontainer_magics/docker.sock] [-H tcp://127.0.0.1:2375]
+                      [--live-restore] [--log-file PATH]
+
+On SIGTERM or SIGINT the daemon stops accepting requests and, as dockerd does by default, stops its
+running containers (their stop signal, SIGKILL after their stop timeout) before it exits. With
+--live-restore it leaves them running, as `dockerd --live-restore`: each has a supervisor of its own, and
+the next daemon finds them. A daemon killed with SIGKILL leaves them running either way; the next daemon
+reads their records and watches them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..paths import run_dir, state_dir
+from ..workloads.launcher import Launcher
+from . import routes_containers, routes_exec, routes_system
+from .backend import Containers
+from .events import Events
+from .http import Request, Server
+from .images import Images
+from .router import Router
+
+log = logging.getLogger("pycontainer.engine")
+
+
+def default_socket() -> str:
+    return os.path.join(run_dir(), "docker.sock")
+
+
+def default_host() -> str:
+    return "unix://" + default_socket()
+
+
+def engine_dir() -> str:
+    return os.path.join(state_dir(), "engine")
+
+
+def pid_file() -> str:
+    return os.path.join(run_dir(), "engine.pid")
+
+
+def access_log_path() -> str:
+    """One JSON object per request: time, method, path, status, ms (a notebook shows it as a DataFrame)."""
+    return os.path.join(engine_dir(), "api.log")
+
+
+def daemon_log_path() -> str:
+    return os.path.join(engine_dir(), "daemon.log")
+
+
+@dataclass
+class Options:
+    hosts: list[str] = field(default_factory=list)
+    live_restore: bool = False
+    log_file: str | None = None
+    socket_mode: int = 0o660
+
+
+class Engine:
+    """Everything the handlers reach: containers, images, events, the launcher."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.live_restore = options.live_restore
+        self.data_root = state_dir()
+        self.daemon_id = hashlib.sha256(f"{socket.gethostname()}:{self.data_root}".encode()).hexdigest()[:36].upper()
+        self.events = Events()
+        self.launcher = Launcher()
+        self.containers = Containers(self.events, self.launcher)
+        self.images = Images()
+        self.router = Router()
+        for module in (routes_system, routes_containers, routes_exec):
+            for method, pattern, handler in module.routes(self):  # type: ignore[attr-defined]
+                self.router.add(method, pattern, handler)
+        self.execs: dict[str, Any] = {}  # exec id -> routes_exec.Exec (dockerd keeps them in memory too)
+        self._access: Any = None
+
+    def execs_of(self, cid: str) -> list[str]:
+        return [x.id for x in self.execs.values() if x.container_id == cid]
+
+    def access(self, req: Request) -> None:
+        if self._access is None:
+            os.makedirs(engine_dir(), mode=0o700, exist_ok=True)
+            self._access = open(access_log_path(), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        ms = (time.monotonic() - req.t0) * 1000
+        self._access.write(json.dumps({"time": time.time(), "method": req.method, "path": req.path,
+                                       "query": urllib.parse.urlsplit(req.target).query, "status": req.status,
+                                       "ms": round(ms, 3)}) + "\n")
+        log.debug("%s %s %s %.1f ms", req.method, req.target, req.status, ms)
+
+
+def _unix_path(host: str) -> str | None:
+    return host[len("unix://"):] if host.startswith("unix://") else None
+
+
+def _prepare_socket(path: str) -> None:
+    """A socket file left by a killed daemon is removed; one a live daemon answers on is an error."""
+    if os.path.exists(path):
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(path)
+            except OSError:
+                os.unlink(path)
+            else:
+                raise SystemExit(f"pycontainer serve: a daemon is already listening on {path}")
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+
+
+async def serve(options: Options, ready: Any = None) -> None:
+    engine = Engine(options)
+    await asyncio.to_thread(engine.launcher.start)
+    engine.containers.load()
+    server = Server(engine.router.dispatch, routes_system.common_headers, engine.access)
+    hosts = options.hosts or [default_host()]
+    sockets = []
+    for h in hosts:
+        path = _unix_path(h)
+        if path is not None:
+            _prepare_socket(path)
+            await server.listen_unix(path)
+            os.chmod(path, options.socket_mode)
+            sockets.append(path)
+        elif h.startswith("tcp://"):
+            u = urllib.parse.urlsplit(h)
+            host, port = u.hostname or "127.0.0.1", u.port or 2375
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("listening on tcp://%s:%d without TLS: anyone who can reach it is root here", host, port)
+            await server.listen_tcp(host, port)
+        else:
+            raise SystemExit(f"pycontainer serve: unsupported host {h!r}: unix:///path or tcp://HOST:PORT")
+    with open(pid_file(), "w") as f:
+        f.write(f"{os.getpid()}\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("API listening on %s (live-restore %s)", ", ".join(hosts), "on" if options.live_restore else "off")
+    if ready is not None:
+        ready()
+    await stop.wait()
+    log.info("shutting down")
+    await server.close()
+    if not options.live_restore:
+        await engine.containers.stop_all()
+    engine.launcher.stop()
+    for path in sockets:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.unlink(pid_file())
+    log.info("stopped")
+
+
+def setup_logging(path: str | None) -> None:
+    target = path or daemon_log_path()
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    handler = logging.FileHandler(target)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("pycontainer")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def main(options: Options) -> int:
+    if os.geteuid() != 0:
+        sys.stderr.write("pycontainer serve: needs root (it creates namespaces, cgroups and mounts)\n")
+        return 1
+    os.makedirs(run_dir(), mode=0o755, exist_ok=True)
+    setup_logging(options.log_file)
+    asyncio.run(serve(options))
+    return 0

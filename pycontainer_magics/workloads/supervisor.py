@@ -1,0 +1,136 @@
+"""A daemon container's supervisor (what containerd's shim or conmon is to dockerd): a process of its own
+session that runs the container to its end, appends its output to the json log and records in the state
+file when it started and how it ended. It does not depend on the daemon: a daemon killed with SIGKILL
+leaves its containers running, and the next one finds them through these records.
+
+Forked by the launcher (launcher.py), never by the daemon itself: the daemon is threaded, and the
+supervisor goes on running Python after fork.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+from typing import Any, NoReturn
+
+from . import daemon_store as store
+from .json_log import Writer, rfc3339_nano
+
+
+def supervise(cid: str, spec: Any, report_fd: int) -> NoReturn:
+    """Run `spec` as container `cid`; tell `report_fd` once it runs (or why it could not start)."""
+    code = 0
+    reported = False
+    me = os.getpid()
+    me_start = store.start_time(me)
+
+    def report(msg: dict[str, Any]) -> None:
+        nonlocal reported
+        if reported:
+            return
+        reported = True
+        try:
+            os.write(report_fd, json.dumps(msg).encode())
+        except OSError:
+            pass  # the daemon went away while starting us: the record tells the next one
+        finally:
+            os.close(report_fd)
+
+    gate = ""
+    try:
+        os.chdir("/")
+        devnull = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.closerange(3, report_fd)
+        os.closerange(report_fd + 1, 1 << 16)
+        for s in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(s, signal.SIG_IGN)
+        log = Writer(store.log_path(cid))
+
+        def on_output(stream: str, text: str) -> None:
+            log.write(stream, text.encode())
+
+        # PID 1 waits at this gate, set up and its executable found, until on_start opens it: a command
+        # that cannot be executed fails the start (dockerd's 400, exit code 127), not the run after it.
+        gate = os.path.join(store.container_dir(cid), "start.fifo")
+        if os.path.lexists(gate):
+            os.unlink(gate)
+        os.mkfifo(gate, 0o600)
+
+        def on_start(running: Any) -> None:
+            pid = running.pid1
+            fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+                os.unlink(gate)
+            try:
+                store.update_state(cid, Status="running", Running=True, Paused=False, Pid=pid,
+                                   PidStart=store.start_time(pid), Supervisor=me, SupervisorStart=me_start,
+                                   RunId=running.run.id, StartedAt=rfc3339_nano(),
+                                   FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="")
+            finally:
+                report({"ok": True, "pid": pid, "supervisor": me, "supervisor_start": me_start})
+
+        from ..runtime.run import run
+
+        r = run(spec, on_output=on_output, helper=False, on_start=on_start, gate=gate)
+        if not reported:  # it ended before its payload ran: a failed start
+            msg = r.error or "the container could not be started"
+            store.update_state(cid, Error=msg, ExitCode=r.exit_code if r.exit_code is not None else 128)
+            report({"error": msg, "status": 500})
+        else:
+            store.update_state(cid, Status="exited", Running=False, Paused=False, Pid=0,
+                               ExitCode=r.exit_code if r.exit_code is not None else 255,
+                               OOMKilled=r.oom_killed, FinishedAt=rfc3339_nano(), Error=r.error or "")
+        log.close()
+    except BaseException as e:  # noqa: BLE001
+        code = 1
+        msg = str(e) or type(e).__name__
+        status = _status_of(msg, e)
+        if os.path.lexists(gate):
+            os.unlink(gate)
+        try:
+            if not reported:
+                store.update_state(cid, Error=msg, ExitCode=_exit_code_of(msg, e))
+            else:
+                store.update_state(cid, Status="exited", Running=False, Paused=False, Pid=0, ExitCode=255,
+                                   FinishedAt=rfc3339_nano(), Error=msg)
+        except OSError:
+            pass
+        report({"error": msg, "status": status})
+    try:
+        # What the interpreter would do at exit for the run: the cgroup's removal (deferred to the
+        # background) and the then empty parent cgroup.
+        from ..runtime import cleanup
+        from ..runtime.run import _leave_no_parent, hierarchy
+        h = hierarchy()
+        if h is not None:
+            _leave_no_parent(h)
+        cleanup.settle()
+    finally:
+        os._exit(code)
+
+
+def _exit_code_of(msg: str, e: BaseException) -> int:
+    """The exit code dockerd records for a container that could not start (the docker CLI exits with it)."""
+    if "executable file not found" in msg or "no such file or directory" in msg.lower():
+        return 127
+    if "permission denied" in msg.lower():
+        return 126
+    return 128
+
+
+def _status_of(msg: str, e: BaseException) -> int:
+    """The HTTP status `docker start` answers with for a container that could not start."""
+    from ..runtime.spec import SpecError
+
+    if isinstance(e, SpecError) or _exit_code_of(msg, e) in (126, 127):
+        return 400
+    if getattr(e, "errno", None) == errno.ENOENT:
+        return 404
+    return 500

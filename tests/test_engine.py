@@ -1,0 +1,282 @@
+"""`pycontainer serve`: the Docker Engine API, driven by the real docker CLI and docker-py.
+
+One daemon serves the module (private state and run directories, a busybox image in its store); the
+tests that kill or restart a daemon start their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+from engine_helpers import (
+    IMAGE,
+    alive,
+    daemon,
+    docker_clis,
+    our_links,
+    prune_state,
+    start_daemon,
+    stop_daemon,
+)
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory: pytest.TempPathFactory):
+    root = str(tmp_path_factory.mktemp("engine"))
+    with daemon(root) as dm:
+        yield dm
+        sups = dm.supervisors()
+    # SIGTERM stopped every container (no --live-restore): no supervisor is left, nor the default bridge
+    # once its owners are gone.
+    assert not [p for p in sups if alive(p)]
+    prune_state(dm)
+    assert our_links(dm) == []
+
+
+# -- the first things a client asks ---------------------------------------------------------------------
+
+def test_ping_version_info(d):
+    status, body, headers = d.request("GET", "/_ping")
+    assert (status, body) == (200, b"OK")
+    assert headers["api-version"] == "1.41" and headers["ostype"] == "linux"
+    status, v, _ = d.request("GET", "/version")
+    assert status == 200 and v["ApiVersion"] == "1.41" and v["Platform"]["Name"] == "pycontainer_magics Engine"
+    status, info, _ = d.request("GET", "/v1.41/info")
+    assert status == 200 and info["OSType"] == "linux" and info["CgroupDriver"] == "cgroupfs"
+    r = d.docker("version", "--format", "{{.Server.APIVersion}} {{.Server.Platform.Name}}", check=True)
+    assert r.stdout.strip() == "1.41 pycontainer_magics Engine"
+
+
+def test_unknown_endpoint_and_bad_requests_are_dockers_errors(d):
+    status, body, _ = d.request("GET", "/v1.41/containers/x/frobnicate")
+    assert status == 404 and "GET /v1.41/containers/x/frobnicate" in body["message"]
+    status, body, _ = d.request("POST", "/v1.41/containers/create", raw=b"{not json")
+    assert status == 400 and "invalid JSON" in body["message"]
+    status, body, _ = d.request("GET", "/v9.99/version")
+    assert status == 400 and "too new" in body["message"]
+    before = len(d.records())
+    status, body, _ = d.request("POST", "/containers/create", {"Image": "nosuch/image:1", "Cmd": ["true"]})
+    assert (status, body["message"]) == (404, "No such image: nosuch/image:1")
+    status, body, _ = d.request("POST", "/containers/create", {"Image": IMAGE, "HostConfig": {"Memory": 1000}})
+    assert (status, body["message"]) == (400, "Minimum memory limit allowed is 6MB")
+    status, body, _ = d.request("POST", "/containers/create", {"Image": IMAGE, "HostConfig": {"Mounts": [
+        {"Type": "bind", "Source": "/no/such/dir", "Target": "/x"}]}})
+    assert status == 400 and "bind source path does not exist: /no/such/dir" in body["message"]
+    status, body, _ = d.request("POST", "/containers/create", {"Image": IMAGE, "HostConfig": {"Binds": [
+        "/no/such/dir:/x"]}})
+    assert status == 400 and "/no/such/dir" in body["message"]
+    status, body, _ = d.request("POST", "/containers/json?all=1", {})
+    assert status == 404
+    assert len(d.records()) == before  # nothing was made
+    status, body, _ = d.request("GET", "/containers/nosuch/json")
+    assert (status, body["message"]) == (404, "No such container: nosuch")
+
+
+def test_name_taken_is_409(d):
+    d.docker("create", "--name", "taken", IMAGE, "true", check=True)
+    status, body, _ = d.request("POST", "/containers/create?name=taken", {"Image": IMAGE, "Cmd": ["true"]})
+    assert status == 409 and 'The container name "/taken" is already in use' in body["message"]
+    r = d.docker("run", "--name", "taken", IMAGE, "true")
+    assert r.returncode == 125 and "already in use" in r.stderr
+    d.docker("rm", "taken", check=True)
+
+
+# -- docker run ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cli", docker_clis())
+def test_run_rm_output_and_exit_code(d, cli):
+    r = d.docker("run", "--rm", "-m", "64m", IMAGE, "sh", "-c", "echo hi; echo err >&2; exit 3", cli=cli)
+    assert (r.returncode, r.stdout) == (3, "hi\n")
+    assert "err\n" in r.stderr
+    assert d.docker("ps", "-aq", cli=cli, check=True).stdout.strip() == "" or \
+        all(c["Status"] != "exited" or c.get("ExitCode") != 3 for c in d.records())
+    # --rm: it is gone once `docker run` returns
+    assert not [c for c in d.records() if c.get("ExitCode") == 3]
+
+
+def test_run_limits_are_in_the_cgroup_and_inspect(d):
+    r = d.docker("run", "--name", "lim", "-m", "64m", "--pids-limit", "20", IMAGE, "sh", "-c",
+                 "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null || "
+                 "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(64 * 2**20), "20"]
+    info = json.loads(d.docker("inspect", "lim", check=True).stdout)[0]
+    assert info["HostConfig"]["Memory"] == 64 * 2**20 and info["HostConfig"]["PidsLimit"] == 20
+    assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 0
+    assert info["Name"] == "/lim" and info["Config"]["Hostname"] == info["Id"][:12]
+    d.docker("rm", "lim", check=True)
+
+
+def test_oom_killed_in_inspect(d):
+    r = d.docker("run", "--name", "oom", "-m", "16m", "--memory-swap", "16m", IMAGE,
+                 "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+    assert r.returncode == 137
+    state = json.loads(d.docker("inspect", "oom", check=True).stdout)[0]["State"]
+    assert state["OOMKilled"] is True and state["ExitCode"] == 137
+    d.docker("rm", "oom", check=True)
+
+
+def test_exec_not_found_fails_start_with_127(d):
+    r = d.docker("run", "--rm", IMAGE, "no-such-command")
+    assert r.returncode == 127
+    assert "executable file not found" in r.stderr
+
+
+def test_detached_logs_exec_stop_ps(d):
+    script = "trap 'echo bye; exit 7' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+    cid = d.docker("run", "-d", "--name", "web", IMAGE, "sh", "-c", script, check=True).stdout.strip()
+    assert len(cid) == 64
+    time.sleep(0.5)
+    assert d.docker("logs", "web", check=True).stdout.startswith("tick 0\ntick 1\n")
+    # logs -f follows new output until the client stops (timeout ends it here)
+    import subprocess
+    p = subprocess.Popen(["timeout", "1", docker_clis()[0], "logs", "-f", "-t", "--tail", "1", "web"],
+                         env=d.env, stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=30)
+    lines = out.splitlines()
+    assert len(lines) >= 4, out  # the last line and at least three new ones in a second
+    assert all(line.split(" ", 1)[0].endswith("Z") and " tick " in f" {line.split(' ', 1)[1]}" for line in lines)
+    r = d.docker("exec", "web", "hostname", check=True)
+    assert r.stdout.strip() == cid[:12]
+    assert d.docker("exec", "web", "sh", "-c", "exit 5").returncode == 5
+    assert d.docker("exec", "web", "nosuchcmd").returncode in (126, 127)
+    ps = d.docker("ps", "-a", "--format", "{{.Names}}|{{.Status}}|{{.Image}}", check=True).stdout
+    assert any(line.startswith("web|Up ") and line.endswith(f"|{IMAGE}") for line in ps.splitlines())
+    assert d.docker("stop", "web", check=True).stdout.strip() == "web"
+    state = json.loads(d.docker("inspect", "web", check=True).stdout)[0]["State"]
+    assert (state["Status"], state["ExitCode"], state["Running"]) == ("exited", 7, False)
+    assert d.docker("logs", "--tail", "1", "web", check=True).stdout == "bye\n"
+    ps = d.docker("ps", "-a", "--filter", "name=web", "--format", "{{.Status}}", check=True).stdout
+    assert ps.startswith("Exited (7) ")
+    assert d.docker("ps", "-q", "--filter", "name=web", check=True).stdout == ""  # not running
+    d.docker("rm", "web", check=True)
+    assert d.docker("inspect", "web").returncode != 0
+
+
+def test_stop_escalates_to_sigkill_and_kill_signal(d):
+    d.docker("run", "-d", "--name", "stubborn", IMAGE, "sh", "-c", "while true; do sleep 0.1; done", check=True)
+    t0 = time.monotonic()
+    d.docker("stop", "-t", "1", "stubborn", check=True)  # PID 1 has no TERM handler: KILL after 1 s
+    assert time.monotonic() - t0 >= 1.0
+    assert json.loads(d.docker("inspect", "stubborn", check=True).stdout)[0]["State"]["ExitCode"] == 137
+    r = d.docker("kill", "stubborn")
+    assert r.returncode != 0 and "is not running" in r.stderr
+    d.docker("start", "stubborn", check=True)
+    assert json.loads(d.docker("inspect", "stubborn", check=True).stdout)[0]["State"]["Running"] is True
+    r = d.docker("rm", "stubborn")
+    assert r.returncode != 0 and "cannot remove a running container" in r.stderr
+    d.docker("rm", "-f", "stubborn", check=True)
+
+
+def test_writable_layer_survives_stop_and_start(d):
+    d.docker("run", "--name", "keep", IMAGE, "sh", "-c", "echo kept > /data.txt", check=True)
+    d.docker("start", "keep", check=True)
+    d.docker("wait", "keep", check=True)
+    r = d.docker("run", "--rm", IMAGE, "cat", "/data.txt")
+    assert r.returncode != 0  # another container does not see it
+    layer = json.loads(d.docker("inspect", "keep", check=True).stdout)[0]["GraphDriver"]["Data"]["UpperDir"]
+    with open(os.path.join(layer, "data.txt")) as f:
+        assert f.read() == "kept\n"
+    d.docker("rm", "keep", check=True)
+    assert not os.path.exists(layer)
+
+
+def test_client_dropping_mid_attach(d):
+    cid = d.docker("run", "-d", IMAGE, "sh", "-c", "while true; do echo x; sleep 0.05; done",
+                   check=True).stdout.strip()
+    for _ in range(3):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(d.socket)
+        s.sendall(f"POST /v1.41/containers/{cid}/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: x\r\n"
+                  "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 101 UPGRADED")
+        s.close()
+    time.sleep(0.3)
+    assert d.request("GET", "/_ping")[0] == 200
+    assert json.loads(d.docker("inspect", cid, check=True).stdout)[0]["State"]["Running"] is True
+    d.docker("rm", "-f", cid, check=True)
+
+
+def test_docker_py(d):
+    docker = pytest.importorskip("docker")
+    cl = docker.DockerClient(base_url=d.env["DOCKER_HOST"])
+    assert cl.version()["ApiVersion"] == "1.41"
+    c = cl.containers.run(IMAGE, ["sh", "-c", "echo one; echo two >&2; sleep 0.3; echo three; exit 4"],
+                          detach=True, name="pyd")
+    assert b"".join(c.logs(stream=True)) == b"one\ntwo\nthree\n"
+    assert c.wait() == {"StatusCode": 4, "Error": None}
+    c.reload()
+    assert (c.status, c.attrs["State"]["ExitCode"]) == ("exited", 4)
+    assert c.logs(stdout=True, stderr=False) == b"one\nthree\n"
+    assert cl.containers.run(IMAGE, ["echo", "hello"], remove=True) == b"hello\n"
+    assert "pyd" in [x.name for x in cl.containers.list(all=True)]
+    c.remove()
+    with pytest.raises(docker.errors.NotFound):
+        cl.containers.get("pyd")
+    with pytest.raises(docker.errors.ContainerError) as e:
+        cl.containers.run(IMAGE, ["sh", "-c", "exit 2"], remove=True)
+    assert e.value.exit_status == 2
+    cl.close()
+
+
+def test_events_stream(d):
+    docker = pytest.importorskip("docker")
+    cl = docker.APIClient(base_url=d.env["DOCKER_HOST"])
+    since = time.time()
+    cid = d.docker("run", "-d", "--name", "ev", IMAGE, "sh", "-c", "exit 2", check=True).stdout.strip()
+    d.docker("wait", "ev", check=True)
+    d.docker("rm", "ev", check=True)
+    events = list(cl.events(since=since, until=time.time() + 0.5, decode=True,
+                            filters={"container": cid}))
+    actions = [e["Action"] for e in events]
+    assert actions[:2] == ["create", "start"] and "destroy" == actions[-1], actions
+    die = next(e for e in events if e["Action"] == "die")
+    assert die["Actor"]["Attributes"]["exitCode"] == "2" and die["Actor"]["Attributes"]["name"] == "ev"
+    cl.close()
+
+
+# -- the daemon's own life ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_then_restart_finds_containers(tmp_path):
+    with daemon(str(tmp_path)) as dm:
+        dm.docker("run", "-d", "--name", "runner", "--network", "none", IMAGE, "sh", "-c",
+                  "trap 'exit 9' TERM; while true; do sleep 0.1; done", check=True)
+        dm.docker("run", "--name", "done", "--network", "none", IMAGE, "sh", "-c", "exit 6")
+        stop_daemon(dm, signal.SIGKILL)
+        sups = [r["Supervisor"] for r in dm.records() if r["Status"] == "running"]
+        assert len(sups) == 1 and alive(sups[0])  # the container outlived its daemon
+        dm2 = start_daemon(str(tmp_path))
+        try:
+            ps = dm2.docker("ps", "-a", "--format", "{{.Names}} {{.State}}", check=True).stdout.split("\n")
+            assert "runner running" in ps and "done exited" in ps
+            assert json.loads(dm2.docker("inspect", "done", check=True).stdout)[0]["State"]["ExitCode"] == 6
+            dm2.docker("stop", "runner", check=True)  # watched again: the exit is seen at once
+            assert dm2.docker("wait", "runner", check=True).stdout.strip() == "9"
+        finally:
+            stop_daemon(dm2)
+        prune_state(dm2)
+
+
+@pytest.mark.slow
+def test_sigterm_live_restore_leaves_containers_running(tmp_path):
+    with daemon(str(tmp_path), "--live-restore") as dm:
+        cid = dm.docker("run", "-d", "--network", "none", IMAGE, "sh", "-c", "while true; do sleep 0.1; done",
+                        check=True).stdout.strip()
+        stop_daemon(dm)  # SIGTERM
+        sups = dm.supervisors()
+        assert len(sups) == 1 and alive(sups[0])
+        dm2 = start_daemon(str(tmp_path))
+        try:
+            assert dm2.docker("inspect", "-f", "{{.State.Running}}", cid, check=True).stdout.strip() == "true"
+            dm2.docker("rm", "-f", cid, check=True)
+        finally:
+            stop_daemon(dm2)
+        prune_state(dm2)
