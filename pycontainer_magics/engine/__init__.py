@@ -9,4 +9,7 @@ docker-py drive this project's containers, images, networks and volumes.
 
 The daemon keeps no container state of its own that matters: containers live in workloads/daemon_store.py
 records, each run by a supervisor process (workloads/supervisor.py) that outlives the daemon.
+
+May import: lab/, oci/, workloads/, runtime/ and everything below them. Never display/, magics/, cli/ or
+kernel/; never IPython, pandas, matplotlib or ipywidgets (the daemon's import path stays lean).
 """

@@ -14,9 +14,10 @@ from ..workloads.json_log import Reader, Record, parse_time
 from . import frames
 from .backend import Container, parse_signal
 from .http import ApiError, Request, Response, empty, json_response
+from .params import content_type, time_param
 
 if TYPE_CHECKING:
-    from .daemon import Engine
+    from .core import Engine
 
 FOLLOW_POLL = 0.05  # seconds between looks at a followed log
 
@@ -359,13 +360,6 @@ async def resize(e: Engine, req: Request, ref: str) -> Response:
 
 # -- output ------------------------------------------------------------------------------------------
 
-def _content_type(req: Request) -> str:
-    v = req.api_version
-    if v is not None and tuple(int(x) for x in v.split(".")) >= (1, 42):
-        return "application/vnd.docker.multiplexed-stream"
-    return "application/vnd.docker.raw-stream"
-
-
 async def attach(e: Engine, req: Request, ref: str) -> Response | None:
     c = e.containers.get(ref)
     if req.q_bool("stdin"):
@@ -376,7 +370,7 @@ async def attach(e: Engine, req: Request, ref: str) -> Response | None:
     exits = c.exits
     ended = c.changed
     was_running_or_new = c.status in ("created", "running", "paused")
-    _, writer = await req.hijack(_content_type(req))
+    _, writer = await req.hijack(content_type(req))
     try:
         while True:
             for rec in reader.read():
@@ -410,20 +404,6 @@ def _select(records: list[Record], want: set[str], since: float, until: float | 
     return out
 
 
-def _time_param(v: str | None) -> float | None:
-    """dockerd's since/until: unix seconds (with fractions), or an RFC 3339 time."""
-    if not v:
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        pass
-    try:
-        return parse_time(v)
-    except ValueError:
-        raise ApiError(400, f"invalid time value: {v!r}") from None
-
-
 async def logs(e: Engine, req: Request, ref: str) -> Response | None:
     c = e.containers.get(ref)
     want = {s for s in ("stdout", "stderr") if req.q_bool(s)}
@@ -431,8 +411,8 @@ async def logs(e: Engine, req: Request, ref: str) -> Response | None:
         raise ApiError(400, "Bad parameters: you must choose at least one stream")
     follow = req.q_bool("follow")
     stamps = req.q_bool("timestamps")
-    since = _time_param(req.q("since")) or 0.0
-    until = _time_param(req.q("until"))
+    since = time_param(req.q("since")) or 0.0
+    until = time_param(req.q("until"))
     tail = req.q("tail") or "all"
     if tail != "all":
         try:
@@ -446,7 +426,7 @@ async def logs(e: Engine, req: Request, ref: str) -> Response | None:
     first = _select(reader.read(), want, since, until)
     if tail != "all" and n_tail >= 0:
         first = first[len(first) - n_tail:] if n_tail else []
-    out = await req.stream(_content_type(req))
+    out = await req.stream(content_type(req))
 
     def encode(recs: list[Record]) -> bytes:
         return b"".join(frames.frame(r.stream, (r.time.encode() + b" " if stamps else b"") + r.data) for r in recs)

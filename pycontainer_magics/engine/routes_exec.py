@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import frames
 from .http import ApiError, Request, Response, empty, json_response
+from .params import content_type
 
 if TYPE_CHECKING:
-    from .daemon import Engine
+    from .core import Engine
 
 
 @dataclass
@@ -93,9 +94,7 @@ async def start(e: Engine, req: Request, eid: str) -> Response | None:
     task.add_done_callback(lambda _t: q.put_nowait(None))
     if body.get("Detach"):
         return empty(200)
-    from .routes_containers import _content_type
-
-    _, writer = await req.hijack(_content_type(req))
+    _, writer = await req.hijack(content_type(req))
     try:
         while (item := await q.get()) is not None:
             stream, data = item
@@ -109,9 +108,9 @@ async def start(e: Engine, req: Request, eid: str) -> Response | None:
 
 
 def _run(e: Engine, c: Any, x: Exec, on_output: Any) -> None:
-    from ..workloads.exec import ExecError, exec_in
     from ..runtime.run import container_env, hierarchy, seccomp_filter
     from ..workloads import daemon_store as store
+    from ..workloads.exec import ExecError, exec_in
     from . import container_config
 
     rec = c.record

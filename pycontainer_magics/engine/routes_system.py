@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from .events import matches
 from .http import Request, Response, json_response
+from .params import time_param
 from .router import API_VERSION, MIN_API_VERSION
 
 if TYPE_CHECKING:
-    from .daemon import Engine
+    from .core import Engine
 
 NAME = "pycontainer_magics Engine"
 
@@ -115,10 +116,8 @@ async def info(e: Engine, req: Request) -> Response:
 
 async def events(e: Engine, req: Request) -> Response | None:
     """Past events from `since`, then new ones as they happen, until `until` (or the client leaves)."""
-    from .routes_containers import _time_param
-
-    since = _time_param(req.q("since"))
-    until = _time_param(req.q("until"))
+    since = time_param(req.q("since"))
+    until = time_param(req.q("until"))
     filters = req.q_json("filters") or {}
     if isinstance(filters, dict):
         filters = {k: (list(v) if isinstance(v, list | dict) else [v]) for k, v in filters.items()}
