@@ -26,7 +26,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
-    from ..engine.daemon import Options
+    from ..engine.core import Options
     from ..engine.daemon import main as serve
 
     return serve(Options(hosts=ns.host, live_restore=ns.live_restore, log_file=ns.log_file))

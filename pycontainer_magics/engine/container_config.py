@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..runtime.parse import build_spec, normalize_cap
+from ..linux.caps import normalize_cap
+from ..runtime.parse import build_spec
 from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
 from .http import ApiError
 

@@ -42,7 +42,7 @@ def routes(e: Engine) -> list[tuple[str, str, Any]]:
 
 
 def _get(e: Engine, eid: str) -> Exec:
-    x = e.execs.get(eid)
+    x: Exec | None = e.execs.get(eid)
     if x is None:
         raise ApiError(404, f"No such exec instance: {eid}")
     return x
