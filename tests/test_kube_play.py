@@ -255,3 +255,39 @@ def test_down_from_another_process_and_prune(tmp_path):
         if proc.stdout is not None:
             proc.stdout.close()
     _nothing_left(name, [name])
+
+
+def test_cli_generate_validate_play_down(tmp_path):
+    """pycontainer kube generate -> validate -> play (in the foreground) -> down from another shell."""
+    import subprocess
+    import sys
+    name = _tag("sh")
+    cli = [sys.executable, "-m", "pycontainer_magics.cli"]
+    gen = subprocess.run([*cli, "kube", "generate", "--name", name, "--memory", "32m", "--pids-limit", "10", "--",
+                          "sh", "-c", "echo started; exec sleep 60"], capture_output=True, text=True, timeout=60)
+    assert gen.returncode == 0, gen.stderr
+    assert "--pids-limit 10 has no per-container Kubernetes equivalent" in gen.stderr  # a warning...
+    assert "# container" in gen.stdout and "pids-limit 10" in gen.stdout  # ...and a comment in the YAML
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(gen.stdout)
+    val = subprocess.run([*cli, "kube", "validate", str(f)], capture_output=True, text=True, timeout=60)
+    assert val.returncode == 0 and val.stdout.count(": valid (Kubernetes ") == 2, val.stdout
+    bad = subprocess.run([*cli, "kube", "validate", "-"], input=gen.stdout.replace("32Mi", "12QB"),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "limits.memory: '12QB' is not a Kubernetes quantity" in bad.stdout
+    proc = subprocess.Popen([*cli, "kube", "play", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == f"{name}/{name} | started"
+        assert name in [p.name for p in pods.list_pods()]
+        down = subprocess.run([*cli, "kube", "down", str(f), "-t", "0"], capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for s in (proc.stdout, proc.stderr):
+            if s is not None:
+                s.close()
+    _nothing_left(name, [name])

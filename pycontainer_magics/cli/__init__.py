@@ -3,6 +3,7 @@
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code (run.py)
     pycontainer bundle DIR [options] -- CMD       write an OCI runtime bundle for a command (run.py)
     pycontainer create|start|state|kill|delete|list|spec   the OCI runtime command set (oci.py)
+    pycontainer kube generate|validate|play|down  Kubernetes YAML: export, check, run here (kube.py)
     pycontainer prune                             remove what a killed kernel left behind (system.py)
     pycontainer install-kernel [--limited ...]    the Jupyter kernel "Python 3 (container lab)" (kernel.py)
     pycontainer serve [-H unix:///PATH]           the Docker Engine API daemon (serve.py)
@@ -21,10 +22,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import image, kernel, oci, run, serve, system
+from . import image, kernel, kube, oci, run, serve, system
 from .common import Parser
 
-GROUPS = (run, oci, image, system, kernel, serve)
+GROUPS = (run, oci, image, kube, system, kernel, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1025,6 +1025,10 @@ def down(name: str, volumes: bool = False, timeout: float | None = None) -> list
         raise KubeError(f"no kube play {name!r} is up (plays here: {', '.join(sorted(_plays)) or 'none'})") from None
     owner = int(rec.get("owner", 0))
     if owner and owner != os.getpid():
+        if timeout is not None:  # the owner reads it when it downs the play (requested_timeout)
+            rec["down_timeout"] = timeout
+            with contextlib.suppress(OSError), open(path, "w") as f:
+                json.dump(rec, f)
         with contextlib.suppress(ProcessLookupError):
             os.kill(owner, signal.SIGTERM)
         end = time.monotonic() + (timeout if timeout is not None else 30.0) + 30.0
@@ -1032,6 +1036,16 @@ def down(name: str, volumes: bool = False, timeout: float | None = None) -> list
             time.sleep(0.05)
     prune_records()
     return [f"Pod {n}  Removed" for n in rec.get("pods", [])]
+
+
+def requested_timeout(name: str) -> float | None:
+    """The -t another process's `kube down` asked for, if any."""
+    try:
+        with open(os.path.join(_records_dir(), f"{name}.json")) as f:
+            t = json.load(f).get("down_timeout")
+    except (OSError, ValueError):
+        return None
+    return float(t) if isinstance(t, int | float) else None
 
 
 def _alive(pid: int) -> bool:
@@ -1081,4 +1095,5 @@ def prune_records() -> list[str]:
     return removed
 
 
-__all__ = ["ContainerStatus", "Play", "down", "get", "list_plays", "play", "play_name", "prune_records"]
+__all__ = ["ContainerStatus", "Play", "down", "get", "list_plays", "play", "play_name", "prune_records",
+           "requested_timeout"]
