@@ -280,3 +280,104 @@ def test_sigterm_live_restore_leaves_containers_running(tmp_path):
         finally:
             stop_daemon(dm2)
         prune_state(dm2)
+
+
+# -- images ---------------------------------------------------------------------------------------------
+
+def test_images_list_inspect_tag_history_rmi(d):
+    out = d.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", check=True).stdout
+    assert f"{IMAGE} " in out
+    info = json.loads(d.docker("image", "inspect", IMAGE, check=True).stdout)[0]
+    assert info["RepoTags"] == [IMAGE] and info["Config"]["Cmd"] == ["sh"] and info["Os"] == "linux"
+    assert len(info["RootFS"]["Layers"]) == 1
+    hist = d.docker("history", "--format", "{{.CreatedBy}}|{{.Size}}", IMAGE, check=True).stdout.splitlines()
+    assert hist[0].startswith("ADD busybox /|")
+    d.docker("tag", IMAGE, "lab/other:2", check=True)
+    ids = d.docker("images", "-q", "--no-trunc", "lab/other", check=True).stdout.split()
+    assert ids == [info["Id"]]
+    assert d.docker("rmi", "lab/other:2", check=True).stdout.strip() == "Untagged: lab/other:2"
+    r = d.docker("rmi", "nosuch:1")
+    assert r.returncode != 0 and "No such image: nosuch:1" in r.stderr
+    d.docker("create", "--name", "user", IMAGE, "true", check=True)
+    r = d.docker("rmi", IMAGE)
+    assert r.returncode != 0 and "must force" in r.stderr and "is using its referenced image" in r.stderr
+    d.docker("rm", "user", check=True)
+
+
+def test_build_then_run_and_docker_py_build(d, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f'FROM {IMAGE}\nARG MSG=default\nRUN echo "built $MSG" > /msg.txt\n'
+                                    'COPY hello.txt /hello.txt\nCMD ["cat", "/msg.txt", "/hello.txt"]\n')
+    (ctx / "hello.txt").write_text("from the context\n")
+    r = d.docker("build", "-t", "lab/built:1", "--build-arg", "MSG=xyz", str(ctx), check=True)
+    assert "Step 3/5 : RUN" in r.stdout and "Successfully tagged lab/built:1" in r.stdout
+    r = d.docker("run", "--rm", "--network", "none", "lab/built:1", check=True)
+    assert r.stdout == "built xyz\nfrom the context\n"
+    (ctx / "Dockerfile.bad").write_text(f"FROM {IMAGE}\nRUN exit 3\n")
+    r = d.docker("build", "-f", str(ctx / "Dockerfile.bad"), str(ctx))
+    assert r.returncode != 0 and "exited with 3" in r.stderr
+    docker = pytest.importorskip("docker")
+    import io
+    cl = docker.DockerClient(base_url=d.env["DOCKER_HOST"])
+    img, logs = cl.images.build(fileobj=io.BytesIO(f"FROM {IMAGE}\nRUN echo py > /py.txt\n".encode()),
+                                tag="lab/pybuilt:1")
+    assert "lab/pybuilt:1" in img.tags
+    assert cl.containers.run("lab/pybuilt:1", ["cat", "/py.txt"], remove=True, network_mode="none") == b"py\n"
+    cl.close()
+    d.docker("rmi", "lab/built:1", "lab/pybuilt:1", check=True)
+
+
+def test_save_load_roundtrip(d, tmp_path):
+    d.docker("tag", IMAGE, "lab/saved:1", check=True)
+    archive = tmp_path / "saved.tar"
+    d.docker("save", "-o", str(archive), "lab/saved:1", check=True)
+    d.docker("rmi", "lab/saved:1", check=True)
+    r = d.docker("load", "-i", str(archive), check=True)
+    assert "Loaded image: lab/saved:1" in r.stdout
+    assert d.docker("run", "--rm", "--network", "none", "lab/saved:1", "echo", "loaded", check=True).stdout == \
+        "loaded\n"
+    d.docker("rmi", "lab/saved:1", check=True)
+
+
+@pytest.mark.slow
+def test_push_pull_and_run_pulls_what_is_missing(d, tmp_path):
+    from images_helpers import registry_server
+
+    with registry_server(str(tmp_path)) as reg:
+        ref = f"{reg}/lab/busybox:1"
+        d.docker("tag", IMAGE, ref, check=True)
+        r = d.docker("push", ref, check=True)
+        assert ": Pushed" in r.stdout and "1: digest: sha256:" in r.stdout
+        d.docker("rmi", ref, check=True)
+        r = d.docker("pull", ref, check=True)
+        assert "Status: Downloaded newer image for " + ref in r.stdout
+        d.docker("rmi", ref, check=True)
+        r = d.docker("run", "--rm", "--network", "none", ref, "echo", "pulled", check=True)
+        assert r.stdout == "pulled\n" and "Unable to find image" in r.stderr
+        r = d.docker("pull", f"{reg}/lab/nosuch:1")
+        assert r.returncode != 0 and "not found" in r.stderr
+        d.docker("rmi", ref, check=True)
+
+
+def test_client_dropping_mid_build(d, tmp_path):
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = f"FROM {IMAGE}\nRUN sleep 1\n".encode()
+        ti = tarfile.TarInfo("Dockerfile")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    body = buf.getvalue()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.socket)
+    s.sendall(f"POST /v1.41/build?t=lab/dropped:1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    s.close()  # gone while RUN sleeps
+    assert d.request("GET", "/_ping")[0] == 200
+    deadline = time.monotonic() + 30
+    while d.docker("images", "-q", "lab/dropped:1").stdout.strip() == "" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    d.docker("rmi", "lab/dropped:1", check=True)  # the build ran to its end all the same

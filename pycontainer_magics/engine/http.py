@@ -76,6 +76,7 @@ class Request:
         self.route_path = self.path  # the path without the version prefix
         self.status = 0  # what was answered (for the access log)
         self.taken = False  # the handler took the connection over (stream or hijack)
+        self.streamed: ChunkedWriter | None = None  # a chunked response; once ended, the connection is reusable
         self._body_read = False
         self.t0 = time.monotonic()
 
@@ -187,7 +188,8 @@ class Request:
         head = self._head(status, {"Content-Type": content_type, "Transfer-Encoding": "chunked", **(headers or {})})
         self.writer.write(head)
         await self.writer.drain()
-        return ChunkedWriter(self.writer)
+        self.streamed = ChunkedWriter(self.writer)
+        return self.streamed
 
     async def hijack(self, content_type: str = "application/vnd.docker.raw-stream") -> tuple[
             asyncio.StreamReader, asyncio.StreamWriter]:
@@ -328,7 +330,10 @@ class Server:
             resp = json_response({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
         if req.taken:
             self._log(req)
-            return False  # streamed or hijacked: the connection ends with it
+            # A chunked response that was ended leaves the connection as HTTP/1.1 says: reusable (the docker CLI
+            # sends its next request on it). A hijacked one, or a stream cut short, ends with the handler.
+            return req.streamed is not None and req.streamed.closed and not req.writer.is_closing() \
+                and req.headers.get("connection", "").lower() != "close"
         assert resp is not None
         try:
             await req.drain()  # what the handler did not read must not be taken for the next request

@@ -77,3 +77,47 @@ def import_docker_archive(store: Store, path: str, *, progress: ProgressCallback
                 raw = json.dumps(manifest, sort_keys=True).encode()
                 out.append(store.add_image(raw, refs=tuple(entry.get("RepoTags") or ()), progress=progress))
         return out
+
+
+def export_docker_archive(store: Store, names: list[str], out: Any) -> list[Image]:
+    """Write the images `names` (refs or ids) to the binary file `out` as a `docker save` tarball in the
+    newer layout: manifest.json (Config, RepoTags, Layers) over `blobs/sha256/<digest>`, each blob as it is
+    stored (gzip layers stay gzip: `docker load` and import_docker_archive take them). A ref given by name
+    is the only RepoTag its entry carries, as `docker save NAME` does; an id carries all of the image's."""
+    from .reference import parse_reference
+
+    images: list[tuple[Image, list[str]]] = []
+    for name in names:
+        img = store.get(name)
+        img.require_portable("save")
+        tags = [parse_reference(r).short for r in img.refs]
+        try:
+            wanted = parse_reference(name).short
+        except Exception:  # noqa: BLE001 - an id, not a reference
+            wanted = None
+        images.append((img, [wanted] if wanted in tags else tags))
+    written: set[str] = set()
+    manifest = []
+    with tarfile.open(fileobj=out, mode="w|") as tf:
+        def blob(digest: str) -> str:
+            member = "blobs/sha256/" + digest.removeprefix("sha256:")
+            if member not in written:
+                written.add(member)
+                path = store.blob_file(digest)
+                ti = tf.gettarinfo(path, arcname=member)
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                ti.mode = 0o644
+                with open(path, "rb") as f:
+                    tf.addfile(ti, f)
+            return member
+
+        for img, tags in images:
+            manifest.append({"Config": blob(img.id), "RepoTags": tags or None,
+                             "Layers": [blob(layer.digest) for layer in img.layers]})
+        data = json.dumps(manifest).encode()
+        ti = tarfile.TarInfo("manifest.json")
+        ti.size, ti.mode = len(data), 0o644
+        import io
+        tf.addfile(ti, io.BytesIO(data))
+    return [img for img, _ in images]
