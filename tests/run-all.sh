@@ -11,7 +11,7 @@ cd "$top"
 [ "$(id -u)" -eq 0 ] || { echo "run as root: sudo bash tests/run-all.sh" >&2; exit 2; }
 
 export DEBIAN_FRONTEND=noninteractive
-pkgs="python3-venv busybox-static crun runc util-linux iptables qemu-system-x86 linux-image-amd64 cpio docker-registry skopeo umoci buildah iperf3 docker.io"
+pkgs="python3-venv busybox-static crun runc util-linux iptables qemu-system-x86 linux-image-amd64 cpio docker-registry skopeo umoci buildah iperf3 docker.io podman conmon catatonit"
 missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null || exit 1
