@@ -92,7 +92,7 @@ def test_runc_and_crun_run_our_bundle_as_we_run_the_spec(busybox: str, tmp_path)
     assert group.startswith("/pycontainer_magics/bundle-")
     assert not os.path.exists("/sys/fs/cgroup/memory" + group) and not os.path.exists("/sys/fs/cgroup" + group)
     assert not [d for d in os.listdir("/sys/fs/cgroup") if d not in ("memory", "cpu", "cpuacct", "cpuset", "pids",
-                                                                    "freezer")
+                                                                    "freezer", "devices")
                 and os.path.isdir(f"/sys/fs/cgroup/{d}/pycontainer_magics")]
     assert ours[:4] == ["oci", "0", "0", "4294967295"] and ours[-9:-6] == [str(64 * 2**20), "32", "0"]
     assert ours[-6:] == ["50", "60", "processes", "files", "100", "200"]  # --ulimit, applied by all three

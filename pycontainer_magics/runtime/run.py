@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from .. import paths
 from ..linux import idmap, libc, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
+from ..linux.cgroups.devices import DEFAULT_DEVICES
 from ..linux.namespaces import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -119,8 +120,10 @@ def remove_empty_parents(root: str = "/sys/fs/cgroup") -> None:
 
 
 def _limits(spec: ContainerSpec) -> CgroupLimits:
+    # Device nodes: runc's allow-list (linux/cgroups/devices.py), whatever nodes the image or the host holds.
     return CgroupLimits(memory=spec.memory, memory_swap=spec.memory_swap, cpus=spec.cpus,
-                        cpu_shares=spec.cpu_shares, cpuset_cpus=spec.cpuset_cpus, pids_max=spec.pids_limit)
+                        cpu_shares=spec.cpu_shares, cpuset_cpus=spec.cpuset_cpus, pids_max=spec.pids_limit,
+                        devices=DEFAULT_DEVICES)
 
 
 # -- id maps -----------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .devices import DeviceRule
+
 
 class CgroupError(OSError):
     """A cgroup operation failed; carries errno and the control file that failed (filename)."""
@@ -24,6 +26,8 @@ class CgroupLimits:
     cpu_shares: int | None = None  # relative weight, Docker scale 2..262144 (v2: converted to cpu.weight)
     cpuset_cpus: str | None = None
     pids_max: int | None = None
+    # Device nodes the processes may create and open (devices.py); None: not confined
+    devices: tuple[DeviceRule, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""cgroup v1 backend: one directory per controller hierarchy (memory, cpu, cpuacct, cpuset, pids, freezer).
+"""cgroup v1 backend: one directory per controller hierarchy (memory, cpu, cpuacct, cpuset, pids, freezer,
+devices).
 
 Layout: `<mount of controller>/<parent>/<name>`. Co-mounted hierarchies (`cpu,cpuacct`) share one
 directory; it is created and removed once.
@@ -11,13 +12,13 @@ import errno
 import os
 import signal
 
-from . import _io
+from . import _io, devices
 from ._mounts import Mount, read_mounts, under, visible_mounts
 from .base import Cgroup, CgroupError, CgroupLimits, CgroupStats
 from .hierarchy import DEFAULT_PARENT, Hierarchy, check_name, nearest_existing, parent_rel
 
 # The controllers we use, in the order their directories are created.
-CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer")
+CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices")
 
 _USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -106,6 +107,9 @@ class CgroupV1:
             _io.write(self._file("cpu", "cpu.shares"), str(limits.cpu_shares))
         if limits.pids_max is not None:
             _io.write(self._file("pids", "pids.max"), "max" if limits.pids_max < 0 else str(limits.pids_max))
+        if limits.devices is not None and "devices" in self._paths:  # (a delegated rootless tree has none)
+            for name, line in devices.v1_writes(limits.devices):
+                _io.write(self._file("devices", name), line)
 
     def _set_memory(self, memory: int, swap: int | None) -> None:
         lim = self._file("memory", "memory.limit_in_bytes")

@@ -11,7 +11,7 @@ import errno
 import os
 import signal
 
-from . import _io
+from . import _io, devices
 from .base import Cgroup, CgroupError, CgroupLimits, CgroupStats
 from .hierarchy import DEFAULT_PARENT, Hierarchy, check_name, nearest_existing, parent_rel
 
@@ -117,6 +117,11 @@ class CgroupV2:
             _io.write(self._need("cpu", "cpu.weight"), str(shares_to_weight(limits.cpu_shares)))
         if limits.pids_max is not None:
             _io.write(self._need("pids", "pids.max"), "max" if limits.pids_max < 0 else str(limits.pids_max))
+        if limits.devices is not None and os.geteuid() == 0:  # (attaching a BPF program needs CAP_SYS_ADMIN)
+            try:
+                devices.attach_v2(self.path, limits.devices)
+            except OSError as e:
+                raise CgroupError(e.errno, f"device filter: {e.strerror}", self.path) from None
 
     def add_process(self, pid: int) -> None:
         _io.write(self._f("cgroup.procs"), str(pid))
