@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
@@ -74,9 +73,8 @@ def _dispatch(ns: argparse.Namespace, oci: Any) -> int:
         for note in notes:
             sys.stderr.write(f"pycontainer: note: {note}\n")
         if ns.pid_file:
-            with open(ns.pid_file + ".tmp", "w") as f:
-                f.write(str(oci.state(ns.id, ns.root)["pid"]))
-            os.replace(ns.pid_file + ".tmp", ns.pid_file)
+            from ..linux.files import atomic_write
+            atomic_write(ns.pid_file, str(oci.state(ns.id, ns.root)["pid"]))
     elif c == "start":
         oci.start(ns.id, ns.root)
     elif c == "state":

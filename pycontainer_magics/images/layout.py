@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from typing import Any
 
+from ..linux.files import atomic_writer, write_json
 from . import schemas
 from .errors import BlobUnknown, DigestMismatch, ImageNotFound, LayoutError, PlatformNotFound
 from .image import INDEX_TYPES, MT_OCI_INDEX, MT_OCI_MANIFEST, Image
@@ -124,15 +124,12 @@ def export_layout(store: Store, names: list[str], dest: str, *, tag: str | None 
         p = os.path.join(dest, "blobs", "sha256", _hex(digest))
         if os.path.exists(p):
             return
-        fd, tmp = tempfile.mkstemp(dir=os.path.join(dest, "blobs", "sha256"), prefix=".tmp-")
-        with os.fdopen(fd, "wb") as out:
+        with atomic_writer(p) as out:
             if src is not None:
                 with open(src, "rb") as f:
                     shutil.copyfileobj(f, out, 1 << 20)
             else:
                 out.write(data or b"")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
 
     descs = []
     for img in imgs:
@@ -167,11 +164,7 @@ def export_layout(store: Store, names: list[str], dest: str, *, tag: str | None 
     lay = {"imageLayoutVersion": "1.0.0"}
     schemas.validate("layout", lay, "oci-layout")
     for fname, doc in (("oci-layout", lay), ("index.json", index)):
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(dest, fname))
+        write_json(os.path.join(dest, fname), doc, indent=1, newline=False)
     return index
 
 

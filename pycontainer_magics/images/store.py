@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
+from ..linux.files import FileLock, atomic_write
 from ..paths import state_dir
 from . import schemas
 from .errors import BlobUnknown, DigestMismatch, ImageError, ImageInUse, ImageNotFound, LayoutError
@@ -153,30 +153,20 @@ class Store:
         for d in ("blobs/sha256", "layers/sha256", "images", "tmp"):
             os.makedirs(os.path.join(self.root, d), exist_ok=True)
         self._txns: list[_Txn] = []
+        self._file_lock: FileLock | None = None
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _p(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        fd = os.open(self._p("lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _lock(self) -> FileLock:
+        """The store's lock (one writer across processes); made on first use."""
+        if self._file_lock is None:
+            self._file_lock = FileLock(self._p("lock"))
+        return self._file_lock
 
     def _atomic_write(self, path: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._p("tmp"))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, data, mode=0o600, tmp_dir=self._p("tmp"))
 
     def _created(self, path: str) -> None:
         for t in self._txns:

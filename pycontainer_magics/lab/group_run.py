@@ -17,6 +17,7 @@ from typing import Any
 from ..linux.cgroups import Cgroup, CgroupError, explore
 from ..runtime import launch
 from ..runtime.channel import decode_frames
+from ..runtime.relay import QUIET, OutputFn, OutputRelay
 
 # -- counters and samples -----------------------------------------------------------------------------
 
@@ -203,7 +204,6 @@ class _Kmsg:
         return out
 
 
-OutputFn = Callable[[str, str], None]
 
 
 def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[str] | None = None,
@@ -261,8 +261,8 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
     for fd in (out_w, err_w, st_w, devnull, *join_fds):
         os.close(fd)
     status = bytearray()
-    decoders = {out_r: ("stdout", bytearray()), err_r: ("stderr", bytearray())}
-    texts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    output = OutputRelay(on_output)
+    streams = {out_r: "stdout", err_r: "stderr"}
     sel = selectors.DefaultSelector()
     for fd in (out_r, err_r, st_r):
         sel.register(fd, selectors.EVENT_READ)
@@ -292,21 +292,21 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
                     cg.kill_all()
             waits = [t for t in (next_sample if interval else None, deadline if not killed else None) if t]
             wait = max(0.0, min(waits) - time.monotonic()) if waits else None
-            for key, _ in sel.select(wait):
+            if output.holding:  # a partial line: show it once the pipes go quiet
+                wait = QUIET if wait is None else min(wait, QUIET)
+            events = sel.select(wait)
+            if not events:
+                output.flush()
+            for key, _ in events:
                 fd = int(key.fd)
                 data = os.read(fd, 65536)
+                if fd == st_r:
+                    status += data
+                else:
+                    output.feed(streams[fd], data)
                 if not data:
                     sel.unregister(fd)
                     os.close(fd)
-                    continue
-                if fd == st_r:
-                    status += data
-                    continue
-                name, _buf = decoders[fd]
-                text = data.decode(errors="replace")
-                texts[name].append(text)
-                if on_output is not None:
-                    on_output(name, text)
     except BaseException:
         try:
             cg.kill_all()
@@ -335,8 +335,9 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
             r.error = msg["setup_error"].get("message")
         if "exec_error" in msg:
             r.error = msg["exec_error"].get("message")
-    r.stdout = "".join(texts["stdout"])
-    r.stderr = "".join(texts["stderr"])
+    output.flush()
+    r.stdout = output.text("stdout")
+    r.stderr = output.text("stderr")
     if cg.procs():  # what the process left (daemonized children, a fork bomb's rest)
         cg.kill_all()
     r.after = counters(cg)

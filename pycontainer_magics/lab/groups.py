@@ -3,19 +3,19 @@ find (a named group, a container's cgroup, a running container), remove, prune.
 
 Groups made here live under the project's parent like containers do, as `<parent>/named-<NAME>`
 (a name `prune`'s owner rule never matches, so `%load_ext` keeps them). They are removed by `rm`, by
-`prune`, and at interpreter exit (atexit) for those this process created. Writing is only ever done
+`prune`, and at interpreter exit (runtime/cleanup.py) for those this process created. Writing is only ever done
 through a `Cgroup` of our hierarchy: anything outside our parent is refused with EPERM.
 Running a process in a group and sampling it: group_run.py; the experiments: experiments.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import errno
 import os
 import re
 
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, explore, open_hierarchy
+from ..runtime import cleanup
 
 NAMED_PREFIX = "named-"
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,63}")
@@ -27,7 +27,6 @@ class Groups:
     def __init__(self, hierarchy: Hierarchy | None = None) -> None:
         self._h = hierarchy
         self.created: set[str] = set()  # names this process created (removed at exit)
-        self._atexit = False
 
     @property
     def hierarchy(self) -> Hierarchy:
@@ -59,9 +58,7 @@ class Groups:
             cg.remove()
             raise
         self.created.add(name)
-        if not self._atexit:
-            atexit.register(self.cleanup)
-            self._atexit = True
+        cleanup.at_exit(self.cleanup, cleanup.GROUPS)
         return cg
 
     def names(self) -> list[str]:

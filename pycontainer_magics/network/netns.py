@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..linux import libc
+from ..linux import libc, proc
 from ..linux.namespaces import CLONE_NEWNET, CLONE_NEWNS
 from ..linux.netdev import loopback_up
 from . import state
@@ -43,11 +43,11 @@ class NetNamespace:
     name: str
     path: str
     inode: int
-    owner: str  # owner token "PID:STARTTIME" (state.owner_token)
+    owner: str  # owner token "PID:STARTTIME" (linux.proc.token)
 
     @property
     def owner_alive(self) -> bool:
-        return state.owner_alive(self.owner)
+        return proc.token_alive(self.owner, unknown_start=True)
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -150,7 +150,7 @@ def create_netns(name: str, owner_pid: int | None = None) -> NetNamespace:
 
         try:
             _fork_and_wait(child, f"create network namespace {name!r}")
-            owner = state.owner_token(owner_pid)
+            owner = proc.token(owner_pid)
             state.write_json(_meta_path(name), {"name": name, "owner": owner, "created": time.time()})
         except BaseException:
             with contextlib.suppress(OSError):

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..linux import proc
 from ..paths import state_dir
 from . import hosts, isolation, links, state
 from .errors import (
@@ -63,7 +64,7 @@ class Endpoint:
     ifname: str  # inside the container: eth0, eth1, ...
     host_veth: str  # the host end (on the bridge)
     netns: str  # nsfs path used at attach time
-    owner: str  # owner token (state.owner_token) of the process responsible for it
+    owner: str  # owner token (linux.proc.token) of the process responsible for it
     aliases: tuple[str, ...] = ()
     exposed: tuple[str, ...] = ()  # EXPOSE-style metadata: "80/tcp"
     published: tuple[str, ...] = ()  # "127.0.0.1:8080->80/tcp" (kept up to date by ports.py)
@@ -287,7 +288,7 @@ def create_network(name: str, subnet: str | ipaddress.IPv4Network | None = None,
             if gw not in net_sub or gw in (net_sub.network_address, net_sub.broadcast_address):
                 raise InvalidArgument(f"invalid gateway {gateway}: not a host address of {net_sub}")
         net = Network(name=name, subnet=net_sub, gateway=gw, bridge=bridge_name(name), internal=internal,
-                      nat=nat, dns=dns and name != DEFAULT_NETWORK, owner=state.owner_token(owner_pid),
+                      nat=nat, dns=dns and name != DEFAULT_NETWORK, owner=proc.token(owner_pid),
                       created=time.time())
         _ensure_bridge(net)
         try:
@@ -475,7 +476,7 @@ def _plumb(net: Network, fd: int, path: str, container_id: str, cname: str, alia
     return Endpoint(
         network=net.name, container_id=container_id, name=cname, address=str(ip), prefixlen=net.subnet.prefixlen,
         gateway=str(net.gateway), ifname=inner, host_veth=host_veth, netns=path,
-        owner=state.owner_token(owner_pid), aliases=aliases, exposed=exposed, default_route=want_default,
+        owner=proc.token(owner_pid), aliases=aliases, exposed=exposed, default_route=want_default,
         created=time.time(),
     )
 
@@ -564,13 +565,13 @@ def prune(networks: bool = True) -> list[str]:
     with state.locked():
         for net in list_networks():
             for ep in net.endpoints:
-                if not state.owner_alive(ep.owner):
+                if not proc.token_alive(ep.owner, unknown_start=True):
                     detach(net.name, ep.container_id, missing_ok=True)
                     removed.append(f"endpoint {ep.name} ({ep.container_id}) on {net.name}")
         nets = list_networks()
         if networks:
             for net in nets:
-                if not net.endpoints and not state.owner_alive(net.owner):
+                if not net.endpoints and not proc.token_alive(net.owner, unknown_start=True):
                     remove_network(net.name)
                     removed.append(f"network {net.name}")
             nets = list_networks()

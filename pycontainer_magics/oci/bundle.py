@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 from ..linux.cgroups import DEFAULT_PARENT
+from ..linux.files import write_json
 from ..linux.namespaces import NAMESPACE_KINDS
 from ..linux.rlimits import NAMES as RLIMIT_NAMES
 from ..linux.seccomp import SeccompError, compile_profile
@@ -221,11 +222,7 @@ def write_bundle(spec: ContainerSpec, directory: str, *, copy_rootfs: bool = Fal
     validate_config(config)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, config)
     return path
 
 

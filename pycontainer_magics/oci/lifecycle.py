@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -36,6 +35,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from ..linux.files import FileLock, write_json
+from ..linux.proc import start_time
 from ..paths import run_dir
 from .bundle import OCI_VERSION, BundleError, load_bundle, validate_config, validate_state
 
@@ -65,21 +66,8 @@ def _dir(cid: str, root: str | None) -> str:
 
 # -- processes ---------------------------------------------------------------------------------------
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot), None when it is gone or a zombie: with the pid it
-    names one process, never a later one that reused the number."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
 def _alive(pid: int | None, start: int | None) -> bool:
-    return bool(pid) and start is not None and _start_time(pid) == start  # type: ignore[arg-type]
+    return bool(pid) and start is not None and start_time(pid) == start  # type: ignore[arg-type]
 
 
 def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
@@ -98,14 +86,9 @@ def _wait_gone(pid: int, start: int | None, timeout: float) -> bool:
 
 # -- the record --------------------------------------------------------------------------------------
 
-@contextmanager
-def _locked(directory: str) -> Iterator[None]:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _locked(directory: str) -> FileLock:
+    """The container's directory, locked against other processes (flock on the directory itself)."""
+    return FileLock(directory, directory=True)
 
 
 def _load(directory: str, cid: str) -> dict[str, Any]:
@@ -118,10 +101,7 @@ def _load(directory: str, cid: str) -> dict[str, Any]:
 
 
 def _save(directory: str, rec: dict[str, Any]) -> None:
-    tmp = os.path.join(directory, STATE_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(rec, f, indent=2)
-    os.replace(tmp, os.path.join(directory, STATE_FILE))
+    write_json(os.path.join(directory, STATE_FILE), rec, newline=False)
 
 
 def _update(directory: str, **changes: Any) -> None:
@@ -207,7 +187,7 @@ def _new_state(cid: str, root: str | None, bundle: str, rootfs: str, supervisor:
         _save(directory, {"id": cid, "status": "creating", "bundle": bundle, "rootfs": rootfs,
                           "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "owner": _owner(),
                           "annotations": annotations, "supervisor": supervisor,
-                          "supervisor_start": _start_time(supervisor) if supervisor else None,
+                          "supervisor_start": start_time(supervisor) if supervisor else None,
                           "pid": None, "pid_start": None, "exit_status": None})
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
@@ -224,7 +204,7 @@ def recorded_run(bundle: str, cid: str, root: str | None = None) -> Iterator[Any
     try:
         def on_start(running: Any) -> None:
             with contextlib.suppress(OSError):
-                _update(directory, status="running", pid=running.pid1, pid_start=_start_time(running.pid1))
+                _update(directory, status="running", pid=running.pid1, pid_start=start_time(running.pid1))
 
         yield on_start
     finally:
@@ -267,7 +247,7 @@ def _supervise(spec: Any, directory: str, report_w: int, inherit_stdio: bool) ->
     code = 0
     reported = False
     me = os.getpid()
-    me_start = _start_time(me)
+    me_start = start_time(me)
 
     def report(msg: dict[str, Any]) -> bool:
         """Tell `create` how it went; False if it is no longer listening (it gave up, or was interrupted)."""
@@ -311,7 +291,7 @@ def _supervise(spec: Any, directory: str, report_w: int, inherit_stdio: bool) ->
             # Never raises: PID 1 waits at the gate, and the run would wait for it forever.
             pid = running.pid1
             try:
-                _update(directory, status="created", pid=pid, pid_start=_start_time(pid))
+                _update(directory, status="created", pid=pid, pid_start=start_time(pid))
                 ok = report({"ok": True})
             except OSError:
                 ok = False

@@ -1,6 +1,15 @@
-"""Clean-up that need not hold up a cell: reaping processes whose memory the kernel is still tearing
-down and removing their cgroups, in a background thread. `settle()` waits for all of it (tests, the
-CLI before it exits, and the interpreter at exit)."""
+"""Clean-up, in two kinds.
+
+In the background: what need not hold up a cell (reaping processes whose memory the kernel is still
+tearing down, removing their cgroups) runs in a thread; `settle()` waits for all of it (tests, the CLI
+before it exits, and the interpreter at exit).
+
+At exit: one registry (`at_exit(fn, phase)`) instead of scattered atexit hooks, run by one atexit hook in
+a fixed order of phases, so what uses a thing goes before the thing (a compose project's containers
+before its networks, every container before the pool's drain and the parent cgroup). Within a phase the
+last registered runs first, as with atexit. Registering the same function twice registers it once; a
+failing step never stops the next.
+"""
 
 from __future__ import annotations
 
@@ -39,4 +48,46 @@ def settle() -> None:
     _tasks.join()
 
 
-atexit.register(settle)
+# -- at exit -------------------------------------------------------------------------------------------
+
+# The phases, in the order they run.
+WORKLOADS = 10  # compose projects down, detached containers stopped, pods removed
+GROUPS = 20  # the named cgroups %cgroup made
+NETWORKS = 30  # the networks this process made (after every container has left them)
+POOL = 40  # what was prepared ahead of time: holders and their cgroups
+SETTLE = 50  # the background clean-up finishes
+PARENT = 60  # the project's parent cgroup, when no other process has containers under it
+
+
+class ExitRegistry:
+    def __init__(self) -> None:
+        self._steps: list[tuple[int, int, Callable[[], object]]] = []
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def add(self, fn: Callable[[], object], phase: int) -> None:
+        with self._lock:
+            if any(f == fn and p == phase for p, _, f in self._steps):
+                return
+            self._count += 1
+            self._steps.append((phase, self._count, fn))
+
+    def run(self) -> None:
+        """Run every step once, phase by phase (last registered first within a phase)."""
+        with self._lock:
+            steps, self._steps = sorted(self._steps, key=lambda s: (s[0], -s[1])), []
+        for _phase, _n, fn in steps:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - clean up the rest regardless
+                pass
+
+
+_registry = ExitRegistry()
+at_exit = _registry.add
+atexit.register(_registry.run)
+at_exit(settle, SETTLE)
+
+
+__all__ = ["GROUPS", "NETWORKS", "PARENT", "POOL", "SETTLE", "WORKLOADS", "ExitRegistry", "at_exit", "defer",
+           "settle"]

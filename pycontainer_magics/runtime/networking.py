@@ -4,17 +4,15 @@ through a hosts file bound at /etc/hosts; an empty resolv.conf keeps lookups fro
 
 from __future__ import annotations
 
-import atexit
 import os
 
 from .. import network as net
+from ..linux import proc
 from ..network import Endpoint, Publication
 from ..network import hosts as net_hosts
-from ..network import state as net_state
 from ..paths import run_dir
+from . import cleanup
 from .spec import ContainerSpec, Mount
-
-_atexit_registered = False
 
 
 def wanted(spec: ContainerSpec) -> bool:
@@ -60,16 +58,13 @@ def disconnect(container_id: str) -> None:
 
 
 def register_exit_cleanup() -> None:
-    global _atexit_registered
-    if not _atexit_registered:
-        _atexit_registered = True
-        atexit.register(_remove_own_networks)
+    cleanup.at_exit(_remove_own_networks, cleanup.NETWORKS)
 
 
 def _remove_own_networks() -> None:
     """At exit: the networks this process made (the default bridge on first use, user networks) go, with
     their bridges; a killed process's are pruned by the next load."""
-    me = net_state.owner_token(os.getpid())
+    me = proc.token(os.getpid())
     for n in net.list_networks():
         if n.owner == me:
             try:

@@ -9,7 +9,6 @@ limits removed. Holders forked from the caller itself (a Python cell without roo
 
 from __future__ import annotations
 
-import atexit
 import os
 import socket
 import threading
@@ -144,4 +143,4 @@ def _alive(pid: int) -> bool:
 
 
 pool = Pool()
-atexit.register(pool.drain)  # a cgroup made ahead of time must not outlive us
+cleanup.at_exit(pool.drain, cleanup.POOL)  # a cgroup made ahead of time must not outlive us

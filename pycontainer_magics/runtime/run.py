@@ -12,8 +12,6 @@ prepared ahead of time (pool.py).
 
 from __future__ import annotations
 
-import atexit
-import codecs
 import errno
 import functools
 import gc
@@ -46,12 +44,11 @@ from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch, pid1_direct
 from .monitor import Monitor
 from .pool import Holder, pool
+from .relay import QUIET, OutputFn, OutputRelay
 from .result import ContainerRun, NamespaceRow
 from .seccomp_profile import profile_for
 from .spec import ContainerSpec, IdMap, Mount
 
-OutputFn = Callable[[str, str], None]
-MAX_CAPTURE = 1 << 20  # characters of stdout/stderr kept in the result (all of it is relayed live)
 REMAP_DEFAULT = IdMap(0, 100000, 65536)
 
 
@@ -85,7 +82,7 @@ def hierarchy() -> Hierarchy | None:
         except OSError:
             _hierarchy = None
         if _hierarchy is not None:
-            atexit.register(_leave_no_parent, _hierarchy)
+            cleanup.at_exit(functools.partial(_leave_no_parent, _hierarchy), cleanup.PARENT)
     return _hierarchy  # type: ignore[return-value]
 
 
@@ -629,8 +626,7 @@ class _Relay:
         self.killed = False
         self.setup_error: dict[str, Any] | None = None
         self.status_buf = bytearray()
-        self.captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.sizes = {"stdout": 0, "stderr": 0}
+        self.output = OutputRelay(on_output)
 
     def kill(self, cg: Cgroup | None) -> None:
         """End the container now: every process of its cgroup, PID 1 (which takes its PID namespace with
@@ -676,15 +672,6 @@ class _Relay:
             r.exit_code = 128 + r.signal
         else:
             r.exit_code = os.WEXITSTATUS(status)
-
-    def _emit(self, stream: str, text: str) -> None:
-        if not text:
-            return
-        if self.sizes[stream] < MAX_CAPTURE:
-            self.captured[stream].append(text)
-            self.sizes[stream] += len(text)
-        if self.on_output is not None:
-            self.on_output(stream, text)
 
     def _pid1_exited(self, status: int | None) -> None:
         """PID 1 of a direct run is done: it reported its exit code, or the kernel reports its death.
@@ -745,8 +732,7 @@ class _Relay:
     def loop(self, spec: ContainerSpec, out_r: int, err_r: int, st_r: int, in_w: int, pidfd: int | None,
              cg: Cgroup | None) -> None:
         sel = selectors.DefaultSelector()
-        decoders = {out_r: ("stdout", codecs.getincrementaldecoder("utf-8")("replace")),
-                    err_r: ("stderr", codecs.getincrementaldecoder("utf-8")("replace"))}
+        streams = {out_r: "stdout", err_r: "stderr"}
         for fd in (out_r, err_r, st_r) + ((pidfd,) if pidfd is not None else ()):
             sel.register(fd, selectors.EVENT_READ)
         pending = memoryview(spec.stdin_data or b"")
@@ -763,6 +749,8 @@ class _Relay:
                     timeout = max(0.0, deadline - now)
                 if drain_until is not None:
                     timeout = max(0.0, drain_until - now) if timeout is None else min(timeout, drain_until - now)
+                if self.output.holding:  # a partial line: show it once the pipes go quiet
+                    timeout = QUIET if timeout is None else min(timeout, QUIET)
                 try:
                     events = sel.select(timeout)
                 except KeyboardInterrupt:
@@ -771,6 +759,7 @@ class _Relay:
                     self.kill(cg)
                     continue
                 if not events:
+                    self.output.flush()
                     now = time.monotonic()
                     if deadline is not None and now >= deadline and not self.killed:
                         self.r.timed_out = True
@@ -810,12 +799,9 @@ class _Relay:
                         if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
                             sel.unregister(pidfd)
                         continue
-                    stream, dec = decoders[fd]
+                    self.output.feed(streams[fd], data)
                     if not data:
-                        self._emit(stream, dec.decode(b"", final=True))
                         sel.unregister(fd)
-                        continue
-                    self._emit(stream, dec.decode(data))
         finally:
             sel.close()
             if in_w >= 0:
@@ -824,8 +810,9 @@ class _Relay:
                 except OSError:
                     pass
         r = self.r
-        r.stdout = "".join(self.captured["stdout"])
-        r.stderr = "".join(self.captured["stderr"])
+        self.output.flush()
+        r.stdout = self.output.text("stdout")
+        r.stderr = self.output.text("stderr")
         if self.setup_error and not self.killed:
             raise _launch_error(self.setup_error)
         if r.exit_code is None and self.killed:

@@ -51,6 +51,7 @@ from ..images.dockerfile import (
 from ..images.dockerignore import DockerIgnore
 from ..images.image import HOST_BASE_LABEL
 from ..images.unpack import is_opaque, pack_dir, unpack_layer
+from ..linux.files import write_json
 from ..runtime.result import ContainerRun
 from ..runtime.rootfs import LayerView
 from ..runtime.run import run
@@ -111,10 +112,7 @@ def _load_cache(store: Store) -> dict[str, str]:
 
 
 def _save_cache(store: Store, cache: dict[str, str]) -> None:
-    tmp = _cache_path(store) + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cache, f)
-    os.replace(tmp, _cache_path(store))
+    write_json(_cache_path(store), cache, indent=None, newline=False)
 
 
 def _is_url(src: str) -> bool:

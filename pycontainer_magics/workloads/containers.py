@@ -7,7 +7,6 @@ they end with it, through the same parent-death signals and clean-up as any run.
 
 from __future__ import annotations
 
-import atexit
 import errno
 import signal
 import threading
@@ -15,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..runtime import cleanup
 from ..runtime.result import ContainerRun
 from ..runtime.run import Running, container_env, run, seccomp_filter
 from ..runtime.spec import ContainerSpec
@@ -217,7 +217,7 @@ class _Registry:
 
 
 containers = _Registry()
-atexit.register(containers.stop_all)
+cleanup.at_exit(containers.stop_all, cleanup.WORKLOADS)
 
 
 def start(spec: ContainerSpec, python_globals: dict[str, Any] | None = None) -> Container:

@@ -9,7 +9,6 @@ capabilities, no_new_privs, environment and working directory, as PID 1 did.
 
 from __future__ import annotations
 
-import codecs
 import errno
 import gc
 import os
@@ -25,6 +24,7 @@ from ..linux.cgroups import Cgroup
 from ..linux.namespaces import NAMESPACES
 from ..runtime.channel import decode_frames, feed, send
 from ..runtime.launch import STATUS_FD, become_root, failure, reset_signals, setup_fds
+from ..runtime.relay import QUIET, OutputRelay
 
 # Entered in this order; the user namespace last (see module docstring).
 _ORDER = ("cgroup", "ipc", "uts", "net", "time", "pid", "mount")
@@ -75,11 +75,10 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
         gc.unfreeze()
         for fd in [in_r, out_w, err_w, st_w, *join_fds, *ns_fds.values()]:
             os.close(fd)
-    out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    output = OutputRelay(on_output)
+    streams = {out_r: "stdout", err_r: "stderr"}
     status_buf = bytearray()
     sel = selectors.DefaultSelector()
-    dec = {out_r: ("stdout", codecs.getincrementaldecoder("utf-8")("replace")),
-           err_r: ("stderr", codecs.getincrementaldecoder("utf-8")("replace"))}
     for fd in (out_r, err_r, st_r):
         sel.register(fd, selectors.EVENT_READ)
     pending = memoryview(stdin_data or b"")
@@ -90,7 +89,11 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
     try:
         while sel.get_map():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if output.holding:  # a partial line: show it once the pipes go quiet
+                left = QUIET if left is None else min(left, QUIET)
             events = sel.select(left)
+            if not events:
+                output.flush()
             if not events and deadline is not None and time.monotonic() >= deadline:
                 os.kill(pid, signal.SIGKILL)
                 deadline = None
@@ -106,12 +109,7 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
                         sel.unregister(fd)
                     status_buf += data
                     continue
-                stream, d = dec[fd]
-                text = d.decode(data, final=not data)
-                if text:
-                    out[stream].append(text)
-                    if on_output is not None:
-                        on_output(stream, text)
+                output.feed(streams[fd], data)
                 if not data:
                     sel.unregister(fd)
     finally:
@@ -130,7 +128,8 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
                             f"{e.get('strerror') or e.get('message')}")
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = 128 + sig if sig else os.WEXITSTATUS(status)
-    return ExecResult(code, sig, "".join(out["stdout"]), "".join(out["stderr"]), time.monotonic() - t0)
+    output.flush()
+    return ExecResult(code, sig, output.text("stdout"), output.text("stderr"), time.monotonic() - t0)
 
 
 def _inode(path: str) -> int | None:

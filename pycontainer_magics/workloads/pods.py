@@ -18,21 +18,20 @@ process, and `prune` remove what a killed kernel left. Pods go at exit, and by p
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..linux import proc
+from ..linux.files import FileLock
 from ..linux.namespaces import NAMESPACE_KINDS, flags_for, ns_inode
 from ..paths import run_dir
+from ..runtime import cleanup
 from ..runtime.holder import HolderPlan, SetupFailed, prepare_holder
 from ..runtime.launch import Launch
 from ..runtime.run import LaunchError, Running, StartFn, id_maps, set_pod_resolver
@@ -75,7 +74,7 @@ class Pod:
 
     @property
     def running(self) -> list[PodMember]:
-        return [m for m in self.members if _alive(m.pid1_start)]
+        return [m for m in self.members if proc.token_alive(m.pid1_start)]
 
     @property
     def status(self) -> str:
@@ -110,7 +109,8 @@ class Pod:
 
         def started(running: Running) -> None:
             if running.pid1:
-                _add_member(self.name, PodMember(run_id, spec.name, running.pid1, _token(running.pid1), _token()))
+                member = PodMember(run_id, spec.name, running.pid1, proc.token(running.pid1), proc.token())
+                _add_member(self.name, member)
             if on_start is not None:
                 on_start(running)
 
@@ -126,37 +126,19 @@ class Pod:
 
 # -- state ---------------------------------------------------------------------------------------------
 
-_lock = threading.RLock()
-_depth = 0
-_lock_fd = -1
 _infras: dict[str, tuple[Any, bool]] = {}  # name -> (control socket, forked by us) of the pods we made
-_exit_registered = False
 
 
 def pods_dir() -> str:
     return os.path.join(run_dir(), "pods")
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """One writer of the records at a time, across threads (RLock) and processes (flock)."""
-    global _depth, _lock_fd
-    with _lock:
-        if _depth == 0:
-            os.makedirs(pods_dir(), mode=0o755, exist_ok=True)
-            fd = os.open(os.path.join(pods_dir(), ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            # Above the fds a holder forked while we hold the lock keeps (0-4): it would hold the lock too.
-            _lock_fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-            os.close(fd)
-            fcntl.flock(_lock_fd, fcntl.LOCK_EX)
-        _depth += 1
-        try:
-            yield
-        finally:
-            _depth -= 1
-            if _depth == 0:
-                os.close(_lock_fd)  # releases the flock
-                _lock_fd = -1
+# One writer of the records at a time, across threads and processes.
+_records_lock = FileLock(lambda: os.path.join(pods_dir(), ".lock"), make_dir=0o755)
+
+
+def _locked() -> FileLock:
+    return _records_lock
 
 
 def _path(name: str) -> str:
@@ -189,29 +171,10 @@ def _save(p: Pod) -> None:
         os.close(fd)
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def _token(pid: int | None = None) -> str:
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}:{_start_time(pid) or 0}"
-
-
-def _alive(token: str) -> bool:
-    pid, _, start = token.partition(":")
-    return _start_time(int(pid)) == start
-
-
 def _usable(p: Pod) -> bool:
     """The pod's owner and infra are the processes the record names, and the infra still holds its
     network namespace."""
-    return _alive(p.owner) and _alive(p.infra) and ns_inode(p.infra_pid, "net") == p.net_inode
+    return proc.token_alive(p.owner) and proc.token_alive(p.infra) and ns_inode(p.infra_pid, "net") == p.net_inode
 
 
 # -- the pod's life ------------------------------------------------------------------------------------
@@ -257,7 +220,7 @@ def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, i
         pid, sock, ours = _start_infra(plan, helper)
         try:
             p = Pod(name=name, hostname=hostname, network=network, publish=list(publish), created=time.time(),
-                    owner=_token(), infra_pid=pid, infra=_token(pid), net_inode=ns_inode(pid, "net") or 0,
+                    owner=proc.token(), infra_pid=pid, infra=proc.token(pid), net_inode=ns_inode(pid, "net") or 0,
                     namespaces={k: ns_inode(pid, k) for k in NAMESPACE_KINDS}, share_pid=share_pid)
             if share_pid:  # the infra itself is outside it: the one its children (the init) are in
                 p.namespaces["pid"] = os.stat(f"/proc/{pid}/ns/pid_for_children").st_ino
@@ -308,12 +271,12 @@ def _end_infra(pid: int, sock: Any, ours: bool) -> None:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
         return
-    _wait_gone(_token(pid), 5.0)
+    _wait_gone(proc.token(pid), 5.0)
 
 
 def _wait_gone(token: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(token):
+    while proc.token_alive(token):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.005)
@@ -362,7 +325,7 @@ def _add_member(name: str, m: PodMember) -> None:
     with _locked():
         p = _load(name)
         if p is not None:
-            p.members = [x for x in p.members if _alive(x.pid1_start) and x.id != m.id] + [m]
+            p.members = [x for x in p.members if proc.token_alive(x.pid1_start) and x.id != m.id] + [m]
             _save(p)
 
 
@@ -391,7 +354,7 @@ def _stop_members(members: list[PodMember], timeout: float) -> None:
         c = ours.get(m.id)
         if c is not None:
             c.kill()
-        elif _alive(m.pid1_start):
+        elif proc.token_alive(m.pid1_start):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(m.pid1, signal.SIGKILL)  # PID 1 takes its PID namespace, the whole container, along
     for m in members:
@@ -408,7 +371,7 @@ def _discard(p: Pod) -> None:
     sock, ours = _infras.pop(p.name, (None, False))
     if sock is not None:
         _end_infra(p.infra_pid, sock, ours)
-    elif _alive(p.infra):
+    elif proc.token_alive(p.infra):
         with contextlib.suppress(ProcessLookupError):
             os.kill(p.infra_pid, signal.SIGKILL)  # another process's pod (or a killed kernel's)
         _wait_gone(p.infra, 5.0)
@@ -440,10 +403,7 @@ def prune() -> list[str]:
 
 
 def _register_exit() -> None:
-    global _exit_registered
-    if not _exit_registered:
-        _exit_registered = True
-        atexit.register(remove_own)
+    cleanup.at_exit(remove_own, cleanup.WORKLOADS)
 
 
 def remove_own() -> None:

@@ -15,6 +15,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from .. import proc
 from .base import Cgroup, CgroupError, CgroupLimits
 
 PARENT_ENV = "PYCONTAINER_CGROUP_PARENT"
@@ -47,19 +48,7 @@ def owner_alive(name: str) -> bool:
     pid = owner_pid(name)
     if pid is None or pid <= 0:
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]
-        return state not in (b"Z", b"X")
-    except (OSError, ValueError):
-        return True
+    return proc.alive(pid)
 
 
 def check_name(name: str) -> str:

@@ -13,7 +13,6 @@ Named volumes persist until `down -v`, as Docker's do.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import functools
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ...runtime import cleanup
 from ...runtime.parse import build_spec
 from ...runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
 from ..containers import Container, ContainerError, containers
@@ -460,7 +460,6 @@ def _last_probe(sr: ServiceRun) -> str:
 
 _projects: dict[str, Project] = {}
 _lock = threading.Lock()
-_atexit = False
 
 
 def get(name: str) -> Project:
@@ -543,7 +542,6 @@ def up(cf: ComposeFile, *, on_output: OutputFn | None = None, timeout: float = 1
     its dependencies' conditions). On any error everything made so far is removed again."""
     from ... import network as net
 
-    global _atexit
     say = on_output or _quiet
     with _lock:
         if cf.project in _projects:
@@ -576,15 +574,7 @@ def up(cf: ComposeFile, *, on_output: OutputFn | None = None, timeout: float = 1
         if cf.project in _projects:
             raise ComposeError(f"project {cf.project!r} is up already")
         _projects[cf.project] = p
-        if not _atexit:
-            # atexit runs last-registered first: make the runtime register its own exit clean-up now (the
-            # pool's drain and the parent cgroup, the networks of this process), so the projects go before.
-            from ...runtime import networking
-            from ...runtime.run import hierarchy
-            hierarchy()
-            networking.register_exit_cleanup()
-            atexit.register(_down_all)
-            _atexit = True
+        cleanup.at_exit(_down_all, cleanup.WORKLOADS)  # before the networks and the pool (cleanup.py's phases)
     try:
         for nd in cf.networks.values():
             if nd.external:

@@ -1,0 +1,113 @@
+"""Files the project writes for itself: the one atomic write and the one lock.
+
+`atomic_write` (and `write_json`) replace a file all at once: readers see the old content or the new,
+never a half-written file, also when the writer is killed (a temporary file in the same directory, then
+rename). `FileLock` is an exclusive lock across processes (flock) and threads, re-entrant within a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str, *, mode: int = 0o644, tmp_dir: str | None = None) -> Iterator[IO[bytes]]:
+    """A binary file that becomes `path` (with `mode`) when the block ends; removed if it raises.
+    tmp_dir: where the temporary file is made (the same filesystem as `path`; default its directory)."""
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str, data: bytes | str, *, mode: int = 0o644, tmp_dir: str | None = None) -> None:
+    """Replace `path` with `data` at once."""
+    with atomic_writer(path, mode=mode, tmp_dir=tmp_dir) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+
+
+def write_json(path: str, doc: Any, *, mode: int = 0o644, indent: int | None = 2, sort_keys: bool = False,
+               newline: bool = True, make_dirs: int | None = None) -> None:
+    """Replace `path` with `doc` as JSON at once. make_dirs: create the directory with this mode first."""
+    if make_dirs is not None:
+        os.makedirs(os.path.dirname(path), mode=make_dirs, exist_ok=True)
+    text = json.dumps(doc, indent=indent, sort_keys=sort_keys) + ("\n" if newline else "")
+    atomic_write(path, text, mode=mode)
+
+
+class FileLock:
+    """An exclusive lock over `path` (a lock file, made on first use, or a directory): flock across
+    processes, an RLock across threads, re-entrant in one thread (only the outermost `with` takes and
+    releases the flock). The descriptor is close-on-exec and above 10, so a process forked while the
+    lock is held (which keeps its low fds) never holds it too.
+
+    path: a string, or a callable giving it when the lock is taken (state directories can change).
+    directory: lock the directory `path` itself (it must exist), not a lock file.
+    make_dir: the mode to create the lock file's directory with (None: it must exist)."""
+
+    def __init__(self, path: str | Callable[[], str], *, directory: bool = False, make_dir: int | None = None) -> None:
+        self._path = path
+        self._directory = directory
+        self._make_dir = make_dir
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd = -1
+
+    @property
+    def path(self) -> str:
+        return self._path() if callable(self._path) else self._path
+
+    def __enter__(self) -> FileLock:
+        self._thread_lock.acquire()
+        try:
+            if self._depth == 0:
+                self._fd = self._take()
+            self._depth += 1
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)  # closing releases the flock
+        finally:
+            self._thread_lock.release()
+
+    def _take(self) -> int:
+        path = self.path
+        if self._directory:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            if self._make_dir is not None:
+                os.makedirs(os.path.dirname(path), mode=self._make_dir, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+        finally:
+            os.close(fd)
+        try:
+            fcntl.flock(high, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(high)
+            raise
+        return high
+
+
+__all__ = ["FileLock", "atomic_write", "atomic_writer", "write_json"]

@@ -1,0 +1,109 @@
+"""The one atomic write, the one lock (linux/files.py) and the one /proc/<pid>/stat reader (linux/proc.py)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pycontainer_magics.linux import proc
+from pycontainer_magics.linux.files import FileLock, atomic_write, atomic_writer, write_json
+
+
+def test_atomic_write_replaces_and_sets_the_mode(tmp_path):
+    p = tmp_path / "f.json"
+    p.write_text("old")
+    write_json(str(p), {"b": 1, "a": 2}, sort_keys=True, mode=0o600)
+    assert p.read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    atomic_write(str(p), b"bytes")
+    assert p.read_bytes() == b"bytes" and stat.S_IMODE(p.stat().st_mode) == 0o644
+    assert sorted(os.listdir(tmp_path)) == ["f.json"]
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    p = tmp_path / "f"
+    p.write_text("old")
+    with pytest.raises(RuntimeError), atomic_writer(str(p)) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("the writer died")
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def _try_lock(path: str) -> str:
+    """Another process trying to take the flock without waiting."""
+    code = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('took')\n"
+            "except BlockingIOError:\n    print('busy')\n")
+    return subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_file_lock_excludes_other_processes_and_is_reentrant(tmp_path):
+    path = str(tmp_path / "sub" / "lock")
+    lock = FileLock(lambda: path, make_dir=0o755)
+    with lock:
+        with lock:  # re-entrant in this thread: the inner `with` neither blocks nor releases
+            assert _try_lock(path) == "busy"
+        assert _try_lock(path) == "busy"
+        fd = lock._fd
+        assert fd >= 10 and fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    assert _try_lock(path) == "took"
+
+
+def test_file_lock_excludes_other_threads(tmp_path):
+    lock = FileLock(str(tmp_path / "lock"))
+    order: list[str] = []
+
+    def other() -> None:
+        with lock:
+            order.append("other")
+
+    with lock:
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.1)
+        order.append("first")
+    t.join()
+    assert order == ["first", "other"]
+
+
+def test_directory_lock_needs_the_directory(tmp_path):
+    with FileLock(str(tmp_path), directory=True):
+        assert _try_lock(str(tmp_path / "x")) == "took"  # a directory lock is not a lock file inside it
+    with pytest.raises(FileNotFoundError), FileLock(str(tmp_path / "gone"), directory=True):
+        pass
+    assert not (tmp_path / "gone").exists()
+
+
+def test_proc_stat_reader_and_tokens():
+    me = os.getpid()
+    assert proc.alive(me) and proc.start_time(me)
+    assert proc.token_alive(proc.token()) and proc.token() == f"{me}:{proc.start_time(me)}"
+    assert not proc.token_alive(f"{me}:1")  # the same pid, another process
+    # A command name with ") " in it does not shift the fields.
+    p = subprocess.Popen(["sh", "-c", "printf 'a) b (c' > /proc/$$/comm; echo ok; exec 3<&0; read x"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "ok\n"
+        fields = proc.stat_fields(p.pid)
+        assert fields is not None and fields[0] in "RS" and int(fields[1]) == me  # state, then ppid
+        tok = proc.token(p.pid)
+        assert proc.token_alive(tok)
+    finally:
+        p.stdin.close()
+        p.stdout.close()
+    deadline = time.monotonic() + 10
+    while proc.stat_fields(p.pid)[0] != "Z" and time.monotonic() < deadline:  # type: ignore[index]
+        time.sleep(0.01)
+    assert not proc.alive(p.pid)  # a zombie (not yet reaped) counts as dead
+    assert not proc.token_alive(tok)
+    p.wait()
+    assert proc.start_time(p.pid) is None and proc.stat_fields(p.pid) is None
+    assert not proc.token_alive(f"{p.pid}:0") and proc.token_alive(f"{me}:0", unknown_start=True)
