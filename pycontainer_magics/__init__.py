@@ -23,6 +23,7 @@ def load_ipython_extension(ip: Any) -> None:
     from .magics.cgroup import CgroupMagics
     from .magics.compose import ComposeMagics
     from .magics.image import ImageMagics
+    from .magics.kube import KubeMagics
     from .magics.netns import NetnsMagics
 
     ip.register_magics(ContainerMagics)
@@ -30,11 +31,12 @@ def load_ipython_extension(ip: Any) -> None:
     ip.register_magics(ImageMagics)
     ip.register_magics(NetnsMagics)
     ip.register_magics(ComposeMagics)
+    ip.register_magics(KubeMagics)
     from .magics import errors
     from .magics.doctor import load_message
 
     # A missing capability (no user namespaces, no writable cgroup, ...) is one line, never a traceback.
-    errors.install(ip, (ContainerMagics, CgroupMagics, ImageMagics, NetnsMagics, ComposeMagics))
+    errors.install(ip, (ContainerMagics, CgroupMagics, ImageMagics, NetnsMagics, ComposeMagics, KubeMagics))
     message = load_message()
     if message:
         print(message)

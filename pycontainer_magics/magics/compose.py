@@ -69,6 +69,16 @@ class ComposeMagics(Magics):
         the project as `_compose` (`.ps()`, `.logs()`, `.stats()`, `.down()`).
         """
         argv = split_line(line)
+        if "--to-kube" in argv:  # %%compose [-p PROJECT] --to-kube: the project as Kubernetes YAML
+            argv.remove("--to-kube")
+            if argv and (len(argv) != 2 or argv[0] not in ("-p", "--project-name")):
+                raise UsageError("usage: %%compose [-p PROJECT] --to-kube (the cell is the compose file)")
+            from ..workloads.compose import ComposeError
+            from .kube import compose_to_kube
+            try:
+                return compose_to_kube(self, cell, argv[-1] if argv else None)
+            except ComposeError as e:
+                raise UsageError(str(e)) from None
         if not argv:
             raise UsageError("usage: %%compose [-p PROJECT] up [-d] | config, or %compose ps | logs | stats | "
                              "down [-v] [-p PROJECT] | ls")

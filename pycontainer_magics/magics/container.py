@@ -17,6 +17,7 @@ from . import expect
 from ._parser import echo, split_line
 from .doctor import doctor as _doctor
 from .expect import from_namespace
+from .kube import container_kube as _container_kube
 
 
 def _with_options(func: Any) -> Any:
@@ -391,5 +392,6 @@ _SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec"
                 "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle,
                 "diff": ContainerMagics._diff, "pod": ContainerMagics._pod, "volume": ContainerMagics._volume}
 _SUBCOMMANDS["doctor"] = _doctor  # %container doctor: what works here (magics/doctor.py)
+_SUBCOMMANDS["kube"] = _container_kube  # %container kube NAME: as Kubernetes YAML (magics/kube.py)
 
 __all__ = ["ContainerMagics"]
