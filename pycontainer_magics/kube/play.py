@@ -21,7 +21,6 @@ exists.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import json
@@ -854,7 +853,6 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 _plays: dict[str, Play] = {}
 _lock = threading.Lock()
-_atexit = False
 
 
 def _records_dir() -> str:
@@ -864,10 +862,13 @@ def _records_dir() -> str:
 
 
 def _record(p: Play) -> None:
+    from ..linux.files import write_json
+    from ..linux.proc import token
+
     d = _records_dir()
     os.makedirs(d, 0o755, exist_ok=True)
-    with open(os.path.join(d, f"{p.name}.json"), "w") as f:
-        json.dump({"name": p.name, "owner": os.getpid(), "pods": list(p.pods), "network": p.network}, f)
+    write_json(os.path.join(d, f"{p.name}.json"), {"name": p.name, "owner": os.getpid(), "owner_token": token(),
+                                                   "pods": list(p.pods), "network": p.network})
 
 
 def _unrecord(name: str) -> None:
@@ -914,7 +915,6 @@ def play(text: str | list[dict[str, Any]], *, name: str | None = None, network: 
     from .. import paths
     from .generate import dns_label
 
-    global _atexit
     say = on_output or _quiet
     docs = load_documents(text) if isinstance(text, str) else text
     if validate:
@@ -948,14 +948,9 @@ def play(text: str | list[dict[str, Any]], *, name: str | None = None, network: 
         if name in _plays:
             raise KubeError(f"kube play {name!r} is up already")
         _plays[name] = p
-        if not _atexit:
-            from ..runtime import networking
-            from ..runtime.run import hierarchy
+        from ..runtime import cleanup
 
-            hierarchy()
-            networking.register_exit_cleanup()
-            atexit.register(_down_all)
-            _atexit = True
+        cleanup.at_exit(_down_all, cleanup.WORKLOADS)  # before the networks and the pool (cleanup.py's phases)
     try:
         p.files = os.path.join(paths.run_dir(), "kube", name)
         shutil.rmtree(p.files, ignore_errors=True)
@@ -1026,9 +1021,11 @@ def down(name: str, volumes: bool = False, timeout: float | None = None) -> list
     owner = int(rec.get("owner", 0))
     if owner and owner != os.getpid():
         if timeout is not None:  # the owner reads it when it downs the play (requested_timeout)
+            from ..linux.files import write_json
+
             rec["down_timeout"] = timeout
-            with contextlib.suppress(OSError), open(path, "w") as f:
-                json.dump(rec, f)
+            with contextlib.suppress(OSError):
+                write_json(path, rec)
         with contextlib.suppress(ProcessLookupError):
             os.kill(owner, signal.SIGTERM)
         end = time.monotonic() + (timeout if timeout is not None else 30.0) + 30.0
@@ -1049,21 +1046,9 @@ def requested_timeout(name: str) -> float | None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
+    from ..linux.proc import alive
 
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
+    return alive(pid)
 
 
 def prune_records() -> list[str]:
@@ -1078,10 +1063,12 @@ def prune_records() -> list[str]:
     for n in names:
         try:
             with open(os.path.join(_records_dir(), f"{n}.json")) as f:
-                owner = int(json.load(f).get("owner", 0))
+                tok = json.load(f).get("owner_token")
         except (OSError, ValueError):
-            owner = 0
-        if owner and _alive(owner):
+            tok = None
+        from ..linux.proc import token_alive
+
+        if tok and token_alive(tok):
             continue
         _unrecord(n)
         shutil.rmtree(os.path.join(_records_dir(), n), ignore_errors=True)
