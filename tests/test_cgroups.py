@@ -393,6 +393,41 @@ def test_hot_readers_follow_a_live_process(cg) -> None:  # type: ignore[no-untyp
         c.remove()
 
 
+def test_freeze_and_thaw(cg) -> None:  # type: ignore[no-untyped-def]
+    """`docker pause`: a frozen cgroup's process makes no progress; thawed, it goes on."""
+    h, prefix = cg
+    c = h.create(prefix + new_name(), CgroupLimits())
+    p = spawn(c, "import time\nwhile True:\n    print(time.monotonic(), flush=True)\n    time.sleep(0.01)",
+              stdout=subprocess.PIPE)
+    assert p.stdout is not None
+    fd = p.stdout.fileno()
+
+    def output() -> bytes:
+        try:
+            return os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return b""
+
+    try:
+        os.set_blocking(fd, False)
+        assert wait_for(lambda: bool(output()), 10)
+        assert not c.frozen()
+        c.freeze(True)
+        assert c.frozen()
+        time.sleep(0.2)
+        output()  # what it printed before the freeze took
+        time.sleep(0.3)
+        assert output() == b""  # nothing while frozen
+        c.freeze(False)
+        assert not c.frozen()
+        assert wait_for(lambda: bool(output()), 5)
+    finally:
+        c.freeze(False)
+        p.kill()
+        p.wait()
+        c.remove()
+
+
 def test_add_process_and_kill_all(cg) -> None:  # type: ignore[no-untyped-def]
     h, prefix = cg
     c = h.create(prefix + new_name(), CgroupLimits(pids_max=50))

@@ -381,3 +381,86 @@ def test_client_dropping_mid_build(d, tmp_path):
     while d.docker("images", "-q", "lab/dropped:1").stdout.strip() == "" and time.monotonic() < deadline:
         time.sleep(0.2)
     d.docker("rmi", "lab/dropped:1", check=True)  # the build ran to its end all the same
+
+
+# -- networks, volumes --------------------------------------------------------------------------------
+
+def test_network_two_containers_reach_each_other_by_name(d):
+    d.docker("network", "create", "labnet", check=True)
+    assert "labnet" in d.docker("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+    d.docker("run", "-d", "--name", "srv", "--network", "labnet", IMAGE, "busybox", "httpd", "-f", "-p", "80",
+             "-h", "/etc", check=True)
+    r = d.docker("run", "--rm", "--network", "labnet", IMAGE, "busybox", "wget", "-qO-", "http://srv/motd", check=True)
+    assert r.stdout == "busybox image\n"
+    net = json.loads(d.docker("network", "inspect", "labnet", check=True).stdout)[0]
+    members = {v["Name"]: v["IPv4Address"] for v in net["Containers"].values()}
+    ip = d.docker("inspect", "-f", "{{.NetworkSettings.Networks.labnet.IPAddress}}", "srv", check=True).stdout.strip()
+    assert members == {"srv": ip + "/" + members["srv"].split("/")[1]}
+    r = d.docker("network", "rm", "labnet")
+    assert r.returncode != 0 and "has active endpoints" in r.stderr
+    d.docker("rm", "-f", "srv", check=True)
+    d.docker("network", "rm", "labnet", check=True)
+    r = d.docker("network", "inspect", "labnet")
+    assert r.returncode != 0 and "no such network: labnet" in r.stderr.lower()
+    assert d.request("GET", "/networks/labnet")[0] == 404
+
+
+def test_volumes(d):
+    d.docker("volume", "create", "vol1", check=True)
+    d.docker("run", "--rm", "--network", "none", "-v", "vol1:/data", IMAGE, "sh", "-c", "echo kept > /data/f",
+             check=True)
+    r = d.docker("run", "--rm", "--network", "none", "-v", "vol1:/data:ro", IMAGE, "cat", "/data/f", check=True)
+    assert r.stdout == "kept\n"
+    assert "vol1" in d.docker("volume", "ls", "-q", check=True).stdout.split()
+    mp = d.docker("volume", "inspect", "-f", "{{.Mountpoint}}", "vol1", check=True).stdout.strip()
+    assert open(os.path.join(mp, "f")).read() == "kept\n"
+    d.docker("create", "--name", "voluser", "-v", "vol1:/data", IMAGE, "true", check=True)
+    r = d.docker("volume", "rm", "vol1")
+    assert r.returncode != 0 and "volume is in use" in r.stderr
+    d.docker("rm", "voluser", check=True)
+    d.docker("volume", "rm", "vol1", check=True)
+    r = d.docker("volume", "inspect", "vol1")
+    assert r.returncode != 0 and "no such volume" in r.stderr.lower()
+    assert d.request("GET", "/volumes/vol1")[1]["message"] == "get vol1: no such volume"
+
+
+# -- a running container: stats, top, pause, update, diff, commit, rename -----------------------------
+
+def test_stats_top_pause_update(d):
+    d.docker("run", "-d", "--name", "busy", "--network", "none", "-m", "64m", IMAGE, "sh", "-c",
+             "while true; do sleep 0.1; done", check=True)
+    r = d.docker("stats", "--no-stream", "--format", "{{.Name}}|{{.MemUsage}}|{{.PIDs}}", "busy", check=True)
+    name, mem, pids = r.stdout.strip().split("|")
+    assert name == "busy" and mem.endswith("/ 64MiB") and int(pids) >= 1
+    top = d.docker("top", "busy", check=True).stdout
+    assert "while true" in top and top.splitlines()[0].split()[:2] == ["UID", "PID"]
+    d.docker("pause", "busy", check=True)
+    assert d.docker("ps", "--filter", "name=busy", "--format", "{{.Status}}", check=True).stdout.strip() \
+        .endswith("(Paused)")
+    r = d.docker("exec", "busy", "true")
+    assert r.returncode != 0 and "is paused" in r.stderr
+    d.docker("unpause", "busy", check=True)
+    d.docker("update", "--memory", "128m", "--pids-limit", "30", "busy", check=True)
+    r = d.docker("exec", "busy", "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                 "/sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max",
+                 check=True)
+    assert r.stdout.split() == [str(128 * 2**20), "30"]  # the running container's cgroup, at once
+    hc = json.loads(d.docker("inspect", "busy", check=True).stdout)[0]["HostConfig"]
+    assert hc["Memory"] == 128 * 2**20 and hc["PidsLimit"] == 30
+    d.docker("rm", "-f", "busy", check=True)
+
+
+def test_diff_commit_rename(d):
+    d.docker("run", "--name", "changer", "--network", "none", IMAGE, "sh", "-c",
+             "echo new > /etc/added; rm /etc/motd", check=True)
+    diff = d.docker("diff", "changer", check=True).stdout.splitlines()
+    assert diff == ["C /etc", "A /etc/added", "D /etc/motd"]
+    d.docker("commit", "changer", "lab/committed:1", check=True)
+    r = d.docker("run", "--rm", "--network", "none", "lab/committed:1", "sh", "-c", "cat /etc/added; ls /etc/motd")
+    assert r.stdout == "new\n" and r.returncode != 0  # the deletion is in the new layer too
+    hist = d.docker("history", "--format", "{{.CreatedBy}}", "lab/committed:1", check=True).stdout.splitlines()
+    assert hist[0].startswith("sh -c echo new")
+    d.docker("rename", "changer", "changed", check=True)
+    assert d.docker("ps", "-a", "--filter", "name=changed", "--format", "{{.Names}}", check=True).stdout == "changed\n"
+    d.docker("rm", "changed", check=True)
+    d.docker("rmi", "lab/committed:1", check=True)

@@ -251,6 +251,8 @@ class Containers:
         if not c.running:
             raise ApiError(409, f"Container {c.id} is not running")
         self._signal(c, sig)
+        if c.status == "paused" and sig == signal.SIGKILL:  # a frozen process dies once thawed
+            await asyncio.to_thread(self._thaw, c)
         self.events.emit("container", "kill", c.id, self.attrs(c, signal=sig))
 
     async def stop(self, c: Container, timeout: int | None = None, sig: int | None = None) -> bool:
@@ -282,7 +284,146 @@ class Containers:
         return True
 
     def _thaw(self, c: Container) -> None:
-        pass  # pause/unpause arrive in a later step
+        cg = self.cgroup_of(c)
+        if cg is not None:
+            cg.freeze(False)
+        c.state = store.update_state(c.id, Status="running", Paused=False)
+
+    # -- the running container's cgroup: pause, update ------------------------------------------
+    def cgroup_of(self, c: Container) -> Any:
+        """The cgroup of a running container (its supervisor made it, named by the run id), or None."""
+        from ..runtime.run import hierarchy
+
+        if not c.running or not c.state.get("RunId"):
+            return None
+        h = hierarchy()
+        if h is None:
+            return None
+        try:
+            return h.get(c.state["RunId"])
+        except OSError:
+            return None
+
+    async def pause(self, c: Container) -> None:
+        if not c.running:
+            raise ApiError(409, f"Container {c.id} is not running")
+        if c.status == "paused":
+            raise ApiError(409, f"Container {c.id} is already paused")
+        cg = self.cgroup_of(c)
+        if cg is None:
+            raise ApiError(500, f"cannot pause container {c.id}: it has no cgroup")
+        try:
+            await asyncio.to_thread(cg.freeze, True)
+        except OSError as e:
+            raise ApiError(500, f"cannot pause container {c.id}: {e}") from None
+        c.state = store.update_state(c.id, Status="paused", Paused=True)
+        self.events.emit("container", "pause", c.id, self.attrs(c))
+
+    async def unpause(self, c: Container) -> None:
+        if c.status != "paused":
+            raise ApiError(409, f"Container {c.id} is not paused")
+        try:
+            await asyncio.to_thread(self._thaw, c)
+        except OSError as e:
+            raise ApiError(500, f"cannot unpause container {c.id}: {e}") from None
+        self.events.emit("container", "unpause", c.id, self.attrs(c))
+
+    async def update(self, c: Container, body: dict[str, Any]) -> list[str]:
+        """`docker update`: new limits into HostConfig and, if it runs, into its cgroup at once."""
+        from ..linux.cgroups import CgroupLimits
+
+        keys = ("Memory", "MemorySwap", "NanoCpus", "CpuQuota", "CpuPeriod", "CpuShares", "CpusetCpus", "PidsLimit")
+        hc = dict(c.record["HostConfig"])
+        changes = {k: body[k] for k in keys if body.get(k)}  # 0 / null: unchanged, as dockerd
+        if "RestartPolicy" in body and (body["RestartPolicy"] or {}).get("Name"):
+            changes["RestartPolicy"] = body["RestartPolicy"]
+        hc.update(changes)
+        if "Memory" in changes and "MemorySwap" not in changes and (hc.get("MemorySwap") or 0) not in (0, -1) \
+                and hc["MemorySwap"] < hc["Memory"]:
+            hc["MemorySwap"] = hc["Memory"]  # no swap, as with --memory alone here
+        container_config.check(c.record["Config"], hc)
+        container_config.spec_of(c.id, c.name, c.record["Image"], c.record["Config"], hc,
+                                 c.record["NetworkingConfig"].get("EndpointsConfig") or {}, store.layer_dir(c.id))
+        cg = self.cgroup_of(c)
+        if cg is not None:
+            cpus = None
+            if "NanoCpus" in changes:
+                cpus = hc["NanoCpus"] / 1e9
+            elif "CpuQuota" in changes:
+                cpus = hc["CpuQuota"] / (hc.get("CpuPeriod") or 100000)
+            swap = hc.get("MemorySwap") if "MemorySwap" in changes else None
+            limits = CgroupLimits(memory=changes.get("Memory"), memory_swap=swap if swap else None, cpus=cpus,
+                                  cpu_shares=changes.get("CpuShares"), cpuset_cpus=changes.get("CpusetCpus"),
+                                  pids_max=changes.get("PidsLimit"))
+            try:
+                await asyncio.to_thread(cg.set_limits, limits)
+            except OSError as e:
+                raise ApiError(400, f"Cannot update container {c.id}: {e}") from None
+        c.record["HostConfig"] = hc
+        self.save_record(c)
+        self.events.emit("container", "update", c.id, self.attrs(c))
+        return []
+
+    def save_record(self, c: Container) -> None:
+        store.save_config(c.id, c.record)
+
+    async def rename(self, c: Container, new: str) -> None:
+        new = new.lstrip("/")
+        if not new or not store.NAME_RE.match(new):
+            raise ApiError(400, f"Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        async with self._lock:
+            if new == c.name:
+                raise ApiError(409, "Renaming a container with the same name as its current name")
+            for other in self.by_id.values():
+                if other.name == new:
+                    raise ApiError(409, f'Conflict. The container name "/{new}" is already in use by container '
+                                   f'"{other.id}". You have to remove (or rename) that container to be able to reuse '
+                                   "that name.")
+            old = c.name
+            c.record["Name"] = "/" + new
+            self.save_record(c)
+        self.events.emit("container", "rename", c.id, self.attrs(c, oldName="/" + old))
+
+    # -- networks ------------------------------------------------------------------------------
+    async def connect(self, c: Container, network: str, endpoint: dict[str, Any]) -> None:
+        from ..network import NetworkError
+        from ..network import networks as nets
+
+        eps = c.record["NetworkingConfig"].setdefault("EndpointsConfig", {})
+        mode = container_config.network_mode(c.record["HostConfig"])
+        if network in eps or network == mode:
+            raise ApiError(403, f"endpoint with name {c.name} already exists in network {network}")
+        if mode in ("none", "host", "bridge"):
+            raise ApiError(400, f"container {c.name} is on network {mode}: this engine joins more networks only "
+                           "to a container on a user network (docker run --network NAME)")
+        if c.running:
+            aliases = tuple(a for a in endpoint.get("Aliases") or [] if a != c.name)
+            try:
+                await asyncio.to_thread(nets.attach, network, int(c.state["Pid"]), c.state["RunId"], name=c.name,
+                                        aliases=aliases, owner_pid=int(c.state["Supervisor"]))
+            except NetworkError as e:
+                raise ApiError(400, f"cannot connect {c.name} to {network}: {e}") from None
+        eps[network] = endpoint or {}
+        self.save_record(c)
+
+    async def disconnect(self, c: Container, network: str, force: bool) -> None:
+        from ..network import NetworkError
+        from ..network import networks as nets
+
+        eps = c.record["NetworkingConfig"].setdefault("EndpointsConfig", {})
+        mode = container_config.network_mode(c.record["HostConfig"])
+        if network == mode:
+            raise ApiError(400, f"container {c.name} runs on network {network}: it cannot leave it (this engine "
+                           "keeps one primary network per container)")
+        if network not in eps and not force:
+            raise ApiError(404, f"container {c.id} is not connected to network {network}")
+        if c.running:
+            try:
+                await asyncio.to_thread(nets.detach, network, c.state["RunId"], True)
+            except NetworkError as e:
+                raise ApiError(500, str(e)) from None
+        eps.pop(network, None)
+        self.save_record(c)
 
     # -- wait --------------------------------------------------------------------------------------
     async def wait(self, c: Container, condition: str) -> dict[str, Any]:

@@ -173,6 +173,9 @@ def spec_of(cid: str, name: str, image_id: str, config: dict[str, Any], host_con
         changes["entrypoint"] = tuple(e for e in entrypoint if e)
     if aliases and mode not in ("bridge", "none", "host"):
         changes["network_aliases"] = tuple(aliases)
+    extra = tuple(n for n in (endpoints or {}) if n not in (mode, "default", host_config.get("NetworkMode")))
+    if extra:
+        changes["extra_networks"] = extra
     if mode == "host":
         changes["hostname"] = None  # the host's UTS namespace is not shared, but Docker keeps the host's name
     try:

@@ -23,7 +23,14 @@ import urllib.parse
 from typing import Any
 
 from ..paths import run_dir
-from . import routes_containers, routes_exec, routes_images, routes_system
+from . import (
+    routes_containers,
+    routes_exec,
+    routes_images,
+    routes_inspection,
+    routes_networks,
+    routes_system,
+)
 from .core import Engine, Options, daemon_log_path, default_host, pid_file
 from .http import Server
 
@@ -49,7 +56,8 @@ def _prepare_socket(path: str) -> None:
 
 async def serve(options: Options, ready: Any = None) -> None:
     engine = Engine(options)
-    for module in (routes_system, routes_containers, routes_exec, routes_images):
+    for module in (routes_system, routes_containers, routes_exec, routes_images, routes_inspection,
+                   routes_networks):
         for method, pattern, handler in module.routes(engine):
             engine.router.add(method, pattern, handler)
     await asyncio.to_thread(engine.launcher.start)

@@ -88,6 +88,13 @@ class Cgroup(Protocol):
         """SIGKILL every process in the cgroup (v2 cgroup.kill; v1 freeze, kill, thaw)."""
         ...
 
+    def freeze(self, frozen: bool = True, timeout: float = 2.0) -> None:
+        """Stop (or let go on) every process of the cgroup, as `docker pause`: v1 freezer.state, v2
+        cgroup.freeze; returns once the kernel says the cgroup is (un)frozen."""
+        ...
+
+    def frozen(self) -> bool: ...
+
     def remove(self) -> None:
         """Kill what is left, then rmdir every directory of this cgroup. Idempotent."""
         ...

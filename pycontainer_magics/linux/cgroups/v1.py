@@ -249,6 +249,26 @@ class CgroupV1:
             oom_kill_count=oom_kill,
         )
 
+    # -- pause ----------------------------------------------------------------------------------
+    def _freezer_state(self) -> str:
+        fz = self._paths.get("freezer")
+        if not fz or not os.path.isdir(fz):
+            raise CgroupError(errno.ENOTSUP, "no freezer controller for this cgroup", self.dirs[0])
+        return os.path.join(fz, "freezer.state")
+
+    def freeze(self, frozen: bool = True, timeout: float = 2.0) -> None:
+        state = self._freezer_state()
+        want = "FROZEN" if frozen else "THAWED"
+        _io.write(state, want)
+        if not _io.wait_until(lambda: _io.read(state).strip() == want, timeout):
+            raise CgroupError(errno.EBUSY, f"the cgroup did not reach {want} in {timeout:g} s", state)
+
+    def frozen(self) -> bool:
+        try:
+            return _io.read(self._freezer_state()).strip() != "THAWED"
+        except OSError:
+            return False
+
     # -- tear-down ------------------------------------------------------------------------------
     def kill_all(self, timeout: float = 2.0) -> None:
         """Freeze, SIGKILL every task, thaw, and wait (bounded) until the cgroup is empty."""

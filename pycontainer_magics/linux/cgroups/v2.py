@@ -183,6 +183,20 @@ class CgroupV2:
         )
 
     # -- tear-down ------------------------------------------------------------------------------
+    def freeze(self, frozen: bool = True, timeout: float = 2.0) -> None:
+        """cgroup.freeze, then wait for `frozen 0|1` in cgroup.events."""
+        _io.write(self._f("cgroup.freeze"), "1" if frozen else "0")
+        want = f"frozen {1 if frozen else 0}"
+        events = self._f("cgroup.events")
+        if not _io.wait_until(lambda: want in _io.read(events).splitlines(), timeout):
+            raise CgroupError(errno.EBUSY, f"the cgroup did not reach '{want}' in {timeout:g} s", events)
+
+    def frozen(self) -> bool:
+        try:
+            return _io.read(self._f("cgroup.freeze")).strip() == "1"
+        except OSError:
+            return False
+
     def kill_all(self, timeout: float = 2.0) -> None:
         """cgroup.kill (kernel 5.14+) or SIGKILL over cgroup.procs until empty; bounded wait."""
         if not self.procs():
