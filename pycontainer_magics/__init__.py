@@ -41,9 +41,10 @@ def load_ipython_extension(ip: Any) -> None:
     if message:
         print(message)
     try:
+        from .kube.play import prune_records
         from .workloads.prune import prune
 
-        removed = prune()
+        removed = prune_records() + prune()  # a killed kernel's kube plays: their records and files
     except Exception:  # never let cleanup of old leftovers stop the extension from loading
         return
     if removed:

@@ -291,3 +291,31 @@ def test_cli_generate_validate_play_down(tmp_path):
             if s is not None:
                 s.close()
     _nothing_left(name, [name])
+
+
+def test_a_killed_players_play_goes_with_prune(tmp_path):
+    """A process that played and was killed leaves its pods, network, record and files: `pycontainer prune`
+    removes them all."""
+    import signal
+    import subprocess
+    import sys
+    name = _tag("kill")
+    f = tmp_path / "pod.yaml"
+    f.write_text(BAD.replace("NAME", name).replace('"9"', '"60"'))
+    code = ("import sys, signal; from pycontainer_magics.kube import play as K; "
+            "p = K.play(open(sys.argv[1]).read(), name=sys.argv[2]); print('up', flush=True); signal.pause()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(f), name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        from pycontainer_magics import paths
+        assert os.path.exists(os.path.join(paths.run_dir(), "kube", f"{name}.json"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    r = subprocess.run([sys.executable, "-m", "pycontainer_magics.cli", "prune"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"kube play {name}" in r.stdout
+    _nothing_left(name, [name])

@@ -16,10 +16,11 @@ def add_parsers(sub: Any) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
+    from ..kube.play import prune_records
     from ..workloads.prune import prune
 
     try:
-        removed = prune()
+        removed = prune_records() + prune()  # a killed process's kube plays: their records and files
     except OSError as e:
         fail(str(e))
     for item in removed:
