@@ -1,0 +1,377 @@
+"""runc's container lifecycle, the runtime's side: create, start, state, kill, delete, list, pause, resume,
+update, ps. No process of ours outlives a command: the container's init belongs to whoever reaps orphans
+above the caller (containerd's shim and conmon are subreapers), and every command reads the state from
+`<root>/<id>/state.json` and the kernel.
+
+Errors are StateError/ConfigError/OSError with one line; the command line turns them into runc's exit
+status 1 and a log entry.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import state as st
+from .cgroups import OciCgroup, resolve
+from .config import Config, ConfigError, load
+from .state import StateError
+
+
+@dataclass
+class CreateOptions:
+    bundle: str = "."
+    pid_file: str | None = None
+    console_socket: str | None = None
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    preserve_fds: int = 0
+    systemd_cgroup: bool = False
+
+
+def create(root: str, cid: str, opts: CreateOptions) -> int:
+    """Set the container up and leave its init waiting for `start`; returns the init's host pid. On any
+    error nothing is left: no state directory, process or cgroup. Call from a single-threaded process."""
+    from .init import InitContext, bootstrap, recv, send, socketpair
+    from .process import plan_process
+
+    st.check_id(cid)
+    bundle = os.path.abspath(opts.bundle)
+    if not os.path.isdir(bundle):
+        raise StateError(errno.ENOENT, f"chdir {opts.bundle}: no such file or directory")
+    cfg = load(bundle)
+    plan = plan_process(cfg.process, cfg.linux)
+    if plan.terminal and not opts.console_socket:
+        raise ConfigError("cannot allocate tty if runc will detach without setting console socket")
+    if opts.console_socket and not plan.terminal:
+        raise ConfigError("cannot use console socket if runc will not detach or allocate tty")
+    cgroup_paths = resolve(cfg.linux.get("cgroupsPath"), cid, opts.systemd_cgroup)
+    directory = st.new_dir(root, cid)
+    cg = OciCgroup(cgroup_paths)
+    opened: list[int] = []
+    child_pid = init_pid = None
+    made: list[str] = []
+    try:
+        rec: dict[str, Any] = {"id": cid, "bundle": bundle, "rootfs": cfg.rootfs, "created": st.now_rfc3339(),
+                               "owner": "", "annotations": cfg.annotations, "status": "creating",
+                               "creator": os.getpid(), "creator_start": st.start_time(os.getpid()),
+                               "cgroup": cgroup_paths, "config": cfg.raw, "pid": None, "pid_start": None}
+        st.save(directory, rec)
+        made = cg.create()
+        cg.apply(cfg.linux.get("resources"))
+        join_fds = [_open(f, os.O_WRONLY) for f in cg.join_files()]
+        opened += join_fds
+        fifo_path = os.path.join(directory, st.FIFO)
+        os.mkfifo(fifo_path, 0o622)
+        fifo = _open(fifo_path, os.O_RDWR)
+        opened.append(fifo)
+        console_fd = None
+        if opts.console_socket:
+            from .console import connect
+            console_fd = connect(opts.console_socket)
+            opened.append(console_fd)
+        ns_fds = []
+        for n in cfg.namespaces:
+            if n.path:
+                try:
+                    fd = _open(n.path, os.O_RDONLY)
+                except OSError as e:
+                    raise OSError(e.errno, f"the {n.type} namespace at {n.path}: {e.strerror}", n.path) from None
+                opened.append(fd)
+                ns_fds.append((n.type, fd, n.flag))
+        listen = int(os.environ.get("LISTEN_FDS", "0") or 0) if os.environ.get("LISTEN_PID") else 0
+        ours, theirs = socketpair()
+        opened += [ours, theirs]
+        ctx = InitContext(cid=cid, cfg=cfg, plan=plan, sock=theirs, fifo=fifo, console=console_fd,
+                          join_fds=join_fds, ns_fds=ns_fds, unshare=cfg.new_ns_flags(), cgroup_paths=cgroup_paths,
+                          preserve=opts.preserve_fds + listen, no_pivot=opts.no_pivot,
+                          no_new_keyring=opts.no_new_keyring)
+        child_pid = os.fork()
+        if child_pid == 0:  # pragma: no cover - the container's side
+            os.close(ours)
+            bootstrap(ctx)
+        os.close(theirs)
+        opened.remove(theirs)
+        while True:
+            msg = recv(ours)
+            if msg is None:
+                raise OSError(errno.EPIPE, "container init exited before it was ready")
+            if "error" in msg:
+                raise OSError(msg.get("errno") or errno.EIO, msg["error"])
+            if msg.get("maps"):
+                _write_maps(child_pid, cfg)
+                send(ours, {"ok": True})
+            elif "pid" in msg:
+                init_pid = int(msg["pid"])
+                _reap(child_pid)
+                child_pid = None
+            elif msg.get("hooks"):
+                _run_create_hooks(cfg, cid, init_pid or int(msg["host_pid"]))
+                send(ours, {"ok": True})
+            elif msg.get("ready"):
+                break
+        assert init_pid is not None
+        rec.update(status="created", pid=init_pid, pid_start=st.start_time(init_pid), creator=None,
+                   creator_start=None)
+        st.save(directory, rec)
+        if opts.pid_file:
+            _write_pid_file(opts.pid_file, init_pid)
+        return init_pid
+    except BaseException:
+        for p in (init_pid, child_pid):
+            if p:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if child_pid:
+            _reap(child_pid)
+        try:
+            cg.destroy()
+        except OSError:
+            pass
+        for d in reversed(made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    finally:
+        for fd in opened:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _open(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_CLOEXEC)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _write_maps(pid: int, cfg: Config) -> None:
+    from .config import id_map_text
+    linux = cfg.linux
+    if os.geteuid() != 0:
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
+    for kind, key in (("uid", "uidMappings"), ("gid", "gidMappings")):
+        path = f"/proc/{pid}/{kind}_map"
+        try:
+            with open(path, "w") as f:
+                f.write(id_map_text(linux.get(key)))
+        except OSError as e:
+            raise OSError(e.errno, f"writing {path}: {e.strerror}", path) from None
+
+
+def _run_create_hooks(cfg: Config, cid: str, pid: int) -> None:
+    from .hooks import run_hooks
+    for kind in ("prestart", "createRuntime"):
+        if cfg.hooks.get(kind):
+            # the conformance suite (and crun) give prestart hooks "created"; createRuntime sees "creating"
+            state = {"ociVersion": st.OCI_VERSION, "id": cid, "status": "created" if kind == "prestart" else
+                     "creating", "pid": pid, "bundle": cfg.bundle}
+            if cfg.annotations:
+                state["annotations"] = cfg.annotations
+            run_hooks(kind, cfg.hooks[kind], state)
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+# -- the other commands -----------------------------------------------------------------------------
+
+def _get(root: str, cid: str) -> tuple[str, dict[str, Any]]:
+    directory = st.container_dir(root, cid)
+    return directory, st.load(directory)
+
+
+def state(root: str, cid: str) -> dict[str, Any]:
+    directory, rec = _get(root, cid)
+    return st.public(directory, rec)
+
+
+def list_states(root: str) -> list[dict[str, Any]]:
+    out = []
+    for cid in st.list_ids(root):
+        try:
+            directory, rec = _get(root, cid)
+        except StateError:
+            continue
+        s = st.public(directory, rec)
+        s["owner"] = st.owner_name()
+        out.append(s)
+    return out
+
+
+def start(root: str, cid: str) -> None:
+    directory, rec = _get(root, cid)
+    with st.locked(directory, cid):
+        status = st.status(directory, rec)
+        if status == "stopped":
+            raise StateError(errno.EINVAL, "cannot start a container that has stopped")
+        if status != "created":
+            raise StateError(errno.EINVAL, f"cannot start an already {status} container")
+        fifo = os.path.join(directory, st.FIFO)
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:  # ENXIO: no reader, the init is gone
+            raise StateError(e.errno, "cannot start a container that has stopped") from None
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+        os.unlink(fifo)
+    hooks = (rec.get("config") or {}).get("hooks") or {}
+    if hooks.get("poststart"):
+        from .hooks import HookError, run_hooks
+        state = {**st.public(directory, rec), "status": "running", "pid": rec["pid"]}  # as it was started
+        try:
+            run_hooks("poststart", hooks["poststart"], state)
+        except HookError as e:  # the spec: log it, the container goes on
+            from .log import warn
+            warn(str(e))
+
+
+SIGNALS = {s.name.removeprefix("SIG"): int(s) for s in signal.Signals}
+
+
+def parse_signal(text: str) -> int:
+    """`KILL`, `SIGKILL`, `kill` or `9` (runc's rules)."""
+    t = text.strip().upper().removeprefix("SIG")
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < signal.NSIG:
+            return n
+    elif t in SIGNALS:
+        return SIGNALS[t]
+    raise StateError(errno.EINVAL, f"unknown signal {text!r}")
+
+
+def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
+    directory, rec = _get(root, cid)
+    status = st.status(directory, rec)
+    if all_processes:
+        if not rec.get("cgroup"):
+            raise StateError(errno.ESRCH, "container not running")
+        OciCgroup(rec["cgroup"]).signal_all(sig)
+        return
+    if status == "stopped":
+        raise StateError(errno.ESRCH, "container not running")
+    try:
+        os.kill(rec["pid"], sig)
+    except ProcessLookupError:
+        raise StateError(errno.ESRCH, "container not running") from None
+
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    directory, rec = _get(root, cid)
+    with st.locked(directory, cid):
+        status = st.status(directory, rec)
+        if status in ("running", "paused", "creating") and not force:
+            raise StateError(errno.EBUSY, f"cannot delete container {cid} that is not stopped: {status}")
+        if status != "stopped":
+            _kill_init(directory, rec)
+        _destroy(directory, rec)
+
+
+def _kill_init(directory: str, rec: dict[str, Any]) -> None:
+    cg = OciCgroup(rec["cgroup"]) if rec.get("cgroup") else None
+    if cg is not None and st.status(directory, rec) == "paused":
+        cg.freeze(False)
+    try:
+        os.kill(rec["pid"], signal.SIGKILL)
+    except (ProcessLookupError, TypeError):
+        pass
+    deadline = time.monotonic() + 10
+    while st.alive(rec) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if st.alive(rec):
+        raise StateError(errno.EBUSY, "container init still running")
+
+
+def _destroy(directory: str, rec: dict[str, Any]) -> None:
+    """Remove what is left: every process in the cgroup, the cgroup, the state; then poststop hooks."""
+    if rec.get("cgroup"):
+        OciCgroup(rec["cgroup"]).destroy()
+    shutil.rmtree(directory, ignore_errors=True)
+    hooks = (rec.get("config") or {}).get("hooks") or {}
+    if hooks.get("poststop"):
+        from .hooks import HookError, run_hooks
+        state = {"ociVersion": st.OCI_VERSION, "id": rec["id"], "status": "stopped", "pid": 0,
+                 "bundle": rec["bundle"]}
+        if rec.get("annotations"):
+            state["annotations"] = rec["annotations"]
+        try:
+            run_hooks("poststop", hooks["poststop"], state)
+        except HookError as e:
+            from .log import warn
+            warn(str(e))
+
+
+def pause(root: str, cid: str) -> None:
+    directory, rec = _get(root, cid)
+    status = st.status(directory, rec)
+    if status not in ("running", "created"):
+        raise StateError(errno.EINVAL, "container not running" if status == "stopped" else
+                         f"cannot pause a {status} container")
+    OciCgroup(rec["cgroup"]).freeze(True)
+
+
+def resume(root: str, cid: str) -> None:
+    directory, rec = _get(root, cid)
+    if st.status(directory, rec) != "paused":
+        raise StateError(errno.EINVAL, "container not paused")
+    OciCgroup(rec["cgroup"]).freeze(False)
+
+
+def update(root: str, cid: str, resources: dict[str, Any]) -> None:
+    directory, rec = _get(root, cid)
+    if st.status(directory, rec) == "stopped":
+        raise StateError(errno.EINVAL, "container not running")
+    OciCgroup(rec["cgroup"]).apply(resources)
+    with st.locked(directory, cid):
+        rec = st.load(directory)
+        linux = rec.setdefault("config", {}).setdefault("linux", {})
+        merged = linux.setdefault("resources", {})
+        for k, v in resources.items():
+            if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                merged[k].update(v)
+            else:
+                merged[k] = v
+        st.save(directory, rec)
+
+
+def pids(root: str, cid: str) -> list[int]:
+    directory, rec = _get(root, cid)
+    if st.status(directory, rec) == "stopped" and not OciCgroup(rec["cgroup"]).pids():
+        return []
+    return OciCgroup(rec["cgroup"]).pids()
+
+
+def stats(root: str, cid: str) -> dict[str, Any]:
+    directory, rec = _get(root, cid)
+    if st.status(directory, rec) == "stopped":
+        raise StateError(errno.EINVAL, f"container with id {cid} is not running")
+    return OciCgroup(rec["cgroup"]).stats()
+
+
+__all__ = ["CreateOptions", "create", "delete", "kill", "list_states", "parse_signal", "pause", "pids", "resume",
+           "start", "state", "stats", "update"]

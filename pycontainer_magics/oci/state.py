@@ -1,0 +1,162 @@
+"""Where a runc-style container lives between commands: `<root>/<id>/` with
+
+    state.json   the record (id, bundle, rootfs, created, owner, init pid and its start time, cgroup
+                 directories, the config as it was at create: a bundle edited later changes nothing)
+    exec.fifo    until `start`: the created container's init waits on it
+
+No process of ours stays with the container: the status is read from the kernel each time, as runc does —
+stopped once the init process is gone (or a zombie its parent has not reaped yet), created while the fifo
+is there, paused while its cgroup is frozen, running otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+STATE_FILE = "state.json"
+FIFO = "exec.fifo"
+ID_RE = re.compile(r"^[\w+\-.]+$")  # runc's rule for container ids
+OCI_VERSION = "1.0.2"  # the runtime-spec version our state and features documents say they follow
+
+
+class StateError(OSError):
+    """A lifecycle command cannot be done. str() is one line (runc's wording where engines match on it)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def default_root() -> str:
+    from ..paths import run_dir  # PYCONTAINER_RUN_DIR, or /run/pycontainer_magics as root
+    return os.path.join(run_dir(), "oci")
+
+
+def check_id(cid: str) -> str:
+    if not cid or not ID_RE.match(cid) or cid in (".", ".."):
+        raise StateError(errno.EINVAL, f"invalid container id {cid!r}: use letters, digits and + - . _")
+    return cid
+
+
+def container_dir(root: str, cid: str) -> str:
+    return os.path.join(root, check_id(cid))
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot); None when it is gone or a zombie: with the pid
+    it names one process, never a later one that reused the number."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def alive(rec: dict[str, Any]) -> bool:
+    pid, st = rec.get("pid"), rec.get("pid_start")
+    return bool(pid) and st is not None and start_time(int(pid)) == st  # type: ignore[arg-type]
+
+
+def now_rfc3339() -> str:
+    t = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1_000_000_000)) + f".{t % 1_000_000_000:09d}Z"
+
+
+@contextlib.contextmanager
+def locked(directory: str, cid: str) -> Iterator[None]:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StateError(errno.ENOENT, "container does not exist") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def load(directory: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(directory, STATE_FILE), "rb") as f:
+            rec: dict[str, Any] = json.loads(f.read())
+            return rec
+    except (FileNotFoundError, NotADirectoryError):
+        raise StateError(errno.ENOENT, "container does not exist") from None
+    except ValueError:
+        raise StateError(errno.EIO, f"{directory}/{STATE_FILE}: damaged state record") from None
+
+
+def save(directory: str, rec: dict[str, Any]) -> None:
+    tmp = os.path.join(directory, STATE_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(rec, f, separators=(",", ":"))
+    os.replace(tmp, os.path.join(directory, STATE_FILE))
+
+
+def status(directory: str, rec: dict[str, Any]) -> str:
+    if rec.get("status") == "creating":
+        return "creating" if rec.get("creator") and start_time(rec["creator"]) == rec.get("creator_start") \
+            else "stopped"
+    if not alive(rec):
+        return "stopped"
+    if os.path.exists(os.path.join(directory, FIFO)):
+        return "created"
+    if rec.get("cgroup"):
+        from .cgroups import OciCgroup
+        if OciCgroup(rec["cgroup"]).frozen():
+            return "paused"
+    return "running"
+
+
+def public(directory: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """The state as `runc state` prints it (the runtime-spec state plus runc's rootfs, created, owner)."""
+    st = status(directory, rec)
+    out: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": rec["id"],
+                           "pid": rec.get("pid") or 0 if st != "stopped" else 0, "status": st,
+                           "bundle": rec["bundle"], "rootfs": rec.get("rootfs", ""), "created": rec["created"],
+                           "owner": rec.get("owner", "")}
+    if rec.get("annotations"):
+        out["annotations"] = rec["annotations"]
+    return out
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(root) if ID_RE.match(n))
+    except FileNotFoundError:
+        return []
+
+
+def new_dir(root: str, cid: str) -> str:
+    """Make `<root>/<id>` (the root private to its owner: the records name host paths and pids). An id
+    in use is runc's error."""
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    directory = container_dir(root, cid)
+    try:
+        os.mkdir(directory, 0o711)
+    except FileExistsError:
+        raise StateError(errno.EEXIST, f"container with id exists: {cid}") from None
+    return directory
+
+
+def owner_name() -> str:
+    try:
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.geteuid())
+
+
+__all__ = ["FIFO", "OCI_VERSION", "STATE_FILE", "StateError", "alive", "check_id", "container_dir", "default_root",
+           "list_ids", "load", "locked", "new_dir", "now_rfc3339", "owner_name", "public", "save", "start_time",
+           "status"]
