@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""OCI lifecycle benchmark: `create` + `start` + `delete --force` of one bundle, whole processes, for
-`pycontainer`, runc and crun, round-robin in the same run; medians of each step and of the cycle, and the
-ratios of the cycle's median to runc's and crun's.
+"""OCI lifecycle benchmark: `create` + `start` + `state` + `delete --force` of one bundle — the runtime
+invocations containerd's shim makes for a container — whole processes, for `pycontainer`, runc and crun,
+round-robin in the same run; medians of each step and of the cycle, and the ratios of each to runc's.
 
     sudo .venv/bin/python bench/oci.py [--rounds 20] [--idle-ms 50]
 
 The bundle is bench.py's (busybox `/bin/true`, memory 64M without swap, pids 64, pid/net/ipc/uts/mount/
 cgroup/user namespaces, `runc spec` edited). `delete --force` right after `start`: the payload has
 usually exited by then, else it is killed, the same for every runtime. Container output goes to
-/dev/null (runc's and crun's inherit create's stdio; ours writes its log files in the state directory).
+/dev/null (every runtime's container inherits create's stdio).
 The row `library` runs the same steps through oci.lifecycle from this process (no interpreter
 start-up, no imports: what the mechanism itself costs). Also shown: `pycontainer list` on an empty state
 root, i.e. what any `pycontainer` command costs before it does anything (interpreter and imports).
@@ -52,28 +52,37 @@ def tools(env: Env, our_root: Path) -> dict[str, list[str]]:
     return out
 
 
-def library_cycle(our_root: Path, bundle: Path, cid: str) -> tuple[float, float, float]:
-    """The same three steps through oci.lifecycle from this process: the mechanism without the
-    interpreter's start-up and imports."""
+STEPS = ("create", "start", "state", "delete")
+
+
+def library_cycle(our_root: Path, bundle: Path, cid: str) -> tuple[float, ...]:
+    """The same steps through oci.lifecycle from this process: the mechanism without the interpreter's
+    start-up and imports."""
+    import contextlib
+    import io
+
     from pycontainer_magics.oci import lifecycle as oci
 
     t0 = time.perf_counter()
-    oci.create(str(bundle), cid, str(our_root))
+    with contextlib.redirect_stdout(io.StringIO()):
+        oci.create(str(our_root), cid, oci.CreateOptions(bundle=str(bundle)))
     t1 = time.perf_counter()
-    oci.start(cid, str(our_root))
+    oci.start(str(our_root), cid)
     t2 = time.perf_counter()
-    oci.delete(cid, str(our_root), force=True)
+    oci.state(str(our_root), cid)
     t3 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2
+    oci.delete(str(our_root), cid, force=True)
+    t4 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, t4 - t3
 
 
-def cycle(prefix: list[str], name: str, our_root: Path, bundle: Path, cid: str) -> tuple[float, float, float]:
+def cycle(prefix: list[str], name: str, our_root: Path, bundle: Path, cid: str) -> tuple[float, ...]:
     if name == "library":
         return library_cycle(our_root, bundle, cid)
 
     def cmd(*argv: str) -> list[str]:
         if name == "pycontainer":
-            return [*prefix, argv[0], f"--root={our_root}", *argv[1:]]
+            return [*prefix, "--root", str(our_root), *argv]
         return [*prefix, *argv]
 
     t0 = time.perf_counter()
@@ -81,9 +90,11 @@ def cycle(prefix: list[str], name: str, our_root: Path, bundle: Path, cid: str) 
     t1 = time.perf_counter()
     _run(cmd("start", cid))
     t2 = time.perf_counter()
-    _run(cmd("delete", "--force", cid))
+    _run(cmd("state", cid))
     t3 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2
+    _run(cmd("delete", "--force", cid))
+    t4 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2, t4 - t3
 
 
 def main() -> int:
@@ -95,7 +106,7 @@ def main() -> int:
         raise SystemExit("bench/oci.py: run as root")
     env = Env()
     our_root = env.tmp / "pycontainer-state"
-    samples: dict[str, list[tuple[float, float, float]]] = {}
+    samples: dict[str, list[tuple[float, ...]]] = {}
     empty: list[float] = []
     try:
         env.build_bundle()
@@ -112,7 +123,7 @@ def main() -> int:
                     samples[name].append(res)
             time.sleep(args.idle_ms / 1000)
             t0 = time.perf_counter()
-            _run([PYCONTAINER, "list", f"--root={our_root}"])
+            _run([PYCONTAINER, "--root", str(our_root), "list"])
             if r >= 0:
                 empty.append(time.perf_counter() - t0)
     finally:
@@ -120,14 +131,17 @@ def main() -> int:
             env.helper.kill()
             env.helper.wait()
         shutil.rmtree(env.tmp, ignore_errors=True)
-    med = {n: [statistics.median(x[i] for x in s) * 1000 for i in range(3)] for n, s in samples.items()}
+    med = {n: [statistics.median(x[i] for x in s) * 1000 for i in range(len(STEPS))] for n, s in samples.items()}
     cyc = {n: statistics.median(sum(x) for x in s) * 1000 for n, s in samples.items()}
-    print(f"create + start + delete --force, {args.rounds} rounds, medians in ms "
+    print(f"create + start + state + delete --force, {args.rounds} rounds, medians in ms "
           f"({args.idle_ms:g} ms idle before each)")
-    print(f"{'runtime':<12} {'create':>8} {'start':>8} {'delete':>8} {'cycle':>8}  ratios")
+    print(f"{'runtime':<12} " + " ".join(f"{s:>8}" for s in STEPS) + f" {'cycle':>8}  ratios")
     for n in samples:
         ratios = ", ".join(f"{cyc[n] / cyc[p]:.2f}x {p}" for p in ("runc", "crun") if p in cyc and p != n)
-        print(f"{n:<12} {med[n][0]:8.1f} {med[n][1]:8.1f} {med[n][2]:8.1f} {cyc[n]:8.1f}  {ratios}")
+        print(f"{n:<12} " + " ".join(f"{v:8.1f}" for v in med[n]) + f" {cyc[n]:8.1f}  {ratios}")
+    if "runc" in med:
+        print("per invocation vs runc: " + ", ".join(
+            f"{s} {med['pycontainer'][i] / med['runc'][i]:.2f}x" for i, s in enumerate(STEPS)))
     print(f"`pycontainer list` on an empty root (start-up alone): {statistics.median(empty) * 1000:.1f} ms")
     # Only cgroups whose owner is gone are leftovers: other processes on the machine may run containers now.
     left = {parent: dead for parent, names in our_cgroup_leftovers().items()

@@ -2,7 +2,8 @@
 
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code (run.py)
     pycontainer bundle DIR [options] -- CMD       write an OCI runtime bundle for a command (run.py)
-    pycontainer create|start|state|kill|delete|list|spec   the OCI runtime command set (oci.py)
+    pycontainer [--root DIR --log F --log-format json] create|start|state|kill|delete|exec|ps|events|update|
+                pause|resume|features|list|spec ...   runc's command line, as engines call it (oci.py)
     pycontainer kube generate|validate|play|down  Kubernetes YAML: export, check, run here (kube.py)
     pycontainer prune                             remove what a killed kernel left behind (system.py)
     pycontainer install-kernel [--limited ...]    the Jupyter kernel "Python 3 (container lab)" (kernel.py)
@@ -19,31 +20,45 @@ ipywidgets on any of its paths (tests/test_layering.py).
 
 from __future__ import annotations
 
-import argparse
+import sys
 from collections.abc import Sequence
 
-from . import image, kernel, kube, oci, run, serve, system
-from .common import Parser
+from . import oci
 
-GROUPS = (run, oci, image, kube, system, kernel, serve)
+TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
+
+if TYPE_CHECKING:
+    import argparse
+    from types import ModuleType
+
+
+def groups() -> tuple[ModuleType, ...]:
+    """The command groups, in `--help` order (imported only when argparse is: not on the OCI verbs' path)."""
+    from . import image, kernel, kube, run, serve, system
+    return (run, oci, image, kube, system, kernel, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .common import Parser
+
     parser = Parser(prog="pycontainer", description="Run commands in fresh Linux containers (namespaces, "
                     "cgroup limits, an overlay root filesystem).")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
-    for group in GROUPS:
+    for group in groups():
         group.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    for group in GROUPS:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if oci.is_runc_call(args):  # what engines call, often: runc's own command line, before argparse loads
+        return oci.runc_main(args)
+    ns = build_parser().parse_args(args)
+    for group in groups():
         if ns.subcommand in group.COMMANDS:
             code: int = group.main(ns)
             return code
     raise AssertionError(f"no command group for {ns.subcommand}")  # pragma: no cover - argparse refuses it
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "groups", "main"]

@@ -18,9 +18,10 @@ import errno
 import os
 import signal
 import time
-from typing import Any
 
-from ..linux.cgroups import DEFAULT_PARENT
+TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_UNLIMITED = 0x7FFFFFFFFFFFF000
@@ -79,7 +80,7 @@ def resolve(cgroups_path: str | None, cid: str, systemd: bool = False) -> dict[s
         if any(p == ".." for p in path.split("/")):
             raise CgroupPathError(f"linux.cgroupsPath {cgroups_path!r} must not contain '..'")
     else:
-        from ..linux.cgroups.hierarchy import parent_rel
+        from ..linux.cgroups.hierarchy import DEFAULT_PARENT, parent_rel
         path = "/" + parent_rel(DEFAULT_PARENT) + "/" + cid
     kind, mounts = _mounts()
     if not mounts:
@@ -327,7 +328,8 @@ class OciCgroup:
             kind = r.get("type") or "a"
             major = "*" if r.get("major") in (None, -1) else r["major"]
             minor = "*" if r.get("minor") in (None, -1) else r["minor"]
-            rule = "a" if kind == "a" and major == "*" and minor == "*" else f"{kind} {major}:{minor} {r.get('access') or 'rwm'}"
+            access = r.get("access") or "rwm"
+            rule = "a" if kind == "a" and major == "*" and minor == "*" else f"{kind} {major}:{minor} {access}"
             _write(os.path.join(d, "devices.allow" if r.get("allow") else "devices.deny"), rule)
 
     def _apply_v2(self, res: dict[str, Any]) -> None:
@@ -572,7 +574,7 @@ DEFAULT_DEVICE_RULES: list[dict[str, Any]] = [  # runc's AllowedDevices, appende
 
 def _remove_default_parents(paths: dict[str, str]) -> None:
     """The project's parent directory, when a container without cgroupsPath was its last child."""
-    from ..linux.cgroups.hierarchy import parent_rel
+    from ..linux.cgroups.hierarchy import DEFAULT_PARENT, parent_rel
     parent = parent_rel(DEFAULT_PARENT)
     for mp, d in paths.items():
         top = os.path.join(mp, parent)

@@ -47,9 +47,9 @@ def build_process(rec: dict[str, Any], args: list[str], o: dict[str, Any]) -> di
     proc["terminal"] = bool(o.get("tty"))
     proc.pop("consoleSize", None)
     env = list(proc.get("env") or [])
-    for e in o.get("env") or []:
-        key = e.split("=", 1)[0]
-        env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+    for item in o.get("env") or []:
+        key = item.split("=", 1)[0]
+        env = [x for x in env if x.split("=", 1)[0] != key] + [item]
     proc["env"] = env
     if o.get("cwd"):
         proc["cwd"] = o["cwd"]
@@ -100,6 +100,7 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
         raise ConfigError("cannot use console socket if runc will not detach or allocate tty")
     init_pid = int(rec["pid"])
     opened: list[int] = []
+    pid: int | None = None
     try:
         ns_fds = []
         for kind in JOIN_ORDER:
@@ -120,8 +121,9 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
             opened.append(console_fd)
         ours, theirs = socketpair()
         opened += [ours, theirs]
-        if not detach:
-            libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        # A subreaper until we exit: the process (forked by an intermediate that exits) is our child meanwhile,
+        # so a failed one is reaped here; a detached one passes on to our own subreaper (the shim) when we exit.
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         preserve = int(o.get("preserve_fds") or 0)
         child = os.fork()
         if child == 0:  # pragma: no cover - the process's side
@@ -129,7 +131,6 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
             _join(plan, ns_fds, join, theirs, console_fd, preserve, cid, bool(g.get("no_new_keyring")))
         os.close(theirs)
         opened.remove(theirs)
-        pid = None
         while True:
             msg = recv(ours)
             if msg is None:
@@ -144,8 +145,12 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
                 break
         assert pid is not None
         if o.get("pid_file"):
-            from .container import _write_pid_file
+            from .lifecycle import _write_pid_file
             _write_pid_file(o["pid_file"], pid)
+    except BaseException:
+        if pid is not None:
+            _kill_and_reap(pid)
+        raise
     finally:
         for fd in opened:
             try:
@@ -155,6 +160,14 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
     if detach:
         return 0
     return _wait_forwarding(pid)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def _join(plan: process.ProcessPlan, ns_fds: list[tuple[str, int, int]], join: list[int], sock: int,

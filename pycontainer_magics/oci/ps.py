@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from .container import pids as container_pids
+from .lifecycle import pids as container_pids
 
 
 def ps(root: str, cid: str, fmt: str, ps_args: list[str]) -> int:

@@ -244,8 +244,8 @@ def _cgroup_v1(m: MountSpec, dest: str, rootfs: str, cgroupns: bool, cfg: Config
     own = {}
     with open("/proc/self/cgroup") as f:
         for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
-            own[ctrls] = path
+            _, names, path = line.rstrip("\n").split(":", 2)
+            own[names] = path
     merged = []
     with open("/proc/self/mountinfo") as f:
         infos = [line for line in f if " - cgroup " in line]
@@ -341,7 +341,7 @@ def _device_node(rootfs: str, d: dict[str, Any], bind: bool) -> None:
     if bind:
         _bind_device(dest, path)
         return
-    mode = int(d.get("fileMode") if d.get("fileMode") is not None else 0o666) & 0o7777
+    mode = int(d["fileMode"]) & 0o7777 if d.get("fileMode") is not None else 0o666
     fmt = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}.get(kind)
     if fmt is None:
         raise OSError(errno.EINVAL, f"{kind!r} is not a valid device type for device {path}")
@@ -481,5 +481,5 @@ def write_sysctl(key: str, value: str) -> None:
         f.write(value)
 
 
-__all__ = ["apply_root_propagation", "chroot_here", "finalize", "mask_path", "mount_all", "move_root", "needs_dev", "pivot", "prepare_root",
-           "readonly_path", "reopen_dev_null", "setup_dev", "write_sysctl"]
+__all__ = ["apply_root_propagation", "chroot_here", "finalize", "mask_path", "mount_all", "move_root", "needs_dev",
+           "pivot", "prepare_root", "readonly_path", "reopen_dev_null", "setup_dev", "write_sysctl"]

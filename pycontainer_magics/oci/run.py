@@ -9,7 +9,7 @@ import signal
 from typing import Any
 
 from ..linux import libc
-from .container import CreateOptions, create, delete, start
+from .lifecycle import CreateOptions, create, delete, start
 
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
-from typing import Any
+
+from ..linux.proc import start_time
+
+TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
-ID_RE = re.compile(r"^[\w+\-.]+$")  # runc's rule for container ids
+ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")  # runc's rule
 OCI_VERSION = "1.0.2"  # the runtime-spec version our state and features documents say they follow
 
 
@@ -40,26 +43,17 @@ def default_root() -> str:
 
 
 def check_id(cid: str) -> str:
-    if not cid or not ID_RE.match(cid) or cid in (".", ".."):
+    if not valid_id(cid):
         raise StateError(errno.EINVAL, f"invalid container id {cid!r}: use letters, digits and + - . _")
     return cid
 
 
+def valid_id(cid: str) -> bool:
+    return bool(cid) and cid not in (".", "..") and all(c in ID_CHARS for c in cid)
+
+
 def container_dir(root: str, cid: str) -> str:
     return os.path.join(root, check_id(cid))
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot); None when it is gone or a zombie: with the pid
-    it names one process, never a later one that reused the number."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
 
 
 def alive(rec: dict[str, Any]) -> bool:
@@ -74,15 +68,15 @@ def now_rfc3339() -> str:
 
 @contextlib.contextmanager
 def locked(directory: str, cid: str) -> Iterator[None]:
+    """The container's directory locked (flock) for a command that changes it."""
+    from ..linux.files import FileLock
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise StateError(errno.ENOENT, "container does not exist") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+        with FileLock(directory, directory=True):
+            yield
+    except FileNotFoundError as e:
+        if e.filename == directory or not os.path.isdir(directory):
+            raise StateError(errno.ENOENT, "container does not exist") from None
+        raise
 
 
 def load(directory: str) -> dict[str, Any]:
@@ -97,10 +91,8 @@ def load(directory: str) -> dict[str, Any]:
 
 
 def save(directory: str, rec: dict[str, Any]) -> None:
-    tmp = os.path.join(directory, STATE_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(rec, f, separators=(",", ":"))
-    os.replace(tmp, os.path.join(directory, STATE_FILE))
+    from ..linux.files import write_json
+    write_json(os.path.join(directory, STATE_FILE), rec, mode=0o600, indent=None)
 
 
 def status(directory: str, rec: dict[str, Any]) -> str:
@@ -132,7 +124,7 @@ def public(directory: str, rec: dict[str, Any]) -> dict[str, Any]:
 
 def list_ids(root: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(root) if ID_RE.match(n))
+        return sorted(n for n in os.listdir(root) if valid_id(n))
     except FileNotFoundError:
         return []
 

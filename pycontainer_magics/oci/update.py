@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .container import update
+from .lifecycle import update
 
 
 def _bytes(text: str) -> int:
