@@ -257,7 +257,7 @@ class OciCgroup:
             memsw = d is not None and os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes"))
             if limit is not None and swap is not None and memsw:
                 # The kernel keeps limit <= memsw at every step: raise memsw first, or lower limit first.
-                cur = _read_int(os.path.join(d or "", "memory.limit_in_bytes"))  # type: ignore[arg-type]
+                cur = _read_int(os.path.join(d or "", "memory.limit_in_bytes"))
                 if swap == -1 or swap >= cur:
                     self._set("memory", "memory.memsw.limit_in_bytes", swap)
                     self._set("memory", "memory.limit_in_bytes", limit)

@@ -19,6 +19,8 @@ from . import state as st
 from .cgroups import OciCgroup
 from .state import StateError
 
+LifecycleError = StateError  # the name callers of the earlier lifecycle module catch
+
 TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
 if TYPE_CHECKING:
     from typing import Any
@@ -413,5 +415,5 @@ def recorded_run(bundle: str, cid: str, root: str | None = None) -> Iterator[Any
         shutil.rmtree(directory, ignore_errors=True)
 
 
-__all__ = ["CreateOptions", "create", "delete", "kill", "list_states", "parse_signal", "pause", "pids",
-           "recorded_run", "resume", "start", "state", "stats", "update"]
+__all__ = ["CreateOptions", "LifecycleError", "create", "delete", "kill", "list_states", "parse_signal", "pause",
+           "pids", "recorded_run", "resume", "start", "state", "stats", "update"]
