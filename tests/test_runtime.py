@@ -455,3 +455,19 @@ def test_cap_add_sys_admin_lets_a_python_cell_mount() -> None:
             "print(libc.mount(b'tmpfs', b'/mnt/t', b'tmpfs', 0, None), os.getpid())")
     assert py(code, cap_add=frozenset({"SYS_ADMIN"})).stdout == "0 1\n"
     assert py(code).stdout == "-1 1\n"  # Docker's default set has no SYS_ADMIN
+
+
+def test_runs_when_the_launch_helper_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the launch helper (it died, or did not answer on a slow machine), the holder is forked from
+    the caller and still gets its orders."""
+    from pycontainer_magics.runtime.pool import pool
+    from pycontainer_magics.runtime.zygote import HelperUnavailable, Zygote
+
+    def unavailable(self: Zygote, plan: object) -> None:
+        raise HelperUnavailable("the launch helper did not answer")
+
+    pool.drain()
+    monkeypatch.setattr(Zygote, "prepare", unavailable)
+    r = sh("hostname; echo $$", hostname="fallback", memory=64 * MiB)
+    assert (r.exit_code, r.stdout.split()) == (0, ["fallback", "1"]), r.stderr
+    pool.drain()

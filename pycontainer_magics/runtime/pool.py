@@ -28,6 +28,7 @@ class Holder:
     sock: socket.socket
     plan: HolderPlan
     ours: bool  # forked by the caller (reap it), not by the helper
+    has_launch: bool = False  # forked with the launch in memory: the order need not carry it
 
     def close(self) -> None:
         self.sock.close()
@@ -61,8 +62,9 @@ class Pool:
                 return Holder(pid, sock, plan, ours=False)
             except HelperUnavailable:
                 pass  # fork from the caller after all
+        # (Also when the helper is unavailable: then without the launch, which the order carries.)
         pid, sock = prepare_holder(plan, launch)
-        return Holder(pid, sock, plan, ours=True)
+        return Holder(pid, sock, plan, ours=True, has_launch=launch is not None)
 
     def take_cgroup(self, h: Hierarchy, limits: CgroupLimits) -> Cgroup:
         """A cgroup with `limits`: the one made ahead of time if it matches, else a new one (named like a

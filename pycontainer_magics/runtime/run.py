@@ -434,7 +434,7 @@ def _launch_error(e: dict[str, Any]) -> LaunchError:
 
 
 def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
-    send_ctl(holder.sock, {"mode": L.mode, "launch": None if holder.ours else L.for_holder()}, fds)
+    send_ctl(holder.sock, {"mode": L.mode, "launch": None if holder.has_launch else L.for_holder()}, fds)
 
 
 def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
