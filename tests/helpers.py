@@ -8,6 +8,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -133,9 +134,31 @@ def throwaway_user(name: str) -> Iterator[int]:
         shutil.rmtree(f"/tmp/pycontainer_magics-{uid}", ignore_errors=True)  # its run dir (no XDG_RUNTIME_DIR)
 
 
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+
+
+def paths_for_users() -> list[str]:
+    """What another user's process needs to reach: the checkout, the virtualenv and its interpreter."""
+    return sorted({os.path.realpath(p) for p in (REPO, sys.prefix, sys.base_prefix,
+                                                 os.path.dirname(os.path.realpath(sys.executable)))})
+
+
+def as_user_argv(user: str, argv: list[str]) -> list[str]:
+    """argv run as `user`. When the checkout or the interpreter lies where others cannot enter (a 0700 home,
+    pyenv under /root), the command runs in a mount namespace of its own where they are reachable
+    (tests/expose_for_user.py; the host's modes are left alone)."""
+    from expose_for_user import blocked_dirs
+
+    setpriv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env", *argv]
+    paths = paths_for_users()
+    if not blocked_dirs(paths):
+        return setpriv
+    return [sys.executable, os.path.join(TESTS, "expose_for_user.py"), *paths, "--", *setpriv]
+
+
 def run_as(user: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env",
-                           *argv], capture_output=True, text=True, timeout=timeout, cwd="/")
+    return subprocess.run(as_user_argv(user, argv), capture_output=True, text=True, timeout=timeout, cwd="/")
 
 
 from pycontainer_magics.oci.conformance import CrunRunner  # noqa: E402,F401 - re-exported for tests
