@@ -44,11 +44,19 @@ def test_core_dependencies_leave_out_the_notebook_stack():
         assert any("[notebook,zstd]" in r for r in extras[name]), name
 
 
-def test_the_package_ships_its_types():
+def test_the_package_ships_its_types_and_schemas(tmp_path: Path) -> None:
+    """The wheel holds py.typed and the OCI JSON schemas (data files the library reads at run time)."""
+    import zipfile
+
     assert (TOP / "pycontainer_magics" / "py.typed").exists()
-    with open(TOP / "pyproject.toml", "rb") as f:
-        data = tomllib.load(f)["tool"]["setuptools"]["package-data"]["pycontainer_magics"]
-    assert "py.typed" in data
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(TOP)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pycontainer_magics/py.typed" in names
+    assert "pycontainer_magics/oci/schemas/runtime-spec/config-schema.json" in names
+    assert "pycontainer_magics/images/schemas/image-manifest-schema.json" in names
 
 
 def _core_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
