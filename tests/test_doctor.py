@@ -206,6 +206,7 @@ def test_doctor_as_unprivileged_user_matches_reality(user: str) -> None:
     rep = user_report()
     assert leftovers() == before
     assert rep.uid == pwd.getpwnam(user).pw_uid and not rep["root"].works
+    assert "bash binder/lab.sh" in rep["root"].fix  # the README's lab command, which needs no sudo as root
     assert rep["userns"].works == (as_user(["unshare", "-U", "true"]).returncode == 0)
     assert rep["namespaces"].works == (as_user(["unshare", "-U", "-r", *ALL_NS, "true"]).returncode == 0)
     p = as_user([PY, "-c", RUN_TRUE])

@@ -213,8 +213,9 @@ def check_root() -> Check:
     else:
         why = f"uid {uid} ({_user(uid)}), not root"
     return Check("root", "root", real, why,
-                 "" if real else "run Jupyter as root (sudo) for limits and networks; the rows below say what "
-                 "works without", "cgroup limits, networks, --userns remap")
+                 "" if real else "limits and networks need root: start the lab as root (`bash binder/lab.sh` "
+                 "from the checkout: as root, or as a user with sudo); the rows below say what works without",
+                 "cgroup limits, networks, --userns remap")
 
 
 def check_userns() -> Check:
