@@ -23,6 +23,7 @@ from engine_helpers import (
     start_daemon,
     stop_daemon,
 )
+from helpers import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -464,3 +465,35 @@ def test_diff_commit_rename(d):
     assert d.docker("ps", "-a", "--filter", "name=changed", "--format", "{{.Names}}", check=True).stdout == "changed\n"
     d.docker("rm", "changed", check=True)
     d.docker("rmi", "lab/committed:1", check=True)
+
+
+def test_cp_both_ways_and_export_stay_inside_the_container(d, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("from host\n")
+    d.docker("run", "-d", "--name", "cpr", "--network", "none", IMAGE, "sh", "-c",
+             "mkdir -p /tmp; echo data > /tmp/out.txt; busybox ln -s /etc /tmp/etclink; while true; do sleep 0.1; done",
+             check=True)
+    assert wait_for(lambda: d.docker("exec", "cpr", "ls", "/tmp/etclink").returncode == 0, 10)
+    d.docker("cp", "cpr:/tmp/out.txt", str(tmp_path / "out.txt"), check=True)
+    assert (tmp_path / "out.txt").read_text() == "data\n"
+    d.docker("cp", "cpr:/etc", str(tmp_path / "etc"), check=True)
+    assert (tmp_path / "etc" / "motd").read_text() == "busybox image\n"
+    # a symlink of the container's points into the container's /etc, never the host's
+    d.docker("cp", str(src), "cpr:/tmp/etclink/", check=True)
+    assert d.docker("exec", "cpr", "cat", "/etc/in.txt", check=True).stdout == "from host\n"
+    assert not os.path.exists("/etc/in.txt")
+    r = d.docker("cp", "cpr:/nosuch", str(tmp_path))
+    assert r.returncode != 0 and "no such" in r.stderr.lower()
+    # stopped: the kept writable layer over the image
+    d.docker("stop", "-t", "0", "cpr", check=True)
+    d.docker("cp", str(src), "cpr:/tmp/etclink/in2.txt", check=True)
+    d.docker("cp", "cpr:/etc/in2.txt", str(tmp_path / "back.txt"), check=True)
+    assert (tmp_path / "back.txt").read_text() == "from host\n"
+    assert "A /etc/in2.txt" in d.docker("diff", "cpr", check=True).stdout.splitlines()
+    import subprocess
+    tar = subprocess.run([docker_clis()[0], "export", "cpr"], env=d.env, capture_output=True, check=True).stdout
+    import io
+    import tarfile
+    names = tarfile.open(fileobj=io.BytesIO(tar)).getnames()
+    assert "bin/busybox" in names and "etc/in2.txt" in names and "tmp/out.txt" in names
+    d.docker("rm", "cpr", check=True)

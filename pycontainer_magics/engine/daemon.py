@@ -24,6 +24,7 @@ from typing import Any
 
 from ..paths import run_dir
 from . import (
+    routes_archive,
     routes_containers,
     routes_exec,
     routes_images,
@@ -57,7 +58,7 @@ def _prepare_socket(path: str) -> None:
 async def serve(options: Options, ready: Any = None) -> None:
     engine = Engine(options)
     for module in (routes_system, routes_containers, routes_exec, routes_images, routes_inspection,
-                   routes_networks):
+                   routes_networks, routes_archive):
         for method, pattern, handler in module.routes(engine):
             engine.router.add(method, pattern, handler)
     await asyncio.to_thread(engine.launcher.start)
