@@ -130,6 +130,8 @@ def throwaway_user(name: str) -> Iterator[int]:
         yield uid
     finally:
         subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        # userdel refuses while a killed process of the user is still exiting: wait for them to be gone
+        wait_for(lambda: subprocess.run(["pgrep", "-u", name], capture_output=True).returncode != 0, 5)
         subprocess.run(["userdel", "-r", name], capture_output=True)
         shutil.rmtree(f"/tmp/pycontainer_magics-{uid}", ignore_errors=True)  # its run dir (no XDG_RUNTIME_DIR)
 

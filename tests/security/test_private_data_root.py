@@ -131,10 +131,11 @@ def test_a_rootless_users_data_root_is_private(tmp_path):
 
     from helpers import run_as, throwaway_user
 
-    with throwaway_user("pcm-sec-private"):
+    name = f"pcm-sec{os.getpid() % 100000}"
+    with throwaway_user(name):
         code = ("import os; from pycontainer_magics.paths import state_dir, run_dir; "
                 "print(oct(os.stat(state_dir()).st_mode & 0o777), oct(os.stat(run_dir()).st_mode & 0o777))")
-        p = run_as("pcm-sec-private", ["env", "HOME=/home/pcm-sec-private", sys.executable, "-c", code])
+        p = run_as(name, ["env", f"HOME=/home/{name}", sys.executable, "-c", code])
         if "No module named" in p.stderr:
             pytest.skip("the checkout is not readable by an unprivileged user")
         assert p.stdout.split() == ["0o700", "0o700"], p.stderr
