@@ -36,6 +36,7 @@ ACTIONS = {
 _LD_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 _JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+_JGT = 0x25  # BPF_JMP | BPF_JGT | BPF_K
 _AND = 0x54  # BPF_ALU | BPF_AND | BPF_K
 _RET = 0x06  # BPF_RET | BPF_K
 _JA = 0x05  # BPF_JMP | BPF_JA
@@ -51,15 +52,36 @@ class SeccompError(ValueError):
     """A profile that cannot be compiled: one line naming what is wrong."""
 
 
+OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
+       "SCMP_CMP_MASKED_EQ")
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A condition on a system call's argument, compared as 64 bits as libseccomp does: `args[index] <op>
+    value`; for SCMP_CMP_MASKED_EQ, `(args[index] & value) == value_two` (the OCI spec's valueTwo)."""
+
+    index: int
+    op: str
+    value: int
+    value_two: int = 0
+
+
 @dataclass(frozen=True)
 class Rule:
-    """`action` for the system calls `names`; with `arg` = (index, mask, value) only when
-    (args[index] & mask) == value (the OCI spec's SCMP_CMP_MASKED_EQ), else the rule does not apply."""
+    """`action` for the system calls `names`, only when every condition in `args` holds (none: always).
+    `arg` = (index, mask, value) is the older one-condition form, (args[index] & mask) == value."""
 
     names: tuple[str, ...]
     action: str
     errno_ret: int = errno.EPERM
     arg: tuple[int, int, int] | None = None
+    args: tuple[Arg, ...] = ()
+
+    @property
+    def conditions(self) -> tuple[Arg, ...]:
+        legacy = (Arg(self.arg[0], "SCMP_CMP_MASKED_EQ", self.arg[1], self.arg[2]),) if self.arg is not None else ()
+        return self.args + legacy
 
 
 @dataclass(frozen=True)
@@ -82,32 +104,34 @@ def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
 
 def compile_profile(profile: Profile) -> bytes:
     """The BPF program (sock_filter records) for `profile` on x86_64. Unknown system call names are
-    skipped, as libseccomp-based runtimes do for names this kernel does not have."""
+    skipped, as libseccomp-based runtimes do for names this kernel does not have. A profile that refuses by
+    default answers ENOSYS, not its refusal, for system calls newer than the table (runc does the same): a
+    libc probing a new call then falls back to an older one, as it does on an older kernel."""
     default = _ret(profile.default_action, profile.default_errno)
     by_nr: dict[int, list[Rule]] = {}
     for rule in profile.rules:
         _ret(rule.action, rule.errno_ret)  # checked even if none of its names exists here
-        if rule.arg is not None:
-            index, mask, value = rule.arg
-            if not 0 <= index <= 5 or mask >> 32 or value >> 32:
-                raise SeccompError(f"seccomp rule for {', '.join(rule.names)}: only 32-bit masks on args 0-5")
+        for c in rule.conditions:
+            if not 0 <= c.index <= 5 or c.op not in OPS or not 0 <= c.value < 1 << 64 or not 0 <= c.value_two < 1 << 64:
+                raise SeccompError(f"seccomp rule for {', '.join(rule.names)}: condition {c.op} on args[{c.index}] "
+                                   f"with {c.value}: expected an op of {', '.join(OPS)} on args 0-5, 64-bit values")
         for name in rule.names:
             if name in X86_64:
                 by_nr.setdefault(X86_64[name], []).append(rule)
     enosys = ACTIONS["SCMP_ACT_ERRNO"] | errno.ENOSYS
     prog = [_ins(_LD_ABS, _ARCH), _ins(_JEQ, AUDIT_ARCH_X86_64, 1, 0), _ins(_RET, enosys),
             _ins(_LD_ABS, _NR), _ins(_JGE, X32_SYSCALL_BIT, 0, 1), _ins(_RET, enosys)]
+    if profile.default_action not in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG"):
+        prog += [_ins(_JGT, max(X86_64.values()), 0, 1), _ins(_RET, enosys)]
     blocks = []
     for nr in sorted(by_nr):
-        rules = sorted(by_nr[nr], key=lambda r: r.arg is None)  # conditional rules first
+        rules = sorted(by_nr[nr], key=lambda r: not r.conditions)  # conditional rules first
         body: list[bytes] = []
         for r in rules:
-            if r.arg is None:
+            if not r.conditions:
                 body.append(_ins(_RET, _ret(r.action, r.errno_ret)))
                 break
-            index, mask, value = r.arg
-            body += [_ins(_LD_ABS, _arg_low(index)), _ins(_AND, mask), _ins(_JEQ, value, 0, 1),
-                     _ins(_RET, _ret(r.action, r.errno_ret))]
+            body += _conditional(r)
         else:
             body.append(_ins(_RET, default))  # this call, but no condition held
         blocks.append((nr, body))
@@ -115,6 +139,44 @@ def compile_profile(profile: Profile) -> bytes:
     if len(prog) > 4096:  # BPF_MAXINSNS
         raise SeccompError(f"seccomp profile compiles to {len(prog)} BPF instructions; the kernel takes 4096")
     return b"".join(prog)
+
+
+# One condition as instructions whose jumps name where to go: "P" (it holds: on to the next condition) or
+# "F" (it does not: past this rule). The high word is compared first, then the low one.
+def _condition(c: Arg) -> list[tuple[int, int, int | str, int | str]]:
+    lo_at, hi_at = _arg_low(c.index), _arg_low(c.index) + 4
+    v_hi, v_lo = c.value >> 32, c.value & 0xFFFFFFFF
+    if c.op == "SCMP_CMP_MASKED_EQ":
+        d_hi, d_lo = c.value_two >> 32, c.value_two & 0xFFFFFFFF
+        return [(_LD_ABS, hi_at, 0, 0), (_AND, v_hi, 0, 0), (_JEQ, d_hi, 0, "F"),
+                (_LD_ABS, lo_at, 0, 0), (_AND, v_lo, 0, 0), (_JEQ, d_lo, "P", "F")]
+    hi: list[tuple[int, int, int | str, int | str]] = [(_LD_ABS, hi_at, 0, 0)]
+    lo: tuple[int, int, int | str, int | str] = (_LD_ABS, lo_at, 0, 0)
+    return {
+        "SCMP_CMP_EQ": hi + [(_JEQ, v_hi, 0, "F"), lo, (_JEQ, v_lo, "P", "F")],
+        "SCMP_CMP_NE": hi + [(_JEQ, v_hi, 0, "P"), lo, (_JEQ, v_lo, "F", "P")],
+        "SCMP_CMP_GT": hi + [(_JGT, v_hi, "P", 0), (_JEQ, v_hi, 0, "F"), lo, (_JGT, v_lo, "P", "F")],
+        "SCMP_CMP_GE": hi + [(_JGT, v_hi, "P", 0), (_JEQ, v_hi, 0, "F"), lo, (_JGE, v_lo, "P", "F")],
+        "SCMP_CMP_LT": hi + [(_JGT, v_hi, "F", 0), (_JEQ, v_hi, 0, "P"), lo, (_JGE, v_lo, "F", "P")],
+        "SCMP_CMP_LE": hi + [(_JGT, v_hi, "F", 0), (_JEQ, v_hi, 0, "P"), lo, (_JGT, v_lo, "F", "P")],
+    }[c.op]
+
+
+def _conditional(rule: Rule) -> list[bytes]:
+    """Every condition of `rule`, then its action; a failed condition jumps past the action."""
+    parts = [_condition(c) for c in rule.conditions]
+    total = sum(len(p) for p in parts) + 1
+    out: list[bytes] = []
+    at = 0
+    for p in parts:
+        end = at + len(p)  # where "P" lands
+        for code, k, jt, jf in p:
+            where = {"P": end, "F": total}
+            out.append(_ins(code, k, jt if isinstance(jt, int) else where[jt] - at - 1,
+                            jf if isinstance(jf, int) else where[jf] - at - 1))
+            at += 1
+    out.append(_ins(_RET, _ret(rule.action, rule.errno_ret)))
+    return out
 
 
 def _search(blocks: list[tuple[int, list[bytes]]], default: int) -> list[bytes]:
@@ -160,4 +222,5 @@ def mode(pid: int | str = "self") -> int:
     return 0
 
 
-__all__ = ["ACTIONS", "Profile", "Rule", "SeccompError", "compile_profile", "install", "mode", "supported"]
+__all__ = ["ACTIONS", "OPS", "Arg", "Profile", "Rule", "SeccompError", "compile_profile", "install", "mode",
+           "supported"]

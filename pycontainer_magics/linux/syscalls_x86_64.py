@@ -49,7 +49,8 @@ io_pgetevents:333 rseq:334 pidfd_send_signal:424 io_uring_setup:425 io_uring_ent
 open_tree:428 move_mount:429 fsopen:430 fsconfig:431 fsmount:432 fspick:433 pidfd_open:434 clone3:435
 close_range:436 openat2:437 pidfd_getfd:438 faccessat2:439 process_madvise:440 epoll_pwait2:441 mount_setattr:442
 quotactl_fd:443 landlock_create_ruleset:444 landlock_add_rule:445 landlock_restrict_self:446 memfd_secret:447
-process_mrelease:448 futex_waitv:449 set_mempolicy_home_node:450
+process_mrelease:448 futex_waitv:449 set_mempolicy_home_node:450 cachestat:451 fchmodat2:452 map_shadow_stack:453
+futex_wake:454 futex_wait:455 futex_requeue:456
 """
 
 X86_64: dict[str, int] = {name: int(nr) for name, _, nr in (item.partition(":") for item in _TABLE.split())}
