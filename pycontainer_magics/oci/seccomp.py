@@ -2,9 +2,9 @@
 with the runtime's checks: runc's SetupSeccomp. The engine has already resolved Docker's per-capability
 includes/excludes; what reaches a runtime is plain OCI.
 
-Conditions the compiler (linux/seccomp.py) cannot express — more than one argument in a rule, operators
-other than SCMP_CMP_EQ and SCMP_CMP_MASKED_EQ, 64-bit values — and user notification are refused with
-one line naming the field, never silently dropped.
+Argument conditions are compiled as libseccomp does (every operator, 64-bit values, several conditions
+ANDed: linux/seccomp.py); user notification is refused with one line naming the field, never silently
+dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from ..linux.seccomp import ACTIONS, Profile, Rule, SeccompError, compile_profile
+from ..linux.seccomp import ACTIONS, Arg, Profile, Rule, SeccompError, compile_profile
 
 KNOWN_ARCHES = {"SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
                 "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",
@@ -45,23 +45,16 @@ def profile(doc: dict[str, Any], where: str = "linux/seccomp") -> Profile:
             raise SeccompError(f"{at}/names: missing")
         if s.get("action") not in ACTIONS:
             raise SeccompError(f"{at}/action: unknown action {s.get('action')!r}")
-        args = s.get("args") or []
-        if len(args) > 1:
-            raise SeccompError(f"{at}/args: conditions on more than one argument are not supported by this runtime")
-        cond = None
-        if args:
-            a = args[0]
-            op, index, value = a.get("op"), int(a.get("index", 0)), int(a.get("value", 0))
+        conds = []
+        for j, a in enumerate(s.get("args") or []):
+            op = a.get("op")
             if op not in OPERATORS:
-                raise SeccompError(f"{at}/args/0/op: unknown operator {op!r}")
-            if op == "SCMP_CMP_MASKED_EQ":
-                cond = (index, value, int(a.get("valueTwo", 0)))
-            elif op == "SCMP_CMP_EQ":
-                cond = (index, 0xFFFFFFFF, value)
-            else:
-                raise SeccompError(f"{at}/args/0/op: {op} is not supported by this runtime (SCMP_CMP_EQ, "
-                                   "SCMP_CMP_MASKED_EQ)")
-        rules.append(Rule(names, s["action"], int(s.get("errnoRet", default_errno)), cond))
+                raise SeccompError(f"{at}/args/{j}/op: unknown operator {op!r}")
+            try:
+                conds.append(Arg(int(a.get("index", 0)), op, int(a.get("value", 0)), int(a.get("valueTwo", 0) or 0)))
+            except (TypeError, ValueError):
+                raise SeccompError(f"{at}/args/{j}: index, value and valueTwo must be integers") from None
+        rules.append(Rule(names, s["action"], int(s.get("errnoRet", default_errno)), args=tuple(conds)))
     return Profile(action, tuple(rules), default_errno)
 
 
