@@ -107,3 +107,20 @@ def test_plot_marks_the_oom_kill() -> None:
     fig = plot_group_run(r)
     assert any(line.get_gid() == OOM_GID for ax in fig.axes for line in ax.lines)
     assert "cgroup v1" in fig.get_suptitle()
+
+
+def test_oom_slider_is_shown_once(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`%cgroup oom --slider` as a cell: the explorer appears once (the cell's value), not twice."""
+    from pycontainer_magics.display.cgroup_views import OomExplorer
+
+    shown: list[object] = []
+    original = OomExplorer._repr_mimebundle_
+
+    def counting(self: OomExplorer, **kwargs: Any) -> Any:
+        shown.append(self)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(OomExplorer, "_repr_mimebundle_", counting)
+    result = ip.run_cell("%cgroup oom --hog 40M --memory 20M --slider")
+    assert result.success, result.error_in_exec
+    assert len(shown) == 1 and shown[0] is result.result

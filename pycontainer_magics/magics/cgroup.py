@@ -346,8 +346,7 @@ class CgroupMagics(Magics):
 
             ex = OomExplorer(run, hog, (memory or hog) // 2**20, max(64, 2 * hog // 2**20))
             ex.update()
-            display(ex)
-            return ex
+            return ex  # shown once, as the cell's value (displaying it too showed the widget twice)
         return self._show_run(run(memory if memory is not None else -1), f"OOM: hog {ns.hog} in {ns.memory}")
 
     def _do_cpu(self, ns: argparse.Namespace) -> Any:
