@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -190,6 +191,31 @@ def test_parent_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYCONTAINER_CGROUP_PARENT", "../escape")
     with pytest.raises(CgroupError):
         HierarchyV2(root="/x")
+
+
+def test_v2_delegation_enables_controllers_on_the_way_and_moves_the_caller(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """v2 advice, computed from the tree: root makes the parent, enables the controllers in each level above
+    it that lacks them, hands over the directory and its delegation files (not its limits), and moves the
+    caller into a leaf below it (a migration needs write access to the common ancestor)."""
+    from pycontainer_magics.linux.cgroups.delegation import delegation
+
+    (tmp_path / "cgroup.subtree_control").write_text("cpuset cpu io memory pids\n")
+    (tmp_path / "course").mkdir()
+    (tmp_path / "course" / "cgroup.subtree_control").write_text("memory\n")
+    monkeypatch.setenv("PYCONTAINER_CGROUP_PARENT", "course/alice/pcm")
+    d = delegation(HierarchyV2(root=str(tmp_path)), uid=os.getuid(), pid=4242)
+    top = str(tmp_path)
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert d.parent == "course/alice/pcm" and d.controllers == ("cpu", "cpuset", "memory", "pids")
+    assert d.commands == (
+        f"mkdir -p {top}/course/alice/pcm",
+        f"echo +cpu +cpuset +pids > {top}/course/cgroup.subtree_control",
+        f"echo +cpu +cpuset +memory +pids > {top}/course/alice/cgroup.subtree_control",
+        f"chown {user} {top}/course/alice/pcm {top}/course/alice/pcm/cgroup.procs "
+        f"{top}/course/alice/pcm/cgroup.subtree_control {top}/course/alice/pcm/cgroup.threads",
+        f"mkdir -p {top}/course/alice/pcm/session-4242",
+        f"echo 4242 > {top}/course/alice/pcm/session-4242/cgroup.procs")
+    assert "PYCONTAINER_CGROUP_PARENT=course/alice/pcm" in d.one_line() and "\n" not in d.one_line()
 
 
 # ---------------------------------------------------------------------------------------------

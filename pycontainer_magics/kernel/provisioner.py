@@ -106,10 +106,13 @@ def _check_cgroups(lim: Any) -> None:
     except OSError as e:
         raise RuntimeError(f"the limited kernel needs cgroups: {e}") from None
     if not h.writable:
+        from ..linux.cgroups.delegation import for_this_user
+
+        d = for_this_user() if os.geteuid() != 0 else None
+        how = f"delegate one to this user ({d.one_line()})" if d else f"set {PARENT_ENV} to a delegated subtree"
         raise RuntimeError(
             f"the limited kernel needs a writable cgroup ({', '.join(h.parent_paths) or 'none'} is not): run "
-            f"Jupyter as root, or set {PARENT_ENV} to a cgroup subtree delegated to you "
-            "(%container doctor tells what works here)")
+            f"Jupyter as root, or {how}")
     have = set(h.available_controllers())
     need = {"memory": lim.memory, "cpu": lim.cpus, "pids": lim.pids}
     missing = [c for c, v in need.items() if v is not None and c not in have]

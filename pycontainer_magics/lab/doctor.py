@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from ..linux import libc
 from ..linux import namespaces as ns
-from ..linux.cgroups import PARENT_ENV, CgroupLimits, detect_layout, new_name, open_hierarchy
+from ..linux.cgroups import CgroupLimits, detect_layout, new_name, open_hierarchy
 
 PROBE_TIMEOUT = 5.0
 TOOLS = {  # tool -> what it is for here
@@ -433,12 +433,10 @@ def check_cgroups() -> tuple[Check, Check]:
                 pass
     fix = ""
     if not ok:
-        if layout == "unified":
-            fix = (f"run as root, or use a delegated subtree: systemd-run --user -p Delegate=yes --scope jupyter lab, "
-                   f"then set {PARENT_ENV} to its path below /sys/fs/cgroup")
-        else:
-            fix = ("run as root, or let root delegate one: mkdir and chown -R $USER "
-                   f"/sys/fs/cgroup/{{memory,cpu,pids}}/lab, then set {PARENT_ENV}=lab")
+        from ..linux.cgroups.delegation import for_this_user
+
+        d = for_this_user(pid=os.getppid()) if os.geteuid() != 0 else None  # the probes' caller: the kernel
+        fix = f"run as root, or delegate a cgroup to this user: {d.one_line()}" if d else "run as root"
     return c1, Check("cgroup_limits", "cgroup limits", ok, why, fix, needed)
 
 

@@ -75,7 +75,7 @@ _hierarchy: Hierarchy | None | bool = False  # False: not looked up yet; None: n
 def hierarchy() -> Hierarchy | None:
     """The project's cgroup hierarchy, or None when cgroups cannot be used here (then limits are refused)."""
     global _hierarchy
-    if _hierarchy is False:
+    if _hierarchy is False or _hierarchy is None:  # None: asked again (a cgroup may have been delegated since)
         try:
             h = open_hierarchy()
             _hierarchy = h if h.writable else None
@@ -84,6 +84,16 @@ def hierarchy() -> Hierarchy | None:
         if _hierarchy is not None:
             cleanup.at_exit(functools.partial(_leave_no_parent, _hierarchy), cleanup.PARENT)
     return _hierarchy  # type: ignore[return-value]
+
+
+def no_cgroup_message(what: str) -> str:
+    """One line: `what` needs a writable cgroup, and what root runs to delegate one to this user."""
+    from ..linux.cgroups.delegation import for_this_user
+
+    d = for_this_user() if os.geteuid() != 0 else None
+    if d is None:
+        return f"{what} need a writable cgroup hierarchy, and none is available here (run as root)"
+    return f"{what} need a writable cgroup hierarchy, and this user has none: {d.one_line()}"
 
 
 def _leave_no_parent(h: Hierarchy) -> None:
@@ -345,9 +355,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
-        raise LaunchError(errno.EPERM, "resource limits need a writable cgroup hierarchy, and none is "
-                          "available here (run as root, or delegate a cgroup and name it in "
-                          "PYCONTAINER_CGROUP_PARENT)")
+        raise LaunchError(errno.EPERM, no_cgroup_message("resource limits"))
     if helper is None:
         helper = not os.environ.get("PYCONTAINER_NO_HELPER")
     cg: Cgroup | None = None

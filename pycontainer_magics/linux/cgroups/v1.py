@@ -19,6 +19,9 @@ from .hierarchy import DEFAULT_PARENT, Hierarchy, check_name, nearest_existing, 
 
 # The controllers we use, in the order their directories are created.
 CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices")
+# Without root, the devices controller cannot be written to (devices.allow/deny need CAP_SYS_ADMIN), and a
+# rootless container makes no device node anyway: a delegated tree does without it.
+ROOTLESS_CONTROLLERS = tuple(c for c in CONTROLLERS if c != "devices")
 
 _USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -342,12 +345,13 @@ class HierarchyV1(Hierarchy):
             mounts = read_mounts()
         # controller -> mount point of its hierarchy (the visible one, preferably under root).
         top = visible_mounts(mounts)
+        wanted = CONTROLLERS if os.geteuid() == 0 else ROOTLESS_CONTROLLERS
         mp: dict[str, str] = {}
         for m in sorted(top.values(), key=lambda m: not under(m.mount_point, root)):
             if m.fstype != "cgroup":
                 continue
             for c in m.controllers:
-                if c in CONTROLLERS and c not in mp:
+                if c in wanted and c not in mp:
                     mp[c] = m.mount_point
         self.mount_points = mp
         self._parents = {c: os.path.join(p, self.parent) for c, p in mp.items()}
