@@ -97,10 +97,12 @@ def test_the_lab_image_dockerfile_is_one_our_builder_reads():
     from pycontainer_magics.images.dockerfile import parse_dockerfile
 
     df = parse_dockerfile((DEPLOY / "Dockerfile").read_text())
-    steps = df.instructions()
-    assert [type(i).__name__ for i in steps] == ["From", "Copy", "Env", "Copy", "Run", "Copy", "Run", "User",
-                                                 "Workdir", "Expose", "Cmd"]
-    assert steps[1].add and steps[1].sources == ("debian-bookworm.tar",)  # ADD: the tar is extracted
-    assert df.stages[-1].base.image == "scratch"
+    build, final = df.stages
+    assert [type(i).__name__ for i in final.instructions] == ["Copy", "Copy", "Env", "Copy", "Run", "User", "Workdir",
+                                                              "Expose", "Cmd"]
+    add = final.instructions[0]
+    assert add.add and add.sources == ("debian-bookworm.tar",)  # ADD: the tar is extracted
+    assert final.instructions[1].from_stage == "build"  # the wheels stay in the first stage
+    assert build.base.image == final.base.image == "scratch"
     values = _values()
     assert values["singleuser"]["cmd"] == "jupyterhub-singleuser" and values["singleuser"]["uid"] == 1000

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 
@@ -22,6 +20,7 @@ from helpers import make_busybox_rootfs, wait_for  # noqa: F401
 
 from pycontainer_magics.kube import generate
 from pycontainer_magics.kube import play as K
+from pycontainer_magics.kube.podman import PrivatePodman
 from pycontainer_magics.runtime.spec import ContainerSpec
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest.mark.root, pytest.mark.network,
@@ -35,46 +34,25 @@ CLIENT = ("until busybox wget -q -O - http://127.0.0.1:8080/; do sleep 0.2; done
           "echo done; exec sleep 60")
 
 
-class Podman:
-    def __init__(self, top: str) -> None:
-        self.top = top
-        conf = os.path.join(top, "containers.conf")
-        with open(conf, "w") as f:
-            f.write('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
-                    f'[network]\nnetwork_config_dir = "{top}/cni"\n'
-                    '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
-        self.env = {**os.environ, "CONTAINERS_CONF": conf}
-        self.base = ["podman", "--root", f"{top}/root", "--runroot", f"{top}/runroot", "--tmpdir", f"{top}/tmp"]
-
-    def __call__(self, *args: str, check: bool = True, input: str | None = None) -> str:  # noqa: A002
-        r = subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True, timeout=120,
-                           input=input)
-        if check and r.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)}: {r.returncode}: {r.stderr.strip()[-500:]}")
-        return r.stdout
-
-
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePodman]:
+    """podman on a private store, holding the test image made in this project's store and copied over."""
+    from pycontainer_magics.images import ImageConfig, Store
+
     top = str(tmp_path_factory.mktemp("podman"))
-    pm = Podman(top)
     rootfs = make_busybox_rootfs(os.path.join(top, "rootfs"))
     os.makedirs(os.path.join(rootfs, "tmp", "www"))
-    with tarfile.open(os.path.join(top, "rootfs.tar"), "w") as t:
-        t.add(rootfs, arcname=".")
-    pm("import", "--change", "ENV PATH=/bin", os.path.join(top, "rootfs.tar"), IMAGE)
-    pm("save", "--format", "docker-archive", "-o", os.path.join(top, "bb.tar"), IMAGE)
-    from pycontainer_magics.images import Store, import_docker_archive
     store = Store()
-    import_docker_archive(store, os.path.join(top, "bb.tar"))  # the same image here
+    store.create_image(IMAGE, [rootfs], ImageConfig(env=("PATH=/bin",)))
+    pm = PrivatePodman()  # its own short temp dir: podman refuses a runroot path over 50 characters
     try:
+        pm.load_images([IMAGE])
         yield pm
     finally:
-        pm("pod", "rm", "-af", "-t", "0", check=False)
-        pm("rm", "-af", "-t", "0", check=False)
-        pm("system", "reset", "-f", check=False)
+        pm.close()
         with open("/proc/self/mountinfo") as f:
-            assert top not in f.read(), "podman left a mount"
+            assert pm.top not in f.read(), "podman left a mount"
+        assert not os.path.exists(pm.top)
         store.rm(IMAGE, force=True)
 
 
@@ -100,15 +78,15 @@ def test_generated_yaml_runs_under_podman_kube_play(podman, tmp_path):
     name = f"kp{os.getpid() % 100000}"
     f = tmp_path / "pod.yaml"
     f.write_text(_pod_yaml(name))
-    podman("kube", "play", "--network", "none", str(f))
+    podman.play(f.read_text())
     try:
-        assert wait_for(lambda: "done" in podman("logs", f"{name}-cli", check=False), 30), \
-            podman("logs", f"{name}-cli", check=False)
-        _check_client_output(podman("logs", f"{name}-cli"), name)
-        mem = podman("inspect", f"{name}-srv", "--format", "{{.HostConfig.Memory}}").strip()
+        assert wait_for(lambda: "done" in podman.logs(f"{name}-cli"), 30), \
+            podman.logs(f"{name}-cli")
+        _check_client_output(podman.logs(f"{name}-cli"), name)
+        mem = podman.inspect(f"{name}-srv", "{{.HostConfig.Memory}}")
         assert mem == str(48 * 2**20)
     finally:
-        podman("kube", "down", str(f))
+        podman.down(f.read_text())
     assert podman("pod", "ps", "-q").strip() == ""
 
 
@@ -116,11 +94,11 @@ def test_podman_generated_yaml_plays_here(podman, tmp_path):
     name = f"kg{os.getpid() % 100000}"
     f = tmp_path / "pod.yaml"
     f.write_text(_pod_yaml(name))
-    podman("kube", "play", "--network", "none", "--start=false", str(f))
+    podman.play(f.read_text(), "--start=false")
     try:
-        text = podman("kube", "generate", name)  # podman's own YAML: its annotations, names and fields
+        text = podman.generate(name)  # podman's own YAML: its annotations, names and fields
     finally:
-        podman("kube", "down", str(f))
+        podman.down(f.read_text())
     assert "Created with podman" in text
     p = K.play(text)
     try:

@@ -1,0 +1,107 @@
+"""The other side: run Kubernetes YAML with the real `podman kube play` (Debian's podman 4.3), on a private
+store, so a notebook or a test can show that the YAML this project writes is what a real consumer runs,
+and read YAML `podman kube generate` writes.
+
+    with PrivatePodman() as pm:                 # podman --root/--runroot/--tmpdir in a temp dir of its own
+        pm.load_images(["lab/busybox:1"])       # images of this project's store, copied in (docker-archive)
+        pm.play(yaml_text)                      # podman kube play --network none
+        pm.logs("demo-cli"); pm.generate("demo"); pm.down(yaml_text)
+    # everything podman made is gone: containers, pods, its storage, its mounts
+
+What podman needs here, measured: `--runtime runc` (crun 1.8 refuses the cgroup v1 hybrid layout), a
+containers.conf with ulimits root can set here (nofile/nproc: root lacks CAP_SYS_RESOURCE on this VM),
+network configs in the temp dir, `--network none` (only lo: no CNI bridge or firewall rule on the host),
+and images whose config has PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Any
+
+from .errors import KubeError
+
+
+class PrivatePodman:
+    """podman on a store of its own under a temp dir; `close()` (or the `with` block) removes it all."""
+
+    def __init__(self, top: str | None = None) -> None:
+        """`top`: the directory for its store (short: podman refuses a runroot over 50 characters);
+        default a new temp dir, removed by close()."""
+        if shutil.which("podman") is None:
+            raise KubeError("podman is not installed (apt-get install podman runc conmon catatonit)")
+        self._own = top is None
+        self.top = top or tempfile.mkdtemp(prefix="pcm-podman-")
+        os.makedirs(self.top, 0o700, exist_ok=True)
+        conf = os.path.join(self.top, "containers.conf")
+        with open(conf, "w") as f:
+            f.write('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+                    f'[network]\nnetwork_config_dir = "{self.top}/cni"\n'
+                    '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
+        self.env = {**os.environ, "CONTAINERS_CONF": conf}
+        self.base = ["podman", "--root", f"{self.top}/root", "--runroot", f"{self.top}/runroot",
+                     "--tmpdir", f"{self.top}/tmp"]
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None,  # noqa: A002
+                 timeout: float = 120.0) -> str:
+        """`podman ARGS...` on the private store: its stdout; KubeError (one line) when it fails."""
+        r = subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                           input=input)
+        if check and r.returncode != 0:
+            tail = (r.stderr.strip().splitlines() or [""])[-1]
+            raise KubeError(f"podman {' '.join(args[:2])}: exit {r.returncode}: {tail}")
+        return r.stdout
+
+    def load_images(self, refs: list[str]) -> None:
+        """Copy images of this project's store into podman's (as a docker-archive)."""
+        from ..images import Store
+        from ..images.archive import export_docker_archive
+
+        path = os.path.join(self.top, "images.tar")
+        with open(path, "wb") as f:
+            export_docker_archive(Store(), refs, f)
+        try:
+            self("load", "-i", path)
+        finally:
+            os.unlink(path)
+
+    def play(self, yaml_text: str, *extra: str) -> str:
+        """`podman kube play --network none` of the YAML."""
+        return self("kube", "play", "--network", "none", *extra, "-", input=yaml_text)
+
+    def down(self, yaml_text: str) -> str:
+        return self("kube", "down", "-", input=yaml_text)
+
+    def generate(self, name: str) -> str:
+        """`podman kube generate NAME`: podman's YAML of its pod or container."""
+        return self("kube", "generate", name)
+
+    def logs(self, container: str) -> str:
+        r = subprocess.run([*self.base, "logs", container], env=self.env, capture_output=True, text=True,
+                           timeout=60)
+        return r.stdout + r.stderr
+
+    def inspect(self, name: str, fmt: str) -> str:
+        return self("inspect", name, "--format", fmt).strip()
+
+    def close(self) -> None:
+        """Remove every pod and container, podman's storage (its overlay mounts go with it) and the dir."""
+        with contextlib.suppress(Exception):
+            self("pod", "rm", "-af", "-t", "0", check=False)
+            self("rm", "-af", "-t", "0", check=False)
+            self("system", "reset", "-f", check=False)
+        if self._own:
+            shutil.rmtree(self.top, ignore_errors=True)
+
+    def __enter__(self) -> PrivatePodman:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = ["PrivatePodman"]
