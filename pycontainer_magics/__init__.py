@@ -34,7 +34,10 @@ def load_ipython_extension(ip: Any) -> None:
     ip.register_magics(NetnsMagics)
     ip.register_magics(ComposeMagics)
     ip.register_magics(KubeMagics)
+    from .display import register_figure_formatter
     from .magics import errors
+
+    register_figure_formatter(ip)  # the plot_* functions return Figures: show them as pictures
     from .magics.doctor import load_message
 
     # A missing capability (no user namespaces, no writable cgroup, ...) is one line, never a traceback.

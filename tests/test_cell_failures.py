@@ -13,6 +13,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,36 @@ def test_run_all_stops_at_the_first_failing_cell(tmp_path: Path) -> None:
         client.execute()
     assert "exited with code 3" in str(e.value)
     assert nb.cells[2].outputs == [] and nb.cells[2].get("execution_count") is None
+
+
+def test_a_cell_that_shows_an_error_fails_when_the_error_does_not_happen(tmp_path: Path) -> None:
+    """The notebooks' convention for a cell whose point is an error: tags `raises-exception` (nbval lets the
+    error through) AND `nbval-check-output` (the stored error, its name and message, must come again). Alone,
+    `raises-exception` passes a cell whether or not anything is raised."""
+    def cell(source: str, tags: list[str]) -> Any:
+        c = nbformat.v4.new_code_cell(source)
+        c.metadata["tags"] = tags
+        c.execution_count = 1  # a stored run, as in the lecture notebooks
+        c.outputs = [nbformat.v4.new_output("error", ename="MagicUsageError", evalue="invalid size 'bogus' for "
+                                            "--memory: expected a number with an optional unit b, k, m or g, like 512m",
+                                            traceback=["UsageError: ..."])]
+        return c
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    both = ["raises-exception", "nbval-check-output"]
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext pycontainer_magics"),
+                cell("%container --memory bogus -- true", both),       # the error happens: passes
+                cell("%container --memory 64m --quiet -- true", both),  # it does not: fails
+                cell("%container --memory 64m --quiet -- true", ["raises-exception"])]  # alone: passes anyway
+    path = tmp_path / "shows-an-error.ipynb"
+    nbformat.write(nb, str(path))
+    junit = tmp_path / "junit.xml"
+    p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval-lax",
+                        f"--junitxml={junit}", str(path)], capture_output=True, text=True, timeout=300, env=_env(),
+                       cwd=str(tmp_path))
+    outcome = [not any(child.tag in ("failure", "error") for child in case)
+               for case in ET.parse(junit).getroot().iter("testcase")]
+    if os.geteuid() != 0:  # without root, a 64m limit is itself refused: only the first two cells say anything
+        outcome = outcome[:2]
+    assert outcome == [True, True, False, True][:len(outcome)], p.stdout[-3000:]

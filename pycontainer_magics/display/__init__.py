@@ -21,7 +21,21 @@ if TYPE_CHECKING:
 
     from .widgets import LiveMonitor
 
-__all__ = ["LiveMonitor", "RunView", "human_bytes", "human_duration", "render_html", "status_text"]
+__all__ = ["LiveMonitor", "RunView", "human_bytes", "human_duration", "register_figure_formatter", "render_html",
+           "status_text"]
+
+
+def register_figure_formatter(shell: Any) -> None:
+    """Let a notebook show every matplotlib Figure a cell returns (ours: `plot_*`) as a PNG, without pyplot
+    or `%matplotlib inline`. Registered by name: matplotlib is imported only when a Figure is shown; a
+    formatter registered for the type itself (the inline backend's) takes precedence."""
+    shell.display_formatter.formatters["image/png"].for_type_by_name("matplotlib.figure", "Figure", _figure_png)
+
+
+def _figure_png(fig: Any) -> bytes:
+    from .plots import figure_png
+
+    return figure_png(fig)
 
 
 class RunView:

@@ -73,4 +73,78 @@ def config_frame(cf: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["compose_stats_frame", "config_frame", "projects_frame", "ps_frame"]
+_STATE_COLOURS = {"healthy": "#8fd18f", "running": "#b9e3b9", "starting": "#f6d776", "completed": "#c6dbef",
+                  "failed": "#e8746a", "created": "#e0e0e0"}
+_CONDITION = {"service_started": "started", "service_healthy": "healthy",
+              "service_completed_successfully": "completed"}
+
+
+def _state(status: Any) -> str:
+    """A ServiceStatus as one of the colour keys above."""
+    if status is None:
+        return "created"
+    text = str(status.status)
+    if status.health == "unhealthy" or (text.startswith("exited") and status.exit_code not in (0, None)):
+        return "failed"
+    if text.startswith("exited"):
+        return "completed"
+    if status.health == "starting":
+        return "starting"
+    if status.health == "healthy":
+        return "healthy"
+    return "running" if text.startswith("running") else "created"
+
+
+def plot_compose(cf: Any, statuses: Sequence[Any] = ()) -> Any:
+    """The project's services as a dependency graph, in start order (left to right, as `up` starts them):
+    an arrow from each dependency to its dependent, labelled with what it waits for (started, healthy,
+    completed); each box coloured by the service's state in `statuses` (`Project.ps(all=True)`), with its
+    status and health written in it."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyBboxPatch, Patch
+
+    levels = cf.levels()
+    by_service = {st.service: st for st in statuses}
+    rows = max(len(level) for level in levels)
+    fig = Figure(figsize=(max(7.0, 1.2 + 2.6 * len(levels)), 1.4 + 1.1 * rows), layout="constrained")
+    ax = fig.add_subplot()
+    pos: dict[str, tuple[float, float]] = {}
+    for level, names in enumerate(levels):
+        for k, name in enumerate(names):
+            pos[name] = (level * 2.6, (len(names) - 1) / 2 - k)  # each column centred on y = 0
+    w, h = 1.7, 0.62
+    for name, (x, y) in pos.items():
+        st = by_service.get(name)
+        state = _state(st)
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                    facecolor=_STATE_COLOURS[state], edgecolor="0.3"))
+        svc = cf.services[name]
+        detail = "" if st is None else st.status
+        if svc.healthcheck is not None and st is not None and st.health and st.health not in detail:
+            detail += f" ({st.health})"
+        ax.text(x, y + 0.1, name, ha="center", va="center", fontsize=10, weight="bold")
+        ax.text(x, y - 0.14, detail or "not started", ha="center", va="center", fontsize=8)
+    for name, svc in cf.services.items():
+        for d in svc.depends_on:
+            if d.service not in pos:
+                continue
+            (x0, y0), (x1, y1) = pos[d.service], pos[name]
+            ax.annotate("", xy=(x1 - w / 2, y1), xytext=(x0 + w / 2, y0),
+                        arrowprops={"arrowstyle": "-|>", "color": "0.25", "shrinkA": 2, "shrinkB": 2})
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, _CONDITION.get(d.condition, d.condition), ha="center",
+                    va="bottom", fontsize=8, color="0.25", style="italic")
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    ax.set_xlim(min(xs) - w / 2 - 0.2, max(xs) + w / 2 + 0.2)
+    ax.set_ylim(min(ys) - h / 2 - 0.25, max(ys) + h / 2 + 0.25)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"compose project {cf.project}\nstarted left to right; arrow: dependency → dependent, "
+                 "labelled with what it waits for", fontsize=9)
+    used = sorted({_state(by_service.get(n)) for n in pos}, key=list(_STATE_COLOURS).index)
+    fig.legend(handles=[Patch(facecolor=_STATE_COLOURS[k], edgecolor="0.3", label=k) for k in used],
+               loc="outside lower center", ncols=len(used), fontsize=8, frameon=False)
+    return fig
+
+
+__all__ = ["compose_stats_frame", "config_frame", "plot_compose", "projects_frame", "ps_frame"]
