@@ -15,10 +15,12 @@ from __future__ import annotations
 import errno
 import os
 
+from .errors import OSFailure
 
-class DataRootNotPrivate(PermissionError):
+
+class DataRootNotPrivate(OSFailure, PermissionError):
     """The state or run directory belongs to another user: whoever owns it could swap in symlinks or plant
-    files the containers then trust. (An OSError, not a PycontainerError: this module imports nothing.)"""
+    files the containers then trust."""
 
 
 def private_dir(path: str, variable: str = "PYCONTAINER_STATE_DIR") -> str:

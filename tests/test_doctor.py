@@ -74,31 +74,39 @@ def test_load_message_and_rows_from_a_report() -> None:
 
 
 def test_errors_become_one_line_only_for_a_missing_capability() -> None:
+    """Read from the errors' fields (errno, needs, path), never their text."""
     from IPython.core.error import UsageError
 
+    from pycontainer_magics.linux.cgroups import CgroupError
     from pycontainer_magics.magics.errors import explain, friendly
-    from pycontainer_magics.runtime import LaunchError
+    from pycontainer_magics.network import NetworkError
+    from pycontainer_magics.runtime.launch import failure
+    from pycontainer_magics.runtime.run import _launch_error
 
     rows = {"userns": (False, "unshare(CLONE_NEWUSER) fails: ENOSPC", "ask an admin"),
             "cgroup_limits": (False, "creating a cgroup: EACCES", "delegate one"),
             "networks": (True, "veth ok", "")}
     report = Report(1000, "s", tuple(Check(k, k, w, why, fix) for k, (w, why, fix) in rows.items()))
-    e = LaunchError(errno.ENOSPC, "container setup failed while creating the user namespace: "
-                                  "unshare(0x10000000): No space left on device")
+    # what the holder reports when unshare(CLONE_NEWUSER) fails, as run() raises it: the stage names the need
+    e = _launch_error(failure("creating the user namespace", OSError(errno.ENOSPC, "No space left on device")))
+    assert e.needs == "userns" and e.errno == errno.ENOSPC
     assert explain(e, "%%container", report) == ("%%container needs user namespaces: unshare(CLONE_NEWUSER) "
                                                  "fails: ENOSPC; ask an admin")
+    # the same words without the field explain nothing: the text is never read
+    assert explain(OSError(errno.ENOSPC, str(e)), "%%container", report) is None
     try:  # the magics' own conversion keeps the original as __context__
         try:
-            raise OSError(errno.EACCES, "cannot create cgroup: Permission denied", "/sys/fs/cgroup/memory/x")
+            raise CgroupError(errno.EACCES, "cannot create cgroup: Permission denied", "/sys/fs/cgroup/memory/x")
         except OSError as inner:
             raise UsageError(f"%cgroup create: {inner}") from None
     except UsageError as u:
         assert explain(u, "%cgroup", report) == "%cgroup needs a writable cgroup: creating a cgroup: EACCES; " \
                                                 "delegate one"
     # the capability works here: the error is about something else, left as it was
-    assert explain(OSError(errno.EPERM, "cannot create bridge: netlink EPERM"), "%netns", report) is None
+    assert explain(NetworkError("cannot create bridge: EPERM", errno.EPERM), "%netns", report) is None
     # not a permission problem at all
     assert explain(ValueError("invalid size '2x' for --memory"), "%%container", report) is None
+    assert explain(CgroupError(errno.EEXIST, "group 'a' exists already", "a"), "%cgroup", report) is None
     assert "PYCONTAINER_STATE_DIR" in explain(PermissionError(errno.EACCES, "Permission denied",
                                                               "/var/lib/pycontainer_magics/images/refs.json"),
                                               "%image", report)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import PycontainerError
 
-class ImageError(Exception):
+
+class ImageError(PycontainerError):
     """Base of every error raised by `pycontainer_magics.images`."""
 
 

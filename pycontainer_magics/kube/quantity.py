@@ -14,6 +14,8 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
+from ..errors import InvalidInput
+
 QUANTITY_RE = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"m": Decimal("0.001"), "": Decimal(1), "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9),
@@ -21,8 +23,8 @@ _DECIMAL = {"m": Decimal("0.001"), "": Decimal(1), "k": Decimal(10**3), "M": Dec
 HINT = "like 64Mi, 1G, 500m or 0.5"
 
 
-class QuantityError(ValueError):
-    pass
+class QuantityError(InvalidInput):
+    """Not a Kubernetes quantity (64Mi, 1G, 500m, 0.5)."""
 
 
 def parse_quantity(value: object) -> Decimal:

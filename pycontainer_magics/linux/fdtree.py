@@ -16,19 +16,21 @@ import shutil
 import stat
 from collections.abc import Sequence
 
+from ..errors import OSFailure
+
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CACHED_DEPTH = 64  # directory fds kept open along the current path; deeper levels are opened per call
 
 
-class SymlinkOnPath(OSError):
+class SymlinkOnPath(OSFailure):
     """A path component below the tree's root is a symlink: refused, never followed."""
 
     def __init__(self, where: str):
-        super().__init__(f"{where!r} is a symlink")
+        super().__init__(None, f"{where!r} is a symlink", where)
         self.where = where
 
 
-class NotBelow(OSError):
+class NotBelow(OSFailure):
     """A component that would leave the tree (`..`) or is not a plain name (`/`, empty, `.`)."""
 
 
@@ -40,7 +42,7 @@ def fd_path(fd: int) -> str:
 
 def check_name(name: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise NotBelow(f"{name!r} is not a plain file name")
+        raise NotBelow(None, f"{name!r} is not a plain file name")
     return name
 
 

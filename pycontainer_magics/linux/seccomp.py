@@ -17,6 +17,7 @@ import platform
 import struct
 from dataclasses import dataclass
 
+from ..errors import InvalidInput
 from .libc import libc
 from .syscalls_x86_64 import X86_64
 
@@ -48,7 +49,7 @@ def _arg_low(index: int) -> int:
     return 16 + 8 * index  # the low 32 bits of args[index] (little-endian)
 
 
-class SeccompError(ValueError):
+class SeccompError(InvalidInput):
     """A profile that cannot be compiled: one line naming what is wrong."""
 
 

@@ -1,9 +1,10 @@
 """Missing capabilities as one line instead of a traceback, for every magic of the extension.
 
-`install(shell)` wraps each registered magic: an OSError (or a pyroute2 NetlinkError) that escapes it, and
-a UsageError raised over one (`raise UsageError(str(e)) from None` keeps the original as __context__), are
-matched against what needs which capability — user namespaces, the other namespaces, overlay, /proc,
-pivot_root, a writable cgroup, netlink in the host's network, the state directory. When the doctor
+`install(shell)` wraps each registered magic. An error that escapes it, or that a UsageError was raised over
+(`raise UsageError(str(e)) from None` keeps the original as __context__), is read by its fields, never its
+text: a library error (errors.PycontainerError) with a "not allowed here" errno names the capability it
+needed (`needs`: user namespaces, the other namespaces, overlay, /proc, pivot_root, a writable cgroup,
+container networks); a path under the default data root is the state directory. When the doctor
 (`lab/doctor.py`, measured once per kernel on the first such error) confirms the capability is
 missing here, the error becomes `%%container needs user namespaces: <what was measured>; <what to do>`.
 Any other OSError still becomes one line (`%cgroup: EACCES (Permission denied) (/path)`), never a traceback,
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
+
+from .. import errors as E
 
 
 class CellError(Exception):
@@ -82,20 +85,11 @@ def usage(message: str) -> MagicUsageError:
 
 # errnos that say "not allowed here" rather than "wrong input"
 _DENIED = {errno.EPERM, errno.EACCES, errno.ENOSPC, errno.EROFS}
-_DENIED_TEXT = re.compile(r"Operation not permitted|Permission denied|No space left on device|Read-only file system|"
-                          r"\(1, 'Operation not permitted'\)|need a writable cgroup|needs? root")
 
-# (doctor row, what the magic needs, pattern over the error chain's text). Order matters: first match wins.
-_RULES: list[tuple[str, str, re.Pattern[str]]] = [
-    ("userns", "user namespaces", re.compile(r"CLONE_NEWUSER|unshare\(0x10000000\)|user namespace|uid_map|gid_map|"
-                                             r"setgroups", re.I)),
-    ("namespaces", "namespaces", re.compile(r"unshare|setns", re.I)),
-    ("overlay", "an overlay root filesystem", re.compile(r"overlay", re.I)),
-    ("proc", "a fresh /proc", re.compile(r"mount.*\bproc\b|\bproc\b.*mount", re.I)),
-    ("pivot_root", "pivot_root", re.compile(r"pivot_root", re.I)),
-    ("cgroup_limits", "a writable cgroup", re.compile(r"cgroup", re.I)),
-    ("networks", "container networks", re.compile(r"bridge|veth|netlink|netns|network|iptables|NetlinkError", re.I)),
-]
+# What each capability a library error may name (PycontainerError.needs) is called in the line.
+_NEEDED = {E.USERNS: "user namespaces", E.NAMESPACES: "namespaces", E.OVERLAY: "an overlay root filesystem",
+           E.PROC: "a fresh /proc", E.PIVOT_ROOT: "pivot_root", E.CGROUP: "a writable cgroup",
+           E.NETWORKS: "container networks"}
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -116,13 +110,6 @@ def _errno_of(e: BaseException) -> int | None:
     return None
 
 
-def _text(e: BaseException) -> str:
-    parts = [type(e).__name__, str(e)]
-    if isinstance(e, OSError) and e.filename:
-        parts.append(str(e.filename))
-    return " ".join(parts)
-
-
 def _state_dir_line(label: str, e: BaseException) -> str | None:
     fn = getattr(e, "filename", None)
     if not isinstance(fn, str) or not fn.startswith("/var/lib/pycontainer_magics"):
@@ -133,34 +120,32 @@ def _state_dir_line(label: str, e: BaseException) -> str | None:
 
 def explain(exc: BaseException, label: str, report: Any = None) -> str | None:
     """One line saying which capability `label` (e.g. `%%container`) lacks here and what to do, or None
-    when the error is not about a missing capability (or the doctor finds the capability works)."""
+    when the error is not about a missing capability (or the doctor finds the capability works). Read from
+    the errors' fields: errno (a "not allowed" one), path (the data root), needs (the capability)."""
     chain = _chain(exc)
-    denied = any(_errno_of(e) in _DENIED for e in chain) or any(_DENIED_TEXT.search(str(e)) for e in chain)
-    if not denied:
+    if not any(_errno_of(e) in _DENIED for e in chain):
         return None
     for e in chain:
         line = _state_dir_line(label, e)
         if line:
             return line
-    text = " | ".join(_text(e) for e in chain)
-    for key, need, pattern in _RULES:
-        if not pattern.search(text):
-            continue
-        if report is None:
-            from ..lab import doctor
+    key = next((e.needs for e in chain if isinstance(e, E.PycontainerError) and e.needs), None)
+    if key is None or key not in _NEEDED:
+        return None
+    if report is None:
+        from ..lab import doctor
 
-            try:
-                report = doctor.diagnose()
-            except Exception:  # noqa: BLE001 - no doctor, no better line than the original
-                return None
         try:
-            row = report[key]
-        except KeyError:
+            report = doctor.diagnose()
+        except Exception:  # noqa: BLE001 - no doctor, no better line than the original
             return None
-        if row.works:
-            continue  # the capability is there: the error is about something else
-        return f"{label} needs {need}: {row.why}" + (f"; {row.fix}" if row.fix else "")
-    return None
+    try:
+        row = report[key]
+    except KeyError:
+        return None
+    if row.works:
+        return None  # the capability is there: the error is about something else
+    return f"{label} needs {_NEEDED[key]}: {row.why}" + (f"; {row.fix}" if row.fix else "")
 
 
 def describe(exc: BaseException) -> str:
@@ -170,22 +155,21 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     text = getattr(exc, "strerror", None) or os.strerror(n)
     where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
-    return f"{errno.errorcode.get(n, n)} ({text}){where}"
-
-
-# The library's error types whose message is already a sentence for the user (matched by name: importing
-# them here would load the image store and jsonschema with every magic).
-_LIBRARY_ERRORS = {"BundleError", "ComposeError", "ImageError"}  # and SpecError: bad input, a UsageError
-_BAD_INPUT = {"SpecError"}
+    hint = f"; {exc.hint}" if isinstance(exc, E.PycontainerError) and exc.hint else ""
+    return f"{errno.errorcode.get(n, n)} ({text}){where}{hint}"
 
 
 def _is_library_error(e: BaseException) -> bool:
-    return any(c.__name__ in _LIBRARY_ERRORS and c.__module__.startswith("pycontainer_magics.")
-               for c in type(e).__mro__)
+    """The library's own one-line errors (an image, a bundle, a compose file, ...), shown under their name;
+    a bad option (SpecError) is a UsageError, an OS-level failure is described with its errno."""
+    return isinstance(e, E.PycontainerError) and not isinstance(e, OSError) and not _is_bad_input(e)
 
 
 def _is_bad_input(e: BaseException) -> bool:
-    return any(c.__name__ in _BAD_INPUT and c.__module__.startswith("pycontainer_magics.") for c in type(e).__mro__)
+    """A bad option of the magic itself: shown as a UsageError."""
+    from ..runtime.spec import SpecError
+
+    return isinstance(e, SpecError)
 
 
 def friendly(fn: Callable[..., Any], label: str) -> Callable[..., Any]:

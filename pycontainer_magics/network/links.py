@@ -218,7 +218,7 @@ def add_veth(name_a: str, name_b: str, ns_a: NsRef = None, ns_b: NsRef = None,
         try:
             ipr_a.link("add", ifname=name_a, kind="veth", peer=peer)
         except Exception as e:  # noqa: BLE001 - pyroute2's NetlinkError
-            raise NetworkError(f"cannot create veth {name_a}<->{name_b}: {e}") from None
+            raise NetworkError.from_netlink(e, f"cannot create veth {name_a}<->{name_b}") from None
         try:
             configure(ipr_a, name_a, address_a, up)
             with iproute(ns_b) as ipr_b:
@@ -265,7 +265,7 @@ def ensure_bridge(name: str, address: str | None = None) -> bool:
         try:
             ipr.link("add", ifname=name, kind="bridge")
         except Exception as e:  # noqa: BLE001
-            raise NetworkError(f"cannot create bridge {name}: {e}") from None
+            raise NetworkError.from_netlink(e, f"cannot create bridge {name}") from None
         try:
             configure(ipr, name, address, up=True)
         except BaseException:

@@ -448,10 +448,13 @@ def _netlink_socket_in(path: str) -> int:
 def iproute(ns: NsRef = None) -> Iterator[Any]:
     """A pyroute2 IPRoute bound to namespace `ns` (None: ours); NamespaceError when it is missing."""
     from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     path = netns_path(ns)
     ipr = IPRoute() if path is None else IPRoute(fileno=_netlink_socket_in(path))
     try:
         yield ipr
+    except NetlinkError as e:  # errno kept, one line, never pyroute2's tuple text
+        raise NetworkError.from_netlink(e, f"netlink in {'the host' if path is None else path}") from e
     finally:
         ipr.close()

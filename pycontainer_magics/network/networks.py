@@ -459,7 +459,7 @@ def _plumb(net: Network, fd: int, path: str, container_id: str, cname: str, alia
             try:
                 hipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": inner, "net_ns_fd": fd})
             except Exception as e:  # noqa: BLE001 - NetlinkError
-                raise NetworkError(f"cannot create veth {host_veth} for {container_id}: {e}") from None
+                raise NetworkError.from_netlink(e, f"cannot create veth {host_veth} for {container_id}") from None
             try:
                 links.attach_to_bridge(hipr, host_veth, net.bridge)
                 hipr.link("set", ifname=host_veth, ifalias=link_tag())
@@ -472,7 +472,8 @@ def _plumb(net: Network, fd: int, path: str, container_id: str, cname: str, alia
                     hipr.link("del", ifname=host_veth)
                 if isinstance(e, NetworkError):
                     raise
-                raise NetworkError(f"cannot configure {inner} of {container_id} on {net.name}: {e}") from None
+                doing = f"cannot configure {inner} of {container_id} on {net.name}"
+                raise NetworkError.from_netlink(e, doing) from None
     return Endpoint(
         network=net.name, container_id=container_id, name=cname, address=str(ip), prefixlen=net.subnet.prefixlen,
         gateway=str(net.gateway), ifname=inner, host_veth=host_veth, netns=path,

@@ -16,6 +16,7 @@ import shutil
 from functools import cache
 from typing import Any
 
+from ..errors import InvalidInput
 from ..linux.cgroups import DEFAULT_PARENT
 from ..linux.files import write_json
 from ..linux.namespaces import NAMESPACE_KINDS
@@ -35,7 +36,7 @@ OCI_NAMESPACE = {"mount": "mount", "uts": "uts", "ipc": "ipc", "pid": "pid", "ne
 CPU_PERIOD = 100000
 
 
-class BundleError(ValueError):
+class BundleError(InvalidInput):
     """The spec cannot be written as a bundle, or a config is not valid: one line, naming the field."""
 
 

@@ -30,6 +30,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from .. import errors as E
 from ..linux import libc, rlimits, seccomp
 from ..linux.caps import restrict_to
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
@@ -101,9 +102,22 @@ def report_failure(stage: str, e: BaseException, fd: int = STATUS_FD) -> None:
         pass
 
 
+# The capability each setup stage needs (a key of the doctor's table): a failure there, with a "not allowed"
+# errno, is explained to the user as that capability missing here (magics/errors.py).
+STAGE_NEEDS = {
+    "creating the user namespace": E.USERNS, "writing the id maps": E.USERNS, "entering the user namespace": E.USERNS,
+    "creating namespaces": E.NAMESPACES, "creating the mount and cgroup namespaces": E.NAMESPACES,
+    "entering the holder's namespaces": E.NAMESPACES, "opening the pod's namespaces": E.NAMESPACES,
+    "joining the pod's namespaces": E.NAMESPACES, "setting time namespace offsets": E.NAMESPACES,
+    "building the overlay root filesystem": E.OVERLAY, "mounting the container's filesystems": E.PROC,
+    "pivot_root": E.PIVOT_ROOT, "joining the cgroup": E.CGROUP,
+}
+
+
 def failure(stage: str, e: BaseException) -> dict[str, Any]:
     return {"stage": stage, "errno": getattr(e, "errno", None), "strerror": getattr(e, "strerror", None),
-            "filename": getattr(e, "filename", None), "message": f"{type(e).__name__}: {e}"}
+            "filename": getattr(e, "filename", None), "message": f"{type(e).__name__}: {e}",
+            "needs": STAGE_NEEDS.get(stage)}
 
 
 def become_root() -> None:

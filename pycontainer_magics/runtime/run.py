@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import paths
+from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
 from ..linux import idmap, libc, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.cgroups.devices import DEFAULT_DEVICES
@@ -52,11 +53,9 @@ from .spec import ContainerSpec, IdMap, Mount
 REMAP_DEFAULT = IdMap(0, 100000, 65536)
 
 
-class LaunchError(OSError):
-    """The container could not be set up. str() is one line: the stage, the file, the reason."""
-
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
+class LaunchError(OSFailure):
+    """The container could not be set up. str() is one line: the stage, the file, the reason; `needs` names
+    the capability when the stage that failed needs one (launch.STAGE_NEEDS)."""
 
 
 class ContainerInterrupted(KeyboardInterrupt):
@@ -201,10 +200,10 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
                           "namespace: remove 'mount' from --share")
     if not root and "user" not in new:
         raise LaunchError(errno.EPERM, "without root, a container needs a new user namespace: "
-                          "remove 'user' from --share")
+                          "remove 'user' from --share", needs=USERNS)
     if not root and spec.userns == "remap":
         raise LaunchError(errno.EPERM, "--userns remap needs root (it maps a range of host ids); without "
-                          "root your own user is the container's root")
+                          "root your own user is the container's root", needs=USERNS)
     if source is None:
         if spec.image == "host":
             source = image_source.resolve(spec)
@@ -355,7 +354,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and spec.has_limits:
-        raise LaunchError(errno.EPERM, no_cgroup_message("resource limits"))
+        raise LaunchError(errno.EPERM, no_cgroup_message("resource limits"), needs=CGROUP)
     if helper is None:
         helper = not os.environ.get("PYCONTAINER_NO_HELPER")
     cg: Cgroup | None = None
@@ -365,7 +364,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             try:
                 cg = pool.take_cgroup(h, _limits(spec))
             except CgroupError as e:
-                raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename) from None
+                raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
             r.cgroup_version = cg.version
         r.id = cg.name if cg is not None else state.new_id()
         plan_spec = spec
@@ -435,10 +434,12 @@ def _take_holder(hp: HolderPlan, L: Launch, helper: bool) -> Holder:
 
 
 def _launch_error(e: dict[str, Any]) -> LaunchError:
+    """A failure the holder or PID 1 reported (launch.failure): the stage, the file, the reason, and the
+    capability that stage needs."""
     where = f" ({e['filename']})" if e.get("filename") else ""
     reason = e.get("strerror") or e.get("message")
     return LaunchError(e.get("errno") or errno.EIO, f"container setup failed while {e['stage']}{where}: {reason}",
-                       e.get("filename"))
+                       e.get("filename"), needs=e.get("needs"))
 
 
 def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
@@ -462,7 +463,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             _end_holder(holder, kill=True)
             networking.disconnect(r.id)
             if isinstance(e, NetworkError):
-                raise LaunchError(e.errno or errno.EINVAL, f"--network {spec.network}: {e}") from None
+                raise LaunchError(e.errno or errno.EINVAL, f"--network {spec.network}: {e}", needs=NETWORKS) from None
             raise
         r.notes.append(f"network {ep.network}: {ep.address} on {ep.ifname}" +
                        "".join(f", {p.host_ip}:{p.host_port} -> {p.container_port}/{p.proto}" for p in pubs))

@@ -13,12 +13,13 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from ..errors import InvalidInput
 from ..linux.caps import DEFAULT_CAPS
 from ..linux.namespaces import NAMESPACE_KINDS
 from ..linux.rlimits import NAMES as RLIMIT_NAMES
 
 
-class SpecError(ValueError):
+class SpecError(InvalidInput):
     """A ContainerSpec field is invalid: one line saying what was wrong and what would be right."""
 
 

@@ -19,12 +19,13 @@ import subprocess
 import sys
 import threading
 
+from ..errors import OSFailure
 from ..linux.libc import PR_SET_PDEATHSIG, prctl
 from .channel import recv_ctl, send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 
 
-class HelperUnavailable(OSError):
+class HelperUnavailable(OSFailure):
     """The launch helper could not be started or stopped answering."""
 
 
@@ -76,7 +77,7 @@ class Zygote:
                         raise SetupFailed(reply["setup_error"])
                     return reply["pid"], socket.socket(fileno=fds[0])
                 self.stop()  # died under us: start a fresh one and try once more
-            raise HelperUnavailable("the launch helper did not answer")
+            raise HelperUnavailable(None, "the launch helper did not answer")
 
     def stop(self) -> None:
         if self._sock is not None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import OSFailure
 from ..runtime import cleanup
 from ..runtime.result import ContainerRun
 from ..runtime.run import Running, container_env, run, seccomp_filter
@@ -21,9 +22,8 @@ from ..runtime.spec import ContainerSpec
 from .exec import ExecResult, exec_in
 
 
-class ContainerError(OSError):
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
+class ContainerError(OSFailure):
+    """A detached container cannot be found, named, started, stopped or removed as asked: one line."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import OSFailure
 from ..linux import libc, seccomp
 from ..linux.caps import restrict_to
 from ..linux.cgroups import Cgroup
@@ -39,9 +40,8 @@ class ExecResult:
     duration: float
 
 
-class ExecError(OSError):
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
+class ExecError(OSFailure):
+    """A command could not be run in a running container: one line."""
 
 
 def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: dict[str, str],

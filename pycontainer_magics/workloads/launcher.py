@@ -23,11 +23,12 @@ import sys
 import threading
 from typing import Any
 
+from ..errors import OSFailure
 from ..runtime.channel import recv_ctl, send_ctl
 
 
-class LauncherError(OSError):
-    pass
+class LauncherError(OSFailure):
+    """The daemon's launcher could not be started or stopped answering."""
 
 
 class Launcher:
@@ -51,7 +52,7 @@ class Launcher:
         send_ctl(ours, {"ping": True})  # answered once its imports are done
         reply, _ = recv_ctl(ours)
         if reply is None:
-            raise LauncherError("the launcher did not start")
+            raise LauncherError(None, "the launcher did not start")
 
     def start(self) -> None:
         with self._lock:
@@ -76,10 +77,10 @@ class Launcher:
                     reply = None
                 if reply is not None:
                     if "error" in reply:
-                        raise LauncherError(reply["error"])
+                        raise LauncherError(None, reply["error"])
                     return int(reply["forked"])
                 self._stop()
-            raise LauncherError("the launcher does not answer")
+            raise LauncherError(None, "the launcher does not answer")
 
     def _stop(self) -> None:
         if self._sock is not None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ...errors import CGROUP, OSFailure
 from .devices import DeviceRule
 
 
-class CgroupError(OSError):
-    """A cgroup operation failed; carries errno and the control file that failed (filename)."""
+class CgroupError(OSFailure):
+    """A cgroup operation failed; carries errno and the control file that failed (path, filename)."""
+
+    needs = CGROUP
 
 
 @dataclass(frozen=True)

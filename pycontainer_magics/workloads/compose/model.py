@@ -16,12 +16,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import InvalidInput
 from ...runtime.parse import parse_cpus, parse_duration, parse_size, parse_ulimit
 from ...runtime.spec import ContainerSpec, SpecError
 from . import schema
 
 
-class ComposeError(ValueError):
+class ComposeError(InvalidInput):
     """The compose file is invalid, or the project cannot be brought up/down: one line."""
 
 
