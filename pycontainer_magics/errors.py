@@ -20,7 +20,9 @@ import it.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time: the OCI runtime's start-up imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 # The capabilities a failure may name (`needs`); the doctor (lab/doctor.py) measures each under this key.
 USERNS = "userns"

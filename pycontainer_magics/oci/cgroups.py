@@ -19,6 +19,8 @@ import os
 import signal
 import time
 
+from ..errors import InvalidInput
+
 TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
 if TYPE_CHECKING:
     from typing import Any
@@ -27,7 +29,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 V1_UNLIMITED = 0x7FFFFFFFFFFFF000
 
 
-class CgroupPathError(ValueError):
+class CgroupPathError(InvalidInput):
     """cgroupsPath cannot be used: one line."""
 
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InvalidInput
 from ..linux.libc import (
     MS_BIND,
     MS_NODEV,
@@ -102,7 +103,7 @@ HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", 
 SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput):
     """config.json asks for something invalid or unsupported: one line naming the field."""
 
 

@@ -21,10 +21,11 @@ import signal
 import time
 from typing import Any
 
+from ..errors import OSFailure
 
-class HookError(OSError):
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
+
+class HookError(OSFailure):
+    """A hook could not be run, or failed: one line."""
 
 
 def run_hooks(kind: str, hooks: list[dict[str, Any]], state: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterator
 
+from ..errors import OSFailure
 from ..linux.proc import start_time
 
 TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
@@ -30,11 +31,8 @@ ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 OCI_VERSION = "1.0.2"  # the runtime-spec version our state and features documents say they follow
 
 
-class StateError(OSError):
+class StateError(OSFailure):
     """A lifecycle command cannot be done. str() is one line (runc's wording where engines match on it)."""
-
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
 
 
 def default_root() -> str:
