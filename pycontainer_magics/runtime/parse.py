@@ -238,10 +238,22 @@ def parse_security_opt(values: Iterable[str]) -> str:
                     raise SpecError(f"--security-opt seccomp={val}: cannot read the profile ({e.strerror})") from None
         elif key == "no-new-privileges" and val in ("", "true"):
             continue  # always on here
+        elif key == "unmask" and sep:
+            continue  # parse_unmask
         else:
-            raise SpecError(f"unsupported --security-opt {v!r}: expected seccomp=unconfined, seccomp=PROFILE.json "
-                            "or no-new-privileges")
+            raise SpecError(f"unsupported --security-opt {v!r}: expected seccomp=unconfined, seccomp=PROFILE.json, "
+                            "unmask=ALL|PATH[:PATH...] or no-new-privileges")
     return seccomp
+
+
+def parse_unmask(values: Iterable[str]) -> tuple[str, ...]:
+    """`--security-opt unmask=ALL|/root:/proc/keys` (podman's): the masks to lift."""
+    out: list[str] = []
+    for v in values:
+        key, sep, val = v.partition("=")
+        if key == "unmask" and sep:
+            out += [p.rstrip("/") or "/" if p != "ALL" else p for p in val.split(":") if p]
+    return tuple(dict.fromkeys(out))
 
 
 def parse_caps(value: str | Iterable[str], flag: str = "--cap-add") -> frozenset[str]:
@@ -426,6 +438,7 @@ def build_spec(
 
     f["ulimits"] = tuple(v if isinstance(v, tuple) else parse_ulimit(v) for v in _many(ulimit))
     f["seccomp"] = parse_security_opt(_many(security_opt))
+    f["unmask"] = parse_unmask(_many(security_opt))
 
     if timeout is not None:
         f["timeout"] = parse_duration(timeout, "--timeout")
@@ -440,6 +453,6 @@ def build_spec(
 
 __all__ = [
     "build_spec", "parse_caps", "parse_cpus", "parse_duration", "parse_env", "parse_int", "parse_memory_swap",
-    "parse_security_opt", "parse_share", "parse_size", "parse_time_offset", "parse_tmpfs", "parse_ulimit",
-    "parse_volume",
+    "parse_security_opt", "parse_share", "parse_unmask", "parse_size", "parse_time_offset", "parse_tmpfs",
+    "parse_ulimit", "parse_volume",
 ]

@@ -183,10 +183,11 @@ def cgroup_ops(version: str | None, host_dirs: dict[str, str]) -> list[MountOp]:
 
 def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mount_ops: list[MountOp],
                pts_gid: int | None, owner: tuple[int | None, int | None] | None = None,
-               lower: str | None = None) -> RootfsPlan:
+               lower: str | None = None, host_masks: bool = False) -> RootfsPlan:
     """Turn a spec into mount operations. volume_sources: volume name -> host directory. pts_gid: the tty
     group for /dev/pts as the mounting process sees it (None: unmapped, left out). owner: the host ids of
-    container root when PID 1 mounts as host root under a remapped user namespace (tmpfs owners)."""
+    container root when PID 1 mounts as host root under a remapped user namespace (tmpfs owners).
+    host_masks: hide the host's secrets in an image that is the host's / (see host_masks.py)."""
     own = ""
     if owner is not None and owner[0] is not None and owner[1] is not None:
         own = f",uid={owner[0]},gid={owner[1]}"
@@ -242,9 +243,21 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
         for p in python_paths():
             ops.append(MountOp("bind", need(p), p, read_only=True))
     for p in MASKED_PATHS:
-        ops.append(MountOp("mask", p))
+        if "ALL" not in spec.unmask and p not in spec.unmask:
+            ops.append(MountOp("mask", p))
     for p in READONLY_PATHS:
         ops.append(MountOp("readonly", p))
+    if host_masks and lower == "/":  # (an image built FROM host: its layers sit above, not below, this layer)
+        from . import host_masks as hm
+        from .state import data_dirs
+
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = "/"
+        targets = [m.target for m in spec.mounts] + [t.target for t in spec.tmpfs] + [spec.workdir or "/"]
+        for path, kind in hm.masks(cwd=cwd, mount_targets=targets, data_dirs=data_dirs(), unmask=spec.unmask):
+            mountpoints.setdefault(path, kind)
     return RootfsPlan(lower=lower, mountpoints=tuple(sorted(mountpoints.items())), ops=tuple(ops),
                       writable=not spec.read_only)
 
@@ -252,13 +265,34 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
 # -- executed in the container (after fork; the caller reports OSError to the parent) ----------------
 
 def make_mountpoints(layer: str, mountpoints: tuple[tuple[str, str], ...]) -> None:
+    """The mount-point layer: empty directories and files to mount on, and the host image's masks
+    (host_masks.py: whiteouts, opaque directories, sanitized copies)."""
     for path, kind in mountpoints:
         p = layer + path
         if kind == "dir":
             os.makedirs(p, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(p), exist_ok=True)
+            continue
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        if kind == "file":
             os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+        elif kind == "whiteout":
+            os.mknod(p, stat.S_IFCHR, 0)
+        elif kind == "opaque":
+            st = os.stat(path)
+            os.mkdir(p, stat.S_IMODE(st.st_mode))
+            os.chown(p, st.st_uid, st.st_gid)
+            os.setxattr(p, "trusted.overlay.opaque", b"y")
+        elif kind == "sanitized":
+            from .host_masks import sanitized
+
+            st = os.stat(path)
+            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, sanitized(path))
+                os.fchown(fd, st.st_uid, st.st_gid)
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            finally:
+                os.close(fd)
 
 
 def mount_overlay(lower: str, mp_layer: str, upper: str | None, work: str | None, merged: str) -> None:
@@ -410,8 +444,11 @@ def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: b
     view = LayerView(lower)
 
     def in_image(rel: str) -> bool:
-        if mp_layer and os.path.lexists(mp_layer + rel):
-            return True
+        if mp_layer:
+            try:
+                return not _is_whiteout(os.lstat(mp_layer + rel))  # a mask hides the host's file
+            except OSError:
+                pass
         return view.lexists(rel)
 
     for dirpath, dirnames, filenames in os.walk(upper):

@@ -241,7 +241,8 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         else:
             owner, pts_gid = None, 5 if _host_id(maps[1], 5) is not None else None
         plan = rootfs.build_plan(spec, volume_sources=volume_sources, cgroup_mount_ops=cg_ops,
-                                 pts_gid=pts_gid, owner=owner if owner != (0, 0) else None, lower=source.lower)
+                                 pts_gid=pts_gid, owner=owner if owner != (0, 0) else None, lower=source.lower,
+                                 host_masks=root)  # (rootless: the container is you, and sees what you see)
     holder_plan = HolderPlan(
         new_mount="mount" in new,
         new_user="user" in new,

@@ -118,6 +118,9 @@ class ContainerSpec:
     ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard) as Docker's --ulimit; -1 unlimited
     # "default" (Docker's profile in effect), "unconfined", or a profile's JSON text (OCI or Docker format)
     seccomp: str = "default"
+    # Masks lifted (podman's --security-opt unmask=): paths at or below which /proc's masked paths and the
+    # host image's hidden secrets (host_masks.py) show; "ALL": every one
+    unmask: tuple[str, ...] = ()
 
     # Run control
     name: str | None = None
@@ -176,6 +179,9 @@ def validate(s: ContainerSpec) -> None:
             _fail(f"unknown --ulimit {name!r}: expected one of {', '.join(sorted(RLIMIT_NAMES))}")
         if soft < -1 or hard < -1 or (hard != -1 and (soft == -1 or soft > hard)):
             _fail(f"--ulimit {name}={soft}:{hard}: the soft limit must not exceed the hard one (-1: unlimited)")
+    for u in s.unmask:
+        if u != "ALL" and not u.startswith("/"):
+            _fail(f"--security-opt unmask={u}: expected ALL or absolute paths joined with ':'")
     if len({u[0] for u in s.ulimits}) != len(s.ulimits):
         _fail("--ulimit: each limit once")
     if s.seccomp not in ("default", "unconfined"):

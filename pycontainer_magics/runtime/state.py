@@ -18,6 +18,12 @@ def scratch_dir() -> str:
     return d
 
 
+def data_dirs() -> list[str]:
+    """This project's directories on the host (configured and default): what a container must not see of
+    the host-as-image (other containers' state, logs, images, volumes)."""
+    return sorted({state_dir(), run_dir(), "/var/lib/pycontainer_magics", "/run/pycontainer_magics"})
+
+
 def volumes_dir() -> str:
     return os.path.join(state_dir(), "volumes")
 

@@ -1,0 +1,112 @@
+"""What the host-as-image hides: with the host's `/` as the image, a container would otherwise read the host's
+password hashes, root's and every user's home directory (SSH keys, cloud tokens), the host's private keys,
+and other containers' state and logs. No lecture needs them, so the image layer on top of the host (the
+small "mount-point" layer, see rootfs.py) hides them:
+
+- /etc/shadow, /etc/gshadow (and their `-` backups): replaced by copies with every password locked (`*`),
+  so tools that read them still work;
+- /root and /home: emptied — except the directories a container needs from there: the working directory
+  (the notebook's), this Python's installation and import path (a pyenv or a venv in a home directory), and
+  where volumes and mounts go. Credential stores (.ssh, .aws, .kube, ...) are hidden even in those;
+- /etc/ssh/ssh_host_*_key, /etc/ssl/private, /etc/krb5.keytab: hidden;
+- this project's state and run directories (images, volumes, other containers' state and logs): hidden.
+
+Hidden is overlayfs's own way: a whiteout, or an opaque directory, in a lower layer. The container may
+still create files there (they go to its writable layer, as anywhere). `--security-opt unmask=PATH[:PATH]`
+lifts the masks at or below PATH (`unmask=ALL`: every mask, /proc's too, as podman's option).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections.abc import Iterable
+
+SANITIZED = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
+HIDDEN = ("/etc/ssl/private", "/etc/krb5.keytab")
+HIDDEN_GLOBS = ("/etc/ssh/ssh_host_*_key",)
+EMPTIED = ("/root", "/home")
+CREDENTIALS = (".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".netrc",
+               ".git-credentials", ".pgpass", ".password-store", ".vault-token", ".local/share/keyrings")
+
+
+def _unmasked(path: str, unmask: Iterable[str]) -> bool:
+    return any(u == "ALL" or path == u or path.startswith(u.rstrip("/") + "/") for u in unmask)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path)) if os.path.isdir(path) and not os.path.islink(path) else []
+    except OSError:
+        return []
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def _empty_except(top: str, keep: list[str], out: dict[str, str]) -> None:
+    """Hide everything in `top` but the paths in `keep` (and the directories leading to them)."""
+    if not keep:
+        out[top] = "opaque"
+        return
+    if any(k == top for k in keep):
+        return  # kept whole (credential stores aside, see below)
+    following = {k[len(top) + 1:].split("/")[0] for k in keep}
+    for name in _listdir(top):
+        child = f"{top}/{name}"
+        if name not in following:
+            out[child] = "whiteout"
+        else:
+            _empty_except(child, [k for k in keep if _under(k, child)], out)
+
+
+def keep_paths(cwd: str, mount_targets: Iterable[str]) -> list[str]:
+    """Directories under /root or /home a container keeps: the working directory, this interpreter's
+    installation and import path, and mount targets."""
+    paths = [cwd, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, *mount_targets]
+    return sorted({os.path.normpath(p) for p in paths if p and os.path.isabs(p)})
+
+
+def masks(*, cwd: str, mount_targets: Iterable[str] = (), data_dirs: Iterable[str] = (),
+          unmask: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
+    """(path, kind) entries for the mount-point layer over the host image: kind `whiteout` (hide),
+    `opaque` (an empty directory) or `sanitized` (a copy with passwords locked)."""
+    unmask = tuple(unmask)
+    out: dict[str, str] = {}
+    for path in SANITIZED:
+        if os.path.isfile(path):
+            out[path] = "sanitized"
+    for path in [*HIDDEN, *(p for g in HIDDEN_GLOBS for p in sorted(glob.glob(g))), *data_dirs]:
+        if os.path.lexists(path):
+            out[os.path.normpath(path)] = "whiteout"
+    keep = keep_paths(cwd, mount_targets)
+    for top in EMPTIED:
+        if os.path.isdir(top) and not os.path.islink(top):
+            _empty_except(top, [k for k in keep if _under(k, top)], out)
+    # credential stores in the kept home directories themselves (cwd = ~, say)
+    homes = [h for h in ("/root", *(f"/home/{n}" for n in _listdir("/home"))) if h not in out]
+    for home in homes:
+        if any(_under(k, home) for k in keep):
+            for name in CREDENTIALS:
+                p = f"{home}/{name}"
+                if os.path.lexists(p) and not any(_under(k, p) for k in keep) \
+                        and not any(_under(p, hidden) for hidden in out):
+                    out[p] = "whiteout"
+    return tuple(sorted((p, k) for p, k in out.items() if not _unmasked(p, unmask)))
+
+
+def sanitized(path: str) -> bytes:
+    """/etc/shadow or /etc/gshadow with every password field locked."""
+    lines = []
+    with open(path, "rb") as f:
+        for line in f.read().splitlines():
+            fields = line.split(b":")
+            if len(fields) > 1:
+                fields[1] = b"*" if fields[1] not in (b"", b"!", b"*", b"!!") else fields[1]
+            lines.append(b":".join(fields))
+    return b"\n".join(lines) + b"\n"
+
+
+__all__ = ["masks", "sanitized"]
