@@ -20,28 +20,17 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ip: Any) -> None:
-    """`%load_ext pycontainer_magics`: register `%%container` and clean up what a killed kernel left."""
-    from .magics import ContainerMagics
-    from .magics.cgroup import CgroupMagics
-    from .magics.compose import ComposeMagics
-    from .magics.image import ImageMagics
-    from .magics.kube import KubeMagics
-    from .magics.netns import NetnsMagics
-
-    ip.register_magics(ContainerMagics)
-    ip.register_magics(CgroupMagics)
-    ip.register_magics(ImageMagics)
-    ip.register_magics(NetnsMagics)
-    ip.register_magics(ComposeMagics)
-    ip.register_magics(KubeMagics)
+    """`%load_ext pycontainer_magics`: register the magics and clean up what a killed kernel left."""
     from .display import register_figure_formatter
-    from .magics import errors
-
-    register_figure_formatter(ip)  # the plot_* functions return Figures: show them as pictures
+    from .magics import errors, magic_classes
     from .magics.doctor import load_message
 
+    classes = magic_classes()
+    for cls in classes:
+        ip.register_magics(cls)
+    register_figure_formatter(ip)  # the plot_* functions return Figures: show them as pictures
     # A missing capability (no user namespaces, no writable cgroup, ...) is one line, never a traceback.
-    errors.install(ip, (ContainerMagics, CgroupMagics, ImageMagics, NetnsMagics, ComposeMagics, KubeMagics))
+    errors.install(ip, classes)
     message = load_message()
     if message:
         print(message)
@@ -57,17 +46,26 @@ def load_ipython_extension(ip: Any) -> None:
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    """`%unload_ext pycontainer_magics` (and `%reload_ext`): remove the magics again."""
-    from .magics import ContainerMagics, errors
+    """`%unload_ext pycontainer_magics` (and `%reload_ext`): remove every magic of ours and release what was
+    kept ready for the next cell (the launch helper, a namespace holder, a cgroup). Containers started in
+    the background keep running (`%container ps`); they end with the kernel as before."""
+    from .magics import errors, magic_classes
+    from .runtime.pool import release
 
+    classes = magic_classes()
     errors.uninstall(ip)
     mm = ip.magics_manager
     for kind in ("line", "cell"):
         table = mm.magics[kind]
         for name, fn in list(table.items()):
-            if isinstance(getattr(fn, "__self__", None), ContainerMagics):
+            if isinstance(getattr(fn, "__self__", None), classes):
                 del table[name]
-    mm.registry.pop("ContainerMagics", None)
+    for cls in classes:
+        mm.registry.pop(cls.__name__, None)
+    serving = release()
+    if serving:
+        print(f"pycontainer_magics: the launch helper stays while {len(serving)} background container(s) or "
+              "pod(s) started through it run (%container ps); they end with the kernel")
 
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]

@@ -336,3 +336,75 @@ def test_e2e_summary_card_stored(ip: InteractiveShell, capsys: pytest.CaptureFix
     view = ip.user_ns["_container"]
     assert "card" in capsys.readouterr().out
     assert view.run.exit_code == 0 and "<" in view._repr_html_()
+
+
+@needs_root
+def test_unload_removes_every_magic_and_releases_what_was_prepared(ip: InteractiveShell) -> None:
+    """What a cell keeps ready for the next one (the launch helper, a namespace holder, a cgroup) shows in
+    `%container ps --all` and the doctor, and `%unload_ext` takes it all away with every magic of ours;
+    `%reload_ext` brings the magics back and a cell runs."""
+    from helpers import wait_for
+
+    from pycontainer_magics.magics import magic_classes
+    from pycontainer_magics.runtime.pool import prepared
+
+    def ours() -> list[str]:
+        return [f"{kind}:{name}" for kind in ("line", "cell")
+                for name, fn in ip.magics_manager.magics[kind].items()
+                if isinstance(getattr(fn, "__self__", None), magic_classes())]
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    try:
+        ip.run_cell_magic("container", "--quiet --memory 64m -- sh", "true")
+        assert wait_for(lambda: {p.kind for p in prepared()} == {"launch helper", "holder", "cgroup"}, 10)
+        ps = ip.run_line_magic("container", "ps --all")
+        assert sorted(ps[ps.status == "prepared"].name) == ["(cgroup)", "(holder)", "(launch helper)"]
+        assert "prepared" not in set(ip.run_line_magic("container", "ps").status)
+        doc = ip.run_line_magic("container", "doctor")
+        assert "launch helper" in doc.loc["prepared", "why"] and "holder" in doc.loc["prepared", "why"]
+        items = prepared()
+        pids = [p.pid for p in items if p.pid]
+        dirs = [d for p in items for d in p.paths]
+        assert len(pids) == 2 and dirs and all(os.path.isdir(d) for d in dirs)
+        before = ours()
+        assert {"cell:container", "line:cgroup", "line:netns", "line:image", "cell:compose",
+                "cell:dockerfile"} <= set(before)
+
+        ip.run_line_magic("unload_ext", "pycontainer_magics")
+        assert ours() == []
+        assert wait_for(lambda: not any(alive(p) for p in pids), 5), [p for p in pids if alive(p)]
+        assert not any(os.path.isdir(d) for d in dirs)
+        assert prepared() == []
+
+        ip.run_line_magic("reload_ext", "pycontainer_magics")  # not loaded: loads
+        ip.run_line_magic("reload_ext", "pycontainer_magics")  # loaded: unloads, loads
+        assert sorted(ours()) == sorted(before)
+        ip.run_cell_magic("container", "--quiet --result r1 -- sh", "echo back")
+        assert ip.user_ns["r1"].stdout == "back\n"
+    finally:
+        if "container" not in ip.magics_manager.magics["cell"]:
+            ip.run_line_magic("load_ext", "pycontainer_magics")
+
+
+@needs_root
+def test_unload_keeps_the_helper_a_background_container_runs_through(ip: InteractiveShell,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from pycontainer_magics.runtime.zygote import zygote
+    from pycontainer_magics.workloads.containers import containers
+
+    ip.run_cell_magic("container", "--detach --name bgkeep -- sh", "sleep 30")
+    try:
+        capsys.readouterr()
+        ip.run_line_magic("unload_ext", "pycontainer_magics")
+        assert "the launch helper stays while 1 background container" in capsys.readouterr().out
+        assert containers.get("bgkeep").running and zygote().alive()
+    finally:
+        if "container" not in ip.magics_manager.magics["cell"]:
+            ip.run_line_magic("load_ext", "pycontainer_magics")
+        containers.remove("bgkeep", force=True)

@@ -102,9 +102,10 @@ def timeline_frame(run: ContainerRun) -> pd.DataFrame:
     )
 
 
-def containers_frame(containers: Sequence[Any]) -> pd.DataFrame:
+def containers_frame(containers: Sequence[Any], prepared: Sequence[Any] = ()) -> pd.DataFrame:
     """`docker ps` (and podman's pod column): name, id, image, status, command, ports, network, pod, pid,
-    created."""
+    created. `prepared` (runtime.pool.Prepared, for `ps --all`): what is kept ready for the next cell, one row
+    each, status "prepared"."""
     import datetime as _dt
 
     rows = []
@@ -116,6 +117,9 @@ def containers_frame(containers: Sequence[Any]) -> pd.DataFrame:
                      "command": what[:40], "ports": ports, "network": "" if spec.pod else spec.network,
                      "pod": spec.pod or "", "pid": c.pid1,
                      "created": _dt.datetime.fromtimestamp(c.started_at).strftime("%H:%M:%S")})
+    for p in prepared:
+        rows.append({"name": f"({p.kind})", "id": "", "image": "", "status": "prepared", "command": p.what[:60],
+                     "ports": "", "network": "", "pod": "", "pid": p.pid, "created": ""})
     cols = ["name", "id", "image", "status", "command", "ports", "network", "pod", "pid", "created"]
     return pd.DataFrame(rows, columns=cols).astype({"pid": "Int64"})
 

@@ -11,7 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ContainerMagics"]
+__all__ = ["ContainerMagics", "magic_classes"]
+
+
+def magic_classes() -> tuple[type, ...]:
+    """Every Magics class `%load_ext pycontainer_magics` registers (and `%unload_ext` removes)."""
+    from .cgroup import CgroupMagics
+    from .compose import ComposeMagics
+    from .container import ContainerMagics
+    from .image import ImageMagics
+    from .kube import KubeMagics
+    from .netns import NetnsMagics
+
+    return (ContainerMagics, CgroupMagics, ImageMagics, NetnsMagics, ComposeMagics, KubeMagics)
 
 
 def __getattr__(name: str) -> Any:

@@ -155,7 +155,11 @@ class ContainerMagics(Magics):
 
         argv = split_line(rest)
         show_all = "-a" in argv or "--all" in argv
-        return containers_frame(containers.list(all=show_all))
+        if not show_all:
+            return containers_frame(containers.list(all=False))
+        from ..runtime.pool import prepared
+
+        return containers_frame(containers.list(all=True), prepared())  # and what waits for the next cell
 
     def _logs(self, rest: str) -> None:
         c = _get(_one_ref(rest, "logs"))

@@ -10,10 +10,18 @@ CAP_SYS_ADMIN = 21
 
 def doctor(self: Any, rest: str) -> Any:  # a ContainerMagics method in all but place
     """`%container doctor`: a DataFrame, one row per feature: works, why, what to do, needed for."""
-    from ..display.doctor import doctor_frame
-    from ..lab.doctor import diagnose
+    import dataclasses
 
-    return doctor_frame(diagnose(refresh=True))
+    from ..display.doctor import doctor_frame
+    from ..lab.doctor import Check, diagnose
+    from ..runtime.pool import prepared
+
+    report = diagnose(refresh=True)
+    items = prepared()
+    kept = "; ".join(f"{p.kind}{f' (pid {p.pid})' if p.pid else ''}: {p.what}" for p in items) or "nothing"
+    row = Check("prepared", "kept ready for the next cell", True, kept,
+                "%unload_ext pycontainer_magics releases it" if items else "", "a fast next cell")
+    return doctor_frame(dataclasses.replace(report, checks=(*report.checks, row)))
 
 
 def _surely_fine() -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
@@ -134,6 +135,74 @@ class Pool:
             h.close()
         if cg is not None:
             cg[1].remove()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One thing kept ready for the next cell: the launch helper, a namespace holder, a cgroup."""
+
+    kind: str  # "launch helper" | "holder" | "cgroup"
+    pid: int | None
+    what: str  # what it holds, in words
+    paths: tuple[str, ...] = ()  # a cgroup's directories
+
+
+def prepared() -> list[Prepared]:
+    """What this process keeps ready ahead of time (at most one helper, one holder and one cgroup)."""
+    out = []
+    z = zygote()
+    if z.alive():
+        out.append(Prepared("launch helper", z.pid, "forks the namespace holders of the next containers"))
+    with pool._lock:
+        h, cg = pool._ready, pool._cgroup
+    if h is not None and _alive(h.pid):
+        p = h.plan
+        root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
+        out.append(Prepared("holder", h.pid, f"namespaces and {root} for the next cell like the last"
+                                             f"{' (rootless)' if p.rootless else ''}"))
+    if cg is not None:
+        limits = ", ".join(f"{k}={v}" for k, v in vars(cg[0]).items()
+                           if isinstance(v, int | float | str) and not isinstance(v, bool)) or "no limits"
+        out.append(Prepared("cgroup", None, f"{cg[1].name} with {limits}",
+                            tuple(sorted(set(cg[1].paths.values())))))
+    return out
+
+
+def release() -> list[int]:
+    """Drop what is kept ready (the holder exits, the cgroup is removed) and stop the launch helper:
+    `%unload_ext`. The helper stays while holders it forked serve containers still running (they go with
+    it): their pids are returned. The next run prepares afresh."""
+    with pool._lock:
+        ready = pool._ready.pid if pool._ready is not None else None
+    pool.drain()
+    cleanup.settle()
+    z = zygote()
+    if not z.alive() or z.pid is None:
+        return []
+    if ready is not None:  # its socket is closed: it is on its way out
+        deadline = time.monotonic() + 2.0
+        while ready in _children(z.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    busy = _children(z.pid)
+    if not busy:
+        z.stop()
+    return busy
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) children of pid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            out.append(int(d))
+    return out
 
 
 def _alive(pid: int) -> bool:
