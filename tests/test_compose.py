@@ -510,6 +510,42 @@ def test_attached_up_follows_the_logs_until_every_service_ends(ip, capsys: pytes
 
 
 @live
+def test_attached_up_of_a_service_that_runs_on_follows_for_a_bounded_time(ip, capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` without -d follows the logs, but a cell must end: after --follow-for (default FOLLOW_FOR) the
+    project is left running, and the cell says so."""
+    import signal
+
+    from pycontainer_magics.magics import compose as compose_magic
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("%%compose up did not return")
+
+    name = _name("bnd")
+    cell = (f"name: {name}\nservices:\n"
+            "  ticker: {image: host, command: [sh, -c, 'while :; do echo tick; sleep 0.1; done']}\n")
+    monkeypatch.setattr(compose_magic, "FOLLOW_FOR", 1.0)
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        started = time.monotonic()
+        ps = ip.run_cell_magic("compose", "up", cell)  # the default bound
+        assert time.monotonic() - started < 15
+        out, err = capsys.readouterr()
+        assert "ticker | tick\n" in out and f"{name}: still running after following its logs" in err
+        assert list(ps["status"]) == ["running"]
+        assert list(ip.run_line_magic("compose", f"ps -p {name}")["status"]) == ["running"]
+        with pytest.raises(Exception, match="is up already"):
+            ip.run_cell_magic("compose", "up --follow-for 0.5s", cell)
+        with pytest.raises(Exception, match="--follow-for"):
+            ip.run_cell_magic("compose", "up --follow-for soon", f"name: {name}x\nservices: {{a: {{image: host}}}}\n")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        ip.run_line_magic("compose", f"down -t 0 -p {name}")
+
+
+@live
 def test_service_settings_reach_the_container() -> None:
     import pathlib
     import shutil

@@ -1,6 +1,6 @@
 """`%%compose`: multi-container projects from a compose file, as `docker compose` runs them.
 
-    %%compose [-p PROJECT] up [-d]          the cell is the compose file
+    %%compose [-p PROJECT] up [-d] [--follow-for 10s]   the cell is the compose file
     %%compose [-p PROJECT] config           validate it, show the services in start order
     %compose ps|logs [SERVICE...]|stats|down [-v] [-t SECONDS] [-p PROJECT]
 
@@ -10,12 +10,15 @@ A thin skin over `workloads.compose`; errors are one UsageError line.
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ._parser import UsageParser, echo, split_line
+
+FOLLOW_FOR = 10.0  # seconds `up` without -d follows the logs, at most, before leaving the project running
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", add_help=False)
     up.add_argument("-d", "--detach", action="store_true")
     up.add_argument("--wait-timeout", type=float, default=120.0)
+    up.add_argument("--follow-for", default=None)
     up.add_argument("-p", "--project-name", dest="project_sub")
     down = sub.add_parser("down", add_help=False)
     down.add_argument("-v", "--volumes", action="store_true")
@@ -55,8 +59,10 @@ class ComposeMagics(Magics):
 
         Usage::
 
-            %%compose [-p PROJECT] up [-d]      bring it up (without -d: follow the logs until every
-                                                service has ended; interrupt to stop)
+            %%compose [-p PROJECT] up [-d] [--follow-for 10s]
+                                                bring it up (without -d: follow the logs until every
+                                                service has ended, for 10 s at most or until interrupted;
+                                                the project then keeps running, as with -d)
             %%compose [-p PROJECT] config       validate, and show the services in start order
             %compose ps [-a] [-p PROJECT]       one row per running service (-a: ended ones too)
             %compose logs [SERVICE...]          merged in time order, `service | line`
@@ -118,20 +124,29 @@ class ComposeMagics(Magics):
     # -- commands -----------------------------------------------------------------------------------------
     def _up(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
         from ..display.compose_views import ps_frame
+        from ..runtime.parse import parse_duration
+        from ..runtime.spec import SpecError
         from ..workloads.compose import project as P
 
+        try:
+            bound = FOLLOW_FOR if ns.follow_for is None else parse_duration(ns.follow_for, "--follow-for")
+        except SpecError as e:
+            raise UsageError(str(e)) from None
         cf = self._load(cell, project)
         p = P.up(cf, on_output=echo, timeout=ns.wait_timeout)
         assert self.shell is not None
         self.shell.user_ns["_compose"] = p
         if ns.detach:
             return ps_frame(p.ps())
-        self._follow(p)
+        if not self._follow(p, bound):
+            # A notebook cell must end ("Run all", nbval): docker compose would follow for ever.
+            echo("stderr", f"{p.name}: still running after following its logs; it keeps running (%compose logs, "
+                           f"%compose ps, %compose down -p {p.name})\n")
         return ps_frame(p.ps())
 
-    def _follow(self, p: Any) -> None:
-        """Print the merged logs as they come until every service has ended for good; an interrupt stops
-        the project (its containers; `down` removes them)."""
+    def _follow(self, p: Any, bound: float) -> bool:
+        """Print the merged logs as they come until every service has ended for good (True), for `bound`
+        seconds at most, or until interrupted (False: the project keeps running)."""
         printed: dict[str, int] = {}
         width = max(len(n) for n in p.file.services)
 
@@ -149,17 +164,18 @@ class ComposeMagics(Magics):
             if out:
                 echo("stdout", "".join(out))
 
+        deadline = time.monotonic() + bound
         try:
-            while not p.wait(0.2):
+            while not p.wait(min(0.2, max(deadline - time.monotonic(), 0))):
                 flush(False)
-            flush(True)
+                if time.monotonic() >= deadline:
+                    flush(True)
+                    return False
         except KeyboardInterrupt:
-            echo("stderr", "Gracefully stopping... (interrupt again to force)\n")
-            try:
-                p.stop()
-            except KeyboardInterrupt:
-                p.stop(timeout=0)
             flush(True)
+            return False
+        flush(True)
+        return True
 
     def _config(self, ns: argparse.Namespace, project: str | None, cell: str | None) -> Any:
         from ..display.compose_views import config_frame
