@@ -74,10 +74,15 @@ def _rebuild(cls: type[PycontainerError], state: dict[str, Any], errno: int | No
 class OSFailure(PycontainerError, OSError):
     """The kernel, a file or netlink said no: errno kept (0/None when the failure has none), the path or
     object in `path` (and OSError's `filename`), the message in `strerror`. Raised as
-    OSFailure(errno, message, path, hint=..., needs=...), the order OSError takes."""
+    OSFailure(errno, message, path, hint=..., needs=...), the order OSError takes (or, as OSError allows,
+    with the message alone)."""
 
-    def __init__(self, err: int | None, message: str, path: str | None = None, *, hint: str | None = None,
-                 needs: str | None = None) -> None:
+    def __init__(self, err: int | str | None, message: str | None = None, path: str | None = None, *,
+                 hint: str | None = None, needs: str | None = None) -> None:
+        if isinstance(err, str) and message is None:  # OSFailure("message"), as OSError("message")
+            err, message = None, err
+        assert not isinstance(err, str)
+        message = message or ""
         PycontainerError.__init__(self, message, errno=err, path=path, hint=hint, needs=needs)
         self.strerror = message
         self.filename = path

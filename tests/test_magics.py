@@ -276,14 +276,16 @@ def test_runtime_spec_error_is_usage_error(ip: InteractiveShell, fake: FakeRunti
 
 def test_interrupt_stores_run_and_reraises(ip: InteractiveShell, fake: FakeRuntime) -> None:
     def interrupted(spec: ContainerSpec, g: Any, out: Any) -> ContainerRun:
-        raise FakeInterrupted(ContainerRun(id="int", spec=spec, interrupted=True))
+        raise FakeInterrupted(ContainerRun(id="int", spec=spec, interrupted=True, stop_signal=15,
+                                           stop_killed="timeout"))
 
     fake.behaviour = interrupted
     with pytest.raises(KeyboardInterrupt) as e:
         ip.run_cell_magic("container", "", "while True: pass")
     assert ip.user_ns["_container"].run.id == "int"
     assert e.value._render_traceback_() == [  # type: ignore[attr-defined]
-        "KeyboardInterrupt: %%container interrupted: the container was stopped and removed"]
+        "KeyboardInterrupt: %%container interrupted: the container was stopped and removed (SIGTERM, then SIGKILL "
+        "after the 5 s grace period)"]
 
 
 # --- end to end (real containers) ----------------------------------------------------------------

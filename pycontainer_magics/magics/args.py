@@ -95,6 +95,10 @@ OPTIONS: list[Option] = [
               "come from its config"),
     _opt("--name", metavar="NAME", help="a name for the container"),
     _opt("--timeout", metavar="DURATION", help="kill the container after this long, like 10s or 500ms"),
+    _opt("--stop-signal", metavar="SIGNAL", help="what an interrupt (or stop) sends PID 1 first, like docker stop "
+         "(default TERM); SIGKILL follows after --stop-timeout, or at once on a second interrupt"),
+    _opt("--stop-timeout", metavar="DURATION", help="how long PID 1 has to exit after the stop signal before "
+         "SIGKILL (default 5s)"),
     _opt("--interval", metavar="DURATION", help="sampling interval of memory/CPU/pids (default 10ms)"),
     _opt("--no-diff", action="store_true", help="do not compute the filesystem diff at exit"),
     # notebook only
@@ -163,13 +167,14 @@ def bundle_spec(ns: argparse.Namespace, name: str | None = None) -> tuple[Any, l
     from ..oci.bundle import load_bundle
     from ..runtime.spec import SpecError
 
-    extra = sorted(k for k in spec_options(ns) if k not in ("name", "timeout", "interval", "diff"))
+    extra = sorted(k for k in spec_options(ns) if k not in ("name", "timeout", "interval", "diff", "stop_signal",
+                                                            "stop_timeout"))
     if extra:
         flag = "--" + extra[0].replace("_", "-")
         raise SpecError(f"--bundle takes the container's settings from config.json: drop {flag}")
     opts = spec_options(ns)
     spec, notes = load_bundle(ns.bundle, name or opts.get("name"))
-    changes = {k: v for k, v in opts.items() if k in ("timeout", "interval")}
+    changes = {k: v for k, v in opts.items() if k in ("timeout", "interval", "stop_signal", "stop_timeout")}
     if changes:
         from ..runtime.parse import build_spec
         spec = spec.with_(**{k: getattr(build_spec(command=["true"], **changes), k) for k in changes})

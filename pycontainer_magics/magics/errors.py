@@ -207,6 +207,9 @@ def interrupted(e: KeyboardInterrupt, label: str) -> CellInterrupted:
     """An interrupt as one line; a run the library hands along (ContainerInterrupted.run) stays attached."""
     run = getattr(e, "run", None)
     what = "the container was stopped and removed" if run is not None else "stopped"
+    story = getattr(run, "stop_story", None)  # how: `SIGTERM; exited by itself`, `SIGTERM, then SIGKILL ...`
+    if story:
+        what += f" ({story})"
     return CellInterrupted(f"{label} interrupted: {what}", run)
 
 

@@ -308,11 +308,20 @@ def _exec_command(L: Launch) -> NoReturn:
             os._exit(code)
 
 
+def _terminated(signum: int, _frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
 def _run_python(L: Launch) -> NoReturn:
     _python_streams()
     os.environ.clear()
     os.environ.update(L.env)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python process
+    # Stopping (run.py: an interrupt sends the stop signal first): the cell gets to clean up (finally, with)
+    # as a Python program would; as PID 1 it would otherwise ignore signals it has no handler for.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)
     g = L.python_globals if L.python_globals is not None else {"__name__": "__main__"}
     code = 0
     try:

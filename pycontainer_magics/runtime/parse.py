@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,6 +74,25 @@ def parse_int(value: str | int, flag: str, *, unlimited: int | None = None) -> i
 
 _DUR_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", re.IGNORECASE)
 _DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_signal(value: str | int, flag: str = "--stop-signal") -> int:
+    """`TERM`, `SIGTERM`, `term` or `15` -> 15."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        text = str(value).strip().upper().removeprefix("SIG")
+        if text.isdigit():
+            n = int(text)
+        else:
+            try:
+                n = int(signal.Signals["SIG" + text])
+            except KeyError:
+                raise SpecError(f"unknown signal {value!r} for {flag}: a name like TERM, INT, QUIT or a number "
+                                "like 15") from None
+    if not 0 < n < signal.NSIG:
+        raise SpecError(f"invalid signal {value!r} for {flag}: a number from 1 to {signal.NSIG - 1}")
+    return n
 
 
 def parse_duration(value: str | float, flag: str = "--timeout") -> float:
@@ -324,6 +344,8 @@ def build_spec(
     publish: str | Iterable[str] | None = None,
     expose: str | Iterable[str] | None = None,
     timeout: str | float | None = None,
+    stop_signal: str | int | None = None,
+    stop_timeout: str | float | None = None,
     interval: str | float | None = None,
     name: str | None = None,
     output: str | Iterable[str] | None = None,
@@ -442,6 +464,10 @@ def build_spec(
 
     if timeout is not None:
         f["timeout"] = parse_duration(timeout, "--timeout")
+    if stop_signal is not None:
+        f["stop_signal"] = parse_signal(stop_signal)
+    if stop_timeout is not None:
+        f["stop_timeout"] = parse_duration(stop_timeout, "--stop-timeout")
     if interval is not None:
         f["interval"] = parse_duration(interval, "--interval")
     if name is not None:
@@ -453,6 +479,7 @@ def build_spec(
 
 __all__ = [
     "build_spec", "parse_caps", "parse_cpus", "parse_duration", "parse_env", "parse_int", "parse_memory_swap",
-    "parse_security_opt", "parse_share", "parse_unmask", "parse_size", "parse_time_offset", "parse_tmpfs",
+    "parse_security_opt", "parse_share", "parse_signal", "parse_size", "parse_time_offset", "parse_tmpfs",
+    "parse_unmask",
     "parse_ulimit", "parse_volume",
 ]

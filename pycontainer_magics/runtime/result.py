@@ -58,6 +58,11 @@ class ContainerRun:
     oom_kills: int = 0
     timed_out: bool = False
     interrupted: bool = False
+    # An interrupt stops the container as `docker stop` does: stop_signal is what PID 1 was sent first (None:
+    # killed at once), stop_killed why SIGKILL followed: "timeout" (the grace period ran out), "interrupt" (a
+    # second interrupt), "at once" (no grace period, or PID 1 not running yet); None: PID 1 exited by itself.
+    stop_signal: int | None = None
+    stop_killed: str | None = None
     started_at: float = 0.0  # wall clock (time.time())
     duration: float = 0.0  # seconds from launch to exit
     peak_memory: int | None = None
@@ -83,12 +88,7 @@ class ContainerRun:
 
     @property
     def signal_name(self) -> str | None:
-        if self.signal is None:
-            return None
-        try:
-            return _signal.Signals(self.signal).name
-        except ValueError:
-            return f"SIG{self.signal}"
+        return None if self.signal is None else _signal_name(self.signal)
 
     @property
     def status(self) -> str:
@@ -125,4 +125,25 @@ class ContainerRun:
             "peak_pids": self.peak_pids,
             "pids_limit": self.pids_limit,
             "cgroup": self.cgroup_version,
+            **({"stopped": self.stop_story} if self.interrupted else {}),
         }
+
+    @property
+    def stop_story(self) -> str | None:
+        """How an interrupt stopped it, in words: `SIGTERM; exited after 0.12 s` or `SIGTERM, then SIGKILL
+        after the 5 s grace period`."""
+        if not self.interrupted:
+            return None
+        sent = _signal_name(self.stop_signal) if self.stop_signal is not None else None
+        if self.stop_killed is None:
+            return f"{sent}; exited by itself" if sent else "exited by itself"
+        why = {"timeout": f"after the {self.spec.stop_timeout:g} s grace period", "interrupt": "on a second interrupt",
+               "at once": "at once"}.get(self.stop_killed, self.stop_killed)
+        return f"{sent}, then SIGKILL {why}" if sent else f"SIGKILL {why}"
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return _signal.Signals(n).name
+    except ValueError:
+        return f"SIG{n}"

@@ -634,6 +634,7 @@ class _Relay:
         self.end = 0.0
         self.interrupted = False
         self.killed = False
+        self.stop_deadline: float | None = None  # after the stop signal: SIGKILL at this time
         self.setup_error: dict[str, Any] | None = None
         self.status_buf = bytearray()
         self.output = OutputRelay(on_output)
@@ -653,6 +654,27 @@ class _Relay:
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    def _interrupt(self, spec: ContainerSpec, cg: Cgroup | None) -> None:
+        """An interrupt (the notebook's stop button, Ctrl-C), as `docker stop`: the first sends PID 1 the stop
+        signal and gives it spec.stop_timeout seconds to exit; a second (or no grace period) kills at once."""
+        now = time.monotonic()
+        self.interrupted = self.r.interrupted = True
+        if self.killed:
+            return
+        if self.stop_deadline is None and spec.stop_timeout > 0 and self.pid1:
+            self.r.stop_signal = spec.stop_signal
+            self.r.timeline.append((f"interrupted: {signal.Signals(spec.stop_signal).name} sent to PID 1",
+                                    now - self.t0))
+            self.stop_deadline = now + spec.stop_timeout
+            try:
+                os.kill(self.pid1, spec.stop_signal)
+            except ProcessLookupError:
+                pass
+            return
+        self.r.stop_killed = "interrupt" if self.stop_deadline is not None else "at once"
+        self.r.timeline.append(("interrupted: killed", now - self.t0))
+        self.kill(cg)
 
     def reap(self, cg: Cgroup | None) -> None:
         """Reap PID 1 if it is our child (direct mode). When it already said how it ended, the kernel may
@@ -761,18 +783,22 @@ class _Relay:
                     timeout = max(0.0, drain_until - now) if timeout is None else min(timeout, drain_until - now)
                 if self.output.holding:  # a partial line: show it once the pipes go quiet
                     timeout = QUIET if timeout is None else min(timeout, QUIET)
+                if self.stop_deadline is not None and not self.killed:
+                    left = max(0.0, self.stop_deadline - now)
+                    timeout = left if timeout is None else min(timeout, left)
                 try:
                     events = sel.select(timeout)
                 except KeyboardInterrupt:
-                    self.interrupted = True
-                    self.r.interrupted = True
-                    self.kill(cg)
+                    self._interrupt(spec, cg)
                     continue
                 if not events:
                     self.output.flush()
                     now = time.monotonic()
                     if deadline is not None and now >= deadline and not self.killed:
                         self.r.timed_out = True
+                        self.kill(cg)
+                    if self.stop_deadline is not None and now >= self.stop_deadline and not self.killed:
+                        self.r.stop_killed = "timeout"
                         self.kill(cg)
                     if drain_until is not None and now >= drain_until:
                         # The holder is done but something still holds stdout (a daemonised grandchild in

@@ -10,6 +10,7 @@ import keyword
 import math
 import os
 import re
+import signal
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -23,6 +24,7 @@ class SpecError(InvalidInput):
     """A ContainerSpec field is invalid: one line saying what was wrong and what would be right."""
 
 
+DEFAULT_STOP_TIMEOUT = 5.0  # seconds between the stop signal and SIGKILL (docker stop: 10)
 TIME_CLOCKS = ("monotonic", "boottime")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
@@ -125,6 +127,9 @@ class ContainerSpec:
     # Run control
     name: str | None = None
     timeout: float | None = None
+    # Stopping (an interrupt, `stop`), as `docker stop`: this signal to PID 1, SIGKILL after stop_timeout s.
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
     interval: float = 0.01  # sampling interval of the monitor (each sample is three small reads)
     outputs: tuple[str, ...] = ()  # variable names a Python cell sends back
     diff: bool = True  # compute the layer diff at exit
@@ -289,6 +294,10 @@ def validate(s: ContainerSpec) -> None:
             _fail(f"unknown capability {c!r}: expected a name like NET_ADMIN or CAP_NET_ADMIN")
     if s.timeout is not None and not (math.isfinite(s.timeout) and s.timeout > 0):
         _fail(f"--timeout {s.timeout} must be positive")
+    if not 0 < s.stop_signal < signal.NSIG:
+        _fail(f"--stop-signal {s.stop_signal} is not a signal number (1-{signal.NSIG - 1})")
+    if not (math.isfinite(s.stop_timeout) and s.stop_timeout >= 0):
+        _fail(f"--stop-timeout {s.stop_timeout} must be 0 or more seconds")
     if not (0.001 <= s.interval <= 60):
         _fail(f"--interval {s.interval}s is out of range: 1ms to 60s")
     if s.name is not None and not VOLUME_NAME_RE.match(s.name):

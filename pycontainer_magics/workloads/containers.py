@@ -8,7 +8,6 @@ they end with it, through the same parent-death signals and clean-up as any run.
 from __future__ import annotations
 
 import errno
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -126,12 +125,13 @@ class Container:
         assert self._run is not None
         return self._run
 
-    def stop(self, timeout: float = 10.0) -> ContainerRun:
-        """SIGTERM, then SIGKILL after `timeout` seconds, as `docker stop`. (PID 1 ignores signals it has
-        no handler for: a process that does not handle SIGTERM waits out the timeout.)"""
+    def stop(self, timeout: float | None = None) -> ContainerRun:
+        """The container's stop signal (--stop-signal, default SIGTERM), then SIGKILL after `timeout` seconds
+        (default its --stop-timeout), as `docker stop`. (PID 1 ignores signals it has no handler for: a process
+        that does not handle the signal waits out the timeout.)"""
         if self.running and self._running is not None:
-            self._running.signal(signal.SIGTERM)
-            if not self._done.wait(timeout):
+            self._running.signal(self.spec.stop_signal)
+            if not self._done.wait(self.spec.stop_timeout if timeout is None else timeout):
                 self._running.kill()
         return self.wait(timeout=30)
 

@@ -1,0 +1,112 @@
+"""An interrupt stops a container as `docker stop` does: the stop signal (SIGTERM unless --stop-signal) to PID
+1 first, SIGKILL after --stop-timeout, at once on a second interrupt; nothing is left behind, and the result
+says what happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from helpers import host_clean  # noqa: F401
+
+from pycontainer_magics.runtime import ContainerInterrupted, ContainerSpec, run
+from pycontainer_magics.runtime.parse import build_spec
+from pycontainer_magics.runtime.spec import SpecError
+
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+class Interrupter:
+    """Sends this process SIGINT (the notebook's stop button) at given moments after PID 1 runs; an interrupt
+    only while armed (one arriving after the run returned would end pytest)."""
+
+    def __init__(self, *after: float) -> None:
+        self.after = after
+        self.armed = False
+        self.sent: list[float] = []
+        self._old = signal.getsignal(signal.SIGINT)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.armed:
+            raise KeyboardInterrupt
+
+    def on_start(self, _running: object) -> None:
+        t0 = time.monotonic()
+
+        def fire() -> None:
+            for delay in self.after:
+                time.sleep(max(0.0, t0 + delay - time.monotonic()))
+                if self.armed:
+                    self.sent.append(time.monotonic())
+                    os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=fire, daemon=True).start()
+
+    def __enter__(self) -> Interrupter:
+        signal.signal(signal.SIGINT, self._handler)
+        self.armed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.armed = False
+        signal.signal(signal.SIGINT, self._old)
+
+
+def _interrupted(spec: ContainerSpec, *after: float) -> tuple[ContainerInterrupted, float]:
+    t0 = time.monotonic()
+    with Interrupter(*after) as it, pytest.raises(ContainerInterrupted) as info:
+        run(spec, on_start=it.on_start)
+    return info.value, time.monotonic() - t0
+
+
+def test_a_python_cell_gets_sigterm_and_cleans_up():
+    cell = "import time\ntry:\n    print('working', flush=True)\n    time.sleep(30)\nfinally:\n    print('cleaned up')"
+    e, took = _interrupted(ContainerSpec(python_code=cell), 0.3)
+    r = e.run
+    assert r.interrupted and r.stop_signal == signal.SIGTERM and r.stop_killed is None
+    assert r.stdout == "working\ncleaned up\n" and r.exit_code == 128 + signal.SIGTERM
+    assert r.stop_story == "SIGTERM; exited by itself" and took < 10
+
+
+def test_a_command_that_ignores_the_stop_signal_is_killed_after_the_grace_period():
+    # PID 1 ignores signals it has no handler for: sh waits out the grace period, as under docker stop.
+    spec = build_spec(command=["sh", "-c", "echo up; sleep 30"], stop_timeout="0.5s")
+    e, took = _interrupted(spec, 0.2)
+    r = e.run
+    assert r.stop_signal == signal.SIGTERM and r.stop_killed == "timeout"
+    assert r.signal == signal.SIGKILL and r.exit_code == 137
+    assert "after the 0.5 s grace period" in (r.stop_story or "") and 0.5 < took < 10
+
+
+def test_a_handler_of_the_stop_signal_runs_and_its_exit_code_is_kept():
+    spec = build_spec(command=["sh", "-c", "trap 'echo bye; exit 7' QUIT; echo up; while :; do sleep 0.05; done"],
+                      stop_signal="QUIT", stop_timeout=20)
+    e, took = _interrupted(spec, 0.3)
+    r = e.run
+    assert r.stop_signal == signal.SIGQUIT and r.stop_killed is None
+    assert r.exit_code == 7 and r.stdout == "up\nbye\n" and took < 10
+
+
+def test_a_second_interrupt_kills_at_once():
+    spec = build_spec(command=["sh", "-c", "echo up; sleep 60"], stop_timeout=60)
+    e, took = _interrupted(spec, 0.2, 0.6)
+    r = e.run
+    assert r.stop_signal == signal.SIGTERM and r.stop_killed == "interrupt" and r.exit_code == 137
+    assert took < 10  # not the 60 s grace period
+
+
+def test_without_a_grace_period_an_interrupt_kills_at_once():
+    e, took = _interrupted(build_spec(command=["sleep", "60"], stop_timeout=0), 0.2)
+    assert e.run.stop_signal is None and e.run.stop_killed == "at once" and took < 10
+
+
+def test_stop_options_are_checked():
+    assert build_spec(command=["true"], stop_signal="sigint").stop_signal == signal.SIGINT
+    assert build_spec(command=["true"], stop_signal="9").stop_signal == 9
+    for bad in ({"stop_signal": "TERMINATE"}, {"stop_signal": "99"}, {"stop_timeout": "-1"}):
+        with pytest.raises(SpecError):
+            build_spec(command=["true"], **bad)  # type: ignore[arg-type]
