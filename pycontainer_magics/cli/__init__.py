@@ -1,6 +1,8 @@
 """`pycontainer`: the same containers from a terminal.
 
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code (run.py)
+    pycontainer run [options] IMAGE -- [CMD...]   the same in an image of the store (pulled on first use)
+    pycontainer image ls|pull|push|build|load|save|tag|rm|inspect|history   the image store (image.py)
     pycontainer bundle DIR [options] -- CMD       write an OCI runtime bundle for a command (run.py)
     pycontainer [--root DIR --log F --log-format json] create|start|state|kill|delete|exec|ps|events|update|
                 pause|resume|features|list|spec ...   runc's command line, as engines call it (oci.py)

@@ -1,6 +1,7 @@
 """`pycontainer run` and `pycontainer bundle`: one container from a terminal.
 
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code
+    pycontainer run [options] IMAGE -- [CMD...]   in an image (`IMAGE --` alone: the image's own command)
     pycontainer bundle DIR [options] -- CMD       write DIR/config.json (OCI runtime-spec) for CMD
 
 Options are the `%%container` ones (one table, `magics/args.py`). Output streams to the terminal;
@@ -79,12 +80,31 @@ def exit_code_of(run: Any) -> int:
     return int(run.exit_code)
 
 
+def image_and_command(ns: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """`pycontainer run [options] IMAGE -- CMD` as `docker run IMAGE CMD`: one word before `--` names the
+    image (`IMAGE --` alone: the image's own command). Without `--` every word is the command (on the host's
+    / unless --image says otherwise), as before."""
+    raw = list(getattr(ns, "command", None) or [])
+    if raw and raw[0] != "--" and "--" in raw:
+        before, after = raw[:raw.index("--")], raw[raw.index("--") + 1:]
+        if len(before) != 1:
+            fail(f"give one image before `--`, not {' '.join(before)!r}: pycontainer run [OPTIONS] IMAGE -- CMD")
+        return before[0], after
+    return None, _args.command_of(ns)
+
+
 def _run(ns: argparse.Namespace) -> int:
     from ..runtime.parse import build_spec
     from ..runtime.spec import SpecError
 
-    command = _args.command_of(ns)
+    image, command = image_and_command(ns)
     opts = _args.spec_options(ns)
+    if image is not None:
+        if ns.bundle:
+            fail("--bundle runs the bundle's config.json: no IMAGE before `--`")
+        if opts.get("image") not in (None, "host", image):
+            fail(f"two images: {image} before `--` and --image {opts['image']}")
+        opts["image"] = image
     if ns.bundle:  # `pycontainer run --bundle DIR [ID]`, as `runc run --bundle DIR ID`
         from ..oci.bundle import BundleError
         if len(command) > 1:
@@ -101,10 +121,10 @@ def _run(ns: argparse.Namespace) -> int:
             build_spec(command=command or ["true"], **opts)
         except SpecError as e:
             fail(str(e))
-        if not command:
+        if not command and image is None:
             fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
         stdin_data = sys.stdin.buffer.read() if ns.interactive else None
-        spec = build_spec(command=command, stdin_data=stdin_data, **opts)
+        spec = build_spec(command=command or None, stdin_data=stdin_data, **opts)
 
     from .. import runtime
 

@@ -58,8 +58,11 @@ class LayerProgress:
         return row
 
     def __call__(self, e: Any) -> None:
+        from ..images.progress import ONGOING
+        from ..images.progress import title as layer_title
+
         key = e.digest or e.ref
-        title = e.digest[7:19] if e.digest else e.ref
+        title = layer_title(e)
         row = self._row(key, title)
         changed = e.status != row["status"]
         row.update(status=e.status, current=e.current, total=e.total or row["total"])
@@ -68,7 +71,7 @@ class LayerProgress:
             return
         row["t"] = now
         if not self.use_widgets:
-            if changed and e.status not in ("Downloading", "Extracting", "Pushing"):
+            if changed and e.status not in ONGOING:
                 self.stream.write(f"{title}: {e.status}\n")
                 self.stream.flush()
             return
