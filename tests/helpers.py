@@ -146,13 +146,15 @@ def paths_for_users() -> list[str]:
                                                  os.path.dirname(os.path.realpath(sys.executable)))})
 
 
-def as_user_argv(user: str, argv: list[str]) -> list[str]:
-    """argv run as `user`. When the checkout or the interpreter lies where others cannot enter (a 0700 home,
-    pyenv under /root), the command runs in a mount namespace of its own where they are reachable
-    (tests/expose_for_user.py; the host's modes are left alone)."""
+def as_user_argv(user: str | int, argv: list[str]) -> list[str]:
+    """argv run as `user` (a name, or a bare uid with no passwd entry: its gid the same, no groups). When the
+    checkout or the interpreter lies where others cannot enter (a 0700 home, pyenv under /root), the command
+    runs in a mount namespace of its own where they are reachable (tests/expose_for_user.py; the host's modes
+    are left alone)."""
     from expose_for_user import blocked_dirs
 
-    setpriv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env", *argv]
+    groups = "--clear-groups" if isinstance(user, int) else "--init-groups"
+    setpriv = ["setpriv", f"--reuid={user}", f"--regid={user}", groups, "--reset-env", *argv]
     paths = paths_for_users()
     if not blocked_dirs(paths):
         return setpriv
@@ -164,3 +166,72 @@ def run_as(user: str, argv: list[str], timeout: float = 60) -> subprocess.Comple
 
 
 from pycontainer_magics.oci.conformance import CrunRunner  # noqa: E402,F401 - re-exported for tests
+
+# A notebook cell's process as an unprivileged user: a run with limits fails with the delegation advice, it
+# waits (the administrator follows the advice), runs again, then runs `pycontainer run` with limits from
+# the same process (its child: in the same cgroup, which on v2 is what the advice moved).
+DELEGATED_CELL = """
+import json, os, subprocess, sys
+from pycontainer_magics.runtime import ContainerSpec, LaunchError, run
+spec = ContainerSpec(python_code="b = bytearray(200 * 2**20)", memory=48 * 2**20, pids_limit=32, cpus=1.0)
+for attempt in (1, 2):
+    try:
+        r = run(spec, python_globals={})
+    except LaunchError as e:
+        print("ERROR=" + str(e), flush=True)
+        sys.stdin.readline()
+        continue
+    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "pycontainer"), "run", "-q", "--memory",
+                          "64m", "--pids-limit", "16", "--", "sh", "-c", "echo ok"], capture_output=True, text=True)
+    print("RESULT=" + json.dumps({"oom": r.oom_killed, "code": r.exit_code, "limit": r.memory_limit,
+                                  "version": r.cgroup_version, "cli": [cli.returncode, cli.stdout, cli.stderr]}),
+          flush=True)
+    break
+"""
+
+
+def follow_delegation_advice(user: str | int, parent: str, env: list[str]) -> tuple[str, dict[str, object]]:
+    """Run DELEGATED_CELL as `user` with PYCONTAINER_CGROUP_PARENT=parent (a path under the tests' own cgroup
+    parent); run as root exactly the command its error prints; let it run again. Returns (the script root
+    ran, the cell's result). Removes the delegated directories and the levels above it the advice made."""
+    import json
+    import re
+
+    from pycontainer_magics.linux.cgroups import open_hierarchy
+
+    # Every directory from each hierarchy's root down to the delegated parent: the ones missing now are
+    # the advice's to make and ours to remove.
+    levels = []
+    for top in open_hierarchy(parent).parent_paths:
+        root = top[:-len(parent)].rstrip("/")
+        parts = parent.split("/")
+        levels += [os.path.join(root, *parts[:i + 1]) for i in range(len(parts))]
+    made = [d for d in levels if not os.path.isdir(d)]
+    argv = as_user_argv(user, [*env, f"PYCONTAINER_CGROUP_PARENT={parent}", sys.executable, "-c", DELEGATED_CELL])
+    proc = subprocess.Popen(argv, cwd="/", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ERROR="), line + proc.stderr.read()[-2000:]
+        assert f"PYCONTAINER_CGROUP_PARENT={parent}" in line, line
+        m = re.search(r"as root run: sh -c '([^']*)'", line)
+        assert m, line
+        done = subprocess.run(["sh", "-c", m.group(1)], capture_output=True, text=True)  # literally
+        assert done.returncode == 0, (m.group(1), done.stderr)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=300)
+        result = next((x for x in out.splitlines() if x.startswith("RESULT=")), None)
+        assert result, out[-1000:] + err[-2000:]
+        return m.group(1), json.loads(result[7:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for d in sorted(made, key=lambda d: -d.count("/")):  # deepest first; a session-PID leaf too
+            if os.path.isdir(d):
+                for sub in os.listdir(d):
+                    if os.path.isdir(os.path.join(d, sub)) and os.path.join(d, sub) not in made:
+                        os.rmdir(os.path.join(d, sub))
+                os.rmdir(d)

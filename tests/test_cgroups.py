@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import cgroup_test_hierarchy  # type: ignore[import-not-found]
+from conftest import cgroup_test_hierarchy, require_cgroup  # type: ignore[import-not-found]
 from helpers import wait_for
 
 from pycontainer_magics.linux.cgroups import (
@@ -216,6 +216,34 @@ def test_v2_delegation_enables_controllers_on_the_way_and_moves_the_caller(tmp_p
         f"mkdir -p {top}/course/alice/pcm/session-4242",
         f"echo 4242 > {top}/course/alice/pcm/session-4242/cgroup.procs")
     assert "PYCONTAINER_CGROUP_PARENT=course/alice/pcm" in d.one_line() and "\n" not in d.one_line()
+
+
+@pytest.mark.cgroup2
+@pytest.mark.rootless
+def test_v2_delegation_advice_followed_by_an_unprivileged_uid() -> None:
+    """On a cgroup v2 host (the VM): a bare unprivileged uid's run with limits fails with the advice; root runs
+    it literally (parent made, controllers enabled above it, the directory and its delegation files handed
+    over, the process moved into a leaf below it); the same process's next run gets its limits, as does
+    `pycontainer run` from it."""
+    from conftest import CGROUP_TEST_PARENT  # type: ignore[import-not-found]
+    from helpers import follow_delegation_advice
+
+    require_cgroup("v2")
+    import shutil
+    import tempfile
+
+    uid = 47111
+    home = tempfile.mkdtemp(prefix="pcm-uid-home-", dir="/tmp")  # reachable by the uid (pytest's tmp is not)
+    os.chown(home, uid, uid)
+    env = ["env", f"HOME={home}", f"PYCONTAINER_STATE_DIR={home}/state", f"PYCONTAINER_RUN_DIR={home}/run"]
+    try:
+        script, res = follow_delegation_advice(uid, f"{CGROUP_TEST_PARENT}/uid{uid}-delegated", env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert "cgroup.subtree_control" in script and "session-" in script, script
+    assert {k: res[k] for k in ("oom", "code", "limit", "version")} == {
+        "oom": True, "code": 137, "limit": 48 * 2**20, "version": "v2"}, res
+    assert res["cli"][:2] == [0, "ok\n"], res["cli"]
 
 
 # ---------------------------------------------------------------------------------------------
