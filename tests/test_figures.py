@@ -73,3 +73,87 @@ def test_figures_render_to_png(n: int) -> None:
 
     samples = [StartupSample(f"r{k}", 0, 0.01 * (k + 1), 0) for k in range(n)]
     assert figure_png(O.plot_startup(samples)).startswith(b"\x89PNG")
+
+
+# -- the cgroup experiments ----------------------------------------------------------------------------
+
+def _run(samples: list[Any], limits: dict[str, Any], before: dict[str, int] | None = None,
+         after: dict[str, int] | None = None, signal: int | None = None) -> Any:
+    from pycontainer_magics.lab.group_run import GroupRun
+
+    return GroupRun(group="g", version="v1", pid=1, exit_code=None if signal else 0, signal=signal,
+                    samples=samples, limits=limits, before=before or {}, after=after or {})
+
+
+def _sample(t: float, **kw: Any) -> Any:
+    from pycontainer_magics.lab.group_run import GroupSample
+
+    base = {"memory": 0, "cpu_ns": 0, "pids": 1, "oom_kill": 0}
+    return GroupSample(t=t, **{**base, **kw})
+
+
+def test_window_rates_of_whole_periods_do_not_alias() -> None:
+    """A process allowed 20 ms per 100 ms period, sampled about every 50 ms: between consecutive samples the
+    rate zig-zags between 0 and 0.4 CPU; per window of two periods it is 0.2 every time."""
+    from pycontainer_magics.display.experiment_plots import window_rates
+
+    rng = np.random.default_rng(1)
+    t = np.arange(0, 2.0, 0.05) + rng.uniform(0, 0.002, 40)  # the sampler's jitter
+    used = np.array([int(x / 0.1) * 0.02 + min(x % 0.1, 0.02) for x in t])  # runs the first 20 ms of each period
+    per_sample = np.diff(used) / np.diff(t)
+    assert per_sample.max() > 0.3 and per_sample.min() < 0.05
+    starts, rate = window_rates(t, used, 0.2)
+    assert len(starts) == 9 and np.allclose(rate, 0.2, atol=0.01)
+
+
+def test_oom_figure_draws_the_limit_and_marks_the_kill() -> None:
+    from pycontainer_magics.display.experiment_plots import plot_experiment
+    from pycontainer_magics.display.plots import OOM_GID
+
+    mib = 2**20
+    samples = [_sample(0.01 * i, memory=4 * mib * i, oom_kill=0) for i in range(13)] + [_sample(0.13, oom_kill=1)]
+    r = _run(samples, {"memory": 50 * mib, "hog": 100 * mib}, {"oom_kill": 0}, {"oom_kill": 1, "memory_peak": 50 * mib},
+             signal=9)
+    ax = plot_experiment(r).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "memory limit 50 MiB" in labels and "OOM kill (oom_kill 0→1)" in labels
+    kill = [a for a in ax.get_children() if a.get_gid() == OOM_GID]
+    assert kill and any(np.allclose(k.get_xdata(), [0.13]) for k in kill if hasattr(k, "get_xdata"))
+    assert "100 MiB memory hog: OOMKilled" in ax.get_title()
+
+
+def test_cpu_quota_figure_is_flat_at_the_quota_and_counts_throttling() -> None:
+    from pycontainer_magics.display.experiment_plots import plot_cpu_quota
+
+    samples = [_sample(0.05 * i, cpu_ns=int(0.01e9 * i), nr_throttled=i // 2) for i in range(41)]  # 0.2 CPU
+    fig = plot_cpu_quota(_run(samples, {"cpus": 0.2}))
+    top, bottom = fig.axes
+    stairs = [p for p in top.patches if type(p).__name__ == "StepPatch"]
+    assert stairs and np.allclose(stairs[0].get_data().values, 0.2)
+    assert "quota 0.2 CPU (--cpus 0.2)" in top.get_legend_handles_labels()[1]
+    assert np.allclose([b.get_height() for b in bottom.patches], 10)  # one throttled period per 100 ms
+
+
+def test_fork_bomb_figure_has_whole_process_counts_and_the_refusals() -> None:
+    from pycontainer_magics.display.experiment_plots import plot_fork_bomb
+
+    samples = [_sample(0.02 * i, pids=min(20, 1 + 4 * i), pids_refused=max(0, 40 * (i - 5))) for i in range(50)]
+    fig = plot_fork_bomb(_run(samples, {"pids_max": 20}, {"pids_max": 0}, {"pids_max": 1760}))
+    top, bottom = fig.axes
+    assert all(float(v).is_integer() for v in top.get_yticks())
+    assert "pids.max 20" in top.get_legend_handles_labels()[1]
+    assert max(b.get_height() for b in bottom.patches) == pytest.approx(2000)
+    assert "1760 forks refused" in fig._suptitle.get_text()  # type: ignore[union-attr]
+
+
+def test_shares_figure_shows_each_groups_part_against_its_weight() -> None:
+    from pycontainer_magics.display.experiment_plots import plot_shares
+    from pycontainer_magics.lab.experiments import Competition
+
+    a = _run([_sample(0.05 * i, cpu_ns=int(0.04e9 * i)) for i in range(41)], {})
+    b = _run([_sample(0.05 * i, cpu_ns=int(0.01e9 * i)) for i in range(41)], {})
+    fig = plot_shares(Competition(("shares 1024", "shares 256"), (a, b), (1.6, 0.4), "0"))
+    bottom = fig.axes[1]
+    part = [p for p in bottom.patches if type(p).__name__ == "StepPatch"][0]
+    assert np.allclose(part.get_data().values, 0.8)
+    assert "shares 1024 : shares 256 = 80% : 20%" in bottom.get_legend_handles_labels()[1]

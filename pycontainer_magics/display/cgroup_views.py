@@ -90,7 +90,8 @@ def files_frame(files: Sequence[explore.ControlFile], version: str, width: int =
 
 def samples_frame(samples: Sequence[GroupSample], version: str = "?") -> pd.DataFrame:
     rows = [s.__dict__ for s in samples]
-    cols = ["t", "memory", "cpu_ns", "pids", "oom_kill", "nr_throttled", "throttled_usec", "psi_cpu", "psi_memory"]
+    cols = ["t", "memory", "cpu_ns", "pids", "oom_kill", "nr_throttled", "throttled_usec", "psi_cpu", "psi_memory",
+            "pids_refused"]
     df = _frame(rows, cols, version)
     if len(df) > 1:
         dt = df["t"].diff()
@@ -250,7 +251,9 @@ class OomExplorer:
         r = self._run((mib if mib is not None else self.slider.value) * MiB)
         self.results.append(r)
         self.label.value = "<pre>" + run_summary(r).replace("<", "&lt;") + "</pre>"
-        self.image.value = figure_png(plot_group_run(r, f"hog {human_bytes(self.hog)}"), dpi=72)
+        from .experiment_plots import plot_oom
+
+        self.image.value = figure_png(plot_oom(r), dpi=72)
         return r
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:

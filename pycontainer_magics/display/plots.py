@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..runtime.result import ContainerRun
-from .format import MiB, memory_limit_of, pids_limit_of, run_label, status_text
+from .format import MiB, memory_limit_of, pids_limit_of, status_text
 from .frames import usage_frame
 
 OOM_GID = "oom-kill"
@@ -58,8 +59,9 @@ def draw_usage(
         values, label, ylabel, colour = series[i]
         if i == 2:
             ax.step(t, values, where="post", label=label, color=colour)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # processes come whole
         else:
-            ax.plot(t, values, label=label, color=colour)
+            ax.plot(t, values, label=label, color=colour, marker="o" if len(t) <= 200 else None, markersize=2)
         limit = limits[i]
         if limit is not None:
             ax.axhline(limit, linestyle="--", color="0.35", linewidth=1, label=limit_labels[i])
@@ -77,8 +79,8 @@ def draw_usage(
         finite = values[np.isfinite(values)]
         top = max(float(finite.max()) if finite.size else 0.0, limit or 0.0)
         ax.set_ylim(0, top * 1.12 if top > 0 else 1.0)
-        if len(t) and t.max() > 0:
-            ax.set_xlim(0, t.max() * 1.02)
+        if len(t) and t.max() > t.min():  # from the first sample: the launch before it shows nothing
+            ax.set_xlim(t.min(), t.max() + 0.02 * (t.max() - t.min()))
         ax.grid(True, alpha=0.3)
         if i == 0 and not len(t):
             ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center", va="center",
@@ -89,9 +91,26 @@ def draw_usage(
 
 
 def _oom_time(run: ContainerRun) -> float | None:
+    """When the OOM killer struck, as well as the samples tell: the first sample after the last one near the
+    peak (memory falls right after the kill); the run's end without samples."""
     if not run.oom_killed:
         return None
-    return run.samples[-1].t if run.samples else run.duration
+    if not run.samples:
+        return run.duration
+    top = max(s.memory for s in run.samples)
+    last_high = max(i for i, s in enumerate(run.samples) if s.memory >= 0.9 * top)
+    return run.samples[min(last_high + 1, len(run.samples) - 1)].t
+
+
+def plot_title(run: ContainerRun) -> str:
+    """What a figure of `run` is about, for a reader: its name, else its limits (never a container id)."""
+    if run.spec.name:
+        return f"container {run.spec.name}"
+    spec = run.spec
+    limits = [f"--memory {spec.memory / MiB:g}M" if spec.memory else "", f"--cpus {spec.cpus:g}" if spec.cpus else "",
+              f"--pids-limit {spec.pids_limit}" if spec.pids_limit else ""]
+    shown = " ".join(x for x in limits if x)
+    return f"container with {shown}" if shown else "container without limits"
 
 
 def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figure:
@@ -104,15 +123,15 @@ def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figu
     if ax is None:
         fig = Figure(figsize=(7.0, 5.6), layout="constrained")
         axes: list[Axes] = list(fig.subplots(3, 1, sharex=True))
-        fig.suptitle(f"{run_label(run)} — {status_text(run)}")
-        axes[-1].set_xlabel("time (s)")
+        fig.suptitle(f"{plot_title(run)}: {status_text(run)}")
+        axes[-1].set_xlabel("seconds since the launch")
     else:
         axes = [ax] if isinstance(ax, Axes) else list(ax)
         if not axes:
             raise ValueError("plot_run: ax is an empty sequence")
         fig = axes[0].get_figure(root=True)  # type: ignore[assignment]
-        axes[0].set_title(f"{run_label(run)} — {status_text(run)}")
-        axes[-1].set_xlabel("time (s)")
+        axes[0].set_title(f"{plot_title(run)}: {status_text(run)}")
+        axes[-1].set_xlabel("seconds since the launch")
     draw_usage(
         axes,
         df["t"].to_numpy(),

@@ -99,15 +99,16 @@ class _Temp:
 def oom_experiment(hog: int, memory: int, *, hierarchy: Hierarchy | None = None, swap: int | None = None,
                    memory_high: int | None = None, oom_group: bool | None = None,
                    oom_kill_disable: bool | None = None, interval: float = 0.01, timeout: float = 20.0,
-                   step: int = 4 * MiB, on_timeout: Callable[[Cgroup], bool] | None = None,
+                   step: int = 4 * MiB, pause: float = 0.02, on_timeout: Callable[[Cgroup], bool] | None = None,
                    on_sample: Callable[[GroupSample], None] | None = None) -> GroupRun:
     """Run a memory hog of `hog` bytes in a fresh group limited to `memory` (memory.max / limit_in_bytes;
     -1 for none), optionally with swap (memory+swap, Docker's --memory-swap), memory.high (v2),
-    memory.oom.group (v2) or the OOM killer disabled (v1). Returns counters before/after and samples."""
+    memory.oom.group (v2) or the OOM killer disabled (v1). Returns counters before/after and samples.
+    The hog takes a `step` every `pause` seconds, slower than the sampling `interval`: the climb shows."""
     limits = CgroupLimits(memory=memory, memory_swap=swap)
     with _Temp(hierarchy, "oom-", limits, memory_high=memory_high, oom_group=oom_group,
                oom_kill_disable=oom_kill_disable) as cg:
-        r = run_in_group(cg, command=hog_command(hog, step), interval=interval, timeout=timeout,
+        r = run_in_group(cg, command=hog_command(hog, step, pause), interval=interval, timeout=timeout,
                          on_timeout=on_timeout, on_sample=on_sample)
         r.limits = {"memory": memory if memory >= 0 else None, "memory_swap": swap, "memory_high": memory_high,
                     "oom_group": oom_group, "oom_kill_disable": oom_kill_disable, "hog": hog}
@@ -128,7 +129,8 @@ def fork_bomb(pids_max: int, seconds: float = 1.0, *, hierarchy: Hierarchy | Non
               interval: float = 0.02) -> GroupRun:
     """A fork bomb for `seconds` in a group with pids.max = pids_max; the rest is killed afterwards."""
     with _Temp(hierarchy, "bomb-", CgroupLimits(pids_max=pids_max)) as cg:
-        r = run_in_group(cg, command=fork_bomb_command(seconds), interval=interval, timeout=seconds * 10 + 5)
+        r = run_in_group(cg, command=fork_bomb_command(seconds), interval=interval, timeout=seconds * 10 + 5,
+                         full_samples=True)  # with pids.events: the refused forks over time
         r.limits = {"pids_max": pids_max}
         return r
 

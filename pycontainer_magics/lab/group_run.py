@@ -52,6 +52,7 @@ class GroupSample:
     throttled_usec: int | None = None
     psi_cpu: float | None = None  # some avg10 (%)
     psi_memory: float | None = None
+    pids_refused: int | None = None  # pids.events max: forks refused at pids.max so far
 
 
 def take_sample(cg: Cgroup, t0: float, full: bool = True) -> GroupSample:
@@ -64,7 +65,7 @@ def take_sample(cg: Cgroup, t0: float, full: bool = True) -> GroupSample:
     pr = explore.pressure(cg)
     return GroupSample(s.t, s.memory, s.cpu_ns, s.pids, s.oom_kill, cs.get("nr_throttled"),
                        cs.get("throttled_usec"), pr.cpu.get("some_avg10") if pr else None,
-                       pr.memory.get("some_avg10") if pr else None)
+                       pr.memory.get("some_avg10") if pr else None, explore.pids_events(cg).get("max"))
 
 
 def watch(cg: Cgroup, duration: float, interval: float = 0.2,

@@ -318,13 +318,14 @@ class CgroupMagics(Magics):
         return samples_frame(samples, cg.version)
 
     # -- experiments --------------------------------------------------------------------------------
-    def _show_run(self, r: Any, title: str) -> Any:
-        from ..display.cgroup_views import plot_group_run, run_summary
+    def _show_run(self, r: Any, title: str = "") -> Any:
+        from ..display.cgroup_views import run_summary
+        from ..display.experiment_plots import plot_experiment
         from ..display.plots import ensure_figure_formatter
 
         print(run_summary(r))
         ensure_figure_formatter()
-        display(plot_group_run(r, title))
+        display(plot_experiment(r, title))
         return r
 
     def _do_oom(self, ns: argparse.Namespace) -> Any:
@@ -347,7 +348,7 @@ class CgroupMagics(Magics):
             ex = OomExplorer(run, hog, (memory or hog) // 2**20, max(64, 2 * hog // 2**20))
             ex.update()
             return ex  # shown once, as the cell's value (displaying it too showed the widget twice)
-        return self._show_run(run(memory if memory is not None else -1), f"OOM: hog {ns.hog} in {ns.memory}")
+        return self._show_run(run(memory if memory is not None else -1))
 
     def _do_cpu(self, ns: argparse.Namespace) -> Any:
         from ..lab.experiments import cpu_experiment
@@ -355,10 +356,10 @@ class CgroupMagics(Magics):
 
         cpus = None if ns.cpus.strip() in ("-1", "none") else _spec_call(parse_cpus, ns.cpus)
         r = cpu_experiment(_duration(ns.duration, "--for"), cpus)
-        return self._show_run(r, f"spin under --cpus {ns.cpus}")
+        return self._show_run(r)
 
     def _do_compete(self, ns: argparse.Namespace) -> Any:
-        from ..display.cgroup_views import plot_competition
+        from ..display.experiment_plots import plot_shares
         from ..display.plots import ensure_figure_formatter
         from ..lab.experiments import cpu_competition
         from ..linux.cgroups import CgroupLimits
@@ -375,7 +376,7 @@ class CgroupMagics(Magics):
         print(f"[cgroup {c.runs[0].version}] {c.labels[0]}: {c.cpu_seconds[0]:.2f} CPU s, "
               f"{c.labels[1]}: {c.cpu_seconds[1]:.2f} CPU s (ratio {c.ratio:.2f})")
         ensure_figure_formatter()
-        display(plot_competition(c))
+        display(plot_shares(c))
         return c
 
     def _do_forkbomb(self, ns: argparse.Namespace) -> Any:
@@ -384,7 +385,7 @@ class CgroupMagics(Magics):
 
         n = _spec_call(parse_int, ns.pids_limit, "--pids-limit")
         r = fork_bomb(n, _duration(ns.duration, "--for"))
-        return self._show_run(r, f"fork bomb under pids.max {n}")
+        return self._show_run(r)
 
     # -- %%cgroup run -------------------------------------------------------------------------------
     def _run_cell(self, argv: list[str], cell: str) -> Any:
