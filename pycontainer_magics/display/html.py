@@ -79,7 +79,11 @@ def summary_rows(run: ContainerRun) -> list[tuple[str, str]]:
     pids_limit = pids_limit_of(run)
     if run.peak_pids is not None or pids_limit is not None:
         peak = "-" if run.peak_pids is None else str(run.peak_pids)
-        rows.append(("peak pids", _of(peak, None if pids_limit is None else str(pids_limit))))
+        default = " (default)" if "pids_limit" in run.spec.default_bounds else ""
+        rows.append(("peak pids", _of(peak, None if pids_limit is None else str(pids_limit)) + default))
+    if run.spec.storage_size is not None:
+        default = " (default)" if "storage_size" in run.spec.default_bounds else ""
+        rows.append(("writable layer", f"up to {human_bytes(run.spec.storage_size)}{default}"))
     if run.cgroup_version:
         rows.append(("cgroup", run.cgroup_version))
     if run.samples:

@@ -42,7 +42,9 @@ OPTIONS: list[Option] = [
     _opt("--cpu-shares", metavar="N", help="relative CPU weight (default 1024)"),
     _opt("--cpuset-cpus", metavar="LIST", help="CPUs the container may use, like 0 or 0-1 or 0,2"),
     _opt("--pids-limit", "--pids", metavar="N", dest="pids_limit",
-         help="maximum number of processes (-1: no limit)"),
+         help="maximum number of processes (default 1024, or the configuration's; -1: no limit)"),
+    _opt("--storage-opt", metavar="size=SIZE", action="append", dest="storage_opt",
+         help="the writable layer's size, like size=2g (default 1g, or the configuration's; size=unlimited)"),
     # namespaces and identity
     _opt("--hostname", metavar="NAME", help="host name inside the container (new UTS namespace)"),
     _opt("--share", metavar="NS,...", action="append",

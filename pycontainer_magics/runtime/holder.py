@@ -70,6 +70,7 @@ class HolderPlan:
     pid_init: bool = False  # fork an init into the new PID namespace, for others to join (a pod's infra)
     raise_rlimits: tuple[tuple[str, int, int], ...] = ()  # hard limits PID 1 needs above ours (--ulimit)
     upper_dir: str | None = None  # keeps upper/ and work/ on disk (a daemon's container), not in the scratch tmpfs
+    storage_size: int | None = None  # the scratch tmpfs's size= (bounds the writable layer); None: tmpfs's default
 
     @property
     def merged(self) -> str | None:
@@ -275,7 +276,8 @@ def _build_rootfs(hp: HolderPlan) -> tuple[str | None, str]:
     scratch = hp.scratch
     libc.unshare(CLONE_NEWNS)
     rootfs.make_private_root()
-    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    size = f",size={hp.storage_size}" if hp.storage_size else ""  # a full layer: ENOSPC, not the host's RAM
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755" + size)
     mp, merged = scratch + "/mp", scratch + "/merged"
     os.mkdir(mp)
     os.mkdir(merged)

@@ -266,6 +266,18 @@ def parse_security_opt(values: Iterable[str]) -> str:
     return seccomp
 
 
+def parse_storage_opt(values: Iterable[str]) -> int | None:
+    """`--storage-opt size=1g` (Docker's) -> bytes; `size=unlimited` -> -1; none given -> None."""
+    size: int | None = None
+    for v in values:
+        key, sep, val = v.partition("=")
+        if key.strip() != "size" or not sep:
+            raise SpecError(f"unsupported --storage-opt {v!r}: expected size=SIZE (the writable layer's), "
+                            "like size=2g, or size=unlimited")
+        size = -1 if val.strip().lower() == "unlimited" else parse_size(val, "--storage-opt size")
+    return size
+
+
 def parse_unmask(values: Iterable[str]) -> tuple[str, ...]:
     """`--security-opt unmask=ALL|/root:/proc/keys` (podman's): the masks to lift."""
     out: list[str] = []
@@ -339,6 +351,7 @@ def build_spec(
     cap_drop: str | Iterable[str] | None = None,
     ulimit: str | Iterable[str | tuple[str, int, int]] | None = None,
     security_opt: str | Iterable[str] | None = None,
+    storage_opt: str | Iterable[str] | None = None,
     network: str | None = None,
     pod: str | None = None,
     publish: str | Iterable[str] | None = None,
@@ -374,8 +387,22 @@ def build_spec(
         f["cpu_shares"] = parse_int(cpu_shares, "--cpu-shares")
     if cpuset_cpus is not None:
         f["cpuset_cpus"] = str(cpuset_cpus).replace(" ", "")
+    from .config import defaults
+
+    lab = defaults()  # bounds Docker leaves off (runtime/config.py): a fork bomb, a full disk stop there
+    bounds: list[str] = []
     if pids_limit is not None:
         f["pids_limit"] = parse_int(pids_limit, "--pids-limit", unlimited=-1)
+    elif lab.pids_limit is not None:
+        f["pids_limit"] = lab.pids_limit
+        bounds.append("pids_limit")
+    size = parse_storage_opt(_many(storage_opt))
+    if size is not None:
+        f["storage_size"] = None if size == -1 else size
+    elif lab.storage_size is not None:
+        f["storage_size"] = lab.storage_size
+        bounds.append("storage_size")
+    f["default_bounds"] = tuple(bounds)
     if hostname is not None:
         f["hostname"] = hostname
 
@@ -479,7 +506,6 @@ def build_spec(
 
 __all__ = [
     "build_spec", "parse_caps", "parse_cpus", "parse_duration", "parse_env", "parse_int", "parse_memory_swap",
-    "parse_security_opt", "parse_share", "parse_signal", "parse_size", "parse_time_offset", "parse_tmpfs",
-    "parse_unmask",
-    "parse_ulimit", "parse_volume",
+    "parse_security_opt", "parse_share", "parse_signal", "parse_size", "parse_storage_opt", "parse_time_offset",
+    "parse_tmpfs", "parse_unmask", "parse_ulimit", "parse_volume",
 ]

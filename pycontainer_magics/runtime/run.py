@@ -248,6 +248,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         new_user="user" in new,
         flags_rest=flags_for([k for k in new if k in ("net", "uts", "ipc", "pid", "time")]),
         scratch=state.scratch_dir() if plan else None,
+        storage_size=spec.storage_size,
         lower=plan.lower if plan else None,
         mountpoints=plan.mountpoints if plan else (),
         writable=plan.writable if plan else True,
@@ -354,6 +355,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     set up but not yet executed, until a byte is written to it (`pycontainer create`/`start`)."""
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
+    if h is None and "pids_limit" in spec.default_bounds:  # a default bound, not asked for: dropped here
+        spec = spec.with_(pids_limit=None, default_bounds=tuple(b for b in spec.default_bounds if b != "pids_limit"))
+        r.spec = spec
     if h is None and spec.has_limits:
         raise LaunchError(errno.EPERM, no_cgroup_message("resource limits"), needs=CGROUP)
     if helper is None:

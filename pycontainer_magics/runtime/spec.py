@@ -112,6 +112,11 @@ class ContainerSpec:
     cpu_shares: int | None = None
     cpuset_cpus: str | None = None
     pids_limit: int | None = None
+    # The writable layer's size (bytes; Docker's --storage-opt size=); None: tmpfs's own, half the RAM
+    storage_size: int | None = None
+    # Which of the fields above hold the lab's defaults (runtime/config.py) rather than a value asked for:
+    # shown as such, and dropped, not refused, where no cgroup can be had (rootless without delegation)
+    default_bounds: tuple[str, ...] = ()
 
     # Security
     cap_add: frozenset[str] = frozenset()
@@ -232,6 +237,8 @@ def validate(s: ContainerSpec) -> None:
         _fail(f"--cpu-shares {s.cpu_shares} is out of range: 2 to 262144")
     if s.cpuset_cpus is not None and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", s.cpuset_cpus):
         _fail(f"invalid --cpuset-cpus {s.cpuset_cpus!r}: a list like 0 or 0-1 or 0,2")
+    if s.storage_size is not None and s.storage_size < 1 << 20:
+        _fail(f"--storage-opt size={s.storage_size}: at least 1m")
     if s.pids_limit is not None and s.pids_limit < 1:
         _fail(f"--pids-limit {s.pids_limit} must be a positive number")
     if s.userns not in ("private", "remap", "custom"):

@@ -44,6 +44,9 @@ def open_dir() -> Iterator[Path]:
     d = tempfile.mkdtemp(prefix="pcm-open-", dir="/var/tmp")
     os.chmod(d, 0o755)
     yield Path(d)
+    from pycontainer_magics.runtime.cleanup import settle
+
+    settle()  # the background clean-up of the runs made there
     shutil.rmtree(d)
 
 
