@@ -306,7 +306,7 @@ class _PodBuilder:
                 f"{quantity.memory(spec.memory_swap - spec.memory)} of swap"
             self.note(f"{who}: --memory-swap ({swap}) has no per-container Kubernetes equivalent (a node's "
                       "kubelet decides swap: memorySwap.swapBehavior)")
-        if spec.pids_limit is not None:
+        if spec.pids_limit is not None and "pids_limit" not in spec.default_bounds:  # (the lab's default: no note)
             self.note(f"{who}: --pids-limit {spec.pids_limit} has no per-container Kubernetes equivalent (the "
                       "kubelet's podPidsLimit caps every pod of a node)")
         if spec.cpuset_cpus is not None:
