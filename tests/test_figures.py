@@ -157,3 +157,38 @@ def test_shares_figure_shows_each_groups_part_against_its_weight() -> None:
     part = [p for p in bottom.patches if type(p).__name__ == "StepPatch"][0]
     assert np.allclose(part.get_data().values, 0.8)
     assert "shares 1024 : shares 256 = 80% : 20%" in bottom.get_legend_handles_labels()[1]
+
+
+# -- namespaces and layers -----------------------------------------------------------------------------
+
+def test_namespace_figure_draws_a_shared_namespace_as_one_box() -> None:
+    from pycontainer_magics.display.namespace_views import plot_namespaces
+
+    cols = [("host", {"net": 1, "pid": 2}), ("container", {"net": 1, "pid": 3})]
+    fig = plot_namespaces(cols)
+    texts = _texts(fig)
+    assert texts.count("net:[1]") == 1 and "pid:[2]" in texts and "pid:[3]" in texts
+    assert fig.axes[0].get_title() == "1 of 2 namespace kinds are the container's own"
+
+
+def test_layer_changes_letters_follow_the_lower_layers() -> None:
+    from pycontainer_magics.display.layer_views import layer_changes, plot_layer_stack
+
+    @dataclass
+    class E:
+        path: str
+        layer: int
+        kind: str
+        size: int
+        status: str = "visible"
+
+    files = [E("/etc", 0, "dir", 0), E("/etc/motd", 0, "file", 10), E("/bin/vi", 0, "symlink", 0),
+             E("/etc", 1, "dir", 0), E("/etc/motd", 1, "file", 12), E("/bin/vi", 1, "whiteout", 0),
+             E("/data", 1, "dir", 0)]
+    per = layer_changes(files)
+    assert [c[:2] for c in per[1]] == [("D", "/bin/vi"), ("A", "/data"), ("C", "/etc"), ("C", "/etc/motd")]
+    assert {c[0] for c in per[0]} == {"A"}
+    fig = plot_layer_stack([("layer 0", per[0]), ("layer 1", per[1])], writable=[("A", "/new", 3, False)])
+    texts = _texts(fig)
+    assert texts.index("layer 0") < texts.index("layer 1") and "writable layer" in " ".join(texts)
+    assert "/new  (3 B)" in texts and "/bin/vi  (whiteout)" in texts
