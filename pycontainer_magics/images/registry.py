@@ -45,9 +45,12 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 class _NoRedirectAuth(urllib.request.HTTPRedirectHandler):
     """Follow redirects (blob downloads go to storage URLs) but drop our Authorization header when the
-    host changes."""
+    host changes, and refuse one from https to plain http (a downgrade anyone on the path could then answer)."""
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if urllib.parse.urlsplit(req.full_url).scheme == "https" and urllib.parse.urlsplit(newurl).scheme != "https":
+            raise RegistryError(f"{urllib.parse.urlsplit(req.full_url).netloc}: refused a redirect from https to "
+                                f"{newurl.split('?')[0]}: content fetched over https stays on https")
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
             new.headers.pop("Authorization", None)

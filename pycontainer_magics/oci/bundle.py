@@ -250,6 +250,11 @@ def spec_from_config(config: dict[str, Any], bundle: str, name: str | None = Non
 
     validate_config(config)
     notes: list[str] = []
+    for kind, hooks in (config.get("hooks") or {}).items():
+        if hooks:  # a hook skipped in silence would be a setup step (a network, a mount) that never happened
+            raise BundleError(f"config.json: hooks/{kind}: this path runs the bundle as a container of the lab and "
+                              "runs no hooks: run it with `pycontainer create` and `pycontainer start` (the OCI "
+                              "runtime, which runs hooks as the spec says), or remove the hooks")
     root = config.get("root") or {}
     root_path = root.get("path")
     if not root_path:
