@@ -1,19 +1,30 @@
 """Image benchmarks, side by side in the same run:
 
-1. unpacking one large layer: this project's `unpack_layer` vs `tar -x` vs `umoci unpack` (medians, ratios);
+1. unpacking layers: this project's `unpack_layer` (which also hashes the diff_id and checks every path) vs
+   `tar -x` of the same file (GNU tar, gzip and zstd through their own programs) and, for the plain large
+   layer, `umoci unpack` of an image holding it. Three trees — 100 files of 1 MiB, one 100 MiB file, and a
+   node_modules-like tree of 20,000 small files (log-normal sizes around 2 KiB, 400 packages, a symlink
+   each) — each plain, gzip (level 6) and zstd (level 3). Rounds interleaved; wall time (median) and the CPU
+   time each tool used (user + system, its child processes included), as ratios to `tar -x`;
 2. a Dockerfile build, then the same build again (fully cached);
 3. the layer diff of a container on a large image: its cost follows the writable layer, not the image.
 
-    sudo .venv/bin/python bench/images.py [--mib 200] [--rounds 3]
+    sudo .venv/bin/python bench/images.py [--mib 100] [--rounds 3] [--tmpfs] [--only plain-1mib,...]
 
-Root (umoci unpack and overlay whiteouts need it); needs umoci and busybox-static. Everything lives in a
-temporary state directory removed at the end.
+Root (umoci unpack and overlay whiteouts need it); needs umoci, busybox-static, zstd (the zstd rows are
+skipped without it). The layers are written by this project's own packer (pax headers, as its layers
+have). `--tmpfs` unpacks into a tmpfs mounted for the run (what the unpacker itself costs, without the disk's
+file system: on ext4 without a journal, creating files right after many were deleted is slow for everyone).
+Everything lives in a temporary directory removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
+import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,31 +44,101 @@ def _make_tree(root: str, mib: int) -> None:
             f.write(os.urandom(2**20))
 
 
+def _make_one_file(root: str, mib: int) -> None:
+    """One file of `mib` MiB, half random and half zeros in 512 KiB runs (compresses to about half)."""
+    os.makedirs(os.path.join(root, "data"))
+    with open(os.path.join(root, "data", "big.bin"), "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 19) + bytes(1 << 19))
+
+
+def _make_node_modules(root: str, files: int) -> None:
+    """A node_modules-like tree: packages of a few directories, small text files, a symlink per package."""
+    rnd = random.Random(1)
+    words = [bytes(rnd.choices(b"abcdefghijklmnop ;(){}\n", k=40)) for _ in range(200)]
+    per_pkg = 50
+    for p in range(max(1, files // per_pkg)):
+        d = os.path.join(root, "node_modules", f"pkg{p}", "lib", f"sub{p % 7}")
+        os.makedirs(d)
+        for j in range(per_pkg):
+            size = int(rnd.lognormvariate(7.5, 1.2))
+            with open(os.path.join(d, f"f{j}.js"), "wb") as f:
+                f.write(b"".join(rnd.choices(words, k=size // 40 + 1))[:size])
+        os.symlink("lib/sub0/f0.js", os.path.join(root, "node_modules", f"pkg{p}", "index.js"))
+
+
 def _timed(fn) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     fn()
     return (time.perf_counter() - t0) * 1000
 
 
+def _cpu() -> float:
+    """CPU seconds used so far by this process (all threads) and its waited-for children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _measured(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(wall ms, CPU ms) of fn()."""
+    c0, t0 = _cpu(), time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000, (_cpu() - c0) * 1000
+
+
+TAR_FLAGS = {"plain": [], "gzip": ["-z"], "zstd": ["--zstd"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mib", type=int, default=200, help="size of the large layer")
+    ap.add_argument("--mib", type=int, default=100, help="size of the large layers (MiB)")
+    ap.add_argument("--files", type=int, default=20000, help="files in the node_modules-like layer")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tmpfs", action="store_true", help="unpack into a tmpfs (the unpacker's own cost)")
+    ap.add_argument("--only", default="", help="comma-separated layer names (e.g. plain-1mib,gzip-small)")
+    ap.add_argument("--skip-build", action="store_true", help="only section 1")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="pcm-bench-images-")
     os.environ["PYCONTAINER_STATE_DIR"] = os.path.join(tmp, "state")
     from pycontainer_magics.images import ImageConfig, Store, export_layout
-    from pycontainer_magics.images.unpack import pack_dir, unpack_layer
+    from pycontainer_magics.images.unpack import _gzip, pack_dir, unpack_layer
     from pycontainer_magics.runtime import ContainerSpec, run
     from pycontainer_magics.runtime.cleanup import settle
     from pycontainer_magics.workloads.build import build
 
+    out_root = os.path.join(tmp, "out")
+    os.makedirs(out_root)
+    mounted = False
     try:
-        tree = os.path.join(tmp, "tree")
-        _make_tree(tree, args.mib)
-        tar = os.path.join(tmp, "layer.tar")
-        with open(tar, "wb") as f:
-            pack_dir(tree, f, compress="none")
+        if args.tmpfs:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={4 * args.mib + 1024}m,mode=0700",
+                            "pcm-bench-images", out_root], check=True)
+            mounted = True
+        print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs); gzip: "
+              f"{_gzip().__name__}; output on {'tmpfs' if args.tmpfs else 'the temp dir (disk)'}")
+        layers: dict[str, str] = {}
+        for tree_name, make in (("1mib", lambda r: _make_tree(r, args.mib)),
+                                ("onefile", lambda r: _make_one_file(r, args.mib)),
+                                ("small", lambda r: _make_node_modules(r, args.files))):
+            tree = os.path.join(tmp, f"tree-{tree_name}")
+            make(tree)
+            plain = os.path.join(tmp, f"{tree_name}.tar")
+            with open(plain, "wb") as f:
+                pack_dir(tree, f, compress="none")
+            shutil.rmtree(tree)
+            layers[f"plain-{tree_name}"] = plain
+            with open(plain, "rb") as src, open(plain + ".gz", "wb") as dst:
+                with gzip.GzipFile(fileobj=dst, mode="wb", compresslevel=6, mtime=0) as gz:
+                    shutil.copyfileobj(src, gz, 1 << 20)
+            layers[f"gzip-{tree_name}"] = plain + ".gz"
+            if shutil.which("zstd"):
+                subprocess.run(["zstd", "-q", "-3", "-f", plain, "-o", plain + ".zst"], check=True)
+                layers[f"zstd-{tree_name}"] = plain + ".zst"
+        only = [n for n in args.only.split(",") if n]
+        if only:
+            layers = {k: v for k, v in layers.items() if k in only}
+
+        tar = os.path.join(tmp, "1mib.tar")
         store = Store()
         base = os.path.join(tmp, "base")
         os.makedirs(os.path.join(base, "bin"))
@@ -67,29 +148,47 @@ def main() -> None:
         with open(tar, "rb") as f:
             big_layer = f.read()
         store.create_image("bench/big:1", [base, big_layer], ImageConfig(env=("PATH=/bin",)))
+        del big_layer
         layout = os.path.join(tmp, "layout")
         export_layout(store, ["bench/big:1"], layout, tag="big")
 
-        times: dict[str, list[float]] = {"unpack_layer (ours)": [], "tar -x": [], "umoci unpack": []}
-        for r in range(args.rounds):  # interleaved
-            for label in times:
-                dest = os.path.join(tmp, f"out-{r}-{len(times[label])}-{label.split()[0]}")
-                if label.startswith("unpack_layer"):
-                    times[label].append(_timed(lambda d=dest: unpack_layer(tar, d)))
-                elif label == "tar -x":
-                    os.makedirs(dest)
-                    times[label].append(_timed(lambda d=dest: subprocess.run(
-                        ["tar", "-xf", tar, "-C", d], check=True)))
-                else:
-                    times[label].append(_timed(lambda d=dest: subprocess.run(
-                        ["umoci", "unpack", "--image", f"{layout}:big", d], check=True,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
-                shutil.rmtree(dest, ignore_errors=True)
-        ref = statistics.median(times["tar -x"])
-        print(f"1. unpacking a {args.mib} MiB layer, {args.rounds} rounds (median ms, x tar -x)")
-        for label, ts in times.items():
-            print(f"  {label:22s} {statistics.median(ts):8.1f}  {statistics.median(ts) / ref:5.2f}x")
+        tools = ["unpack_layer (ours)", "tar -x"]
+        samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for r in range(args.rounds):  # interleaved: every layer, every tool, then the next round
+            for name, path in layers.items():
+                kind = name.split("-", 1)[0]
+                row = tools + (["umoci unpack"] if name == "plain-1mib" else [])
+                for i in range(len(row)):
+                    label = row[(i + r) % len(row)]  # the first tool rotates each round
+                    dest = os.path.join(out_root, f"{name}-{r}-{label.split()[0]}")
+                    if label.startswith("unpack_layer"):
+                        m = _measured(lambda d=dest, p=path: unpack_layer(p, d))
+                    elif label == "tar -x":
+                        os.makedirs(dest)
+                        m = _measured(lambda d=dest, p=path, k=kind: subprocess.run(
+                            ["tar", "-x", *TAR_FLAGS[k], "-f", p, "-C", d], check=True))
+                    else:
+                        m = _measured(lambda d=dest: subprocess.run(
+                            ["umoci", "unpack", "--image", f"{layout}:big", d], check=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    samples.setdefault((name, label), []).append(m)
+                    shutil.rmtree(dest, ignore_errors=True)
+        print(f"1. unpacking layers, {args.rounds} rounds: median wall ms and CPU ms (x tar -x of the same file)")
+        print(f"  {'layer':15s} {'size':>8s}  {'tool':22s} {'wall ms':>8s} {'x tar':>6s}  {'CPU ms':>8s} {'x tar':>6s}")
+        for name, path in layers.items():
+            ref = samples[(name, "tar -x")]
+            ref_wall, ref_cpu = statistics.median(w for w, _ in ref), statistics.median(c for _, c in ref)
+            for label in tools + ["umoci unpack"]:
+                got = samples.get((name, label))
+                if not got:
+                    continue
+                wall, cpu = statistics.median(w for w, _ in got), statistics.median(c for _, c in got)
+                print(f"  {name:15s} {os.path.getsize(path) / 2**20:6.1f}Mi  {label:22s} {wall:8.1f} "
+                      f"{wall / ref_wall:5.2f}x  {cpu:8.1f} {cpu / ref_cpu:5.2f}x")
         print("  (umoci unpack unpacks the whole image, the busybox layer too, and writes a runtime bundle)")
+        print(f"load average at the end of section 1: {os.getloadavg()[0]:.2f}")
+        if args.skip_build:
+            return
 
         ctx = os.path.join(tmp, "ctx")
         os.makedirs(ctx)
@@ -116,6 +215,8 @@ def main() -> None:
             print(f"  {label:24s} {statistics.median(diffs):7.2f} ms  ({len(r.diff)} entries)")
         settle()
     finally:
+        if mounted:
+            subprocess.run(["umount", out_root], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

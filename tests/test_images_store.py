@@ -73,6 +73,27 @@ def test_blob_verified_on_write_and_read(store):
     assert not store.has_blob(d)
 
 
+
+@root
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_a_layer_blob_rotten_in_the_store_is_caught_when_unpacked(store, compressed):
+    """A plain layer's blob digest is its diff_id (hashed once while unpacking); a gzip layer's is hashed as
+    it is read. Either way a blob changed on disk is refused, removed, and no layer directory is left."""
+    layer = make_tar(LOWER, gzip=compressed)
+    image = store.create_image("lab/rot:1", [layer])
+    blob, diff_id = image.layers[0].digest, image.layers[0].diff_id
+    assert (blob == diff_id) is not compressed
+    shutil.rmtree(store.layer_dir(diff_id))
+    data = bytearray(open(store.blob_file(blob), "rb").read())
+    data[len(data) // 2 if compressed else -2000] ^= 0x01  # plain: in the end-of-archive padding, only a hash sees it
+    with open(store.blob_file(blob), "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises((DigestMismatch, LayoutError)):
+        store.ensure_layer(blob, diff_id)
+    assert not store.has_layer(diff_id)
+    if not compressed:
+        assert not store.has_blob(blob)
+
 @root
 def test_image_lifecycle_views_and_prune(store):
     img = store.create_image("lab/x:1", [make_tar(LOWER), make_tar(UPPER, gzip=True)],

@@ -1,8 +1,8 @@
 """Packaging: a core install (no notebook stack) runs the command line and the OCI verbs; the notebook
-stack and zstd are extras; the package ships its types (py.typed).
+stack, zstd and fast gzip are extras; the package ships its types (py.typed).
 
 The core install is simulated in a fresh interpreter where importing IPython, ipykernel, jupyter_client,
-ipywidgets, matplotlib, pandas or zstandard raises ImportError, as it would without them installed.
+ipywidgets, matplotlib, pandas, zstandard or zlib_ng raises ImportError, as it would without them installed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 TOP = Path(__file__).resolve().parent.parent
 NOTEBOOK_STACK = {"ipython", "ipykernel", "jupyter_client", "ipywidgets", "matplotlib", "pandas"}
-BLOCKED = ("IPython", "ipykernel", "jupyter_client", "ipywidgets", "matplotlib", "pandas", "zstandard")
+BLOCKED = ("IPython", "ipykernel", "jupyter_client", "ipywidgets", "matplotlib", "pandas", "zstandard", "zlib_ng")
 
 
 def _names(reqs: list[str]) -> set[str]:
@@ -42,6 +42,7 @@ def test_core_dependencies_leave_out_the_notebook_stack():
     assert _names(extras["notebook"]) == NOTEBOOK_STACK
     for name in ("lab", "test"):  # what the README's two commands install
         assert any("[notebook,zstd]" in r for r in extras[name]), name
+        assert any("[gzip]" in r for r in extras[name]), name
 
 
 def test_the_package_ships_its_types_and_schemas(tmp_path: Path) -> None:

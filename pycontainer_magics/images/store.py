@@ -270,14 +270,24 @@ class Store:
             return dest
         tmp = tempfile.mkdtemp(dir=self._p("tmp"), prefix="layer-")
         try:
-            with open(self.blob_path(blob_digest), "rb") as f, contextlib.closing(_Hashing(f)) as hashed:
-                unpack_layer(cast(IO[bytes], hashed), tmp, mode="overlay", expected_diff_id=diff_id,
-                             what=f"{what} {blob_digest}")
-                hashed.drain()
-            if "sha256:" + hashed.sha.hexdigest() != blob_digest:
+            with open(self.blob_path(blob_digest), "rb") as f:
+                plain = compression_of(f.read(6)) == "none"
+                f.seek(0)
+                if plain:  # the blob is the uncompressed tar: its digest is the diff_id, hashed once
+                    blob_hash = unpack_layer(f, tmp, mode="overlay", what=f"{what} {blob_digest}").diff_id
+                else:
+                    with contextlib.closing(_Hashing(f)) as hashed:
+                        unpack_layer(cast(IO[bytes], hashed), tmp, mode="overlay", expected_diff_id=diff_id,
+                                     what=f"{what} {blob_digest}")
+                        hashed.drain()
+                    blob_hash = "sha256:" + hashed.sha.hexdigest()
+            if blob_hash != blob_digest:
                 _rmtree(self.blob_file(blob_digest))
-                raise DigestMismatch(f"{what}: blob in the store hashes to sha256:{hashed.sha.hexdigest()}, "
+                raise DigestMismatch(f"{what}: blob in the store hashes to {blob_hash}, "
                                      f"expected {blob_digest}; removed, pull again")
+            if plain and diff_id != blob_digest:
+                raise DigestMismatch(f"{what} {blob_digest}: uncompressed content is {blob_digest}, "
+                                     f"expected diff_id {diff_id}")
             os.chmod(tmp, 0o755)
             try:
                 os.rename(tmp, dest)

@@ -21,6 +21,8 @@ layer's diff_id, checked against the expected one.
 from __future__ import annotations
 
 import bz2
+import errno
+import functools
 import gzip
 import hashlib
 import io
@@ -34,6 +36,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import IO, Any, BinaryIO, cast
 
 from ..linux.fdtree import (
@@ -47,6 +50,7 @@ from ..linux.fdtree import (
     set_symlink_owner_times,
 )
 from .errors import DigestMismatch, ImageError, LayerTooLarge, LayoutError, UnsafeLayer
+from .tarstream import BLOCKDEV, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, TarReader
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -128,6 +132,81 @@ class _Hashing(io.RawIOBase):
             pass
 
 
+class _Chunks:
+    """The uncompressed stream of a layer in chunks: read into a few buffers that are used again and again (a
+    fresh 1 MiB object per read costs more in page faults than the copy it avoids), bounded by `limit`, and
+    hashed (the diff_id) on a thread of its own while the extractor writes from the same buffer — hashlib and
+    os.write both let go of the GIL, so on two cores the hash costs no time. A buffer is filled again only
+    once its hash is done: a chunk stays valid until `ring - 1` further chunks were read."""
+
+    def __init__(self, stream: IO[bytes], limit: int | None = None, what: str = "layer", size: int = 1 << 20,
+                 ring: int = 3):
+        self.stream = stream
+        self.limit = limit
+        self.what = what
+        self.count = 0
+        self._sha = hashlib.sha256()
+        self._bufs = [bytearray(size) for _ in range(ring)]
+        self._ticket = [0] * ring  # the hashing job each buffer waits for (0: none)
+        self._next = 0
+        self._jobs: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._submitted = 0
+        self._hashed = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def _hash(self) -> None:
+        while (view := self._jobs.get()) is not None:
+            self._sha.update(view)
+            with self._cond:
+                self._hashed += 1
+                self._cond.notify()
+
+    def __call__(self) -> memoryview:
+        """The next chunk (empty at the end of the stream)."""
+        i = self._next
+        self._next = (i + 1) % len(self._bufs)
+        buf = self._bufs[i]
+        if self._hashed < self._ticket[i]:
+            with self._cond:
+                while self._hashed < self._ticket[i]:
+                    self._cond.wait()
+        n = self.stream.readinto(buf)  # type: ignore[attr-defined]
+        if not n:
+            return memoryview(b"")
+        self.count += n
+        if self.limit is not None and self.count > self.limit:
+            raise LayerTooLarge(f"{self.what}: more than {self.limit} bytes uncompressed; raise the limit with "
+                                "PYCONTAINER_MAX_LAYER_SIZE if this layer is genuine")
+        view = memoryview(buf)[:n]
+        if self._thread is None and n < 65536:  # small reads: hashing here is cheaper than a hand-off
+            self._sha.update(view)
+            return view
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._hash, name="pcm-layer-sha256", daemon=True)
+            self._thread.start()
+        self._submitted += 1
+        self._ticket[i] = self._submitted
+        self._jobs.put(view)
+        return view
+
+    def drain(self) -> None:
+        """Read (and hash) what follows the end of the archive."""
+        while self():
+            pass
+
+    def close(self) -> None:
+        """Ends the hashing thread, whatever happened."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._sha.hexdigest()
+
+
 DEFAULT_MAX_LAYER_SIZE = 32 << 30
 
 
@@ -164,7 +243,7 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
     if kind == "xz":
         return cast(IO[bytes], lzma.LZMAFile(buf))
     if kind == "gzip":
-        return cast(IO[bytes], gzip.GzipFile(fileobj=buf, mode="rb"))
+        return cast(IO[bytes], _gzip().GzipFile(fileobj=buf, mode="rb"))
     if kind == "zstd":
         try:
             import zstandard
@@ -175,34 +254,62 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
     return cast(IO[bytes], buf)
 
 
+_CHUNK = 1 << 20  # bytes read from the uncompressed stream at a time
+
+
+@functools.cache
+def _gzip() -> ModuleType:
+    """zlib-ng's gzip module (the `gzip` extra: inflates 4-10 times faster than the system's zlib here, which
+    makes gunzip the smaller part of unpacking a layer), else the standard library's."""
+    try:
+        from zlib_ng import gzip_ng
+    except ImportError:
+        return gzip
+    return gzip_ng
+
+
+def _decompress_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt or truncated compressed stream raises."""
+    errors: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+    if _gzip() is not gzip:
+        from zlib_ng import zlib_ng
+
+        errors += (cast(type[BaseException], zlib_ng.error),)
+    return errors
+
+
 def _components(name: str, what: str) -> list[str]:
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p not in ("", ".")]
     if ".." in parts:
         raise UnsafeLayer(f"{what}: entry {name!r} climbs out of the layer with '..'")
     return parts
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses pax and GNU long-name headers over 1 MiB before tarfile reads them into memory whole (a gzip
-    bomb of a header would otherwise take the kernel's RAM): Go's archive/tar, which Docker and containerd
-    unpack with, has the same limit."""
-
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> Any:
-        if self.type in _SPECIAL_HEADERS and self.size > MAX_SPECIAL_HEADER:
-            raise UnsafeLayer(f"a {_SPECIAL_HEADERS[self.type]} header of {self.size} bytes "
-                              f"(at most {MAX_SPECIAL_HEADER} accepted)")
-        return super()._proc_member(tarfile_)  # type: ignore[misc]
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-MAX_SPECIAL_HEADER = 1 << 20
-_SPECIAL_HEADERS = {tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax global", tarfile.SOLARIS_XHDTYPE: "pax",
-                    tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link"}
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: every file gets an explicit chmod
 
 
 class _Extractor:
-    """Writes tar members below `dest` through directory fds (linux/fdtree.py): no symlink is followed at any
+    """Writes tar entries below `dest` through directory fds (linux/fdtree.py): no symlink is followed at any
     step, metadata lands on the inode that was made, a directory's deferred mode on that directory or nowhere.
-    Whiteouts mean something only in the layer modes; `archive` (ADD) refuses `.wh.` names."""
+    Whiteouts mean something only in the layer modes; `archive` (ADD) refuses `.wh.` names.
+    Per entry it makes the syscalls `tar -x` makes, with descriptors instead of paths: a file is created
+    (O_EXCL, replacing what was there only when that fails), written, and given owner, mode and times through
+    its own descriptor."""
 
     def __init__(self, dest: str, mode: str, what: str, max_size: int | None):
         if mode not in ("overlay", "apply", "archive"):
@@ -212,9 +319,10 @@ class _Extractor:
         self.what = what
         self.root = os.geteuid() == 0
         self.max_size = max_size
+        self.umask = _umask()
         self.written_bytes = 0
-        self.written: set[str] = set()
-        self.dirs: list[tuple[list[str], tarfile.TarInfo, tuple[int, int]]] = []
+        self.written: set[str] = set()  # paths this layer wrote (apply mode: an opaque marker keeps them)
+        self.dirs: list[tuple[list[str], Entry, tuple[int, int]]] = []
         self.result = UnpackResult("", 0)
 
     def close(self) -> None:
@@ -231,60 +339,66 @@ class _Extractor:
         self.tree.forget(parts)
         self.tree.remove(parent, name)
 
-    def member(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
-        parts = _components(m.name, self.what)
+    def member(self, reader: TarReader, e: Entry) -> None:
+        parts = _components(e.name, self.what)
         if not parts:
             return  # the layer's root itself
         self.result.entries += 1
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
             if self.mode == "archive":
-                raise UnsafeLayer(f"{self.what}: entry {m.name!r}: a name starting with '.wh.' reads as a whiteout "
+                raise UnsafeLayer(f"{self.what}: entry {e.name!r}: a name starting with '.wh.' reads as a whiteout "
                                   "in an image layer; an archive added to an image cannot hold one")
-            self.special(parts, m.name)
+            self.special(parts, e.name)
             return
-        parent = self.parent(parts, m.name)
-        self.written.add("/".join(parts))
-        old = self.tree.lstat(parent, base)
-        if m.isdir():
-            if old is None or not stat.S_ISDIR(old.st_mode):
-                if old is not None:
-                    self.remove(parts, parent, base)
-                os.mkdir(base, 0o700, dir_fd=parent)
-            fd = open_node(parent, base)
+        parent = self.parent(parts, e.name)
+        if self.mode == "apply":
+            self.written.add("/".join(parts))
+        kind = e.kind
+        if kind == FILE:
+            self.regular(reader, e, parts, parent, base)
+        elif kind == DIR:
+            self.directory(e, parts, parent, base)
+        elif kind == SYMLINK:
+            self.make(parts, parent, base, lambda: os.symlink(e.linkname, base, dir_fd=parent))
+            self.symlink_metadata(parent, base, e)
+        elif kind == HARDLINK:
+            self.hardlink(e, parts, parent, base)  # the target's metadata is the link's
+        elif kind == CHAR or kind == BLOCKDEV or kind == FIFO:
+            if kind != FIFO and not self.root:
+                self.result.skipped.append(f"{'/'.join(parts)}: device node {e.devmajor}:{e.devminor} needs root")
+                return
+            if kind == FIFO:
+                self.make(parts, parent, base, lambda: os.mkfifo(base, 0o600, dir_fd=parent))
+            else:
+                node = (stat.S_IFCHR if kind == CHAR else stat.S_IFBLK) | 0o600
+                self.make(parts, parent, base,
+                          lambda: os.mknod(base, node, os.makedev(e.devmajor, e.devminor), dir_fd=parent))
+            fd = open_node(parent, base)  # O_PATH: the node itself, a device is not opened
             try:
-                st = os.fstat(fd)
+                self.node_metadata(fd, parent, base, e)
             finally:
                 os.close(fd)
-            self.dirs.append((parts, m, (st.st_dev, st.st_ino)))
-            return
-        if old is not None:
-            self.remove(parts, parent, base)
-        if m.isreg():
-            self.regular(tf, m, parent, base)
-            return
-        if m.issym():
-            os.symlink(m.linkname, base, dir_fd=parent)
-            self.symlink_metadata(parent, base, m)
-            return
-        if m.islnk():
-            self.hardlink(m, parent, base)
-            return  # the target's metadata is the link's
-        if m.ischr() or m.isblk():
-            if not self.root:
-                self.result.skipped.append(f"{'/'.join(parts)}: device node {m.devmajor}:{m.devminor} needs root")
-                return
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(base, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=parent)
-        elif m.isfifo():
-            os.mkfifo(base, 0o600, dir_fd=parent)
         else:
-            raise UnsafeLayer(f"{self.what}: entry {m.name!r} has unsupported tar type {m.type!r}")
-        fd = open_node(parent, base)  # O_PATH: the node itself, a device is not opened
+            raise UnsafeLayer(f"{self.what}: entry {e.name!r} has unsupported tar type {e.type!r}")
+
+    def make(self, parts: list[str], parent: int, base: str, create: Callable[[], object]) -> None:
+        """Create a node; whatever was at its name before (a lower layer's, an earlier entry's) is replaced."""
         try:
-            self.metadata(fd, parent, base, m)
-        finally:
-            os.close(fd)
+            create()
+        except FileExistsError:
+            self.remove(parts, parent, base)
+            create()
+
+    def directory(self, e: Entry, parts: list[str], parent: int, base: str) -> None:
+        try:
+            os.mkdir(base, 0o700, dir_fd=parent)
+        except FileExistsError:
+            old = self.tree.lstat(parent, base)
+            if old is None or not stat.S_ISDIR(old.st_mode):  # a file or symlink where a directory is wanted
+                self.make(parts, parent, base, lambda: os.mkdir(base, 0o700, dir_fd=parent))
+        st = os.stat(base, dir_fd=parent, follow_symlinks=False)  # the directory there now (made or kept)
+        self.dirs.append((parts, e, (st.st_dev, st.st_ino)))
 
     def special(self, parts: list[str], name: str) -> None:
         """A whiteout (`.wh.NAME`) or an opaque marker, in a layer."""
@@ -326,19 +440,53 @@ class _Extractor:
             if prefix + child not in self.written:
                 self.remove(parts + [child], self.parent(parts + ["x"], name), child)
 
-    def regular(self, tf: tarfile.TarFile, m: tarfile.TarInfo, parent: int, base: str) -> None:
-        src = tf.extractfile(m)
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+    def regular(self, reader: TarReader, e: Entry, parts: list[str], parent: int, base: str) -> None:
+        # Made with its final permission bits where the umask keeps them and no set-id bit needs to outlive the
+        # chown (which clears them): then no chmod is needed. The descriptor is writable whatever the mode.
+        perm = e.mode & 0o7777
+        first = perm if not perm & ~0o777 and not perm & self.umask else 0o600
         try:
-            if src is not None:
-                while chunk := src.read(1 << 20):
-                    self.count(len(chunk), m.name)
-                    view = memoryview(chunk)
+            fd = os.open(base, _NEW_FILE, first, dir_fd=parent)
+        except FileExistsError:
+            self.remove(parts, parent, base)
+            fd = os.open(base, _NEW_FILE, first, dir_fd=parent)
+        try:
+            if e.sparse is not None:
+                self.sparse(reader, e, fd)
+            elif e.size:
+                self.count(e.size, e.name)
+                for view in reader.data(e):
                     while view:
                         view = view[os.write(fd, view):]
-            self.metadata(fd, parent, base, m)
+            if self.root:
+                os.chown(fd, e.uid, e.gid)  # first: chown drops set-id bits and file capabilities
+                if e.xattrs:
+                    self.xattrs(e, fd, follow=True)
+            if first != perm:
+                os.chmod(fd, perm)
+            os.utime(fd, (e.mtime, e.mtime))
         finally:
             os.close(fd)
+
+    def sparse(self, reader: TarReader, e: Entry, fd: int) -> None:
+        """A sparse file: its data segments written where they belong, the holes left as holes. Its full
+        size counts against the limit (a few bytes in the stream can claim terabytes)."""
+        assert e.sparse is not None
+        self.count(e.realsize, e.name)
+        segments = iter(e.sparse)
+        offset, left = 0, 0
+        for view in reader.data(e):
+            while view:
+                while not left:
+                    seg = next(segments, None)
+                    if seg is None:
+                        break
+                    offset, left = seg
+                if not left:
+                    break  # data beyond the map: ignored, as tar does
+                n = os.pwrite(fd, view[:left], offset)
+                view, offset, left = view[n:], offset + n, left - n
+        os.ftruncate(fd, e.realsize)
 
     def count(self, n: int, name: str) -> None:
         """Bytes written to disk, bounded (a sparse entry can expand far beyond the stream it came in)."""
@@ -347,64 +495,82 @@ class _Extractor:
             raise LayerTooLarge(f"{self.what}: more than {self.max_size} bytes once unpacked (at {name!r}); "
                                 "raise the limit with PYCONTAINER_MAX_LAYER_SIZE if this layer is genuine")
 
-    def hardlink(self, m: tarfile.TarInfo, parent: int, base: str) -> None:
-        lparts = _components(m.linkname, self.what)
-        refused = UnsafeLayer(f"{self.what}: hard link {m.name!r} -> {m.linkname!r}: target not a file of this layer")
+    def hardlink(self, e: Entry, parts: list[str], parent: int, base: str) -> None:
+        lparts = _components(e.linkname, self.what)
+        refused = UnsafeLayer(f"{self.what}: hard link {e.name!r} -> {e.linkname!r}: target not a file of this layer")
         if not lparts:
             raise refused
+        if lparts == parts:
+            return  # a link to itself (a file archived twice): the file is there already
         try:
             tparent = self.tree.open_dir(lparts[:-1])
-        except SymlinkOnPath as e:
-            raise UnsafeLayer(f"{self.what}: hard link {m.name!r} -> {m.linkname!r} goes through the symlink "
-                              f"{e.where!r}") from None
+        except SymlinkOnPath as e2:
+            raise UnsafeLayer(f"{self.what}: hard link {e.name!r} -> {e.linkname!r} goes through the symlink "
+                              f"{e2.where!r}") from None
         except (FileNotFoundError, NotADirectoryError):
             raise refused from None
         try:
             st = self.tree.lstat(tparent, lparts[-1])
             if st is None or stat.S_ISDIR(st.st_mode):
                 raise refused
-            os.link(lparts[-1], base, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
+            parent = self.parent(parts, e.name)  # open_dir may have moved the tree's cached chain
+            self.make(parts, parent, base,
+                      lambda: os.link(lparts[-1], base, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False))
         finally:
             os.close(tparent)
 
-    def metadata(self, fd: int, parent: int, base: str, m: tarfile.TarInfo) -> None:
-        """Owner (root only), xattrs, mode, mtime on the inode `fd` holds."""
+    def node_metadata(self, fd: int, parent: int, base: str, e: Entry) -> None:
+        """Owner (root only), xattrs, mode, mtime on the inode `fd` holds (O_PATH: a device or fifo)."""
         if self.root:
-            os.chown(fd_path(fd), m.uid, m.gid)  # first: chown drops set-id bits and file capabilities
-            self.xattrs(m, f"{fd_path(parent)}/{base}", follow=False)
-        set_owner_mode_times(fd, uid=None, gid=None, mode=m.mode & 0o7777, mtime=m.mtime)
+            os.chown(fd_path(fd), e.uid, e.gid)  # first: chown drops set-id bits and file capabilities
+            if e.xattrs:
+                self.xattrs(e, f"{fd_path(parent)}/{base}", follow=False)
+        set_owner_mode_times(fd, uid=None, gid=None, mode=e.mode & 0o7777, mtime=e.mtime)
 
-    def symlink_metadata(self, parent: int, base: str, m: tarfile.TarInfo) -> None:
-        set_symlink_owner_times(parent, base, uid=m.uid if self.root else None, gid=m.gid if self.root else None,
-                                mtime=m.mtime)
-        if self.root:
-            self.xattrs(m, f"{fd_path(parent)}/{base}", follow=False)
+    def symlink_metadata(self, parent: int, base: str, e: Entry) -> None:
+        set_symlink_owner_times(parent, base, uid=e.uid if self.root else None, gid=e.gid if self.root else None,
+                                mtime=e.mtime)
+        if self.root and e.xattrs:
+            self.xattrs(e, f"{fd_path(parent)}/{base}", follow=False)
 
-    def xattrs(self, m: tarfile.TarInfo, path: str, follow: bool) -> None:
-        for key, value in m.pax_headers.items():
-            if key.startswith("SCHILY.xattr."):
-                try:
-                    os.setxattr(path, key[13:], value.encode("utf-8", "surrogateescape"), follow_symlinks=follow)
-                except OSError:
-                    self.result.skipped.append(f"{m.name}: xattr {key[13:]} not settable here")
+    def xattrs(self, e: Entry, target: str | int, follow: bool) -> None:
+        for key, value in (e.xattrs or {}).items():
+            try:
+                os.setxattr(target, key, value, follow_symlinks=follow)
+            except OSError:
+                self.result.skipped.append(f"{e.name}: xattr {key} not settable here")
 
     def finish(self) -> None:
         """Directory metadata, deepest last-written first (a 0o555 directory is set after its children), each
         on the directory that entry made — found again without following anything, and skipped if a later
         entry replaced it (by a symlink, a file or another directory)."""
-        for parts, m, ident in reversed(self.dirs):
+        for parts, e, ident in reversed(self.dirs):
             try:
-                fd = self.tree.open_dir(parts)
+                parent = self.tree.dir(parts[:-1])
+                try:
+                    fd, target = os.open(parts[-1], _DIR_READ, dir_fd=parent), None
+                except PermissionError:  # not readable (rootless, a mode like 0o300): the node itself
+                    fd = open_node(parent, parts[-1])
+                    target = fd_path(fd)
             except (SymlinkOnPath, FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as err:
+                if err.errno == errno.ELOOP:  # replaced by a symlink
+                    continue
+                raise
             try:
                 st = os.fstat(fd)
                 if (st.st_dev, st.st_ino) != ident:
                     continue
                 if self.root:
-                    os.chown(fd_path(fd), m.uid, m.gid)
-                    self.xattrs(m, fd_path(fd), follow=True)  # the magic link leads to the directory itself
-                set_owner_mode_times(fd, uid=None, gid=None, mode=m.mode & 0o7777, mtime=m.mtime)
+                    os.chown(fd, e.uid, e.gid)
+                    if e.xattrs:
+                        self.xattrs(e, fd, follow=True)
+                if target is None:
+                    os.chmod(fd, e.mode & 0o7777)
+                    os.utime(fd, (e.mtime, e.mtime))
+                else:
+                    set_owner_mode_times(fd, uid=None, gid=None, mode=e.mode & 0o7777, mtime=e.mtime)
             finally:
                 os.close(fd)
 
@@ -420,22 +586,23 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
     os.makedirs(dest, exist_ok=True)
     limit = max_layer_size() if max_size is None else max_size
     raw: IO[bytes] = open(blob, "rb") if isinstance(blob, str) else blob  # noqa: SIM115
-    stream: _Hashing | None = None
+    stream: _Chunks | None = None
     ex: _Extractor | None = None
     try:
-        stream = _Hashing(decompressed(raw), limit=limit, what=what)
+        stream = _Chunks(decompressed(raw), limit=limit, what=what, size=_CHUNK)
         ex = _Extractor(dest, mode, what, limit)
         name = ""
         try:
-            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2, bufsize=1 << 20,  # type: ignore[call-overload,unused-ignore]
-                              tarinfo=_BoundedTarInfo) as tf:
-                for m in tf:
-                    name = m.name
-                    ex.member(tf, m)
+            reader = TarReader(stream)
+            for entry in reader:
+                name = entry.name
+                ex.member(reader, entry)
             stream.drain()
-        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as e:
+        except _decompress_errors() as e:
             raise LayoutError(f"{what}: corrupt or truncated layer tarball ({e or type(e).__name__})") from None
         except ImageError as e:
+            if isinstance(e, LayoutError) and not str(e).startswith(what):
+                raise LayoutError(f"{what}: corrupt or truncated layer tarball ({e})") from None
             if isinstance(e, UnsafeLayer) and not str(e).startswith(what):
                 raise UnsafeLayer(f"{what}: {e}") from None
             raise
@@ -455,7 +622,7 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
         if isinstance(blob, str):
             raw.close()
     result = ex.result
-    result.diff_id = "sha256:" + stream.sha.hexdigest()
+    result.diff_id = "sha256:" + stream.hexdigest()
     result.size = stream.count
     if expected_diff_id and result.diff_id != expected_diff_id:
         raise DigestMismatch(f"{what}: uncompressed content is {result.diff_id}, "
@@ -466,14 +633,14 @@ def unpack_layer(blob: str | IO[bytes], dest: str, *, mode: str = "overlay", exp
 def diff_id_of(blob: str | IO[bytes]) -> str:
     """sha256 of the uncompressed content of a layer blob (without unpacking it)."""
     raw: IO[bytes] = open(blob, "rb") if isinstance(blob, str) else blob  # noqa: SIM115
-    stream: _Hashing | None = None
+    stream: _Chunks | None = None
     try:
-        stream = _Hashing(decompressed(raw))
+        stream = _Chunks(decompressed(raw), size=_CHUNK)
         try:
             stream.drain()
-        except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as e:
+        except _decompress_errors() as e:
             raise LayoutError(f"corrupt or truncated layer blob ({e or type(e).__name__})") from None
-        return "sha256:" + str(stream.sha.hexdigest())
+        return "sha256:" + stream.hexdigest()
     finally:
         if stream is not None:
             stream.close()

@@ -57,6 +57,7 @@ class DirTree:
         self.fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._chain: list[tuple[str, int]] = []  # (component, fd) for a prefix of the last path walked
         self._deep: list[int] = []  # fds opened beyond the cached depth for the last call, closed on the next
+        self._last: list[str] | None = None  # the parts of the last call, while its fd is the chain's last
 
     def close(self) -> None:
         self._drop(0)
@@ -74,6 +75,7 @@ class DirTree:
     def _drop(self, keep: int) -> None:
         while len(self._chain) > keep:
             os.close(self._chain.pop()[1])
+            self._last = None
 
     def _close_deep(self) -> None:
         while self._deep:
@@ -106,6 +108,8 @@ class DirTree:
         """A descriptor (O_PATH, owned by the tree: valid until the next call) of the directory `parts` below
         the root; `make` creates missing directories (and replaces non-directories) on the way. Raises
         SymlinkOnPath for a symlink anywhere on the way, FileNotFoundError/NotADirectoryError without `make`."""
+        if parts == self._last:  # the same directory as the last call (a tar stream's usual next entry)
+            return self._chain[-1][1] if self._chain else self.fd
         for p in parts:
             check_name(p)
         self._close_deep()
@@ -121,6 +125,7 @@ class DirTree:
             else:  # past the cached depth only the newest fd is kept (a hostile path may be 2000 deep)
                 self._close_deep()
                 self._deep.append(fd)
+        self._last = list(parts) if not self._deep else None
         return fd
 
     def open_dir(self, parts: Sequence[str], **kw: bool | int) -> int:

@@ -1,0 +1,199 @@
+"""The layer unpacker's own tar reader (images/tarstream.py) against what tar writes: every header format
+(ustar, pax, GNU, old GNU), long names, base-256 numbers, pax xattrs and global headers, GNU sparse files in
+all four map formats, hard links across directories, gzip/zstd with and without zlib-ng — each unpacked
+tree compared with what GNU tar extracts from the same archive."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+from pycontainer_magics.images import unpack as unpack_mod
+from pycontainer_magics.images.errors import LayoutError
+from pycontainer_magics.images.unpack import diff_id_of, unpack_layer
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ownership)")
+gnu_tar = pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+
+
+def _tree(path: str) -> dict[str, tuple]:
+    """What a directory holds: per path, type, mode, size, content/target, mtime, owner, link count."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            rel = os.path.relpath(full, path)
+            if stat.S_ISREG(st.st_mode):
+                with open(full, "rb") as f:
+                    what: object = f.read()
+            elif stat.S_ISLNK(st.st_mode):
+                what = os.readlink(full)
+            else:
+                what = None
+            out[rel] = (stat.S_IFMT(st.st_mode), st.st_mode & 0o7777, st.st_size, what, int(st.st_mtime),
+                        st.st_uid, st.st_gid, st.st_nlink if stat.S_ISREG(st.st_mode) else 0)
+    return out
+
+
+def _sample_tree(src) -> None:
+    (src / "dir" / "sub").mkdir(parents=True)
+    (src / "dir" / "file").write_bytes(b"hello\n")
+    (src / "dir" / "big").write_bytes(os.urandom(3 << 20) + b"tail")  # spans several 1 MiB chunks
+    (src / ("long-" + "n" * 150)).write_bytes(b"a long name\n")  # > 100 bytes: prefix, pax or GNU long name
+    deep = src / "a" / ("d" * 90) / ("e" * 90)
+    deep.mkdir(parents=True)
+    (deep / "f").write_bytes(b"deep\n")
+    (src / "dir" / "link").symlink_to("file")
+    (src / ("sym-" + "t" * 120)).symlink_to("x" * 120)  # long link target
+    os.link(src / "dir" / "file", src / "a" / "hard")  # hard link into another directory
+    (src / "empty").write_bytes(b"")
+    (src / "exec").write_bytes(b"#!/bin/sh\n")
+    os.chmod(src / "exec", 0o751)
+    os.chmod(src / "dir" / "sub", 0o700)
+    os.mkfifo(src / "fifo")
+    (src / "ünïcode").write_bytes(b"utf-8 name\n")
+    for p in src.rglob("*"):
+        os.utime(p, (1_600_000_000, 1_600_000_000), follow_symlinks=False)
+
+
+@gnu_tar
+@pytest.mark.parametrize("fmt", ["gnu", "oldgnu", "ustar", "posix", "v7"])
+def test_every_header_format_unpacks_as_tar_does(tmp_path, fmt):
+    src = tmp_path / "src"
+    src.mkdir()
+    _sample_tree(src)
+    if fmt in ("ustar", "v7"):  # no name component over 100 bytes, no long link targets there
+        for p in sorted(src.iterdir()):
+            if p.name.startswith(("long-", "sym-")):
+                p.unlink()
+    if fmt == "v7":  # no name prefix either (ustar splits the deep path into prefix + name), no fifos
+        shutil.rmtree(src / "a" / ("d" * 90))
+        (src / "fifo").unlink()
+    layer = tmp_path / "layer.tar"
+    subprocess.run(["tar", f"--format={fmt}", "-cf", str(layer), "-C", str(src), "."], check=True)
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    theirs.mkdir()
+    subprocess.run(["tar", "-xpf", str(layer), "-C", str(theirs)], check=True)
+    res = unpack_layer(str(layer), str(ours), mode="apply")
+    assert _tree(str(ours)) == _tree(str(theirs))
+    assert res.diff_id == diff_id_of(str(layer)) and res.size == layer.stat().st_size
+    assert res.entries >= 10
+
+
+@gnu_tar
+@pytest.mark.parametrize("version", ["0.0", "0.1", "1.0", "oldgnu"])
+def test_sparse_files_in_every_map_format(tmp_path, version):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        for i in range(40):  # 40 data segments: more than an old GNU header's 4, so extension blocks too
+            f.seek(i * (256 << 10))
+            f.write(b"segment %d\n" % i)
+        f.truncate(12 << 20)  # ends in a hole
+    cmd = ["tar", "--sparse", "-cf", str(tmp_path / "l.tar"), "-C", str(src), "sparse"]
+    cmd[1:1] = ["--format=gnu"] if version == "oldgnu" else ["--format=posix", f"--sparse-version={version}"]
+    subprocess.run(cmd, check=True)
+    raw = (tmp_path / "l.tar").read_bytes()
+    assert len(raw) < 1 << 20  # really stored sparse
+    unpack_layer(str(tmp_path / "l.tar"), str(tmp_path / "ours"), mode="apply")
+    got = tmp_path / "ours" / "sparse"
+    assert got.read_bytes() == (src / "sparse").read_bytes()
+    assert got.stat().st_blocks * 512 < 4 << 20  # the holes stayed holes
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_large_numbers_xattrs_and_global_headers(tmp_path, fmt):
+    """Ids beyond octal's 8 digits (GNU base-256 or pax), sub-second mtimes, pax xattrs, a pax global header."""
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=fmt,
+                      pax_headers={"comment": "global"} if fmt == tarfile.PAX_FORMAT else None) as tf:
+        ti = tarfile.TarInfo("big-ids")
+        ti.uid, ti.gid, ti.mode, ti.size, ti.mtime = 3_000_000_000, 2_500_000_000, 0o640, 2, 1_700_000_000
+        if fmt == tarfile.PAX_FORMAT:
+            ti.mtime = 1_700_000_000.5
+            ti.pax_headers = {"SCHILY.xattr.user.lab": "value \xe9"}
+        tf.addfile(ti, io.BytesIO(b"ok"))
+    res = unpack_layer(io.BytesIO(b.getvalue()), str(tmp_path / "l"), mode="apply")
+    st = os.lstat(tmp_path / "l" / "big-ids")
+    assert st.st_mode & 0o7777 == 0o640 and (tmp_path / "l" / "big-ids").read_bytes() == b"ok"
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (3_000_000_000, 2_500_000_000)
+    if fmt == tarfile.PAX_FORMAT:
+        assert st.st_mtime == 1_700_000_000.5
+        try:
+            assert os.getxattr(tmp_path / "l" / "big-ids", "user.lab") == "value \xe9".encode()
+        except OSError:  # a file system without user xattrs: reported, not fatal
+            assert any("user.lab" in s for s in res.skipped)
+
+
+def test_hard_link_into_another_directory_lands_there(tmp_path):
+    """A hard link whose target lives in another directory is made in its own directory (the target's
+    directory fd must not stand in for the link's: they were once the same descriptor number)."""
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w") as tf:
+        for name in ("b", "a"):
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(ti)
+        ti = tarfile.TarInfo("b/l")
+        ti.size = 3
+        tf.addfile(ti, io.BytesIO(b"hi\n"))
+        ti = tarfile.TarInfo("a/f")
+        ti.type, ti.linkname = tarfile.LNKTYPE, "b/l"
+        tf.addfile(ti)
+    unpack_layer(io.BytesIO(b.getvalue()), str(tmp_path / "l"), mode="apply")
+    assert sorted(os.listdir(tmp_path / "l" / "a")) == ["f"] and sorted(os.listdir(tmp_path / "l" / "b")) == ["l"]
+    assert os.stat(tmp_path / "l" / "a" / "f").st_ino == os.stat(tmp_path / "l" / "b" / "l").st_ino
+
+
+def test_corrupt_headers_fail_and_a_clean_end_without_zero_blocks_is_fine(tmp_path):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        ti = tarfile.TarInfo("f")
+        ti.size = 5
+        tf.addfile(ti, io.BytesIO(b"12345"))
+        ti = tarfile.TarInfo("g")
+        tf.addfile(ti, io.BytesIO(b""))
+    good = b.getvalue()
+    assert unpack_layer(io.BytesIO(good[:1536]), str(tmp_path / "noend")).entries == 2  # no end-of-archive blocks
+    bad = bytearray(good)
+    bad[20] ^= 0x55  # in the first header's name: the checksum no longer matches
+    with pytest.raises(LayoutError, match="checksum"):
+        unpack_layer(io.BytesIO(bytes(bad)), str(tmp_path / "bad"))
+    with pytest.raises(LayoutError, match="corrupt or truncated.*ends inside the data of 'f'"):
+        unpack_layer(io.BytesIO(good[:514]), str(tmp_path / "cut"))
+    with pytest.raises(LayoutError, match="corrupt or truncated.*inside a header"):
+        unpack_layer(io.BytesIO(good[:1024 + 100]), str(tmp_path / "cut2"))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["zlib-ng", "stdlib-gzip"])
+def test_gzip_with_and_without_zlib_ng(tmp_path, monkeypatch, fast):
+    if not fast:
+        monkeypatch.setattr(unpack_mod, "_gzip", lambda: gzip)
+    elif unpack_mod._gzip() is gzip:
+        pytest.skip("zlib-ng not installed (the gzip extra)")
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w") as tf:
+        ti = tarfile.TarInfo("data")
+        payload = os.urandom(1 << 20) * 3
+        ti.size = len(payload)
+        tf.addfile(ti, io.BytesIO(payload))
+    plain = b.getvalue()
+    packed = gzip.compress(plain[: len(plain) // 2]) + gzip.compress(plain[len(plain) // 2:])  # two members
+    res = unpack_layer(io.BytesIO(packed), str(tmp_path / "l"))
+    assert (tmp_path / "l" / "data").read_bytes() == payload
+    assert res.diff_id == diff_id_of(io.BytesIO(plain)) == diff_id_of(io.BytesIO(packed))
+    with pytest.raises(LayoutError, match="corrupt or truncated"):
+        unpack_layer(io.BytesIO(packed[: len(packed) // 3]), str(tmp_path / "cut"))
+    broken = bytearray(packed)
+    broken[len(broken) // 4] ^= 0xFF
+    with pytest.raises(LayoutError):
+        unpack_layer(io.BytesIO(bytes(broken)), str(tmp_path / "broken"))
