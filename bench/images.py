@@ -21,6 +21,7 @@ Everything lives in a temporary directory removed at the end.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gzip
 import os
 import random
@@ -99,6 +100,9 @@ def main() -> None:
     ap.add_argument("--skip-build", action="store_true", help="only section 1")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="pcm-bench-images-")
+    # Registered before the library registers its exit clean-up, so it runs after it (atexit runs last-first):
+    # that clean-up may still write below the state dir.
+    atexit.register(shutil.rmtree, tmp, True)
     os.environ["PYCONTAINER_STATE_DIR"] = os.path.join(tmp, "state")
     from pycontainer_magics.images import ImageConfig, Store, export_layout
     from pycontainer_magics.images.unpack import _gzip, pack_dir, unpack_layer
