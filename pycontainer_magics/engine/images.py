@@ -34,6 +34,8 @@ class Images:
     def get(self, ref: str) -> Any:
         from ..images import ImageError, ImageNotFound
 
+        if ref == "host":
+            return host_image()
         try:
             return self.store.get(ref)
         except ImageNotFound:
@@ -43,3 +45,16 @@ class Images:
 
     async def resolve(self, ref: str) -> Any:
         return await asyncio.to_thread(self.get, ref)
+
+
+def host_image() -> Any:
+    """`host`, this project's pseudo image: the host's / as the read-only lower layer (as `%%container`'s
+    default), for `docker run host CMD` and the `pycontainer` CLI through the daemon."""
+    from ..images.image import Image, ImageConfig
+
+    class HostImage(Image):
+        def lower_dirs(self) -> list[str]:
+            return ["/"]
+
+    return HostImage(id="host", manifest_digest="host", refs=("host",), architecture="", os="linux", variant="",
+                     created="1970-01-01T00:00:00Z", config=ImageConfig(), layers=(), history=())

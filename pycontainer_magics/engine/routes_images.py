@@ -163,6 +163,8 @@ async def remove(e: Engine, req: Request, name: str) -> Response:
     from ..images import ImageError
 
     img = await e.images.resolve(name)
+    if img.id == "host":
+        raise ApiError(409, "conflict: the host image is this machine's / and cannot be removed")
     force = req.q_bool("force")
     users = [c for c in e.containers.all() if c.record["Image"] == img.id]
     by_name = name != img.id and not img.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))

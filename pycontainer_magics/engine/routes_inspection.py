@@ -131,7 +131,8 @@ async def top(e: Engine, req: Request, ref: str) -> Response:
     cg = e.containers.cgroup_of(c)
     pids = set(cg.procs()) if cg is not None else {int(c.state["Pid"])}
     args = (req.q("ps_args") or "-ef").split()
-    r = await asyncio.to_thread(subprocess.run, ["ps", *args], capture_output=True, text=True)
+    r = await asyncio.to_thread(subprocess.run, ["ps", *args], capture_output=True, text=True,
+                                env={**os.environ, "COLUMNS": "65535"})  # no terminal: no truncated CMD
     if r.returncode != 0:
         raise ApiError(500, f"ps: {r.stderr.strip() or 'failed'}")
     lines = r.stdout.splitlines()
@@ -205,6 +206,10 @@ async def commit(e: Engine, req: Request) -> Response:
                 os.makedirs(upper, exist_ok=True)
                 pack_dir(upper, buf)
             created_by = " ".join([c.record.get("Path") or "", *(c.record.get("Args") or [])]).strip()
+            if base.id == "host":  # over this machine's /: an image built FROM host, as %%dockerfile makes them
+                from ..images.image import HOST_BASE_LABEL
+                cfg["Labels"] = {**(cfg.get("Labels") or {}), HOST_BASE_LABEL: "host"}
+                base = None
             return e.images.store.derive_image(base, buf.getvalue(), image_config({"config": cfg}),
                                                created_by, ref=ref)
 

@@ -6,6 +6,7 @@ A thin skin: parse the options (the shared table in `args.py`), build the spec w
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from IPython.core import magic_arguments
@@ -16,8 +17,11 @@ from . import args as _args
 from . import expect
 from ._parser import echo, split_line
 from .doctor import doctor as _doctor
+from .engine_verbs import VERBS as _ENGINE_VERBS
 from .expect import from_namespace
 from .kube import container_kube as _container_kube
+from .refs import engine_call as _engine_call
+from .refs import get_container as _get
 
 
 def _with_options(func: Any) -> Any:
@@ -150,21 +154,29 @@ class ContainerMagics(Magics):
 
     # -- background containers: %container ps | logs | exec | stop | kill | wait | rm | stats ---------
     def _ps(self, rest: str) -> Any:
+        """This kernel's containers and the engine daemon's (`%container serve`, the docker CLI): one table."""
         from ..display.frames import containers_frame
+        from ..engine.control import listing
         from ..workloads.containers import containers
 
         argv = split_line(rest)
         show_all = "-a" in argv or "--all" in argv
         if not show_all:
-            return containers_frame(containers.list(all=False))
+            return containers_frame([*containers.list(all=False), *listing(all=False)])
         from ..runtime.pool import prepared
 
-        return containers_frame(containers.list(all=True), prepared())  # and what waits for the next cell
+        # and what waits for the next cell
+        return containers_frame([*containers.list(all=True), *listing(all=True)], prepared())
 
     def _logs(self, rest: str) -> None:
         c = _get(_one_ref(rest, "logs"))
         argv = split_line(rest)
         stream = "stderr" if "--stderr" in argv else "stdout" if "--stdout" in argv else None
+        if not hasattr(c, "log"):  # the daemon's: its json log, through the API
+            for s, data in _engine_call(lambda: list(c.logs())):
+                if stream is None or s == stream:
+                    echo(s, data.decode(errors="replace"))
+            return
         for line in c.log:
             if stream is None or line.stream == stream:
                 echo(line.stream, line.text)
@@ -177,12 +189,12 @@ class ContainerMagics(Magics):
             ref_part, command = argv[:1], argv[1:]
         if len(ref_part) != 1 or not command:
             raise UsageError("usage: %container exec [--expect-exit N | --no-raise-error] NAME -- CMD [ARG...]")
+        from ..engine.client import EngineError
         from ..workloads.containers import ContainerError
         from ..workloads.exec import ExecError
-
         try:
             r = _get(ref_part[0]).exec(command, on_output=echo)
-        except (ContainerError, ExecError) as e:
+        except (ContainerError, ExecError, EngineError) as e:
             raise UsageError(str(e)) from None
         expectation.check("%container exec", r, "the command")
         return None
@@ -202,14 +214,14 @@ class ContainerMagics(Magics):
             raise UsageError("usage: %container stop [-t SECONDS] NAME [NAME...]")
         for ref in argv:
             c = _get(ref)
-            c.stop(timeout=timeout)
+            _engine_call(functools.partial(c.stop, timeout=timeout))
             print(c.label)
 
     def _kill(self, rest: str) -> None:
         for ref in split_line(rest) or [_one_ref(rest, "kill")]:
             c = _get(ref)
-            c.kill()
-            c.wait(timeout=30)
+            _engine_call(c.kill)
+            _engine_call(functools.partial(c.wait, timeout=30))
             print(c.label)
 
     def _wait(self, rest: str) -> Any:
@@ -217,7 +229,11 @@ class ContainerMagics(Magics):
         a detached container's failure fails this cell, as a foreground one's fails its own."""
         expectation, argv = expect.split_flags(split_line(rest))
         c = _get(_one_ref(" ".join(argv), "wait"))
-        run = c.wait()
+        run = _engine_call(c.wait)
+        if not hasattr(run, "spec"):  # the daemon's container: its exit code and OOMKilled, no RunView
+            print(run.exit_code)
+            expectation.check("%container wait", run, f"container {c.label}")
+            return None
         assert self.shell is not None
         view = self._view(run)
         self.shell.user_ns["_container"] = view
@@ -237,7 +253,11 @@ class ContainerMagics(Magics):
             try:
                 containers.remove(ref, force=force)
             except ContainerError as e:
-                raise UsageError(str(e)) from None
+                from ..engine.control import find
+                d = find(ref)
+                if d is None:
+                    raise UsageError(str(e)) from None
+                _engine_call(functools.partial(d.remove, force=force))
             print(ref)
 
     def _bundle(self, rest: str) -> None:
@@ -358,9 +378,10 @@ class ContainerMagics(Magics):
 
     def _stats(self, rest: str) -> Any:
         from ..display.frames import stats_frame
+        from ..engine.control import listing
         from ..workloads.containers import containers
 
-        return stats_frame([c for c in containers.list(all=False)])
+        return stats_frame([*containers.list(all=False), *listing(all=False)])
 
 
 def _pod_create_parser() -> Any:
@@ -382,20 +403,12 @@ def _one_ref(rest: str, sub: str) -> str:
     return refs[0]
 
 
-def _get(ref: str) -> Any:
-    from ..workloads.containers import ContainerError, containers
-
-    try:
-        return containers.get(ref)
-    except ContainerError as e:
-        raise UsageError(str(e)) from None
-
-
 _SUBCOMMANDS = {"ps": ContainerMagics._ps, "logs": ContainerMagics._logs, "exec": ContainerMagics._exec,
                 "stop": ContainerMagics._stop, "kill": ContainerMagics._kill, "wait": ContainerMagics._wait,
                 "rm": ContainerMagics._rm, "stats": ContainerMagics._stats, "bundle": ContainerMagics._bundle,
                 "diff": ContainerMagics._diff, "pod": ContainerMagics._pod, "volume": ContainerMagics._volume}
 _SUBCOMMANDS["doctor"] = _doctor  # %container doctor: what works here (magics/doctor.py)
 _SUBCOMMANDS["kube"] = _container_kube  # %container kube NAME: as Kubernetes YAML (magics/kube.py)
+_SUBCOMMANDS.update(_ENGINE_VERBS)  # serve, pause, unpause, update, top, rename, commit, cp, export (engine_verbs.py)
 
 __all__ = ["ContainerMagics"]

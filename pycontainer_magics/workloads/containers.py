@@ -153,6 +153,56 @@ class Container:
                        on_output=on_output, stdin_data=stdin_data, timeout=timeout,
                        seccomp_filter=seccomp_filter(self.spec))
 
+    # -- `docker pause|unpause|update|top|cp|export` on a container of this process ----------------
+    def _cgroup(self) -> Any:
+        cg = self._running.cgroup if self._running is not None and self.running else None
+        if cg is None:
+            raise ContainerError(errno.ESRCH, f"container {self.label} is not running (or has no cgroup)")
+        return cg
+
+    def pause(self) -> None:
+        """Freeze every process of the container (its cgroup's freezer), as `docker pause`."""
+        self._cgroup().freeze(True)
+
+    def unpause(self) -> None:
+        self._cgroup().freeze(False)
+
+    @property
+    def paused(self) -> bool:
+        try:
+            return bool(self._cgroup().frozen())
+        except ContainerError:
+            return False
+
+    def update(self, limits: Any) -> None:
+        """New cgroup limits (a CgroupLimits; None fields unchanged) on the running container, at once."""
+        self._cgroup().set_limits(limits)
+
+    def top(self) -> list[int]:
+        """The host pids of the container's processes."""
+        return sorted(self._cgroup().procs())
+
+    def copy_out(self, path: str, dest: str) -> None:
+        from .fs_access import copy_out
+        pid = self.pid1
+        if pid is None:
+            raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
+        copy_out(f"pid:{pid}", path, dest)
+
+    def copy_in(self, src: str, path: str) -> None:
+        from .fs_access import copy_in
+        pid = self.pid1
+        if pid is None:
+            raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
+        copy_in(f"pid:{pid}", src, path)
+
+    def export(self, dest: str) -> int:
+        from .fs_access import export_to
+        pid = self.pid1
+        if pid is None:
+            raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
+        return export_to(f"pid:{pid}", dest)
+
     @property
     def label(self) -> str:
         return self.name or self.id[:12]
@@ -192,6 +242,17 @@ class _Registry:
     def list(self, all: bool = True) -> list[Container]:  # noqa: A002 - docker ps --all
         with self._lock:
             return [c for c in self._items if all or c.running]
+
+    def rename(self, ref: str, new: str) -> None:
+        from ..runtime.spec import VOLUME_NAME_RE
+
+        if not VOLUME_NAME_RE.match(new):
+            raise ContainerError(errno.EINVAL, f"invalid name {new!r}: letters, digits, '_', '.', '-'")
+        with self._lock:
+            if any(c.name == new for c in self._items):
+                raise ContainerError(errno.EEXIST, f"the name {new!r} is already in use by a container")
+        c = self.get(ref)
+        c.name = new
 
     def remove(self, ref: str, force: bool = False) -> None:
         c = self.get(ref)

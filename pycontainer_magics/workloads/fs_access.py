@@ -156,9 +156,11 @@ def put(directory: str, root: str | None) -> None:
 
 
 def export() -> None:
+    """The root filesystem as a tar. Directories mounted over it (proc, sys, volumes) are left out: a
+    directory on another device than the root's is a mount point. (Only directories are compared: on an
+    overlay, a file reports the device of the layer it comes from.)"""
     root_dev = os.lstat("/").st_dev
     out = sys.stdout.buffer
-
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for dirpath, dirnames, filenames in os.walk("/"):
             keep = []
@@ -166,21 +168,67 @@ def export() -> None:
                 p = os.path.join(dirpath, d)
                 try:
                     st = os.lstat(p)
+                    tf.add(p, arcname=p.lstrip("/"), recursive=False)
                 except OSError:
                     continue
-                tf.add(p, arcname=p.lstrip("/"), recursive=False)
-                if st.st_dev == root_dev and not stat.S_ISLNK(st.st_mode):
-                    keep.append(d)  # what is mounted over the root (proc, volumes) is not the container's
+                if stat.S_ISDIR(st.st_mode) and st.st_dev == root_dev:
+                    keep.append(d)
             dirnames[:] = keep
             for f in sorted(filenames):
                 p = os.path.join(dirpath, f)
                 try:
-                    if os.lstat(p).st_dev != root_dev:
-                        continue
                     tf.add(p, arcname=p.lstrip("/"), recursive=False)
                 except OSError:
                     continue
     out.flush()
+
+
+# -- the caller's side: run this module as a process -------------------------------------------------
+
+def _run(root: str, *args: str, stdin: bytes | None = None) -> bytes:
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "pycontainer_magics.workloads.fs_access", root, *args], input=stdin,
+                       capture_output=True, cwd="/")
+    if r.returncode != 0:
+        msg = r.stderr.decode(errors="replace").strip().splitlines()
+        raise OSError(2 if r.returncode == NOT_FOUND else 5, msg[-1] if msg else f"{args[0]} failed")
+    return r.stdout
+
+
+def copy_out(root: str, path: str, dest: str) -> None:
+    """PATH of the container (file or directory) into the host directory DEST, as `docker cp C:PATH DEST`."""
+    import io
+
+    out = _run(root, "get", path)
+    n = struct.unpack(">I", out[:4])[0]
+    from ..images.unpack import unpack_layer
+
+    # what comes out of a container is hostile: unpacked through directory fds, no symlink followed
+    unpack_layer(io.BytesIO(out[4 + n:]), dest, mode="archive", what=f"container {path}")
+
+
+def copy_in(root: str, src: str, directory: str) -> None:
+    """The host file or directory SRC into the container's directory DIRECTORY, as `docker cp SRC C:DIR`."""
+    import io
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        tf.add(src, arcname=os.path.basename(src.rstrip("/")))
+    _run(root, "put", directory, stdin=buf.getvalue())
+
+
+def export_to(root: str, dest: str) -> int:
+    """The container's root filesystem as a tar file DEST (streamed to it, never held in memory)."""
+    import subprocess
+
+    with open(dest, "wb") as f:
+        r = subprocess.run([sys.executable, "-m", "pycontainer_magics.workloads.fs_access", root, "export"],
+                           stdout=f, stderr=subprocess.PIPE, cwd="/")
+    if r.returncode != 0:
+        msg = r.stderr.decode(errors="replace").strip().splitlines()
+        raise OSError(5, msg[-1] if msg else "export failed")
+    return os.path.getsize(dest)
 
 
 def main(argv: list[str]) -> None:

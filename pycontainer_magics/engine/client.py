@@ -1,0 +1,257 @@
+"""A small Engine API client for this project's own front ends (the `pycontainer` CLI, the magics): the
+standard library only, so a command that talks to the daemon pays no import it does not need.
+
+    c = connect()            # the running daemon on the default socket (or DOCKER_HOST=unix://...), else None
+    c.get("/containers/json", all=1)
+    for stream, data in c.logs("web", follow=True): ...
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import struct
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+API = "/v1.41"
+
+
+class EngineError(OSError):
+    """The daemon answered with an error: `status` and Docker's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def default_socket() -> str:
+    from ..paths import run_dir
+
+    return os.path.join(run_dir(), "docker.sock")
+
+
+def socket_path(host: str | None = None) -> str:
+    """The daemon's socket: `host` (unix://PATH), else the project's default (not DOCKER_HOST: that may name
+    a real dockerd)."""
+    if host:
+        if not host.startswith("unix://"):
+            raise ValueError(f"unsupported daemon address {host!r}: unix:///PATH")
+        return host[len("unix://"):]
+    return default_socket()
+
+
+class Client:
+    def __init__(self, path: str, timeout: float | None = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    @property
+    def host(self) -> str:
+        return "unix://" + self.path
+
+    # -- plain requests ----------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
+                raw: bytes | None = None, timeout: float | None = None) -> Any:
+        conn = _UnixConnection(self.path, timeout if timeout is not None else self.timeout)
+        try:
+            conn.request(method, self._url(path, params), body=raw if raw is not None else
+                         (json.dumps(body).encode() if body is not None else None),
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+        finally:
+            conn.close()
+        return self._decode(r.status, data)
+
+    def _url(self, path: str, params: dict[str, Any] | None) -> str:
+        q = {k: (int(v) if isinstance(v, bool) else v) for k, v in (params or {}).items() if v is not None}
+        return API + path + ("?" + urllib.parse.urlencode(q, doseq=True) if q else "")
+
+    @staticmethod
+    def _decode(status: int, data: bytes) -> Any:
+        try:
+            parsed = json.loads(data) if data.strip() else None
+        except ValueError:
+            parsed = data
+        if status >= 400:
+            msg = parsed.get("message") if isinstance(parsed, dict) else data.decode(errors="replace")
+            raise EngineError(status, msg or f"HTTP {status}")
+        return parsed
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, **params: Any) -> Any:
+        return self.request("POST", path, body, params=params)
+
+    def delete(self, path: str, **params: Any) -> Any:
+        return self.request("DELETE", path, params=params)
+
+    def ping(self) -> bool:
+        try:
+            conn = _UnixConnection(self.path, 2.0)
+            conn.request("GET", "/_ping")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    # -- streams -----------------------------------------------------------------------------------
+    def _open(self, method: str, path: str, params: dict[str, Any] | None, body: Any = None,
+              upgrade: bool = False) -> tuple[socket.socket, bytes]:
+        """Send a request and read the response head; returns the socket and what came after the head."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        data = json.dumps(body).encode() if body is not None else b""
+        head = [f"{method} {self._url(path, params)} HTTP/1.1", "Host: localhost",
+                "Content-Type: application/json", f"Content-Length: {len(data)}"]
+        if upgrade:
+            head += ["Connection: Upgrade", "Upgrade: tcp"]
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                s.close()
+                raise EngineError(502, "the daemon closed the connection")
+            buf += chunk
+        head_b, rest = buf.split(b"\r\n\r\n", 1)
+        status = int(head_b.split(b" ", 2)[1])
+        if status >= 400:
+            headers = head_b.decode("latin-1").lower()
+            s.settimeout(10)
+            if "content-length:" in headers:
+                n = int(headers.split("content-length:", 1)[1].split("\r\n", 1)[0])
+                while len(rest) < n:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    rest += chunk
+            s.close()
+            self._decode(status, rest)
+        s.settimeout(None)
+        return s, rest
+
+    @staticmethod
+    def chunks(s: socket.socket, rest: bytes) -> Iterator[bytes]:
+        """The body of a chunked response, piece by piece, up to its last (empty) chunk: the daemon keeps the
+        connection open after it, so the end is the zero-size chunk, not the socket closing."""
+        buf = rest
+        while True:
+            while b"\r\n" not in buf:
+                more = s.recv(65536)
+                if not more:
+                    return
+                buf += more
+            size_line, buf = buf.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                return
+            while len(buf) < size + 2:
+                more = s.recv(65536)
+                if not more:
+                    return
+                buf += more
+            yield buf[:size]
+            buf = buf[size + 2:]
+
+    @staticmethod
+    def raw(s: socket.socket, rest: bytes) -> Iterator[bytes]:
+        """A hijacked stream: everything until the daemon closes it."""
+        if rest:
+            yield rest
+        while chunk := s.recv(65536):
+            yield chunk
+
+    @classmethod
+    def _frames(cls, s: socket.socket, rest: bytes, chunked: bool) -> Iterator[tuple[str, bytes]]:
+        """Docker's multiplexed frames from a hijacked (raw) or chunked response, until the end."""
+        names = {0: "stdin", 1: "stdout", 2: "stderr"}
+        buf = b""
+        try:
+            for data in (cls.chunks(s, rest) if chunked else cls.raw(s, rest)):
+                buf += data
+                while len(buf) >= 8:
+                    kind, n = struct.unpack(">BxxxI", buf[:8])
+                    if len(buf) < 8 + n:
+                        break
+                    yield names.get(kind, "stdout"), buf[8:8 + n]
+                    buf = buf[8 + n:]
+        finally:
+            s.close()
+
+    def body(self, method: str, path: str, params: dict[str, Any] | None = None) -> bytes:
+        """A streamed (chunked) response's whole body: an archive, an export."""
+        s, rest = self._open(method, path, params)
+        try:
+            return b"".join(self.chunks(s, rest))
+        finally:
+            s.close()
+
+    def logs(self, ref: str, *, follow: bool = False, tail: str = "all", timestamps: bool = False
+             ) -> Iterator[tuple[str, bytes]]:
+        s, rest = self._open("GET", f"/containers/{ref}/logs", {"stdout": 1, "stderr": 1, "follow": follow,
+                                                                 "tail": tail, "timestamps": timestamps})
+        return self._frames(s, rest, chunked=True)
+
+    def attach(self, ref: str) -> Iterator[tuple[str, bytes]]:
+        s, rest = self._open("POST", f"/containers/{ref}/attach", {"stream": 1, "stdout": 1, "stderr": 1},
+                             upgrade=True)
+        return self._frames(s, rest, chunked=False)
+
+    def exec(self, ref: str, cmd: list[str], env: list[str] | None = None,
+             workdir: str | None = None) -> tuple[Iterator[tuple[str, bytes]], str]:
+        """Start `cmd` in the container; returns its output stream and the exec id (for exec_exit_code)."""
+        eid = self.post(f"/containers/{ref}/exec", {"Cmd": cmd, "AttachStdout": True, "AttachStderr": True,
+                                                     "Env": env or None, "WorkingDir": workdir or ""})["Id"]
+        s, rest = self._open("POST", f"/exec/{eid}/start", None, {"Detach": False, "Tty": False}, upgrade=True)
+        return self._frames(s, rest, chunked=False), eid
+
+    def exec_exit_code(self, eid: str) -> int:
+        return int(self.get(f"/exec/{eid}/json")["ExitCode"] or 0)
+
+    def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
+        """`{"StatusCode": n, "Error": ...}` once the condition holds (the body is one chunk of JSON)."""
+        s, data = self._open("POST", f"/containers/{ref}/wait", {"condition": condition})
+        try:
+            while not data.endswith(b"0\r\n\r\n") and (chunk := s.recv(65536)):
+                data += chunk
+        finally:
+            s.close()
+        text = data.decode(errors="replace")
+        start, end = text.find("{"), text.rfind("}")
+        result: dict[str, Any] = json.loads(text[start:end + 1]) if start >= 0 else {}
+        return result
+
+
+def connect(host: str | None = None) -> Client | None:
+    """A client of the daemon listening on `host` (default: this project's socket), None if none answers."""
+    try:
+        c = Client(socket_path(host))
+    except ValueError:
+        return None
+    if not os.path.exists(c.path):
+        return None
+    return c if c.ping() else None
