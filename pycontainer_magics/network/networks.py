@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import ipaddress
 import os
@@ -349,6 +350,19 @@ def _ensure_bridge(net: Network) -> None:
             ipr.link("set", index=idx, ifalias=link_tag())
 
 
+def _bridge_index(ipr: Any, net: Network) -> int:
+    """The index of the network's bridge, made (or repaired: down, address missing) when needed. One netlink
+    request when it is there and up (the usual case); its address was checked when it was made or repaired."""
+    try:
+        (link,) = ipr.link("get", ifname=net.bridge)
+    except Exception:  # noqa: BLE001 - NetlinkError ENODEV: not there (anymore)
+        link = None
+    if link is None or not link["flags"] & 1:  # IFF_UP
+        _ensure_bridge(net)
+        (link,) = ipr.link("get", ifname=net.bridge)
+    return int(link["index"])
+
+
 def _resolve(network: str | Network) -> Network:
     name = network.name if isinstance(network, Network) else network
     if name == DEFAULT_NETWORK:
@@ -372,14 +386,6 @@ def _allocate(net: Network, wanted: str | None) -> ipaddress.IPv4Address:
         if ip not in used:
             return ip
     raise AddressExhausted(f"network {net.name!r} ({net.subnet}) has no free address left")
-
-
-def _next_ifname(ipr: Any) -> str:
-    have = {link.get("ifname") for link in ipr.get_links()}
-    n = 0
-    while f"eth{n}" in have:
-        n += 1
-    return f"eth{n}"
 
 
 def _has_default_route(ipr: Any) -> bool:
@@ -444,36 +450,49 @@ def attach(network: str | Network, ns: NsRef, container_id: str, name: str | Non
 def _plumb(net: Network, fd: int, path: str, container_id: str, cname: str, aliases: tuple[str, ...],
            ip: ipaddress.IPv4Address, ifname: str | None, exposed: tuple[str, ...],
            owner_pid: int | None) -> Endpoint:
-    _ensure_bridge(net)
+    """The kernel side of an endpoint, in as few netlink requests as it takes (each costs a pyroute2 round
+    trip of a millisecond or more): the veth is made already on the bridge and up, its peer already in the
+    container's namespace; then its alias, and inside: the address, up, the default route."""
     host_veth = veth_name(net.name, container_id)
     fd_path = f"/proc/{os.getpid()}/fd/{fd}"
-    with iproute(fd_path) as cipr:
-        inner = ifname or _next_ifname(cipr)
+    with iproute() as hipr, iproute(fd_path) as cipr:
+        bridge = _bridge_index(hipr, net)
+        inside = {link.get("ifname"): link for link in cipr.get_links()}
+        inner = ifname or next(f"eth{n}" for n in range(len(inside) + 1) if f"eth{n}" not in inside)
         links.check_ifname(inner)
-        if links.link_index(cipr, inner) is not None:
+        if inner in inside:
             raise EndpointExists(f"interface {inner!r} already exists in namespace {path}")
         want_default = not net.internal and not _has_default_route(cipr)
-        with iproute() as hipr:
-            if links.link_index(hipr, host_veth) is not None:  # a leftover of a killed kernel
-                hipr.link("del", ifname=host_veth)
+        add = {"ifname": host_veth, "kind": "veth", "peer": {"ifname": inner, "net_ns_fd": fd}, "master": bridge,
+               "state": "up"}
+        try:
             try:
-                hipr.link("add", ifname=host_veth, kind="veth", peer={"ifname": inner, "net_ns_fd": fd})
+                hipr.link("add", **add)
             except Exception as e:  # noqa: BLE001 - NetlinkError
-                raise NetworkError.from_netlink(e, f"cannot create veth {host_veth} for {container_id}") from None
-            try:
-                links.attach_to_bridge(hipr, host_veth, net.bridge)
-                hipr.link("set", ifname=host_veth, ifalias=link_tag())
-                links.configure(cipr, "lo", None, up=True)
-                idx = links.configure(cipr, inner, f"{ip}/{net.subnet.prefixlen}", up=True)
-                if want_default:
-                    cipr.route("add", dst="0.0.0.0/0", gateway=str(net.gateway), oif=idx)
-            except BaseException as e:
-                with contextlib.suppress(Exception):
-                    hipr.link("del", ifname=host_veth)
-                if isinstance(e, NetworkError):
+                if getattr(e, "code", None) != errno.EEXIST:
                     raise
-                doing = f"cannot configure {inner} of {container_id} on {net.name}"
-                raise NetworkError.from_netlink(e, doing) from None
+                hipr.link("del", ifname=host_veth)  # a leftover of a killed kernel
+                hipr.link("add", **add)
+        except Exception as e:  # noqa: BLE001 - NetlinkError
+            raise NetworkError.from_netlink(e, f"cannot create veth {host_veth} for {container_id}") from None
+        try:
+            hipr.link("set", ifname=host_veth, ifalias=link_tag())
+            lo = inside.get("lo")
+            if lo is not None and not lo["flags"] & 1:  # the holder brings it up; a namespace from elsewhere may not
+                cipr.link("set", index=lo["index"], state="up")
+            (link,) = cipr.link("get", ifname=inner)
+            idx = link["index"]
+            cipr.addr("add", index=idx, address=str(ip), prefixlen=net.subnet.prefixlen)
+            cipr.link("set", index=idx, state="up")
+            if want_default:
+                cipr.route("add", dst="0.0.0.0/0", gateway=str(net.gateway), oif=idx)
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                hipr.link("del", ifname=host_veth)
+            if isinstance(e, NetworkError):
+                raise
+            doing = f"cannot configure {inner} of {container_id} on {net.name}"
+            raise NetworkError.from_netlink(e, doing) from None
     return Endpoint(
         network=net.name, container_id=container_id, name=cname, address=str(ip), prefixlen=net.subnet.prefixlen,
         gateway=str(net.gateway), ifname=inner, host_veth=host_veth, netns=path,
