@@ -192,3 +192,30 @@ def test_layer_changes_letters_follow_the_lower_layers() -> None:
     texts = _texts(fig)
     assert texts.index("layer 0") < texts.index("layer 1") and "writable layer" in " ".join(texts)
     assert "/new  (3 B)" in texts and "/bin/vi  (whiteout)" in texts
+
+
+def test_build_figure_sizes_each_steps_layer_and_marks_cache_hits() -> None:
+    from pycontainer_magics.display.build_views import build_layer_sizes, plot_builds
+
+    @dataclass
+    class L:
+        size: int
+
+    @dataclass
+    class Img:
+        layers: list[L]
+
+    class Store:
+        def get(self, ref: str) -> Img:
+            return Img([L(1), L({"aaa": 2048, "bbb": 300}[ref])])
+
+    first = [{"line": 2, "instruction": "COPY x /x", "layer": True, "cached": False, "image": "aaa"},
+             {"line": 3, "instruction": "ENV A=$B", "layer": False, "cached": False, "image": "ccc"}]
+    again = [dict(r, cached=True) for r in first]
+    assert [r["size"] for r in build_layer_sizes(first, Store())] == [2048, 0]
+    fig = plot_builds({"first": first, "again": again}, Store())
+    ax = fig.axes[0]
+    assert "cache hits: first 0 of 2, again 2 of 2" in ax.get_title()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["line 2: COPY x /x", "line 3: ENV A=\\$B"]
+    hatched = [p.get_hatch() for p in ax.patches]
+    assert hatched == [None, "///"]  # the first build ran the COPY; the second took it from the cache
