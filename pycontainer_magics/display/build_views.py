@@ -16,7 +16,8 @@ def build_layer_sizes(steps: Any, store: Any) -> list[dict[str, Any]]:
     """One row per step of a build (`%%dockerfile`'s DataFrame or BuildStep list): line, instruction, whether it
     added a layer, whether the cache answered it, and the compressed size of the layer it added (0 for a
     step that only changes the image's configuration)."""
-    rows = steps.to_dict("records") if hasattr(steps, "to_dict") else [s.__dict__ for s in steps]
+    rows = steps.to_dict("records") if hasattr(steps, "to_dict") else [s if isinstance(s, dict) else s.__dict__
+                                                                         for s in steps]
     out = []
     for r in rows:
         size = 0
