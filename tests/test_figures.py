@@ -219,3 +219,34 @@ def test_build_figure_sizes_each_steps_layer_and_marks_cache_hits() -> None:
     assert [t.get_text() for t in ax.get_yticklabels()] == ["line 2: COPY x /x", "line 3: ENV A=\\$B"]
     hatched = [p.get_hatch() for p in ax.patches]
     assert hatched == [None, "///"]  # the first build ran the COPY; the second took it from the cache
+
+
+def test_topology_draws_each_network_its_members_and_published_ports() -> None:
+    from pycontainer_magics.display.net_views import plot_topology
+
+    @dataclass
+    class Ep:
+        name: str
+        container_id: str
+        address: str
+        ifname: str
+        host_veth: str
+        published: tuple[str, ...] = ()
+
+    @dataclass
+    class Net:
+        name: str
+        bridge: str
+        subnet: str
+        gateway: str
+        endpoints: tuple[Ep, ...]
+
+    nets = [Net("labnet", "pcm-1", "10.99.0.0/24", "10.99.0.1",
+                (Ep("web", "c1", "10.99.0.2", "eth0", "pcv1", ("127.0.0.1:18080->80/tcp",)),
+                 Ep("db", "c2", "10.99.0.3", "eth0", "pcv2"))),
+            Net("other", "pcm-2", "10.98.0.0/24", "10.98.0.1", (Ep("db", "c2", "10.98.0.2", "eth1", "pcv3"),))]
+    fig = plot_topology(nets)
+    texts = _texts(fig)
+    assert texts.count("web") == 1 and texts.count("db") == 1  # db, on both networks, is drawn once
+    assert {"veth pcv1", "veth pcv2", "veth pcv3", "127.0.0.1:18080->80/tcp", "eth0 10.99.0.2"} <= set(texts)
+    assert "network labnet: bridge pcm-1" in texts and "10.98.0.0/24, gateway 10.98.0.1" in texts
