@@ -288,7 +288,7 @@ def _build_rootfs(hp: HolderPlan) -> tuple[str | None, str]:
         os.makedirs(upper, mode=0o755, exist_ok=True)
         os.makedirs(work, mode=0o700, exist_ok=True)
     if hp.rootless and hp.lower == "/":
-        rootfs.mount_host_tree(merged, upper, work, hp.mountpoints)
+        rootfs.mount_host_tree(merged, upper, work, hp.mountpoints, hp.storage_size)
     else:
         rootfs.make_mountpoints(mp, hp.mountpoints)
         rootfs.mount_overlay(hp.lower, mp, upper, work, merged)

@@ -8,6 +8,8 @@ small "mount-point" layer, see rootfs.py) hides them:
 - /root and /home: emptied — except the directories a container needs from there: the working directory
   (the notebook's), this Python's installation and import path (a pyenv or a venv in a home directory), and
   where volumes and mounts go. Credential stores (.ssh, .aws, .kube, ...) are hidden even in those;
+- the host's unix sockets need no mask: seen through the overlay, a socket is an overlay inode no listener is
+  bound to (connect answers ECONNREFUSED), and /run (a filesystem of its own) is not part of the lower layer;
 - /etc/ssh/ssh_host_*_key, /etc/ssl/private, /etc/krb5.keytab: hidden;
 - this project's state and run directories (images, volumes, other containers' state and logs): hidden.
 
@@ -97,6 +99,25 @@ def masks(*, cwd: str, mount_targets: Iterable[str] = (), data_dirs: Iterable[st
     return tuple(sorted((p, k) for p, k in out.items() if not _unmasked(p, unmask)))
 
 
+def rootless_masks(*, cwd: str, mount_targets: Iterable[str] = (), unmask: Iterable[str] = ()) -> list[str]:
+    """Rootless, the container is you and sees what you see. But a top-level directory with mounts of its own
+    is bound there, not overlaid (rootfs.mount_host_tree), and through a bind a socket answers: /run/user
+    (your session's D-Bus, systemd --user, an ssh-agent) and, when bound, /tmp and /var/tmp (an X server's, a
+    tmux's, an agent's sockets) get a fresh tmpfs instead, unless something the container needs is below."""
+    keep = keep_paths(cwd, mount_targets)
+    bound = _bound_top_levels()
+    wanted = ["/run/user"] + [d for d in ("/tmp", "/var/tmp") if d.split("/")[1] in bound]
+    return [d for d in wanted if os.path.isdir(d) and not os.path.islink(d) and not _unmasked(d, tuple(unmask))
+            and not any(_under(k, d) for k in keep)]
+
+
+def _bound_top_levels() -> set[str]:
+    """Top-level directories holding mounts of their own (what mount_host_tree binds instead of overlaying)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split(" ")[4] for line in f]
+    return {p.split("/")[1] for p in points if p != "/"}
+
+
 def sanitized(path: str) -> bytes:
     """/etc/shadow or /etc/gshadow with every password field locked."""
     lines = []
@@ -109,4 +130,4 @@ def sanitized(path: str) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-__all__ = ["masks", "sanitized"]
+__all__ = ["masks", "rootless_masks", "sanitized"]

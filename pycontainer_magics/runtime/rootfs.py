@@ -247,17 +247,22 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
             ops.append(MountOp("mask", p))
     for p in READONLY_PATHS:
         ops.append(MountOp("readonly", p))
-    if host_masks and lower == "/":  # (an image built FROM host: its layers sit above, not below, this layer)
+    if lower == "/":  # (an image built FROM host: its layers sit above, not below, the mount-point layer)
         from . import host_masks as hm
-        from .state import data_dirs
 
         try:
             cwd = os.getcwd()
         except OSError:
             cwd = "/"
         targets = [m.target for m in spec.mounts] + [t.target for t in spec.tmpfs] + [spec.workdir or "/"]
-        for path, kind in hm.masks(cwd=cwd, mount_targets=targets, data_dirs=data_dirs(), unmask=spec.unmask):
-            mountpoints.setdefault(path, kind)
+        if host_masks:
+            from .state import data_dirs
+
+            for path, kind in hm.masks(cwd=cwd, mount_targets=targets, data_dirs=data_dirs(), unmask=spec.unmask):
+                mountpoints.setdefault(path, kind)
+        else:  # rootless: the container is you and sees what you see, but not your session's sockets
+            for path in hm.rootless_masks(cwd=cwd, mount_targets=targets, unmask=spec.unmask):
+                mountpoints.setdefault(path, f"tmpfs:{spec.storage_size or 0}")  # as bounded as the layer
     return RootfsPlan(lower=lower, mountpoints=tuple(sorted(mountpoints.items())), ops=tuple(ops),
                       writable=not spec.read_only)
 
@@ -275,6 +280,9 @@ def make_mountpoints(layer: str, mountpoints: tuple[tuple[str, str], ...]) -> No
         os.makedirs(os.path.dirname(p), exist_ok=True)
         if kind == "file":
             os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+        elif kind.startswith("tmpfs:"):  # (rootless host tree: `layer` is the merged root) a /tmp of its own
+            size = int(kind[6:])
+            mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" + (f",size={size}" if size else ""))
         elif kind == "whiteout":
             os.mknod(p, stat.S_IFCHR, 0)
         elif kind == "opaque":
@@ -312,12 +320,12 @@ def mount_overlay(lower: str, mp_layer: str, upper: str | None, work: str | None
     mount("overlay", merged, "overlay", 0, data)
 
 
-def mount_host_tree(merged: str, upper: str | None, work: str | None, mountpoints: tuple[tuple[str, str], ...]
-                    ) -> None:
+def mount_host_tree(merged: str, upper: str | None, work: str | None, mountpoints: tuple[tuple[str, str], ...],
+                    size: int | None = None) -> None:
     """The host image inside a user namespace (rootless): the kernel refuses an overlay whose lower layer
     is the host's / (it has locked submounts), so the root is a tmpfs holding one overlay per top-level
     directory of the host, its symlinks, and empty mount points for /proc, /sys and /dev."""
-    mount("tmpfs", merged, "tmpfs", MS_NOSUID, "mode=0755")
+    mount("tmpfs", merged, "tmpfs", MS_NOSUID, "mode=0755" + (f",size={size}" if size else ""))  # new top-levels
     submounts = {m.split("/")[1] for m in _mount_points() if m.count("/") >= 1 and m != "/"}
     for name in sorted(os.listdir("/")):
         src, dst = "/" + name, os.path.join(merged, name)
