@@ -17,6 +17,7 @@ from typing import Any
 from ..linux.cgroups import Cgroup, CgroupError, explore
 from ..runtime import launch
 from ..runtime.channel import decode_frames
+from ..runtime.plan import Chdir
 from ..runtime.relay import QUIET, OutputFn, OutputRelay
 
 # -- counters and samples -----------------------------------------------------------------------------
@@ -221,9 +222,9 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
     """
     if (python_code is None) == (command is None):
         raise ValueError("give python_code or command")
-    L = launch.Launch(mode="plain", pid1_unshare=0, merged=None, plan=None, hostname=None, workdir=os.getcwd(),
-                      env=dict(os.environ if env is None else env), capabilities=frozenset(),
-                      no_new_privileges=False, command=tuple(command or ()), python_code=python_code,
+    L = launch.Launch(mode="plain", pid1_unshare=0, merged=None, plan=None, hostname=None,
+                      env=dict(os.environ if env is None else env), steps=(Chdir(os.getcwd()),),
+                      command=tuple(command or ()), python_code=python_code,
                       want_diff=False, rebind_root=False, python_globals=python_globals)
     join_fds = []
     try:

@@ -117,6 +117,9 @@ OPTIONS: list[Option] = [
          help="the exit code the workload will end with (same as --expect exit=N)"),
     _opt("--no-raise-error", action="store_true", where=MAGIC, spec=False,
          help="never fail the cell because of how the workload ended (as %%%%script --no-raise-error)"),
+    _opt("--explain", action="store_true", where=MAGIC, spec=False,
+         help="show the setup plan (namespaces, id maps, cgroup, each mount, pivot_root, masked paths, "
+              "capabilities, rlimits, no_new_privs, seccomp, exec) as a table, without running anything"),
     _opt("-d", "--detach", action="store_true", where=MAGIC, spec=False,
          help="run in the background; see %%container ps, logs NAME, exec NAME -- CMD, stop NAME, rm NAME"),
     # display, both

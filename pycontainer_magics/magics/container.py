@@ -114,6 +114,14 @@ class ContainerMagics(Magics):
             from .. import workloads  # noqa: F401 - installs the pod resolver (pods are workloads)
         assert self.shell is not None
         user_ns = self.shell.user_ns
+        if ns.explain:  # the setup plan, step by step; nothing runs
+            from ..runtime.run import explain
+            try:
+                plan = explain(spec)
+            except (SpecError, runtime.LaunchError) as e:
+                raise UsageError(str(e)) from None
+            user_ns[result_name] = plan
+            return plan  # type: ignore[return-value]  # shown as a table (SetupPlan._repr_html_)
         if ns.detach:
             if expectation.stated or expectation.no_raise:
                 raise UsageError("a detached container has no outcome yet: put --expect or --no-raise-error on "

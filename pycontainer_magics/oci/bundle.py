@@ -17,14 +17,28 @@ from functools import cache
 from typing import Any
 
 from ..errors import InvalidInput
+from ..linux import libc
 from ..linux.cgroups import DEFAULT_PARENT
 from ..linux.files import write_json
 from ..linux.namespaces import NAMESPACE_KINDS
 from ..linux.rlimits import NAMES as RLIMIT_NAMES
 from ..linux.seccomp import SeccompError, compile_profile
-from ..runtime import state
-from ..runtime.rootfs import MASKED_PATHS, READONLY_PATHS
-from ..runtime.run import id_maps
+from ..runtime.plan import (
+    Chdir,
+    Exec,
+    JoinCgroup,
+    KeepCapabilities,
+    MapIds,
+    NoNewPrivs,
+    Seccomp,
+    SetHostname,
+    SetRlimit,
+    SetupPlan,
+    SetUser,
+    Unshare,
+)
+from ..runtime.rootfs import MountOp
+from ..runtime.run import bundle_plan
 from ..runtime.seccomp_profile import from_json, profile_for, to_oci
 from ..runtime.spec import ContainerSpec
 
@@ -48,42 +62,40 @@ def _maps(text: str) -> list[dict[str, int]]:
     return out
 
 
-def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
-    new = set(spec.new_namespaces)
-    m: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-    ]
-    if "net" in new:
-        m.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-                  "options": ["nosuid", "noexec", "nodev", "ro"]})
-    else:  # sysfs belongs to a network namespace: with the host's, bind the host's /sys (as runc's rootless spec)
-        m.append({"destination": "/sys", "type": "none", "source": "/sys",
-                  "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
-    m.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
-    for v in spec.mounts:
-        src = state.volume_path(v.source) if v.kind == "volume" else v.source
-        m.append({"destination": v.target, "type": "bind", "source": src,
-                  "options": ["rbind", "ro" if v.read_only else "rw"]})
-    for t in spec.tmpfs:
-        opts = ["nosuid", "nodev", f"mode={t.mode:o}"] + ([f"size={t.size}"] if t.size else [])
-        m.append({"destination": t.target, "type": "tmpfs", "source": "tmpfs", "options": opts})
-    return m
+_FLAG_WORDS = ((libc.MS_NOSUID, "nosuid"), (libc.MS_NODEV, "nodev"), (libc.MS_NOEXEC, "noexec"),
+               (libc.MS_RDONLY, "ro"))
 
 
-def _rlimits(spec: ContainerSpec) -> list[dict[str, Any]]:
-    """The spec's --ulimit values; the open-files limit, which matters most, is the caller's unless given
-    (what our containers inherit)."""
-    out = [{"type": "RLIMIT_" + name.upper(), "soft": _rlim(soft), "hard": _rlim(hard)}
-           for name, soft, hard in spec.ulimits]
-    if not any(u[0] == "nofile" for u in spec.ulimits):
+def _options(op: MountOp) -> list[str]:
+    words = [w for bit, w in _FLAG_WORDS if op.flags & bit]
+    if op.read_only and "ro" not in words:
+        words.append("ro")
+    return words + (op.data.split(",") if op.data else [])
+
+
+def _mounts(plan: SetupPlan, new: set[str]) -> list[dict[str, Any]]:
+    """The plan's mount steps as the spec's `mounts`. The runtime makes /dev's nodes and links itself
+    (devnode, symlink and mkdir steps are ours alone); masks and read-only paths go to `linux`."""
+    out: list[dict[str, Any]] = []
+    for op in plan.of(MountOp):
+        if op.action == "bind":
+            out.append({"destination": op.target, "type": "bind", "source": op.source,
+                        "options": ["rbind", "ro" if op.read_only else "rw"]})
+        elif op.action == "mount" and op.fstype == "sysfs" and "net" not in new:
+            # sysfs belongs to a network namespace: with the host's, bind the host's /sys (runc's rootless spec)
+            out.append({"destination": op.target, "type": "none", "source": op.fallback or "/sys",
+                        "options": ["rbind", *_options(op)]})
+        elif op.action == "mount":
+            out.append({"destination": op.target, "type": op.fstype, "source": op.source, "options": _options(op)})
+    return out
+
+
+def _rlimits(plan: SetupPlan) -> list[dict[str, Any]]:
+    """The plan's rlimit steps (--ulimit); the open-files limit, which matters most, is the caller's unless
+    given (what our containers inherit)."""
+    steps = plan.of(SetRlimit)
+    out = [{"type": "RLIMIT_" + st.name.upper(), "soft": _rlim(st.soft), "hard": _rlim(st.hard)} for st in steps]
+    if not any(st.name == "nofile" for st in steps):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         out.append({"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft})
     return out
@@ -93,74 +105,77 @@ def _rlim(v: int) -> int:
     return 2**64 - 1 if v == -1 else v  # RLIM_INFINITY, as the spec's uint64 writes it
 
 
-def _resources(spec: ContainerSpec) -> dict[str, Any]:
+def _resources(limits: dict[str, Any]) -> dict[str, Any]:
+    """The cgroup step's limits as the spec's `linux.resources`."""
     res: dict[str, Any] = {}
-    if spec.memory is not None:
-        mem: dict[str, Any] = {"limit": spec.memory}
+    if limits.get("memory") is not None:
         # runc's swap is memory + swap, as Docker's --memory-swap; no --memory-swap means no swap.
-        mem["swap"] = spec.memory_swap if spec.memory_swap is not None else spec.memory
-        res["memory"] = mem
+        res["memory"] = {"limit": limits["memory"], "swap": limits.get("memory_swap", limits["memory"])}
     cpu: dict[str, Any] = {}
-    if spec.cpus is not None:
-        cpu.update(quota=int(spec.cpus * CPU_PERIOD), period=CPU_PERIOD)
-    if spec.cpu_shares is not None:
-        cpu["shares"] = spec.cpu_shares
-    if spec.cpuset_cpus is not None:
-        cpu["cpus"] = spec.cpuset_cpus
+    if "cpus" in limits:
+        cpu.update(quota=int(limits["cpus"] * CPU_PERIOD), period=CPU_PERIOD)
+    if "cpu_shares" in limits:
+        cpu["shares"] = limits["cpu_shares"]
+    if "cpuset_cpus" in limits:
+        cpu["cpus"] = limits["cpuset_cpus"]
     if cpu:
         res["cpu"] = cpu
-    if spec.pids_limit is not None:
-        res["pids"] = {"limit": spec.pids_limit}
+    if "pids" in limits:
+        res["pids"] = {"limit": limits["pids"]}
     return res
 
 
 def config_for(spec: ContainerSpec, root_path: str = "rootfs") -> dict[str, Any]:
     """The config.json of a bundle running `spec` (a command: a Python cell lives in the kernel's memory,
-    which no bundle can carry)."""
+    which no bundle can carry). Read from the spec's setup plan (runtime/plan.py), the same steps a run
+    takes, so the export is not a second description of the container."""
     if spec.python_code is not None:
         raise BundleError("a Python cell cannot be written as a bundle (it runs in a fork of the notebook "
                           "kernel): give a command, like `-- sh -c '...'`")
-    caps = sorted(f"CAP_{c}" for c in spec.capabilities)
-    env = [f"{k}={v}" for k, v in {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                    **dict(spec.env)}.items()]
+    plan = bundle_plan(spec)
+    unshare = plan.of(Unshare)[0]
+    mounts = plan.of(MountOp)
+    exe = plan.of(Exec)[0]
+    caps = sorted(f"CAP_{c}" for c in plan.of(KeepCapabilities)[0].keep)
+    user = next(iter(plan.of(SetUser)), None)
     # A new time namespace only with offsets: without them it changes nothing, and runc before 1.2 refuses
     # the "time" type (the spec has it since 1.1).
-    new = [k for k in NAMESPACE_KINDS if k in spec.new_namespaces and (k != "time" or spec.time_offsets)]
+    new = [k for k in unshare.namespaces if k != "time" or unshare.time_offsets]
     linux: dict[str, Any] = {
         # Under the project's own parent, as our containers are (a runtime's default would be the root).
         "cgroupsPath": f"/{DEFAULT_PARENT}/bundle-{os.urandom(4).hex()}",
         "namespaces": [{"type": OCI_NAMESPACE[k]} for k in new],
-        "resources": _resources(spec),
-        "maskedPaths": list(MASKED_PATHS),
-        "readonlyPaths": list(READONLY_PATHS),
+        "resources": _resources(dict(plan.of(JoinCgroup)[0].limits)),
+        "maskedPaths": [m.target for m in mounts if m.action == "mask"],
+        "readonlyPaths": [m.target for m in mounts if m.action == "readonly"],
     }
-    if "user" in new:
-        uid_map, gid_map, _deny = id_maps(spec)
-        linux["uidMappings"] = _maps(uid_map)
-        linux["gidMappings"] = _maps(gid_map)
-    if spec.time_offsets:
-        linux["timeOffsets"] = {clock: {"secs": secs, "nanosecs": 0} for clock, secs in spec.time_offsets}
+    for ids in plan.of(MapIds):
+        linux["uidMappings"] = _maps(ids.uid_map)
+        linux["gidMappings"] = _maps(ids.gid_map)
+    if unshare.time_offsets:
+        linux["timeOffsets"] = {clock: {"secs": secs, "nanosecs": 0} for clock, secs in unshare.time_offsets}
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": list(spec.command),
-            "env": env,
-            "cwd": spec.workdir or "/",
+            "user": {"uid": user.uid, "gid": user.gid} if user else {"uid": 0, "gid": 0},
+            "args": list(exe.argv),
+            "env": [f"{k}={v}" for k, v in exe.env],
+            "cwd": plan.of(Chdir)[0].path,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": _rlimits(spec),
-            "noNewPrivileges": spec.no_new_privileges,
+            "rlimits": _rlimits(plan),
+            "noNewPrivileges": bool(plan.of(NoNewPrivs)),
         },
         "root": {"path": root_path, "readonly": spec.read_only},
-        "mounts": _mounts(spec),
+        "mounts": _mounts(plan, set(unshare.namespaces)),
         "linux": linux,
     }
-    if spec.hostname:
-        config["hostname"] = spec.hostname
-    profile = profile_for(spec.seccomp, spec.capabilities)
-    if profile is not None:
-        linux["seccomp"] = to_oci(profile)
+    for h in plan.of(SetHostname):
+        config["hostname"] = h.name
+    if plan.of(Seccomp):
+        profile = profile_for(spec.seccomp, spec.capabilities)
+        if profile is not None:
+            linux["seccomp"] = to_oci(profile)
     return config
 
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import errors as E
-from ..linux import libc, rlimits, seccomp
-from ..linux.caps import restrict_to
+from ..linux import libc, rlimits
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES
 from . import rootfs
 from .channel import send
+from .plan import PrivilegeStep, SetRlimit, run_steps
 
 STATUS_FD = 3
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -51,22 +51,23 @@ class Launch:
     merged: str | None  # the root to pivot into (None: no new mount namespace)
     plan: rootfs.RootfsPlan | None
     hostname: str | None
-    workdir: str
     env: dict[str, str]
-    capabilities: frozenset[str]
-    no_new_privileges: bool
+    # The last steps before the payload (plan.py): rlimits, working directory, capabilities, user,
+    # no_new_privs, seccomp; interpreted by plan.run_steps, in this order.
+    steps: tuple[PrivilegeStep, ...] = ()
     command: tuple[str, ...] = ()
     python_code: str | None = None
     outputs: tuple[str, ...] = ()
     want_diff: bool = True
     export_layer: str | None = None  # the holder writes the writable layer here as a layer tarball (builds)
-    uid: int | None = None  # run the payload as this user (Docker's -u, or the image's USER)
-    gid: int | None = None
     rebind_root: bool = True  # nested as root: the inherited root mount is locked
     gate: str | None = None  # `pycontainer create`: a FIFO the payload waits on before exec (runc's exec.fifo)
-    rlimits: tuple[tuple[str, int, int], ...] = ()  # set by PID 1 before it drops privileges (--ulimit)
-    seccomp: bytes | None = None  # a compiled BPF filter, installed last before the payload
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def rlimits(self) -> tuple[tuple[str, int, int], ...]:
+        """The --ulimit values (PID 1 raises hard limits as host root before entering the user namespace)."""
+        return tuple((s.name, s.soft, s.hard) for s in self.steps if isinstance(s, SetRlimit))
 
     def for_holder(self) -> Launch:
         """A copy without the caller's globals, to send to a helper process."""
@@ -249,28 +250,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
 
 
 def _drop_privileges(L: Launch) -> None:
-    if L.rlimits:
-        rlimits.apply(L.rlimits)
-    try:
-        os.chdir(L.workdir)
-    except FileNotFoundError:
-        os.makedirs(L.workdir, exist_ok=True)
-        os.chdir(L.workdir)
-    try:
-        restrict_to(L.capabilities)
-    except PermissionError:
-        if os.geteuid() == 0:
-            raise
-    if L.uid is not None:
-        # A user other than root keeps no effective or permitted capabilities (the kernel clears them when
-        # every uid leaves 0), as in Docker; the bounding set stays.
-        os.setgroups([])
-        os.setresgid(L.gid if L.gid is not None else L.uid, *(2 * [L.gid if L.gid is not None else L.uid]))
-        os.setresuid(L.uid, L.uid, L.uid)
-    if L.no_new_privileges:
-        libc.set_no_new_privs()
-    if L.seccomp is not None:  # last: the filter stays with everything PID 1 executes
-        seccomp.install(L.seccomp)
+    run_steps(L.steps)  # rlimits, chdir, capabilities, user, no_new_privs, seccomp (last): plan.py
 
 
 def _payload(L: Launch) -> NoReturn:

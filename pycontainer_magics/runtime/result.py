@@ -85,6 +85,9 @@ class ContainerRun:
     outputs: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # things the user should know (fallbacks taken)
     timeline: list[tuple[str, float]] = field(default_factory=list)  # launch stages, seconds from start
+    # The setup plan that ran (runtime/plan.SetupPlan: every step, in order; `.rows()`, `.table()`). Typed
+    # loosely: plan.py builds on the root filesystem code, which builds on this module.
+    plan: Any = field(default=None, repr=False)
 
     @property
     def signal_name(self) -> str | None:

@@ -44,11 +44,12 @@ from .holder import HolderPlan, SetupFailed
 from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch, pid1_direct
 from .monitor import Monitor
+from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
 from .pool import Holder, pool
 from .relay import QUIET, OutputFn, OutputRelay
 from .result import ContainerRun, NamespaceRow
 from .seccomp_profile import profile_for
-from .spec import ContainerSpec, IdMap, Mount
+from .spec import POD_SHARED, ContainerSpec, IdMap, Mount
 
 REMAP_DEFAULT = IdMap(0, 100000, 65536)
 
@@ -190,9 +191,12 @@ def _host_id(map_text: str, inside: int) -> int | None:
 
 
 def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
-                source: ImageSource | None = None) -> tuple[HolderPlan, Launch]:
+                source: ImageSource | None = None, *,
+                cgroup_view: tuple[str | None, dict[str, str]] | None = None) -> tuple[HolderPlan, Launch]:
     """Everything the holder and PID 1 will do, decided before any fork (so a bad spec fails here, with
-    nothing made). A Python cell as root goes "direct" (see launch.py), everything else "nested"."""
+    nothing made). A Python cell as root goes "direct" (see launch.py), everything else "nested".
+    cgroup_view: (version, host dirs) of the cgroup to show at /sys/fs/cgroup when `cg` is not made yet
+    (explain); when given, nothing on the host is changed."""
     new = set(spec.new_namespaces)
     root = os.geteuid() == 0
     if "mount" not in new and (spec.rootfs or spec.mounts or spec.tmpfs or spec.read_only):
@@ -223,7 +227,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
             raise LaunchError(errno.ENOENT, str(e)) from None
     maps = id_maps(spec) if "user" in new else ("0 0 4294967295\n", "0 0 4294967295\n", False)
     remapped_gid = _host_id(maps[1], 0) if root and "user" in new else None
-    if remapped_gid:  # container root is not host root: it must pass through the private data root
+    if remapped_gid and cgroup_view is None:  # container root is not host root: through the private data root
         paths.let_group_traverse(paths.state_dir(), remapped_gid)
         paths.let_group_traverse(paths.run_dir(), remapped_gid)
     # Direct PID 1 lives in mount and PID namespaces that host root made: container root has no
@@ -233,7 +237,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
     plan = None
     if "mount" in new:
         volume_sources = {m.source: state.volume_path(m.source) for m in spec.mounts if m.kind == "volume"}
-        cg_ops = rootfs.cgroup_ops(cg.version if cg else None, cg.paths if cg else {})
+        cg_ops = rootfs.cgroup_ops(*(cgroup_view or (cg.version if cg else None, cg.paths if cg else {})))
         if mode == "direct":
             # PID 1 mounts as host root: ids in mount options are host ids.
             owner = (_host_id(maps[0], 0), _host_id(maps[1], 0)) if "user" in new else (0, 0)
@@ -265,22 +269,78 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         merged=holder_plan.merged,
         plan=plan,
         hostname=spec.hostname,
-        workdir=source.workdir,
         env=container_env(spec, spec.python_code is not None, source.env),
-        capabilities=spec.capabilities,
-        no_new_privileges=spec.no_new_privileges,
+        steps=privilege_steps(rlimits_=spec.ulimits, workdir=source.workdir, capabilities=spec.capabilities,
+                              uid=uid, gid=gid, no_new_privileges=spec.no_new_privileges,
+                              seccomp_program=seccomp_filter(spec), seccomp_profile=_profile_label(spec.seccomp)),
         command=source.command,
         python_code=spec.python_code,
-        uid=uid,
-        gid=gid,
         outputs=spec.outputs,
         want_diff=spec.diff,
         rebind_root=root,
-        rlimits=spec.ulimits,
-        seccomp=seccomp_filter(spec),
         python_globals=python_globals,
     )
     return holder_plan, launch
+
+
+def _profile_label(seccomp_text: str) -> str:
+    return seccomp_text if seccomp_text in ("default", "unconfined") else "custom"
+
+
+def _limit_items(spec: ContainerSpec) -> tuple[tuple[str, Any], ...]:
+    items = (("memory", spec.memory), ("memory_swap", spec.memory_swap), ("cpus", spec.cpus),
+             ("cpu_shares", spec.cpu_shares), ("cpuset_cpus", spec.cpuset_cpus), ("pids", spec.pids_limit))
+    return tuple((k, v) for k, v in items if v is not None)
+
+
+def describe_launch(spec: ContainerSpec, hp: HolderPlan, L: Launch, cgroup: str | None) -> SetupPlan:
+    """The setup plan of a launch (plan.py): the steps the holder and PID 1 take, as data."""
+    payload: Exec | RunPython
+    if L.python_code is not None:
+        payload = RunPython(L.python_code.count("\n") + 1, tuple(L.env.items()))
+    else:
+        payload = Exec(L.command, tuple(L.env.items()))
+    return setup_plan(new=spec.new_namespaces, joined=POD_SHARED if hp.join else (), time_offsets=hp.time_offsets,
+                      maps=hp.maps if hp.new_user else None, limits=_limit_items(spec), cgroup=cgroup,
+                      hostname=L.hostname, rootfs=L.plan, merged=L.merged, privileges=L.steps, payload=payload)
+
+
+def explain(spec: ContainerSpec) -> SetupPlan:
+    """What running `spec` would do, step by step, without running anything (`%%container --explain`)."""
+    h = hierarchy()
+    view: tuple[str | None, dict[str, str]] = (None, {})
+    if h is not None:
+        mps = getattr(h, "mount_points", None) or {"unified": getattr(h, "root", "/sys/fs/cgroup")}
+        parent = getattr(h, "parent", "")
+        view = (h.version, {c: os.path.join(mp, parent, "<container>") for c, mp in mps.items()})
+    hp, L = plan_launch(spec, None, None, cgroup_view=view)
+    return describe_launch(spec, hp, L, None)
+
+
+def bundle_plan(spec: ContainerSpec) -> SetupPlan:
+    """The setup plan an OCI runtime carries out for `spec` (oci/bundle.config_for writes it as config.json):
+    the same steps as a run's, without what only this host decides (its cgroup, the holder's scratch
+    directory): /sys/fs/cgroup is the runtime's cgroup mount; the command runs as given."""
+    new = spec.new_namespaces
+    maps = id_maps(spec) if "user" in new else None
+    volume_sources = {m.source: state.volume_path(m.source) for m in spec.mounts if m.kind == "volume"}
+    cgroup_mount = [rootfs.MountOp("mount", "/sys/fs/cgroup", "cgroup", "cgroup",
+                                   rootfs.NOSUID_NODEV_NOEXEC | libc.MS_RDONLY, read_only=True)]
+    fs = rootfs.build_plan(spec, volume_sources=volume_sources, cgroup_mount_ops=cgroup_mount, pts_gid=5) \
+        if "mount" in new else None
+    uid = gid = None
+    if spec.user:
+        u, _, g = spec.user.partition(":")
+        if u.isdigit() and (not g or g.isdigit()):
+            uid, gid = int(u), int(g) if g else int(u)
+    steps = privilege_steps(rlimits_=spec.ulimits, workdir=spec.workdir or "/", capabilities=spec.capabilities,
+                            uid=uid, gid=gid, no_new_privileges=spec.no_new_privileges,
+                            seccomp_program=None if spec.seccomp == "unconfined" else b"",
+                            seccomp_profile=_profile_label(spec.seccomp))
+    env = container_env(spec, False, {})
+    return setup_plan(new=new, time_offsets=spec.time_offsets, maps=maps, limits=_limit_items(spec), cgroup=None,
+                      hostname=spec.hostname, rootfs=fs, merged=None, privileges=steps,
+                      payload=Exec(spec.command, tuple(env.items())))
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -393,6 +453,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             if L.mode != "nested":
                 raise LaunchError(errno.EINVAL, "a created-not-started container runs a command, not a cell")
             L.gate = gate
+        r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         _execute(r, hp, L, cg, on_output, helper, on_start)
     finally:
         if pod is not None:
