@@ -24,6 +24,7 @@ NOT_LIBRARY_ERRORS = {
     "pycontainer_magics.engine.http.ApiError",  # an HTTP answer of the Engine API (status + message), not raised out
     "pycontainer_magics.engine.http._ClientGone",  # internal: the HTTP client hung up
     "pycontainer_magics.cli.oci.UsageError",  # internal to the runc command line: becomes a log line and exit 1
+    "pycontainer_magics.images.tarstream._Truncated",  # internal: the tar reader's end of data, caught there
 }
 OPTIONAL = ("kube", "engine")  # layers whose imports may need extras
 

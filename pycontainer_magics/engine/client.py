@@ -17,16 +17,17 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from ..errors import OSFailure
+
 API = "/v1.41"
 
 
-class EngineError(OSError):
+class EngineError(OSFailure):
     """The daemon answered with an error: `status` and Docker's message."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+        super().__init__(None, message)
         self.status = status
-        self.message = message
 
     def __str__(self) -> str:
         return self.message

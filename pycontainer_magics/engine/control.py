@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import OSFailure
 from ..paths import run_dir
 from ..workloads import daemon_store as store
 from .client import Client, EngineError, connect, default_socket
@@ -25,9 +26,8 @@ from .client import Client, EngineError, connect, default_socket
 START_TIMEOUT = 30.0
 
 
-class EngineUnavailable(OSError):
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
+class EngineUnavailable(OSFailure):
+    """The engine daemon is not running or does not answer: one line."""
 
 
 def pid_file() -> str:

@@ -265,7 +265,7 @@ def _gzip() -> ModuleType:
         from zlib_ng import gzip_ng
     except ImportError:
         return gzip
-    return gzip_ng
+    return cast(ModuleType, gzip_ng)
 
 
 def _decompress_errors() -> tuple[type[BaseException], ...]:
