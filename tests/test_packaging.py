@@ -58,6 +58,7 @@ def test_the_package_ships_its_types_and_schemas(tmp_path: Path) -> None:
     assert "pycontainer_magics/py.typed" in names
     assert "pycontainer_magics/oci/schemas/runtime-spec/config-schema.json" in names
     assert "pycontainer_magics/images/schemas/image-manifest-schema.json" in names
+    assert "pycontainer_magics/SECURITY.md" in names  # the threat model the README points to
 
 
 def _core_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -232,3 +232,20 @@ def test_add_of_a_hostile_archive_leaves_tmp_alone(tmp_path, monkeypatch):
         build("FROM lab/bb:1\nADD evil.tar /\n", context=str(ctx), store=store)
     assert (tmpdir / "someone-elses-file").read_bytes() == b"keep\n"
     assert [n for n in os.listdir(tmpdir) if n != "someone-elses-file"] == []
+
+
+def test_symlink_and_hard_link_chains_stay_inside(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    chain = [_sym("a", "b"), _sym("b", str(out)), _file("a/x")]  # a -> b -> outside
+    with pytest.raises(UnsafeLayer, match="through the symlink 'a'"):
+        unpack_layer(io.BytesIO(_tar(chain)), str(tmp_path / "l1"))
+    link = tarfile.TarInfo("h")
+    link.type, link.linkname = tarfile.LNKTYPE, "s"  # a hard link to a symlink that points outside
+    with pytest.raises(UnsafeLayer, match="through the symlink 'h'"):
+        unpack_layer(io.BytesIO(_tar([_sym("s", str(out)), (link, None), _file("h/x")])), str(tmp_path / "l2"))
+    assert os.listdir(out) == []
+    h1, h2 = tarfile.TarInfo("h1"), tarfile.TarInfo("h2")
+    h1.type, h1.linkname, h2.type, h2.linkname = tarfile.LNKTYPE, "f", tarfile.LNKTYPE, "h1"
+    unpack_layer(io.BytesIO(_tar([_file("f", b"data"), (h1, None), (h2, None)])), str(tmp_path / "l3"))
+    assert os.stat(tmp_path / "l3/h2").st_ino == os.stat(tmp_path / "l3/f").st_ino
