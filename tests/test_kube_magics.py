@@ -84,3 +84,32 @@ def test_container_kube_and_kube_play_down(ip):
     assert K.list_plays() == []
     with pytest.raises(UsageError, match="no kube play is up"):
         ip.run_line_magic("kube", "down")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.root
+@pytest.mark.usefixtures("host_clean")
+def test_kube_events_lists_probe_failures(ip):
+    from helpers import wait_for
+    name = f"ke{os.getpid() % 100000}"
+    ip.run_cell_magic("kube", f"--name {name}", f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+  - name: c
+    image: host
+    command: [sleep, "30"]
+    readinessProbe: {{tcpSocket: {{port: 9}}, periodSeconds: 1}}
+""")
+    try:
+        assert wait_for(lambda: len(ip.run_line_magic("kube", f"events {name}")) > 0, 10)
+        ev = ip.run_line_magic("kube", f"events {name}")
+        assert list(ev.columns) == ["time", "pod", "container", "reason", "message"]
+        row = ev.iloc[0]
+        assert (row["pod"], row["container"], row["reason"]) == (name, "c", "Unhealthy")
+        assert row["message"].startswith("Readiness probe failed: tcp-socket 127.0.0.1:9: ")
+        assert list(ip.run_line_magic("kube", f"ps {name}")["ready"]) == ["no"]
+    finally:
+        ip.run_line_magic("kube", f"down {name} -t 0")

@@ -122,7 +122,7 @@ spec:
     command: ["sh", "-c"]
     args:
     - >-
-      until busybox wget -q -O - http://localhost:8080/; do sleep 0.1; done; hostname; echo $GREETING $WHO;
+      until busybox wget -q -O - http://localhost:8080/ 2>/dev/null; do sleep 0.1; done; hostname; echo $GREETING $WHO;
       cat /etc/app/app.conf; df -k /scratch | tail -1; cat /shared/index.html
     env:
     - {{name: WHO, value: "from $(GREETING)"}}
@@ -171,7 +171,8 @@ def test_restart_policy_and_liveness_probe():
           - name: sick
             image: host
             command: ["sleep", "30"]
-            livenessProbe: {{exec: {{command: ["false"]}}, periodSeconds: 1, failureThreshold: 1}}
+            livenessProbe: {{exec: {{command: ["false"]}}, periodSeconds: 1, failureThreshold: 1,
+                            terminationGracePeriodSeconds: 1}}
     """)
     p = K.play(text)
     try:

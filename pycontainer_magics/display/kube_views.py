@@ -63,4 +63,14 @@ def kube_ps_frame(statuses: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PS_COLUMNS)
 
 
-__all__ = ["KubeYamlView", "kube_ps_frame"]
+EVENT_COLUMNS = ["time", "pod", "container", "reason", "message"]
+
+
+def kube_events_frame(events: Sequence[Any]) -> pd.DataFrame:
+    """`kubectl get events`-like: probe failures and the kills they caused, oldest first."""
+    rows = [{"time": pd.Timestamp(e.time, unit="s"), "pod": e.pod, "container": e.container, "reason": e.reason,
+             "message": e.message} for e in events]
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+__all__ = ["KubeYamlView", "kube_events_frame", "kube_ps_frame"]

@@ -13,7 +13,8 @@ resources (limits.memory/cpu; requests.cpu as CPU shares), securityContext (capa
 allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group, seccompProfile), ports (hostPort
 published on the host), volumes (emptyDir: a tmpfs, or a directory shared by the pod's containers;
 hostPath; configMap; persistentVolumeClaim: a named volume), initContainers (run in order, each to a
-successful end, before the containers), restartPolicy, exec readiness and liveness probes. A Service gives
+successful end, before the containers), restartPolicy, startup/readiness/liveness probes (exec, httpGet,
+tcpSocket: probes.py; httpGet and tcpSocket connect from inside the pod's network namespace). A Service gives
 the pods it selects its name on the play's network, so they find each other by name as in a cluster. What
 is read but has no effect here is listed in `notes`; what cannot be run is an error before anything
 exists.
@@ -34,12 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
-from . import quantity
+from . import probes, quantity
 from .errors import KubeError, field_path
+from .probes import Probe, ProbeState
 from .validate import describe, lint, load_documents, pod_spec_path
 
 OutputFn = Callable[[str, str], None]
 PLAYED = ("Pod", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim")
+EVENTS_KEPT = 1000
 RESTART_DELAY = (0.1, 5.0)  # the first and the longest delay between restarts (doubling), as the kubelet's
 CONFIG_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 
@@ -50,23 +53,13 @@ def _quiet(_stream: str, _text: str) -> None:
 
 # -- the plan: every document read and checked before anything is made --------------------------------------
 
-@dataclass(frozen=True)
-class Probe:
-    command: tuple[str, ...]
-    period: float = 10.0
-    timeout: float = 1.0
-    failures: int = 3
-    delay: float = 0.0
-
-
 @dataclass
 class ContainerPlan:
     name: str  # in the YAML
     path: str  # field path of the container (for errors)
     k8s: dict[str, Any]
     spec: ContainerSpec | None = None  # made once the play's files exist
-    readiness: Probe | None = None
-    liveness: Probe | None = None
+    probes: dict[str, Probe] = field(default_factory=dict)  # startup, readiness, liveness
 
 
 @dataclass
@@ -97,20 +90,6 @@ def _seconds(v: Any, what: str, default: float) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
         raise KubeError(f"{what}: {v!r} is not a number of seconds")
     return float(v)
-
-
-def _probe(p: Any, where: str, notes: list[str]) -> Probe | None:
-    if not isinstance(p, dict):
-        return None
-    ex = p.get("exec")
-    if not isinstance(ex, dict) or not ex.get("command"):
-        kinds = [k for k in ("httpGet", "tcpSocket", "grpc") if k in p]
-        notes.append(f"{where}: a {kinds[0] if kinds else 'probe'} probe is not run here (exec probes are): "
-                     "taken as passing")
-        return None
-    return Probe(tuple(str(a) for a in ex["command"]), _seconds(p.get("periodSeconds"), where, 10),
-                 _seconds(p.get("timeoutSeconds"), where, 1), int(p.get("failureThreshold") or 3),
-                 _seconds(p.get("initialDelaySeconds"), where, 0))
 
 
 def _pod_plan(doc: dict[str, Any], notes: list[str]) -> PodPlan:
@@ -152,9 +131,7 @@ def _pod_plan(doc: dict[str, Any], notes: list[str]) -> PodPlan:
     for group, dest in (("initContainers", plan.init), ("containers", plan.containers)):
         for i, c in enumerate(spec.get(group) or []):
             cp = ContainerPlan(c["name"], _ctx(plan, group, i), c)
-            if group == "containers":
-                cp.readiness = _probe(c.get("readinessProbe"), f"{cp.path}.readinessProbe", notes)
-                cp.liveness = _probe(c.get("livenessProbe"), f"{cp.path}.livenessProbe", notes)
+            cp.probes = probes.parse(c, cp.path, init=group == "initContainers")
             for j, port in enumerate(c.get("ports") or []):
                 proto = str(port.get("protocol") or "TCP").lower()
                 if port.get("hostPort"):
@@ -233,7 +210,8 @@ class ContainerRun:
         self.plan = plan
         self.containers: list[Any] = []  # runtime Containers; the last is the current one
         self.restarts = 0
-        self.ready: bool | None = None if plan.readiness else True
+        self.ready = "readiness" not in plan.probes
+        self.probe_state: ProbeState | None = None
         self.settled = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -277,36 +255,40 @@ class ContainerRun:
             self.settled.set()
 
     def _watch(self, c: Any) -> None:
-        r, lv = self.plan.readiness, self.plan.liveness
-        if r is None and lv is None:
+        """Until the container ends: its probes on the kubelet's schedule (probes.py); a failed liveness or
+        startup probe stops it (the stop signal, SIGKILL after the grace period) and the caller restarts it."""
+        if not self.plan.probes:
             _wait_done(c, None)
             return
-        t0 = time.monotonic()
-        fails = {"r": 0, "l": 0}
-        inf = float("inf")
-        next_at = {"r": t0 + r.delay if r else inf, "l": t0 + lv.delay if lv else inf}
-        while not _wait_done(c, max(0.05, min(next_at.values()) - time.monotonic())):
-            now = time.monotonic()
-            for key, probe in (("r", r), ("l", lv)):
-                if probe is None or now < next_at[key]:
-                    continue
-                next_at[key] = now + probe.period
-                ok = _run_probe(c, probe)
-                fails[key] = 0 if ok else fails[key] + 1
-                if key == "r":
-                    if ok:
-                        self.ready = True
-                    elif fails[key] >= probe.failures:
-                        self.ready = False
-                elif fails[key] >= probe.failures:
-                    c.kill()  # the kubelet kills a container that fails its liveness probe
+        st = ProbeState(self.plan.probes, time.monotonic())
+        self.probe_state = st
+        pod = self.pod
+        while True:
+            due = st.next_due()
+            wait = None if due is None else max(0.01, due - time.monotonic())
+            if _wait_done(c, wait):
+                self.ready = False
+                return
+            for reason, message in st.step(time.monotonic(), lambda p: _run_probe(c, p, pod.netns)):
+                pod.play.event(pod.plan.name, self.plan.name, reason, message)
+            self.ready = st.ready
+            if st.kill is not None:
+                _stop(c, st.grace if st.grace is not None else pod.plan.grace)
+                _wait_done(c, None)
+                return
 
 
-def _run_probe(c: Any, probe: Probe) -> bool:
+def _run_probe(c: Any, probe: Probe, netns: str | None) -> probes.Result:
+    def exec_fn(command: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
+        r = c.exec(command, timeout=timeout)
+        if r.signal == signal.SIGKILL and r.duration >= timeout:
+            return None, r.stdout + r.stderr
+        return int(r.exit_code), r.stdout + r.stderr
+
     try:
-        return bool(c.exec(probe.command, timeout=probe.timeout).exit_code == 0)
-    except Exception:  # noqa: BLE001 - a probe that cannot run fails
-        return False
+        return probes.run(probe, netns=netns, exec_fn=exec_fn)
+    except Exception as e:  # noqa: BLE001 - a probe that cannot run fails
+        return probes.Result(False, f"{probe.target}: {e}")
 
 
 def _wait_done(c: Any, timeout: float | None) -> bool:
@@ -353,6 +335,23 @@ class PodRun:
         self.error: str | None = None
         self.started = threading.Event()  # its containers run, or it failed
         self.thread: threading.Thread | None = None
+        self._netns_fd: int | None = None  # the pod's network namespace, held open (probes connect from it)
+
+    @property
+    def netns(self) -> str | None:
+        """The pod's network namespace as a path (an fd of ours, not a pid that could be recycled)."""
+        return None if self._netns_fd is None else f"/proc/{os.getpid()}/fd/{self._netns_fd}"
+
+    @property
+    def ready(self) -> bool:
+        """Running, and every container ready (what a Service routes to)."""
+        return self.phase == "Running" and not self.error and all(
+            cr.ready and cr.current is not None and cr.current.running for cr in self.containers)
+
+    def close(self) -> None:
+        if self._netns_fd is not None:
+            os.close(self._netns_fd)
+            self._netns_fd = None
 
     def create(self, network: str | None) -> None:
         """Make the pod (its infra holder). From the caller's thread: a process forked here (the launch
@@ -365,6 +364,11 @@ class PodRun:
                                    aliases=tuple(self.plan.aliases))
         except pods.PodError as e:
             raise KubeError(f"{self.plan.resource}: {e}") from None
+        fd = os.open(f"/proc/{self.pod.infra_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        if os.fstat(fd).st_ino != self.pod.net_inode:
+            os.close(fd)
+            raise KubeError(f"{self.plan.resource}: the pod's infra process is gone")
+        self._netns_fd = fd
 
     def run(self) -> None:
         """Its initContainers in order, each to a successful end, then its containers (in its own thread:
@@ -424,6 +428,17 @@ class PodRun:
 
 
 @dataclass(frozen=True)
+class Event:
+    """What happened to a container, as `kubectl describe` / `kubectl get events` list it."""
+
+    time: float
+    pod: str
+    container: str
+    reason: str  # Unhealthy, Killing, ...
+    message: str
+
+
+@dataclass(frozen=True)
 class ContainerStatus:
     """One line of `kube ps`."""
 
@@ -450,6 +465,12 @@ class Play:
         self.lock = threading.RLock()
         self._cond = threading.Condition()
         self.created = time.time()
+        self.events: list[Event] = []  # probe failures and kills, oldest first (bounded)
+
+    def event(self, pod: str, container: str, reason: str, message: str) -> None:
+        with self._cond:
+            self.events.append(Event(time.time(), pod, container, reason, message))
+            del self.events[:-EVENTS_KEPT]
 
     def changed(self) -> None:
         with self._cond:
@@ -543,6 +564,7 @@ class Play:
             for c in [*pr.init_runs, *(x for cr in pr.containers for x in cr.containers)]:
                 with contextlib.suppress(ContainerError):
                     containers.remove(c.id, force=True)
+            pr.close()
             if pr.pod is not None:
                 with contextlib.suppress(pods.PodError):
                     pods.remove(pr.plan.name, force=True)

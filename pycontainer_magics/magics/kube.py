@@ -3,7 +3,7 @@
 
     %%kube [--name N] [--network NET]      run the cell's Pods and Deployments (stored as `_kube_play`)
     %%kube validate                        a green/red line per document and Kubernetes version
-    %kube ps [NAME] | logs [NAME] | ls | down [NAME] [-v] [-t SECONDS]
+    %kube ps [NAME] | logs [NAME] | events [NAME] | ls | down [NAME] [-v] [-t SECONDS]
     %container kube NAME                   a container or pod of this kernel as YAML (stored as `_kube`)
 
 A thin skin over `kube/`; errors are one line and fail the cell.
@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--network")
     p.add_argument("--timeout", type=float, default=120.0)
-    p.add_argument("cmd", nargs="?", choices=("play", "validate", "ps", "logs", "ls", "down"), default="play")
+    p.add_argument("cmd", nargs="?", choices=("play", "validate", "ps", "logs", "events", "ls", "down"),
+                   default="play")
     p.add_argument("target", nargs="?")
     p.add_argument("-v", "--volumes", action="store_true")
     p.add_argument("-t", "--down-timeout", type=float)
@@ -108,6 +109,7 @@ class KubeMagics(Magics):
                                                 Kubernetes 1.30 and the newest known (fails if invalid)
             %kube ps [NAME]                     one row per container (a DataFrame)
             %kube logs [NAME]                   `pod/container | line`, in time order
+            %kube events [NAME]                 probe failures and the restarts they caused (a DataFrame)
             %kube ls                            the plays of this kernel
             %kube down [NAME] [-v] [-t SECONDS] remove containers, pods, network (-v: volumes it made)
 
@@ -166,6 +168,11 @@ class KubeMagics(Magics):
         from ..display.kube_views import kube_ps_frame
 
         return kube_ps_frame(self._one(ns.target).ps())
+
+    def _events(self, ns: argparse.Namespace, cell: str | None) -> Any:
+        from ..display.kube_views import kube_events_frame
+
+        return kube_events_frame(list(self._one(ns.target).events))
 
     def _logs(self, ns: argparse.Namespace, cell: str | None) -> None:
         echo("stdout", self._one(ns.target).logs())

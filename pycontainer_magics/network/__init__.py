@@ -48,6 +48,7 @@ from .netns import (
     run_command,
     run_in_netns,
     serve_echo,
+    socket_in,
     tcp_probe,
 )
 from .networks import (
@@ -77,7 +78,7 @@ __all__ = [
     "delete_netns", "detach", "detach_all", "endpoints_of", "get_network", "hosts_path", "inspect_network",
     "interfaces", "list_netns", "list_networks", "neighbours", "netns_path", "parse_publish", "ping",
     "primary_address", "prune", "publications", "publish", "read_hosts", "remove_network", "routes",
-    "run_command", "run_in_netns", "serve_echo", "tcp_probe", "unpublish", "unpublish_all",
+    "run_command", "run_in_netns", "serve_echo", "socket_in", "tcp_probe", "unpublish", "unpublish_all",
 ]
 
 
