@@ -159,7 +159,7 @@ def test_http_readiness_probe_on_a_named_port_with_headers_from_the_pods_loopbac
         # probed, and answered 503 (the server listens on 127.0.0.1 only: the probe came from inside the pod)
         assert wait_for(lambda: any("statuscode: 503" in e.message for e in p.events), 15), (p.events, web.logs())
         assert [s.ready for s in p.ps()] == [False]
-        assert "/healthz kube-probe/1.30 503" in web.logs()
+        assert wait_for(lambda: "/healthz kube-probe/1.30 503" in web.logs(), 10), web.logs()  # relayed a bit later
         assert web.exec(["touch", "/tmp/ready"]).exit_code == 0
         assert wait_for(lambda: [s.ready for s in p.ps()] == [True], 10), (p.events, web.logs())
         assert p.pods[name].ready
