@@ -41,7 +41,7 @@ def test_the_steps_come_in_the_order_a_launch_takes_them():
     assert _kinds(plan)[-1] is P.Exec and _kinds(plan)[-2] is P.Seccomp  # the filter last, then exec
     assert plan.of(P.Unshare)[0].time_offsets == (("boottime", 60),)
     assert plan.of(P.SetUser) == [P.SetUser(1000, 1000)] and plan.of(P.Chdir) == [P.Chdir("/w")]
-    assert dict(plan.of(P.JoinCgroup)[0].limits) == {"memory": 64 * 2**20}
+    assert dict(plan.of(P.JoinCgroup)[0].limits)["memory"] == 64 * 2**20
     rows = plan.rows()
     assert [r[0] for r in rows] == list(range(1, len(plan.steps) + 1))
     text = plan.table()
