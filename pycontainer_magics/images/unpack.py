@@ -265,7 +265,8 @@ def _gzip() -> ModuleType:
         from zlib_ng import gzip_ng
     except ImportError:
         return gzip
-    return cast(ModuleType, gzip_ng)
+    module: ModuleType = gzip_ng  # typed whether zlib-ng (typed) is installed or not (then Any): no cast needed
+    return module
 
 
 def _decompress_errors() -> tuple[type[BaseException], ...]:
