@@ -497,3 +497,35 @@ def test_cp_both_ways_and_export_stay_inside_the_container(d, tmp_path):
     names = tarfile.open(fileobj=io.BytesIO(tar)).getnames()
     assert "bin/busybox" in names and "etc/in2.txt" in names and "tmp/out.txt" in names
     d.docker("rm", "cpr", check=True)
+
+
+# -- the command line through the daemon ----------------------------------------------------------------
+
+def _pycontainer(d, *args: str, extra_env: dict[str, str] | None = None):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "pycontainer_magics", *args], env={**d.env, **(extra_env or {})},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_run_goes_through_the_daemon(d):
+    r = _pycontainer(d, "run", "--memory", "64m", "--", "sh", "-c", "echo out; echo err >&2; exit 4")
+    assert (r.returncode, r.stdout) == (4, "out\n")
+    assert "err\n" in r.stderr and r.stderr.rstrip().endswith("(daemon)")
+    assert not [c for c in d.records() if c.get("ExitCode") == 4]  # removed, as --rm
+    r = _pycontainer(d, "run", "--", "true", extra_env={"PYCONTAINER_NO_DAEMON": "1"})
+    assert r.returncode == 0 and "(daemon)" not in r.stderr
+    r = _pycontainer(d, "run", "--share", "uts", "--", "true")  # not expressible in the API: in-process
+    assert r.returncode == 0 and "(daemon)" not in r.stderr
+
+
+def test_cli_container_ps_logs_exec_stop(d):
+    d.docker("run", "-d", "--name", "clid", "--network", "none", IMAGE, "sh", "-c",
+             "trap 'exit 5' TERM; echo started; while true; do sleep 0.1; done", check=True)
+    r = _pycontainer(d, "container", "ps")
+    assert r.returncode == 0 and r.stdout.splitlines()[1].endswith("clid")
+    assert _pycontainer(d, "container", "exec", "clid", "--", "sh", "-c", "exit 3").returncode == 3
+    assert wait_for(lambda: _pycontainer(d, "container", "logs", "clid").stdout == "started\n", 10)
+    assert _pycontainer(d, "container", "stop", "clid").stdout == "clid\n"
+    assert d.docker("inspect", "-f", "{{.State.ExitCode}}", "clid", check=True).stdout.strip() == "5"
+    d.docker("rm", "clid", check=True)

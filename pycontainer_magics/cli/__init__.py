@@ -10,6 +10,7 @@
     pycontainer prune                             remove what a killed kernel left behind (system.py)
     pycontainer install-kernel [--limited ...]    the Jupyter kernel "Python 3 (container lab)" (kernel.py)
     pycontainer serve [-H unix:///PATH]           the Docker Engine API daemon (serve.py)
+    pycontainer container ps|logs|exec|stop       the engine daemon's containers (containers.py)
 
 One module per command group, each with `COMMANDS`, `add_parsers(sub)` and `main(ns) -> int`; this
 module only wires them together. Exit codes follow Docker: the command's own code, 137 when OOM-killed,
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 
 def groups() -> tuple[ModuleType, ...]:
     """The command groups, in `--help` order (imported only when argparse is: not on the OCI verbs' path)."""
-    from . import image, kernel, kube, run, serve, system
-    return (run, oci, image, kube, system, kernel, serve)
+    from . import containers, image, kernel, kube, run, serve, system
+    return (run, oci, image, kube, system, kernel, serve, containers)
 
 
 def build_parser() -> argparse.ArgumentParser:

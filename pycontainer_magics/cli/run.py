@@ -125,6 +125,9 @@ def _run(ns: argparse.Namespace) -> int:
             fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
         stdin_data = sys.stdin.buffer.read() if ns.interactive else None
         spec = build_spec(command=command or None, stdin_data=stdin_data, **opts)
+        remote = _through_daemon(spec, ns)
+        if remote is not None:
+            return remote
 
     from .. import runtime
 
@@ -150,6 +153,38 @@ def _run(ns: argparse.Namespace) -> int:
     elif not ns.quiet:
         sys.stderr.write(summary_line(run) + "\n")
     return exit_code_of(run)
+
+
+def _through_daemon(spec: Any, ns: argparse.Namespace) -> int | None:
+    """When `pycontainer serve` runs (its default socket answers), run there: the daemon's warm launcher
+    starts the container. None: no daemon (or a spec the Engine API cannot say): run in-process."""
+    import os
+
+    if os.environ.get("PYCONTAINER_NO_DAEMON"):
+        return None
+    from ..engine.client import EngineError, connect
+    from ..engine.run_remote import expressible, run
+
+    if not expressible(spec):
+        return None
+    c = connect()
+    if c is None:
+        return None
+
+    def out(stream: str, data: bytes) -> None:
+        f = sys.stderr.buffer if stream == "stderr" else sys.stdout.buffer
+        f.write(data)
+        f.flush()
+
+    try:
+        code, seconds = run(c, spec, out)
+    except EngineError as e:
+        fail(str(e))
+    if ns.json:
+        sys.stderr.write(json.dumps({"exit_code": code, "duration_s": round(seconds, 4), "daemon": c.host}) + "\n")
+    elif not ns.quiet:
+        sys.stderr.write(f"exit {code}, {seconds * 1000:.1f} ms (daemon)\n")
+    return code
 
 
 def _bundle(ns: argparse.Namespace) -> int:

@@ -1,0 +1,88 @@
+"""`pycontainer run` through the daemon: a ContainerSpec as Docker's create body, then the docker CLI's own
+sequence (create, attach, wait registered, start, output until the end, the exit code) over the API.
+
+The daemon launches the container from its warm launcher, so the command line pays neither the runtime's
+imports nor its set-up. A spec the Engine API cannot say (namespaces shared with the host, user-namespace
+remapping, time offsets, pods, a --rootfs directory, stdin, a timeout) is run in-process as before.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .client import Client, EngineError
+
+
+def expressible(spec: Any) -> bool:
+    return (spec.python_code is None and not spec.share - {"net"} and spec.userns == "private" and not spec.uid_map
+            and not spec.time_offsets and spec.pod is None and spec.rootfs is None and spec.stdin_data is None
+            and spec.timeout is None and not spec.extra_networks and not spec.network_aliases)
+
+
+def create_body(spec: Any) -> dict[str, Any]:
+    """Docker's create body for `spec` (see expressible())."""
+    binds = [f"{m.source}:{m.target}" + (":ro" if m.read_only else "") for m in spec.mounts]
+    tmpfs = {t.target: ",".join(([f"size={t.size}"] if t.size else []) + [f"mode={t.mode:o}"]) for t in spec.tmpfs}
+    ports: dict[str, list[dict[str, str]]] = {}
+    for host_ip, host_port, ctr_port, proto in spec.publish:
+        ports.setdefault(f"{ctr_port}/{proto}", []).append({"HostIp": host_ip, "HostPort": str(host_port)})
+    security = [] if spec.seccomp == "default" else \
+        ["seccomp=unconfined" if spec.seccomp == "unconfined" else f"seccomp={spec.seccomp}"]
+    host_config: dict[str, Any] = {
+        "AutoRemove": True, "NetworkMode": "host" if spec.network == "host" else spec.network,
+        "Memory": spec.memory or 0, "MemorySwap": spec.memory_swap or 0,
+        "NanoCpus": int(spec.cpus * 1e9) if spec.cpus else 0, "CpuShares": spec.cpu_shares or 0,
+        "CpusetCpus": spec.cpuset_cpus or "", "PidsLimit": spec.pids_limit, "Binds": binds or None,
+        "Tmpfs": tmpfs or None, "ReadonlyRootfs": spec.read_only, "CapAdd": sorted(spec.cap_add) or None,
+        "CapDrop": sorted(spec.cap_drop) or None, "PortBindings": ports or None, "SecurityOpt": security or None,
+        "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in spec.ulimits] or None,
+    }
+    body: dict[str, Any] = {
+        "Image": spec.image, "Cmd": list(spec.command) or None, "Env": [f"{k}={v}" for k, v in spec.env] or None,
+        "WorkingDir": spec.workdir or "", "User": spec.user or "", "Hostname": spec.hostname or "",
+        "AttachStdout": True, "AttachStderr": True, "HostConfig": host_config,
+    }
+    if spec.entrypoint is not None:
+        body["Entrypoint"] = list(spec.entrypoint) or [""]
+    return body
+
+
+def run(c: Client, spec: Any, on_output: Callable[[str, bytes], None]) -> tuple[int, float]:
+    """Run `spec` on the daemon, its output to on_output; returns (exit code, seconds)."""
+    t0 = time.monotonic()
+    cid = c.post("/containers/create", create_body(spec), name=spec.name)["Id"]
+    frames = c.attach(cid)
+    # Registered before start, as the docker CLI does: the answer comes once it is gone (AutoRemove).
+    wait_sock, wait_rest = c._open("POST", f"/containers/{cid}/wait", {"condition": "removed"})
+    try:
+        c.post(f"/containers/{cid}/start")
+    except EngineError:
+        wait_sock.close()
+        raise
+    def relay() -> None:
+        for stream, data in frames:
+            on_output(stream, data)
+
+    pump = threading.Thread(target=relay, daemon=True)
+    pump.start()
+    code = _wait_result(wait_sock, wait_rest)
+    pump.join(10)
+    return code, time.monotonic() - t0
+
+
+def _wait_result(s: socket.socket, data: bytes) -> int:
+    import json
+
+    try:
+        while not data.endswith(b"0\r\n\r\n") and (chunk := s.recv(65536)):
+            data += chunk
+    finally:
+        s.close()
+    text = data.decode(errors="replace")
+    start, end = text.find("{"), text.rfind("}")
+    r = json.loads(text[start:end + 1]) if start >= 0 else {}
+    return int(r.get("StatusCode", 125))
