@@ -8,7 +8,6 @@ standard library only, so a command that talks to the daemon pays no import it d
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -31,18 +30,6 @@ class EngineError(OSFailure):
 
     def __str__(self) -> str:
         return self.message
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
 
 
 def default_socket() -> str:
@@ -70,19 +57,51 @@ class Client:
     def host(self) -> str:
         return "unix://" + self.path
 
-    # -- plain requests ----------------------------------------------------------------------------
+    # -- plain requests (raw sockets: http.client would cost the command line tens of ms to import) ----------
     def request(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
                 raw: bytes | None = None, timeout: float | None = None) -> Any:
-        conn = _UnixConnection(self.path, timeout if timeout is not None else self.timeout)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        s, rest, status, headers = self._send(method, self._url(path, params), data,
+                                              timeout if timeout is not None else self.timeout)
         try:
-            conn.request(method, self._url(path, params), body=raw if raw is not None else
-                         (json.dumps(body).encode() if body is not None else None),
-                         headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            data = r.read()
+            if "chunked" in headers.get("transfer-encoding", ""):
+                payload = b"".join(self.chunks(s, rest))
+            else:
+                n = int(headers.get("content-length") or 0)
+                payload = rest
+                while len(payload) < n and (more := s.recv(65536)):
+                    payload += more
         finally:
-            conn.close()
-        return self._decode(r.status, data)
+            s.close()
+        return self._decode(status, payload)
+
+    def _send(self, method: str, target: str, data: bytes, timeout: float | None,
+              extra: tuple[str, ...] = ()) -> tuple[socket.socket, bytes, int, dict[str, str]]:
+        """Send one request on a new connection; the socket, what followed the response head, the status and
+        the headers (lower-case names)."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(self.path)
+            head = [f"{method} {target} HTTP/1.1", "Host: localhost", "Content-Type: application/json",
+                    f"Content-Length: {len(data)}", *extra]
+            s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise EngineError(502, "the daemon closed the connection")
+                buf += chunk
+        except BaseException:
+            s.close()
+            raise
+        head_b, rest = buf.split(b"\r\n\r\n", 1)
+        lines = head_b.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        return s, rest, int(lines[0].split(" ", 2)[1]), headers
 
     def _url(self, path: str, params: dict[str, Any] | None) -> str:
         q = {k: (int(v) if isinstance(v, bool) else v) for k, v in (params or {}).items() if v is not None}
@@ -110,47 +129,25 @@ class Client:
 
     def ping(self) -> bool:
         try:
-            conn = _UnixConnection(self.path, 2.0)
-            conn.request("GET", "/_ping")
-            ok = conn.getresponse().status == 200
-            conn.close()
-            return ok
-        except OSError:
+            return bool(self.request("GET", "/_ping", timeout=2.0) == b"OK")
+        except (OSError, EngineError):
             return False
 
     # -- streams -----------------------------------------------------------------------------------
     def _open(self, method: str, path: str, params: dict[str, Any] | None, body: Any = None,
               upgrade: bool = False) -> tuple[socket.socket, bytes]:
-        """Send a request and read the response head; returns the socket and what came after the head."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
+        """Send a request whose answer is a stream; returns the socket and what came after the head."""
         data = json.dumps(body).encode() if body is not None else b""
-        head = [f"{method} {self._url(path, params)} HTTP/1.1", "Host: localhost",
-                "Content-Type: application/json", f"Content-Length: {len(data)}"]
-        if upgrade:
-            head += ["Connection: Upgrade", "Upgrade: tcp"]
-        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                s.close()
-                raise EngineError(502, "the daemon closed the connection")
-            buf += chunk
-        head_b, rest = buf.split(b"\r\n\r\n", 1)
-        status = int(head_b.split(b" ", 2)[1])
+        s, rest, status, headers = self._send(method, self._url(path, params), data, self.timeout,
+                                              ("Connection: Upgrade", "Upgrade: tcp") if upgrade else ())
         if status >= 400:
-            headers = head_b.decode("latin-1").lower()
-            s.settimeout(10)
-            if "content-length:" in headers:
-                n = int(headers.split("content-length:", 1)[1].split("\r\n", 1)[0])
-                while len(rest) < n:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    rest += chunk
-            s.close()
+            try:
+                n = int(headers.get("content-length") or 0)
+                s.settimeout(10)
+                while len(rest) < n and (more := s.recv(65536)):
+                    rest += more
+            finally:
+                s.close()
             self._decode(status, rest)
         s.settimeout(None)
         return s, rest
