@@ -200,8 +200,21 @@ def _split(arg: str) -> tuple[str, bool, str]:
     return name, bool(eq), value
 
 
+def _keep_running_if_parent_thread_exits() -> None:
+    """containerd's shim starts the runtime with a parent-death signal (SIGKILL) tied to the Go thread that
+    forked it, and that thread may end while a call of ours is still running (a Python start-up is slower
+    than runc's): observed as `delete --force` killed mid-way in the shim's clean-up. Our commands are
+    short and leave nothing half-done when they finish, so finish them."""
+    import ctypes
+    try:
+        ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0
+    except (OSError, AttributeError):
+        pass
+
+
 def runc_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _keep_running_if_parent_thread_exits()
     try:
         g, cmd, opts, pos = parse(argv)
     except UsageError as e:
@@ -329,6 +342,8 @@ LAUNCHER = """#!{python} -IS
 # pycontainer's runc-compatible command line for engines (dockerd --add-runtime, containerd's BinaryName,
 # podman --runtime): Python without site-packages (-S) and without the environment (-I), so each of the
 # many calls an engine makes starts in a few milliseconds. Written by `pycontainer install-runtime`.
+import ctypes
+ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # first: no parent-death signal from the engine's thread (cli/oci.py)
 import sys
 sys.path.insert(0, {top!r})
 from pycontainer_magics.cli.oci import runc_main

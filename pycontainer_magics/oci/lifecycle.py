@@ -298,7 +298,14 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
 
 
 def delete(root: str, cid: str, force: bool = False) -> None:
-    directory, rec = _get(root, cid)
+    try:
+        directory, rec = _get(root, cid)
+    except StateError as e:
+        if force and e.errno == errno.ENOENT:  # runc: --force of what is gone (or half made) succeeds
+            import shutil
+            shutil.rmtree(st.container_dir(root, cid), ignore_errors=True)
+            return
+        raise
     with st.locked(directory, cid):
         status = st.status(directory, rec)
         if status in ("running", "paused", "creating") and not force:
