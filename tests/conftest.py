@@ -86,3 +86,12 @@ def cgroup_hierarchy(request: pytest.FixtureRequest) -> Iterator[tuple[Any, str]
     """Indirectly parametrized with "v1" or "v2": see cgroup_test_hierarchy."""
     with cgroup_test_hierarchy(request.param, request.node.name) as value:
         yield value
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Tables a test publishes (the OCI conformance suite's, side by side with runc and crun)."""
+    import sys
+    mod = sys.modules.get("test_oci_conformance")
+    for text in getattr(mod, "RESULTS", []):
+        terminalreporter.write_sep("=", "OCI conformance")
+        terminalreporter.write_line(text)
