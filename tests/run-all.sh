@@ -35,6 +35,7 @@ pkgs=(
   buildah
   iperf3
   docker.io
+  containerd
   podman
   conmon
   catatonit

@@ -95,3 +95,19 @@ def test_unknown_operator_and_notify_are_refused() -> None:
         profile(_doc({"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}))
     with pytest.raises(seccomp.SeccompError, match="listenerPath"):
         profile({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/x.sock"})
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_filter_goes_in_before_the_capabilities_without_no_new_privs() -> None:
+    """With no_new_privs off (a bundle's noNewPrivileges: false, Docker's --security-opt
+    no-new-privileges=false) the kernel takes a filter only from a CAP_SYS_ADMIN holder: the runtime core
+    installs it before dropping capabilities, as runc does, instead of failing with EACCES."""
+    from pycontainer_magics.runtime import ContainerSpec, run
+
+    r = run(ContainerSpec(command=("sh", "-c", "grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status"),
+                          no_new_privileges=False), helper=False)
+    assert r.exit_code == 0, (r.error, r.stderr)
+    fields = dict(line.split(":\t") for line in r.stdout.splitlines())
+    assert fields["Seccomp"] == "2" and fields["NoNewPrivs"] == "0"
+    assert int(fields["CapEff"], 16) >> 21 & 1 == 0  # no CAP_SYS_ADMIN left to the process
