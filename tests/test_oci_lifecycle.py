@@ -599,3 +599,54 @@ def test_signals_reach_the_init_not_the_runtime(busybox: str, tmp_path: Path, ou
             proc.communicate()
     assert proc.returncode == 5 and out == "got-term\n", err
     assert_gone(ours, "r", b)
+
+
+# --- without root ---------------------------------------------------------------------------------------
+
+@pytest.mark.rootless
+def test_rootless_spec_bundle_lifecycle_as_nobody(busybox: str) -> None:
+    """`spec --rootless` as an unprivileged user, then create/start/state/delete as that user: the caller is
+    root in the container through a user namespace with the bundle's own id maps, and no cgroup is needed
+    when the config asks for no limits (runc's rootless behaviour)."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pcm-lc-rootless-"))
+    try:
+        os.chmod(base, 0o755)
+        shutil.copytree(busybox, base / "b" / "rootfs", symlinks=True)
+        (base / "root").mkdir()
+        subprocess.run(["chown", "-R", "nobody", str(base)], check=True)
+
+        def as_nobody(*argv: str, stdio: Path | None = None) -> subprocess.CompletedProcess[str]:
+            cmd = ["setpriv", "--reuid=nobody", "--regid=65534", "--clear-groups", "--reset-env", PYCONTAINER,
+                   *([] if argv[0] == "spec" else ["--root", str(base / "root")]), *argv]
+            out = open(stdio, "a") if stdio else subprocess.PIPE  # noqa: SIM115 - closed below
+            try:
+                p = subprocess.run(cmd, stdout=out, stderr=out, text=True, timeout=60, cwd="/")
+            finally:
+                if stdio:
+                    out.close()  # type: ignore[union-attr]
+            assert p.returncode == 0, (argv, p.stderr)
+            return p
+
+        as_nobody("spec", "--rootless", "--bundle", str(base / "b"))
+        c = json.loads((base / "b" / "config.json").read_text())
+        assert c["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 65534, "size": 1}]
+        c["process"]["args"] = ["sh", "-c", "id -u; hostname"]
+        (base / "b" / "config.json").write_text(json.dumps(c))
+        out = base / "out"
+        out.touch()
+        os.chown(out, 65534, 65534)
+        as_nobody("create", "--bundle", str(base / "b"), "r1", stdio=out)
+        st = json.loads(as_nobody("state", "r1").stdout)
+        validate_state(st)
+        assert st["status"] == "created"
+        adopt(st["pid"])
+        as_nobody("start", "r1")
+        assert reap(st["pid"]) == 0
+        assert json.loads(as_nobody("state", "r1").stdout)["status"] == "stopped"
+        assert out.read_text().split() == ["0", "pycontainer"]
+        as_nobody("delete", "r1")
+        assert os.listdir(base / "root") == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

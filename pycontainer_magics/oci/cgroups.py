@@ -155,7 +155,7 @@ def _cpuset_list(text: str) -> list[int]:
 
 class OciCgroup:
     def __init__(self, paths: dict[str, str]) -> None:
-        self.paths = dict(paths)
+        self.paths = dict(paths)  # empty: no cgroup (rootless without a delegated one)
         self.v2 = list(paths) == [CGROUP_ROOT]
 
     @classmethod
@@ -227,6 +227,8 @@ class OciCgroup:
     def join_files(self) -> list[str]:
         """Written with "0" by the container's first process (single-threaded: v1 `tasks` moves it, 0.3 ms,
         where cgroup.procs waits for an RCU grace period)."""
+        if not self.paths:
+            return []
         if self.v2:
             return [os.path.join(self.paths[CGROUP_ROOT], "cgroup.procs")]
         return [os.path.join(d, "tasks") for d in self.paths.values()]
@@ -238,7 +240,7 @@ class OciCgroup:
     # -- resources ------------------------------------------------------------------------------
     def apply(self, res: dict[str, Any] | None) -> None:
         """Apply OCI `linux.resources` (what is given; absent fields stay as they are)."""
-        if not res:
+        if not res or not self.paths:
             return
         if self.v2:
             self._apply_v2(res)
@@ -381,6 +383,8 @@ class OciCgroup:
 
     # -- reading --------------------------------------------------------------------------------
     def pids(self) -> list[int]:
+        if not self.paths:
+            return []
         d = self.paths[CGROUP_ROOT] if self.v2 else (self.dir_of("pids") or self.dir_of("memory")
                                                       or next(iter(self.paths.values())))
         try:

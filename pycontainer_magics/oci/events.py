@@ -49,6 +49,8 @@ def events(root: str, cid: str, once: bool, interval: str) -> int:
     rec = st.load(directory)
     if st.status(directory, rec) == "stopped":
         raise ValueError(f"container with id {cid} is not running")
+    if not rec.get("cgroup"):
+        raise ValueError(f"container {cid} has no cgroup (created without root and without a delegated one)")
     cg = OciCgroup(rec["cgroup"])
     if once:
         _emit({"type": "stats", "id": cid, "data": cg.stats()})

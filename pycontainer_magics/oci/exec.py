@@ -113,8 +113,7 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             opened.append(fd)
             ns_fds.append((kind, fd, flag))
-        join = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in OciCgroup(rec["cgroup"]).join_files()] \
-            if rec.get("cgroup") else []
+        join = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in OciCgroup(rec.get("cgroup") or {}).join_files()]
         opened += join
         console_fd = console.connect(o["console_socket"]) if o.get("console_socket") else None
         if console_fd is not None:

@@ -72,7 +72,16 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
                                "creator": os.getpid(), "creator_start": st.start_time(os.getpid()),
                                "cgroup": cgroup_paths, "config": cfg.raw, "pid": None, "pid_start": None}
         st.save(directory, rec)
-        made = cg.create()
+        try:
+            made = cg.create()
+        except PermissionError:
+            # Without root and without a delegated cgroup, runc (--rootless auto) goes on without one when the
+            # config asks for no limits; limits it cannot apply are an error.
+            if os.geteuid() == 0 or _has_limits(cfg.linux.get("resources")):
+                raise
+            cg, cgroup_paths = OciCgroup({}), {}
+            rec["cgroup"] = None
+            st.save(directory, rec)
         cg.apply(cfg.linux.get("resources"))
         join_fds = [_open(f, os.O_WRONLY) for f in cg.join_files()]
         opened += join_fds
@@ -163,6 +172,12 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _has_limits(res: dict[str, Any] | None) -> bool:
+    """Anything in linux.resources beyond the device rules (which a rootless container gets from its user
+    namespace anyway: it cannot mknod)."""
+    return any(v for k, v in (res or {}).items() if k != "devices")
 
 
 def _open(path: str, flags: int) -> int:
@@ -287,7 +302,7 @@ def kill(root: str, cid: str, sig: int, all_processes: bool = False) -> None:
     if all_processes:
         if not rec.get("cgroup"):
             raise StateError(errno.ESRCH, "container not running")
-        OciCgroup(rec["cgroup"]).signal_all(sig)
+        _cgroup(rec).signal_all(sig)
         return
     if status == "stopped":
         raise StateError(errno.ESRCH, "container not running")
@@ -350,27 +365,34 @@ def _destroy(directory: str, rec: dict[str, Any]) -> None:
             warn(str(e))
 
 
+def _cgroup(rec: dict[str, Any]) -> OciCgroup:
+    if not rec.get("cgroup"):
+        raise StateError(errno.ENOTSUP, "the container has no cgroup (created without root and without a "
+                         "delegated cgroup): nothing to freeze, limit or measure")
+    return OciCgroup(rec["cgroup"])
+
+
 def pause(root: str, cid: str) -> None:
     directory, rec = _get(root, cid)
     status = st.status(directory, rec)
     if status not in ("running", "created"):
         raise StateError(errno.EINVAL, "container not running" if status == "stopped" else
                          f"cannot pause a {status} container")
-    OciCgroup(rec["cgroup"]).freeze(True)
+    _cgroup(rec).freeze(True)
 
 
 def resume(root: str, cid: str) -> None:
     directory, rec = _get(root, cid)
     if st.status(directory, rec) != "paused":
         raise StateError(errno.EINVAL, "container not paused")
-    OciCgroup(rec["cgroup"]).freeze(False)
+    _cgroup(rec).freeze(False)
 
 
 def update(root: str, cid: str, resources: dict[str, Any]) -> None:
     directory, rec = _get(root, cid)
     if st.status(directory, rec) == "stopped":
         raise StateError(errno.EINVAL, "container not running")
-    OciCgroup(rec["cgroup"]).apply(resources)
+    _cgroup(rec).apply(resources)
     with st.locked(directory, cid):
         rec = st.load(directory)
         linux = rec.setdefault("config", {}).setdefault("linux", {})
@@ -385,8 +407,8 @@ def update(root: str, cid: str, resources: dict[str, Any]) -> None:
 
 def pids(root: str, cid: str) -> list[int]:
     directory, rec = _get(root, cid)
-    if st.status(directory, rec) == "stopped" and not OciCgroup(rec["cgroup"]).pids():
-        return []
+    if not rec.get("cgroup"):  # only the init is known
+        return [rec["pid"]] if st.alive(rec) else []
     return OciCgroup(rec["cgroup"]).pids()
 
 
@@ -394,7 +416,7 @@ def stats(root: str, cid: str) -> dict[str, Any]:
     directory, rec = _get(root, cid)
     if st.status(directory, rec) == "stopped":
         raise StateError(errno.EINVAL, f"container with id {cid} is not running")
-    return OciCgroup(rec["cgroup"]).stats()
+    return _cgroup(rec).stats()
 
 
 @contextlib.contextmanager
