@@ -10,8 +10,8 @@ cgroup/user namespaces, `runc spec` edited). `delete --force` right after `start
 usually exited by then, else it is killed, the same for every runtime. Container output goes to
 /dev/null (every runtime's container inherits create's stdio).
 The row `library` runs the same steps through oci.lifecycle from this process (no interpreter
-start-up, no imports: what the mechanism itself costs). Also shown: `pycontainer list` on an empty state
-root, i.e. what any `pycontainer` command costs before it does anything (interpreter and imports).
+start-up, no imports: what the mechanism itself costs). Also shown: `pycontainer-runc list` on an empty
+state root, i.e. what any call costs before it does anything (interpreter and imports).
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def _run(cmd: list[str]) -> None:
 
 
 def tools(env: Env, our_root: Path) -> dict[str, list[str]]:
-    """The command prefix of each runtime, before the subcommand."""
-    out = {"pycontainer": [PYCONTAINER], "library": []}
+    """The command prefix of each runtime, before the subcommand. Ours is the launcher engines are given
+    (`pycontainer install-runtime`: python -IS, no site-packages)."""
+    launcher = subprocess.run([PYCONTAINER, "install-runtime", "--output", str(env.tmp / "pycontainer-runc")],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    out = {"pycontainer": [launcher], "library": []}
     if shutil.which("runc"):
         out["runc"] = ["runc", "--root", str(env.runc_root)]
     if env.helper is not None:
@@ -123,7 +126,7 @@ def main() -> int:
                     samples[name].append(res)
             time.sleep(args.idle_ms / 1000)
             t0 = time.perf_counter()
-            _run([PYCONTAINER, "--root", str(our_root), "list"])
+            _run([prefixes["pycontainer"][0], "--root", str(our_root), "list"])
             if r >= 0:
                 empty.append(time.perf_counter() - t0)
     finally:

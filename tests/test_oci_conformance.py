@@ -70,7 +70,10 @@ done
 if [ "${args[0]}" = create ] && [ -n "$b" ] && [ -f "$b/config.json" ]; then
   sed -i 's/"ociVersion": *"[^"]*"/"ociVersion":"1.1.0"/' "$b/config.json"
 fi
-exec %s "$@"
+exec %s --root %s "$@"
+"""
+ROOTED = """#!/bin/sh
+exec %s --root %s "$@"
 """
 
 
@@ -92,18 +95,28 @@ def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) ->
     from helpers import CrunRunner
 
     with CrunRunner() as crun:
-        wrapper = work / "crun-wrapper"
-        wrapper.write_text(CRUN_WRAPPER % " ".join(crun.prefix))
-        wrapper.chmod(0o755)
-        runtimes = {"pycontainer": ours, "runc": shutil.which("runc") or "runc", "crun": str(wrapper)}
+        # each runtime with a state root of its own here: what a test file killed at its timeout leaves is
+        # found and deleted afterwards, and nothing of anyone else's is touched
+        runtimes = {"pycontainer": ROOTED % (ours, work / "state-pycontainer"),
+                    "runc": ROOTED % (shutil.which("runc") or "runc", work / "state-runc"),
+                    "crun": CRUN_WRAPPER % (" ".join(crun.prefix), work / "state-crun")}
         tables = {}
-        for name, cmd in runtimes.items():
-            # the bundles go to /var/tmp, as run-suite.sh has it: a 0700 pytest directory would keep a
-            # container with its own uid map out of its own bundle
-            env = {**os.environ, "RESULTS": str(work / f"{name}.tap"), "TMPDIR": "/var/tmp"}
-            p = subprocess.run(["bash", str(src / "run-suite.sh"), built, cmd], capture_output=True, text=True,
-                               env=env, timeout=3000)
-            tables[name] = parse(p.stdout)
+        try:
+            for name, script in runtimes.items():
+                cmd = work / f"{name}-runtime"
+                cmd.write_text(script)
+                cmd.chmod(0o755)
+                # the bundles go to /var/tmp, as run-suite.sh has it: a 0700 pytest directory would keep a
+                # container with its own uid map out of its own bundle
+                env = {**os.environ, "RESULTS": str(work / f"{name}.tap"), "TMPDIR": "/var/tmp"}
+                p = subprocess.run(["bash", str(src / "run-suite.sh"), built, str(cmd)], capture_output=True,
+                                   text=True, env=env, timeout=3000)
+                tables[name] = parse(p.stdout)
+        finally:
+            for name in runtimes:
+                root = work / f"state-{name}"
+                for cid in os.listdir(root) if root.is_dir() else []:
+                    subprocess.run([str(work / f"{name}-runtime"), "delete", "--force", cid], capture_output=True)
     RESULTS.append("OCI runtime-tools validation suite, assertions ok / not ok per test file "
                    f"(TAP in {work}):\n" + markdown(tables))
     ok = {n: sum(v[0] for v in t.values()) for n, t in tables.items()}

@@ -23,6 +23,7 @@ import pytest
 from helpers import make_busybox_rootfs, wait_for
 
 from pycontainer_magics.oci.bundle import validate_config, validate_state
+from pycontainer_magics.oci.state import STATE_FILE
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -46,6 +47,21 @@ def subreaper() -> Any:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     yield
     libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    # Whatever we adopted is gone and reaped: the later tests' host checks count our children.
+    for pid in list(_adopted):
+        with contextlib.suppress(Exception):
+            reap(pid, 5)
+    left = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if ppid(int(d)) == os.getpid():
+                    state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state == "Z":
+                        os.waitpid(int(d), 0)
+                    elif "pycontainer" in " ".join(cmdline(int(d))) or state != "S":
+                        left.append((int(d), cmdline(int(d))))
+    assert not left, f"adopted processes still alive: {left}"
 
 
 class Runtime:
@@ -568,7 +584,7 @@ def test_run_with_an_id_has_state_while_it_runs(busybox: str, tmp_path: Path, ou
     proc = subprocess.Popen([PYCONTAINER, "run", "--bundle", str(b), f"--root={ours.root}", "attached"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for((ours.root / "attached" / "state.json").exists, 20)
+        assert wait_for((ours.root / "attached" / STATE_FILE).exists, 20)
         st = ours.wait_status("attached", "running")
         assert st["status"] == "running" and st["pid"] > 0 and st["bundle"] == str(b)
         assert "attached" in ours("list", "-q").stdout.split()

@@ -24,7 +24,6 @@ ipywidgets on any of its paths (tests/test_layering.py).
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from . import oci
 
@@ -32,6 +31,7 @@ TYPE_CHECKING = False  # typing itself is not imported: the command line's start
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Sequence
     from types import ModuleType
 
 

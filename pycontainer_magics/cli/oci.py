@@ -17,15 +17,14 @@ or jsonschema. The logic is in oci/ (lifecycle.py, exec.py, ...); this is its co
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Sequence
 
 from ..oci import log
 
 TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 VERSION = "0.1.0"
@@ -283,7 +282,8 @@ def dispatch(g: dict[str, Any], cmd: str, o: dict[str, Any], pos: list[str], roo
     if cmd == "start":
         c.start(root, pos[0])
     elif cmd == "state":
-        sys.stdout.write(json.dumps(c.state(root, pos[0]), indent=2) + "\n")
+        from ..oci.jsonout import dumps
+        sys.stdout.write(dumps(c.state(root, pos[0]), indent=2) + "\n")
     elif cmd == "kill":
         c.kill(root, pos[0], c.parse_signal(pos[1] if len(pos) > 1 else "TERM"), bool(o.get("all")))
     elif cmd == "delete":
@@ -293,7 +293,8 @@ def dispatch(g: dict[str, Any], cmd: str, o: dict[str, Any], pos: list[str], roo
         if o.get("quiet"):
             sys.stdout.write("".join(s["id"] + "\n" for s in states))
         elif (o.get("format") or "table") == "json":
-            sys.stdout.write(json.dumps(states) + "\n")
+            from ..oci.jsonout import dumps
+            sys.stdout.write(dumps(states) + "\n")
         else:
             sys.stdout.write(format_list(states))
     elif cmd == "pause":
@@ -310,6 +311,8 @@ def dispatch(g: dict[str, Any], cmd: str, o: dict[str, Any], pos: list[str], roo
         from ..oci.update import update_command
         update_command(root, pos[0], o)
     elif cmd == "features":
+        import json
+
         from ..oci.features import features
         sys.stdout.write(json.dumps(features(), indent=4) + "\n")
     elif cmd == "exec":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 
 from ..errors import InvalidInput
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+SIGKILL = 9  # the signal module costs an enum import on every call
 V1_UNLIMITED = 0x7FFFFFFFFFFFF000
 
 
@@ -82,8 +82,7 @@ def resolve(cgroups_path: str | None, cid: str, systemd: bool = False) -> dict[s
         if any(p == ".." for p in path.split("/")):
             raise CgroupPathError(f"linux.cgroupsPath {cgroups_path!r} must not contain '..'")
     else:
-        from ..linux.cgroups.hierarchy import DEFAULT_PARENT, parent_rel
-        path = "/" + parent_rel(DEFAULT_PARENT) + "/" + cid
+        path = "/" + _project_parent() + "/" + cid
     kind, mounts = _mounts()
     if not mounts:
         raise CgroupPathError("no cgroup filesystem is mounted at /sys/fs/cgroup")
@@ -101,6 +100,19 @@ def resolve(cgroups_path: str | None, cid: str, systemd: bool = False) -> dict[s
             rel = os.path.join(mine.lstrip("/"), path)
         out[mp] = os.path.join(mp, rel) if rel else mp
     return out
+
+
+def _project_parent() -> str:
+    """linux/cgroups/hierarchy.parent_rel's answer ($PYCONTAINER_CGROUP_PARENT, else pycontainer_magics),
+    without importing the cgroups package (its v1, v2 and BPF modules) on every `create`."""
+    import sys
+    if "pycontainer_magics.linux.cgroups.hierarchy" in sys.modules:
+        from ..linux.cgroups.hierarchy import DEFAULT_PARENT, parent_rel
+        return parent_rel(DEFAULT_PARENT)
+    rel = os.path.normpath((os.environ.get("PYCONTAINER_CGROUP_PARENT") or "pycontainer_magics").strip("/"))
+    if not rel or rel == "." or rel.startswith(".."):
+        raise CgroupPathError(f"invalid cgroup parent {rel!r} (PYCONTAINER_CGROUP_PARENT)")
+    return rel
 
 
 def _write(path: str, value: str | int) -> None:
@@ -518,7 +530,7 @@ class OciCgroup:
     def signal_all(self, sig: int) -> None:
         """Send `sig` to every process; SIGKILL freezes first so none forks away meanwhile (runc)."""
         frozen = False
-        if sig == signal.SIGKILL:
+        if sig == SIGKILL:
             try:
                 self.freeze(True)
                 frozen = True
@@ -537,8 +549,9 @@ class OciCgroup:
                 except OSError:
                     pass
 
-    def destroy(self, timeout: float = 5.0) -> None:
-        """Kill what is left and remove every directory (idempotent)."""
+    def destroy(self, timeout: float = 5.0, remove_parent: bool = False) -> None:
+        """Kill what is left and remove every directory (idempotent); with remove_parent also the directory
+        above it where now empty (the project's own parent, for a container given no cgroupsPath)."""
         if not self.exists():
             return
         if self.v2 and os.path.exists(os.path.join(self.paths[CGROUP_ROOT], "cgroup.kill")):
@@ -548,7 +561,7 @@ class OciCgroup:
                 pass
         deadline = time.monotonic() + timeout
         while self.pids() and time.monotonic() < deadline:
-            self.signal_all(signal.SIGKILL)
+            self.signal_all(SIGKILL)
             time.sleep(0.01)
         for d in self.paths.values():
             while True:
@@ -561,7 +574,12 @@ class OciCgroup:
                     if e.errno != errno.EBUSY or time.monotonic() > deadline:
                         raise OSError(e.errno, f"removing the cgroup {d}: {e.strerror}", d) from None
                     time.sleep(0.01)
-        _remove_default_parents(self.paths)
+        if remove_parent:  # the project's parent, when this was its last container (rmdir: only if empty)
+            for d in self.paths.values():
+                try:
+                    os.rmdir(os.path.dirname(d))
+                except OSError:
+                    pass
 
 
 DEFAULT_DEVICE_RULES: list[dict[str, Any]] = [  # runc's AllowedDevices, appended to every config's rules
@@ -576,19 +594,6 @@ DEFAULT_DEVICE_RULES: list[dict[str, Any]] = [  # runc's AllowedDevices, appende
     {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
     {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},
 ]
-
-
-def _remove_default_parents(paths: dict[str, str]) -> None:
-    """The project's parent directory, when a container without cgroupsPath was its last child."""
-    from ..linux.cgroups.hierarchy import DEFAULT_PARENT, parent_rel
-    parent = parent_rel(DEFAULT_PARENT)
-    for mp, d in paths.items():
-        top = os.path.join(mp, parent)
-        if os.path.dirname(d) == top:
-            try:
-                os.rmdir(top)
-            except OSError:
-                pass  # other containers are still there
 
 
 def _blkio_v1(d: str) -> dict[str, Any]:

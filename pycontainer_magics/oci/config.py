@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput
@@ -107,17 +106,18 @@ class ConfigError(InvalidInput):
     """config.json asks for something invalid or unsupported: one line naming the field."""
 
 
-@dataclass
 class MountSpec:
-    destination: str
-    type: str
-    source: str
-    flags: int = 0
-    propagation: list[int] = field(default_factory=list)
-    data: str = ""
-    rec_set: int = 0
-    rec_clear: int = 0
-    copyup: bool = False
+    def __init__(self, destination: str, type: str, source: str, flags: int = 0, propagation: list[int] | None = None,
+                 data: str = "", rec_set: int = 0, rec_clear: int = 0, copyup: bool = False) -> None:
+        self.destination = destination
+        self.type = type
+        self.source = source
+        self.flags = flags
+        self.propagation: list[int] = propagation if propagation is not None else []
+        self.data = data
+        self.rec_set = rec_set
+        self.rec_clear = rec_clear
+        self.copyup = copyup
 
     @property
     def is_bind(self) -> bool:
@@ -159,30 +159,33 @@ def parse_mount(m: dict[str, Any], bundle: str, where: str) -> MountSpec:
     return spec
 
 
-@dataclass
 class Namespace:
-    type: str
-    path: str | None
+    def __init__(self, type: str, path: str | None) -> None:
+        self.type = type
+        self.path = path
 
     @property
     def flag(self) -> int:
         return NAMESPACES[self.type][1]
 
 
-@dataclass
 class Config:
     """config.json with the fields a runtime acts on made typed; `raw` keeps the whole document."""
 
-    raw: dict[str, Any]
-    bundle: str
-    rootfs: str
-    readonly_root: bool
-    process: dict[str, Any]
-    mounts: list[MountSpec]
-    namespaces: list[Namespace]
-    linux: dict[str, Any]
-    hooks: dict[str, list[dict[str, Any]]]
-    annotations: dict[str, str]
+    def __init__(self, raw: dict[str, Any], bundle: str, rootfs: str, readonly_root: bool, process: dict[str, Any],
+                 mounts: list[MountSpec], namespaces: list[Namespace], linux: dict[str, Any],
+                 hooks: dict[str, list[dict[str, Any]]], annotations: dict[str, str]) -> None:
+        self.raw = raw
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.readonly_root = readonly_root
+        self.process = process
+        self.mounts = mounts
+        self.namespaces = namespaces
+        self.linux = linux
+        self.hooks = hooks
+        self.annotations = annotations
+        self.host_root_mount: str | None = None  # where a root of "/" is bound (rootfs.prepare_root)
 
     def has_ns(self, kind: str) -> bool:
         return any(n.type == kind for n in self.namespaces)

@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import socket
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ..linux import libc
@@ -32,24 +31,27 @@ from .config import Config
 from .process import ProcessPlan
 
 
-@dataclass
 class InitContext:
     """What the runtime decided before forking; the children only interpret it."""
 
-    cid: str
-    cfg: Config
-    plan: ProcessPlan
-    sock: int
-    fifo: int
-    console: int | None
-    join_fds: list[int]  # cgroup files to write "0" to
-    ns_fds: list[tuple[str, int, int]]  # (type, fd, clone flag) of namespaces joined by path
-    unshare: int  # namespaces made new, the user namespace included
-    cgroup_paths: dict[str, str]
-    preserve: int  # fds 3 .. 3+preserve-1 go to the process as they are
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    keep: list[int] = field(default_factory=list)
+    def __init__(self, cid: str, cfg: Config, plan: ProcessPlan, sock: int, fifo: int, console: int | None,
+                 join_fds: list[int], ns_fds: list[tuple[str, int, int]], unshare: int, cgroup_paths: dict[str, str],
+                 preserve: int, no_pivot: bool = False, no_new_keyring: bool = False,
+                 keep: list[int] | None = None) -> None:
+        self.cid = cid
+        self.cfg = cfg
+        self.plan = plan
+        self.sock = sock
+        self.fifo = fifo
+        self.console = console
+        self.join_fds = join_fds  # cgroup files to write "0" to
+        self.ns_fds = ns_fds  # (type, fd, clone flag) of namespaces joined by path
+        self.unshare = unshare  # namespaces made new, the user namespace included
+        self.cgroup_paths = cgroup_paths
+        self.preserve = preserve  # fds 3 .. 3+preserve-1 go to the process as they are
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.keep: list[int] = keep if keep is not None else []
 
 
 def send(fd: int, msg: dict[str, Any]) -> None:
@@ -247,7 +249,8 @@ def init(ctx: InitContext) -> NoReturn:
     try:
         while not os.read(ctx.fifo, 1):
             pass
-        os.close(ctx.fifo)
+        # The fifo stays open until execve closes it (close-on-exec): `start` waits for that to run the
+        # poststart hooks after the process is executed, startContainer hooks included.
         if cfg.hooks.get("startContainer"):
             hooks.run_hooks("startContainer", cfg.hooks["startContainer"], _hook_state(ctx, "created", os.getpid()))
         process.exec_process(plan, path)

@@ -1,7 +1,7 @@
 """runc's container lifecycle, the runtime's side: create, start, state, kill, delete, list, pause, resume,
 update, ps (and `run --bundle DIR ID`'s record while it runs: recorded_run). No process of ours outlives
 a command: the container's init belongs to whoever reaps orphans above the caller (containerd's shim and
-conmon are subreapers), and every command reads the state from `<root>/<id>/state.json` and the kernel.
+conmon are subreapers), and every command reads the state from `<root>/<id>/state` and the kernel.
 
 Errors are StateError/ConfigError/OSError with one line; the command line turns them into runc's exit
 status 1 and a log entry.
@@ -9,10 +9,8 @@ status 1 and a log entry.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import signal
 import time
 
 from . import state as st
@@ -20,13 +18,13 @@ from .cgroups import OciCgroup
 from .state import StateError
 
 LifecycleError = StateError  # the name callers of the earlier lifecycle module catch
+SIGKILL = 9  # the signal module costs an enum import on every call
 
 TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
 if TYPE_CHECKING:
     from typing import Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     from .config import Config
 
@@ -70,7 +68,8 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         rec: dict[str, Any] = {"id": cid, "bundle": bundle, "rootfs": cfg.rootfs, "created": st.now_rfc3339(),
                                "owner": "", "annotations": cfg.annotations, "status": "creating",
                                "creator": os.getpid(), "creator_start": st.start_time(os.getpid()),
-                               "cgroup": cgroup_paths, "config": cfg.raw, "pid": None, "pid_start": None}
+                               "cgroup": cgroup_paths, "cgroup_default": not cfg.linux.get("cgroupsPath"),
+                               "config": cfg.raw, "pid": None, "pid_start": None}
         st.save(directory, rec)
         try:
             made = cg.create()
@@ -87,6 +86,9 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         opened += join_fds
         fifo_path = os.path.join(directory, st.FIFO)
         os.mkfifo(fifo_path, 0o622)
+        if cfg.rootfs == "/":
+            cfg.host_root_mount = os.path.join(directory, "rootfs")
+            os.mkdir(cfg.host_root_mount, 0o755)
         fifo = _open(fifo_path, os.O_RDWR)
         opened.append(fifo)
         console_fd = None
@@ -130,16 +132,17 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
                 assert child_pid is not None
                 _write_maps(child_pid, cfg)
                 send(ours, {"ok": True})
-            elif "pid" in msg and child_pid is not None:
-                init_pid = int(msg["pid"])
-                _reap(child_pid)
-                child_pid = None
+            elif "pid" in msg:
+                init_pid = int(msg["pid"])  # the intermediate is exiting now: reaped below, not waited for here
             elif msg.get("hooks"):
                 _run_create_hooks(cfg, cid, init_pid or int(msg["host_pid"]))
                 send(ours, {"ok": True})
             elif msg.get("ready"):
                 break
         assert init_pid is not None
+        if child_pid is not None:
+            _reap(child_pid)
+            child_pid = None
         rec.update(status="created", pid=init_pid, pid_start=st.start_time(init_pid), creator=None,
                    creator_start=None)
         st.save(directory, rec)
@@ -150,7 +153,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         for p in (init_pid, child_pid):
             if p:
                 try:
-                    os.kill(p, signal.SIGKILL)
+                    os.kill(p, SIGKILL)
                 except ProcessLookupError:
                     pass
                 _reap(p)
@@ -163,8 +166,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
                 os.rmdir(d)
             except OSError:
                 pass
-        import shutil
-        shutil.rmtree(directory, ignore_errors=True)
+        st.remove(directory)
         raise
     finally:
         for fd in opened:
@@ -265,12 +267,14 @@ def start(root: str, cid: str) -> None:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:  # ENXIO: no reader, the init is gone
             raise StateError(e.errno, "cannot start a container that has stopped") from None
+        hooks = (rec.get("config") or {}).get("hooks") or {}
         try:
             os.write(fd, b"0")
+            if hooks.get("poststart"):
+                _wait_executed(fd)
         finally:
             os.close(fd)
         os.unlink(fifo)
-    hooks = (rec.get("config") or {}).get("hooks") or {}
     if hooks.get("poststart"):
         from .hooks import HookError, run_hooks
         state = {**st.public(directory, rec), "status": "running", "pid": rec["pid"]}  # as it was started
@@ -281,18 +285,29 @@ def start(root: str, cid: str) -> None:
             warn(str(e))
 
 
-SIGNALS = {s.name.removeprefix("SIG"): int(s) for s in signal.Signals}
+def _wait_executed(fd: int, timeout: float = 60.0) -> None:
+    """poststart hooks run once the process is executed (after the init's startContainer hooks): the
+    init's end of the fifo closes at execve (close-on-exec), and our write end then reports POLLERR, no
+    reader being left."""
+    import select
+    p = select.poll()
+    p.register(fd, 0)  # POLLERR and POLLHUP are reported whatever is asked
+    p.poll(int(timeout * 1000))
 
 
 def parse_signal(text: str) -> int:
-    """`KILL`, `SIGKILL`, `kill` or `9` (runc's rules)."""
+    """`KILL`, `SIGKILL`, `kill` or `9` (runc's rules). Engines send numbers: the signal module (an enum
+    import) is loaded for names only."""
     t = text.strip().upper().removeprefix("SIG")
     if t.isdigit():
         n = int(t)
-        if 0 < n < signal.NSIG:
+        if 0 < n < 65:  # NSIG
             return n
-    elif t in SIGNALS:
-        return SIGNALS[t]
+    else:
+        import signal
+        names = {s.name.removeprefix("SIG"): int(s) for s in signal.Signals}
+        if t in names:
+            return names[t]
     raise StateError(errno.EINVAL, f"unknown signal {text!r}")
 
 
@@ -317,8 +332,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         directory, rec = _get(root, cid)
     except StateError as e:
         if force and e.errno == errno.ENOENT:  # runc: --force of what is gone (or half made) succeeds
-            import shutil
-            shutil.rmtree(st.container_dir(root, cid), ignore_errors=True)
+            st.remove(st.container_dir(root, cid))
             return
         raise
     with st.locked(directory, cid):
@@ -335,22 +349,34 @@ def _kill_init(directory: str, rec: dict[str, Any]) -> None:
     if cg is not None and st.status(directory, rec) == "paused":
         cg.freeze(False)
     try:
-        os.kill(rec["pid"], signal.SIGKILL)
+        os.kill(rec["pid"], SIGKILL)
     except (ProcessLookupError, TypeError):
         pass
-    deadline = time.monotonic() + 10
-    while st.alive(rec) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    _wait_gone(rec, 10.0)
     if st.alive(rec):
         raise StateError(errno.EBUSY, "container init still running")
 
 
+def _wait_gone(rec: dict[str, Any], timeout: float) -> None:
+    """Until the init has exited (a zombie counts: its parent reaps it), woken by its pidfd, not polled."""
+    import select
+    try:
+        fd = os.pidfd_open(rec["pid"])
+    except (ProcessLookupError, TypeError):
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while st.alive(rec) and (left := deadline - time.monotonic()) > 0:
+            select.select([fd], [], [], min(left, 0.1))
+    finally:
+        os.close(fd)
+
+
 def _destroy(directory: str, rec: dict[str, Any]) -> None:
     """Remove what is left: every process in the cgroup, the cgroup, the state; then poststop hooks."""
-    import shutil
     if rec.get("cgroup"):
-        OciCgroup(rec["cgroup"]).destroy()
-    shutil.rmtree(directory, ignore_errors=True)
+        OciCgroup(rec["cgroup"]).destroy(remove_parent=bool(rec.get("cgroup_default")))
+    st.remove(directory)
     hooks = (rec.get("config") or {}).get("hooks") or {}
     if hooks.get("poststop"):
         from .hooks import HookError, run_hooks
@@ -419,29 +445,37 @@ def stats(root: str, cid: str) -> dict[str, Any]:
     return _cgroup(rec).stats()
 
 
-@contextlib.contextmanager
-def recorded_run(bundle: str, cid: str, root: str | None = None) -> Iterator[Any]:
+class recorded_run:  # noqa: N801 - used as `with recorded_run(bundle, cid, root) as on_start:`
     """`pycontainer run --bundle DIR ID`, as runc's run: the container runs attached to the caller, and while
     it runs its state is there for `state`, `list` and `kill` from elsewhere; it is deleted when the run
-    ends. Yields the on_start callback to give `runtime.run`."""
-    root = os.path.abspath(root) if root else st.default_root()
-    directory = st.new_dir(root, cid)
-    rec: dict[str, Any] = {"id": cid, "bundle": os.path.abspath(bundle), "rootfs": "", "created": st.now_rfc3339(),
-                           "owner": "", "annotations": {}, "status": "creating", "creator": os.getpid(),
-                           "creator_start": st.start_time(os.getpid()), "cgroup": None, "config": {}, "pid": None,
-                           "pid_start": None}
-    try:
-        st.save(directory, rec)
+    ends. Entering gives the on_start callback to hand `runtime.run`."""
 
-        def on_start(running: Any) -> None:
-            with contextlib.suppress(OSError):
-                st.save(directory, {**rec, "status": "running", "pid": running.pid1,
-                                    "pid_start": st.start_time(running.pid1)})
+    def __init__(self, bundle: str, cid: str, root: str | None = None) -> None:
+        root = os.path.abspath(root) if root else st.default_root()
+        self.directory = st.new_dir(root, cid)
+        self.rec: dict[str, Any] = {
+            "id": cid, "bundle": os.path.abspath(bundle), "rootfs": "", "created": st.now_rfc3339(), "owner": "",
+            "annotations": {}, "status": "creating", "creator": os.getpid(),
+            "creator_start": st.start_time(os.getpid()), "cgroup": None, "config": {}, "pid": None,
+            "pid_start": None}
 
-        yield on_start
-    finally:
-        import shutil
-        shutil.rmtree(directory, ignore_errors=True)
+    def __enter__(self) -> Any:
+        try:
+            st.save(self.directory, self.rec)
+        except BaseException:
+            st.remove(self.directory)
+            raise
+        return self.on_start
+
+    def on_start(self, running: Any) -> None:
+        try:
+            st.save(self.directory, {**self.rec, "status": "running", "pid": running.pid1,
+                                     "pid_start": st.start_time(running.pid1)})
+        except OSError:
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        st.remove(self.directory)
 
 
 __all__ = ["CreateOptions", "LifecycleError", "create", "delete", "kill", "list_states", "parse_signal", "pause",

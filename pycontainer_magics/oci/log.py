@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from .jsonout import dumps
 
 _target: int | None = None  # fd of --log, None: stderr
 _json = False
@@ -33,8 +34,8 @@ def to_stderr() -> bool:
 def _line(level: str, msg: str) -> bytes:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if _json:
-        return (json.dumps({"level": level, "msg": msg, "time": now}, separators=(",", ":")) + "\n").encode()
-    return f'time="{now}" level={level} msg={json.dumps(msg)}\n'.encode()
+        return (dumps({"level": level, "msg": msg, "time": now}) + "\n").encode()
+    return f'time="{now}" level={level} msg={dumps(msg)}\n'.encode()
 
 
 def write(level: str, msg: str) -> None:

@@ -18,7 +18,6 @@ import ctypes
 import errno
 import os
 import resource
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..linux.caps import capset
@@ -34,28 +33,31 @@ RLIMITS = {"RLIMIT_AS": 9, "RLIMIT_CORE": 4, "RLIMIT_CPU": 0, "RLIMIT_DATA": 2, 
            "RLIMIT_STACK": 3}
 
 
-@dataclass
 class ProcessPlan:
-    args: list[str]
-    env: dict[str, str]
-    cwd: str
-    uid: int
-    gid: int
-    additional_gids: list[int]
-    umask: int | None
-    bounding: int
-    effective: int
-    permitted: int
-    inheritable: int
-    ambient: int
-    rlimits: list[tuple[int, int, int]]  # (resource, soft, hard)
-    no_new_privileges: bool
-    seccomp: bytes | None
-    apparmor: str | None
-    oom_score_adj: int | None
-    terminal: bool
-    console_size: tuple[int, int] | None  # (rows, cols)
-    extra: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, args: list[str], env: dict[str, str], cwd: str, uid: int, gid: int, additional_gids: list[int],
+                 umask: int | None, bounding: int, effective: int, permitted: int, inheritable: int, ambient: int,
+                 rlimits: list[tuple[int, int, int]], no_new_privileges: bool, seccomp: bytes | None,
+                 apparmor: str | None, oom_score_adj: int | None, terminal: bool,
+                 console_size: tuple[int, int] | None) -> None:
+        self.args = args
+        self.env = env
+        self.cwd = cwd
+        self.uid = uid
+        self.gid = gid
+        self.additional_gids = additional_gids
+        self.umask = umask
+        self.bounding = bounding
+        self.effective = effective
+        self.permitted = permitted
+        self.inheritable = inheritable
+        self.ambient = ambient
+        self.rlimits = rlimits  # (resource, soft, hard)
+        self.no_new_privileges = no_new_privileges
+        self.seccomp = seccomp
+        self.apparmor = apparmor
+        self.oom_score_adj = oom_score_adj
+        self.terminal = terminal
+        self.console_size = console_size  # (rows, cols)
 
 
 def _rlim(v: Any) -> int:

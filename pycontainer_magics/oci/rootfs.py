@@ -47,6 +47,12 @@ def prepare_root(cfg: Config) -> None:
     mounts out, or refuse the bind."""
     prop = cfg.linux.get("rootfsPropagation")
     mount(None, "/", None, MS_PRIVATE | MS_REC if prop in ("private", "rprivate") else MS_SLAVE | MS_REC)
+    if cfg.rootfs == "/" and cfg.host_root_mount:
+        # The host's own tree as the root (the project's host image, `root.path: "/"`): pivot_root cannot
+        # make / the new root of itself, so it is bound (recursively, in this private copy) to a directory
+        # of the container's state and used from there, read-only as the config says.
+        mount("/", cfg.host_root_mount, None, MS_BIND | MS_REC)
+        cfg.rootfs = cfg.host_root_mount
     _parent_private(cfg.rootfs)
     mount(cfg.rootfs, cfg.rootfs, "bind", MS_BIND | MS_REC)
 

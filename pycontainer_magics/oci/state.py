@@ -1,6 +1,7 @@
 """Where a runc-style container lives between commands: `<root>/<id>/` with
 
-    state.json   the record (id, bundle, rootfs, created, owner, init pid and its start time, cgroup
+    state        the record, in marshal's format (no json import on the hot path: `pycontainer state ID`
+                 prints it as JSON) (id, bundle, rootfs, created, owner, init pid and its start time, cgroup
                  directories, the config as it was at create: a bundle edited later changes nothing)
     exec.fifo    until `start`: the created container's init waits on it
 
@@ -11,12 +12,10 @@ is there, paused while its cgroup is frozen, running otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
+import marshal
 import os
 import time
-from collections.abc import Iterator
 
 from ..errors import OSFailure
 from ..linux.proc import start_time
@@ -25,7 +24,7 @@ TYPE_CHECKING = False  # typing itself is not imported: the command line's start
 if TYPE_CHECKING:
     from typing import Any
 
-STATE_FILE = "state.json"
+STATE_FILE = "state"
 FIFO = "exec.fifo"
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")  # runc's rule
 OCI_VERSION = "1.0.2"  # the runtime-spec version our state and features documents say they follow
@@ -64,33 +63,68 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1_000_000_000)) + f".{t % 1_000_000_000:09d}Z"
 
 
-@contextlib.contextmanager
-def locked(directory: str, cid: str) -> Iterator[None]:
-    """The container's directory locked (flock) for a command that changes it."""
-    from ..linux.files import FileLock
-    try:
-        with FileLock(directory, directory=True):
-            yield
-    except FileNotFoundError as e:
-        if e.filename == directory or not os.path.isdir(directory):
+class locked:  # noqa: N801 - used as `with locked(directory, cid):`
+    """The container's directory flocked for a command that changes it. A class, not linux.files.FileLock or
+    a contextmanager: their imports (threading, tempfile, contextlib) cost every engine call more than the
+    lock itself, and a command line has no threads to exclude."""
+
+    def __init__(self, directory: str, cid: str) -> None:
+        self.directory, self.fd = directory, -1
+
+    def __enter__(self) -> None:
+        import fcntl
+        try:
+            self.fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
             raise StateError(errno.ENOENT, "container does not exist") from None
-        raise
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 def load(directory: str) -> dict[str, Any]:
     try:
         with open(os.path.join(directory, STATE_FILE), "rb") as f:
-            rec: dict[str, Any] = json.loads(f.read())
+            rec: dict[str, Any] = marshal.loads(f.read())
             return rec
     except (FileNotFoundError, NotADirectoryError):
         raise StateError(errno.ENOENT, "container does not exist") from None
-    except ValueError:
+    except (ValueError, EOFError, TypeError):
         raise StateError(errno.EIO, f"{directory}/{STATE_FILE}: damaged state record") from None
 
 
 def save(directory: str, rec: dict[str, Any]) -> None:
-    from ..linux.files import write_json
-    write_json(os.path.join(directory, STATE_FILE), rec, mode=0o600, indent=None)
+    """Replace the record at once. Not linux.files.atomic_write: its tempfile import costs each engine call
+    more than the write; a name of this process's own in the container's (root-only) directory will do."""
+    path = os.path.join(directory, STATE_FILE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, marshal.dumps(rec))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def remove(directory: str) -> None:
+    """The container's directory and the few files in it (no shutil: its import costs every command)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except IsADirectoryError:
+            import shutil
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass
 
 
 def status(directory: str, rec: dict[str, Any]) -> str:
@@ -148,5 +182,5 @@ def owner_name() -> str:
 
 
 __all__ = ["FIFO", "OCI_VERSION", "STATE_FILE", "StateError", "alive", "check_id", "container_dir", "default_root",
-           "list_ids", "load", "locked", "new_dir", "now_rfc3339", "owner_name", "public", "save", "start_time",
-           "status"]
+           "list_ids", "load", "locked", "new_dir", "now_rfc3339", "owner_name", "public", "remove", "save",
+           "start_time", "status"]
