@@ -167,7 +167,7 @@ def adopt(pid: int) -> None:
     _adopted[pid] = fut
 
 
-def reap(pid: int, timeout: float = 10) -> int:
+def reap(pid: int, timeout: float = 30) -> int:
     """The exit code of an adopted process."""
     if pid not in _adopted:
         adopt(pid)
