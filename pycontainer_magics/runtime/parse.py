@@ -324,6 +324,185 @@ def _split_list(values: Any) -> list[str]:
     return [p.strip() for v in _many(values) for p in str(v).split(",") if p.strip()]
 
 
+def _payload_fields(python_code: str | None, command: Iterable[str] | None,
+                    stdin_data: bytes | str | None) -> dict[str, Any]:
+    """What runs: Python code or a command, and its standard input."""
+    f: dict[str, Any] = {}
+    if python_code is not None:
+        f["python_code"] = python_code
+    if command:
+        f["command"] = tuple(command)
+    if stdin_data is not None:
+        f["stdin_data"] = stdin_data.encode() if isinstance(stdin_data, str) else bytes(stdin_data)
+    return f
+
+
+def _limit_fields(memory: str | int | None, memory_swap: str | int | None, cpus: str | float | None,
+                  cpu_shares: str | int | None, cpuset_cpus: str | None, pids_limit: str | int | None,
+                  storage_opt: str | Iterable[str] | None) -> dict[str, Any]:
+    """The cgroup limits and the writable layer's size, with the lab's default bounds where none is given."""
+    f: dict[str, Any] = {}
+    if memory is not None:
+        f["memory"] = parse_size(memory, "--memory")
+    if memory_swap is not None:
+        f["memory_swap"] = parse_memory_swap(memory_swap)
+    if cpus is not None:
+        f["cpus"] = parse_cpus(cpus)
+    if cpu_shares is not None:
+        f["cpu_shares"] = parse_int(cpu_shares, "--cpu-shares")
+    if cpuset_cpus is not None:
+        f["cpuset_cpus"] = str(cpuset_cpus).replace(" ", "")
+    from .config import defaults
+
+    lab = defaults()  # bounds Docker leaves off (runtime/config.py): a fork bomb, a full disk stop there
+    bounds: list[str] = []
+    if pids_limit is not None:
+        f["pids_limit"] = parse_int(pids_limit, "--pids-limit", unlimited=-1)
+    elif lab.pids_limit is not None:
+        f["pids_limit"] = lab.pids_limit
+        bounds.append("pids_limit")
+    size = parse_storage_opt(_many(storage_opt))
+    if size is not None:
+        f["storage_size"] = None if size == -1 else size
+    elif lab.storage_size is not None:
+        f["storage_size"] = lab.storage_size
+        bounds.append("storage_size")
+    f["default_bounds"] = tuple(bounds)
+    return f
+
+
+def _network_fields(share: str | Iterable[str] | None, pod: str | None, network: str | None,
+                    expose: str | Iterable[str] | None, publish: str | Iterable[str] | None) -> dict[str, Any]:
+    """--share, --pod, --network, --expose, -p (a pod's network is the pod's)."""
+    f: dict[str, Any] = {}
+    shared = parse_share(_split_list(share)) if share is not None else frozenset()
+    if pod is not None:
+        f["pod"] = pod
+        if network is not None:  # even `none`: the pod's network is what the container gets
+            raise SpecError(f"--network {network} conflicts with --pod {pod}: a pod's containers share the pod's "
+                            f"network; give it when creating the pod (%container pod create {pod} --network NET)")
+    if network is not None:
+        if network not in NETWORK_MODES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", network):
+            raise SpecError(f"invalid --network {network!r}: none (a new, empty network namespace), host (the "
+                            "host's), bridge (the default network) or the name of a network you created")
+        f["network"] = network
+        if network == "none" and "net" in shared:
+            raise SpecError("--network none conflicts with --share net: none gives the container a new, "
+                            "empty network namespace; use --network host to share the host's")
+        if network == "host":
+            shared |= {"net"}
+    f["share"] = shared
+    if expose is not None:
+        ports = []
+        for e in _many(expose):
+            port, _, proto = str(e).partition("/")
+            if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("", "tcp", "udp"):
+                raise SpecError(f"invalid --expose {e!r}: a port, optionally /tcp or /udp, like 80 or 53/udp")
+            ports.append(f"{int(port)}/{proto or 'tcp'}")
+        f["expose"] = tuple(ports)
+    if publish is not None:
+        from ..network import NetworkError, parse_publish
+        try:
+            f["publish"] = tuple(parse_publish(p) for p in _many(publish))
+        except NetworkError as e:
+            raise SpecError(str(e)) from None
+    return f
+
+
+def _namespace_fields(userns: str | None, time_offset: str | Iterable[str] | None,
+                      share: frozenset[str]) -> dict[str, Any]:
+    """--userns (host: share the user namespace) and --time-offset."""
+    f: dict[str, Any] = {}
+    if userns is not None:
+        mode = USERNS_MODES.get(str(userns).strip().lower())
+        if mode is None:
+            raise SpecError(f"unknown --userns {userns!r}: expected private (the default: a new user "
+                            "namespace, container root is host root), remap (container root maps to an "
+                            "unprivileged host range) or host (share the host's user namespace)")
+        if mode == "host":
+            f["share"] = share | {"user"}
+            mode = "private"
+        f["userns"] = mode
+    offsets = [parse_time_offset(v) for v in _many(time_offset)]
+    clocks = [c for c, _ in offsets]
+    dup = next((c for c in clocks if clocks.count(c) > 1), None)
+    if dup:
+        raise SpecError(f"--time-offset {dup} given twice: give each clock once")
+    f["time_offsets"] = tuple(offsets)
+    return f
+
+
+def _filesystem_fields(image: str | None, rootfs: str | None, read_only: bool,
+                       volume: str | Iterable[str | Mount] | None, tmpfs: str | Iterable[str | Tmpfs] | None,
+                       workdir: str | None, user: str | None) -> dict[str, Any]:
+    """The root filesystem, volumes, tmpfs, working directory and user."""
+    f: dict[str, Any] = {}
+    if image is not None and image != "host" and rootfs is not None:
+        raise SpecError(f"--image {image!r} conflicts with --rootfs {rootfs!r}: give one root filesystem")
+    if image is not None:
+        f["image"] = image
+    if rootfs is not None:
+        f["rootfs"] = rootfs
+    f["read_only"] = bool(read_only)
+    f["mounts"] = tuple(v if isinstance(v, Mount) else parse_volume(v) for v in _many(volume))
+    f["tmpfs"] = tuple(v if isinstance(v, Tmpfs) else parse_tmpfs(v) for v in _many(tmpfs))
+    if workdir is not None:
+        f["workdir"] = workdir
+    if user is not None:
+        f["user"] = user
+    return f
+
+
+def _env_items(env: str | Iterable[str] | dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """-e K=V (or a dict): the last value of a name wins."""
+    env_items: list[tuple[str, str]] = []
+    if isinstance(env, dict):
+        env_items = [(str(k), str(v)) for k, v in env.items()]
+    else:
+        for v in _many(env):
+            kv = parse_env(v)
+            if kv is not None:
+                env_items = [e for e in env_items if e[0] != kv[0]] + [kv]  # the last -e K=... wins
+    return tuple(env_items)
+
+
+def _security_fields(cap_add: str | Iterable[str] | None, cap_drop: str | Iterable[str] | None,
+                     ulimit: str | Iterable[str | tuple[str, int, int]] | None,
+                     security_opt: str | Iterable[str] | None) -> dict[str, Any]:
+    """Capabilities, rlimits, seccomp and unmasked paths."""
+    f: dict[str, Any] = {}
+    f["cap_add"] = parse_caps(_split_list(cap_add), "--cap-add")
+    f["cap_drop"] = parse_caps(_split_list(cap_drop), "--cap-drop")
+    both = (f["cap_add"] & f["cap_drop"]) - {"ALL"}
+    if both:
+        raise SpecError(f"capability {sorted(both)[0]} is in both --cap-add and --cap-drop: give it once")
+
+    f["ulimits"] = tuple(v if isinstance(v, tuple) else parse_ulimit(v) for v in _many(ulimit))
+    f["seccomp"] = parse_security_opt(_many(security_opt))
+    f["unmask"] = parse_unmask(_many(security_opt))
+    return f
+
+
+def _run_control_fields(timeout: str | float | None, stop_signal: str | int | None,
+                        stop_timeout: str | float | None, interval: str | float | None, name: str | None,
+                        output: str | Iterable[str] | None, no_diff: bool) -> dict[str, Any]:
+    """--timeout, stopping, sampling, the name, outputs, the diff."""
+    f: dict[str, Any] = {}
+    if timeout is not None:
+        f["timeout"] = parse_duration(timeout, "--timeout")
+    if stop_signal is not None:
+        f["stop_signal"] = parse_signal(stop_signal)
+    if stop_timeout is not None:
+        f["stop_timeout"] = parse_duration(stop_timeout, "--stop-timeout")
+    if interval is not None:
+        f["interval"] = parse_duration(interval, "--interval")
+    if name is not None:
+        f["name"] = name
+    f["outputs"] = tuple(dict.fromkeys(_split_list(output)))
+    f["diff"] = not no_diff
+    return f
+
+
 def build_spec(
     *,
     python_code: str | None = None,
@@ -369,138 +548,17 @@ def build_spec(
     The keyword names are the options' long names with '-' -> '_' (`--memory-swap` -> memory_swap);
     repeatable options take a list. Conflicting options raise SpecError.
     """
-    f: dict[str, Any] = {}
-    if python_code is not None:
-        f["python_code"] = python_code
-    if command:
-        f["command"] = tuple(command)
-    if stdin_data is not None:
-        f["stdin_data"] = stdin_data.encode() if isinstance(stdin_data, str) else bytes(stdin_data)
-
-    if memory is not None:
-        f["memory"] = parse_size(memory, "--memory")
-    if memory_swap is not None:
-        f["memory_swap"] = parse_memory_swap(memory_swap)
-    if cpus is not None:
-        f["cpus"] = parse_cpus(cpus)
-    if cpu_shares is not None:
-        f["cpu_shares"] = parse_int(cpu_shares, "--cpu-shares")
-    if cpuset_cpus is not None:
-        f["cpuset_cpus"] = str(cpuset_cpus).replace(" ", "")
-    from .config import defaults
-
-    lab = defaults()  # bounds Docker leaves off (runtime/config.py): a fork bomb, a full disk stop there
-    bounds: list[str] = []
-    if pids_limit is not None:
-        f["pids_limit"] = parse_int(pids_limit, "--pids-limit", unlimited=-1)
-    elif lab.pids_limit is not None:
-        f["pids_limit"] = lab.pids_limit
-        bounds.append("pids_limit")
-    size = parse_storage_opt(_many(storage_opt))
-    if size is not None:
-        f["storage_size"] = None if size == -1 else size
-    elif lab.storage_size is not None:
-        f["storage_size"] = lab.storage_size
-        bounds.append("storage_size")
-    f["default_bounds"] = tuple(bounds)
+    f: dict[str, Any] = _payload_fields(python_code, command, stdin_data)
+    f |= _limit_fields(memory, memory_swap, cpus, cpu_shares, cpuset_cpus, pids_limit, storage_opt)
     if hostname is not None:
         f["hostname"] = hostname
 
-    shared = parse_share(_split_list(share)) if share is not None else frozenset()
-    if pod is not None:
-        f["pod"] = pod
-        if network is not None:  # even `none`: the pod's network is what the container gets
-            raise SpecError(f"--network {network} conflicts with --pod {pod}: a pod's containers share the pod's "
-                            f"network; give it when creating the pod (%container pod create {pod} --network NET)")
-    if network is not None:
-        if network not in NETWORK_MODES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", network):
-            raise SpecError(f"invalid --network {network!r}: none (a new, empty network namespace), host (the "
-                            "host's), bridge (the default network) or the name of a network you created")
-        f["network"] = network
-        if network == "none" and "net" in shared:
-            raise SpecError("--network none conflicts with --share net: none gives the container a new, "
-                            "empty network namespace; use --network host to share the host's")
-        if network == "host":
-            shared |= {"net"}
-    f["share"] = shared
-    if expose is not None:
-        ports = []
-        for e in _many(expose):
-            port, _, proto = str(e).partition("/")
-            if not port.isdigit() or not 0 < int(port) < 65536 or proto not in ("", "tcp", "udp"):
-                raise SpecError(f"invalid --expose {e!r}: a port, optionally /tcp or /udp, like 80 or 53/udp")
-            ports.append(f"{int(port)}/{proto or 'tcp'}")
-        f["expose"] = tuple(ports)
-    if publish is not None:
-        from ..network import NetworkError, parse_publish
-        try:
-            f["publish"] = tuple(parse_publish(p) for p in _many(publish))
-        except NetworkError as e:
-            raise SpecError(str(e)) from None
-
-    if userns is not None:
-        mode = USERNS_MODES.get(str(userns).strip().lower())
-        if mode is None:
-            raise SpecError(f"unknown --userns {userns!r}: expected private (the default: a new user "
-                            "namespace, container root is host root), remap (container root maps to an "
-                            "unprivileged host range) or host (share the host's user namespace)")
-        if mode == "host":
-            f["share"] = f["share"] | {"user"}
-            mode = "private"
-        f["userns"] = mode
-    offsets = [parse_time_offset(v) for v in _many(time_offset)]
-    clocks = [c for c, _ in offsets]
-    dup = next((c for c in clocks if clocks.count(c) > 1), None)
-    if dup:
-        raise SpecError(f"--time-offset {dup} given twice: give each clock once")
-    f["time_offsets"] = tuple(offsets)
-
-    if image is not None and image != "host" and rootfs is not None:
-        raise SpecError(f"--image {image!r} conflicts with --rootfs {rootfs!r}: give one root filesystem")
-    if image is not None:
-        f["image"] = image
-    if rootfs is not None:
-        f["rootfs"] = rootfs
-    f["read_only"] = bool(read_only)
-    f["mounts"] = tuple(v if isinstance(v, Mount) else parse_volume(v) for v in _many(volume))
-    f["tmpfs"] = tuple(v if isinstance(v, Tmpfs) else parse_tmpfs(v) for v in _many(tmpfs))
-    if workdir is not None:
-        f["workdir"] = workdir
-    if user is not None:
-        f["user"] = user
-
-    env_items: list[tuple[str, str]] = []
-    if isinstance(env, dict):
-        env_items = [(str(k), str(v)) for k, v in env.items()]
-    else:
-        for v in _many(env):
-            kv = parse_env(v)
-            if kv is not None:
-                env_items = [e for e in env_items if e[0] != kv[0]] + [kv]  # the last -e K=... wins
-    f["env"] = tuple(env_items)
-
-    f["cap_add"] = parse_caps(_split_list(cap_add), "--cap-add")
-    f["cap_drop"] = parse_caps(_split_list(cap_drop), "--cap-drop")
-    both = (f["cap_add"] & f["cap_drop"]) - {"ALL"}
-    if both:
-        raise SpecError(f"capability {sorted(both)[0]} is in both --cap-add and --cap-drop: give it once")
-
-    f["ulimits"] = tuple(v if isinstance(v, tuple) else parse_ulimit(v) for v in _many(ulimit))
-    f["seccomp"] = parse_security_opt(_many(security_opt))
-    f["unmask"] = parse_unmask(_many(security_opt))
-
-    if timeout is not None:
-        f["timeout"] = parse_duration(timeout, "--timeout")
-    if stop_signal is not None:
-        f["stop_signal"] = parse_signal(stop_signal)
-    if stop_timeout is not None:
-        f["stop_timeout"] = parse_duration(stop_timeout, "--stop-timeout")
-    if interval is not None:
-        f["interval"] = parse_duration(interval, "--interval")
-    if name is not None:
-        f["name"] = name
-    f["outputs"] = tuple(dict.fromkeys(_split_list(output)))
-    f["diff"] = not no_diff
+    f |= _network_fields(share, pod, network, expose, publish)
+    f |= _namespace_fields(userns, time_offset, f["share"])
+    f |= _filesystem_fields(image, rootfs, read_only, volume, tmpfs, workdir, user)
+    f["env"] = _env_items(env)
+    f |= _security_fields(cap_add, cap_drop, ulimit, security_opt)
+    f |= _run_control_fields(timeout, stop_signal, stop_timeout, interval, name, output, no_diff)
     return ContainerSpec(**f)
 
 

@@ -175,15 +175,29 @@ def _fail(msg: str) -> None:
 
 def validate(s: ContainerSpec) -> None:
     """Check a spec field by field; raise SpecError with one line for the first problem."""
+    for check in _CHECKS:
+        check(s)
+
+
+def _check_payload(s: ContainerSpec) -> None:
+    """What runs: Python code or a command, not both."""
     if s.python_code is None and not s.command and s.image == "host":
         _fail("nothing to run: give Python code or a command (e.g. `-- sh`)")
     if s.python_code is not None and s.command:
         _fail("give either Python code or a command, not both")
+
+
+def _check_sharing(s: ContainerSpec) -> None:
+    """--share and --pod."""
     unknown = set(s.share) - set(NAMESPACE_KINDS)
     if unknown:
         _fail(f"unknown namespace {sorted(unknown)[0]!r} in --share: expected some of {', '.join(NAMESPACE_KINDS)}")
     if s.pod is not None:  # first: say "conflicts with --pod" rather than what the option alone would need
         _validate_pod(s)
+
+
+def _check_security(s: ContainerSpec) -> None:
+    """--ulimit, --security-opt unmask and seccomp."""
     for name, soft, hard in s.ulimits:
         if name not in RLIMIT_NAMES:
             _fail(f"unknown --ulimit {name!r}: expected one of {', '.join(sorted(RLIMIT_NAMES))}")
@@ -203,6 +217,10 @@ def validate(s: ContainerSpec) -> None:
                 compile_profile(profile)
         except SeccompError as e:
             _fail(str(e))
+
+
+def _check_root_filesystem(s: ContainerSpec) -> None:
+    """--image, --rootfs and the writable layer's directory."""
     if s.image != "host":
         if s.rootfs is not None:
             _fail(f"--image {s.image!r} conflicts with --rootfs {s.rootfs!r}: give one root filesystem")
@@ -219,11 +237,19 @@ def validate(s: ContainerSpec) -> None:
             _fail(f"--rootfs {s.rootfs!r} must be an absolute path")
         if not os.path.isdir(s.rootfs):
             _fail(f"--rootfs {s.rootfs!r} is not a directory")
+
+
+def _check_hostname(s: ContainerSpec) -> None:
+    """--hostname."""
     if s.hostname is not None:
         if "uts" in s.share:
             _fail("--hostname needs a new UTS namespace: remove 'uts' from --share")
         if not HOSTNAME_RE.match(s.hostname) or len(s.hostname) > 64:
             _fail(f"invalid hostname {s.hostname!r}: letters, digits, '-' and '.', at most 64 characters")
+
+
+def _check_limits(s: ContainerSpec) -> None:
+    """The cgroup limits."""
     if s.memory is not None and s.memory < 6 * 2**20:
         _fail(f"--memory {s.memory} bytes is too small: the minimum is 6m")
     if s.memory_swap is not None:
@@ -241,12 +267,20 @@ def validate(s: ContainerSpec) -> None:
         _fail(f"--storage-opt size={s.storage_size}: at least 1m")
     if s.pids_limit is not None and s.pids_limit < 1:
         _fail(f"--pids-limit {s.pids_limit} must be a positive number")
+
+
+def _check_user_namespace(s: ContainerSpec) -> None:
+    """--userns and id maps."""
     if s.userns not in ("private", "remap", "custom"):
         _fail(f"unknown --userns {s.userns!r}: expected private, remap or host")
     if "user" in s.share and (s.uid_map or s.userns == "remap"):
         _fail("--userns remap and uid maps need a new user namespace: remove 'user' from --share")
     if s.userns == "custom" and not (s.uid_map and s.gid_map):
         _fail("custom user namespace needs both uid and gid maps")
+
+
+def _check_network(s: ContainerSpec) -> None:
+    """--network, aliases, more networks, -p."""
     if s.network not in ("none", "host") and not VOLUME_NAME_RE.match(s.network):
         _fail(f"invalid --network {s.network!r}: none, host, bridge or a network's name")
     if s.network == "host" and "net" not in s.share:
@@ -261,11 +295,19 @@ def validate(s: ContainerSpec) -> None:
     if s.publish and s.network in ("none", "host"):
         _fail("-p/--publish needs a bridge or user network (--network bridge or NAME): "
               f"with --network {s.network} there is nothing to publish from")
+
+
+def _check_time(s: ContainerSpec) -> None:
+    """--time-offset."""
     for clock, _secs in s.time_offsets:
         if clock not in TIME_CLOCKS:
             _fail(f"unknown clock {clock!r} in --time-offset: expected monotonic or boottime")
     if s.time_offsets and "time" in s.share:
         _fail("--time-offset needs a new time namespace: remove 'time' from --share")
+
+
+def _check_process(s: ContainerSpec) -> None:
+    """--workdir, --user, -e."""
     if s.workdir is not None and not os.path.isabs(s.workdir):
         _fail(f"--workdir {s.workdir!r} must be an absolute path")
     if s.user is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", s.user):
@@ -273,6 +315,10 @@ def validate(s: ContainerSpec) -> None:
     for k, _v in s.env:
         if not ENV_NAME_RE.match(k):
             _fail(f"invalid environment variable name {k!r}")
+
+
+def _check_mounts(s: ContainerSpec) -> None:
+    """Volumes, bind mounts and tmpfs: absolute targets, one mount per target."""
     targets: set[str] = set()
     for m in s.mounts:
         if not os.path.isabs(m.target) or m.target == "/":
@@ -295,10 +341,18 @@ def validate(s: ContainerSpec) -> None:
         targets.add(os.path.normpath(t.target))
         if t.size is not None and t.size <= 0:
             _fail(f"--tmpfs {t.target} size must be positive")
+
+
+def _check_capabilities(s: ContainerSpec) -> None:
+    """--cap-add and --cap-drop."""
     from ..linux.caps import CAP_NUMBERS
     for c in s.cap_add | s.cap_drop:
         if c != "ALL" and c not in CAP_NUMBERS:
             _fail(f"unknown capability {c!r}: expected a name like NET_ADMIN or CAP_NET_ADMIN")
+
+
+def _check_run_control(s: ContainerSpec) -> None:
+    """--timeout, --stop-signal, --stop-timeout, --interval, --name, -o."""
     if s.timeout is not None and not (math.isfinite(s.timeout) and s.timeout > 0):
         _fail(f"--timeout {s.timeout} must be positive")
     if not 0 < s.stop_signal < signal.NSIG:
@@ -314,6 +368,12 @@ def validate(s: ContainerSpec) -> None:
             _fail(f"invalid output variable name {o!r}")
     if s.outputs and s.python_code is None:
         _fail("-o/--output only works with Python cells")
+
+
+# In this order: the first problem found is the one reported.
+_CHECKS = (_check_payload, _check_sharing, _check_security, _check_root_filesystem, _check_hostname, _check_limits,
+           _check_user_namespace, _check_network, _check_time, _check_process, _check_mounts, _check_capabilities,
+           _check_run_control)
 
 
 POD_SHARED = ("net", "ipc", "uts", "user")  # what a pod's containers take from the pod
