@@ -320,3 +320,58 @@ def test_a_killed_players_play_goes_with_prune(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"kube play {name}" in r.stdout
     _nothing_left(name, [name])
+
+
+def test_host_users_false_runs_the_pod_as_an_unprivileged_host_uid():
+    """hostUsers: false -> the pod's user namespace maps its root to an unprivileged range (--userns remap): root
+    inside, a plain uid to the host; a volume the play made is writable by that root, the host's files are not."""
+    name = _tag("users")
+    text = textwrap.dedent(f"""
+        apiVersion: v1
+        kind: PersistentVolumeClaim
+        metadata: {{name: {name}-data}}
+        spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Mi}}}}}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: {name}}}
+        spec:
+          hostUsers: false
+          volumes: [{{name: data, persistentVolumeClaim: {{claimName: {name}-data}}}}, {{name: shared, emptyDir: {{}}}}]
+          containers:
+          - name: a
+            image: host
+            command:
+            - sh
+            - -c
+            - >-
+              id -u; touch /etc/pcm-kube-test 2>/dev/null || echo denied; echo ok > /data/f && cat /data/f;
+              echo a > /shared/a; exec sleep 60
+            volumeMounts: [{{name: data, mountPath: /data}}, {{name: shared, mountPath: /shared}}]
+          - name: b
+            image: host
+            command: ["sleep", "60"]
+            volumeMounts: [{{name: shared, mountPath: /shared}}]
+    """)
+    from pycontainer_magics import paths
+    for d in (paths.state_dir(), paths.run_dir()):  # as new: only root passes (the pod's root must be let through)
+        os.chown(d, 0, 0)
+        os.chmod(d, 0o700)
+    p = K.play(text)
+    try:
+        a, b = p.container(name, "a"), p.container(name, "b")
+        assert wait_for(lambda: "ok" in a.logs(), 10), a.logs()
+        assert a.logs().split() == ["0", "denied", "ok"]  # root inside; the host's /etc is not its to write
+        for c in (a, b):
+            with open(f"/proc/{c.pid1}/status") as f:
+                uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+            assert len(set(uids)) == 1 and int(uids[0]) >= 65536, uids  # seen from the host: an unprivileged uid
+        with open(f"/proc/{a.pid1}/uid_map") as f:
+            first, outside, count = f.read().split()[:3]
+        assert first == "0" and int(outside) == int(uids[0]) and int(count) >= 65536
+        assert b.exec(["cat", "/shared/a"]).stdout == "a\n"  # the pod's containers share its user namespace
+        assert not os.path.exists("/etc/pcm-kube-test")
+        assert not [n for n in p.notes if "hostUsers" in n]
+    finally:
+        p.down(volumes=True, timeout=0)
+    _nothing_left(name, [name])

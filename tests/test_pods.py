@@ -258,6 +258,38 @@ def test_magic_pod_commands(ip, _pods_removed) -> None:
     ip.user_ns.pop("_container", None)
 
 
+def test_a_pod_with_userns_remap_runs_its_containers_as_unprivileged_host_ids(ip, _pods_removed) -> None:
+    """`pod create --userns remap` (podman's --userns auto, Kubernetes' hostUsers: false): every container of the
+    pod — commands and Python cells — is root inside and an unprivileged uid to the host."""
+    from pycontainer_magics import paths
+    for d in (paths.state_dir(), paths.run_dir()):  # as new: only root passes (the pod's root must be let through)
+        os.chown(d, 0, 0)
+        os.chmod(d, 0o700)
+    ip.run_line_magic("container", "pod create mpu --userns remap")
+    p = pods.get("mpu")
+    _pods_removed.append(p.infra_pid)
+    try:
+        assert p.userns == "remap" and p.maps is not None
+        host_uid = int(p.maps[0].split()[1])
+        assert host_uid >= 65536
+        with open(f"/proc/{p.infra_pid}/status") as f:
+            assert [ln.split()[1] for ln in f if ln.startswith("Uid:")] == [str(host_uid)]
+        ip.run_cell_magic("container", "--pod mpu -d --name mpu-bg -q -- sh", "sleep 30")
+        from pycontainer_magics.workloads.containers import containers
+        bg = containers.get("mpu-bg")
+        with open(f"/proc/{bg.pid1}/status") as f:
+            assert [ln.split()[1] for ln in f if ln.startswith("Uid:")] == [str(host_uid)]
+        # a Python cell (PID 1 mounts as host root here): root inside, its /tmp writable
+        ip.run_cell_magic("container", "--pod mpu -q -o u",
+                          "import os\nopen('/tmp/mpu-written', 'w').write('x')\n"
+                          "u = (os.getuid(), open('/proc/self/uid_map').read().split())")
+        assert ip.user_ns.pop("u") == (0, ["0", str(host_uid), p.maps[0].split()[2]])
+    finally:
+        ip.run_line_magic("container", "pod rm -f mpu")
+        ip.run_line_magic("container", "rm -f mpu-bg")
+        ip.user_ns.pop("_container", None)
+
+
 def test_cli_joins_an_existing_pod_and_makes_its_own(_pods_removed) -> None:
     p = pods.create("clipod")
     _pods_removed.append(p.infra_pid)

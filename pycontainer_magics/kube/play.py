@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
+from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs, UsernsMode
 from . import probes, quantity
 from .errors import KubeError, field_path
 from .probes import Probe, ProbeState
@@ -76,6 +76,7 @@ class PodPlan:
     deadline: float | None = None
     hostname: str | None = None
     share_pid: bool = False
+    userns: UsernsMode = "private"  # remap for hostUsers: false
     publish: list[tuple[str, int, int, str]] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
 
@@ -115,8 +116,11 @@ def _pod_plan(doc: dict[str, Any], notes: list[str]) -> PodPlan:
             raise KubeError(f"{_ctx(plan, key)}: true is not played here: a pod's containers share the pod's "
                             "namespaces, not the host's")
     if spec.get("hostUsers") is False:
-        notes.append(f"{_ctx(plan, 'hostUsers')}: false: the pod's user namespace here maps ids as its "
-                     "containers' own do (root to root when run as root)")
+        if os.geteuid() == 0:
+            plan.userns = "remap"  # the pod's root is an unprivileged range of host ids (--userns remap)
+        else:
+            notes.append(f"{_ctx(plan, 'hostUsers')}: false: without root every pod's user namespace maps your "
+                         "user as its root already")
     for key in ("nodeSelector", "affinity", "tolerations", "serviceAccountName", "priorityClassName",
                 "runtimeClassName", "dnsPolicy", "dnsConfig", "hostAliases", "imagePullSecrets"):
         if key in spec:
@@ -360,7 +364,7 @@ class PodRun:
 
         try:
             self.pod = pods.create(self.plan.name, network=network, publish=tuple(self.plan.publish),
-                                   hostname=self.plan.hostname, share_pid=self.plan.share_pid,
+                                   hostname=self.plan.hostname, share_pid=self.plan.share_pid, userns=self.plan.userns,
                                    aliases=tuple(self.plan.aliases))
         except pods.PodError as e:
             raise KubeError(f"{self.plan.resource}: {e}") from None
@@ -744,8 +748,10 @@ class _Planner:
                     if claim not in self.claims:
                         raise KubeError(f"{where}.persistentVolumeClaim.claimName: no PersistentVolumeClaim {claim!r} "
                                         "in this YAML and no volume of that name here")
-                    create_volume(claim)
+                    path = create_volume(claim)
                     made_volumes.append(claim)
+                    if plan.userns == "remap":  # writable by the pod's root, as a new volume is by a pod's root
+                        os.chown(path, *_remapped_root())
                 out[vname] = ("volume", claim)
             else:
                 kinds = [k for k in v if k != "name"]
@@ -861,6 +867,14 @@ class _Planner:
             else:
                 env[name] = _expand(str(e.get("value", "")), env)
         return env
+
+
+def _remapped_root() -> tuple[int, int]:
+    """The host uid and gid of a remapped pod's root (the first line of its id maps)."""
+    from ..runtime.run import id_maps
+
+    uid_map, gid_map, _ = id_maps(ContainerSpec(command=("pod",), userns="remap"))
+    return int(uid_map.split()[1]), int(gid_map.split()[1])
 
 
 def _expand(value: str, env: dict[str, str]) -> str:

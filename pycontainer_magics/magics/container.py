@@ -305,8 +305,9 @@ class ContainerMagics(Magics):
         return diff_frame(c.wait())
 
     def _pod(self, rest: str) -> Any:
-        """`%container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] [--share pid] | ls | inspect NAME |
-        ns NAME | rm [-f] NAME`: pods, whose containers (`--pod NAME`) share network, IPC and UTS."""
+        """`%container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] [--share pid] [--userns remap] |
+        ls | inspect NAME | ns NAME | rm [-f] NAME`: pods, whose containers (`--pod NAME`) share network, IPC, UTS
+        and the user namespace (--userns remap: its root is an unprivileged range of host ids)."""
         argv = split_line(rest)
         sub, args = (argv[0], argv[1:]) if argv else ("", [])
         from ..workloads import pods
@@ -326,7 +327,8 @@ class ContainerMagics(Magics):
                     raise UsageError(f"pod create --share {','.join(sorted(kinds))}: a pod always shares net, ipc, "
                                      "uts (and user); add pid for one PID namespace across its containers")
                 p = pods.create(ns.name, network=ns.network, publish=publish, hostname=ns.hostname,
-                                share_pid="pid" in kinds)
+                                share_pid="pid" in kinds,
+                                userns="remap" if ns.userns in ("remap", "auto") else "private")
                 print(p.name)
                 return None
             if sub in ("ls", "list", "ps"):
@@ -349,7 +351,7 @@ class ContainerMagics(Magics):
         except pods.PodError as e:
             raise UsageError(str(e)) from None
         raise UsageError("usage: %container pod create NAME [--network NET] [-p HOST:CTR] [--hostname H] "
-                         "[--share pid] | ls | inspect NAME | ns NAME | rm [-f] NAME")
+                         "[--share pid] [--userns remap] | ls | inspect NAME | ns NAME | rm [-f] NAME")
 
     def _volume(self, rest: str) -> Any:
         """`%container volume ls | create NAME... | rm NAME...`: named volumes (`-v NAME:/path`), as
@@ -401,6 +403,7 @@ def _pod_create_parser() -> Any:
     p.add_argument("-p", "--publish", action="append")
     p.add_argument("--hostname")
     p.add_argument("--share", action="append")
+    p.add_argument("--userns", choices=("private", "remap", "auto"), default="private")
     return p
 
 

@@ -192,11 +192,13 @@ def _host_id(map_text: str, inside: int) -> int | None:
 
 def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
                 source: ImageSource | None = None, *,
-                cgroup_view: tuple[str | None, dict[str, str]] | None = None) -> tuple[HolderPlan, Launch]:
+                cgroup_view: tuple[str | None, dict[str, str]] | None = None,
+                maps: tuple[str, str, bool] | None = None) -> tuple[HolderPlan, Launch]:
     """Everything the holder and PID 1 will do, decided before any fork (so a bad spec fails here, with
     nothing made). A Python cell as root goes "direct" (see launch.py), everything else "nested".
     cgroup_view: (version, host dirs) of the cgroup to show at /sys/fs/cgroup when `cg` is not made yet
-    (explain); when given, nothing on the host is changed."""
+    (explain); when given, nothing on the host is changed. maps: the id maps of a user namespace the container
+    joins (its pod's) instead of making its own from the spec."""
     new = set(spec.new_namespaces)
     root = os.geteuid() == 0
     if "mount" not in new and (spec.rootfs or spec.mounts or spec.tmpfs or spec.read_only):
@@ -225,7 +227,8 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
             uid, gid = image_source.resolve_user(source.user, source.lower)
         except LookupError as e:
             raise LaunchError(errno.ENOENT, str(e)) from None
-    maps = id_maps(spec) if "user" in new else ("0 0 4294967295\n", "0 0 4294967295\n", False)
+    if maps is None:
+        maps = id_maps(spec) if "user" in new else ("0 0 4294967295\n", "0 0 4294967295\n", False)
     remapped_gid = _host_id(maps[1], 0) if root and "user" in new else None
     if remapped_gid and cgroup_view is None:  # container root is not host root: through the private data root
         paths.let_group_traverse(paths.state_dir(), remapped_gid)
@@ -379,6 +382,10 @@ class PodMembership(Protocol):
 
     def file_mounts(self) -> tuple[Mount, ...]: ...
 
+    @property
+    def maps(self) -> tuple[str, str, bool] | None:
+        """The id maps of the pod's user namespace (its containers join it); None: a record without them."""
+
     def admit(self, run_id: str, spec: ContainerSpec, hp: HolderPlan, L: Launch,
               on_start: StartFn | None) -> tuple[HolderPlan, StartFn]: ...
 
@@ -440,12 +447,12 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             from . import networking  # pyroute2 loads only for containers on a network
             plan_spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, r.id))
             try:
-                hp, L = plan_launch(plan_spec, cg, python_globals)
+                hp, L = plan_launch(plan_spec, cg, python_globals, maps=pod.maps if pod else None)
             except BaseException:
                 networking.disconnect(r.id)  # the hosts file written for it
                 raise
         else:
-            hp, L = plan_launch(plan_spec, cg, python_globals)
+            hp, L = plan_launch(plan_spec, cg, python_globals, maps=pod.maps if pod else None)
         L.export_layer = export_layer
         if pod is not None:
             hp, on_start = pod.admit(r.id, spec, hp, L, on_start)

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..errors import USERNS
 from ..linux import proc
 from ..linux.files import FileLock
 from ..linux.namespaces import NAMESPACE_KINDS, flags_for, ns_inode
@@ -35,7 +36,7 @@ from ..runtime import cleanup
 from ..runtime.holder import HolderPlan, SetupFailed, prepare_holder
 from ..runtime.launch import Launch
 from ..runtime.run import LaunchError, Running, StartFn, id_maps, set_pod_resolver
-from ..runtime.spec import HOSTNAME_RE, POD_SHARED, VOLUME_NAME_RE, ContainerSpec, Mount
+from ..runtime.spec import HOSTNAME_RE, POD_SHARED, VOLUME_NAME_RE, ContainerSpec, Mount, UsernsMode
 
 
 class PodError(LaunchError):
@@ -66,6 +67,13 @@ class Pod:
     address: str | None = None  # on its network
     share_pid: bool = False  # one PID namespace for all its containers (Kubernetes' shareProcessNamespace)
     members: list[PodMember] = field(default_factory=list)
+    userns: str = "private"  # private (as root: root is host root) or remap (root is an unprivileged host uid)
+    id_maps: tuple[str, str, bool] | None = None  # uid_map, gid_map, setgroups denied: its user namespace's
+
+    @property
+    def maps(self) -> tuple[str, str, bool] | None:
+        """The id maps of its user namespace, which its containers join (they plan with these)."""
+        return self.id_maps
 
     @property
     def id(self) -> str:
@@ -155,6 +163,8 @@ def _load(name: str) -> Pod | None:
         return None
     d["members"] = [PodMember(**m) for m in d.get("members", [])]
     d["publish"] = [tuple(p) for p in d.get("publish", [])]
+    if d.get("id_maps") is not None:
+        d["id_maps"] = tuple(d["id_maps"])
     return Pod(**d)
 
 
@@ -187,12 +197,14 @@ def check_name(name: str) -> str:
 
 def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, int, int, str], ...] = (),
            hostname: str | None = None, share_pid: bool = False, helper: bool = True,
-           aliases: tuple[str, ...] = ()) -> Pod:
+           aliases: tuple[str, ...] = (), userns: UsernsMode = "private") -> Pod:
     """Make pod `name`: its infra holder (user, network, IPC, UTS namespaces; lo up; the host name), and
     with `network` (bridge or a user network) one address and the published ports; with `share_pid` a PID
     namespace too, whose PID 1 is a small init of the infra's (then a container's payload is not PID 1,
     and each sees the others' processes); `aliases` are more names for it on its network (a Kubernetes
-    Service's name, when kube play runs the pod). On any error nothing is left behind."""
+    Service's name, when kube play runs the pod); `userns` "remap" maps the pod's root to an unprivileged
+    range of host ids (`--userns remap`, Kubernetes' hostUsers: false) for all its containers. On any error
+    nothing is left behind."""
     check_name(name)
     network = network or "none"
     hostname = hostname or name
@@ -202,6 +214,11 @@ def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, i
     if network == "host" or (network != "none" and not VOLUME_NAME_RE.match(network)):
         raise PodError(errno.EINVAL, f"invalid pod --network {network!r}: none (only lo), bridge or a network's "
                        "name (a pod has a network namespace of its own)")
+    if userns not in ("private", "remap"):
+        raise PodError(errno.EINVAL, f"invalid pod --userns {userns!r}: private or remap")
+    if userns == "remap" and os.geteuid() != 0:
+        raise PodError(errno.EPERM, "a pod with --userns remap needs root (it maps a range of host ids); without "
+                       "root your own user is the pod's root", needs=USERNS)
     if publish and network == "none":
         raise PodError(errno.EINVAL, "-p/--publish needs a network for the pod (--network bridge or NAME): "
                        "with none there is nothing to publish from")
@@ -212,16 +229,18 @@ def create(name: str, *, network: str | None = None, publish: tuple[tuple[str, i
                 raise PodError(errno.EEXIST, f"pod {name!r} already exists: use it (--pod {name}) or remove it "
                                f"first (%container pod rm {name})")
             _discard(old)
+        maps = id_maps(ContainerSpec(command=("pod",), userns=userns))
         plan = HolderPlan(new_mount=False, new_user=True,
                           flags_rest=flags_for(["net", "ipc", "uts", *(["pid"] if share_pid else [])]),
                           scratch=None, lower=None, mountpoints=(), writable=True, time_offsets=(),
-                          maps=id_maps(ContainerSpec(command=("pod",))), rootless=os.geteuid() != 0,
+                          maps=maps, rootless=os.geteuid() != 0,
                           hostname=hostname, loopback=True, pid_init=share_pid)
         pid, sock, ours = _start_infra(plan, helper)
         try:
             p = Pod(name=name, hostname=hostname, network=network, publish=list(publish), created=time.time(),
                     owner=proc.token(), infra_pid=pid, infra=proc.token(pid), net_inode=ns_inode(pid, "net") or 0,
-                    namespaces={k: ns_inode(pid, k) for k in NAMESPACE_KINDS}, share_pid=share_pid)
+                    namespaces={k: ns_inode(pid, k) for k in NAMESPACE_KINDS}, share_pid=share_pid, userns=userns,
+                    id_maps=maps)
             if share_pid:  # the infra itself is outside it: the one its children (the init) are in
                 p.namespaces["pid"] = os.stat(f"/proc/{pid}/ns/pid_for_children").st_ino
             if network != "none":
@@ -422,7 +441,7 @@ def inspect(name: str) -> dict[str, Any]:
     for m in p.running:
         members.append({"name": m.name, "id": m.id, "pid": m.pid1,
                         "namespaces": {k: ns_inode(m.pid1, k) for k in NAMESPACE_KINDS}})
-    return {"name": p.name, "hostname": p.hostname, "network": p.network, "address": p.address,
+    return {"name": p.name, "hostname": p.hostname, "network": p.network, "address": p.address, "userns": p.userns,
             "publish": [f"{ip}:{hp}->{cp}/{proto}" for ip, hp, cp, proto in p.publish],
             "created": p.created, "status": p.status, "infra_pid": p.infra_pid, "owner_pid": int(p.owner.split(":")[0]),
             "shared": p.shared, "namespaces": dict(p.namespaces), "containers": members}
