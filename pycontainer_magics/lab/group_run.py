@@ -226,7 +226,27 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
                       env=dict(os.environ if env is None else env), steps=(Chdir(os.getcwd()),),
                       command=tuple(command or ()), python_code=python_code,
                       want_diff=False, rebind_root=False, python_globals=python_globals)
-    join_fds = []
+    join_fds = _open_join_files(cg)
+    r = GroupRun(group=cg.name, version=cg.version, pid=0, before=counters(cg))
+    kmsg = _Kmsg()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    st_r, st_w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    r.t0 = time.monotonic()
+    r.pid = _fork_member(L, join_fds, (devnull, out_w, err_w, st_w))
+    for fd in (out_w, err_w, st_w, devnull, *join_fds):
+        os.close(fd)
+    output = OutputRelay(on_output)
+    watch = _Watch(cg, r, interval, full_samples, on_sample, timeout, on_timeout)
+    status = watch.relay(output, out_r, err_r, st_r)
+    _finish(r, cg, watch, status, output, kmsg)
+    return r
+
+
+def _open_join_files(cg: Cgroup) -> list[int]:
+    """The group's join files, opened here (a process joins by writing 0 into each)."""
+    join_fds: list[int] = []
     try:
         for f in cg.join_files():
             join_fds.append(os.open(f, os.O_WRONLY | os.O_CLOEXEC))
@@ -234,22 +254,20 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
         for fd in join_fds:
             os.close(fd)
         raise CgroupError(exc.errno or errno.EIO, f"cannot open join file: {exc.strerror}", exc.filename) from None
-    r = GroupRun(group=cg.name, version=cg.version, pid=0, before=counters(cg))
-    kmsg = _Kmsg()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    st_r, st_w = os.pipe()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    t0 = time.monotonic()
+    return join_fds
+
+
+def _fork_member(L: launch.Launch, join_fds: list[int], fds: tuple[int, int, int, int]) -> int:
+    """Fork the process that joins the group and runs the payload. fds: stdin, stdout, stderr, status."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        status_fd = st_w
+        status_fd = fds[3]
         try:
             os.setsid()
             launch.reset_signals()
             for fd in join_fds:
                 os.write(fd, b"0")
-            launch.setup_fds(devnull, out_w, err_w, st_w)
+            launch.setup_fds(*fds)
             status_fd = launch.STATUS_FD
             if L.command:
                 launch._exec_command(L)
@@ -258,72 +276,100 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
         except BaseException as e:  # noqa: BLE001
             launch.report_failure("join", e, fd=status_fd)
         os._exit(125)
-    r.pid = pid
-    r.t0 = t0
-    for fd in (out_w, err_w, st_w, devnull, *join_fds):
-        os.close(fd)
-    status = bytearray()
-    output = OutputRelay(on_output)
-    streams = {out_r: "stdout", err_r: "stderr"}
-    sel = selectors.DefaultSelector()
-    for fd in (out_r, err_r, st_r):
-        sel.register(fd, selectors.EVENT_READ)
-    deadline = t0 + timeout if timeout else None
-    next_sample = t0
-    killed = False
-    try:
-        while sel.get_map():
-            now = time.monotonic()
-            if interval and now >= next_sample:
-                try:
-                    s = take_sample(cg, t0, full_samples)
-                    r.samples.append(s)
-                    if on_sample is not None:
-                        on_sample(s)
-                except OSError:
-                    pass
-                next_sample = max(next_sample + interval, now)
-            if deadline is not None and now >= deadline and not killed:
-                r.at_timeout = counters(cg)
-                if on_timeout is not None and on_timeout(cg):
-                    deadline = now + (timeout or 0)
-                    on_timeout = None
-                else:
-                    r.timed_out = True
-                    killed = True
-                    cg.kill_all()
-            waits = [t for t in (next_sample if interval else None, deadline if not killed else None) if t]
-            wait = max(0.0, min(waits) - time.monotonic()) if waits else None
-            if output.holding:  # a partial line: show it once the pipes go quiet
-                wait = QUIET if wait is None else min(wait, QUIET)
-            events = sel.select(wait)
-            if not events:
-                output.flush()
-            for key, _ in events:
-                fd = int(key.fd)
-                data = os.read(fd, 65536)
-                if fd == st_r:
-                    status += data
-                else:
-                    output.feed(streams[fd], data)
-                if not data:
-                    sel.unregister(fd)
-                    os.close(fd)
-    except BaseException:
+    return pid
+
+
+class _Watch:
+    """Relays the member's output and status while sampling the group and enforcing the timeout."""
+
+    def __init__(self, cg: Cgroup, r: GroupRun, interval: float | None, full_samples: bool,
+                 on_sample: Callable[[GroupSample], None] | None, timeout: float | None,
+                 on_timeout: Callable[[Cgroup], bool] | None) -> None:
+        self.cg, self.r = cg, r
+        self.interval, self.full_samples, self.on_sample = interval, full_samples, on_sample
+        self.timeout, self.on_timeout = timeout, on_timeout
+        self.deadline = r.t0 + timeout if timeout else None
+        self.next_sample = r.t0
+        self.killed = False
+
+    def _sample(self, now: float) -> None:
+        if not self.interval or now < self.next_sample:
+            return
         try:
-            cg.kill_all()
+            s = take_sample(self.cg, self.r.t0, self.full_samples)
+            self.r.samples.append(s)
+            if self.on_sample is not None:
+                self.on_sample(s)
+        except OSError:
+            pass
+        self.next_sample = max(self.next_sample + self.interval, now)
+
+    def _check_timeout(self, now: float) -> None:
+        if self.deadline is None or now < self.deadline or self.killed:
+            return
+        self.r.at_timeout = counters(self.cg)
+        if self.on_timeout is not None and self.on_timeout(self.cg):
+            self.deadline = now + (self.timeout or 0)
+            self.on_timeout = None
+        else:
+            self.r.timed_out = True
+            self.killed = True
+            self.cg.kill_all()
+
+    def _wait(self, output: OutputRelay) -> float | None:
+        waits = [t for t in (self.next_sample if self.interval else None,
+                             self.deadline if not self.killed else None) if t]
+        wait = max(0.0, min(waits) - time.monotonic()) if waits else None
+        if output.holding:  # a partial line: show it once the pipes go quiet
+            wait = QUIET if wait is None else min(wait, QUIET)
+        return wait
+
+    def relay(self, output: OutputRelay, out_r: int, err_r: int, st_r: int) -> bytearray:
+        """Until the pipes close; returns what came on the status pipe. On any exception (an interrupt) the
+        group is killed and the member reaped before it propagates."""
+        status = bytearray()
+        streams = {out_r: "stdout", err_r: "stderr"}
+        sel = selectors.DefaultSelector()
+        for fd in (out_r, err_r, st_r):
+            sel.register(fd, selectors.EVENT_READ)
+        try:
+            while sel.get_map():
+                now = time.monotonic()
+                self._sample(now)
+                self._check_timeout(now)
+                events = sel.select(self._wait(output))
+                if not events:
+                    output.flush()
+                for key, _ in events:
+                    fd = int(key.fd)
+                    data = os.read(fd, 65536)
+                    if fd == st_r:
+                        status += data
+                    else:
+                        output.feed(streams[fd], data)
+                    if not data:
+                        sel.unregister(fd)
+                        os.close(fd)
+        except BaseException:
+            try:
+                self.cg.kill_all()
+            finally:
+                for key in list(sel.get_map().values()):
+                    os.close(int(key.fd))
+                _reap(self.r.pid)
+            raise
         finally:
-            for key in list(sel.get_map().values()):
-                os.close(int(key.fd))
-            _reap(pid)
-        raise
-    finally:
-        sel.close()
-    wstatus = _reap(pid)
-    r.duration = time.monotonic() - t0
-    if interval:
+            sel.close()
+        return status
+
+
+def _finish(r: GroupRun, cg: Cgroup, watch: _Watch, status: bytearray, output: OutputRelay, kmsg: _Kmsg) -> None:
+    """Reap the member; the last sample, exit status, errors, output, what it left, counters, kernel log."""
+    wstatus = _reap(r.pid)
+    r.duration = time.monotonic() - r.t0
+    if watch.interval:
         try:
-            r.samples.append(take_sample(cg, t0, full_samples))
+            r.samples.append(take_sample(cg, r.t0, watch.full_samples))
         except OSError:
             pass
     if os.WIFSIGNALED(wstatus):
@@ -343,8 +389,7 @@ def run_in_group(cg: Cgroup, *, python_code: str | None = None, command: list[st
     if cg.procs():  # what the process left (daemonized children, a fork bomb's rest)
         cg.kill_all()
     r.after = counters(cg)
-    r.kernel_messages = kmsg.lines_about(pid)
-    return r
+    r.kernel_messages = kmsg.lines_about(r.pid)
 
 
 def _reap(pid: int) -> int:
