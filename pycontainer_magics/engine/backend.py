@@ -172,13 +172,16 @@ class Containers:
         spec = spec.with_(command=tuple(rec["Config"].get("Cmd") or ()),
                           entrypoint=tuple(rec["Config"].get("Entrypoint") or ()))
         r, w = os.pipe()
+        exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
         try:
-            await asyncio.to_thread(self.launcher.launch, c.id, spec, w)
+            await asyncio.to_thread(self.launcher.launch, c.id, spec, w, exit_w)
         except LauncherError as e:
             os.close(r)
+            os.close(exit_r)
             raise ApiError(500, f"cannot start container {c.id[:12]}: {e}") from None
         finally:
             os.close(w)
+            os.close(exit_w)
         try:
             report = await asyncio.wait_for(_read_all(r), START_TIMEOUT)
         except TimeoutError:
@@ -191,40 +194,46 @@ class Containers:
             msg = {}
         c.state = await asyncio.to_thread(store.load_state, c.id)
         if not msg.get("ok"):
+            os.close(exit_r)
             error = msg.get("error") or "the container's supervisor died while starting it"
             if rec["HostConfig"].get("AutoRemove"):  # as dockerd: a --rm container that cannot start goes
                 self._remove_now(c)
             raise ApiError(int(msg.get("status") or 500), error)
-        self._watch(c)
+        self._watch(c, exit_r)
         self.events.emit("container", "start", c.id, self.attrs(c))
         return True
 
-    def _watch(self, c: Container) -> None:
-        """Learn of the supervisor's end at once, through a pidfd in the event loop."""
-        sup, sup_start = c.state.get("Supervisor"), c.state.get("SupervisorStart")
+    def _watch(self, c: Container, exit_r: int | None = None) -> None:
+        """Learn of the container's end at once: the supervisor closes `exit_r`'s other end once the end is
+        recorded (a daemon that started it has that pipe); else, through a pidfd, when the supervisor exits."""
         loop = asyncio.get_running_loop() if _in_loop() else asyncio.get_event_loop()
+        if exit_r is not None:
+            c.watching = exit_r
+            loop.add_reader(exit_r, self._exited, c)
+            return
+        sup, sup_start = c.state.get("Supervisor"), c.state.get("SupervisorStart")
         try:
             fd = os.pidfd_open(int(sup or 0))
         except (ProcessLookupError, TypeError, OSError):
-            loop.call_soon(self._exited, c)
-            return
-        if not store.alive(sup, sup_start):  # the pid was reused before we opened it
+            fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)  # always readable: handled at once
+        if not store.alive(sup, sup_start):  # gone, or the pid was reused before we opened it
             os.close(fd)
-            loop.call_soon(self._exited, c)
-            return
+            fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         c.watching = fd
         loop.add_reader(fd, self._exited, c)
 
     def _exited(self, c: Container) -> None:
-        if c.watching is not None:
-            asyncio.get_running_loop().remove_reader(c.watching)
-            os.close(c.watching)
-            c.watching = None
+        if c.watching is None:
+            return  # told already
+        asyncio.get_running_loop().remove_reader(c.watching)
+        os.close(c.watching)
+        c.watching = None
         try:
             c.state = store.load_state(c.id)
         except (OSError, ValueError):
             return
-        if c.state.get("Status") in ("running", "paused"):  # load_state would have said otherwise
+        if c.state.get("Status") in ("running", "paused"):  # the supervisor died before recording: gone
+            self._watch(c)  # its pidfd says when (load_state then reports the loss)
             return
         if c.state.get("OOMKilled"):
             self.events.emit("container", "oom", c.id, self.attrs(c))

@@ -7,9 +7,10 @@ this process is safe, and cheap (it is small), and the imports are paid once, no
 
     python -m pycontainer_magics.workloads.launcher FD
 
-Protocol (channel.py control messages on a SOCK_SEQPACKET socket): {"start": (cid, spec)} with one fd,
-the write end of the daemon's report pipe; the reply {"forked": pid} comes once the supervisor exists.
-The supervisor writes its report (JSON: ok and pid, or error and status) to the pipe.
+Protocol (channel.py control messages on a SOCK_SEQPACKET socket): {"start": (cid, spec)} with two fds,
+the write ends of the daemon's report and exit pipes; the reply {"forked": pid} comes once the supervisor
+exists. The supervisor writes its report (JSON: ok and pid, or error and status) to the first, and closes
+the second once the container's end is recorded.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Launcher:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def launch(self, cid: str, spec: Any, report_w: int) -> int:
+    def launch(self, cid: str, spec: Any, report_w: int, exit_w: int) -> int:
         """Fork the supervisor of container `cid`; returns its pid."""
         with self._lock:
             for _attempt in (1, 2):
@@ -71,7 +72,7 @@ class Launcher:
                     self._start()
                 assert self._sock is not None
                 try:
-                    send_ctl(self._sock, {"start": (cid, spec)}, [report_w])
+                    send_ctl(self._sock, {"start": (cid, spec)}, [report_w, exit_w])
                     reply, _ = recv_ctl(self._sock)
                 except OSError:
                     reply = None
@@ -97,7 +98,7 @@ class Launcher:
             self._stop()
 
 
-def _fork_supervisor(cid: str, spec: Any, report_w: int) -> int:
+def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int) -> int:
     """Double fork: the supervisor belongs to no one (init reaps it), so it outlives us and the daemon."""
     r, w = os.pipe()
     child = os.fork()
@@ -110,7 +111,7 @@ def _fork_supervisor(cid: str, spec: Any, report_w: int) -> int:
                 os.close(w)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 from .supervisor import supervise
-                supervise(cid, spec, report_w)
+                supervise(cid, spec, report_w, exit_w)
             os.write(w, str(pid).encode())
         finally:
             os._exit(0)
@@ -163,7 +164,7 @@ def main(fd: int) -> None:
             continue
         try:
             cid, spec = msg["start"]
-            pid = _fork_supervisor(cid, spec, fds[0])
+            pid = _fork_supervisor(cid, spec, fds[0], fds[1])
             send_ctl(sock, {"forked": pid})
         except Exception as e:  # noqa: BLE001 - answered, the launcher goes on
             send_ctl(sock, {"error": f"{type(e).__name__}: {e}"})

@@ -19,8 +19,10 @@ from . import daemon_store as store
 from .json_log import Writer, rfc3339_nano
 
 
-def supervise(cid: str, spec: Any, report_fd: int) -> NoReturn:
-    """Run `spec` as container `cid`; tell `report_fd` once it runs (or why it could not start)."""
+def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1) -> NoReturn:
+    """Run `spec` as container `cid`; tell `report_fd` once it runs (or why it could not start); close
+    `exit_fd` as soon as its end is recorded (the daemon learns of it there, before this process has removed
+    the cgroup and exited)."""
     code = 0
     reported = False
     me = os.getpid()
@@ -44,8 +46,12 @@ def supervise(cid: str, spec: Any, report_fd: int) -> NoReturn:
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        os.closerange(3, report_fd)
-        os.closerange(report_fd + 1, 1 << 16)
+        keep = sorted(fd for fd in (report_fd, exit_fd) if fd >= 0)
+        low = 3
+        for fd in keep:
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 1 << 16)
         for s in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
             signal.signal(s, signal.SIG_IGN)
         log = Writer(store.log_path(cid))
@@ -88,6 +94,9 @@ def supervise(cid: str, spec: Any, report_fd: int) -> NoReturn:
                                ExitCode=r.exit_code if r.exit_code is not None else 255,
                                OOMKilled=r.oom_killed, FinishedAt=rfc3339_nano(), Error=r.error or "")
         log.close()
+        if exit_fd >= 0:
+            os.close(exit_fd)  # recorded: the daemon may answer `docker wait` now
+            exit_fd = -1
     except BaseException as e:  # noqa: BLE001
         code = 1
         msg = str(e) or type(e).__name__
