@@ -221,7 +221,21 @@ def _pairs(args: str, line: int, what: str, env: dict[str, str] | None, escape: 
 
 def parse_dockerfile(text: str, build_args: dict[str, str] | None = None, filename: str = "Dockerfile") -> Dockerfile:
     """Parse a Dockerfile. `build_args` (--build-arg) override ARG defaults."""
-    build_args = build_args or {}
+    parser = _Parser(build_args or {}, _escape_directive(text, filename))
+    try:
+        for line, content in _logical_lines(text, parser.escape):
+            parser.instruction(line, content)
+    except DockerfileError as e:
+        if filename != "Dockerfile":
+            raise DockerfileError(e.line, str(e).split(": ", 1)[1], filename) from None
+        raise
+    if not parser.df.stages:
+        raise DockerfileError(max(1, len(text.splitlines())), "no FROM instruction", filename)
+    return parser.df
+
+
+def _escape_directive(text: str, filename: str) -> str:
+    """The escape character: `\\`, or what a `# escape=` parser directive at the top says."""
     escape = "\\"
     for raw in text.splitlines():
         m = re.match(r"^#\s*(\w+)\s*=\s*(\S+)\s*$", raw)
@@ -231,129 +245,148 @@ def parse_dockerfile(text: str, build_args: dict[str, str] | None = None, filena
             if m.group(2) not in ("\\", "`"):
                 raise DockerfileError(1, f"invalid escape character {m.group(2)!r}", filename)
             escape = m.group(2)
-    df = Dockerfile()
-    global_env: dict[str, str] = {}
-    stage: Stage | None = None
-    env: dict[str, str] = {}
-    try:
-        for line, content in _logical_lines(text, escape):
-            word, _, args = content.partition(" ")
-            if "\t" in word:
-                word, _, more = word.partition("\t")
-                args = more + " " + args
-            kw = word.upper()
-            args = args.strip()
-            if kw == "ARG":
-                if not args:
-                    raise DockerfileError(line, "ARG needs a name")
-                name, eq, default = args.partition("=")
-                name = name.strip()
-                if not _NAME.match(name):
-                    raise DockerfileError(line, f"ARG: bad name {name!r}")
-                dflt = None
-                if eq:
-                    dflt = default.strip().strip('"') if default.strip()[:1] == '"' else default.strip()
-                    dflt = substitute(dflt, env if stage else global_env, line, escape)
-                a = Arg(line, content, name, dflt)
-                value = build_args.get(name, dflt)
-                if stage is None:
-                    df.global_args.append(a)
-                    if value is not None:
-                        global_env[name] = value
-                else:
-                    stage.instructions.append(a)
-                    value = build_args.get(name, dflt if dflt is not None else global_env.get(name))
-                    if value is not None:
-                        env[name] = value
-                continue
-            if kw == "FROM":
-                words = args.split()
-                platform = None
-                name_as: str | None = None
-                while words and words[0].startswith("--"):
-                    opt = words.pop(0)
-                    if opt.startswith("--platform="):
-                        platform = substitute(opt.split("=", 1)[1], global_env, line, escape)
-                    else:
-                        raise DockerfileError(line, f"FROM: unknown option {opt}")
-                if len(words) == 3 and words[1].upper() == "AS":
-                    image, name_as = words[0], words[2]
-                elif len(words) == 1:
-                    image = words[0]
-                else:
-                    raise DockerfileError(line, "FROM needs an image (FROM image [AS name])")
-                image = substitute(image, global_env, line, escape)
-                if not image:
-                    raise DockerfileError(line, "FROM: the image is empty after substitution")
-                stage = Stage(From(line, content, image, name_as, platform))
-                df.stages.append(stage)
-                env = {}
-                continue
-            if stage is None:
-                raise DockerfileError(line, f"{kw or word} before FROM (only ARG may come first)")
-            if not args:
-                raise DockerfileError(line, f"{kw} needs arguments")
-            inst: Instruction
-            if kw == "RUN":
-                mounts = []
-                while args.startswith("--"):
-                    opt, _, args = args.partition(" ")
-                    mounts.append(opt)
-                    args = args.strip()
-                j = _json_or_shell(args)
-                inst = Run(line, content, j[0], False, tuple(mounts)) if j else \
-                    Run(line, content, (*SHELL, args), True, tuple(mounts))
-            elif kw in ("CMD", "ENTRYPOINT"):
-                j = _json_or_shell(args)
-                cmd, shell = (j[0], False) if j else ((*SHELL, args), True)
-                inst = Cmd(line, content, cmd, shell) if kw == "CMD" else Entrypoint(line, content, cmd, shell)
-            elif kw in ("COPY", "ADD"):
-                opts: dict[str, str] = {}
-                while args.startswith("--"):
-                    opt, _, args = args.partition(" ")
-                    k, eq, v = opt[2:].partition("=")
-                    if k not in ("from", "chown", "chmod", "link", "checksum", "keep-git-dir", "parents", "exclude"):
-                        raise DockerfileError(line, f"{kw}: unknown option --{k}")
-                    opts[k] = v
-                    args = args.strip()
-                j = _json_or_shell(args)
-                if j:
-                    parts = list(j[0])
-                else:
-                    try:
-                        parts = shlex.split(args)
-                    except ValueError as e:
-                        raise DockerfileError(line, f"{kw}: {e}") from None
-                parts = [substitute(p, env, line, escape) for p in parts]
-                if len(parts) < 2:
-                    raise DockerfileError(line, f"{kw} needs at least one source and a destination")
-                inst = Copy(line, content, tuple(parts[:-1]), parts[-1], opts.get("from"), opts.get("chown"),
-                            opts.get("chmod"), add=kw == "ADD", checksum=opts.get("checksum"))
-            elif kw == "ENV":
-                pairs = _pairs(args, line, "ENV", env, escape)
-                env.update(pairs)
-                inst = Env(line, content, pairs)
-            elif kw == "LABEL":
-                inst = Label(line, content, _pairs(args, line, "LABEL", env, escape))
-            elif kw == "WORKDIR":
-                inst = Workdir(line, content, substitute(args, env, line, escape))
-            elif kw == "USER":
-                inst = User(line, content, substitute(args, env, line, escape))
-            elif kw == "EXPOSE":
-                ports = []
-                for p in substitute(args, env, line, escape).split():
-                    num, _, proto = p.partition("/")
-                    if not re.match(r"^\d+(-\d+)?$", num) or proto not in ("", "tcp", "udp", "sctp"):
-                        raise DockerfileError(line, f"EXPOSE: bad port {p!r}")
-                    ports.append(f"{num}/{proto or 'tcp'}")
-                inst = Expose(line, content, tuple(ports))
+    return escape
+
+
+class _Parser:
+    """One pass over the logical lines: ARG and FROM shape the stages, the rest become a stage's
+    instructions (one method per instruction that needs more than a line)."""
+
+    def __init__(self, build_args: dict[str, str], escape: str) -> None:
+        self.build_args = build_args
+        self.escape = escape
+        self.df = Dockerfile()
+        self.global_env: dict[str, str] = {}
+        self.stage: Stage | None = None
+        self.env: dict[str, str] = {}
+
+    def sub(self, value: str, line: int, env: dict[str, str] | None = None) -> str:
+        return substitute(value, self.env if env is None else env, line, self.escape)
+
+    def instruction(self, line: int, content: str) -> None:
+        word, _, args = content.partition(" ")
+        if "\t" in word:
+            word, _, more = word.partition("\t")
+            args = more + " " + args
+        kw = word.upper()
+        args = args.strip()
+        if kw == "ARG":
+            return self.arg(line, content, args)
+        if kw == "FROM":
+            return self.from_(line, content, args)
+        if self.stage is None:
+            raise DockerfileError(line, f"{kw or word} before FROM (only ARG may come first)")
+        if not args:
+            raise DockerfileError(line, f"{kw} needs arguments")
+        self.stage.instructions.append(self.step(kw, word, line, content, args))
+
+    def arg(self, line: int, content: str, args: str) -> None:
+        if not args:
+            raise DockerfileError(line, "ARG needs a name")
+        name, eq, default = args.partition("=")
+        name = name.strip()
+        if not _NAME.match(name):
+            raise DockerfileError(line, f"ARG: bad name {name!r}")
+        dflt = None
+        if eq:
+            dflt = default.strip().strip('"') if default.strip()[:1] == '"' else default.strip()
+            dflt = self.sub(dflt, line, self.env if self.stage else self.global_env)
+        a = Arg(line, content, name, dflt)
+        if self.stage is None:
+            self.df.global_args.append(a)
+            value = self.build_args.get(name, dflt)
+            if value is not None:
+                self.global_env[name] = value
+        else:
+            self.stage.instructions.append(a)
+            value = self.build_args.get(name, dflt if dflt is not None else self.global_env.get(name))
+            if value is not None:
+                self.env[name] = value
+
+    def from_(self, line: int, content: str, args: str) -> None:
+        words = args.split()
+        platform = None
+        name_as: str | None = None
+        while words and words[0].startswith("--"):
+            opt = words.pop(0)
+            if opt.startswith("--platform="):
+                platform = self.sub(opt.split("=", 1)[1], line, self.global_env)
             else:
-                raise DockerfileError(line, f"unknown instruction {word!r}")
-            stage.instructions.append(inst)
-    except DockerfileError as e:
-        if filename != "Dockerfile":
-            raise DockerfileError(e.line, str(e).split(": ", 1)[1], filename) from None
-        raise
-    if not df.stages:
-        raise DockerfileError(max(1, len(text.splitlines())), "no FROM instruction", filename)
-    return df
+                raise DockerfileError(line, f"FROM: unknown option {opt}")
+        if len(words) == 3 and words[1].upper() == "AS":
+            image, name_as = words[0], words[2]
+        elif len(words) == 1:
+            image = words[0]
+        else:
+            raise DockerfileError(line, "FROM needs an image (FROM image [AS name])")
+        image = self.sub(image, line, self.global_env)
+        if not image:
+            raise DockerfileError(line, "FROM: the image is empty after substitution")
+        self.stage = Stage(From(line, content, image, name_as, platform))
+        self.df.stages.append(self.stage)
+        self.env = {}
+
+    def step(self, kw: str, word: str, line: int, content: str, args: str) -> Instruction:
+        if kw == "RUN":
+            return self.run(line, content, args)
+        if kw in ("CMD", "ENTRYPOINT"):
+            j = _json_or_shell(args)
+            cmd, shell = (j[0], False) if j else ((*SHELL, args), True)
+            return Cmd(line, content, cmd, shell) if kw == "CMD" else Entrypoint(line, content, cmd, shell)
+        if kw in ("COPY", "ADD"):
+            return self.copy(kw, line, content, args)
+        if kw == "ENV":
+            pairs = _pairs(args, line, "ENV", self.env, self.escape)
+            self.env.update(pairs)
+            return Env(line, content, pairs)
+        if kw == "LABEL":
+            return Label(line, content, _pairs(args, line, "LABEL", self.env, self.escape))
+        if kw == "WORKDIR":
+            return Workdir(line, content, self.sub(args, line))
+        if kw == "USER":
+            return User(line, content, self.sub(args, line))
+        if kw == "EXPOSE":
+            return self.expose(line, content, args)
+        raise DockerfileError(line, f"unknown instruction {word!r}")
+
+    def run(self, line: int, content: str, args: str) -> Run:
+        mounts = []
+        while args.startswith("--"):
+            opt, _, args = args.partition(" ")
+            mounts.append(opt)
+            args = args.strip()
+        j = _json_or_shell(args)
+        return Run(line, content, j[0], False, tuple(mounts)) if j else \
+            Run(line, content, (*SHELL, args), True, tuple(mounts))
+
+    def copy(self, kw: str, line: int, content: str, args: str) -> Copy:
+        opts: dict[str, str] = {}
+        while args.startswith("--"):
+            opt, _, args = args.partition(" ")
+            k, _eq, v = opt[2:].partition("=")
+            if k not in ("from", "chown", "chmod", "link", "checksum", "keep-git-dir", "parents", "exclude"):
+                raise DockerfileError(line, f"{kw}: unknown option --{k}")
+            opts[k] = v
+            args = args.strip()
+        j = _json_or_shell(args)
+        if j:
+            parts = list(j[0])
+        else:
+            try:
+                parts = shlex.split(args)
+            except ValueError as e:
+                raise DockerfileError(line, f"{kw}: {e}") from None
+        parts = [self.sub(p, line) for p in parts]
+        if len(parts) < 2:
+            raise DockerfileError(line, f"{kw} needs at least one source and a destination")
+        return Copy(line, content, tuple(parts[:-1]), parts[-1], opts.get("from"), opts.get("chown"),
+                    opts.get("chmod"), add=kw == "ADD", checksum=opts.get("checksum"))
+
+    def expose(self, line: int, content: str, args: str) -> Expose:
+        ports = []
+        for p in self.sub(args, line).split():
+            num, _, proto = p.partition("/")
+            if not re.match(r"^\d+(-\d+)?$", num) or proto not in ("", "tcp", "udp", "sctp"):
+                raise DockerfileError(line, f"EXPOSE: bad port {p!r}")
+            ports.append(f"{num}/{proto or 'tcp'}")
+        return Expose(line, content, tuple(ports))
