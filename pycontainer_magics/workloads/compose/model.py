@@ -525,6 +525,41 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
     if "image" not in v and "build" not in v:
         raise ComposeError(f"service {name!r} has neither 'image' nor 'build': give one (image: host runs the "
                            "host's / as the image)")
+    build = _build(name, v, workdir)
+    image = v.get("image")
+    command, entrypoint = _argv(v.get("command")), _argv(v.get("entrypoint"))
+    if image == "host" and not command and not entrypoint:
+        raise _fail(name, "command", "is needed with image host (the host's / has no CMD)")
+    networks, aliases = _networks(name, v)
+    deps = _depends_on(v)
+    restart = _restart(v)
+    memory, cpus, pids = _limits(name, v)
+    vols = _mounts(name, v, workdir)
+    user = v.get("user")
+    return Service(
+        name=name, image=image, build=build, command=command, entrypoint=entrypoint,
+        environment=_pairs(v.get("environment"), name, "environment"),
+        ports=tuple(_port(p, name) for p in v.get("ports") or []),
+        expose=tuple(str(e) if "/" in str(e) else f"{e}/tcp" for e in v.get("expose") or []),
+        volumes=tuple(vols), networks=networks, aliases=tuple(dict.fromkeys(aliases)), depends_on=tuple(deps),
+        healthcheck=_healthcheck(v.get("healthcheck"), name), restart=restart, memory=memory,
+        memory_swap=_size(v["memswap_limit"], name, "memswap_limit") if "memswap_limit" in v else None,
+        cpus=cpus, cpu_shares=v.get("cpu_shares"), cpuset=v.get("cpuset"), pids_limit=pids,
+        hostname=v.get("hostname"), working_dir=v.get("working_dir"),
+        user=None if user is None else str(user), container_name=v.get("container_name"),
+        read_only=bool(v.get("read_only")), cap_add=tuple(v.get("cap_add") or ()),
+        cap_drop=tuple(v.get("cap_drop") or ()),
+        stop_grace_period=_duration(v["stop_grace_period"], name, "stop_grace_period")
+        if "stop_grace_period" in v else 10.0,
+        labels=_pairs(v.get("labels"), name, "labels"),
+        ulimits=_ulimits(v.get("ulimits") or {}, name),
+    )
+
+
+
+
+def _build(name: str, v: dict[str, Any], workdir: str) -> Build | None:
+    """`build:` (a context, or context, dockerfile and args)."""
     build = None
     if "build" in v:
         b = v["build"] if isinstance(v["build"], dict) else {"context": v["build"]}
@@ -535,10 +570,11 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
         if not os.path.isfile(df):
             raise _fail(name, "build", f"dockerfile {df} does not exist")
         build = Build(ctx, df, _pairs(b.get("args"), name, "build.args"))
-    image = v.get("image")
-    command, entrypoint = _argv(v.get("command")), _argv(v.get("entrypoint"))
-    if image == "host" and not command and not entrypoint:
-        raise _fail(name, "command", "is needed with image host (the host's / has no CMD)")
+    return build
+
+
+def _networks(name: str, v: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
+    """`networks:` (a list, or a map with aliases); none given: the project's default."""
     nets = v.get("networks")
     aliases: list[str] = []
     if nets is None:
@@ -551,6 +587,11 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
             aliases += (cfg or {}).get("aliases", [])
     if not networks:
         raise _fail(name, "networks", "is empty: leave it out for the project's default network")
+    return networks, aliases
+
+
+def _depends_on(v: dict[str, Any]) -> list[Dependency]:
+    """`depends_on:` (a list, or a map with conditions)."""
     deps: list[Dependency] = []
     d = v.get("depends_on") or []
     if isinstance(d, list):
@@ -558,6 +599,11 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
     else:
         deps = [Dependency(k, (c or {}).get("condition", "service_started"), (c or {}).get("required", True))
                 for k, c in d.items()]
+    return deps
+
+
+def _restart(v: dict[str, Any]) -> Restart:
+    """`restart:`, or `deploy.restart_policy` (which wins)."""
     restart = Restart()
     if "restart" in v:
         policy, _, n = v["restart"].partition(":")
@@ -566,6 +612,11 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
     if rp:
         cond = {"none": "no", "any": "always"}.get(rp.get("condition", "any"), rp.get("condition", "any"))
         restart = Restart(cond, rp.get("max_attempts"))
+    return restart
+
+
+def _limits(name: str, v: dict[str, Any]) -> tuple[int | None, float | None, Any]:
+    """Memory, CPUs and pids from the service's keys and `deploy.resources.limits` (both given: they must agree)."""
     limits = ((v.get("deploy") or {}).get("resources") or {}).get("limits") or {}
     memory = _size(v["mem_limit"], name, "mem_limit") if "mem_limit" in v else None
     if "memory" in limits:
@@ -590,6 +641,11 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
         if pids is not None and pids != limits["pids"]:
             raise _fail(name, "pids_limit", "and deploy.resources.limits.pids disagree: give one")
         pids = limits["pids"]
+    return memory, cpus, pids
+
+
+def _mounts(name: str, v: dict[str, Any], workdir: str) -> list[VolumeMount]:
+    """`volumes:` and `tmpfs:`, one mount per target."""
     tmpfs = v.get("tmpfs") or []
     vols = [_volume_mount(x, name, workdir) for x in v.get("volumes") or []]
     for t in [tmpfs] if isinstance(tmpfs, str) else tmpfs:
@@ -607,25 +663,7 @@ def _service(name: str, v: dict[str, Any], workdir: str) -> Service:
         if m.target in seen:
             raise _fail(name, "volumes", f"mounts two things on {m.target}")
         seen.add(m.target)
-    user = v.get("user")
-    return Service(
-        name=name, image=image, build=build, command=command, entrypoint=entrypoint,
-        environment=_pairs(v.get("environment"), name, "environment"),
-        ports=tuple(_port(p, name) for p in v.get("ports") or []),
-        expose=tuple(str(e) if "/" in str(e) else f"{e}/tcp" for e in v.get("expose") or []),
-        volumes=tuple(vols), networks=networks, aliases=tuple(dict.fromkeys(aliases)), depends_on=tuple(deps),
-        healthcheck=_healthcheck(v.get("healthcheck"), name), restart=restart, memory=memory,
-        memory_swap=_size(v["memswap_limit"], name, "memswap_limit") if "memswap_limit" in v else None,
-        cpus=cpus, cpu_shares=v.get("cpu_shares"), cpuset=v.get("cpuset"), pids_limit=pids,
-        hostname=v.get("hostname"), working_dir=v.get("working_dir"),
-        user=None if user is None else str(user), container_name=v.get("container_name"),
-        read_only=bool(v.get("read_only")), cap_add=tuple(v.get("cap_add") or ()),
-        cap_drop=tuple(v.get("cap_drop") or ()),
-        stop_grace_period=_duration(v["stop_grace_period"], name, "stop_grace_period")
-        if "stop_grace_period" in v else 10.0,
-        labels=_pairs(v.get("labels"), name, "labels"),
-        ulimits=_ulimits(v.get("ulimits") or {}, name),
-    )
+    return vols
 
 
 def _ulimits(v: dict[str, Any], svc: str) -> tuple[str, ...]:
