@@ -25,11 +25,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import PycontainerError
+
 IMAGE = "lab/engine-chain:1"
 NS_KINDS = ("pid", "mnt", "net", "uts", "ipc", "cgroup", "user")
 
 
-class EngineChainError(RuntimeError):
+class EngineChainError(PycontainerError, RuntimeError):
     """dockerd or a container could not be started here: one line saying why."""
 
 
