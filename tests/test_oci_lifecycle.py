@@ -666,3 +666,42 @@ def test_rootless_spec_bundle_lifecycle_as_nobody(busybox: str) -> None:
         assert os.listdir(base / "root") == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- cgroup v2 (in the VM harness, tests/vm/) ------------------------------------------------------------
+
+@pytest.mark.cgroup2
+def test_cgroup_v2_limits_stats_update_freeze(busybox: str, tmp_path: Path, ours: Runtime) -> None:
+    """On a unified host: linux.resources in the container's one directory (memory.max, pids.max, cpu.max),
+    `events --stats` from it, `update` into it, pause/resume through cgroup.freeze, the directory gone after
+    delete."""
+    from conftest import require_cgroup
+
+    require_cgroup("v2")
+    b = make_bundle(tmp_path, busybox, ["sleep", "100"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["linux"]["resources"] = {"memory": {"limit": 64 * 2**20}, "pids": {"limit": 50},
+                                 "cpu": {"quota": 50000, "period": 100000}}
+    (b / "config.json").write_text(json.dumps(cfg))
+    d = Path("/sys/fs/cgroup") / cfg["linux"]["cgroupsPath"].lstrip("/")
+    ours("create", "--bundle", str(b), "v2", stdio=tmp_path / "stdio")
+    pid = ours.state("v2")["pid"]
+    adopt(pid)
+    assert (d / "memory.max").read_text().strip() == str(64 * 2**20)
+    assert (d / "pids.max").read_text().strip() == "50"
+    assert (d / "cpu.max").read_text().split() == ["50000", "100000"]
+    assert str(pid) in (d / "cgroup.procs").read_text().split()
+    ours("start", "v2")
+    ev = json.loads(ours("events", "--stats", "v2").stdout)
+    assert ev["data"]["memory"]["usage"]["limit"] == 64 * 2**20 and ev["data"]["pids"]["limit"] == 50
+    p = subprocess.run([PYCONTAINER, "--root", str(ours.root), "update", "--resources=-", "v2"], text=True,
+                       input=json.dumps({"memory": {"limit": 32 * 2**20}}), capture_output=True)
+    assert p.returncode == 0, p.stderr
+    assert (d / "memory.max").read_text().strip() == str(32 * 2**20)
+    ours("pause", "v2")
+    assert ours.state("v2")["status"] == "paused" and (d / "cgroup.freeze").read_text().strip() == "1"
+    ours("resume", "v2")
+    assert ours.state("v2")["status"] == "running"
+    ours("delete", "--force", "v2")
+    assert reap(pid) == -9
+    assert not d.exists()
