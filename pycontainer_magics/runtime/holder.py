@@ -34,7 +34,16 @@ from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NE
 from ..linux.netdev import loopback_up
 from . import rootfs
 from .channel import recv_ctl, send, send_ctl
-from .launch import STATUS_FD, Launch, become_root, failure, pid1_nested, report_failure, reset_signals
+from .launch import (
+    STATUS_FD,
+    Launch,
+    become_root,
+    failure,
+    pid1_nested,
+    pid1_parked,
+    report_failure,
+    reset_signals,
+)
 
 CTL_FD = 4
 
@@ -146,8 +155,12 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
 def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: str | None,
                    launch: Launch | None) -> NoReturn:
     msg, fds = recv_ctl(sock)
+    parked = None
+    if msg is not None and "park" in msg:  # the pool: prepare PID 1 too, for a run like the last
+        parked = _park(msg["park"], fds)
+        msg, fds = recv_ctl(sock)
     if msg is None:
-        os._exit(0)  # prepared but never used
+        os._exit(0)  # prepared but never used (a parked PID 1 goes with us: PDEATHSIG)
     L = launch or msg["launch"]
     os.dup2(fds[0], STATUS_FD, inheritable=True)
     os.close(fds[0])
@@ -155,23 +168,29 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
     try:
         if msg["mode"] == "nested":
             stdin, stdout, stderr, *join_fds = fds[1:]
-            for i, fd in enumerate((stdin, stdout, stderr)):
-                os.dup2(fd, i)
-                os.close(fd)
             if L.hostname:
                 libc.sethostname(L.hostname)
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                pid1_nested(L, join_fds)
+            pid = _hand_over(parked, L, (stdin, stdout, stderr), join_fds)
+            if pid is not None:
+                for fd in (stdin, stdout, stderr):
+                    os.close(fd)
+            else:
+                for i, fd in enumerate((stdin, stdout, stderr)):
+                    os.dup2(fd, i)
+                    os.close(fd)
+                pid = os.fork()
+                if pid == 0:
+                    sock.close()
+                    pid1_nested(L, join_fds)
+                for i in (0, 1, 2):
+                    os.close(i)
             for fd in join_fds:
                 os.close(fd)
-            for i in (0, 1, 2):
-                os.close(i)
-            send(STATUS_FD, {"pid1": pid})
+            send(STATUS_FD, {"pid1": pid, "prepared": parked is not None and parked[0] == pid})
             status = _wait(pid)
             exited = _now()
         else:
+            _discard(parked)
             stage = "waiting for the container"
             done, _ = recv_ctl(sock)  # the caller says when its PID 1 has exited
             status, exited = None, _now()
@@ -192,6 +211,70 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
     except BaseException as e:  # noqa: BLE001
         report_failure(stage, e)
         os._exit(125)
+
+
+Parked = tuple[int, socket.socket, Launch, tuple[tuple[int, int], ...]]
+
+
+def _fd_ids(fds: list[int]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for fd in fds:
+        st = os.fstat(fd)
+        out.append((st.st_dev, st.st_ino))
+    return tuple(out)
+
+
+def _park(L: Launch, join_fds: list[int]) -> Parked | None:
+    """Fork PID 1 now and let it get as far as it can without its run (launch.pid1_parked): the cgroup it
+    joins (`join_fds`, the pool's next cgroup), its namespaces, filesystems and pivot_root, off the cell's
+    critical path. Returns (pid, its socket, the launch it was prepared for, the cgroup files it joined)."""
+    try:
+        if not L.parkable():
+            return None
+        ids = _fd_ids(join_fds)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            os.close(CTL_FD)  # the holder's control socket stays the holder's alone
+            pid1_parked(L, join_fds, theirs)
+        theirs.close()
+        return pid, ours, L, ids
+    except OSError:
+        return None
+    finally:
+        for fd in join_fds:
+            os.close(fd)
+
+
+def _hand_over(parked: Parked | None, L: Launch, stdio: tuple[int, int, int], join_fds: list[int]) -> int | None:
+    """Give the run to the parked PID 1 when it was prepared for a launch like this one and joined the same
+    cgroup; its pid, or None (then it is discarded and a PID 1 is forked the usual way)."""
+    if parked is None:
+        return None
+    pid, psock, prepared_for, ids = parked
+    try:
+        if prepared_for.park_key() == L.park_key() and _fd_ids(join_fds) == ids:
+            reply, _ = recv_ctl(psock)  # it says when it is ready (at once, unless the run came very soon)
+            if reply is not None and reply.get("parked"):
+                send_ctl(psock, {"launch": L}, [STATUS_FD, *stdio])
+                psock.close()
+                return pid
+    except OSError:
+        pass
+    _discard(parked)
+    return None
+
+
+def _discard(parked: Parked | None) -> None:
+    if parked is None:
+        return
+    parked[1].close()
+    try:
+        os.kill(parked[0], signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _wait(parked[0])
 
 
 def _now() -> float:

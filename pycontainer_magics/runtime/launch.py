@@ -25,6 +25,7 @@ import io
 import os
 import pickle
 import signal
+import socket
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from ..linux import libc, rlimits
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES
 from . import rootfs
-from .channel import send
+from .channel import recv_ctl, send, send_ctl
 from .plan import PrivilegeStep, SetRlimit, run_steps
 
 STATUS_FD = 3
@@ -72,6 +73,16 @@ class Launch:
     def for_holder(self) -> Launch:
         """A copy without the caller's globals, to send to a helper process."""
         return Launch(**{**self.__dict__, "python_globals": None})
+
+    def parkable(self) -> bool:
+        """Can PID 1 be prepared ahead of its cell (pid1_parked)? A command forked by the holder (nested), not a
+        Python cell (that needs the caller's memory) nor a created-not-started container (it has a gate)."""
+        return self.mode == "nested" and self.python_code is None and self.gate is None
+
+    def park_key(self) -> tuple[Any, ...]:
+        """What a PID 1 prepared ahead has done already: a run whose key is equal can take it over (its
+        command, environment, hostname and privilege steps come with the run)."""
+        return (self.mode, self.pid1_unshare, self.merged, self.plan, self.rebind_root)
 
 
 def setup_fds(stdin: int, stdout: int, stderr: int, status: int, keep: tuple[int, ...] = ()) -> list[int]:
@@ -194,6 +205,46 @@ def pid1_nested(L: Launch, join_fds: list[int]) -> NoReturn:
     if gate is not None:
         _wait_at_gate(gate)
     _payload(L)
+
+
+def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
+    """PID 1 prepared ahead of its cell (holder.py parks it right after the holder is ready): what pid1_nested
+    does before the privilege drop — the cgroup, its own mount and cgroup namespaces, the container's
+    filesystems, pivot_root — then it waits on `ctl` for the run: the launch, and the status pipe, stdin,
+    stdout and stderr, and goes on as pid1_nested would. Privileges are dropped only then: a seccomp profile
+    may refuse the recvmsg that brings the run."""
+    at = _Stage("joining the cgroup")
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _join_cgroup(join_fds)
+        at.stage = "creating the mount and cgroup namespaces"
+        if L.pid1_unshare:
+            libc.unshare(L.pid1_unshare)
+        namespaces = _namespaces_report()
+        notes = _enter_root(L, at, rebind=L.rebind_root)
+        send_ctl(ctl, {"parked": True})
+    except BaseException as e:  # noqa: BLE001 - the holder forks a PID 1 the usual way, which reports it
+        try:
+            send_ctl(ctl, {"parked": False, "error": failure(at.stage, e)})
+        finally:
+            os._exit(125)
+    msg, fds = recv_ctl(ctl)
+    if msg is None:
+        os._exit(0)  # the holder went without a run
+    run_L: Launch = msg["launch"]
+    for i, fd in enumerate(fds):  # status, stdin, stdout, stderr
+        os.dup2(fd, (STATUS_FD, 0, 1, 2)[i], inheritable=i > 0)
+        os.close(fd)
+    ctl.close()
+    at = _Stage("dropping privileges")
+    try:
+        send(STATUS_FD, {"namespaces": namespaces})
+        _drop_privileges(run_L)
+        send(STATUS_FD, {"ready": True, "notes": notes})
+    except BaseException as e:  # noqa: BLE001
+        report_failure(at.stage, e)
+        os._exit(125)
+    _payload(run_L)
 
 
 def _check_executable(L: Launch) -> None:

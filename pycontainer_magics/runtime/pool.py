@@ -13,10 +13,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
 from . import cleanup
+from .channel import send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .launch import Launch
 from .state import new_id
@@ -30,6 +33,8 @@ class Holder:
     plan: HolderPlan
     ours: bool  # forked by the caller (reap it), not by the helper
     has_launch: bool = False  # forked with the launch in memory: the order need not carry it
+    parked: tuple[Any, ...] | None = None  # PID 1 prepared too: for runs with this Launch.park_key() ...
+    parked_cgroup: str | None = None  # ... in this cgroup (its name; None: no cgroup)
 
     def close(self) -> None:
         self.sock.close()
@@ -45,17 +50,23 @@ class Pool:
         self._busy = False
         self._cgroup: tuple[CgroupLimits, Cgroup] | None = None
         self._wanted_cgroup: tuple[Hierarchy, CgroupLimits] | None = None
+        self._wanted_launch: Callable[[Cgroup | None], Launch] | None = None
 
-    def take(self, plan: HolderPlan, *, helper: bool, launch: Launch | None = None) -> Holder:
+    def take(self, plan: HolderPlan, *, helper: bool, launch: Launch | None = None,
+             run: tuple[Launch, Cgroup | None] | None = None) -> Holder:
         """A ready holder for `plan`: the pooled one if it matches, else a fresh one (from the helper when
-        `helper`, else forked from the caller with `launch` in memory)."""
+        `helper`, else forked from the caller with `launch` in memory). `run`: the run's launch and cgroup;
+        a pooled holder whose PID 1 was prepared for another launch or cgroup is not taken (a parked PID 1 is
+        its PID namespace's init: once discarded, nothing more can be forked into that namespace)."""
         if helper:
             with self._lock:
                 while self._busy or self._wanted is not None:  # a preparation under way: it may be ours
                     self._work.wait()
                 h, self._ready = self._ready, None
             if h is not None:
-                if h.plan == plan and _alive(h.pid):
+                fits = h.parked is None or (run is not None and h.parked == run[0].park_key()
+                                            and h.parked_cgroup == (run[1].name if run[1] is not None else None))
+                if h.plan == plan and fits and _alive(h.pid):
                     return h
                 h.close()
             try:
@@ -80,11 +91,15 @@ class Pool:
             cleanup.defer(ready[1].remove)
         return h.create(new_id(), limits)
 
-    def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None) -> None:
-        """Prepare a holder for `plan` (the helper does the work) and a cgroup, in the background."""
+    def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
+                 launch: Callable[[Cgroup | None], Launch] | None = None) -> None:
+        """Prepare a holder for `plan` (the helper does the work) and a cgroup, in the background; with
+        `launch` (the launch of a run like the last in a given cgroup, without the caller's globals), the
+        holder also prepares that run's PID 1, in the new cgroup, up to the payload (holder.py: parked)."""
         with self._lock:
             self._wanted = plan
             self._wanted_cgroup = cgroup
+            self._wanted_launch = launch
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._worker, daemon=True, name="pycontainer-prepare")
                 self._thread.start()
@@ -97,6 +112,7 @@ class Pool:
                     self._work.wait()
                 plan, self._wanted, self._busy = self._wanted, None, True
                 want_cg, self._wanted_cgroup = self._wanted_cgroup, None
+                park, self._wanted_launch = self._wanted_launch, None
             holder = cg = None
             if plan is not None:
                 try:
@@ -109,6 +125,8 @@ class Pool:
                     cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
                 except OSError:
                     pass
+            if holder is not None and park is not None and (want_cg is None or cg is not None):
+                _park(holder, cg[1] if cg is not None else None, park)
             with self._lock:
                 old, old_cg = None, None
                 if holder is not None:
@@ -137,6 +155,24 @@ class Pool:
             cg[1].remove()
 
 
+def _park(holder: Holder, cg: Cgroup | None, make_launch: Callable[[Cgroup | None], Launch]) -> None:
+    """Ask the holder to prepare PID 1 for a run like the last one in `cg` (the next run's cgroup when its
+    limits are the same; take() and the holder check both before handing a run to it)."""
+    fds: list[int] = []
+    try:
+        launch = make_launch(cg)
+        if not launch.parkable():
+            return
+        fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cg.join_files()] if cg is not None else []
+        send_ctl(holder.sock, {"park": launch}, fds)
+        holder.parked, holder.parked_cgroup = launch.park_key(), cg.name if cg is not None else None
+    except Exception:  # noqa: BLE001 - a spec that no longer plans (an image removed...): no PID 1 ahead
+        pass  # (a holder that died is replaced when it is taken)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One thing kept ready for the next cell: the launch helper, a namespace holder, a cgroup."""
@@ -159,7 +195,8 @@ def prepared() -> list[Prepared]:
         p = h.plan
         root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
         out.append(Prepared("holder", h.pid, f"namespaces and {root} for the next cell like the last"
-                                             f"{' (rootless)' if p.rootless else ''}"))
+                                             f"{' (rootless)' if p.rootless else ''}"
+                                             f"{', with its PID 1 ready up to the command' if h.parked else ''}"))
     if cg is not None:
         limits = ", ".join(f"{k}={v}" for k, v in vars(cg[0]).items()
                            if isinstance(v, int | float | str) and not isinstance(v, bool)) or "no limits"

@@ -497,11 +497,11 @@ def _networked(spec: ContainerSpec) -> bool:
     return spec.network not in ("none", "host")
 
 
-def _take_holder(hp: HolderPlan, L: Launch, helper: bool) -> Holder:
+def _take_holder(hp: HolderPlan, L: Launch, helper: bool, cg: Cgroup | None) -> Holder:
     # A Python cell that PID 1 of the holder runs (nested) needs the caller's memory: fork the caller.
     from_caller = not helper or (L.python_code is not None and L.mode == "nested")
     try:
-        return pool.take(hp, helper=not from_caller, launch=L if from_caller else None)
+        return pool.take(hp, helper=not from_caller, launch=L if from_caller else None, run=(L, cg))
     except SetupFailed as e:
         raise _launch_error(e.info) from None
 
@@ -525,7 +525,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     host_ns = ns_inodes("self")
     t0 = time.monotonic()
     r.started_at = time.time()
-    holder = _take_holder(hp, L, helper)
+    holder = _take_holder(hp, L, helper, cg)
     r.timeline.append(("namespaces and root filesystem ready", time.monotonic() - t0))
     if _networked(spec):
         from ..network import NetworkError
@@ -559,7 +559,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                     _send_order(holder, L, [st_w, in_r, out_w, err_w, *join_fds])
                 except OSError:  # a pooled holder that died: make a fresh one
                     holder.close()
-                    holder = _take_holder(hp, L, False)
+                    holder = _take_holder(hp, L, False, cg)
                     _send_order(holder, L, [st_w, in_r, out_w, err_w, *join_fds])
             else:
                 _send_order(holder, L, [st_w])
@@ -603,7 +603,14 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     if helper:
         # The next identical cell finds its namespaces, root filesystem and cgroup ready.
         h = hierarchy()
-        pool.prefetch(None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None)
+        # A command's PID 1 is prepared too (parked in that cgroup, past its mounts and pivot_root): its launch
+        # is planned again for the next cgroup (the cgroup's directories are part of its mounts).
+        # (Not on a network or in a pod: their mounts name the container.)
+        park = None
+        if not holder.ours and L.parkable() and not _networked(spec) and spec.pod is None:
+            park = lambda next_cg: plan_launch(spec, next_cg, None)[1].for_holder()  # noqa: E731
+        pool.prefetch(None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
+                      launch=park)
     if relay.interrupted:
         raise ContainerInterrupted(r)
 
@@ -796,6 +803,8 @@ class _Relay:
                 r.timeline.append((label, msg["t"] - self.t0))
         if "pid1" in msg:
             self.pid1 = msg["pid1"]
+            if msg.get("prepared"):
+                r.timeline.append(("PID 1 was prepared ahead (cgroup, namespaces, filesystems)", msg["t"] - self.t0))
         if "namespaces" in msg:
             self.container_ns = msg["namespaces"]
         if msg.get("notes"):

@@ -1,0 +1,120 @@
+"""PID 1 prepared ahead (holder.py `_park`, launch.pid1_parked): after a command runs, the next holder also
+gets its PID 1 ready — in the next cell's cgroup, its own namespaces, filesystems mounted, pivot_root done —
+and a run like the last one hands it its command, environment, hostname and pipes. A run unlike it never
+gets it; nothing of it outlives the process, its unloading or its being killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import wait_for
+
+from pycontainer_magics.runtime import ContainerSpec, run
+from pycontainer_magics.runtime.pool import pool, release
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pooled holders)")]
+
+MiB = 2**20
+PREPARED = "PID 1 was prepared ahead (cgroup, namespaces, filesystems)"
+
+
+def sh(script: str, **kw: object):
+    return run(ContainerSpec(command=("sh", "-c", script), **kw))  # type: ignore[arg-type]
+
+
+def prepared_ahead(r) -> bool:  # type: ignore[no-untyped-def]
+    return any(label == PREPARED for label, _ in r.timeline)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            out.append(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
+    pool.drain()
+    first = sh("echo $WHO $(hostname); exit 3", hostname="one", env=(("WHO", "a"),), memory=64 * MiB)
+    assert (first.exit_code, first.stdout, prepared_ahead(first)) == (3, "a one\n", False)
+    # The same spec but for its command, environment and hostname: served by the prepared PID 1.
+    second = sh("echo $WHO $(hostname) $$ $(cat /proc/self/cgroup | grep -c memory:/$)", hostname="two",
+                env=(("WHO", "b"),), memory=64 * MiB)
+    assert prepared_ahead(second), second.timeline
+    assert (second.exit_code, second.stdout) == (0, "b two 1 1\n"), second.stderr
+    assert second.peak_memory and second.memory_limit == 64 * MiB  # its own cgroup, with the limit
+    assert {row.kind for row in second.namespaces if row.isolated} >= {"mount", "pid", "net", "user", "cgroup"}
+    # Another limit is another cgroup: that run forks its PID 1 the usual way, and is right.
+    third = sh("echo $(hostname)", hostname="three", memory=32 * MiB)
+    assert (third.exit_code, third.stdout, prepared_ahead(third)) == (0, "three\n", False)
+    assert third.memory_limit == 32 * MiB
+    # A read-only root is another set of mounts: not served by a PID 1 prepared for a writable one.
+    sh("true", memory=32 * MiB)
+    ro = sh("touch /x 2>/dev/null || echo refused", memory=32 * MiB, read_only=True)
+    assert (ro.stdout, prepared_ahead(ro)) == ("refused\n", False)
+    pool.drain()
+
+
+def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
+    # In process: dropping what is prepared ends the holder and its PID 1 and removes their cgroup.
+    pool.drain()
+    sh("true", memory=64 * MiB)
+    assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
+                    and len(_children(pool._ready.pid)) == 1, 10)
+    holder = pool._ready
+    assert holder is not None and pool._cgroup is not None
+    (pid1,) = _children(holder.pid)
+    cgroup_dirs = set(pool._cgroup[1].paths.values())
+    release()
+    assert wait_for(lambda: not _alive(pid1) and not _alive(holder.pid), 5)
+    assert not any(os.path.isdir(d) for d in cgroup_dirs)
+
+    # A killed process (a notebook kernel killed by the OOM killer, say): the prepared PID 1 goes with it
+    # (the launch helper, the holder and PID 1 each die with their parent); the empty cgroup left behind is
+    # what the next load's prune removes.
+    script = ("import os, sys, time\n"
+              "from pycontainer_magics.runtime import run, ContainerSpec\n"
+              "from pycontainer_magics.runtime.pool import pool\n"
+              "run(ContainerSpec(command=('true',), memory=64 * 2**20))\n"
+              "while pool._ready is None or pool._ready.parked is None: time.sleep(0.01)\n"
+              "print(pool._ready.pid, *sorted(set(pool._cgroup[1].paths.values())), flush=True)\n"
+              "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        holder_pid, *dirs = p.stdout.readline().split()
+        assert wait_for(lambda: len(_children(int(holder_pid))) == 1, 10)
+        (parked,) = _children(int(holder_pid))
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert wait_for(lambda: not _alive(parked) and not _alive(int(holder_pid)), 5)
+    for d in dirs:
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            assert f.read().strip() == ""
+    from pycontainer_magics.workloads.prune import prune
+
+    prune()
+    deadline = time.monotonic() + 5
+    while any(os.path.isdir(d) for d in dirs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(os.path.isdir(d) for d in dirs)
