@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import OSFailure
 
 API = "/v1.41"
+USER_AGENT = "pycontainer-magics"  # the daemon's request log tells this project's front ends by it
 
 
 class EngineError(OSFailure):
@@ -84,7 +85,7 @@ class Client:
         try:
             s.connect(self.path)
             head = [f"{method} {target} HTTP/1.1", "Host: localhost", "Content-Type: application/json",
-                    f"Content-Length: {len(data)}", *extra]
+                    f"Content-Length: {len(data)}", f"User-Agent: {USER_AGENT}", *extra]
             s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + data)
             buf = b""
             while b"\r\n\r\n" not in buf:

@@ -81,9 +81,9 @@ class Engine:
             os.makedirs(engine_dir(), mode=0o700, exist_ok=True)
             self._access = open(access_log_path(), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         ms = (time.monotonic() - req.t0) * 1000
-        self._access.write(json.dumps({"time": time.time(), "method": req.method, "path": req.path,
+        self._access.write(json.dumps({"time": req.started, "method": req.method, "path": req.path,
                                        "query": urllib.parse.urlsplit(req.target).query, "status": req.status,
-                                       "ms": round(ms, 3)}) + "\n")
+                                       "ms": round(ms, 3), "agent": req.headers.get("user-agent", "")}) + "\n")
         log.debug("%s %s %s %.1f ms", req.method, req.target, req.status, ms)
 
 

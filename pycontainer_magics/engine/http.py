@@ -79,6 +79,7 @@ class Request:
         self.streamed: ChunkedWriter | None = None  # a chunked response; once ended, the connection is reusable
         self._body_read = False
         self.t0 = time.monotonic()
+        self.started = time.time()  # wall clock, for the request log (ordered by when requests began)
 
     # -- query parameters, as dockerd reads them (httputils.BoolValue and friends) -------------------
     def q(self, name: str, default: str | None = None) -> str | None:

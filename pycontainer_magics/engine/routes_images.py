@@ -297,7 +297,8 @@ async def _import(e: Engine, req: Request) -> Response | None:
     if req.q("fromSrc") != "-":
         raise ApiError(400, "only fromSrc=- (the tarball in the request body) is supported")
     repo = req.q("repo") or None
-    target = f"{repo}:{req.q('tag') or 'latest'}" if repo else None
+    # `docker import FILE name:tag` sends repo=name:tag and no tag
+    target = (f"{repo}:{req.q('tag')}" if req.q("tag") else repo) if repo else None
     path = await _spool(req)
     try:
         def work(emit: Emit) -> Any:

@@ -1,7 +1,7 @@
 """`%container serve|pause|unpause|update|top|rename|commit|cp|export`: the engine daemon from a notebook,
 and the verbs Docker has for a running container, on this kernel's containers and the daemon's alike.
 
-    %container serve [--live-restore] | serve stop | serve status
+    %container serve [--live-restore] | serve stop | serve status | serve requests [SINCE]
     %container pause NAME / unpause NAME
     %container update NAME --memory 128m [--memory-swap S] [--cpus 0.5] [--pids-limit N]
     %container top NAME                       (a DataFrame: the container's processes)
@@ -39,8 +39,17 @@ def _serve(self: Any, rest: str) -> Any:
         c = connect()
         print(f"running, DOCKER_HOST={c.host}, pid {control.daemon_pid()}" if c else "not running")
         return None
+    if action == "requests":
+        # `%container serve requests [SINCE]`: the API requests of the daemon (SINCE: seconds since the epoch)
+        from ..display.api_views import api_requests_frame
+        from ..engine.core import access_log_path
+        since = float(argv[1]) if len(argv) > 1 else None
+        if not os.path.exists(access_log_path()):
+            raise UsageError("no request log yet: start the daemon with %container serve")
+        return api_requests_frame(access_log_path(), since)
     if action != "start":
-        raise UsageError("usage: %container serve [start] [--live-restore] | serve stop | serve status")
+        raise UsageError("usage: %container serve [start] [--live-restore] | serve stop | serve status | "
+                         "serve requests [SINCE]")
     c = engine_call(lambda: control.start_background(live_restore="--live-restore" in argv))
     os.environ["DOCKER_HOST"] = c.host  # `!docker ...` and docker.from_env() in this kernel find it
     print(f"DOCKER_HOST={c.host}")
