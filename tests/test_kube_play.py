@@ -375,3 +375,143 @@ def test_host_users_false_runs_the_pod_as_an_unprivileged_host_uid():
     finally:
         p.down(volumes=True, timeout=0)
     _nothing_left(name, [name])
+
+
+def test_a_service_maps_its_port_and_round_robins_over_ready_replicas():
+    """replicas: 3 -> pods NAME-0..2, each its own address; the Service's name reaches them on its own port
+    (80 -> the containers' named port `http`, 8080), round robin, and only those that are ready."""
+    name = _tag("rr")
+    text = textwrap.dedent(f"""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: {name}}}
+        spec:
+          replicas: 3
+          selector: {{matchLabels: {{app: {name}}}}}
+          template:
+            metadata: {{labels: {{app: {name}}}}}
+            spec:
+              terminationGracePeriodSeconds: 0
+              containers:
+              - name: httpd
+                image: host
+                command: ["sh", "-c", "hostname > /tmp/index.html && exec busybox httpd -f -p 8080 -h /tmp"]
+                ports: [{{name: http, containerPort: 8080}}]
+                readinessProbe: {{exec: {{command: [test, -e, /tmp/ready]}}, periodSeconds: 1}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}-svc}}
+        spec:
+          selector: {{app: {name}}}
+          ports: [{{port: 80, targetPort: http}}]
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: {name}-cli}}
+        spec:
+          terminationGracePeriodSeconds: 0
+          containers: [{{name: cli, image: host, command: [sleep, "120"]}}]
+    """)
+    p = K.play(text)
+    replicas = [f"{name}-{k}" for k in range(3)]
+    try:
+        assert set(p.pods) == {*replicas, f"{name}-cli"}
+        addresses = {pods.get(r).address for r in replicas}
+        assert len(addresses) == 3  # each its own address
+        cli = p.container(f"{name}-cli", "cli")
+        svc = p.service(f"{name}-svc")
+        assert svc.address not in addresses
+
+        def get(url: str) -> str:
+            r = cli.exec(["busybox", "wget", "-q", "-O", "-", url], timeout=10)  # (its -T segfaults: busybox 1.35)
+            return r.stdout.strip() if r.exit_code == 0 else f"failed: {r.stderr.strip()}"
+
+        # nobody ready: the Service answers nothing (the httpd run: only readiness keeps them out)
+        assert wait_for(lambda: get(f"http://{replicas[0]}:8080/") == replicas[0], 10)  # serving, by its name
+        assert get(f"http://{name}-svc/").startswith("failed")
+        p.container(replicas[1], "httpd").exec(["touch", "/tmp/ready"])
+        assert wait_for(lambda: len(p.endpoints(svc.plan, "http")) == 1, 10)
+        assert {get(f"http://{name}-svc/") for _ in range(3)} == {replicas[1]}  # only the ready one
+        assert get(f"http://{name}-svc:8080/").startswith("failed")  # the Service's port is 80, not 8080
+        for r in (replicas[0], replicas[2]):
+            p.container(r, "httpd").exec(["touch", "/tmp/ready"])
+        assert wait_for(lambda: len(p.endpoints(svc.plan, "http")) == 3, 10)
+        answers = [get(f"http://{name}-svc/") for _ in range(6)]
+        assert sorted(answers) == sorted(replicas * 2), answers  # round robin: each twice
+    finally:
+        removed = p.down(timeout=0)
+    assert {f"Pod {r}  Removed" for r in replicas} <= set(removed) and f"Service {name}-svc  Removed" in removed
+    _nothing_left(name, [*replicas, f"{name}-cli"])
+    from pycontainer_magics.network import list_netns
+    assert not [n.name for n in list_netns() if n.name.startswith("kubesvc-")]
+
+
+def test_a_headless_service_names_every_pod_it_selects():
+    name = _tag("hl")
+    text = textwrap.dedent(f"""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: {name}}}
+        spec:
+          replicas: 2
+          selector: {{matchLabels: {{app: {name}}}}}
+          template:
+            metadata: {{labels: {{app: {name}}}}}
+            spec: {{terminationGracePeriodSeconds: 0, containers: [{{name: c, image: host, command: [sleep, "60"]}}]}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}-all}}
+        spec: {{clusterIP: None, selector: {{app: {name}}}}}
+    """)
+    p = K.play(text)
+    try:
+        assert p.services == []  # no address of its own
+        hosts = p.container(f"{name}-0", "c").exec(["cat", "/etc/hosts"]).stdout
+        named = sorted(line.split()[0] for line in hosts.splitlines() if f"{name}-all" in line.split()[1:])
+        assert named == sorted(pods.get(f"{name}-{k}").address for k in range(2)), hosts
+    finally:
+        p.down(timeout=0)
+    _nothing_left(name, [f"{name}-0", f"{name}-1"])
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (("replicas: 1", "replicas: 2\n  # x"), ["containers[0].ports[0].hostPort: with replicas 2: one machine"]),
+    (("targetPort: 8080", "targetPort: web"), ["service/SVC: spec.ports[0].targetPort: 'web' is not the name of a "
+                                               "container port of the pods it selects (DEP-pod)"]),
+    (("protocol: TCP", "protocol: UDP"), ["service/SVC: spec.ports[0].protocol: UDP: only TCP Services"]),
+    (("replicas: 1", "replicas: -1"), ["deployment/DEP: spec.replicas: -1"]),
+])
+def test_bad_services_and_replicas_are_one_line(change, words):
+    name = _tag("bs")
+    text = textwrap.dedent("""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: DEP}
+        spec:
+          replicas: 1
+          selector: {matchLabels: {app: DEP}}
+          template:
+            metadata: {labels: {app: DEP}}
+            spec:
+              containers:
+              - name: c
+                image: host
+                command: [sleep, "9"]
+                ports: [{name: http, containerPort: 8080, hostPort: 18080}]
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: SVC}
+        spec:
+          selector: {app: DEP}
+          ports: [{port: 80, targetPort: 8080, protocol: TCP}]
+    """).replace("DEP", name).replace("SVC", f"{name}-s")
+    bad = text.replace(*change)
+    assert bad != text
+    with pytest.raises(KubeError) as e:
+        K.play(bad, validate=False)
+    for w in words:
+        assert w.replace("DEP", name).replace("SVC", f"{name}-s") in str(e.value), str(e.value)
+    _nothing_left(name, [f"{name}-pod", f"{name}-0", f"{name}-1"])

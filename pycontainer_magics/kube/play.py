@@ -5,18 +5,20 @@ play` does; `down` removes what it made.
     p.ps(); p.logs(); p.wait()
     p.down()                          # containers, pods, the play's network and files
 
-What maps back: a Pod (or a Deployment's pod template, one replica, named `<deployment>-pod`) becomes a
-pod here (runtime/pods.py: one network, IPC and UTS namespace for its containers, its host name;
-shareProcessNamespace: one PID namespace), its containers `<pod>-<container>` in it: image (`host` is this
-machine's /), command/args (ENTRYPOINT/CMD), env (value, configMapKeyRef, envFrom configMapRef), workingDir,
-resources (limits.memory/cpu; requests.cpu as CPU shares), securityContext (capabilities, privileged,
-allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group, seccompProfile), ports (hostPort
-published on the host), volumes (emptyDir: a tmpfs, or a directory shared by the pod's containers;
-hostPath; configMap; persistentVolumeClaim: a named volume), initContainers (run in order, each to a
-successful end, before the containers), restartPolicy, startup/readiness/liveness probes (exec, httpGet,
-tcpSocket: probes.py; httpGet and tcpSocket connect from inside the pod's network namespace). A Service gives
-the pods it selects its name on the play's network, so they find each other by name as in a cluster. What
-is read but has no effect here is listed in `notes`; what cannot be run is an error before anything
+What maps back: a Pod (or each replica of a Deployment's pod template: `<deployment>-pod` for one,
+`<deployment>-0` .. `-<N-1>` for `replicas: N`) becomes a pod here (workloads/pods.py: one network, IPC and
+UTS namespace for its containers, its host name; shareProcessNamespace: one PID namespace; hostUsers: false: a
+user namespace whose root is an unprivileged range of host ids), its containers `<pod>-<container>` in it:
+image (`host` is this machine's /), command/args (ENTRYPOINT/CMD), env (value, configMapKeyRef, envFrom
+configMapRef), workingDir, resources (limits.memory/cpu; requests.cpu as CPU shares), securityContext
+(capabilities, privileged, allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group, seccompProfile),
+ports (hostPort published on the host), volumes (emptyDir: a tmpfs, or a directory shared by the pod's
+containers; hostPath; configMap; persistentVolumeClaim: a named volume), initContainers (run in order, each to
+a successful end, before the containers), restartPolicy, startup/readiness/liveness probes (exec, httpGet,
+tcpSocket: probes.py; httpGet and tcpSocket connect from inside the pod's network namespace). A Service
+(services.py) gets an address of its own on the play's network under its name, where its ports are forwarded
+to the ready pods it selects (`port` -> `targetPort`, round robin); a headless one names the pods themselves.
+What is read but has no effect here is listed in `notes`; what cannot be run is an error before anything
 exists.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -35,9 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs, UsernsMode
-from . import probes, quantity
+from . import probes, quantity, services
 from .errors import KubeError, field_path
 from .probes import Probe, ProbeState
+from .services import ServicePlan, ServiceRun
 from .validate import describe, lint, load_documents, pod_spec_path
 
 OutputFn = Callable[[str, str], None]
@@ -93,8 +97,31 @@ def _seconds(v: Any, what: str, default: float) -> float:
     return float(v)
 
 
-def _pod_plan(doc: dict[str, Any], notes: list[str]) -> PodPlan:
-    kind = doc["kind"]
+def _pod_plans(doc: dict[str, Any], notes: list[str]) -> list[PodPlan]:
+    """A Pod's plan, or a Deployment's: one pod `<name>-pod` (podman's name) for one replica, N pods
+    `<name>-0` .. `<name>-<N-1>` for `replicas: N` (each its own address and files; its Services reach them
+    all), none for 0."""
+    if doc["kind"] != "Deployment":
+        return [_pod_plan(doc, doc["metadata"]["name"], notes)]
+    replicas = (doc.get("spec") or {}).get("replicas", 1)
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise KubeError(f"{describe(doc)}: spec.replicas: {replicas!r}: a whole number, 0 or more")
+    base = doc["metadata"]["name"]
+    if replicas == 0:
+        notes.append(f"{describe(doc)}: replicas 0: no pod runs")
+        return []
+    names = [f"{base}-pod"] if replicas == 1 else [f"{base}-{k}" for k in range(replicas)]
+    plans = [_pod_plan(doc, n, notes if k == 0 else []) for k, n in enumerate(names)]
+    if replicas > 1 and plans[0].publish:
+        for i, c in enumerate(plans[0].spec.get("containers") or []):
+            for j, port in enumerate(c.get("ports") or []):
+                if port.get("hostPort"):
+                    raise KubeError(f"{_ctx(plans[0], 'containers', i, 'ports', j, 'hostPort')}: with replicas "
+                                    f"{replicas}: one machine publishes a host port once (a Service reaches them all)")
+    return plans
+
+
+def _pod_plan(doc: dict[str, Any], name: str, notes: list[str]) -> PodPlan:
     path = pod_spec_path(doc)
     assert path is not None
     spec = doc
@@ -102,14 +129,9 @@ def _pod_plan(doc: dict[str, Any], notes: list[str]) -> PodPlan:
         spec = spec.get(p) if isinstance(spec, dict) else None  # type: ignore[assignment]
     if not isinstance(spec, dict):
         raise KubeError(f"{describe(doc)}: {field_path(path)}: missing")
-    name = doc["metadata"]["name"]
     meta = doc["metadata"]
-    if kind == "Deployment":
-        replicas = (doc.get("spec") or {}).get("replicas", 1)
-        if replicas not in (0, 1):
-            notes.append(f"{describe(doc)}: replicas {replicas}: one pod runs here")
+    if doc["kind"] == "Deployment":
         meta = (doc["spec"].get("template") or {}).get("metadata") or {}
-        name = f"{name}-pod"  # podman's name for a Deployment's pod
     plan = PodPlan(describe(doc), name, dict(meta.get("labels") or {}), path, spec)
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if spec.get(key):
@@ -470,6 +492,28 @@ class Play:
         self._cond = threading.Condition()
         self.created = time.time()
         self.events: list[Event] = []  # probe failures and kills, oldest first (bounded)
+        self.services: list[ServiceRun] = []  # the Services with an address (headless ones are names only)
+
+    def endpoints(self, sp: ServicePlan, target: int | str) -> list[tuple[str, int]]:
+        """(address, port) of the ready pods `sp` selects, `target` being a port number or a container port's
+        name in each pod (a pod without that name is no endpoint), as a Service's Endpoints list them."""
+        out = []
+        for n in sp.pods:
+            pr = self.pods.get(n)
+            if pr is None or pr.pod is None or not pr.pod.address or not pr.ready:
+                continue
+            port = target if isinstance(target, int) else next(
+                (v for cp in pr.plan.containers for k, v in probes.named_ports(cp.k8s).items() if k == target), None)
+            if port is not None:
+                out.append((str(pr.pod.address), port))
+        return out
+
+    def service(self, name: str) -> ServiceRun:
+        for sr in self.services:
+            if sr.plan.name == name:
+                return sr
+        raise KubeError(f"no Service {name!r} with an address in play {self.name} "
+                        f"(Services: {', '.join(s.plan.name for s in self.services) or 'none'})")
 
     def event(self, pod: str, container: str, reason: str, message: str) -> None:
         with self._cond:
@@ -573,6 +617,10 @@ class Play:
                 with contextlib.suppress(pods.PodError):
                     pods.remove(pr.plan.name, force=True)
                 removed.append(f"Pod {pr.plan.name}  Removed")
+        for sr in self.services:
+            sr.stop()
+            removed.append(f"Service {sr.plan.name}  Removed")
+        self.services.clear()
         settle()
         if self.network is not None:
             with contextlib.suppress(net.NetworkNotFound):
@@ -627,7 +675,7 @@ class _Planner:
         self.notes: list[str] = []
         self.configmaps: dict[str, dict[str, Any]] = {}
         self.claims: list[str] = []
-        self.services: list[dict[str, Any]] = []
+        self.services: list[ServicePlan] = []
         self.pods: list[PodPlan] = []
         for d in docs:
             kind = d["kind"]
@@ -643,9 +691,9 @@ class _Planner:
             elif kind == "PersistentVolumeClaim":
                 self.claims.append(d["metadata"]["name"])
             elif kind == "Service":
-                self.services.append(d)
+                self.services.append(services.plan(d, self.notes))
             else:
-                self.pods.append(_pod_plan(d, self.notes))
+                self.pods.extend(_pod_plans(d, self.notes))
         if not self.pods:
             raise KubeError("nothing to play: the YAML has no Pod or Deployment")
         names: dict[str, str] = {}
@@ -653,30 +701,26 @@ class _Planner:
             if p.name in names:
                 raise KubeError(f"{p.resource}: its pod would be named {p.name!r}, as {names[p.name]}'s")
             names[p.name] = p.resource
-        for s in self.services:
-            self._service(s)
+        taken: dict[str, str] = {}
+        for sp in self.services:
+            if sp.name in taken:
+                raise KubeError(f"{sp.where}: a second Service named {sp.name!r}")
+            taken[sp.name] = sp.where
+            self._service(sp)
 
-    def _service(self, s: dict[str, Any]) -> None:
-        spec = s.get("spec") or {}
-        sel = spec.get("selector") or {}
-        name = s["metadata"]["name"]
-        chosen = [p for p in self.pods if sel and all(p.labels.get(k) == v for k, v in sel.items())]
+    def _service(self, sp: ServicePlan) -> None:
+        chosen = [p for p in self.pods if sp.selector and all(p.labels.get(k) == v for k, v in sp.selector.items())]
+        sp.pods = [p.name for p in chosen]
         if not chosen:
-            self.notes.append(f"service/{name}: selects no pod of this YAML: its name resolves to nothing here")
-            return
-        if len(chosen) > 1:
-            self.notes.append(f"service/{name}: selects {len(chosen)} pods; its name goes to {chosen[0].name} here")
-        chosen[0].aliases.append(name)
-        for i, port in enumerate(spec.get("ports") or []):
-            target = port.get("targetPort", port.get("port"))
-            if target != port.get("port"):
-                self.notes.append(f"service/{name}: spec.ports[{i}]: port {port.get('port')} -> targetPort {target}: "
-                                  f"the name reaches the pod's port {target} directly here (no port mapping)")
-        if spec.get("type") in ("NodePort", "LoadBalancer"):
-            self.notes.append(f"service/{name}: type {spec['type']}: publish with a container's hostPort here")
+            self.notes.append(f"{sp.where}: selects no pod of this YAML: its name reaches nothing here")
+        services.check_targets(sp, {p.name: {k: v for cp in p.containers for k, v in probes.named_ports(cp.k8s).items()}
+                                    for p in chosen})
+        if sp.headless:  # no address of its own: the name goes to every pod it selects
+            for p in chosen:
+                p.aliases.append(sp.name)
 
     def needs_network(self) -> bool:
-        return len(self.pods) > 1 or any(p.publish or p.aliases for p in self.pods)
+        return len(self.pods) > 1 or bool(self.services) or any(p.publish or p.aliases for p in self.pods)
 
     # -- volumes and specs --------------------------------------------------------------------------------------
     def volumes_of(self, plan: PodPlan, files: str, made_volumes: list[str]) -> dict[str, tuple[str, Any]]:
@@ -1004,6 +1048,16 @@ def play(text: str | list[dict[str, Any]], *, name: str | None = None, network: 
             p.network = netname
             say("stderr", f" Network {netname}  Created\n")
         _record(p)
+        for sp in planner.services:
+            if sp.headless or netname is None:
+                continue
+            sr = ServiceRun(sp, name, functools.partial(p.endpoints, sp))
+            p.services.append(sr)
+            try:
+                sr.start(netname)
+            except (OSError, net.NetworkError) as e:
+                raise KubeError(f"{sp.where}: its address on {netname}: {e}") from None
+            say("stderr", f" Service {sp.name}  {sr.address}\n")
         for pr in p.pods.values():
             pr.create(netname)
         for pr in p.pods.values():

@@ -100,11 +100,12 @@ class KubeMagics(Magics):
 
         Usage::
 
-            %%kube [--name N] [--network NET]   play the cell: each Pod (or Deployment: one pod,
-                                                <name>-pod) becomes a pod here whose containers share
-                                                localhost, IPC and the host name; Services name pods on
-                                                the play's network; ConfigMaps, emptyDir, hostPath and
-                                                PVCs (named volumes) are mounted
+            %%kube [--name N] [--network NET]   play the cell: each Pod (or Deployment replica:
+                                                <name>-pod, or <name>-0..N-1) becomes a pod here whose
+                                                containers share localhost, IPC and the host name; a
+                                                Service is an address on the play's network forwarding
+                                                its ports to the ready pods it selects; probes run;
+                                                ConfigMaps, emptyDir, hostPath and PVCs are mounted
             %%kube validate                     check the cell offline: a line per document against
                                                 Kubernetes 1.30 and the newest known (fails if invalid)
             %kube ps [NAME]                     one row per container (a DataFrame)

@@ -67,10 +67,10 @@ from .networks import (
     prune,
     remove_network,
 )
-from .ports import Publication, parse_publish, publications, publish, unpublish, unpublish_all
+from .ports import Forwarder, Publication, parse_publish, publications, publish, unpublish, unpublish_all
 
 __all__ = [
-    "DEFAULT_NETWORK", "AddressExhausted", "AddressInUse", "AddressRecord", "Connectivity", "Endpoint",
+    "DEFAULT_NETWORK", "AddressExhausted", "Forwarder", "AddressInUse", "AddressRecord", "Connectivity", "Endpoint",
     "EndpointExists", "EndpointNotFound", "Interface", "InvalidArgument", "NamespaceError", "NeighbourRecord",
     "NetNamespace", "Network", "NetworkError", "NetworkExists", "NetworkInUse", "NetworkNotFound", "NotSupported",
     "PortInUse", "Publication", "RouteRecord", "Server", "SubnetOverlap", "VethPair", "add_veth", "addresses",

@@ -11,7 +11,9 @@ import errno
 import ipaddress
 import selectors
 import socket
+import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import networks
@@ -174,16 +176,23 @@ def _splice_connection(pub: Publication, client: socket.socket) -> None:
     except OSError:
         client.close()
         return
+    splice(client, upstream, pub._stop, pub._conns, pub._lock)
+
+
+def splice(client: socket.socket, upstream: socket.socket, stop: threading.Event, conns: set[socket.socket],
+           lock: threading.Lock) -> None:
+    """Copy both ways until both sides have closed (a half-close is passed on) or `stop` is set; `conns`
+    holds both sockets meanwhile (so a stop can shut them down). Closes both."""
     upstream.settimeout(None)
-    with pub._lock:
-        pub._conns.update((client, upstream))
+    with lock:
+        conns.update((client, upstream))
     peer = {client: upstream, upstream: client}
     open_dirs = 2
     sel = selectors.DefaultSelector()
     try:
         sel.register(client, selectors.EVENT_READ)
         sel.register(upstream, selectors.EVENT_READ)
-        while open_dirs and not pub._stop.is_set():
+        while open_dirs and not stop.is_set():
             for key, _ in sel.select(timeout=1.0):
                 src = key.fileobj
                 assert isinstance(src, socket.socket)
@@ -204,8 +213,87 @@ def _splice_connection(pub: Publication, client: socket.socket) -> None:
                 open_dirs -= 1
     finally:
         sel.close()
-        with pub._lock:
-            pub._conns.discard(client)
-            pub._conns.discard(upstream)
+        with lock:
+            conns.discard(client)
+            conns.discard(upstream)
         client.close()
         upstream.close()
+
+
+Upstream = Callable[[], "tuple[str, int] | None"]
+
+
+class Forwarder:
+    """A TCP forwarder: connections accepted on `listener` (a listening socket made anywhere — inside a
+    network namespace with network.socket_in, say) are spliced to the address `choose()` returns for each
+    one (round robin over a Service's ready pods, say); None, or an upstream that refuses, resets the
+    client's connection as a refused one would. One thread accepts, one per connection splices."""
+
+    def __init__(self, listener: socket.socket, choose: Upstream, name: str = "forward") -> None:
+        self.listener: socket.socket | None = listener
+        self.choose = choose
+        self.name = name
+        self._stop = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True, name=f"pcm-{name}")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.listener is not None
+        addr = self.listener.getsockname()
+        return str(addr[0]), int(addr[1])
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._conns) // 2
+
+    def start(self) -> Forwarder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every open connection; idempotent."""
+        self._stop.set()
+        lsock, self.listener = self.listener, None
+        if lsock is not None:
+            with contextlib.suppress(OSError):
+                lsock.shutdown(socket.SHUT_RDWR)
+            lsock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+
+    def _accept_loop(self) -> None:
+        lsock = self.listener
+        while lsock is not None and not self._stop.is_set():
+            try:
+                client, _ = lsock.accept()
+            except OSError:
+                break
+            threading.Thread(target=self._serve, args=(client,), daemon=True, name=f"pcm-{self.name}-conn").start()
+
+    def _serve(self, client: socket.socket) -> None:
+        target = None
+        with contextlib.suppress(Exception):
+            target = self.choose()
+        upstream = None
+        if target is not None:
+            with contextlib.suppress(OSError):
+                upstream = socket.create_connection(target, timeout=5)
+        if upstream is None:
+            _reset(client)
+            return
+        splice(client, upstream, self._stop, self._conns, self._lock)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0): the client sees its connection refused/reset at once, not an EOF."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
