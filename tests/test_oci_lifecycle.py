@@ -705,3 +705,22 @@ def test_cgroup_v2_limits_stats_update_freeze(busybox: str, tmp_path: Path, ours
     ours("delete", "--force", "v2")
     assert reap(pid) == -9
     assert not d.exists()
+
+
+def test_a_cached_seccomp_filter_installs_after_pivot_root(busybox: str, tmp_path: Path, ours: Runtime) -> None:
+    """The second container with the same profile takes the compiled program from the cache: what installs it
+    must be loaded before the init loses the host's files (a lazy import after pivot_root failed)."""
+    b = make_bundle(tmp_path, busybox, ["sh", "-c", "grep Seccomp: /proc/self/status > /out/seccomp"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    (b / "config.json").write_text(json.dumps(cfg))
+    for cid in ("s1", "s2"):
+        ours("create", "--bundle", str(b), cid, stdio=tmp_path / "stdio")
+        pid = ours.state(cid)["pid"]
+        adopt(pid)
+        ours("start", cid)
+        assert reap(pid) == 0
+        assert (tmp_path / "out" / "seccomp").read_text().split() == ["Seccomp:", "2"]
+        ours("delete", cid)
+    assert len(list((ours.root / ".seccomp").iterdir())) == 1

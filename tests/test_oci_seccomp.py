@@ -111,3 +111,26 @@ def test_filter_goes_in_before_the_capabilities_without_no_new_privs() -> None:
     fields = dict(line.split(":\t") for line in r.stdout.splitlines())
     assert fields["Seccomp"] == "2" and fields["NoNewPrivs"] == "0"
     assert int(fields["CapEff"], 16) >> 21 & 1 == 0  # no CAP_SYS_ADMIN left to the process
+
+
+def test_compiled_profiles_are_cached_by_content(tmp_path, monkeypatch) -> None:
+    """An engine sends the same profile for every container: the second `create` reads the program back
+    instead of compiling (and importing the compiler); another profile is another entry."""
+    from pycontainer_magics.oci import process
+    from pycontainer_magics.oci import seccomp as oci_seccomp
+
+    doc = _doc({"index": 0, "value": 5, "op": "SCMP_CMP_EQ"})
+    first = process.compile_seccomp(doc, {}, str(tmp_path / "root" / ".seccomp"))
+    assert first and len(list((tmp_path / "root" / ".seccomp").iterdir())) == 1
+    assert oct((tmp_path / "root").stat().st_mode & 0o777) == "0o700"
+
+    def no_compiler(_doc: dict) -> bytes:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(oci_seccomp, "compile_config", no_compiler)
+    assert process.compile_seccomp(dict(reversed(list(doc.items()))), {}, str(tmp_path / "root" / ".seccomp")) \
+        == first  # the same profile, keys in another order
+    monkeypatch.undo()
+    other = process.compile_seccomp(_doc({"index": 0, "value": 6, "op": "SCMP_CMP_EQ"}), {},
+                                    str(tmp_path / "root" / ".seccomp"))
+    assert other and other != first and len(list((tmp_path / "root" / ".seccomp").iterdir())) == 2

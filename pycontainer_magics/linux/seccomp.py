@@ -11,14 +11,13 @@ let another table's numbers through.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import platform
 import struct
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
-from .libc import libc
+from .seccomp_install import install
 from .syscalls_x86_64 import X86_64
 
 PR_SET_SECCOMP = 22
@@ -194,20 +193,6 @@ def _search(blocks: list[tuple[int, list[bytes]]], default: int) -> list[bytes]:
     low, high = _search(blocks[:mid], default), _search(blocks[mid:], default)
     # A >= pivot: take the unconditional jump over the lower half (its 32-bit offset has no 255 limit)
     return [_ins(_JGE, blocks[mid][0], 0, 1), _ins(_JA, len(low)), *low, *high]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def install(program: bytes) -> None:
-    """Install a compiled filter on the calling thread (and so on everything it executes)."""
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    prctl = libc.prctl
-    if prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"installing the seccomp filter: {errno.errorcode.get(e, e)}")
 
 
 def supported() -> bool:

@@ -91,7 +91,7 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
         raise StateError(errno.EINVAL, "cannot exec in a paused container (use --ignore-paused to override)")
     proc = build_process(rec, args, o)
     cfg_linux = (rec.get("config") or {}).get("linux") or {}
-    plan = process.plan_process(proc, cfg_linux, "process")
+    plan = process.plan_process(proc, cfg_linux, "process", cache_dir=os.path.join(root, ".seccomp"))
     detach = bool(o.get("detach"))
     if plan.terminal and not o.get("console_socket"):
         raise ConfigError("cannot allocate tty if runc will detach without setting console socket"

@@ -53,7 +53,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     if not os.path.isdir(bundle):
         raise StateError(errno.ENOENT, f"chdir {opts.bundle}: no such file or directory")
     cfg = load(bundle)
-    plan = plan_process(cfg.process, cfg.linux)
+    plan = plan_process(cfg.process, cfg.linux, cache_dir=os.path.join(root, ".seccomp"))
     if plan.terminal and not opts.console_socket:
         raise ConfigError("cannot allocate tty if runc will detach without setting console socket")
     if opts.console_socket and not plan.terminal:

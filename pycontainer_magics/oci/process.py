@@ -22,6 +22,10 @@ from typing import Any
 
 from ..linux.caps import capset
 from ..linux.libc import PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, libc, prctl
+
+# Imported here, not where it is called: the container's init calls it after pivot_root, when this package's
+# files are no longer in its view (a cached filter means the compiler never loaded it before the fork).
+from ..linux.seccomp_install import install as install_program
 from .config import ConfigError, cap_mask
 
 PR_SET_KEEPCAPS = 8
@@ -65,7 +69,8 @@ def _rlim(v: Any) -> int:
     return resource.RLIM_INFINITY if v < 0 or v >= 2**63 else v
 
 
-def plan_process(process: dict[str, Any], linux: dict[str, Any], where: str = "process") -> ProcessPlan:
+def plan_process(process: dict[str, Any], linux: dict[str, Any], where: str = "process",
+                 cache_dir: str | None = None) -> ProcessPlan:
     args = process.get("args")
     if not isinstance(args, list) or not args:
         raise ConfigError(f"config.json: {where}/args: missing: nothing to run")
@@ -105,21 +110,48 @@ def plan_process(process: dict[str, Any], linux: dict[str, Any], where: str = "p
         permitted=cap_mask(caps.get("permitted"), f"{where}/capabilities/permitted"),
         inheritable=cap_mask(caps.get("inheritable"), f"{where}/capabilities/inheritable"),
         ambient=cap_mask(caps.get("ambient"), f"{where}/capabilities/ambient"),
-        rlimits=rl, no_new_privileges=nnp, seccomp=compile_seccomp(linux.get("seccomp"), caps),
+        rlimits=rl, no_new_privileges=nnp, seccomp=compile_seccomp(linux.get("seccomp"), caps, cache_dir),
         apparmor=process.get("apparmorProfile") or None, oom_score_adj=process.get("oomScoreAdj"),
         terminal=bool(process.get("terminal")),
         console_size=(int(size.get("height", 0)), int(size.get("width", 0))) if size else None)
 
 
-def compile_seccomp(doc: dict[str, Any] | None, caps: dict[str, Any]) -> bytes | None:
-    """The config's linux.seccomp as a BPF program (None: no filter), refused clearly where it cannot be."""
+def compile_seccomp(doc: dict[str, Any] | None, caps: dict[str, Any], cache_dir: str | None = None) -> bytes | None:
+    """The config's linux.seccomp as a BPF program (None: no filter), refused clearly where it cannot be.
+    With cache_dir (the state root's, private to root), a program compiled before for the same profile is
+    read back: an engine sends the same profile for every container, and the compiler's imports and its
+    work are most of `create`'s CPU after the interpreter's start-up."""
+    if not doc or (not doc.get("defaultAction") and not doc.get("syscalls")):
+        return None
+    path = None
+    if cache_dir is not None:
+        import hashlib
+        import json
+        key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        path = os.path.join(cache_dir, key + ".bpf")
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            pass
     from ..linux.seccomp import SeccompError
     from .seccomp import compile_config
 
     try:
-        return compile_config(doc)
+        program = compile_config(doc)
     except SeccompError as e:
         raise ConfigError(f"config.json: {e}") from None
+    if cache_dir is not None and path is not None and program is not None:
+        try:
+            os.makedirs(os.path.dirname(cache_dir), mode=0o700, exist_ok=True)  # the state root, private
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(program)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+    return program
 
 
 # -- in the child -------------------------------------------------------------------------------------
@@ -156,15 +188,13 @@ def apply_apparmor(plan: ProcessPlan) -> None:
 def install_seccomp_early(plan: ProcessPlan) -> None:
     """Without no_new_privs installing a filter needs CAP_SYS_ADMIN: do it while we still hold it."""
     if plan.seccomp is not None and not plan.no_new_privileges:
-        from ..linux.seccomp import install
-        install(plan.seccomp)
+        install_program(plan.seccomp)
 
 
 def install_seccomp_late(plan: ProcessPlan) -> None:
     """With no_new_privs: as late as possible, so the fewest of our own calls run under the filter."""
     if plan.seccomp is not None and plan.no_new_privileges:
-        from ..linux.seccomp import install
-        install(plan.seccomp)
+        install_program(plan.seccomp)
 
 
 def set_no_new_privs(plan: ProcessPlan) -> None:

@@ -156,7 +156,7 @@ def public(directory: str, rec: dict[str, Any]) -> dict[str, Any]:
 
 def list_ids(root: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(root) if valid_id(n))
+        return sorted(n for n in os.listdir(root) if valid_id(n) and not n.startswith("."))  # .seccomp: a cache
     except FileNotFoundError:
         return []
 
