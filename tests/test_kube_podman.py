@@ -5,7 +5,8 @@ the pod's containers), and YAML written by `podman kube generate` plays here the
 podman runs on a private --root/--runroot/--tmpdir under the test's temp dir with a containers.conf of
 its own (runc: crun 1.8 refuses the cgroup v1 hybrid layout; nofile/nproc ulimits root can set here;
 network configs in the temp dir) and `--network none` (only lo: no CNI network, bridge or firewall rule
-on the host); everything it made is removed at the end.
+on the host), in a mount namespace of its own (its mounts are not the host's); everything it made is removed
+at the end.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def test_generated_yaml_runs_under_podman_kube_play(podman, tmp_path):
         assert wait_for(lambda: "done" in podman.logs(f"{name}-cli"), 30), \
             podman.logs(f"{name}-cli")
         _check_client_output(podman.logs(f"{name}-cli"), name)
+        with open("/proc/self/mountinfo") as mi:
+            assert podman.top not in mi.read()  # podman's mounts are in its own mount namespace, not the host's
         mem = podman.inspect(f"{name}-srv", "{{.HostConfig.Memory}}")
         assert mem == str(48 * 2**20)
     finally:

@@ -11,7 +11,9 @@ and read YAML `podman kube generate` writes.
 What podman needs here, measured: `--runtime runc` (crun 1.8 refuses the cgroup v1 hybrid layout), a
 containers.conf with ulimits root can set here (nofile/nproc: root lacks CAP_SYS_RESOURCE on this VM),
 network configs in the temp dir, `--network none` (only lo: no CNI bridge or firewall rule on the host),
-and images whose config has PATH.
+and images whose config has PATH. Every podman command runs in a mount namespace of its own (kept by a
+small `sleep` holder, entered with nsenter), so podman's overlay and shm mounts — and those of the conmon and
+containers it starts — never show in the host's mount table, and vanish with the namespace.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from typing import Any
 
 from .errors import KubeError
@@ -43,7 +47,9 @@ class PrivatePodman:
                     f'[network]\nnetwork_config_dir = "{self.top}/cni"\n'
                     '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
         self.env = {**os.environ, "CONTAINERS_CONF": conf}
-        self.base = ["podman", "--root", f"{self.top}/root", "--runroot", f"{self.top}/runroot",
+        self._holder = _mount_namespace_holder()
+        self.base = ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--",
+                     "podman", "--root", f"{self.top}/root", "--runroot", f"{self.top}/runroot",
                      "--tmpdir", f"{self.top}/tmp"]
 
     def __call__(self, *args: str, check: bool = True, input: str | None = None,  # noqa: A002
@@ -94,6 +100,9 @@ class PrivatePodman:
             self("pod", "rm", "-af", "-t", "0", check=False)
             self("rm", "-af", "-t", "0", check=False)
             self("system", "reset", "-f", check=False)
+        if self._holder.poll() is None:
+            self._holder.kill()  # the namespace, and any mount podman left in it, goes with its last process
+            self._holder.wait()
         if self._own:
             shutil.rmtree(self.top, ignore_errors=True)
 
@@ -102,6 +111,28 @@ class PrivatePodman:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _mount_namespace_holder() -> subprocess.Popen[bytes]:
+    """`sleep` in a new mount namespace (private propagation), dying with us; returns once it is in it."""
+    from ..linux.libc import PR_SET_PDEATHSIG, prctl
+
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        raise KubeError("podman here runs in a mount namespace of its own: unshare and nsenter (util-linux) are "
+                        "needed")
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "infinity"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
+    ns, ours = f"/proc/{holder.pid}/ns/mnt", os.readlink("/proc/self/ns/mnt")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and holder.poll() is None:
+        with contextlib.suppress(OSError):
+            if os.readlink(ns) != ours:  # unshare has made it and exec'd sleep there
+                return holder
+        time.sleep(0.005)
+    holder.kill()
+    holder.wait()
+    raise KubeError("could not make a mount namespace for podman (unshare --mount failed)")
 
 
 __all__ = ["PrivatePodman"]
