@@ -529,3 +529,21 @@ def test_cli_container_ps_logs_exec_stop(d):
     assert _pycontainer(d, "container", "stop", "clid").stdout == "clid\n"
     assert d.docker("inspect", "-f", "{{.State.ExitCode}}", "clid", check=True).stdout.strip() == "5"
     d.docker("rm", "clid", check=True)
+
+
+def test_restart_policies(d):
+    d.docker("run", "-d", "--name", "flaky", "--network", "none", "--restart", "on-failure:2", IMAGE, "sh", "-c",
+             "echo run; exit 3", check=True)
+    assert wait_for(lambda: d.docker("inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "flaky",
+                                     check=True).stdout.split() == ["2", "exited"], 30)
+    assert d.docker("logs", "flaky", check=True).stdout == "run\nrun\nrun\n"  # the first run and two restarts
+    d.docker("rm", "flaky", check=True)
+    d.docker("run", "-d", "--name", "always", "--network", "none", "--restart", "always", IMAGE, "sh", "-c",
+             "trap 'exit 0' TERM; while true; do sleep 0.1; done", check=True)
+    d.docker("exec", "always", "sh", "-c", "kill 1", check=True)  # it ends on its own: restarted
+    assert wait_for(lambda: d.docker("inspect", "-f", "{{.RestartCount}} {{.State.Running}}", "always",
+                                     check=True).stdout.split() == ["1", "true"], 30)
+    d.docker("stop", "always", check=True)  # a manual stop holds
+    time.sleep(0.5)
+    assert d.docker("inspect", "-f", "{{.State.Running}}", "always", check=True).stdout.strip() == "false"
+    d.docker("rm", "always", check=True)

@@ -112,6 +112,8 @@ class Containers:
                 self._watch(c)
             elif record["HostConfig"].get("AutoRemove") and c.status == "exited":
                 self._remove_now(c)
+            elif c.status == "exited" and self._should_restart(c, at_boot=True):
+                asyncio.ensure_future(self._restart_later(c))  # --restart always|unless-stopped: up again
         log.info("loaded %d containers (%d running)", len(self.by_id),
                  sum(1 for c in self.by_id.values() if c.running))
 
@@ -161,10 +163,13 @@ class Containers:
                 return n
 
     # -- start -------------------------------------------------------------------------------------
-    async def start(self, c: Container) -> bool:
-        """False if it was running already (dockerd answers 304)."""
+    async def start(self, c: Container, manual: bool = True) -> bool:
+        """False if it was running already (dockerd answers 304). A start by a client (`manual`) resets the
+        restart count and the manual stop its restart policy honours."""
         if c.running:
             return False
+        if manual:
+            c.state = await asyncio.to_thread(store.update_state, c.id, ManuallyStopped=False, RestartCount=0)
         rec = c.record
         spec = container_config.spec_of(c.id, c.name, rec["Image"], rec["Config"], rec["HostConfig"],
                                         rec["NetworkingConfig"].get("EndpointsConfig") or {}, store.layer_dir(c.id))
@@ -245,6 +250,39 @@ class Containers:
             fn(c)
         if c.record["HostConfig"].get("AutoRemove") and not c.removed.is_set():
             self._remove_now(c)
+        elif self._should_restart(c):
+            asyncio.ensure_future(self._restart_later(c))
+
+    # -- restart policies (docker run --restart) ------------------------------------------------
+    def _should_restart(self, c: Container, at_boot: bool = False) -> bool:
+        policy = c.record["HostConfig"].get("RestartPolicy") or {}
+        name = policy.get("Name") or "no"
+        manual = bool(c.state.get("ManuallyStopped"))
+        if c.stopping or c.removed.is_set() or name == "no":
+            return False
+        if name == "always":
+            return at_boot or not manual  # a manual stop holds until the daemon restarts, as dockerd
+        if name == "unless-stopped":
+            return not manual
+        if name == "on-failure":
+            limit = int(policy.get("MaximumRetryCount") or 0)
+            return not manual and int(c.state.get("ExitCode") or 0) != 0 and \
+                (limit == 0 or int(c.state.get("RestartCount") or 0) < limit)
+        return False
+
+    async def _restart_later(self, c: Container) -> None:
+        # dockerd's back-off: 100 ms, doubling with each restart in a row, at most a minute
+        delay = min(60.0, 0.1 * 2 ** min(int(c.state.get("RestartCount") or 0), 10))
+        await asyncio.sleep(delay)
+        if c.running or c.removed.is_set() or c.id not in self.by_id:
+            return
+        c.state = store.update_state(c.id, RestartCount=int(c.state.get("RestartCount") or 0) + 1)
+        try:
+            await self.start(c, manual=False)
+        except ApiError as e:
+            log.warning("restarting %s failed: %s", c.name, e.message)
+        else:
+            self.events.emit("container", "restart", c.id, self.attrs(c))
 
     # -- signals -----------------------------------------------------------------------------------
     def _signal(self, c: Container, sig: int) -> None:
@@ -259,6 +297,8 @@ class Containers:
     async def kill(self, c: Container, sig: int) -> None:
         if not c.running:
             raise ApiError(409, f"Container {c.id} is not running")
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):  # as dockerd: a kill is a manual stop
+            c.state = store.update_state(c.id, ManuallyStopped=True)
         self._signal(c, sig)
         if c.status == "paused" and sig == signal.SIGKILL:  # a frozen process dies once thawed
             await asyncio.to_thread(self._thaw, c)
@@ -276,6 +316,7 @@ class Containers:
         if sig is None:
             sig = _signal_number(c.record["Config"].get("StopSignal") or "SIGTERM")
         c.stopping = True
+        c.state = store.update_state(c.id, ManuallyStopped=True)
         try:
             ended = c.changed
             if c.status == "paused":
