@@ -515,3 +515,66 @@ def test_bad_services_and_replicas_are_one_line(change, words):
     for w in words:
         assert w.replace("DEP", name).replace("SVC", f"{name}-s") in str(e.value), str(e.value)
     _nothing_left(name, [f"{name}-pod", f"{name}-0", f"{name}-1"])
+
+
+def test_secrets_as_env_and_as_files():
+    """A Secret's data (base64) and stringData (text, winning for the same key) reach a container as env
+    (secretKeyRef, envFrom secretRef with a prefix) and as files of a secret volume (items, modes)."""
+    import base64
+    name = _tag("sec")
+    b64 = base64.b64encode
+    text = textwrap.dedent(f"""
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: {name}-creds}}
+        type: Opaque
+        data:
+          user: {b64(b"admin").decode()}
+          password: {b64(b"from-data").decode()}
+          tls.key: {b64(b"KEY").decode()}
+        stringData:
+          password: s3cret
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: {name}}}
+        spec:
+          restartPolicy: Never
+          volumes:
+          - name: creds
+            secret:
+              secretName: {name}-creds
+              defaultMode: 0400
+              items: [{{key: password, path: db/password}}, {{key: tls.key, path: tls.key, mode: 0440}}]
+          containers:
+          - name: c
+            image: host
+            command:
+            - sh
+            - -c
+            - >-
+              echo "PW=$PW S_user=$S_user S_password=$S_password";
+              cat /etc/creds/db/password; echo; stat -c '%a %n' /etc/creds/db/password /etc/creds/tls.key;
+              (echo x > /etc/creds/tls.key) 2>/dev/null || echo read-only; ls /etc/creds
+            env:
+            - name: PW
+              valueFrom: {{secretKeyRef: {{name: {name}-creds, key: password}}}}
+            envFrom: [{{secretRef: {{name: {name}-creds}}, prefix: S_}}]
+            volumeMounts: [{{name: creds, mountPath: /etc/creds}}]
+    """)
+    p = K.play(text)
+    try:
+        c = p.container(name, "c")
+        c.wait(20)
+        lines = c.logs().splitlines()
+        assert lines[0] == "PW=s3cret S_user=admin S_password=s3cret", lines
+        assert lines[1] == "s3cret"
+        assert lines[2:5] == ["400 /etc/creds/db/password", "440 /etc/creds/tls.key", "read-only"]
+        assert sorted(lines[5:]) == ["db", "tls.key"]  # only the listed items
+    finally:
+        p.down(timeout=0)
+    _nothing_left(name, [name])
+    bad = text.replace("key: tls.key, path", "key: nope, path")
+    with pytest.raises(KubeError, match=r"spec.volumes\[0\].secret.items\[1\].key: 'nope' is not a key of secret/"):
+        K.play(bad)
+    _nothing_left(name, [name])

@@ -9,17 +9,17 @@ What maps back: a Pod (or each replica of a Deployment's pod template: `<deploym
 `<deployment>-0` .. `-<N-1>` for `replicas: N`) becomes a pod here (workloads/pods.py: one network, IPC and
 UTS namespace for its containers, its host name; shareProcessNamespace: one PID namespace; hostUsers: false: a
 user namespace whose root is an unprivileged range of host ids), its containers `<pod>-<container>` in it:
-image (`host` is this machine's /), command/args (ENTRYPOINT/CMD), env (value, configMapKeyRef, envFrom
-configMapRef), workingDir, resources (limits.memory/cpu; requests.cpu as CPU shares), securityContext
-(capabilities, privileged, allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group, seccompProfile),
-ports (hostPort published on the host), volumes (emptyDir: a tmpfs, or a directory shared by the pod's
-containers; hostPath; configMap; persistentVolumeClaim: a named volume), initContainers (run in order, each to
-a successful end, before the containers), restartPolicy, startup/readiness/liveness probes (exec, httpGet,
-tcpSocket: probes.py; httpGet and tcpSocket connect from inside the pod's network namespace). A Service
-(services.py) gets an address of its own on the play's network under its name, where its ports are forwarded
-to the ready pods it selects (`port` -> `targetPort`, round robin); a headless one names the pods themselves.
-What is read but has no effect here is listed in `notes`; what cannot be run is an error before anything
-exists.
+image (`host` is this machine's /), command/args (ENTRYPOINT/CMD), env (value, configMapKeyRef/secretKeyRef,
+envFrom configMapRef/secretRef), workingDir, resources (limits.memory/cpu; requests.cpu as CPU shares),
+securityContext (capabilities, privileged, allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group,
+seccompProfile), ports (hostPort published on the host), volumes (emptyDir: a tmpfs, or a directory shared by
+the pod's containers; hostPath; configMap; secret; persistentVolumeClaim: a named volume), initContainers (run
+in order, each to a successful end, before the containers), restartPolicy, startup/readiness/liveness probes
+(exec, httpGet, tcpSocket: probes.py; httpGet and tcpSocket connect from inside the pod's network namespace).
+A Service (services.py) gets an address of its own on the play's network under its name, where its ports are
+forwarded to the ready pods it selects (`port` -> `targetPort`, round robin); a headless one names the pods
+themselves. What is read but has no effect here is listed in `notes`; what cannot be run is an error before
+anything exists.
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ from typing import Any
 
 from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs, UsernsMode
 from . import probes, quantity, services
+from .configdata import Sources, safe_relpath, write_tree
 from .errors import KubeError, field_path
 from .probes import Probe, ProbeState
 from .services import ServicePlan, ServiceRun
 from .validate import describe, lint, load_documents, pod_spec_path
 
 OutputFn = Callable[[str, str], None]
-PLAYED = ("Pod", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim")
+PLAYED = ("Pod", "Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim")
 EVENTS_KEPT = 1000
 RESTART_DELAY = (0.1, 5.0)  # the first and the longest delay between restarts (doubling), as the kubelet's
-CONFIG_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 
 
 def _quiet(_stream: str, _text: str) -> None:
@@ -171,60 +171,6 @@ def _pod_plan(doc: dict[str, Any], name: str, notes: list[str]) -> PodPlan:
 
 
 # -- the play's files: ConfigMaps, shared emptyDirs ----------------------------------------------------------
-
-def _safe_relpath(p: str) -> bool:
-    parts = p.split("/")
-    return bool(p) and not p.startswith("/") and all(x not in ("", ".", "..") for x in parts)
-
-
-def _write_file(base_fd: int, rel: str, data: bytes) -> None:
-    """Write `rel` below the directory `base_fd`, never following a symlink (ConfigMap keys and item paths
-    are input from elsewhere)."""
-    parts = rel.split("/")
-    fd = os.dup(base_fd)
-    try:
-        for d in parts[:-1]:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(d, 0o755, dir_fd=fd)
-            nfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        f = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
-        try:
-            os.fchmod(f, 0o644)
-            os.write(f, data)
-        finally:
-            os.close(f)
-    finally:
-        os.close(fd)
-
-
-def _configmap_items(cm: dict[str, Any], source: dict[str, Any], where: str) -> dict[str, bytes]:
-    """path -> content of a configMap volume (all keys, or the listed items)."""
-    import base64
-
-    data: dict[str, bytes] = {k: str(v).encode() for k, v in (cm.get("data") or {}).items()}
-    for k, v in (cm.get("binaryData") or {}).items():
-        try:
-            data[k] = base64.b64decode(v, validate=True)
-        except ValueError:
-            raise KubeError(f"configmap/{cm['metadata']['name']}: binaryData.{k}: not base64") from None
-    for k in data:
-        if not k or not set(k) <= CONFIG_KEY_CHARS or k in (".", ".."):
-            raise KubeError(f"configmap/{cm['metadata']['name']}: data.{k}: a key is letters, digits, '-', '_', '.'")
-    items = source.get("items")
-    if not items:
-        return data
-    out = {}
-    for i, it in enumerate(items):
-        key, path = it.get("key"), it.get("path")
-        if key not in data:
-            raise KubeError(f"{where}.items[{i}].key: {key!r} is not a key of configmap/{cm['metadata']['name']}")
-        if not isinstance(path, str) or not _safe_relpath(path):
-            raise KubeError(f"{where}.items[{i}].path: {path!r} must be a relative path without '..'")
-        out[path] = data[key]
-    return out
-
 
 # -- running ----------------------------------------------------------------------------------------------------
 
@@ -673,7 +619,7 @@ class _Planner:
     def __init__(self, docs: list[dict[str, Any]]) -> None:
         self.docs = docs
         self.notes: list[str] = []
-        self.configmaps: dict[str, dict[str, Any]] = {}
+        self.sources = Sources()  # ConfigMaps and Secrets
         self.claims: list[str] = []
         self.services: list[ServicePlan] = []
         self.pods: list[PodPlan] = []
@@ -686,8 +632,8 @@ class _Planner:
                 raise KubeError(f"{describe(d)}: apiVersion: {d.get('apiVersion')!r}: expected "
                                 f"{'apps/v1' if kind == 'Deployment' else 'v1'}")
             lint(d)
-            if kind == "ConfigMap":
-                self.configmaps[d["metadata"]["name"]] = d
+            if kind in ("ConfigMap", "Secret"):
+                self.sources.add(d)
             elif kind == "PersistentVolumeClaim":
                 self.claims.append(d["metadata"]["name"])
             elif kind == "Service":
@@ -766,24 +712,13 @@ class _Planner:
                 if typ == "File" and not os.path.isfile(path):
                     raise KubeError(f"{where}.hostPath: {path} is not a file")
                 out[vname] = ("bind", path)
-            elif "configMap" in v:
-                src = v.get("configMap") or {}
-                cm = self.configmaps.get(str(src.get("name")))
-                if cm is None:
-                    if src.get("optional"):
-                        cm = {"metadata": {"name": src.get("name")}}
-                    else:
-                        raise KubeError(f"{where}.configMap.name: no ConfigMap {src.get('name')!r} in this YAML")
-                items = _configmap_items(cm, src, f"{where}.configMap")
-                d = os.path.join(files, "configmap", plan.name, vname)
-                os.makedirs(d, 0o755)
-                dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-                try:
-                    for rel, data in items.items():
-                        _write_file(dfd, rel, data)
-                finally:
-                    os.close(dfd)
-                out[vname] = ("configmap", d)
+            elif "configMap" in v or "secret" in v:
+                kind = "ConfigMap" if "configMap" in v else "Secret"
+                items = self.sources.volume_files(kind, v.get("configMap" if kind == "ConfigMap" else "secret") or {},
+                                                  where)
+                d = os.path.join(files, kind.lower(), plan.name, vname)
+                write_tree(d, items, _remapped_root() if plan.userns == "remap" else None)
+                out[vname] = ("configmap", d)  # read-only files, mounted alike
             elif "persistentVolumeClaim" in v:
                 claim = (v.get("persistentVolumeClaim") or {}).get("claimName", "")
                 if not VOLUME_NAME_RE.match(claim or ""):
@@ -800,7 +735,7 @@ class _Planner:
             else:
                 kinds = [k for k in v if k != "name"]
                 raise KubeError(f"{where}: a {kinds[0] if kinds else 'volume'} volume is not played here (emptyDir, "
-                                "hostPath, configMap and persistentVolumeClaim are)")
+                                "hostPath, configMap, secret and persistentVolumeClaim are)")
         return out
 
     def make_specs(self, plan: PodPlan, vols: dict[str, tuple[str, Any]]) -> None:
@@ -856,7 +791,7 @@ class _Planner:
             if not kind:
                 raise KubeError(f"{where}.name: no volume {m.get('name')!r} in the pod's volumes")
             target, ro, sub = m["mountPath"], bool(m.get("readOnly")), m.get("subPath")
-            if sub is not None and (not isinstance(sub, str) or not _safe_relpath(sub)):
+            if sub is not None and (not isinstance(sub, str) or not safe_relpath(sub)):
                 raise KubeError(f"{where}.subPath: {sub!r} must be a relative path without '..'")
             if kind == "tmpfs":
                 if sub:
@@ -869,7 +804,7 @@ class _Planner:
             else:
                 src = str(data) if not sub else os.path.join(str(data), sub)
                 if sub and kind == "configmap" and not os.path.exists(src):
-                    raise KubeError(f"{where}.subPath: {sub!r} is not a key of the ConfigMap")
+                    raise KubeError(f"{where}.subPath: {sub!r} is not a key of the ConfigMap or Secret")
                 if sub and kind == "dir":
                     os.makedirs(src, 0o755, exist_ok=True)  # the kubelet makes a missing subPath directory
                 mounts.append(Mount(src, target, ro or kind == "configmap", "bind"))
@@ -883,31 +818,13 @@ class _Planner:
     def _env(self, cp: ContainerPlan) -> dict[str, str]:
         env: dict[str, str] = {}
         for i, ef in enumerate(cp.k8s.get("envFrom") or []):
-            ref = ef.get("configMapRef")
-            if ref is None:
-                raise KubeError(f"{cp.path}.envFrom[{i}]: only configMapRef is played here")
-            cm = self.configmaps.get(ref.get("name"))
-            if cm is None:
-                if ref.get("optional"):
-                    continue
-                raise KubeError(f"{cp.path}.envFrom[{i}].configMapRef.name: no ConfigMap {ref.get('name')!r} in "
-                                "this YAML")
-            prefix = ef.get("prefix") or ""
-            env.update({prefix + k: str(v) for k, v in (cm.get("data") or {}).items()})
+            env.update(self.sources.env_from(ef, f"{cp.path}.envFrom[{i}]"))
         for i, e in enumerate(cp.k8s.get("env") or []):
             name = e["name"]
             if "valueFrom" in e:
-                ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
-                if ref is None:
-                    raise KubeError(f"{cp.path}.env[{i}].valueFrom: only configMapKeyRef is played here")
-                cm = self.configmaps.get(ref.get("name"))
-                val = None if cm is None else (cm.get("data") or {}).get(ref.get("key"))
-                if val is None:
-                    if ref.get("optional"):
-                        continue
-                    raise KubeError(f"{cp.path}.env[{i}].valueFrom.configMapKeyRef: no key {ref.get('key')!r} in "
-                                    f"ConfigMap {ref.get('name')!r} of this YAML")
-                env[name] = str(val)
+                val = self.sources.env_value(e.get("valueFrom") or {}, f"{cp.path}.env[{i}].valueFrom")
+                if val is not None:
+                    env[name] = val
             else:
                 env[name] = _expand(str(e.get("value", "")), env)
         return env
