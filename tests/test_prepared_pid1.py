@@ -54,8 +54,13 @@ def _alive(pid: int) -> bool:
 
 def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
     pool.drain()
+    run(ContainerSpec(python_code="pass", memory=64 * MiB), python_globals={})
+    # After a Python cell, two commands in a row before one is prepared: a notebook that alternates Python
+    # and shell cells keeps its prepared holder and cgroup usable by both.
     first = sh("echo $WHO $(hostname); exit 3", hostname="one", env=(("WHO", "a"),), memory=64 * MiB)
     assert (first.exit_code, first.stdout, prepared_ahead(first)) == (3, "a one\n", False)
+    again = sh("true", memory=64 * MiB)
+    assert not prepared_ahead(again)
     # The same spec but for its command, environment and hostname: served by the prepared PID 1.
     second = sh("echo $WHO $(hostname) $$ $(cat /proc/self/cgroup | grep -c memory:/$)", hostname="two",
                 env=(("WHO", "b"),), memory=64 * MiB)
@@ -63,20 +68,34 @@ def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
     assert (second.exit_code, second.stdout) == (0, "b two 1 1\n"), second.stderr
     assert second.peak_memory and second.memory_limit == 64 * MiB  # its own cgroup, with the limit
     assert {row.kind for row in second.namespaces if row.isolated} >= {"mount", "pid", "net", "user", "cgroup"}
+    # A Python cell never gets the cgroup a PID 1 waits in (its peak memory and OOM count are its own).
+    assert wait_for(lambda: pool._ready is not None and pool._ready.parked_cgroup is not None, 10)
+    assert pool._ready is not None
+    waiting_in = pool._ready.parked_cgroup
+    cell = run(ContainerSpec(python_code="print('py')", memory=64 * MiB), python_globals={})
+    assert (cell.exit_code, cell.stdout, cell.id != waiting_in) == (0, "py\n", True)
     # Another limit is another cgroup: that run forks its PID 1 the usual way, and is right.
-    third = sh("echo $(hostname)", hostname="three", memory=32 * MiB)
+    sh("true", memory=64 * MiB)
+    sh("true", memory=64 * MiB)
+    third = sh("echo $(hostname)", hostname="three", memory=96 * MiB)
     assert (third.exit_code, third.stdout, prepared_ahead(third)) == (0, "three\n", False)
-    assert third.memory_limit == 32 * MiB
+    assert third.memory_limit == 96 * MiB
     # A read-only root is another set of mounts: not served by a PID 1 prepared for a writable one.
-    sh("true", memory=32 * MiB)
-    ro = sh("touch /x 2>/dev/null || echo refused", memory=32 * MiB, read_only=True)
+    sh("true", memory=96 * MiB)
+    sh("true", memory=96 * MiB)
+    ro = sh("touch /x 2>/dev/null || echo refused", memory=96 * MiB, read_only=True)
     assert (ro.stdout, prepared_ahead(ro)) == ("refused\n", False)
+    # Under a small memory limit nothing waits in the cgroup.
+    for _ in range(3):
+        small = sh("echo small", memory=32 * MiB)
+    assert (small.stdout, prepared_ahead(small)) == ("small\n", False)
     pool.drain()
 
 
 def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     # In process: dropping what is prepared ends the holder and its PID 1 and removes their cgroup.
     pool.drain()
+    sh("true", memory=64 * MiB)
     sh("true", memory=64 * MiB)
     assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
                     and len(_children(pool._ready.pid)) == 1, 10)
@@ -94,6 +113,7 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     script = ("import os, sys, time\n"
               "from pycontainer_magics.runtime import run, ContainerSpec\n"
               "from pycontainer_magics.runtime.pool import pool\n"
+              "run(ContainerSpec(command=('true',), memory=64 * 2**20))\n"
               "run(ContainerSpec(command=('true',), memory=64 * 2**20))\n"
               "while pool._ready is None or pool._ready.parked is None: time.sleep(0.01)\n"
               "print(pool._ready.pid, *sorted(set(pool._cgroup[1].paths.values())), flush=True)\n"

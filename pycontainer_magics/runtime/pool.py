@@ -40,6 +40,9 @@ class Holder:
         self.sock.close()
 
 
+PARK_MIN_MEMORY = 64 << 20  # below this memory limit no PID 1 is prepared ahead (its interpreter waits in the cgroup)
+
+
 class Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -78,18 +81,31 @@ class Pool:
         pid, sock = prepare_holder(plan, launch)
         return Holder(pid, sock, plan, ours=True, has_launch=launch is not None)
 
-    def take_cgroup(self, h: Hierarchy, limits: CgroupLimits) -> Cgroup:
+    def take_cgroup(self, h: Hierarchy, limits: CgroupLimits, *, parkable: bool = True) -> Cgroup:
         """A cgroup with `limits`: the one made ahead of time if it matches, else a new one (named like a
-        container id: its name is the run's id)."""
+        container id: its name is the run's id). One that holds a PID 1 prepared ahead goes only to a run
+        that can take that PID 1 over (`parkable`); otherwise it is removed with the prepared holder."""
         with self._lock:
             while self._busy or self._wanted_cgroup is not None:
                 self._work.wait()
             ready, self._cgroup = self._cgroup, None
+            holder = self._ready
+            parked_here = ready is not None and holder is not None and holder.parked_cgroup == ready[1].name
+            if parked_here and not parkable:
+                self._ready = None
         if ready is not None:
-            if ready[0] == limits:
+            if ready[0] == limits and (parkable or not parked_here):
                 return ready[1]
+            if parked_here and not parkable and holder is not None:
+                holder.close()  # it and its PID 1 go; the cgroup's removal kills what is left in it
             cleanup.defer(ready[1].remove)
         return h.create(new_id(), limits)
+
+    def parked_for(self, cg: Cgroup) -> tuple[Any, ...] | None:
+        """The park key of the PID 1 prepared ahead in `cg`, if there is one."""
+        with self._lock:
+            h = self._ready
+            return h.parked if h is not None and h.parked_cgroup == cg.name else None
 
     def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
                  launch: Callable[[Cgroup | None], Launch] | None = None) -> None:
@@ -125,7 +141,9 @@ class Pool:
                     cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
                 except OSError:
                     pass
-            if holder is not None and park is not None and (want_cg is None or cg is not None):
+            # Not under a small memory limit: the waiting interpreter's pages count against it.
+            roomy = cg is None or cg[0].memory is None or cg[0].memory >= PARK_MIN_MEMORY
+            if holder is not None and park is not None and (want_cg is None or cg is not None) and roomy:
                 _park(holder, cg[1] if cg is not None else None, park)
             with self._lock:
                 old, old_cg = None, None

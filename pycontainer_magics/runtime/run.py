@@ -432,9 +432,12 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     cg: Cgroup | None = None
     pod: PodMembership | None = None
     try:
+        # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not gated, not on a
+        # network or in a pod: only such a run may get the cgroup one waits in.
+        parkable = spec.python_code is None and gate is None and not _networked(spec) and spec.pod is None
         if h is not None:
             try:
-                cg = pool.take_cgroup(h, _limits(spec))
+                cg = pool.take_cgroup(h, _limits(spec), parkable=parkable)
             except CgroupError as e:
                 raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
             r.cgroup_version = cg.version
@@ -453,6 +456,13 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
                 raise
         else:
             hp, L = plan_launch(plan_spec, cg, python_globals, maps=pod.maps if pod else None)
+            parked = pool.parked_for(cg) if cg is not None and h is not None else None
+            if parked is not None and parked != L.park_key():  # prepared for other mounts: not this cgroup
+                assert h is not None and cg is not None
+                old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
+                cleanup.defer(old_cg.remove)  # with the prepared PID 1 in it (its holder is not taken)
+                r.id = cg.name
+                hp, L = plan_launch(plan_spec, cg, python_globals, maps=pod.maps if pod else None)
         L.export_layer = export_layer
         if pod is not None:
             hp, on_start = pod.admit(r.id, spec, hp, L, on_start)
@@ -605,14 +615,21 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         h = hierarchy()
         # A command's PID 1 is prepared too (parked in that cgroup, past its mounts and pivot_root): its launch
         # is planned again for the next cgroup (the cgroup's directories are part of its mounts).
-        # (Not on a network or in a pod: their mounts name the container.)
+        # (Not on a network or in a pod: their mounts name the container.) Only after two such runs in a row: a
+        # notebook that alternates Python and shell cells keeps its pooled holder and cgroup for both.
+        global _last_parkable
         park = None
-        if not holder.ours and L.parkable() and not _networked(spec) and spec.pod is None:
+        parkable = not holder.ours and L.parkable() and not _networked(spec) and spec.pod is None
+        if parkable and _last_parkable:
             park = lambda next_cg: plan_launch(spec, next_cg, None)[1].for_holder()  # noqa: E731
+        _last_parkable = parkable
         pool.prefetch(None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
                       launch=park)
     if relay.interrupted:
         raise ContainerInterrupted(r)
+
+
+_last_parkable = False  # the last run could have used a PID 1 prepared ahead (see _execute)
 
 
 def _waitpid(pid: int) -> int:
