@@ -276,13 +276,16 @@ class Containers:
         await asyncio.sleep(delay)
         if c.running or c.removed.is_set() or c.id not in self.by_id:
             return
-        c.state = store.update_state(c.id, RestartCount=int(c.state.get("RestartCount") or 0) + 1)
+        count = int(c.state.get("RestartCount") or 0) + 1
         try:
             await self.start(c, manual=False)
         except ApiError as e:
             log.warning("restarting %s failed: %s", c.name, e.message)
-        else:
-            self.events.emit("container", "restart", c.id, self.attrs(c))
+            return
+        # Counted once it runs, before its end can be handled (no await in between): the policy's limit
+        # then sees this run.
+        c.state = store.update_state(c.id, RestartCount=count)
+        self.events.emit("container", "restart", c.id, self.attrs(c))
 
     # -- signals -----------------------------------------------------------------------------------
     def _signal(self, c: Container, sig: int) -> None:
