@@ -5,21 +5,22 @@ play` does; `down` removes what it made.
     p.ps(); p.logs(); p.wait()
     p.down()                          # containers, pods, the play's network and files
 
-What maps back: a Pod (or each replica of a Deployment's pod template: `<deployment>-pod` for one,
-`<deployment>-0` .. `-<N-1>` for `replicas: N`) becomes a pod here (workloads/pods.py: one network, IPC and
-UTS namespace for its containers, its host name; shareProcessNamespace: one PID namespace; hostUsers: false: a
-user namespace whose root is an unprivileged range of host ids), its containers `<pod>-<container>` in it:
-image (`host` is this machine's /), command/args (ENTRYPOINT/CMD), env (value, configMapKeyRef/secretKeyRef,
-envFrom configMapRef/secretRef), workingDir, resources (limits.memory/cpu; requests.cpu as CPU shares),
-securityContext (capabilities, privileged, allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group,
-seccompProfile), ports (hostPort published on the host), volumes (emptyDir: a tmpfs, or a directory shared by
-the pod's containers; hostPath; configMap; secret; persistentVolumeClaim: a named volume), initContainers (run
-in order, each to a successful end, before the containers), restartPolicy, startup/readiness/liveness probes
-(exec, httpGet, tcpSocket: probes.py; httpGet and tcpSocket connect from inside the pod's network namespace).
-A Service (services.py) gets an address of its own on the play's network under its name, where its ports are
-forwarded to the ready pods it selects (`port` -> `targetPort`, round robin); a headless one names the pods
-themselves. What is read but has no effect here is listed in `notes`; what cannot be run is an error before
-anything exists.
+What maps back: a Pod (or each replica of a Deployment's pod template, or a Job's pod `<job>-pod`:
+`<deployment>-pod` for one, `<deployment>-0` .. `-<N-1>` for `replicas: N`) becomes a pod here
+(workloads/pods.py: one network, IPC and UTS namespace for its containers, its host name;
+shareProcessNamespace: one PID namespace; hostUsers: false: a user namespace whose root is an unprivileged
+range of host ids), its containers `<pod>-<container>` in it: image (`host` is this machine's /), command/args
+(ENTRYPOINT/CMD), env (value, configMapKeyRef/secretKeyRef, envFrom configMapRef/secretRef), workingDir,
+resources (limits.memory/cpu; requests.cpu as CPU shares), securityContext (capabilities, privileged,
+allowPrivilegeEscalation, readOnlyRootFilesystem, runAsUser/Group, seccompProfile), ports (hostPort published
+on the host), volumes (emptyDir: a tmpfs, or a directory shared by the pod's containers; hostPath; configMap;
+secret; persistentVolumeClaim: a named volume), initContainers (run in order, each to a successful end, before
+the containers), restartPolicy, startup/readiness/liveness probes (exec, httpGet, tcpSocket: probes.py;
+httpGet and tcpSocket connect from inside the pod's network namespace). A Service (services.py) gets an
+address of its own on the play's network under its name, where its ports are forwarded to the ready pods it
+selects (`port` -> `targetPort`, round robin); a headless one names the pods themselves. A Job (jobs.py) runs
+its pod to completion, retrying failures up to backoffLimit, within activeDeadlineSeconds. What is read but
+has no effect here is listed in `notes`; what cannot be run is an error before anything exists.
 """
 
 from __future__ import annotations
@@ -38,15 +39,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs, UsernsMode
-from . import probes, quantity, services
+from . import jobs, probes, quantity, services
 from .configdata import Sources, safe_relpath, write_tree
 from .errors import KubeError, field_path
+from .jobs import JobPlan, JobState
 from .probes import Probe, ProbeState
 from .services import ServicePlan, ServiceRun
 from .validate import describe, lint, load_documents, pod_spec_path
 
 OutputFn = Callable[[str, str], None]
-PLAYED = ("Pod", "Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim")
+PLAYED = ("Pod", "Deployment", "Job", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim")
+API_VERSIONS = {"Deployment": "apps/v1", "Job": "batch/v1"}  # the others' is v1
 EVENTS_KEPT = 1000
 RESTART_DELAY = (0.1, 5.0)  # the first and the longest delay between restarts (doubling), as the kubelet's
 
@@ -83,6 +86,7 @@ class PodPlan:
     userns: UsernsMode = "private"  # remap for hostUsers: false
     publish: list[tuple[str, int, int, str]] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    job: JobPlan | None = None  # the pod of a Job
 
 
 def _ctx(plan: PodPlan, *parts: Any) -> str:
@@ -101,6 +105,12 @@ def _pod_plans(doc: dict[str, Any], notes: list[str]) -> list[PodPlan]:
     """A Pod's plan, or a Deployment's: one pod `<name>-pod` (podman's name) for one replica, N pods
     `<name>-0` .. `<name>-<N-1>` for `replicas: N` (each its own address and files; its Services reach them
     all), none for 0."""
+    if doc["kind"] == "Job":
+        jp = jobs.plan(doc, notes)
+        pp = _pod_plan(doc, f"{jp.name}-pod", notes)
+        pp.job = jp
+        pp.labels.update({"job-name": jp.name, "batch.kubernetes.io/job-name": jp.name})  # as the Job controller's
+        return [pp]
     if doc["kind"] != "Deployment":
         return [_pod_plan(doc, doc["metadata"]["name"], notes)]
     replicas = (doc.get("spec") or {}).get("replicas", 1)
@@ -130,7 +140,7 @@ def _pod_plan(doc: dict[str, Any], name: str, notes: list[str]) -> PodPlan:
     if not isinstance(spec, dict):
         raise KubeError(f"{describe(doc)}: {field_path(path)}: missing")
     meta = doc["metadata"]
-    if doc["kind"] == "Deployment":
+    if doc["kind"] in ("Deployment", "Job"):
         meta = (doc["spec"].get("template") or {}).get("metadata") or {}
     plan = PodPlan(describe(doc), name, dict(meta.get("labels") or {}), path, spec)
     for key in ("hostNetwork", "hostPID", "hostIPC"):
@@ -209,6 +219,8 @@ class ContainerRun:
                 code = _exit_code(c)
                 policy = self.pod.plan.restart
                 if policy == "Never" or (policy == "OnFailure" and code == 0):
+                    return
+                if not self.pod.may_restart():
                     return
                 if self.pod.play.stopping.wait(delay):
                     return
@@ -308,6 +320,7 @@ class PodRun:
         self.started = threading.Event()  # its containers run, or it failed
         self.thread: threading.Thread | None = None
         self._netns_fd: int | None = None  # the pod's network namespace, held open (probes connect from it)
+        self.job = JobState(plan.job) if plan.job is not None else None
 
     @property
     def netns(self) -> str | None:
@@ -344,47 +357,126 @@ class PodRun:
 
     def run(self) -> None:
         """Its initContainers in order, each to a successful end, then its containers (in its own thread:
-        an initContainer may wait for another pod)."""
-        from ..workloads.containers import containers
-
+        an initContainer may wait for another pod); a Job's pod then on until the Job is done."""
         try:
-            for i, cp in enumerate(self.plan.init):
-                self.phase = f"Init:{i}/{len(self.plan.init)}"
-                delay = RESTART_DELAY[0]
-                while True:
-                    if self.play.stopping.is_set():
-                        return
-                    assert cp.spec is not None
-                    c = containers.start(cp.spec)
-                    self.init_runs.append(c)
-                    _wait_done(c, None)
-                    code = _exit_code(c)
-                    if code == 0:
-                        break
-                    if self.plan.restart == "Never" or self.play.stopping.is_set() or code is None:
-                        self.phase = "Init:Error"
-                        self.error = f"initContainer {cp.name} " + (f"exited with {code}" if code is not None else
-                                                                     f"did not run: {_failure(c)}")
-                        return
-                    if self.play.stopping.wait(delay):
-                        return
-                    delay = min(delay * 2, RESTART_DELAY[1])
-            with self.play.lock:
-                if self.play.stopping.is_set():
-                    return
-                for cr in self.containers:
-                    cr.start()
-            self.phase = "Running"
-            for cr in self.containers:
-                cr.thread = threading.Thread(target=cr.supervise, daemon=True,
-                                             name=f"kube-{self.plan.name}-{cr.plan.name}")
-                cr.thread.start()
+            ok = self._start()
         except Exception as e:  # noqa: BLE001 - reported by play() and ps
-            self.phase = "Failed"
-            self.error = str(e)
-        finally:
+            self.phase, self.error, ok = "Failed", str(e), False
+        if self.job is None:
             self.started.set()
             self.play.changed()
+            return
+        try:
+            self._run_job(ok)
+        finally:
+            self.job.done.set()
+            self.started.set()
+            self.play.changed()
+
+    def _start(self, again: bool = False) -> bool:
+        """initContainers, then the containers and their supervisors; False (and `error`) when it failed.
+        `again`: a Job's next try of its pod (restartPolicy Never): every container anew."""
+        from ..workloads.containers import containers
+
+        for i, cp in enumerate(self.plan.init):
+            self.phase = f"Init:{i}/{len(self.plan.init)}"
+            delay = RESTART_DELAY[0]
+            while True:
+                if self.play.stopping.is_set():
+                    return False
+                assert cp.spec is not None
+                c = containers.start(cp.spec)
+                self.init_runs.append(c)
+                _wait_done(c, None)
+                code = _exit_code(c)
+                if code == 0:
+                    break
+                if self.plan.restart == "Never" or self.play.stopping.is_set() or code is None \
+                        or not self.may_restart():
+                    self.phase = "Init:Error"
+                    self.error = f"initContainer {cp.name} " + (f"exited with {code}" if code is not None else
+                                                                 f"did not run: {_failure(c)}")
+                    return False
+                if self.play.stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, RESTART_DELAY[1])
+        with self.play.lock:
+            if self.play.stopping.is_set():
+                return False
+            for cr in self.containers:
+                if again and cr.current is not None:
+                    _forget(cr.current)
+                    cr.restarts += 1
+                cr.settled.clear()
+                cr.start()
+        self.phase = "Running"
+        for cr in self.containers:
+            cr.thread = threading.Thread(target=cr.supervise, daemon=True,
+                                         name=f"kube-{self.plan.name}-{cr.plan.name}")
+            cr.thread.start()
+        return True
+
+    def may_restart(self) -> bool:
+        """A failed container (or initContainer) may be run again: always for a Pod or a Deployment's; for a
+        Job's only while its failures stay within backoffLimit (past it the Job fails and the rest stops)."""
+        if self.job is None:
+            return True
+        if self.job.condition is not None:  # done (deadline, backoff): nothing more runs
+            return False
+        if self.job.failure():
+            return True
+        self.play.event(self.plan.name, "", "BackoffLimitExceeded", f"job/{self.job.plan.name} has reached the "
+                        f"specified backoff limit ({self.job.plan.backoff_limit})")
+        threading.Thread(target=self._stop_all, daemon=True).start()  # not from a supervisor: it waits for them
+        return False
+
+    def _stop_all(self) -> None:
+        for cr in self.containers:
+            c = cr.current
+            if c is not None and c.running:
+                _stop(c, self.plan.grace)
+
+    def _run_job(self, ok: bool) -> None:
+        """The Job controller for this pod: Complete when a try ends with every container at 0; on a failed
+        try (restartPolicy Never) the pod runs again until backoffLimit; activeDeadlineSeconds ends it all."""
+        job = self.job
+        assert job is not None
+        delay = RESTART_DELAY[0]
+        while job.condition is None:
+            if ok:
+                self.started.set()
+                self.play.changed()
+                while not all(cr.settled.is_set() for cr in self.containers):
+                    if self.play.stopping.wait(0.05):
+                        return
+                    if job.past_deadline():
+                        job.finish("Failed", "DeadlineExceeded")
+                        self.play.event(self.plan.name, "", "DeadlineExceeded",
+                                        f"job/{job.plan.name} was active longer than specified deadline")
+                        self._stop_all()
+                        return
+                if job.condition is not None:  # a restart passed the backoff limit (OnFailure)
+                    return
+                if all(_exit_code(cr.current) == 0 for cr in self.containers):
+                    job.finish("Complete")
+                    self.play.event(self.plan.name, "", "Completed", f"job/{job.plan.name} completed")
+                    return
+                if self.error:  # a restart could not be made
+                    job.finish("Failed", "Error")
+                    return
+            if self.play.stopping.is_set() or not self.may_restart():
+                return
+            if self.play.stopping.wait(delay):
+                return
+            if job.past_deadline():
+                job.finish("Failed", "DeadlineExceeded")
+                return
+            delay = min(delay * 2, RESTART_DELAY[1])
+            self.error = None
+            try:
+                ok = self._start(again=True)
+            except Exception as e:  # noqa: BLE001 - shown by ps and the Job's state
+                self.phase, self.error, ok = "Failed", str(e), False
 
     def status(self) -> str:
         if self.error:
@@ -454,6 +546,13 @@ class Play:
                 out.append((str(pr.pod.address), port))
         return out
 
+    def job(self, name: str) -> JobState:
+        """The state of the Job `name` of this play (`str()`: as `kubectl get job` would sum it up)."""
+        for pr in self.pods.values():
+            if pr.job is not None and pr.job.plan.name == name:
+                return pr.job
+        raise KubeError(f"no Job {name!r} in play {self.name}")
+
     def service(self, name: str) -> ServiceRun:
         for sr in self.services:
             if sr.plan.name == name:
@@ -519,6 +618,9 @@ class Play:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not pr.started.wait(left):
                 return False
+            if pr.job is not None:  # a Job's pod may run again: its end is the Job's
+                if not pr.job.done.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                    return False
             for cr in pr.containers:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if cr.thread is not None and not cr.settled.wait(left):
@@ -628,9 +730,9 @@ class _Planner:
             if kind not in PLAYED:
                 self.notes.append(f"{describe(d)}: a {kind} is not played here (only {', '.join(PLAYED)}): skipped")
                 continue
-            if d.get("apiVersion") not in ("v1", "apps/v1"):
+            if d.get("apiVersion") != API_VERSIONS.get(kind, "v1"):
                 raise KubeError(f"{describe(d)}: apiVersion: {d.get('apiVersion')!r}: expected "
-                                f"{'apps/v1' if kind == 'Deployment' else 'v1'}")
+                                f"{API_VERSIONS.get(kind, 'v1')}")
             lint(d)
             if kind in ("ConfigMap", "Secret"):
                 self.sources.add(d)
@@ -897,7 +999,7 @@ def play_name(docs: list[dict[str, Any]]) -> str:
     from .generate import dns_label
 
     for d in docs:
-        if d.get("kind") in ("Pod", "Deployment"):
+        if d.get("kind") in ("Pod", "Deployment", "Job"):
             return dns_label(str(d["metadata"]["name"]))
     return "kube"
 

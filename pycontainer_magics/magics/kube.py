@@ -101,7 +101,8 @@ class KubeMagics(Magics):
         Usage::
 
             %%kube [--name N] [--network NET]   play the cell: each Pod (or Deployment replica:
-                                                <name>-pod, or <name>-0..N-1) becomes a pod here whose
+                                                <name>-pod, or <name>-0..N-1; or a Job's pod, run to
+                                                completion with retries) becomes a pod here whose
                                                 containers share localhost, IPC and the host name; a
                                                 Service is an address on the play's network forwarding
                                                 its ports to the ready pods it selects; probes run;
@@ -116,7 +117,8 @@ class KubeMagics(Magics):
 
         Bad YAML (unknown kind, missing image, `memory: 12QB`, two containers with one name) is one line
         with the document and the field path, and nothing is left behind. `%%kube` stores the play as
-        `_kube_play` (`.ps()`, `.logs()`, `.container(pod, name)`, `.down()`).
+        `_kube_play` (`.ps()`, `.logs()`, `.events`, `.job(name)`, `.service(name)`, `.container(pod, name)`,
+        `.down()`).
         """
         ns = _parser().parse_args(split_line(line))
         from ..kube.errors import KubeError
