@@ -106,3 +106,21 @@ def test_the_lab_image_dockerfile_is_one_our_builder_reads():
     assert build.base.image == final.base.image == "scratch"
     values = _values()
     assert values["singleuser"]["cmd"] == "jupyterhub-singleuser" and values["singleuser"]["uid"] == 1000
+
+
+def test_the_runtime_class_names_the_containerd_handler_the_runtime_publishes():
+    """runtimeclass.yaml's handler is the runtime name containerd-runtime.toml registers (with runc's shim and
+    our binary), and the profile that asks for it names the RuntimeClass (containerd itself loads the file in
+    tests/test_oci_engines.py)."""
+    import tomllib
+
+    rc = yaml.safe_load((DEPLOY / "runtimeclass.yaml").read_text())
+    conf = tomllib.loads((DEPLOY / "containerd-runtime.toml").read_text())
+    runtimes = conf["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    assert list(runtimes) == [rc["handler"]] == ["pycontainer"]
+    handler = runtimes[rc["handler"]]
+    assert handler["runtime_type"] == "io.containerd.runc.v2"
+    assert handler["options"]["BinaryName"].endswith("pycontainer-runc")
+    assert handler["options"]["SystemdCgroup"] is False
+    override = _values()["singleuser"]["profileList"][1]["kubespawner_override"]["extra_pod_config"]
+    assert override["runtimeClassName"] == rc["metadata"]["name"]
