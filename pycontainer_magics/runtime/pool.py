@@ -67,8 +67,11 @@ class Pool:
                     self._work.wait()
                 h, self._ready = self._ready, None
             if h is not None:
-                fits = h.parked is None or (run is not None and h.parked == run[0].park_key()
-                                            and h.parked_cgroup == (run[1].name if run[1] is not None else None))
+                # A Python cell's PID 1 is the caller's child in a PID namespace of its own: the holder discards
+                # its parked PID 1 and serves it. A command needs the parked PID 1 to fit (same mounts, cgroup).
+                fits = h.parked is None or (run is not None and (
+                    run[0].mode == "direct" or (h.parked == run[0].park_key()
+                                                and h.parked_cgroup == (run[1].name if run[1] is not None else None))))
                 if h.plan == plan and fits and _alive(h.pid):
                     return h
                 h.close()
@@ -91,13 +94,11 @@ class Pool:
             ready, self._cgroup = self._cgroup, None
             holder = self._ready
             parked_here = ready is not None and holder is not None and holder.parked_cgroup == ready[1].name
-            if parked_here and not parkable:
-                self._ready = None
         if ready is not None:
             if ready[0] == limits and (parkable or not parked_here):
                 return ready[1]
-            if parked_here and not parkable and holder is not None:
-                holder.close()  # it and its PID 1 go; the cgroup's removal kills what is left in it
+            # Its removal kills a PID 1 waiting there; the holder stays usable by a Python cell (whose PID 1 the
+            # caller forks into a PID namespace of its own), not by a command (its cgroup is another).
             cleanup.defer(ready[1].remove)
         return h.create(new_id(), limits)
 
