@@ -183,3 +183,39 @@ def test_rootless_limits_after_following_the_printed_delegation_advice(user: str
     assert {k: res[k] for k in ("oom", "code", "limit", "version")} == {
         "oom": True, "code": 137, "limit": 48 * 2**20, "version": "v1"}, res
     assert res["cli"][:2] == [0, "ok\n"], res["cli"]
+
+
+def test_rootless_kube_play_probes_the_pods_loopback(user: str) -> None:
+    """Without root, an httpGet probe reaches the pod's loopback too (the socket is made by a child that joins
+    the pod's user namespace, then its network namespace), and hostUsers: false is a note: the pod's root is
+    the user already."""
+    res = container(user, """
+        import time
+        from pycontainer_magics.kube import play as K
+        text = '''
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: rlkube}
+        spec:
+          hostUsers: false
+          terminationGracePeriodSeconds: 0
+          containers:
+          - name: c
+            image: host
+            command: [python3, -m, http.server, --bind, 127.0.0.1, --directory, /tmp, "8081"]
+            readinessProbe: {httpGet: {port: 8081, path: /}, periodSeconds: 1}
+        '''
+        p = K.play(text, name="rlkube")
+        try:
+            for _ in range(100):
+                if [s.ready for s in p.ps()] == [True]:
+                    break
+                time.sleep(0.1)
+            result = {"ready": [s.ready for s in p.ps()], "events": [e.message for e in p.events],
+                      "notes": p.notes}
+        finally:
+            p.down(timeout=0)
+    """)
+    assert res["ready"] == [True], res
+    assert not [m for m in res["events"] if "not permitted" in m], res
+    assert any("hostUsers: false: without root" in n for n in res["notes"]), res

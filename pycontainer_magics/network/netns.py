@@ -423,7 +423,9 @@ def socket_in(ns: NsRef, family: int = socket.AF_INET, type: int = socket.SOCK_S
     """A socket created inside namespace `ns`, by a short-lived thread that joins it (setns(2) of a
     network namespace changes only the calling thread; the socket keeps the namespace it was made in).
     Much faster than pyroute2's own netns= (a forked helper, ~0.2 s). A connect() from it starts inside
-    that namespace (a pod's loopback, say), a listen() there accepts its clients."""
+    that namespace (a pod's loopback, say), a listen() there accepts its clients. Without root, joining a
+    namespace that a user namespace of ours owns needs that user namespace first, which only a single-threaded
+    process may join: a forked child does both and hands the socket back."""
     path = netns_path(ns)
     out: dict[str, Any] = {}
 
@@ -442,9 +444,66 @@ def socket_in(ns: NsRef, family: int = socket.AF_INET, type: int = socket.SOCK_S
     t.start()
     t.join()
     if "error" in out:
-        raise out["error"]  # NamespaceError when it is missing; the OSError of setns(2) (EPERM) as it came
+        e = out["error"]
+        if isinstance(e, PermissionError) and os.geteuid() != 0:
+            return _socket_through_user_namespace(path, family, type, proto)
+        raise e  # NamespaceError when it is missing; the OSError of setns(2) as it came
     sock: socket.socket = out["sock"]
     return sock
+
+
+NS_GET_USERNS = 0xB701  # ioctl on a namespace fd: an fd of the user namespace that owns it
+
+
+def _socket_through_user_namespace(path: str | None, family: int, type: int,  # noqa: A002
+                                   proto: int) -> socket.socket:
+    """socket_in without root: a forked child joins the user namespace owning the network namespace, then
+    the network namespace, makes the socket and sends it back over a socketpair (SCM_RIGHTS)."""
+    import gc
+
+    from ..linux.namespaces import CLONE_NEWUSER
+
+    net_fd = open_netns(path)
+    try:
+        user_fd = fcntl.ioctl(net_fd, NS_GET_USERNS)
+    except OSError:
+        os.close(net_fd)
+        raise
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    gc.freeze()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child: syscalls only, then _exit
+            code = 1
+            try:
+                ours.close()
+                libc.setns(user_fd, CLONE_NEWUSER)
+                libc.setns(net_fd, CLONE_NEWNET)
+                s = socket.socket(family, type, proto)
+                socket.send_fds(theirs, [b"ok"], [s.fileno()])
+                code = 0
+            except BaseException as e:  # noqa: BLE001
+                with contextlib.suppress(BaseException):
+                    theirs.send(f"{getattr(e, 'errno', None) or 0}:{e}".encode())
+            finally:
+                os._exit(code)
+    finally:
+        gc.unfreeze()
+        theirs.close()
+        os.close(user_fd)
+        os.close(net_fd)
+    try:
+        msg, fds, _, _ = socket.recv_fds(ours, 4096, 1)
+    finally:
+        ours.close()
+        os.waitpid(pid, 0)
+    if msg == b"ok" and fds:
+        return socket.socket(fileno=fds[0])
+    for fd in fds:
+        os.close(fd)
+    err, _, text = msg.decode(errors="replace").partition(":")
+    raise NamespaceError(f"cannot make a socket in network namespace {path}: {text or 'the helper died'}",
+                         int(err) if err.isdigit() and int(err) else None, path)
 
 
 def _netlink_socket_in(path: str) -> int:
