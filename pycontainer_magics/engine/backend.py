@@ -111,7 +111,7 @@ class Containers:
             if c.running:
                 self._watch(c)
             elif record["HostConfig"].get("AutoRemove") and c.status == "exited":
-                self._remove_now(c)
+                self._remove_now(c)  # its supervisor is gone (it would have been watched otherwise)
             elif c.status == "exited" and self._should_restart(c, at_boot=True):
                 asyncio.ensure_future(self._restart_later(c))  # --restart always|unless-stopped: up again
         log.info("loaded %d containers (%d running)", len(self.by_id),
@@ -249,7 +249,7 @@ class Containers:
         for fn in self.on_exit:
             fn(c)
         if c.record["HostConfig"].get("AutoRemove") and not c.removed.is_set():
-            self._remove_now(c)
+            asyncio.ensure_future(self._remove_when_gone(c))
         elif self._should_restart(c):
             asyncio.ensure_future(self._restart_later(c))
 
@@ -495,6 +495,15 @@ class Containers:
                 raise ApiError(409, f"You cannot remove a running container {c.id}. Stop the container before "
                                "attempting removal or force remove")
             await self.stop(c, timeout=-1, sig=signal.SIGKILL)
+        await self._remove_when_gone(c)
+
+    async def _remove_when_gone(self, c: Container, timeout: float = 30.0) -> None:
+        """Remove once the supervisor has finished: it records the end first and then takes down what the
+        run made (the network endpoint that holds the container's name, the cgroup); the record goes after."""
+        sup, start = c.state.get("Supervisor"), c.state.get("SupervisorStart")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while sup and store.alive(sup, start) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
         if not c.removed.is_set():
             self._remove_now(c)
 
