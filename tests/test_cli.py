@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from pycontainer_magics.cli import build_parser
 from pycontainer_magics.cli.run import exit_code_of, summary_line
@@ -149,12 +149,39 @@ def test_timeout_kills() -> None:
     assert r.returncode == 137 and "timed out" in r.stderr
 
 
+def _payload_running(ancestor: int, cmdline: bytes) -> bool:
+    """Is a descendant of `ancestor` running `cmdline` (NUL-separated, as /proc/PID/cmdline has it)?"""
+    parents: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+                parents[int(d)] = int(stat[stat.rindex(")") + 2:].split()[1])
+            except (OSError, ValueError):
+                continue
+    for pid in parents:
+        p, hops = pid, 0
+        while p in parents and p != ancestor and hops < 50:
+            p, hops = parents[p], hops + 1
+        if p == ancestor and pid != ancestor:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read() == cmdline:
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 @pytest.mark.root
 @needs_root
 def test_interrupt_exits_130() -> None:
     p = subprocess.Popen([PYCONTAINER, "run", "--", "sleep", "30"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # interrupt once the container's payload runs (not after a fixed second, which a loaded machine may need
+    # for the launch alone)
+    assert wait_for(lambda: _payload_running(p.pid, b"sleep\x0030\x00"), 30), "the container never started"
     p.send_signal(signal.SIGINT)
     _out, err = p.communicate(timeout=20)
     assert p.returncode == 130 and "interrupted" in err

@@ -134,7 +134,7 @@ def test_detached_logs_exec_stop_ps(d):
     script = "trap 'echo bye; exit 7' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
     cid = d.docker("run", "-d", "--name", "web", IMAGE, "sh", "-c", script, check=True).stdout.strip()
     assert len(cid) == 64
-    time.sleep(0.5)
+    assert wait_for(lambda: "tick 1\n" in d.docker("logs", "web", check=True).stdout, 20)
     assert d.docker("logs", "web", check=True).stdout.startswith("tick 0\ntick 1\n")
     # logs -f follows new output until the client stops (timeout ends it here)
     import subprocess

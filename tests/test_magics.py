@@ -410,3 +410,29 @@ def test_unload_keeps_the_helper_a_background_container_runs_through(ip: Interac
         if "container" not in ip.magics_manager.magics["cell"]:
             ip.run_line_magic("load_ext", "pycontainer_magics")
         containers.remove("bgkeep", force=True)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("version", [pytest.param("v1", marks=pytest.mark.cgroup1),
+                                     pytest.param("v2", marks=pytest.mark.cgroup2)])
+def test_e2e_limits_and_expectations_on_each_cgroup_version(ip: InteractiveShell, version: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The magic on each cgroup version (v2: in the VM harness): an OOM kill the cell expects passes and
+    reports the version; one it does not expect fails the cell with one line; a pids limit holds."""
+    from conftest import require_cgroup  # type: ignore[import-not-found]
+
+    require_cgroup(version)
+    hog = ("import time\nchunks = []\nfor i in range(40):\n    chunks.append(bytearray(4 * 2**20))\n"
+           "    time.sleep(0.005)\n")
+    ip.run_cell_magic("container", "--quiet --memory 32M --expect oom", hog)
+    run = ip.user_ns["_container"].run
+    assert run.oom_killed and run.exit_code == 137 and run.cgroup_version == version
+    assert run.peak_memory is not None and run.peak_memory <= 32 * 2**20
+    with pytest.raises(ContainerError) as e:
+        ip.run_cell_magic("container", "--quiet --memory 32M", hog)
+    assert e.value.oom_killed and len(e.value._render_traceback_()) == 1
+    forks = ("import os, time\nkids = []\ntry:\n    for _ in range(10):\n        pid = os.fork()\n"
+             "        if pid == 0:\n            time.sleep(1)\n            os._exit(0)\n        kids.append(pid)\n"
+             "except OSError as e:\n    print('refused after', len(kids))\nfor k in kids:\n    os.waitpid(k, 0)\n")
+    ip.run_cell_magic("container", "--quiet --pids-limit 5", forks)
+    assert capsys.readouterr().out.strip() == "refused after 4"

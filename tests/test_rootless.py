@@ -173,7 +173,8 @@ def test_rootless_limits_after_following_the_printed_delegation_advice(user: str
     from pycontainer_magics.linux.cgroups import detect_layout
 
     if detect_layout() not in ("hybrid", "legacy"):
-        pytest.skip("the cgroup v1 case (v2: test_v2_delegation_advice_followed_by_an_unprivileged_uid)")
+        pytest.skip("the cgroup v1 case: cgroup v1 not mounted here "
+                    "(v2: test_v2_delegation_advice_followed_by_an_unprivileged_uid)")
     parent = f"{CGROUP_TEST_PARENT}/{user}-delegated"
     script, res = follow_delegation_advice(user, parent, ["env", f"HOME={pwd.getpwnam(user).pw_dir}"])
     for c in ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer"):  # each one the run touches
