@@ -25,30 +25,37 @@ from .plots import OOM_COLOUR, OOM_GID
 CFS_PERIOD = 0.1  # seconds: the kernel's default cpu.cfs_period_us (v1) / cpu.max period (v2), which we keep
 
 
-def window_rates(t: Sequence[float] | np.ndarray, cumulative: Sequence[float] | np.ndarray, window: float,
-                 start: float | None = None, end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(window starts, rate per second in each window) of a cumulative counter sampled at times `t`, over
-    consecutive windows about `window` seconds long from the first sample (or `start`). Each window runs
-    from one sample to another (no interpolation: a counter moves in bursts), the sample nearest to each
-    edge. A CPU quota's usage over any stretch of whole CFS periods is the quota times their number, so with
-    samples at a divisor of the period and windows of whole periods the quota shows as a flat line, where
-    rates between consecutive samples zig-zag (aliasing against the period)."""
+def window_series(t: Sequence[float] | np.ndarray, cumulative: Sequence[float] | np.ndarray, window: float,
+                  start: float | None = None, end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, rate per second between consecutive edges) of a cumulative counter sampled at times `t`, over
+    consecutive windows about `window` seconds long from the first sample (or `start`). Each edge is a
+    sample (no interpolation: a counter moves in bursts), the one nearest to each multiple of `window`. A
+    CPU quota's usage over any stretch of whole CFS periods is the quota times their number, so with samples
+    at a divisor of the period and windows of whole periods the quota shows as a flat line, where rates
+    between consecutive samples zig-zag (aliasing against the period)."""
     ts = np.asarray(t, dtype=float)
     ys = np.asarray(cumulative, dtype=float)
     ok = np.isfinite(ys)
     ts, ys = ts[ok], ys[ok]
+    empty = (np.array([]), np.array([]))
     if len(ts) < 2:
-        return np.array([]), np.array([])
+        return empty
     lo = ts[0] if start is None else max(start, ts[0])
     hi = ts[-1] if end is None else min(end, ts[-1])
     if hi - lo < window * 0.75:
-        return np.array([]), np.array([])
-    edges = np.arange(lo, hi + window * 0.25, window)
-    idx = np.unique(np.abs(ts[None, :] - edges[:, None]).argmin(axis=1))
+        return empty
+    targets = np.arange(lo, hi + window * 0.25, window)
+    idx = np.unique(np.abs(ts[None, :] - targets[:, None]).argmin(axis=1))
     if len(idx) < 2:
-        return np.array([]), np.array([])
-    dt = np.diff(ts[idx])
-    return ts[idx][:-1], np.diff(ys[idx]) / dt
+        return empty
+    return ts[idx], np.diff(ys[idx]) / np.diff(ts[idx])
+
+
+def window_rates(t: Sequence[float] | np.ndarray, cumulative: Sequence[float] | np.ndarray, window: float,
+                 start: float | None = None, end: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """window_series as (window starts, rates)."""
+    edges, rates = window_series(t, cumulative, window, start, end)
+    return edges[:-1], rates
 
 
 def _time_axis(ax: Axes, t: np.ndarray) -> None:
@@ -92,22 +99,21 @@ def plot_cpu_quota(r: GroupRun, title: str = "", *, periods: int = 2) -> Figure:
     periods in which the group was throttled, per second."""
     t = np.array([s.t for s in r.samples], dtype=float)
     window = periods * CFS_PERIOD
-    starts, cpu = window_rates(t, [s.cpu_ns / 1e9 for s in r.samples], window)
-    _, thr = window_rates(t, [np.nan if s.nr_throttled is None else s.nr_throttled for s in r.samples], window)
+    edges, cpu = window_series(t, [s.cpu_ns / 1e9 for s in r.samples], window)
+    tedges, thr = window_series(t, [np.nan if s.nr_throttled is None else s.nr_throttled for s in r.samples], window)
     quota = r.limits.get("cpus")
     fig = Figure(figsize=(8, 4.6), layout="constrained")
     ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
-    if len(starts):
-        ax1.stairs(cpu, np.append(starts, starts[-1] + window), color="C1", lw=2, baseline=None,
-                   label=f"CPU used, per {window * 1000:.0f} ms window")
+    if len(edges):
+        ax1.stairs(cpu, edges, color="C1", lw=2, baseline=None, label=f"CPU used, per {window * 1000:.0f} ms window")
     if quota:
         ax1.axhline(quota, ls="--", color="0.3", label=f"quota {quota:g} CPU (--cpus {quota:g})")
     ax1.set_ylim(0, max(1.05, float(cpu.max()) * 1.1 if len(cpu) else 1.05))
     ax1.set_ylabel("CPUs")
     ax1.legend(loc="upper right", fontsize="small")
     ax1.grid(alpha=0.3)
-    if len(starts) and len(thr) == len(starts):
-        ax2.bar(starts, thr, width=window, align="edge", color="C4", alpha=0.7, edgecolor="white",
+    if len(tedges):
+        ax2.bar(tedges[:-1], thr, width=np.diff(tedges), align="edge", color="C4", alpha=0.7, edgecolor="white",
                 label="throttled periods per second")
     ax2.axhline(1 / CFS_PERIOD, ls=":", color="0.3", label=f"every period ({1 / CFS_PERIOD:g}/s)")
     ax2.set_ylim(0, 1.6 / CFS_PERIOD)
@@ -136,10 +142,11 @@ def plot_fork_bomb(r: GroupRun, title: str = "") -> Figure:
     ax1.legend(loc="lower right", fontsize="small")
     ax1.grid(alpha=0.3)
     refused = [np.nan if s.pids_refused is None else s.pids_refused for s in r.samples]
-    starts, rate = window_rates(t, refused, 0.05)
-    if len(starts):
-        ax2.bar(starts, rate, width=0.05, align="edge", color="C3", alpha=0.7, edgecolor="white",
+    edges, rate = window_series(t, refused, 0.05)
+    if len(edges):
+        ax2.bar(edges[:-1], rate, width=np.diff(edges), align="edge", color="C3", alpha=0.7, edgecolor="white",
                 label="forks refused per second (pids.events max)")
+        ax2.set_ylim(0, float(np.nanmax(rate)) * 1.45 if np.isfinite(rate).any() and np.nanmax(rate) > 0 else 1)
         ax2.legend(loc="upper right", fontsize="small")
     total = r.delta("pids_max")
     ax2.set_ylabel("refused / s")
@@ -162,12 +169,15 @@ def plot_shares(c: Competition, *, periods: int = 2) -> Figure:
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     rates = []
+    first_edges = np.array([])
     for i, (label, run) in enumerate(zip(c.labels, c.runs, strict=True)):
         t = np.array([run.t0 + s.t for s in run.samples], dtype=float)
-        starts, cpu = window_rates(t, [s.cpu_ns / 1e9 for s in run.samples], window, start, end)
+        edges, cpu = window_series(t, [s.cpu_ns / 1e9 for s in run.samples], window, start, end)
         rates.append(cpu)
-        if len(starts):
-            ax1.stairs(cpu, np.append(starts, starts[-1] + window) - start, color=f"C{i}", lw=2, baseline=None,
+        if i == 0:
+            first_edges = edges - start
+        if len(edges):
+            ax1.stairs(cpu, edges - start, color=f"C{i}", lw=2, baseline=None,
                        label=f"{label}: {c.cpu_seconds[i]:.2f} CPU s")
     ax1.set_ylabel("CPUs")
     ax1.set_ylim(0, max(1.0, max((float(r.max()) for r in rates if len(r)), default=0.0)) * 1.3)
@@ -177,8 +187,7 @@ def plot_shares(c: Competition, *, periods: int = 2) -> Figure:
     if len(rates) == 2 and len(rates[0]) and len(rates[0]) == len(rates[1]):
         total = rates[0] + rates[1]
         part = np.divide(rates[0], total, out=np.full_like(total, np.nan), where=total > 0)
-        x = np.arange(len(part)) * window
-        edges = np.append(x, x[-1] + window)
+        edges = first_edges if len(first_edges) == len(part) + 1 else np.arange(len(part) + 1) * window
         ax2.stairs(part, edges, baseline=0, fill=True, color="C0", alpha=0.6, label=c.labels[0])
         ax2.stairs(np.ones_like(part), edges, baseline=part, fill=True, color="C1", alpha=0.6, label=c.labels[1])
         if all(w is not None for w in weights):
@@ -219,4 +228,4 @@ def plot_experiment(r: GroupRun, title: str = "") -> Figure:
 
 
 __all__ = ["CFS_PERIOD", "plot_cpu_quota", "plot_experiment", "plot_fork_bomb", "plot_oom", "plot_shares",
-           "window_rates"]
+           "window_rates", "window_series"]
