@@ -119,6 +119,8 @@ def test_one_container_from_the_docker_cli_and_the_magics(ip, capsys, tmp_path):
     capsys.readouterr()
     ip.run_line_magic("container", "wait --expect-exit 7 web2")
     assert capsys.readouterr().out.strip() == "7"
+    ip.run_line_magic("container", "wait web2")  # stopped on purpose: its exit code, not a failed cell
+    assert capsys.readouterr().out.strip() == "7"
     ip.run_line_magic("container", "rm web2")
     assert docker("ps", "-aq").stdout.strip() == ""
     with pytest.raises(UsageError, match="no such container"):

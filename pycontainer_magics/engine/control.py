@@ -149,6 +149,11 @@ class DaemonContainer:
         return self.status in ("running", "paused")
 
     @property
+    def stop_requested(self) -> bool:
+        """Ended by a stop or kill a client asked for (dockerd's manual stop)."""
+        return bool(self.state.get("ManuallyStopped"))
+
+    @property
     def pid1(self) -> int | None:
         return int(self.state["Pid"]) if self.running and self.state.get("Pid") else None
 

@@ -234,18 +234,17 @@ class ContainerMagics(Magics):
 
     def _wait(self, rest: str) -> Any:
         """`%container wait [--expect ... | --no-raise-error] NAME`: its exit code, as `docker wait` prints it;
-        a detached container's failure fails this cell, as a foreground one's fails its own."""
+        a detached container's failure fails this cell, as a foreground one's fails its own — but not the end
+        of a container `%container stop`/`kill` (or a docker client) ended on purpose."""
         expectation, argv = expect.split_flags(split_line(rest))
         c = _get(_one_ref(" ".join(argv), "wait"))
         run = _engine_call(c.wait)
-        if not hasattr(run, "spec"):  # the daemon's container: its exit code and OOMKilled, no RunView
-            print(run.exit_code)
-            expectation.check("%container wait", run, f"container {c.label}")
-            return None
-        assert self.shell is not None
-        view = self._view(run)
-        self.shell.user_ns["_container"] = view
+        if hasattr(run, "spec"):  # not the daemon's container (exit code and OOMKilled only): a RunView
+            assert self.shell is not None
+            self.shell.user_ns["_container"] = self._view(run)
         print(run.exit_code)
+        if getattr(c, "stop_requested", False) and not expectation.stated and not run.oom_killed:
+            return None  # it ended because this notebook stopped or killed it: as `docker wait` after `docker stop`
         expectation.check("%container wait", run, f"container {c.label}")
         return None
 

@@ -42,6 +42,7 @@ class Container:
         self.started_at = time.time()
         self._t0 = time.monotonic()
         self._python_globals = python_globals
+        self.stop_requested = False  # ended by stop()/kill(): an outcome asked for, as Docker's manual stop
         self._running: Running | None = None
         self._run: ContainerRun | None = None
         self._error: BaseException | None = None
@@ -130,6 +131,7 @@ class Container:
         (default its --stop-timeout), as `docker stop`. (PID 1 ignores signals it has no handler for: a process
         that does not handle the signal waits out the timeout.)"""
         if self.running and self._running is not None:
+            self.stop_requested = True
             self._running.signal(self.spec.stop_signal)
             if not self._done.wait(self.spec.stop_timeout if timeout is None else timeout):
                 self._running.kill()
@@ -137,6 +139,7 @@ class Container:
 
     def kill(self) -> None:
         if self.running and self._running is not None:
+            self.stop_requested = True
             self._running.kill()
 
     def exec(self, command: tuple[str, ...] | list[str], *, env: dict[str, str] | None = None,
