@@ -295,21 +295,27 @@ def test_cli_generate_validate_play_down(tmp_path):
 
 
 def test_a_killed_players_play_goes_with_prune(tmp_path):
-    """A process that played and was killed leaves its pods, network, record and files: `pycontainer prune`
-    removes them all."""
+    """A process that played and was killed leaves its pods, network, its Service's namespace, record and
+    files: `pycontainer prune` removes them all."""
     import signal
     import subprocess
     import sys
     name = _tag("kill")
     f = tmp_path / "pod.yaml"
-    f.write_text(BAD.replace("NAME", name).replace('"9"', '"60"'))
+    service = (f"\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}-svc}}\n"
+               f"spec: {{selector: {{app: {name}}}, ports: [{{port: 80}}]}}\n")
+    f.write_text(BAD.replace("NAME", name).replace('"9"', '"60"')
+                 .replace(f"metadata: {{name: {name}}}", f"metadata: {{name: {name}, labels: {{app: {name}}}}}")
+                 + service)
     code = ("import sys, signal; from pycontainer_magics.kube import play as K; "
             "p = K.play(open(sys.argv[1]).read(), name=sys.argv[2]); print('up', flush=True); signal.pause()")
     proc = subprocess.Popen([sys.executable, "-c", code, str(f), name], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
         from pycontainer_magics import paths
+        from pycontainer_magics.network import list_netns
         assert os.path.exists(os.path.join(paths.run_dir(), "kube", f"{name}.json"))
+        assert [n.name for n in list_netns() if n.name.startswith("kubesvc-")]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -320,6 +326,7 @@ def test_a_killed_players_play_goes_with_prune(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"kube play {name}" in r.stdout
     _nothing_left(name, [name])
+    assert not [n.name for n in list_netns() if n.name.startswith("kubesvc-")]  # the Service's address went too
 
 
 def test_host_users_false_runs_the_pod_as_an_unprivileged_host_uid():
