@@ -202,6 +202,8 @@ spec:
     (("memory: 64Mi", "memory: 12QB"), ["spec.containers[0].resources.limits.memory", "'12QB'"]),
     (("{name: b,", "{name: a,"), ["spec.containers[1].name", "'a' is also the name of spec.containers[0]"]),
     (("containers:", "hostNetwork: true\n  containers:"), ["spec.hostNetwork: true is not played here"]),
+    (("containers:", "initContainers: [{name: s, image: host, command: [sleep, '9'], restartPolicy: Always}]\n"
+                     "  containers:"), ["spec.initContainers[0].restartPolicy: Always (a sidecar) is not played"]),
     (("resources: {limits: {memory: 64Mi}}}", "volumeMounts: [{name: v, mountPath: /v}]}"),
      ["spec.containers[0].volumeMounts[0].name: no volume 'v'"]),
 ])

@@ -167,6 +167,9 @@ def _pod_plan(doc: dict[str, Any], name: str, notes: list[str]) -> PodPlan:
     for group, dest in (("initContainers", plan.init), ("containers", plan.containers)):
         for i, c in enumerate(spec.get(group) or []):
             cp = ContainerPlan(c["name"], _ctx(plan, group, i), c)
+            if group == "initContainers" and c.get("restartPolicy") == "Always":
+                raise KubeError(f"{cp.path}.restartPolicy: Always (a sidecar) is not played here: an initContainer "
+                                "runs to its end first (put a sidecar in containers)")
             cp.probes = probes.parse(c, cp.path, init=group == "initContainers")
             for j, port in enumerate(c.get("ports") or []):
                 proto = str(port.get("protocol") or "TCP").lower()
