@@ -612,6 +612,8 @@ def _merged_config(body: dict[str, Any], image: Any, cid: str) -> dict[str, Any]
         raise ApiError(400, "No command specified")
     cfg["WorkingDir"] = cfg["WorkingDir"] or ic.workdir or ""
     cfg["Labels"] = {**(getattr(ic, "labels", None) or {}), **(cfg["Labels"] or {})}
+    cfg["ExposedPorts"] = {**{p: {} for p in getattr(ic, "exposed_ports", None) or ()},
+                           **(cfg["ExposedPorts"] or {})} or None  # the image's EXPOSE too (docker run -P)
     cfg["Image"] = body.get("Image") or image.id
     cfg["OnBuild"] = cfg["OnBuild"] or None
     cfg["Volumes"] = cfg["Volumes"] or None

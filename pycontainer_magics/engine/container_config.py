@@ -54,6 +54,99 @@ def check(config: dict[str, Any], host_config: dict[str, Any]) -> None:
         raise ApiError(400, f"invalid restart policy '{rp}'")
     if host_config.get("AutoRemove") and rp not in ("", "no"):
         raise ApiError(400, "can't create 'AutoRemove' container with restart policy")
+    _refuse_what_is_not_honoured(config, host_config)
+
+
+# What a request may set that this engine does not do: refused with the option's name, never dropped (a
+# `docker run --pid host` that quietly ran in a PID namespace of its own would mislead). Field, flag.
+_NOT_HONOURED_HOST = (
+    ("Sysctls", "--sysctl"), ("ExtraHosts", "--add-host"), ("Dns", "--dns"), ("DnsSearch", "--dns-search"),
+    ("DnsOptions", "--dns-option"), ("Init", "--init"), ("Devices", "--device"),
+    ("DeviceCgroupRules", "--device-cgroup-rule"), ("DeviceRequests", "--gpus"), ("GroupAdd", "--group-add"),
+    ("OomKillDisable", "--oom-kill-disable"), ("OomScoreAdj", "--oom-score-adj"),
+    ("MemoryReservation", "--memory-reservation"), ("KernelMemory", "--kernel-memory"),
+    ("KernelMemoryTCP", "--kernel-memory-tcp"), ("BlkioWeight", "--blkio-weight"),
+    ("BlkioWeightDevice", "--blkio-weight-device"), ("BlkioDeviceReadBps", "--device-read-bps"),
+    ("BlkioDeviceWriteBps", "--device-write-bps"), ("BlkioDeviceReadIOps", "--device-read-iops"),
+    ("BlkioDeviceWriteIOps", "--device-write-iops"), ("CpuRealtimePeriod", "--cpu-rt-period"),
+    ("CpuRealtimeRuntime", "--cpu-rt-runtime"), ("CpusetMems", "--cpuset-mems"), ("CgroupParent", "--cgroup-parent"),
+    ("Links", "--link"), ("VolumesFrom", "--volumes-from"),
+    ("StorageOpt", "--storage-opt (a container's layer is a directory on disk here, as overlay2's on ext4)"),
+    ("MaskedPaths", "--security-opt systempaths"), ("ReadonlyPaths", "--security-opt systempaths"),
+)
+_NOT_HONOURED_CONFIG = (("Domainname", "--domainname"), ("MacAddress", "--mac-address"),
+                        ("NetworkDisabled", "--network-disabled"))
+# Namespace modes: the values this engine honours (empty = its own namespace; "host" = the host's, as --share).
+_NAMESPACE_MODES = {"PidMode": ("pid", ("", "host")), "IpcMode": ("ipc", ("", "private", "shareable", "host")),
+                    "UTSMode": ("uts", ("", "host")), "UsernsMode": ("user", ("", "host")),
+                    "CgroupnsMode": ("cgroup", ("", "private", "host"))}
+
+
+def _is_set(value: Any) -> bool:
+    return value not in (None, "", 0, False, [], {})
+
+
+def _not_honoured(flag: str) -> ApiError:
+    return ApiError(400, f"{flag} is not supported by this engine (pycontainer serve): run without it")
+
+
+def _refuse_what_is_not_honoured(config: dict[str, Any], host_config: dict[str, Any]) -> None:
+    for key, flag in _NOT_HONOURED_HOST:
+        if _is_set(host_config.get(key)):
+            raise _not_honoured(flag)
+    for key, flag in _NOT_HONOURED_CONFIG:
+        if _is_set(config.get(key)):
+            raise _not_honoured(flag)
+    for key, (_ns, allowed) in _NAMESPACE_MODES.items():
+        mode = host_config.get(key) or ""
+        if mode not in allowed:
+            raise ApiError(400, f"{key} {mode!r} is not supported by this engine: "
+                           f"{' or '.join(repr(a) for a in allowed if a)} (or leave it out)")
+    if host_config.get("UTSMode") == "host" and config.get("Hostname"):
+        raise ApiError(400, "Conflicting options: hostname and the UTS mode")
+    swappiness = host_config.get("MemorySwappiness")
+    if swappiness not in (None, -1):
+        raise _not_honoured("--memory-swappiness")
+    shm = host_config.get("ShmSize") or 0
+    if shm and shm != 64 * 2**20:
+        raise _not_honoured("--shm-size (/dev/shm is 64m here)")
+    log_type = (host_config.get("LogConfig") or {}).get("Type") or ""
+    if log_type not in ("", "json-file", "local"):
+        raise _not_honoured(f"--log-driver {log_type} (logs are kept as json-file)")
+    runtime = host_config.get("Runtime") or ""
+    if runtime not in ("", "pycontainer"):
+        raise ApiError(400, f"unknown or invalid runtime name: {runtime} (this engine's runtime is pycontainer)")
+    if (host_config.get("VolumeDriver") or "local") != "local":
+        raise _not_honoured("--volume-driver")
+    hc_check = config.get("Healthcheck") or {}
+    if _is_set(hc_check.get("Test")) and list(hc_check["Test"]) != ["NONE"]:
+        raise _not_honoured("a health check (--health-cmd)")
+    if _is_set(config.get("Volumes")):
+        raise ApiError(400, "anonymous volumes are not supported by this engine: name the volume "
+                       "(-v NAME:/path)")
+    endpoints = (config.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    for ep in endpoints.values():
+        ep = ep or {}
+        if _is_set(ep.get("IPAMConfig")) and any(_is_set(v) for v in ep["IPAMConfig"].values()):
+            raise _not_honoured("--ip/--ip6 (addresses come from the network's pool)")
+        for key, flag in (("Links", "--link"), ("MacAddress", "--mac-address"), ("DriverOpts", "--network driver-opt")):
+            if _is_set(ep.get(key)):
+                raise _not_honoured(flag)
+
+
+def _shared_namespaces(host_config: dict[str, Any]) -> list[str]:
+    """--pid/--ipc/--uts/--cgroupns host: the namespaces shared with the host (build_spec's `share`)."""
+    return [ns for key, (ns, _) in _NAMESPACE_MODES.items() if key != "UsernsMode" and host_config.get(key) == "host"]
+
+
+def _publish_all(config: dict[str, Any], host_config: dict[str, Any]) -> dict[str, Any]:
+    """-P: every exposed port (the request's and the image's) not published already, on a free host port."""
+    bindings = dict(host_config.get("PortBindings") or {})
+    if host_config.get("PublishAllPorts"):
+        for port in config.get("ExposedPorts") or {}:
+            key = port if "/" in port else f"{port}/tcp"
+            bindings.setdefault(key, [{"HostIp": "", "HostPort": ""}])
+    return bindings
 
 
 def _binds(host_config: dict[str, Any]) -> list[Mount | str]:
@@ -112,7 +205,7 @@ def spec_of(cid: str, name: str, image_id: str, config: dict[str, Any], host_con
     """The ContainerSpec that runs this container. Raises ApiError(400) with the reason."""
     mode = network_mode(host_config)
     publish = []
-    for port, bindings in (host_config.get("PortBindings") or {}).items():
+    for port, bindings in _publish_all(config, host_config).items():
         cport = port.split("/")[0]
         for b in bindings or [{}]:
             hip = (b or {}).get("HostIp") or "127.0.0.1"  # this lab publishes on loopback unless told
@@ -124,6 +217,9 @@ def spec_of(cid: str, name: str, image_id: str, config: dict[str, Any], host_con
     elif (host_config.get("CpuQuota") or 0) > 0:
         cpus = host_config["CpuQuota"] / (host_config.get("CpuPeriod") or 100000)
     pids = host_config.get("PidsLimit")
+    if pids is not None and pids <= 0:
+        pids = -1  # Docker's 0 or -1: no limit (left out, the lab's default bound applies)
+    shared = _shared_namespaces(host_config)
     aliases: list[str] = []
     for ep_name, ep in (endpoints or {}).items():
         if ep_name == mode and ep:
@@ -146,8 +242,10 @@ def spec_of(cid: str, name: str, image_id: str, config: dict[str, Any], host_con
             cpus=cpus,
             cpu_shares=host_config.get("CpuShares") or None,
             cpuset_cpus=host_config.get("CpusetCpus") or None,
-            pids_limit=pids if pids and pids > 0 else None,
-            hostname=config.get("Hostname") or cid[:12],
+            pids_limit=pids,
+            hostname=None if "uts" in shared else config.get("Hostname") or cid[:12],
+            share=",".join(shared) or None,
+            userns="host" if host_config.get("UsernsMode") == "host" else None,
             network="host" if mode == "host" else mode,
             publish=publish or None,
             expose=list(config.get("ExposedPorts") or {}) or None,

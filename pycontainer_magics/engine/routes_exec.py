@@ -66,6 +66,9 @@ async def create(e: Engine, req: Request, ref: str) -> Response:
         raise ApiError(400, "this engine does not feed an exec'd process's standard input yet: exec without -i")
     if body.get("User"):
         raise ApiError(400, "exec --user is not supported by this engine: the process runs as the container's user")
+    if body.get("Privileged"):
+        raise ApiError(400, "exec --privileged is not supported by this engine: the process gets the container's "
+                       "capabilities")
     x = Exec(secrets.token_hex(32), c.id, body)
     e.execs[x.id] = x
     e.events.emit("container", "exec_create: " + " ".join(cmd), c.id, e.containers.attrs(c, execID=x.id))

@@ -1,0 +1,97 @@
+"""`docker run` options against `pycontainer serve`: each one either does what it does under dockerd, or the
+request is refused (400, the option named, nothing made) — never accepted and quietly dropped. Driven with
+the real docker CLI, as a docker user types them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from engine_helpers import IMAGE, daemon
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory: pytest.TempPathFactory):
+    with daemon(str(tmp_path_factory.mktemp("engine-opts"))) as dm:
+        yield dm
+
+
+def run(d, *args: str) -> tuple[int, str]:
+    r = d.docker("run", "--rm", "--network", "none", *args)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def test_host_namespaces_are_the_hosts(d):
+    """--pid/--ipc/--uts/--cgroupns host share that namespace with the host, as under dockerd."""
+    for flag, ns in (("--pid", "pid"), ("--ipc", "ipc"), ("--uts", "uts"), ("--cgroupns", "cgroup")):
+        rc, out = run(d, flag, "host", IMAGE, "readlink", f"/proc/self/ns/{ns}")
+        assert rc == 0 and out == os.readlink(f"/proc/self/ns/{ns}"), (flag, out)
+    rc, out = run(d, IMAGE, "readlink", "/proc/self/ns/pid")
+    assert rc == 0 and out != os.readlink("/proc/self/ns/pid")  # and without the flag, a namespace of its own
+    rc, out = run(d, "--uts", "host", IMAGE, "hostname")
+    assert rc == 0 and out == os.uname().nodename
+
+
+def test_pids_limit_minus_one_is_no_limit(d):
+    rc, out = run(d, "--pids-limit", "-1", IMAGE, "sh", "-c", "cat /sys/fs/cgroup/pids/pids.max "
+                  "2>/dev/null || cat /sys/fs/cgroup/pids.max")
+    assert (rc, out) == (0, "max")
+    rc, out = run(d, "--pids-limit", "50", IMAGE, "sh", "-c", "cat /sys/fs/cgroup/pids/pids.max "
+                  "2>/dev/null || cat /sys/fs/cgroup/pids.max")
+    assert (rc, out) == (0, "50")
+
+
+def test_publish_all_publishes_the_exposed_ports(d):
+    cid = d.docker("run", "-d", "-P", "--expose", "80", IMAGE, "sleep", "30", check=True).stdout.strip()
+    try:
+        port = d.docker("port", cid, "80", check=True).stdout.strip()
+        assert port.startswith("127.0.0.1:") and int(port.rsplit(":", 1)[1]) > 0, port
+    finally:
+        d.docker("rm", "-f", cid)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--sysctl", "net.ipv4.ip_forward=1"], "--sysctl"),
+    (["--add-host", "foo:1.2.3.4"], "--add-host"),
+    (["--dns", "9.9.9.9"], "--dns"),
+    (["--init"], "--init"),
+    (["--shm-size", "1m"], "--shm-size"),
+    (["--device", "/dev/null:/dev/xnull"], "--device"),
+    (["--group-add", "10"], "--group-add"),
+    (["--oom-kill-disable", "-m", "64m"], "--oom-kill-disable"),
+    (["--memory-reservation", "10m"], "--memory-reservation"),
+    (["--health-cmd", "true"], "--health-cmd"),
+    (["--runtime", "runc"], "runtime name: runc"),
+    (["-v", "/data"], "anonymous volumes"),
+    (["--domainname", "example.org"], "--domainname"),
+    (["--cgroup-parent", "elsewhere"], "--cgroup-parent"),
+    (["--log-driver", "none"], "--log-driver none"),
+    (["--storage-opt", "size=10m"], "--storage-opt"),
+    (["--ipc", "none"], "IpcMode 'none'"),
+])
+def test_what_it_cannot_do_is_refused_by_name(d, args, named):
+    before = d.docker("ps", "-aq", check=True).stdout.split()
+    rc, out = run(d, *args, IMAGE, "true")
+    assert rc == 125 and named in out, out
+    assert d.docker("ps", "-aq", check=True).stdout.split() == before  # nothing was made
+
+
+def test_an_address_on_a_network_is_refused(d):
+    d.docker("network", "create", "optnet", check=True)
+    try:
+        r = d.docker("run", "--rm", "--network", "optnet", "--ip", "172.31.250.9", IMAGE, "true")
+        assert r.returncode == 125 and "--ip" in r.stderr, r.stderr
+    finally:
+        d.docker("network", "rm", "optnet", check=True)
+
+
+def test_exec_privileged_is_refused(d):
+    cid = d.docker("run", "-d", "--network", "none", IMAGE, "sleep", "30", check=True).stdout.strip()
+    try:
+        r = d.docker("exec", "--privileged", cid, "true")
+        assert r.returncode != 0 and "--privileged" in r.stderr, r.stderr
+        assert d.docker("exec", cid, "true").returncode == 0
+    finally:
+        d.docker("rm", "-f", cid)
