@@ -406,6 +406,45 @@ def test_network_two_containers_reach_each_other_by_name(d):
     assert d.request("GET", "/networks/labnet")[0] == 404
 
 
+def test_a_bridge_container_joins_and_leaves_a_user_network(d):
+    """`docker network connect NET c` for a container on the default bridge (and `bridge` for one on a user
+    network): a second interface, names resolved on NET both ways, gone with disconnect, back at restart."""
+    net = f"join{os.getpid()}"
+    d.docker("network", "create", net, check=True)
+    try:
+        d.docker("run", "-d", "--name", "jsrv", "--network", net, IMAGE, "busybox", "httpd", "-f", "-p", "80", "-h",
+                 "/etc", check=True)
+        d.docker("run", "-d", "--name", "jbr", IMAGE, "sleep", "300", check=True)
+        fetch = ("exec", "jbr", "busybox", "wget", "-qO-", "http://jsrv/motd")
+        assert d.docker(*fetch).returncode != 0  # the default bridge has no names, nor a way to jsrv
+        d.docker("network", "connect", net, "jbr", check=True)
+        assert d.docker(*fetch, check=True).stdout == "busybox image\n"
+        nets = json.loads(d.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "jbr", check=True).stdout)
+        assert set(nets) == {"bridge", net} and nets[net]["IPAddress"] != nets["bridge"]["IPAddress"]
+        hosts = d.docker("exec", "jsrv", "cat", "/etc/hosts", check=True).stdout
+        assert f"{nets[net]['IPAddress']}\tjbr" in hosts  # jsrv finds jbr by name on NET
+        members = json.loads(d.docker("network", "inspect", net, check=True).stdout)[0]["Containers"]
+        assert sorted(m["Name"] for m in members.values()) == ["jbr", "jsrv"]
+        d.docker("network", "disconnect", net, "jbr", check=True)
+        assert d.docker(*fetch).returncode != 0
+        assert "jbr" not in d.docker("exec", "jsrv", "cat", "/etc/hosts", check=True).stdout
+        # connected while stopped: joined at the next start, as dockerd does
+        d.docker("stop", "-t", "0", "jbr", check=True)
+        d.docker("network", "connect", net, "jbr", check=True)
+        d.docker("start", "jbr", check=True)
+        assert d.docker(*fetch, check=True).stdout == "busybox image\n"
+        # the other way round: a user network's container joins the default bridge
+        d.docker("network", "connect", "bridge", "jsrv", check=True)
+        nets = json.loads(d.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", "jsrv", check=True).stdout)
+        assert set(nets) == {"bridge", net}
+        r = d.docker("network", "connect", net, "jbr")
+        assert r.returncode != 0 and "already exists" in r.stderr
+    finally:
+        d.docker("rm", "-f", "jsrv", "jbr")
+        d.docker("network", "rm", net)
+    assert net not in d.docker("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+
+
 def test_volumes(d):
     d.docker("volume", "create", "vol1", check=True)
     d.docker("run", "--rm", "--network", "none", "-v", "vol1:/data", IMAGE, "sh", "-c", "echo kept > /data/f",

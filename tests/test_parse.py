@@ -269,6 +269,13 @@ def test_build_spec_network() -> None:
     assert build_spec(python_code="", network="host", share="ipc").share == {"net", "ipc"}
     assert "net" in build_spec(python_code="", network="none").new_namespaces
     assert build_spec(python_code="", network="host", share="net").share == {"net"}
+    # a container on the default bridge may join user networks too (docker network connect), as Docker's
+    bridge = build_spec(command=["true"], network="bridge")
+    assert bridge.with_(extra_networks=("n1",)).extra_networks == ("n1",)
+    with pytest.raises(SpecError, match="network aliases need a user network"):
+        bridge.with_(network_aliases=("a",))
+    with pytest.raises(SpecError, match="more networks need"):
+        build_spec(command=["true"], network="none").with_(extra_networks=("n1",))
 
 
 @pytest.mark.parametrize("options, needles", [

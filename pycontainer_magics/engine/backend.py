@@ -446,9 +446,9 @@ class Containers:
         mode = container_config.network_mode(c.record["HostConfig"])
         if network in eps or network == mode:
             raise ApiError(403, f"endpoint with name {c.name} already exists in network {network}")
-        if mode in ("none", "host", "bridge"):
-            raise ApiError(400, f"container {c.name} is on network {mode}: this engine joins more networks only "
-                           "to a container on a user network (docker run --network NAME)")
+        if mode in ("none", "host"):  # dockerd's words: no network namespace of its own to add to
+            raise ApiError(400, f"container {c.name} is on network {mode}: a container sharing the host's network "
+                           "namespace or without networking cannot be connected to any other network")
         if c.running:
             aliases = tuple(a for a in endpoint.get("Aliases") or [] if a != c.name)
             try:

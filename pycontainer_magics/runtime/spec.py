@@ -287,8 +287,10 @@ def _check_network(s: ContainerSpec) -> None:
         _fail("--network host means sharing the host's network namespace: add 'net' to --share")
     if s.network not in ("none", "host") and "net" in s.share:
         _fail(f"--network {s.network} needs a new network namespace: remove 'net' from --share")
-    if (s.extra_networks or s.network_aliases) and s.network in ("none", "host", "bridge"):
-        _fail(f"network aliases and more networks need a user network, not --network {s.network}")
+    if s.network_aliases and s.network in ("none", "host", "bridge"):
+        _fail(f"network aliases need a user network (names resolve only there), not --network {s.network}")
+    if s.extra_networks and s.network in ("none", "host"):  # a container on `bridge` may join more, as Docker's
+        _fail(f"more networks need a network namespace of the container's own, not --network {s.network}")
     for n in (*s.extra_networks, *s.network_aliases):
         if not VOLUME_NAME_RE.match(n):
             _fail(f"invalid network or alias name {n!r}: letters, digits, '_', '.', '-'")
