@@ -255,6 +255,10 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
 
 
 _CHUNK = 1 << 20  # bytes read from the uncompressed stream at a time
+# Bytes written per write(2). Measured on this project's Linux 6.18 VM: 100 MiB written to ext4 in 1 MiB
+# writes took 260-280 ms of CPU, in 64 KiB writes 40-50 ms (from 128 KiB up, every write pays for large
+# page-cache folios); tmpfs is indifferent. GNU tar writes 10 KiB records.
+_WRITE = 64 << 10
 
 
 @functools.cache
@@ -458,7 +462,7 @@ class _Extractor:
                 self.count(e.size, e.name)
                 for view in reader.data(e):
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view[:_WRITE]):]
             if self.root:
                 os.chown(fd, e.uid, e.gid)  # first: chown drops set-id bits and file capabilities
                 if e.xattrs:
@@ -485,7 +489,7 @@ class _Extractor:
                     offset, left = seg
                 if not left:
                     break  # data beyond the map: ignored, as tar does
-                n = os.pwrite(fd, view[:left], offset)
+                n = os.pwrite(fd, view[:min(left, _WRITE)], offset)
                 view, offset, left = view[n:], offset + n, left - n
         os.ftruncate(fd, e.realsize)
 
