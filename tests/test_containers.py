@@ -9,7 +9,7 @@ import pytest
 from helpers import host_clean, wait_for  # noqa: F401
 
 from pycontainer_magics.runtime import ContainerSpec
-from pycontainer_magics.workloads.containers import ContainerError, containers, start
+from pycontainer_magics.workloads.containers import DetachedContainerError, containers, start
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -36,7 +36,7 @@ def test_detached_container_runs_logs_and_stops() -> None:
     assert not c.running and run.exit_code == 137 and c.pid1 is None
     assert containers.get("bg1") is c
     containers.remove("bg1")
-    with pytest.raises(ContainerError, match="no such container"):
+    with pytest.raises(DetachedContainerError, match="no such container"):
         containers.get("bg1")
 
 
@@ -73,15 +73,15 @@ def test_exited_container_keeps_its_result_and_names_are_unique() -> None:
     c = start(ContainerSpec(command=("sh", "-c", "echo done; exit 4"), name="bg4"))
     run = c.wait(5)
     assert (run.exit_code, c.logs(), c.status) == (4, "done\n", "exited")
-    with pytest.raises(ContainerError, match="already in use"):
+    with pytest.raises(DetachedContainerError, match="already in use"):
         start(ContainerSpec(command=("true",), name="bg4"))
-    with pytest.raises(ContainerError, match="not running"):
+    with pytest.raises(DetachedContainerError, match="not running"):
         c.exec(["true"])
 
 
 def test_rm_of_a_running_container_needs_force() -> None:
     start(ContainerSpec(command=("sleep", "30"), name="bg5"))
-    with pytest.raises(ContainerError, match="running"):
+    with pytest.raises(DetachedContainerError, match="running"):
         containers.remove("bg5")
     containers.remove("bg5", force=True)
     assert containers.list() == []

@@ -154,12 +154,12 @@ def test_the_verbs_on_a_kernel_container(ip, capsys, tmp_path):
 
 
 def _exists(name: str) -> bool:
-    from pycontainer_magics.workloads.containers import ContainerError, containers
+    from pycontainer_magics.workloads.containers import DetachedContainerError, containers
 
     try:
         containers.get(name)
         return True
-    except ContainerError:
+    except DetachedContainerError:
         return False
 
 

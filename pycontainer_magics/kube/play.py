@@ -279,11 +279,11 @@ def _run_probe(c: Any, probe: Probe, netns: str | None) -> probes.Result:
 
 
 def _wait_done(c: Any, timeout: float | None) -> bool:
-    from ..workloads.containers import ContainerError
+    from ..workloads.containers import DetachedContainerError
 
     try:
         c.wait(timeout)
-    except ContainerError as e:
+    except DetachedContainerError as e:
         if e.errno == errno.ETIMEDOUT and c.running:
             return False
     except Exception:  # noqa: BLE001 - failed to start: ended all the same
@@ -305,9 +305,9 @@ def _exit_code(c: Any) -> int | None:
 
 
 def _forget(c: Any) -> None:
-    from ..workloads.containers import ContainerError, containers
+    from ..workloads.containers import DetachedContainerError, containers
 
-    with contextlib.suppress(ContainerError):
+    with contextlib.suppress(DetachedContainerError):
         containers.remove(c.id, force=True)
 
 
@@ -638,7 +638,7 @@ class Play:
         from .. import network as net
         from ..runtime.cleanup import settle
         from ..workloads import pods
-        from ..workloads.containers import ContainerError, containers
+        from ..workloads.containers import DetachedContainerError, containers
 
         self.stopping.set()
         self.changed()
@@ -661,7 +661,7 @@ class Play:
                 if cr.thread is not None:
                     cr.thread.join(30)
             for c in [*pr.init_runs, *(x for cr in pr.containers for x in cr.containers)]:
-                with contextlib.suppress(ContainerError):
+                with contextlib.suppress(DetachedContainerError):
                     containers.remove(c.id, force=True)
             pr.close()
             if pr.pod is not None:

@@ -84,10 +84,10 @@ class Groups:
         if target in h.list():
             return h.get(target)
         # a running container of this process, by name or id (`%cgroup set web --memory 80M`)
-        from ..workloads.containers import ContainerError, containers
+        from ..workloads.containers import DetachedContainerError, containers
         try:
             c = containers.get(target)
-        except ContainerError:
+        except DetachedContainerError:
             c = None
         if c is not None and c.running and c.id in h.list():
             return h.get(c.id)

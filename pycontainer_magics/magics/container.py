@@ -126,10 +126,10 @@ class ContainerMagics(Magics):
             if expectation.stated or expectation.no_raise:
                 raise UsageError("a detached container has no outcome yet: put --expect or --no-raise-error on "
                                  "%container wait NAME")
-            from ..workloads.containers import ContainerError, start
+            from ..workloads.containers import DetachedContainerError, start
             try:
                 c = start(spec, python_globals=None if command else user_ns)
-            except (SpecError, runtime.LaunchError, ContainerError) as e:
+            except (SpecError, runtime.LaunchError, DetachedContainerError) as e:
                 raise UsageError(str(e)) from None
             user_ns[result_name] = c
             if not ns.quiet:
@@ -198,11 +198,11 @@ class ContainerMagics(Magics):
         if len(ref_part) != 1 or not command:
             raise UsageError("usage: %container exec [--expect-exit N | --no-raise-error] NAME -- CMD [ARG...]")
         from ..engine.client import EngineError
-        from ..workloads.containers import ContainerError
+        from ..workloads.containers import DetachedContainerError
         from ..workloads.exec import ExecError
         try:
             r = _get(ref_part[0]).exec(command, on_output=echo)
-        except (ContainerError, ExecError, EngineError) as e:
+        except (DetachedContainerError, ExecError, EngineError) as e:
             raise UsageError(str(e)) from None
         expectation.check("%container exec", r, "the command")
         return None
@@ -249,7 +249,7 @@ class ContainerMagics(Magics):
         return None
 
     def _rm(self, rest: str) -> None:
-        from ..workloads.containers import ContainerError, containers
+        from ..workloads.containers import DetachedContainerError, containers
 
         argv = split_line(rest)
         force = "-f" in argv or "--force" in argv
@@ -259,7 +259,7 @@ class ContainerMagics(Magics):
         for ref in refs:
             try:
                 containers.remove(ref, force=force)
-            except ContainerError as e:
+            except DetachedContainerError as e:
                 from ..engine.control import find
                 d = find(ref)
                 if d is None:

@@ -103,11 +103,11 @@ def _update(self: Any, rest: str) -> None:
     c = get_container(ns.name)
     if hasattr(c, "log"):  # this kernel's: straight into its cgroup
         from ..linux.cgroups import CgroupLimits
-        from ..workloads.containers import ContainerError
+        from ..workloads.containers import DetachedContainerError
         try:
             c.update(CgroupLimits(memory=limits["memory"], memory_swap=limits["memory_swap"], cpus=limits["cpus"],
                                   cpu_shares=limits["cpu_shares"], pids_max=limits["pids_limit"]))
-        except (ContainerError, OSError) as e:
+        except (DetachedContainerError, OSError) as e:
             raise UsageError(f"%container update {ns.name}: {e}") from None
     else:
         engine_call(lambda: c.update(**limits))
@@ -121,10 +121,10 @@ def _top(self: Any, rest: str) -> Any:
     if hasattr(c, "log"):
         import subprocess
 
-        from ..workloads.containers import ContainerError
+        from ..workloads.containers import DetachedContainerError
         try:
             pids = c.top()
-        except ContainerError as e:
+        except DetachedContainerError as e:
             raise UsageError(str(e)) from None
         r = subprocess.run(["ps", "-o", "uid,pid,ppid,stime,time,args", "-p", ",".join(map(str, pids))],
                            capture_output=True, text=True)
@@ -142,10 +142,10 @@ def _rename(self: Any, rest: str) -> None:
         raise UsageError("usage: %container rename NAME NEW_NAME")
     c = get_container(argv[0])
     if hasattr(c, "log"):
-        from ..workloads.containers import ContainerError, containers
+        from ..workloads.containers import DetachedContainerError, containers
         try:
             containers.rename(argv[0], argv[1])
-        except ContainerError as e:
+        except DetachedContainerError as e:
             raise UsageError(str(e)) from None
     else:
         engine_call(lambda: c.rename(argv[1]))
@@ -192,11 +192,11 @@ def _export(self: Any, rest: str) -> None:
 
 
 def _do(fn: Any) -> Any:
-    from ..workloads.containers import ContainerError
+    from ..workloads.containers import DetachedContainerError
 
     try:
         return engine_call(fn)
-    except (ContainerError, OSError) as e:
+    except (DetachedContainerError, OSError) as e:
         raise UsageError(str(e)) from None
 
 

@@ -53,7 +53,7 @@ def container_kube(self: Any, rest: str) -> Any:  # a ContainerMagics method in 
     from ..kube import generate
     from ..kube.errors import KubeError
     from ..workloads import pods
-    from ..workloads.containers import ContainerError, containers
+    from ..workloads.containers import DetachedContainerError, containers
 
     argv = split_line(rest)
     if len(argv) != 1:
@@ -63,7 +63,7 @@ def container_kube(self: Any, rest: str) -> Any:  # a ContainerMagics method in 
         try:
             c = containers.get(name)
             export = generate.from_spec(c.spec, c.name or name)
-        except ContainerError:
+        except DetachedContainerError:
             try:
                 pod = pods.get(name)
             except pods.PodError:

@@ -70,10 +70,10 @@ def _ns(ref: str | None) -> Any:
     from .. import network as net
     if any(n.name == ref for n in net.list_netns()):
         return ref
-    from ..workloads.containers import ContainerError, containers
+    from ..workloads.containers import DetachedContainerError, containers
     try:
         c = containers.get(ref)
-    except ContainerError:
+    except DetachedContainerError:
         raise UsageError(f"no network namespace or running container named {ref!r}") from None
     if c.pid1 is None:
         raise UsageError(f"container {ref} is not running")
@@ -145,10 +145,10 @@ class NetnsMagics(Magics):
         if ns.sub == "rm":
             net.remove_network(ns.name, force=ns.force)
             return None
-        from ..workloads.containers import ContainerError, containers
+        from ..workloads.containers import DetachedContainerError, containers
         try:
             c = containers.get(ns.container)
-        except ContainerError as e:
+        except DetachedContainerError as e:
             raise UsageError(str(e)) from None
         if ns.sub == "connect":
             if c.pid1 is None:

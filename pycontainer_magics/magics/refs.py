@@ -10,11 +10,11 @@ from IPython.core.error import UsageError
 
 
 def get_container(ref: str) -> Any:
-    from ..workloads.containers import ContainerError, containers
+    from ..workloads.containers import DetachedContainerError, containers
 
     try:
         return containers.get(ref)
-    except ContainerError as e:
+    except DetachedContainerError as e:
         from ..engine.control import find
         d = find(ref)
         if d is None:

@@ -21,7 +21,7 @@ from ..runtime.spec import ContainerSpec
 from .exec import ExecResult, exec_in
 
 
-class ContainerError(OSFailure):
+class DetachedContainerError(OSFailure):
     """A detached container cannot be found, named, started, stopped or removed as asked: one line."""
 
 
@@ -72,7 +72,7 @@ class Container:
     def start(self, timeout: float = 30.0) -> Container:
         self._thread.start()
         if not self._started.wait(timeout):
-            raise ContainerError(errno.ETIMEDOUT, f"container {self.name or ''} did not start in {timeout:g}s")
+            raise DetachedContainerError(errno.ETIMEDOUT, f"container {self.name or ''} did not start in {timeout:g}s")
         if self._error is not None:
             raise self._error
         return self
@@ -120,7 +120,7 @@ class Container:
     # -- what can be done to it ------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> ContainerRun:
         if not self._done.wait(timeout):
-            raise ContainerError(errno.ETIMEDOUT, f"container {self.label} still running after {timeout:g}s")
+            raise DetachedContainerError(errno.ETIMEDOUT, f"container {self.label} still running after {timeout:g}s")
         if self._error is not None:
             raise self._error
         assert self._run is not None
@@ -148,7 +148,7 @@ class Container:
         """Run a command inside the running container (its namespaces, cgroup, capabilities)."""
         pid1 = self.pid1
         if pid1 is None or self._running is None:
-            raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
+            raise DetachedContainerError(errno.ESRCH, f"container {self.label} is not running")
         e = container_env(self.spec, python=False)
         e.update(env or {})
         return exec_in(pid1, self._running.cgroup, tuple(command), env=e, workdir=workdir or self.spec.workdir or "/",
@@ -160,7 +160,7 @@ class Container:
     def _cgroup(self) -> Any:
         cg = self._running.cgroup if self._running is not None and self.running else None
         if cg is None:
-            raise ContainerError(errno.ESRCH, f"container {self.label} is not running (or has no cgroup)")
+            raise DetachedContainerError(errno.ESRCH, f"container {self.label} is not running (or has no cgroup)")
         return cg
 
     def pause(self) -> None:
@@ -174,7 +174,7 @@ class Container:
     def paused(self) -> bool:
         try:
             return bool(self._cgroup().frozen())
-        except ContainerError:
+        except DetachedContainerError:
             return False
 
     def update(self, limits: Any) -> None:
@@ -189,21 +189,21 @@ class Container:
         from .fs_access import copy_out
         pid = self.pid1
         if pid is None:
-            raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
+            raise DetachedContainerError(errno.ESRCH, f"container {self.label} is not running")
         copy_out(f"pid:{pid}", path, dest)
 
     def copy_in(self, src: str, path: str) -> None:
         from .fs_access import copy_in
         pid = self.pid1
         if pid is None:
-            raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
+            raise DetachedContainerError(errno.ESRCH, f"container {self.label} is not running")
         copy_in(f"pid:{pid}", src, path)
 
     def export(self, dest: str) -> int:
         from .fs_access import export_to
         pid = self.pid1
         if pid is None:
-            raise ContainerError(errno.ESRCH, f"container {self.label} is not running")
+            raise DetachedContainerError(errno.ESRCH, f"container {self.label} is not running")
         return export_to(f"pid:{pid}", dest)
 
     @property
@@ -224,7 +224,7 @@ class _Registry:
     def start(self, spec: ContainerSpec, python_globals: dict[str, Any] | None = None) -> Container:
         with self._lock:
             if spec.name and any(c.name == spec.name for c in self._items):
-                raise ContainerError(errno.EEXIST, f"the name {spec.name!r} is already in use by a container: "
+                raise DetachedContainerError(errno.EEXIST, f"the name {spec.name!r} is already in use by a container: "
                                      f"remove it first (%container rm {spec.name})")
             c = Container(spec, python_globals)
             self._items.append(c)
@@ -240,7 +240,7 @@ class _Registry:
             for c in self._items:
                 if ref in (c.name, c.id) or (len(ref) >= 4 and c.id.startswith(ref)):
                     return c
-        raise ContainerError(errno.ENOENT, f"no such container: {ref}")
+        raise DetachedContainerError(errno.ENOENT, f"no such container: {ref}")
 
     def list(self, all: bool = True) -> list[Container]:  # noqa: A002 - docker ps --all
         with self._lock:
@@ -250,10 +250,10 @@ class _Registry:
         from ..runtime.spec import VOLUME_NAME_RE
 
         if not VOLUME_NAME_RE.match(new):
-            raise ContainerError(errno.EINVAL, f"invalid name {new!r}: letters, digits, '_', '.', '-'")
+            raise DetachedContainerError(errno.EINVAL, f"invalid name {new!r}: letters, digits, '_', '.', '-'")
         with self._lock:
             if any(c.name == new for c in self._items):
-                raise ContainerError(errno.EEXIST, f"the name {new!r} is already in use by a container")
+                raise DetachedContainerError(errno.EEXIST, f"the name {new!r} is already in use by a container")
         c = self.get(ref)
         c.name = new
 
@@ -261,7 +261,8 @@ class _Registry:
         c = self.get(ref)
         if c.running:
             if not force:
-                raise ContainerError(errno.EBUSY, f"container {c.label} is running: stop it first, or use --force")
+                raise DetachedContainerError(errno.EBUSY,
+                                             f"container {c.label} is running: stop it first, or use --force")
             c.kill()
             c.wait(timeout=30)
         from ..runtime import cleanup

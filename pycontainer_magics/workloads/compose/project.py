@@ -26,7 +26,7 @@ from typing import Any
 from ...runtime import cleanup
 from ...runtime.parse import build_spec
 from ...runtime.spec import ContainerSpec, Mount, SpecError, Tmpfs
-from ..containers import Container, ContainerError, containers
+from ..containers import Container, DetachedContainerError, containers
 from .model import ComposeError, ComposeFile, Dependency, Service
 
 OutputFn = Callable[[str, str], None]
@@ -117,7 +117,7 @@ class ServiceRun:
                         return
                     from ...runtime.cleanup import settle
                     settle()  # the ended container's network endpoint is gone: its name is free again
-                    with contextlib.suppress(ContainerError):
+                    with contextlib.suppress(DetachedContainerError):
                         containers.remove(c.id)
                     try:
                         self.start()
@@ -175,7 +175,7 @@ def _wait_done(c: Container, timeout: float | None) -> bool:
     """Wait up to `timeout` seconds (None: for ever) for `c` to end; True once it has."""
     try:
         c.wait(timeout)
-    except ContainerError as e:
+    except DetachedContainerError as e:
         if e.errno == errno.ETIMEDOUT and c.running:
             return False
     except Exception:  # noqa: BLE001 - it failed to start: it has ended all the same
@@ -260,7 +260,7 @@ class Project:
                 raise KeyboardInterrupt
             for n in ready:
                 e = errors.get(n)
-                if isinstance(e, SpecError | ContainerError | OSError):
+                if isinstance(e, SpecError | DetachedContainerError | OSError):
                     raise ComposeError(f"service {n!r}: cannot start: {e}") from None
                 if e is not None:
                     raise e
@@ -386,7 +386,7 @@ class Project:
         removed = []
         for sr in self.services.values():
             for c in sr.containers:
-                with contextlib.suppress(ContainerError):
+                with contextlib.suppress(DetachedContainerError):
                     containers.remove(c.id, force=True)
             if sr.containers:
                 removed.append(f"Container {self.file.container_name(sr.name)}  Removed")
