@@ -506,6 +506,49 @@ def test_diff_commit_rename(d):
     d.docker("rmi", "lab/committed:1", check=True)
 
 
+@pytest.mark.parametrize("cli", docker_clis())
+def test_commit_change_applies_dockerfile_instructions(d, cli):
+    """`docker commit --change`, as Debian's dockerd 20.10 applies them (checked side by side): in order, over the
+    container's config; WORKDIR joins, ENV substitutes, EXPOSE ranges expand, an ENTRYPOINT keeps only a CMD set
+    before it in the same commit; what a commit cannot change is refused with dockerd's words, nothing made."""
+    name = f"chg{os.getpid()}"
+    d.docker("run", "--name", name, "--network", "none", "-e", "A=1", IMAGE, "sh", "-c", "echo data > /f",
+             cli=cli, check=True)
+    try:
+        changes = ['CMD ["cat", "/f"]', "ENTRYPOINT []", "WORKDIR tmp", "WORKDIR sub", "VOLUME /data /d2",
+                   'VOLUME ["/x"]', "ENV B=$A$A C=c", "EXPOSE 8080 53/udp 90-91", 'LABEL k=v "a b"=c',
+                   "USER 1000:1000"]
+        d.docker("commit", *[a for c in changes for a in ("--change", c)], name, "lab/changed:1", cli=cli, check=True)
+        cfg = json.loads(d.docker("image", "inspect", "-f", "{{json .Config}}", "lab/changed:1", cli=cli,
+                                  check=True).stdout)
+        assert cfg["Cmd"] == ["cat", "/f"] and not cfg.get("Entrypoint")
+        assert cfg["WorkingDir"] == "/tmp/sub" and cfg["User"] == "1000:1000"
+        assert sorted(cfg["Volumes"]) == ["/d2", "/data", "/x"]
+        assert {"A=1", "B=11", "C=c"} <= set(cfg["Env"])
+        assert sorted(cfg["ExposedPorts"]) == ["53/udp", "8080/tcp", "90/tcp", "91/tcp"]
+        assert cfg["Labels"]["k"] == "v" and cfg["Labels"]["a b"] == "c"
+        r = d.docker("run", "--rm", "--network", "none", "lab/changed:1", cli=cli, check=True)
+        assert r.stdout == "data\n"  # the new CMD, as user 1000 in /tmp/sub
+        r = d.docker("run", "--rm", "--network", "none", "lab/changed:1", "sh", "-c", "id -u; pwd; echo $B",
+                     cli=cli, check=True)
+        assert r.stdout.split() == ["1000", "/tmp/sub", "11"]
+        # an ENTRYPOINT alone drops the CMD (the container's): dockerd's cmdSet rule
+        d.docker("commit", "-c", 'ENTRYPOINT ["cat"]', name, "lab/changed:2", cli=cli, check=True)
+        cfg = json.loads(d.docker("image", "inspect", "-f", "{{json .Config}}", "lab/changed:2", cli=cli,
+                                  check=True).stdout)
+        assert cfg["Entrypoint"] == ["cat"] and not cfg.get("Cmd")
+        before = d.docker("images", "-q", cli=cli, check=True).stdout
+        for change, message in (("RUN echo", "run is not a valid change command"),
+                                ("FROM scratch", "from is not a valid change command"),
+                                ("WORKDIR", "WORKDIR needs arguments"), ("EXPOSE abc", "bad port 'abc'")):
+            r = d.docker("commit", "-c", change, name, "lab/changed:3", cli=cli)
+            assert r.returncode != 0 and message in r.stderr, (change, r.stderr)
+        assert d.docker("images", "-q", cli=cli, check=True).stdout == before
+    finally:
+        d.docker("rm", "-f", name, cli=cli)
+        d.docker("rmi", "lab/changed:1", "lab/changed:2", cli=cli)
+
+
 def test_cp_both_ways_and_export_stay_inside_the_container(d, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("from host\n")

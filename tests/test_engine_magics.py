@@ -104,8 +104,9 @@ def test_one_container_from_the_docker_cli_and_the_magics(ip, capsys, tmp_path):
     ip.run_line_magic("container", f"cp web:/etc/motd {tmp_path / 'out'}")
     assert (tmp_path / "out" / "motd").read_text() == "busybox image\n"
     capsys.readouterr()
-    ip.run_line_magic("container", "commit web lab/fromnb:1")
+    ip.run_line_magic("container", "commit web lab/fromnb:1 -c 'CMD [\"cat\", \"/tmp/note.txt\"]' --change 'ENV N=1'")
     image_id = capsys.readouterr().out.strip()
+    assert docker("run", "--rm", "--network", "none", "lab/fromnb:1").stdout == "from the notebook\n"
     assert image_id.startswith("sha256:") and docker("images", "-q", "lab/fromnb:1").stdout.strip() == image_id[7:19]
     assert docker("run", "--rm", "--network", "none", "lab/fromnb:1", "cat", "/tmp/note.txt").stdout == \
         "from the notebook\n"

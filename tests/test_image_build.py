@@ -192,3 +192,16 @@ def test_dockerignore_leaves_files_out_of_copy_and_of_the_cache_key(store, tmp_p
     with pytest.raises(BuildError, match="COPY x.log: excluded by the build context's .dockerignore"):
         build("FROM lab/bb:1\nCOPY x.log /x\n", context=str(ctx))
     assert r.image.layers
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_metadata_instructions_as_docker_applies_them(store, tmp_path) -> None:
+    """ENTRYPOINT drops the CMD a stage inherited (kept when the stage set one first), VOLUME and STOPSIGNAL
+    land in the config, WORKDIR joins."""
+    build("FROM lab/bb:1\nCMD [\"sh\"]\nWORKDIR /srv\n", tag="lab/meta-base:1", context=str(tmp_path), store=store)
+    img = build("FROM lab/meta-base:1\nENTRYPOINT [\"echo\"]\nVOLUME /data\nSTOPSIGNAL SIGINT\nWORKDIR app\n",
+                context=str(tmp_path), store=store).image
+    assert img.config.entrypoint == ("echo",) and img.config.cmd is None
+    assert img.config.volumes == ("/data",) and img.config.stop_signal == "SIGINT" and img.config.workdir == "/srv/app"
+    img = build("FROM lab/meta-base:1\nCMD [\"hi\"]\nENTRYPOINT [\"echo\"]\n", context=str(tmp_path), store=store).image
+    assert img.config.entrypoint == ("echo",) and img.config.cmd == ("hi",)

@@ -105,3 +105,37 @@ def test_dockerignore_rules_as_docker_has_them() -> None:
              "secrets/key": True, "secrets/public": False, "secrets/public/x": False}
     assert {p: ig.excluded(p) for p in cases} == cases
     assert not DockerIgnore.parse("").excluded("anything")
+
+
+def test_volume_stopsignal_and_expose_ranges() -> None:
+    from pycontainer_magics.images.dockerfile import StopSignal, Volume
+
+    ins = parse_dockerfile('FROM x\nARG D=/data\nVOLUME $D /b\nVOLUME ["/c d"]\nSTOPSIGNAL SIGINT\n'
+                           "EXPOSE 90-92/udp 80\n").stages[0].instructions
+    assert isinstance(ins[1], Volume) and ins[1].paths == ("/data", "/b")
+    assert isinstance(ins[2], Volume) and ins[2].paths == ("/c d",)
+    assert isinstance(ins[3], StopSignal) and ins[3].signal == "SIGINT"
+    assert isinstance(ins[4], Expose) and ins[4].ports == ("90/udp", "91/udp", "92/udp", "80/tcp")
+    with pytest.raises(DockerfileError, match="bad port range"):
+        parse_dockerfile("FROM x\nEXPOSE 9-1\n")
+
+
+def test_commit_changes_apply_as_dockers() -> None:
+    """`docker commit --change`: dockerd 20.10's list and order rules (compared against it by hand)."""
+    from pycontainer_magics.images import ImageConfig
+    from pycontainer_magics.images.dockerfile import InvalidChange, apply_changes, parse_changes
+
+    base = ImageConfig(env=("PATH=/bin", "A=1"), cmd=("sh",), workdir="/srv")
+    changes = ["ENV B=$A$A", "WORKDIR app", "ENTRYPOINT [\"cat\"]", "VOLUME /v", "EXPOSE 80"]
+    cfg = apply_changes(base, parse_changes(changes, base.env_dict()))
+    assert cfg.env_dict() == {"PATH": "/bin", "A": "1", "B": "11"} and cfg.workdir == "/srv/app"
+    assert cfg.entrypoint == ("cat",) and cfg.cmd is None  # an ENTRYPOINT drops the CMD it did not set
+    assert cfg.volumes == ("/v",) and cfg.exposed_ports == ("80/tcp",)
+    cfg = apply_changes(base, parse_changes(['CMD ["x"]', "ENTRYPOINT cat"], {}))
+    assert cfg.cmd == ("x",) and cfg.entrypoint == ("/bin/sh", "-c", "cat")
+    with pytest.raises(InvalidChange, match="^run is not a valid change command$"):
+        parse_changes(["RUN true"], {})
+    with pytest.raises(DockerfileError, match="--change line 2: USER needs arguments"):
+        parse_changes(["CMD x", "USER"], {})
+    with pytest.raises(DockerfileError, match="no instructions"):
+        parse_changes([" "], {})

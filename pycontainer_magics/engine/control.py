@@ -241,9 +241,11 @@ class DaemonContainer:
     def rename(self, new: str) -> None:
         client().post(f"/containers/{self.id}/rename", name=new)
 
-    def commit(self, ref: str | None) -> str:
+    def commit(self, ref: str | None, changes: tuple[str, ...] | list[str] = ()) -> str:
+        """The writable layer as a new image; `changes`: Dockerfile instructions for its config (--change)."""
         repo, _, tag = (ref or "").rpartition(":") if ref and ":" in ref.rsplit("/", 1)[-1] else (ref or "", "", "")
-        return str(client().post("/commit", container=self.id, repo=repo or None, tag=tag or None)["Id"])
+        return str(client().post("/commit", container=self.id, repo=repo or None, tag=tag or None,
+                                 changes=list(changes) or None)["Id"])
 
     def diff(self) -> list[tuple[str, str]]:
         kinds = {0: "C", 1: "A", 2: "D"}

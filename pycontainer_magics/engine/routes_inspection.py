@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..workloads import daemon_store as store
@@ -174,14 +175,13 @@ async def changes(e: Engine, req: Request, ref: str) -> Response:
 async def commit(e: Engine, req: Request) -> Response:
     """`docker commit`: the writable layer, packed, on top of the container's image, with its config."""
     from ..images import parse_reference
+    from ..images.dockerfile import DockerfileError, InvalidChange, apply_changes, parse_changes
     from ..images.errors import ImageError
     from ..images.image import image_config
     from ..images.unpack import pack_dir
 
     c = e.containers.get(req.q("container") or "")
     body = await req.json(required=False) or {}
-    if req.query.get("changes") and any(req.query["changes"]):
-        raise ApiError(400, "commit --change is not supported by this engine yet")
     repo = req.q("repo") or ""
     ref = f"{repo}:{req.q('tag') or 'latest'}" if repo else None
     if ref:
@@ -190,8 +190,14 @@ async def commit(e: Engine, req: Request) -> Response:
         except ImageError as err:
             raise ApiError(400, str(err)) from None
     cfg = {k: v for k, v in c.record["Config"].items() if k in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User",
-                                                                  "Labels", "ExposedPorts", "StopSignal")}
+                                                                  "Labels", "ExposedPorts", "StopSignal", "Volumes")}
     cfg.update({k: v for k, v in body.items() if v})
+    config = image_config({"config": cfg})
+    if "changes" in req.query:  # `--change 'CMD ["x"]'`: Dockerfile instructions over that config, as dockerd's
+        try:
+            config = apply_changes(config, parse_changes(req.query["changes"], config.env_dict()))
+        except (DockerfileError, InvalidChange) as err:
+            raise ApiError(400, str(err)) from None
     pause = req.q_bool("pause", True) and c.status == "running"
     if pause:
         await e.containers.pause(c)
@@ -208,10 +214,10 @@ async def commit(e: Engine, req: Request) -> Response:
             created_by = " ".join([c.record.get("Path") or "", *(c.record.get("Args") or [])]).strip()
             if base.id == "host":  # over this machine's /: an image built FROM host, as %%dockerfile makes them
                 from ..images.image import HOST_BASE_LABEL
-                cfg["Labels"] = {**(cfg.get("Labels") or {}), HOST_BASE_LABEL: "host"}
-                base = None
-            return e.images.store.derive_image(base, buf.getvalue(), image_config({"config": cfg}),
-                                               created_by, ref=ref)
+                labels = {**config.labels, HOST_BASE_LABEL: "host"}
+                return e.images.store.derive_image(None, buf.getvalue(), replace(config, labels=labels), created_by,
+                                                   ref=ref)
+            return e.images.store.derive_image(base, buf.getvalue(), config, created_by, ref=ref)
 
         img = await asyncio.to_thread(work)
     finally:

@@ -1,16 +1,21 @@
 """A Dockerfile parser (the instructions builds will run): FROM, RUN, COPY, ADD, ENV, ARG, WORKDIR, USER,
-LABEL, EXPOSE, CMD, ENTRYPOINT; JSON (exec) and shell forms; line continuations; comments; the
-`# escape=` directive; ARG/ENV substitution (`$X`, `${X}`, `${X:-default}`, `${X:+alt}`) where Docker
-does it. A syntax error names its line number."""
+LABEL, EXPOSE, CMD, ENTRYPOINT, VOLUME, STOPSIGNAL; JSON (exec) and shell forms; line continuations;
+comments; the `# escape=` directive; ARG/ENV substitution (`$X`, `${X}`, `${X:-default}`, `${X:+alt}`) where
+Docker does it. A syntax error names its line number.
+
+parse_changes() reads `docker commit --change` lines: the metadata instructions Docker allows there, with
+the container's environment for substitution."""
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import ImageError
+from .image import ImageConfig
 
 
 class DockerfileError(ImageError):
@@ -91,6 +96,16 @@ class Cmd(Instruction):
 class Entrypoint(Instruction):
     command: tuple[str, ...]
     shell_form: bool
+
+
+@dataclass(frozen=True)
+class Volume(Instruction):
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StopSignal(Instruction):
+    signal: str
 
 
 @dataclass
@@ -347,6 +362,14 @@ class _Parser:
             return User(line, content, self.sub(args, line))
         if kw == "EXPOSE":
             return self.expose(line, content, args)
+        if kw == "VOLUME":
+            j = _json_or_shell(args)
+            paths = j[0] if j else tuple(self.sub(args, line).split())
+            if not all(paths):
+                raise DockerfileError(line, "VOLUME specified can not be an empty string")
+            return Volume(line, content, paths)
+        if kw == "STOPSIGNAL":
+            return StopSignal(line, content, self.sub(args, line))
         raise DockerfileError(line, f"unknown instruction {word!r}")
 
     def run(self, line: int, content: str, args: str) -> Run:
@@ -386,7 +409,82 @@ class _Parser:
         ports = []
         for p in self.sub(args, line).split():
             num, _, proto = p.partition("/")
-            if not re.match(r"^\d+(-\d+)?$", num) or proto not in ("", "tcp", "udp", "sctp"):
+            m = re.match(r"^(\d+)(?:-(\d+))?$", num)
+            if m is None or proto not in ("", "tcp", "udp", "sctp"):
                 raise DockerfileError(line, f"EXPOSE: bad port {p!r}")
-            ports.append(f"{num}/{proto or 'tcp'}")
+            first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+            if not 0 < first <= last < 65536:
+                raise DockerfileError(line, f"EXPOSE: bad port range {p!r}")
+            ports += [f"{n}/{proto or 'tcp'}" for n in range(first, last + 1)]  # a range is each port, as Docker's
         return Expose(line, content, tuple(ports))
+
+
+# `docker commit --change`: the instructions dockerd takes there (builder.BuildFromConfig's list); the others are
+# refused with its words. ONBUILD and HEALTHCHECK have no place in this project's image config yet.
+COMMIT_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "VOLUME", "WORKDIR")
+_COMMIT_UNSUPPORTED = ("ONBUILD", "HEALTHCHECK")
+
+
+def parse_changes(changes: list[str] | tuple[str, ...], env: dict[str, str]) -> list[Instruction]:
+    """`docker commit --change` lines as instructions, in order; `env` (the container's) for substitution, as
+    later ENV changes extend it. DockerfileError (line = the change's number) for what dockerd refuses."""
+    parser = _Parser({}, "\\")
+    parser.stage = Stage(From(0, "", "scratch"))
+    parser.env = dict(env)
+    out: list[Instruction] = []
+    for n, change in enumerate(changes, 1):
+        lines = _logical_lines(change, parser.escape)
+        if not lines:
+            raise DockerfileError(n, "file with no instructions", "--change")
+        for _line, content in lines:
+            kw = content.split(None, 1)[0].upper()
+            if kw in _COMMIT_UNSUPPORTED:
+                raise DockerfileError(n, f"{kw} is not supported by this engine's images", "--change")
+            if kw not in COMMIT_CHANGES:
+                raise InvalidChange(f"{kw.lower()} is not a valid change command")
+            try:
+                parser.instruction(n, content)
+            except DockerfileError as e:
+                raise DockerfileError(n, str(e).split(": ", 1)[1], "--change") from None
+    out.extend(parser.stage.instructions)
+    return out
+
+
+def apply_metadata(config: ImageConfig, ins: Instruction, cmd_set: bool = False) -> ImageConfig:
+    """The image config after a metadata instruction (ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL, CMD,
+    ENTRYPOINT), as Docker applies it in a build and in `commit --change`. An ENTRYPOINT drops the CMD it
+    inherited unless `cmd_set` (a CMD came earlier in the same stage, or the same commit)."""
+    if isinstance(ins, Env):
+        env = config.env_dict()
+        env.update(dict(ins.pairs))
+        return replace(config, env=tuple(f"{k}={v}" for k, v in env.items()))
+    if isinstance(ins, Workdir):
+        return replace(config, workdir=posixpath.join(config.workdir or "/", ins.path))
+    if isinstance(ins, User):
+        return replace(config, user=ins.user)
+    if isinstance(ins, Label):
+        return replace(config, labels={**config.labels, **dict(ins.pairs)})
+    if isinstance(ins, Expose):
+        return replace(config, exposed_ports=tuple(dict.fromkeys((*config.exposed_ports, *ins.ports))))
+    if isinstance(ins, Volume):
+        return replace(config, volumes=tuple(sorted({*config.volumes, *ins.paths})))
+    if isinstance(ins, StopSignal):
+        return replace(config, stop_signal=ins.signal)
+    if isinstance(ins, Cmd):
+        return replace(config, cmd=ins.command)
+    if isinstance(ins, Entrypoint):
+        return replace(config, entrypoint=ins.command, cmd=config.cmd if cmd_set else None)
+    raise TypeError(f"{type(ins).__name__} is not a metadata instruction")
+
+
+def apply_changes(config: ImageConfig, instructions: list[Instruction]) -> ImageConfig:
+    """`docker commit --change`: each instruction in order over the container's config."""
+    cmd_set = False
+    for ins in instructions:
+        config = apply_metadata(config, ins, cmd_set)
+        cmd_set = cmd_set or isinstance(ins, Cmd)
+    return config
+
+
+class InvalidChange(ImageError):
+    """A `--change` instruction that commit does not take (dockerd's "x is not a valid change command")."""

@@ -6,7 +6,7 @@ and the verbs Docker has for a running container, on this kernel's containers an
     %container update NAME --memory 128m [--memory-swap S] [--cpus 0.5] [--pids-limit N]
     %container top NAME                       (a DataFrame: the container's processes)
     %container rename NAME NEW
-    %container commit NAME [REPO[:TAG]]       (the daemon's containers: their writable layer is kept)
+    %container commit NAME [REPO[:TAG]] [-c INSTRUCTION]   (the daemon's containers: their layer is kept)
     %container cp NAME:PATH DEST  |  cp SRC NAME:DIR
     %container export NAME FILE.tar
 """
@@ -153,15 +153,25 @@ def _rename(self: Any, rest: str) -> None:
 
 
 def _commit(self: Any, rest: str) -> None:
-    argv = split_line(rest)
+    words = split_line(rest)
+    argv: list[str] = []
+    changes: list[str] = []
+    while words:  # -c/--change 'INSTRUCTION', as docker commit's
+        w = words.pop(0)
+        if w in ("-c", "--change") and words:
+            changes.append(words.pop(0))
+        elif w.startswith("--change="):
+            changes.append(w.split("=", 1)[1])
+        else:
+            argv.append(w)
     if len(argv) not in (1, 2):
-        raise UsageError("usage: %container commit NAME [REPOSITORY[:TAG]]")
+        raise UsageError("usage: %container commit NAME [REPOSITORY[:TAG]] [-c 'CMD [\"x\"]' ...]")
     c = get_container(argv[0])
     if hasattr(c, "log"):
         raise UsageError(f"%container commit {argv[0]}: this kernel's containers keep their writable layer in "
                          "memory, gone with them; commit works on the engine daemon's containers (whose layer is kept "
                          "on disk): start it with %container serve and run the container with docker run or docker-py")
-    print(engine_call(lambda: c.commit(argv[1] if len(argv) == 2 else None)))
+    print(engine_call(lambda: c.commit(argv[1] if len(argv) == 2 else None, changes)))
 
 
 def _cp(self: Any, rest: str) -> None:

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..images import Image, ImageConfig, ImageError, ImageNotFound, Store, pull
@@ -37,15 +37,10 @@ from ..images.dockerfile import (
     Cmd,
     Copy,
     DockerfileError,
-    Entrypoint,
-    Env,
-    Expose,
     Instruction,
-    Label,
     Run,
     Stage,
-    User,
-    Workdir,
+    apply_metadata,
     parse_dockerfile,
 )
 from ..images.dockerignore import DockerIgnore
@@ -89,6 +84,7 @@ class _StageState:
     image: Image | None
     config: ImageConfig = field(default_factory=ImageConfig)
     args: dict[str, str] = field(default_factory=dict)  # ARG values: in RUN's environment and cache key
+    cmd_set: bool = False  # a CMD came in this stage: a later ENTRYPOINT keeps it (else drops the base's)
 
     @property
     def parent_key(self) -> str:
@@ -451,6 +447,8 @@ def _step(ins: Instruction, state: _StageState, index: int, ctx: _Context, build
             extra = json.dumps(sorted(args.items()))
         else:
             extra = ""
+        if isinstance(ins, Cmd):
+            state.cmd_set = True
         key = hashlib.sha256(f"{parent}\n{ins.original}\n{extra}".encode()).hexdigest()
         cached_id = cache.get(key)
         if cached_id is not None:
@@ -470,23 +468,8 @@ def _step(ins: Instruction, state: _StageState, index: int, ctx: _Context, build
             if ins.add and ins.from_stage:
                 raise BuildError(f"Dockerfile line {ins.line}: ADD has no --from; use COPY --from")
             layer = _copy_layer(ctx, ins, state, source, downloads)
-        elif isinstance(ins, Env):
-            env = dict(config.env_dict())
-            env.update(dict(ins.pairs))
-            config = replace(config, env=tuple(f"{k}={v}" for k, v in env.items()))
-        elif isinstance(ins, Workdir):
-            config = replace(config, workdir=ins.path if ins.path.startswith("/")
-                             else os.path.join(config.workdir or "/", ins.path))
-        elif isinstance(ins, User):
-            config = replace(config, user=ins.user)
-        elif isinstance(ins, Label):
-            config = replace(config, labels={**config.labels, **dict(ins.pairs)})
-        elif isinstance(ins, Expose):
-            config = replace(config, exposed_ports=tuple(dict.fromkeys((*config.exposed_ports, *ins.ports))))
-        elif isinstance(ins, Cmd):
-            config = replace(config, cmd=ins.command)
-        elif isinstance(ins, Entrypoint):
-            config = replace(config, entrypoint=ins.command)
+        else:  # ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL, CMD, ENTRYPOINT: the config only
+            config = apply_metadata(config, ins, state.cmd_set)
         state.image = store.derive_image(state.image, layer, config, ins.original)
         state.config = state.image.config
         cache[key] = state.image.id
