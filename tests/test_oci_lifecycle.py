@@ -51,9 +51,11 @@ def subreaper() -> Any:
     for pid in list(_adopted):
         with contextlib.suppress(Exception):
             reap(pid, 5)
+    from pycontainer_magics.runtime.zygote import zygote
+    helper = zygote().pid  # this process's own launch helper (a run() in the module may have started it)
     left = []
     for d in os.listdir("/proc"):
-        if d.isdigit() and int(d) != os.getpid():
+        if d.isdigit() and int(d) not in (os.getpid(), helper):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 if ppid(int(d)) == os.getpid():
                     state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]

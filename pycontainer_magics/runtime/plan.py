@@ -144,7 +144,9 @@ def privilege_steps(*, rlimits_: tuple[tuple[str, int, int], ...], workdir: str,
     """PID 1's last steps before the payload, in the order they must run."""
     steps: list[PrivilegeStep] = [SetRlimit(n, s, h) for n, s, h in rlimits_]
     steps.append(Chdir(workdir))
-    seccomp_step = Seccomp(seccomp_program, seccomp_profile, len(seccomp_program) // 8) if seccomp_program else None
+    # An empty program is a bundle plan's placeholder (the OCI runtime compiles the profile): still a step.
+    seccomp_step = None if seccomp_program is None else Seccomp(seccomp_program, seccomp_profile,
+                                                                 len(seccomp_program) // 8)
     if seccomp_step is not None and not no_new_privileges:
         # Without no_new_privs the kernel takes a filter only from a holder of CAP_SYS_ADMIN: it goes in
         # before the capabilities are dropped (runc's order); with it, last (the fewest of our calls under it).
