@@ -95,3 +95,34 @@ def test_exec_privileged_is_refused(d):
         assert d.docker("exec", cid, "true").returncode == 0
     finally:
         d.docker("rm", "-f", cid)
+
+
+@pytest.mark.parametrize("host, says", [("tcp://127.0.0.1:99999", "Port out of range"),
+                                        ("unix://{tmp}/no/such/dir/docker.sock", "no such directory"),
+                                        ("unix://relative.sock", "must be absolute"),
+                                        ("bogus://x", "unsupported host")])
+def test_serve_refuses_a_bad_address_in_one_line_and_makes_nothing(tmp_path, host, says):
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("the daemon needs root")
+    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"),
+           "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
+    p = subprocess.run([sys.executable, "-m", "pycontainer_magics", "serve", "-H", host.format(tmp=tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=60)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1 and says in lines[0], p.stderr
+    assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)  # no state, run dir, socket directory
+
+
+def test_serve_says_where_it_listens(d):
+    """As dockerd's "API listen on ...": the line a user starting `pycontainer serve &` needs."""
+    import select
+
+    assert d.proc.stderr is not None
+    ready, _, _ = select.select([d.proc.stderr], [], [], 10)
+    assert ready
+    line = d.proc.stderr.readline().decode()
+    assert line.startswith("pycontainer serve: API listening on unix://") and \
+        f"export DOCKER_HOST={d.env['DOCKER_HOST']}" in line, line

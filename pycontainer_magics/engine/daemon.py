@@ -42,6 +42,27 @@ def _unix_path(host: str) -> str | None:
     return host[len("unix://"):] if host.startswith("unix://") else None
 
 
+def check_hosts(hosts: list[str]) -> str | None:
+    """What is wrong with the -H addresses given (one line), before anything is started or made; None: nothing.
+    (The default, in the run directory, is made.)"""
+    for h in hosts:
+        path = _unix_path(h)
+        if path is not None:
+            if not os.path.isabs(path):
+                return f"-H {h}: the socket's path must be absolute, like unix:///run/pyc/docker.sock"
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent):
+                return f"-H {h}: no such directory {parent}"
+        elif h.startswith("tcp://"):
+            try:
+                urllib.parse.urlsplit(h).port  # noqa: B018 - validates the port
+            except ValueError as e:
+                return f"-H {h}: {e}"
+        else:
+            return f"unsupported host {h!r}: unix:///path or tcp://HOST:PORT"
+    return None
+
+
 def _prepare_socket(path: str) -> None:
     """A socket file left by a killed daemon is removed; one a live daemon answers on is an error."""
     if os.path.exists(path):
@@ -52,7 +73,14 @@ def _prepare_socket(path: str) -> None:
                 os.unlink(path)
             else:
                 raise SystemExit(f"pycontainer serve: a daemon is already listening on {path}")
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)  # the default's: the run dir
+
+
+def _say(line: str) -> None:
+    """One line on stderr, as dockerd's "API listen on ..."; a reader that went away (a notebook that started
+    this daemon and closed the pipe) is no error."""
+    with contextlib.suppress(OSError):
+        os.write(2, (line + "\n").encode())
 
 
 async def serve(options: Options, ready: Any = None) -> None:
@@ -88,6 +116,7 @@ async def serve(options: Options, ready: Any = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("API listening on %s (live-restore %s)", ", ".join(hosts), "on" if options.live_restore else "off")
+    _say(f"pycontainer serve: API listening on {', '.join(hosts)}; clients: export DOCKER_HOST={hosts[0]}")
     if ready is not None:
         ready()
     await stop.wait()
@@ -117,6 +146,10 @@ def setup_logging(path: str | None) -> None:
 def main(options: Options) -> int:
     if os.geteuid() != 0:
         sys.stderr.write("pycontainer serve: needs root (it creates namespaces, cgroups and mounts)\n")
+        return 1
+    problem = check_hosts(options.hosts)
+    if problem is not None:
+        sys.stderr.write(f"pycontainer serve: {problem}\n")
         return 1
     os.makedirs(run_dir(), mode=0o755, exist_ok=True)
     setup_logging(options.log_file)
