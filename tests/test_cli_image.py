@@ -138,3 +138,28 @@ def test_image_commands_load_no_notebook_stack(env: dict[str, str]) -> None:
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.rsplit("LOADED:", 1)[1].strip() == ""
+
+
+def test_a_bad_archive_is_one_line_and_loads_nothing(tmp_path: Path) -> None:
+    """`image load` of what is not a `docker save` tarball: a missing file, a text file, a manifest of the
+    wrong shape (it comes from elsewhere) — one line, exit 1, an empty store."""
+    import io
+    import tarfile
+
+    def archive(name: str, manifest: bytes) -> str:
+        path = tmp_path / name
+        with tarfile.open(path, "w") as tf:
+            ti = tarfile.TarInfo("manifest.json")
+            ti.size = len(manifest)
+            tf.addfile(ti, io.BytesIO(manifest))
+        return str(path)
+
+    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state")}
+    for path, says in ((str(tmp_path / "missing.tar"), "No such file or directory"),
+                       ("/etc/hostname", "not a tar archive"),
+                       (archive("no-config.tar", b"[{}]"), "entry 0 has no Config"),
+                       (archive("bad-layers.tar", b'[{"Config": "c.json", "Layers": "x"}]'), "Layers is not a list"),
+                       (archive("not-a-list.tar", b'{"Config": "c.json"}'), "manifest.json is not a list")):
+        p = pc(env, "image", "load", "-i", path)
+        assert p.returncode == 1 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1, (path, p.stderr)
+    assert pc(env, "image", "ls", "-q").stdout.strip() == ""

@@ -25,14 +25,30 @@ def _expected_digest(member: str) -> str | None:
     return None
 
 
+def _check_entries(entries: Any, what: str) -> None:
+    """manifest.json's shape, as `docker save` writes it: a list of {Config, Layers, RepoTags}. It comes from
+    elsewhere: anything else is one line, not a KeyError."""
+    if not isinstance(entries, list):
+        raise LayoutError(f"{what}: manifest.json is not a list")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
+            raise LayoutError(f"{what}: manifest.json entry {i} has no Config (the image config's path)")
+        for key in ("Layers", "RepoTags"):
+            value = entry.get(key)
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise LayoutError(f"{what}: manifest.json entry {i}: {key} is not a list of strings")
+
+
 def import_docker_archive(store: Store, path: str, *, progress: ProgressCallback | None = None) -> list[Image]:
     """Import every image of a `docker save` tarball, tagged with its RepoTags. Verified; on error
     nothing is left in the store."""
     what = f"docker archive {os.path.basename(path)}"
     try:
         tf = tarfile.open(path, mode="r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise LayoutError(f"{what}: not a tar archive ({e})") from None
+    except OSError as e:
+        raise LayoutError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+    except tarfile.TarError:  # its message lists every decompressor tried, over several lines
+        raise LayoutError(f"{what}: not a tar archive (plain, gzip, bzip2 or xz), as `docker save` writes") from None
     with tf:
         members = {os.path.normpath(m.name): m for m in tf.getmembers()}
 
@@ -47,8 +63,7 @@ def import_docker_archive(store: Store, path: str, *, progress: ProgressCallback
             entries = json.loads(read("manifest.json").read())
         except ValueError as e:
             raise LayoutError(f"{what}: manifest.json is not JSON ({e})") from None
-        if not isinstance(entries, list):
-            raise LayoutError(f"{what}: manifest.json is not a list")
+        _check_entries(entries, what)
         out = []
         with store.transaction():
             for entry in entries:
