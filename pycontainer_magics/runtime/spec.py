@@ -263,10 +263,39 @@ def _check_limits(s: ContainerSpec) -> None:
         _fail(f"--cpu-shares {s.cpu_shares} is out of range: 2 to 262144")
     if s.cpuset_cpus is not None and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", s.cpuset_cpus):
         _fail(f"invalid --cpuset-cpus {s.cpuset_cpus!r}: a list like 0 or 0-1 or 0,2")
+    if s.cpuset_cpus is not None:
+        online = _online_cpus()
+        wanted = _cpu_list(s.cpuset_cpus)
+        if online and not wanted <= online:  # else the cgroup write fails with a bare ERANGE/EINVAL
+            _fail(f"--cpuset-cpus {s.cpuset_cpus}: CPUs {_cpu_text(wanted - online)} are not available "
+                  f"(this machine has {_cpu_text(online)})")
     if s.storage_size is not None and s.storage_size < 1 << 20:
         _fail(f"--storage-opt size={s.storage_size}: at least 1m")
     if s.pids_limit is not None and s.pids_limit < 1:
         _fail(f"--pids-limit {s.pids_limit} must be a positive number")
+
+
+def _cpu_list(text: str) -> set[int]:
+    """"0-2,5" -> {0, 1, 2, 5} (the kernel's list format)."""
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _cpu_text(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def _online_cpus() -> set[int]:
+    """The CPUs the kernel has online (empty if it cannot say)."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            return _cpu_list(f.read())
+    except (OSError, ValueError):
+        return set()
 
 
 def _check_user_namespace(s: ContainerSpec) -> None:
