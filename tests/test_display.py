@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import matplotlib
@@ -395,3 +396,14 @@ def test_timeline_frame_orders_stages_and_computes_steps() -> None:
     assert list(df["stage"]) == ["a", "b", "c"]
     assert list(df["at_ms"].round(3)) == [1.0, 3.0, 6.5]
     assert list(df["took_ms"].round(3)) == [1.0, 2.0, 3.5]
+
+
+def test_a_long_title_stays_inside_the_figure(oom_run):
+    """The README's first example (three limits, OOMKilled): its title ran past both edges of the figure."""
+    spec = ContainerSpec(command=("true",), memory=50 * MiB, cpus=0.5, pids_limit=20)
+    run = dataclasses.replace(oom_run, spec=spec)
+    fig = plot_run(run)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (box, fig.bbox)
+    assert "--pids-limit 20" in fig._suptitle.get_text() and "OOMKilled" in fig._suptitle.get_text()

@@ -113,6 +113,13 @@ def plot_title(run: ContainerRun) -> str:
     return f"container with {shown}" if shown else "container without limits"
 
 
+def _title(run: ContainerRun) -> str:
+    """The figure's title: what it is about, then how it ended — on two lines when one would run past the
+    figure's edges (matplotlib neither wraps nor shrinks a title: it is cut off on both sides)."""
+    about, ended = plot_title(run), status_text(run)
+    return f"{about}: {ended}" if len(about) + len(ended) <= 56 else f"{about}\n{ended}"
+
+
 def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figure:
     """Memory (MiB), CPU % and pids over time, with limits dashed and the OOM kill in red.
 
@@ -123,14 +130,14 @@ def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figu
     if ax is None:
         fig = Figure(figsize=(7.0, 5.6), layout="constrained")
         axes: list[Axes] = list(fig.subplots(3, 1, sharex=True))
-        fig.suptitle(f"{plot_title(run)}: {status_text(run)}")
+        fig.suptitle(_title(run))
         axes[-1].set_xlabel("seconds since the launch")
     else:
         axes = [ax] if isinstance(ax, Axes) else list(ax)
         if not axes:
             raise ValueError("plot_run: ax is an empty sequence")
         fig = axes[0].get_figure(root=True)  # type: ignore[assignment]
-        axes[0].set_title(f"{plot_title(run)}: {status_text(run)}")
+        axes[0].set_title(_title(run))
         axes[-1].set_xlabel("seconds since the launch")
     draw_usage(
         axes,
