@@ -587,3 +587,44 @@ def test_secrets_as_env_and_as_files():
     with pytest.raises(KubeError, match=r"spec.volumes\[0\].secret.items\[1\].key: 'nope' is not a key of secret/"):
         K.play(bad)
     _nothing_left(name, [name])
+
+
+def test_cli_play_stops_at_a_second_ctrl_c(tmp_path):
+    """`pycontainer kube play` in a terminal: Ctrl-C stops the pods with their grace period (30 s by default,
+    and a shell as PID 1 ignores SIGTERM) and says so; a second Ctrl-C stops them at once, as `docker compose
+    up` does — exit 130, no traceback, nothing left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    name = _tag("int")
+    f = tmp_path / "pod.yaml"
+    f.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n"
+                 f"  - name: {name}\n    image: host\n"
+                 "    command: [sh, -c, 'echo started; while :; do sleep 1; done']\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pycontainer_magics.cli", "kube", "play", str(f)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == f"{name}/{name} | started"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while "Stopping" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+        assert "Ctrl-C again" in line, line
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130
+        assert time.monotonic() - t0 < 15  # not the 30 s grace period
+        rest = proc.stderr.read()
+        assert "Traceback" not in rest and f"Pod {name}  Removed" in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for s in (proc.stdout, proc.stderr):
+            if s is not None:
+                s.close()
+    _nothing_left(name, [name])

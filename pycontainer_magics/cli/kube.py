@@ -16,6 +16,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -129,23 +130,36 @@ def _play(ns: argparse.Namespace) -> int:
     p = K.play(_read(ns.file), name=name, network=ns.network, on_output=_progress)
     for n in p.notes:
         sys.stderr.write(f"pycontainer: note: {n}\n")
-    ended = {"signal": 0}
+    ended = {"signal": 0, "force": 0}
 
     def stop(signum: int, _frame: Any) -> None:
-        ended["signal"] = signum
+        # A flag the loops below read (a KeyboardInterrupt raised inside the play's locks and waits could leave
+        # one held, and the down that follows would hang on it). A Ctrl-C once stopping: no more grace.
+        if ended["signal"] and signum == signal.SIGINT:
+            ended["force"] = 1
+        ended["signal"] = ended["signal"] or signum
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     seen: dict[int, int] = {}  # id(container) -> log lines shown
-    try:
-        while not ended["signal"]:
+    while not ended["signal"]:
+        _follow(p, seen)
+        if p.wait(timeout=0.2):
             _follow(p, seen)
-            if p.wait(timeout=0.2):
-                _follow(p, seen)
-                break
-    except KeyboardInterrupt:
-        ended["signal"] = signal.SIGINT
+            break
     timeout = K.requested_timeout(name) if ended["signal"] == signal.SIGTERM else None
-    sys.stderr.write("".join(f" {line}\n" for line in p.down(timeout=timeout)))
+    if ended["signal"] == signal.SIGINT:  # the grace period can be long (30 s by default): say what happens
+        sys.stderr.write(f" Play {name}  Stopping (each container's grace period; Ctrl-C again: at once)\n")
+    lines: list[str] = []
+    downer = threading.Thread(target=lambda: lines.extend(p.down(timeout=timeout)), name="kube-down", daemon=True)
+    downer.start()
+    killed = False
+    while downer.is_alive():
+        downer.join(0.2)
+        if ended["force"] and not killed:  # a second Ctrl-C, as docker compose's: every container killed now
+            killed = True
+            p.kill()
+    sys.stderr.write("".join(f" {line}\n" for line in lines))
     if ended["signal"]:
         return EXIT_INTERRUPTED if ended["signal"] == signal.SIGINT else 0
     failed = [s for s in p.ps() if s.exit_code not in (0, None)]

@@ -630,6 +630,15 @@ class Play:
                     return False
         return True
 
+    def kill(self) -> None:
+        """SIGKILL every container of the play now (a second Ctrl-C while `down` waits out grace periods): no
+        lock taken, as `down` may hold it; `down` then finishes at once."""
+        self.stopping.set()
+        for pr in list(self.pods.values()):
+            for c in [*pr.init_runs, *(x for cr in pr.containers for x in cr.containers)]:
+                with contextlib.suppress(Exception):
+                    c.kill()
+
     # -- down ---------------------------------------------------------------------------------------------------
     def down(self, volumes: bool = False, timeout: float | None = None) -> list[str]:
         """Stop and remove the containers (SIGTERM, SIGKILL after the pod's terminationGracePeriodSeconds, or
