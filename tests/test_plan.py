@@ -79,12 +79,16 @@ def ip() -> Iterator[object]:
 @root
 def test_explain_shows_the_plan_and_runs_nothing(ip, host_clean):  # noqa: F811
     before = our_cgroups()
-    plan = ip.run_line_magic("container", "--explain --memory 64m --hostname lab -- sh -c 'echo ran > /x'")
+    volume = f"explained-{os.getpid()}"
+    plan = ip.run_line_magic("container", f"--explain --memory 64m --hostname lab -v {volume}:/data -- "
+                             "sh -c 'echo ran > /x'")
     assert isinstance(plan, P.SetupPlan) and ip.user_ns["_container"] is plan
     ops = [op for _, _, op, _ in plan.rows()]
     assert ops[0] == "unshare" and "pivot_root" in ops and ops[-1] == "exec"
     assert plan.of(P.SetHostname) == [P.SetHostname("lab")] and plan.of(P.JoinCgroup)[0].path is None
     assert our_cgroups() == before and not os.path.exists("/x")
+    from pycontainer_magics.workloads.volumes import list_volumes
+    assert volume not in list_volumes()  # named, not made
 
 
 @pytest.mark.root

@@ -139,3 +139,22 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     while any(os.path.isdir(d) for d in dirs) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(os.path.isdir(d) for d in dirs)
+
+
+def test_no_pid1_is_prepared_over_a_volume_and_a_removed_volume_stays_removed(tmp_path) -> None:
+    """Preparing the next cell ahead must not re-create what the user removes between cells (a named volume)
+    nor keep a mount of a host directory that may be replaced."""
+    from pycontainer_magics.runtime.cleanup import settle
+    from pycontainer_magics.runtime.spec import Mount
+    from pycontainer_magics.workloads import volumes
+
+    name = f"prep-vol-{os.getpid()}"
+    spec = {"mounts": (Mount(name, "/data", kind="volume"),)}
+    pool.drain()
+    for _ in range(3):  # more than enough in a row for a PID 1 to be prepared, were it allowed
+        r = sh("echo x > /data/f", **spec)
+        assert r.exit_code == 0 and not prepared_ahead(r)
+    volumes.remove_volume(name)
+    settle()
+    pool.drain()
+    assert name not in volumes.list_volumes()

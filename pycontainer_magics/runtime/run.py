@@ -239,7 +239,9 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
         else "nested"
     plan = None
     if "mount" in new:
-        volume_sources = {m.source: state.volume_path(m.source) for m in spec.mounts if m.kind == "volume"}
+        # (An explained plan (cgroup_view given) runs nothing: it names a volume's directory without making it.)
+        volume_sources = {m.source: state.volume_path(m.source, create=cgroup_view is None)
+                          for m in spec.mounts if m.kind == "volume"}
         cg_ops = rootfs.cgroup_ops(*(cgroup_view or (cg.version if cg else None, cg.paths if cg else {})))
         if mode == "direct":
             # PID 1 mounts as host root: ids in mount options are host ids.
@@ -619,7 +621,10 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         # notebook that alternates Python and shell cells keeps its pooled holder and cgroup for both.
         global _last_parkable
         park = None
-        parkable = not holder.ours and L.parkable() and not _networked(spec) and spec.pod is None
+        # Nor with a named volume or a bind mount: the host side may be removed or replaced before the next
+        # cell, and planning the next launch must not create a volume the user has just removed.
+        parkable = not holder.ours and L.parkable() and not _networked(spec) and spec.pod is None \
+            and not any(m.kind in ("volume", "bind") for m in spec.mounts)
         if parkable and _last_parkable:
             park = lambda next_cg: plan_launch(spec, next_cg, None)[1].for_holder()  # noqa: E731
         _last_parkable = parkable
