@@ -126,3 +126,13 @@ def test_serve_says_where_it_listens(d):
     line = d.proc.stderr.readline().decode()
     assert line.startswith("pycontainer serve: API listening on unix://") and \
         f"export DOCKER_HOST={d.env['DOCKER_HOST']}" in line, line
+
+
+def test_kill_answers_once_the_container_has_ended(d):
+    """`docker kill x && docker rm x`, a script's everyday line: as dockerd, the kill's answer waits for the end."""
+    for _ in range(3):
+        cid = d.docker("run", "-d", "--network", "none", IMAGE, "sleep", "60", check=True).stdout.strip()
+        d.docker("kill", cid, check=True)
+        state = d.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", cid, check=True).stdout.strip()
+        assert state == "exited 137", state
+        d.docker("rm", cid, check=True)

@@ -302,10 +302,14 @@ class Containers:
             raise ApiError(409, f"Container {c.id} is not running")
         if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):  # as dockerd: a kill is a manual stop
             c.state = store.update_state(c.id, ManuallyStopped=True)
+        ended = c.changed
         self._signal(c, sig)
         if c.status == "paused" and sig == signal.SIGKILL:  # a frozen process dies once thawed
             await asyncio.to_thread(self._thaw, c)
         self.events.emit("container", "kill", c.id, self.attrs(c, signal=sig))
+        if sig == signal.SIGKILL and c.running:
+            # As dockerd's Kill: the answer waits for the end, so `docker kill x && docker rm x` works.
+            await _wait_event(ended, 10)
 
     async def stop(self, c: Container, timeout: int | None = None, sig: int | None = None) -> bool:
         """The stop signal (SIGTERM unless the container says otherwise), SIGKILL after `timeout` seconds.
