@@ -436,3 +436,19 @@ def test_e2e_limits_and_expectations_on_each_cgroup_version(ip: InteractiveShell
              "except OSError as e:\n    print('refused after', len(kids))\nfor k in kids:\n    os.waitpid(k, 0)\n")
     ip.run_cell_magic("container", "--quiet --pids-limit 5", forks)
     assert capsys.readouterr().out.strip() == "refused after 4"
+
+
+def test_every_magic_has_help_that_shows_how_to_use_it(ip: InteractiveShell) -> None:
+    """`%netns?` and `%image?` said only "see `%netns?`" / "see the module help": a student typing `%NAME?`
+    must see the commands."""
+    from pycontainer_magics.magics import magic_classes
+
+    for cls in magic_classes():
+        for kind, table in cls.magics.items():
+            for name in table:
+                doc = (ip.find_magic(name, kind).__doc__ or "").strip()
+                sigil = "%%" if kind == "cell" else "%"
+                assert f"`{sigil}{name}?`" not in doc, f"{sigil}{name}? refers to itself: {doc!r}"
+                lines = [ln for ln in doc.splitlines() if ln.strip()]
+                assert len(lines) >= 3 and f"{sigil}{name}" in doc or kind == "cell" and name == "netns", \
+                    f"{sigil}{name}? shows too little: {doc!r}"

@@ -82,8 +82,17 @@ def _run_build(text: str, tag: str | None, context: str, build_args: dict[str, s
 class ImageMagics(Magics):
     @line_magic
     def image(self, line: str) -> Any:
-        """Manage the image store: ls, pull, push, tag, rm, prune, history, inspect, files, du, import,
-        export (see the module help: `%image?`)."""
+        """The image store, in Docker's words.
+
+            %image ls                     %image pull REF            %image push REF [DEST]
+            %image history REF            %image inspect REF         %image files REF
+            %image tag SRC DST            %image rm [-f] REF...      %image prune [-a]
+            %image du                     %image import PATH [--tag REF]   (an OCI layout dir or a docker-archive)
+            %image export REF DIR         (an OCI image layout)
+            %image build DIR [-t REF] [-f FILE] [--build-arg K=V] [--target STAGE]
+
+        Run one with `%%container --image REF -- CMD` (its ENV, CMD, WORKDIR and USER apply); build one from a
+        cell with `%%dockerfile --tag REF` (see `%%dockerfile?`)."""
         from .. import images as im
         from ..display import image_views as views
         from ..display.progress import LayerProgress

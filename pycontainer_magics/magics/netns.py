@@ -84,7 +84,19 @@ def _ns(ref: str | None) -> Any:
 class NetnsMagics(Magics):
     @line_magic
     def netns(self, line: str) -> Any:
-        """Network namespaces and container networks (see `%netns?` for the commands)."""
+        """Network namespaces and container networks, in Docker's and iproute2's words.
+
+            %netns network create NAME [--subnet CIDR] [--gateway IP] [--internal] [--nat]
+            %netns network ls | inspect NAME | rm [-f] NAME
+            %netns network connect NAME CONTAINER | disconnect NAME CONTAINER
+            %netns create NAME | ls | rm NAME          (named network namespaces)
+            %netns links|addrs|routes|neigh [NS]      (NS: a netns name, a pid or a container; none: the host)
+            %netns veth NS1 NS2 [--address1 CIDR] [--address2 CIDR]
+            %netns matrix NS... [--ping]              who reaches whom, as a table and a picture
+            %%netns run [--expect-exit N | --no-raise-error] NS   the cell is a shell script run inside NS
+
+        Containers join a network with `%%container --network NAME` (names resolve on it) and publish ports
+        with `-p HOST:CTR`."""
         from .. import network as net
         from ..display import net_views as views
 
