@@ -164,8 +164,11 @@ def plot_shares(c: Competition, *, periods: int = 2) -> Figure:
     window = periods * CFS_PERIOD
     weights = [_weight(label) for label in c.labels]
     runs = [r for r in c.runs if r.samples]
-    start = max(r.t0 + r.samples[0].t for r in runs) if len(runs) == 2 else 0.0
-    end = min(r.t0 + r.samples[-1].t for r in runs) if len(runs) == 2 else 0.0
+    if c.window is not None:  # the measured window: from the moment all spinners ran to the last reading
+        start, end = c.window
+    else:
+        start = max(r.t0 + r.samples[0].t for r in runs) if len(runs) == 2 else 0.0
+        end = min(r.t0 + r.samples[-1].t for r in runs) if len(runs) == 2 else 0.0
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     rates = []

@@ -6,6 +6,7 @@ returns a GroupRun (group_run.py) or a Competition; display/cgroup_views.py draw
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy, new_name, open_hierarchy
+from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, explore, new_name, open_hierarchy
 from .group_run import GroupRun, GroupSample, run_in_group
 from .groups import set_extra
 
@@ -137,12 +138,14 @@ def fork_bomb(pids_max: int, seconds: float = 1.0, *, hierarchy: Hierarchy | Non
 
 @dataclass
 class Competition:
-    """Two groups spinning at once: their settings and CPU seconds used."""
+    """Two groups spinning at once: their settings, and the CPU seconds each used while both were spinning
+    (from the groups' own usage counters over `window`, two time.monotonic() moments)."""
 
     labels: tuple[str, str]
     runs: tuple[GroupRun, GroupRun]
     cpu_seconds: tuple[float, float]
     cpuset: str | None
+    window: tuple[float, float] | None = None
 
     @property
     def ratio(self) -> float:
@@ -150,38 +153,78 @@ class Competition:
         return a / b if b else float("inf")
 
 
+# A spinner for the competition: it says it spins (a file named after its pid in READY), then spins until
+# STOP exists (checked every 20000 turns: a stat is not free) or LIMIT seconds pass.
+SPIN_UNTIL = """
+import os, sys, time
+ready, stop, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+open(os.path.join(ready, str(os.getpid())), "w").close()
+end = time.monotonic() + limit
+n = 0
+while n % 20000 or not (os.path.exists(stop) or time.monotonic() > end):
+    n += 1
+print(n)
+"""
+
+
 def cpu_competition(a: CgroupLimits, b: CgroupLimits, seconds: float = 1.0, *, cpuset: str | None = "0",
-                    hierarchy: Hierarchy | None = None, interval: float = 0.05) -> Competition:
-    """Two groups, each spinning one process per CPU of `cpuset` for `seconds`, pinned to `cpuset`
-    (shares/weight only matter when they compete for the same CPU)."""
+                    hierarchy: Hierarchy | None = None, interval: float = 0.05,
+                    ready_timeout: float = 120.0) -> Competition:
+    """Two groups, each spinning one process per CPU of `cpuset`, pinned to `cpuset` (shares/weight only
+    matter when they compete for the same CPU), compared over `seconds` during which all of them spin.
+
+    Start-up is left out exactly, however slow (seconds under emulation, on a loaded machine): every
+    spinner reports once it spins, the window opens when all have, and it closes before any is told to
+    stop. The CPU seconds are the groups' own usage counters (cpuacct.usage / cpu.stat usage_usec) read at
+    both ends of the window, so sampling and wall-clock jitter do not enter the ratio."""
+    import shutil
+    import tempfile
 
     ncpu = len(_cpus(cpuset)) if cpuset else (os.cpu_count() or 1)
     la = CgroupLimits(**{**a.__dict__, "cpuset_cpus": cpuset or a.cpuset_cpus})
     lb = CgroupLimits(**{**b.__dict__, "cpuset_cpus": cpuset or b.cpuset_cpus})
-    t = time.monotonic()  # Python's start-up (seconds under emulation): both groups spin from one moment after it
-    subprocess_run([sys.executable, "-c", "pass"])
-    start = time.monotonic() + 0.2 + 4 * (time.monotonic() - t)
-    spin = spin_command(seconds, start)
+    tmp = tempfile.mkdtemp(prefix="pcm-compete-")
+    ready, stop = os.path.join(tmp, "ready"), os.path.join(tmp, "stop")
+    os.mkdir(ready)
+    spin = [sys.executable, "-c", SPIN_UNTIL, ready, stop, str(ready_timeout + seconds * 10 + 30)]
     code = (f"import subprocess, sys\nps = [subprocess.Popen({spin!r}) for _ in range({ncpu})]\n"
             "sys.exit(max(p.wait() for p in ps))\n")
-    with _Temp(hierarchy, "cpuA-", la) as ca, _Temp(hierarchy, "cpuB-", lb) as cb:
-        results: dict[str, GroupRun] = {}
+    results: dict[str, GroupRun] = {}
+    try:
+        with _Temp(hierarchy, "cpuA-", la) as ca, _Temp(hierarchy, "cpuB-", lb) as cb:
+            def go(key: str, cg: Cgroup) -> None:
+                results[key] = run_in_group(cg, command=[sys.executable, "-c", code], interval=interval,
+                                            full_samples=True, timeout=ready_timeout + seconds * 10 + 60)
 
-        def go(key: str, cg: Cgroup) -> None:
-            results[key] = run_in_group(cg, command=[sys.executable, "-c", code], interval=interval,
-                                        full_samples=True, timeout=seconds * 20 + 5)
+            threads = [threading.Thread(target=go, args=(k, cg), daemon=True) for k, cg in (("a", ca), ("b", cb))]
+            for t in threads:
+                t.start()
+            try:
+                deadline = time.monotonic() + ready_timeout
+                while len(os.listdir(ready)) < 2 * ncpu:
+                    if results or time.monotonic() > deadline:
+                        raise CgroupError(errno.ETIMEDOUT, f"the competing groups were not all spinning after "
+                                          f"{ready_timeout:g} s ({len(os.listdir(ready))} of {2 * ncpu})")
+                    time.sleep(0.01)
+                start, used0 = time.monotonic(), (_usage(ca), _usage(cb))
+                time.sleep(seconds)
+                end, used1 = time.monotonic(), (_usage(ca), _usage(cb))
+                if results:  # a group ended inside the window: it did not compete all along
+                    raise CgroupError(errno.ECHILD, f"a competing group ended before the window closed: "
+                                      f"{next(iter(results.values())).stderr.strip()[-200:]}")
+            finally:
+                open(stop, "w").close()
+                for t in threads:
+                    t.join()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    secs = ((used1[0] - used0[0]) / 1e6, (used1[1] - used0[1]) / 1e6)
+    return Competition((_label(la), _label(lb)), (results["a"], results["b"]), secs, cpuset, (start, end))
 
-        tb = threading.Thread(target=go, args=("b", cb))
-        tb.start()
-        go("a", ca)
-        tb.join()
-    ra, rb = results["a"], results["b"]
-    # CPU within the common spinning window (start-up excluded); the whole run's if a window is unsampled.
-    win = [r.cpu_between(start + 0.05 * seconds, start + 0.95 * seconds) for r in (ra, rb)]
-    if None in win:
-        win = [ra.delta("usage_usec") / 1e6, rb.delta("usage_usec") / 1e6]
-    secs = (float(win[0] or 0.0), float(win[1] or 0.0))
-    return Competition((_label(la), _label(lb)), (ra, rb), secs, cpuset)
+
+def _usage(cg: Cgroup) -> int:
+    """The group's CPU time so far, in microseconds (a fresh read: the sampler thread reads the hot file)."""
+    return explore.cpu_stat(cg).get("usage_usec", 0)
 
 
 def subprocess_run(argv: list[str]) -> None:
