@@ -63,8 +63,10 @@ def test_python_cell_in_an_image_as_its_user(store) -> None:
 
 
 def test_unknown_image_or_user_is_one_clear_error(store) -> None:
-    with pytest.raises(LaunchError, match="lab/nope"):
+    with pytest.raises(LaunchError, match="lab/nope") as e:
         run(ContainerSpec(image="127.0.0.1:1/lab/nope:1"))
+    # a mistyped name must not read as a network problem only: the store did not have it, then the pull failed
+    assert "not in the image store, and pulling it failed: 127.0.0.1:1: cannot reach" in str(e.value), e.value
     with pytest.raises(LaunchError, match="unable to find user nobody2"):
         run(ContainerSpec(image="lab/demo:1", user="nobody2"))
 

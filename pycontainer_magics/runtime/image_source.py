@@ -25,7 +25,7 @@ class ImageSource:
 def resolve(spec: ContainerSpec, on_progress: Callable[[str], None] | None = None) -> ImageSource:
     if spec.image == "host":
         return ImageSource(spec.rootfs or "/", spec.command, {}, spec.workdir or "/", spec.user)
-    from ..images import ImageNotFound, ProgressEvent, Store, pull  # loaded only when an image is used
+    from ..images import ImageNotFound, ProgressEvent, RegistryError, Store, pull  # loaded only when used
 
     store = Store()
     try:
@@ -34,7 +34,10 @@ def resolve(spec: ContainerSpec, on_progress: Callable[[str], None] | None = Non
         def progress(e: ProgressEvent) -> None:
             if on_progress is not None and e.status not in ("Downloading", "Extracting"):
                 on_progress(f"{e.digest[7:19] if e.digest else spec.image}: {e.status}\n")
-        img = pull(store, spec.image, progress=progress)
+        try:
+            img = pull(store, spec.image, progress=progress)
+        except RegistryError as e:  # a mistyped name would read as a network problem: say both
+            raise ImageNotFound(f"not in the image store, and pulling it failed: {e}") from e
     if img.host_based and os.geteuid() != 0:
         from .spec import SpecError
         raise SpecError(f"image {spec.image} is built FROM host: its layers over this machine's / need root "
