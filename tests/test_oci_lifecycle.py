@@ -525,6 +525,51 @@ def test_console_socket_gets_the_pty_master(busybox: str, tmp_path: Path, ours: 
     assert_gone(ours, "t", b)
 
 
+def _terminal_output(rt: Runtime, b: Path, tmp_path: Path, cid: str) -> str:
+    """Create and start `b` (terminal: true) under `rt` with a console socket; what the master end reads."""
+    import socket
+
+    path = str(tmp_path / f"{cid}.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    rt("create", "--bundle", str(b), "--console-socket", path, cid, stdio=tmp_path / f"{cid}.stdio")
+    conn, _ = srv.accept()
+    _msg, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
+    master = fds[0]
+    pid = rt.state(cid)["pid"]
+    rt("start", cid)
+    out = b""
+    deadline = time.monotonic() + 10
+    while b"done" not in out and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            out += os.read(master, 4096)
+    reap(pid)
+    os.close(master)
+    conn.close()
+    srv.close()
+    rt("delete", "--force", cid)
+    return out.decode()
+
+
+def test_the_terminal_is_set_up_as_runc_sets_it(busybox: str, tmp_path: Path, ours: Runtime) -> None:
+    """Through --console-socket runc leaves the terminal's settings to whoever receives the master (the shim,
+    conmon): newlines reach a `docker run -it` user as CR LF (onlcr). Ours cleared onlcr: lines staircased."""
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed")
+    b = make_bundle(tmp_path, busybox, ["sh", "-c", "/bin/busybox stty -a; echo done"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"]["terminal"] = True
+    (b / "config.json").write_text(json.dumps(cfg))
+    theirs = Runtime(["runc"], tmp_path / "runc-state")
+    settings = {}
+    for name, rt in (("runc", theirs), ("ours", ours)):
+        text = _terminal_output(rt, b, tmp_path, f"tty-{name}")
+        settings[name] = {w for w in text.split() if w.lstrip("-") in ("onlcr", "icrnl", "opost", "icanon", "echo")}
+        assert "done\r\n" in text if name == "runc" else True, text
+    assert settings["ours"] == settings["runc"] and "onlcr" in settings["runc"], settings
+
+
 # --- side by side with runc -------------------------------------------------------------------------------
 
 def _lifecycle(rt: Runtime, bundle: Path, out: Path, cid: str) -> tuple[list[str], list[dict[str, Any]]]:

@@ -54,9 +54,9 @@ def setup(sock_fd: int, size: tuple[int, int] | None, uid: int, gid: int) -> Non
         os.fchown(slave, uid, gid)
     except OSError:
         pass  # an unmapped id: the terminal stays root's, as it would under runc
-    attrs = termios.tcgetattr(slave)
-    attrs[1] &= ~termios.ONLCR  # runc's ClearONLCR: the engine gets the bytes the process wrote
-    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    # The terminal's settings stay the kernel's defaults (onlcr on): runc's ClearONLCR is in its own `run -t`
+    # relay, not on this path; the shim or conmon that receives the master decides, and a `docker run -it`
+    # user must get CR LF line ends, as under runc.
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     os.close(slave)
