@@ -5,6 +5,7 @@ docker-py drive this project's containers, images, networks and volumes.
     router.py     /vX.Y prefixes, routes, the 404 for what is not here
     routes_*.py   the endpoints, with dockerd's JSON shapes and status codes
     backend.py    the containers: create, start (through the warm launcher), stop, wait, remove
+    stdio.py      stdin and terminals: a container's stdio channel, the detach keys (-i, -t, attach, exec)
     daemon.py     start-up, the socket, signals, logs
 
 The daemon keeps no container state of its own that matters: containers live in workloads/daemon_store.py

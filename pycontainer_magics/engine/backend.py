@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from ..workloads.launcher import Launcher, LauncherError
 from . import container_config
 from .events import Events
 from .http import ApiError
+from .stdio import ContainerIO
 
 log = logging.getLogger("pycontainer.engine")
 
@@ -42,6 +44,9 @@ class Container:
     removed: asyncio.Event = field(default_factory=asyncio.Event)
     watching: int | None = None  # pidfd of the supervisor
     stopping: bool = False
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at each start
+    io: ContainerIO | None = None  # the stdio channel of its run (-i, -t)
+    tty_listeners: set[asyncio.Queue[bytes | None]] = field(default_factory=set)  # attach sessions of a -t one
 
     @property
     def name(self) -> str:
@@ -57,6 +62,14 @@ class Container:
 
     def image_name(self) -> str:
         return str(self.record["Config"].get("Image") or self.record["Image"])
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.record["Config"].get("Tty"))
+
+    @property
+    def open_stdin(self) -> bool:
+        return bool(self.record["Config"].get("OpenStdin"))
 
 
 class Containers:
@@ -178,18 +191,32 @@ class Containers:
                           entrypoint=tuple(rec["Config"].get("Entrypoint") or ()))
         r, w = os.pipe()
         exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
+        io = channel = None
+        if c.tty or c.open_stdin:  # the supervisor relays stdin and the terminal over a channel born with it
+            size = rec["HostConfig"].get("ConsoleSize") or (0, 0)
+            io = {"tty": c.tty, "stdin": c.open_stdin, "size": (int(size[0] or 0), int(size[1] or 0))}
+            channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            await asyncio.to_thread(self.launcher.launch, c.id, spec, w, exit_w)
+            await asyncio.to_thread(self.launcher.launch, c.id, spec, w, exit_w, io,
+                                    theirs.fileno() if channel is not None else None)
         except LauncherError as e:
             os.close(r)
             os.close(exit_r)
+            if channel is not None:
+                channel.close()
             raise ApiError(500, f"cannot start container {c.id[:12]}: {e}") from None
         finally:
             os.close(w)
             os.close(exit_w)
+            if channel is not None:
+                theirs.close()
+        if channel is not None:
+            c.io = ContainerIO(channel, c.tty_listeners)
         try:
             report = await asyncio.wait_for(_read_all(r), START_TIMEOUT)
         except TimeoutError:
+            if c.io is not None:
+                c.io.close()
             raise ApiError(500, f"container {c.id[:12]} did not start in {START_TIMEOUT:g} s") from None
         finally:
             os.close(r)
@@ -200,13 +227,33 @@ class Containers:
         c.state = await asyncio.to_thread(store.load_state, c.id)
         if not msg.get("ok"):
             os.close(exit_r)
+            if c.io is not None:
+                c.io.close()
             error = msg.get("error") or "the container's supervisor died while starting it"
             if rec["HostConfig"].get("AutoRemove"):  # as dockerd: a --rm container that cannot start goes
                 self._remove_now(c)
             raise ApiError(int(msg.get("status") or 500), error)
         self._watch(c, exit_r)
+        ev, c.started = c.started, asyncio.Event()
+        ev.set()
         self.events.emit("container", "start", c.id, self.attrs(c))
         return True
+
+    async def io_of(self, c: Container) -> ContainerIO | None:
+        """The stdio channel of a running -i/-t container; a daemon that did not start it connects to its
+        supervisor's attach.sock. None when it is not running (or has no stdin or terminal)."""
+        if c.io is not None and not c.io.ended.is_set():
+            return c.io
+        if not c.running or not (c.tty or c.open_stdin):
+            return None
+        from ..workloads.container_io import connect
+
+        try:
+            sock = await asyncio.to_thread(connect, c.id)
+        except OSError:
+            return None
+        c.io = ContainerIO(sock, c.tty_listeners)
+        return c.io
 
     def _watch(self, c: Container, exit_r: int | None = None) -> None:
         """Learn of the container's end at once: the supervisor closes `exit_r`'s other end once the end is

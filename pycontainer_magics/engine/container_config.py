@@ -30,10 +30,6 @@ def network_mode(host_config: dict[str, Any]) -> str:
 
 def check(config: dict[str, Any], host_config: dict[str, Any]) -> None:
     """What dockerd refuses at create time (400), before anything is made."""
-    if config.get("Tty"):
-        raise ApiError(400, "this engine gives containers no terminal: run without -t (--tty)")
-    if config.get("OpenStdin") or config.get("AttachStdin"):
-        raise ApiError(400, "this engine does not feed a container's standard input yet: run without -i")
     mem = host_config.get("Memory") or 0
     if mem and mem < 6 * 2**20:
         raise ApiError(400, "Minimum memory limit allowed is 6MB")

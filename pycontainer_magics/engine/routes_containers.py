@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import shlex
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from . import frames
 from .backend import Container, parse_signal
 from .http import ApiError, Request, Response, empty, json_response
 from .params import content_type, time_param
+from .stdio import parse_detach_keys, pump_stdin
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -354,42 +356,119 @@ async def prune(e: Engine, req: Request) -> Response:
 
 
 async def resize(e: Engine, req: Request, ref: str) -> Response:
-    e.containers.get(ref)
+    """`docker run -t` and `docker attach` send the terminal's size (and each change of it): TIOCSWINSZ on the
+    container's pty, and SIGWINCH to its foreground process group."""
+    c = e.containers.get(ref)
+    rows, cols = req.q_int("h", 0) or 0, req.q_int("w", 0) or 0
+    if not c.running:
+        raise ApiError(409, f"Container {c.id} is not running")
+    io = await e.containers.io_of(c) if c.tty else None
+    if io is not None:
+        await io.resize(rows, cols)
     return empty(200)
 
 
-# -- output ------------------------------------------------------------------------------------------
+# -- output, and input -------------------------------------------------------------------------------
 
 async def attach(e: Engine, req: Request, ref: str) -> Response | None:
+    """`docker run` (before start), `docker attach`, `docker start -a`: the run going on, or the next one if
+    none is, until it ends (or the client types the detach keys). Output: the json log followed (multiplexed),
+    or with a terminal its raw bytes as they come; input: the client's, to its stdin (-i) or terminal (-t)."""
     c = e.containers.get(ref)
-    if req.q_bool("stdin"):
-        pass  # accepted; nothing is fed to the container (see container_config.check)
+    use_stdin = req.q_bool("stdin") and c.open_stdin  # dockerd ignores stdin for a container without -i
     want = {s for s in ("stdout", "stderr") if req.q_bool(s)}
-    reader = Reader(store.log_path(c.id), 0 if req.q_bool("logs") else Reader.end_of(store.log_path(c.id)))
+    # As dockerd: the detach keys are looked for in a terminal's input only (piped data may hold any bytes).
+    detach_keys = parse_detach_keys(req.q("detachKeys")) if c.tty else b""
+    log_path = store.log_path(c.id)
+    reader = Reader(log_path, 0 if req.q_bool("logs") else Reader.end_of(log_path))
     stream = req.q_bool("stream")
-    exits = c.exits
-    ended = c.changed
-    was_running_or_new = c.status in ("created", "running", "paused")
-    _, writer = await req.hijack(content_type(req))
+    exits = c.exits  # the run this attach follows ends when this grows (the one going on, or the next)
+    tty = c.tty
+    listener: asyncio.Queue[bytes | None] = asyncio.Queue()
+    if tty and stream and want:
+        c.tty_listeners.add(listener)  # now: what a run starting from here writes reaches this session
+    _, writer = await req.hijack("application/vnd.docker.raw-stream" if tty else content_type(req))
+    out = asyncio.ensure_future(_attach_output(e, c, writer, reader, want, stream, exits, listener))
+    inp = asyncio.ensure_future(_attach_input(e, c, req, exits, detach_keys)) if use_stdin and stream else None
     try:
-        while True:
-            for rec in reader.read():
-                if rec.stream in want:
-                    writer.write(frames.frame(rec.stream, rec.data))
+        await asyncio.wait([t for t in (out, inp) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+        if inp is not None and inp.done() and not inp.exception() and not inp.result():
+            await asyncio.wait([out])  # the client's input ended (not detached): the output goes on to the end
+    finally:
+        c.tty_listeners.discard(listener)
+        for t in (out, inp):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+                    await t  # the client may have left mid-attach: the container goes on
+    return None
+
+
+async def _until_running(c: Container, exits: int) -> bool:
+    """Wait until the run this attach follows is going on (or over already); False if the container went."""
+    while not c.running and c.exits == exits:
+        started, ended, removed = (asyncio.ensure_future(ev.wait()) for ev in (c.started, c.changed, c.removed))
+        try:
+            await asyncio.wait({started, ended, removed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (started, ended, removed):
+                f.cancel()
+        if c.removed.is_set():
+            return False
+    return True
+
+
+async def _attach_output(e: Engine, c: Container, writer: asyncio.StreamWriter, reader: Reader, want: set[str],
+                         stream: bool, exits: int, listener: asyncio.Queue[bytes | None]) -> None:
+    tty = c.tty
+    for rec in reader.read():  # logs=1: what was written before
+        if rec.stream in want:
+            writer.write(rec.data if tty else frames.frame(rec.stream, rec.data))
+    await writer.drain()
+    if not stream:
+        return
+    if tty:
+        if not want:
+            await _until_running(c, exits) and await c.changed.wait()
+            return
+        if c.running and await e.containers.io_of(c) is None:
+            return  # a terminal no one relays (its supervisor gone)
+        while (data := await listener.get()) is not None:
+            writer.write(data)
             await writer.drain()
-            if not stream or not was_running_or_new or c.exits > exits:
-                break
-            try:
-                await asyncio.wait_for(asyncio.shield(ended.wait()), FOLLOW_POLL)
-            except TimeoutError:
-                pass
-        for rec in reader.read():  # what was written before the end was seen
+        return
+    if not await _until_running(c, exits):
+        return
+    while c.exits == exits:
+        for rec in reader.read():
             if rec.stream in want:
                 writer.write(frames.frame(rec.stream, rec.data))
         await writer.drain()
-    except ConnectionError:
-        pass  # the client left mid-attach: the container goes on
-    return None
+        try:
+            await asyncio.wait_for(asyncio.shield(c.changed.wait()), FOLLOW_POLL)
+        except TimeoutError:
+            pass
+    for rec in reader.read():  # what was written before the end was seen
+        if rec.stream in want:
+            writer.write(frames.frame(rec.stream, rec.data))
+    await writer.drain()
+
+
+async def _attach_input(e: Engine, c: Container, req: Request, exits: int, detach_keys: bytes) -> bool:
+    """The client's input to the run's stdin or terminal; True when it detached (ctrl-p ctrl-q). When its
+    input ends, a StdinOnce container's stdin is closed (`echo hi | docker run -i IMAGE cat` ends)."""
+    async def write(data: bytes) -> None:
+        if await _until_running(c, exits) and c.exits == exits:
+            io = await e.containers.io_of(c)
+            if io is not None:
+                await io.write(data)
+
+    detached = await pump_stdin(req.reader, write, detach_keys)
+    if c.record["Config"].get("StdinOnce") and not c.tty and await _until_running(c, exits) and c.exits == exits:
+        io = await e.containers.io_of(c)
+        if io is not None:
+            await io.close_stdin()
+    return detached
 
 
 def _select(records: list[Record], want: set[str], since: float, until: float | None) -> list[Record]:
@@ -426,9 +505,12 @@ async def logs(e: Engine, req: Request, ref: str) -> Response | None:
     first = _select(reader.read(), want, since, until)
     if tail != "all" and n_tail >= 0:
         first = first[len(first) - n_tail:] if n_tail else []
-    out = await req.stream(content_type(req))
+    tty = c.tty  # a terminal's output is one stream: sent raw, as dockerd does (the client copies it through)
+    out = await req.stream("application/vnd.docker.raw-stream" if tty else content_type(req))
 
     def encode(recs: list[Record]) -> bytes:
+        if tty:
+            return b"".join((r.time.encode() + b" " if stamps else b"") + r.data for r in recs)
         return b"".join(frames.frame(r.stream, (r.time.encode() + b" " if stamps else b"") + r.data) for r in recs)
 
     try:

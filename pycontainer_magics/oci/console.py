@@ -9,14 +9,10 @@ import errno
 import fcntl
 import os
 import socket
-import struct
-import termios
 
+from ..linux import pty
 from ..linux.libc import MS_BIND, mount
-
-TIOCGPTN = 0x80045430
-TIOCSPTLCK = 0x40045431
-TIOCSCTTY = 0x540E
+from ..linux.pty import TIOCSCTTY
 
 
 def connect(path: str) -> int:
@@ -34,22 +30,13 @@ def connect(path: str) -> int:
 def setup(sock_fd: int, size: tuple[int, int] | None, uid: int, gid: int) -> None:
     """In the container, after pivot_root: make the pty, send its master, and make the slave our stdio
     and controlling terminal."""
-    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    master, slave = pty.open_pty(size)
     try:
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, struct.pack("I", 0)))[0]
-        slave_path = f"/dev/pts/{n}"
-        if size and size[0] and size[1]:
-            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
-        _bind_console(slave_path)
-        s = socket.socket(fileno=sock_fd)
-        try:
-            socket.send_fds(s, [b"/dev/ptmx"], [master])
-        finally:
-            s.close()
+        _bind_console(os.ttyname(slave))
+        pty.send_master(sock_fd, master)
     finally:
         os.close(master)
-    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+        os.close(sock_fd)
     try:
         os.fchown(slave, uid, gid)
     except OSError:

@@ -168,6 +168,7 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
     try:
         if msg["mode"] == "nested":
             stdin, stdout, stderr, *join_fds = fds[1:]
+            console = join_fds.pop(0) if L.terminal else None  # where PID 1 sends its terminal's master
             if L.hostname:
                 libc.sethostname(L.hostname)
             pid = _hand_over(parked, L, (stdin, stdout, stderr), join_fds)
@@ -181,9 +182,11 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
                 pid = os.fork()
                 if pid == 0:
                     sock.close()
-                    pid1_nested(L, join_fds)
+                    pid1_nested(L, join_fds, console)
                 for i in (0, 1, 2):
                     os.close(i)
+            if console is not None:
+                os.close(console)
             for fd in join_fds:
                 os.close(fd)
             send(STATUS_FD, {"pid1": pid, "prepared": parked is not None and parked[0] == pid})

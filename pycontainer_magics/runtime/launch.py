@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from .. import errors as E
-from ..linux import libc, rlimits
+from ..linux import libc, pty, rlimits
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES
 from . import rootfs
 from .channel import recv_ctl, send, send_ctl
-from .plan import PrivilegeStep, SetRlimit, run_steps
+from .plan import PrivilegeStep, SetRlimit, SetUser, run_steps
 
 STATUS_FD = 3
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -63,6 +63,8 @@ class Launch:
     export_layer: str | None = None  # the holder writes the writable layer here as a layer tarball (builds)
     rebind_root: bool = True  # nested as root: the inherited root mount is locked
     gate: str | None = None  # `pycontainer create`: a FIFO the payload waits on before exec (runc's exec.fifo)
+    terminal: bool = False  # `docker run -t`: PID 1 makes a pty in the container, sends the master back (run.Terminal)
+    terminal_size: tuple[int, int] = (0, 0)  # rows, columns (0: unknown, the client sets it later)
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -77,12 +79,12 @@ class Launch:
     def parkable(self) -> bool:
         """Can PID 1 be prepared ahead of its cell (pid1_parked)? A command forked by the holder (nested), not a
         Python cell (that needs the caller's memory) nor a created-not-started container (it has a gate)."""
-        return self.mode == "nested" and self.python_code is None and self.gate is None
+        return self.mode == "nested" and self.python_code is None and self.gate is None and not self.terminal
 
     def park_key(self) -> tuple[Any, ...]:
         """What a PID 1 prepared ahead has done already: a run whose key is equal can take it over (its
         command, environment, hostname and privilege steps come with the run)."""
-        return (self.mode, self.pid1_unshare, self.merged, self.plan, self.rebind_root)
+        return (self.mode, self.pid1_unshare, self.merged, self.plan, self.rebind_root, self.terminal)
 
 
 def setup_fds(stdin: int, stdout: int, stderr: int, status: int, keep: tuple[int, ...] = ()) -> list[int]:
@@ -174,8 +176,9 @@ def _enter_root(L: Launch, at: _Stage, rebind: bool) -> list[str]:
     return notes
 
 
-def pid1_nested(L: Launch, join_fds: list[int]) -> NoReturn:
-    """PID 1 forked by the holder, already inside the container's user namespace."""
+def pid1_nested(L: Launch, join_fds: list[int], console: int | None = None) -> NoReturn:
+    """PID 1 forked by the holder, already inside the container's user namespace. `console`: a unix socket the
+    master end of its terminal goes back on (L.terminal)."""
     at = _Stage("joining the cgroup")
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -193,6 +196,9 @@ def pid1_nested(L: Launch, join_fds: list[int]) -> NoReturn:
         # An unlocked mount of the root that pivot_root accepts. Without root the tree was built inside the
         # user namespace: nothing is locked, and a non-recursive bind would drop the per-directory overlays.
         notes = _enter_root(L, at, rebind=L.rebind_root)
+        if console is not None:
+            at.stage = "making the terminal"
+            _make_terminal(L, console)
         at.stage = "dropping privileges"
         _drop_privileges(L)
         if gate is not None:  # as runc: a process that cannot be executed fails `create`, not `start`
@@ -245,6 +251,20 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
         report_failure(at.stage, e)
         os._exit(125)
     _payload(run_L)
+
+
+def _make_terminal(L: Launch, console: int) -> None:
+    """`docker run -t`: a pty from the container's own /dev/ptmx (so it is /dev/pts/0 inside); the master goes
+    back over `console`, the slave becomes stdin, stdout, stderr and the controlling terminal of a session of
+    our own, owned by the user the payload runs as."""
+    master, slave = pty.open_pty(L.terminal_size)
+    try:
+        pty.send_master(console, master)
+    finally:
+        os.close(master)
+        os.close(console)
+    user = next((s for s in L.steps if isinstance(s, SetUser)), None)
+    pty.become_controlled(slave, (user.uid, user.gid) if user is not None else None)
 
 
 def _check_executable(L: Launch) -> None:

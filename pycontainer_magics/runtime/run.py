@@ -18,14 +18,16 @@ import gc
 import os
 import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import paths
 from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
-from ..linux import idmap, libc, seccomp
+from ..linux import idmap, libc, pty, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.cgroups.devices import DEFAULT_DEVICES
 from ..linux.namespaces import (
@@ -410,10 +412,20 @@ def _pod(name: str, helper: bool) -> PodMembership:
     return _pod_resolver(name, helper)
 
 
+@dataclass(frozen=True)
+class Terminal:
+    """`docker run -t`: PID 1 gets a pseudo-terminal (made in the container: /dev/pts/0 there) as its stdin,
+    stdout, stderr and controlling terminal. `on_master` receives the master end, before the payload runs; the
+    caller relays it (output, input, window size) and closes it. The run's stdout and stderr are then empty."""
+
+    on_master: Callable[[int], None]
+    size: tuple[int, int] = (0, 0)  # rows, columns; (0, 0): unknown yet
+
+
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         on_output: OutputFn | None = None, helper: bool | None = None,
         on_start: StartFn | None = None, export_layer: str | None = None,
-        gate: str | None = None) -> ContainerRun:
+        gate: str | None = None, stdin_fd: int | None = None, terminal: Terminal | None = None) -> ContainerRun:
     """Run one container to completion and return what happened.
 
     helper: prepare the container's namespaces in the small launch helper, ahead of time (the default:
@@ -421,7 +433,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     a small, short-lived caller such as the CLI). on_start: called (from the relaying thread) with a
     `Running` handle once PID 1 is about to run its payload. export_layer: a path where the writable layer
     is written, at exit, as a layer tarball (what a Dockerfile RUN step adds). gate: a FIFO PID 1 waits on,
-    set up but not yet executed, until a byte is written to it (`pycontainer create`/`start`)."""
+    set up but not yet executed, until a byte is written to it (`pycontainer create`/`start`). stdin_fd: the
+    container's standard input (a pipe the caller feeds, say; its own copy stays the caller's), instead of
+    spec.stdin_data or /dev/null. terminal: a pseudo-terminal instead (see Terminal)."""
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and "pids_limit" in spec.default_bounds:  # a default bound, not asked for: dropped here
@@ -472,8 +486,13 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             if L.mode != "nested":
                 raise LaunchError(errno.EINVAL, "a created-not-started container runs a command, not a cell")
             L.gate = gate
+        if terminal is not None:
+            if L.mode != "nested" or L.plan is None:
+                raise LaunchError(errno.EINVAL, "a terminal (-t) is for a command in a new mount namespace, not a "
+                                  "Python cell")
+            L.terminal, L.terminal_size = True, terminal.size
         r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
-        _execute(r, hp, L, cg, on_output, helper, on_start)
+        _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal)
     finally:
         if pod is not None:
             pod.release(r.id)
@@ -532,7 +551,8 @@ def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
 
 
 def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
-             helper: bool, on_start: StartFn | None = None) -> None:
+             helper: bool, on_start: StartFn | None = None, stdin_fd: int | None = None,
+             terminal: Terminal | None = None) -> None:
     spec = r.spec
     host_ns = ns_inodes("self")
     t0 = time.monotonic()
@@ -556,23 +576,31 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
-    if spec.stdin_data is not None:
+    if stdin_fd is not None:
+        in_r, in_w = os.dup(stdin_fd), -1
+    elif spec.stdin_data is not None:
         in_r, in_w = os.pipe()
     else:
         in_r, in_w = os.open("/dev/null", os.O_RDONLY), -1
     join_fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cg.join_files()] if cg else []
-    child_ends = [in_r, out_w, err_w, st_w, *join_fds]
+    console: socket.socket | None = None  # PID 1 sends its terminal's master here (Terminal)
+    console_fds: list[int] = []
+    if terminal is not None:
+        console, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        console_fds = [theirs.detach()]
+    child_ends = [in_r, out_w, err_w, st_w, *console_fds, *join_fds]
     parent_ends = [out_r, err_r, st_r]  # in_w belongs to the relay, which closes it once stdin is written
     pid1 = pidfd = None
+    order = [st_w, in_r, out_w, err_w, *console_fds, *join_fds]
     try:
         try:
             if L.mode == "nested":
                 try:
-                    _send_order(holder, L, [st_w, in_r, out_w, err_w, *join_fds])
+                    _send_order(holder, L, order)
                 except OSError:  # a pooled holder that died: make a fresh one
                     holder.close()
                     holder = _take_holder(hp, L, False, cg)
-                    _send_order(holder, L, [st_w, in_r, out_w, err_w, *join_fds])
+                    _send_order(holder, L, order)
             else:
                 _send_order(holder, L, [st_w])
                 pid1 = _fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds)
@@ -584,6 +612,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     except BaseException:
         for fd in parent_ends + ([in_w] if in_w >= 0 else []):
             os.close(fd)
+        if console is not None:
+            console.close()
         _end_holder(holder, kill=True)
         raise
     monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
@@ -592,9 +622,12 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     relay = _Relay(r, on_output, t0, holder, pid1)
     if on_start is not None:
         relay.on_ready = lambda: on_start(Running(r, relay, cg))
+    if console is not None and terminal is not None:
+        relay.console, relay.on_master = console, terminal.on_master
     try:
         relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
     finally:
+        relay.take_console()  # closed if PID 1 never sent one
         # Each fd closed exactly once: a number closed twice may by then belong to another thread's file.
         for fd in parent_ends + ([pidfd] if pidfd is not None else []):
             try:
@@ -739,6 +772,26 @@ class _Relay:
         self.setup_error: dict[str, Any] | None = None
         self.status_buf = bytearray()
         self.output = OutputRelay(on_output)
+        self.console: socket.socket | None = None  # a Terminal's master comes on it (before "ready")
+        self.on_master: Callable[[int], None] | None = None
+
+    def take_console(self, wait: bool = False) -> None:
+        """Receive the terminal's master (PID 1 sends it before it says "ready": `wait` blocks for it then)
+        and hand it to on_master; the socket is done either way (None if PID 1 died first)."""
+        if self.console is None:
+            return
+        sock, self.console = self.console, None
+        try:
+            sock.setblocking(wait)
+            master = pty.recv_master(sock)
+        except OSError:
+            master = None
+        finally:
+            sock.close()
+        if master is not None and self.on_master is not None:
+            self.on_master(master)
+        elif master is not None:
+            os.close(master)
 
     def kill(self, cg: Cgroup | None) -> None:
         """End the container now: every process of its cgroup, PID 1 (which takes its PID namespace with
@@ -833,6 +886,7 @@ class _Relay:
             r.notes.extend(msg["notes"])
         if msg.get("ready"):
             self.ready = True
+            self.take_console(wait=True)  # its master is in the socket already: the caller wires it up first
         # Once PID 1 is set up and its host pid known (the holder's report may come second).
         if self.ready and self.pid1 and self.on_ready is not None:
             on_ready, self.on_ready = self.on_ready, None

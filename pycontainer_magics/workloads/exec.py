@@ -14,18 +14,20 @@ import gc
 import os
 import selectors
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import OSFailure
-from ..linux import libc, seccomp
+from ..linux import libc, pty, seccomp
 from ..linux.caps import restrict_to
 from ..linux.cgroups import Cgroup
 from ..linux.namespaces import NAMESPACES
 from ..runtime.channel import decode_frames, feed, send
 from ..runtime.launch import STATUS_FD, become_root, failure, reset_signals, setup_fds
 from ..runtime.relay import QUIET, OutputRelay
+from ..runtime.run import Terminal
 
 # Entered in this order; the user namespace last (see module docstring).
 _ORDER = ("cgroup", "ipc", "uts", "net", "time", "pid", "mount")
@@ -47,9 +49,12 @@ class ExecError(OSFailure):
 def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: dict[str, str],
             workdir: str = "/", capabilities: frozenset[str], no_new_privileges: bool = True,
             on_output: Callable[[str, str], None] | None = None, stdin_data: bytes | None = None,
-            timeout: float | None = None, seccomp_filter: bytes | None = None) -> ExecResult:
+            timeout: float | None = None, seccomp_filter: bytes | None = None, stdin_fd: int | None = None,
+            terminal: Terminal | None = None) -> ExecResult:
     """Run `command` in the container whose PID 1 is `pid1` (a host pid); returns when it exits. The
-    process gets PID 1's capabilities, no_new_privs and seccomp filter (`seccomp_filter`), as docker exec."""
+    process gets PID 1's capabilities, no_new_privs and seccomp filter (`seccomp_filter`), as docker exec.
+    stdin_fd: its standard input (the caller's copy stays the caller's); terminal: a pseudo-terminal made in
+    the container instead (`docker exec -t`), its master handed to terminal.on_master before the command runs."""
     if not command:
         raise ExecError(errno.EINVAL, "exec needs a command")
     ns_paths = {k: f"/proc/{pid1}/ns/{NAMESPACES[k][0]}" for k in (*_ORDER, "user")}
@@ -63,17 +68,25 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
-    in_r, in_w = os.pipe() if stdin_data is not None else (os.open("/dev/null", os.O_RDONLY), -1)
+    if stdin_fd is not None:
+        in_r, in_w = os.dup(stdin_fd), -1
+    else:
+        in_r, in_w = os.pipe() if stdin_data is not None else (os.open("/dev/null", os.O_RDONLY), -1)
+    console: socket.socket | None = None  # the terminal's master comes back on it
+    theirs = -1
+    if terminal is not None:
+        console, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        theirs = other.detach()
     t0 = time.monotonic()
     gc.freeze()
     try:
         pid = os.fork()
         if pid == 0:
             _joiner((in_r, out_w, err_w, st_w), ns_fds, join_fds, command, env, workdir, capabilities,
-                    no_new_privileges, seccomp_filter)
+                    no_new_privileges, seccomp_filter, theirs, terminal.size if terminal else (0, 0))
     finally:
         gc.unfreeze()
-        for fd in [in_r, out_w, err_w, st_w, *join_fds, *ns_fds.values()]:
+        for fd in [in_r, out_w, err_w, st_w, *join_fds, *ns_fds.values(), *([theirs] if theirs >= 0 else [])]:
             os.close(fd)
     output = OutputRelay(on_output)
     streams = {out_r: "stdout", err_r: "stderr"}
@@ -81,6 +94,8 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
     sel = selectors.DefaultSelector()
     for fd in (out_r, err_r, st_r):
         sel.register(fd, selectors.EVENT_READ)
+    if console is not None:
+        sel.register(console, selectors.EVENT_READ)
     pending = memoryview(stdin_data or b"")
     if in_w >= 0:
         os.set_blocking(in_w, False)
@@ -100,6 +115,11 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
                 continue
             for key, _ in events:
                 fd = key.fd
+                if console is not None and fd == console.fileno():
+                    sel.unregister(fd)
+                    _hand_master(console, terminal)
+                    console = None
+                    continue
                 if fd == in_w:
                     in_w, pending = feed(sel, in_w, pending)
                     continue
@@ -114,6 +134,8 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
                     sel.unregister(fd)
     finally:
         sel.close()
+        if console is not None:
+            console.close()  # the process never got as far as its terminal
         for fd in (out_r, err_r, st_r, in_w):
             if fd >= 0:
                 try:
@@ -132,6 +154,19 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
     return ExecResult(code, sig, output.text("stdout"), output.text("stderr"), time.monotonic() - t0)
 
 
+def _hand_master(console: socket.socket, terminal: Terminal | None) -> None:
+    try:
+        master = pty.recv_master(console)
+    except OSError:
+        master = None
+    finally:
+        console.close()
+    if master is not None and terminal is not None:
+        terminal.on_master(master)
+    elif master is not None:
+        os.close(master)
+
+
 def _inode(path: str) -> int | None:
     try:
         return os.stat(path).st_ino
@@ -141,7 +176,8 @@ def _inode(path: str) -> int | None:
 
 def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: list[int],
             command: tuple[str, ...], env: dict[str, str], workdir: str, capabilities: frozenset[str],
-            no_new_privileges: bool, seccomp_filter: bytes | None) -> None:
+            no_new_privileges: bool, seccomp_filter: bytes | None, console: int = -1,
+            size: tuple[int, int] = (0, 0)) -> None:
     """In the forked child: join, fork into the PID namespace, wait and pass the exit status on."""
     stage = "joining the cgroup"
     status_fd = fds[3]
@@ -158,12 +194,19 @@ def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: li
         if "user" in ns_fds:
             libc.setns(ns_fds["user"], NAMESPACES["user"][1])
             become_root()
-        setup_fds(*fds)
+        kept = setup_fds(*fds, keep=(console,) if console >= 0 else ())
         status_fd = STATUS_FD
         pid = os.fork()
         if pid == 0:
             stage = f"entering the working directory {workdir}"
             os.chdir(workdir)
+            if kept:  # `docker exec -t`: a pty of the container's devpts, the master back to the caller
+                stage = "making the terminal"
+                master, slave = pty.open_pty(size)
+                pty.send_master(kept[0], master)
+                os.close(master)
+                os.close(kept[0])
+                pty.become_controlled(slave)
             stage = "dropping capabilities"
             restrict_to(capabilities)
             if no_new_privileges:
@@ -180,6 +223,8 @@ def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: li
                 os._exit(127 if e.errno == errno.ENOENT else 126)
         os.close(STATUS_FD)
         os.closerange(0, 3)
+        for fd in kept:
+            os.close(fd)
         _, status = os.waitpid(pid, 0)
         if os.WIFSIGNALED(status):
             signal.signal(os.WTERMSIG(status), signal.SIG_DFL)

@@ -64,15 +64,18 @@ class Launcher:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def launch(self, cid: str, spec: Any, report_w: int, exit_w: int) -> int:
-        """Fork the supervisor of container `cid`; returns its pid."""
+    def launch(self, cid: str, spec: Any, report_w: int, exit_w: int, io: dict[str, Any] | None = None,
+               channel: int | None = None) -> int:
+        """Fork the supervisor of container `cid`; returns its pid. `io` and `channel`: its stdin and terminal
+        (supervisor.supervise)."""
         with self._lock:
             for _attempt in (1, 2):
                 if self._proc is None or self._proc.poll() is not None:
                     self._start()
                 assert self._sock is not None
                 try:
-                    send_ctl(self._sock, {"start": (cid, spec)}, [report_w, exit_w])
+                    send_ctl(self._sock, {"start": (cid, spec, io)},
+                             [report_w, exit_w] + ([channel] if channel is not None else []))
                     reply, _ = recv_ctl(self._sock)
                 except OSError:
                     reply = None
@@ -98,7 +101,8 @@ class Launcher:
             self._stop()
 
 
-def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int) -> int:
+def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int, io: dict[str, Any] | None = None,
+                     channel: int = -1) -> int:
     """Double fork: the supervisor belongs to no one (init reaps it), so it outlives us and the daemon."""
     r, w = os.pipe()
     child = os.fork()
@@ -111,7 +115,7 @@ def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int) -> int:
                 os.close(w)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 from .supervisor import supervise
-                supervise(cid, spec, report_w, exit_w)
+                supervise(cid, spec, report_w, exit_w, io, channel)
             os.write(w, str(pid).encode())
         finally:
             os._exit(0)
@@ -129,7 +133,7 @@ def _warm_up() -> None:
     import importlib
 
     for name in ("runtime.run", "runtime.image_source", "runtime.networking", "images", "images.store",
-                 "network", "workloads.supervisor", "workloads.json_log"):
+                 "network", "workloads.supervisor", "workloads.json_log", "workloads.container_io", "linux.pty"):
         try:
             importlib.import_module(f"pycontainer_magics.{name}")
         except ImportError:  # pragma: no cover - an optional part missing: the supervisor imports it itself
@@ -163,8 +167,8 @@ def main(fd: int) -> None:
             send_ctl(sock, {"pong": True})
             continue
         try:
-            cid, spec = msg["start"]
-            pid = _fork_supervisor(cid, spec, fds[0], fds[1])
+            cid, spec, io = msg["start"]
+            pid = _fork_supervisor(cid, spec, fds[0], fds[1], io, fds[2] if len(fds) > 2 else -1)
             send_ctl(sock, {"forked": pid})
         except Exception as e:  # noqa: BLE001 - answered, the launcher goes on
             send_ctl(sock, {"error": f"{type(e).__name__}: {e}"})

@@ -19,10 +19,12 @@ from . import daemon_store as store
 from .json_log import Writer, rfc3339_nano
 
 
-def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1) -> NoReturn:
+def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1, io: dict[str, Any] | None = None,
+              channel_fd: int = -1) -> NoReturn:
     """Run `spec` as container `cid`; tell `report_fd` once it runs (or why it could not start); close
     `exit_fd` as soon as its end is recorded (the daemon learns of it there, before this process has removed
-    the cgroup and exited)."""
+    the cgroup and exited). `io`: {"tty", "stdin", "size"} of `docker run -t/-i` (container_io.py), its first
+    channel to the daemon `channel_fd`."""
     code = 0
     reported = False
     me = os.getpid()
@@ -46,7 +48,7 @@ def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1) -> NoRetur
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        keep = sorted(fd for fd in (report_fd, exit_fd) if fd >= 0)
+        keep = sorted(fd for fd in (report_fd, exit_fd, channel_fd) if fd >= 0)
         low = 3
         for fd in keep:
             os.closerange(low, fd)
@@ -66,8 +68,17 @@ def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1) -> NoRetur
             os.unlink(gate)
         os.mkfifo(gate, 0o600)
 
+        stdio = None
+        if io and (io.get("tty") or io.get("stdin")):
+            from .container_io import StdioRelay
+            stdio = StdioRelay(cid, log, tty=bool(io.get("tty")), open_stdin=bool(io.get("stdin")),
+                               size=tuple(io.get("size") or (0, 0)), channel=channel_fd)
+            channel_fd = -1
+
         def on_start(running: Any) -> None:
             pid = running.pid1
+            if stdio is not None:
+                stdio.start()  # before the payload runs: its first output and input are relayed
             fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
                 os.write(fd, b"0")
@@ -84,7 +95,11 @@ def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1) -> NoRetur
 
         from ..runtime.run import run
 
-        r = run(spec, on_output=on_output, helper=False, on_start=on_start, gate=gate)
+        r = run(spec, on_output=on_output, helper=False, on_start=on_start, gate=gate,
+                stdin_fd=stdio.stdin_r if stdio is not None else None,
+                terminal=stdio.terminal() if stdio is not None else None)
+        if stdio is not None:
+            stdio.finish()  # the terminal's last output logged and sent before the end is recorded
         if not reported:  # it ended before its payload ran: a failed start
             msg = r.error or "the container could not be started"
             store.update_state(cid, Error=msg, ExitCode=r.exit_code if r.exit_code is not None else 128)
