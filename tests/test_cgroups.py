@@ -657,3 +657,19 @@ def _no_dangling_dirs() -> Iterator[None]:
         *(os.path.join("/sys/fs/cgroup", d) for d in os.listdir("/sys/fs/cgroup")),
     ):
         assert not os.path.isdir(os.path.join(base, "pycontainer_magics_test")), base
+
+
+def test_a_hot_file_read_after_close_keeps_no_fd(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A counter file's kept fd is closed with its cgroup; a sample taken after that (the sampler's last one,
+    racing the clean-up) must not reopen and keep it: nothing would close it again (an fd leaked per run)."""
+    from pycontainer_magics.linux.cgroups._io import HotFile
+
+    f = tmp_path / "memory.current"
+    f.write_text("4096\n")
+    hot = HotFile(str(f))
+    assert hot.read() == b"4096\n"
+    before = set(os.listdir("/proc/self/fd"))
+    hot.close()
+    f.write_text("8192\n")
+    assert hot.read() == b"8192\n"  # still readable
+    assert set(os.listdir("/proc/self/fd")) <= before and hot.fd is None
