@@ -136,3 +136,29 @@ def test_kill_answers_once_the_container_has_ended(d):
         state = d.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", cid, check=True).stdout.strip()
         assert state == "exited 137", state
         d.docker("rm", cid, check=True)
+
+
+def test_serve_on_a_public_address_warns_on_stderr(tmp_path):
+    """dockerd warns on its terminal when it listens on TCP without TLS; the warning only in a log file is one
+    nobody reads."""
+    import signal
+    import subprocess
+    import sys
+
+    from images_helpers import free_port
+
+    if os.geteuid() != 0:
+        pytest.skip("the daemon needs root")
+    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"),
+           "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen([sys.executable, "-m", "pycontainer_magics", "serve", "-H",
+                             f"tcp://0.0.0.0:{free_port()}"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "WARNING" in first and "no TLS" in first, first
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        if proc.stderr is not None:
+            proc.stderr.close()

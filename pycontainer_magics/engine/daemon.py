@@ -106,6 +106,8 @@ async def serve(options: Options, ready: Any = None) -> None:
             host, port = u.hostname or "127.0.0.1", u.port or 2375
             if host not in ("127.0.0.1", "localhost", "::1"):
                 log.warning("listening on tcp://%s:%d without TLS: anyone who can reach it is root here", host, port)
+                _say(f"pycontainer serve: WARNING: tcp://{host}:{port} has no TLS and no authentication: anyone "
+                     "who can reach it is root on this machine")
             await server.listen_tcp(host, port)
         else:
             raise SystemExit(f"pycontainer serve: unsupported host {h!r}: unix:///path or tcp://HOST:PORT")
