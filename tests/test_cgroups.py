@@ -216,6 +216,7 @@ def test_v2_delegation_enables_controllers_on_the_way_and_moves_the_caller(tmp_p
         f"mkdir -p {top}/course/alice/pcm/session-4242",
         f"echo 4242 > {top}/course/alice/pcm/session-4242/cgroup.procs")
     assert "PYCONTAINER_CGROUP_PARENT=course/alice/pcm" in d.one_line() and "\n" not in d.one_line()
+    assert "%env PYCONTAINER_CGROUP_PARENT=course/alice/pcm" in d.one_line()  # a notebook sets it without a restart
 
 
 @pytest.mark.cgroup2

@@ -37,7 +37,8 @@ class Delegation:
 
     def one_line(self) -> str:
         return (f"as root run: sh -c '{self.script}'; then run with {PARENT_ENV}={self.parent} in the "
-                f"environment (controllers: {', '.join(self.controllers)})")
+                f"environment (a shell: export {PARENT_ENV}={self.parent}; a notebook, no restart needed: "
+                f"%env {PARENT_ENV}={self.parent}) (controllers: {', '.join(self.controllers)})")
 
 
 def _user(uid: int) -> str:
