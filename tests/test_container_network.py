@@ -113,7 +113,7 @@ def test_fifty_containers_leave_nothing(labnet: str) -> None:
         r = run(ContainerSpec(command=("true",), network=labnet, name=f"c{i}"))
         assert r.exit_code == 0
     settle()
-    assert net.inspect_network(labnet).endpoints == ()
+    assert net.get_network(labnet).endpoints == ()
     assert not any(v.startswith("pcv") for v in _links("veth"))
     assert not os.listdir(os.path.join(net.state.state_dir(), "hosts")) if os.path.isdir(
         os.path.join(net.state.state_dir(), "hosts")) else True
@@ -160,7 +160,7 @@ def test_a_removed_container_has_left_its_network_at_once(labnet: str) -> None:
     for _ in range(5):
         c = start(ContainerSpec(command=("sleep", "30"), name="gone", network=labnet))
         containers.remove(c.id, force=True)
-        assert net.inspect_network(labnet).endpoints == ()
+        assert net.get_network(labnet).endpoints == ()
 
 
 REACH = ("import socket, sys\n"
@@ -188,3 +188,24 @@ def test_networks_are_isolated_from_each_other(labnet: str) -> None:
         ["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()}
     assert isolation.prune(links) == ["orphan-net"]
     assert {r.split('"')[1].split(":")[1] for r in isolation.rules()} == {labnet}
+
+
+def test_a_container_whose_setup_fails_leaves_its_network() -> None:
+    """A PID 1 that fails its set-up after the network was attached (here: a file bound over a directory):
+    its endpoint must go, or it keeps its address and its name on the network — the next container of that
+    name was refused ("name 'web' is already in use on network ...") until a prune."""
+    from pycontainer_magics.runtime.spec import Mount
+
+    labnet = net.create_network(f"failnet{os.getpid() % 10000}", owner_pid=os.getpid()).name  # a free subnet
+    try:
+        spec = ContainerSpec(command=("true",), network=labnet, name="web",
+                             mounts=(Mount("/etc/hostname", "/bin", read_only=True),))
+        for _ in range(2):  # the second would be refused if the first had left its name behind
+            with pytest.raises(LaunchError, match="mount"):
+                run(spec)
+            settle()
+            assert [e.name for e in net.get_network(labnet).endpoints] == []
+        assert run(ContainerSpec(command=("true",), network=labnet, name="web")).exit_code == 0
+        settle()
+    finally:
+        net.remove_network(labnet, force=True)

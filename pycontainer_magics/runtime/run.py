@@ -546,6 +546,14 @@ def _launch_error(e: dict[str, Any]) -> LaunchError:
                        e.get("filename"), needs=e.get("needs"))
 
 
+def _leave_networks(r: ContainerRun) -> None:
+    """The run's endpoints, published ports and hosts file go (in the background, off the cell's path)."""
+    if _networked(r.spec):
+        from . import networking
+        cid = r.id
+        cleanup.defer(lambda: networking.disconnect(cid))
+
+
 def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
     send_ctl(holder.sock, {"mode": L.mode, "launch": None if holder.has_launch else L.for_holder()}, fds)
 
@@ -615,6 +623,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if console is not None:
             console.close()
         _end_holder(holder, kill=True)
+        _leave_networks(r)
         raise
     monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
     if monitor is not None:
@@ -641,10 +650,9 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if monitor is not None:
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
-    if _networked(spec):
-        from . import networking
-        cid = r.id
-        cleanup.defer(lambda: networking.disconnect(cid))
+        # In the finally: a PID 1 that failed its set-up (a mount, the executable...) raises from the loop, and
+        # its endpoint would stay on the network, holding its address and its name for good.
+        _leave_networks(r)
     if helper:
         # The next identical cell finds its namespaces, root filesystem and cgroup ready.
         h = hierarchy()
