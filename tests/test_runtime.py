@@ -156,12 +156,13 @@ def test_cpu_quota_throttles() -> None:
     busy = "import time\nwhile time.process_time() < 0.25: pass"
     limited = py(busy, cpus=0.2)
     free = py(busy)
-    # The quota is an upper bound whatever the load: 0.25 CPU s at 0.2 CPU takes at least 1.25 s (some slack).
+    # The quota is an upper bound whatever the load: 0.25 CPU s at 0.2 CPU takes at least 1.25 s (some slack;
+    # the cgroup counts a little less than process_time(), which started before the process joined it).
     assert (limited.throttled_periods or 0) > 0
-    assert (limited.cpu_time or 0) >= 0.25 and (limited.cpu_time or 0) < 0.3 * limited.duration
+    assert (limited.cpu_time or 0) >= 0.2 and (limited.cpu_time or 0) < 0.3 * limited.duration
     # Without one, nothing is throttled. (How much more than 0.2 CPU the free run gets depends on what else
     # the machine runs: on a loaded host possibly less, so no rate is asserted for it.)
-    assert free.throttled_periods == 0 and (free.cpu_time or 0) >= 0.25
+    assert free.throttled_periods == 0 and (free.cpu_time or 0) >= 0.2
 
 
 @pytest.mark.cgroup2
