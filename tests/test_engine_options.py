@@ -162,3 +162,12 @@ def test_serve_on_a_public_address_warns_on_stderr(tmp_path):
         proc.wait(60)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_a_network_that_does_not_exist_is_refused_at_create(d):
+    """dockerd answers 404 at create; the container was made and failed at start (the error shown twice)."""
+    before = d.docker("ps", "-aq", check=True).stdout.split()
+    r = d.docker("run", "--network", "nosuchnet", IMAGE, "true")
+    assert r.returncode == 125 and "network nosuchnet not found" in r.stderr, r.stderr
+    assert "Error waiting for container" not in r.stderr, r.stderr
+    assert d.docker("ps", "-aq", check=True).stdout.split() == before

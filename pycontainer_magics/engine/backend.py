@@ -135,6 +135,7 @@ class Containers:
         """`image`: the store's Image the container runs (resolved by the caller)."""
         host_config = body.get("HostConfig") or {}
         container_config.check(body, host_config)
+        await asyncio.to_thread(container_config.check_networks, body, host_config)
         async with self._lock:
             if name:
                 if not store.NAME_RE.match(name):

@@ -145,6 +145,20 @@ def _publish_all(config: dict[str, Any], host_config: dict[str, Any]) -> dict[st
     return bindings
 
 
+def check_networks(body: dict[str, Any], host_config: dict[str, Any]) -> None:
+    """A network that does not exist is refused before anything is made (else the container was created and
+    failed to start, and `docker run` printed the error twice). 400, not 404: the docker CLI takes a 404 from
+    create for a missing image and tries to pull it."""
+    from ..network import list_networks
+
+    wanted = {network_mode(host_config), *((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})}
+    wanted = {w for w in wanted if w not in ("bridge", "none", "host", "default") and not w.startswith("container:")}
+    if wanted:
+        missing = sorted(wanted - {n.name for n in list_networks()})
+        if missing:
+            raise ApiError(400, f"network {missing[0]} not found")
+
+
 def _binds(host_config: dict[str, Any]) -> list[Mount | str]:
     out: list[Mount | str] = list(_list(host_config.get("Binds")))
     for m in _list(host_config.get("Mounts")):
