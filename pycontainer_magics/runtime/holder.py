@@ -19,6 +19,7 @@ a cell's critical path. Preparation, in the order the kernel forces:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import os
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ..linux import idmap, libc, rlimits
-from ..linux.libc import MS_NODEV, MS_NOSUID, PR_SET_PDEATHSIG, mount, prctl
+from ..linux.libc import MS_NODEV, MS_NOSUID, MS_REMOUNT, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS
 from ..linux.netdev import loopback_up
 from . import rootfs
@@ -84,6 +85,13 @@ class HolderPlan:
     @property
     def merged(self) -> str | None:
         return self.scratch + "/merged" if self.scratch and self.new_mount else None
+
+    def resizable_to(self, other: HolderPlan) -> bool:
+        """A holder prepared for this plan serves `other` once its writable layer's bound is changed
+        (resize_writable_layer): the plans differ in storage_size only, and the bound is the size of the
+        scratch tmpfs that root mounted (without root the bound is also in the mount points' own tmpfs)."""
+        return not self.rootless and self.scratch is not None and self.upper_dir is None \
+            and dataclasses.replace(self, storage_size=other.storage_size) == other
 
 
 def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoReturn:
@@ -379,6 +387,32 @@ def _build_rootfs(hp: HolderPlan) -> tuple[str | None, str]:
         rootfs.make_mountpoints(mp, hp.mountpoints)
         rootfs.mount_overlay(hp.lower, mp, upper, work, merged)
     return upper, mp
+
+
+def resize_writable_layer(holder_pid: int, hp: HolderPlan, size: int | None) -> None:
+    """Set the bound of a prepared holder's writable layer: the size= of its scratch tmpfs (None: tmpfs's
+    default, half of the RAM, as a holder prepared without a bound has it).
+    Only the launch helper calls this: the holder itself cannot, its user namespace does not own the mount
+    namespace root made for it; the helper is host root and single-threaded (setns into a mount namespace
+    and back). A size the layer's contents exceed is refused by the kernel (EINVAL)."""
+    assert hp.scratch is not None
+    own = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        theirs = os.open(f"/proc/{holder_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            libc.setns(theirs, CLONE_NEWNS)
+        finally:
+            os.close(theirs)
+        try:
+            # (A remount sets the mount's flags too: the ones it was made with.)
+            mount("tmpfs", hp.scratch, None, MS_REMOUNT | MS_NOSUID | MS_NODEV, f"size={size}" if size else "size=50%")
+        finally:
+            try:
+                libc.setns(own, CLONE_NEWNS)
+            except OSError:
+                os._exit(70)  # never serve another request from inside a container's mount namespace
+    finally:
+        os.close(own)
 
 
 def prepare_holder(hp: HolderPlan, launch: Launch | None = None,

@@ -9,6 +9,7 @@ limits removed. Holders forked from the caller itself (a Python cell without roo
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 import threading
@@ -54,6 +55,9 @@ class Pool:
         self._cgroup: tuple[CgroupLimits, Cgroup] | None = None
         self._wanted_cgroup: tuple[Hierarchy, CgroupLimits] | None = None
         self._wanted_launch: Callable[[Cgroup | None], Launch] | None = None
+        # How take() served: "pooled" (prepared ahead for this plan), "resized" (prepared ahead, its writable
+        # layer re-bounded), "made" (prepared on the cell's path). What a benchmark or a test reads.
+        self.served: collections.Counter[str] = collections.Counter()
 
     def take(self, plan: HolderPlan, *, helper: bool, launch: Launch | None = None,
              run: tuple[Launch, Cgroup | None] | None = None) -> Holder:
@@ -73,14 +77,27 @@ class Pool:
                     run[0].mode == "direct" or (h.parked == run[0].park_key()
                                                 and h.parked_cgroup == (run[1].name if run[1] is not None else None))))
                 if h.plan == plan and fits and _alive(h.pid):
+                    self.served["pooled"] += 1
                     return h
+                if h.plan.resizable_to(plan) and fits and _alive(h.pid):
+                    # Only the bound of the writable layer differs (a cell with --storage-opt size=, or a
+                    # library run() after a magic's bounded cell): re-bound it rather than make another.
+                    try:
+                        zygote().resize(h.pid, h.plan, plan.storage_size)
+                        h.plan = plan
+                        self.served["resized"] += 1
+                        return h
+                    except (SetupFailed, HelperUnavailable):
+                        pass
                 h.close()
             try:
                 pid, sock = zygote().prepare(plan)
+                self.served["made"] += 1
                 return Holder(pid, sock, plan, ours=False)
             except HelperUnavailable:
                 pass  # fork from the caller after all
         # (Also when the helper is unavailable: then without the launch, which the order carries.)
+        self.served["made"] += 1
         pid, sock = prepare_holder(plan, launch)
         return Holder(pid, sock, plan, ours=True, has_launch=launch is not None)
 

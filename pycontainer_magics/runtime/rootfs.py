@@ -26,6 +26,7 @@ from ..linux.libc import (
     MS_REMOUNT,
     mount,
 )
+from . import host_masks as hm  # here, not where used: the launch helper has it loaded before forking holders
 from .result import DiffEntry
 from .spec import ContainerSpec
 
@@ -248,8 +249,6 @@ def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mo
     for p in READONLY_PATHS:
         ops.append(MountOp("readonly", p))
     if lower == "/":  # (an image built FROM host: its layers sit above, not below, the mount-point layer)
-        from . import host_masks as hm
-
         try:
             cwd = os.getcwd()
         except OSError:
@@ -291,12 +290,10 @@ def make_mountpoints(layer: str, mountpoints: tuple[tuple[str, str], ...]) -> No
             os.chown(p, st.st_uid, st.st_gid)
             os.setxattr(p, "trusted.overlay.opaque", b"y")
         elif kind == "sanitized":
-            from .host_masks import sanitized
-
             st = os.stat(path)
             fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
             try:
-                os.write(fd, sanitized(path))
+                os.write(fd, hm.sanitized(path))
                 os.fchown(fd, st.st_uid, st.st_gid)
                 os.fchmod(fd, stat.S_IMODE(st.st_mode))
             finally:

@@ -22,7 +22,8 @@ import threading
 from ..errors import OSFailure
 from ..linux.libc import PR_SET_PDEATHSIG, prctl
 from .channel import recv_ctl, send_ctl
-from .holder import HolderPlan, SetupFailed, prepare_holder
+from .holder import HolderPlan, SetupFailed, prepare_holder, resize_writable_layer
+from .launch import failure
 
 
 class HelperUnavailable(OSFailure):
@@ -79,6 +80,23 @@ class Zygote:
                 self.stop()  # died under us: start a fresh one and try once more
             raise HelperUnavailable(None, "the launch helper did not answer")
 
+    def resize(self, pid: int, plan: HolderPlan, size: int | None) -> None:
+        """Change the bound of the writable layer of a holder this helper prepared (holder.resize_writable_layer).
+        Raises SetupFailed (the holder is then not to be used) or HelperUnavailable."""
+        with self._lock:
+            if not self.alive() or self._sock is None:
+                raise HelperUnavailable(None, "the launch helper is not running")
+            try:
+                send_ctl(self._sock, {"resize": (pid, plan, size)})
+                reply, _ = recv_ctl(self._sock)
+            except OSError:
+                reply = None
+            if reply is None:
+                self.stop()
+                raise HelperUnavailable(None, "the launch helper did not answer")
+            if "setup_error" in reply:
+                raise SetupFailed(reply["setup_error"])
+
     def stop(self) -> None:
         if self._sock is not None:
             self._sock.close()
@@ -122,6 +140,13 @@ def main(fd: int) -> None:
             break
         if msg is None:
             break  # the caller closed its end
+        if "resize" in msg:
+            try:
+                resize_writable_layer(*msg["resize"])
+                send_ctl(sock, {"resized": True})
+            except OSError as e:
+                send_ctl(sock, {"setup_error": failure("bounding the writable layer", e)})
+            continue
         # Holders are reaped here, between requests; during one, prepare_holder waits for its own.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         try:
