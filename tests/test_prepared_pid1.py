@@ -141,9 +141,11 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     assert not any(os.path.isdir(d) for d in dirs)
 
 
-def test_no_pid1_is_prepared_over_a_volume_and_a_removed_volume_stays_removed(tmp_path) -> None:
+def test_no_pid1_is_prepared_over_a_volume_and_a_removed_volume_stays_removed(tmp_path, monkeypatch) -> None:
     """Preparing the next cell ahead must not re-create what the user removes between cells (a named volume)
     nor keep a mount of a host directory that may be replaced."""
+    # Volumes live in the state dir: one of the test's own (the default one is read-only in the cgroup v2 VM).
+    monkeypatch.setenv("PYCONTAINER_STATE_DIR", str(tmp_path / "state"))
     from pycontainer_magics.runtime.cleanup import settle
     from pycontainer_magics.runtime.spec import Mount
     from pycontainer_magics.workloads import volumes
