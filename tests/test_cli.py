@@ -192,3 +192,17 @@ def test_interrupt_exits_130() -> None:
 def test_prune() -> None:
     r = pycontainer("prune")
     assert r.returncode == 0 and "removed" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["kube", "play", "{missing}"], ["kube", "validate", "{missing}"],
+                                  ["kube", "generate", "--compose", "{missing}"], ["kube", "validate", "{binary}"]])
+def test_kube_commands_given_a_file_they_cannot_read_say_so_in_one_line(argv: list[str], tmp_path: Path) -> None:
+    """Was `pycontainer: error: [Errno 2] No such file or directory: '...'` (play, generate), or a traceback
+    for a binary file."""
+    binary = tmp_path / "blob"
+    binary.write_bytes(bytes(range(256)) * 4)
+    p = pycontainer(*[a.format(missing=tmp_path / "nope.yaml", binary=binary) for a in argv])
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 125 and len(lines) == 1, p.stderr
+    assert "cannot read" in lines[0] and "No such file or directory" in lines[0] or "not a text file" in lines[0], \
+        lines[0]

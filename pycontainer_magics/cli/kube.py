@@ -78,9 +78,8 @@ def _generate(ns: argparse.Namespace) -> int:
             fail("give --compose FILE or a command, not both")
         from ..workloads.compose.model import ComposeError, load
 
+        text = _read(ns.compose)
         try:
-            with open(ns.compose) as f:
-                text = f.read()
             cf = load(text, project=ns.project_name, workdir=os.path.dirname(os.path.abspath(ns.compose)))
         except ComposeError as e:
             fail(str(e))
@@ -101,8 +100,13 @@ def _generate(ns: argparse.Namespace) -> int:
 def _read(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
-    with open(path) as f:
-        return f.read()
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        fail(f"cannot read {path}: {e.strerror or e}")
+    except UnicodeDecodeError:
+        fail(f"{path} is not a text file (Kubernetes YAML)")
 
 
 def _validate(ns: argparse.Namespace) -> int:
