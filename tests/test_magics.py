@@ -452,3 +452,15 @@ def test_every_magic_has_help_that_shows_how_to_use_it(ip: InteractiveShell) -> 
                 lines = [ln for ln in doc.splitlines() if ln.strip()]
                 assert len(lines) >= 3 and f"{sigil}{name}" in doc or kind == "cell" and name == "netns", \
                     f"{sigil}{name}? shows too little: {doc!r}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_command_that_cannot_run_fails_with_its_exit_code_as_the_hint(ip: InteractiveShell) -> None:
+    """A typo in a command (`%container frobnicate`): the line says it could not be run and suggests
+    --expect-exit 127 (the exit code a shell and docker give it), not `--expect error=ExecError`."""
+    with pytest.raises(ContainerError) as e:
+        ip.run_line_magic("container", "--quiet -- no-such-command-qa")
+    msg = str(e.value)
+    assert "could not be run: no-such-command-qa" in msg and "--expect-exit 127" in msg, msg
+    assert "ExecError" not in msg, msg
+    ip.run_line_magic("container", "--quiet --expect-exit 127 -- no-such-command-qa")  # and that holds

@@ -25,6 +25,7 @@ from typing import Any
 from .errors import ContainerError, MagicUsageError
 
 EXPECT_FLAGS = ("--expect", "--expect-exit", "--no-raise-error")  # defined in args.OPTIONS, with their help
+EXEC_FAILED = "ExecError"  # the error name of a command that could not be executed (not found: 127)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Outcome:
             return f"was killed by the OOM killer (OOMKilled, exit code {self.exit_code}{limit})"
         if self.timed_out:
             return f"was killed at its --timeout (exit code {self.exit_code})"
+        if self.error_name == EXEC_FAILED:  # a command that never ran: its exit code is the story (127, 126)
+            return f"could not be run: {self.error_line or self.error_name} (exit code {self.exit_code})"
         if self.error_name:
             return f"raised {self.error_line or self.error_name} (exit code {self.exit_code})"
         if self.signal is not None:
@@ -270,7 +273,7 @@ def _hint(o: Outcome) -> str:
         return "--expect oom"
     if o.timed_out:
         return "--expect timeout"
-    if o.error_name:
+    if o.error_name and o.error_name != EXEC_FAILED:
         return f"--expect error={o.error_name}"
     if o.signal is not None:
         return f"--expect signal={(o.signal_name or '').removeprefix('SIG')}"
