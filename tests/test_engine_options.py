@@ -171,3 +171,16 @@ def test_a_network_that_does_not_exist_is_refused_at_create(d):
     assert r.returncode == 125 and "network nosuchnet not found" in r.stderr, r.stderr
     assert "Error waiting for container" not in r.stderr, r.stderr
     assert d.docker("ps", "-aq", check=True).stdout.split() == before
+
+
+@pytest.mark.parametrize("body", [{"HostConfig": {"Memory": "lots"}}, {"HostConfig": {"PidsLimit": "x"}},
+                                  {"Cmd": {"a": 1}}, {"HostConfig": {"RestartPolicy": {"Name": "on-failure",
+                                                                                       "MaximumRetryCount": "x"}}},
+                                  {"HostConfig": {"Binds": 5}}, {"HostConfig": "x"}, {"Env": [1, 2]}])
+def test_a_field_of_the_wrong_json_type_is_a_400_and_makes_nothing(d, body):
+    """dockerd's decoder refuses a wrong JSON type (400); here some were a 500 (a TypeError in the checks) and
+    some made a container with nonsense in its record."""
+    before = len(d.records())
+    status, answer, _ = d.request("POST", "/containers/create", {"Image": IMAGE, **body})
+    assert status == 400 and "cannot unmarshal" in answer["message"], (status, answer)
+    assert len(d.records()) == before

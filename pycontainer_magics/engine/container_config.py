@@ -28,8 +28,48 @@ def network_mode(host_config: dict[str, Any]) -> str:
     return "bridge" if mode == "default" else mode
 
 
+# The fields whose JSON type dockerd's decoder enforces (a Go struct): a wrong type is its 400, not a 500 (a
+# TypeError deep in the checks) nor a container made with nonsense in its record.
+_INT_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",
+               "PidsLimit", "ShmSize", "KernelMemory", "BlkioWeight", "OomScoreAdj", "MemorySwappiness")
+_STRING_LIST_FIELDS = ("Binds", "CapAdd", "CapDrop", "Dns", "DnsSearch", "DnsOptions", "ExtraHosts", "GroupAdd",
+                       "SecurityOpt", "Links", "VolumesFrom")
+_CONFIG_STRING_LISTS = ("Cmd", "Entrypoint", "Env")  # a string is taken too (the API's shell form)
+
+
+def _type_error(field: str, expected: str, value: Any) -> ApiError:
+    return ApiError(400, f"json: cannot unmarshal {type(value).__name__} {json.dumps(value)[:40]} into "
+                    f"{field} (expected {expected})")
+
+
+def _check_types(config: dict[str, Any], host_config: dict[str, Any]) -> None:
+    if not isinstance(host_config, dict):
+        raise _type_error("HostConfig", "an object", host_config)
+    for key in _INT_FIELDS:
+        v = host_config.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise _type_error(f"HostConfig.{key}", "an integer", v)
+    for key in _STRING_LIST_FIELDS:
+        v = host_config.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise _type_error(f"HostConfig.{key}", "a list of strings", v)
+    for key in _CONFIG_STRING_LISTS:
+        v = config.get(key)
+        if v is not None and not isinstance(v, str) and \
+                not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise _type_error(key, "a list of strings", v)
+    for key in ("PortBindings", "Tmpfs", "RestartPolicy", "LogConfig", "StorageOpt", "Sysctls"):
+        v = host_config.get(key)
+        if v is not None and not isinstance(v, dict):
+            raise _type_error(f"HostConfig.{key}", "an object", v)
+    retries = (host_config.get("RestartPolicy") or {}).get("MaximumRetryCount")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)):
+        raise _type_error("HostConfig.RestartPolicy.MaximumRetryCount", "an integer", retries)
+
+
 def check(config: dict[str, Any], host_config: dict[str, Any]) -> None:
     """What dockerd refuses at create time (400), before anything is made."""
+    _check_types(config, host_config)
     mem = host_config.get("Memory") or 0
     if mem and mem < 6 * 2**20:
         raise ApiError(400, "Minimum memory limit allowed is 6MB")
