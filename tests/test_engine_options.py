@@ -184,3 +184,20 @@ def test_a_field_of_the_wrong_json_type_is_a_400_and_makes_nothing(d, body):
     status, answer, _ = d.request("POST", "/containers/create", {"Image": IMAGE, **body})
     assert status == 400 and "cannot unmarshal" in answer["message"], (status, answer)
     assert len(d.records()) == before
+
+
+def test_exec_network_and_volume_bodies_of_the_wrong_json_type_are_400s(d):
+    """Each was a 500 'internal error: TypeError/AttributeError' (exec Cmd [1, 2], network IPAM "x", volume
+    Name 5), or accepted (exec Env "A=1")."""
+    cid = d.docker("run", "-d", "--network", "none", IMAGE, "sleep", "30", check=True).stdout.strip()
+    try:
+        for path, body in ((f"/containers/{cid}/exec", {"Cmd": [1, 2]}),
+                           (f"/containers/{cid}/exec", {"Cmd": ["true"], "Env": "A=1"}),
+                           ("/networks/create", {"Name": "n-bad", "IPAM": "x"}),
+                           ("/networks/create", {"Name": "n-bad", "IPAM": {"Config": [{"Subnet": 5}]}}),
+                           ("/volumes/create", {"Name": 5})):
+            status, answer, _ = d.request("POST", path, body)
+            assert status == 400 and "cannot unmarshal" in answer["message"], (path, body, status, answer)
+        assert "n-bad" not in d.docker("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+    finally:
+        d.docker("rm", "-f", cid)

@@ -42,6 +42,17 @@ def _type_error(field: str, expected: str, value: Any) -> ApiError:
                     f"{field} (expected {expected})")
 
 
+def check_string_list(field: str, value: Any) -> None:
+    """None, or a list of strings (dockerd's []string), else its 400."""
+    if value is not None and not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+        raise _type_error(field, "a list of strings", value)
+
+
+def check_string(field: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise _type_error(field, "a string", value)
+
+
 def _check_types(config: dict[str, Any], host_config: dict[str, Any]) -> None:
     if not isinstance(host_config, dict):
         raise _type_error("HostConfig", "an object", host_config)

@@ -76,6 +76,12 @@ async def create(e: Engine, req: Request, ref: str) -> Response:
     cmd = body.get("Cmd")
     if not cmd or not isinstance(cmd, list):
         raise ApiError(400, "No exec command specified")
+    from . import container_config
+
+    for key in ("Cmd", "Env"):
+        container_config.check_string_list(key, body.get(key))
+    for key in ("WorkingDir", "User", "DetachKeys"):
+        container_config.check_string(key, body.get(key))
     if body.get("User"):
         raise ApiError(400, "exec --user is not supported by this engine: the process runs as the container's user")
     if body.get("Privileged"):

@@ -107,14 +107,36 @@ async def inspect_network(e: Engine, req: Request, ref: str) -> Response:
     return json_response(_net_json(e, name, net))
 
 
+def _check_network_body(body: dict[str, Any]) -> None:
+    """dockerd's decoder: a field of the wrong JSON type is a 400 (it was a 500: an AttributeError)."""
+    from .container_config import check_string
+
+    for key in ("Name", "Driver"):
+        check_string(key, body.get(key))
+    ipam = body.get("IPAM")
+    if ipam is None:
+        return
+    if not isinstance(ipam, dict):
+        raise ApiError(400, f"json: cannot unmarshal {type(ipam).__name__} into IPAM (expected an object)")
+    configs = ipam.get("Config")
+    if configs is not None and not (isinstance(configs, list) and all(isinstance(c, dict) for c in configs)):
+        raise ApiError(400, "json: cannot unmarshal IPAM.Config (expected a list of objects)")
+    for c in configs or []:
+        for key in ("Subnet", "Gateway", "IPRange"):
+            check_string(f"IPAM.Config.{key}", c.get(key))
+
+
 async def create_network(e: Engine, req: Request) -> Response:
     from ..network import NetworkError, NetworkExists
     from ..network import networks as nets
 
     body = await req.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid network configuration: expected a JSON object")
     name = body.get("Name") or ""
     if not name:
         raise ApiError(400, "network name is required")
+    _check_network_body(body)
     driver = body.get("Driver") or "bridge"
     if driver != "bridge":
         raise ApiError(400, f'plugin "{driver}" not found: this engine has bridge networks only')
@@ -243,6 +265,11 @@ async def create_volume(e: Engine, req: Request) -> Response:
     from ..workloads.volumes import create_volume as make
 
     body = await req.json(required=False) or {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid volume configuration: expected a JSON object")
+    from .container_config import check_string
+
+    check_string("Name", body.get("Name"))
     name = body.get("Name") or os.urandom(32).hex()
     if (body.get("Driver") or "local") != "local":
         raise ApiError(400, f'plugin "{body["Driver"]}" not found: this engine has local volumes only')
