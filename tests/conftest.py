@@ -95,6 +95,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for text in getattr(mod, "RESULTS", []):
         terminalreporter.write_sep("=", "OCI conformance")
         terminalreporter.write_line(text)
+    _report_swept(terminalreporter)
 
 
 # -- tests that must run here ------------------------------------------------------------------------------
@@ -121,3 +122,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report.outcome = "failed"
     report.longrepr = (f"skipped, but this run requires the {'/'.join(required)} tests to run "
                        f"(PYCONTAINER_REQUIRE={','.join(sorted(REQUIRED))}): {reason}")
+
+
+# -- links of throw-away state dirs ------------------------------------------------------------------------
+# A state dir's default bridge outlives its containers, as dockerd's docker0 does. Tests that run on a state
+# dir of their own (tmp_path, a daemon's root) would leave one bridge each, holding a subnet of the automatic
+# pool, until later tests that ask for a subnet find it taken. After each module (its fixtures torn down
+# first), the links it left for a state dir under pytest's temp root or one that no longer exists go.
+SWEPT: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sweep_throwaway_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    if os.geteuid() != 0:
+        return
+    try:
+        from pycontainer_magics.network import links, networks
+        from pycontainer_magics.network.netns import iproute
+    except ImportError:
+        return
+    base = str(tmp_path_factory.getbasetemp())
+    with iproute() as ipr:
+        ours = [(str(link.get("ifname")), networks.alias_state_dir(link.get("IFLA_IFALIAS")))
+                for link in ipr.get_links()]
+    for name, path in ours:
+        if path is not None and (path.startswith(base + os.sep) or not os.path.isdir(path)):
+            if links.delete_link(name):
+                SWEPT.append(f"{name} ({path})")
+
+
+def _report_swept(terminalreporter: Any) -> None:
+    if SWEPT:
+        terminalreporter.write_sep("-", f"links of throw-away state dirs removed after their modules: {len(SWEPT)}")

@@ -4,6 +4,7 @@ only between namespaces these tests create and the host's loopback."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 
 import pytest
 from helpers import host_clean  # noqa: F401
+from subnets import free_subnet
 
 from pycontainer_magics import network as net
 from pycontainer_magics.runtime import ContainerSpec, LaunchError, run
@@ -27,9 +29,14 @@ def _links(kind: str) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
 
 
+def _in(address: str, network: str) -> bool:
+    return ipaddress.ip_address(address) in net.get_network(network).subnet
+
+
 @pytest.fixture
 def labnet():
-    n = net.create_network(f"lab{os.getpid() % 10000}", subnet="172.24.0.0/16", owner_pid=os.getpid())
+    before = set(_links("bridge"))
+    n = net.create_network(f"lab{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
     yield n.name
     for c in containers.list():
         containers.remove(c.id, force=True)
@@ -37,7 +44,7 @@ def labnet():
     net.remove_network(n.name, force=True)
     if any(x.name == "bridge" for x in net.list_networks()):
         net.remove_network("bridge", force=True)
-    assert not any(b.startswith("pcm-") for b in _links("bridge"))
+    assert not any(b.startswith("pcm-") for b in set(_links("bridge")) - before)
     assert not any(v.startswith("pcv") for v in _links("veth"))
     from pycontainer_magics.network import isolation, nat
     assert nat.rules() == [] and isolation.rules() == []
@@ -70,7 +77,7 @@ def test_user_network_names_and_the_default_bridge_without_names(labnet: str) ->
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == open("/etc/hostname").read().strip()  # web serves the host image's /etc
-    assert lines[1].split()[0].startswith("172.24.") and "web" in lines[1].split()
+    assert _in(lines[1].split()[0], labnet) and "web" in lines[1].split()
     other = start(ContainerSpec(command=HTTPD, name="other", network="bridge"))
     _wait_http(other)
     ip = net.endpoints_of(other.id)[0].address
@@ -96,7 +103,7 @@ def test_connect_and_disconnect_a_running_container(labnet: str) -> None:
     assert c.exec(["ls", "/sys/class/net"]).stdout.split() == ["lo"]
     ep = net.attach(labnet, c.pid1, c.id, name="late", owner_pid=os.getpid())
     assert c.exec(["ls", "/sys/class/net"]).stdout.split() == ["eth0", "lo"]
-    assert ep.address.startswith("172.24.")
+    assert _in(ep.address, labnet)
     net.detach(labnet, c.id)
     assert c.exec(["ls", "/sys/class/net"]).stdout.split() == ["lo"]
 
@@ -131,11 +138,11 @@ def test_outbound_nat_only_when_asked_and_removed_with_the_network() -> None:
 
     if subprocess.run(["which", "iptables"], capture_output=True).returncode:
         pytest.skip("iptables is not installed")
-    plain = net.create_network("nonat", subnet="172.27.0.0/16", owner_pid=os.getpid())
+    plain = net.create_network("nonat", subnet=free_subnet(), owner_pid=os.getpid())
     assert nat.rules() == []  # host-only unless asked
-    withnat = net.create_network("withnat", subnet="172.28.0.0/16", nat=True, owner_pid=os.getpid())
+    withnat = net.create_network("withnat", subnet=free_subnet(), nat=True, owner_pid=os.getpid())
     (rule,) = nat.rules()
-    assert "-s 172.28.0.0/16" in rule and f"! -o {withnat.bridge}" in rule and "MASQUERADE" in rule
+    assert f"-s {withnat.subnet}" in rule and f"! -o {withnat.bridge}" in rule and "MASQUERADE" in rule
     net.remove_network("withnat")
     net.remove_network(plain.name)
     assert nat.rules() == []
@@ -146,7 +153,7 @@ def test_prune_removes_a_nat_rule_whose_network_is_gone() -> None:
 
     if subprocess.run(["which", "iptables"], capture_output=True).returncode:
         pytest.skip("iptables is not installed")
-    n = net.create_network("natgone", subnet="172.29.0.0/16", nat=True, owner_pid=os.getpid())
+    n = net.create_network("natgone", subnet=free_subnet(), nat=True, owner_pid=os.getpid())
     os.unlink(os.path.join(net.state.networks_dir(), "natgone.json"))  # as if a crash lost the record
     assert "NAT rule of natgone" in net.prune()
     assert nat.rules() == []

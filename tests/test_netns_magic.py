@@ -3,10 +3,12 @@ namespaces (create, ls, links, addrs, routes, veth, %%netns run, rm), the connec
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import pytest
 from helpers import host_clean  # noqa: F401
+from subnets import free_subnet
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -27,19 +29,20 @@ def test_networks_from_the_magic(ip, capsys: pytest.CaptureFixture[str]) -> None
     from pycontainer_magics.runtime.cleanup import settle
     from pycontainer_magics.workloads.containers import containers
 
-    ip.run_line_magic("netns", "network create magicnet --subnet 172.31.0.0/16")
+    subnet = free_subnet()
+    ip.run_line_magic("netns", f"network create magicnet --subnet {subnet}")
     try:
         ls = ip.run_line_magic("netns", "network ls")
-        assert list(ls[ls["name"] == "magicnet"]["subnet"]) == ["172.31.0.0/16"]
+        assert list(ls[ls["name"] == "magicnet"]["subnet"]) == [str(subnet)]
         with pytest.raises(UsageError, match="overlaps"):
-            ip.run_line_magic("netns", "network create other --subnet 172.31.1.0/24")
+            ip.run_line_magic("netns", f"network create other --subnet {next(subnet.subnets(new_prefix=24))}")
         ip.run_cell_magic("container", "--detach --name m1 --network magicnet --expose 80 -- sh", "sleep 30")
         ip.run_cell_magic("container", "--detach --name m2 -- sh", "sleep 30")
         ip.run_line_magic("netns", "network connect magicnet m2")
         table = ip.run_line_magic("netns", "network inspect magicnet")
         assert sorted(table["name"]) == ["m1", "m2"] and list(table[table["name"] == "m1"]["exposed"]) == ["80/tcp"]
         addrs = ip.run_line_magic("netns", "addrs m2")
-        assert any(a.startswith("172.31.") for a in addrs["address"])
+        assert any(ipaddress.ip_address(str(a).split("/")[0]) in subnet for a in addrs["address"])
         matrix = ip.run_line_magic("netns", "matrix m1 m2")
         assert bool(matrix.loc["m1", "m2"]) and bool(matrix.loc["m2", "m1"])
         ip.run_line_magic("netns", "network disconnect magicnet m2")
@@ -83,7 +86,7 @@ def test_plain_namespaces_from_the_magic(ip, capsys: pytest.CaptureFixture[str])
 def test_a_network_seen_right_after_a_cell_has_no_ended_member(ip) -> None:
     """A cell's network clean-up runs in the background; %netns waits for it, so what it shows (and what
     `network rm` checks) never includes a container that has ended."""
-    ip.run_line_magic("netns", "network create quicknet --subnet 172.31.0.0/16")
+    ip.run_line_magic("netns", f"network create quicknet --subnet {free_subnet()}")
     try:
         for _ in range(5):
             ip.run_line_magic("container", "--quiet --network quicknet -- true")

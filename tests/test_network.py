@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -27,7 +28,7 @@ def _our_links() -> list[str]:
     """Host links carrying this test's tag (bridges and host veth ends)."""
     tag = _networks.link_tag()
     with N.netns.iproute() as ipr:
-        return [link.get("ifname") for link in ipr.get_links() if link.get("IFLA_IFALIAS") == tag]
+        return [link.get("ifname") for link in ipr.get_links() if _networks.is_ours(link.get("IFLA_IFALIAS"), tag)]
 
 
 def _state_files() -> list[str]:
@@ -346,6 +347,29 @@ def test_prune_after_a_dead_owner(lab):
     assert [ns.name for ns in N.list_netns()] == [b]
     assert sorted(_our_links()) == sorted([live_net.bridge, eb.host_veth])
     assert N.prune() == []
+
+
+def test_prune_removes_the_links_of_a_state_dir_that_was_removed(lab, tmp_path, monkeypatch):
+    """A store deleted with its networks still up (rm -rf of a state dir, a test's temp dir) leaves bridges
+    no record names: their ifalias names the dir, so a prune from any state dir removes them, and only them."""
+    own = N.create_network(f"own-{lab}")
+    monkeypatch.setenv("PYCONTAINER_STATE_DIR", str(tmp_path / "doomed"))
+    doomed = N.create_network(f"doomed-{lab}")
+    ns = _ns(lab, "d")
+    ep = N.attach(doomed.name, ns, f"cd-{lab}", name="delta")
+    assert _networks.alias_state_dir(_alias(doomed.bridge)) == str(tmp_path / "doomed")
+    N.delete_netns(ns)  # its veth end goes with it; the host end's peer too
+    shutil.rmtree(tmp_path / "doomed")
+    monkeypatch.setenv("PYCONTAINER_STATE_DIR", str(tmp_path / "state"))
+    removed = N.prune()
+    assert f"bridge {doomed.bridge} (its state directory is gone)" in removed, removed
+    assert ep.host_veth not in {i.name for i in N.interfaces()}
+    assert [n.name for n in N.list_networks()] == [own.name] and _our_links() == [own.bridge]
+
+
+def _alias(name: str) -> str | None:
+    with N.netns.iproute() as ipr:
+        return next(link.get("IFLA_IFALIAS") for link in ipr.get_links() if link.get("ifname") == name)
 
 
 # --- connectivity matrix ---------------------------------------------------------------------------

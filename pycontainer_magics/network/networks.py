@@ -191,9 +191,50 @@ def _h(text: str, n: int) -> str:
     return hashlib.sha1(f"{state_dir()}\0{text}".encode()).hexdigest()[:n]
 
 
+TAG_PREFIX = "pycontainer_magics:"
+IFALIAS_MAX = 255  # the kernel's IFALIASZ less the terminating zero
+
+
 def link_tag() -> str:
-    """The ifalias set on our bridges and host veths: which state dir owns them (prune looks at it)."""
-    return "pycontainer_magics:" + _h("", 12)
+    """Which state dir owns a bridge or host veth: the start of its ifalias (prune looks at it)."""
+    return TAG_PREFIX + _h("", 12)
+
+
+def link_alias() -> str:
+    """The ifalias set on our links: the tag, then the state dir's path when it fits, so that the links of a
+    state dir that was removed with its networks still up can be recognised and pruned (`orphaned_links`)."""
+    path = state_dir()
+    alias = f"{link_tag()} {path}"
+    return alias if os.path.isabs(path) and len(alias.encode()) <= IFALIAS_MAX else link_tag()
+
+
+def is_ours(alias: str | None, tag: str) -> bool:
+    return alias == tag or (alias or "").startswith(tag + " ")
+
+
+def alias_state_dir(alias: str | None) -> str | None:
+    """The state dir an ifalias names, if it is one of ours and its tag is that path's hash."""
+    if not alias or not alias.startswith(TAG_PREFIX) or " " not in alias:
+        return None
+    tag, path = alias.split(" ", 1)
+    if tag != TAG_PREFIX + hashlib.sha1(f"{path}\0".encode()).hexdigest()[:12]:
+        return None
+    return path
+
+
+def orphaned_links() -> list[tuple[str, str]]:
+    """(name, kind) of bridges and host veths with our prefixes whose state dir no longer exists: nothing
+    can reach their records any more (a test's throw-away state dir, an `rm -rf` of a store)."""
+    out = []
+    with iproute() as ipr:
+        for link in ipr.get_links():
+            n = link.get("ifname") or ""
+            if not (n.startswith(BRIDGE_PREFIX) or n.startswith(VETH_PREFIX)):
+                continue
+            path = alias_state_dir(link.get("IFLA_IFALIAS"))
+            if path is not None and not os.path.isdir(path):
+                out.append((n, str(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "")))
+    return out
 
 
 def bridge_name(network: str) -> str:
@@ -347,7 +388,7 @@ def _ensure_bridge(net: Network) -> None:
     with iproute() as ipr:
         idx = links.link_index(ipr, net.bridge)
         if idx is not None:
-            ipr.link("set", index=idx, ifalias=link_tag())
+            ipr.link("set", index=idx, ifalias=link_alias())
 
 
 def _bridge_index(ipr: Any, net: Network) -> int:
@@ -476,7 +517,7 @@ def _plumb(net: Network, fd: int, path: str, container_id: str, cname: str, alia
         except Exception as e:  # noqa: BLE001 - NetlinkError
             raise NetworkError.from_netlink(e, f"cannot create veth {host_veth} for {container_id}") from None
         try:
-            hipr.link("set", ifname=host_veth, ifalias=link_tag())
+            hipr.link("set", ifname=host_veth, ifalias=link_alias())
             lo = inside.get("lo")
             if lo is not None and not lo["flags"] & 1:  # the holder brings it up; a namespace from elsewhere may not
                 cipr.link("set", index=lo["index"], state="up")
@@ -570,7 +611,7 @@ def _our_host_links() -> Iterator[tuple[str, str]]:
     with iproute() as ipr:
         for link in ipr.get_links():
             n = link.get("ifname") or ""
-            if (n.startswith(BRIDGE_PREFIX) or n.startswith(VETH_PREFIX)) and link.get("IFLA_IFALIAS") == tag:
+            if (n.startswith(BRIDGE_PREFIX) or n.startswith(VETH_PREFIX)) and is_ours(link.get("IFLA_IFALIAS"), tag):
                 yield n, str(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "")
 
 
@@ -600,6 +641,10 @@ def prune(networks: bool = True) -> list[str]:
             if lname not in known and kind in ("bridge", "veth"):
                 links.delete_link(lname)
                 removed.append(f"{kind} {lname}")
+        for lname, kind in orphaned_links():
+            if kind in ("bridge", "veth"):
+                links.delete_link(lname)
+                removed.append(f"{kind} {lname} (its state directory is gone)")
         # Firewall rules are the host's, shared by every state directory: one is an orphan when the bridge
         # it names is gone from the host, not when this directory has no record of its network.
         with iproute() as ipr:
