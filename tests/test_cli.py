@@ -53,7 +53,7 @@ def test_bad_options_exit_125_with_one_line(argv: list[str], needles: list[str])
 def test_help() -> None:
     r = pycontainer("run", "--help")
     assert r.returncode == 0
-    for opt in ("--memory", "--pids-limit", "--cap-add", "--json", "--interactive", "-- CMD"):
+    for opt in ("--memory", "--pids-limit", "--cap-add", "--json", "--interactive", "--tty", "-- CMD"):
         assert opt in r.stdout
     assert "--result" not in r.stdout and "--no-plot" not in r.stdout  # notebook-only options
 

@@ -2,6 +2,7 @@
 
     pycontainer run [options] [--] CMD [ARG...]   run a command; exits with its exit code
     pycontainer run [options] IMAGE -- [CMD...]   in an image (`IMAGE --` alone: the image's own command)
+    pycontainer run -it [options] IMAGE -- sh     an interactive shell (-i: stdin fed as it comes, -t: a terminal)
     pycontainer bundle DIR [options] -- CMD       write DIR/config.json (OCI runtime-spec) for CMD
 
 Options are the `%%container` ones (one table, `magics/args.py`). Output streams to the terminal;
@@ -123,11 +124,13 @@ def _run(ns: argparse.Namespace) -> int:
             fail(str(e))
         if not command and image is None:
             fail("nothing to run: give a command, like `pycontainer run --memory 50m -- sh -c 'echo hi'`")
-        stdin_data = sys.stdin.buffer.read() if ns.interactive else None
-        spec = build_spec(command=command or None, stdin_data=stdin_data, **opts)
-        remote = _through_daemon(spec, ns)
-        if remote is not None:
-            return remote
+        if ns.interactive and ns.tty and not sys.stdin.isatty():
+            fail("the input device is not a TTY: -it needs a terminal (leave out -t to feed a pipe)")
+        spec = build_spec(command=command or None, **opts)
+        if not (ns.interactive or ns.tty):  # the daemon path has no stdin or terminal of ours to relay
+            remote = _through_daemon(spec, ns)
+            if remote is not None:
+                return remote
 
     from .. import runtime
 
@@ -137,16 +140,29 @@ def _run(ns: argparse.Namespace) -> int:
     if ns.bundle and command:  # with an id, as runc's run: state, list and kill see it while it runs
         from ..oci.lifecycle import recorded_run
         recorded = recorded_run(ns.bundle, command[0], ns.root)
+    relay: Any = None
+    terminal = None
+    if getattr(ns, "tty", False):
+        from ..runtime.run import Terminal
+        from .terminal import TerminalRelay
+        relay = TerminalRelay(interactive=bool(ns.interactive))
+        terminal = Terminal(relay.on_master, relay.size())
+    stdin_fd = sys.stdin.fileno() if getattr(ns, "interactive", False) and terminal is None else None
     try:
         with recorded as on_start:
             # This process is small and short-lived: forking it is cheaper than starting the launch helper.
-            run = runtime.run(spec, on_output=_echo, helper=False, on_start=on_start)
+            run = runtime.run(spec, on_output=_echo, helper=False, on_start=on_start, stdin_fd=stdin_fd,
+                              terminal=terminal)
     except runtime.ContainerInterrupted:
         sys.stderr.write("pycontainer: interrupted\n")
         return EXIT_INTERRUPTED
     except (SpecError, runtime.LaunchError, OSError) as e:
         fail(str(e))
-    if run.error and run.error.strip() not in (run.stderr or ""):  # not already streamed
+    finally:
+        if relay is not None:
+            relay.finish()
+    shown = (run.stderr or "") + (relay.shown() if relay is not None else "")
+    if run.error and run.error.strip() not in shown:  # not already streamed (or shown on the terminal)
         _echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")
     if ns.json:
         sys.stderr.write(json.dumps(run.summary()) + "\n")
@@ -193,6 +209,8 @@ def _bundle(ns: argparse.Namespace) -> int:
     from ..runtime.spec import SpecError
 
     command = _args.command_of(ns)
+    if ns.interactive or ns.tty:
+        fail("bundle writes config.json and runs nothing: -i/-t are for `pycontainer run`")
     if not command:
         fail("nothing to run: give a command, like `pycontainer bundle DIR -- sh -c 'echo hi'`")
     try:

@@ -127,7 +127,9 @@ OPTIONS: list[Option] = [
          help="no summary (notebook: no card; terminal: no summary line)"),
     # terminal only
     _opt("-i", "--interactive", action="store_true", where=CLI, spec=False,
-         help="feed this process's stdin to the command"),
+         help="feed this process's stdin to the command, as it comes"),
+    _opt("-t", "--tty", action="store_true", where=CLI, spec=False,
+         help="give the command a terminal, as docker run -t (with -i: an interactive shell, `-it`)"),
     _opt("--json", action="store_true", where=CLI, spec=False,
          help="print the run's summary as JSON on stderr instead of the one-line summary"),
     # what runs
