@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -47,9 +48,12 @@ def our_cgroups(pid: int) -> list[str]:
     return out
 
 
-def mounts() -> list[str]:
+def mounts(env: dict[str, str]) -> list[str]:
+    """Mount points under this module's state and run dirs (a container's root filesystem is assembled there;
+    other processes on the host mount elsewhere meanwhile)."""
+    tops = (env["PYCONTAINER_STATE_DIR"], env["PYCONTAINER_RUN_DIR"])
     with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f]
+        return [m for m in (line.split()[4] for line in f) if m.startswith(tops)]
 
 
 def shell(env: dict[str, str], script: str, rows: int = 40, cols: int = 132):  # -> pexpect.spawn
@@ -92,7 +96,7 @@ def test_run_it_is_an_interactive_shell_and_gives_the_terminal_back(env, tmp_pat
     sh.expect(r"code 130\r\n")  # the shell lives on: the ^C was not ours (we would have stopped the container)
     sh.expect_exact(PROMPT)
     sh.sendline("exit 3")
-    sh.expect(r"exit 3, .* ms")  # our summary line, after the session
+    sh.expect(r"exit 3, [\d.]+ m?s")  # our summary line, after the session
     sh.expect(r"status=3\r\n")
     sh.expect(pexpect.EOF)
     sh.close()
@@ -143,7 +147,7 @@ def test_run_i_feeds_stdin_as_it_comes(env):
 def test_run_it_without_a_terminal_is_one_line_and_makes_nothing(env, stdin):
     state, run = Path(env["PYCONTAINER_STATE_DIR"]), Path(env["PYCONTAINER_RUN_DIR"])
     listing = sorted(str(p) for d in (state, run) if d.exists() for p in d.rglob("*"))
-    mounts_before = mounts()
+    mounts_before = mounts(env)
     p = subprocess.Popen([PYCONTAINER, "run", "-it", IMAGE, "--", "sh"], env=env, text=True,
                          stdin=subprocess.PIPE if stdin == "pipe" else subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -151,7 +155,7 @@ def test_run_it_without_a_terminal_is_one_line_and_makes_nothing(env, stdin):
     assert (p.returncode, out) == (125, "")
     assert err.count("\n") == 1 and "the input device is not a TTY" in err and "leave out -t" in err
     assert our_cgroups(p.pid) == []
-    assert mounts() == mounts_before
+    assert mounts(env) == mounts_before
     assert sorted(str(p) for d in (state, run) if d.exists() for p in d.rglob("*")) == listing
 
 
@@ -160,3 +164,27 @@ def test_bundle_refuses_i_and_t(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 125 and r.stderr.count("\n") == 1 and "pycontainer run" in r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_run_bundle_with_a_terminal_is_interactive_as_runc_run(tmp_path):
+    """`runc spec` writes "terminal": true; `pycontainer run --bundle DIR ID` then relays our terminal, as `runc run`
+    in the foreground does: a prompt, /dev/pts/0, the exit status, our settings back."""
+    from helpers import make_busybox_rootfs
+
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed (apt-get install runc)")
+    subprocess.run(["runc", "spec"], cwd=tmp_path, check=True)
+    make_busybox_rootfs(str(tmp_path / "rootfs"))
+    before, after = tmp_path / "before", tmp_path / "after"
+    sh = shell(dict(os.environ, PYCONTAINER_NO_DAEMON="1"),
+               f"stty -g > {before}; {PYCONTAINER} run --bundle {tmp_path} tty{os.getpid()}; echo \"status=$?\"; "
+               f"stty -g > {after}", rows=33, cols=77)
+    sh.expect_exact(PROMPT)
+    sh.sendline("tty; stty size")
+    sh.expect(r"\r\n/dev/pts/0\r\n33 77\r\n")
+    sh.expect_exact(PROMPT)
+    sh.sendline("exit 4")
+    sh.expect(r"status=4\r\n")
+    sh.expect(pexpect.EOF)
+    sh.close()
+    assert before.read_text() == after.read_text()

@@ -220,3 +220,27 @@ def test_rootless_kube_play_probes_the_pods_loopback(user: str) -> None:
     assert res["ready"] == [True], res
     assert not [m for m in res["events"] if "not permitted" in m], res
     assert any("hostUsers: false: without root" in n for n in res["notes"]), res
+
+
+def test_rootless_run_it_gets_a_terminal(user: str) -> None:
+    """`pycontainer run -it -- sh` without root: the shell's terminal is the container's own /dev/pts/0 (its
+    devpts made in the user's namespaces), `exit 5` is the exit status, the user's terminal is put back."""
+    pexpect = pytest.importorskip("pexpect")
+    from helpers import as_user_argv
+
+    home = pwd.getpwnam(user).pw_dir  # the user's own: it writes its terminal settings there
+    before, after = os.path.join(home, "stty-before"), os.path.join(home, "stty-after")
+    cli = os.path.join(os.path.dirname(sys.executable), "pycontainer")
+    argv = as_user_argv(user, ["env", f"HOME={home}", "PYCONTAINER_NO_DAEMON=1", "/bin/sh",
+                               "-c", f"stty -g > {before}; {cli} run -it -- sh; echo status=$?; stty -g > {after}"])
+    sh = pexpect.spawn(argv[0], argv[1:], timeout=60, encoding="utf-8", dimensions=(30, 90))
+    sh.expect(r"# ")
+    sh.sendline("tty; id -u; stty size")
+    sh.expect(r"\r\n/dev/pts/0\r\n0\r\n30 90\r\n")
+    sh.expect(r"# ")
+    sh.sendline("exit 5")
+    sh.expect(r"status=5\r\n")
+    sh.expect(pexpect.EOF)
+    sh.close()
+    with open(before) as b, open(after) as a:
+        assert b.read() == a.read()

@@ -114,6 +114,9 @@ def _run(ns: argparse.Namespace) -> int:
             spec, notes = _args.bundle_spec(ns, command[0] if command else None)
         except (SpecError, BundleError) as e:
             fail(str(e))
+        if _wants_terminal(ns.bundle):  # as `runc run` in the foreground: our terminal relayed to the process's
+            ns.tty = ns.interactive = True
+            notes = [n for n in notes if not n.startswith("process/terminal:")]
         for note in notes:
             sys.stderr.write(f"pycontainer: note: {note}\n")
     else:
@@ -169,6 +172,14 @@ def _run(ns: argparse.Namespace) -> int:
     elif not ns.quiet:
         sys.stderr.write(summary_line(run) + "\n")
     return exit_code_of(run)
+
+
+def _wants_terminal(bundle: str) -> bool:
+    """config.json's process.terminal (what `runc spec` writes by default); load_bundle has read it already."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        with open(f"{bundle}/config.json") as f:
+            return bool(json.load(f).get("process", {}).get("terminal"))
+    return False
 
 
 def _through_daemon(spec: Any, ns: argparse.Namespace) -> int | None:
