@@ -37,6 +37,9 @@ def d(tmp_path_factory: pytest.TempPathFactory):
     # SIGTERM stopped every container (no --live-restore): no supervisor is left, nor the default bridge
     # once its owners are gone.
     assert not [p for p in sups if alive(p)]
+    # the spare supervisor the launcher kept went too, with what it had prepared (its layer, its cgroup)
+    spares = os.path.join(root, "state", "engine", "spares")
+    assert not (os.path.isdir(spares) and os.listdir(spares))
     prune_state(dm)
     assert our_links(dm) == []
 
@@ -599,6 +602,119 @@ def test_cli_run_goes_through_the_daemon(d):
     assert r.returncode == 0 and "(daemon)" not in r.stderr
     r = _pycontainer(d, "run", "--share", "uts", "--", "true")  # not expressible in the API: in-process
     assert r.returncode == 0 and "(daemon)" not in r.stderr
+
+
+def test_cli_run_through_the_daemon_is_lean(d):
+    """`pycontainer run` with a daemon running reads its options without argparse and imports nothing of the
+    runtime, images, network or linux layers: the daemon builds and starts the container."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "pycontainer_magics", "run", "--memory", "64m",
+                        "--quiet", "--", "sh", "-c", "echo lean; exit 2"], env=d.env, capture_output=True, text=True,
+                       timeout=120)
+    assert (r.returncode, r.stdout) == (2, "lean\n"), r.stderr[-2000:]
+    mods = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]
+    ours = {m for m in mods if m.startswith("pycontainer_magics.")}
+    assert "pycontainer_magics.engine.client" in ours
+    assert not {m for m in ours if m.split(".")[1] in ("runtime", "images", "network", "linux", "workloads", "oci",
+                                                       "magics", "lab")}
+    assert not {"argparse", "typing", "dataclasses", "urllib.parse"} & set(mods)
+    # what the lean reader does not take goes the full way, with the same words as without a daemon
+    r = _pycontainer(d, "run", "--memory", "lots", "--", "true")
+    assert r.returncode == 125 and "invalid size 'lots' for --memory" in r.stderr
+    r = _pycontainer(d, "run", "--memory", "64m", "--timeout", "5s", "--", "sh", "-c", "echo full")
+    assert (r.returncode, r.stdout) == (0, "full\n")
+
+
+LEAN_ARGV = [
+    ["--", "true"],
+    ["-m", "64m", "--pids-limit", "20", "--", "sh", "-c", "echo x"],
+    ["--memory=1.5g", "--memory-swap", "2g", "--cpus", "1.5", "--name", "n1", "--", "true"],
+    ["--memory-swap=-1", "-m", "100m", "--pids", "-1", "--", "true"],
+    ["-e", "A=1", "-e", "HOME", "-e", "NOT_SET_ANYWHERE_X", "-w", "/tmp", "-u", "1000:1000", "--hostname", "h",
+     "--read-only", "--", "id"],
+    ["-v", "/tmp:/data:ro", "-v", "vol1:/v", "--network", "bridge", IMAGE, "--", "ls", "/"],
+    ["--image", "host", "--net=none", "-q", "--json", "--", "true"],
+    [IMAGE, "--"],
+]
+
+
+@pytest.mark.parametrize("argv", LEAN_ARGV)
+def test_the_lean_reader_asks_the_daemon_for_the_same_container(argv):
+    """cli/run_daemon.py's body and the full path's (argparse, build_spec, run_remote.create_body) make the same
+    ContainerSpec daemon-side."""
+    from pycontainer_magics.cli import build_parser, run_daemon
+    from pycontainer_magics.cli.run import image_and_command
+    from pycontainer_magics.engine.container_config import spec_of
+    from pycontainer_magics.engine.run_remote import create_body
+    from pycontainer_magics.magics.args import spec_options
+    from pycontainer_magics.runtime.parse import build_spec
+
+    parsed = run_daemon.parse(argv)
+    assert parsed is not None
+    lean = run_daemon.create_body(*parsed)
+    assert lean is not None
+    ns = build_parser().parse_args(["run", *argv])
+    image, command = image_and_command(ns)
+    opts = spec_options(ns)
+    if image is not None:
+        opts["image"] = image
+    full = create_body(build_spec(command=command or None, **opts))
+    assert parsed[0].get("name") == opts.get("name")
+
+    def spec(body):
+        # (default_bounds: the lean body leaves the lab's default pids limit to the daemon, which marks it as a
+        # default; the full path sends the number it filled in. The limits are the same.)
+        return spec_of("c" * 64, "n", body["Image"], body, body["HostConfig"], {}, "/layer").with_(default_bounds=())
+    assert spec(lean) == spec(full)
+
+
+@pytest.mark.parametrize("argv", [["--share", "uts", "--", "true"], ["--timeout", "1s", "--", "true"],
+                                  ["-m", "lots", "--", "true"], ["--memory"], ["-v", "rel/dir:/x", "--", "true"],
+                                  ["a", "b", "--", "true"], ["-i", "--", "cat"]])
+def test_the_lean_reader_leaves_the_rest_to_the_full_one(argv):
+    from pycontainer_magics.cli import run_daemon
+
+    parsed = run_daemon.parse(argv)
+    assert parsed is None or run_daemon.create_body(*parsed) is None
+
+
+def test_a_container_like_the_last_starts_from_a_spare(d):
+    """The launcher keeps a spare supervisor, which prepares a container like the last one (cgroup, namespaces,
+    overlay over a layer of its own, PID 1 up to the payload, at the lowest priority): the next such container
+    takes it over (its record says Prepared) and runs at normal priority; one that is not alike, or a restart of
+    a container whose layer exists, starts the usual way."""
+    names = [f"spare{os.getpid()}-{i}" for i in range(3)]
+    for n in names:
+        r = d.docker("run", "--name", n, "--network", "none", "-m", "64m", IMAGE, "sh", "-c",
+                     "cut -d' ' -f19 /proc/self/stat; echo data > /kept", check=True)
+        assert r.stdout == "0\n"  # nice 0: not the spare's 19
+    ids = [d.docker("inspect", "-f", "{{.Id}}", n, check=True).stdout.strip() for n in names]
+    recs = {r["Id"]: r for r in d.records()}
+    assert recs[ids[1]]["Prepared"] is True and recs[ids[2]]["Prepared"] is True
+    # its layer is the container's own, kept across a restart (which starts the usual way)
+    r = d.docker("start", "-a", names[1], check=True)
+    assert r.stdout == "0\n"
+    assert {r["Id"]: r for r in d.records()}[ids[1]]["Prepared"] is False
+    assert d.docker("cp", f"{names[1]}:/kept", "-").returncode == 0
+    d.docker("run", "--name", names[0] + "x", "--network", "none", "-m", "32m", IMAGE, "true", check=True)
+    assert {r["Id"]: r for r in d.records()}[d.docker("inspect", "-f", "{{.Id}}", names[0] + "x", check=True)
+                                             .stdout.strip()]["Prepared"] is False  # another memory limit
+    # a container on a network after a spare was prepared: it starts the usual way, its layer is its own
+    # (a spare's layer taken by a run that then planned other mounts wrote the container's files elsewhere)
+    net = f"sparenet{os.getpid()}"
+    d.docker("network", "create", net, check=True)
+    d.docker("run", "--name", names[0] + "n", "--network", net, "-m", "32m", IMAGE, "sh", "-c", "echo n > /kept",
+             check=True)
+    assert "A /kept" in d.docker("diff", names[0] + "n", check=True).stdout.splitlines()
+    assert d.docker("cp", f"{names[0]}n:/kept", "-").returncode == 0
+    nid = d.docker("inspect", "-f", "{{.Id}}", names[0] + "n", check=True).stdout.strip()
+    sup = {r["Id"]: r for r in d.records()}[nid]["Supervisor"]
+    d.docker("rm", *names, names[0] + "x", names[0] + "n", check=True)
+    d.docker("network", "rm", net, check=True)
+    spares = os.path.join(d.root, "state", "engine", "spares")
+    left = os.listdir(spares) if os.path.isdir(spares) else []
+    assert str(sup) not in left and len(left) <= 1, left  # only the spare kept now, if any
 
 
 def test_cli_container_ps_logs_exec_stop(d):

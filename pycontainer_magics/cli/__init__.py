@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import sys
 
-from . import oci
-
 TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ if TYPE_CHECKING:
 
 def groups() -> tuple[ModuleType, ...]:
     """The command groups, in `--help` order (imported only when argparse is: not on the OCI verbs' path)."""
-    from . import containers, image, kernel, kube, run, serve, system
+    from . import containers, image, kernel, kube, oci, run, serve, system
     return (run, oci, image, kube, system, kernel, serve, containers)
 
 
@@ -54,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["run"]:  # through a running daemon, before argparse and the runtime load (run_daemon.py)
+        from .run_daemon import main as run_on_daemon
+        through_daemon = run_on_daemon(args[1:])
+        if through_daemon is not None:
+            return through_daemon
+    from . import oci
     if oci.is_runc_call(args):  # what engines call, often: runc's own command line, before argparse loads
         return oci.runc_main(args)
     ns = build_parser().parse_args(args)

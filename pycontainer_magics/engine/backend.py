@@ -182,7 +182,7 @@ class Containers:
         restart count and the manual stop its restart policy honours."""
         if c.running:
             return False
-        if manual:
+        if manual and (c.state.get("ManuallyStopped") or c.state.get("RestartCount")):
             c.state = await asyncio.to_thread(store.update_state, c.id, ManuallyStopped=False, RestartCount=0)
         rec = c.record
         spec = container_config.spec_of(c.id, c.name, rec["Image"], rec["Config"], rec["HostConfig"],
@@ -551,7 +551,15 @@ class Containers:
 
     async def _remove_when_gone(self, c: Container, timeout: float = 30.0) -> None:
         """Remove once the supervisor has finished: it records the end first and then takes down what the
-        run made (the network endpoint that holds the container's name, the cgroup); the record goes after."""
+        run made (the network endpoint that holds the container's name, the cgroup); the record goes after.
+        Without a network endpoint nothing of the run holds the name: the record goes at once (`docker run
+        --rm` returns), while the supervisor removes the cgroup."""
+        hc = c.record["HostConfig"]
+        eps = c.record["NetworkingConfig"].get("EndpointsConfig") or {}
+        if container_config.network_mode(hc) in ("none", "host") and not set(eps) - {"none", "host"}:
+            if not c.removed.is_set():
+                self._remove_now(c)
+            return
         sup, start = c.state.get("Supervisor"), c.state.get("SupervisorStart")
         deadline = asyncio.get_running_loop().time() + timeout
         while sup and store.alive(sup, start) and asyncio.get_running_loop().time() < deadline:

@@ -12,11 +12,13 @@ import json
 import os
 import socket
 import struct
-import urllib.parse
-from collections.abc import Iterator
-from typing import Any
 
 from ..errors import OSFailure
+
+TYPE_CHECKING = False  # typing is not imported: `pycontainer run` through the daemon starts with this module
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 API = "/v1.41"
 USER_AGENT = "pycontainer-magics"  # the daemon's request log tells this project's front ends by it
@@ -105,8 +107,12 @@ class Client:
         return s, rest, int(lines[0].split(" ", 2)[1]), headers
 
     def _url(self, path: str, params: dict[str, Any] | None) -> str:
-        q = {k: (int(v) if isinstance(v, bool) else v) for k, v in (params or {}).items() if v is not None}
-        return API + path + ("?" + urllib.parse.urlencode(q, doseq=True) if q else "")
+        q = []
+        for k, v in (params or {}).items():
+            for item in (v if isinstance(v, list | tuple) else [v]):
+                if item is not None:
+                    q.append(f"{_quote(k)}={_quote(int(item) if isinstance(item, bool) else item)}")
+        return API + path + ("?" + "&".join(q) if q else "")
 
     @staticmethod
     def _decode(status: int, data: bytes) -> Any:
@@ -243,6 +249,15 @@ class Client:
         start, end = text.find("{"), text.rfind("}")
         result: dict[str, Any] = json.loads(text[start:end + 1]) if start >= 0 else {}
         return result
+
+
+def _quote(value: Any) -> str:
+    """A query value percent-encoded (urllib.parse.quote_plus's output for what this client sends)."""
+    out = []
+    for b in str(value).encode():
+        c = chr(b)
+        out.append(c if c.isascii() and (c.isalnum() or c in "-._~") else "+" if c == " " else f"%{b:02X}")
+    return "".join(out)
 
 
 def connect(host: str | None = None) -> Client | None:

@@ -89,6 +89,11 @@ async def serve(options: Options, ready: Any = None) -> None:
                    routes_networks, routes_archive):
         for method, pattern, handler in module.routes(engine):
             engine.router.add(method, pattern, handler)
+    from ..workloads.daemon_store import empty_trash
+    from ..workloads.supervisor import prune_spares
+
+    prune_spares()  # what spares killed with a previous daemon left
+    await asyncio.to_thread(empty_trash)  # and the files of containers it removed and had no time to delete
     await asyncio.to_thread(engine.launcher.start)
     engine.containers.load()
     server = Server(engine.router.dispatch, routes_system.common_headers, engine.access)

@@ -327,6 +327,8 @@ async def wait(e: Engine, req: Request, ref: str) -> Response | None:
     done, _ = await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
     if waiter in done:
         gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone  # off the reader before the connection takes its next request
         await out.json(waiter.result())
         await out.end()
     else:
@@ -407,14 +409,14 @@ async def attach(e: Engine, req: Request, ref: str) -> Response | None:
 async def _until_running(c: Container, exits: int) -> bool:
     """Wait until the run this attach follows is going on (or over already); False if the container went."""
     while not c.running and c.exits == exits:
+        if c.removed.is_set():  # gone without this run (a run that ended is removed right after: not this case)
+            return False
         started, ended, removed = (asyncio.ensure_future(ev.wait()) for ev in (c.started, c.changed, c.removed))
         try:
             await asyncio.wait({started, ended, removed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for f in (started, ended, removed):
                 f.cancel()
-        if c.removed.is_set():
-            return False
     return True
 
 

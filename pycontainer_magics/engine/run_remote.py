@@ -11,10 +11,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from .client import Client, EngineError
+
+TYPE_CHECKING = False  # typing is not imported: the command line's path (cli/run_daemon.py)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def expressible(spec: Any) -> bool:
@@ -36,7 +39,8 @@ def create_body(spec: Any) -> dict[str, Any]:
         "AutoRemove": True, "NetworkMode": "host" if spec.network == "host" else spec.network,
         "Memory": spec.memory or 0, "MemorySwap": spec.memory_swap or 0,
         "NanoCpus": int(spec.cpus * 1e9) if spec.cpus else 0, "CpuShares": spec.cpu_shares or 0,
-        "CpusetCpus": spec.cpuset_cpus or "", "PidsLimit": spec.pids_limit, "Binds": binds or None,
+        "CpusetCpus": spec.cpuset_cpus or "", "Binds": binds or None,
+        "PidsLimit": spec.pids_limit if spec.pids_limit is not None else -1,  # unlimited (None: the default)
         "Tmpfs": tmpfs or None, "ReadonlyRootfs": spec.read_only, "CapAdd": sorted(spec.cap_add) or None,
         "CapDrop": sorted(spec.cap_drop) or None, "PortBindings": ports or None, "SecurityOpt": security or None,
         "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in spec.ulimits] or None,
@@ -54,7 +58,20 @@ def create_body(spec: Any) -> dict[str, Any]:
 def run(c: Client, spec: Any, on_output: Callable[[str, bytes], None]) -> tuple[int, float]:
     """Run `spec` on the daemon, its output to on_output; returns (exit code, seconds)."""
     t0 = time.monotonic()
-    cid = c.post("/containers/create", create_body(spec), name=spec.name)["Id"]
+    cid = create(c, create_body(spec), spec.name)
+    return run_created(c, cid, on_output, t0)
+
+
+def create(c: Client, body: dict[str, Any], name: str | None) -> str:
+    """`docker create`: the new container's id (EngineError with the daemon's status and message)."""
+    return str(c.post("/containers/create", body, name=name)["Id"])
+
+
+def run_created(c: Client, cid: str, on_output: Callable[[str, bytes], None],
+                t0: float | None = None) -> tuple[int, float]:
+    """The rest of `docker run` for a created container: attach, wait registered, start, output to on_output
+    until its end; (exit code, seconds since t0)."""
+    t0 = time.monotonic() if t0 is None else t0
     frames = c.attach(cid)
     # Registered before start, as the docker CLI does: the answer comes once it is gone (AutoRemove).
     wait_sock, wait_rest = c._open("POST", f"/containers/{cid}/wait", {"condition": "removed"})
@@ -63,6 +80,7 @@ def run(c: Client, spec: Any, on_output: Callable[[str, bytes], None]) -> tuple[
     except EngineError:
         wait_sock.close()
         raise
+
     def relay() -> None:
         for stream, data in frames:
             on_output(stream, data)

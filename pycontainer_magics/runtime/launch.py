@@ -62,7 +62,9 @@ class Launch:
     want_diff: bool = True
     export_layer: str | None = None  # the holder writes the writable layer here as a layer tarball (builds)
     rebind_root: bool = True  # nested as root: the inherited root mount is locked
-    gate: str | None = None  # `pycontainer create`: a FIFO the payload waits on before exec (runc's exec.fifo)
+    # The executable is looked up before "ready" (so a command that cannot run fails the start, as runc's
+    # create does, not the run after it: the engine daemon's `docker start` answers 400 and exit code 127).
+    check_executable: bool = False
     terminal: bool = False  # `docker run -t`: PID 1 makes a pty in the container, sends the master back (run.Terminal)
     terminal_size: tuple[int, int] = (0, 0)  # rows, columns (0: unknown, the client sets it later)
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
@@ -78,8 +80,8 @@ class Launch:
 
     def parkable(self) -> bool:
         """Can PID 1 be prepared ahead of its cell (pid1_parked)? A command forked by the holder (nested), not a
-        Python cell (that needs the caller's memory) nor a created-not-started container (it has a gate)."""
-        return self.mode == "nested" and self.python_code is None and self.gate is None and not self.terminal
+        Python cell (that needs the caller's memory), nor one with a terminal (made at its start)."""
+        return self.mode == "nested" and self.python_code is None and not self.terminal
 
     def park_key(self) -> tuple[Any, ...]:
         """What a PID 1 prepared ahead has done already: a run whose key is equal can take it over (its
@@ -190,9 +192,6 @@ def pid1_nested(L: Launch, join_fds: list[int], console: int | None = None) -> N
         if L.pid1_unshare:
             libc.unshare(L.pid1_unshare)
         send(STATUS_FD, {"namespaces": _namespaces_report()})
-        # Opened while the host's path is still visible; read-write, so the open does not block and a byte
-        # written by `start` before we read it is not lost.
-        gate = os.open(L.gate, os.O_RDWR | os.O_CLOEXEC) if L.gate else None
         # An unlocked mount of the root that pivot_root accepts. Without root the tree was built inside the
         # user namespace: nothing is locked, and a non-recursive bind would drop the per-directory overlays.
         notes = _enter_root(L, at, rebind=L.rebind_root)
@@ -201,15 +200,13 @@ def pid1_nested(L: Launch, join_fds: list[int], console: int | None = None) -> N
             _make_terminal(L, console)
         at.stage = "dropping privileges"
         _drop_privileges(L)
-        if gate is not None:  # as runc: a process that cannot be executed fails `create`, not `start`
+        if L.check_executable:
             at.stage = "looking up the executable"
             _check_executable(L)
         send(STATUS_FD, {"ready": True, "notes": notes})
     except BaseException as e:  # noqa: BLE001
         report_failure(at.stage, e)
         os._exit(125)
-    if gate is not None:
-        _wait_at_gate(gate)
     _payload(L)
 
 
@@ -246,6 +243,9 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
     try:
         send(STATUS_FD, {"namespaces": namespaces})
         _drop_privileges(run_L)
+        if run_L.check_executable:
+            at.stage = "looking up the executable"
+            _check_executable(run_L)
         send(STATUS_FD, {"ready": True, "notes": notes})
     except BaseException as e:  # noqa: BLE001
         report_failure(at.stage, e)
@@ -272,14 +272,6 @@ def _check_executable(L: Launch) -> None:
     dirs = [""] if "/" in cmd else L.env.get("PATH", DEFAULT_PATH).split(":")
     if not any(os.path.isfile(os.path.join(d, cmd)) and os.access(os.path.join(d, cmd), os.X_OK) for d in dirs):
         raise FileNotFoundError(errno.ENOENT, f"{cmd!r}: executable file not found in $PATH")
-
-
-def _wait_at_gate(fd: int) -> None:
-    """Created, not started: block until `pycontainer start` writes a byte (the container is set up, the
-    payload not yet executed)."""
-    while not os.read(fd, 1):
-        pass
-    os.close(fd)
 
 
 def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[int, int]], user_fd: int | None,

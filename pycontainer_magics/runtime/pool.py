@@ -65,6 +65,18 @@ class Pool:
         `helper`, else forked from the caller with `launch` in memory). `run`: the run's launch and cgroup;
         a pooled holder whose PID 1 was prepared for another launch or cgroup is not taken (a parked PID 1 is
         its PID namespace's init: once discarded, nothing more can be forked into that namespace)."""
+        if not helper:
+            # A process that prepared its next run itself (offer(): the engine daemon's spare supervisor) takes
+            # what it kept if it fits; anything else stays for the helper's runs.
+            with self._lock:
+                h = self._ready
+                if h is not None and self.fits(h, plan, run):
+                    self._ready = None
+                else:
+                    h = None
+            if h is not None:
+                self.served["pooled"] += 1
+                return h
         if helper:
             with self._lock:
                 while self._busy or self._wanted is not None:  # a preparation under way: it may be ours
@@ -100,6 +112,52 @@ class Pool:
         self.served["made"] += 1
         pid, sock = prepare_holder(plan, launch)
         return Holder(pid, sock, plan, ours=True, has_launch=launch is not None)
+
+    @staticmethod
+    def fits(h: Holder, plan: HolderPlan, run: tuple[Launch, Cgroup | None] | None) -> bool:
+        """Can this run take `h`? Its plan must be equal. A Python cell's PID 1 is the caller's child in a PID
+        namespace of its own: the holder discards its parked PID 1 and serves it. A command needs the parked
+        PID 1 to fit (same mounts, same cgroup)."""
+        fits = h.parked is None or (run is not None and (
+            run[0].mode == "direct" or (h.parked == run[0].park_key()
+                                        and h.parked_cgroup == (run[1].name if run[1] is not None else None))))
+        return h.plan == plan and fits and _alive(h.pid)
+
+    def ready_for(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None]) -> bool:
+        """Would take() hand this run the holder kept ready (without preparing one)?"""
+        with self._lock:
+            h = self._ready
+        return h is not None and self.fits(h, plan, run)
+
+    def fds(self) -> tuple[int, ...]:
+        """The descriptors what is kept ready holds (the holder's control socket): a process that closes
+        every other descriptor must keep these."""
+        with self._lock:
+            return (self._ready.sock.fileno(),) if self._ready is not None else ()
+
+    def ready_pid(self) -> int | None:
+        """The pid of the holder kept ready, if any."""
+        with self._lock:
+            return self._ready.pid if self._ready is not None else None
+
+    def ready_cgroup(self) -> tuple[CgroupLimits, Cgroup] | None:
+        with self._lock:
+            return self._cgroup
+
+    def offer(self, holder: Holder, cgroup: tuple[CgroupLimits, Cgroup] | None, launch: Launch | None) -> None:
+        """Keep what the caller prepared itself (a process that knows its next run: the engine daemon's spare
+        supervisor) for the next take(): a holder, a cgroup, and with `launch` that run's PID 1 parked in the
+        cgroup (see _park). What was kept before is dropped."""
+        cg = cgroup[1] if cgroup is not None else None
+        if launch is not None and (cgroup is None or cgroup[0].memory is None or cgroup[0].memory >= PARK_MIN_MEMORY):
+            _park(holder, cg, lambda _cg: launch)
+        with self._lock:
+            old, self._ready = self._ready, holder
+            old_cg, self._cgroup = self._cgroup, cgroup
+        if old is not None:
+            old.close()
+        if old_cg is not None:
+            cleanup.defer(old_cg[1].remove)
 
     def take_cgroup(self, h: Hierarchy, limits: CgroupLimits, *, parkable: bool = True) -> Cgroup:
         """A cgroup with `limits`: the one made ahead of time if it matches, else a new one (named like a
@@ -178,8 +236,8 @@ class Pool:
             if old is not None:
                 old.close()
 
-    def drain(self) -> None:
-        """Drop the prepared holder (it exits); used by tests and at shutdown."""
+    def drain(self) -> int | None:
+        """Drop the prepared holder (it exits; its pid is returned) and cgroup; used by tests and at shutdown."""
         with self._lock:
             while self._busy or self._wanted is not None or self._wanted_cgroup is not None:
                 self._work.wait()
@@ -189,6 +247,7 @@ class Pool:
             h.close()
         if cg is not None:
             cg[1].remove()
+        return h.pid if h is not None else None
 
 
 def _park(holder: Holder, cg: Cgroup | None, make_launch: Callable[[Cgroup | None], Launch]) -> None:

@@ -42,7 +42,7 @@ from ..linux.namespaces import (
 )
 from . import cleanup, image_source, rootfs, state
 from .channel import decode_frames, feed, send_ctl
-from .holder import HolderPlan, SetupFailed
+from .holder import HolderPlan, SetupFailed, prepare_holder
 from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch, pid1_direct
 from .monitor import Monitor
@@ -51,7 +51,7 @@ from .pool import Holder, pool
 from .relay import QUIET, OutputFn, OutputRelay
 from .result import ContainerRun, NamespaceRow
 from .seccomp_profile import profile_for
-from .spec import POD_SHARED, ContainerSpec, IdMap, Mount
+from .spec import POD_SHARED, ContainerSpec, IdMap, Mount, SpecError
 
 REMAP_DEFAULT = IdMap(0, 100000, 65536)
 
@@ -425,15 +425,17 @@ class Terminal:
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         on_output: OutputFn | None = None, helper: bool | None = None,
         on_start: StartFn | None = None, export_layer: str | None = None,
-        gate: str | None = None, stdin_fd: int | None = None, terminal: Terminal | None = None) -> ContainerRun:
+        check_executable: bool = False, stdin_fd: int | None = None,
+        terminal: Terminal | None = None) -> ContainerRun:
     """Run one container to completion and return what happened.
 
     helper: prepare the container's namespaces in the small launch helper, ahead of time (the default:
     the cost then does not grow with the caller's memory), or in a fork of the caller (False: right for
     a small, short-lived caller such as the CLI). on_start: called (from the relaying thread) with a
     `Running` handle once PID 1 is about to run its payload. export_layer: a path where the writable layer
-    is written, at exit, as a layer tarball (what a Dockerfile RUN step adds). gate: a FIFO PID 1 waits on,
-    set up but not yet executed, until a byte is written to it (`pycontainer create`/`start`). stdin_fd: the
+    is written, at exit, as a layer tarball (what a Dockerfile RUN step adds). check_executable: PID 1 looks
+    the command up before it says it is ready, so one that cannot be executed is a failed start (LaunchError),
+    not an exit code 127 after on_start (the engine daemon's `docker start`). stdin_fd: the
     container's standard input (a pipe the caller feeds, say; its own copy stays the caller's), instead of
     spec.stdin_data or /dev/null. terminal: a pseudo-terminal instead (see Terminal)."""
     r = ContainerRun(id="", spec=spec)
@@ -448,9 +450,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     cg: Cgroup | None = None
     pod: PodMembership | None = None
     try:
-        # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not gated, not on a
+        # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not on a
         # network or in a pod: only such a run may get the cgroup one waits in.
-        parkable = spec.python_code is None and gate is None and not _networked(spec) and spec.pod is None
+        parkable = spec.python_code is None and not _networked(spec) and spec.pod is None
         if h is not None:
             try:
                 cg = pool.take_cgroup(h, _limits(spec), parkable=parkable)
@@ -482,10 +484,10 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         L.export_layer = export_layer
         if pod is not None:
             hp, on_start = pod.admit(r.id, spec, hp, L, on_start)
-        if gate is not None:
+        if check_executable:
             if L.mode != "nested":
-                raise LaunchError(errno.EINVAL, "a created-not-started container runs a command, not a cell")
-            L.gate = gate
+                raise LaunchError(errno.EINVAL, "an executable is looked up for a command, not a cell")
+            L.check_executable = True
         if terminal is not None:
             if L.mode != "nested" or L.plan is None:
                 raise LaunchError(errno.EINVAL, "a terminal (-t) is for a command in a new mount namespace, not a "
@@ -499,6 +501,46 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if cg is not None:
             _finish_cgroup(r, cg)
     return r
+
+
+def prepare(spec: ContainerSpec) -> bool:
+    """Make now, in this process, what a run of `spec` — or of one like it: another command, environment,
+    hostname — starts from: its cgroup with the limits, a namespace holder with its root filesystem, and PID 1
+    parked up to the payload. The next run() here whose plan matches takes them (pool.offer), helper or not;
+    so a process that knows its next container (the engine daemon's spare supervisor) starts it at once.
+    False when nothing is prepared (a network or a pod, a Python cell: their mounts name the container)."""
+    if spec.python_code is not None or _networked(spec) or spec.pod is not None:
+        return False
+    h = hierarchy()
+    limits = _limits(spec)
+    cg = h.create(state.new_id(), limits) if h is not None else None
+    try:
+        hp, L = plan_launch(spec, cg, None)
+        pid, sock = prepare_holder(hp)
+    except BaseException:
+        if cg is not None:
+            cg.remove()
+        raise
+    pool.offer(Holder(pid, sock, hp, ours=True), (limits, cg) if cg is not None else None,
+               L.for_holder() if L.parkable() else None)
+    return True
+
+
+def prepared_for(spec: ContainerSpec) -> bool:
+    """Would run(spec) take what prepare() made (the cgroup, the holder and its parked PID 1)? Only a run
+    that may take a parked PID 1 (run()'s `parkable`): a network's or a pod's mounts differ."""
+    if spec.python_code is not None or _networked(spec) or spec.pod is not None:
+        return False
+    ready = pool.ready_cgroup()
+    h = hierarchy()
+    if h is not None and (ready is None or ready[0] != _limits(spec)):
+        return False
+    cg = ready[1] if ready is not None else None
+    try:
+        hp, L = plan_launch(spec, cg, None)
+    except (LaunchError, SpecError, OSError):
+        return False
+    return pool.ready_for(hp, (L, cg))
 
 
 def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
@@ -644,7 +686,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             except OSError:
                 pass
         relay.reap(cg)
-        _end_holder(holder, kill=False)
+        _end_holder(holder, kill=False, reap_later=True)
         r.duration = relay.end - t0 if relay.end else time.monotonic() - t0
         r.timeline.append(("output relayed, processes reaped", time.monotonic() - t0))
         if monitor is not None:
@@ -685,7 +727,10 @@ def _waitpid(pid: int) -> int:
         return -1
 
 
-def _end_holder(holder: Holder, kill: bool) -> None:
+def _end_holder(holder: Holder, kill: bool, reap_later: bool = False) -> None:
+    """Close our end of the holder (and kill it); reap it if it is our child. `reap_later`: in the background
+    (a holder that reported the end exits on its own, but its exit tears down the container's mount namespace,
+    overlay included: milliseconds the run need not wait for; cleanup.settle() waits)."""
     holder.close()
     if kill:
         try:
@@ -693,10 +738,11 @@ def _end_holder(holder: Holder, kill: bool) -> None:
         except ProcessLookupError:
             pass
     if holder.ours:
-        try:
-            os.waitpid(holder.pid, 0)
-        except ChildProcessError:
-            pass
+        pid = holder.pid
+        if reap_later:
+            cleanup.defer(lambda: _waitpid(pid))
+        else:
+            _waitpid(pid)
 
 
 _own_pidns: int | None = None

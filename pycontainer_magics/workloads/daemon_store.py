@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,8 +135,27 @@ def update_state(cid: str, **changes: Any) -> dict[str, Any]:
         return st
 
 
+def trash_dir() -> str:
+    return os.path.join(os.path.dirname(root()), "removed")
+
+
 def remove(cid: str) -> None:
-    shutil.rmtree(container_dir(cid), ignore_errors=True)
+    """The record is gone at once (moved out of the containers' directory); its files, the writable layer among
+    them, are deleted in the background (what a daemon killed meanwhile leaves, the next one deletes)."""
+    d = container_dir(cid)
+    trash = os.path.join(trash_dir(), f"{cid}-{secrets.token_hex(4)}")
+    try:
+        os.makedirs(trash_dir(), mode=0o700, exist_ok=True)
+        os.rename(d, trash)
+    except FileNotFoundError:
+        return
+    except OSError:
+        trash = d  # (another filesystem?) deleted where it is
+    threading.Thread(target=shutil.rmtree, args=(trash, True), name="rm-container", daemon=True).start()
+
+
+def empty_trash() -> None:
+    shutil.rmtree(trash_dir(), ignore_errors=True)
 
 
 def ids() -> list[str]:

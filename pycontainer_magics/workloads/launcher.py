@@ -22,7 +22,8 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from ..errors import OSFailure
 from ..runtime.channel import recv_ctl, send_ctl
@@ -33,12 +34,19 @@ class LauncherError(OSFailure):
 
 
 class Launcher:
-    """The daemon's handle on its launcher (started on first use, restarted if it died)."""
+    """The daemon's handle on its launcher (started on first use, restarted if it died), and on the spare
+    supervisor it forked last: a start goes straight to the spare (no hop through the launcher), and the
+    launcher forks the next one in the background."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._spare: Spare | None = None
+        self._spare_lock = threading.Lock()
+        self._refills: list[threading.Thread] = []
+        self._stopping = False
+        self.spares = not os.environ.get("PYCONTAINER_NO_SPARE")
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -59,51 +67,95 @@ class Launcher:
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
+        self.refill(None)
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def launch(self, cid: str, spec: Any, report_w: int, exit_w: int, io: dict[str, Any] | None = None,
-               channel: int | None = None) -> int:
-        """Fork the supervisor of container `cid`; returns its pid. `io` and `channel`: its stdin and terminal
-        (supervisor.supervise)."""
+    def _call(self, msg: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
         with self._lock:
             for _attempt in (1, 2):
                 if self._proc is None or self._proc.poll() is not None:
                     self._start()
                 assert self._sock is not None
                 try:
-                    send_ctl(self._sock, {"start": (cid, spec, io)},
-                             [report_w, exit_w] + ([channel] if channel is not None else []))
-                    reply, _ = recv_ctl(self._sock)
+                    send_ctl(self._sock, msg, fds)
+                    reply, got = recv_ctl(self._sock)
                 except OSError:
-                    reply = None
+                    reply, got = None, []
                 if reply is not None:
                     if "error" in reply:
                         raise LauncherError(None, reply["error"])
-                    return int(reply["forked"])
+                    return reply, got
                 self._stop()
             raise LauncherError(None, "the launcher does not answer")
+
+    def launch(self, cid: str, spec: Any, report_w: int, exit_w: int, io: dict[str, Any] | None = None,
+               channel: int | None = None) -> int:
+        """Start the supervisor of container `cid` (the spare, or one forked now); returns its pid. `io` and
+        `channel`: its stdin and terminal (supervisor.supervise)."""
+        order = {"start": (cid, spec, io)}
+        fds = [report_w, exit_w] + ([channel] if channel is not None else [])
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        pid = spare.take(order, fds) if spare is not None else None
+        if pid is None:
+            reply, _ = self._call(order, fds)
+            pid = int(reply["forked"])
+        if self.spares and not self._stopping:  # the next one, ready for a container like this one, made now
+            t = threading.Thread(target=self.refill, args=(_like(spec, io),), daemon=True)
+            with self._spare_lock:
+                self._refills = [r for r in self._refills if r.is_alive()] + [t]
+            t.start()
+        return pid
+
+    def refill(self, like: Any | None) -> None:
+        """Have the launcher fork a spare supervisor (prepared for containers like `like`) and keep it."""
+        if not self.spares or self._stopping:
+            return
+        try:
+            reply, fds = self._call({"spare": like}, [])
+        except (LauncherError, OSError):
+            return
+        if not fds:
+            return
+        new = Spare(int(reply["spare"]), socket.socket(fileno=fds[0]))
+        old: Spare | None = new  # the daemon is stopping: not kept
+        with self._spare_lock:
+            if not self._stopping:
+                old, self._spare = self._spare, new
+        if old is not None:
+            old.drop()
 
     def _stop(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self._proc is not None:
-            if self._proc.poll() is None:
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
-            self._proc.wait()
+                self._proc.wait()
             self._proc = None
 
     def stop(self) -> None:
+        with self._spare_lock:
+            self._stopping = True
+            refills = list(self._refills)
+        for t in refills:
+            t.join(30)
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.drop()  # it removes what it prepared (cgroup, holder, layer) before we return
         with self._lock:
             self._stop()
 
 
-def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int, io: dict[str, Any] | None = None,
-                     channel: int = -1) -> int:
-    """Double fork: the supervisor belongs to no one (init reaps it), so it outlives us and the daemon."""
+def _detached(body: Callable[[], NoReturn]) -> int:
+    """Double fork: the process belongs to no one (init reaps it), so it outlives us and the daemon."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:
@@ -114,8 +166,7 @@ def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int, io: dict[s
             if pid == 0:
                 os.close(w)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                from .supervisor import supervise
-                supervise(cid, spec, report_w, exit_w, io, channel)
+                body()
             os.write(w, str(pid).encode())
         finally:
             os._exit(0)
@@ -124,6 +175,68 @@ def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int, io: dict[s
     data = os.read(r, 32)
     os.close(r)
     return int(data)
+
+
+def _fork_supervisor(cid: str, spec: Any, report_w: int, exit_w: int, io: dict[str, Any] | None = None,
+                     channel: int = -1) -> int:
+    from .supervisor import supervise
+
+    return _detached(lambda: supervise(cid, spec, report_w, exit_w, io, channel))
+
+
+class Spare:
+    """A supervisor forked before its container exists (supervisor.spare): the fork and, for a container like
+    the last one, its cgroup, namespaces, root filesystem and parked PID 1 leave the start's path. The daemon
+    holds `sock`, its end of the order channel."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    def take(self, order: dict[str, Any], fds: list[int]) -> int | None:
+        """Hand it the order; its pid, or None if it is gone (then fork one the usual way)."""
+        try:
+            send_ctl(self.sock, order, fds)
+            reply, _ = recv_ctl(self.sock)
+        except OSError:
+            reply = None
+        finally:
+            self.sock.close()
+        return int(reply["taken"]) if reply is not None and "taken" in reply else None
+
+    def drop(self) -> None:
+        """It removes what it prepared and exits; returns once it is done (its end of the socket closes)."""
+        try:
+            send_ctl(self.sock, {"drop": True})
+            self.sock.settimeout(10)
+            while recv_ctl(self.sock)[0] is not None:
+                pass
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+
+
+def _fork_spare(like: Any | None) -> tuple[int, socket.socket]:
+    from .supervisor import spare
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        pid = _detached(lambda: spare(theirs.fileno(), like))
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return pid, ours
+
+
+def _like(spec: Any, io: dict[str, Any] | None) -> Any | None:
+    """What the next container will probably be: one like this (`pycontainer run` again, a benchmark, a
+    lecture's loop); not one with a terminal or stdin (made at its start)."""
+    if io or spec.python_code is not None or spec.network not in ("none", "host") or spec.pod is not None:
+        return None
+    return spec
 
 
 def _warm_up() -> None:
@@ -167,6 +280,13 @@ def main(fd: int) -> None:
             send_ctl(sock, {"pong": True})
             continue
         try:
+            if "spare" in msg:  # the daemon keeps its end and sends the next order straight to it
+                pid, spare_sock = _fork_spare(msg["spare"])
+                try:
+                    send_ctl(sock, {"spare": pid}, [spare_sock.fileno()])
+                finally:
+                    spare_sock.close()
+                continue
             cid, spec, io = msg["start"]
             pid = _fork_supervisor(cid, spec, fds[0], fds[1], io, fds[2] if len(fds) > 2 else -1)
             send_ctl(sock, {"forked": pid})

@@ -20,11 +20,11 @@ from .json_log import Writer, rfc3339_nano
 
 
 def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1, io: dict[str, Any] | None = None,
-              channel_fd: int = -1) -> NoReturn:
+              channel_fd: int = -1, keep_fds: tuple[int, ...] = ()) -> NoReturn:
     """Run `spec` as container `cid`; tell `report_fd` once it runs (or why it could not start); close
     `exit_fd` as soon as its end is recorded (the daemon learns of it there, before this process has removed
     the cgroup and exited). `io`: {"tty", "stdin", "size"} of `docker run -t/-i` (container_io.py), its first
-    channel to the daemon `channel_fd`."""
+    channel to the daemon `channel_fd`. `keep_fds`: what was prepared for it stays open (spare())."""
     code = 0
     reported = False
     me = os.getpid()
@@ -42,13 +42,12 @@ def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1, io: dict[s
         finally:
             os.close(report_fd)
 
-    gate = ""
     try:
         os.chdir("/")
         devnull = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        keep = sorted(fd for fd in (report_fd, exit_fd, channel_fd) if fd >= 0)
+        keep = sorted(fd for fd in (report_fd, exit_fd, channel_fd, *keep_fds) if fd >= 0)
         low = 3
         for fd in keep:
             os.closerange(low, fd)
@@ -61,13 +60,6 @@ def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1, io: dict[s
         def on_output(stream: str, text: str) -> None:
             log.write(stream, text.encode())
 
-        # PID 1 waits at this gate, set up and its executable found, until on_start opens it: a command
-        # that cannot be executed fails the start (dockerd's 400, exit code 127), not the run after it.
-        gate = os.path.join(store.container_dir(cid), "start.fifo")
-        if os.path.lexists(gate):
-            os.unlink(gate)
-        os.mkfifo(gate, 0o600)
-
         stdio = None
         if io and (io.get("tty") or io.get("stdin")):
             from .container_io import StdioRelay
@@ -78,24 +70,23 @@ def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1, io: dict[s
         def on_start(running: Any) -> None:
             pid = running.pid1
             if stdio is not None:
-                stdio.start()  # before the payload runs: its first output and input are relayed
-            fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-                os.unlink(gate)
+                stdio.start()  # the payload's first output and input are relayed (a terminal holds them till then)
+            # (Prepared: its PID 1 was made ahead by a spare supervisor, up to the payload: see spare().)
+            prepared = any("prepared ahead" in stage for stage, _ in running.run.timeline)
             try:
                 store.update_state(cid, Status="running", Running=True, Paused=False, Pid=pid,
                                    PidStart=store.start_time(pid), Supervisor=me, SupervisorStart=me_start,
                                    RunId=running.run.id, StartedAt=rfc3339_nano(),
-                                   FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="")
+                                   FinishedAt="0001-01-01T00:00:00Z", ExitCode=0, OOMKilled=False, Error="",
+                                   Prepared=prepared)
             finally:
                 report({"ok": True, "pid": pid, "supervisor": me, "supervisor_start": me_start})
 
         from ..runtime.run import run
 
-        r = run(spec, on_output=on_output, helper=False, on_start=on_start, gate=gate,
+        # PID 1 looks its executable up before it is ready: a command that cannot be executed fails the start
+        # (dockerd's 400, exit code 127), not the run after it.
+        r = run(spec, on_output=on_output, helper=False, on_start=on_start, check_executable=True,
                 stdin_fd=stdio.stdin_r if stdio is not None else None,
                 terminal=stdio.terminal() if stdio is not None else None)
         if stdio is not None:
@@ -116,8 +107,6 @@ def supervise(cid: str, spec: Any, report_fd: int, exit_fd: int = -1, io: dict[s
         code = 1
         msg = str(e) or type(e).__name__
         status = _status_of(msg, e)
-        if os.path.lexists(gate):
-            os.unlink(gate)
         try:
             if not reported:
                 store.update_state(cid, Error=msg, ExitCode=_exit_code_of(msg, e))
@@ -158,3 +147,103 @@ def _status_of(msg: str, e: BaseException) -> int:
     if getattr(e, "errno", None) == errno.ENOENT:
         return 404
     return 500
+
+
+# -- spares ------------------------------------------------------------------------------------------
+
+def spares_dir() -> str:
+    return os.path.join(os.path.dirname(store.root()), "spares")
+
+
+def spare(sock_fd: int, like: Any | None) -> NoReturn:
+    """A supervisor forked before its container exists (the launcher keeps one): it waits on `sock_fd` for
+    the launcher's order {"start": (cid, spec, io)} with supervise()'s fds, answers {"taken": pid} and becomes
+    that container's supervisor. With `like` (the spec of the last container started), it first prepares
+    a run like it (runtime.run.prepare: the cgroup, the namespaces, the root filesystem over a writable layer
+    of its own, PID 1 parked up to the payload): a container whose spec plans the same then starts at once,
+    its writable layer moved into place. Without an order (the launcher gone) it removes what it made."""
+    import socket
+
+    from ..runtime.channel import recv_ctl, send_ctl
+    from ..runtime.pool import pool
+    from ..runtime.run import prepare, prepared_for
+
+    os.closerange(3, sock_fd)
+    os.closerange(sock_fd + 1, 1 << 16)
+    sock = socket.socket(fileno=sock_fd)
+    layer = os.path.join(spares_dir(), str(os.getpid()))
+    prepared = False
+    if like is not None:
+        # At the lowest priority: this runs while the container before is still starting or ending, and must not
+        # slow it down on a busy machine. (Undone below, for us and the holder's process group, PID 1 included.)
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+        try:
+            os.makedirs(spares_dir(), mode=0o700, exist_ok=True)
+            prepared = prepare(like.with_(writable_layer=layer))
+        except BaseException:  # noqa: BLE001 - no head start, the order is served all the same
+            prepared = False
+    try:
+        msg, fds = recv_ctl(sock)
+    except OSError:
+        msg, fds = None, []
+    if msg is None or "start" not in msg:  # the launcher went, or dropped us
+        _drop_spare(layer)
+        os._exit(0)
+    if like is not None:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+        holder = pool.ready_pid()
+        if holder is not None:
+            try:
+                os.setpriority(os.PRIO_PGRP, holder, 0)  # the holder made its session: PID 1 is in its group
+            except OSError:
+                pass
+    cid, spec, io = msg["start"]
+    send_ctl(sock, {"taken": os.getpid()})
+    sock.close()
+    keep: tuple[int, ...] = ()
+    target = store.layer_dir(cid)
+    # Taken only by a container like the one prepared: a terminal or stdin is made at its start (not parked).
+    mine = spec.with_(writable_layer=layer) if prepared and not io and spec.writable_layer == target else None
+    if mine is not None and not os.path.lexists(target) and prepared_for(mine):
+        os.rename(layer, target)  # its first start: the layer made ahead becomes the container's (the overlay
+        spec = mine               # keeps its directories, not their paths); the plan still names where it was
+        keep = pool.fds()
+    else:
+        _drop_spare(layer)
+    supervise(cid, spec, fds[0], fds[1], io, fds[2] if len(fds) > 2 else -1, keep)
+
+
+def _drop_spare(layer: str) -> None:
+    """What a spare prepared and no container took: the holder and its PID 1 go, the cgroup and the layer too."""
+    import shutil
+
+    from ..runtime import cleanup
+    from ..runtime.pool import pool
+
+    try:
+        ready = pool.drain()  # its socket closed, the holder exits (and its parked PID 1 with it); the cgroup goes
+    except OSError:
+        ready = None
+    if ready is not None:
+        try:
+            os.waitpid(ready, 0)
+        except ChildProcessError:
+            pass
+    cleanup.settle()
+    shutil.rmtree(layer, ignore_errors=True)
+
+
+def prune_spares() -> list[str]:
+    """The layers of spares that died without cleaning up (killed with the daemon): removed."""
+    import shutil
+
+    gone = []
+    try:
+        names = os.listdir(spares_dir())
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if name.isdigit() and not os.path.exists(f"/proc/{name}"):
+            shutil.rmtree(os.path.join(spares_dir(), name), ignore_errors=True)
+            gone.append(name)
+    return gone
