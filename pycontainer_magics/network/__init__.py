@@ -56,6 +56,7 @@ from .networks import (
     Endpoint,
     Network,
     attach,
+    claim,
     create_network,
     default_network,
     detach,
@@ -65,7 +66,9 @@ from .networks import (
     inspect_network,
     list_networks,
     prune,
+    release,
     remove_network,
+    reserve,
 )
 from .ports import Forwarder, Publication, parse_publish, publications, publish, unpublish, unpublish_all
 
@@ -74,11 +77,11 @@ __all__ = [
     "EndpointExists", "EndpointNotFound", "Interface", "InvalidArgument", "NamespaceError", "NeighbourRecord",
     "NetNamespace", "Network", "NetworkError", "NetworkExists", "NetworkInUse", "NetworkNotFound", "NotSupported",
     "PortInUse", "Publication", "RouteRecord", "Server", "SubnetOverlap", "VethPair", "add_veth", "addresses",
-    "attach", "connectivity_matrix", "create_netns", "create_network", "default_network", "delete_link",
+    "attach", "claim", "connectivity_matrix", "create_netns", "create_network", "default_network", "delete_link",
     "delete_netns", "detach", "detach_all", "endpoints_of", "get_network", "hosts_path", "inspect_network",
     "interfaces", "list_netns", "list_networks", "neighbours", "netns_path", "parse_publish", "ping",
-    "primary_address", "prune", "publications", "publish", "read_hosts", "remove_network", "routes",
-    "run_command", "run_in_netns", "serve_echo", "socket_in", "tcp_probe", "unpublish", "unpublish_all",
+    "primary_address", "prune", "publications", "publish", "read_hosts", "release", "remove_network", "reserve",
+    "routes", "run_command", "run_in_netns", "serve_echo", "socket_in", "tcp_probe", "unpublish", "unpublish_all",
 ]
 
 

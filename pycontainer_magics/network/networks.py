@@ -108,6 +108,9 @@ class Network:
     owner: str = ""
     created: float = 0.0
     endpoints: tuple[Endpoint, ...] = field(default=())
+    # Endpoints attached ahead of time for a container not started yet (reserve/claim): their address is taken,
+    # but they are nobody's yet — in no hosts file, no listing, no container's name.
+    reserved: tuple[Endpoint, ...] = field(default=())
 
     def endpoint(self, container_id: str) -> Endpoint | None:
         for ep in self.endpoints:
@@ -125,6 +128,7 @@ class Network:
             "name": self.name, "subnet": str(self.subnet), "gateway": str(self.gateway), "bridge": self.bridge,
             "driver": self.driver, "internal": self.internal, "nat": self.nat, "dns": self.dns,
             "owner": self.owner, "created": self.created, "endpoints": [e.to_json() for e in self.endpoints],
+            "reserved": [e.to_json() for e in self.reserved],
         }
 
     @classmethod
@@ -135,6 +139,7 @@ class Network:
             nat=bool(d.get("nat")), dns=bool(d.get("dns", True)), owner=d.get("owner", ""),
             created=float(d.get("created", 0.0)),
             endpoints=tuple(Endpoint.from_json(e) for e in d.get("endpoints", [])),
+            reserved=tuple(Endpoint.from_json(e) for e in d.get("reserved", [])),
         )
 
 
@@ -371,6 +376,8 @@ def remove_network(name: str, force: bool = False) -> None:
                 raise NetworkInUse(f"network {name!r} has {len(net.endpoints)} attached container(s): {names}")
             for ep in net.endpoints:
                 detach(name, ep.container_id, missing_ok=True)
+        for ep in net.reserved:  # prepared for a container not started: it attaches afresh, or fails to
+            links.delete_link(ep.host_veth)
         if net.nat:
             from . import nat as natrules
             natrules.remove(net.subnet, net.bridge, net.name)
@@ -412,7 +419,7 @@ def _resolve(network: str | Network) -> Network:
 
 
 def _allocate(net: Network, wanted: str | None) -> ipaddress.IPv4Address:
-    used = {net.gateway} | {ipaddress.IPv4Address(ep.address) for ep in net.endpoints}
+    used = {net.gateway} | {ipaddress.IPv4Address(ep.address) for ep in (*net.endpoints, *net.reserved)}
     if wanted is not None:
         try:
             ip = ipaddress.IPv4Address(wanted)
@@ -486,6 +493,92 @@ def attach(network: str | Network, ns: NsRef, container_id: str, name: str | Non
                 _save(dataclasses.replace(net, endpoints=net.endpoints[:-1]))
             raise
         return ep
+
+
+RESERVATION_PREFIX = "prepared-"
+
+
+def reserve(network: str | Network, ns: NsRef, owner_pid: int | None = None,
+            reservation: str | None = None) -> Endpoint:
+    """Attach namespace `ns` to `network` ahead of time, for a container that does not exist yet (the runtime's
+    next container, in a namespace holder prepared for it): the veth, the address and the route are made as by
+    attach(), but the endpoint is only reserved — listed in no hosts file, no `endpoints`, under no container's
+    name — until claim() gives it to a container, or release() (or prune(), once `owner_pid` is gone) removes it.
+    `reservation`: its id, the id the container is expected to have (then its hosts file can be bound before it
+    is claimed); a fresh one by default. Returns the reservation (its container_id is the reservation's id)."""
+    rid = reservation or RESERVATION_PREFIX + os.urandom(6).hex()
+    if "/" in rid:
+        raise InvalidArgument(f"invalid reservation id {rid!r}")
+    path = netns_path(ns)
+    if path is None:
+        raise InvalidArgument("reserve needs a namespace of its own (a name, pid or path), not the host's")
+    with state.locked():
+        # Never made for a reservation (not even the default bridge): a network removed meanwhile stays removed.
+        net = _load(network.name if isinstance(network, Network) else network)
+        if any(ep.container_id == rid for ep in (*net.endpoints, *net.reserved)):
+            raise EndpointExists(f"{rid!r} is already on network {net.name!r}")
+        ip = _allocate(net, None)
+        fd = open_netns(path)
+        try:
+            ep = _plumb(net, fd, path, rid, rid, (), ip, None, (), owner_pid)
+        finally:
+            os.close(fd)
+        try:
+            _save(dataclasses.replace(net, reserved=(*net.reserved, ep)))
+        except BaseException:
+            links.delete_link(ep.host_veth)
+            raise
+        return ep
+
+
+def claim(network: str, reservation: str, container_id: str, name: str | None = None,
+          aliases: Iterable[str] = (), expose: Iterable[str] = (), owner_pid: int | None = None) -> Endpoint:
+    """Give a reserved endpoint to `container_id` (whose network namespace it was reserved in): from now on it is
+    the container's endpoint, as if attach() had made it — named, in the hosts files, listed. Nothing of the
+    kernel's changes (no netlink request). EndpointNotFound when the reservation is gone (its network was removed,
+    a prune took it), EndpointExists as attach()."""
+    cname = name or container_id
+    check_network_name(cname)
+    alias_t = tuple(aliases)
+    for a in alias_t:
+        check_network_name(a)
+    exposed = tuple(_check_expose(e) for e in expose)
+    with state.locked():
+        net = _load(network)
+        res = next((ep for ep in net.reserved if ep.container_id == reservation), None)
+        if res is None:
+            raise EndpointNotFound(f"no endpoint reserved as {reservation!r} on network {network!r}")
+        if net.endpoint(container_id) is not None:
+            raise EndpointExists(f"container {container_id!r} is already on network {net.name!r}")
+        if any(ep.name == cname for ep in net.endpoints):
+            raise EndpointExists(f"name {cname!r} is already in use on network {net.name!r}")
+        ep = dataclasses.replace(res, container_id=container_id, name=cname, aliases=alias_t, exposed=exposed,
+                                 owner=proc.token(owner_pid), created=time.time())
+        net = dataclasses.replace(net, endpoints=(*net.endpoints, ep),
+                                  reserved=tuple(r for r in net.reserved if r is not res))
+        _save(net)
+        if reservation != container_id:
+            hosts.remove_hosts(reservation)  # one written for the id it was reserved under
+        _refresh_hosts(e.container_id for e in net.endpoints)
+        return ep
+
+
+def release(network: str, reservation: str, keep_hosts: bool = False) -> None:
+    """Remove a reserved endpoint that no container claimed: its veth (the peer in the namespace goes with it),
+    its address, and the hosts file written for the id it was reserved under (a PID 1 prepared ahead binds it;
+    `keep_hosts`: a container of that id binds it and attaches afresh). A reservation already gone is fine."""
+    with state.locked():
+        if not keep_hosts:
+            hosts.remove_hosts(reservation)
+        try:
+            net = _load(network)
+        except NetworkNotFound:
+            return  # (its veths went with it)
+        res = next((ep for ep in net.reserved if ep.container_id == reservation), None)
+        if res is None:
+            return
+        links.delete_link(res.host_veth)
+        _save(dataclasses.replace(net, reserved=tuple(r for r in net.reserved if r is not res)))
 
 
 def _plumb(net: Network, fd: int, path: str, container_id: str, cname: str, aliases: tuple[str, ...],
@@ -629,14 +722,18 @@ def prune(networks: bool = True) -> list[str]:
                 if not proc.token_alive(ep.owner, unknown_start=True):
                     detach(net.name, ep.container_id, missing_ok=True)
                     removed.append(f"endpoint {ep.name} ({ep.container_id}) on {net.name}")
+            for ep in net.reserved:
+                if not proc.token_alive(ep.owner, unknown_start=True):
+                    release(net.name, ep.container_id)
+                    removed.append(f"endpoint reserved as {ep.container_id} on {net.name}")
         nets = list_networks()
         if networks:
             for net in nets:
-                if not net.endpoints and not proc.token_alive(net.owner, unknown_start=True):
+                if not net.endpoints and not net.reserved and not proc.token_alive(net.owner, unknown_start=True):
                     remove_network(net.name)
                     removed.append(f"network {net.name}")
             nets = list_networks()
-        known = {n.bridge for n in nets} | {ep.host_veth for n in nets for ep in n.endpoints}
+        known = {n.bridge for n in nets} | {ep.host_veth for n in nets for ep in (*n.endpoints, *n.reserved)}
         for lname, kind in list(_our_host_links()):
             if lname not in known and kind in ("bridge", "veth"):
                 links.delete_link(lname)
@@ -657,7 +754,7 @@ def prune(networks: bool = True) -> list[str]:
                 subprocess.run(["iptables", "-w", "-t", "nat", "-D", *words[1:]], capture_output=True)
                 removed.append(f"NAT rule of {line.split(natrules.TAG + ':', 1)[-1].split()[0].strip(chr(34))}")
         removed += [f"isolation rules of {name}" for name in isolation.prune(host_links)]
-        cids = {ep.container_id for n in nets for ep in n.endpoints}
+        cids = {ep.container_id for n in nets for ep in (*n.endpoints, *n.reserved)}
         with contextlib.suppress(FileNotFoundError):
             for f in os.listdir(state.hosts_dir()):
                 if f not in cids:

@@ -32,12 +32,47 @@ def file_mounts(spec: ContainerSpec, container_id: str) -> tuple[Mount, ...]:
     return (Mount(hosts, "/etc/hosts", read_only=True), Mount(resolv, "/etc/resolv.conf", read_only=True))
 
 
-def connect(spec: ContainerSpec, container_id: str, netns_pid: int) -> tuple[Endpoint, list[Publication]]:
-    """Attach the network namespace of `netns_pid` and publish the spec's ports. Raises NetworkError with
-    nothing left behind."""
+def reserve(network: str, netns_pid: int, container_id: str | None = None) -> Endpoint:
+    """An endpoint on `network` attached ahead of time to a prepared holder's network namespace, for the next
+    container (network.reserve: in no hosts file or listing until claimed), reserved under the id that container
+    is expected to have (the pooled cgroup's name). Ours: released by release(), or by the prune of a later process
+    once we are gone."""
     register_exit_cleanup()
-    ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
-                    aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+    return net.reserve(network, netns_pid, owner_pid=os.getpid(), reservation=container_id)
+
+
+def release(ep: Endpoint, keep_hosts: bool = False) -> None:
+    """Give back an endpoint reserve() made that no container claimed (network.release)."""
+    try:
+        net.release(ep.network, ep.container_id, keep_hosts=keep_hosts)
+    except (net.NetworkError, OSError):
+        pass  # the network went meanwhile, and the reservation with it
+
+
+def claim(spec: ContainerSpec, container_id: str, reserved: Endpoint) -> Endpoint | None:
+    """Make the endpoint reserved ahead in the container's network namespace (on the spec's network) the
+    container's own: named, listed, in the hosts files (network.claim: no netlink request). None when it cannot
+    be (its network removed meanwhile...): then it is released, and connect() attaches one."""
+    register_exit_cleanup()
+    try:
+        return net.claim(reserved.network, reserved.container_id, container_id, name=spec.name or container_id[:12],
+                         aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+    except (net.NetworkError, OSError):
+        # The hosts file of its id stays when that is this container's: its PID 1 may have it bound already.
+        release(reserved, keep_hosts=reserved.container_id == container_id)
+        return None
+
+
+def connect(spec: ContainerSpec, container_id: str, netns_pid: int,
+            endpoint: Endpoint | None = None) -> tuple[Endpoint, list[Publication]]:
+    """Attach the network namespace of `netns_pid` and publish the spec's ports. Raises NetworkError with
+    nothing left behind. `endpoint`: the container's endpoint on the spec's network already (claim()): then
+    only its other networks are attached."""
+    register_exit_cleanup()
+    ep = endpoint
+    if ep is None:
+        ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
+                        aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
     pubs: list[Publication] = []
     try:
         for extra in spec.extra_networks:

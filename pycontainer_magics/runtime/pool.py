@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
 from . import cleanup
@@ -25,6 +25,9 @@ from .holder import HolderPlan, SetupFailed, prepare_holder
 from .launch import Launch
 from .state import new_id
 from .zygote import HelperUnavailable, zygote
+
+if TYPE_CHECKING:
+    from ..network.networks import Endpoint  # (pyroute2 loads only for containers on a network)
 
 
 @dataclass
@@ -36,9 +39,16 @@ class Holder:
     has_launch: bool = False  # forked with the launch in memory: the order need not carry it
     parked: tuple[Any, ...] | None = None  # PID 1 prepared too: for runs with this Launch.park_key() ...
     parked_cgroup: str | None = None  # ... in this cgroup (its name; None: no cgroup)
+    endpoint: Endpoint | None = None  # reserved ahead in its network namespace (networking.reserve), for a run there
 
     def close(self) -> None:
+        """Let the holder go (it exits when its control socket closes); an endpoint reserved in it is released."""
         self.sock.close()
+        if self.endpoint is not None:
+            from . import networking
+
+            ep, self.endpoint = self.endpoint, None
+            networking.release(ep)
 
 
 PARK_MIN_MEMORY = 64 << 20  # below this memory limit no PID 1 is prepared ahead (its interpreter waits in the cgroup)
@@ -55,22 +65,25 @@ class Pool:
         self._cgroup: tuple[CgroupLimits, Cgroup] | None = None
         self._wanted_cgroup: tuple[Hierarchy, CgroupLimits] | None = None
         self._wanted_launch: Callable[[Cgroup | None], Launch] | None = None
+        self._wanted_network: str | None = None
         # How take() served: "pooled" (prepared ahead for this plan), "resized" (prepared ahead, its writable
         # layer re-bounded), "made" (prepared on the cell's path). What a benchmark or a test reads.
         self.served: collections.Counter[str] = collections.Counter()
 
     def take(self, plan: HolderPlan, *, helper: bool, launch: Launch | None = None,
-             run: tuple[Launch, Cgroup | None] | None = None) -> Holder:
+             run: tuple[Launch, Cgroup | None] | None = None, network: str | None = None) -> Holder:
         """A ready holder for `plan`: the pooled one if it matches, else a fresh one (from the helper when
         `helper`, else forked from the caller with `launch` in memory). `run`: the run's launch and cgroup;
         a pooled holder whose PID 1 was prepared for another launch or cgroup is not taken (a parked PID 1 is
-        its PID namespace's init: once discarded, nothing more can be forked into that namespace)."""
+        its PID namespace's init: once discarded, nothing more can be forked into that namespace). `network`:
+        the network the run goes on (None: none); a holder with an endpoint reserved on another is not taken
+        (a container on no network must not find a veth in its namespace)."""
         if not helper:
             # A process that prepared its next run itself (offer(): the engine daemon's spare supervisor) takes
             # what it kept if it fits; anything else stays for the helper's runs.
             with self._lock:
                 h = self._ready
-                if h is not None and self.fits(h, plan, run):
+                if h is not None and self.fits(h, plan, run, network):
                     self._ready = None
                 else:
                     h = None
@@ -88,6 +101,7 @@ class Pool:
                 fits = h.parked is None or (run is not None and (
                     run[0].mode == "direct" or (h.parked == run[0].park_key()
                                                 and h.parked_cgroup == (run[1].name if run[1] is not None else None))))
+                fits = fits and (h.endpoint is None or h.endpoint.network == network)
                 if h.plan == plan and fits and _alive(h.pid):
                     self.served["pooled"] += 1
                     return h
@@ -101,7 +115,10 @@ class Pool:
                         return h
                     except (SetupFailed, HelperUnavailable):
                         pass
-                h.close()
+                if h.endpoint is not None:
+                    cleanup.defer(h.close)  # the reservation's release is a few netlink requests: not on the path
+                else:
+                    h.close()
             try:
                 pid, sock = zygote().prepare(plan)
                 self.served["made"] += 1
@@ -114,13 +131,15 @@ class Pool:
         return Holder(pid, sock, plan, ours=True, has_launch=launch is not None)
 
     @staticmethod
-    def fits(h: Holder, plan: HolderPlan, run: tuple[Launch, Cgroup | None] | None) -> bool:
+    def fits(h: Holder, plan: HolderPlan, run: tuple[Launch, Cgroup | None] | None,
+             network: str | None = None) -> bool:
         """Can this run take `h`? Its plan must be equal. A Python cell's PID 1 is the caller's child in a PID
         namespace of its own: the holder discards its parked PID 1 and serves it. A command needs the parked
-        PID 1 to fit (same mounts, same cgroup)."""
+        PID 1 to fit (same mounts, same cgroup). An endpoint reserved in it must be on the run's `network`."""
         fits = h.parked is None or (run is not None and (
             run[0].mode == "direct" or (h.parked == run[0].park_key()
                                         and h.parked_cgroup == (run[1].name if run[1] is not None else None))))
+        fits = fits and (h.endpoint is None or h.endpoint.network == network)
         return h.plan == plan and fits and _alive(h.pid)
 
     def ready_for(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None]) -> bool:
@@ -184,14 +203,16 @@ class Pool:
             return h.parked if h is not None and h.parked_cgroup == cg.name else None
 
     def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
-                 launch: Callable[[Cgroup | None], Launch] | None = None) -> None:
+                 launch: Callable[[Cgroup | None], Launch] | None = None, network: str | None = None) -> None:
         """Prepare a holder for `plan` (the helper does the work) and a cgroup, in the background; with
         `launch` (the launch of a run like the last in a given cgroup, without the caller's globals), the
-        holder also prepares that run's PID 1, in the new cgroup, up to the payload (holder.py: parked)."""
+        holder also prepares that run's PID 1, in the new cgroup, up to the payload (holder.py: parked); with
+        `network`, an endpoint on it is attached to the holder's network namespace (reserved, see networking)."""
         with self._lock:
             self._wanted = plan
             self._wanted_cgroup = cgroup
             self._wanted_launch = launch
+            self._wanted_network = network
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._worker, daemon=True, name="pycontainer-prepare")
                 self._thread.start()
@@ -205,6 +226,7 @@ class Pool:
                 plan, self._wanted, self._busy = self._wanted, None, True
                 want_cg, self._wanted_cgroup = self._wanted_cgroup, None
                 park, self._wanted_launch = self._wanted_launch, None
+                network, self._wanted_network = self._wanted_network, None
             holder = cg = None
             if plan is not None:
                 try:
@@ -219,7 +241,11 @@ class Pool:
                     pass
             # Not under a small memory limit: the waiting interpreter's pages count against it.
             roomy = cg is None or cg[0].memory is None or cg[0].memory >= PARK_MIN_MEMORY
-            if holder is not None and park is not None and (want_cg is None or cg is not None) and roomy:
+            if holder is not None and network is not None:
+                _reserve(holder, network, cg[1].name if cg is not None else None)
+            # (A PID 1 for a run on a network binds the hosts file of the id its endpoint is reserved under.)
+            if holder is not None and park is not None and (want_cg is None or cg is not None) and roomy \
+                    and (network is None or holder.endpoint is not None):
                 _park(holder, cg[1] if cg is not None else None, park)
             with self._lock:
                 old, old_cg = None, None
@@ -248,6 +274,18 @@ class Pool:
         if cg is not None:
             cg[1].remove()
         return h.pid if h is not None else None
+
+
+def _reserve(holder: Holder, network: str, container_id: str | None) -> None:
+    """Attach an endpoint on `network` to the holder's network namespace ahead of its run, under the id the next
+    container will have when it takes the prepared cgroup (its name)."""
+    from ..network import NetworkError
+    from . import networking
+
+    try:
+        holder.endpoint = networking.reserve(network, holder.pid, container_id)
+    except (NetworkError, OSError):
+        pass  # (a network removed meanwhile...): the run attaches one itself
 
 
 def _park(holder: Holder, cg: Cgroup | None, make_launch: Callable[[Cgroup | None], Launch]) -> None:
@@ -291,13 +329,18 @@ def prepared() -> list[Prepared]:
         root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
         out.append(Prepared("holder", h.pid, f"namespaces and {root} for the next cell like the last"
                                              f"{' (rootless)' if p.rootless else ''}"
-                                             f"{', with its PID 1 ready up to the command' if h.parked else ''}"))
+                                             f"{', with its PID 1 ready up to the command' if h.parked else ''}"
+                                             f"{_on_network(h.endpoint)}"))
     if cg is not None:
         limits = ", ".join(f"{k}={v}" for k, v in vars(cg[0]).items()
                            if isinstance(v, int | float | str) and not isinstance(v, bool)) or "no limits"
         out.append(Prepared("cgroup", None, f"{cg[1].name} with {limits}",
                             tuple(sorted(set(cg[1].paths.values())))))
     return out
+
+
+def _on_network(ep: Endpoint | None) -> str:
+    return f", attached to network {ep.network} ({ep.address}, reserved)" if ep is not None else ""
 
 
 def release() -> list[int]:

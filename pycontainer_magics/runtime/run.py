@@ -450,9 +450,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     cg: Cgroup | None = None
     pod: PodMembership | None = None
     try:
-        # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not on a
-        # network or in a pod: only such a run may get the cgroup one waits in.
-        parkable = spec.python_code is None and not _networked(spec) and spec.pod is None
+        # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not in a pod: only
+        # such a run may get the cgroup one waits in.
+        parkable = spec.python_code is None and spec.pod is None
         if h is not None:
             try:
                 cg = pool.take_cgroup(h, _limits(spec), parkable=parkable)
@@ -464,23 +464,15 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if spec.pod is not None:  # made on first use; its containers join its namespaces (workloads/pods.py)
             pod = _pod(spec.pod, helper)
             plan_spec = spec.with_(mounts=spec.mounts + pod.file_mounts())
-        if _networked(spec):
-            from . import networking  # pyroute2 loads only for containers on a network
-            plan_spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, r.id))
-            try:
-                hp, L = plan_launch(plan_spec, cg, python_globals, maps=pod.maps if pod else None)
-            except BaseException:
-                networking.disconnect(r.id)  # the hosts file written for it
-                raise
-        else:
-            hp, L = plan_launch(plan_spec, cg, python_globals, maps=pod.maps if pod else None)
-            parked = pool.parked_for(cg) if cg is not None and h is not None else None
-            if parked is not None and parked != L.park_key():  # prepared for other mounts: not this cgroup
-                assert h is not None and cg is not None
-                old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
-                cleanup.defer(old_cg.remove)  # with the prepared PID 1 in it (its holder is not taken)
-                r.id = cg.name
-                hp, L = plan_launch(plan_spec, cg, python_globals, maps=pod.maps if pod else None)
+        hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
+        parked = pool.parked_for(cg) if cg is not None and h is not None else None
+        if parked is not None and parked != L.park_key():  # prepared for other mounts: not this cgroup
+            assert h is not None and cg is not None
+            _unplan_run(spec, r.id)
+            old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
+            cleanup.defer(old_cg.remove)  # with the prepared PID 1 in it (its holder is not taken)
+            r.id = cg.name
+            hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
         L.export_layer = export_layer
         if pod is not None:
             hp, on_start = pod.admit(r.id, spec, hp, L, on_start)
@@ -543,6 +535,34 @@ def prepared_for(spec: ContainerSpec) -> bool:
     return pool.ready_for(hp, (L, cg))
 
 
+def _plan_run(spec: ContainerSpec, run_id: str, cg: Cgroup | None, python_globals: dict[str, Any] | None,
+              pod: PodMembership | None) -> tuple[HolderPlan, Launch]:
+    """plan_launch for the run `run_id`; on a network, with its hosts file and resolv.conf bound (the hosts
+    file is written empty now, filled in place when the container joins the network)."""
+    if _networked(spec):
+        from . import networking  # pyroute2 loads only for containers on a network
+        spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, run_id))
+    try:
+        return plan_launch(spec, cg, python_globals, maps=pod.maps if pod else None)
+    except BaseException:
+        _unplan_run(spec, run_id)
+        raise
+
+
+def _park_launch(spec: ContainerSpec, next_cg: Cgroup | None) -> Launch:
+    """The launch of a run like the last one in the pooled cgroup `next_cg`, for a PID 1 prepared ahead; a run
+    on a network is planned under the id it will have (the cgroup's name: its hosts file)."""
+    if next_cg is None and _networked(spec):
+        raise LookupError("no id for the next container's hosts file")
+    return _plan_run(spec, next_cg.name if next_cg is not None else "", next_cg, None, None)[1].for_holder()
+
+
+def _unplan_run(spec: ContainerSpec, run_id: str) -> None:
+    if _networked(spec):
+        from . import networking
+        networking.disconnect(run_id)  # the hosts file written for it
+
+
 def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
     """Read the final counters now; kill what is left and remove the cgroup in the background (the
     kernel may still be tearing down PID 1's memory, and the cell need not wait for that)."""
@@ -570,11 +590,11 @@ def _networked(spec: ContainerSpec) -> bool:
     return spec.network not in ("none", "host")
 
 
-def _take_holder(hp: HolderPlan, L: Launch, helper: bool, cg: Cgroup | None) -> Holder:
+def _take_holder(hp: HolderPlan, L: Launch, helper: bool, cg: Cgroup | None, network: str | None) -> Holder:
     # A Python cell that PID 1 of the holder runs (nested) needs the caller's memory: fork the caller.
     from_caller = not helper or (L.python_code is not None and L.mode == "nested")
     try:
-        return pool.take(hp, helper=not from_caller, launch=L if from_caller else None, run=(L, cg))
+        return pool.take(hp, helper=not from_caller, launch=L if from_caller else None, run=(L, cg), network=network)
     except SetupFailed as e:
         raise _launch_error(e.info) from None
 
@@ -607,13 +627,18 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     host_ns = ns_inodes("self")
     t0 = time.monotonic()
     r.started_at = time.time()
-    holder = _take_holder(hp, L, helper, cg)
+    network = spec.network if _networked(spec) else None
+    holder = _take_holder(hp, L, helper, cg, network)
     r.timeline.append(("namespaces and root filesystem ready", time.monotonic() - t0))
     if _networked(spec):
         from ..network import NetworkError
         from . import networking
         try:
-            ep, pubs = networking.connect(spec, r.id, holder.pid)
+            # An endpoint attached ahead to a prepared holder is the container's from here on (not the holder's to
+            # release when it goes).
+            reserved, holder.endpoint = holder.endpoint, None
+            claimed = networking.claim(spec, r.id, reserved) if reserved is not None else None
+            ep, pubs = networking.connect(spec, r.id, holder.pid, endpoint=claimed)
         except BaseException as e:
             _end_holder(holder, kill=True)
             networking.disconnect(r.id)
@@ -622,7 +647,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             raise
         r.notes.append(f"network {ep.network}: {ep.address} on {ep.ifname}" +
                        "".join(f", {p.host_ip}:{p.host_port} -> {p.container_port}/{p.proto}" for p in pubs))
-        r.timeline.append(("network attached", time.monotonic() - t0))
+        r.timeline.append((ENDPOINT_PREPARED if claimed else "network attached", time.monotonic() - t0))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
@@ -649,7 +674,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                     _send_order(holder, L, order)
                 except OSError:  # a pooled holder that died: make a fresh one
                     holder.close()
-                    holder = _take_holder(hp, L, False, cg)
+                    holder = _take_holder(hp, L, False, cg, network)
                     _send_order(holder, L, order)
             else:
                 _send_order(holder, L, [st_w])
@@ -700,24 +725,33 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         h = hierarchy()
         # A command's PID 1 is prepared too (parked in that cgroup, past its mounts and pivot_root): its launch
         # is planned again for the next cgroup (the cgroup's directories are part of its mounts).
-        # (Not on a network or in a pod: their mounts name the container.) Only after two such runs in a row: a
-        # notebook that alternates Python and shell cells keeps its pooled holder and cgroup for both.
+        # (Not in a pod: its mounts name the pod's files.) Only after two such runs in a row: a notebook that
+        # alternates Python and shell cells keeps its pooled holder and cgroup for both.
         global _last_parkable
         park = None
         # Nor with a named volume or a bind mount: the host side may be removed or replaced before the next
         # cell, and planning the next launch must not create a volume the user has just removed.
-        parkable = not holder.ours and L.parkable() and not _networked(spec) and spec.pod is None \
+        # On a network: after two runs in a row on it (a process that runs one container does not make an
+        # endpoint for nothing), the next holder gets its endpoint attached ahead too (reserved: nobody's until
+        # a run claims it), under the next cgroup's name — the next run's id, whose hosts file a PID 1 prepared
+        # ahead binds. A network is never made for it (pool._reserve).
+        global _last_network
+        reserve = network if network is not None and network == _last_network and spec.pod is None else None
+        _last_network = network
+        parkable = not holder.ours and L.parkable() and spec.pod is None \
             and not any(m.kind in ("volume", "bind") for m in spec.mounts)
-        if parkable and _last_parkable:
-            park = lambda next_cg: plan_launch(spec, next_cg, None)[1].for_holder()  # noqa: E731
+        if parkable and _last_parkable and (not _networked(spec) or reserve is not None):
+            park = functools.partial(_park_launch, spec)
         _last_parkable = parkable
         pool.prefetch(None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
-                      launch=park)
+                      launch=park, network=reserve if not holder.ours else None)
     if relay.interrupted:
         raise ContainerInterrupted(r)
 
 
+ENDPOINT_PREPARED = "network attached (its endpoint was prepared ahead)"  # the timeline's label for a claim
 _last_parkable = False  # the last run could have used a PID 1 prepared ahead (see _execute)
+_last_network: str | None = None  # the network the last run was on
 
 
 def _waitpid(pid: int) -> int:
