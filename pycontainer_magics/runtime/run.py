@@ -449,6 +449,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         helper = not os.environ.get("PYCONTAINER_NO_HELPER")
     cg: Cgroup | None = None
     pod: PodMembership | None = None
+    executed = False
     try:
         # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not in a pod: only
         # such a run may get the cgroup one waits in.
@@ -486,12 +487,18 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
                                   "Python cell")
             L.terminal, L.terminal_size = True, terminal.size
         r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
+        executed = True
         _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal)
     finally:
         if pod is not None:
             pod.release(r.id)
         if cg is not None:
             _finish_cgroup(r, cg)
+        # Also when PID 1 failed its set-up (a mount, the executable...): its endpoint would stay on the network,
+        # holding its address and its name for good. After the counters are read: the clean-up thread's netlink
+        # work would compete with this thread for the interpreter while it reads them.
+        if executed:
+            _leave_networks(r)
     return r
 
 
@@ -690,8 +697,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if console is not None:
             console.close()
         _end_holder(holder, kill=True)
-        _leave_networks(r)
-        raise
+        raise  # (run() takes the run off its networks)
     monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
     if monitor is not None:
         monitor.start()
@@ -717,9 +723,6 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if monitor is not None:
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
-        # In the finally: a PID 1 that failed its set-up (a mount, the executable...) raises from the loop, and
-        # its endpoint would stay on the network, holding its address and its name for good.
-        _leave_networks(r)
     if helper:
         # The next identical cell finds its namespaces, root filesystem and cgroup ready.
         h = hierarchy()
