@@ -1,7 +1,8 @@
 """Network benchmark: TCP throughput between two namespaces over one of our bridges (iperf3), side by
 side with the host's loopback, and the time to attach + detach an endpoint.
 
-    .venv/bin/python bench/network.py [--seconds 3] [--rounds 3] [--attach 50]
+    .venv/bin/python bench/network.py [--seconds 3] [--rounds 3] [--attach 50] [--starts 20] [--idle-ms 50]
+    .venv/bin/python bench/network.py --only-starts --starts 20    # container starts by network mode only
 
 Root; needs iperf3 (apt-get install -y iperf3). Everything runs on a private state/run dir and is
 removed at the end; traffic stays on loopback and the bridge.
@@ -42,25 +43,59 @@ def _iperf(client_ns: object, server_ns: object, address: str, seconds: float, p
         server.wait()
 
 
-def _start_times(network: str, rounds: int) -> None:
-    """Container start (a full `/bin/true` run) with --network none vs the default bridge vs a user network,
-    interleaved, 50 ms idle before each run."""
+def _start_times(network: str, rounds: int, again: bool, idle_ms: float, verbose: bool = False) -> None:
+    """Container start (a full `/bin/true` run, 64m / 64 pids as bench.py's cells) with --network none vs the
+    default bridge vs a user network, modes interleaved, `idle_ms` before each timed run. `again`: each timed
+    run follows two untimed runs of the same mode — the next container like the last, for which the pool
+    prepares the holder, its PID 1 and (on a network) its endpoint ahead; otherwise the modes rotate, so every
+    run is unlike the last and nothing is prepared for it."""
     from pycontainer_magics.runtime import ContainerSpec, run
     from pycontainer_magics.runtime.cleanup import settle
+    from pycontainer_magics.runtime.run import ENDPOINT_PREPARED
 
     modes = {"none": "none", "bridge": "bridge", "user network": network}
     times: dict[str, list[float]] = {k: [] for k in modes}
-    for _ in range(rounds):
-        for label, mode in modes.items():
-            time.sleep(0.05)
-            t0 = time.perf_counter()
-            run(ContainerSpec(command=("/bin/true",), network=mode))
-            times[label].append((time.perf_counter() - t0) * 1000)
+    stage: dict[str, list[float]] = {k: [] for k in modes}  # ms from start to the network stage's end
+    claimed = dict.fromkeys(modes, 0)
+    timeline: dict[str, dict[str, list[float]]] = {k: {} for k in modes}  # stage -> ms from start
+
+    def one(mode: str) -> tuple[float, object]:
+        t0 = time.perf_counter()
+        r = run(ContainerSpec(command=("/bin/true",), network=mode, memory=64 << 20, pids_limit=64))
+        return (time.perf_counter() - t0) * 1000, r
+
+    names = list(modes)
+    for i in range(rounds):
+        k = i % len(names)
+        for label in names[k:] + names[:k]:
+            if again:
+                one(modes[label])
+                one(modes[label])
+            time.sleep(idle_ms / 1000)
+            ms, r = one(modes[label])
+            times[label].append(ms)
+            for what, at in r.timeline:  # type: ignore[attr-defined]
+                timeline[label].setdefault(what, []).append(at * 1000)
+                if what.startswith("network attached"):
+                    stage[label].append(at * 1000)
+                    claimed[label] += what == ENDPOINT_PREPARED
     settle()
     base = statistics.median(times["none"])
-    print(f"container start, /bin/true, {rounds} rounds (median ms, x none):")
+    kind = "each after two alike (again)" if again else "modes rotating (unlike the last)"
+    print(f"container start, /bin/true, {rounds} rounds, {kind}, {idle_ms:g} ms idle (median ms, x none):")
     for label, ts in times.items():
-        print(f"  --network {label:13s} {statistics.median(ts):6.1f}  {statistics.median(ts) / base:5.2f}x")
+        extra = ""
+        if stage[label]:
+            extra = (f"   network stage done at {statistics.median(stage[label]):5.1f} ms;"
+                     f" endpoint prepared ahead {claimed[label]}/{len(ts)}")
+        print(f"  --network {label:13s} {statistics.median(ts):6.1f} min {min(ts):5.1f}"
+              f"  {statistics.median(ts) / base:5.2f}x{extra}")
+    if verbose:
+        print("  where the time goes (median ms from the start of the run at the end of each stage; n = runs with it):")
+        for label in modes:
+            print(f"    --network {label}:")
+            for what, ats in sorted(timeline[label].items(), key=lambda kv: statistics.median(kv[1])):
+                print(f"      {statistics.median(ats):6.1f}  {what} (n={len(ats)})")
 
 
 def main() -> None:
@@ -69,8 +104,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--attach", type=int, default=50, help="attach+detach cycles to time")
     ap.add_argument("--starts", type=int, default=20, help="container starts to time per network mode")
+    ap.add_argument("--idle-ms", type=float, default=50.0, help="idle before each timed container start")
+    ap.add_argument("--only-starts", action="store_true", help="only the container starts (no iperf3, no attach)")
+    ap.add_argument("--timeline", action="store_true", help="print each mode's median timeline of a run")
     args = ap.parse_args()
-    if shutil.which("iperf3") is None:
+    if not args.only_starts and shutil.which("iperf3") is None:
         sys.exit("iperf3 is not installed: apt-get install -y iperf3")
     tmp = tempfile.mkdtemp(prefix="pcm-netbench-")
     os.environ["PYCONTAINER_STATE_DIR"] = os.path.join(tmp, "state")
@@ -81,6 +119,10 @@ def main() -> None:
     a, b = N.create_netns(f"a{tag}").name, N.create_netns(f"b{tag}").name
     try:
         net = N.create_network(f"bench{tag}")
+        if args.only_starts:
+            _start_times(net.name, args.starts, again=False, idle_ms=args.idle_ms, verbose=args.timeline)
+            _start_times(net.name, args.starts, again=True, idle_ms=args.idle_ms, verbose=args.timeline)
+            return
         N.attach(net.name, a, "ca", name="a")
         eb = N.attach(net.name, b, "cb", name="b")
         bridge, loop = [], []
@@ -103,7 +145,8 @@ def main() -> None:
         print(f"  ratio bridge/loopback: {statistics.median(bridge) / statistics.median(loop):.2f}")
         print(f"attach+detach one endpoint, {args.attach} cycles: median {statistics.median(times):.1f} ms, "
               f"p90 {times[int(len(times) * 0.9) - 1]:.1f} ms, min {times[0]:.1f} ms")
-        _start_times(net.name, args.starts)
+        _start_times(net.name, args.starts, again=False, idle_ms=args.idle_ms, verbose=args.timeline)
+        _start_times(net.name, args.starts, again=True, idle_ms=args.idle_ms, verbose=args.timeline)
     finally:
         for n in N.list_networks():
             N.remove_network(n.name, force=True)
