@@ -80,7 +80,8 @@ def snapshot() -> dict[str, object]:
     from pycontainer_magics.runtime.zygote import zygote
     zygote().start()
     settle()  # clean-up deferred to the background (reaping, cgroup removal) must have finished
-    pool.drain()
+    pool.drain()  # (waits for a preparation under way, which queues the removal of what it replaces)
+    settle()
     own_pidns_fd()
     return {"cgroups": our_cgroups(), "mounts": our_mounts(), "fds": sorted(os.listdir("/proc/self/fd")),
             "children": child_pids()}

@@ -257,6 +257,9 @@ class Pool:
                 # cleanup.settle() at exit must find it queued, or it outlives the process.
                 if old_cg is not None:
                     cleanup.defer(old_cg[1].remove)
+                if old is not None and old.endpoint is not None:
+                    cleanup.defer(old.close)  # (so is its reservation's release: a few netlink requests)
+                    old = None
                 self._busy = False
                 self._work.notify_all()
             if old is not None:
