@@ -618,7 +618,7 @@ def test_cli_run_through_the_daemon_is_lean(d):
     assert "pycontainer_magics.engine.client" in ours
     assert not {m for m in ours if m.split(".")[1] in ("runtime", "images", "network", "linux", "workloads", "oci",
                                                        "magics", "lab")}
-    assert not {"argparse", "typing", "dataclasses", "urllib.parse"} & set(mods)
+    assert not {"argparse", "typing", "dataclasses", "urllib.parse", "socket", "threading", "struct"} & set(mods)
     # what the lean reader does not take goes the full way, with the same words as without a daemon
     r = _pycontainer(d, "run", "--memory", "lots", "--", "true")
     assert r.returncode == 125 and "invalid size 'lots' for --memory" in r.stderr

@@ -8,14 +8,14 @@ remapping, time offsets, pods, a --rootfs directory, stdin, a timeout) is run in
 
 from __future__ import annotations
 
-import socket
-import threading
+import _thread  # not threading: the command line's start-up (one relay thread, joined by a lock)
 import time
 
 from .client import Client, EngineError
 
 TYPE_CHECKING = False  # typing is not imported: the command line's path (cli/run_daemon.py)
 if TYPE_CHECKING:
+    from _socket import socket
     from collections.abc import Callable
     from typing import Any
 
@@ -81,18 +81,23 @@ def run_created(c: Client, cid: str, on_output: Callable[[str, bytes], None],
         wait_sock.close()
         raise
 
-    def relay() -> None:
-        for stream, data in frames:
-            on_output(stream, data)
+    relayed = _thread.allocate_lock()
+    relayed.acquire()
 
-    pump = threading.Thread(target=relay, daemon=True)
-    pump.start()
+    def relay() -> None:
+        try:
+            for stream, data in frames:
+                on_output(stream, data)
+        finally:
+            relayed.release()
+
+    _thread.start_new_thread(relay, ())
     code = _wait_result(wait_sock, wait_rest)
-    pump.join(10)
+    relayed.acquire(timeout=10)
     return code, time.monotonic() - t0
 
 
-def _wait_result(s: socket.socket, data: bytes) -> int:
+def _wait_result(s: socket, data: bytes) -> int:
     import json
 
     try:
