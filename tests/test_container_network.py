@@ -36,7 +36,7 @@ def _in(address: str, network: str) -> bool:
 
 @pytest.fixture
 def labnet():
-    before = set(_links("bridge"))
+    before, before_veths = set(_links("bridge")), set(_links("veth"))
     n = net.create_network(f"lab{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
     yield n.name
     for c in containers.list():
@@ -46,7 +46,7 @@ def labnet():
     if any(x.name == "bridge" for x in net.list_networks()):
         net.remove_network("bridge", force=True)
     assert not any(b.startswith("pcm-") for b in set(_links("bridge")) - before)
-    assert not any(v.startswith("pcv") for v in _links("veth"))
+    assert not any(v.startswith("pcv") for v in set(_links("veth")) - before_veths)
     from pycontainer_magics.network import isolation, nat
     assert nat.rules() == [] and isolation.rules() == []
 

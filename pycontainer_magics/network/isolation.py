@@ -11,13 +11,33 @@ unisolated, as they would on a host whose forwarding is off anyway."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
+
+from ..linux.files import FileLock
 
 CHAIN = "PCM-ISOLATION"
 TAG = "pycontainer_magics"
+
+# The chain is the host's, shared by every state directory (each has its own state lock): without a lock of
+# the host's, one process could drop the chain as empty between another's check for it and its -A ("No
+# chain/target/match by that name"), or remove the jump to a chain that has just gained a rule.
+_HOST_LOCK = FileLock(lambda: os.path.join("/run" if os.path.isdir("/run") else "/tmp",
+                                           "pycontainer_magics-isolation.lock"))
+
+
+@contextlib.contextmanager
+def _host_locked() -> Iterator[None]:
+    if os.geteuid() != 0:  # iptables is root's; nothing to serialise
+        yield
+        return
+    with _HOST_LOCK:
+        yield
 
 
 def _iptables(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -42,15 +62,16 @@ def add(bridge: str, bridge_prefix: str, network: str) -> None:
     """Isolate `network` (whose bridge is `bridge`) from every other bridge named `bridge_prefix`*."""
     if not available():
         return
-    if _iptables(["-S", CHAIN]).returncode != 0:
-        _iptables(["-N", CHAIN])
-    if _iptables(["-C", *_jump()]).returncode != 0:
-        _iptables(["-I", *_jump()])  # first, so the host's own ACCEPT rules cannot let it through
-    for rule in _rules(bridge, bridge_prefix, network):
-        if _iptables(["-C", *rule]).returncode != 0:
-            p = _iptables(["-A", *rule])
-            if p.returncode != 0:
-                raise OSError(f"could not add the isolation rule of network {network}: {p.stderr.strip()}")
+    with _host_locked():
+        if _iptables(["-S", CHAIN]).returncode != 0:
+            _iptables(["-N", CHAIN])
+        if _iptables(["-C", *_jump()]).returncode != 0:
+            _iptables(["-I", *_jump()])  # first, so the host's own ACCEPT rules cannot let it through
+        for rule in _rules(bridge, bridge_prefix, network):
+            if _iptables(["-C", *rule]).returncode != 0:
+                p = _iptables(["-A", *rule])
+                if p.returncode != 0:
+                    raise OSError(f"could not add the isolation rule of network {network}: {p.stderr.strip()}")
 
 
 def remove(bridge: str, bridge_prefix: str, network: str) -> None:
@@ -58,9 +79,10 @@ def remove(bridge: str, bridge_prefix: str, network: str) -> None:
         return
     # Each rule is there once (add checks with -C first): one -D each, as a failing -D costs as much as
     # a successful one (the nft backend lists the chain for both).
-    for rule in _rules(bridge, bridge_prefix, network):
-        _iptables(["-D", *rule])
-    _drop_chain_if_empty()
+    with _host_locked():
+        for rule in _rules(bridge, bridge_prefix, network):
+            _iptables(["-D", *rule])
+        _drop_chain_if_empty()
 
 
 def _drop_chain_if_empty() -> None:
@@ -87,14 +109,15 @@ def prune(host_links: set[str]) -> list[str]:
     died first); returns their networks. Judged by the bridge, not by network records: the rules are
     the host's, shared by every state directory, while each directory knows only its own networks."""
     gone = set()
-    for line in rules():
-        words = shlex.split(line)
-        bridge = words[words.index("-i") + 1] if "-i" in words else None
-        if bridge is not None and bridge not in host_links:
-            _iptables(["-D", *words[1:]])
-            gone.add(_network_of(line) or bridge)
-    if available():
-        _drop_chain_if_empty()
+    with _host_locked():
+        for line in rules():
+            words = shlex.split(line)
+            bridge = words[words.index("-i") + 1] if "-i" in words else None
+            if bridge is not None and bridge not in host_links:
+                _iptables(["-D", *words[1:]])
+                gone.add(_network_of(line) or bridge)
+        if available():
+            _drop_chain_if_empty()
     return sorted(gone)
 
 
