@@ -164,6 +164,23 @@ def test_default_bridge_gives_no_names(lab):
         assert out.returncode != 0
 
 
+def test_the_default_bridge_is_repaired_when_it_is_down_or_untagged(lab):
+    """default_network() checks its bridge in one request when all is well; a bridge taken down, or whose
+    ifalias (what prune recognises as ours) was changed, is put right on the next use."""
+    net = N.default_network()
+    with N.netns.iproute() as ipr:
+        ipr.link("set", ifname=net.bridge, state="down")
+    N.default_network()
+    with N.netns.iproute() as ipr:
+        (link,) = ipr.link("get", ifname=net.bridge)
+        assert link["flags"] & 1
+        ipr.link("set", ifname=net.bridge, ifalias="someone else's")
+    N.default_network()
+    with N.netns.iproute() as ipr:
+        (link,) = ipr.link("get", ifname=net.bridge)
+    assert link.get("IFLA_IFALIAS") == _networks.link_alias()
+
+
 def test_connect_disconnect_second_network(lab):
     a, b = _ns(lab, "a"), _ns(lab, "b")
     n1, n2 = N.create_network(f"one-{lab}"), N.create_network(f"two-{lab}")

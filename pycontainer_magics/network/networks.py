@@ -361,7 +361,7 @@ def default_network(owner_pid: int | None = None) -> Network:
             net = _load(DEFAULT_NETWORK)
         except NetworkNotFound:
             return create_network(DEFAULT_NETWORK, owner_pid=owner_pid)
-        _ensure_bridge(net)
+        _check_bridge(net)
         return net
 
 
@@ -396,6 +396,18 @@ def _ensure_bridge(net: Network) -> None:
         idx = links.link_index(ipr, net.bridge)
         if idx is not None:
             ipr.link("set", index=idx, ifalias=link_alias())
+
+
+def _check_bridge(net: Network) -> None:
+    """_ensure_bridge in one netlink request when the bridge is there, up and tagged as ours (the usual case:
+    every container on the default network resolves it; its address was checked when it was made)."""
+    with iproute() as ipr:
+        try:
+            (link,) = ipr.link("get", ifname=net.bridge)
+        except Exception:  # noqa: BLE001 - NetlinkError ENODEV: not there (anymore)
+            link = None
+    if link is None or not link["flags"] & 1 or link.get("IFLA_IFALIAS") != link_alias():
+        _ensure_bridge(net)
 
 
 def _bridge_index(ipr: Any, net: Network) -> int:
