@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +187,29 @@ def test_interrupt_exits_130() -> None:
     p.send_signal(signal.SIGINT)
     _out, err = p.communicate(timeout=20)
     assert p.returncode == 130 and "interrupted" in err
+
+
+@pytest.mark.root
+@needs_root
+def test_interrupt_while_output_streams_exits_130() -> None:
+    """A container printing without pause keeps the CLI's loop busy handling output: the interrupt lands there,
+    not in its wait, and must still be a docker stop (the CLI hung with PID 1 running, or died of SIGINT)."""
+    loop = "while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done"
+    cmdline = b"sh\x00-c\x00" + loop.encode() + b"\x00"
+    for _ in range(3):
+        p = subprocess.Popen([PYCONTAINER, "run", "--", "sh", "-c", loop], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            pid = p.pid
+            assert wait_for(functools.partial(_payload_running, pid, cmdline), 30), "the container never started"
+            time.sleep(0.3)
+            p.send_signal(signal.SIGINT)
+            _out, err = p.communicate(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 130 and "interrupted" in err, (p.returncode, err[-300:])
 
 
 @pytest.mark.root

@@ -1022,70 +1022,78 @@ class _Relay:
         deadline = self.t0 + spec.timeout if spec.timeout else None
         drain_until: float | None = None
         try:
-            while sel.get_map():
-                timeout = None
-                now = time.monotonic()
-                if deadline is not None and not self.killed:
-                    timeout = max(0.0, deadline - now)
-                if drain_until is not None:
-                    timeout = max(0.0, drain_until - now) if timeout is None else min(timeout, drain_until - now)
-                if self.output.holding:  # a partial line: show it once the pipes go quiet
-                    timeout = QUIET if timeout is None else min(timeout, QUIET)
-                if self.stop_deadline is not None and not self.killed:
-                    left = max(0.0, self.stop_deadline - now)
-                    timeout = left if timeout is None else min(timeout, left)
+            # An interrupt outside the select (while an event is handled, under load) is a docker stop too,
+            # not a KeyboardInterrupt escaping run() with PID 1 still running
+            while True:
                 try:
-                    events = sel.select(timeout)
+                    while sel.get_map():
+                        timeout = None
+                        now = time.monotonic()
+                        if deadline is not None and not self.killed:
+                            timeout = max(0.0, deadline - now)
+                        if drain_until is not None:
+                            left = max(0.0, drain_until - now)
+                            timeout = left if timeout is None else min(timeout, left)
+                        if self.output.holding:  # a partial line: show it once the pipes go quiet
+                            timeout = QUIET if timeout is None else min(timeout, QUIET)
+                        if self.stop_deadline is not None and not self.killed:
+                            left = max(0.0, self.stop_deadline - now)
+                            timeout = left if timeout is None else min(timeout, left)
+                        try:
+                            events = sel.select(timeout)
+                        except KeyboardInterrupt:
+                            self._interrupt(spec, cg)
+                            continue
+                        if not events:
+                            self.output.flush()
+                            now = time.monotonic()
+                            if deadline is not None and now >= deadline and not self.killed:
+                                self.r.timed_out = True
+                                self.kill(cg)
+                            if self.stop_deadline is not None and now >= self.stop_deadline and not self.killed:
+                                self.r.stop_killed = "timeout"
+                                self.kill(cg)
+                            if drain_until is not None and now >= drain_until:
+                                # The holder is done but something still holds stdout (a daemonised grandchild in
+                                # a shared PID namespace): end it.
+                                self.kill(cg)
+                                break
+                            continue
+                        for key, _ in events:
+                            fd = key.fd
+                            if fd == pidfd:
+                                # the status report in this same batch may have said the exit code already
+                                if pidfd in sel.get_map():
+                                    sel.unregister(pidfd)
+                                if not self.reported_exit and self.pid1_ours:
+                                    assert self.pid1 is not None
+                                    self.pid1_ours = False
+                                    self._pid1_exited(_waitpid(self.pid1))
+                                continue
+                            if fd == in_w:
+                                in_w, pending = feed(sel, in_w, pending)
+                                continue
+                            try:
+                                data = os.read(fd, 65536)
+                            except OSError:
+                                data = b""
+                            if fd == st_r:
+                                if not data:
+                                    sel.unregister(st_r)
+                                    drain_until = time.monotonic() + 1.0
+                                    continue
+                                self.status_buf += data
+                                for msg in decode_frames(self.status_buf):
+                                    self._handle(msg)
+                                if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
+                                    sel.unregister(pidfd)
+                                continue
+                            self.output.feed(streams[fd], data)
+                            if not data:
+                                sel.unregister(fd)
+                    break
                 except KeyboardInterrupt:
                     self._interrupt(spec, cg)
-                    continue
-                if not events:
-                    self.output.flush()
-                    now = time.monotonic()
-                    if deadline is not None and now >= deadline and not self.killed:
-                        self.r.timed_out = True
-                        self.kill(cg)
-                    if self.stop_deadline is not None and now >= self.stop_deadline and not self.killed:
-                        self.r.stop_killed = "timeout"
-                        self.kill(cg)
-                    if drain_until is not None and now >= drain_until:
-                        # The holder is done but something still holds stdout (a daemonised grandchild in
-                        # a shared PID namespace): end it.
-                        self.kill(cg)
-                        break
-                    continue
-                for key, _ in events:
-                    fd = key.fd
-                    if fd == pidfd:
-                        # the status report in this same batch may have said the exit code already
-                        if pidfd in sel.get_map():
-                            sel.unregister(pidfd)
-                        if not self.reported_exit and self.pid1_ours:
-                            assert self.pid1 is not None
-                            self.pid1_ours = False
-                            self._pid1_exited(_waitpid(self.pid1))
-                        continue
-                    if fd == in_w:
-                        in_w, pending = feed(sel, in_w, pending)
-                        continue
-                    try:
-                        data = os.read(fd, 65536)
-                    except OSError:
-                        data = b""
-                    if fd == st_r:
-                        if not data:
-                            sel.unregister(st_r)
-                            drain_until = time.monotonic() + 1.0
-                            continue
-                        self.status_buf += data
-                        for msg in decode_frames(self.status_buf):
-                            self._handle(msg)
-                        if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
-                            sel.unregister(pidfd)
-                        continue
-                    self.output.feed(streams[fd], data)
-                    if not data:
-                        sel.unregister(fd)
         finally:
             sel.close()
             if in_w >= 0:
