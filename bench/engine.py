@@ -53,7 +53,12 @@ class Daemons:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.ours_env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp / "pyc-state"),
+        # As a user's install would run: with cached bytecode (as bench.py's whole-process rows). With
+        # PYTHONDONTWRITEBYTECODE=1 in the caller's environment every `pycontainer run` would compile its
+        # modules from source; the cache goes to our temp dir, not into the source tree.
+        py = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.ours_env = {**py, "PYTHONPYCACHEPREFIX": str(tmp / "pycache"),
+                         "PYCONTAINER_STATE_DIR": str(tmp / "pyc-state"),
                          "PYCONTAINER_RUN_DIR": str(tmp / "pyc-run"), "DOCKER_CONFIG": str(tmp / "dockercfg")}
         self.ours_sock = tmp / "pyc-run" / "docker.sock"
         self.ours: subprocess.Popen[bytes] | None = None
@@ -143,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench/engine.py: run as root")
     env = Env()
     daemons = Daemons(env.tmp)
+    if "PYTHONDONTWRITEBYTECODE" in os.environ:
+        env.notes.append("PYTHONDONTWRITEBYTECODE was set: unset for pycontainer's rows (bytecode cached under the "
+                         "bench's temp dir), as an installed package would run")
     results: dict[str, dict[str, dict[str, float]]] = {}
     samples: dict[str, dict[str, list[float]]] = {}
     try:
