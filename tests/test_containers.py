@@ -60,6 +60,23 @@ def test_exec_joins_the_containers_namespaces_cgroup_and_privileges() -> None:
     assert c.wait(5).status == "killed"
 
 
+def test_exec_runs_as_the_containers_user_with_its_privilege_steps() -> None:
+    """docker exec runs as the container's configured user (it ran as root here: a container made to run as
+    nobody handed out root to every exec), with its rlimits; and a container without no_new_privs can exec
+    (its seccomp filter went in after the capabilities were dropped: EACCES)."""
+    c = start(ContainerSpec(command=("sleep", "30"), name="bg6", user="nobody", ulimits=(("nofile", 321, 321),)))
+    r = c.exec(["sh", "-c", "id -u; id -g; ulimit -n; grep CapEff /proc/self/status"])
+    assert r.exit_code == 0, r.stderr
+    uid, gid, nofile, caps = r.stdout.splitlines()
+    assert (uid, gid, nofile) == ("65534", "65534", "321") and caps.split()[1] == "0000000000000000"
+    containers.remove(c.id, force=True)
+    c = start(ContainerSpec(command=("sleep", "30"), name="bg7", no_new_privileges=False))
+    r = c.exec(["sh", "-c", "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status"])
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.split() == ["NoNewPrivs:", "0", "Seccomp:", "2"]
+    containers.remove(c.id, force=True)
+
+
 def test_python_cell_in_the_background_sees_the_notebook() -> None:
     c = start(ContainerSpec(python_code="import time\nprint('value', x, flush=True)\ntime.sleep(30)", name="bg3"),
               python_globals={"x": 42})

@@ -133,6 +133,21 @@ def test_exec_not_found_fails_start_with_127(d):
     assert "executable file not found" in r.stderr
 
 
+def test_exec_runs_as_the_containers_user_unless_told(d):
+    """docker exec's default user is the container's (-u, else the image's USER); exec -u picks another."""
+    d.docker("run", "-d", "--name", "usr", "-u", "1000:1001", IMAGE, "sleep", "30", check=True)
+    try:
+        assert d.docker("exec", "usr", "id", "-u", check=True).stdout.strip() == "1000"
+        assert d.docker("exec", "usr", "id", "-g", check=True).stdout.strip() == "1001"
+        assert d.docker("exec", "-u", "0", "usr", "id", "-u", check=True).stdout.strip() == "0"
+        assert d.docker("exec", "-u", "7:8", "usr", "sh", "-c", "echo $(id -u):$(id -g)",
+                        check=True).stdout.strip() == "7:8"
+        r = d.docker("exec", "-u", "nosuchuser", "usr", "true")
+        assert r.returncode == 126 and "nosuchuser" in r.stderr, r.stderr
+    finally:
+        d.docker("rm", "-f", "usr", check=True)
+
+
 def test_detached_logs_exec_stop_ps(d):
     script = "trap 'echo bye; exit 7' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
     cid = d.docker("run", "-d", "--name", "web", IMAGE, "sh", "-c", script, check=True).stdout.strip()

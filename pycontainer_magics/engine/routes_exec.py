@@ -82,8 +82,6 @@ async def create(e: Engine, req: Request, ref: str) -> Response:
         container_config.check_string_list(key, body.get(key))
     for key in ("WorkingDir", "User", "DetachKeys"):
         container_config.check_string(key, body.get(key))
-    if body.get("User"):
-        raise ApiError(400, "exec --user is not supported by this engine: the process runs as the container's user")
     if body.get("Privileged"):
         raise ApiError(400, "exec --privileged is not supported by this engine: the process gets the container's "
                        "capabilities")
@@ -229,6 +227,7 @@ def _close_master(x: Exec) -> None:
 
 def _run(e: Engine, c: Any, x: Exec, on_output: Any, stdin_r: int | None = None,
          terminal: Terminal | None = None) -> None:
+    from ..runtime.image_source import configured_user
     from ..runtime.run import container_env, hierarchy, seccomp_filter
     from ..workloads import daemon_store as store
     from ..workloads.exec import ExecError, exec_in
@@ -246,7 +245,8 @@ def _run(e: Engine, c: Any, x: Exec, on_output: Any, stdin_r: int | None = None,
         r = exec_in(int(c.state["Pid"]), cg, tuple(x.config["Cmd"]), env=env,
                     workdir=x.config.get("WorkingDir") or rec["Config"].get("WorkingDir") or "/",
                     capabilities=spec.capabilities, no_new_privileges=spec.no_new_privileges,
-                    on_output=on_output, seccomp_filter=seccomp_filter(spec), stdin_fd=stdin_r, terminal=terminal)
+                    on_output=on_output, seccomp_filter=seccomp_filter(spec), stdin_fd=stdin_r, terminal=terminal,
+                    user=x.config.get("User") or configured_user(spec), rlimits_=spec.ulimits)
         x.exit_code = r.exit_code
     except (ExecError, OSError) as err:
         on_output("stderr", f"{err}\n")

@@ -56,6 +56,19 @@ def resolve(spec: ContainerSpec, on_progress: Callable[[str], None] | None = Non
                        spec.user or c.user or None, img.id)
 
 
+def configured_user(spec: ContainerSpec) -> str | None:
+    """The user a container's processes run as, as configured (-u, else the image's USER): what docker exec
+    runs as by default. None: root."""
+    if spec.user or spec.image == "host":
+        return spec.user or None
+    from ..images import ImageNotFound, Store
+
+    try:
+        return Store().get(spec.image).config.user or None
+    except ImageNotFound:
+        return None
+
+
 def resolve_user(user: str, lower: str) -> tuple[int, int]:
     """`uid[:gid]` or `name[:group]`, names looked up in the image's /etc/passwd and /etc/group."""
     name, _, group = user.partition(":")

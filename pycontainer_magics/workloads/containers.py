@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import OSFailure
 from ..runtime import cleanup
+from ..runtime.image_source import configured_user
 from ..runtime.result import ContainerRun
 from ..runtime.run import Running, container_env, run, seccomp_filter
 from ..runtime.spec import ContainerSpec
@@ -154,7 +155,8 @@ class Container:
         return exec_in(pid1, self._running.cgroup, tuple(command), env=e, workdir=workdir or self.spec.workdir or "/",
                        capabilities=self.spec.capabilities, no_new_privileges=self.spec.no_new_privileges,
                        on_output=on_output, stdin_data=stdin_data, timeout=timeout,
-                       seccomp_filter=seccomp_filter(self.spec))
+                       seccomp_filter=seccomp_filter(self.spec), user=configured_user(self.spec),
+                       rlimits_=self.spec.ulimits)
 
     # -- `docker pause|unpause|update|top|cp|export` on a container of this process ----------------
     def _cgroup(self) -> Any:

@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import OSFailure
-from ..linux import libc, pty, seccomp
-from ..linux.caps import restrict_to
+from ..linux import libc, pty
 from ..linux.cgroups import Cgroup
 from ..linux.namespaces import NAMESPACES
 from ..runtime.channel import decode_frames, feed, send
+from ..runtime.image_source import resolve_user
 from ..runtime.launch import STATUS_FD, become_root, failure, reset_signals, setup_fds
+from ..runtime.plan import privilege_steps, run_steps
 from ..runtime.relay import QUIET, OutputRelay
 from ..runtime.run import Terminal
 
@@ -50,9 +51,12 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
             workdir: str = "/", capabilities: frozenset[str], no_new_privileges: bool = True,
             on_output: Callable[[str, str], None] | None = None, stdin_data: bytes | None = None,
             timeout: float | None = None, seccomp_filter: bytes | None = None, stdin_fd: int | None = None,
-            terminal: Terminal | None = None) -> ExecResult:
+            terminal: Terminal | None = None, user: str | None = None,
+            rlimits_: tuple[tuple[str, int, int], ...] = ()) -> ExecResult:
     """Run `command` in the container whose PID 1 is `pid1` (a host pid); returns when it exits. The
-    process gets PID 1's capabilities, no_new_privs and seccomp filter (`seccomp_filter`), as docker exec.
+    process gets PID 1's capabilities, no_new_privs, seccomp filter (`seccomp_filter`), rlimits and user
+    (`user`: "uid[:gid]" or names from the container's /etc/passwd; None: root) through the same privilege
+    steps as PID 1 (runtime.plan), as docker exec gives the container's.
     stdin_fd: its standard input (the caller's copy stays the caller's); terminal: a pseudo-terminal made in
     the container instead (`docker exec -t`), its master handed to terminal.on_master before the command runs."""
     if not command:
@@ -83,7 +87,7 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
         pid = os.fork()
         if pid == 0:
             _joiner((in_r, out_w, err_w, st_w), ns_fds, join_fds, command, env, workdir, capabilities,
-                    no_new_privileges, seccomp_filter, theirs, terminal.size if terminal else (0, 0))
+                    no_new_privileges, seccomp_filter, theirs, terminal.size if terminal else (0, 0), user, rlimits_)
     finally:
         gc.unfreeze()
         for fd in [in_r, out_w, err_w, st_w, *join_fds, *ns_fds.values(), *([theirs] if theirs >= 0 else [])]:
@@ -177,7 +181,8 @@ def _inode(path: str) -> int | None:
 def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: list[int],
             command: tuple[str, ...], env: dict[str, str], workdir: str, capabilities: frozenset[str],
             no_new_privileges: bool, seccomp_filter: bytes | None, console: int = -1,
-            size: tuple[int, int] = (0, 0)) -> None:
+            size: tuple[int, int] = (0, 0), user: str | None = None,
+            rlimits_: tuple[tuple[str, int, int], ...] = ()) -> None:
     """In the forked child: join, fork into the PID namespace, wait and pass the exit status on."""
     stage = "joining the cgroup"
     status_fd = fds[3]
@@ -207,13 +212,15 @@ def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: li
                 os.close(master)
                 os.close(kept[0])
                 pty.become_controlled(slave)
-            stage = "dropping capabilities"
-            restrict_to(capabilities)
-            if no_new_privileges:
-                libc.set_no_new_privs()
-            if seccomp_filter is not None:
-                stage = "installing the seccomp filter"
-                seccomp.install(seccomp_filter)
+            uid = gid = None
+            if user:
+                stage = f"looking up the user {user}"
+                uid, gid = resolve_user(user, "/")  # the container's /etc/passwd: its mount namespace is ours
+            # PID 1's own steps, in its order: seccomp goes in before the capabilities are dropped when there
+            # is no no_new_privs (the kernel takes a filter only from a holder of CAP_SYS_ADMIN then)
+            stage = "dropping privileges"
+            run_steps(privilege_steps(rlimits_=rlimits_, workdir=workdir, capabilities=capabilities, uid=uid, gid=gid,
+                                      no_new_privileges=no_new_privileges, seccomp_program=seccomp_filter))
             os.set_inheritable(STATUS_FD, False)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             try:
