@@ -164,3 +164,20 @@ def test_a_killed_process_leaves_no_prepared_endpoint(labnet: str) -> None:
     net.prune(networks=False)
     assert net.get_network(labnet).reserved == ()
     assert not os.path.exists(net_hosts.hosts_path(rid))
+
+
+def test_cells_alternating_between_a_network_and_none_keep_their_prepared_holder(labnet: str) -> None:
+    """Neither kind is "like the last": nothing is parked or reserved for it, so the holder prepared after
+    each (the same namespaces and root) serves the next — none is made on a cell's path. (A PID 1 parked
+    for a cell on none, after a cell on a network, could not serve the next networked cell: it made one.)"""
+    pool.drain()
+    sh("true", "none")
+    for _ in range(3):
+        sh("true", labnet)
+        sh("true", "none")
+    made = pool.served["made"]
+    for _ in range(3):
+        on = sh("true", labnet)
+        off = sh("true", "none")
+        assert not claimed(on) and on.exit_code == off.exit_code == 0
+    assert pool.served["made"] == made

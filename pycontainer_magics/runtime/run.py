@@ -738,12 +738,14 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         # endpoint for nothing), the next holder gets its endpoint attached ahead too (reserved: nobody's until
         # a run claims it), under the next cgroup's name — the next run's id, whose hosts file a PID 1 prepared
         # ahead binds. A network is never made for it (pool._reserve).
+        # "In a row": on the same network (or none) too — a notebook that alternates cells on a network and
+        # cells on none would otherwise park a PID 1 that the next cell cannot take, and make another on its path.
         global _last_network
-        reserve = network if network is not None and network == _last_network and spec.pod is None else None
-        _last_network = network
+        same_network, _last_network = network == _last_network, network
+        reserve = network if network is not None and same_network and spec.pod is None else None
         parkable = not holder.ours and L.parkable() and spec.pod is None \
             and not any(m.kind in ("volume", "bind") for m in spec.mounts)
-        if parkable and _last_parkable and (not _networked(spec) or reserve is not None):
+        if parkable and _last_parkable and same_network and (network is None or reserve is not None):
             park = functools.partial(_park_launch, spec)
         _last_parkable = parkable
         pool.prefetch(None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
