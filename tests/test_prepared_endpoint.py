@@ -181,3 +181,26 @@ def test_cells_alternating_between_a_network_and_none_keep_their_prepared_holder
         off = sh("true", "none")
         assert not claimed(on) and on.exit_code == off.exit_code == 0
     assert pool.served["made"] == made
+
+
+EXITS = """
+import sys, time
+from pycontainer_magics.runtime import run, ContainerSpec
+from pycontainer_magics.runtime.pool import pool
+for _ in range(2):
+    run(ContainerSpec(command=('true',), network=sys.argv[1], memory=64 * 2**20))
+while pool._ready is None or pool._ready.endpoint is None:
+    time.sleep(0.01)
+print(pool._ready.endpoint.host_veth, pool._ready.endpoint.container_id, flush=True)
+"""
+
+
+def test_a_process_that_exits_gives_its_reservation_back(labnet: str) -> None:
+    """On a network another process made (not removed at this one's exit): the exit's clean-up releases the
+    reservation — veth, record and hosts file — with no prune needed."""
+    out = subprocess.run([sys.executable, "-c", EXITS, labnet], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    veth, rid = out.stdout.split()
+    assert veth not in _veths()
+    assert net.get_network(labnet).reserved == ()
+    assert not os.path.exists(net_hosts.hosts_path(rid))
