@@ -110,3 +110,30 @@ def test_stop_options_are_checked():
     for bad in ({"stop_signal": "TERMINATE"}, {"stop_signal": "99"}, {"stop_timeout": "-1"}):
         with pytest.raises(SpecError):
             build_spec(command=["true"], **bad)  # type: ignore[arg-type]
+
+
+def _exec_interrupted(c, script: str, after: float) -> tuple[str, float]:  # type: ignore[no-untyped-def]
+    out: list[str] = []
+    it = Interrupter(after)
+    t0 = time.monotonic()
+    with it, pytest.raises(KeyboardInterrupt) as info:
+        it.on_start(None)
+        c.exec(["sh", "-c", script], on_output=lambda _s, text: out.append(text))
+    return str(info.value) + "|" + "".join(out), time.monotonic() - t0
+
+
+def test_an_interrupted_exec_is_stopped_as_docker_stop_stops_and_nothing_of_it_is_left():
+    """An interrupted %container exec sent nothing to its process: it ran on in the container, its joiner
+    waited on in the kernel. Now: the container's stop signal, SIGKILL after its grace period."""
+    from pycontainer_magics.workloads.containers import containers, start
+
+    c = start(build_spec(command=["sleep", "60"], stop_timeout="0.5s"))
+    try:
+        said, took = _exec_interrupted(c, "trap 'echo bye; exit 9' TERM; echo up; while :; do sleep 0.05; done", 0.5)
+        assert said == "exec sh: stopped (SIGTERM, exit code 9)|up\nbye\n" and took < 5, said
+        said, took = _exec_interrupted(c, "trap '' TERM; echo up; while :; do sleep 0.05; done", 0.5)
+        assert said.startswith("exec sh: stopped (SIGTERM, exit code 137)") and 0.9 < took < 5, (said, took)
+        left = c.exec(["ps", "-o", "args"]).stdout
+        assert "while" not in left, left
+    finally:
+        containers.remove(c.id, force=True)

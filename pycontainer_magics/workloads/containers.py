@@ -156,7 +156,8 @@ class Container:
                        capabilities=self.spec.capabilities, no_new_privileges=self.spec.no_new_privileges,
                        on_output=on_output, stdin_data=stdin_data, timeout=timeout,
                        seccomp_filter=seccomp_filter(self.spec), user=configured_user(self.spec),
-                       rlimits_=self.spec.ulimits)
+                       rlimits_=self.spec.ulimits, stop_signal=self.spec.stop_signal,
+                       stop_timeout=self.spec.stop_timeout)
 
     # -- `docker pause|unpause|update|top|cp|export` on a container of this process ----------------
     def _cgroup(self) -> Any:

@@ -9,6 +9,7 @@ capabilities, no_new_privs, environment and working directory, as PID 1 did.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -43,6 +44,9 @@ class ExecResult:
     duration: float
 
 
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
 class ExecError(OSFailure):
     """A command could not be run in a running container: one line."""
 
@@ -52,13 +56,16 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
             on_output: Callable[[str, str], None] | None = None, stdin_data: bytes | None = None,
             timeout: float | None = None, seccomp_filter: bytes | None = None, stdin_fd: int | None = None,
             terminal: Terminal | None = None, user: str | None = None,
-            rlimits_: tuple[tuple[str, int, int], ...] = ()) -> ExecResult:
+            rlimits_: tuple[tuple[str, int, int], ...] = (), stop_signal: int = signal.SIGTERM,
+            stop_timeout: float = 5.0) -> ExecResult:
     """Run `command` in the container whose PID 1 is `pid1` (a host pid); returns when it exits. The
     process gets PID 1's capabilities, no_new_privs, seccomp filter (`seccomp_filter`), rlimits and user
     (`user`: "uid[:gid]" or names from the container's /etc/passwd; None: root) through the same privilege
     steps as PID 1 (runtime.plan), as docker exec gives the container's.
     stdin_fd: its standard input (the caller's copy stays the caller's); terminal: a pseudo-terminal made in
-    the container instead (`docker exec -t`), its master handed to terminal.on_master before the command runs."""
+    the container instead (`docker exec -t`), its master handed to terminal.on_master before the command runs.
+    An interrupt stops the process as `docker stop` stops a container: `stop_signal`, SIGKILL after
+    `stop_timeout` seconds or at a second interrupt; the KeyboardInterrupt is raised again once it has ended."""
     if not command:
         raise ExecError(errno.EINVAL, "exec needs a command")
     ns_paths = {k: f"/proc/{pid1}/ns/{NAMESPACES[k][0]}" for k in (*_ORDER, "user")}
@@ -105,12 +112,32 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
         os.set_blocking(in_w, False)
         sel.register(in_w, selectors.EVENT_WRITE)
     deadline = t0 + timeout if timeout else None
+    interrupted = joiner_done = False
+    joiner_fd = os.pidfd_open(pid)
+    sel.register(joiner_fd, selectors.EVENT_READ)
+    drain_until: float | None = None  # interrupted: what a process it left behind writes is not waited for
     try:
         while sel.get_map():
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if output.holding:  # a partial line: show it once the pipes go quiet
                 left = QUIET if left is None else min(left, QUIET)
-            events = sel.select(left)
+            if drain_until is not None:
+                rest = max(0.0, drain_until - time.monotonic())
+                left = rest if left is None else min(left, rest)
+            try:
+                events = sel.select(left)
+            except KeyboardInterrupt:
+                # the joiner passes the stop signal on; killed, it takes the process along (its death signal)
+                first, interrupted = not interrupted, True
+                now = time.monotonic()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, stop_signal if first and stop_timeout > 0 else signal.SIGKILL)
+                deadline = now + stop_timeout if first and stop_timeout > 0 else None
+                if joiner_done:
+                    drain_until = now + 0.5
+                continue
+            if drain_until is not None and time.monotonic() >= drain_until:
+                break
             if not events:
                 output.flush()
             if not events and deadline is not None and time.monotonic() >= deadline:
@@ -127,6 +154,12 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
                 if fd == in_w:
                     in_w, pending = feed(sel, in_w, pending)
                     continue
+                if fd == joiner_fd:  # the process has ended (the joiner waits for it)
+                    sel.unregister(fd)
+                    joiner_done = True
+                    if interrupted:
+                        drain_until = time.monotonic() + 0.5
+                    continue
                 data = os.read(fd, 65536)
                 if fd == st_r:
                     if not data:
@@ -140,7 +173,7 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
         sel.close()
         if console is not None:
             console.close()  # the process never got as far as its terminal
-        for fd in (out_r, err_r, st_r, in_w):
+        for fd in (out_r, err_r, st_r, in_w, joiner_fd):
             if fd >= 0:
                 try:
                     os.close(fd)
@@ -155,6 +188,9 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     code = 128 + sig if sig else os.WEXITSTATUS(status)
     output.flush()
+    if interrupted:
+        raise KeyboardInterrupt(f"exec {command[0]}: stopped ({signal.Signals(stop_signal).name}, "
+                                f"exit code {code})")
     return ExecResult(code, sig, output.text("stdout"), output.text("stderr"), time.monotonic() - t0)
 
 
@@ -223,11 +259,15 @@ def _joiner(fds: tuple[int, int, int, int], ns_fds: dict[str, int], join_fds: li
                                       no_new_privileges=no_new_privileges, seccomp_program=seccomp_filter))
             os.set_inheritable(STATUS_FD, False)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            # killed, the joiner takes the process along (set after the user change, which clears it)
+            libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
             try:
                 os.execvpe(command[0], list(command), env)
             except OSError as e:
                 os.write(2, f"{command[0]}: {e.strerror}\n".encode())
                 os._exit(127 if e.errno == errno.ENOENT else 126)
+        for sig in FORWARDED:  # a stop signal for the process, not for the joiner
+            signal.signal(sig, lambda s, _f: os.kill(pid, s))
         os.close(STATUS_FD)
         os.closerange(0, 3)
         for fd in kept:
