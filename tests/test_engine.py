@@ -732,6 +732,22 @@ def test_a_container_like_the_last_starts_from_a_spare(d):
     assert str(sup) not in left and len(left) <= 1, left  # only the spare kept now, if any
 
 
+def test_nothing_is_prepared_ahead_over_a_volume_or_a_bind(tmp_path, monkeypatch):
+    """A spare prepares no container with a named volume or a bind mount: planning it would re-create a volume
+    that `docker volume rm` removed in the meantime (and a bind's host side may be gone by the next run)."""
+    monkeypatch.setenv("PYCONTAINER_STATE_DIR", str(tmp_path / "state"))
+    from pycontainer_magics.runtime.parse import build_spec
+    from pycontainer_magics.runtime.run import prepare
+    from pycontainer_magics.workloads.launcher import _like
+
+    for volume in ("gonevol:/data", f"{tmp_path}:/data:ro"):
+        spec = build_spec(command=["true"], volume=[volume], network="none")
+        assert _like(spec, None) is None
+        assert prepare(spec) is False
+    assert not (tmp_path / "state" / "volumes" / "gonevol").exists()
+    assert _like(build_spec(command=["true"], network="none"), None) is not None  # the plain case is prepared
+
+
 def test_cli_container_ps_logs_exec_stop(d):
     d.docker("run", "-d", "--name", "clid", "--network", "none", IMAGE, "sh", "-c",
              "trap 'exit 5' TERM; echo started; while true; do sleep 0.1; done", check=True)

@@ -507,8 +507,10 @@ def prepare(spec: ContainerSpec) -> bool:
     hostname — starts from: its cgroup with the limits, a namespace holder with its root filesystem, and PID 1
     parked up to the payload. The next run() here whose plan matches takes them (pool.offer), helper or not;
     so a process that knows its next container (the engine daemon's spare supervisor) starts it at once.
-    False when nothing is prepared (a network or a pod, a Python cell: their mounts name the container)."""
-    if spec.python_code is not None or _networked(spec) or spec.pod is not None:
+    False when nothing is prepared (a network or a pod, a Python cell: their mounts name the container; a
+    named volume or a bind: planning would re-create a volume removed meanwhile, and the host side of a bind
+    may be gone or replaced by the next run)."""
+    if spec.python_code is not None or _networked(spec) or spec.pod is not None or spec.mounts:
         return False
     h = hierarchy()
     limits = _limits(spec)

@@ -233,8 +233,10 @@ def _fork_spare(like: Any | None) -> tuple[int, socket.socket]:
 
 def _like(spec: Any, io: dict[str, Any] | None) -> Any | None:
     """What the next container will probably be: one like this (`pycontainer run` again, a benchmark, a
-    lecture's loop); not one with a terminal or stdin (made at its start)."""
-    if io or spec.python_code is not None or spec.network not in ("none", "host") or spec.pod is not None:
+    lecture's loop); not one with a terminal or stdin (made at its start), nor one with a volume or a bind
+    (preparing must not re-create a volume `docker volume rm` removed: the pool's own rule)."""
+    if io or spec.python_code is not None or spec.network not in ("none", "host") or spec.pod is not None \
+            or spec.mounts:
         return None
     return spec
 
