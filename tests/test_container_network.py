@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 import time
@@ -30,6 +31,23 @@ def _links(kind: str) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
 
 
+def _others() -> set[str]:
+    """Links another state dir owns: a notebook or another test run with networks up while this runs."""
+    from pycontainer_magics.network import networks
+
+    tag = networks.link_tag()
+    with net.netns.iproute() as ipr:
+        return {str(link.get("ifname")) for link in ipr.get_links()
+                if (link.get("IFLA_IFALIAS") or "").startswith(networks.TAG_PREFIX)
+                and not networks.is_ours(link.get("IFLA_IFALIAS"), tag)}
+
+
+def _ours(rules: list[str]) -> list[str]:
+    """The firewall rules are the host's: leave out those of another state dir's bridges."""
+    others = _others()
+    return [r for r in rules if not set(re.findall(r"pcm-[0-9a-f]+", r)) & others]
+
+
 def _in(address: str, network: str) -> bool:
     return ipaddress.ip_address(address) in net.get_network(network).subnet
 
@@ -48,7 +66,7 @@ def labnet():
     assert not any(b.startswith("pcm-") for b in set(_links("bridge")) - before)
     assert not any(v.startswith("pcv") for v in set(_links("veth")) - before_veths)
     from pycontainer_magics.network import isolation, nat
-    assert nat.rules() == [] and isolation.rules() == []
+    assert _ours(nat.rules()) == [] and _ours(isolation.rules()) == []
 
 
 def _wait_http(c, timeout=5.0) -> None:
@@ -112,7 +130,7 @@ def test_connect_and_disconnect_a_running_container(labnet: str) -> None:
 def test_unknown_network_is_one_clear_error_and_nothing_is_made() -> None:
     with pytest.raises(LaunchError, match="no-such-net"):
         run(ContainerSpec(command=("true",), network="no-such-net"))
-    assert not any(v.startswith("pcv") for v in _links("veth"))
+    assert not any(v.startswith("pcv") for v in set(_links("veth")) - _others())
 
 
 @pytest.mark.slow
@@ -125,7 +143,7 @@ def test_fifty_containers_leave_nothing(labnet: str) -> None:
     # first: that it leaves nothing is tests/test_prepared_endpoint.py's.
     pool.drain()
     assert net.get_network(labnet).endpoints == () and net.get_network(labnet).reserved == ()
-    assert not any(v.startswith("pcv") for v in _links("veth"))
+    assert not any(v.startswith("pcv") for v in set(_links("veth")) - _others())
     assert not os.listdir(os.path.join(net.state.state_dir(), "hosts")) if os.path.isdir(
         os.path.join(net.state.state_dir(), "hosts")) else True
 
@@ -143,13 +161,13 @@ def test_outbound_nat_only_when_asked_and_removed_with_the_network() -> None:
     if subprocess.run(["which", "iptables"], capture_output=True).returncode:
         pytest.skip("iptables is not installed")
     plain = net.create_network("nonat", subnet=free_subnet(), owner_pid=os.getpid())
-    assert nat.rules() == []  # host-only unless asked
+    assert _ours(nat.rules()) == []  # host-only unless asked
     withnat = net.create_network("withnat", subnet=free_subnet(), nat=True, owner_pid=os.getpid())
-    (rule,) = nat.rules()
+    (rule,) = _ours(nat.rules())
     assert f"-s {withnat.subnet}" in rule and f"! -o {withnat.bridge}" in rule and "MASQUERADE" in rule
     net.remove_network("withnat")
     net.remove_network(plain.name)
-    assert nat.rules() == []
+    assert _ours(nat.rules()) == []
 
 
 def test_prune_removes_a_nat_rule_whose_network_is_gone() -> None:
@@ -160,7 +178,7 @@ def test_prune_removes_a_nat_rule_whose_network_is_gone() -> None:
     n = net.create_network("natgone", subnet=free_subnet(), nat=True, owner_pid=os.getpid())
     os.unlink(os.path.join(net.state.networks_dir(), "natgone.json"))  # as if a crash lost the record
     assert "NAT rule of natgone" in net.prune()
-    assert nat.rules() == []
+    assert _ours(nat.rules()) == []
     net.links.delete_link(n.bridge)
 
 
@@ -190,7 +208,7 @@ def test_networks_are_isolated_from_each_other(labnet: str) -> None:
     same = run(ContainerSpec(command=("python3", "-c", REACH, ip), network=labnet))
     other = run(ContainerSpec(command=("python3", "-c", REACH, ip), network="bridge"))
     assert same.stdout == "reached\n" and other.stdout.startswith("blocked"), (same.stdout, other.stdout)
-    assert {r.split('"')[1].split(":")[1] for r in isolation.rules()} == {labnet, "bridge"}
+    assert {r.split('"')[1].split(":")[1] for r in _ours(isolation.rules())} == {labnet, "bridge"}
     # rules whose bridge is gone from the host (a killed kernel's) are pruned; the others stay, whatever
     # state directory the pruning process uses
     net.remove_network("bridge", force=True)
@@ -198,7 +216,7 @@ def test_networks_are_isolated_from_each_other(labnet: str) -> None:
     links = {line.split(":")[1].strip().split("@")[0] for line in subprocess.run(
         ["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()}
     assert isolation.prune(links) == ["orphan-net"]
-    assert {r.split('"')[1].split(":")[1] for r in isolation.rules()} == {labnet}
+    assert {r.split('"')[1].split(":")[1] for r in _ours(isolation.rules())} == {labnet}
 
 
 def test_a_container_whose_setup_fails_leaves_its_network() -> None:
