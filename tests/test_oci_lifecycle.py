@@ -771,3 +771,55 @@ def test_a_cached_seccomp_filter_installs_after_pivot_root(busybox: str, tmp_pat
         assert (tmp_path / "out" / "seccomp").read_text().split() == ["Seccomp:", "2"]
         ours("delete", cid)
     assert len(list((ours.root / ".seccomp").iterdir())) == 1
+
+
+# What every engine call may not import: each costs milliseconds of CPU at each of the runtime calls a
+# `docker run` makes (json: re + enum ~5 ms, typing ~2.5 ms, hashlib's OpenSSL ~3.5 ms, ctypes ~1.5 ms).
+HEAVY = {"json", "re", "enum", "typing", "functools", "collections", "signal", "socket", "selectors", "hashlib",
+         "argparse", "subprocess", "threading", "dataclasses", "contextlib", "tempfile", "shutil"}
+
+
+def _imported(text: str) -> set[str]:
+    return {line.rsplit("|", 1)[-1].strip() for line in text.splitlines() if line.startswith("import time:")}
+
+
+def test_the_launcher_imports_only_what_each_call_needs(tmp_path: Path, busybox: str) -> None:
+    """The launcher engines are given (`python -IS`), traced with -X importtime through a whole lifecycle on a
+    bundle with a seccomp profile (as Docker sends one, compiled once then read from the cache): no json, re,
+    enum or typing anywhere, and no ctypes on the calls that make no container (the parent-death signal is
+    cleared through _ctypes). Fails when a hot path gains one of those imports again."""
+    launcher = subprocess.run([PYCONTAINER, "install-runtime", "--output", str(tmp_path / "pycontainer-runc")],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    rt = Runtime([sys.executable, "-IS", "-X", "importtime", launcher], tmp_path / "state")
+    seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+               "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]}
+    b = make_bundle(tmp_path, busybox, ["sh", "-c", "cat /proc/self/status > /out/status"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["linux"]["seccomp"] = seccomp
+    (b / "config.json").write_text(json.dumps(cfg))
+    try:
+        for n in range(2):  # the first create compiles the profile, the second reads the cache
+            stdio = tmp_path / f"stdio{n}"
+            rt("create", "--bundle", str(b), "--pid-file", str(tmp_path / "pid"), f"c{n}", stdio=stdio)
+            adopt(int((tmp_path / "pid").read_text()))
+            mods = {"create": _imported(stdio.read_text())}
+            mods["state"] = _imported(rt("state", f"c{n}").stderr)
+            mods["start"] = _imported(rt("start", f"c{n}").stderr)
+            rt.wait_status(f"c{n}", "stopped")
+            mods["delete"] = _imported(rt("delete", f"c{n}").stderr)
+            mods["list"] = _imported(rt("list").stderr)
+            assert "Seccomp:\t2" in (tmp_path / "out" / "status").read_text()  # the filter is on
+            for verb, names in mods.items():
+                assert "pycontainer_magics.oci.lifecycle" in names or verb == "list", (verb, names)
+                if verb == "create" and n == 0:
+                    assert "pycontainer_magics.oci.seccomp" in names  # the compiler's imports: once per profile
+                    continue
+                assert not names & HEAVY, (verb, n, names & HEAVY)
+                if verb != "create":
+                    assert "ctypes" not in names, verb
+            if n == 1:
+                assert "pycontainer_magics.oci.seccomp" not in mods["create"]  # the compiled program was reused
+                assert "ctypes" in mods["create"]  # (the trace sees the imports a create really makes)
+    finally:
+        for cid in ("c0", "c1"):
+            rt("delete", "--force", cid, check=False)

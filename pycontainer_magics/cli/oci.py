@@ -204,10 +204,10 @@ def _keep_running_if_parent_thread_exits() -> None:
     forked it, and that thread may end while a call of ours is still running (a Python start-up is slower
     than runc's): observed as `delete --force` killed mid-way in the shim's clean-up. Our commands are
     short and leave nothing half-done when they finish, so finish them."""
-    import ctypes
     try:
-        ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0
-    except (OSError, AttributeError):
+        from ..linux import pdeathsig
+        pdeathsig.clear()
+    except (OSError, AttributeError, ImportError):
         pass
 
 

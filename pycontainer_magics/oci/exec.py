@@ -15,7 +15,6 @@ import errno
 import json
 import os
 import signal
-from typing import Any, NoReturn
 
 from ..linux import libc
 from ..linux.namespaces import CLONE_NEWPID, CLONE_NEWUSER
@@ -24,6 +23,10 @@ from . import state as st
 from .cgroups import OciCgroup
 from .config import JOIN_ORDER, NAMESPACES, ConfigError
 from .state import StateError
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -4,12 +4,14 @@ cannot claim more than it does."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..linux.caps import CAP_NUMBERS, last_cap
 from ..linux.seccomp import ACTIONS
 from .config import EXTENSIONS, HOOK_KINDS, MOUNT_FLAGS, NAMESPACES, PROPAGATION, REC_ATTRS
 from .state import OCI_VERSION
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def features() -> dict[str, Any]:

@@ -19,9 +19,12 @@ import os
 import select
 import signal
 import time
-from typing import Any
 
 from ..errors import OSFailure
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class HookError(OSFailure):

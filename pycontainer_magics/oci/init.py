@@ -18,17 +18,19 @@ runtime go over a SOCK_SEQPACKET socketpair, one JSON object per datagram.
 
 from __future__ import annotations
 
-import json
+import _socket
+import marshal
 import os
-import signal
-import socket
-from typing import Any, NoReturn
 
 from ..linux import libc
 from ..linux.namespaces import CLONE_NEWCGROUP, CLONE_NEWTIME, CLONE_NEWUSER
-from . import console, hooks, process, rootfs
+from . import process, rootfs
 from .config import Config
 from .process import ProcessPlan
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 
 class InitContext:
@@ -54,15 +56,21 @@ class InitContext:
         self.keep: list[int] = keep if keep is not None else []
 
 
+# The signal module imports enum (and it functools, collections: ~2.5 ms of every `create`); _signal is what
+# it wraps. console (termios, socket, struct) and hooks (json, select) are imported where a config uses them.
+_signal: Any = __import__("_signal")
+
+
 def send(fd: int, msg: dict[str, Any]) -> None:
-    os.write(fd, json.dumps(msg).encode())
+    # marshal, not json: both ends are this module, and json's import (re, enum) is ~5 ms of every `create`
+    os.write(fd, marshal.dumps(msg))
 
 
 def recv(fd: int) -> dict[str, Any] | None:
     data = os.read(fd, 1 << 16)
     if not data:
         return None
-    out: dict[str, Any] = json.loads(data)
+    out: dict[str, Any] = marshal.loads(data)
     return out
 
 
@@ -78,9 +86,14 @@ def failure(stage: str, e: BaseException) -> dict[str, Any]:
 def bootstrap(ctx: InitContext) -> NoReturn:
     stage = "joining the cgroup"
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
-            signal.signal(s, signal.SIG_DFL)
+        # Imported now, while the package is in reach (init() uses them after pivot_root, from sys.modules).
+        if ctx.console is not None:
+            from . import console  # noqa: F401
+        if any(ctx.cfg.hooks.values()):
+            from . import hooks  # noqa: F401
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+        for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE, _signal.SIGCHLD):
+            _signal.signal(s, _signal.SIG_DFL)
         for fd in ctx.join_fds:
             os.write(fd, b"0")
             os.close(fd)
@@ -184,6 +197,7 @@ def init(ctx: InitContext) -> NoReturn:
         os.chdir(cfg.rootfs)
         if cfg.hooks.get("createContainer"):
             stage = "running createContainer hooks"
+            from . import hooks
             hooks.run_hooks("createContainer", cfg.hooks["createContainer"], _hook_state(ctx, "creating", host_pid))
         stage = "entering the root filesystem"
         if ctx.no_pivot and new_mount:
@@ -198,6 +212,7 @@ def init(ctx: InitContext) -> NoReturn:
         os.makedirs(plan.cwd, 0o755, exist_ok=True)
         if plan.terminal and ctx.console is not None:
             stage = "setting up the console"
+            from . import console
             console.setup(ctx.console, plan.console_size, plan.uid, plan.gid)
             console.set_controlling(0)
         if new_mount:
@@ -252,6 +267,7 @@ def init(ctx: InitContext) -> NoReturn:
         # The fifo stays open until execve closes it (close-on-exec): `start` waits for that to run the
         # poststart hooks after the process is executed, startContainer hooks included.
         if cfg.hooks.get("startContainer"):
+            from . import hooks
             hooks.run_hooks("startContainer", cfg.hooks["startContainer"], _hook_state(ctx, "created", os.getpid()))
         process.exec_process(plan, path)
     except BaseException as e:  # noqa: BLE001
@@ -284,7 +300,7 @@ def _close_fds(ctx: InitContext) -> None:
 
 
 def socketpair() -> tuple[int, int]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     return a.detach(), b.detach()
 
 

@@ -12,10 +12,10 @@ LAUNCHER = """#!{python} -IS
 # pycontainer's runc-compatible command line for engines (dockerd --add-runtime, containerd's BinaryName,
 # podman --runtime): Python without site-packages (-S) and without the environment (-I), so each of the
 # many calls an engine makes starts in a few milliseconds. Written by `pycontainer install-runtime`.
-import ctypes
-ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # first: no parent-death signal from the engine's thread (cli/oci.py)
 import sys
 sys.path.insert(0, {top!r})
+from pycontainer_magics.linux import pdeathsig  # first: no parent-death signal from the engine's thread
+pdeathsig.clear()  # (cli/oci.py says why; _ctypes alone, not ctypes: every call pays its imports)
 from pycontainer_magics.cli.oci import runc_main
 sys.exit(runc_main())
 """

@@ -18,7 +18,6 @@ import ctypes
 import errno
 import os
 import resource
-from typing import Any
 
 from ..linux.caps import capset
 from ..linux.libc import PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, libc, prctl
@@ -27,6 +26,10 @@ from ..linux.libc import PR_CAP_AMBIENT, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, l
 # files are no longer in its view (a cached filter means the compiler never loaded it before the fork).
 from ..linux.seccomp_install import install as install_program
 from .config import ConfigError, cap_mask
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any
 
 PR_SET_KEEPCAPS = 8
 PR_CAP_AMBIENT_RAISE = 2
@@ -116,6 +119,15 @@ def plan_process(process: dict[str, Any], linux: dict[str, Any], where: str = "p
         console_size=(int(size.get("height", 0)), int(size.get("width", 0))) if size else None)
 
 
+def _sorted_keys(obj: Any) -> Any:
+    """The document with every object's keys in order: one cache key for one profile, however it is written."""
+    if isinstance(obj, dict):
+        return {k: _sorted_keys(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [_sorted_keys(v) for v in obj]
+    return obj
+
+
 def compile_seccomp(doc: dict[str, Any] | None, caps: dict[str, Any], cache_dir: str | None = None) -> bytes | None:
     """The config's linux.seccomp as a BPF program (None: no filter), refused clearly where it cannot be.
     With cache_dir (the state root's, private to root), a program compiled before for the same profile is
@@ -125,9 +137,10 @@ def compile_seccomp(doc: dict[str, Any] | None, caps: dict[str, Any], cache_dir:
         return None
     path = None
     if cache_dir is not None:
-        import hashlib
-        import json
-        key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        # _sha256 and our own JSON writer: hashlib's import loads OpenSSL (~3.5 ms), json's re and enum (~5 ms)
+        from .jsonout import dumps
+        sha256: Any = __import__("_sha256").sha256
+        key = sha256(dumps(_sorted_keys(doc)).encode()).hexdigest()
         path = os.path.join(cache_dir, key + ".bpf")
         try:
             with open(path, "rb") as f:

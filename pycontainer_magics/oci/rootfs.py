@@ -17,11 +17,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any
 
 from ..linux.libc import MNT_DETACH, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, mount, umount2
 from ..linux.securejoin import secure_join
 from .config import Config, MountSpec
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 DEFAULT_FLAGS = MS_NOEXEC | MS_NOSUID | MS_NODEV

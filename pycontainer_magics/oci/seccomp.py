@@ -10,9 +10,12 @@ dropped.
 from __future__ import annotations
 
 import errno
-from typing import Any
 
 from ..linux.seccomp import ACTIONS, Arg, Profile, Rule, SeccompError, compile_profile
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any
 
 KNOWN_ARCHES = {"SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
                 "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 from .lifecycle import update
+
+TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _bytes(text: str) -> int:
