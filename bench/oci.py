@@ -42,12 +42,16 @@ def _run(cmd: list[str]) -> None:
             raise RuntimeError(f"{' '.join(cmd[:4])}...: exit {p.returncode}: {err.read().decode().strip()}")
 
 
-def tools(env: Env, our_root: Path) -> dict[str, list[str]]:
+def tools(env: Env, our_root: Path, extra: tuple[str, ...] = ()) -> dict[str, list[str]]:
     """The command prefix of each runtime, before the subcommand. Ours is the launcher engines are given
-    (`pycontainer install-runtime`: python -IS, no site-packages)."""
+    (`pycontainer install-runtime`: python -IS, no site-packages); `extra` NAME=PATH adds other launchers
+    of ours (another checkout's, for a before/after in one run)."""
     launcher = subprocess.run([PYCONTAINER, "install-runtime", "--output", str(env.tmp / "pycontainer-runc")],
                               capture_output=True, text=True, check=True).stdout.strip()
     out = {"pycontainer": [launcher], "library": []}
+    for item in extra:
+        name, _, path = item.partition("=")
+        out[name] = [path]
     if shutil.which("runc"):
         out["runc"] = ["runc", "--root", str(env.runc_root)]
     if env.helper is not None:
@@ -95,7 +99,7 @@ def cycle(prefix: list[str], name: str, our_root: Path, bundle: Path, cid: str) 
         return library_cycle(our_root, bundle, cid)
 
     def cmd(*argv: str) -> list[str]:
-        if name == "pycontainer":
+        if name not in ("runc", "crun"):  # ours, through a launcher
             return [*prefix, "--root", str(our_root), *argv]
         return [*prefix, *argv]
 
@@ -113,6 +117,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--idle-ms", type=float, default=50)
+    ap.add_argument("--launcher", action="append", default=[], metavar="NAME=PATH",
+                    help="another launcher of ours to measure alongside (e.g. an older checkout's)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/oci.py: run as root")
@@ -123,7 +129,7 @@ def main() -> int:
     try:
         env.build_bundle()
         env.start_crun_helper()
-        prefixes = tools(env, our_root)
+        prefixes = tools(env, our_root, tuple(args.launcher))
         samples = {n: [] for n in prefixes}
         names = list(prefixes)
         for r in range(-2, args.rounds):
