@@ -14,7 +14,6 @@ import os
 import time
 
 from . import state as st
-from .cgroups import OciCgroup
 from .state import StateError
 
 LifecycleError = StateError  # the name callers of the earlier lifecycle module catch
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
 
+    from .cgroups import OciCgroup
     from .config import Config
 
 
@@ -43,7 +43,7 @@ class CreateOptions:
 def create(root: str, cid: str, opts: CreateOptions) -> int:
     """Set the container up and leave its init waiting for `start`; returns the init's host pid. On any
     error nothing is left: no state directory, process or cgroup. Call from a single-threaded process."""
-    from .cgroups import resolve
+    from .cgroups import OciCgroup, resolve
     from .config import ConfigError, load
     from .init import InitContext, bootstrap, recv, send, socketpair
     from .process import plan_process
@@ -347,6 +347,7 @@ def delete(root: str, cid: str, force: bool = False) -> None:
 
 
 def _kill_init(directory: str, rec: dict[str, Any]) -> None:
+    from .cgroups import OciCgroup  # here, not at the top: `start` and `state` do not need it
     cg = OciCgroup(rec["cgroup"]) if rec.get("cgroup") else None
     if cg is not None and st.status(directory, rec) == "paused":
         cg.freeze(False)
@@ -377,6 +378,7 @@ def _wait_gone(rec: dict[str, Any], timeout: float) -> None:
 def _destroy(directory: str, rec: dict[str, Any]) -> None:
     """Remove what is left: every process in the cgroup, the cgroup, the state; then poststop hooks."""
     if rec.get("cgroup"):
+        from .cgroups import OciCgroup
         OciCgroup(rec["cgroup"]).destroy(remove_parent=bool(rec.get("cgroup_default")))
     st.remove(directory)
     hooks = (rec.get("config") or {}).get("hooks") or {}
@@ -394,6 +396,7 @@ def _destroy(directory: str, rec: dict[str, Any]) -> None:
 
 
 def _cgroup(rec: dict[str, Any]) -> OciCgroup:
+    from .cgroups import OciCgroup
     if not rec.get("cgroup"):
         raise StateError(errno.ENOTSUP, "the container has no cgroup (created without root and without a "
                          "delegated cgroup): nothing to freeze, limit or measure")
@@ -437,7 +440,7 @@ def pids(root: str, cid: str) -> list[int]:
     directory, rec = _get(root, cid)
     if not rec.get("cgroup"):  # only the init is known
         return [rec["pid"]] if st.alive(rec) else []
-    return OciCgroup(rec["cgroup"]).pids()
+    return _cgroup(rec).pids()
 
 
 def stats(root: str, cid: str) -> dict[str, Any]:
