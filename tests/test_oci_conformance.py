@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -101,14 +102,17 @@ def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) ->
                     "runc": ROOTED % (shutil.which("runc") or "runc", work / "state-runc"),
                     "crun": CRUN_WRAPPER % (" ".join(crun.prefix), work / "state-crun")}
         tables = {}
+        # the bundles go under /var/tmp, as run-suite.sh has it (a 0700 pytest directory would keep a container
+        # with its own uid map out of its own bundle), in a directory of this run's: the suite leaves its
+        # ocitest* bundles behind, 80 of them over a day of runs here
+        bundles = tempfile.mkdtemp(prefix="pcm-rtt-", dir="/var/tmp")
+        os.chmod(bundles, 0o755)
         try:
             for name, script in runtimes.items():
                 cmd = work / f"{name}-runtime"
                 cmd.write_text(script)
                 cmd.chmod(0o755)
-                # the bundles go to /var/tmp, as run-suite.sh has it: a 0700 pytest directory would keep a
-                # container with its own uid map out of its own bundle
-                env = {**os.environ, "RESULTS": str(work / f"{name}.tap"), "TMPDIR": "/var/tmp"}
+                env = {**os.environ, "RESULTS": str(work / f"{name}.tap"), "TMPDIR": bundles}
                 p = subprocess.run(["bash", str(src / "run-suite.sh"), built, str(cmd)], capture_output=True,
                                    text=True, env=env, timeout=3000)
                 tables[name] = parse(p.stdout)
@@ -117,6 +121,7 @@ def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) ->
                 root = work / f"state-{name}"
                 for cid in os.listdir(root) if root.is_dir() else []:
                     subprocess.run([str(work / f"{name}-runtime"), "delete", "--force", cid], capture_output=True)
+            shutil.rmtree(bundles, ignore_errors=True)
     RESULTS.append("OCI runtime-tools validation suite, assertions ok / not ok per test file "
                    f"(TAP in {work}):\n" + markdown(tables))
     ok = {n: sum(v[0] for v in t.values()) for n, t in tables.items()}
