@@ -45,8 +45,13 @@ def open_dir() -> Iterator[Path]:
     os.chmod(d, 0o755)
     yield Path(d)
     from pycontainer_magics.runtime.cleanup import settle
+    from pycontainer_magics.runtime.pool import pool
 
-    settle()  # the background clean-up of the runs made there
+    # the background clean-up of the runs made there, and what was prepared there for a next run (made after
+    # the test, its scratch dir re-created this directory once it was removed: five were left in /var/tmp)
+    settle()
+    pool.drain()
+    settle()
     shutil.rmtree(d)
 
 
