@@ -267,6 +267,35 @@ def test_create_start_kill_delete(busybox: str, tmp_path: Path, ours: Runtime) -
     assert ours("list", "-q").stdout == ""
 
 
+def _cgroup_dirs_named(name: str) -> list[str]:
+    return [d for d, _subdirs, _files in os.walk("/sys/fs/cgroup") if os.path.basename(d) == name]
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_delete_removes_the_cgroup_parents_create_made(busybox: str, tmp_path: Path, ours: Runtime,
+                                                       where: str) -> None:
+    """A cgroupsPath whose parents do not exist: create makes them, delete removes them where empty (runc
+    leaves them). A relative path is under the runtime's own cgroup, which in some hierarchy may be the
+    caller's session: a dockerd given `--cgroup-parent pycontainer_magics/x` left pycontainer_magics/x there.
+    A parent that existed before stays."""
+    top = f"pcm-test-{os.getpid()}-{where}"
+    existing = cgroup_dirs("/pycontainer_magics")
+    path = f"/pycontainer_magics/{top}/nested/c" if where == "absolute" else f"{top}/nested/c"
+    b = make_bundle(tmp_path, busybox, ["true"])
+    c = json.loads((b / "config.json").read_text())
+    c["linux"]["cgroupsPath"] = path
+    (b / "config.json").write_text(json.dumps(c))
+    ours("create", "--bundle", str(b), "c2", stdio=tmp_path / "stdio")
+    pid = ours.state("c2")["pid"]
+    adopt(pid)
+    assert len(_cgroup_dirs_named("nested")) >= 1 and _cgroup_dirs_named(top)
+    ours("start", "c2")
+    reap(pid)
+    ours("delete", "c2")
+    assert _cgroup_dirs_named(top) == [] and not (ours.root / "c2").exists()
+    assert [d for d in existing if not os.path.isdir(d)] == []  # what was there before stays
+
+
 def test_kill_by_name_or_number_and_all(busybox: str, tmp_path: Path, ours: Runtime) -> None:
     b = make_bundle(tmp_path, busybox, ["sleep", "100"])
     for sig, code in (("9", -9), ("SIGKILL", -9), ("kill", -9), ("TERM", None), ("15", None)):

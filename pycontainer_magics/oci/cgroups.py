@@ -22,6 +22,7 @@ from ..errors import InvalidInput
 
 TYPE_CHECKING = False  # typing itself is not imported: the command line's start-up
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -207,6 +208,9 @@ class OciCgroup:
                     os.mkdir(m, 0o755)
                 except FileExistsError:
                     continue
+                except FileNotFoundError:  # its parent went with another container's delete meanwhile
+                    os.makedirs(os.path.dirname(m), 0o755, exist_ok=True)
+                    os.mkdir(m, 0o755)
                 made.append(m)
                 if not self.v2 and os.path.basename(mp).split(",").count("cpuset"):
                     self._inherit_cpuset(m)
@@ -549,9 +553,10 @@ class OciCgroup:
                 except OSError:
                     pass
 
-    def destroy(self, timeout: float = 5.0, remove_parent: bool = False) -> None:
-        """Kill what is left and remove every directory (idempotent); with remove_parent also the directory
-        above it where now empty (the project's own parent, for a container given no cgroupsPath)."""
+    def destroy(self, timeout: float = 5.0, parents: Iterable[str] = (), project_parent: bool = False) -> None:
+        """Kill what is left and remove every directory (idempotent); then, where now empty, the `parents` its
+        create() made, and with project_parent the directory above it (the project's own parent, for a container
+        given no cgroupsPath)."""
         if not self.exists():
             return
         if self.v2 and os.path.exists(os.path.join(self.paths[CGROUP_ROOT], "cgroup.kill")):
@@ -574,12 +579,12 @@ class OciCgroup:
                     if e.errno != errno.EBUSY or time.monotonic() > deadline:
                         raise OSError(e.errno, f"removing the cgroup {d}: {e.strerror}", d) from None
                     time.sleep(0.01)
-        if remove_parent:  # the project's parent, when this was its last container (rmdir: only if empty)
-            for d in self.paths.values():
-                try:
-                    os.rmdir(os.path.dirname(d))
-                except OSError:
-                    pass
+        above = set(parents) | ({os.path.dirname(d) for d in self.paths.values()} if project_parent else set())
+        for d in sorted(above, key=len, reverse=True):  # deepest first; rmdir: only if empty
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
 DEFAULT_DEVICE_RULES: list[dict[str, Any]] = [  # runc's AllowedDevices, appended to every config's rules

@@ -143,8 +143,11 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         if child_pid is not None:
             _reap(child_pid)
             child_pid = None
+        # the parents made for a cgroupsPath whose parents did not exist go with the container (when empty):
+        # runc leaves them, and a relative path (under the caller's own cgroup) left them in the caller's
+        leaves = set(cgroup_paths.values())
         rec.update(status="created", pid=init_pid, pid_start=st.start_time(init_pid), creator=None,
-                   creator_start=None)
+                   creator_start=None, cgroup_made=[d for d in made if d not in leaves])
         st.save(directory, rec)
         if opts.pid_file:
             _write_pid_file(opts.pid_file, init_pid)
@@ -379,7 +382,8 @@ def _destroy(directory: str, rec: dict[str, Any]) -> None:
     """Remove what is left: every process in the cgroup, the cgroup, the state; then poststop hooks."""
     if rec.get("cgroup"):
         from .cgroups import OciCgroup
-        OciCgroup(rec["cgroup"]).destroy(remove_parent=bool(rec.get("cgroup_default")))
+        OciCgroup(rec["cgroup"]).destroy(parents=rec.get("cgroup_made") or (),
+                                         project_parent=bool(rec.get("cgroup_default")))
     st.remove(directory)
     hooks = (rec.get("config") or {}).get("hooks") or {}
     if hooks.get("poststop"):
