@@ -47,6 +47,8 @@ class PrivatePodman:
                     f'[network]\nnetwork_config_dir = "{self.top}/cni"\n'
                     '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
         self.env = {**os.environ, "CONTAINERS_CONF": conf}
+        # every podman command runs in self.top: conmon writes a file `oom` into its working directory when a
+        # container is OOM-killed (it would land in the notebook's directory)
         self._holder = _mount_namespace_holder()
         self.base = ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--",
                      "podman", "--root", f"{self.top}/root", "--runroot", f"{self.top}/runroot",
@@ -56,7 +58,7 @@ class PrivatePodman:
                  timeout: float = 120.0) -> str:
         """`podman ARGS...` on the private store: its stdout; KubeError (one line) when it fails."""
         r = subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                           input=input)
+                           input=input, cwd=self.top)
         if check and r.returncode != 0:
             tail = (r.stderr.strip().splitlines() or [""])[-1]
             raise KubeError(f"podman {' '.join(args[:2])}: exit {r.returncode}: {tail}")
@@ -88,7 +90,7 @@ class PrivatePodman:
 
     def logs(self, container: str) -> str:
         r = subprocess.run([*self.base, "logs", container], env=self.env, capture_output=True, text=True,
-                           timeout=60)
+                           timeout=60, cwd=self.top)
         return r.stdout + r.stderr
 
     def inspect(self, name: str, fmt: str) -> str:
