@@ -245,3 +245,16 @@ def _fd_target(fd: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "?"
+
+
+def other_state_dirs_links() -> set[str]:
+    """Bridges and host veths another state dir owns (a notebook, another test run with networks up while a
+    test runs): not the test's, so host-wide leak checks leave them out."""
+    from pycontainer_magics.network import networks
+    from pycontainer_magics.network.netns import iproute
+
+    tag = networks.link_tag()
+    with iproute() as ipr:
+        return {str(link.get("ifname")) for link in ipr.get_links()
+                if (link.get("IFLA_IFALIAS") or "").startswith(networks.TAG_PREFIX)
+                and not networks.is_ours(link.get("IFLA_IFALIAS"), tag)}

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import host_clean  # noqa: F401
+from helpers import host_clean, other_state_dirs_links  # noqa: F401
 from subnets import free_subnet
 
 from pycontainer_magics import network as net
@@ -31,20 +31,9 @@ def _links(kind: str) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
 
 
-def _others() -> set[str]:
-    """Links another state dir owns: a notebook or another test run with networks up while this runs."""
-    from pycontainer_magics.network import networks
-
-    tag = networks.link_tag()
-    with net.netns.iproute() as ipr:
-        return {str(link.get("ifname")) for link in ipr.get_links()
-                if (link.get("IFLA_IFALIAS") or "").startswith(networks.TAG_PREFIX)
-                and not networks.is_ours(link.get("IFLA_IFALIAS"), tag)}
-
-
 def _ours(rules: list[str]) -> list[str]:
     """The firewall rules are the host's: leave out those of another state dir's bridges."""
-    others = _others()
+    others = other_state_dirs_links()
     return [r for r in rules if not set(re.findall(r"pcm-[0-9a-f]+", r)) & others]
 
 
@@ -130,7 +119,7 @@ def test_connect_and_disconnect_a_running_container(labnet: str) -> None:
 def test_unknown_network_is_one_clear_error_and_nothing_is_made() -> None:
     with pytest.raises(LaunchError, match="no-such-net"):
         run(ContainerSpec(command=("true",), network="no-such-net"))
-    assert not any(v.startswith("pcv") for v in set(_links("veth")) - _others())
+    assert not any(v.startswith("pcv") for v in set(_links("veth")) - other_state_dirs_links())
 
 
 @pytest.mark.slow
@@ -143,7 +132,7 @@ def test_fifty_containers_leave_nothing(labnet: str) -> None:
     # first: that it leaves nothing is tests/test_prepared_endpoint.py's.
     pool.drain()
     assert net.get_network(labnet).endpoints == () and net.get_network(labnet).reserved == ()
-    assert not any(v.startswith("pcv") for v in set(_links("veth")) - _others())
+    assert not any(v.startswith("pcv") for v in set(_links("veth")) - other_state_dirs_links())
     assert not os.listdir(os.path.join(net.state.state_dir(), "hosts")) if os.path.isdir(
         os.path.join(net.state.state_dir(), "hosts")) else True
 

@@ -17,6 +17,7 @@ import time
 import uuid
 
 import pytest
+from helpers import other_state_dirs_links
 
 pytestmark = [pytest.mark.root, pytest.mark.network,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -63,16 +64,7 @@ def lab(tmp_path, monkeypatch):
         N.delete_netns(ns.name)
     left = _our_links() + _state_files() + _host_addresses_in(subnets)
     assert not [f for f in left if not f.endswith("network.lock")], f"left behind: {left}"
-    assert not {i.name for i in N.interfaces()} - links_before - _other_state_dirs_links()
-
-
-def _other_state_dirs_links() -> set[str]:
-    """Links another state dir's owner made meanwhile (another test run on this host): not this test's."""
-    tag = _networks.link_tag()
-    with N.netns.iproute() as ipr:
-        return {link.get("ifname") for link in ipr.get_links()
-                if (link.get("IFLA_IFALIAS") or "").startswith(_networks.TAG_PREFIX)
-                and not _networks.is_ours(link.get("IFLA_IFALIAS"), tag)}
+    assert not {i.name for i in N.interfaces()} - links_before - other_state_dirs_links()
 
 
 def _ns(tag: str, n: str) -> str:
