@@ -87,8 +87,10 @@ def summarize(xs: list[float]) -> dict[str, float]:
 
 
 class Env:
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="pycbench-"))
+    def __init__(self, tmp_parent: str | None = None) -> None:
+        """tmp_parent: where the temp dir goes (the default: $TMPDIR); "/tmp" where a socket path under it
+        must stay short."""
+        self.tmp = Path(tempfile.mkdtemp(prefix="pycbench-", dir=tmp_parent))
         self.tag = f"pycbench-{os.getpid()}"
         self.counter = 0
         self.helper: subprocess.Popen | None = None  # crun's mount namespace (unified hierarchy unmounted)

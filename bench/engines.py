@@ -22,7 +22,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,8 +97,7 @@ def main() -> int:
     cli = next((c for c in ("/usr/local/bin/docker", "/usr/bin/docker") if os.access(c, os.X_OK)), None)
     if cli is None:
         raise SystemExit("bench/engines.py: no docker CLI")
-    env = Env()
-    env.tmp = Path(tempfile.mkdtemp(prefix="pycb-", dir="/tmp"))  # short: the socket path
+    env = Env(tmp_parent="/tmp")  # short: the socket path
     parent = f"/pycontainer_magics/bench-engines-{os.getpid()}"
     d = env.tmp / "dockerd"
     proc = None
