@@ -145,10 +145,8 @@ def main() -> int:
             if r >= 0:
                 empty.append(time.perf_counter() - t0)
     finally:
-        if env.helper is not None:
-            env.helper.kill()
-            env.helper.wait()
-        shutil.rmtree(env.tmp, ignore_errors=True)
+        for line in env.cleanup():  # runc/crun containers a failed round left, their cgroups, the helper, tmp
+            log(line)
     med = {n: [statistics.median(x[i] for x in s) * 1000 for i in range(len(STEPS))] for n, s in samples.items()}
     cyc = {n: statistics.median(sum(x) for x in s) * 1000 for n, s in samples.items()}
     print(f"create + start + state + delete --force, {args.rounds} rounds, medians in ms "
