@@ -62,6 +62,18 @@ def log(msg: str) -> None:
 # Statistics
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 60.0) -> bool:
+    """SIGTERM to a daemon we started, SIGKILL if it is still there after `grace` s; True if it was killed."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return True
+
+
 def pct(xs: list[float], q: float) -> float:
     """q-th percentile (0-100), linear interpolation between closest ranks."""
     s = sorted(xs)

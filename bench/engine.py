@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import VENV_PY, Env, checked, log, probe, round_robin, summarize  # noqa: E402
+from bench import VENV_PY, Env, checked, log, probe, round_robin, stop_process, summarize  # noqa: E402
 
 DOCKER = shutil.which("docker", path="/usr/bin") or shutil.which("docker")
 
@@ -100,12 +99,7 @@ class Daemons:
                 if ids:
                     subprocess.run(self.docker(sock, "rm", "-f", *ids), capture_output=True, timeout=120)
                     report.append(f"{name}: removed {len(ids)} leftover container(s)")
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if stop_process(proc, 60):
                 report.append(f"{name}: killed after 60 s")
         if self.dockerd is not None:
             with contextlib.suppress(OSError):

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import VENV_PY, Env, log  # noqa: E402
+from bench import VENV_PY, Env, log, stop_process  # noqa: E402
 
 IMAGE = "lab/bench-busybox:1"
 
@@ -152,12 +151,7 @@ def main() -> int:
                     cpu[name].append(dc)
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 60)
         with open("/proc/self/mountinfo") as f:
             for mp in sorted((line.split()[4] for line in f if str(env.tmp) in line.split()[4]), key=len,
                              reverse=True):
