@@ -237,17 +237,25 @@ class Client:
         return int(self.get(f"/exec/{eid}/json")["ExitCode"] or 0)
 
     def wait(self, ref: str, condition: str = "not-running") -> dict[str, Any]:
-        """`{"StatusCode": n, "Error": ...}` once the condition holds (the body is one chunk of JSON)."""
-        s, data = self._open("POST", f"/containers/{ref}/wait", {"condition": condition})
-        try:
-            while not data.endswith(b"0\r\n\r\n") and (chunk := s.recv(65536)):
-                data += chunk
-        finally:
-            s.close()
-        text = data.decode(errors="replace")
-        start, end = text.find("{"), text.rfind("}")
-        result: dict[str, Any] = json.loads(text[start:end + 1]) if start >= 0 else {}
-        return result
+        """`{"StatusCode": n, "Error": ...}` once the condition holds."""
+        return wait_answer(*self.open_wait(ref, condition))
+
+    def open_wait(self, ref: str, condition: str = "not-running") -> tuple[_socket.socket, bytes]:
+        """A wait registered now (before a start, as the docker CLI does); wait_answer() reads its answer."""
+        return self._open("POST", f"/containers/{ref}/wait", {"condition": condition})
+
+
+def wait_answer(s: _socket.socket, data: bytes) -> dict[str, Any]:
+    """A wait's answer, read to its end and the socket closed (the body is one chunk of JSON)."""
+    try:
+        while not data.endswith(b"0\r\n\r\n") and (chunk := s.recv(65536)):
+            data += chunk
+    finally:
+        s.close()
+    text = data.decode(errors="replace")
+    start, end = text.find("{"), text.rfind("}")
+    result: dict[str, Any] = json.loads(text[start:end + 1]) if start >= 0 else {}
+    return result
 
 
 def _quote(value: Any) -> str:

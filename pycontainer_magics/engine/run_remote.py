@@ -11,11 +11,10 @@ from __future__ import annotations
 import _thread  # not threading: the command line's start-up (one relay thread, joined by a lock)
 import time
 
-from .client import Client, EngineError
+from .client import Client, EngineError, wait_answer
 
 TYPE_CHECKING = False  # typing is not imported: the command line's path (cli/run_daemon.py)
 if TYPE_CHECKING:
-    from _socket import socket
     from collections.abc import Callable
     from typing import Any
 
@@ -74,7 +73,7 @@ def run_created(c: Client, cid: str, on_output: Callable[[str, bytes], None],
     t0 = time.monotonic() if t0 is None else t0
     frames = c.attach(cid)
     # Registered before start, as the docker CLI does: the answer comes once it is gone (AutoRemove).
-    wait_sock, wait_rest = c._open("POST", f"/containers/{cid}/wait", {"condition": "removed"})
+    wait_sock, wait_rest = c.open_wait(cid, "removed")
     try:
         c.post(f"/containers/{cid}/start")
     except EngineError:
@@ -92,20 +91,7 @@ def run_created(c: Client, cid: str, on_output: Callable[[str, bytes], None],
             relayed.release()
 
     _thread.start_new_thread(relay, ())
-    code = _wait_result(wait_sock, wait_rest)
+    code = int(wait_answer(wait_sock, wait_rest).get("StatusCode", 125))
     relayed.acquire(timeout=10)
     return code, time.monotonic() - t0
 
-
-def _wait_result(s: socket, data: bytes) -> int:
-    import json
-
-    try:
-        while not data.endswith(b"0\r\n\r\n") and (chunk := s.recv(65536)):
-            data += chunk
-    finally:
-        s.close()
-    text = data.decode(errors="replace")
-    start, end = text.find("{"), text.rfind("}")
-    r = json.loads(text[start:end + 1]) if start >= 0 else {}
-    return int(r.get("StatusCode", 125))
