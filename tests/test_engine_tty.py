@@ -248,3 +248,45 @@ def test_a_restarted_daemon_reaches_a_running_shell(tmp_path):
             second.docker("rm", "keep", cli=cli, check=True)
         finally:
             stop_daemon(second)
+
+
+def test_stdin_relay_takes_a_bounded_amount_from_its_client(tmp_path, monkeypatch):
+    """A container that does not read its stdin: its supervisor stops taking the client's input once it holds
+    MAX_PENDING (the daemon's send waits, as a full pipe's writer does) instead of piling up all that is sent;
+    once the container reads, the input flows again."""
+    import socket
+
+    from pycontainer_magics.workloads import container_io, daemon_store
+
+    monkeypatch.setattr(daemon_store, "container_dir", lambda cid: str(tmp_path))
+    daemon_end, supervisor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    relay = container_io.StdioRelay("x", None, tty=False, open_stdin=True,  # type: ignore[arg-type]
+                                    channel=supervisor_end.detach())
+    assert relay.stdin_r is not None
+    container_stdin = os.dup(relay.stdin_r)  # the container's end: kept open, not read
+    relay.start()
+    daemon_end.setblocking(False)
+    chunk = container_io.STDIN + bytes(container_io.MAX_MESSAGE)
+    sent, stuck_since = 0, None
+    try:
+        while sent < 64 * 2**20:
+            try:
+                daemon_end.send(chunk)
+                sent += container_io.MAX_MESSAGE
+                stuck_since = None
+            except BlockingIOError:
+                stuck_since = stuck_since or time.monotonic()
+                if time.monotonic() - stuck_since > 1:
+                    break
+                time.sleep(0.02)
+        assert sent < container_io.MAX_PENDING + 4 * 2**20, sent  # held, pipe and socket buffers: not 64 MiB
+        got = 0
+        while got < container_io.MAX_PENDING:  # the container reads: what was held arrives, and there is room again
+            got += len(os.read(container_stdin, 65536))
+        daemon_end.setblocking(True)
+        daemon_end.settimeout(10)
+        daemon_end.send(chunk)
+    finally:
+        relay.finish()
+        daemon_end.close()
+        os.close(container_stdin)

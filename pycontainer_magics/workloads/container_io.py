@@ -32,6 +32,7 @@ STDIN, EOF, RESIZE, OUTPUT, END = b"i", b"e", b"r", b"o", b"x"
 SOCKET = "attach.sock"
 MAX_MESSAGE = 1 << 16
 _SIZE = struct.Struct(">HH")
+MAX_PENDING = 1 << 20  # stdin held for a container that reads slower than its client sends: no more is taken
 SEND_TIMEOUT = 5.0  # a daemon that does not read its channel for this long loses it (the container goes on)
 
 
@@ -174,8 +175,9 @@ class StdioRelay:
         self._end_channels()
 
     def _interest(self, sel: selectors.BaseSelector) -> None:
-        """Watch the terminal for output (and for room, when input waits), a stdin pipe for room."""
-        def want(fd: int, events: int, what: str) -> None:
+        """Watch the terminal for output (and for room, when input waits), a stdin pipe for room, the channels
+        while there is room for their input."""
+        def want(fd: int | socket.socket, events: int, what: str) -> None:
             if fd in sel.get_map():
                 if events:
                     sel.modify(fd, events, what)
@@ -185,6 +187,11 @@ class StdioRelay:
                 sel.register(fd, events, what)
 
         write = selectors.EVENT_WRITE if self.pending else 0
+        # Full: the channels are not read until the container has taken some (the daemon's send waits, and with it
+        # the client's), as a pipe holds its writer; else a client could pile up any amount here.
+        full = len(self.pending) >= MAX_PENDING
+        for ch in self.channels:
+            want(ch, 0 if full else selectors.EVENT_READ, "channel")
         if self.master is not None and self.master_open:
             want(self.master, selectors.EVENT_READ | (write if self.stdin_w == self.master else 0), "master")
         if self.stdin_w is not None and self.stdin_w != self.master:
