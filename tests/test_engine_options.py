@@ -176,7 +176,8 @@ def test_a_network_that_does_not_exist_is_refused_at_create(d):
 @pytest.mark.parametrize("body", [{"HostConfig": {"Memory": "lots"}}, {"HostConfig": {"PidsLimit": "x"}},
                                   {"Cmd": {"a": 1}}, {"HostConfig": {"RestartPolicy": {"Name": "on-failure",
                                                                                        "MaximumRetryCount": "x"}}},
-                                  {"HostConfig": {"Binds": 5}}, {"HostConfig": "x"}, {"Env": [1, 2]}])
+                                  {"HostConfig": {"Binds": 5}}, {"HostConfig": "x"}, {"Env": [1, 2]},
+                                  {"HostConfig": {"ConsoleSize": ["a", 1]}}, {"HostConfig": {"ConsoleSize": 80}}])
 def test_a_field_of_the_wrong_json_type_is_a_400_and_makes_nothing(d, body):
     """dockerd's decoder refuses a wrong JSON type (400); here some were a 500 (a TypeError in the checks) and
     some made a container with nonsense in its record."""
@@ -193,6 +194,7 @@ def test_exec_network_and_volume_bodies_of_the_wrong_json_type_are_400s(d):
     try:
         for path, body in ((f"/containers/{cid}/exec", {"Cmd": [1, 2]}),
                            (f"/containers/{cid}/exec", {"Cmd": ["true"], "Env": "A=1"}),
+                           (f"/containers/{cid}/exec", {"Cmd": ["true"], "Tty": True, "ConsoleSize": ["x", 80]}),
                            ("/networks/create", {"Name": "n-bad", "IPAM": "x"}),
                            ("/networks/create", {"Name": "n-bad", "IPAM": {"Config": [{"Subnet": 5}]}}),
                            ("/volumes/create", {"Name": 5})):

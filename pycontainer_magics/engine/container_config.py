@@ -53,9 +53,17 @@ def check_string(field: str, value: Any) -> None:
         raise _type_error(field, "a string", value)
 
 
+def check_console_size(field: str, value: Any) -> None:
+    """None, or [rows, cols] (dockerd's [2]uint; a terminal's window size is 16 bits each), else its 400."""
+    if value is not None and not (isinstance(value, list) and len(value) == 2 and all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 0xFFFF for x in value)):
+        raise _type_error(field, "[rows, cols], two integers 0-65535", value)
+
+
 def _check_types(config: dict[str, Any], host_config: dict[str, Any]) -> None:
     if not isinstance(host_config, dict):
         raise _type_error("HostConfig", "an object", host_config)
+    check_console_size("HostConfig.ConsoleSize", host_config.get("ConsoleSize"))
     for key in _INT_FIELDS:
         v = host_config.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):

@@ -82,6 +82,7 @@ async def create(e: Engine, req: Request, ref: str) -> Response:
         container_config.check_string_list(key, body.get(key))
     for key in ("WorkingDir", "User", "DetachKeys"):
         container_config.check_string(key, body.get(key))
+    container_config.check_console_size("ConsoleSize", body.get("ConsoleSize"))
     if body.get("Privileged"):
         raise ApiError(400, "exec --privileged is not supported by this engine: the process gets the container's "
                        "capabilities")
@@ -104,6 +105,9 @@ async def start(e: Engine, req: Request, eid: str) -> Response | None:
     detach = bool(body.get("Detach"))
     use_stdin = bool(x.config.get("AttachStdin")) and not detach
     detach_keys = parse_detach_keys(x.config.get("DetachKeys") or req.q("detachKeys")) if tty else b""
+    from . import container_config
+
+    container_config.check_console_size("ConsoleSize", body.get("ConsoleSize"))
     size = body.get("ConsoleSize") or x.config.get("ConsoleSize")
     if size:
         x.size = (int(size[0] or 0), int(size[1] or 0))
