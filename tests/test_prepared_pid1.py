@@ -14,6 +14,7 @@ import time
 import pytest
 from helpers import wait_for
 
+from pycontainer_magics.linux.proc import alive, children
 from pycontainer_magics.runtime import ContainerSpec, run
 from pycontainer_magics.runtime.pool import pool, release
 
@@ -30,27 +31,6 @@ def sh(script: str, **kw: object):
 
 def prepared_ahead(r) -> bool:  # type: ignore[no-untyped-def]
     return any(label == PREPARED for label, _ in r.timeline)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            out.append(int(d))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
@@ -99,13 +79,13 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     sh("true", memory=64 * MiB)
     sh("true", memory=64 * MiB)
     assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
-                    and len(_children(pool._ready.pid)) == 1, 10)
+                    and len(children(pool._ready.pid)) == 1, 10)
     holder = pool._ready
     assert holder is not None and pool._cgroup is not None
-    (pid1,) = _children(holder.pid)
+    (pid1,) = children(holder.pid)
     cgroup_dirs = set(pool._cgroup[1].paths.values())
     release()
-    assert wait_for(lambda: not _alive(pid1) and not _alive(holder.pid), 5)
+    assert wait_for(lambda: not alive(pid1) and not alive(holder.pid), 5)
     assert not any(os.path.isdir(d) for d in cgroup_dirs)
 
     # A killed process (a notebook kernel killed by the OOM killer, say): the prepared PID 1 goes with it
@@ -123,12 +103,12 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     try:
         assert p.stdout is not None
         holder_pid, *dirs = p.stdout.readline().split()
-        assert wait_for(lambda: len(_children(int(holder_pid))) == 1, 10)
-        (parked,) = _children(int(holder_pid))
+        assert wait_for(lambda: len(children(int(holder_pid))) == 1, 10)
+        (parked,) = children(int(holder_pid))
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    assert wait_for(lambda: not _alive(parked) and not _alive(int(holder_pid)), 5)
+    assert wait_for(lambda: not alive(parked) and not alive(int(holder_pid)), 5)
     for d in dirs:
         with open(os.path.join(d, "cgroup.procs")) as f:
             assert f.read().strip() == ""

@@ -50,6 +50,21 @@ def alive(pid: int | None) -> bool:
     return fields is not None and fields[0] not in ("Z", "X")
 
 
+def children(pid: int) -> list[int]:
+    """The live (not zombie) children of `pid`."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            fields = stat_fields(int(d))
+        except OSError:
+            continue
+        if fields and fields[0] not in ("Z", "X") and int(fields[1]) == pid:
+            out.append(int(d))
+    return out
+
+
 def token(pid: int | None = None) -> str:
     """`PID:STARTTIME` of a process (default: this one); `PID:0` when it is gone already."""
     pid = os.getpid() if pid is None else pid

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..linux import proc
 from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
 from . import cleanup
 from .channel import send_ctl
@@ -359,28 +360,12 @@ def release() -> list[int]:
         return []
     if ready is not None:  # its socket is closed: it is on its way out
         deadline = time.monotonic() + 2.0
-        while ready in _children(z.pid) and time.monotonic() < deadline:
+        while ready in proc.children(z.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-    busy = _children(z.pid)
+    busy = proc.children(z.pid)
     if not busy:
         z.stop()
     return busy
-
-
-def _children(pid: int) -> list[int]:
-    """Live (not zombie) children of pid."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            out.append(int(d))
-    return out
 
 
 def _alive(pid: int) -> bool:
