@@ -198,16 +198,10 @@ def pid1_nested(L: Launch, join_fds: list[int], console: int | None = None) -> N
         if console is not None:
             at.stage = "making the terminal"
             _make_terminal(L, console)
-        at.stage = "dropping privileges"
-        _drop_privileges(L)
-        if L.check_executable:
-            at.stage = "looking up the executable"
-            _check_executable(L)
-        send(STATUS_FD, {"ready": True, "notes": notes})
     except BaseException as e:  # noqa: BLE001
         report_failure(at.stage, e)
         os._exit(125)
-    _payload(L)
+    _drop_privileges_and_run(L, notes)
 
 
 def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
@@ -239,18 +233,25 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
         os.dup2(fd, (STATUS_FD, 0, 1, 2)[i], inheritable=i > 0)
         os.close(fd)
     ctl.close()
+    _drop_privileges_and_run(run_L, notes, namespaces)
+
+
+def _drop_privileges_and_run(L: Launch, notes: list[str], namespaces: dict[str, int | None] | None = None) -> NoReturn:
+    """The last steps of a PID 1 made by the holder (pid1_nested, pid1_parked): drop privileges, check the
+    executable is there, report ready, then the payload. `namespaces`: the report still to send (parked)."""
     at = _Stage("dropping privileges")
     try:
-        send(STATUS_FD, {"namespaces": namespaces})
-        _drop_privileges(run_L)
-        if run_L.check_executable:
+        if namespaces is not None:
+            send(STATUS_FD, {"namespaces": namespaces})
+        _drop_privileges(L)
+        if L.check_executable:
             at.stage = "looking up the executable"
-            _check_executable(run_L)
+            _check_executable(L)
         send(STATUS_FD, {"ready": True, "notes": notes})
     except BaseException as e:  # noqa: BLE001
         report_failure(at.stage, e)
         os._exit(125)
-    _payload(run_L)
+    _payload(L)
 
 
 def _make_terminal(L: Launch, console: int) -> None:
