@@ -136,7 +136,7 @@ def test_a_network_removed_under_a_reservation_goes_and_is_not_made_again(labnet
     assert "bridge" not in {n.name for n in net.list_networks()}
 
 
-KILLED = """
+EXITS = """
 import sys, time
 from pycontainer_magics.runtime import run, ContainerSpec
 from pycontainer_magics.runtime.pool import pool
@@ -145,8 +145,8 @@ for _ in range(2):
 while pool._ready is None or pool._ready.endpoint is None:
     time.sleep(0.01)
 print(pool._ready.endpoint.host_veth, pool._ready.endpoint.container_id, flush=True)
-time.sleep(60)
 """
+KILLED = EXITS + "time.sleep(60)\n"  # the same, then it stays until killed
 
 
 def test_a_killed_process_leaves_no_prepared_endpoint(labnet: str) -> None:
@@ -181,18 +181,6 @@ def test_cells_alternating_between_a_network_and_none_keep_their_prepared_holder
         off = sh("true", "none")
         assert not claimed(on) and on.exit_code == off.exit_code == 0
     assert pool.served["made"] == made
-
-
-EXITS = """
-import sys, time
-from pycontainer_magics.runtime import run, ContainerSpec
-from pycontainer_magics.runtime.pool import pool
-for _ in range(2):
-    run(ContainerSpec(command=('true',), network=sys.argv[1], memory=64 * 2**20))
-while pool._ready is None or pool._ready.endpoint is None:
-    time.sleep(0.01)
-print(pool._ready.endpoint.host_veth, pool._ready.endpoint.container_id, flush=True)
-"""
 
 
 def test_a_process_that_exits_gives_its_reservation_back(labnet: str) -> None:
