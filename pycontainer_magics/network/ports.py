@@ -30,11 +30,7 @@ class Publication:
     container_ip: str
     container_port: int
     proto: str = "tcp"
-    _listener: socket.socket | None = field(default=None, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
-    _conns: set[socket.socket] = field(default_factory=set, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _forwarder: Forwarder | None = field(default=None, repr=False)
 
     @property
     def spec(self) -> str:
@@ -43,12 +39,11 @@ class Publication:
 
     @property
     def active(self) -> bool:
-        return self._listener is not None and not self._stop.is_set()
+        return self._forwarder is not None and self._forwarder.active
 
     @property
     def connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
+        return self._forwarder.connections if self._forwarder is not None else 0
 
 
 _publications: dict[tuple[str, int, str], Publication] = {}
@@ -108,10 +103,9 @@ def publish(endpoint: Endpoint, host_port: int, container_port: int, proto: str 
             raise NetworkError(f"cannot listen on {hip}:{hp}: {e.strerror}", e.errno) from None
         pub = Publication(network=endpoint.network, container_id=endpoint.container_id, host_ip=str(hip),
                           host_port=lsock.getsockname()[1], container_ip=endpoint.address, container_port=cp,
-                          proto=proto, _listener=lsock)
-        pub._thread = threading.Thread(target=_accept_loop, args=(pub,), daemon=True,
-                                       name=f"pcm-publish-{pub.host_port}")
-        pub._thread.start()
+                          proto=proto)
+        target = (pub.container_ip, pub.container_port)
+        pub._forwarder = Forwarder(lsock, lambda: target, name=f"publish-{pub.host_port}").start()
         _publications[(pub.host_ip, pub.host_port, proto)] = pub
     _record(pub.network, pub.container_id)
     return pub
@@ -121,19 +115,8 @@ def unpublish(pub: Publication) -> None:
     """Stop forwarding: close the listener and the open connections; idempotent."""
     with _registry_lock:
         _publications.pop((pub.host_ip, pub.host_port, pub.proto), None)
-    pub._stop.set()
-    lsock, pub._listener = pub._listener, None
-    if lsock is not None:
-        with contextlib.suppress(OSError):
-            lsock.shutdown(socket.SHUT_RDWR)
-        lsock.close()
-    with pub._lock:
-        conns = list(pub._conns)
-    for c in conns:
-        with contextlib.suppress(OSError):
-            c.shutdown(socket.SHUT_RDWR)
-    if pub._thread is not None and pub._thread is not threading.current_thread():
-        pub._thread.join(timeout=2)
+    if pub._forwarder is not None:
+        pub._forwarder.stop()
     _record(pub.network, pub.container_id)
 
 
@@ -155,28 +138,6 @@ def _record(network: str, container_id: str) -> None:
     specs = tuple(p.spec for p in publications(container_id) if p.network == network)
     with contextlib.suppress(NetworkError, EndpointNotFound):
         networks.update_endpoint(network, container_id, published=specs)
-
-
-def _accept_loop(pub: Publication) -> None:
-    lsock = pub._listener
-    if lsock is None:
-        return
-    while not pub._stop.is_set():
-        try:
-            client, _ = lsock.accept()
-        except OSError:
-            break
-        threading.Thread(target=_splice_connection, args=(pub, client), daemon=True,
-                         name=f"pcm-splice-{pub.host_port}").start()
-
-
-def _splice_connection(pub: Publication, client: socket.socket) -> None:
-    try:
-        upstream = socket.create_connection((pub.container_ip, pub.container_port), timeout=5)
-    except OSError:
-        client.close()
-        return
-    splice(client, upstream, pub._stop, pub._conns, pub._lock)
 
 
 def splice(client: socket.socket, upstream: socket.socket, stop: threading.Event, conns: set[socket.socket],
@@ -243,6 +204,10 @@ class Forwarder:
         assert self.listener is not None
         addr = self.listener.getsockname()
         return str(addr[0]), int(addr[1])
+
+    @property
+    def active(self) -> bool:
+        return self.listener is not None and not self._stop.is_set()
 
     @property
     def connections(self) -> int:
