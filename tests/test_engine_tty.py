@@ -290,3 +290,14 @@ def test_stdin_relay_takes_a_bounded_amount_from_its_client(tmp_path, monkeypatc
         relay.finish()
         daemon_end.close()
         os.close(container_stdin)
+
+
+@pytest.mark.parametrize("keys", ["ctrl-", "ctrl-1", "ab", "é"])
+def test_detach_keys_dockerd_refuses_are_a_400(keys):
+    from pycontainer_magics.engine.http import ApiError
+    from pycontainer_magics.engine.stdio import parse_detach_keys
+
+    with pytest.raises(ApiError) as e:
+        parse_detach_keys(keys)
+    assert e.value.status == 400 and "Invalid detach keys" in str(e.value)
+    assert parse_detach_keys("ctrl-x,a") == b"\x18a"

@@ -87,7 +87,7 @@ def parse_detach_keys(text: str | None) -> bytes:
             if c.isalpha() or c in "@[\\]^_":
                 out.append(ord(c.upper()) & 0x1F)
                 continue
-        elif len(item) == 1:
+        elif len(item) == 1 and item.isascii():  # one byte, as dockerd's (a wider character was a 500 here)
             out.append(ord(item))
             continue
         raise ApiError(400, f"Invalid detach keys ({text}) provided: ctrl-<value> or single characters, "
