@@ -112,3 +112,24 @@ def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
         pytest.skip("skopeo not installed")
     return subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True, check=True,
                           timeout=60)
+
+
+def unpack_from_file(real, tmp: str):  # type: ignore[no-untyped-def]
+    """`unpack_layer` as a plain layer from a FILE is unpacked (the kernel copies large members from it, the
+    diff_id is hashed from it): an in-memory layer (BytesIO) is written to a file under `tmp` and unpacked
+    from there, opened at a nonzero offset half the time (a caller's file positioned past a prefix)."""
+    count = [0]
+
+    def unpack(blob, dest, **kw):  # type: ignore[no-untyped-def]
+        if not isinstance(blob, io.BytesIO):
+            return real(blob, dest, **kw)
+        count[0] += 1
+        prefix = b"p" * (count[0] % 2) * 1000
+        path = os.path.join(tmp, f"layer-{count[0]}.tar")
+        with open(path, "wb") as f:
+            f.write(prefix + blob.getvalue())
+        with open(path, "rb") as f:
+            f.seek(len(prefix))
+            return real(f, dest, **kw)
+
+    return unpack

@@ -197,3 +197,75 @@ def test_gzip_with_and_without_zlib_ng(tmp_path, monkeypatch, fast):
     broken[len(broken) // 4] ^= 0xFF
     with pytest.raises(LayoutError):
         unpack_layer(io.BytesIO(bytes(broken)), str(tmp_path / "broken"))
+
+
+def _sized_members() -> list[tuple[str, bytes]]:
+    """Files around every size boundary of the file path: the kernel-copy threshold, the short read after a
+    copy, the 1 MiB chunk; small files between large ones (the reads grow back)."""
+    sizes = [unpack_mod._SPAN_MIN - 1, unpack_mod._SPAN_MIN, unpack_mod._SPAN_MIN + 1, 100, unpack_mod._SPAN_READ - 512,
+             unpack_mod._SPAN_READ + 1, unpack_mod._CHUNK - 1, unpack_mod._CHUNK, unpack_mod._CHUNK + 513, 1, 0,
+             3 * unpack_mod._CHUNK + 7, 5000]
+    return [(f"d/f{i}-{n}", os.urandom(n)) for i, n in enumerate(sizes)]
+
+
+@gnu_tar
+@root
+def test_a_plain_layer_from_a_file_unpacks_as_from_a_stream_and_as_tar_does(tmp_path):
+    """The file path (large members copied by the kernel from the layer file at their offset, the diff_id
+    hashed from the file) gives the tree the stream path gives and GNU tar extracts: sizes across every
+    boundary, hard links to large files, whiteouts (apply mode deletes what a lower layer had)."""
+    import hashlib
+
+    from images_helpers import make_tar
+
+    members = _sized_members()
+    big = members[-2][0]
+    layer_bytes = make_tar([("d", None), *members, ("d/hard", "=>", big), ("d/sym", "->", "f0"),
+                            ("lower/.wh.gone", b""), ("tail", b"after the large files\n")])
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(layer_bytes)
+    trees = {}
+    for how in ("file", "stream", "tar"):
+        dest = tmp_path / how
+        (dest / "lower").mkdir(parents=True)
+        (dest / "lower" / "gone").write_bytes(b"from a lower layer")
+        if how == "tar":
+            subprocess.run(["tar", "-xpf", str(layer), "-C", str(dest), "--exclude=*.wh.*"], check=True)
+            (dest / "lower" / "gone").unlink()
+        else:
+            res = unpack_layer(str(layer) if how == "file" else io.BytesIO(layer_bytes), str(dest), mode="apply")
+            assert res.diff_id == "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+            assert res.size == len(layer_bytes)
+        os.utime(dest / "lower", (0, 0))  # changed now by the whiteout (or the unlink)
+        trees[how] = _tree(str(dest))
+    assert trees["file"] == trees["stream"] == trees["tar"]
+    assert trees["file"]["d/hard"][-1] == 2 and trees["file"]["d/hard"][3] == dict(members)[big]
+    assert "lower/gone" not in trees["file"]
+
+
+def test_a_plain_layer_file_at_an_offset_cut_short_or_too_large(tmp_path):
+    """A caller's file positioned past a prefix is read from there (diff_id of what follows); a layer file that
+    ends inside a large member's data fails as a truncated layer; one larger than the limit is refused before
+    anything is written."""
+    import hashlib
+
+    from images_helpers import make_tar
+
+    layer_bytes = make_tar([("d", None), *_sized_members()])
+    path = tmp_path / "l.tar"
+    path.write_bytes(b"junk before the layer" + layer_bytes)
+    with open(path, "rb") as f:
+        f.seek(len(b"junk before the layer"))
+        res = unpack_layer(f, str(tmp_path / "at"), mode="apply")
+    assert res.diff_id == "sha256:" + hashlib.sha256(layer_bytes).hexdigest() and res.size == len(layer_bytes)
+    unpack_layer(io.BytesIO(layer_bytes), str(tmp_path / "ref"), mode="apply")
+    assert _tree(str(tmp_path / "at")) == _tree(str(tmp_path / "ref"))
+    path.write_bytes(layer_bytes[:len(layer_bytes) - (2 << 20)])  # inside the 3 MiB file
+    with pytest.raises(LayoutError, match="corrupt or truncated.*ends inside the data"):
+        unpack_layer(str(path), str(tmp_path / "cut"), mode="apply")
+    path.write_bytes(layer_bytes)
+    from pycontainer_magics.images.errors import LayerTooLarge
+
+    with pytest.raises(LayerTooLarge):
+        unpack_layer(str(path), str(tmp_path / "big"), mode="apply", max_size=len(layer_bytes) - 1)
+    assert os.listdir(tmp_path / "big") == []

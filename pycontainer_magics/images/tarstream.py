@@ -113,9 +113,11 @@ class TarReader:
     in order (what is not read before the next entry is skipped). `next_chunk()` returns the next piece of the
     stream (empty at its end); a piece must stay valid until the one after it was asked for."""
 
-    def __init__(self, next_chunk: Callable[[], Buffer]):
+    def __init__(self, next_chunk: Callable[[], Buffer], seek: Callable[[int], None] | None = None):
         self._next_chunk = next_chunk
+        self._seek = seek  # makes the stream's next chunk start at that offset (a file: see `span`)
         self._buf = memoryview(b"")
+        self._base = 0  # the stream offset of the current chunk's first byte
         self._pos = 0
         self._end = 0
         self._left = 0  # the current entry's data not yet handed out
@@ -127,6 +129,7 @@ class TarReader:
         chunk = memoryview(self._next_chunk())
         if not len(chunk):
             return False
+        self._base += self._end
         self._buf, self._pos, self._end = chunk, 0, len(chunk)
         return True
 
@@ -164,6 +167,27 @@ class TarReader:
         buf, off = self._take(n)
         self._skip(-n % BLOCK)
         return bytes(memoryview(buf)[off:off + n])
+
+    @property
+    def can_span(self) -> bool:
+        return self._seek is not None
+
+    def span(self) -> tuple[memoryview, int, int]:
+        """The current entry's data as (the part already read, a view valid until the next chunk; the stream
+        offset where the rest begins; the rest's length), for a reader made with `seek`: the rest is skipped
+        in the stream, unread — the caller copies it from the source itself (kernel-side, from a file)."""
+        assert self._seek is not None
+        take = min(self._left, self._end - self._pos)
+        head = self._buf[self._pos:self._pos + take]
+        self._pos += take
+        rest = self._left - take
+        self._left = 0
+        offset = self._base + self._pos
+        if rest:  # the stream goes on past the rest and its padding
+            self._base, self._pos, self._end = offset + rest + self._pad, 0, 0
+            self._pad = 0
+            self._seek(self._base)
+        return head, offset, rest
 
     def data(self, entry: Entry) -> Iterator[memoryview]:
         """The entry's data, in views of the stream's chunks (each valid until the next is asked for)."""

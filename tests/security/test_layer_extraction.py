@@ -9,11 +9,21 @@ import os
 import tarfile
 
 import pytest
-from images_helpers import make_tar
+from images_helpers import make_tar, unpack_from_file
 
 from pycontainer_magics.images import UnsafeLayer, unpack_layer
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (overlay whiteouts)")
+
+
+@pytest.fixture(autouse=True, params=["stream", "file"])
+def source(request, monkeypatch, tmp_path_factory):
+    """Every test twice: the layer read as a stream, and as a plain layer from a file (the path that copies
+    large members kernel-side from the file and hashes the file on a thread of its own)."""
+    if request.param == "file":
+        monkeypatch.setitem(globals(), "unpack_layer",
+                            unpack_from_file(unpack_layer, str(tmp_path_factory.mktemp("layers"))))
+    return request.param
 
 
 def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
