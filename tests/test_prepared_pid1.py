@@ -73,6 +73,35 @@ def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
     pool.drain()
 
 
+def _privileges(pid: int | str) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)
+                if k in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp")}
+
+
+def test_a_prepared_pid1_drops_its_privileges_before_its_run_comes() -> None:
+    # Capabilities, no_new_privs and the default seccomp filter are in place while the PID 1 waits (off the
+    # cell's path); a run takes it only with the same privilege steps.
+    pool.drain()
+    sh("true", memory=64 * MiB)
+    sh("true", memory=64 * MiB)
+    assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None, 10)
+    assert pool._ready is not None
+    (pid1,) = children(pool._ready.pid)
+    assert wait_for(lambda: _privileges(pid1)["Seccomp"] == "2", 10), _privileges(pid1)
+    waiting = _privileges(pid1)
+    assert waiting["NoNewPrivs"] == "1"
+    served = sh("grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status", memory=64 * MiB)
+    assert prepared_ahead(served), served.timeline
+    seen = dict(line.split(":\t") for line in served.stdout.splitlines())
+    assert seen == waiting, (seen, waiting)  # what it waited with is what the command runs with
+    # Other capabilities are other steps: that run forks a PID 1 of its own, with its own set.
+    fewer = sh("grep '^CapEff:' /proc/self/status", memory=64 * MiB, cap_drop=frozenset({"CHOWN"}))
+    assert not prepared_ahead(fewer)
+    assert int(fewer.stdout.split()[1], 16) == int(waiting["CapEff"], 16) & ~1  # CAP_CHOWN is bit 0
+    pool.drain()
+
+
 def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     # In process: dropping what is prepared ends the holder and its PID 1 and removes their cgroup.
     pool.drain()

@@ -37,7 +37,7 @@ from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES
 from . import rootfs
 from .channel import recv_ctl, send, send_ctl
-from .plan import PrivilegeStep, SetRlimit, SetUser, run_steps
+from .plan import PrivilegeStep, Seccomp, SetRlimit, SetUser, run_steps
 
 STATUS_FD = 3
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -85,8 +85,20 @@ class Launch:
 
     def park_key(self) -> tuple[Any, ...]:
         """What a PID 1 prepared ahead has done already: a run whose key is equal can take it over (its
-        command, environment, hostname and privilege steps come with the run)."""
-        return (self.mode, self.pid1_unshare, self.merged, self.plan, self.rebind_root, self.terminal)
+        command, environment and hostname come with the run). The privilege steps are part of it: a parked
+        PID 1 has dropped its privileges before it waits (early_steps), off the cell's path."""
+        return (self.mode, self.pid1_unshare, self.merged, self.plan, self.rebind_root, self.terminal, self.steps)
+
+
+def early_steps(steps: tuple[PrivilegeStep, ...]) -> int:
+    """How many of the privilege steps a parked PID 1 takes before it waits for its run (the rest after): the
+    steps up to the first one that could stop it receiving the run — a resource limit (the run's descriptors
+    arrive as new fds), a seccomp filter other than the default profile (which allows what PID 1 does from
+    there: recvmsg, dup, close, write, stat, execve)."""
+    for i, step in enumerate(steps):
+        if isinstance(step, SetRlimit) or (isinstance(step, Seccomp) and step.profile != "default"):
+            return i
+    return len(steps)
 
 
 def setup_fds(stdin: int, stdout: int, stderr: int, status: int, keep: tuple[int, ...] = ()) -> list[int]:
@@ -219,6 +231,9 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
             libc.unshare(L.pid1_unshare)
         namespaces = _namespaces_report()
         notes = _enter_root(L, at, rebind=L.rebind_root)
+        at.stage = "dropping privileges"
+        early = early_steps(L.steps)
+        run_steps(L.steps[:early])  # (a run takes this PID 1 only with the same steps: its park_key)
         send_ctl(ctl, {"parked": True})
     except BaseException as e:  # noqa: BLE001 - the holder forks a PID 1 the usual way, which reports it
         try:
@@ -233,17 +248,19 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
         os.dup2(fd, (STATUS_FD, 0, 1, 2)[i], inheritable=i > 0)
         os.close(fd)
     ctl.close()
-    _drop_privileges_and_run(run_L, notes, namespaces)
+    _drop_privileges_and_run(run_L, notes, namespaces, done=early)
 
 
-def _drop_privileges_and_run(L: Launch, notes: list[str], namespaces: dict[str, int | None] | None = None) -> NoReturn:
+def _drop_privileges_and_run(L: Launch, notes: list[str], namespaces: dict[str, int | None] | None = None,
+                             done: int = 0) -> NoReturn:
     """The last steps of a PID 1 made by the holder (pid1_nested, pid1_parked): drop privileges, check the
-    executable is there, report ready, then the payload. `namespaces`: the report still to send (parked)."""
+    executable is there, report ready, then the payload. `namespaces`: the report still to send (parked);
+    `done`: how many of the privilege steps were taken already (parked)."""
     at = _Stage("dropping privileges")
     try:
         if namespaces is not None:
             send(STATUS_FD, {"namespaces": namespaces})
-        _drop_privileges(L)
+        run_steps(L.steps[done:])
         if L.check_executable:
             at.stage = "looking up the executable"
             _check_executable(L)
@@ -405,11 +422,13 @@ def _run_python(L: Launch) -> NoReturn:
             s.flush()
         except (OSError, ValueError):
             pass
-    # Say how we end and let go of the pipes, so the caller need not wait while the kernel tears down
-    # this copy of its memory (the exit status proper is still reaped).
+    # Let go of the output pipes, then say how we end, so the caller need not wait while the kernel tears
+    # down this copy of its memory (the exit status proper is still reaped). In that order: the caller then
+    # finds the output's end with the report, not after another wake-up.
+    os.closerange(0, 3)
     try:
         send(STATUS_FD, {"exit_code": code & 0xFF})
     except OSError:
         pass
-    os.closerange(0, 4)
+    os.close(STATUS_FD)
     os._exit(code & 0xFF)

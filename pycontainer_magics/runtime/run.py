@@ -858,6 +858,7 @@ class _Relay:
         self.pid1_ours = pid1 is not None  # direct mode: we forked it, we reap it
         self.container_ns: dict[str, int | None] = {}
         self.reported_exit = False  # PID 1 (a Python cell) said how it ended before exiting
+        self.final = False  # the holder's last report came (the status pipe's end need not be waited for)
         self.on_ready: Callable[[], None] | None = None
         self.ready = False
         self.end = 0.0
@@ -1005,6 +1006,7 @@ class _Relay:
             for m in msg.get("missing_outputs", []):
                 r.notes.append(f"output {m} was not sent back")
         if "exited" in msg:
+            self.final = True  # the holder's last report: nothing more comes on the status pipe
             if msg["exit_status"] is not None:
                 self.end = msg["exited"]
                 r.timeline.append(("payload exited", msg["exited"] - self.t0))
@@ -1089,6 +1091,11 @@ class _Relay:
                                 self.status_buf += data
                                 for msg in decode_frames(self.status_buf):
                                     self._handle(msg)
+                                if self.final:
+                                    # Its end comes when the holder's exit closes it: the holder is done
+                                    # already, and that exit is milliseconds the run need not wait for.
+                                    sel.unregister(st_r)
+                                    drain_until = time.monotonic() + 1.0
                                 if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
                                     sel.unregister(pidfd)
                                 continue
