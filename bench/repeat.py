@@ -8,7 +8,8 @@ the last.
 
 Same cells and bundle as bench.py section 1 (`--memory 64m --pids-limit 64 --quiet`, all namespaces;
 crun through its nsenter helper); rounds interleave the tools, `--idle-ms` before each timed run (50 ms:
-a sweep; 2000 ms: a lecture). Medians, minimums and ratios to `crun run`.
+a sweep; 2000 ms: a lecture). Medians, minimums and ratios to `crun run`, with the two floors of bench.py
+(bench/floors.py) in the same rounds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from floors import Floors  # noqa: E402
+
 import bench as B  # noqa: E402 - bench.py beside this file: its bundle, crun helper and cells
 
 
@@ -32,6 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     idle = args.idle_ms / 1000
     env = B.Env()
+    floors = None
     try:
         env.build_bundle()
         env.start_crun_helper()
@@ -39,6 +43,9 @@ def main() -> None:
         tools = {"%%container -- /bin/true, again": B.magic_shell(ip),
                  "%%container (python: pass), again": B.magic_python(ip),
                  "crun run, again": lambda: B.checked(env.crun_cmd(env.next_id()))()}
+        floors = Floors()  # bench/floors.py: the least each cell must do here, in the same rounds
+        tools[B.FLOOR_PY] = floors.python
+        tools[B.FLOOR_SH] = floors.shell
         samples: dict[str, list[float]] = {k: [] for k in tools}
         names = list(tools)
         load0 = os.getloadavg()[0]
@@ -47,6 +54,9 @@ def main() -> None:
             for name in names[k:] + names[:k]:
                 tools[name]()  # the same cell twice, untimed: the timed one is "a cell like the last two"
                 tools[name]()  # (a command's PID 1 is prepared after two like it in a row)
+                prep = getattr(tools[name], "prepare", None)
+                if prep is not None:
+                    prep()  # (a floor's untimed part)
                 time.sleep(idle)
                 t0 = time.perf_counter()
                 tools[name]()
@@ -59,6 +69,8 @@ def main() -> None:
         for name, xs in samples.items():
             print(f"  {name:36s} {statistics.median(xs):9.1f} {min(xs):7.1f} {statistics.median(xs) / ref:6.2f}x")
     finally:
+        if floors is not None:
+            floors.close()
         left = env.cleanup()
         if left:
             print("left behind:", left)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 
 from .libc import PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, check, libc, prctl
 
@@ -31,12 +32,23 @@ def normalize_cap(name: str) -> str:
     return n[4:] if n.startswith("CAP_") else n
 
 
+_last_cap: int | None = None
+
+
 def last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return max(CAP_NAMES)
+    """The highest capability number of this kernel; read once (a container's PID 1 forked after the caller read
+    it drops its capabilities without opening /proc/sys, about 0.2 ms of a fresh fork's time)."""
+    global _last_cap
+    if _last_cap is None:
+        try:
+            fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _last_cap = int(os.read(fd, 32))
+            finally:
+                os.close(fd)
+        except OSError:
+            return max(CAP_NAMES)
+    return _last_cap
 
 
 class _CapHeader(ctypes.Structure):

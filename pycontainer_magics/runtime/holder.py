@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ..linux import idmap, libc, rlimits
+from ..linux import caps, idmap, libc, rlimits
 from ..linux.libc import MS_NODEV, MS_NOSUID, MS_REMOUNT, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS
 from ..linux.netdev import loopback_up
@@ -151,6 +151,7 @@ def holder_main(hp: HolderPlan, ctl: int, launch: Launch | None = None) -> NoRet
             # Last: changing credentials makes the process non-dumpable, which hands its /proc/self
             # files (timens_offsets among them) to host root.
             become_root()
+        caps.last_cap()  # read once here: the PID 1 we fork drops capabilities without reading it
         send_ctl(sock, {"ready": True})
     except BaseException as e:  # noqa: BLE001
         try:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from .. import paths
 from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
-from ..linux import idmap, libc, pty, seccomp
+from ..linux import caps, idmap, libc, pty, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.cgroups.devices import DEFAULT_DEVICES
 from ..linux.namespaces import (
@@ -812,6 +812,7 @@ def _fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, 
             ns_fds.append((os.open(f"/proc/{holder_pid}/ns/{path}", os.O_RDONLY | os.O_CLOEXEC), flag))
     user_fd = os.open(f"/proc/{holder_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC) if hp.new_user else None
     new_pid = bool(hp.flags_rest & CLONE_NEWPID)
+    caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
     try:
         with _fork_lock:
             if new_pid:
