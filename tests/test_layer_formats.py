@@ -269,3 +269,48 @@ def test_a_plain_layer_file_at_an_offset_cut_short_or_too_large(tmp_path):
     with pytest.raises(LayerTooLarge):
         unpack_layer(str(path), str(tmp_path / "big"), mode="apply", max_size=len(layer_bytes) - 1)
     assert os.listdir(tmp_path / "big") == []
+
+
+def _header(name: bytes, type_: bytes, size: int, signed: bool = False) -> bytes:
+    """One ustar header, its checksum summed as unsigned bytes (POSIX) or as signed chars (some old tars)."""
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108], h[108:116], h[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    h[124:136], h[136:148] = b"%011o\0" % size, b"00000000000\0"
+    h[156:157], h[257:265], h[265:269] = type_, b"ustar\x0000", b"\xe9t\xe9\0"  # a high byte in the user name
+    h[148:156] = b" " * 8
+    total = sum(b - 256 if signed and b > 127 else b for b in h)
+    h[148:156] = b"%06o\0 " % (total & 0o777777 if not signed else total)
+    return bytes(h)
+
+
+def _pad(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 512)
+
+
+def test_pax_records_and_signed_checksums(tmp_path):
+    """Pax records are parsed by length (a key with a space, a value with '=' and a newline, binary xattrs),
+    parsing stops quietly at padding after the last record, a record whose length is wrong fails; a header
+    summed as signed chars (old tars) is accepted as it was."""
+    from pycontainer_magics.images.tarstream import TarReader
+
+    def entries(raw: bytes) -> list:
+        chunks = iter([raw])
+        reader = TarReader(lambda: next(chunks, b""))
+        return [(e, bytes(b"".join(reader.data(e)))) for e in reader]
+
+    records = b"".join(b"%d %s\n" % (len(r) + len(str(len(r) + 3)) + 2, r) for r in
+                       (b"path=a b=c\nd", b"SCHILY.xattr.user.k y=\x00\xff\n", b"mtime=1.5"))
+    body = records + b"\0" * 20  # NUL padding after the records: ignored
+    raw = _header(b"pax", b"x", len(body)) + _pad(body) + _header(b"file", b"0", 3) + _pad(b"abc") + bytes(1024)
+    [(e, data)] = entries(raw)
+    assert (e.name, e.mtime, e.xattrs, data) == ("a b=c\nd", 1.5, {"user.k y": b"\x00\xff\n"}, b"abc")
+    bad = b"99 mtime=1\n"
+    with pytest.raises(LayoutError, match="corrupt pax header"):
+        entries(_header(b"pax", b"x", len(bad)) + _pad(bad) + _header(b"file", b"0", 0) + bytes(1024))
+    [(e, data)] = entries(_header(b"old", b"0", 2, signed=True) + _pad(b"hi") + bytes(1024))
+    assert (e.name, data) == ("old", b"hi")
+    broken = bytearray(_header(b"old", b"0", 2, signed=True))
+    broken[300] ^= 1
+    with pytest.raises(LayoutError, match="checksum"):
+        entries(bytes(broken) + _pad(b"hi") + bytes(1024))

@@ -557,7 +557,10 @@ class _Extractor:
                 self.sparse(reader, e, fd)
             elif e.size:
                 self.count(e.size, e.name)
-                if self.source is not None and e.size >= _SPAN_MIN:
+                if (view := reader.whole()) is not None:  # all in the chunk in hand (a small file)
+                    while view:
+                        view = view[os.write(fd, view[:_WRITE]):]
+                elif self.source is not None and e.size >= _SPAN_MIN:
                     view, offset, rest = reader.span()
                     while view:
                         view = view[os.write(fd, view[:_WRITE]):]
