@@ -297,9 +297,11 @@ class Containers:
         for fn in self.on_exit:
             fn(c)
         if c.record["HostConfig"].get("AutoRemove") and not c.removed.is_set():
-            asyncio.ensure_future(self._remove_when_gone(c))
-        elif self._should_restart(c):
-            asyncio.ensure_future(self._restart_later(c))
+            asyncio.ensure_future(self._remove_when_gone(c))  # (which tells the launcher it has ended)
+        else:  # after what this wakes (a `docker wait`'s answer): the launcher may make the next spare now
+            asyncio.get_running_loop().call_soon(self.launcher.ended, c.id)
+            if self._should_restart(c):
+                asyncio.ensure_future(self._restart_later(c))
 
     # -- restart policies (docker run --restart) ------------------------------------------------
     def _should_restart(self, c: Container, at_boot: bool = False) -> bool:
@@ -571,6 +573,8 @@ class Containers:
         self.by_id.pop(c.id, None)
         store.remove(c.id)
         c.removed.set()
+        if _in_loop():  # once the `docker wait --condition removed` this wakes has its answer: the next spare
+            asyncio.get_running_loop().call_soon(self.launcher.ended, c.id)
         self.events.emit("container", "destroy", c.id, self.attrs(c))
 
     # -- shutdown ----------------------------------------------------------------------------------
