@@ -9,10 +9,10 @@ standard library only, so a command that talks to the daemon pays no import it d
 from __future__ import annotations
 
 import _socket  # not socket.py: its enum and selectors imports cost `pycontainer run` ~1.5 ms
-import json
 import os
 
 from ..errors import OSFailure
+from ..oci import jsonin, jsonout  # not json: it imports re, enum, functools (~2 ms of `pycontainer run`)
 
 TYPE_CHECKING = False  # typing is not imported: `pycontainer run` through the daemon starts with this module
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class Client:
     # -- plain requests (raw sockets: http.client would cost the command line tens of ms to import) ----------
     def request(self, method: str, path: str, body: Any = None, *, params: dict[str, Any] | None = None,
                 raw: bytes | None = None, timeout: float | None = None) -> Any:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        data = raw if raw is not None else (jsonout.dumps(body).encode() if body is not None else b"")
         s, rest, status, headers = self._send(method, self._url(path, params), data,
                                               timeout if timeout is not None else self.timeout)
         try:
@@ -116,7 +116,7 @@ class Client:
     @staticmethod
     def _decode(status: int, data: bytes) -> Any:
         try:
-            parsed = json.loads(data) if data.strip() else None
+            parsed = jsonin.loads(data) if data.strip() else None
         except ValueError:
             parsed = data
         if status >= 400:
@@ -143,7 +143,7 @@ class Client:
     def _open(self, method: str, path: str, params: dict[str, Any] | None, body: Any = None,
               upgrade: bool = False) -> tuple[_socket.socket, bytes]:
         """Send a request whose answer is a stream; returns the socket and what came after the head."""
-        data = json.dumps(body).encode() if body is not None else b""
+        data = jsonout.dumps(body).encode() if body is not None else b""
         s, rest, status, headers = self._send(method, self._url(path, params), data, self.timeout,
                                               ("Connection: Upgrade", "Upgrade: tcp") if upgrade else ())
         if status >= 400:
@@ -254,7 +254,7 @@ def wait_answer(s: _socket.socket, data: bytes) -> dict[str, Any]:
         s.close()
     text = data.decode(errors="replace")
     start, end = text.find("{"), text.rfind("}")
-    result: dict[str, Any] = json.loads(text[start:end + 1]) if start >= 0 else {}
+    result: dict[str, Any] = jsonin.loads(text[start:end + 1]) if start >= 0 else {}
     return result
 
 
