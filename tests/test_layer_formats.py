@@ -314,3 +314,39 @@ def test_pax_records_and_signed_checksums(tmp_path):
     broken[300] ^= 1
     with pytest.raises(LayoutError, match="checksum"):
         entries(bytes(broken) + _pad(b"hi") + bytes(1024))
+
+
+@root
+def test_owners_are_right_with_and_without_the_chown_a_new_file_does_not_need(tmp_path):
+    """A file whose entry names our own uid:gid is not chowned in a fresh destination (it is ours already);
+    other owners are set; in a set-group-ID destination, or applied onto a lower layer's set-group-ID
+    directory, files take that directory's group on creation and are chowned back to what the entry says."""
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("d")
+        ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+        tf.addfile(ti)
+        for name, uid, gid in (("d/root", 0, 0), ("d/other", 1000, 1001)):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.uid, ti.gid = 1, uid, gid
+            tf.addfile(ti, io.BytesIO(b"x"))
+    layer = b.getvalue()
+
+    def owners(dest) -> dict[str, tuple[int, int]]:
+        return {n: (os.lstat(dest / "d" / n).st_uid, os.lstat(dest / "d" / n).st_gid) for n in ("root", "other")}
+
+    want = {"root": (0, 0), "other": (1000, 1001)}
+    unpack_layer(io.BytesIO(layer), str(tmp_path / "fresh"))
+    assert owners(tmp_path / "fresh") == want
+    sgid = tmp_path / "sgid"
+    sgid.mkdir()
+    os.chown(sgid, 0, 4242)
+    sgid.chmod(0o2755)
+    unpack_layer(io.BytesIO(layer), str(sgid))
+    assert owners(sgid) == want
+    lower = tmp_path / "lower"
+    (lower / "d").mkdir(parents=True)
+    os.chown(lower / "d", 0, 4242)
+    (lower / "d").chmod(0o2775)
+    unpack_layer(io.BytesIO(layer), str(lower), mode="apply")
+    assert owners(lower) == want
