@@ -15,6 +15,7 @@ import time
 
 import pytest
 from engine_helpers import IMAGE, alive, daemon, docker_clis, our_links, prune_state, start_daemon, stop_daemon
+from helpers import wait_for
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -290,6 +291,88 @@ def test_stdin_relay_takes_a_bounded_amount_from_its_client(tmp_path, monkeypatc
         relay.finish()
         daemon_end.close()
         os.close(container_stdin)
+
+
+def test_a_terminal_relay_survives_a_channel_it_dropped(tmp_path, monkeypatch):
+    """A daemon that stops reading a terminal's channel loses it after SEND_TIMEOUT (the container goes on); a
+    session attached after that (its channel may get the dropped one's fd number) receives the output: the
+    dropped channel was taken out of the relay's selector, not left there to refuse the new one."""
+    import socket
+
+    from pycontainer_magics.workloads import container_io, daemon_store
+
+    class Log:
+        def write(self, stream: str, data: bytes) -> None:
+            pass
+
+    monkeypatch.setattr(daemon_store, "container_dir", lambda cid: str(tmp_path))
+    monkeypatch.setattr(container_io, "SEND_TIMEOUT", 0.2)
+    stalled, supervisor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    relay = container_io.StdioRelay("x", Log(), tty=True, open_stdin=False,  # type: ignore[arg-type]
+                                    channel=supervisor_end.detach())
+    master, slave = os.openpty()
+    relay._got_master(master)
+    relay.start()
+    try:
+        dropped_fd = relay.channels[0].fileno()
+        deadline = time.monotonic() + 10
+        while relay.channels and time.monotonic() < deadline:  # the pty's output fills the stalled channel
+            os.write(slave, b"y" * 4096)
+            time.sleep(0.01)
+        assert not relay.channels  # dropped
+        fresh = container_io.connect("x")
+        fresh.settimeout(5)
+        assert wait_for(lambda: bool(relay.channels), 5)
+        assert relay.channels[0].fileno() == dropped_fd  # the case that went wrong: the same number again
+        os.write(slave, b"after\n")
+        got = b""
+        while b"after" not in got:
+            msg = fresh.recv(container_io.MAX_MESSAGE + 1)
+            assert msg[:1] == container_io.OUTPUT, msg[:20]
+            got += msg[1:]
+        fresh.close()
+    finally:
+        os.close(slave)
+        relay.finish()
+        stalled.close()
+
+
+def test_an_attach_session_that_lags_holds_a_bounded_amount(monkeypatch):
+    """Terminal output for an attach session whose client stopped reading: at most ATTACH_BUFFER messages, the
+    newest kept (the log has everything); the end still reaches it; other sessions get everything."""
+    import asyncio
+    import socket
+
+    from pycontainer_magics.engine import stdio
+    from pycontainer_magics.workloads import container_io
+
+    async def main() -> None:
+        daemon_end, supervisor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        lagging, reading = stdio.listener_queue(), stdio.listener_queue()
+        io = stdio.ContainerIO(daemon_end, {lagging, reading})
+        got: list[bytes] = []
+
+        async def read_all() -> None:
+            while (item := await reading.get()) is not None:
+                got.append(item)
+
+        reader = asyncio.ensure_future(read_all())
+        n = stdio.ATTACH_BUFFER * 4
+        for i in range(n):
+            await asyncio.get_running_loop().sock_sendall(supervisor_end, container_io.OUTPUT + b"%d" % i)
+            if i % 16 == 0:
+                await asyncio.sleep(0)
+        await asyncio.get_running_loop().sock_sendall(supervisor_end, container_io.END)
+        await asyncio.wait_for(io.ended.wait(), 5)
+        await asyncio.wait_for(reader, 5)
+        assert got == [b"%d" % i for i in range(n)]
+        held = []
+        while not lagging.empty():
+            held.append(lagging.get_nowait())
+        assert len(held) <= stdio.ATTACH_BUFFER and held[-1] is None and held[-2] == b"%d" % (n - 1)
+        supervisor_end.close()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("keys", ["ctrl-", "ctrl-1", "ab", "é"])

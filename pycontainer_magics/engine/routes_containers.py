@@ -16,7 +16,7 @@ from . import frames
 from .backend import Container, parse_signal
 from .http import ApiError, Request, Response, empty, json_response
 from .params import content_type, time_param
-from .stdio import parse_detach_keys, pump_stdin
+from .stdio import listener_queue, parse_detach_keys, pump_stdin
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -386,7 +386,7 @@ async def attach(e: Engine, req: Request, ref: str) -> Response | None:
     stream = req.q_bool("stream")
     exits = c.exits  # the run this attach follows ends when this grows (the one going on, or the next)
     tty = c.tty
-    listener: asyncio.Queue[bytes | None] = asyncio.Queue()
+    listener = listener_queue()
     if tty and stream and want:
         c.tty_listeners.add(listener)  # now: what a run starting from here writes reaches this session
     _, writer = await req.hijack("application/vnd.docker.raw-stream" if tty else content_type(req))

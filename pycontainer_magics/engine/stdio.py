@@ -16,6 +16,26 @@ from ..workloads.container_io import END, EOF, MAX_MESSAGE, OUTPUT, STDIN, resiz
 from .http import ApiError
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+ATTACH_BUFFER = 64  # messages (of up to 64 KiB) of terminal output held for one attach session that lags
+
+
+def listener_queue() -> asyncio.Queue[bytes | None]:
+    """An attach session's queue of terminal output: bounded (see offer())."""
+    return asyncio.Queue(maxsize=ATTACH_BUFFER)
+
+
+def offer(q: asyncio.Queue[bytes | None], item: bytes | None) -> None:
+    """Queue `item` without waiting: a session that does not keep up (a client that stopped reading) loses its
+    oldest output, never holding up the container or the other sessions, nor growing without bound (as conmon
+    drops for a slow attach socket; the container's log has all of it: `docker logs`). None, the end, always
+    gets in."""
+    while True:
+        try:
+            q.put_nowait(item)
+            return
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                q.get_nowait()
 
 
 class ContainerIO:
@@ -43,7 +63,7 @@ class ContainerIO:
                 return
             if msg[:1] == OUTPUT:
                 for q in list(self.listeners):
-                    q.put_nowait(msg[1:])
+                    offer(q, msg[1:])
 
     def close(self) -> None:
         """The run is over (or the supervisor gone): every listener is told, the channel closed."""
@@ -53,7 +73,7 @@ class ContainerIO:
         self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
         for q in list(self.listeners):
-            q.put_nowait(None)
+            offer(q, None)
         self.listeners.clear()
 
     async def _send(self, msg: bytes) -> None:
@@ -193,4 +213,5 @@ def drain_fd(fd: int) -> bytes:
     return out
 
 
-__all__ = ["ContainerIO", "DetachScanner", "drain_fd", "parse_detach_keys", "pump_stdin", "read_fd", "write_fd"]
+__all__ = ["ATTACH_BUFFER", "ContainerIO", "DetachScanner", "drain_fd", "listener_queue", "offer", "parse_detach_keys",
+           "pump_stdin", "read_fd", "write_fd"]

@@ -82,6 +82,7 @@ class StdioRelay:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._finishing = False
         self._thread: threading.Thread | None = None
+        self._sel: selectors.BaseSelector | None = None  # the loop's, while it runs (_drop unregisters from it)
 
     # -- what the runtime is given ------------------------------------------------------------------------
     def terminal(self) -> Terminal | None:
@@ -149,7 +150,7 @@ class StdioRelay:
 
     # -- the loop ----------------------------------------------------------------------------------------
     def _loop(self) -> None:
-        sel = selectors.DefaultSelector()
+        sel = self._sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         if self.listener is not None:
             sel.register(self.listener, selectors.EVENT_READ, "listener")
@@ -170,6 +171,7 @@ class StdioRelay:
                         sel.unregister(key.fd)  # EIO: every process holding the terminal is gone
                         self.master_open = False
         finally:
+            self._sel = None
             sel.close()
         self._drain_master()
         self._end_channels()
@@ -213,7 +215,6 @@ class StdioRelay:
         except OSError:
             msg = b""
         if not msg:
-            sel.unregister(ch)
             self._drop(ch)
             return
         kind, data = msg[:1], msg[1:]
@@ -290,6 +291,10 @@ class StdioRelay:
     def _drop(self, ch: socket.socket) -> None:
         if ch in self.channels:
             self.channels.remove(ch)
+        # Out of the loop's selector before it is closed: a stale entry would refuse the next channel accepted
+        # under the same fd number (KeyError), ending the relay for every session.
+        if self._sel is not None and ch.fileno() >= 0 and ch.fileno() in self._sel.get_map():
+            self._sel.unregister(ch)
         ch.close()
 
     def _end_channels(self) -> None:
