@@ -20,7 +20,6 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import LayoutError, UnsafeLayer
 
@@ -288,51 +287,47 @@ class TarReader:
                 else:
                     _parse_pax(body, pax, pax_sparse)
                 continue
-            return self._entry(h, buf, off, size, pax, pax_sparse, longname, longlink)
-
-    def _entry(self, h: tuple[Any, ...], buf: Buffer, off: int, size: int, pax: dict[str, bytes],
-               pax_sparse: list[int], longname: str | None, longlink: str | None) -> Entry:
-        type_ = h[7]
-        kind = _KINDS.get(type_, OTHER)
-        if longname is None:
-            name = h[0].partition(b"\0")[0]
-            if h[9][:6] == _POSIX_MAGIC and h[14][0]:
-                name = _cstr(h[14]) + b"/" + name
-            longname = name.decode("utf-8", "surrogateescape")
-        try:  # the usual octal fields inline (a call per field is a third of a header's cost)
-            mode = int(h[1].rstrip(b"\0 ") or b"0", 8)
-            uid = int(h[2].rstrip(b"\0 ") or b"0", 8)
-            gid = int(h[3].rstrip(b"\0 ") or b"0", 8)
-            mtime = int(h[5].rstrip(b"\0 ") or b"0", 8)
-        except ValueError:  # base-256, or NUL-terminated before trailing junk
-            mode, uid, gid, mtime = _num(h[1]), _num(h[2]), _num(h[3]), _num(h[5])
-        e = Entry(longname, kind, _TYPE_CHARS[type_], mode, uid, gid, mtime, size)
-        if kind == SYMLINK or kind == HARDLINK:
-            e.linkname = longlink if longlink is not None else _text(_cstr(h[8]))
-        elif kind == CHAR or kind == BLOCKDEV:
-            e.devmajor, e.devminor = _num(h[12]), _num(h[13])
-        elif type_ == 0 and longname.endswith("/"):
-            e.kind = DIR
-        gnu_sparse = pax and _apply_pax(e, pax)
-        if e.kind in _HEADER_ONLY:
-            e.size = 0
-        if e.size < 0:
-            raise LayoutError(f"entry {e.name!r}: negative size")
-        self._left, self._pad = e.size, -e.size % BLOCK
-        if type_ == _OLD_SPARSE:
-            self._old_gnu_sparse(e, buf, off)
-        elif pax_sparse:
-            e.sparse = list(zip(pax_sparse[0::2], pax_sparse[1::2], strict=False))
-        elif not gnu_sparse:
-            pass
-        elif "GNU.sparse.map" in pax:
-            nums = [_pax_int("GNU.sparse.map", x) for x in pax["GNU.sparse.map"].split(b",") if x.strip()]
-            e.sparse = list(zip(nums[0::2], nums[1::2], strict=False))
-        elif pax.get("GNU.sparse.major") == b"1" and pax.get("GNU.sparse.minor") == b"0":
-            self._sparse_1_0(e)
-        if e.sparse is not None:
-            _check_sparse(e)
-        return e
+            # the entry (inline: a call with its eight arguments cost a tenth of a header)
+            kind = _KINDS.get(type_, OTHER)
+            if longname is None:
+                name = h[0].partition(b"\0")[0]
+                if h[9][:6] == _POSIX_MAGIC and h[14][0]:
+                    name = _cstr(h[14]) + b"/" + name
+                longname = name.decode("utf-8", "surrogateescape")
+            try:  # the usual octal fields inline (a call per field is a third of a header's cost)
+                mode = int(h[1].rstrip(b"\0 ") or b"0", 8)
+                uid = int(h[2].rstrip(b"\0 ") or b"0", 8)
+                gid = int(h[3].rstrip(b"\0 ") or b"0", 8)
+                mtime = int(h[5].rstrip(b"\0 ") or b"0", 8)
+            except ValueError:  # base-256, or NUL-terminated before trailing junk
+                mode, uid, gid, mtime = _num(h[1]), _num(h[2]), _num(h[3]), _num(h[5])
+            e = Entry(longname, kind, _TYPE_CHARS[type_], mode, uid, gid, mtime, size)
+            if kind == SYMLINK or kind == HARDLINK:
+                e.linkname = longlink if longlink is not None else _text(_cstr(h[8]))
+            elif kind == CHAR or kind == BLOCKDEV:
+                e.devmajor, e.devminor = _num(h[12]), _num(h[13])
+            elif type_ == 0 and longname.endswith("/"):
+                e.kind = DIR
+            gnu_sparse = pax and _apply_pax(e, pax)
+            if e.kind in _HEADER_ONLY:
+                e.size = 0
+            if e.size < 0:
+                raise LayoutError(f"entry {e.name!r}: negative size")
+            self._left, self._pad = e.size, -e.size % BLOCK
+            if type_ == _OLD_SPARSE:
+                self._old_gnu_sparse(e, buf, off)
+            elif pax_sparse:
+                e.sparse = list(zip(pax_sparse[0::2], pax_sparse[1::2], strict=False))
+            elif not gnu_sparse:
+                pass
+            elif "GNU.sparse.map" in pax:
+                nums = [_pax_int("GNU.sparse.map", x) for x in pax["GNU.sparse.map"].split(b",") if x.strip()]
+                e.sparse = list(zip(nums[0::2], nums[1::2], strict=False))
+            elif pax.get("GNU.sparse.major") == b"1" and pax.get("GNU.sparse.minor") == b"0":
+                self._sparse_1_0(e)
+            if e.sparse is not None:
+                _check_sparse(e)
+            return e
 
     def _old_gnu_sparse(self, e: Entry, header: Buffer, off: int) -> None:
         buf = bytes(memoryview(header)[off:off + BLOCK])

@@ -568,8 +568,9 @@ class _Extractor:
             elif e.size:
                 self.count(e.size, e.name)
                 if (view := reader.whole()) is not None:  # all in the chunk in hand (a small file)
-                    while view:
-                        view = view[os.write(fd, view[:_WRITE]):]
+                    n = os.write(fd, view) if len(view) <= _WRITE else 0
+                    while n < len(view):
+                        n += os.write(fd, view[n:n + _WRITE])
                 elif self.source is not None and e.size >= _SPAN_MIN:
                     view, offset, rest = reader.span()
                     while view:
