@@ -99,3 +99,26 @@ def test_a_process_in_a_cgroup_relays_a_split_character_whole():
             assert r.stdout == "café\ntail" and got == [("stdout", "caf"), ("stdout", "é\n"), ("stdout", "tail")]
         finally:
             cg.remove()
+
+
+def test_a_line_without_end_is_delivered_in_pieces():
+    """Output without newlines (binary, `head -c 256M /dev/zero`, a progress bar) is not held whole until the
+    stream ends: at MAX_LINE characters it goes out, so the held text and each read's copy stay bounded (held
+    whole, 256 MiB took minutes of quadratic copying and as much memory)."""
+    from pycontainer_magics.runtime.relay import MAX_LINE
+
+    got: list[str] = []
+    r = OutputRelay(lambda stream, text: got.append(text))
+    chunk = b"y" * 65536
+    for _ in range(160):  # 10 MiB
+        r.feed("stdout", chunk)
+        assert len(r._streams["stdout"].held) < MAX_LINE + len(chunk)
+    r.feed("stdout", b"")
+    assert "".join(got) == "y" * (160 * 65536)
+    assert len(got) >= 160 * 65536 // (MAX_LINE + len(chunk))
+    # whole lines are still delivered whole
+    got.clear()
+    r = OutputRelay(lambda stream, text: got.append(text))
+    r.feed("stdout", b"one\ntw")
+    r.feed("stdout", b"o\n")
+    assert got == ["one\n", "two\n"]

@@ -6,8 +6,8 @@ Per stream (stdout, stderr): an incremental UTF-8 decoder, so a character whose 
 reads is decoded whole (never two replacement characters); line-buffered delivery to `on_output`, so the
 notebook gets whole lines, as a terminal would show them; a partial line waits for its newline, the end
 of the stream, or `flush()` (the reader calls it when the pipes have been quiet for QUIET seconds, so a
-prompt without a newline still shows); and a capture bounded to `max_capture` characters per stream (all
-of it is delivered live).
+prompt without a newline still shows), or when it reaches MAX_LINE; and a capture bounded to `max_capture`
+characters per stream (all of it is delivered live).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 OutputFn = Callable[[str, str], None]  # (stream, text)
 QUIET = 0.05  # seconds without output after which a partial line is delivered
 MAX_CAPTURE = 1 << 20  # characters per stream kept in the result
+MAX_LINE = 1 << 16  # characters of a partial line held: a longer one (binary or newline-less output) goes in pieces
 
 
 class _Stream:
@@ -50,6 +51,9 @@ class OutputRelay:
         cut = text.rfind("\n") + 1
         if cut == 0:
             s.held += text
+            if len(s.held) >= MAX_LINE:  # else held without bound, and copied whole at each read (quadratic)
+                self._deliver(stream, s, s.held)
+                s.held = ""
             return
         self._deliver(stream, s, s.held + text[:cut])
         s.held = text[cut:]
@@ -81,4 +85,4 @@ class OutputRelay:
             self.on_output(name, text)
 
 
-__all__ = ["MAX_CAPTURE", "QUIET", "OutputFn", "OutputRelay"]
+__all__ = ["MAX_CAPTURE", "MAX_LINE", "QUIET", "OutputFn", "OutputRelay"]
