@@ -836,3 +836,52 @@ def test_the_next_spare_is_made_once_the_container_has_ended(monkeypatch):
     threading.Thread(target=lx._refill_when_quiet, args=("c3", "like-c3", quiet)).start()
     assert done.wait(5) and made[-1] == "like-c3"
 
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_exec_output_waits_for_a_client_that_reads_slowly(d):
+    """A client that stops reading an exec's output holds the process up (as dockerd's exec does), not the
+    daemon's memory; once it reads, every byte arrives, then the exit code."""
+    name = f"slowexec{os.getpid()}"
+    d.docker("run", "-d", "--name", name, "--network", "none", IMAGE, "sleep", "120", check=True)
+    try:
+        d.docker("exec", name, "true", check=True)  # the daemon's exec path loaded: RSS from here on is output
+        n = 256 * 2**20
+        status, body, _ = d.request("POST", f"/containers/{name}/exec",
+                                    {"Cmd": ["head", "-c", str(n), "/dev/zero"], "AttachStdout": True})
+        assert status == 201
+        eid = body["Id"]
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.connect(d.socket)
+        req = b'{"Detach": false, "Tty": false}'
+        s.sendall(f"POST /v1.41/exec/{eid}/start HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(req)}\r\n\r\n".encode() + req)
+        rss0 = _rss_kib(d.proc.pid)
+        time.sleep(4)  # not reading
+        assert d.request("GET", f"/exec/{eid}/json")[1]["Running"] is True  # held up, not finished into memory
+        assert _rss_kib(d.proc.pid) - rss0 < 32 * 1024
+        s.settimeout(60)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        buf = data.split(b"\r\n\r\n", 1)[1]
+        got = 0
+        while True:
+            while len(buf) >= 8 and len(buf) >= 8 + int.from_bytes(buf[4:8], "big"):
+                size = int.from_bytes(buf[4:8], "big")
+                got += size
+                buf = buf[8 + size:]
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        assert got == n
+        assert wait_for(lambda: d.request("GET", f"/exec/{eid}/json")[1]["ExitCode"] == 0, 10)
+    finally:
+        d.docker("rm", "-f", name)

@@ -11,9 +11,11 @@ raw bytes both ways, `POST /exec/{id}/resize` sets its size, ctrl-p ctrl-q detac
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ from . import frames
 from .http import ApiError, Request, Response, empty, json_response
 from .params import content_type
 from .stdio import parse_detach_keys, pump_stdin, read_fd, write_fd
+
+EXEC_BUFFER = 64  # output messages held for an exec's client; then the process waits for it to read
 
 if TYPE_CHECKING:
     from .core import Engine
@@ -112,11 +116,22 @@ async def start(e: Engine, req: Request, eid: str) -> Response | None:
     if size:
         x.size = (int(size[0] or 0), int(size[1] or 0))
     loop = asyncio.get_running_loop()
-    q: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+    q: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=EXEC_BUFFER)
     got_master: asyncio.Future[int] = loop.create_future()
+    dropping = threading.Event()  # no client takes the output (detached, or it left): what comes is dropped
 
     def on_output(stream: str, text: str) -> None:
-        loop.call_soon_threadsafe(q.put_nowait, (stream, text.encode()))
+        # In the worker thread, which relays the process's pipes: it waits for room in the queue, so a client
+        # that reads slowly holds the process up (as dockerd's exec does), not the daemon's memory.
+        if dropping.is_set():
+            return
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):  # the loop is closing
+            asyncio.run_coroutine_threadsafe(q.put((stream, text.encode())), loop).result()
+
+    def drop_output() -> None:
+        dropping.set()
+        while not q.empty():  # frees a put the worker waits on
+            q.get_nowait()
 
     def on_master(fd: int) -> None:  # in the worker thread, before the command runs
         loop.call_soon_threadsafe(got_master.set_result, fd)
@@ -130,11 +145,12 @@ async def start(e: Engine, req: Request, eid: str) -> Response | None:
     e.events.emit("container", "exec_start: " + " ".join(x.config["Cmd"]), c.id,
                   e.containers.attrs(c, execID=x.id))
     task = asyncio.ensure_future(asyncio.to_thread(_run, e, c, x, on_output, stdin_r, terminal))
-    task.add_done_callback(lambda _t: q.put_nowait(None))
+    task.add_done_callback(lambda _t: None if dropping.is_set() else asyncio.ensure_future(q.put(None)))
     if tty:
         task.add_done_callback(lambda _t: got_master.done() or got_master.cancel())
         got_master.add_done_callback(lambda f: None if f.cancelled() else x.set_master(f.result()))
     if detach:
+        drop_output()
         if tty:
             asyncio.ensure_future(_discard_terminal(x, got_master, task))
         return empty(200)
@@ -156,6 +172,7 @@ async def start(e: Engine, req: Request, eid: str) -> Response | None:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                     await t  # the client may have left: the process runs to its end all the same
+        drop_output()  # (all of it was taken, or the client left: the worker must not wait for room)
         if tty and not task.done():  # detached: its terminal is read (and dropped) until it ends
             asyncio.ensure_future(_discard_terminal(x, got_master, task))
         elif not task.done():
