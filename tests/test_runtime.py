@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from helpers import assert_clean, host_clean, make_busybox_rootfs, snapshot  # noqa: F401
+from helpers import assert_clean, host_clean, make_busybox_rootfs, snapshot, wait_for  # noqa: F401
 
 from pycontainer_magics.linux.caps import DEFAULT_CAPS, mask_of
 from pycontainer_magics.runtime import (
@@ -68,6 +68,32 @@ def test_python_cell_is_pid_1_with_its_hostname_and_only_loopback() -> None:
     r = py("import os, socket\nprint(os.getpid(), socket.gethostname(), sorted(os.listdir('/sys/class/net')))",
            hostname="lab")
     assert r.stdout == "1 lab ['lo']\n", r.stderr
+
+
+def test_a_python_cells_pid1_exits_at_idle_priority(monkeypatch) -> None:
+    # After its report, PID 1 of a Python cell exits at SCHED_IDLE: the tear-down of its copy of the caller's
+    # memory waits for a free core instead of taking one while the caller still finishes the cell.
+    from pycontainer_magics.runtime import cleanup
+
+    held: list = []
+    monkeypatch.setattr(cleanup, "defer", held.append)  # PID 1 stays unreaped: its /proc/PID/stat says how it ended
+    pids: list[int] = []
+    try:
+        r = run(ContainerSpec(python_code="import os; print(os.sched_getscheduler(0))"), python_globals={},
+                on_start=lambda running: pids.append(running.pid1 or 0))
+        assert (r.exit_code, r.stdout) == (0, f"{os.SCHED_OTHER}\n"), r.stderr  # the cell itself ran as usual
+        (pid1,) = pids
+
+        def stat() -> list[str]:
+            with open(f"/proc/{pid1}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()  # from field 3 (state) on
+
+        assert wait_for(lambda: stat()[0] == "Z", 5), stat()[0]
+        assert int(stat()[41 - 3]) == os.SCHED_IDLE  # field 41: the scheduling policy it exited with
+    finally:
+        monkeypatch.undo()
+        for task in held:
+            task()
 
 
 def test_python_cell_sees_a_snapshot_of_the_callers_variables() -> None:

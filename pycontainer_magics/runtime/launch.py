@@ -431,4 +431,15 @@ def _run_python(L: Launch) -> NoReturn:
     except OSError:
         pass
     os.close(STATUS_FD)
-    os._exit(code & 0xFF)
+    exit_in_background(code & 0xFF)
+
+
+def exit_in_background(code: int) -> NoReturn:
+    """Exit at idle priority. Nobody waits for this exit any more (its report is sent), but tearing down the
+    process — for a Python cell, its copy of the notebook's memory — takes a core for a millisecond or more while
+    the cell's caller is still finishing; at SCHED_IDLE that work waits for a free core."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # (lowering one's own priority needs no privilege)
+    except OSError:
+        pass
+    os._exit(code)
