@@ -102,11 +102,14 @@ def test_a_prepared_pid1_drops_its_privileges_before_its_run_comes() -> None:
     pool.drain()
 
 
-def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
-    # In process: dropping what is prepared ends the holder and its PID 1 and removes their cgroup.
+@pytest.mark.parametrize("user", [None, "65534:65534"])
+def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process(user: str | None) -> None:
+    # In process: dropping what is prepared ends the holder and its PID 1 and removes their cgroup. (With a user,
+    # the PID 1 waits as that user: its parent-death signal went with the change of credentials, and it is the end of
+    # its socket to the holder that ends it.)
     pool.drain()
-    sh("true", memory=64 * MiB)
-    sh("true", memory=64 * MiB)
+    sh("true", memory=64 * MiB, user=user)
+    sh("true", memory=64 * MiB, user=user)
     assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
                     and len(children(pool._ready.pid)) == 1, 10)
     holder = pool._ready
@@ -123,8 +126,8 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
     script = ("import os, sys, time\n"
               "from pycontainer_magics.runtime import run, ContainerSpec\n"
               "from pycontainer_magics.runtime.pool import pool\n"
-              "run(ContainerSpec(command=('true',), memory=64 * 2**20))\n"
-              "run(ContainerSpec(command=('true',), memory=64 * 2**20))\n"
+              f"run(ContainerSpec(command=('true',), memory=64 * 2**20, user={user!r}))\n"
+              f"run(ContainerSpec(command=('true',), memory=64 * 2**20, user={user!r}))\n"
               "while pool._ready is None or pool._ready.parked is None: time.sleep(0.01)\n"
               "print(pool._ready.pid, *sorted(set(pool._cgroup[1].paths.values())), flush=True)\n"
               "time.sleep(60)\n")
@@ -134,6 +137,10 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process() -> None:
         holder_pid, *dirs = p.stdout.readline().split()
         assert wait_for(lambda: len(children(int(holder_pid))) == 1, 10)
         (parked,) = children(int(holder_pid))
+        if user is not None:  # it waits with its privileges dropped, as that user
+            assert wait_for(lambda: _privileges(parked)["Seccomp"] == "2", 10)
+            with open(f"/proc/{parked}/status") as f:
+                assert any(line.split()[:2] == ["Uid:", "65534"] for line in f)
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
