@@ -85,7 +85,9 @@ def test_a_prepared_pid1_drops_its_privileges_before_its_run_comes() -> None:
     pool.drain()
     sh("true", memory=64 * MiB)
     sh("true", memory=64 * MiB)
-    assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None, 10)
+    # (parked is set when the order to park is sent: the holder forks PID 1 a moment later)
+    assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
+                    and len(children(pool._ready.pid)) == 1, 10)
     assert pool._ready is not None
     (pid1,) = children(pool._ready.pid)
     assert wait_for(lambda: _privileges(pid1)["Seccomp"] == "2", 10), _privileges(pid1)
