@@ -726,6 +726,17 @@ def test_a_container_like_the_last_starts_from_a_spare(d):
                      "cut -d' ' -f19 /proc/self/stat; echo data > /kept", check=True)
         assert r.stdout == "0\n"  # nice 0: not the spare's 19
     ids = [d.docker("inspect", "-f", "{{.Id}}", n, check=True).stdout.strip() for n in names]
+    # the spare kept now waits for its order at normal priority once prepared (woken at 19, it served it late)
+    assert wait_for(lambda: bool(os.listdir(spares)), 10)
+
+    def spare_nice() -> int | None:
+        try:
+            pid = os.listdir(spares)[0]
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[16])
+        except (IndexError, OSError, ValueError):
+            return None
+    assert wait_for(lambda: spare_nice() == 0, 10), spare_nice()
     recs = {r["Id"]: r for r in d.records()}
     assert recs[ids[1]]["Prepared"] is True and recs[ids[2]]["Prepared"] is True
     # its layer is the container's own, kept across a restart (which starts the usual way)

@@ -182,14 +182,8 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
             prepared = prepare(like.with_(writable_layer=layer))
         except BaseException:  # noqa: BLE001 - no head start, the order is served all the same
             prepared = False
-    try:
-        msg, fds = recv_ctl(sock)
-    except OSError:
-        msg, fds = None, []
-    if msg is None or "start" not in msg:  # the launcher went, or dropped us
-        _drop_spare(layer)
-        os._exit(0)
-    if like is not None:
+        # Prepared: back to normal priority before waiting (waiting costs nothing), so the order is served at
+        # once — woken at nice 19, the spare and the parked PID 1 waited behind the daemon's own threads.
         os.setpriority(os.PRIO_PROCESS, 0, 0)
         holder = pool.ready_pid()
         if holder is not None:
@@ -197,6 +191,13 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
                 os.setpriority(os.PRIO_PGRP, holder, 0)  # the holder made its session: PID 1 is in its group
             except OSError:
                 pass
+    try:
+        msg, fds = recv_ctl(sock)
+    except OSError:
+        msg, fds = None, []
+    if msg is None or "start" not in msg:  # the launcher went, or dropped us
+        _drop_spare(layer)
+        os._exit(0)
     cid, spec, io = msg["start"]
     send_ctl(sock, {"taken": os.getpid()})
     sock.close()
