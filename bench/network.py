@@ -11,6 +11,7 @@ removed at the end; traffic stays on loopback and the bridge.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import shutil
@@ -110,6 +111,9 @@ def main() -> None:
     if not args.only_starts and shutil.which("iperf3") is None:
         sys.exit("iperf3 is not installed: apt-get install -y iperf3")
     tmp = tempfile.mkdtemp(prefix="pcm-netbench-")
+    # Removed at exit, after the library's own exit steps (registered later, so run first): they touch the state
+    # dir (a removed one was re-created empty: 23 were left in /tmp).
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     os.environ["PYCONTAINER_STATE_DIR"] = os.path.join(tmp, "state")
     os.environ["PYCONTAINER_RUN_DIR"] = os.path.join(tmp, "run")
     import pycontainer_magics.network as N
@@ -151,7 +155,6 @@ def main() -> None:
             N.remove_network(n.name, force=True)
         for ns in N.list_netns():
             N.delete_netns(ns.name)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
