@@ -696,20 +696,25 @@ def test_the_lean_reader_leaves_the_rest_to_the_full_one(argv):
     assert parsed is None or run_daemon.create_body(*parsed) is None
 
 
-@pytest.mark.parametrize("text", ["64m", "64M", " 64 m ", "1.5g", "1.", "  .5k", ".", "", "m", "64mb", "64mib",
-                                  "64MiB", "64ib", "64b", "64bib", "64 kb", "64x", "1e3", "-5m", "+5", "64m\n",
-                                  "\u0663m", "\u00b2m", "1..2m", "12.3.4", "0x10", "64 mi", "64m b"])
-def test_the_lean_reader_reads_sizes_as_parse_size_does(text):
-    """run_daemon._size (no re: its import costs every `pycontainer run`) takes what parse_size takes."""
-    from pycontainer_magics.cli.run_daemon import _size
+@pytest.mark.parametrize(("text", "expected"), [
+    ("64m", 64 * 2**20), ("64M", 64 * 2**20), (" 64 m ", 64 * 2**20), ("1.5g", 3 * 2**29), ("1.", 1),
+    ("  .5k", 512), ("64mb", 64 * 2**20), ("64mib", 64 * 2**20), ("64MiB", 64 * 2**20), ("64ib", 64), ("64b", 64),
+    ("64bib", 64), ("64 kb", 65536), ("64m\n", 64 * 2**20), ("\u0663m", 3 * 2**20), ("2t", 2 * 2**40),
+    (".", None), ("", None), ("m", None), ("64x", None), ("1e3", None), ("-5m", None), ("+5", None),
+    ("\u00b2m", None), ("1..2m", None), ("12.3.4", None), ("0x10", None), ("64 mi", None), ("64m b", None)])
+def test_one_size_grammar_for_the_lean_reader_and_parse_size(text, expected):
+    """sizes.size_bytes (no re: its import costs every `pycontainer run`) is the grammar parse_size reads too:
+    the regex both once had (number, unit b/k/m/g/t, an (i)b, any case, spaces)."""
     from pycontainer_magics.runtime.parse import parse_size
     from pycontainer_magics.runtime.spec import SpecError
+    from pycontainer_magics.sizes import size_bytes
 
-    try:
-        expected: int | None = parse_size(text)
-    except SpecError:
-        expected = None
-    assert _size(text) == expected
+    assert size_bytes(text) == expected
+    if expected is None:
+        with pytest.raises(SpecError, match="invalid size"):
+            parse_size(text)
+    else:
+        assert parse_size(text) == expected
 
 
 def test_a_container_like_the_last_starts_from_a_spare(d):

@@ -28,7 +28,7 @@ ROOT = Path(pycontainer_magics.__file__).resolve().parent
 
 RANK = {"linux": 0, "images": 1, "network": 1, "runtime": 2, "workloads": 3, "oci": 4, "kube": 4, "lab": 5,
         "engine": 5.5, "display": 6, "magics": 7, "kernel": 7, "cli": 8}
-BOTTOM = {"paths", "errors"}  # top-level helpers every layer may use; they import nothing of the package
+BOTTOM = {"paths", "errors", "sizes"}  # top-level helpers every layer may use; they import nothing of the package
 HEAVY = {"pandas", "matplotlib", "ipywidgets"}
 HEAVY_OK = {"display", "magics"}
 NOTEBOOK_STACK = HEAVY | {"IPython", "ipykernel"}

@@ -15,11 +15,11 @@ import os
 import sys
 import time
 
+from ..sizes import size_bytes
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 # flag -> (key, repeatable); flags that take no value are in _SWITCHES
 _VALUED = {
@@ -31,23 +31,6 @@ _VALUED = {
     "--hostname": ("hostname", False), "-v": ("volume", True), "--volume": ("volume", True),
 }
 _SWITCHES = {"-q": "quiet", "--quiet": "quiet", "--json": "json", "--read-only": "read_only"}
-
-
-def _size(text: str) -> int | None:
-    """parse_size's grammar (runtime/parse.py's _SIZE_RE: a number, a unit b/k/m/g/t, an (i)b), read without re:
-    importing re costs `pycontainer run` ~1.5 ms."""
-    t = text.strip().lower()
-    i = 0
-    while i < len(t) and (t[i].isdecimal() or t[i] == "."):
-        i += 1
-    number, rest = t[:i], t[i:].lstrip()
-    whole, dot, frac = number.partition(".")
-    if not (whole or frac) or "." in frac or not all(c.isdecimal() for c in whole + frac):
-        return None
-    unit = rest[:1] if rest[:1] in ("b", "k", "m", "g", "t") else ""
-    if rest[len(unit):] not in ("", "b", "ib"):
-        return None
-    return int(float(number if whole else "0" + number) * _UNITS[unit])
 
 
 def parse(argv: list[str]) -> tuple[dict[str, Any], list[str], str | None] | None:
@@ -102,7 +85,7 @@ def create_body(opts: dict[str, Any], command: list[str], image: str | None) -> 
             if key == "memory_swap" and opts[key].strip() == "-1":
                 host[field] = -1
                 continue
-            size = _size(opts[key])
+            size = size_bytes(opts[key])
             if size is None or size <= 0:
                 return None
             host[field] = size

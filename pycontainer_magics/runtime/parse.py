@@ -16,13 +16,12 @@ from typing import Any
 
 from ..linux.caps import CAP_NUMBERS, normalize_cap
 from ..linux.namespaces import NAMESPACE_KINDS, canonical
+from ..sizes import size_bytes
 from .spec import ENV_NAME_RE, TIME_CLOCKS, VOLUME_NAME_RE, ContainerSpec, Mount, SpecError, Tmpfs
 
 # --- sizes ---------------------------------------------------------------------------------------
 
 # Docker (go-units RAMInBytes): binary units, case-insensitive, "512m" == "512mb" == "512MiB".
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([bkmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 def parse_size(value: str | int, flag: str = "--memory") -> int:
@@ -31,11 +30,11 @@ def parse_size(value: str | int, flag: str = "--memory") -> int:
         if value < 0:
             raise SpecError(f"invalid size {value!r} for {flag}: expected a positive number of bytes")
         return value
-    m = _SIZE_RE.match(str(value))
-    if not m:
+    n = size_bytes(str(value))
+    if n is None:
         raise SpecError(f"invalid size {str(value)!r} for {flag}: expected a number with an optional unit "
                         "b, k, m or g, like 512m")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    return n
 
 
 def parse_memory_swap(value: str | int) -> int:
