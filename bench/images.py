@@ -182,7 +182,7 @@ def main() -> None:
                             ["tar", "-x", *TAR_FLAGS[k], "-f", p, "-C", d], check=True))
                     elif label == FLOOR:  # what ours does, with tar: extract and hash, side by side
                         os.makedirs(dest)
-                        script = 'f=$1 d=$2; shift 2; "$@" "$f" >/dev/null & tar -x -f "$f" -C "$d"; wait $!'
+                        script = 'f=$1 d=$2; shift 2; "$@" "$f" >/dev/null & tar -x -f "$f" -C "$d" || exit 1; wait $!'
                         m = _measured(lambda d=dest, p=path, s=script: subprocess.run(
                             ["sh", "-c", s, "sh", p, d, *HASHER], check=True))
                     else:

@@ -210,7 +210,7 @@ def _sized_members() -> list[tuple[str, bytes]]:
 
 @gnu_tar
 @root
-def test_a_plain_layer_from_a_file_unpacks_as_from_a_stream_and_as_tar_does(tmp_path):
+def test_a_plain_layer_from_a_file_unpacks_as_from_a_stream_and_as_tar_does(tmp_path, monkeypatch):
     """The file path (large members copied by the kernel from the layer file at their offset, the diff_id
     hashed from the file) gives the tree the stream path gives and GNU tar extracts: sizes across every
     boundary, hard links to large files, whiteouts (apply mode deletes what a lower layer had)."""
@@ -224,6 +224,9 @@ def test_a_plain_layer_from_a_file_unpacks_as_from_a_stream_and_as_tar_does(tmp_
                             ("lower/.wh.gone", b""), ("tail", b"after the large files\n")])
     layer = tmp_path / "layer.tar"
     layer.write_bytes(layer_bytes)
+    copied: list[int] = []  # the file path's large members go through the kernel (else it is the stream path)
+    real_sendfile = os.sendfile
+    monkeypatch.setattr(os, "sendfile", lambda *a: copied.append(a[3]) or real_sendfile(*a))
     trees = {}
     for how in ("file", "stream", "tar"):
         dest = tmp_path / how
@@ -239,6 +242,7 @@ def test_a_plain_layer_from_a_file_unpacks_as_from_a_stream_and_as_tar_does(tmp_
         os.utime(dest / "lower", (0, 0))  # changed now by the whiteout (or the unlink)
         trees[how] = _tree(str(dest))
     assert trees["file"] == trees["stream"] == trees["tar"]
+    assert copied and sum(copied) >= len(dict(members)[big]) - unpack_mod._CHUNK
     assert trees["file"]["d/hard"][-1] == 2 and trees["file"]["d/hard"][3] == dict(members)[big]
     assert "lower/gone" not in trees["file"]
 

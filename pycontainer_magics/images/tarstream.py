@@ -161,10 +161,6 @@ class TarReader:
         self._skip(-n % BLOCK)
         return bytes(memoryview(buf)[off:off + n])
 
-    @property
-    def can_span(self) -> bool:
-        return self._seek is not None
-
     def span(self) -> tuple[memoryview, int, int]:
         """The current entry's data as (the part already read, a view valid until the next chunk; the stream
         offset where the rest begins; the rest's length), for a reader made with `seek`: the rest is skipped

@@ -46,8 +46,8 @@ def last_cap() -> int:
                 _last_cap = int(os.read(fd, 32))
             finally:
                 os.close(fd)
-        except OSError:
-            return max(CAP_NAMES)
+        except OSError:  # (no /proc/sys here: the names we know, once — not an open() in every PID 1)
+            _last_cap = max(CAP_NAMES)
     return _last_cap
 
 
