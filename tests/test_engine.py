@@ -901,3 +901,41 @@ def test_exec_output_waits_for_a_client_that_reads_slowly(d):
         assert wait_for(lambda: d.request("GET", f"/exec/{eid}/json")[1]["ExitCode"] == 0, 10)
     finally:
         d.docker("rm", "-f", name)
+
+
+def test_a_spare_renices_the_parked_pid1_even_while_the_holder_forks_it():
+    """The spare asks its holder to park PID 1 and returns at once: the holder may be inside fork() (which
+    copies the parent's nice first and joins the process group last) when the spare renices the group. A
+    fork that slow is made here with a holder of 1 GiB touched memory: its child must still end at nice 0."""
+    from pycontainer_magics.workloads.supervisor import _renice_holder
+
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    holder = os.fork()
+    if holder == 0:  # a stand-in for the holder: its own session, nice 19, a big heap, forks when told
+        try:
+            os.setsid()
+            os.setpriority(os.PRIO_PROCESS, 0, 19)
+            heap = bytearray(1 << 30)
+            for i in range(0, len(heap), 4096):
+                heap[i] = 1
+            os.write(out_w, b"r")
+            os.read(go_r, 1)
+            child = os.fork()
+            if child == 0:
+                time.sleep(0.5)  # by then the spare has reniced (or not)
+                os.write(out_w, str(os.getpriority(os.PRIO_PROCESS, 0)).encode().rjust(3))
+                os._exit(0)
+            os.waitpid(child, 0)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(out_r, 1) == b"r"
+        os.write(go_w, b"g")
+        time.sleep(0.003)  # the holder woke and is copying its page tables
+        _renice_holder(holder, True)
+        assert os.read(out_r, 3).strip() == b"0"
+    finally:
+        os.waitpid(holder, 0)
+        for fd in (go_r, go_w, out_r, out_w):
+            os.close(fd)

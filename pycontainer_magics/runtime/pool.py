@@ -155,10 +155,10 @@ class Pool:
         with self._lock:
             return (self._ready.sock.fileno(),) if self._ready is not None else ()
 
-    def ready_pid(self) -> int | None:
-        """The pid of the holder kept ready, if any."""
+    def ready_holder(self) -> tuple[int, bool] | None:
+        """The pid of the holder kept ready, if any, and whether it was asked to park a PID 1."""
         with self._lock:
-            return self._ready.pid if self._ready is not None else None
+            return (self._ready.pid, self._ready.parked is not None) if self._ready is not None else None
 
     def ready_cgroup(self) -> tuple[CgroupLimits, Cgroup] | None:
         with self._lock:

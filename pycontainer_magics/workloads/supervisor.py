@@ -185,12 +185,9 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
         # Prepared: back to normal priority before waiting (waiting costs nothing), so the order is served at
         # once — woken at nice 19, the spare and the parked PID 1 waited behind the daemon's own threads.
         os.setpriority(os.PRIO_PROCESS, 0, 0)
-        holder = pool.ready_pid()
+        holder = pool.ready_holder()
         if holder is not None:
-            try:
-                os.setpriority(os.PRIO_PGRP, holder, 0)  # the holder made its session: PID 1 is in its group
-            except OSError:
-                pass
+            _renice_holder(*holder)
     try:
         msg, fds = recv_ctl(sock)
     except OSError:
@@ -212,6 +209,27 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
     else:
         _drop_spare(layer)
     supervise(cid, spec, fds[0], fds[1], io, fds[2] if len(fds) > 2 else -1, keep)
+
+
+def _renice_holder(holder: int, parking: bool) -> None:
+    """The holder and its parked PID 1 back to nice 0 (the holder made its session: PID 1 is in its group).
+    The holder forks PID 1 once asked (pool._park does not wait for it), and a fork under way while its group
+    is reniced keeps the 19 it copied from the holder: so first wait, briefly, until the holder has its child."""
+    import time
+
+    deadline = time.monotonic() + 1.0
+    while parking and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{holder}/task/{holder}/children") as f:
+                if f.read().strip():
+                    break
+        except OSError:
+            break  # the holder gone, or a kernel without CONFIG_PROC_CHILDREN: renice what is there
+        time.sleep(0.0005)
+    try:
+        os.setpriority(os.PRIO_PGRP, holder, 0)
+    except OSError:
+        pass
 
 
 def _drop_spare(layer: str) -> None:
