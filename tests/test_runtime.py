@@ -212,6 +212,41 @@ def test_diff_letters_and_sizes() -> None:
     assert os.path.exists("/etc/hostname") and not os.path.exists("/added")  # the host is untouched
 
 
+DIFF_PY = """
+import os
+open("/added", "w").write("hello\\n")
+os.mkdir("/etc/newdir")
+os.remove("/etc/hostname")
+open("/etc/motd", "a").write("x\\n")
+"""
+
+
+@pytest.mark.cgroup2
+def test_a_python_cells_diff_is_read_by_the_caller_without_waiting_for_the_holder() -> None:
+    """A Python cell's PID 1 is the caller's child: once it is done, the caller reads the layer diff itself,
+    through the holder's mount namespace (run._read_diff), rather than asking the holder and waiting for its
+    answer. A holder that cannot answer (stopped here) does not hold the cell up; the diff is the same."""
+    from pycontainer_magics.runtime.pool import pool
+    from pycontainer_magics.runtime.run import DIFF_READ
+
+    py("pass")
+    assert wait_for(lambda: pool.ready_holder() is not None), "no holder prepared"
+    ready = pool.ready_holder()
+    assert ready is not None
+    os.kill(ready[0], signal.SIGSTOP)
+    try:
+        r = py(DIFF_PY, timeout=5)
+    finally:
+        os.kill(ready[0], signal.SIGCONT)
+    assert not r.timed_out and r.exit_code == 0, (r.timed_out, r.stderr)
+    assert any(label == DIFF_READ for label, _ in r.timeline), r.timeline
+    got = {(d.kind, d.path) for d in r.diff}
+    assert {("A", "/added"), ("C", "/etc"), ("A", "/etc/newdir"), ("D", "/etc/hostname"),
+            ("C", "/etc/motd")} <= got, got
+    assert {d.path: d.size for d in r.diff}["/added"] == 6
+    assert py("pass", diff=False).diff == []
+
+
 def test_changes_are_lost_with_the_container() -> None:
     sh("echo x > /persist-test")
     assert sh("cat /persist-test 2>&1; true").stdout.endswith("No such file or directory\n")

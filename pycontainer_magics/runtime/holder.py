@@ -204,9 +204,10 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
         else:
             _discard(parked)
             stage = "waiting for the container"
-            done, _ = recv_ctl(sock)  # the caller says when its PID 1 has exited
+            done, _ = recv_ctl(sock)  # the caller says when its PID 1 has exited (and whether it read the diff)
             status, exited = None, _now()
-            del done
+            if done is not None and done.get("diff_read"):
+                L = dataclasses.replace(L, want_diff=False)
         diff = None
         if L.want_diff and upper is not None and hp.lower is not None:
             stage = "computing the layer diff"
@@ -414,6 +415,43 @@ def resize_writable_layer(holder_pid: int, hp: HolderPlan, size: int | None) -> 
                 os._exit(70)  # never serve another request from inside a container's mount namespace
     finally:
         os.close(own)
+
+
+def premount(holder_pid: int, ahead_root: str, plan: rootfs.RootfsPlan) -> None:
+    """Make the mounts of `plan` (rootfs.ahead_ops of a container's filesystem plan: /dev and its nodes, sysfs, the
+    masks under /sys) ahead of the container's PID 1, in a prepared holder's mount namespace, under `ahead_root` (a
+    directory of its scratch tmpfs beside the root). A Python cell's PID 1 moves the trees into its root
+    (rootfs.move_ahead) and mounts only /proc, its masks and the cgroup mounts itself (launch.pid1_direct). Made by
+    host root in the holder's network and IPC namespaces (sysfs shows the network namespace it is mounted from,
+    mqueue the IPC one), as that PID 1 would make them. Beside the root, not in it: a run that does not take them
+    (a command, whose PID 1 binds the root without what is below it — and a locked mount below it would make that
+    bind fail —, or a cell whose plan asks for other mounts) never sees them; they go with the holder's mount
+    namespace, so a holder nobody takes leaves nothing.
+    Only the launch helper calls this (host root, single-threaded: setns into the namespaces and back), as
+    resize_writable_layer does."""
+    own = [(os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC), f) for n, f in _PREMOUNT_NS]
+    try:
+        theirs = [(os.open(f"/proc/{holder_pid}/ns/{n}", os.O_RDONLY | os.O_CLOEXEC), f) for n, f in _PREMOUNT_NS]
+        entered = 0
+        try:
+            for fd, flag in theirs:
+                libc.setns(fd, flag)
+                entered += 1
+            rootfs.apply_ahead(ahead_root, plan)
+        finally:
+            for fd, _ in theirs:
+                os.close(fd)
+            try:
+                for fd, flag in own[:entered]:
+                    libc.setns(fd, flag)
+            except OSError:
+                os._exit(70)  # never serve another request from inside a container's namespaces
+    finally:
+        for fd, _ in own:
+            os.close(fd)
+
+
+_PREMOUNT_NS = (("net", CLONE_NEWNET), ("ipc", CLONE_NEWIPC), ("mnt", CLONE_NEWNS))
 
 
 def prepare_holder(hp: HolderPlan, launch: Launch | None = None,

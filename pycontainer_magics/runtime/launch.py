@@ -68,6 +68,10 @@ class Launch:
     terminal: bool = False  # `docker run -t`: PID 1 makes a pty in the container, sends the master back (run.Terminal)
     terminal_size: tuple[int, int] = (0, 0)  # rows, columns (0: unknown, the client sets it later)
     python_globals: dict[str, Any] | None = field(default=None, repr=False)
+    # Direct: the plan's operations the holder has made ahead (holder.premount; PID 1 skips them), and the trees
+    # PID 1 moves into its root for them: (where they were made, their targets).
+    premounted: tuple[int, ...] = ()
+    moves: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def rlimits(self) -> tuple[tuple[str, int, int], ...]:
@@ -184,7 +188,9 @@ def _enter_root(L: Launch, at: _Stage, rebind: bool) -> list[str]:
     at.stage = "mounting the container's filesystems"
     if rebind:
         mount(L.merged, L.merged, None, MS_BIND)
-    notes = rootfs.apply_plan(L.merged, L.plan)
+    if L.moves is not None:  # what the holder made ahead (holder.premount), moved in; then the rest of the plan
+        rootfs.move_ahead(L.merged, *L.moves)
+    notes = rootfs.apply_plan(L.merged, L.plan, skip=L.premounted)
     at.stage = "pivot_root"
     rootfs.pivot_into(L.merged)
     return notes

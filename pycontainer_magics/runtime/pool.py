@@ -24,8 +24,9 @@ from . import cleanup
 from .channel import send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .launch import Launch
+from .rootfs import MountOp
 from .state import new_id
-from .zygote import HelperUnavailable, zygote
+from .zygote import HelperUnavailable, Premount, zygote
 
 if TYPE_CHECKING:
     from ..network.networks import Endpoint  # (pyroute2 loads only for containers on a network)
@@ -41,6 +42,8 @@ class Holder:
     parked: tuple[Any, ...] | None = None  # PID 1 prepared too: for runs with this Launch.park_key() ...
     parked_cgroup: str | None = None  # ... in this cgroup (its name; None: no cgroup)
     endpoint: Endpoint | None = None  # reserved ahead in its network namespace (networking.reserve), for a run there
+    # Mounts for its root made ahead, beside it (holder.premount): the plan's operations done (() for none).
+    premounted: tuple[MountOp, ...] = ()
 
     def close(self) -> None:
         """Let the holder go (it exits when its control socket closes); an endpoint reserved in it is released."""
@@ -67,6 +70,7 @@ class Pool:
         self._wanted_cgroup: tuple[Hierarchy, CgroupLimits] | None = None
         self._wanted_launch: Callable[[Cgroup | None], Launch] | None = None
         self._wanted_network: str | None = None
+        self._wanted_premount: Premount | None = None
         # How take() served: "pooled" (prepared ahead for this plan), "resized" (prepared ahead, its writable
         # layer re-bounded), "made" (prepared on the cell's path). What a benchmark or a test reads.
         self.served: collections.Counter[str] = collections.Counter()
@@ -204,13 +208,17 @@ class Pool:
             return h.parked if h is not None and h.parked_cgroup == cg.name else None
 
     def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
-                 launch: Callable[[Cgroup | None], Launch] | None = None, network: str | None = None) -> None:
+                 launch: Callable[[Cgroup | None], Launch] | None = None, network: str | None = None,
+                 premount: Premount | None = None) -> None:
         """Prepare a holder for `plan` (the helper does the work) and a cgroup, in the background; with
         `launch` (the launch of a run like the last in a given cgroup, without the caller's globals), the
         holder also prepares that run's PID 1, in the new cgroup, up to the payload (holder.py: parked); with
-        `network`, an endpoint on it is attached to the holder's network namespace (reserved, see networking)."""
+        `network`, an endpoint on it is attached to the holder's network namespace (reserved, see networking); with
+        `premount` (a Python cell's: the last run's merged root, its filesystem plan, rootfs.ahead_ops of it), the
+        helper makes those mounts in the holder's namespaces (holder.premount)."""
         with self._lock:
             self._wanted = plan
+            self._wanted_premount = premount
             self._wanted_cgroup = cgroup
             self._wanted_launch = launch
             self._wanted_network = network
@@ -228,11 +236,14 @@ class Pool:
                 want_cg, self._wanted_cgroup = self._wanted_cgroup, None
                 park, self._wanted_launch = self._wanted_launch, None
                 network, self._wanted_network = self._wanted_network, None
+                premount, self._wanted_premount = self._wanted_premount, None
             holder = cg = None
             if plan is not None:
                 try:
-                    pid, sock = zygote().prepare(plan)
+                    pid, sock, done = zygote().prepare_premounted(plan, premount)
                     holder = Holder(pid, sock, plan, ours=False)
+                    if premount is not None and done:
+                        holder.premounted = premount[1].ops
                 except (SetupFailed, OSError):
                     pass
             if want_cg is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..linux import libc
 from ..linux.libc import (
     MS_BIND,
+    MS_MOVE,
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
@@ -367,10 +368,71 @@ def _bind(source: str, target: str, read_only: bool, recursive: bool = True) -> 
         mount(None, target, None, flags)
 
 
-def apply_plan(root: str, plan: RootfsPlan) -> list[str]:
-    """Run the plan under `root` (the merged directory). Returns notes about fallbacks taken."""
-    notes: list[str] = []
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top + "/")
+
+
+def _overlap(a: str, b: str) -> bool:
+    return _under(a, b) or _under(b, a)
+
+
+AHEAD_TOPS = ("/dev", "/sys")  # the filesystems a holder's root may get made ahead, beside it (ahead_ops)
+
+
+def ahead_ops(plan: RootfsPlan) -> tuple[int, ...]:
+    """Which of the plan's operations can be done before PID 1 exists, by the launch helper in the holder's mount,
+    network and IPC namespaces (holder.premount): the /dev tmpfs with its nodes, links, pts, shm and mqueue, sysfs
+    and the masks under /sys — what depends on neither PID 1's PID namespace (/proc and what lies under it) nor its
+    cgroup namespace (/sys/fs/cgroup). They are made in a directory beside the root and PID 1 moves the two trees
+    in (move_ahead): an operation is ahead only inside the /dev or /sys mount made ahead. Not a bind of a host path
+    (a volume, the host's mqueue: bound at the run, as the path then is), and nothing whose target meets that of an
+    earlier operation left to PID 1 (done first, it would change what that one mounts over). Returns their
+    indices, in the plan's order."""
+    ahead: list[int] = []
+    later: list[str] = []
+    tops: list[str] = []
+    for i, op in enumerate(plan.ops):
+        t = op.target
+        inside = any(t != top and _under(t, top) for top in tops)
+        top = t in AHEAD_TOPS and op.action == "mount" and t not in tops
+        if (inside or top) and op.action != "bind" and not _under(t, "/sys/fs/cgroup") \
+                and not any(_overlap(t, x) for x in later):
+            ahead.append(i)
+            if top:
+                tops.append(t)
+        else:
+            later.append(t)
+    return tuple(ahead)
+
+
+def ahead_tops(plan: RootfsPlan, ahead: tuple[int, ...]) -> tuple[str, ...]:
+    """The mounts made ahead that PID 1 moves into its root (with everything mounted below them)."""
+    return tuple(plan.ops[i].target for i in ahead if plan.ops[i].target in AHEAD_TOPS)
+
+
+def apply_ahead(root: str, plan: RootfsPlan) -> None:
+    """The operations of `plan` (ahead_ops of a container's plan) under `root`, a directory beside the container's
+    root (holder.premount). Strict: no fallback, a refused mount fails."""
     for op in plan.ops:
+        if op.target in AHEAD_TOPS:
+            os.makedirs(root + op.target, exist_ok=True)
+    apply_plan(root, plan, strict=True)
+
+
+def move_ahead(root: str, ahead_root: str, tops: tuple[str, ...]) -> None:
+    """PID 1's part of the mounts made ahead: move each tree made under `ahead_root` to its place in the root."""
+    for t in tops:
+        mount(ahead_root + t, root + t, None, MS_MOVE)
+
+
+def apply_plan(root: str, plan: RootfsPlan, skip: tuple[int, ...] = (), strict: bool = False) -> list[str]:
+    """Run the plan under `root` (the merged directory). Returns notes about fallbacks taken. `skip`: operations
+    done ahead already (ahead_ops); `strict`: no fallback, a refused mount fails."""
+    notes: list[str] = []
+    skipped = frozenset(skip)
+    for i, op in enumerate(plan.ops):
+        if i in skipped:
+            continue
         t = root + op.target
         try:
             if op.action == "mount":
@@ -394,7 +456,7 @@ def apply_plan(root: str, plan: RootfsPlan) -> list[str]:
             else:
                 raise ValueError(f"unknown mount action {op.action}")
         except OSError as e:
-            if op.fallback and e.errno in (errno.EPERM, errno.EACCES, errno.EINVAL):
+            if op.fallback and e.errno in (errno.EPERM, errno.EACCES, errno.EINVAL) and not strict:
                 _bind(op.fallback, t, op.read_only or bool(op.flags & MS_RDONLY))
                 notes.append(f"{op.target}: {op.fstype} mount refused ({errno.errorcode.get(e.errno)}); "
                              f"bound the host's {op.fallback}")

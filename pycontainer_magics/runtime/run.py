@@ -12,6 +12,7 @@ prepared ahead of time (pool.py).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import gc
@@ -49,7 +50,7 @@ from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
 from .pool import Holder, pool
 from .relay import QUIET, OutputFn, OutputRelay
-from .result import ContainerRun, NamespaceRow
+from .result import ContainerRun, DiffEntry, NamespaceRow
 from .seccomp_profile import profile_for
 from .spec import POD_SHARED, ContainerSpec, IdMap, Mount, SpecError
 
@@ -450,6 +451,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     cg: Cgroup | None = None
     pod: PodMembership | None = None
     executed = False
+    then: list[Callable[[], None]] = []  # what _execute leaves for after the counters are read
     try:
         # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not in a pod: only
         # such a run may get the cgroup one waits in.
@@ -488,7 +490,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             L.terminal, L.terminal_size = True, terminal.size
         r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         executed = True
-        _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal)
+        _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then)
     finally:
         if pod is not None:
             pod.release(r.id)
@@ -499,6 +501,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         # work would compete with this thread for the interpreter while it reads them.
         if executed:
             _leave_networks(r)
+        # So does the preparation of the next cell's holder and cgroup (the pool's thread): started only now.
+        for step in then:
+            step()
     return r
 
 
@@ -631,7 +636,9 @@ def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
 
 def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
              helper: bool, on_start: StartFn | None = None, stdin_fd: int | None = None,
-             terminal: Terminal | None = None) -> None:
+             terminal: Terminal | None = None, then: list[Callable[[], None]] | None = None) -> None:
+    """Run the planned container to its end. `then`: where the preparation of the next run is put, for the caller
+    to start once it has read the cgroup's counters (started here without it)."""
     spec = r.spec
     host_ns = ns_inodes("self")
     t0 = time.monotonic()
@@ -675,6 +682,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     child_ends = [in_r, out_w, err_w, st_w, *console_fds, *join_fds]
     parent_ends = [out_r, err_r, st_r]  # in_w belongs to the relay, which closes it once stdin is written
     pid1 = pidfd = None
+    ahead: tuple[int, ...] | None = None  # the plan's operations a holder may make ahead (rootfs.ahead_ops)
     order = [st_w, in_r, out_w, err_w, *console_fds, *join_fds]
     try:
         try:
@@ -687,6 +695,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                     _send_order(holder, L, order)
             else:
                 _send_order(holder, L, [st_w])
+                ahead = _take_premounted(holder, L)
                 pid1 = _fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds)
                 pidfd = os.pidfd_open(pid1)
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
@@ -704,6 +713,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     if monitor is not None:
         monitor.start()
     relay = _Relay(r, on_output, t0, holder, pid1)
+    if L.mode == "direct" and not L.export_layer:
+        relay.read_diff = functools.partial(_read_diff, holder.pid, hp, L.want_diff)
     if on_start is not None:
         relay.on_ready = lambda: on_start(Running(r, relay, cg))
     if console is not None and terminal is not None:
@@ -750,8 +761,18 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if parkable and _last_parkable and same_network and (network is None or reserve is not None):
             park = functools.partial(_park_launch, spec)
         _last_parkable = parkable
-        pool.prefetch(None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
-                      launch=park, network=reserve if not holder.ours else None)
+        # A Python cell's next holder gets the mounts of its root that need no PID 1 made ahead (holder.premount).
+        premount = None
+        if L.mode == "direct" and L.plan is not None and L.merged is not None and not holder.ours:
+            ops = ahead if ahead is not None else rootfs.ahead_ops(L.plan)
+            premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)))
+        prefetch = functools.partial(
+            pool.prefetch, None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
+            launch=park, network=reserve if not holder.ours else None, premount=premount)
+        if then is not None:
+            then.append(prefetch)
+        else:
+            prefetch()
     if relay.interrupted:
         raise ContainerInterrupted(r)
 
@@ -759,6 +780,41 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
 ENDPOINT_PREPARED = "network attached (its endpoint was prepared ahead)"  # the timeline's label for a claim
 _last_parkable = False  # the last run could have used a PID 1 prepared ahead (see _execute)
 _last_network: str | None = None  # the network the last run was on
+
+
+DIFF_READ = "layer diff read by the caller"  # the timeline's label when the caller read it (_read_diff)
+
+
+def _read_diff(holder_pid: int, hp: HolderPlan, wanted: bool) -> list[DiffEntry]:
+    """The layer diff of a direct run, read by the caller through the holder's root (its mount namespace, where
+    the writable layer is: /proc/PID/root) as soon as PID 1 is done, instead of asking the holder for it and
+    waiting for its answer: a wake-up of the holder and its walk, in a process that never ran that code, were
+    most of a millisecond of every Python cell. The holder waits for the caller's word before it exits."""
+    if not wanted or not hp.new_mount or not hp.writable or hp.lower is None or hp.scratch is None:
+        return []
+    at = f"/proc/{holder_pid}/root"
+    upper = (hp.upper_dir or hp.scratch) + "/upper"
+    return rootfs.layer_diff(at + upper, hp.lower, at + hp.scratch + "/mp",
+                             split_top=hp.rootless and hp.lower == "/", top=at + hp.merged if hp.merged else None,
+                             mountpoints=hp.mountpoints)
+
+
+def _take_premounted(holder: Holder, L: Launch) -> tuple[int, ...] | None:
+    """A Python cell's PID 1 in a holder with mounts made ahead for its root (holder.premount) takes them when they
+    are exactly what its plan asks for: it moves them in and skips those operations. Returns the plan's operations
+    that may be made ahead (rootfs.ahead_ops), when computed."""
+    if L.plan is None or L.merged is None or not holder.premounted:
+        return None
+    ahead = rootfs.ahead_ops(L.plan)
+    if holder.premounted == tuple(L.plan.ops[i] for i in ahead):
+        L.premounted = ahead
+        L.moves = (_ahead_root(L.merged), rootfs.ahead_tops(L.plan, ahead))
+    return ahead
+
+
+def _ahead_root(merged: str) -> str:
+    """Where a holder's mounts made ahead go: beside its root, in its scratch tmpfs."""
+    return os.path.dirname(merged) + "/ahead"
 
 
 def _waitpid(pid: int) -> int:
@@ -871,6 +927,9 @@ class _Relay:
         self.output = OutputRelay(on_output)
         self.console: socket.socket | None = None  # a Terminal's master comes on it (before "ready")
         self.on_master: Callable[[int], None] | None = None
+        # Direct: the caller reads the layer diff itself once PID 1 is done (_read_diff), and does not wait for the
+        # holder's last report; None: the holder reads it.
+        self.read_diff: Callable[[], list[DiffEntry]] | None = None
 
     def take_console(self, wait: bool = False) -> None:
         """Receive the terminal's master (PID 1 sends it before it says "ready": `wait` blocks for it then)
@@ -963,10 +1022,20 @@ class _Relay:
             self._exit_status(status)
         self.end = time.monotonic()
         self.r.timeline.append(("payload exited", self.end - self.t0))
+        read = False
+        if self.read_diff is not None:
+            try:
+                self.r.diff = self.read_diff()
+                read = True
+                self.r.timeline.append((DIFF_READ, time.monotonic() - self.t0))
+            except OSError:
+                pass  # the holder reads it, as for a command
         try:
-            send_ctl(self.holder.sock, {"done": True})  # the holder computes the diff and exits
+            send_ctl(self.holder.sock, {"done": True, "diff_read": read})  # (the holder computes the diff) and exits
         except OSError:
             pass
+        # The holder's last report would only say that it is done: the run need not wait for it.
+        self.final = read
 
     def _handle(self, msg: dict[str, Any]) -> None:
         r = self.r
@@ -1076,6 +1145,9 @@ class _Relay:
                                     assert self.pid1 is not None
                                     self.pid1_ours = False
                                     self._pid1_exited(_waitpid(self.pid1))
+                                    if self.final and st_r in sel.get_map():
+                                        sel.unregister(st_r)  # (as below: the holder's report is not waited for)
+                                        drain_until = time.monotonic() + 1.0
                                 continue
                             if fd == in_w:
                                 in_w, pending = feed(sel, in_w, pending)

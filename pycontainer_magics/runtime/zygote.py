@@ -22,8 +22,11 @@ import threading
 from ..errors import OSFailure
 from ..linux.libc import PR_SET_PDEATHSIG, prctl
 from .channel import recv_ctl, send_ctl
-from .holder import HolderPlan, SetupFailed, prepare_holder, resize_writable_layer
+from .holder import HolderPlan, SetupFailed, premount, prepare_holder, resize_writable_layer
 from .launch import failure
+from .rootfs import RootfsPlan
+
+Premount = tuple[str, RootfsPlan]  # (where, the operations: holder.premount)
 
 
 class HelperUnavailable(OSFailure):
@@ -63,20 +66,26 @@ class Zygote:
 
     def prepare(self, plan: HolderPlan) -> tuple[int, socket.socket]:
         """A ready holder for `plan`: (pid, control socket). Raises SetupFailed or HelperUnavailable."""
+        pid, sock, _ = self.prepare_premounted(plan, None)
+        return pid, sock
+
+    def prepare_premounted(self, plan: HolderPlan, premount: Premount | None) -> tuple[int, socket.socket, bool]:
+        """prepare(), and with `premount` some of its root's mounts made ahead of its PID 1 (holder.premount);
+        the third value says whether they were (False also when they failed part way)."""
         with self._lock:
             for _attempt in (1, 2):
                 if not self.alive():
                     self._start()
                 assert self._sock is not None
                 try:
-                    send_ctl(self._sock, {"prepare": plan})
+                    send_ctl(self._sock, {"prepare": plan, "premount": premount})
                     reply, fds = recv_ctl(self._sock, 1)
                 except OSError:
                     reply, fds = None, []
                 if reply is not None:
                     if "setup_error" in reply:
                         raise SetupFailed(reply["setup_error"])
-                    return reply["pid"], socket.socket(fileno=fds[0])
+                    return reply["pid"], socket.socket(fileno=fds[0]), bool(reply.get("premounted"))
                 self.stop()  # died under us: start a fresh one and try once more
             raise HelperUnavailable(None, "the launch helper did not answer")
 
@@ -157,7 +166,14 @@ def main(fd: int) -> None:
         finally:
             signal.signal(signal.SIGCHLD, _reap)
             _reap(0, None)
-        send_ctl(sock, {"pid": pid}, [ctl.fileno()])
+        done = False
+        if msg.get("premount") is not None:
+            try:
+                premount(pid, *msg["premount"])
+                done = True
+            except OSError:
+                pass  # (the caller's PID 1 then rebinds the root and mounts it all: launch._enter_root)
+        send_ctl(sock, {"pid": pid, "premounted": done}, [ctl.fileno()])
         ctl.close()
 
 
