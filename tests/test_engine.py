@@ -105,6 +105,7 @@ def test_run_rm_output_and_exit_code(d, cli):
     assert not [c for c in d.records() if c.get("ExitCode") == 3]
 
 
+@pytest.mark.cgroup2  # also in the cgroup v2 VM (tests/vm/): the daemon's cgroup work
 def test_run_limits_are_in_the_cgroup_and_inspect(d):
     r = d.docker("run", "--name", "lim", "-m", "64m", "--pids-limit", "20", IMAGE, "sh", "-c",
                  "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max 2>/dev/null || "
@@ -118,6 +119,7 @@ def test_run_limits_are_in_the_cgroup_and_inspect(d):
     d.docker("rm", "lim", check=True)
 
 
+@pytest.mark.cgroup2  # also in the cgroup v2 VM (tests/vm/): the daemon's cgroup work
 def test_oom_killed_in_inspect(d):
     r = d.docker("run", "--name", "oom", "-m", "16m", "--memory-swap", "16m", IMAGE,
                  "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
@@ -484,6 +486,7 @@ def test_volumes(d):
 
 # -- a running container: stats, top, pause, update, diff, commit, rename -----------------------------
 
+@pytest.mark.cgroup2  # also in the cgroup v2 VM (tests/vm/): the daemon's cgroup work
 def test_stats_top_pause_update(d):
     d.docker("run", "-d", "--name", "busy", "--network", "none", "-m", "64m", IMAGE, "sh", "-c",
              "while true; do sleep 0.1; done", check=True)
@@ -717,6 +720,7 @@ def test_one_size_grammar_for_the_lean_reader_and_parse_size(text, expected):
         assert parse_size(text) == expected
 
 
+@pytest.mark.cgroup2  # also in the cgroup v2 VM (tests/vm/): the daemon's cgroup work
 def test_a_container_like_the_last_starts_from_a_spare(d):
     """The launcher keeps a spare supervisor, which prepares a container like the last one (cgroup, namespaces,
     overlay over a layer of its own, PID 1 up to the payload, at the lowest priority): the next such container
