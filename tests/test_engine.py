@@ -720,7 +720,6 @@ def test_one_size_grammar_for_the_lean_reader_and_parse_size(text, expected):
         assert parse_size(text) == expected
 
 
-@pytest.mark.cgroup2  # also in the cgroup v2 VM (tests/vm/): the daemon's cgroup work
 def test_a_container_like_the_last_starts_from_a_spare(d):
     """The launcher keeps a spare supervisor, which prepares a container like the last one (cgroup, namespaces,
     overlay over a layer of its own, PID 1 up to the payload, at the lowest priority): the next such container
