@@ -178,3 +178,31 @@ def test_no_pid1_is_prepared_over_a_volume_and_a_removed_volume_stays_removed(tm
     settle()
     pool.drain()
     assert name not in volumes.list_volumes()
+
+
+# Allows everything but recvmsg, which a parked PID 1 needs to receive its run (the pipes arrive as SCM_RIGHTS),
+# and mkdir (what shows the payload runs under this profile, not the default one).
+NO_RECVMSG = ('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["recvmsg", "mkdir", "mkdirat"], '
+              '"action": "SCMP_ACT_ERRNO"}]}')
+
+
+@pytest.mark.parametrize("limits", [{"seccomp": NO_RECVMSG}, {"ulimits": (("nofile", 5, 5),)}],
+                         ids=["custom seccomp profile", "rlimit"])
+def test_a_prepared_pid1_takes_a_custom_filter_or_an_rlimit_only_with_its_run(limits: dict[str, object]) -> None:
+    """launch.early_steps: a parked PID 1 drops its privileges before it waits, but stops before a seccomp filter
+    other than the default or a resource limit: applied while it waits, either would keep it from receiving its
+    run (recvmsg denied; no room for the pipes it is sent). The third run like the last takes the parked PID 1 and
+    its payload runs under both."""
+    pool.drain()
+    runs = [sh("grep Seccomp: /proc/self/status; ulimit -n; mkdir /made 2>/dev/null && echo made || echo denied",
+               memory=64 * MiB, **limits) for _ in range(3)]
+    for r in runs:
+        assert r.exit_code == 0, (r.stdout, r.stderr, r.error)
+        assert "Seccomp:\t2" in r.stdout
+    assert prepared_ahead(runs[2]), runs[2].timeline
+    ulimit, mkdir = runs[2].stdout.split("\n")[1:3]
+    if "ulimits" in limits:
+        assert ulimit == "5", runs[2].stdout
+    else:  # (mkdir works under the default profile)
+        assert mkdir == "denied" and sh("mkdir /made && echo made", memory=64 * MiB).stdout == "made\n"
+    pool.drain()
