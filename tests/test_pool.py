@@ -71,3 +71,32 @@ def test_the_launch_helper_has_what_a_holder_runs_loaded_before_it_forks() -> No
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     for module in ("holder", "launch", "rootfs", "host_masks", "plan"):
         assert f"'pycontainer_magics.runtime.{module}'" in loaded, loaded
+
+
+def test_a_dead_holder_not_reaped_yet_is_not_taken() -> None:
+    """A holder the caller forked itself (the daemon's spare offers one) that died is a zombie until reaped:
+    it must not count as ready (signal 0 reaches a zombie)."""
+    import dataclasses
+    import socket
+
+    from pycontainer_magics.runtime.holder import HolderPlan
+    from pycontainer_magics.runtime.pool import Holder, Pool
+
+    plan = HolderPlan(new_mount=False, new_user=False, flags_rest=0, scratch=None, lower=None, mountpoints=(),
+                      writable=True, time_offsets=(), maps=("", "", False), rootless=False)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    a, b = socket.socketpair()
+    try:
+        import time
+        deadline = time.monotonic() + 5
+        while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        h = Holder(pid, a, plan, ours=True)
+        assert not Pool.fits(h, plan, None)
+        assert Pool.fits(dataclasses.replace(h, pid=os.getpid()), plan, None)  # (a live one does)
+    finally:
+        os.waitpid(pid, 0)
+        a.close()
+        b.close()

@@ -380,11 +380,8 @@ def release() -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    """A holder that can serve: a zombie (one we forked, dead but not reaped yet) cannot."""
+    return proc.alive(pid)
 
 
 pool = Pool()
