@@ -23,6 +23,7 @@ import dataclasses
 import errno
 import gc
 import os
+import select
 import signal
 import socket
 from collections.abc import Callable
@@ -332,10 +333,16 @@ def _open_pod(pid: int, net_inode: int, with_pid: bool = False) -> dict[int, int
 
 def _fork_init() -> None:
     """PID 1 of a pod's shared PID namespace: reaps what its containers leave, goes with the infra."""
+    infra = os.pidfd_open(os.getpid())
     if os.fork() != 0:
+        os.close(infra)
         return
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # An infra that died before that line sent no signal, and only signals end this loop (getppid cannot
+        # tell: the parent of a PID namespace's init is outside it): its pidfd says whether it has exited.
+        if select.select([infra], [], [], 0)[0]:
+            return
         os.closerange(3, 1 << 20)
 
         def reap(_sig: int, _frame: object) -> None:
