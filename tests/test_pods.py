@@ -451,7 +451,7 @@ def test_a_pods_init_goes_even_when_the_infra_dies_before_it_asked_to_go_with_it
     (one was found left on this machine after a CI run). Made certain here: its prctl is late."""
     import time
 
-    from pycontainer_magics.linux.proc import alive
+    from pycontainer_magics.linux.proc import alive, children
     from pycontainer_magics.runtime import holder
 
     real = holder.prctl
@@ -465,8 +465,7 @@ def test_a_pods_init_goes_even_when_the_infra_dies_before_it_asked_to_go_with_it
     if infra == 0:  # a stand-in for the infra holder: forks the init and dies at once
         try:
             holder._fork_init()
-            with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as f:
-                os.write(w, f.read().split()[0].encode())
+            os.write(w, str(children(os.getpid())[0]).encode())
         finally:
             os._exit(0)
     os.close(w)

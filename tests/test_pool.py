@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import host_clean  # noqa: F401
+from helpers import host_clean, wait_for  # noqa: F401
 
 from pycontainer_magics.runtime import ContainerSpec, run
 from pycontainer_magics.runtime.pool import pool
@@ -79,6 +79,7 @@ def test_a_dead_holder_not_reaped_yet_is_not_taken() -> None:
     import dataclasses
     import socket
 
+    from pycontainer_magics.linux.proc import stat_fields
     from pycontainer_magics.runtime.holder import HolderPlan
     from pycontainer_magics.runtime.pool import Holder, Pool
 
@@ -89,10 +90,7 @@ def test_a_dead_holder_not_reaped_yet_is_not_taken() -> None:
         os._exit(0)
     a, b = socket.socketpair()
     try:
-        import time
-        deadline = time.monotonic() + 5
-        while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_for(lambda: (stat_fields(pid) or [""])[0] == "Z", 5)
         h = Holder(pid, a, plan, ours=True)
         assert not Pool.fits(h, plan, None)
         assert Pool.fits(dataclasses.replace(h, pid=os.getpid()), plan, None)  # (a live one does)

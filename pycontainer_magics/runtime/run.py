@@ -635,10 +635,10 @@ def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
 
 
 def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
-             helper: bool, on_start: StartFn | None = None, stdin_fd: int | None = None,
-             terminal: Terminal | None = None, then: list[Callable[[], None]] | None = None) -> None:
+             helper: bool, on_start: StartFn | None, stdin_fd: int | None,
+             terminal: Terminal | None, then: list[Callable[[], None]]) -> None:
     """Run the planned container to its end. `then`: where the preparation of the next run is put, for the caller
-    to start once it has read the cgroup's counters (started here without it)."""
+    to start once it has read the cgroup's counters."""
     spec = r.spec
     host_ns = ns_inodes("self")
     t0 = time.monotonic()
@@ -766,13 +766,9 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         if L.mode == "direct" and L.plan is not None and L.merged is not None and not holder.ours:
             ops = ahead if ahead is not None else rootfs.ahead_ops(L.plan)
             premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)))
-        prefetch = functools.partial(
+        then.append(functools.partial(
             pool.prefetch, None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
-            launch=park, network=reserve if not holder.ours else None, premount=premount)
-        if then is not None:
-            then.append(prefetch)
-        else:
-            prefetch()
+            launch=park, network=reserve if not holder.ours else None, premount=premount))
     if relay.interrupted:
         raise ContainerInterrupted(r)
 
