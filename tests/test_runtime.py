@@ -535,3 +535,40 @@ def test_runs_when_the_launch_helper_is_unavailable(monkeypatch: pytest.MonkeyPa
     r = sh("hostname; echo $$", hostname="fallback", memory=64 * MiB)
     assert (r.exit_code, r.stdout.split()) == (0, ["fallback", "1"]), r.stderr
     pool.drain()
+
+
+def test_the_layer_diff_never_follows_a_directory_swapped_for_a_symlink(tmp_path) -> None:
+    """The layer diff is walked while what the container left running may still change its writable layer (a
+    Python cell's diff is read once PID 1 has reported, before its namespace's other processes are gone): a
+    directory swapped for a symlink to / mid-walk must not take the walk onto the host's tree."""
+    import threading
+
+    from pycontainer_magics.runtime.rootfs import layer_diff
+
+    upper, lower = tmp_path / "upper", tmp_path / "lower"
+    lower.mkdir()
+    (upper / "d" / "sub").mkdir(parents=True)
+    for i in range(200):
+        (upper / "d" / "sub" / f"f{i}").write_text("x")
+    stop = threading.Event()
+
+    def swap() -> None:  # what a process in the container could do, as fast as it can
+        d, moved, link = upper / "d", upper / "moved", upper / "link"
+        link.symlink_to("/")
+        while not stop.is_set():
+            os.rename(d, moved)
+            os.rename(link, d)
+            os.rename(d, link)
+            os.rename(moved, d)
+    t = threading.Thread(target=swap)
+    t.start()
+    try:
+        seen: set[str] = set()
+        for _ in range(300):
+            seen |= {e.path for e in layer_diff(str(upper), str(lower))}
+    finally:
+        stop.set()
+        t.join()
+    host = {p for p in seen if not p.startswith(("/d/sub/f", "/moved/sub/f", "/link/sub/f"))
+            and p not in ("/d", "/d/sub", "/moved", "/moved/sub", "/link", "/link/sub")}
+    assert not host, sorted(host)[:10]  # names of the host's / (proc, etc, usr...) listed as the layer's

@@ -518,15 +518,17 @@ def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: b
                 pass
         return view.lexists(rel)
 
-    for dirpath, dirnames, filenames in os.walk(upper):
+    # Through directory descriptors (os.fwalk: each one opened from its parent's and checked to be the directory
+    # listed): what the container left running may still swap a directory for a symlink, which a walk by path
+    # would follow onto the host's tree.
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(upper):
         if dirpath == upper and split_top:
             # one overlay per top-level directory (mount_host_tree): an untouched one is not a change
-            dirnames[:] = [d for d in dirnames if os.listdir(os.path.join(upper, d))]
+            dirnames[:] = [d for d in dirnames if _has_entries(dirfd, d)]
         for name in sorted(dirnames) + sorted(filenames):
-            p = os.path.join(dirpath, name)
-            rel = p[base:]
+            rel = os.path.join(dirpath, name)[base:]
             try:
-                st = os.lstat(p)
+                st = os.lstat(name, dir_fd=dirfd)
             except OSError:
                 continue
             if _is_whiteout(st):
@@ -537,6 +539,17 @@ def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: b
             out.append(DiffEntry(kind, rel, 0 if isdir else st.st_size, isdir))
     out.sort(key=lambda e: e.path)
     return out
+
+
+def _has_entries(dirfd: int, name: str) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError:
+        return False
+    try:
+        return bool(os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 def _top_level_diff(top: str, lower: str, mountpoints: tuple[tuple[str, str], ...]) -> list[DiffEntry]:
