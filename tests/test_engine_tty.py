@@ -315,12 +315,17 @@ def test_a_terminal_relay_survives_a_channel_it_dropped(tmp_path, monkeypatch):
     relay.start()
     try:
         dropped_fd = relay.channels[0].fileno()
+        # The new session's client end and its path's directory fd are made before the drop, so the lowest free
+        # number after the drop (the one the relay's accept takes) is the dropped channel's own.
+        d = os.open(str(tmp_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        fresh = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         deadline = time.monotonic() + 10
         while relay.channels and time.monotonic() < deadline:  # the pty's output fills the stalled channel
             os.write(slave, b"y" * 4096)
             time.sleep(0.01)
         assert not relay.channels  # dropped
-        fresh = container_io.connect("x")
+        fresh.connect(f"/proc/self/fd/{d}/{container_io.SOCKET}")
+        os.close(d)
         fresh.settimeout(5)
         assert wait_for(lambda: bool(relay.channels), 5)
         assert relay.channels[0].fileno() == dropped_fd  # the case that went wrong: the same number again
