@@ -693,6 +693,33 @@ def test_signals_reach_the_init_not_the_runtime(busybox: str, tmp_path: Path, ou
     assert_gone(ours, "r", b)
 
 
+def test_a_signal_that_comes_while_run_starts_the_container_reaches_it(busybox: str, tmp_path: Path,
+                                                                      ours: Runtime) -> None:
+    """A signal to `run` once the container's process runs but before `run` has returned from starting it (here: a
+    poststart hook, which `run` waits for, sends it) is passed on once the process is started, as `runc run`'s
+    handler (set before the process exists) does. The handlers used to come after the start: such a signal
+    killed the runtime instead and left the container running (seen under load: a caller that read the first
+    line and sent SIGTERM at once)."""
+    pid_file = tmp_path / "runtime.pid"
+    wait_then_term = (f"while [ ! -e {tmp_path}/out/up ] || [ ! -s {pid_file} ]; do sleep 0.01; done; "
+                      f"kill -TERM $(cat {pid_file})")
+    b = make_bundle(tmp_path, busybox, ["sh", "-c", "trap 'echo got-term; exit 5' TERM; touch /out/up; echo up; "
+                                                    "while :; do sleep 0.05; done"],
+                    hooks={"poststart": [{"path": shutil.which("sh"), "args": ["sh", "-c", wait_then_term]}]})
+    proc = subprocess.Popen([PYCONTAINER, "--root", str(ours.root), "run", "--bundle", str(b), "rs"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        (tmp_path / "pid.tmp").write_text(str(proc.pid))
+        (tmp_path / "pid.tmp").rename(pid_file)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 5 and out == "up\ngot-term\n", (proc.returncode, out, err)
+    assert_gone(ours, "rs", b)
+
+
 # --- without root ---------------------------------------------------------------------------------------
 
 @pytest.mark.rootless

@@ -22,6 +22,7 @@ from . import console, process
 from . import state as st
 from .cgroups import OciCgroup
 from .config import JOIN_ORDER, NAMESPACES, ConfigError
+from .forward import FORWARDED, Forwarder
 from .state import StateError
 
 TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
@@ -104,6 +105,8 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
     init_pid = int(rec["pid"])
     opened: list[int] = []
     pid: int | None = None
+    # Before the process exists: a signal that comes meanwhile is held for it (oci/forward.py).
+    forwarder = None if detach else Forwarder(FORWARDED + (signal.SIGWINCH,))
     try:
         ns_fds = []
         for kind in JOIN_ORDER:
@@ -159,9 +162,10 @@ def exec_command(root: str, cid: str, args: list[str], o: dict[str, Any], g: dic
                 os.close(fd)
             except OSError:
                 pass
-    if detach:
+    if forwarder is None:
         return 0
-    return _wait_forwarding(pid)
+    forwarder.to(pid)
+    return _wait(pid)
 
 
 def _kill_and_reap(pid: int) -> None:
@@ -254,17 +258,8 @@ def _setup(plan: process.ProcessPlan, sock: int, console_fd: int | None, preserv
     os._exit(1)
 
 
-def _wait_forwarding(pid: int) -> int:
-    """Wait for the exec'd process (our child now: we are a subreaper), passing on the signals we get."""
-    def forward(sig: int, _frame: Any) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-              signal.SIGWINCH):
-        signal.signal(s, forward)
+def _wait(pid: int) -> int:
+    """Wait for the exec'd process (our child now: we are a subreaper); the signals we get are passed on."""
     while True:
         try:
             got, status = os.waitpid(-1, 0)

@@ -5,35 +5,28 @@ its status, as `runc run` does."""
 from __future__ import annotations
 
 import os
-import signal
-from typing import Any
 
 from ..linux import libc
+from .forward import Forwarder
 from .lifecycle import CreateOptions, create, delete, start
 
 PR_SET_CHILD_SUBREAPER = 36
 
 
 def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
+    forwarder = None
     if not detach:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        forwarder = Forwarder()  # before the process exists: what comes meanwhile is held for it
     pid = create(root, cid, opts)
     try:
         start(root, cid)
     except BaseException:
         delete(root, cid, force=True)
         raise
-    if detach:
+    if forwarder is None:
         return 0
-
-    def forward(sig: int, _frame: Any) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(s, forward)
+    forwarder.to(pid)
     code = 255
     while True:
         try:
