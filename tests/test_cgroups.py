@@ -471,7 +471,7 @@ def test_freeze_and_thaw(cg) -> None:  # type: ignore[no-untyped-def]
 
     try:
         os.set_blocking(fd, False)
-        assert wait_for(lambda: bool(output()), 10)
+        assert wait_for(lambda: bool(output()), 30)
         assert not c.frozen()
         c.freeze(True)
         assert c.frozen()
@@ -481,7 +481,7 @@ def test_freeze_and_thaw(cg) -> None:  # type: ignore[no-untyped-def]
         assert output() == b""  # nothing while frozen
         c.freeze(False)
         assert not c.frozen()
-        assert wait_for(lambda: bool(output()), 5)
+        assert wait_for(lambda: bool(output()), 30)
     finally:
         c.freeze(False)
         p.kill()

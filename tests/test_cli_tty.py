@@ -63,7 +63,7 @@ def shell(env: dict[str, str], script: str, rows: int = 40, cols: int = 132):  #
 
 def stty_size(sh, rows: int, cols: int) -> None:
     """`stty size` in the container's shell shows rows x cols (retried a while: the change comes by SIGWINCH)."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         sh.sendline("stty size")
         got = sh.expect([rf"\r\n{rows} {cols}\r\n", r"\r\n\d+ \d+\r\n"])
@@ -86,8 +86,11 @@ def test_run_it_is_an_interactive_shell_and_gives_the_terminal_back(env, tmp_pat
     stty_size(sh, 40, 132)  # our window's size...
     sh.setwinsize(50, 100)
     stty_size(sh, 50, 100)  # ...and its change
-    sh.sendline("sleep 100")
-    time.sleep(0.5)
+    sh.sendline("echo sleeping; sleep 100")
+    # Once the shell runs the line (its terminal back in cooked mode, with ISIG): a ^C typed before that is a
+    # byte of input, not an interrupt (a fixed half second may not be enough on a loaded machine). From
+    # here a ^C ends the line with status 130 whether `sleep` has started or not.
+    sh.expect(r"sleeping\r\n")
     t0 = time.monotonic()
     sh.sendcontrol("c")  # raw mode: a byte to the container's terminal, whose line discipline interrupts `sleep`
     sh.expect_exact(PROMPT)

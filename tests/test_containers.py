@@ -57,7 +57,7 @@ def test_exec_joins_the_containers_namespaces_cgroup_and_privileges() -> None:
     assert c.exec(["sh", "-c", "exit 3"]).exit_code == 3
     assert c.exec(["no-such-command"]).exit_code == 127
     c.kill()
-    assert c.wait(5).status == "killed"
+    assert c.wait(30).status == "killed"
 
 
 def test_exec_runs_as_the_containers_user_with_its_privilege_steps() -> None:
@@ -83,12 +83,12 @@ def test_python_cell_in_the_background_sees_the_notebook() -> None:
     assert wait_for(lambda: "value 42" in c.logs())
     assert c.exec(["sh", "-c", "echo $$"]).stdout.strip() != "1"
     c.kill()
-    assert c.wait(5).exit_code == 137
+    assert c.wait(30).exit_code == 137
 
 
 def test_exited_container_keeps_its_result_and_names_are_unique() -> None:
     c = start(ContainerSpec(command=("sh", "-c", "echo done; exit 4"), name="bg4"))
-    run = c.wait(5)
+    run = c.wait(30)
     assert (run.exit_code, c.logs(), c.status) == (4, "done\n", "exited")
     with pytest.raises(DetachedContainerError, match="already in use"):
         start(ContainerSpec(command=("true",), name="bg4"))
@@ -143,4 +143,4 @@ def test_cgroup_set_changes_a_running_containers_limit(ip, capsys: pytest.Captur
     ip.run_line_magic("cgroup", "set limited --memory 80M")
     assert c.stats()["memory_limit"] == 80 * 2**20
     c.kill()
-    c.wait(5)
+    c.wait(30)

@@ -52,7 +52,7 @@ def finish(child) -> int:
 def wait_size(sh, rows: int, cols: int, was: tuple[int, int]) -> None:
     """`stty size` in the shell (at its prompt) until it shows rows x cols (the CLI sends the size when it
     sees its own change); fails if it keeps the old one."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         sh.sendline("stty size")
         got = sh.expect([rf"{rows} {cols}\r\n", rf"{was[0]} {was[1]}\r\n"])
@@ -81,8 +81,11 @@ def test_run_it_gives_the_shell_a_terminal(d, cli):
     wait_size(sh, 40, 132, was=(0, 0))  # the client's size, sent once it started the container
     sh.setwinsize(50, 100)  # the CLI sees SIGWINCH and sends POST /containers/ID/resize
     wait_size(sh, 50, 100, was=(40, 132))
-    sh.sendline("sleep 100")
-    time.sleep(0.5)
+    sh.sendline("echo sleeping; sleep 100")
+    # Once the shell runs the line (its terminal back in cooked mode, with ISIG): a ^C typed before that is a
+    # byte of input, not an interrupt (a fixed half second may not be enough on a loaded machine). From
+    # here a ^C ends the line with status 130 whether `sleep` has started or not.
+    sh.expect(r"sleeping\r\n")
     t0 = time.monotonic()
     sh.sendcontrol("c")  # a byte through the terminal; its line discipline sends the foreground job SIGINT
     sh.expect_exact(PROMPT)
@@ -297,6 +300,7 @@ def test_a_terminal_relay_survives_a_channel_it_dropped(tmp_path, monkeypatch):
     """A daemon that stops reading a terminal's channel loses it after SEND_TIMEOUT (the container goes on); a
     session attached after that (its channel may get the dropped one's fd number) receives the output: the
     dropped channel was taken out of the relay's selector, not left there to refuse the new one."""
+    import gc
     import socket
 
     from pycontainer_magics.workloads import container_io, daemon_store
@@ -319,15 +323,20 @@ def test_a_terminal_relay_survives_a_channel_it_dropped(tmp_path, monkeypatch):
         # number after the drop (the one the relay's accept takes) is the dropped channel's own.
         d = os.open(str(tmp_path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         fresh = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        deadline = time.monotonic() + 10
-        while relay.channels and time.monotonic() < deadline:  # the pty's output fills the stalled channel
-            os.write(slave, b"y" * 4096)
-            time.sleep(0.01)
-        assert not relay.channels  # dropped
-        fresh.connect(f"/proc/self/fd/{d}/{container_io.SOCKET}")
-        os.close(d)
-        fresh.settimeout(5)
-        assert wait_for(lambda: bool(relay.channels), 5)
+        # (Nor may a garbage collection meanwhile close an object's fd below it: the accept would take that one.)
+        gc.disable()
+        try:
+            deadline = time.monotonic() + 30
+            while relay.channels and time.monotonic() < deadline:  # the pty's output fills the stalled channel
+                os.write(slave, b"y" * 4096)
+                time.sleep(0.01)
+            assert not relay.channels  # dropped
+            fresh.connect(f"/proc/self/fd/{d}/{container_io.SOCKET}")
+            os.close(d)
+            fresh.settimeout(30)
+            assert wait_for(lambda: bool(relay.channels), 30)
+        finally:
+            gc.enable()
         assert relay.channels[0].fileno() == dropped_fd  # the case that went wrong: the same number again
         os.write(slave, b"after\n")
         got = b""
@@ -368,8 +377,8 @@ def test_an_attach_session_that_lags_holds_a_bounded_amount(monkeypatch):
             if i % 16 == 0:
                 await asyncio.sleep(0)
         await asyncio.get_running_loop().sock_sendall(supervisor_end, container_io.END)
-        await asyncio.wait_for(io.ended.wait(), 5)
-        await asyncio.wait_for(reader, 5)
+        await asyncio.wait_for(io.ended.wait(), 30)
+        await asyncio.wait_for(reader, 30)
         assert got == [b"%d" % i for i in range(n)]
         held = []
         while not lagging.empty():

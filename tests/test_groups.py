@@ -185,7 +185,8 @@ def test_oom_killer_disabled_leaves_process_under_oom(version: str, request: pyt
             cg.set_limits(CgroupLimits(memory=200 * MiB))
             return True
 
-        r = X.oom_experiment(60 * MiB, 30 * MiB, oom_kill_disable=True, hierarchy=hier, timeout=1.0,
+        # (the hog is at its limit a fraction of a second after it starts; 3 s leave a loaded machine room)
+        r = X.oom_experiment(60 * MiB, 30 * MiB, oom_kill_disable=True, hierarchy=hier, timeout=3.0,
                              on_timeout=free)
         assert r.at_timeout["under_oom"] == 1 and r.at_timeout["oom_kill_disable"] == 1
         assert r.exit_code == 0 and r.delta("oom_kill") == 0 and "allocated 60 MiB" in r.stdout

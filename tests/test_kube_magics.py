@@ -104,7 +104,7 @@ spec:
     readinessProbe: {{tcpSocket: {{port: 9}}, periodSeconds: 1}}
 """)
     try:
-        assert wait_for(lambda: len(ip.run_line_magic("kube", f"events {name}")) > 0, 10)
+        assert wait_for(lambda: len(ip.run_line_magic("kube", f"events {name}")) > 0, 30)
         ev = ip.run_line_magic("kube", f"events {name}")
         assert list(ev.columns) == ["time", "pod", "container", "reason", "message"]
         row = ev.iloc[0]

@@ -84,7 +84,7 @@ def test_compose_to_yaml_to_play_behaves_as_compose(tmp_path):
         assert [s.status for s in p.ps() if s.container == "wait-for-web"] == ["exited (0)"]
         web = p.container("web-pod", "web")
         assert web.stats()["memory_limit"] == 64 * 2**20
-        assert wait_for(lambda: [s.ready for s in p.ps() if s.container == "web"] == [True], 10)
+        assert wait_for(lambda: [s.ready for s in p.ps() if s.container == "web"] == [True], 30)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
         assert body == b"hello from web\n"  # the compose port, published from the pod
     finally:
@@ -178,8 +178,8 @@ def test_restart_policy_and_liveness_probe():
     try:
         rows = {s.container: s for s in p.ps()}
         assert rows["flaky"].status in ("running", "exited (1)")
-        assert wait_for(lambda: {s.container: s.restarts for s in p.ps()}["flaky"] >= 1, 10)  # exit 1: again
-        assert wait_for(lambda: {s.container: s.restarts for s in p.ps()}["sick"] >= 1, 10)  # killed, restarted
+        assert wait_for(lambda: {s.container: s.restarts for s in p.ps()}["flaky"] >= 1, 30)  # exit 1: again
+        assert wait_for(lambda: {s.container: s.restarts for s in p.ps()}["sick"] >= 1, 30)  # killed, restarted
     finally:
         p.down(timeout=0)
     _nothing_left(name, [name])
@@ -369,7 +369,7 @@ def test_host_users_false_runs_the_pod_as_an_unprivileged_host_uid():
     p = K.play(text)
     try:
         a, b = p.container(name, "a"), p.container(name, "b")
-        assert wait_for(lambda: "ok" in a.logs(), 10), a.logs()
+        assert wait_for(lambda: "ok" in a.logs(), 30), a.logs()
         assert a.logs().split() == ["0", "denied", "ok"]  # root inside; the host's /etc is not its to write
         for c in (a, b):
             with open(f"/proc/{c.pid1}/status") as f:
@@ -437,15 +437,15 @@ def test_a_service_maps_its_port_and_round_robins_over_ready_replicas():
             return r.stdout.strip() if r.exit_code == 0 else f"failed: {r.stderr.strip()}"
 
         # nobody ready: the Service answers nothing (the httpd run: only readiness keeps them out)
-        assert wait_for(lambda: get(f"http://{replicas[0]}:8080/") == replicas[0], 10)  # serving, by its name
+        assert wait_for(lambda: get(f"http://{replicas[0]}:8080/") == replicas[0], 30)  # serving, by its name
         assert get(f"http://{name}-svc/").startswith("failed")
         p.container(replicas[1], "httpd").exec(["touch", "/tmp/ready"])
-        assert wait_for(lambda: len(p.endpoints(svc.plan, "http")) == 1, 10)
+        assert wait_for(lambda: len(p.endpoints(svc.plan, "http")) == 1, 30)
         assert {get(f"http://{name}-svc/") for _ in range(3)} == {replicas[1]}  # only the ready one
         assert get(f"http://{name}-svc:8080/").startswith("failed")  # the Service's port is 80, not 8080
         for r in (replicas[0], replicas[2]):
             p.container(r, "httpd").exec(["touch", "/tmp/ready"])
-        assert wait_for(lambda: len(p.endpoints(svc.plan, "http")) == 3, 10)
+        assert wait_for(lambda: len(p.endpoints(svc.plan, "http")) == 3, 30)
         answers = [get(f"http://{name}-svc/") for _ in range(6)]
         assert sorted(answers) == sorted(replicas * 2), answers  # round robin: each twice
     finally:

@@ -157,14 +157,14 @@ def test_http_readiness_probe_on_a_named_port_with_headers_from_the_pods_loopbac
     try:
         web = p.container(name, "web")
         # probed, and answered 503 (the server listens on 127.0.0.1 only: the probe came from inside the pod)
-        assert wait_for(lambda: any("statuscode: 503" in e.message for e in p.events), 15), (p.events, web.logs())
+        assert wait_for(lambda: any("statuscode: 503" in e.message for e in p.events), 30), (p.events, web.logs())
         assert [s.ready for s in p.ps()] == [False]
-        assert wait_for(lambda: "/healthz kube-probe/1.30 503" in web.logs(), 10), web.logs()  # relayed a bit later
+        assert wait_for(lambda: "/healthz kube-probe/1.30 503" in web.logs(), 30), web.logs()  # relayed a bit later
         assert web.exec(["touch", "/tmp/ready"]).exit_code == 0
-        assert wait_for(lambda: [s.ready for s in p.ps()] == [True], 10), (p.events, web.logs())
+        assert wait_for(lambda: [s.ready for s in p.ps()] == [True], 30), (p.events, web.logs())
         assert p.pods[name].ready
         assert web.exec(["rm", "/tmp/ready"]).exit_code == 0
-        assert wait_for(lambda: [s.ready for s in p.ps()] == [False], 10)  # unready again; never restarted
+        assert wait_for(lambda: [s.ready for s in p.ps()] == [False], 30)  # unready again; never restarted
         assert [s.restarts for s in p.ps()] == [0]
         assert "Readiness probe failed: HTTP probe failed with statuscode: 503" in \
             [e.message for e in p.events if e.reason == "Unhealthy"]

@@ -99,7 +99,7 @@ def test_proc_stat_reader_and_tokens():
     finally:
         p.stdin.close()
         p.stdout.close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while proc.stat_fields(p.pid)[0] != "Z" and time.monotonic() < deadline:  # type: ignore[index]
         time.sleep(0.01)
     assert not proc.alive(p.pid)  # a zombie (not yet reaped) counts as dead

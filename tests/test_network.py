@@ -401,7 +401,7 @@ def test_connectivity_matrix(lab, method):
     net = N.create_network(f"lab-{lab}")
     N.attach(net.name, a, f"ca-{lab}", name="alpha")
     N.attach(net.name, b, f"cb-{lab}", name="beta")
-    m = N.connectivity_matrix({"a": a, "b": b, "c": c}, method=method, timeout=0.3)
+    m = N.connectivity_matrix({"a": a, "b": b, "c": c}, method=method, timeout=3)
     assert m.reachable["a"]["b"] and m.reachable["b"]["a"] and m.reachable["a"]["a"]
     assert not m.reachable["a"]["c"] and not m.reachable["c"]["a"] and not m.reachable["c"]["c"]
     assert m.rows()[0]["from"] == "a" and set(m.pairs()) == {("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")}

@@ -240,7 +240,7 @@ def test_docker_oom_killed_logs_exec_stop_stats_top(dockerd: Any) -> None:
     p = dockerd("run", "-d", "--name", "d1", "--runtime", "pyc", "--network", "none", "-m", "64m", IMAGE,
                 "sh", "-c", "echo started; trap 'echo term; exit 0' TERM; while :; do busybox sleep 0.1; done")
     assert p.returncode == 0, p.stderr
-    assert wait_for(lambda: dockerd("logs", "d1").stdout == "started\n", 10)
+    assert wait_for(lambda: dockerd("logs", "d1").stdout == "started\n", 30)
     p = dockerd("exec", "d1", "sh", "-c", "echo exec in $(hostname); exit 6")
     hostname = dockerd("inspect", "d1", "--format", "{{.Config.Hostname}}").stdout
     assert p.returncode == 6 and p.stdout == f"exec in {hostname}"
@@ -313,7 +313,7 @@ def test_podman_run_logs_exec_stop(podman: Any) -> None:
     p = podman("run", "-d", "--name", "p1", IMAGE, "sh", "-c",
                "echo started; trap 'echo term; exit 0' TERM; while :; do busybox sleep 0.1; done")
     assert p.returncode == 0, p.stderr
-    assert wait_for(lambda: podman("logs", "p1").stdout == "started\n", 10)
+    assert wait_for(lambda: podman("logs", "p1").stdout == "started\n", 30)
     p = podman("exec", "p1", "sh", "-c", "echo exec; exit 6")
     assert p.returncode == 6 and p.stdout == "exec\n"
     assert podman("exec", "-t", "p1", "sh", "-c", "test -t 1 && echo tty").stdout.strip() == "tty"

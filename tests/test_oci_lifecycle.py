@@ -89,7 +89,7 @@ class Runtime:
         st: dict[str, Any] = json.loads(self("state", cid).stdout)
         return st
 
-    def wait_status(self, cid: str, status: str, timeout: float = 10) -> dict[str, Any]:
+    def wait_status(self, cid: str, status: str, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             st = self.state(cid)
@@ -253,7 +253,7 @@ def test_create_start_kill_delete(busybox: str, tmp_path: Path, ours: Runtime) -
     st = ours.state("c1")
     validate_state(st)
     assert st["status"] == "running" and st["pid"] == pid
-    assert wait_for(started.exists, 10) and cmdline(pid)[:2] == ["sh", "-c"]
+    assert wait_for(started.exists, 30) and cmdline(pid)[:2] == ["sh", "-c"]
     assert json.loads(ours("ps", "--format", "json", "c1").stdout)[0] == pid
     ours("kill", "c1")  # SIGTERM by default: the payload traps it and exits 3
     assert reap(pid) == 3  # the status reaches the subreaper, as a shim needs it
@@ -540,7 +540,7 @@ def test_console_socket_gets_the_pty_master(busybox: str, tmp_path: Path, ours: 
     pid = ours.state("t")["pid"]
     ours("start", "t")
     out = b""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while b"done" not in out and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             out += os.read(master, 4096)
@@ -569,7 +569,7 @@ def _terminal_output(rt: Runtime, b: Path, tmp_path: Path, cid: str) -> str:
     pid = rt.state(cid)["pid"]
     rt("start", cid)
     out = b""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while b"done" not in out and time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             out += os.read(master, 4096)
@@ -615,7 +615,7 @@ def _lifecycle(rt: Runtime, bundle: Path, out: Path, cid: str) -> tuple[list[str
     adopt(created_pid)
     assert not (out / "started").exists()
     rt("start", cid)
-    assert wait_for((out / "started").exists, 10)
+    assert wait_for((out / "started").exists, 30)
     look()
     assert states[-1]["pid"] == created_pid
     rt("kill", cid, "TERM")

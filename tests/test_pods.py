@@ -178,7 +178,7 @@ def test_pod_ls_inspect_and_rm_refuses_while_running_force_stops(_pods_removed) 
     pods.remove("lab", force=True)
     assert not c2.running and c2.run.exit_code == 137
     assert "lab" not in {q.name for q in pods.list_pods()}
-    assert wait_for(lambda: not _alive(p.infra_pid), 2)
+    assert wait_for(lambda: not _alive(p.infra_pid), 30)
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(_pods_removed) -> None:
@@ -368,7 +368,7 @@ def test_pod_of_a_killed_process_goes_with_prune(_pods_removed) -> None:
         proc.stdout.close()
     _pods_removed.append(infra)
     # The infra and the container go with their owner (parent-death signals); the record stays ...
-    assert wait_for(lambda: not _alive(infra) and not _alive(pid1), 5)
+    assert wait_for(lambda: not _alive(infra) and not _alive(pid1), 30)
     assert os.path.exists(os.path.join(pods.pods_dir(), "orphan.json"))
     assert "orphan" not in {p.name for p in pods.list_pods()}
     # ... until prune (what `%load_ext` and `pycontainer prune` run) removes it.
@@ -388,7 +388,7 @@ def test_pod_on_a_bridge_network_has_one_address_and_published_port(_pods_remove
     srv = _server("netpod", 80, "websrv", host="0.0.0.0")  # a low port: the pod's user namespace owns the netns
     r = run(ContainerSpec(command=("sh", "-c", "cat /etc/hosts; ip -4 -o addr show eth0"), pod="netpod"))
     assert p.address in r.stdout and "netpod" in r.stdout, r.stdout
-    assert wait_for(lambda: _fetch(host_port) == b"hello from netpod", 5)
+    assert wait_for(lambda: _fetch(host_port) == b"hello from netpod", 30)
     pods.remove("netpod", force=True)
     assert not srv.running
     assert net.endpoints_of(p.id) == []
@@ -473,7 +473,7 @@ def test_a_pods_init_goes_even_when_the_infra_dies_before_it_asked_to_go_with_it
     os.close(r)
     os.waitpid(infra, 0)
     try:
-        assert wait_for(lambda: not alive(init), 3), "the init outlived the infra"
+        assert wait_for(lambda: not alive(init), 30), "the init outlived the infra"
     finally:
         if alive(init):
             os.kill(init, signal.SIGKILL)

@@ -90,7 +90,7 @@ def test_a_dead_holder_not_reaped_yet_is_not_taken() -> None:
         os._exit(0)
     a, b = socket.socketpair()
     try:
-        assert wait_for(lambda: (stat_fields(pid) or [""])[0] == "Z", 5)
+        assert wait_for(lambda: (stat_fields(pid) or [""])[0] == "Z", 30)
         h = Holder(pid, a, plan, ours=True)
         assert not Pool.fits(h, plan, None)
         assert Pool.fits(dataclasses.replace(h, pid=os.getpid()), plan, None)  # (a live one does)

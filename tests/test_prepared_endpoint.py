@@ -50,7 +50,7 @@ def _reserved_on(network: str) -> net.Endpoint:
     first = sh("true", network)
     assert (first.exit_code, claimed(first)) == (0, False)  # nothing prepared: attached on its path
     assert sh("true", network).exit_code == 0
-    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 10)
+    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 30)
     assert pool._ready is not None and pool._ready.endpoint is not None
     return pool._ready.endpoint
 
@@ -81,7 +81,7 @@ def test_the_next_container_on_a_network_claims_the_endpoint_prepared_for_it(lab
     assert third.notes[0] == f"network {labnet}: {res.address} on eth0"
     # The run's own endpoint now (listed, named), left with the run; the pool reserves the next one.
     settle()
-    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 10)
+    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 30)
     assert pool._ready is not None and pool._ready.endpoint is not None
     nxt = pool._ready.endpoint
     assert net.get_network(labnet).endpoints == () and res.host_veth not in _veths()
@@ -97,7 +97,7 @@ def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet
     alone = run(ContainerSpec(command=("cat", "/proc/net/dev"), network="none", memory=64 * MiB))
     assert alone.exit_code == 0 and "eth0" not in alone.stdout and "lo:" in alone.stdout, alone.stdout
     settle()  # the holder it did not take goes in the background, its reservation with it
-    assert wait_for(lambda: res.host_veth not in _veths(), 5)
+    assert wait_for(lambda: res.host_veth not in _veths(), 30)
     assert net.get_network(labnet).reserved == ()
     other = net.create_network(f"othr{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
     try:
@@ -106,7 +106,7 @@ def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet
         assert there.exit_code == 0 and not claimed(there)
         assert there.notes[0].startswith(f"network {other.name}: ")
         settle()
-        assert wait_for(lambda: res.host_veth not in _veths(), 5)
+        assert wait_for(lambda: res.host_veth not in _veths(), 30)
         assert net.get_network(labnet).reserved == ()
     finally:
         settle()
@@ -160,7 +160,7 @@ def test_a_killed_process_leaves_no_prepared_endpoint(labnet: str) -> None:
         p.stdout.close()  # type: ignore[union-attr]
     # The holder dies with its parent, its network namespace and the veth pair with it; the record of the
     # reservation is what the next prune removes (its owner is gone).
-    assert wait_for(lambda: veth not in _veths(), 10)
+    assert wait_for(lambda: veth not in _veths(), 30)
     net.prune(networks=False)
     assert net.get_network(labnet).reserved == ()
     assert not os.path.exists(net_hosts.hosts_path(rid))

@@ -50,7 +50,7 @@ def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
     assert second.peak_memory and second.memory_limit == 64 * MiB  # its own cgroup, with the limit
     assert {row.kind for row in second.namespaces if row.isolated} >= {"mount", "pid", "net", "user", "cgroup"}
     # A Python cell never gets the cgroup a PID 1 waits in (its peak memory and OOM count are its own).
-    assert wait_for(lambda: pool._ready is not None and pool._ready.parked_cgroup is not None, 10)
+    assert wait_for(lambda: pool._ready is not None and pool._ready.parked_cgroup is not None, 30)
     assert pool._ready is not None
     waiting_in = pool._ready.parked_cgroup
     cell = run(ContainerSpec(python_code="print('py')", memory=64 * MiB), python_globals={})
@@ -87,10 +87,10 @@ def test_a_prepared_pid1_drops_its_privileges_before_its_run_comes() -> None:
     sh("true", memory=64 * MiB)
     # (parked is set when the order to park is sent: the holder forks PID 1 a moment later)
     assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
-                    and len(children(pool._ready.pid)) == 1, 10)
+                    and len(children(pool._ready.pid)) == 1, 30)
     assert pool._ready is not None
     (pid1,) = children(pool._ready.pid)
-    assert wait_for(lambda: _privileges(pid1)["Seccomp"] == "2", 10), _privileges(pid1)
+    assert wait_for(lambda: _privileges(pid1)["Seccomp"] == "2", 30), _privileges(pid1)
     waiting = _privileges(pid1)
     assert waiting["NoNewPrivs"] == "1"
     served = sh("grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status", memory=64 * MiB)
@@ -113,13 +113,13 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process(user: str 
     sh("true", memory=64 * MiB, user=user)
     sh("true", memory=64 * MiB, user=user)
     assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
-                    and len(children(pool._ready.pid)) == 1, 10)
+                    and len(children(pool._ready.pid)) == 1, 30)
     holder = pool._ready
     assert holder is not None and pool._cgroup is not None
     (pid1,) = children(holder.pid)
     cgroup_dirs = set(pool._cgroup[1].paths.values())
     release()
-    assert wait_for(lambda: not alive(pid1) and not alive(holder.pid), 5)
+    assert wait_for(lambda: not alive(pid1) and not alive(holder.pid), 30)
     assert not any(os.path.isdir(d) for d in cgroup_dirs)
 
     # A killed process (a notebook kernel killed by the OOM killer, say): the prepared PID 1 goes with it
@@ -137,23 +137,23 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process(user: str 
     try:
         assert p.stdout is not None
         holder_pid, *dirs = p.stdout.readline().split()
-        assert wait_for(lambda: len(children(int(holder_pid))) == 1, 10)
+        assert wait_for(lambda: len(children(int(holder_pid))) == 1, 30)
         (parked,) = children(int(holder_pid))
         if user is not None:  # it waits with its privileges dropped, as that user
-            assert wait_for(lambda: _privileges(parked)["Seccomp"] == "2", 10)
+            assert wait_for(lambda: _privileges(parked)["Seccomp"] == "2", 30)
             with open(f"/proc/{parked}/status") as f:
                 assert any(line.split()[:2] == ["Uid:", "65534"] for line in f)
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    assert wait_for(lambda: not alive(parked) and not alive(int(holder_pid)), 5)
+    assert wait_for(lambda: not alive(parked) and not alive(int(holder_pid)), 30)
     for d in dirs:
         with open(os.path.join(d, "cgroup.procs")) as f:
             assert f.read().strip() == ""
     from pycontainer_magics.workloads.prune import prune
 
     prune()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while any(os.path.isdir(d) for d in dirs) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(os.path.isdir(d) for d in dirs)
