@@ -443,6 +443,19 @@ def test_exec_joins_the_container(busybox: str, tmp_path: Path, ours: Runtime) -
     p = ours("exec", "-e", "X=1", "e", "sh", "-c", "echo $X $(id -u); exit 4", check=False)
     assert p.returncode == 4 and p.stdout == "1 0\n", p.stderr
     _error(ours, ours("exec", "e", "no-such-command", check=False), "executable file not found")
+    # Attached: a signal to `exec` reaches the process (forwarded, as runc's exec does), its status comes back.
+    att = subprocess.Popen([PYCONTAINER, "--root", str(ours.root), "exec", "e", "sh", "-c",
+                            "trap 'echo got-term; exit 6' TERM; echo up; while :; do sleep 0.05; done"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert att.stdout is not None and att.stdout.readline() == "up\n"
+        att.send_signal(signal.SIGTERM)
+        out, err = att.communicate(timeout=30)
+    finally:
+        if att.poll() is None:
+            att.kill()  # (not communicate(): the container's processes may hold its pipes)
+            att.wait()
+    assert att.returncode == 6 and out == "got-term\n", (att.returncode, err)
     ours("delete", "--force", "e")
     assert reap(init) == -9 and reap(epid) == -9
     assert_gone(ours, "e", b)
@@ -668,8 +681,8 @@ def test_run_with_an_id_has_state_while_it_runs(busybox: str, tmp_path: Path, ou
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            proc.kill()  # (not communicate(): the container's processes may hold its pipes)
+            proc.wait()
     assert proc.returncode == 137 and out == "started\n", err
     assert not (ours.root / "attached").exists()
     assert ours("state", "attached", check=False).returncode == 1
@@ -687,8 +700,8 @@ def test_signals_reach_the_init_not_the_runtime(busybox: str, tmp_path: Path, ou
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            proc.kill()  # (not communicate(): the container's processes may hold its pipes)
+            proc.wait()
     assert proc.returncode == 5 and out == "got-term\n", err
     assert_gone(ours, "r", b)
 
@@ -714,10 +727,27 @@ def test_a_signal_that_comes_while_run_starts_the_container_reaches_it(busybox: 
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            proc.kill()  # (not communicate(): the container's processes may hold its pipes)
+            proc.wait()
     assert proc.returncode == 5 and out == "up\ngot-term\n", (proc.returncode, out, err)
     assert_gone(ours, "rs", b)
+
+
+def test_a_signal_to_the_init_before_its_exec_acts_as_after_it(busybox: str, tmp_path: Path, ours: Runtime) -> None:
+    """`run`'s init is forked while run's forwarding handlers are set: it puts every one back to the default
+    first, or a SIGUSR1 sent to it before its exec (here by a createRuntime hook, which gets its pid) would be
+    caught by the copy of run's handler and lost — the container then ran as if nothing had been sent."""
+    kill = [sys.executable, "-c", "import json, os, signal, sys; os.kill(json.load(sys.stdin)['pid'], signal.SIGUSR1)"]
+    b = make_bundle(tmp_path, busybox, ["echo", "ran"],
+                    hooks={"createRuntime": [{"path": sys.executable, "args": kill}]})
+    # Without a PID namespace of its own: the init of one ignores a default-handled signal from outside it.
+    c = json.loads((b / "config.json").read_text())
+    c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "pid"]
+    (b / "config.json").write_text(json.dumps(c))
+    p = subprocess.run([PYCONTAINER, "--root", str(ours.root), "run", "--bundle", str(b), "u"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "ran" not in p.stdout, (p.returncode, p.stdout, p.stderr)
+    assert_gone(ours, "u", b)
 
 
 # --- without root ---------------------------------------------------------------------------------------

@@ -182,7 +182,7 @@ def _join(plan: process.ProcessPlan, ns_fds: list[tuple[str, int, int]], join: l
     stage = "joining the cgroup"
     try:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGCHLD):
+        for s in (*FORWARDED, signal.SIGWINCH, signal.SIGPIPE, signal.SIGCHLD):  # the Forwarder's too
             signal.signal(s, signal.SIG_DFL)
         for fd in join:
             os.write(fd, b"0")

@@ -92,7 +92,10 @@ def bootstrap(ctx: InitContext) -> NoReturn:
         if any(ctx.cfg.hooks.values()):
             from . import hooks  # noqa: F401
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-        for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGPIPE, _signal.SIGCHLD):
+        # Forked with run's forwarding handlers (oci/forward.py) in place: all of them back to the default, so
+        # a signal before the exec acts as it would after it (a caught one would be held in this copy, and lost).
+        for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+                  _signal.SIGUSR2, _signal.SIGWINCH, _signal.SIGPIPE, _signal.SIGCHLD):
             _signal.signal(s, _signal.SIG_DFL)
         for fd in ctx.join_fds:
             os.write(fd, b"0")
