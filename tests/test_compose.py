@@ -439,7 +439,9 @@ networks:
         api, ui = p.services["api"].current, p.services["ui"].current
         assert api is not None and ui is not None
         assert set(p.ps()[1].addresses) == {p.file.networks["front"].name, p.file.networks["back"].name}
-        r = api.exec(["sh", "-c", "busybox wget -q -O - http://db/hostname"], timeout=10)
+        # (db's httpd may not listen yet when up returns: tried for a while)
+        fetch = "for i in $(seq 100); do busybox wget -q -O - http://db/hostname && exit 0; sleep 0.1; done; exit 1"
+        r = api.exec(["sh", "-c", fetch], timeout=30)
         assert r.exit_code == 0 and r.stdout.strip() == open("/etc/hostname").read().strip(), r.stderr
         r = ui.exec(["sh", "-c", "getent hosts api >/dev/null && echo api; getent hosts database-client >/dev/null"
                                  " && echo alias; getent hosts db || echo no-db"], timeout=10)

@@ -411,7 +411,9 @@ def test_network_two_containers_reach_each_other_by_name(d):
     assert "labnet" in d.docker("network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
     d.docker("run", "-d", "--name", "srv", "--network", "labnet", IMAGE, "busybox", "httpd", "-f", "-p", "80",
              "-h", "/etc", check=True)
-    r = d.docker("run", "--rm", "--network", "labnet", IMAGE, "busybox", "wget", "-qO-", "http://srv/motd", check=True)
+    # (srv's httpd may not listen yet when `run -d` returns: the client tries for a while, as a user's would)
+    fetch = "i=0; until busybox wget -qO- http://srv/motd; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done"
+    r = d.docker("run", "--rm", "--network", "labnet", IMAGE, "sh", "-c", fetch, check=True)
     assert r.stdout == "busybox image\n"
     net = json.loads(d.docker("network", "inspect", "labnet", check=True).stdout)[0]
     members = {v["Name"]: v["IPv4Address"] for v in net["Containers"].values()}

@@ -104,7 +104,7 @@ def test_veth_pair_between_namespaces(lab):
                                                                                  ("vb", "10.199.0.2/24")}
     assert any(r.destination == "10.199.0.0/24" and r.interface == "va" for r in N.routes(a))
     with N.serve_echo(b, 0) as srv:
-        assert N.run_in_netns(a, N.tcp_probe, "10.199.0.2", srv.port)
+        assert N.run_in_netns(a, N.tcp_probe, "10.199.0.2", srv.port, 5)
     assert any(n.address == "10.199.0.2" for n in N.neighbours(a))
     assert N.delete_link("va", a)
     assert [i.name for i in N.interfaces(b)] == ["lo"]  # the peer went with it
@@ -129,11 +129,11 @@ def test_user_network_reach_by_ip_and_name(lab):
     assert info.containers == {"alpha": ea.address, "beta": eb.address}
     assert any(r.destination == "default" and r.gateway == str(net.gateway) for r in N.routes(a))
     with N.serve_echo(b, 0) as srv:
-        assert N.run_in_netns(a, N.tcp_probe, eb.address, srv.port)
+        assert N.run_in_netns(a, N.tcp_probe, eb.address, srv.port, 5)
         # by name: /etc/hosts of a private mount namespace is the generated file, as in a container
         resolved = N.run_in_netns(a, lambda: socket.gethostbyname("beta"), hosts_file=ea.hosts_file)
         assert resolved == eb.address
-        assert N.run_in_netns(a, lambda: N.tcp_probe(socket.gethostbyname("beta"), srv.port),
+        assert N.run_in_netns(a, lambda: N.tcp_probe(socket.gethostbyname("beta"), srv.port, 5),
                               hosts_file=ea.hosts_file)
         out = N.run_command(a, ["getent", "-s", "files", "hosts", "db"], hosts_file=ea.hosts_file)
         assert out.stdout.split()[0].decode() == eb.address
@@ -151,7 +151,7 @@ def test_default_bridge_gives_no_names(lab):
     assert N.read_hosts(ea.hosts_file).get("alpha") == ea.address  # its own name only
     assert "beta" not in N.read_hosts(ea.hosts_file)
     with N.serve_echo(b, 0) as srv:
-        assert N.run_in_netns(a, N.tcp_probe, eb.address, srv.port)
+        assert N.run_in_netns(a, N.tcp_probe, eb.address, srv.port, 5)
         out = N.run_command(a, ["getent", "-s", "files", "hosts", "beta"], hosts_file=ea.hosts_file)
         assert out.returncode != 0
 
@@ -188,7 +188,7 @@ def test_connect_disconnect_second_network(lab):
     assert {i.name for i in N.interfaces(a)} == {"lo", "eth1"}
     assert N.read_hosts(e2.hosts_file)["beta"] == eb.address
     with N.serve_echo(b, 0) as srv:
-        assert N.run_in_netns(a, N.tcp_probe, eb.address, srv.port)
+        assert N.run_in_netns(a, N.tcp_probe, eb.address, srv.port, 5)
     with pytest.raises(N.NetworkInUse):
         N.remove_network(n2.name)
     assert len(N.detach_all(cid)) == 1
@@ -218,7 +218,7 @@ def test_container_netns_owned_by_a_user_namespace(lab):
         eb = N.attach(net.name, b, f"cb-{lab}", name="peer")
         assert {i.name for i in N.interfaces(pid)} == {"lo", "eth0"}
         with N.serve_echo(pid, 0) as srv:
-            assert N.run_in_netns(b, N.tcp_probe, ec.address, srv.port)
+            assert N.run_in_netns(b, N.tcp_probe, ec.address, srv.port, 5)
         assert eb.address
     finally:
         os.kill(pid, 9)
@@ -330,7 +330,7 @@ def test_fifty_endpoints_leave_nothing(lab):
     assert len(N.read_hosts(eps[0].hosts_file)) >= 50 + 2
     assert len(_our_links()) == 51  # the bridge and 50 host veth ends
     with N.serve_echo(names[-1], 0) as srv:
-        assert N.run_in_netns(names[0], N.tcp_probe, eps[-1].address, srv.port)
+        assert N.run_in_netns(names[0], N.tcp_probe, eps[-1].address, srv.port, 5)
     for e in eps:
         N.detach(net.name, e.container_id)
     N.remove_network(net.name)

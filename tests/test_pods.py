@@ -317,6 +317,7 @@ def test_pod_sharing_its_pid_namespace(_pods_removed) -> None:
     a = start(ContainerSpec(command=("sh", "-c", "echo $$; exec sleep 30"), name="sleeper", pod="pidpod"))
     assert wait_for(lambda: a.logs().strip() != "")
     assert a.logs().strip() != "1" and _ns(a.pid1, "pid") == p.namespaces["pid"] != _ns(os.getpid(), "pid")
+    assert wait_for(lambda: open(f"/proc/{a.pid1}/comm").read() == "sleep\n")  # its echo came before its exec
     r = run(ContainerSpec(command=("sh", "-c", "grep -l '^sleep' /proc/[0-9]*/comm"), pod="pidpod"))
     assert r.stdout.strip() == f"/proc/{a.logs().strip()}/comm", (r.stdout, r.stderr)
     cell = "import os\nprint(os.getpid() != 1, open(f'/proc/{PID}/cmdline').read().split(chr(0))[0])"

@@ -208,7 +208,7 @@ def test_rootless_kube_play_probes_the_pods_loopback(user: str) -> None:
         '''
         p = K.play(text, name="rlkube")
         try:
-            for _ in range(100):
+            for _ in range(300):
                 if [s.ready for s in p.ps()] == [True]:
                     break
                 time.sleep(0.1)
