@@ -117,6 +117,30 @@ def test_without_a_grace_period_an_interrupt_kills_at_once():
     assert e.run.stop_signal is None and e.run.stop_killed == "at once" and took < 10
 
 
+def test_an_interrupt_before_the_relay_runs_is_a_stop_too(monkeypatch):
+    """A Ctrl-C after the order to PID 1 but before the caller's relay loop (its payload may run by then: under
+    load the caller can be that late — `pycontainer run` died of SIGINT, 4 runs in 12 on one loaded core) is held
+    and becomes the loop's docker stop, not a KeyboardInterrupt escaping run() with the run's pipes open. Made
+    certain here: the interrupt comes while the run's monitor starts."""
+    import importlib
+
+    run_mod = importlib.import_module("pycontainer_magics.runtime.run")  # (the package's `run` is the function)
+
+    class InterruptedMonitor(run_mod.Monitor):  # type: ignore[misc,valid-type]
+        def start(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # (the handler runs in this thread at its next bytecode: in the sleep, or after it)
+            super().start()
+
+    monkeypatch.setattr(run_mod, "Monitor", InterruptedMonitor)
+    spec = build_spec(command=["sh", "-c", "echo up; sleep 30"], memory="64m")  # (a memory limit: a monitor)
+    t0 = time.monotonic()
+    with Interrupter(), pytest.raises(KeyboardInterrupt) as info:  # (armed: the interrupt is pytest's otherwise)
+        run(spec)
+    assert isinstance(info.value, ContainerInterrupted), repr(info.value)
+    assert info.value.run.interrupted and info.value.run.exit_code == 137 and time.monotonic() - t0 < 20
+
+
 def test_stop_options_are_checked():
     assert build_spec(command=["true"], stop_signal="sigint").stop_signal == signal.SIGINT
     assert build_spec(command=["true"], stop_signal="9").stop_signal == 9

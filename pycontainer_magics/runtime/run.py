@@ -684,6 +684,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     pid1 = pidfd = None
     ahead: tuple[int, ...] | None = None  # the plan's operations a holder may make ahead (rootfs.ahead_ops)
     order = [st_w, in_r, out_w, err_w, *console_fds, *join_fds]
+    held = _HeldInterrupts()  # from the order on, a Ctrl-C waits for the relay's loop (a docker stop there)
     try:
         try:
             if L.mode == "nested":
@@ -703,16 +704,22 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             for fd in child_ends:
                 os.close(fd)
     except BaseException:
+        held.release()
         for fd in parent_ends + ([in_w] if in_w >= 0 else []):
             os.close(fd)
         if console is not None:
             console.close()
         _end_holder(holder, kill=True)
         raise  # (run() takes the run off its networks)
-    monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
-    if monitor is not None:
-        monitor.start()
-    relay = _Relay(r, on_output, t0, holder, pid1)
+    try:
+        monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
+        if monitor is not None:
+            monitor.start()
+        relay = _Relay(r, on_output, t0, holder, pid1)
+    except BaseException:
+        held.release()
+        raise
+    relay.held = held
     if L.mode == "direct" and not L.export_layer:
         relay.read_diff = functools.partial(_read_diff, holder.pid, hp, L.want_diff)
     if on_start is not None:
@@ -722,6 +729,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     try:
         relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
     finally:
+        held.release()  # (put back in the loop already, unless it failed before)
         relay.take_console()  # closed if PID 1 never sent one
         # Each fd closed exactly once: a number closed twice may by then belong to another thread's file.
         for fd in parent_ends + ([pidfd] if pidfd is not None else []):
@@ -771,6 +779,35 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             launch=park, network=reserve if not holder.ours else None, premount=premount))
     if relay.interrupted:
         raise ContainerInterrupted(r)
+
+
+class _HeldInterrupts:
+    """SIGINT (the notebook's stop button, Ctrl-C) held from the order to PID 1 until the relay's loop, which makes
+    it a docker stop. One that came in between — the payload already running, the caller not yet in its loop
+    (under load that is tens of milliseconds: a thread to start, a selector to fill) — escaped run() as a plain
+    KeyboardInterrupt: the CLI died of SIGINT, the run's pipes stayed open. Only in the main thread (where Python
+    handles signals) and over a Python-level handler; it is put back and called once for each SIGINT held."""
+
+    def __init__(self) -> None:
+        self.old: Any = None
+        self.came = 0
+        if threading.current_thread() is threading.main_thread():
+            old = signal.getsignal(signal.SIGINT)
+            if callable(old):
+                self.old = old
+                signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, _signum: int, _frame: Any) -> None:
+        self.came += 1
+
+    def release(self) -> tuple[Any, int]:
+        """The handler put back, and how many SIGINTs came meanwhile (0 after the first call)."""
+        old, self.old = self.old, None
+        if old is None:
+            return None, 0
+        signal.signal(signal.SIGINT, old)
+        came, self.came = self.came, 0
+        return old, came
 
 
 ENDPOINT_PREPARED = "network attached (its endpoint was prepared ahead)"  # the timeline's label for a claim
@@ -923,6 +960,7 @@ class _Relay:
         self.output = OutputRelay(on_output)
         self.console: socket.socket | None = None  # a Terminal's master comes on it (before "ready")
         self.on_master: Callable[[int], None] | None = None
+        self.held: _HeldInterrupts | None = None  # the interrupts that came before the loop
         # Direct: the caller reads the layer diff itself once PID 1 is done (_read_diff), and does not wait for the
         # holder's last report; None: the holder reads it.
         self.read_diff: Callable[[], list[DiffEntry]] | None = None
@@ -1098,6 +1136,14 @@ class _Relay:
             # not a KeyboardInterrupt escaping run() with PID 1 still running
             while True:
                 try:
+                    if self.held is not None:  # what came before the loop, now a docker stop like any other
+                        handler, came = self.held.release()
+                        self.held = None
+                        for _ in range(came):
+                            try:
+                                handler(signal.SIGINT, None)
+                            except KeyboardInterrupt:
+                                self._interrupt(spec, cg)
                     while sel.get_map():
                         timeout = None
                         now = time.monotonic()
