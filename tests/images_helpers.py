@@ -85,7 +85,7 @@ def registry_server(tmp: str) -> Iterator[str]:
     log = open(os.path.join(tmp, "registry.log"), "wb")  # noqa: SIM115
     proc = subprocess.Popen([exe, "serve", cfg], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
