@@ -1,11 +1,14 @@
 """A network endpoint prepared ahead (pool._reserve, network.reserve/claim/release): after two containers in a
 row on one network, the next namespace holder gets its veth, address and route on that network before the next
-run asks — reserved, nobody's — and a run on that network claims it instead of attaching one on its path. A run
-on no network or another one never finds it in its namespace; nothing of it outlives the pool, the network, or
-a killed process. Traffic only between namespaces these tests create."""
+run asks — reserved, nobody's — and a run on that network claims it instead of attaching one on its path. Cells
+rotating between networks (none, one, another) find a spare holder per network used lately, each with its own
+reservation. A run on no network or another one never finds it in its namespace; nothing of it outlives the pool,
+the network, an idle while, the process's exit, or a killed process. Traffic only between namespaces these tests
+create."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -16,11 +19,13 @@ from helpers import host_clean, wait_for  # noqa: F401
 from subnets import free_subnet
 
 from pycontainer_magics import network as net
+from pycontainer_magics.linux.proc import alive
 from pycontainer_magics.network import hosts as net_hosts
 from pycontainer_magics.network.networks import is_ours, link_tag
 from pycontainer_magics.runtime import ContainerSpec, run
+from pycontainer_magics.runtime import pool as pool_module
 from pycontainer_magics.runtime.cleanup import settle
-from pycontainer_magics.runtime.pool import pool
+from pycontainer_magics.runtime.pool import pool, prepared, release
 from pycontainer_magics.runtime.run import ENDPOINT_PREPARED
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.usefixtures("host_clean"),
@@ -166,21 +171,141 @@ def test_a_killed_process_leaves_no_prepared_endpoint(labnet: str) -> None:
     assert not os.path.exists(net_hosts.hosts_path(rid))
 
 
-def test_cells_alternating_between_a_network_and_none_keep_their_prepared_holder(labnet: str) -> None:
-    """Neither kind is "like the last": nothing is parked or reserved for it, so the holder prepared after
-    each (the same namespaces and root) serves the next — none is made on a cell's path. (A PID 1 parked
-    for a cell on none, after a cell on a network, could not serve the next networked cell: it made one.)"""
+def test_cells_alternating_between_a_network_and_none_find_their_holders_ready(labnet: str) -> None:
+    """Neither kind is "like the last", but both were used lately: the holder prepared after a cell on the network
+    (its endpoint reserved) is kept as that network's spare while a cell on none runs, and the other way round —
+    every networked cell claims its endpoint, none is made on a cell's path, and a cell on none never sees a veth.
+    (A PID 1 is parked for neither: one parked for a cell on none could not serve the next networked cell.)"""
     pool.drain()
     sh("true", "none")
-    for _ in range(3):
+    for _ in range(2):
         sh("true", labnet)
         sh("true", "none")
     made = pool.served["made"]
     for _ in range(3):
-        on = sh("true", labnet)
-        off = sh("true", "none")
-        assert not claimed(on) and on.exit_code == off.exit_code == 0
+        on = sh("cat /proc/net/dev", labnet)
+        off = sh("cat /proc/net/dev", "none")
+        assert claimed(on) and on.exit_code == off.exit_code == 0, on.timeline
+        assert "eth0" in on.stdout and "eth0" not in off.stdout, off.stdout
     assert pool.served["made"] == made
+
+
+def _rotate(kinds: list[str], times: int) -> list:  # type: ignore[type-arg]
+    return [sh("cat /proc/net/dev; ip -o -4 addr show" if k != "none" else "cat /proc/net/dev", k)
+            for _ in range(times) for k in kinds]
+
+
+def test_cells_rotating_between_networks_each_claim_an_endpoint_on_their_own(labnet: str) -> None:
+    """none, one network, another, in turn (no cell like the last): one holder per network used lately is kept
+    (pool.SPARES besides the one for a run like the last), each with its endpoint reserved on ITS network. A cell
+    claims the one on its network — never one reserved on another, whose address it would carry."""
+    other = net.create_network(f"othr{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
+    try:
+        pool.drain()
+        kinds = ["none", labnet, other.name]
+        _rotate(kinds, 3)  # each kind used lately: reserved from the second use, kept as a spare from the third
+        made = pool.served["made"]
+        for r, kind in zip(_rotate(kinds, 2), kinds * 2, strict=True):
+            assert r.exit_code == 0, r.stderr
+            if kind == "none":
+                assert "eth0" not in r.stdout and not claimed(r)
+                continue
+            assert claimed(r), (kind, r.timeline)
+            address = r.notes[0].split(": ")[1].split()[0]
+            assert r.notes[0].startswith(f"network {kind}: ")
+            subnet = net.get_network(kind).subnet
+            assert ipaddress.IPv4Address(address) in subnet, (address, subnet)
+            assert f"inet {address}/{subnet.prefixlen}" in r.stdout, r.stdout  # the container carries it
+            assert r.stdout.count("eth0:") == 1 and "eth1" not in r.stdout, r.stdout  # one endpoint, its own
+        assert pool.served["made"] == made  # every cell found a holder ready
+        # What is kept: the holder for a run like the last and a spare per other network used lately, each with
+        # an endpoint reserved on its own network; nothing is listed as a member of either network.
+        settle()
+        assert wait_for(lambda: len(_held()) == 3, 10), _held()
+        by_net = {name: [e.host_veth for e in net.get_network(name).reserved] for name in (labnet, other.name)}
+        assert all(len(v) == 1 for v in by_net.values()), by_net
+        assert {v[0] for v in by_net.values()} == _veths()
+        assert net.get_network(labnet).endpoints == net.get_network(other.name).endpoints == ()
+        # Dropping what is prepared (the extension unloaded, the kernel exiting) gives every reservation back.
+        held = [pid for pid, _ in _held()]
+        release()
+        settle()
+        assert _veths() == set()
+        assert net.get_network(labnet).reserved == net.get_network(other.name).reserved == ()
+        assert wait_for(lambda: not any(alive(pid) for pid in held), 5), held
+    finally:
+        settle()
+        pool.drain()
+        net.remove_network(other.name, force=True)
+
+
+def test_a_spare_unused_for_a_while_is_let_go(labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network used lately keeps a holder and an endpoint on the host: after pool.SPARE_IDLE seconds unused,
+    both go (veth, reservation, hosts file, the holder's process)."""
+    monkeypatch.setattr(pool_module, "SPARE_IDLE", 1.5)
+    pool.drain()
+    for _ in range(2):
+        sh("true", labnet)
+        sh("true", "none")
+    settle()
+    assert wait_for(lambda: pool._spares != {}, 10)
+    ((spare, _),) = pool._spares.values()
+    assert spare.endpoint is not None and spare.endpoint.host_veth in _veths()
+    rid = spare.endpoint.container_id
+    assert wait_for(lambda: pool._spares == {}, 10)
+    settle()
+    assert wait_for(lambda: not alive(spare.pid), 5)
+    assert _veths() == set() and net.get_network(labnet).reserved == ()
+    assert not os.path.exists(net_hosts.hosts_path(rid))
+
+
+def _held() -> list[tuple[int, str]]:
+    """(pid, what) of the holders the pool keeps."""
+    return [(p.pid, p.what) for p in prepared() if p.kind == "holder" and p.pid is not None]
+
+
+ROTATES = """
+import sys, time
+from pycontainer_magics.runtime import run, ContainerSpec
+from pycontainer_magics.runtime.pool import pool
+for _ in range(3):
+    for kind in ("none", sys.argv[1], sys.argv[2]):
+        run(ContainerSpec(command=('true',), network=kind, memory=64 * 2**20))
+deadline = time.monotonic() + 30
+while pool._ready is None or pool._ready.endpoint is None or len(pool._spares) < 2:
+    if time.monotonic() > deadline:
+        sys.exit(f"not prepared: {pool._ready} {pool._spares}")
+    time.sleep(0.01)
+eps = [pool._ready.endpoint, *(h.endpoint for h, _ in pool._spares.values() if h.endpoint is not None)]
+print(*(f"{e.network}/{e.host_veth}/{e.container_id}" for e in eps), flush=True)
+"""
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["exits", "killed"])
+def test_a_process_that_rotated_networks_leaves_nothing(labnet: str, killed: bool) -> None:
+    """The spares' reservations go at exit (the exit's clean-up releases them); when the process is killed, the
+    holders die with it, their namespaces and veths with them, and the next prune removes the records."""
+    other = net.create_network(f"othr{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
+    try:
+        script = ROTATES + ("time.sleep(60)\n" if killed else "")
+        p = subprocess.Popen([sys.executable, "-c", script, labnet, other.name], stdout=subprocess.PIPE, text=True)
+        try:
+            eps = [e.split("/") for e in p.stdout.readline().split()]  # type: ignore[union-attr]
+            assert sorted(n for n, _, _ in eps) == sorted([labnet, other.name]), eps
+            assert {v for _, v, _ in eps} <= _veths()
+        finally:
+            if killed:
+                p.send_signal(signal.SIGKILL)
+            p.stdout.close()  # type: ignore[union-attr]
+            assert p.wait(60) == (-signal.SIGKILL if killed else 0)
+        assert wait_for(lambda: _veths() == set(), 10), _veths()
+        if killed:
+            net.prune(networks=False)
+        for name, _, rid in eps:
+            assert net.get_network(name).reserved == ()
+            assert not os.path.exists(net_hosts.hosts_path(rid))
+    finally:
+        net.remove_network(other.name, force=True)
 
 
 def test_a_process_that_exits_gives_its_reservation_back(labnet: str) -> None:

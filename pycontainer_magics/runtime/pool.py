@@ -56,6 +56,13 @@ class Holder:
 
 
 PARK_MIN_MEMORY = 64 << 20  # below this memory limit no PID 1 is prepared ahead (its interpreter waits in the cgroup)
+SPARES = 2  # spare holders at most, besides the one for a run like the last: one per other network used lately
+SPARE_IDLE = 120.0  # seconds a spare holder (and a network's "used lately") lasts unused
+
+
+def network_of(h: Holder) -> str | None:
+    """The network a holder was prepared for: the one its endpoint is reserved on (None: none)."""
+    return h.endpoint.network if h.endpoint is not None else None
 
 
 class Pool:
@@ -71,6 +78,10 @@ class Pool:
         self._wanted_launch: Callable[[Cgroup | None], Launch] | None = None
         self._wanted_network: str | None = None
         self._wanted_premount: Premount | None = None
+        # Spare holders for the other networks used lately (network or None -> holder, when it was kept), and when
+        # a run last went on each network (what makes it "used lately": a reservation is made for it).
+        self._spares: dict[str | None, tuple[Holder, float]] = {}
+        self._used: dict[str | None, float] = {}
         # How take() served: "pooled" (prepared ahead for this plan), "resized" (prepared ahead, its writable
         # layer re-bounded), "made" (prepared on the cell's path). What a benchmark or a test reads.
         self.served: collections.Counter[str] = collections.Counter()
@@ -99,18 +110,14 @@ class Pool:
             with self._lock:
                 while self._busy or self._wanted is not None:  # a preparation under way: it may be ours
                     self._work.wait()
-                h, self._ready = self._ready, None
+                h, drop = self._pick(plan, run, network)
+            for d in drop:
+                _let_go(d)
             if h is not None:
-                # A Python cell's PID 1 is the caller's child in a PID namespace of its own: the holder discards
-                # its parked PID 1 and serves it. A command needs the parked PID 1 to fit (same mounts, cgroup).
-                fits = h.parked is None or (run is not None and (
-                    run[0].mode == "direct" or (h.parked == run[0].park_key()
-                                                and h.parked_cgroup == (run[1].name if run[1] is not None else None))))
-                fits = fits and (h.endpoint is None or h.endpoint.network == network)
-                if h.plan == plan and fits and _alive(h.pid):
+                if self.fits(h, plan, run, network):
                     self.served["pooled"] += 1
                     return h
-                if h.plan.resizable_to(plan) and fits and _alive(h.pid):
+                if h.plan.resizable_to(plan) and self.fits(h, h.plan, run, network):
                     # Only the bound of the writable layer differs (a cell with --storage-opt size=, or a
                     # library run() after a magic's bounded cell): re-bound it rather than make another.
                     try:
@@ -120,10 +127,7 @@ class Pool:
                         return h
                     except (SetupFailed, HelperUnavailable):
                         pass
-                if h.endpoint is not None:
-                    cleanup.defer(h.close)  # the reservation's release is a few netlink requests: not on the path
-                else:
-                    h.close()
+                _let_go(h)
             try:
                 pid, sock = zygote().prepare(plan)
                 self.served["made"] += 1
@@ -134,6 +138,52 @@ class Pool:
         self.served["made"] += 1
         pid, sock = prepare_holder(plan, launch)
         return Holder(pid, sock, plan, ours=True, has_launch=launch is not None)
+
+    def _pick(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None] | None,
+              network: str | None) -> tuple[Holder | None, list[Holder]]:
+        """(Under the lock.) The holder for this run, taken out of the pool: the one for a run like the last when it
+        was prepared for this network, else the spare for it, else one on no network that fits (no veth to find in
+        it) — or the one for a run like the last, to be re-bounded or dropped by take(). What else is let go: the
+        one for a run like the last when it cannot serve the next (a PID 1 parked in a cgroup this run has taken or
+        removed; another plan), spares unused too long. One prepared for another network is kept as its spare."""
+        now = time.monotonic()
+        drop = self._expire_spares()
+        main, self._ready = self._ready, None
+        spares = [h for h, _ in self._spares.values()]
+        candidates = [h for h in (main,) if h is not None and network_of(h) == network]
+        candidates += [h for h in spares if network_of(h) == network]
+        candidates += [h for h in (main, *spares) if h is not None and h.endpoint is None
+                       and all(h is not c for c in candidates)]
+        pick = next((h for h in candidates if self.fits(h, plan, run, network)), None)
+        if pick is None and main is not None and network_of(main) == network:
+            pick = main  # (take() re-bounds its writable layer, or drops it)
+        self._spares = {k: (h, at) for k, (h, at) in self._spares.items() if h is not pick}
+        if main is not None and main is not pick:
+            if main.parked is None and main.plan == plan and network_of(main) != network and _alive(main.pid):
+                drop += self._keep_spare(main, now)
+            else:
+                drop.append(main)
+        return pick, drop
+
+    def _keep_spare(self, h: Holder, now: float) -> list[Holder]:
+        """(Under the lock.) Keep `h` as the spare for its network; returns what that displaces (the spare it
+        replaces, the least recently kept beyond SPARES)."""
+        key = network_of(h)
+        old = self._spares.pop(key, None)
+        self._spares[key] = (h, now)
+        out = [old[0]] if old is not None else []
+        while len(self._spares) > SPARES:
+            oldest = min(self._spares, key=lambda k: self._spares[k][1])
+            out.append(self._spares.pop(oldest)[0])
+        return out
+
+    def used_lately(self, network: str | None) -> bool:
+        """Note a run on `network` (None: none); True when a run went on it in the last SPARE_IDLE seconds before."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._used.get(network)
+            self._used[network] = now
+        return last is not None and now - last <= SPARE_IDLE
 
     @staticmethod
     def fits(h: Holder, plan: HolderPlan, run: tuple[Launch, Cgroup | None] | None,
@@ -154,10 +204,11 @@ class Pool:
         return h is not None and self.fits(h, plan, run)
 
     def fds(self) -> tuple[int, ...]:
-        """The descriptors what is kept ready holds (the holder's control socket): a process that closes
+        """The descriptors what is kept ready holds (the holders' control sockets): a process that closes
         every other descriptor must keep these."""
         with self._lock:
-            return (self._ready.sock.fileno(),) if self._ready is not None else ()
+            held = [self._ready] if self._ready is not None else []
+            return tuple(h.sock.fileno() for h in [*held, *(h for h, _ in self._spares.values())])
 
     def ready_holder(self) -> tuple[int, bool] | None:
         """The pid of the holder kept ready, if any, and whether it was asked to park a PID 1."""
@@ -201,11 +252,15 @@ class Pool:
             cleanup.defer(ready[1].remove)
         return h.create(new_id(), limits)
 
-    def parked_for(self, cg: Cgroup) -> tuple[Any, ...] | None:
-        """The park key of the PID 1 prepared ahead in `cg`, if there is one."""
+    def parked_for(self, cg: Cgroup, network: str | None = None) -> tuple[Any, ...] | None:
+        """The park key of the PID 1 prepared ahead in `cg`, if there is one; for a run on `network`: a PID 1 whose
+        holder was prepared for another network is not this run's (its key may be the same: a hosts file of the
+        same id is all a network adds to the mounts), NOT_YOURS."""
         with self._lock:
             h = self._ready
-            return h.parked if h is not None and h.parked_cgroup == cg.name else None
+            if h is None or h.parked_cgroup != cg.name:
+                return None
+            return h.parked if network_of(h) == network else NOT_YOURS
 
     def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
                  launch: Callable[[Cgroup | None], Launch] | None = None, network: str | None = None,
@@ -231,7 +286,9 @@ class Pool:
         while True:
             with self._lock:
                 while self._wanted is None and self._wanted_cgroup is None:
-                    self._work.wait()
+                    for h in self._expire_spares():
+                        _let_go(h)  # (cheap: a socket closed, or a release queued for the clean-up thread)
+                    self._work.wait(self._next_expiry())
                 plan, self._wanted, self._busy = self._wanted, None, True
                 want_cg, self._wanted_cgroup = self._wanted_cgroup, None
                 park, self._wanted_launch = self._wanted_launch, None
@@ -253,42 +310,77 @@ class Pool:
                     pass
             # Not under a small memory limit: the waiting interpreter's pages count against it.
             roomy = cg is None or cg[0].memory is None or cg[0].memory >= PARK_MIN_MEMORY
+            will_park = holder is not None and park is not None and (want_cg is None or cg is not None) and roomy
             if holder is not None and network is not None:
-                _reserve(holder, network, cg[1].name if cg is not None else None)
-            # (A PID 1 for a run on a network binds the hosts file of the id its endpoint is reserved under.)
-            if holder is not None and park is not None and (want_cg is None or cg is not None) and roomy \
+                # A PID 1 for a run on a network binds the hosts file of the id its endpoint is reserved under: the
+                # next cgroup's name, the id of the run that takes that PID 1. Otherwise an id of its own: the next
+                # cgroup may go to a run on another network, whose id must not name this reservation too.
+                _reserve(holder, network, cg[1].name if cg is not None and will_park else None)
+            if holder is not None and park is not None and will_park \
                     and (network is None or holder.endpoint is not None):
                 _park(holder, cg[1] if cg is not None else None, park)
             with self._lock:
-                old, old_cg = None, None
+                old, old_cg = [], None
                 if holder is not None:
-                    old, self._ready = self._ready, holder
+                    replaced, self._ready = self._ready, holder
+                    if replaced is not None:
+                        # Prepared for another network (and no PID 1 in a cgroup): kept as that network's spare.
+                        if replaced.parked is None and replaced.plan == holder.plan \
+                                and network_of(replaced) != network_of(holder):
+                            old = self._keep_spare(replaced, time.monotonic())
+                        else:
+                            old = [replaced]
                 if cg is not None:
                     old_cg, self._cgroup = self._cgroup, cg
                 # Queue the replaced cgroup's removal before anyone can see us idle: drain() and then
                 # cleanup.settle() at exit must find it queued, or it outlives the process.
                 if old_cg is not None:
                     cleanup.defer(old_cg[1].remove)
-                if old is not None and old.endpoint is not None:
-                    cleanup.defer(old.close)  # (so is its reservation's release: a few netlink requests)
-                    old = None
+                for h in old:
+                    _let_go(h)  # (under the lock: drain() must find a reservation's release queued)
                 self._busy = False
                 self._work.notify_all()
-            if old is not None:
-                old.close()
+
+    def _expire_spares(self) -> list[Holder]:
+        """(Under the lock.) Take out the spares unused for SPARE_IDLE seconds."""
+        now = time.monotonic()
+        old = [k for k, (_, at) in self._spares.items() if now - at > SPARE_IDLE]
+        return [self._spares.pop(k)[0] for k in old]
+
+    def _next_expiry(self) -> float | None:
+        if not self._spares:
+            return None
+        return max(0.0, min(at for _, at in self._spares.values()) + SPARE_IDLE - time.monotonic()) + 0.01
 
     def drain(self) -> int | None:
-        """Drop the prepared holder (it exits; its pid is returned) and cgroup; used by tests and at shutdown."""
+        """Drop the prepared holders (they exit; the pid of the one for a run like the last is returned), their
+        reservations and the cgroup; used by tests and at shutdown."""
         with self._lock:
             while self._busy or self._wanted is not None or self._wanted_cgroup is not None:
                 self._work.wait()
             h, self._ready = self._ready, None
             cg, self._cgroup = self._cgroup, None
+            spares = [s for s, _ in self._spares.values()]
+            self._spares.clear()
+            self._used.clear()
         if h is not None:
             h.close()
+        for s in spares:
+            s.close()
         if cg is not None:
             cg[1].remove()
         return h.pid if h is not None else None
+
+
+NOT_YOURS = ("prepared for another network",)  # parked_for(): a PID 1 no run on this network takes
+
+
+def _let_go(h: Holder) -> None:
+    """Drop a holder: its reservation's release is a few netlink requests, done in the background (off the path)."""
+    if h.endpoint is not None:
+        cleanup.defer(h.close)
+    else:
+        h.close()
 
 
 def _reserve(holder: Holder, network: str, container_id: str | None) -> None:
@@ -332,26 +424,33 @@ class Prepared:
 
 
 def prepared() -> list[Prepared]:
-    """What this process keeps ready ahead of time (at most one helper, one holder and one cgroup)."""
+    """What this process keeps ready ahead of time (at most one helper, 1 + SPARES holders and one cgroup)."""
     out = []
     z = zygote()
     if z.alive():
         out.append(Prepared("launch helper", z.pid, "forks the namespace holders of the next containers"))
     with pool._lock:
         h, cg = pool._ready, pool._cgroup
-    if h is not None and _alive(h.pid):
-        p = h.plan
+        spares = [s for s, _ in pool._spares.values()]
+    for s, like in [(h, "the next cell like the last"), *((s, f"a cell {_net_words(s)}") for s in spares)]:
+        if s is None or not _alive(s.pid):
+            continue
+        p = s.plan
         root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
-        out.append(Prepared("holder", h.pid, f"namespaces and {root} for the next cell like the last"
+        out.append(Prepared("holder", s.pid, f"namespaces and {root} for {like}"
                                              f"{' (rootless)' if p.rootless else ''}"
-                                             f"{', with its PID 1 ready up to the command' if h.parked else ''}"
-                                             f"{_on_network(h.endpoint)}"))
+                                             f"{', with its PID 1 ready up to the command' if s.parked else ''}"
+                                             f"{_on_network(s.endpoint)}"))
     if cg is not None:
         limits = ", ".join(f"{k}={v}" for k, v in vars(cg[0]).items()
                            if isinstance(v, int | float | str) and not isinstance(v, bool)) or "no limits"
         out.append(Prepared("cgroup", None, f"{cg[1].name} with {limits}",
                             tuple(sorted(set(cg[1].paths.values())))))
     return out
+
+
+def _net_words(h: Holder) -> str:
+    return f"on network {h.endpoint.network}" if h.endpoint is not None else "on another network or none"
 
 
 def _on_network(ep: Endpoint | None) -> str:

@@ -468,8 +468,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             pod = _pod(spec.pod, helper)
             plan_spec = spec.with_(mounts=spec.mounts + pod.file_mounts())
         hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
-        parked = pool.parked_for(cg) if cg is not None and h is not None else None
-        if parked is not None and parked != L.park_key():  # prepared for other mounts: not this cgroup
+        parked = pool.parked_for(cg, spec.network if _networked(spec) else None) \
+            if cg is not None and h is not None else None
+        if parked is not None and parked != L.park_key():  # prepared for other mounts or network: not this cgroup
             assert h is not None and cg is not None
             _unplan_run(spec, r.id)
             old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
@@ -755,15 +756,17 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         park = None
         # Nor with a named volume or a bind mount: the host side may be removed or replaced before the next
         # cell, and planning the next launch must not create a volume the user has just removed.
-        # On a network: after two runs in a row on it (a process that runs one container does not make an
-        # endpoint for nothing), the next holder gets its endpoint attached ahead too (reserved: nobody's until
-        # a run claims it), under the next cgroup's name — the next run's id, whose hosts file a PID 1 prepared
-        # ahead binds. A network is never made for it (pool._reserve).
-        # "In a row": on the same network (or none) too — a notebook that alternates cells on a network and
-        # cells on none would otherwise park a PID 1 that the next cell cannot take, and make another on its path.
+        # On a network used lately (a process that runs one container does not make an endpoint for nothing), the
+        # next holder gets its endpoint attached ahead too (reserved: nobody's until a run claims it). When the
+        # next run goes on another network the pool keeps it as that network's spare: cells that rotate between
+        # networks find theirs. A network is never made for it (pool._reserve).
+        # A PID 1 is parked only after two runs in a row on the same network (or none) — a notebook that
+        # alternates cells on a network and cells on none would otherwise park a PID 1 that the next cell cannot
+        # take, and make another on its path.
         global _last_network
         same_network, _last_network = network == _last_network, network
-        reserve = network if network is not None and same_network and spec.pod is None else None
+        lately = pool.used_lately(network)
+        reserve = network if network is not None and lately and spec.pod is None else None
         parkable = not holder.ours and L.parkable() and spec.pod is None \
             and not any(m.kind in ("volume", "bind") for m in spec.mounts)
         if parkable and _last_parkable and same_network and (network is None or reserve is not None):
