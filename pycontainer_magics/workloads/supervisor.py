@@ -173,6 +173,8 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
     sock = socket.socket(fileno=sock_fd)
     layer = os.path.join(spares_dir(), str(os.getpid()))
     prepared = False
+    holder = None
+    reniced = True  # the holder's process group with its PID 1, if it parks one
     if like is not None:
         # At the lowest priority: this runs while the container before is still starting or ending, and must not
         # slow it down on a busy machine. (Undone below, for us and the holder's process group, PID 1 included.)
@@ -187,7 +189,7 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
         os.setpriority(os.PRIO_PROCESS, 0, 0)
         holder = pool.ready_holder()
         if holder is not None:
-            _renice_holder(*holder)
+            reniced = _renice_holder(*holder, order=sock)
     try:
         msg, fds = recv_ctl(sock)
     except OSError:
@@ -198,6 +200,10 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
     cid, spec, io = msg["start"]
     send_ctl(sock, {"taken": os.getpid()})
     sock.close()
+    if not reniced and holder is not None:
+        # The order came while the holder was still forking PID 1: the run waits for that PID 1 anyway (bounded: a
+        # holder whose fork failed forks PID 1 on the run's path instead).
+        _renice_holder(*holder, wait=10.0)
     keep: tuple[int, ...] = ()
     target = store.layer_dir(cid)
     # Taken only by a container like the one prepared: a terminal or stdin is made at its start (not parked).
@@ -211,25 +217,36 @@ def spare(sock_fd: int, like: Any | None) -> NoReturn:
     supervise(cid, spec, fds[0], fds[1], io, fds[2] if len(fds) > 2 else -1, keep)
 
 
-def _renice_holder(holder: int, parking: bool) -> None:
+def _renice_holder(holder: int, parking: bool, order: Any = None, wait: float = 30.0) -> bool:
     """The holder and its parked PID 1 back to nice 0 (the holder made its session: PID 1 is in its group).
     The holder forks PID 1 once asked (pool._park does not wait for it), and a fork under way while its group
-    is reniced keeps the 19 it copied from the holder: so first wait, briefly, until the holder has its child."""
+    is reniced keeps the 19 it copied from the holder: so first wait until the holder has its child. At nice 19
+    on a busy machine that fork can take seconds (a 1 s bound was not enough on one loaded core): up to `wait`
+    seconds, or until `order` (the spare's socket) is readable — then False, and the caller does it again once
+    its run needs that PID 1. True once PID 1 was there (or none was asked for) when the group was reniced."""
+    import select
     import time
 
-    deadline = time.monotonic() + 1.0
-    while parking and time.monotonic() < deadline:
+    deadline = time.monotonic() + wait
+    seen = not parking
+    while not seen and time.monotonic() < deadline:
         try:
             with open(f"/proc/{holder}/task/{holder}/children") as f:
-                if f.read().strip():
-                    break
+                seen = bool(f.read().strip())
         except OSError:
-            break  # the holder gone, or a kernel without CONFIG_PROC_CHILDREN: renice what is there
-        time.sleep(0.0005)
+            seen = True  # the holder gone, or a kernel without CONFIG_PROC_CHILDREN: renice what is there
+        if seen:
+            break
+        if order is not None:
+            if select.select([order], [], [], 0.0005)[0]:
+                break  # the order (or the launcher's end) came: not held up by this
+        else:
+            time.sleep(0.0005)
     try:
         os.setpriority(os.PRIO_PGRP, holder, 0)
     except OSError:
         pass
+    return seen
 
 
 def _drop_spare(layer: str) -> None:
