@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import host_clean, wait_for  # noqa: F401
@@ -21,12 +22,12 @@ from subnets import free_subnet
 from pycontainer_magics import network as net
 from pycontainer_magics.linux.proc import alive
 from pycontainer_magics.network import hosts as net_hosts
-from pycontainer_magics.network.networks import is_ours, link_tag
+from pycontainer_magics.network.networks import RESERVATION_PREFIX, is_ours, link_tag
 from pycontainer_magics.runtime import ContainerSpec, run
 from pycontainer_magics.runtime import pool as pool_module
 from pycontainer_magics.runtime.cleanup import settle
 from pycontainer_magics.runtime.pool import pool, prepared, release
-from pycontainer_magics.runtime.run import ENDPOINT_PREPARED
+from pycontainer_magics.runtime.run import ENDPOINT_PREPARED, LaunchError
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -242,14 +243,16 @@ def test_cells_rotating_between_networks_each_claim_an_endpoint_on_their_own(lab
 def test_a_spare_unused_for_a_while_is_let_go(labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A network used lately keeps a holder and an endpoint on the host: after pool.SPARE_IDLE seconds unused,
     both go (veth, reservation, hosts file, the holder's process)."""
-    monkeypatch.setattr(pool_module, "SPARE_IDLE", 1.5)
     pool.drain()
     for _ in range(2):
         sh("true", labnet)
         sh("true", "none")
     settle()
-    assert wait_for(lambda: pool._spares != {}, 10)
-    ((spare, _),) = pool._spares.values()
+    assert wait_for(lambda: pool._spares != {}, 30)
+    with pool._lock:  # (idle made short only now: on a loaded machine the spare could go before it was seen)
+        ((spare, _),) = pool._spares.values()
+        monkeypatch.setattr(pool_module, "SPARE_IDLE", 1.5)
+        pool._work.notify_all()  # the worker's wait counts from the new idle time
     assert spare.endpoint is not None and spare.endpoint.host_veth in _veths()
     rid = spare.endpoint.container_id
     assert wait_for(lambda: pool._spares == {}, 10)
@@ -257,6 +260,92 @@ def test_a_spare_unused_for_a_while_is_let_go(labnet: str, monkeypatch: pytest.M
     assert wait_for(lambda: not alive(spare.pid), 5)
     assert _veths() == set() and net.get_network(labnet).reserved == ()
     assert not os.path.exists(net_hosts.hosts_path(rid))
+
+
+def test_a_spare_kept_by_a_run_that_fails_still_expires(labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """take() keeps the holder prepared for another network as its spare; a run that then fails never asks for
+    the next preparation, so only the worker's wait can let that spare go: it must count its expiry (it waited
+    without a timeout, having no spare before)."""
+    monkeypatch.setattr(pool_module, "SPARE_IDLE", 1.5)
+    pool.drain()
+    for kind in ("none", labnet, "none", labnet):
+        sh("true", kind)
+    settle()
+    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 30)
+    time.sleep(2)  # what was kept before has expired: the worker waits with no spare, without a timeout
+    assert pool._spares == {}
+    with pytest.raises(LaunchError):
+        run(ContainerSpec(command=("/nonexistent",), network="none", memory=64 * MiB), check_executable=True)
+    assert wait_for(lambda: pool._spares != {} or net.get_network(labnet).reserved == (), 5)
+    assert wait_for(lambda: pool._spares == {}, 10), pool._spares  # let go after SPARE_IDLE
+    settle()
+    assert wait_for(lambda: net.get_network(labnet).reserved == () and _veths() == set(), 10)
+
+
+def test_a_spare_that_cannot_serve_a_run_on_its_network_gives_its_address_back() -> None:
+    """A spare reserved on a network for one plan, and a run there with another plan: the spare's address is
+    given back before the run attaches (on a subnet with no other address left the run would otherwise fail
+    with "no free address left" for as long as the spare lived): the run gets that very address."""
+    n = net.create_network(f"tiny{os.getpid() % 10000}", subnet=free_subnet(29), owner_pid=os.getpid())
+    try:
+        pool.drain()
+        for kind in (n.name, "none", n.name, "none"):
+            assert sh("true", kind).exit_code == 0
+        settle()
+        assert wait_for(lambda: n.name in pool._spares and pool._spares[n.name][0].endpoint is not None, 30)
+        spare_ep = pool._spares[n.name][0].endpoint
+        assert spare_ep is not None and net.get_network(n.name).reserved == (spare_ep,)
+        r = sh("cat /proc/net/dev", n.name, storage_size=64 * MiB)  # another plan: not the spare's
+        assert r.exit_code == 0 and "eth0" in r.stdout and not claimed(r), r.stderr
+        assert r.notes[0] == f"network {n.name}: {spare_ep.address} on eth0", (r.notes, spare_ep)
+    finally:
+        settle()
+        pool.drain()
+        net.remove_network(n.name, force=True)
+
+
+def test_a_pid1_parked_for_one_network_is_not_a_run_on_another_s(labnet: str) -> None:
+    """The cgroup in which a PID 1 waits for a run on `labnet` has the same park key as one for a run on another
+    network (a hosts file is all a network adds): a run on another network must not take that cgroup, with that
+    PID 1 still in it (it would count in its pids, and the run would carry the reservation's id)."""
+    other = net.create_network(f"othr{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
+    try:
+        pool.drain()
+        for _ in range(3):
+            sh("true", labnet)
+        settle()
+        assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
+                        and pool._ready.endpoint is not None, 30)
+        assert pool._ready is not None and pool._ready.endpoint is not None
+        rid = pool._ready.endpoint.container_id
+        r = sh("cat /sys/fs/cgroup/pids/pids.current 2>/dev/null || cat /sys/fs/cgroup/pids.current", other.name)
+        assert r.exit_code == 0, r.stderr
+        assert r.id != rid
+        assert r.stdout.strip() in ("1", "2"), r.stdout  # sh (and cat): no parked PID 1 beside them
+    finally:
+        settle()
+        pool.drain()
+        net.remove_network(other.name, force=True)
+
+
+def test_a_reservation_for_a_pid1_not_parked_after_all_has_an_id_of_its_own(labnet: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """After runs in a row on a network the endpoint is reserved under the next cgroup's name, for the PID 1
+    parked there. When the park does not happen (a spec that no longer plans...), that name would also be the id
+    of whatever run takes the cgroup — on another network its hosts file and veth name would be the
+    reservation's: the reservation is made again under an id of its own."""
+    monkeypatch.setattr(pool_module, "_park", lambda *a, **k: None)  # every park fails, as _park swallows errors
+    pool.drain()
+    for _ in range(3):
+        sh("true", labnet)
+    settle()
+    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None
+                    and pool._cgroup is not None, 30)
+    assert pool._ready is not None and pool._ready.endpoint is not None and pool._cgroup is not None
+    assert pool._ready.parked is None
+    assert pool._ready.endpoint.container_id != pool._cgroup[1].name
+    assert pool._ready.endpoint.container_id.startswith(RESERVATION_PREFIX)
+    assert net.get_network(labnet).reserved == (pool._ready.endpoint,)  # the first one given back
 
 
 def _held() -> list[tuple[int, str]]:

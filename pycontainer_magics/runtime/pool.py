@@ -112,7 +112,10 @@ class Pool:
                     self._work.wait()
                 h, drop = self._pick(plan, run, network)
             for d in drop:
-                _let_go(d)
+                if network is not None and network_of(d) == network:
+                    d.close()  # its address released now, before this run attaches on the same network
+                else:
+                    _let_go(d)
             if h is not None:
                 if self.fits(h, plan, run, network):
                     self.served["pooled"] += 1
@@ -158,6 +161,10 @@ class Pool:
         if pick is None and main is not None and network_of(main) == network:
             pick = main  # (take() re-bounds its writable layer, or drops it)
         self._spares = {k: (h, at) for k, (h, at) in self._spares.items() if h is not pick}
+        if network is not None and network in self._spares:
+            # Prepared for this network, not for this run (another plan): it holds an address there, which this
+            # run may need on a small subnet. take() releases it before the run attaches.
+            drop.append(self._spares.pop(network)[0])
         if main is not None and main is not pick:
             if main.parked is None and main.plan == plan and network_of(main) != network and _alive(main.pid):
                 drop += self._keep_spare(main, now)
@@ -175,6 +182,9 @@ class Pool:
         while len(self._spares) > SPARES:
             oldest = min(self._spares, key=lambda k: self._spares[k][1])
             out.append(self._spares.pop(oldest)[0])
+        # The worker may be waiting without a timeout (no spare before): it must count this one's expiry. Kept by
+        # take() for a run that then fails, nothing else would wake it before the next run.
+        self._work.notify_all()
         return out
 
     def used_lately(self, network: str | None) -> bool:
@@ -319,6 +329,16 @@ class Pool:
             if holder is not None and park is not None and will_park \
                     and (network is None or holder.endpoint is not None):
                 _park(holder, cg[1] if cg is not None else None, park)
+            if holder is not None and network is not None and holder.endpoint is not None and holder.parked is None \
+                    and cg is not None and holder.endpoint.container_id == cg[1].name:
+                # Reserved under the next cgroup's name for a PID 1 that was not parked after all: that cgroup may
+                # go to a run on another network (or one attaching afresh), whose id would then name this
+                # reservation too (its hosts file, its veth's name). Under an id of its own instead.
+                from . import networking
+
+                ep, holder.endpoint = holder.endpoint, None
+                networking.release(ep)
+                _reserve(holder, network, None)
             with self._lock:
                 old, old_cg = [], None
                 if holder is not None:
