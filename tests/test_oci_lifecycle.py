@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from helpers import make_busybox_rootfs, wait_for
 
+from pycontainer_magics.linux import proc
 from pycontainer_magics.oci.bundle import validate_config, validate_state
 from pycontainer_magics.oci.state import STATE_FILE
 
@@ -107,9 +108,22 @@ class Runtime:
 def ours(tmp_path: Path) -> Any:
     rt = Runtime([PYCONTAINER], tmp_path / "state")
     yield rt
-    if rt.root.is_dir():  # a failed test's containers: gone all the same
-        for cid in os.listdir(rt.root):
-            rt("delete", "--force", cid, check=False)
+    remove_all(rt)
+
+
+def remove_all(rt: Runtime) -> None:
+    """A failed test's containers: gone all the same, their cgroups with them. A process of theirs that a killed
+    `run` or `exec` left to us (the subreaper) is reaped too: unreaped, it keeps its PID namespace's init from
+    finishing its exit, and `delete --force` then fails ("container init still running"), leaving the cgroup."""
+    if not rt.root.is_dir():
+        return
+    ours_ns = os.readlink("/proc/self/ns/pid")
+    for pid in proc.children(os.getpid()):
+        with contextlib.suppress(OSError):
+            if pid not in _adopted and os.readlink(f"/proc/{pid}/ns/pid") != ours_ns:
+                adopt(pid)
+    for cid in os.listdir(rt.root):
+        rt("delete", "--force", cid, check=False)
 
 
 def make_bundle(tmp_path: Path, busybox: str, args: list[str], tool: list[str] | None = None,
@@ -748,6 +762,29 @@ def test_a_signal_to_the_init_before_its_exec_acts_as_after_it(busybox: str, tmp
                        capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "ran" not in p.stdout, (p.returncode, p.stdout, p.stderr)
     assert_gone(ours, "u", b)
+
+
+def test_a_failed_tests_containers_are_removed_with_their_cgroups(busybox: str, tmp_path: Path,
+                                                                  ours: Runtime) -> None:
+    """What the fixture does after a test that failed midway: here an attached `exec` killed with its process
+    still running (orphaned to this test process, the subreaper, as when a test's forwarding check fails) and
+    the container never deleted. remove_all() leaves no container state and no cgroup (it left both: the
+    orphan, never reaped, held the PID namespace's init in its exit and `delete --force` gave up)."""
+    b = make_bundle(tmp_path, busybox, ["sleep", "100"])
+    ours("create", "--bundle", str(b), "f", stdio=tmp_path / "stdio")
+    ours("start", "f")
+    adopt(ours.state("f")["pid"])
+    att = subprocess.Popen([PYCONTAINER, "--root", str(ours.root), "exec", "f", "sh", "-c",
+                            "echo up; while :; do sleep 0.05; done"], stdout=subprocess.PIPE, text=True)
+    assert att.stdout is not None and att.stdout.readline() == "up\n"
+    att.kill()
+    att.wait()
+    att.stdout.close()
+    config_path = json.loads((b / "config.json").read_text())["linux"]["cgroupsPath"]
+    assert cgroup_dirs(config_path)
+    remove_all(ours)
+    assert not cgroup_dirs(config_path)
+    assert ours("state", "f", check=False).returncode == 1
 
 
 # --- without root ---------------------------------------------------------------------------------------
