@@ -191,6 +191,26 @@ def reap(pid: int, timeout: float = 30) -> int:
     return code
 
 
+def trap_term(code: int) -> str:
+    """A container command that says "up", then runs until SIGTERM, which it answers with got-term and `code`."""
+    return f"trap 'echo got-term; exit {code}' TERM; echo up; while :; do sleep 0.05; done"
+
+
+def term_after_up(argv: list[str]) -> tuple[int, str, str]:
+    """An attached `run` or `exec` of trap_term(): SIGTERM to it once the container said "up"; its exit code,
+    the rest of its output and its stderr."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "up\n"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()  # (not communicate(): the container's processes may hold its pipes)
+            p.wait()
+    return p.returncode, out, err
+
+
 def cgroup_dirs(config_path: str) -> list[str]:
     out = []
     for entry in os.listdir("/sys/fs/cgroup"):
@@ -458,18 +478,8 @@ def test_exec_joins_the_container(busybox: str, tmp_path: Path, ours: Runtime) -
     assert p.returncode == 4 and p.stdout == "1 0\n", p.stderr
     _error(ours, ours("exec", "e", "no-such-command", check=False), "executable file not found")
     # Attached: a signal to `exec` reaches the process (forwarded, as runc's exec does), its status comes back.
-    att = subprocess.Popen([PYCONTAINER, "--root", str(ours.root), "exec", "e", "sh", "-c",
-                            "trap 'echo got-term; exit 6' TERM; echo up; while :; do sleep 0.05; done"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert att.stdout is not None and att.stdout.readline() == "up\n"
-        att.send_signal(signal.SIGTERM)
-        out, err = att.communicate(timeout=30)
-    finally:
-        if att.poll() is None:
-            att.kill()  # (not communicate(): the container's processes may hold its pipes)
-            att.wait()
-    assert att.returncode == 6 and out == "got-term\n", (att.returncode, err)
+    code, out, err = term_after_up([PYCONTAINER, "--root", str(ours.root), "exec", "e", "sh", "-c", trap_term(6)])
+    assert code == 6 and out == "got-term\n", (code, err)
     ours("delete", "--force", "e")
     assert reap(init) == -9 and reap(epid) == -9
     assert_gone(ours, "e", b)
@@ -704,19 +714,9 @@ def test_run_with_an_id_has_state_while_it_runs(busybox: str, tmp_path: Path, ou
 
 def test_signals_reach_the_init_not_the_runtime(busybox: str, tmp_path: Path, ours: Runtime) -> None:
     """runc's `run` (global flags first): attached as a subreaper, signals forwarded, deleted at its end."""
-    b = make_bundle(tmp_path, busybox, ["sh", "-c", "trap 'echo got-term; exit 5' TERM; echo up; "
-                                                    "while :; do sleep 0.05; done"])
-    proc = subprocess.Popen([PYCONTAINER, "--root", str(ours.root), "run", "--bundle", str(b), "r"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # (not communicate(): the container's processes may hold its pipes)
-            proc.wait()
-    assert proc.returncode == 5 and out == "got-term\n", err
+    b = make_bundle(tmp_path, busybox, ["sh", "-c", trap_term(5)])
+    code, out, err = term_after_up([PYCONTAINER, "--root", str(ours.root), "run", "--bundle", str(b), "r"])
+    assert code == 5 and out == "got-term\n", (code, err)
     assert_gone(ours, "r", b)
 
 

@@ -6,17 +6,21 @@ runtime instead, and left the container running without it."""
 from __future__ import annotations
 
 import os
-import signal
 
 TYPE_CHECKING = False  # typing is not imported at run time: engines call `exec` often (oci/exec.py)
 if TYPE_CHECKING:
     from typing import Any
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# The signal module imports enum (~2.5 ms); _signal is what it wraps, and all this needs. The container's init
+# (oci/init.py), forked with these handlers in place, imports this to put them back to the default.
+signal: Any = __import__("_signal")
+
+FORWARDED: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                              signal.SIGUSR2)
 
 
 class Forwarder:
-    def __init__(self, signals: tuple[signal.Signals, ...] = FORWARDED) -> None:
+    def __init__(self, signals: tuple[int, ...] = FORWARDED) -> None:
         self.pid: int | None = None
         self.held: list[int] = []
         for s in signals:

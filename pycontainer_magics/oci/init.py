@@ -26,6 +26,7 @@ from ..linux import libc
 from ..linux.namespaces import CLONE_NEWCGROUP, CLONE_NEWTIME, CLONE_NEWUSER
 from . import process, rootfs
 from .config import Config
+from .forward import FORWARDED
 from .process import ProcessPlan
 
 TYPE_CHECKING = False  # typing is not imported at run time: every engine call pays its imports
@@ -94,8 +95,7 @@ def bootstrap(ctx: InitContext) -> NoReturn:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
         # Forked with run's forwarding handlers (oci/forward.py) in place: all of them back to the default, so
         # a signal before the exec acts as it would after it (a caught one would be held in this copy, and lost).
-        for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
-                  _signal.SIGUSR2, _signal.SIGWINCH, _signal.SIGPIPE, _signal.SIGCHLD):
+        for s in (*FORWARDED, _signal.SIGWINCH, _signal.SIGPIPE, _signal.SIGCHLD):
             _signal.signal(s, _signal.SIG_DFL)
         for fd in ctx.join_fds:
             os.write(fd, b"0")
