@@ -98,10 +98,16 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 def restrict_to(keep: frozenset[str]) -> None:
     """Drop every capability not in `keep` from the bounding set, then set effective = permitted = keep
     and clear the inheritable and ambient sets (what runc does for a root process)."""
-    keep_mask = mask_of(keep)
+    restrict_mask(mask_of(keep))
+
+
+def restrict_mask(keep_mask: int) -> None:
+    """restrict_to() of the capabilities whose bits are set (mask_of, worked out before a fork: in a fresh fork
+    every name looked up is a write to its page, a copy-on-write fault)."""
+    drop = libc.prctl
     for i in range(last_cap() + 1):
-        if not keep_mask >> i & 1:
-            prctl(PR_CAPBSET_DROP, i, 0, 0, 0)
+        if not keep_mask >> i & 1 and drop(PR_CAPBSET_DROP, i, 0, 0, 0) != 0:
+            check(-1, "prctl(PR_CAPBSET_DROP)")
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     _eff, prm, _inh = capget()
     keep_mask &= prm
@@ -119,5 +125,5 @@ def proc_status_caps(pid: int | str = "self") -> dict[str, frozenset[str]]:
     return out
 
 
-__all__ = ["CAP_NUMBERS", "CAP_NAMES", "DEFAULT_CAPS", "normalize_cap", "restrict_to", "capget", "capset",
-           "proc_status_caps"]
+__all__ = ["CAP_NUMBERS", "CAP_NAMES", "DEFAULT_CAPS", "normalize_cap", "restrict_to", "restrict_mask", "capget",
+           "capset", "proc_status_caps"]

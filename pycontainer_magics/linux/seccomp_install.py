@@ -18,7 +18,7 @@ class _SockFprog(ctypes.Structure):
 
 def install(program: bytes) -> None:
     """Install a compiled filter on the calling thread (and so on everything it executes)."""
-    buf = ctypes.create_string_buffer(program, len(program))
+    buf = ctypes.c_char_p(program)  # the bytes' own buffer, not a copy (the kernel copies it)
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0) != 0:
         e = ctypes.get_errno()

@@ -15,11 +15,11 @@ after a run) and is what the OCI export reads (oci/bundle.config_for).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..linux import libc, rlimits, seccomp
-from ..linux.caps import restrict_to
+from ..linux.caps import mask_of, restrict_mask
 from ..linux.libc import MS_RDONLY
 from .rootfs import MountOp
 
@@ -95,6 +95,10 @@ class KeepCapabilities:
     """Every capability not named is dropped (bounding, effective, permitted, inheritable, ambient)."""
 
     keep: frozenset[str]
+    mask: int = field(default=0, init=False, compare=False, repr=False)  # their bits, worked out with the plan
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", mask_of(self.keep))
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ def _chdir(s: Chdir) -> None:
 
 def _capabilities(s: KeepCapabilities) -> None:
     try:
-        restrict_to(s.keep)
+        restrict_mask(s.mask)
     except PermissionError:
         if os.geteuid() == 0:
             raise
