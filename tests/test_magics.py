@@ -67,6 +67,23 @@ def test_magic_registered(ip: InteractiveShell) -> None:
     assert "container" in ip.magics_manager.magics["line"]
 
 
+def test_a_line_is_parsed_once_and_each_cell_gets_its_own_options(ip: InteractiveShell) -> None:
+    # The options of a line are parsed once (a re-run cell does not pay argparse again); what a cell gets is its
+    # own copy, and a line in error fails every time, not only the first.
+    from pycontainer_magics.magics.container import _parse_line, _parsed
+
+    parser = ip.magics_manager.registry["ContainerMagics"].container.parser
+    line = "-e A=1 -e B=2 --memory 64m"
+    first = _parsed(parser, line)
+    hits = _parse_line.cache_info().hits
+    first.env.append("C=3")
+    again = _parsed(parser, line)
+    assert _parse_line.cache_info().hits == hits + 1
+    assert again.env == ["A=1", "B=2"] and again is not first
+    for _ in range(2):
+        assert usage_error(ip, "--memory lots").startswith("invalid size 'lots' for --memory")
+
+
 def test_bad_memory_is_one_usage_error_line(ip: InteractiveShell) -> None:
     msg = usage_error(ip, "--memory lots")
     assert msg == ("invalid size 'lots' for --memory: expected a number with an optional unit b, k, m or g, "

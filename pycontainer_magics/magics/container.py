@@ -6,6 +6,7 @@ A thin skin: parse the options (the shared table in `args.py`), build the spec w
 
 from __future__ import annotations
 
+import argparse
 import functools
 from typing import Any
 
@@ -29,6 +30,19 @@ def _with_options(func: Any) -> Any:
     for o in reversed(_args.options_for("magic")):
         func = magic_arguments.argument(*o.flags, **o.kwargs)(func)
     return magic_arguments.magic_arguments()(func)
+
+
+def _parsed(parser: Any, line: str) -> argparse.Namespace:
+    """The options of a %%container line: parsed once per distinct line (a lecture re-runs the same cells; the
+    split and the parse over the whole option table are a quarter to half a millisecond of a cell's start)."""
+    ns = _parse_line(parser, line)
+    return argparse.Namespace(**{k: list(v) if isinstance(v, list) else v for k, v in vars(ns).items()})
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_line(parser: Any, line: str) -> argparse.Namespace:
+    ns: argparse.Namespace = parser.parse_args(split_line(line))  # (an error is raised, not kept)
+    return ns
 
 
 @magics_class
@@ -72,9 +86,8 @@ class ContainerMagics(Magics):
                 line = rest
             elif word in _SUBCOMMANDS:
                 return _SUBCOMMANDS[word](self, rest)  # type: ignore[no-any-return]
-        argv = split_line(line)
         magic_func: Any = self.container
-        ns = magic_func.parser.parse_args(argv)  # MagicArgumentParser: errors raise UsageError
+        ns = _parsed(magic_func.parser, line)  # MagicArgumentParser: errors raise UsageError
         command = _args.command_of(ns)
         result_name = ns.result
         if not str(result_name).isidentifier():
