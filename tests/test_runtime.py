@@ -6,8 +6,10 @@ Tests marked cgroup2 run here (on whatever layout the host has) and again inside
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -94,6 +96,26 @@ def test_a_python_cells_pid1_exits_at_idle_priority(monkeypatch) -> None:
         monkeypatch.undo()
         for task in held:
             task()
+
+
+def test_a_python_cells_environment_is_the_callers_with_the_cells_changes(monkeypatch) -> None:
+    # PID 1 applies only what differs from the environment it inherits (worked out by the caller at the fork):
+    # os.environ and the C library's environment (what a subprocess of the cell gets) must both come out whole.
+    monkeypatch.setenv("PCM_KEPT", "kept")
+    monkeypatch.setenv("PCM_OVERRIDDEN", "old")
+    code = ("import json, os, subprocess\n"
+            "c = subprocess.run(['env', '-0'], capture_output=True, check=True).stdout.decode()\n"
+            "print(json.dumps([dict(os.environ), dict(v.split('=', 1) for v in c.split(chr(0)) if v)]))")
+    r = py(code, hostname="lab", env=(("PCM_OVERRIDDEN", "new"), ("PCM_NEW", "1")))
+    assert r.exit_code == 0, r.stderr
+    seen, in_c = json.loads(r.stdout)
+    expected = {**os.environ, "HOSTNAME": "lab", "PCM_OVERRIDDEN": "new", "PCM_NEW": "1"}
+    assert seen == expected
+    assert {k: in_c.get(k) for k in expected} == expected
+    # Beyond it, only what the caller's C library holds outside os.environ (LINES and COLUMNS set by a library
+    # with setenv, say): a fork inherits it, and os.environ never knew it.
+    ours = subprocess.run(["env", "-0"], capture_output=True, check=True).stdout.decode()
+    assert set(in_c) - set(expected) <= {v.split("=", 1)[0] for v in ours.split("\0") if v} - set(os.environ)
 
 
 def test_python_cell_sees_a_snapshot_of_the_callers_variables() -> None:

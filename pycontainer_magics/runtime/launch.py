@@ -72,6 +72,8 @@ class Launch:
     # PID 1 moves into its root for them: (where they were made, their targets).
     premounted: tuple[int, ...] = ()
     moves: tuple[str, tuple[str, ...]] | None = None
+    # Direct: how `env` differs from the environment PID 1 inherits (environ_changes, taken just before the fork).
+    env_changes: tuple[tuple[str, ...], tuple[tuple[str, str], ...]] | None = None
 
     @property
     def rlimits(self) -> tuple[tuple[str, int, int], ...]:
@@ -327,8 +329,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
             libc.setns(user_fd, CLONE_NEWUSER)
             os.close(user_fd)
             become_root()
-        send(STATUS_FD, {"namespaces": _namespaces_report()})
-        send(STATUS_FD, {"ready": True, "notes": notes})
+        send(STATUS_FD, {"namespaces": _namespaces_report(), "ready": True, "notes": notes})  # (one write, one wake-up)
         _drop_privileges(L)
     except BaseException as e:  # noqa: BLE001
         report_failure(at.stage, e)
@@ -375,14 +376,35 @@ def _exec_command(L: Launch) -> NoReturn:
             os._exit(code)
 
 
+def environ_changes(env: dict[str, str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(names to remove, names and values to set) that turn this process's environment into `env`: taken by the
+    caller just before it forks a Python cell's PID 1, whose environment is the caller's with a few changes."""
+    here = os.environ
+    return tuple(k for k in here if k not in env), tuple((k, v) for k, v in env.items() if here.get(k) != v)
+
+
+def _replace_environ(L: Launch) -> None:
+    """The container's environment, in the C library's (what a subprocess of the cell inherits) and in os.environ.
+    With the changes the caller worked out, only those: every inherited string this fresh fork reads or frees is a
+    write to its page, a copy-on-write fault (os.environ.clear() and update: 0.3-0.4 ms for forty variables)."""
+    if L.env_changes is None:
+        os.environ.clear()
+        os.environ.update(L.env)
+        return
+    gone, changed = L.env_changes
+    for k in gone:
+        del os.environ[k]
+    for k, v in changed:
+        os.environ[k] = v
+
+
 def _terminated(signum: int, _frame: object) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
 def _run_python(L: Launch) -> NoReturn:
     _python_streams()
-    os.environ.clear()
-    os.environ.update(L.env)
+    _replace_environ(L)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python process
     # Stopping (run.py: an interrupt sends the stop signal first): the cell gets to clean up (finally, with)
     # as a Python program would; as PID 1 it would otherwise ignore signals it has no handler for.

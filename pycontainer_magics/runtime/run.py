@@ -45,7 +45,7 @@ from . import cleanup, image_source, rootfs, state
 from .channel import decode_frames, feed, send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .image_source import ImageSource
-from .launch import DEFAULT_PATH, Launch, pid1_direct
+from .launch import DEFAULT_PATH, Launch, environ_changes, pid1_direct
 from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
 from .pool import Holder, pool
@@ -632,6 +632,9 @@ def _leave_networks(r: ContainerRun) -> None:
 
 
 def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
+    if L.mode == "direct":  # the holder forks nothing: it needs to know only what to do with the layer after
+        send_ctl(holder.sock, {"mode": "direct", "want_diff": L.want_diff, "export_layer": L.export_layer}, fds)
+        return
     send_ctl(holder.sock, {"mode": L.mode, "launch": None if holder.has_launch else L.for_holder()}, fds)
 
 
@@ -910,6 +913,7 @@ def _fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, 
             if new_pid:
                 libc.unshare(CLONE_NEWPID)
             gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
+            L.env_changes = environ_changes(L.env)
             try:
                 pid = os.fork()
                 if pid == 0:
