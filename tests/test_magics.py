@@ -365,7 +365,7 @@ def test_unload_removes_every_magic_and_releases_what_was_prepared(ip: Interacti
     from helpers import wait_for
 
     from pycontainer_magics.magics import magic_classes
-    from pycontainer_magics.runtime.pool import prepared
+    from pycontainer_magics.runtime.pool import pool, prepared
 
     def ours() -> list[str]:
         return [f"{kind}:{name}" for kind in ("line", "cell")
@@ -380,17 +380,21 @@ def test_unload_removes_every_magic_and_releases_what_was_prepared(ip: Interacti
             return False
 
     try:
-        ip.run_cell_magic("container", "--quiet --memory 64m -- sh", "true")
-        assert wait_for(lambda: {p.kind for p in prepared()} == {"launch helper", "holder", "cgroup"}, 30)
+        pool.drain()
+        ip.run_cell_magic("container", "--quiet --memory 64m", "pass")  # a Python cell, then a command:
+        ip.run_cell_magic("container", "--quiet --memory 64m -- sh", "true")  # what each kind's next starts from
+        assert wait_for(lambda: sorted(p.kind for p in prepared()) == ["cgroup", "cgroup", "holder", "holder",
+                                                                       "launch helper"], 30), prepared()
         ps = ip.run_line_magic("container", "ps --all")
-        assert sorted(ps[ps.status == "prepared"].name) == ["(cgroup)", "(holder)", "(launch helper)"]
+        assert sorted(ps[ps.status == "prepared"].name) == ["(cgroup)", "(cgroup)", "(holder)", "(holder)",
+                                                            "(launch helper)"]
         assert "prepared" not in set(ip.run_line_magic("container", "ps").status)
         doc = ip.run_line_magic("container", "doctor")
         assert "launch helper" in doc.loc["prepared", "why"] and "holder" in doc.loc["prepared", "why"]
         items = prepared()
         pids = [p.pid for p in items if p.pid]
         dirs = [d for p in items for d in p.paths]
-        assert len(pids) == 2 and dirs and all(os.path.isdir(d) for d in dirs)
+        assert len(pids) == 3 and dirs and all(os.path.isdir(d) for d in dirs)
         before = ours()
         assert {"cell:container", "line:cgroup", "line:netns", "line:image", "cell:compose",
                 "cell:dockerfile"} <= set(before)

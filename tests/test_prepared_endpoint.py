@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from helpers import host_clean, wait_for  # noqa: F401
@@ -26,8 +25,8 @@ from pycontainer_magics.network.networks import RESERVATION_PREFIX, is_ours, lin
 from pycontainer_magics.runtime import ContainerSpec, run
 from pycontainer_magics.runtime import pool as pool_module
 from pycontainer_magics.runtime.cleanup import settle
-from pycontainer_magics.runtime.pool import pool, prepared, release
-from pycontainer_magics.runtime.run import ENDPOINT_PREPARED, LaunchError
+from pycontainer_magics.runtime.pool import COMMAND, PYTHON, pool, prepared, release
+from pycontainer_magics.runtime.run import ENDPOINT_PREPARED
 
 pytestmark = [pytest.mark.root, pytest.mark.network, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
@@ -50,15 +49,23 @@ def claimed(r) -> bool:  # type: ignore[no-untyped-def]
     return any(label == ENDPOINT_PREPARED for label, _ in r.timeline)
 
 
+def prepared_ahead(r) -> bool:  # type: ignore[no-untyped-def]
+    return any(label.startswith("PID 1 was prepared ahead") for label, _ in r.timeline)
+
+
+def _ready(network: str | None, kind: str = COMMAND):  # type: ignore[no-untyped-def]
+    """The holder kept for the next run of `kind` on `network` (pool slot), or None."""
+    return pool.holders().get((network, kind))
+
+
 def _reserved_on(network: str) -> net.Endpoint:
     """Two runs in a row on `network`, then the endpoint the pool reserves for the next."""
     pool.drain()
     first = sh("true", network)
     assert (first.exit_code, claimed(first)) == (0, False)  # nothing prepared: attached on its path
     assert sh("true", network).exit_code == 0
-    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 30)
-    assert pool._ready is not None and pool._ready.endpoint is not None
-    return pool._ready.endpoint
+    assert wait_for(lambda: _ready(network) is not None and _ready(network).endpoint is not None, 30)
+    return _ready(network).endpoint  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -87,9 +94,8 @@ def test_the_next_container_on_a_network_claims_the_endpoint_prepared_for_it(lab
     assert third.notes[0] == f"network {labnet}: {res.address} on eth0"
     # The run's own endpoint now (listed, named), left with the run; the pool reserves the next one.
     settle()
-    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 30)
-    assert pool._ready is not None and pool._ready.endpoint is not None
-    nxt = pool._ready.endpoint
+    assert wait_for(lambda: _ready(labnet) is not None and _ready(labnet).endpoint is not None, 30)
+    nxt = _ready(labnet).endpoint
     assert net.get_network(labnet).endpoints == () and res.host_veth not in _veths()
     assert net.get_network(labnet).reserved == (nxt,) and nxt.host_veth in _veths()
     # Dropping what is prepared gives the reservation back: veth, address, hosts file.
@@ -102,7 +108,9 @@ def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet
     res = _reserved_on(labnet)
     alone = run(ContainerSpec(command=("cat", "/proc/net/dev"), network="none", memory=64 * MiB))
     assert alone.exit_code == 0 and "eth0" not in alone.stdout and "lo:" in alone.stdout, alone.stdout
-    settle()  # the holder it did not take goes in the background, its reservation with it
+    settle()  # the holder it did not take stays kept for the next run on its network, reserved, nobody's
+    assert net.get_network(labnet).reserved == (res,) and net.get_network(labnet).endpoints == ()
+    pool.drain()
     assert wait_for(lambda: res.host_veth not in _veths(), 30)
     assert net.get_network(labnet).reserved == ()
     other = net.create_network(f"othr{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
@@ -111,7 +119,10 @@ def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet
         there = sh("cat /proc/net/dev", other.name)
         assert there.exit_code == 0 and not claimed(there)
         assert there.notes[0].startswith(f"network {other.name}: ")
+        assert res.address not in there.notes[0]
         settle()
+        assert net.get_network(labnet).reserved == (res,)  # still labnet's, for its next run
+        pool.drain()
         assert wait_for(lambda: res.host_veth not in _veths(), 30)
         assert net.get_network(labnet).reserved == ()
     finally:
@@ -148,9 +159,12 @@ from pycontainer_magics.runtime import run, ContainerSpec
 from pycontainer_magics.runtime.pool import pool
 for _ in range(2):
     run(ContainerSpec(command=('true',), network=sys.argv[1], memory=64 * 2**20))
-while pool._ready is None or pool._ready.endpoint is None:
+deadline = time.monotonic() + 30
+while (h := pool.holders().get((sys.argv[1], "command"))) is None or h.endpoint is None:
+    if time.monotonic() > deadline:
+        sys.exit(f"not prepared: {pool.holders()}")
     time.sleep(0.01)
-print(pool._ready.endpoint.host_veth, pool._ready.endpoint.container_id, flush=True)
+print(h.endpoint.host_veth, h.endpoint.container_id, flush=True)
 """
 KILLED = EXITS + "time.sleep(60)\n"  # the same, then it stays until killed
 
@@ -189,6 +203,47 @@ def test_cells_alternating_between_a_network_and_none_find_their_holders_ready(l
         assert claimed(on) and on.exit_code == off.exit_code == 0, on.timeline
         assert "eth0" in on.stdout and "eth0" not in off.stdout, off.stdout
     assert pool.served["made"] == made
+
+
+def test_python_and_shell_cells_alternating_on_a_network_each_find_their_kind_ready(labnet: str) -> None:
+    """python, command, python, command on one network: the pool keeps a slot per kind there. Every command is
+    served by a PID 1 parked in a cgroup of its own — kept while the Python cell before it ran — and every cell of
+    either kind claims an endpoint reserved for it; a Python cell never runs in the cgroup a PID 1 waits in.
+    release() leaves no holder, parked PID 1, cgroup, veth or reservation."""
+    from pycontainer_magics.linux.proc import children
+
+    def py():  # type: ignore[no-untyped-def]
+        return run(ContainerSpec(python_code="import os; print(sorted(os.listdir('/sys/class/net')))",
+                                 network=labnet, memory=64 * MiB), python_globals={})
+
+    pool.drain()
+    for _ in range(2):  # the first of each kind on the network, then the first with it used lately
+        assert py().exit_code == 0 and sh("true", labnet).exit_code == 0
+    made = pool.served["made"]
+    for _ in range(2):
+        settle()
+        assert wait_for(lambda: _ready(labnet) is not None and _ready(labnet).parked is not None
+                        and _ready(labnet).endpoint is not None and _ready(labnet, PYTHON) is not None
+                        and _ready(labnet, PYTHON).endpoint is not None, 30), pool.holders()
+        waiting_in = _ready(labnet).parked_cgroup
+        cell = py()
+        assert (cell.exit_code, cell.stdout) == (0, "['eth0', 'lo']\n"), cell.stdout + cell.stderr
+        assert claimed(cell) and cell.id != waiting_in, cell.timeline
+        cmd = sh("echo $$; cat /proc/net/dev", labnet)
+        assert cmd.exit_code == 0 and cmd.stdout.startswith("1\n") and "eth0" in cmd.stdout, cmd.stdout
+        assert prepared_ahead(cmd) and claimed(cmd) and cmd.id == waiting_in, cmd.timeline
+    assert pool.served["made"] == made
+    settle()
+    assert wait_for(lambda: len(pool.holders()) == 2 and all(h.endpoint for h in pool.holders().values()), 30)
+    holders = [h.pid for h in pool.holders().values()]
+    parked = [c for pid in holders for c in children(pid)]
+    dirs = [d for p in prepared() for d in p.paths]
+    assert len(parked) == 1 and len(dirs) >= 2, (parked, dirs)
+    release()
+    settle()
+    assert wait_for(lambda: not any(alive(pid) for pid in holders + parked), 10)
+    assert not any(os.path.isdir(d) for d in dirs), dirs
+    assert _veths() == set() and net.get_network(labnet).reserved == ()
 
 
 def _rotate(kinds: list[str], times: int) -> list:  # type: ignore[type-arg]
@@ -242,44 +297,30 @@ def test_cells_rotating_between_networks_each_claim_an_endpoint_on_their_own(lab
 
 def test_a_spare_unused_for_a_while_is_let_go(labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A network used lately keeps a holder and an endpoint on the host: after pool.SPARE_IDLE seconds unused,
-    both go (veth, reservation, hosts file, the holder's process)."""
+    both go (veth, reservation, hosts file, the holder's process, the cgroup its PID 1 waited in) — all but the
+    slot asked for last (none's, here)."""
     pool.drain()
     for _ in range(2):
         sh("true", labnet)
         sh("true", "none")
     settle()
-    assert wait_for(lambda: pool._spares != {}, 30)
+    assert wait_for(lambda: _ready(labnet) is not None and _ready(labnet).endpoint is not None
+                    and _ready(None) is not None, 30)
     with pool._lock:  # (idle made short only now: on a loaded machine the spare could go before it was seen)
-        ((spare, _),) = pool._spares.values()
+        spare, cg = pool._slots[(labnet, COMMAND)].holder, pool._slots[(labnet, COMMAND)].cgroup
         monkeypatch.setattr(pool_module, "SPARE_IDLE", 1.5)
         pool._work.notify_all()  # the worker's wait counts from the new idle time
-    assert spare.endpoint is not None and spare.endpoint.host_veth in _veths()
+    assert spare is not None and spare.endpoint is not None and spare.endpoint.host_veth in _veths()
+    assert cg is not None and spare.parked_cgroup == cg[1].name  # (parked after the first run on it)
+    dirs = set(cg[1].paths.values())
     rid = spare.endpoint.container_id
-    assert wait_for(lambda: pool._spares == {}, 10)
+    assert wait_for(lambda: (labnet, COMMAND) not in pool._slots, 10)
+    assert (None, COMMAND) in pool._slots  # the one asked for last stays
     settle()
     assert wait_for(lambda: not alive(spare.pid), 5)
     assert _veths() == set() and net.get_network(labnet).reserved == ()
     assert not os.path.exists(net_hosts.hosts_path(rid))
-
-
-def test_a_spare_kept_by_a_run_that_fails_still_expires(labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """take() keeps the holder prepared for another network as its spare; a run that then fails never asks for
-    the next preparation, so only the worker's wait can let that spare go: it must count its expiry (it waited
-    without a timeout, having no spare before)."""
-    monkeypatch.setattr(pool_module, "SPARE_IDLE", 1.5)
-    pool.drain()
-    for kind in ("none", labnet, "none", labnet):
-        sh("true", kind)
-    settle()
-    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None, 30)
-    time.sleep(2)  # what was kept before has expired: the worker waits with no spare, without a timeout
-    assert pool._spares == {}
-    with pytest.raises(LaunchError):
-        run(ContainerSpec(command=("/nonexistent",), network="none", memory=64 * MiB), check_executable=True)
-    assert wait_for(lambda: pool._spares != {} or net.get_network(labnet).reserved == (), 5)
-    assert wait_for(lambda: pool._spares == {}, 10), pool._spares  # let go after SPARE_IDLE
-    settle()
-    assert wait_for(lambda: net.get_network(labnet).reserved == () and _veths() == set(), 10)
+    assert not any(os.path.isdir(d) for d in dirs)
 
 
 def test_a_spare_that_cannot_serve_a_run_on_its_network_gives_its_address_back() -> None:
@@ -292,13 +333,51 @@ def test_a_spare_that_cannot_serve_a_run_on_its_network_gives_its_address_back()
         for kind in (n.name, "none", n.name, "none"):
             assert sh("true", kind).exit_code == 0
         settle()
-        assert wait_for(lambda: n.name in pool._spares and pool._spares[n.name][0].endpoint is not None, 30)
-        spare_ep = pool._spares[n.name][0].endpoint
+        assert wait_for(lambda: _ready(n.name) is not None and _ready(n.name).endpoint is not None, 30)
+        spare_ep = _ready(n.name).endpoint
         assert spare_ep is not None and net.get_network(n.name).reserved == (spare_ep,)
-        r = sh("cat /proc/net/dev", n.name, storage_size=64 * MiB)  # another plan: not the spare's
+        r = sh("cat /proc/net/dev", n.name, read_only=True)  # another plan: not the spare's
         assert r.exit_code == 0 and "eth0" in r.stdout and not claimed(r), r.stderr
         assert r.notes[0] == f"network {n.name}: {spare_ep.address} on eth0", (r.notes, spare_ep)
     finally:
+        settle()
+        pool.drain()
+        net.remove_network(n.name, force=True)
+
+
+def test_addresses_held_for_runs_of_the_other_kind_are_given_back_to_a_run_that_finds_none() -> None:
+    """The pool keeps a reservation per kind on a network: on a small subnet, a run there that can take neither
+    (here a read-only Python cell, after commands) and finds no free address gets one the pool held — it is given
+    back, and the run tries once more — rather than failing with "no free address left"."""
+    n = net.create_network(f"tiny{os.getpid() % 10000}", subnet=free_subnet(29), owner_pid=os.getpid())
+    fillers: list[tuple[subprocess.Popen[bytes], net.Endpoint]] = []
+    try:
+        pool.drain()
+        for _ in range(2):
+            assert sh("true", n.name).exit_code == 0
+        settle()
+        assert wait_for(lambda: _ready(n.name) is not None and _ready(n.name).endpoint is not None, 30)
+        held = _ready(n.name).endpoint
+        own = os.stat("/proc/self/ns/net").st_ino
+        for _ in range(8):  # every other address taken (by endpoints in namespaces of this test's own)
+            p = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+            assert wait_for(lambda p=p: os.stat(f"/proc/{p.pid}/ns/net").st_ino != own, 10)  # type: ignore[misc]
+            try:
+                fillers.append((p, net.reserve(n.name, p.pid, owner_pid=os.getpid())))
+            except net.AddressExhausted:
+                p.kill()
+                p.wait()
+                break
+        assert net.get_network(n.name).reserved[0] == held and len(fillers) >= 1
+        r = run(ContainerSpec(python_code="print('ok')", network=n.name, memory=64 * MiB, read_only=True),
+                python_globals={})
+        assert (r.exit_code, r.stdout) == (0, "ok\n"), (r.stderr, r.error)
+        assert not claimed(r) and r.notes[0] == f"network {n.name}: {held.address} on eth0", (r.notes, held)
+    finally:
+        for p, ep in fillers:
+            net.release(n.name, ep.container_id)
+            p.kill()
+            p.wait()
         settle()
         pool.drain()
         net.remove_network(n.name, force=True)
@@ -314,10 +393,9 @@ def test_a_pid1_parked_for_one_network_is_not_a_run_on_another_s(labnet: str) ->
         for _ in range(3):
             sh("true", labnet)
         settle()
-        assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
-                        and pool._ready.endpoint is not None, 30)
-        assert pool._ready is not None and pool._ready.endpoint is not None
-        rid = pool._ready.endpoint.container_id
+        assert wait_for(lambda: _ready(labnet) is not None and _ready(labnet).parked is not None
+                        and _ready(labnet).endpoint is not None, 30)
+        rid = _ready(labnet).endpoint.container_id
         r = sh("cat /sys/fs/cgroup/pids/pids.current 2>/dev/null || cat /sys/fs/cgroup/pids.current", other.name)
         assert r.exit_code == 0, r.stderr
         assert r.id != rid
@@ -339,13 +417,13 @@ def test_a_reservation_for_a_pid1_not_parked_after_all_has_an_id_of_its_own(labn
     for _ in range(3):
         sh("true", labnet)
     settle()
-    assert wait_for(lambda: pool._ready is not None and pool._ready.endpoint is not None
-                    and pool._cgroup is not None, 30)
-    assert pool._ready is not None and pool._ready.endpoint is not None and pool._cgroup is not None
-    assert pool._ready.parked is None
-    assert pool._ready.endpoint.container_id != pool._cgroup[1].name
-    assert pool._ready.endpoint.container_id.startswith(RESERVATION_PREFIX)
-    assert net.get_network(labnet).reserved == (pool._ready.endpoint,)  # the first one given back
+    assert wait_for(lambda: _ready(labnet) is not None and _ready(labnet).endpoint is not None
+                    and pool.ready_cgroup(labnet) is not None, 30)
+    ready, cg = _ready(labnet), pool.ready_cgroup(labnet)
+    assert ready.parked is None and cg is not None
+    assert ready.endpoint.container_id != cg[1].name
+    assert ready.endpoint.container_id.startswith(RESERVATION_PREFIX)
+    assert net.get_network(labnet).reserved == (ready.endpoint,)  # the first one given back
 
 
 def _held() -> list[tuple[int, str]]:
@@ -361,11 +439,10 @@ for _ in range(3):
     for kind in ("none", sys.argv[1], sys.argv[2]):
         run(ContainerSpec(command=('true',), network=kind, memory=64 * 2**20))
 deadline = time.monotonic() + 30
-while pool._ready is None or pool._ready.endpoint is None or len(pool._spares) < 2:
+while len(eps := [h.endpoint for h in pool.holders().values() if h.endpoint is not None]) < 2:
     if time.monotonic() > deadline:
-        sys.exit(f"not prepared: {pool._ready} {pool._spares}")
+        sys.exit(f"not prepared: {pool.holders()}")
     time.sleep(0.01)
-eps = [pool._ready.endpoint, *(h.endpoint for h, _ in pool._spares.values() if h.endpoint is not None)]
 print(*(f"{e.network}/{e.host_veth}/{e.container_id}" for e in eps), flush=True)
 """
 

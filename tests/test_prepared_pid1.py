@@ -16,7 +16,7 @@ from helpers import wait_for
 
 from pycontainer_magics.linux.proc import alive, children
 from pycontainer_magics.runtime import ContainerSpec, run
-from pycontainer_magics.runtime.pool import pool, release
+from pycontainer_magics.runtime.pool import COMMAND, PYTHON, pool, prepared, release
 
 pytestmark = [pytest.mark.root, pytest.mark.cgroup2,  # also run in the cgroup v2 VM (tests/vm/)
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pooled holders)")]
@@ -33,15 +33,23 @@ def prepared_ahead(r) -> bool:  # type: ignore[no-untyped-def]
     return any(label == PREPARED for label, _ in r.timeline)
 
 
+def ready(kind: str = COMMAND):  # type: ignore[no-untyped-def]
+    """The holder kept for the next run of `kind` on no network (pool slot), or None."""
+    return pool.holders().get((None, kind))
+
+
+def parked_ready() -> bool:
+    """A holder kept for the next command, its PID 1 forked (parked is set when the order to park is sent)."""
+    h = ready()
+    return h is not None and h.parked is not None and len(children(h.pid)) == 1
+
+
 def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
     pool.drain()
     run(ContainerSpec(python_code="pass", memory=64 * MiB), python_globals={})
-    # After a Python cell, two commands in a row before one is prepared: a notebook that alternates Python
-    # and shell cells keeps its prepared holder and cgroup usable by both.
+    # After a Python cell, the first command: nothing was prepared for a command yet.
     first = sh("echo $WHO $(hostname); exit 3", hostname="one", env=(("WHO", "a"),), memory=64 * MiB)
     assert (first.exit_code, first.stdout, prepared_ahead(first)) == (3, "a one\n", False)
-    again = sh("true", memory=64 * MiB)
-    assert not prepared_ahead(again)
     # The same spec but for its command, environment and hostname: served by the prepared PID 1.
     second = sh("echo $WHO $(hostname) $$ $(grep -vc ':/$' /proc/self/cgroup)", hostname="two",
                 env=(("WHO", "b"),), memory=64 * MiB)
@@ -50,9 +58,8 @@ def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
     assert second.peak_memory and second.memory_limit == 64 * MiB  # its own cgroup, with the limit
     assert {row.kind for row in second.namespaces if row.isolated} >= {"mount", "pid", "net", "user", "cgroup"}
     # A Python cell never gets the cgroup a PID 1 waits in (its peak memory and OOM count are its own).
-    assert wait_for(lambda: pool._ready is not None and pool._ready.parked_cgroup is not None, 30)
-    assert pool._ready is not None
-    waiting_in = pool._ready.parked_cgroup
+    assert wait_for(lambda: ready() is not None and ready().parked_cgroup is not None, 30)
+    waiting_in = ready().parked_cgroup
     cell = run(ContainerSpec(python_code="print('py')", memory=64 * MiB), python_globals={})
     assert (cell.exit_code, cell.stdout, cell.id != waiting_in) == (0, "py\n", True)
     # Another limit is another cgroup: that run forks its PID 1 the usual way, and is right.
@@ -84,12 +91,8 @@ def test_a_prepared_pid1_drops_its_privileges_before_its_run_comes() -> None:
     # cell's path); a run takes it only with the same privilege steps.
     pool.drain()
     sh("true", memory=64 * MiB)
-    sh("true", memory=64 * MiB)
-    # (parked is set when the order to park is sent: the holder forks PID 1 a moment later)
-    assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
-                    and len(children(pool._ready.pid)) == 1, 30)
-    assert pool._ready is not None
-    (pid1,) = children(pool._ready.pid)
+    assert wait_for(parked_ready, 30)
+    (pid1,) = children(ready().pid)
     assert wait_for(lambda: _privileges(pid1)["Seccomp"] == "2", 30), _privileges(pid1)
     waiting = _privileges(pid1)
     assert waiting["NoNewPrivs"] == "1"
@@ -111,13 +114,11 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process(user: str 
     # its socket to the holder that ends it.)
     pool.drain()
     sh("true", memory=64 * MiB, user=user)
-    sh("true", memory=64 * MiB, user=user)
-    assert wait_for(lambda: pool._ready is not None and pool._ready.parked is not None
-                    and len(children(pool._ready.pid)) == 1, 30)
-    holder = pool._ready
-    assert holder is not None and pool._cgroup is not None
+    assert wait_for(parked_ready, 30)
+    holder, cg = ready(), pool.ready_cgroup()
+    assert holder is not None and cg is not None and holder.parked_cgroup == cg[1].name
     (pid1,) = children(holder.pid)
-    cgroup_dirs = set(pool._cgroup[1].paths.values())
+    cgroup_dirs = set(cg[1].paths.values())
     release()
     assert wait_for(lambda: not alive(pid1) and not alive(holder.pid), 30)
     assert not any(os.path.isdir(d) for d in cgroup_dirs)
@@ -129,9 +130,10 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process(user: str 
               "from pycontainer_magics.runtime import run, ContainerSpec\n"
               "from pycontainer_magics.runtime.pool import pool\n"
               f"run(ContainerSpec(command=('true',), memory=64 * 2**20, user={user!r}))\n"
-              f"run(ContainerSpec(command=('true',), memory=64 * 2**20, user={user!r}))\n"
-              "while pool._ready is None or pool._ready.parked is None: time.sleep(0.01)\n"
-              "print(pool._ready.pid, *sorted(set(pool._cgroup[1].paths.values())), flush=True)\n"
+              "deadline = time.monotonic() + 30\n"
+              "while ((h := pool.holders().get((None, 'command'))) is None or h.parked is None\n"
+              "       or pool.ready_cgroup() is None) and time.monotonic() < deadline: time.sleep(0.01)\n"
+              "print(h.pid, *sorted(set(pool.ready_cgroup()[1].paths.values())), flush=True)\n"
               "time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -206,3 +208,48 @@ def test_a_prepared_pid1_takes_a_custom_filter_or_an_rlimit_only_with_its_run(li
     else:  # (mkdir works under the default profile)
         assert mkdir == "denied" and sh("mkdir /made && echo made", memory=64 * MiB).stdout == "made\n"
     pool.drain()
+
+
+def _made_ahead_devices(holder: int) -> str:
+    """The device numbers of the /dev and /sys trees the launch helper mounted ahead in a holder's mount namespace
+    (holder.premount), as a Python cell that moved them into its root sees its /dev and /sys."""
+    with open(f"/proc/{holder}/mountinfo") as f:
+        (dev,) = [p for p in (line.split()[4] for line in f) if p.endswith("/ahead/dev")]
+    where = f"/proc/{holder}/root{dev[: -len('/dev')]}"
+    return f"{os.stat(where + '/dev').st_dev} {os.stat(where + '/sys').st_dev}"
+
+
+def test_python_and_shell_cells_alternating_each_find_a_holder_of_their_kind() -> None:
+    """A notebook that alternates Python and shell cells: the pool keeps what each kind starts from. Every command
+    after the first is served by a PID 1 parked in a cgroup of its own, which the Python cell between them left
+    alone; every Python cell gets the /dev and /sys trees mounted ahead for it and a free cgroup, never the one a PID 1
+    waits in. release() (%unload_ext) leaves no holder, parked PID 1 or cgroup."""
+    look = "import os; print(os.stat('/dev').st_dev, os.stat('/sys').st_dev)"
+
+    def py():  # type: ignore[no-untyped-def]
+        return run(ContainerSpec(python_code=look, memory=64 * MiB), python_globals={})
+
+    pool.drain()
+    assert py().exit_code == 0 and sh("true", memory=64 * MiB).exit_code == 0  # the first of each kind
+    made = pool.served["made"]
+    for _ in range(3):
+        assert wait_for(lambda: parked_ready() and ready(PYTHON) is not None and ready(PYTHON).premounted
+                        and pool.ready_cgroup(None, PYTHON) is not None, 30), pool.holders()
+        waiting_in, free = ready().parked_cgroup, pool.ready_cgroup(None, PYTHON)[1].name  # type: ignore[index]
+        assert waiting_in == pool.ready_cgroup()[1].name != free  # type: ignore[index]
+        made_ahead = _made_ahead_devices(ready(PYTHON).pid)
+        cell = py()
+        assert (cell.exit_code, cell.stdout) == (0, made_ahead + "\n"), (cell.stdout, cell.stderr, made_ahead)
+        assert cell.id == free, (cell.id, free, waiting_in)
+        cmd = sh("echo $$", memory=64 * MiB)
+        assert prepared_ahead(cmd) and (cmd.exit_code, cmd.stdout, cmd.id) == (0, "1\n", waiting_in), cmd.timeline
+    assert pool.served["made"] == made  # every cell found a holder ready
+    assert wait_for(lambda: parked_ready() and ready(PYTHON) is not None, 30)
+    holders = [h.pid for h in pool.holders().values()]
+    parked = [c for pid in holders for c in children(pid)]
+    dirs = [d for p in prepared() for d in p.paths]
+    assert len(holders) == 2 and len(parked) == 1 and len({os.path.basename(d) for d in dirs}) == 2, dirs
+    release()
+    assert wait_for(lambda: not any(alive(pid) for pid in holders + parked), 30)
+    assert not any(os.path.isdir(d) for d in dirs), dirs
+    assert prepared() == []

@@ -71,8 +71,17 @@ def connect(spec: ContainerSpec, container_id: str, netns_pid: int,
     register_exit_cleanup()
     ep = endpoint
     if ep is None:
-        ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
-                        aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+        try:
+            ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
+                            aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+        except net.AddressExhausted:
+            # The pool may hold addresses there, reserved ahead for runs of another kind: they are given back
+            # now rather than starve this run; then it tries once more.
+            from .pool import pool
+            if not pool.give_back(spec.network):
+                raise
+            ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
+                            aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
     pubs: list[Publication] = []
     try:
         for extra in spec.extra_networks:

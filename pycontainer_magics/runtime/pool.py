@@ -1,10 +1,24 @@
 """Namespace holders and cgroups ready before they are needed.
 
-After a run, a holder for the same plan is prepared in the background by the launch helper, and a
-cgroup with the same limits is made, so the next identical cell (a lecture re-run, a benchmark, a
-parameter sweep) starts with its namespaces, root filesystem and cgroup already there. One slot each:
-a holder for another plan is dropped (it exits when its control socket closes), a cgroup with other
-limits removed. Holders forked from the caller itself (a Python cell without root) are never pooled.
+After a run, the pool prepares in the background (the launch helper does the work) what the next run of the same
+KIND on the same network starts from, in a slot keyed by (network, kind):
+
+  - "command": a holder whose PID 1 is parked in a cgroup of its own (holder.py _park: its namespaces, filesystems,
+    pivot_root and privilege drop done; it waits for its command, environment and pipes). That cgroup belongs to
+    the holder: it goes only to a command that can take that PID 1 over (take_cgroup, parked_for), never to a
+    Python cell (whose peak memory and OOM count stay its own).
+  - "python": a holder with what a Python cell's PID 1 moves into its root mounted ahead (holder.premount), and a
+    free cgroup with the last cell's limits.
+
+So a notebook that alternates Python and shell cells, or rotates between networks, finds a holder of the right
+kind for every cell. After a run only its own slot is filled again; the other kind's is left as it is — unless
+this run took its holder, having none ready of its own: then both are (a run never takes another slot's cgroup).
+What is kept is bounded: two slots per network, for at most 1 + SPARES networks (the least recently filled go
+first); a slot other than the one asked for last goes after SPARE_IDLE seconds unused; everything goes at drain()
+(release(): %unload_ext; the process's exit). A killed process's holders and parked PID 1s die with it (their
+parent's death, their sockets' end); the next prune removes its cgroups and reservations. Holders forked from
+the caller itself (a Python cell without the helper) are never pooled, save what a process offer()s itself (the
+engine daemon's spare supervisor).
 """
 
 from __future__ import annotations
@@ -56,8 +70,16 @@ class Holder:
 
 
 PARK_MIN_MEMORY = 64 << 20  # below this memory limit no PID 1 is prepared ahead (its interpreter waits in the cgroup)
-SPARES = 2  # spare holders at most, besides the one for a run like the last: one per other network used lately
-SPARE_IDLE = 120.0  # seconds a spare holder (and a network's "used lately") lasts unused
+SPARES = 2  # networks kept besides the last run's: at most 1 + SPARES networks, two slots (kinds) each
+SPARE_IDLE = 120.0  # seconds a slot other than the one filled last lasts unused (and a network's "used lately")
+
+COMMAND, PYTHON = "command", "python"  # the kinds of run a slot is prepared for (kind_of)
+Key = tuple[str | None, str]  # a slot's key: (the network of the runs it is for, or None; their kind)
+
+
+def kind_of(python: bool) -> str:
+    """The kind of a run: a Python cell (its PID 1 the caller's child) or a command (PID 1 the holder's child)."""
+    return PYTHON if python else COMMAND
 
 
 def network_of(h: Holder) -> str | None:
@@ -65,42 +87,63 @@ def network_of(h: Holder) -> str | None:
     return h.endpoint.network if h.endpoint is not None else None
 
 
+@dataclass
+class Slot:
+    """What is kept ready for the next run of one kind on one network."""
+
+    holder: Holder | None = None
+    cgroup: tuple[CgroupLimits, Cgroup] | None = None  # a command slot's: where its PID 1 waits, if parked
+    at: float = 0.0  # when it was last filled (a slot unused for SPARE_IDLE goes, unless it was filled last)
+
+    def parked_here(self) -> bool:
+        """Does a PID 1 wait in this slot's cgroup? (Then that cgroup is its holder's, for a command only.)"""
+        return self.holder is not None and self.cgroup is not None and self.holder.parked_cgroup == self.cgroup[1].name
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a slot is filled (Pool.prefetch): kept, so that a slot emptied by a run of the other kind is filled again."""
+
+    plan: HolderPlan | None  # the holder's (None: no holder, a cgroup only)
+    cgroup: tuple[Hierarchy, CgroupLimits] | None
+    launch: Callable[[Cgroup | None], Launch] | None  # a command's PID 1 to park in the slot's own new cgroup
+    reserve: str | None  # the network an endpoint is reserved on, in the holder's network namespace
+    premount: Premount | None  # a Python cell's mounts made ahead (holder.premount)
+
+
 class Pool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ready: Holder | None = None
-        self._thread: threading.Thread | None = None  # one long-lived worker, started on first use
-        self._wanted: HolderPlan | None = None
         self._work = threading.Condition(self._lock)
-        self._busy = False
-        self._cgroup: tuple[CgroupLimits, Cgroup] | None = None
-        self._wanted_cgroup: tuple[Hierarchy, CgroupLimits] | None = None
-        self._wanted_launch: Callable[[Cgroup | None], Launch] | None = None
-        self._wanted_network: str | None = None
-        self._wanted_premount: Premount | None = None
-        # Spare holders for the other networks used lately (network or None -> holder, when it was kept), and when
-        # a run last went on each network (what makes it "used lately": a reservation is made for it).
-        self._spares: dict[str | None, tuple[Holder, float]] = {}
-        self._used: dict[str | None, float] = {}
+        self._thread: threading.Thread | None = None  # one long-lived worker, started on first use
+        self._busy = False  # the worker is filling a slot
+        self._slots: dict[Key, Slot] = {}
+        self._recipes: dict[Key, Recipe] = {}  # how each slot was last asked to be filled
+        self._wanted: dict[Key, Recipe] = {}  # slots the worker is to fill, in order
+        self._stale: set[Key] = set()  # slots a run of another kind (or network) emptied: filled again at next prefetch
+        self._last: Key | None = None  # the slot asked for last: "a run like the last" (never expires)
+        self._used: dict[str | None, float] = {}  # when a run last went on each network ("used lately")
         # How take() served: "pooled" (prepared ahead for this plan), "resized" (prepared ahead, its writable
         # layer re-bounded), "made" (prepared on the cell's path). What a benchmark or a test reads.
         self.served: collections.Counter[str] = collections.Counter()
 
     def take(self, plan: HolderPlan, *, helper: bool, launch: Launch | None = None,
              run: tuple[Launch, Cgroup | None] | None = None, network: str | None = None) -> Holder:
-        """A ready holder for `plan`: the pooled one if it matches, else a fresh one (from the helper when
-        `helper`, else forked from the caller with `launch` in memory). `run`: the run's launch and cgroup;
-        a pooled holder whose PID 1 was prepared for another launch or cgroup is not taken (a parked PID 1 is
-        its PID namespace's init: once discarded, nothing more can be forked into that namespace). `network`:
-        the network the run goes on (None: none); a holder with an endpoint reserved on another is not taken
-        (a container on no network must not find a veth in its namespace)."""
+        """A ready holder for `plan`: a pooled one if it fits, else a fresh one (from the helper when `helper`, else
+        forked from the caller with `launch` in memory). `run`: the run's launch and cgroup; a pooled holder whose
+        PID 1 was prepared for another launch or cgroup is not taken (a parked PID 1 is its PID namespace's init:
+        once discarded, nothing more can be forked into that namespace). `network`: the network the run goes on
+        (None: none); a holder with an endpoint reserved on another is not taken (a container on no network must
+        not find a veth in its namespace)."""
+        kind = kind_of(run is not None and run[0].python_code is not None)
         if not helper:
             # A process that prepared its next run itself (offer(): the engine daemon's spare supervisor) takes
             # what it kept if it fits; anything else stays for the helper's runs.
             with self._lock:
-                h = self._ready
-                if h is not None and self.fits(h, plan, run, network):
-                    self._ready = None
+                s = self._slots.get((network, kind))
+                h = s.holder if s is not None else None
+                if s is not None and h is not None and self.fits(h, plan, run, network):
+                    s.holder = None
                 else:
                     h = None
             if h is not None:
@@ -108,9 +151,11 @@ class Pool:
                 return h
         if helper:
             with self._lock:
-                while self._busy or self._wanted is not None:  # a preparation under way: it may be ours
+                while self._busy or self._wanted:  # a preparation under way: it may be ours
                     self._work.wait()
-                h, drop = self._pick(plan, run, network)
+                h, drop, gone = self._pick(plan, run, network, kind)
+            for cg in gone:
+                cleanup.defer(cg.remove)
             for d in drop:
                 if network is not None and network_of(d) == network:
                     d.close()  # its address released now, before this run attaches on the same network
@@ -142,50 +187,42 @@ class Pool:
         pid, sock = prepare_holder(plan, launch)
         return Holder(pid, sock, plan, ours=True, has_launch=launch is not None)
 
-    def _pick(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None] | None,
-              network: str | None) -> tuple[Holder | None, list[Holder]]:
-        """(Under the lock.) The holder for this run, taken out of the pool: the one for a run like the last when it
-        was prepared for this network, else the spare for it, else one on no network that fits (no veth to find in
-        it) — or the one for a run like the last, to be re-bounded or dropped by take(). What else is let go: the
-        one for a run like the last when it cannot serve the next (a PID 1 parked in a cgroup this run has taken or
-        removed; another plan), spares unused too long. One prepared for another network is kept as its spare."""
-        now = time.monotonic()
-        drop = self._expire_spares()
-        main, self._ready = self._ready, None
-        spares = [h for h, _ in self._spares.values()]
-        candidates = [h for h in (main,) if h is not None and network_of(h) == network]
-        candidates += [h for h in spares if network_of(h) == network]
-        candidates += [h for h in (main, *spares) if h is not None and h.endpoint is None
-                       and all(h is not c for c in candidates)]
-        pick = next((h for h in candidates if self.fits(h, plan, run, network)), None)
-        if pick is None and main is not None and network_of(main) == network:
-            pick = main  # (take() re-bounds its writable layer, or drops it)
-        self._spares = {k: (h, at) for k, (h, at) in self._spares.items() if h is not pick}
-        if network is not None and network in self._spares:
-            # Prepared for this network, not for this run (another plan): it holds an address there, which this
-            # run may need on a small subnet. take() releases it before the run attaches.
-            drop.append(self._spares.pop(network)[0])
-        if main is not None and main is not pick:
-            if main.parked is None and main.plan == plan and network_of(main) != network and _alive(main.pid):
-                drop += self._keep_spare(main, now)
-            else:
-                drop.append(main)
-        return pick, drop
-
-    def _keep_spare(self, h: Holder, now: float) -> list[Holder]:
-        """(Under the lock.) Keep `h` as the spare for its network; returns what that displaces (the spare it
-        replaces, the least recently kept beyond SPARES)."""
-        key = network_of(h)
-        old = self._spares.pop(key, None)
-        self._spares[key] = (h, now)
-        out = [old[0]] if old is not None else []
-        while len(self._spares) > SPARES:
-            oldest = min(self._spares, key=lambda k: self._spares[k][1])
-            out.append(self._spares.pop(oldest)[0])
-        # The worker may be waiting without a timeout (no spare before): it must count this one's expiry. Kept by
-        # take() for a run that then fails, nothing else would wake it before the next run.
-        self._work.notify_all()
-        return out
+    def _pick(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None] | None, network: str | None,
+              kind: str) -> tuple[Holder | None, list[Holder], list[Cgroup]]:
+        """(Under the lock.) The holder for this run, taken out of its slot: its own slot's (this network, this kind)
+        if it fits, else the other kind's on this network, else one on no network that fits (no veth to find in it);
+        "fits" here includes once take() has re-bounded its writable layer. A slot so emptied for a run
+        of another kind or network is filled again at the next prefetch. Also returned: what is let go (its own
+        slot's holder when it cannot serve, slots unused too long) and the cgroups that go with them (a PID 1
+        waits there)."""
+        drop, gone = self._expire()
+        own_key = (network, kind)
+        order = [own_key, (network, PYTHON if kind == COMMAND else COMMAND),
+                 *(k for k in self._slots if k[0] != network)]
+        usable = [k for k in order if k in self._slots and (h := self._slots[k].holder) is not None
+                  and (k[0] == network or h.endpoint is None)]
+        # (One that serves once take() has re-bounded its writable layer serves as well: its own slot's rather than
+        # another's that fits as it is, which that slot's own kind would then miss.)
+        pick_key = next((k for k in usable if (h := self._slots[k].holder) is not None
+                         and (self.fits(h, plan, run, network)
+                              or (h.plan.resizable_to(plan) and self.fits(h, h.plan, run, network)))), None)
+        own = self._slots.get(own_key)
+        pick = None
+        if pick_key is not None:
+            s = self._slots[pick_key]
+            pick, s.holder = s.holder, None
+            if pick_key != own_key:
+                self._stale.add(pick_key)
+            if s.cgroup is not None and pick is not None and pick.parked_cgroup == s.cgroup[1].name:
+                gone.append(s.cgroup[1])  # a PID 1 waits there that this run discards (a Python cell's holder)
+                s.cgroup = None
+        if own is not None and own.holder is not None:  # its own slot's, when it cannot serve this run
+            if own.parked_here():
+                gone.append(own.cgroup[1])  # type: ignore[index]
+                own.cgroup = None
+            drop.append(own.holder)
+            own.holder = None
+        return pick, drop, gone
 
     def used_lately(self, network: str | None) -> bool:
         """Note a run on `network` (None: none); True when a run went on it in the last SPARE_IDLE seconds before."""
@@ -207,58 +244,74 @@ class Pool:
         fits = fits and (h.endpoint is None or h.endpoint.network == network)
         return h.plan == plan and fits and _alive(h.pid)
 
-    def ready_for(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None]) -> bool:
-        """Would take() hand this run the holder kept ready (without preparing one)?"""
+    def ready_for(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None], network: str | None = None) -> bool:
+        """Would take() hand this run a holder kept ready (without preparing one)?"""
         with self._lock:
-            h = self._ready
-        return h is not None and self.fits(h, plan, run)
+            s = self._slots.get((network, kind_of(run[0].python_code is not None)))
+            h = s.holder if s is not None else None
+        return h is not None and self.fits(h, plan, run, network)
 
     def fds(self) -> tuple[int, ...]:
         """The descriptors what is kept ready holds (the holders' control sockets): a process that closes
         every other descriptor must keep these."""
         with self._lock:
-            held = [self._ready] if self._ready is not None else []
-            return tuple(h.sock.fileno() for h in [*held, *(h for h, _ in self._spares.values())])
+            return tuple(s.holder.sock.fileno() for s in self._slots.values() if s.holder is not None)
 
     def ready_holder(self) -> tuple[int, bool] | None:
-        """The pid of the holder kept ready, if any, and whether it was asked to park a PID 1."""
+        """The pid of the holder kept ready for a run like the last, if any, and whether it was asked to park a
+        PID 1."""
         with self._lock:
-            return (self._ready.pid, self._ready.parked is not None) if self._ready is not None else None
+            s = self._slots.get(self._last) if self._last is not None else None
+            h = s.holder if s is not None else None
+            return (h.pid, h.parked is not None) if h is not None else None
 
-    def ready_cgroup(self) -> tuple[CgroupLimits, Cgroup] | None:
+    def ready_cgroup(self, network: str | None = None, kind: str = COMMAND) -> tuple[CgroupLimits, Cgroup] | None:
         with self._lock:
-            return self._cgroup
+            s = self._slots.get((network, kind))
+            return s.cgroup if s is not None else None
+
+    def holders(self) -> dict[Key, Holder]:
+        """The holders kept ready, by slot."""
+        with self._lock:
+            return {k: s.holder for k, s in self._slots.items() if s.holder is not None}
 
     def offer(self, holder: Holder, cgroup: tuple[CgroupLimits, Cgroup] | None, launch: Launch | None) -> None:
         """Keep what the caller prepared itself (a process that knows its next run: the engine daemon's spare
-        supervisor) for the next take(): a holder, a cgroup, and with `launch` that run's PID 1 parked in the
-        cgroup (see _park). What was kept before is dropped."""
+        supervisor) for the next take() of a command on no network: a holder, a cgroup, and with `launch` that
+        run's PID 1 parked in the cgroup (see _park). What that slot kept before is dropped."""
         cg = cgroup[1] if cgroup is not None else None
         if launch is not None and (cgroup is None or cgroup[0].memory is None or cgroup[0].memory >= PARK_MIN_MEMORY):
             _park(holder, cg, lambda _cg: launch)
+        key = (None, COMMAND)
         with self._lock:
-            old, self._ready = self._ready, holder
-            old_cg, self._cgroup = self._cgroup, cgroup
+            s = self._slots.setdefault(key, Slot())
+            old, s.holder = s.holder, holder
+            old_cg, s.cgroup = s.cgroup, cgroup
+            s.at, self._last = time.monotonic(), key
         if old is not None:
             old.close()
         if old_cg is not None:
             cleanup.defer(old_cg[1].remove)
 
-    def take_cgroup(self, h: Hierarchy, limits: CgroupLimits, *, parkable: bool = True) -> Cgroup:
-        """A cgroup with `limits`: the one made ahead of time if it matches, else a new one (named like a
-        container id: its name is the run's id). One that holds a PID 1 prepared ahead goes only to a run
-        that can take that PID 1 over (`parkable`); otherwise it is removed with the prepared holder."""
+    def take_cgroup(self, h: Hierarchy, limits: CgroupLimits, *, parkable: bool = True, python: bool = False,
+                    network: str | None = None) -> Cgroup:
+        """A cgroup with `limits`: the one kept in the slot of the run's kind on its `network` if it matches, else a
+        new one (named like a container id: its name is the run's id). A command slot's cgroup in which a PID 1
+        waits goes only to a run that can take that PID 1 over (`parkable`: not a Python cell, whose peak memory
+        and OOM count must be its own, nor a pod's member); such a run makes its own and leaves it there. One with
+        other limits is removed (with a PID 1 waiting there: its holder then goes at take())."""
         with self._lock:
-            while self._busy or self._wanted_cgroup is not None:
+            while self._busy or self._wanted:
                 self._work.wait()
-            ready, self._cgroup = self._cgroup, None
-            holder = self._ready
-            parked_here = ready is not None and holder is not None and holder.parked_cgroup == ready[1].name
+            s = self._slots.get((network, kind_of(python)))
+            ready = s.cgroup if s is not None else None
+            if s is not None and ready is not None and (ready[0] != limits or parkable or not s.parked_here()):
+                s.cgroup = None
+            else:
+                ready = None
         if ready is not None:
-            if ready[0] == limits and (parkable or not parked_here):
+            if ready[0] == limits:
                 return ready[1]
-            # Its removal kills a PID 1 waiting there; the holder stays usable by a Python cell (whose PID 1 the
-            # caller forks into a PID namespace of its own), not by a command (its cgroup is another).
             cleanup.defer(ready[1].remove)
         return h.create(new_id(), limits)
 
@@ -267,26 +320,32 @@ class Pool:
         holder was prepared for another network is not this run's (its key may be the same: a hosts file of the
         same id is all a network adds to the mounts), NOT_YOURS."""
         with self._lock:
-            h = self._ready
-            if h is None or h.parked_cgroup != cg.name:
-                return None
-            return h.parked if network_of(h) == network else NOT_YOURS
+            for s in self._slots.values():
+                h = s.holder
+                if h is not None and h.parked_cgroup == cg.name:
+                    return h.parked if network_of(h) == network else NOT_YOURS
+        return None
 
     def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
-                 launch: Callable[[Cgroup | None], Launch] | None = None, network: str | None = None,
-                 premount: Premount | None = None) -> None:
-        """Prepare a holder for `plan` (the helper does the work) and a cgroup, in the background; with
-        `launch` (the launch of a run like the last in a given cgroup, without the caller's globals), the
-        holder also prepares that run's PID 1, in the new cgroup, up to the payload (holder.py: parked); with
-        `network`, an endpoint on it is attached to the holder's network namespace (reserved, see networking); with
-        `premount` (a Python cell's: the last run's merged root, its filesystem plan, rootfs.ahead_ops of it), the
-        helper makes those mounts in the holder's namespaces (holder.premount)."""
+                 launch: Callable[[Cgroup | None], Launch] | None = None, reserve: str | None = None,
+                 premount: Premount | None = None, *, slot: Key = (None, COMMAND)) -> None:
+        """Fill `slot` (the last run's network and kind) in the background (the helper does the work): a holder for
+        `plan` and a cgroup with the limits `cgroup` gives; with `launch` (the launch of a run like the last in a
+        given cgroup, without the caller's globals), the holder also prepares that run's PID 1, in the new cgroup,
+        up to the payload (holder.py: parked) — that cgroup is then the holder's; with `reserve`, an endpoint on
+        that network is attached to the holder's network namespace (reserved, see networking); with `premount` (a
+        Python cell's: the last run's merged root, its filesystem plan, rootfs.ahead_ops of it), the helper makes
+        those mounts in the holder's namespaces (holder.premount). The other slots stay as they are; one this run
+        emptied (having none of its own ready) is filled again as it was before."""
         with self._lock:
-            self._wanted = plan
-            self._wanted_premount = premount
-            self._wanted_cgroup = cgroup
-            self._wanted_launch = launch
-            self._wanted_network = network
+            recipe = Recipe(plan, cgroup, launch, reserve, premount)
+            self._recipes[slot] = recipe
+            self._wanted[slot] = recipe
+            for k in self._stale:
+                if k != slot and k in self._recipes:
+                    self._wanted.setdefault(k, self._recipes[k])
+            self._stale.clear()
+            self._last = slot
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._worker, daemon=True, name="pycontainer-prepare")
                 self._thread.start()
@@ -295,101 +354,153 @@ class Pool:
     def _worker(self) -> None:
         while True:
             with self._lock:
-                while self._wanted is None and self._wanted_cgroup is None:
-                    for h in self._expire_spares():
+                while not self._wanted:
+                    holders, cgroups = self._expire()
+                    for h in holders:
                         _let_go(h)  # (cheap: a socket closed, or a release queued for the clean-up thread)
+                    for c in cgroups:
+                        cleanup.defer(c.remove)
                     self._work.wait(self._next_expiry())
-                plan, self._wanted, self._busy = self._wanted, None, True
-                want_cg, self._wanted_cgroup = self._wanted_cgroup, None
-                park, self._wanted_launch = self._wanted_launch, None
-                network, self._wanted_network = self._wanted_network, None
-                premount, self._wanted_premount = self._wanted_premount, None
-            holder = cg = None
-            if plan is not None:
-                try:
-                    pid, sock, done = zygote().prepare_premounted(plan, premount)
-                    holder = Holder(pid, sock, plan, ours=False)
-                    if premount is not None and done:
-                        holder.premounted = premount[1].ops
-                except (SetupFailed, OSError):
-                    pass
-            if want_cg is not None:
-                try:
-                    cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
-                except OSError:
-                    pass
-            # Not under a small memory limit: the waiting interpreter's pages count against it.
-            roomy = cg is None or cg[0].memory is None or cg[0].memory >= PARK_MIN_MEMORY
-            will_park = holder is not None and park is not None and (want_cg is None or cg is not None) and roomy
-            if holder is not None and network is not None:
-                # A PID 1 for a run on a network binds the hosts file of the id its endpoint is reserved under: the
-                # next cgroup's name, the id of the run that takes that PID 1. Otherwise an id of its own: the next
-                # cgroup may go to a run on another network, whose id must not name this reservation too.
-                _reserve(holder, network, cg[1].name if cg is not None and will_park else None)
-            if holder is not None and park is not None and will_park \
-                    and (network is None or holder.endpoint is not None):
-                _park(holder, cg[1] if cg is not None else None, park)
-            if holder is not None and network is not None and holder.endpoint is not None and holder.parked is None \
-                    and cg is not None and holder.endpoint.container_id == cg[1].name:
-                # Reserved under the next cgroup's name for a PID 1 that was not parked after all: that cgroup may
-                # go to a run on another network (or one attaching afresh), whose id would then name this
-                # reservation too (its hosts file, its veth's name). Under an id of its own instead.
-                from . import networking
-
-                ep, holder.endpoint = holder.endpoint, None
-                networking.release(ep)
-                _reserve(holder, network, None)
+                key = next(iter(self._wanted))
+                recipe = self._wanted.pop(key)
+                self._busy = True
+                s = self._slots.get(key)
+                # A free cgroup the slot still has with these limits serves (a slot emptied by a run of another
+                # kind keeps it); a PID 1 is parked in a new one.
+                keep_cg = s is not None and s.cgroup is not None and recipe.launch is None and not s.parked_here() \
+                    and recipe.cgroup is not None and s.cgroup[0] == recipe.cgroup[1]
+            try:
+                holder, cg = self._fill(recipe, keep_cg)
+            except BaseException:  # noqa: BLE001 - (never seen) the worker must not die with _busy set
+                holder, cg = None, None
             with self._lock:
-                old, old_cg = [], None
+                s = self._slots.setdefault(key, Slot())
+                old = [s.holder] if holder is not None and s.holder is not None else []
+                old_cgs = []
                 if holder is not None:
-                    replaced, self._ready = self._ready, holder
-                    if replaced is not None:
-                        # Prepared for another network (and no PID 1 in a cgroup): kept as that network's spare.
-                        if replaced.parked is None and replaced.plan == holder.plan \
-                                and network_of(replaced) != network_of(holder):
-                            old = self._keep_spare(replaced, time.monotonic())
-                        else:
-                            old = [replaced]
+                    s.holder = holder
                 if cg is not None:
-                    old_cg, self._cgroup = self._cgroup, cg
-                # Queue the replaced cgroup's removal before anyone can see us idle: drain() and then
-                # cleanup.settle() at exit must find it queued, or it outlives the process.
-                if old_cg is not None:
-                    cleanup.defer(old_cg[1].remove)
-                for h in old:
+                    if s.cgroup is not None:
+                        old_cgs.append(s.cgroup[1])
+                    s.cgroup = cg
+                s.at = time.monotonic()
+                more_h, more_cg = self._bound()
+                # Queue the removals before anyone can see us idle: drain() and then cleanup.settle() at exit must
+                # find them queued, or they outlive the process.
+                for c in old_cgs + more_cg:
+                    cleanup.defer(c.remove)
+                for h in old + more_h:
                     _let_go(h)  # (under the lock: drain() must find a reservation's release queued)
+                if not self._slots[key].holder and not self._slots[key].cgroup:
+                    del self._slots[key]
                 self._busy = False
                 self._work.notify_all()
 
-    def _expire_spares(self) -> list[Holder]:
-        """(Under the lock.) Take out the spares unused for SPARE_IDLE seconds."""
+    @staticmethod
+    def _fill(recipe: Recipe, keep_cg: bool) -> tuple[Holder | None, tuple[CgroupLimits, Cgroup] | None]:
+        """Make what `recipe` asks for (off the lock): a holder (with its mounts made ahead, its endpoint reserved,
+        its PID 1 parked in the new cgroup) and a cgroup (None when the slot keeps its own)."""
+        holder = cg = None
+        plan, want_cg, park, network, premount = recipe.plan, recipe.cgroup, recipe.launch, recipe.reserve, \
+            recipe.premount
+        if plan is not None:
+            try:
+                pid, sock, done = zygote().prepare_premounted(plan, premount)
+                holder = Holder(pid, sock, plan, ours=False)
+                if premount is not None and done:
+                    holder.premounted = premount[1].ops
+            except (SetupFailed, OSError):
+                pass
+        if want_cg is not None and not keep_cg:
+            try:
+                cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
+            except OSError:
+                pass
+        # Not under a small memory limit: the waiting interpreter's pages count against it.
+        roomy = cg is None or cg[0].memory is None or cg[0].memory >= PARK_MIN_MEMORY
+        will_park = holder is not None and park is not None and (want_cg is None or cg is not None) and roomy
+        if holder is not None and network is not None:
+            # A PID 1 for a run on a network binds the hosts file of the id its endpoint is reserved under: the
+            # next cgroup's name, the id of the run that takes that PID 1. Otherwise an id of its own.
+            _reserve(holder, network, cg[1].name if cg is not None and will_park else None)
+        if holder is not None and park is not None and will_park \
+                and (network is None or holder.endpoint is not None):
+            _park(holder, cg[1] if cg is not None else None, park)
+        if holder is not None and network is not None and holder.endpoint is not None and holder.parked is None \
+                and cg is not None and holder.endpoint.container_id == cg[1].name:
+            # Reserved under the next cgroup's name for a PID 1 that was not parked after all: that cgroup may
+            # go to a run that attaches afresh, whose id would then name this reservation too (its hosts file, its
+            # veth's name). Under an id of its own instead.
+            from . import networking
+
+            ep, holder.endpoint = holder.endpoint, None
+            networking.release(ep)
+            _reserve(holder, network, None)
+        return holder, cg
+
+    def _expire(self) -> tuple[list[Holder], list[Cgroup]]:
+        """(Under the lock.) Empty the slots unused for SPARE_IDLE seconds (but the one asked for last)."""
         now = time.monotonic()
-        old = [k for k, (_, at) in self._spares.items() if now - at > SPARE_IDLE]
-        return [self._spares.pop(k)[0] for k in old]
+        return self._empty([k for k, s in self._slots.items() if k != self._last and now - s.at > SPARE_IDLE])
+
+    def _bound(self) -> tuple[list[Holder], list[Cgroup]]:
+        """(Under the lock.) At most 1 + SPARES networks keep slots: the least recently filled go."""
+        by_net: dict[str | None, float] = {}
+        for (n, _), s in self._slots.items():
+            by_net[n] = max(by_net.get(n, 0.0), s.at)
+        keep = self._last[0] if self._last is not None else None
+        extra = sorted((n for n in by_net if n != keep), key=lambda n: by_net[n])[: max(0, len(by_net) - 1 - SPARES)]
+        return self._empty([k for k in self._slots if k[0] in extra])
+
+    def _empty(self, keys: list[Key]) -> tuple[list[Holder], list[Cgroup]]:
+        holders, cgroups = [], []
+        for k in keys:
+            s = self._slots.pop(k)
+            self._recipes.pop(k, None)
+            self._stale.discard(k)
+            if s.holder is not None:
+                holders.append(s.holder)
+            if s.cgroup is not None:
+                cgroups.append(s.cgroup[1])
+        return holders, cgroups
 
     def _next_expiry(self) -> float | None:
-        if not self._spares:
+        ats = [s.at for k, s in self._slots.items() if k != self._last]
+        if not ats:
             return None
-        return max(0.0, min(at for _, at in self._spares.values()) + SPARE_IDLE - time.monotonic()) + 0.01
+        return max(0.0, min(ats) + SPARE_IDLE - time.monotonic()) + 0.01
+
+    def give_back(self, network: str) -> bool:
+        """Let go, now, of the holders kept with an endpoint reserved on `network` (their addresses released before
+        this returns): a run there found no free address, and what the pool holds for the next runs must not starve
+        it. Their slots are emptied. False when there was none."""
+        with self._lock:
+            holders, cgroups = self._empty([k for k, s in self._slots.items()
+                                            if s.holder is not None and network_of(s.holder) == network])
+        for h in holders:
+            h.close()
+        for c in cgroups:
+            cleanup.defer(c.remove)
+        return bool(holders)
 
     def drain(self) -> int | None:
-        """Drop the prepared holders (they exit; the pid of the one for a run like the last is returned), their
-        reservations and the cgroup; used by tests and at shutdown."""
+        """Drop every prepared holder (they exit; the pid of the one for a run like the last is returned), their
+        reservations and cgroups; used by tests and at shutdown."""
         with self._lock:
-            while self._busy or self._wanted is not None or self._wanted_cgroup is not None:
+            while self._busy or self._wanted:
                 self._work.wait()
-            h, self._ready = self._ready, None
-            cg, self._cgroup = self._cgroup, None
-            spares = [s for s, _ in self._spares.values()]
-            self._spares.clear()
+            last = self._slots.get(self._last) if self._last is not None else None
+            pid = last.holder.pid if last is not None and last.holder is not None else None
+            holders, cgroups = self._empty(list(self._slots))
+            self._recipes.clear()
+            self._stale.clear()
             self._used.clear()
-        if h is not None:
+            self._last = None
+        for h in holders:
             h.close()
-        for s in spares:
-            s.close()
-        if cg is not None:
-            cg[1].remove()
-        return h.pid if h is not None else None
+        for c in cgroups:
+            c.remove()
+        return pid
 
 
 NOT_YOURS = ("prepared for another network",)  # parked_for(): a PID 1 no run on this network takes
@@ -444,33 +555,32 @@ class Prepared:
 
 
 def prepared() -> list[Prepared]:
-    """What this process keeps ready ahead of time (at most one helper, 1 + SPARES holders and one cgroup)."""
+    """What this process keeps ready ahead of time (at most one helper; per network, for at most 1 + SPARES networks,
+    a holder and a cgroup for the next command and for the next Python cell)."""
     out = []
     z = zygote()
     if z.alive():
         out.append(Prepared("launch helper", z.pid, "forks the namespace holders of the next containers"))
     with pool._lock:
-        h, cg = pool._ready, pool._cgroup
-        spares = [s for s, _ in pool._spares.values()]
-    for s, like in [(h, "the next cell like the last"), *((s, f"a cell {_net_words(s)}") for s in spares)]:
-        if s is None or not _alive(s.pid):
-            continue
-        p = s.plan
-        root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
-        out.append(Prepared("holder", s.pid, f"namespaces and {root} for {like}"
-                                             f"{' (rootless)' if p.rootless else ''}"
-                                             f"{', with its PID 1 ready up to the command' if s.parked else ''}"
-                                             f"{_on_network(s.endpoint)}"))
-    if cg is not None:
-        limits = ", ".join(f"{k}={v}" for k, v in vars(cg[0]).items()
-                           if isinstance(v, int | float | str) and not isinstance(v, bool)) or "no limits"
-        out.append(Prepared("cgroup", None, f"{cg[1].name} with {limits}",
-                            tuple(sorted(set(cg[1].paths.values())))))
+        slots = [(k, s.holder, s.cgroup, s.parked_here()) for k, s in pool._slots.items()]
+    for (network, kind), h, cg, parked in slots:
+        for_what = f"the next {'Python cell' if kind == PYTHON else 'command'}" \
+                   f"{f' on network {network}' if network is not None else ''}"
+        if h is not None and _alive(h.pid):
+            p = h.plan
+            root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
+            out.append(Prepared("holder", h.pid, f"namespaces and {root} for {for_what}"
+                                                 f"{' (rootless)' if p.rootless else ''}"
+                                                 f"{', with its PID 1 ready up to the command' if h.parked else ''}"
+                                                 f"{', /dev and /sys mounted ahead' if h.premounted else ''}"
+                                                 f"{_on_network(h.endpoint)}"))
+        if cg is not None:
+            limits = ", ".join(f"{k}={v}" for k, v in vars(cg[0]).items()
+                               if isinstance(v, int | float | str) and not isinstance(v, bool)) or "no limits"
+            out.append(Prepared("cgroup", None, f"{cg[1].name} with {limits}, for {for_what}"
+                                                f"{' (its PID 1 waits there)' if parked else ''}",
+                                tuple(sorted(set(cg[1].paths.values())))))
     return out
-
-
-def _net_words(h: Holder) -> str:
-    return f"on network {h.endpoint.network}" if h.endpoint is not None else "on another network or none"
 
 
 def _on_network(ep: Endpoint | None) -> str:
@@ -478,20 +588,18 @@ def _on_network(ep: Endpoint | None) -> str:
 
 
 def release() -> list[int]:
-    """Drop what is kept ready (the holder exits, the cgroup is removed) and stop the launch helper:
+    """Drop what is kept ready (the holders exit, the cgroups are removed) and stop the launch helper:
     `%unload_ext`. The helper stays while holders it forked serve containers still running (they go with
     it): their pids are returned. The next run prepares afresh."""
-    with pool._lock:
-        ready = pool._ready.pid if pool._ready is not None else None
+    kept = [h.pid for h in pool.holders().values() if not h.ours]
     pool.drain()
     cleanup.settle()
     z = zygote()
     if not z.alive() or z.pid is None:
         return []
-    if ready is not None:  # its socket is closed: it is on its way out
-        deadline = time.monotonic() + 2.0
-        while ready in proc.children(z.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+    deadline = time.monotonic() + 2.0  # their sockets are closed: they are on their way out
+    while time.monotonic() < deadline and set(kept) & set(proc.children(z.pid)):
+        time.sleep(0.01)
     busy = proc.children(z.pid)
     if not busy:
         z.stop()

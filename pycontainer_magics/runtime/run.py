@@ -48,7 +48,7 @@ from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch, environ_changes, pid1_direct
 from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
-from .pool import Holder, pool
+from .pool import Holder, kind_of, pool
 from .relay import QUIET, OutputFn, OutputRelay
 from .result import ContainerRun, DiffEntry, NamespaceRow
 from .seccomp_profile import profile_for
@@ -458,7 +458,8 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         parkable = spec.python_code is None and spec.pod is None
         if h is not None:
             try:
-                cg = pool.take_cgroup(h, _limits(spec), parkable=parkable)
+                cg = pool.take_cgroup(h, _limits(spec), parkable=parkable, python=spec.python_code is not None,
+                                      network=spec.network if _networked(spec) else None)
             except CgroupError as e:
                 raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
             r.cgroup_version = cg.version
@@ -749,32 +750,23 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             r.samples = monitor.stop()
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
     if helper:
-        # The next identical cell finds its namespaces, root filesystem and cgroup ready.
+        # The next cell of this kind on this network finds its namespaces, root filesystem and cgroup ready (the
+        # pool's slot for them; the other kind's slot stays as it is).
         h = hierarchy()
-        # A command's PID 1 is prepared too (parked in that cgroup, past its mounts and pivot_root): its launch
-        # is planned again for the next cgroup (the cgroup's directories are part of its mounts).
-        # (Not in a pod: its mounts name the pod's files.) Only after two such runs in a row: a notebook that
-        # alternates Python and shell cells keeps its pooled holder and cgroup for both.
-        global _last_parkable
-        park = None
-        # Nor with a named volume or a bind mount: the host side may be removed or replaced before the next
-        # cell, and planning the next launch must not create a volume the user has just removed.
+        # A command's PID 1 is prepared too (parked in a cgroup of its own, past its mounts and pivot_root): its
+        # launch is planned again for the next cgroup (the cgroup's directories are part of its mounts).
+        # Not in a pod (its mounts name the pod's files); nor with a named volume or a bind mount: the host side may
+        # be removed or replaced before the next cell, and planning the next launch must not create a volume the
+        # user has just removed.
         # On a network used lately (a process that runs one container does not make an endpoint for nothing), the
-        # next holder gets its endpoint attached ahead too (reserved: nobody's until a run claims it). When the
-        # next run goes on another network the pool keeps it as that network's spare: cells that rotate between
-        # networks find theirs. A network is never made for it (pool._reserve).
-        # A PID 1 is parked only after two runs in a row on the same network (or none) — a notebook that
-        # alternates cells on a network and cells on none would otherwise park a PID 1 that the next cell cannot
-        # take, and make another on its path.
-        global _last_network
-        same_network, _last_network = network == _last_network, network
-        lately = pool.used_lately(network)
-        reserve = network if network is not None and lately and spec.pod is None else None
-        parkable = not holder.ours and L.parkable() and spec.pod is None \
-            and not any(m.kind in ("volume", "bind") for m in spec.mounts)
-        if parkable and _last_parkable and same_network and (network is None or reserve is not None):
+        # next holder gets its endpoint attached ahead too (reserved: nobody's until a run claims it); a PID 1 is
+        # parked for a run on a network only with it. A network is never made for it (pool._reserve).
+        reserve = network if network is not None and pool.used_lately(network) and spec.pod is None else None
+        park = None
+        if not holder.ours and L.parkable() and spec.pod is None \
+                and not any(m.kind in ("volume", "bind") for m in spec.mounts) \
+                and (network is None or reserve is not None):
             park = functools.partial(_park_launch, spec)
-        _last_parkable = parkable
         # A Python cell's next holder gets the mounts of its root that need no PID 1 made ahead (holder.premount).
         premount = None
         if L.mode == "direct" and L.plan is not None and L.merged is not None and not holder.ours:
@@ -782,7 +774,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)))
         then.append(functools.partial(
             pool.prefetch, None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
-            launch=park, network=reserve if not holder.ours else None, premount=premount))
+            launch=park, reserve=reserve if not holder.ours else None, premount=premount,
+            slot=(network, kind_of(spec.python_code is not None))))
     if relay.interrupted:
         raise ContainerInterrupted(r)
 
@@ -817,8 +810,6 @@ class _HeldInterrupts:
 
 
 ENDPOINT_PREPARED = "network attached (its endpoint was prepared ahead)"  # the timeline's label for a claim
-_last_parkable = False  # the last run could have used a PID 1 prepared ahead (see _execute)
-_last_network: str | None = None  # the network the last run was on
 
 
 DIFF_READ = "layer diff read by the caller"  # the timeline's label when the caller read it (_read_diff)
