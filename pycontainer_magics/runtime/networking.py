@@ -5,6 +5,7 @@ through a hosts file bound at /etc/hosts; an empty resolv.conf keeps lookups fro
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from .. import network as net
 from ..linux import proc
@@ -63,11 +64,12 @@ def claim(spec: ContainerSpec, container_id: str, reserved: Endpoint) -> Endpoin
         return None
 
 
-def connect(spec: ContainerSpec, container_id: str, netns_pid: int,
-            endpoint: Endpoint | None = None) -> tuple[Endpoint, list[Publication]]:
+def connect(spec: ContainerSpec, container_id: str, netns_pid: int, endpoint: Endpoint | None = None,
+            give_back: Callable[[str], bool] | None = None) -> tuple[Endpoint, list[Publication]]:
     """Attach the network namespace of `netns_pid` and publish the spec's ports. Raises NetworkError with
     nothing left behind. `endpoint`: the container's endpoint on the spec's network already (claim()): then
-    only its other networks are attached."""
+    only its other networks are attached. `give_back(network)`: when the network has no free address left, asked to
+    release the addresses reserved there ahead for other runs (pool.give_back; True: some were), and tried again."""
     register_exit_cleanup()
     ep = endpoint
     if ep is None:
@@ -75,10 +77,8 @@ def connect(spec: ContainerSpec, container_id: str, netns_pid: int,
             ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
                             aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
         except net.AddressExhausted:
-            # The pool may hold addresses there, reserved ahead for runs of another kind: they are given back
-            # now rather than starve this run; then it tries once more.
-            from .pool import pool
-            if not pool.give_back(spec.network):
+            # Addresses reserved there ahead for runs of another kind are given back now rather than starve this run.
+            if give_back is None or not give_back(spec.network):
                 raise
             ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
                             aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())

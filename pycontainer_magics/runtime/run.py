@@ -659,7 +659,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             # release when it goes).
             reserved, holder.endpoint = holder.endpoint, None
             claimed = networking.claim(spec, r.id, reserved) if reserved is not None else None
-            ep, pubs = networking.connect(spec, r.id, holder.pid, endpoint=claimed)
+            ep, pubs = networking.connect(spec, r.id, holder.pid, endpoint=claimed, give_back=pool.give_back)
         except BaseException as e:
             _end_holder(holder, kill=True)
             networking.disconnect(r.id)
