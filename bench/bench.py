@@ -453,6 +453,7 @@ def touched(nbytes: int) -> bytearray:
 
 FLOOR_PY = "floor: Python cell (fork+setns)"
 FLOOR_SH = "floor: shell cell (exec+wait)"
+FLOOR_PY_SETUP = "floor: Python cell + PID 1 set-up"
 
 
 def section_cell(env: Env, ip, rounds: int, idle: float) -> dict:
@@ -464,6 +465,7 @@ def section_cell(env: Env, ip, rounds: int, idle: float) -> dict:
 
         floors = Floors()
         tools[FLOOR_PY] = floors.python
+        tools[FLOOR_PY_SETUP] = floors.python_setup
         tools[FLOOR_SH] = floors.shell
     except Exception as e:  # noqa: BLE001
         env.notes.append(f"floors: skipped ({e})")
@@ -625,6 +627,10 @@ def report(res: dict) -> tuple[str, dict]:
                     f = rows[floor]["median_ms"] / rows[ref]["median_ms"]
                     line += (f"; its floor here {f:.2f} x ({rows[floor]['median_ms']:.1f} ms: the goal is "
                              f"{'within' if f <= target else 'BELOW'} reach), cell = {r / f:.1f} x floor")
+                if floor == FLOOR_PY and FLOOR_PY_SETUP in rows:
+                    f = rows[FLOOR_PY_SETUP]["median_ms"] / rows[ref]["median_ms"]
+                    line += (f"; with PID 1's set-up {f:.2f} x ({rows[FLOOR_PY_SETUP]['median_ms']:.1f} ms, "
+                             f"goal {'within' if f <= target else 'BELOW'} reach)")
                 out.append(line)
     if "memory" in res:
         levels = res["memory"]["levels"]

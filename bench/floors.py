@@ -11,6 +11,12 @@ limits) and time only what must happen after the cell is asked for:
                and user namespaces (setns), says so through a pipe and exits; timed until the parent has read
                that word (the kernel's tear-down of the child's copy of the process is reaped in the background,
                as a cell's is). No mounts, no pivot_root, no privilege drop, no Python code run.
+  Python cell  the same, and then what PID 1 of every Python cell must do in that fork before its code runs, each
+  + set-up     step the library's own call: unshare its mount and cgroup namespaces, the mounts of its plan that
+               cannot be made ahead (/proc, its masks and read-only paths, the cgroup mounts; /dev and /sys are
+               made ahead, as for a real cell, and moved in), pivot_root, the user namespace, and the privilege
+               steps (working directory, capabilities, no_new_privs, the default seccomp filter). No reports, no
+               streams, no environment, no signal handling: what a cell adds to this is its own bookkeeping.
   shell cell   a process already waiting as PID 1 of a new PID namespace, in the cgroup and the holder's
                namespaces (prepared untimed, before the idle gap: /bin/sh blocked on `read`), is told to go
                through its stdin and execs /bin/true (the same binary the shell cell runs); timed until its
@@ -23,6 +29,7 @@ for the timed part.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import subprocess
@@ -38,7 +45,7 @@ class _Prepared:
     def __init__(self) -> None:
         import importlib
 
-        from pycontainer_magics.runtime import ContainerSpec
+        from pycontainer_magics.runtime import ContainerSpec, rootfs
         from pycontainer_magics.runtime.state import new_id
         from pycontainer_magics.runtime.zygote import zygote
 
@@ -49,8 +56,14 @@ class _Prepared:
             raise RuntimeError("no writable cgroup hierarchy")
         self.cg = h.create(new_id(), R._limits(spec))
         try:
-            self.hp, _ = R.plan_launch(spec, self.cg, {})
-            self.pid, self.sock = zygote().prepare(self.hp)
+            self.hp, self.launch = R.plan_launch(spec, self.cg, {})
+            # With the mounts a real cell finds made ahead (holder.premount: /dev and /sys, beside the root).
+            L = self.launch
+            ahead = rootfs.ahead_ops(L.plan)
+            premount = (R._ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ahead)))
+            self.pid, self.sock, done = zygote().prepare_premounted(self.hp, premount)
+            self.ahead = ahead if done else ()
+            self.moves = (R._ahead_root(L.merged), rootfs.ahead_tops(L.plan, ahead)) if done else None
         except BaseException:
             self.cg.remove()
             raise
@@ -79,7 +92,7 @@ class _Prepared:
             self.cg.remove()
 
 
-def _enter(join: list[int], ns: list[tuple[int, int]], user: int) -> None:
+def _enter(join: list[int], ns: list[tuple[int, int]], user: int | None) -> None:
     """In a fresh single-threaded child: the cgroup, then the holder's namespaces, the user namespace last."""
     from pycontainer_magics.linux import libc
     from pycontainer_magics.linux.namespaces import CLONE_NEWUSER
@@ -88,7 +101,8 @@ def _enter(join: list[int], ns: list[tuple[int, int]], user: int) -> None:
         os.write(fd, b"0")
     for fd, flag in ns:
         libc.setns(fd, flag)
-    libc.setns(user, CLONE_NEWUSER)
+    if user is not None:
+        libc.setns(user, CLONE_NEWUSER)
 
 
 class _Floor:
@@ -112,8 +126,32 @@ class _Floor:
                 libc.setns(own, CLONE_NEWPID)
 
 
+def _pid1_setup(L: Any, ahead: tuple[int, ...], moves: tuple[str, tuple[str, ...]] | None) -> None:
+    """What PID 1 of a Python cell must do after entering the holder's namespaces (but the user namespace) and
+    before its code (see the module): the library's own calls, without its reports and bookkeeping."""
+    from pycontainer_magics.linux import libc
+    from pycontainer_magics.runtime import rootfs
+
+    libc.unshare(L.pid1_unshare)
+    if moves is not None:
+        rootfs.move_ahead(L.merged, *moves)
+    rootfs.apply_plan(L.merged, L.plan, skip=ahead)
+    rootfs.pivot_into(L.merged)
+
+
+def _pid1_privileges(L: Any) -> None:
+    from pycontainer_magics.runtime.launch import become_root
+    from pycontainer_magics.runtime.plan import run_steps
+
+    become_root()
+    run_steps(L.steps)
+
+
 class PythonFloor(_Floor):
     """fork + cgroup + setns into the prepared namespaces + exit, read by the parent (see the module)."""
+
+    def _child(self, join: list[int], ns: list[tuple[int, int]], user: int) -> None:
+        _enter(join, ns, user)
 
     def __call__(self) -> None:
         from pycontainer_magics.runtime import cleanup
@@ -129,7 +167,7 @@ class PythonFloor(_Floor):
                 if pid == 0:
                     code = 0
                     try:
-                        _enter(join, ns, user)
+                        self._child(join, ns, user)
                         os.write(w, b"0")
                     except BaseException:  # noqa: BLE001
                         code = 1
@@ -150,7 +188,20 @@ class PythonFloor(_Floor):
             os.close(r)
         cleanup.defer(lambda: os.waitpid(pid, 0))
         if not ok:
-            raise RuntimeError("floor: the child could not join the cgroup or the namespaces")
+            raise RuntimeError("floor: the child failed its part (the cgroup, the namespaces or the set-up)")
+
+
+class PythonSetupFloor(PythonFloor):
+    """The Python floor, and PID 1's set-up that every Python cell must make in its fork (see the module)."""
+
+    def _child(self, join: list[int], ns: list[tuple[int, int]], user: int) -> None:
+        from pycontainer_magics.linux import libc
+        from pycontainer_magics.linux.namespaces import CLONE_NEWUSER
+
+        _enter(join, ns, None)
+        _pid1_setup(self.p.launch, self.p.ahead, self.p.moves)
+        libc.setns(user, CLONE_NEWUSER)
+        _pid1_privileges(self.p.launch)
 
 
 class ShellFloor(_Floor):
@@ -198,6 +249,7 @@ class Floors:
     def __init__(self) -> None:
         self.prepared = _Prepared()
         self.python = PythonFloor(self.prepared)
+        self.python_setup = PythonSetupFloor(self.prepared)
         self.shell = ShellFloor(self.prepared)
 
     def close(self) -> None:

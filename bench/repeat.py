@@ -45,6 +45,7 @@ def main() -> None:
                  "crun run, again": lambda: B.checked(env.crun_cmd(env.next_id()))()}
         floors = Floors()  # bench/floors.py: the least each cell must do here, in the same rounds
         tools[B.FLOOR_PY] = floors.python
+        tools[B.FLOOR_PY_SETUP] = floors.python_setup
         tools[B.FLOOR_SH] = floors.shell
         samples: dict[str, list[float]] = {k: [] for k in tools}
         names = list(tools)
