@@ -118,6 +118,24 @@ def test_a_python_cells_environment_is_the_callers_with_the_cells_changes(monkey
     assert set(in_c) - set(expected) <= {v.split("=", 1)[0] for v in ours.split("\0") if v} - set(os.environ)
 
 
+def test_a_python_cells_pid1_has_none_of_the_callers_signal_handlers_or_blocked_signals() -> None:
+    # The kernel's handlers and mask are the caller's business: PID 1 resets them (launch.reset_signals), then sets
+    # only its own (SIGINT, SIGTERM, SIGHUP to end the cell cleanly; SIGPIPE ignored as in any Python).
+    old = signal.signal(signal.SIGUSR1, lambda *_: None)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        r = py("import re\nst = open('/proc/self/status').read()\n"
+               "print(*(int(re.search(k + r':\\s+(\\w+)', st).group(1), 16) for k in ('SigBlk', 'SigCgt')))")
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    assert r.exit_code == 0, r.stderr
+    blk, cgt = (int(x) for x in r.stdout.split())
+    assert blk == 0
+    assert not cgt & 1 << (signal.SIGUSR1 - 1)
+    assert cgt & 1 << (signal.SIGTERM - 1)  # (its own)
+
+
 def test_python_cell_sees_a_snapshot_of_the_callers_variables() -> None:
     g = {"x": 41, "items": [1]}
     r = py("y = x + 1\nitems.append(2)\nprint(items)", g, outputs=("y",))

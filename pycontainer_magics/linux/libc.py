@@ -61,7 +61,9 @@ def check(ret: int, what: str, path: str | None = None) -> int:
 def _b(s: str | bytes | None) -> bytes | None:
     if s is None:
         return None
-    return s if isinstance(s, bytes) else os.fsencode(s)
+    # (os.fsencode's own encoding on Linux, without its Python frames: PID 1 of a Python cell calls this in a fresh
+    # fork for every mount, where each frame's objects are pages to copy)
+    return s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
 
 
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -75,8 +77,8 @@ libc.syscall.restype = ctypes.c_long
 
 def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
           data: str | None = None) -> None:
-    check(libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
-          f"mount {fstype or source or ''} on {target}", target)
+    if libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) == -1:  # (the message made only then)
+        check(-1, f"mount {fstype or source or ''} on {target}", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:

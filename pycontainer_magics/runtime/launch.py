@@ -24,7 +24,6 @@ import fcntl
 import io
 import os
 import pickle
-import signal
 import socket
 import sys
 import traceback
@@ -40,6 +39,11 @@ from .channel import recv_ctl, send, send_ctl
 from .plan import PrivilegeStep, Seccomp, SetRlimit, SetUser, run_steps
 
 STATUS_FD = 3
+# PID 1 (a fresh fork: every object it touches is a page copied) handles signals through _signal, with plain ints:
+# the signal module's wrappers turn every number into an enum member, 62 copy-on-write faults for the reset alone.
+_sig: Any = __import__("_signal")
+_RESET = (_sig.SIGINT, _sig.SIGTERM, _sig.SIGQUIT, _sig.SIGHUP, _sig.SIGCHLD, _sig.SIGUSR1, _sig.SIGUSR2,
+          _sig.SIGALRM, _sig.SIGPIPE)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -120,13 +124,12 @@ def setup_fds(stdin: int, stdout: int, stderr: int, status: int, keep: tuple[int
 
 
 def reset_signals() -> None:
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1,
-              signal.SIGUSR2, signal.SIGALRM, signal.SIGPIPE):
+    for s in _RESET:
         try:
-            signal.signal(s, signal.SIG_DFL)
+            _sig.signal(s, _sig.SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _sig.pthread_sigmask(_sig.SIG_SETMASK, ())
 
 
 def report_failure(stage: str, e: BaseException, fd: int = STATUS_FD) -> None:
@@ -203,7 +206,7 @@ def pid1_nested(L: Launch, join_fds: list[int], console: int | None = None) -> N
     master end of its terminal goes back on (L.terminal)."""
     at = _Stage("joining the cgroup")
     try:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, _sig.SIGKILL)
         _join_cgroup(join_fds)
         # The cgroup namespace is taken after joining, so its root is the container's cgroup. pivot_root
         # moves the root of every process of the mount namespace that is at the old root: PID 1 takes a
@@ -232,7 +235,7 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
     may refuse the recvmsg that brings the run."""
     at = _Stage("joining the cgroup")
     try:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, _sig.SIGKILL)
         _join_cgroup(join_fds)
         at.stage = "creating the mount and cgroup namespaces"
         if L.pid1_unshare:
@@ -307,7 +310,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
     try:
         os.setsid()
         reset_signals()
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, _sig.SIGKILL)
         at.stage = "joining the cgroup"
         _join_cgroup(join_fds)
         at.stage = "entering the holder's namespaces"
@@ -364,7 +367,7 @@ def _python_streams() -> None:
 
 def _exec_command(L: Launch) -> NoReturn:
     os.set_inheritable(STATUS_FD, False)  # closes at exec: no fd of ours leaks into the payload
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _sig.signal(_sig.SIGPIPE, _sig.SIG_DFL)
     try:
         os.execvpe(L.command[0], list(L.command), L.env)
     except OSError as e:
@@ -405,12 +408,12 @@ def _terminated(signum: int, _frame: object) -> NoReturn:
 def _run_python(L: Launch) -> NoReturn:
     _python_streams()
     _replace_environ(L)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python process
+    _sig.signal(_sig.SIGPIPE, _sig.SIG_IGN)  # as in any Python process
     # Stopping (run.py: an interrupt sends the stop signal first): the cell gets to clean up (finally, with)
     # as a Python program would; as PID 1 it would otherwise ignore signals it has no handler for.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGHUP, _terminated)
+    _sig.signal(_sig.SIGINT, _sig.default_int_handler)
+    _sig.signal(_sig.SIGTERM, _terminated)
+    _sig.signal(_sig.SIGHUP, _terminated)
     g = L.python_globals if L.python_globals is not None else {"__name__": "__main__"}
     code = 0
     try:

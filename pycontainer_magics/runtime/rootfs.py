@@ -442,7 +442,12 @@ def apply_plan(root: str, plan: RootfsPlan, skip: tuple[int, ...] = (), strict: 
             elif op.action == "bind":
                 _bind(op.source or "", t, op.read_only)
             elif op.action == "mkdir":
-                os.makedirs(t, exist_ok=True)
+                try:
+                    os.mkdir(t)  # (its parent is there, as a rule: one system call, not makedirs' walk)
+                except FileExistsError:
+                    pass
+                except FileNotFoundError:
+                    os.makedirs(t, exist_ok=True)
             elif op.action == "devnode":
                 os.close(os.open(t, os.O_CREAT | os.O_WRONLY, 0o666))
                 mount(op.source, t, None, MS_BIND)
