@@ -377,6 +377,9 @@ class Pool:
                 s = self._slots.setdefault(key, Slot())
                 old = [s.holder] if holder is not None and s.holder is not None else []
                 old_cgs = []
+                if old and cg is None and s.parked_here():  # its PID 1 goes with the holder replaced: so does the
+                    old_cgs.append(s.cgroup[1])  # type: ignore[index]  # cgroup it waited in (never a free one after)
+                    s.cgroup = None
                 if holder is not None:
                     s.holder = holder
                 if cg is not None:
@@ -391,8 +394,8 @@ class Pool:
                     cleanup.defer(c.remove)
                 for h in old + more_h:
                     _let_go(h)  # (under the lock: drain() must find a reservation's release queued)
-                if not self._slots[key].holder and not self._slots[key].cgroup:
-                    del self._slots[key]
+                if key in self._slots and s.holder is None and s.cgroup is None:
+                    del self._slots[key]  # (nothing made: no empty slot kept)
                 self._busy = False
                 self._work.notify_all()
 
