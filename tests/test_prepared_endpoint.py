@@ -323,6 +323,28 @@ def test_a_spare_unused_for_a_while_is_let_go(labnet: str, monkeypatch: pytest.M
     assert not any(os.path.isdir(d) for d in dirs)
 
 
+def test_at_most_one_plus_spares_networks_keep_what_is_prepared(labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is kept is bounded: slots for at most 1 + SPARES networks; the one filled least recently goes, with its
+    holder and its endpoint (here SPARES = 1: none, labnet, another in turn keep only the last two)."""
+    monkeypatch.setattr(pool_module, "SPARES", 1)
+    other = net.create_network(f"othr{os.getpid() % 10000}", subnet=free_subnet(), owner_pid=os.getpid())
+    try:
+        pool.drain()
+        _rotate(["none", labnet, other.name], 2)  # each used lately from its second run: reserved
+        settle()
+        assert wait_for(lambda: set(pool.holders()) == {(labnet, COMMAND), (other.name, COMMAND)}, 30), pool.holders()
+        assert wait_for(lambda: all(h.endpoint for h in pool.holders().values()), 30), pool.holders()
+        sh("true", "none")  # none's slot again: labnet's, the least recently filled, goes
+        settle()
+        assert wait_for(lambda: set(pool.holders()) == {(None, COMMAND), (other.name, COMMAND)}, 30), pool.holders()
+        assert wait_for(lambda: net.get_network(labnet).reserved == (), 10)
+        assert len(net.get_network(other.name).reserved) == 1
+    finally:
+        settle()
+        pool.drain()
+        net.remove_network(other.name, force=True)
+
+
 def test_a_spare_that_cannot_serve_a_run_on_its_network_gives_its_address_back() -> None:
     """A spare reserved on a network for one plan, and a run there with another plan: the spare's address is
     given back before the run attaches (on a subnet with no other address left the run would otherwise fail
