@@ -107,3 +107,12 @@ def test_proc_stat_reader_and_tokens():
     p.wait()
     assert proc.start_time(p.pid) is None and proc.stat_fields(p.pid) is None
     assert not proc.token_alive(f"{p.pid}:0") and proc.token_alive(f"{me}:0", unknown_start=True)
+
+
+def test_mount_paths_are_encoded_as_os_fsencode_does() -> None:
+    # libc._b skips os.fsencode's Python frames (PID 1 calls it for every mount) but must encode the same.
+    from pycontainer_magics.linux.libc import _b
+
+    for p in ("/plain", "/caf\u00e9", "/bad\udcff", b"/bytes"):
+        assert _b(p) == os.fsencode(p)
+    assert _b(None) is None

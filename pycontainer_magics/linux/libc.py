@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 
 def _load_libc() -> ctypes.CDLL:
@@ -80,9 +81,12 @@ def reconfigure(path: str, key: str, value: str) -> None:
 def _b(s: str | bytes | None) -> bytes | None:
     if s is None:
         return None
-    # (os.fsencode's own encoding on Linux, without its Python frames: PID 1 of a Python cell calls this in a fresh
-    # fork for every mount, where each frame's objects are pages to copy)
-    return s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
+    # (os.fsencode's encoding, without its Python frames: PID 1 of a Python cell calls this in a fresh fork for every
+    # mount, where each frame's objects are pages to copy)
+    return s if isinstance(s, bytes) else s.encode(_FS_ENCODING, _FS_ERRORS)
+
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]

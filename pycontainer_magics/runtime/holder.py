@@ -170,7 +170,11 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
         parked = _park(msg["park"], fds)
         msg, fds = recv_ctl(sock)
     if msg is None:
-        os._exit(0)  # prepared but never used (a parked PID 1 goes with us: PDEATHSIG)
+        # Prepared but never used. A parked PID 1 would die with us (PDEATHSIG) but stay a zombie for whoever adopts
+        # it: an init that reaps late kept it counted in its cgroup's pids, and a kernel that is PID 1 of its own
+        # container never reaps it. Reaped here, before we go.
+        _discard(parked)
+        os._exit(0)
     L = launch or msg.get("launch")  # (none sent for a direct run: see below)
     os.dup2(fds[0], STATUS_FD, inheritable=True)
     os.close(fds[0])
