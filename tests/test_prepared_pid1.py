@@ -129,16 +129,21 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process(user: str 
     script = ("import os, sys, time\n"
               "from pycontainer_magics.runtime import run, ContainerSpec\n"
               "from pycontainer_magics.runtime.pool import pool\n"
+              "run(ContainerSpec(python_code='pass', memory=64 * 2**20), python_globals={})\n"
               f"run(ContainerSpec(command=('true',), memory=64 * 2**20, user={user!r}))\n"
               "deadline = time.monotonic() + 30\n"
               "while ((h := pool.holders().get((None, 'command'))) is None or h.parked is None\n"
-              "       or pool.ready_cgroup() is None) and time.monotonic() < deadline: time.sleep(0.01)\n"
-              "print(h.pid, *sorted(set(pool.ready_cgroup()[1].paths.values())), flush=True)\n"
+              "       or pool.ready_cgroup() is None or pool.ready_cgroup(None, 'python') is None\n"
+              "       or (None, 'python') not in pool.holders()) and time.monotonic() < deadline: time.sleep(0.01)\n"
+              "cgs = [pool.ready_cgroup()[1], pool.ready_cgroup(None, 'python')[1]]\n"
+              "print(h.pid, pool.holders()[(None, 'python')].pid,\n"
+              "      *sorted({d for c in cgs for d in c.paths.values()}), flush=True)\n"
               "time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None
-        holder_pid, *dirs = p.stdout.readline().split()
+        holder_pid, py_holder, *dirs = p.stdout.readline().split()  # (with the Python cell's slot beside it)
+        assert len({os.path.basename(d) for d in dirs}) == 2, dirs
         assert wait_for(lambda: len(children(int(holder_pid))) == 1, 30)
         (parked,) = children(int(holder_pid))
         if user is not None:  # it waits with its privileges dropped, as that user
@@ -148,7 +153,7 @@ def test_a_prepared_pid1_goes_with_the_pool_and_with_a_killed_process(user: str 
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
-    assert wait_for(lambda: not alive(parked) and not alive(int(holder_pid)), 30)
+    assert wait_for(lambda: not alive(parked) and not alive(int(holder_pid)) and not alive(int(py_holder)), 30)
     for d in dirs:
         with open(os.path.join(d, "cgroup.procs")) as f:
             assert f.read().strip() == ""
