@@ -216,7 +216,9 @@ class Pool:
             if s.cgroup is not None and pick is not None and pick.parked_cgroup == s.cgroup[1].name:
                 gone.append(s.cgroup[1])  # a PID 1 waits there that this run discards (a Python cell's holder)
                 s.cgroup = None
-        if own is not None and own.holder is not None:  # its own slot's, when it cannot serve this run
+        if own is not None and own.holder is not None and own.holder.parked_cgroup is not None and own.cgroup is None:
+            pass  # its PID 1's cgroup went to another run (take_cgroup), which takes this holder: not ours to drop
+        elif own is not None and own.holder is not None:  # its own slot's, when it cannot serve this run
             if own.parked_here():
                 gone.append(own.cgroup[1])  # type: ignore[index]
                 own.cgroup = None
@@ -315,15 +317,29 @@ class Pool:
             cleanup.defer(ready[1].remove)
         return h.create(new_id(), limits)
 
-    def parked_for(self, cg: Cgroup, network: str | None = None) -> tuple[Any, ...] | None:
-        """The park key of the PID 1 prepared ahead in `cg`, if there is one; for a run on `network`: a PID 1 whose
-        holder was prepared for another network is not this run's (its key may be the same: a hosts file of the
-        same id is all a network adds to the mounts), NOT_YOURS."""
+    def forsake(self, cg: Cgroup) -> None:
+        """The run handed `cg` (take_cgroup) will not take the PID 1 parked there (parked_for: not its own): the
+        holder waits for nobody now, and the next run that cannot use it lets it go (_pick)."""
+        with self._lock:
+            for s in self._slots.values():
+                if s.holder is not None and s.holder.parked_cgroup == cg.name:
+                    s.holder.parked_cgroup = None
+
+    def parked_for(self, cg: Cgroup, network: str | None = None,
+                   plan: HolderPlan | None = None) -> tuple[Any, ...] | None:
+        """The park key of the PID 1 prepared ahead in `cg`, if there is one; for a run on `network` with the holder
+        plan `plan`: a PID 1 whose holder was prepared for another network (its key may be the same: a hosts file of
+        the same id is all a network adds to the mounts) or another plan the holder cannot be re-bounded to (--share,
+        --time offsets: not in the key) is not this run's, NOT_YOURS — take() would let that holder go, and its PID 1
+        with it, leaving this run in the cgroup that PID 1 waited in."""
         with self._lock:
             for s in self._slots.values():
                 h = s.holder
                 if h is not None and h.parked_cgroup == cg.name:
-                    return h.parked if network_of(h) == network else NOT_YOURS
+                    if network_of(h) != network or (plan is not None and h.plan != plan
+                                                    and not h.plan.resizable_to(plan)):
+                        return NOT_YOURS
+                    return h.parked
         return None
 
     def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
@@ -489,6 +505,11 @@ class Pool:
     def drain(self) -> int | None:
         """Drop every prepared holder (they exit; the pid of the one for a run like the last is returned), their
         reservations and cgroups; used by tests and at shutdown."""
+        return self._drain()[0]
+
+    def _drain(self) -> tuple[int | None, list[int]]:
+        """drain(), also returning the pids of every holder the launch helper forked that it let go — those a
+        preparation under way made too (it is waited for): release() waits for all of them to exit."""
         with self._lock:
             while self._busy or self._wanted:
                 self._work.wait()
@@ -503,10 +524,10 @@ class Pool:
             h.close()
         for c in cgroups:
             c.remove()
-        return pid
+        return pid, [h.pid for h in holders if not h.ours]
 
 
-NOT_YOURS = ("prepared for another network",)  # parked_for(): a PID 1 no run on this network takes
+NOT_YOURS = ("prepared for another network or plan",)  # parked_for(): a PID 1 this run does not take
 
 
 def _let_go(h: Holder) -> None:
@@ -606,8 +627,9 @@ def release() -> list[int]:
     """Drop what is kept ready (the holders exit, the cgroups are removed) and stop the launch helper:
     `%unload_ext`. The helper stays while holders it forked serve containers still running (they go with
     it): their pids are returned. The next run prepares afresh."""
-    kept = [h.pid for h in pool.holders().values() if not h.ours]
-    pool.drain()
+    # (What drain() let go, not what was kept before it: it waits for a preparation under way, whose holder it then
+    # closes too — read before, that one was still the helper's child below, and the helper was left running.)
+    _, kept = pool._drain()
     cleanup.settle()
     z = zygote()
     if not z.alive() or z.pid is None:

@@ -469,13 +469,14 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             pod = _pod(spec.pod, helper)
             plan_spec = spec.with_(mounts=spec.mounts + pod.file_mounts())
         hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
-        parked = pool.parked_for(cg, spec.network if _networked(spec) else None) \
+        parked = pool.parked_for(cg, spec.network if _networked(spec) else None, hp) \
             if cg is not None and h is not None else None
-        if parked is not None and parked != L.park_key():  # prepared for other mounts or network: not this cgroup
+        if parked is not None and parked != L.park_key():  # prepared for other mounts, network or plan: not this cgroup
             assert h is not None and cg is not None
             _unplan_run(spec, r.id)
             old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
-            cleanup.defer(old_cg.remove)  # with the prepared PID 1 in it (its holder is not taken)
+            pool.forsake(old_cg)  # (its holder is not taken: let go by take(), not left for another run)
+            cleanup.defer(old_cg.remove)  # with the prepared PID 1 in it
             r.id = cg.name
             hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
         L.export_layer = export_layer
