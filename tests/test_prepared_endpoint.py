@@ -405,6 +405,40 @@ def test_addresses_held_for_runs_of_the_other_kind_are_given_back_to_a_run_that_
         net.remove_network(n.name, force=True)
 
 
+def test_addresses_held_ahead_are_given_back_to_a_run_that_joins_the_network_as_an_extra_one(labnet: str) -> None:
+    """As above, for a network a run joins besides its own (--network A --network B): on a full small subnet it gets
+    the address the pool held there instead of failing with "no free address left"."""
+    n = net.create_network(f"tiny{os.getpid() % 10000}", subnet=free_subnet(29), owner_pid=os.getpid())
+    fillers: list[tuple[subprocess.Popen[bytes], net.Endpoint]] = []
+    try:
+        pool.drain()
+        for _ in range(2):
+            assert sh("true", n.name).exit_code == 0
+        settle()
+        assert wait_for(lambda: _ready(n.name) is not None and _ready(n.name).endpoint is not None, 30)
+        own = os.stat("/proc/self/ns/net").st_ino
+        for _ in range(8):  # every other address taken (by endpoints in namespaces of this test's own)
+            p = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+            assert wait_for(lambda p=p: os.stat(f"/proc/{p.pid}/ns/net").st_ino != own, 10)  # type: ignore[misc]
+            try:
+                fillers.append((p, net.reserve(n.name, p.pid, owner_pid=os.getpid())))
+            except net.AddressExhausted:
+                p.kill()
+                p.wait()
+                break
+        assert len(fillers) >= 1
+        r = sh("cat /proc/net/dev", labnet, extra_networks=(n.name,))
+        assert r.exit_code == 0 and "eth1" in r.stdout, (r.stderr, r.error)
+    finally:
+        for p, ep in fillers:
+            net.release(n.name, ep.container_id)
+            p.kill()
+            p.wait()
+        settle()
+        pool.drain()
+        net.remove_network(n.name, force=True)
+
+
 def test_a_pid1_parked_for_one_network_is_not_a_run_on_another_s(labnet: str) -> None:
     """The cgroup in which a PID 1 waits for a run on `labnet` has the same park key as one for a run on another
     network (a hosts file is all a network adds): a run on another network must not take that cgroup, with that

@@ -71,22 +71,23 @@ def connect(spec: ContainerSpec, container_id: str, netns_pid: int, endpoint: En
     only its other networks are attached. `give_back(network)`: when the network has no free address left, asked to
     release the addresses reserved there ahead for other runs (pool.give_back; True: some were), and tried again."""
     register_exit_cleanup()
-    ep = endpoint
-    if ep is None:
+
+    def attach(network: str) -> Endpoint:
         try:
-            ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
-                            aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+            return net.attach(network, netns_pid, container_id, name=spec.name or container_id[:12],
+                              aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
         except net.AddressExhausted:
-            # Addresses reserved there ahead for runs of another kind are given back now rather than starve this run.
-            if give_back is None or not give_back(spec.network):
+            # Addresses reserved there ahead for other runs are given back now rather than starve this run.
+            if give_back is None or not give_back(network):
                 raise
-            ep = net.attach(spec.network, netns_pid, container_id, name=spec.name or container_id[:12],
-                            aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+            return net.attach(network, netns_pid, container_id, name=spec.name or container_id[:12],
+                              aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+
+    ep = endpoint if endpoint is not None else attach(spec.network)
     pubs: list[Publication] = []
     try:
-        for extra in spec.extra_networks:
-            net.attach(extra, netns_pid, container_id, name=spec.name or container_id[:12],
-                       aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+        for extra in spec.extra_networks:  # (joined as its main network is: reservations there given back too)
+            attach(extra)
         for host_ip, host_port, ctr_port, proto in spec.publish:
             pubs.append(net.publish(ep, host_port, ctr_port, proto, host_ip))
     except BaseException:
