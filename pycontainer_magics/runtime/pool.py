@@ -387,8 +387,8 @@ class Pool:
                     and recipe.cgroup is not None and s.cgroup[0] == recipe.cgroup[1]
             try:
                 holder, cg = self._fill(recipe, keep_cg)
-            except BaseException:  # noqa: BLE001 - (never seen) the worker must not die with _busy set
-                holder, cg = None, None
+            except BaseException:  # noqa: BLE001 - (never seen) the worker must not die with _busy set; _fill let
+                holder, cg = None, None  # go of what it had made
             with self._lock:
                 s = self._slots.setdefault(key, Slot())
                 old = [s.holder] if holder is not None and s.holder is not None else []
@@ -420,41 +420,49 @@ class Pool:
         """Make what `recipe` asks for (off the lock): a holder (with its mounts made ahead, its endpoint reserved,
         its PID 1 parked in the new cgroup) and a cgroup (None when the slot keeps its own)."""
         holder = cg = None
-        plan, want_cg, park, network, premount = recipe.plan, recipe.cgroup, recipe.launch, recipe.reserve, \
-            recipe.premount
-        if plan is not None:
-            try:
-                pid, sock, done = zygote().prepare_premounted(plan, premount)
-                holder = Holder(pid, sock, plan, ours=False)
-                if premount is not None and done:
-                    holder.premounted = premount[1].ops
-            except (SetupFailed, OSError):
-                pass
-        if want_cg is not None and not keep_cg:
-            try:
-                cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
-            except OSError:
-                pass
-        # Not under a small memory limit: the waiting interpreter's pages count against it.
-        roomy = cg is None or cg[0].memory is None or cg[0].memory >= PARK_MIN_MEMORY
-        will_park = holder is not None and park is not None and (want_cg is None or cg is not None) and roomy
-        if holder is not None and network is not None:
-            # A PID 1 for a run on a network binds the hosts file of the id its endpoint is reserved under: the
-            # next cgroup's name, the id of the run that takes that PID 1. Otherwise an id of its own.
-            _reserve(holder, network, cg[1].name if cg is not None and will_park else None)
-        if holder is not None and park is not None and will_park \
-                and (network is None or holder.endpoint is not None):
-            _park(holder, cg[1] if cg is not None else None, park)
-        if holder is not None and network is not None and holder.endpoint is not None and holder.parked is None \
-                and cg is not None and holder.endpoint.container_id == cg[1].name:
-            # Reserved under the next cgroup's name for a PID 1 that was not parked after all: that cgroup may
-            # go to a run that attaches afresh, whose id would then name this reservation too (its hosts file, its
-            # veth's name). Under an id of its own instead.
-            from . import networking
+        try:
+            plan, want_cg, park, network, premount = recipe.plan, recipe.cgroup, recipe.launch, recipe.reserve, \
+                recipe.premount
+            if plan is not None:
+                try:
+                    pid, sock, done = zygote().prepare_premounted(plan, premount)
+                    holder = Holder(pid, sock, plan, ours=False)
+                    if premount is not None and done:
+                        holder.premounted = premount[1].ops
+                except (SetupFailed, OSError):
+                    pass
+            if want_cg is not None and not keep_cg:
+                try:
+                    cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
+                except OSError:
+                    pass
+            # Not under a small memory limit: the waiting interpreter's pages count against it.
+            roomy = cg is None or cg[0].memory is None or cg[0].memory >= PARK_MIN_MEMORY
+            will_park = holder is not None and park is not None and (want_cg is None or cg is not None) and roomy
+            if holder is not None and network is not None:
+                # A PID 1 for a run on a network binds the hosts file of the id its endpoint is reserved under: the
+                # next cgroup's name, the id of the run that takes that PID 1. Otherwise an id of its own.
+                _reserve(holder, network, cg[1].name if cg is not None and will_park else None)
+            if holder is not None and park is not None and will_park \
+                    and (network is None or holder.endpoint is not None):
+                _park(holder, cg[1] if cg is not None else None, park)
+            if holder is not None and network is not None and holder.endpoint is not None and holder.parked is None \
+                    and cg is not None and holder.endpoint.container_id == cg[1].name:
+                # Reserved under the next cgroup's name for a PID 1 that was not parked after all: that cgroup may
+                # go to a run that attaches afresh, whose id would then name this reservation too (its hosts file, its
+                # veth's name). Under an id of its own instead.
+                from . import networking
 
-            ep, holder.endpoint = holder.endpoint, None
-            networking.release(ep)
-            _reserve(holder, network, None)
+                ep, holder.endpoint = holder.endpoint, None
+                networking.release(ep)
+                _reserve(holder, network, None)
+        except BaseException:
+            # (Never seen.) Nothing of it may outlive the failure unrecorded: the holder (its reservation), the cgroup.
+            if holder is not None:
+                cleanup.defer(holder.close)
+            if cg is not None:
+                cleanup.defer(cg[1].remove)
+            raise
         return holder, cg
 
     def _expire(self) -> tuple[list[Holder], list[Cgroup]]:
