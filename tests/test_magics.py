@@ -324,6 +324,30 @@ def test_e2e_hostname(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) 
 
 @pytest.mark.root
 @needs_root
+def test_e2e_a_cells_spec_is_made_once_but_what_it_reads_from_here_each_time(
+        ip: InteractiveShell, capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch) -> None:
+    # A re-run cell reuses its spec (magics.container._spec_of); `-e NAME` (a variable copied from here) and a bind
+    # source (which must exist) are read at each run, not remembered.
+    code = "import os; print(os.environ['PCM_HERE'], sorted(os.listdir('/data')))"
+    (tmp_path / "one").touch()
+    monkeypatch.setenv("PCM_HERE", "first")
+    line = f"--quiet -e PCM_HERE -v {tmp_path}:/data"
+    assert _run_cell(ip, line, code, capsys)[0].strip() == "first ['one']"
+    monkeypatch.setenv("PCM_HERE", "second")
+    assert _run_cell(ip, line, code, capsys)[0].strip() == "second ['one']"
+    (tmp_path / "one").unlink()
+    tmp_path.rmdir()
+    with pytest.raises(UsageError, match="does not exist"):
+        ip.run_cell_magic("container", line, code)
+    pure = "--quiet -e PCM_FIXED=1"
+    _run_cell(ip, pure, "pass", capsys)
+    first = ip.user_ns["_container"].run.spec
+    _run_cell(ip, pure, "pass", capsys)
+    assert ip.user_ns["_container"].run.spec is first  # built once
+
+
+@pytest.mark.root
+@needs_root
 def test_e2e_output_sent_back(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
     ip.user_ns["secret"] = 20
     _run_cell(ip, "-o x", "x = secret + 1", capsys)

@@ -7,6 +7,7 @@ A thin skin: parse the options (the shared table in `args.py`), build the spec w
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 from typing import Any
 
@@ -43,6 +44,37 @@ def _parsed(parser: Any, line: str) -> argparse.Namespace:
 def _parse_line(parser: Any, line: str) -> argparse.Namespace:
     ns: argparse.Namespace = parser.parse_args(split_line(line))  # (an error is raised, not kept)
     return ns
+
+
+# Options whose spec depends on the host at the time (a bind source or --rootfs must exist, --cpuset-cpus is checked
+# against the CPUs online, a seccomp profile is read from its file): their specs are built for each cell.
+_READS_HOST = ("volume", "rootfs", "cpuset_cpus", "security_opt")
+_SPECS: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()  # (see _spec_of)
+
+
+def _spec_of(line: str, cell: str | None, command: list[str], opts: dict[str, Any]) -> Any:
+    """The ContainerSpec of a cell: built once per line, cell body and configuration (a lecture re-runs its cells;
+    the spec's parsing and checks were another quarter millisecond of each), unless an option reads the host or
+    `-e NAME` copies a variable from here. A spec is immutable: the same one serves every re-run."""
+    from ..runtime.config import defaults
+    from ..runtime.parse import build_spec
+
+    def build() -> Any:
+        if command:
+            return build_spec(command=command, stdin_data=cell, **opts)
+        return build_spec(python_code=cell, **opts)
+
+    if any(opts.get(k) for k in _READS_HOST) or any("=" not in e for e in opts.get("env") or ()):
+        return build()
+    key = (line, cell, bool(command), defaults())  # (defaults(): the configuration file as it is now)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _SPECS[key] = build()
+        while len(_SPECS) > 64:
+            _SPECS.popitem(last=False)
+    else:
+        _SPECS.move_to_end(key)
+    return spec
 
 
 @magics_class
@@ -96,7 +128,6 @@ class ContainerMagics(Magics):
             raise UsageError("%container needs a command after --, like `%container -- hostname`; "
                              "use %%container for a Python cell")
 
-        from ..runtime.parse import build_spec
         from ..runtime.spec import SpecError
 
         opts = _args.spec_options(ns)
@@ -113,10 +144,7 @@ class ContainerMagics(Magics):
                 spec = spec.with_(stdin_data=cell.encode())
         else:
             try:
-                if command:
-                    spec = build_spec(command=command, stdin_data=cell, **opts)
-                else:
-                    spec = build_spec(python_code=cell, **opts)
+                spec = _spec_of(line, cell, command, opts)
             except SpecError as e:
                 raise UsageError(str(e)) from None
 
