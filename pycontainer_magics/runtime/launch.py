@@ -396,7 +396,7 @@ def _replace_environ(L: Launch) -> None:
         return
     gone, changed = L.env_changes
     for k in gone:
-        del os.environ[k]
+        os.environ.pop(k, None)  # (another thread of the caller may have removed it between the changes and the fork)
     for k, v in changed:
         os.environ[k] = v
 
