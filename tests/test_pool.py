@@ -124,3 +124,27 @@ def test_a_dead_holder_not_reaped_yet_is_not_taken() -> None:
         os.waitpid(pid, 0)
         a.close()
         b.close()
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_an_interrupt_while_a_holder_is_rebound_lets_that_holder_go(monkeypatch) -> None:
+    """A Ctrl-C while the pooled holder taken for a run is re-bounded (the holder out of its slot, not yet the
+    run's): the holder goes, not kept open by the traceback until the kernel exits (review finding 6)."""
+    from pycontainer_magics.linux.proc import alive
+    from pycontainer_magics.runtime import pool as pool_module
+
+    pool.drain()
+    run(ContainerSpec(command=("true",), storage_size=64 * MiB))
+    assert wait_for(lambda: any(h.plan.storage_size == 64 * MiB for h in pool.holders().values()), 30)
+    (taken,) = [h for h in pool.holders().values() if h.plan.storage_size == 64 * MiB]
+
+    def interrupted(*_a: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pool_module, "_rebound", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(ContainerSpec(command=("true",), storage_size=32 * MiB))
+    assert taken.sock.fileno() == -1  # closed: the holder exits
+    assert wait_for(lambda: not alive(taken.pid), 10)
+    monkeypatch.undo()
+    pool.drain()

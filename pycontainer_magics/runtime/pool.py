@@ -175,6 +175,9 @@ class Pool:
                         return h
                     except (SetupFailed, HelperUnavailable):
                         pass
+                    except BaseException:
+                        _let_go(h)  # (a Ctrl-C meanwhile: out of its slot and not the run's, it is nobody's)
+                        raise
                 _let_go(h)
             try:
                 pid, sock = zygote().prepare(plan)
