@@ -8,11 +8,13 @@ create."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from helpers import host_clean, wait_for  # noqa: F401
@@ -367,10 +369,10 @@ def test_a_spare_that_cannot_serve_a_run_on_its_network_gives_its_address_back()
         net.remove_network(n.name, force=True)
 
 
-def test_addresses_held_for_runs_of_the_other_kind_are_given_back_to_a_run_that_finds_none() -> None:
-    """The pool keeps a reservation per kind on a network: on a small subnet, a run there that can take neither
-    (here a read-only Python cell, after commands) and finds no free address gets one the pool held — it is given
-    back, and the run tries once more — rather than failing with "no free address left"."""
+@contextlib.contextmanager
+def full_small_network() -> Iterator[tuple[str, net.Endpoint]]:
+    """A /29 network on which, after two commands there, the pool holds one address ahead (yielded with the
+    network's name) and every other address is taken by endpoints in namespaces of this test's own."""
     n = net.create_network(f"tiny{os.getpid() % 10000}", subnet=free_subnet(29), owner_pid=os.getpid())
     fillers: list[tuple[subprocess.Popen[bytes], net.Endpoint]] = []
     try:
@@ -381,7 +383,7 @@ def test_addresses_held_for_runs_of_the_other_kind_are_given_back_to_a_run_that_
         assert wait_for(lambda: _ready(n.name) is not None and _ready(n.name).endpoint is not None, 30)
         held = _ready(n.name).endpoint
         own = os.stat("/proc/self/ns/net").st_ino
-        for _ in range(8):  # every other address taken (by endpoints in namespaces of this test's own)
+        for _ in range(8):
             p = subprocess.Popen(["unshare", "--net", "sleep", "60"])
             assert wait_for(lambda p=p: os.stat(f"/proc/{p.pid}/ns/net").st_ino != own, 10)  # type: ignore[misc]
             try:
@@ -391,10 +393,7 @@ def test_addresses_held_for_runs_of_the_other_kind_are_given_back_to_a_run_that_
                 p.wait()
                 break
         assert net.get_network(n.name).reserved[0] == held and len(fillers) >= 1
-        r = run(ContainerSpec(python_code="print('ok')", network=n.name, memory=64 * MiB, read_only=True),
-                python_globals={})
-        assert (r.exit_code, r.stdout) == (0, "ok\n"), (r.stderr, r.error)
-        assert not claimed(r) and r.notes[0] == f"network {n.name}: {held.address} on eth0", (r.notes, held)
+        yield n.name, held
     finally:
         for p, ep in fillers:
             net.release(n.name, ep.container_id)
@@ -403,40 +402,25 @@ def test_addresses_held_for_runs_of_the_other_kind_are_given_back_to_a_run_that_
         settle()
         pool.drain()
         net.remove_network(n.name, force=True)
+
+
+def test_addresses_held_for_runs_of_the_other_kind_are_given_back_to_a_run_that_finds_none() -> None:
+    """The pool keeps a reservation per kind on a network: on a small subnet, a run there that can take neither
+    (here a read-only Python cell, after commands) and finds no free address gets one the pool held — it is given
+    back, and the run tries once more — rather than failing with "no free address left"."""
+    with full_small_network() as (name, held):
+        r = run(ContainerSpec(python_code="print('ok')", network=name, memory=64 * MiB, read_only=True),
+                python_globals={})
+        assert (r.exit_code, r.stdout) == (0, "ok\n"), (r.stderr, r.error)
+        assert not claimed(r) and r.notes[0] == f"network {name}: {held.address} on eth0", (r.notes, held)
 
 
 def test_addresses_held_ahead_are_given_back_to_a_run_that_joins_the_network_as_an_extra_one(labnet: str) -> None:
     """As above, for a network a run joins besides its own (--network A --network B): on a full small subnet it gets
     the address the pool held there instead of failing with "no free address left"."""
-    n = net.create_network(f"tiny{os.getpid() % 10000}", subnet=free_subnet(29), owner_pid=os.getpid())
-    fillers: list[tuple[subprocess.Popen[bytes], net.Endpoint]] = []
-    try:
-        pool.drain()
-        for _ in range(2):
-            assert sh("true", n.name).exit_code == 0
-        settle()
-        assert wait_for(lambda: _ready(n.name) is not None and _ready(n.name).endpoint is not None, 30)
-        own = os.stat("/proc/self/ns/net").st_ino
-        for _ in range(8):  # every other address taken (by endpoints in namespaces of this test's own)
-            p = subprocess.Popen(["unshare", "--net", "sleep", "60"])
-            assert wait_for(lambda p=p: os.stat(f"/proc/{p.pid}/ns/net").st_ino != own, 10)  # type: ignore[misc]
-            try:
-                fillers.append((p, net.reserve(n.name, p.pid, owner_pid=os.getpid())))
-            except net.AddressExhausted:
-                p.kill()
-                p.wait()
-                break
-        assert len(fillers) >= 1
-        r = sh("cat /proc/net/dev", labnet, extra_networks=(n.name,))
+    with full_small_network() as (name, _held):
+        r = sh("cat /proc/net/dev", labnet, extra_networks=(name,))
         assert r.exit_code == 0 and "eth1" in r.stdout, (r.stderr, r.error)
-    finally:
-        for p, ep in fillers:
-            net.release(n.name, ep.container_id)
-            p.kill()
-            p.wait()
-        settle()
-        pool.drain()
-        net.remove_network(n.name, force=True)
 
 
 def test_a_pid1_parked_for_one_network_is_not_a_run_on_another_s(labnet: str) -> None:
