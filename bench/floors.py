@@ -69,7 +69,7 @@ class _Prepared:
             raise
 
     def ns_fds(self) -> tuple[list[tuple[int, int]], int]:
-        """The holder's namespaces to enter, opened as a cell's caller opens them (run._fork_pid1)."""
+        """The holder's namespaces to enter, opened as a cell's PID 1 opens them (launch.pid1_forked_first)."""
         from pycontainer_magics.linux.namespaces import (
             CLONE_NEWIPC,
             CLONE_NEWNET,
@@ -113,12 +113,13 @@ class _Floor:
         pass
 
     def _in_new_pidns(self, fork: Any) -> Any:
-        """Call `fork` with our children's PID namespace a new one, then set it back (run._fork_pid1's way)."""
+        """Call `fork` with our children's PID namespace a new one, then set it back (cell_fork.ForkedPid1's way)."""
         from pycontainer_magics.linux import libc
         from pycontainer_magics.linux.namespaces import CLONE_NEWPID
+        from pycontainer_magics.runtime import cell_fork
 
-        own = self.p.R.own_pidns_fd()
-        with self.p.R._fork_lock:
+        own = cell_fork.own_pidns_fd()
+        with cell_fork.fork_lock:
             libc.unshare(CLONE_NEWPID)
             try:
                 return fork()

@@ -74,9 +74,9 @@ def snapshot() -> dict[str, object]:
     # snapshot, and do not count it as a leftover process.
     # The prepared holder's socket and the fd of our own PID namespace are kept on purpose: drop the one,
     # open the other first, so neither counts as a leak.
+    from pycontainer_magics.runtime.cell_fork import own_pidns_fd
     from pycontainer_magics.runtime.cleanup import settle
     from pycontainer_magics.runtime.pool import pool
-    from pycontainer_magics.runtime.run import own_pidns_fd
     from pycontainer_magics.runtime.zygote import zygote
     zygote().start()
     settle()  # clean-up deferred to the background (reaping, cgroup removal) must have finished

@@ -7,7 +7,7 @@ Two ways in (see holder.py for the namespace holder both rely on):
           namespace are locked and pivot_root refuses them), mounts /proc /dev /sys ..., pivot_root.
           Used for commands (the holder is a small helper) and without root.
 
-  direct  PID 1 is forked by the caller itself, right after the caller unshared a PID namespace, so a
+  direct  PID 1 is forked by the caller itself (cell_fork.py), right after the caller unshared a PID namespace, so a
           Python cell costs one fork of the notebook kernel, not two. Still host root, it joins the
           cgroup, enters the holder's time, IPC, UTS, network and mount namespaces, takes a private
           copy of the mount namespace (nothing is locked: host root made it), mounts, pivot_root, and
@@ -307,6 +307,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
                 join_fds: list[int]) -> NoReturn:
     """PID 1 forked by the caller (see module docstring). fds: stdin, stdout, stderr, status."""
     at = _Stage("starting PID 1")
+    status = fds[3]  # where a failure is reported until setup_fds (fd 3 is one of the caller's until then)
     try:
         os.setsid()
         reset_signals()
@@ -320,6 +321,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
         if L.pid1_unshare:
             libc.unshare(L.pid1_unshare)
         keep = setup_fds(*fds, keep=(user_fd,) if user_fd is not None else ())
+        status = STATUS_FD
         user_fd = keep[0] if keep else None
         if L.hostname:
             libc.sethostname(L.hostname)
@@ -335,7 +337,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
         send(STATUS_FD, {"namespaces": _namespaces_report(), "ready": True, "notes": notes})  # (one write, one wake-up)
         _drop_privileges(L)
     except BaseException as e:  # noqa: BLE001
-        report_failure(at.stage, e)
+        report_failure(at.stage, e, status)
         os._exit(125)
     _payload(L)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import gc
 import os
 import selectors
 import signal
@@ -28,29 +27,24 @@ from typing import Any, Protocol
 
 from .. import paths
 from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
-from ..linux import caps, idmap, libc, pty, seccomp
+from ..linux import idmap, libc, pty, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
 from ..linux.cgroups.devices import DEFAULT_DEVICES
 from ..linux.namespaces import (
-    CLONE_NEWIPC,
-    CLONE_NEWNET,
-    CLONE_NEWNS,
-    CLONE_NEWPID,
-    CLONE_NEWTIME,
-    CLONE_NEWUTS,
     flags_for,
     ns_inodes,
 )
 from . import cleanup, image_source, rootfs, state
+from .cell_fork import fork_pid1
 from .channel import decode_frames, feed, send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .image_source import ImageSource
-from .launch import DEFAULT_PATH, Launch, environ_changes, pid1_direct
+from .launch import DEFAULT_PATH, Launch
 from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
 from .pool import Holder, kind_of, pool
 from .relay import QUIET, OutputFn, OutputRelay
-from .result import ContainerRun, DiffEntry, NamespaceRow
+from .result import ContainerRun, DiffEntry, NamespaceRow, Sample
 from .seccomp_profile import profile_for
 from .spec import POD_SHARED, ContainerSpec, IdMap, Mount, SpecError
 
@@ -703,7 +697,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             else:
                 _send_order(holder, L, [st_w])
                 ahead = _take_premounted(holder, L)
-                pid1 = _fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds)
+                pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds)
                 pidfd = os.pidfd_open(pid1)
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
         finally:
@@ -871,63 +865,6 @@ def _end_holder(holder: Holder, kill: bool, reap_later: bool = False) -> None:
             cleanup.defer(lambda: _waitpid(pid))
         else:
             _waitpid(pid)
-
-
-_own_pidns: int | None = None
-_fork_lock = threading.Lock()
-
-
-def own_pidns_fd() -> int:
-    """An fd of our own PID namespace, kept open, to set our children's back after forking a PID 1."""
-    global _own_pidns
-    if _own_pidns is None:
-        _own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    return _own_pidns
-
-
-def _fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, int, int],
-               join_fds: list[int]) -> int:
-    """Fork PID 1 of a Python cell from the caller, straight into a new PID namespace: unshare one for
-    our children, fork, and set our children's PID namespace back (other threads must not fork their
-    children into the container's)."""
-    own = own_pidns_fd()
-    ns_fds = []
-    for kind, path, flag in (("time", "time_for_children", CLONE_NEWTIME), ("ipc", "ipc", CLONE_NEWIPC),
-                             ("uts", "uts", CLONE_NEWUTS), ("net", "net", CLONE_NEWNET),
-                             ("mount", "mnt", CLONE_NEWNS)):
-        if kind in _new_in_holder(hp, kind):
-            ns_fds.append((os.open(f"/proc/{holder_pid}/ns/{path}", os.O_RDONLY | os.O_CLOEXEC), flag))
-    user_fd = os.open(f"/proc/{holder_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC) if hp.new_user else None
-    new_pid = bool(hp.flags_rest & CLONE_NEWPID)
-    caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
-    try:
-        with _fork_lock:
-            if new_pid:
-                libc.unshare(CLONE_NEWPID)
-            gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
-            L.env_changes = environ_changes(L.env)
-            try:
-                pid = os.fork()
-                if pid == 0:
-                    pid1_direct(L, fds, ns_fds, user_fd, join_fds)  # never returns
-            finally:
-                gc.unfreeze()
-                if new_pid:
-                    libc.setns(own, CLONE_NEWPID)
-    finally:
-        for fd, _ in ns_fds:
-            os.close(fd)
-        if user_fd is not None:
-            os.close(user_fd)
-    return pid
-
-
-def _new_in_holder(hp: HolderPlan, kind: str) -> set[str]:
-    """Which of the holder's namespaces are new (PID 1 enters those)."""
-    flags = {"time": CLONE_NEWTIME, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
-    if kind == "mount":
-        return {"mount"} if hp.new_mount else set()
-    return {kind} if hp.flags_rest & flags[kind] else set()
 
 
 class _Relay:

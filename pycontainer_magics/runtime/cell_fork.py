@@ -1,0 +1,91 @@
+"""A Python cell's PID 1 (direct mode, see launch.py): a fork of the caller, which it needs for the notebook's memory.
+
+The caller unshares a PID namespace for its children, forks, and sets its children's back (another thread must not
+fork its children into the container's). The new child is put on another CPU than the caller's while it starts:
+the kernel queues a fork on its parent's CPU (measured on the 2-CPU machines here: 30 times of 30), where the child's
+first millisecond (the C library's and Python's after-fork work, mostly copy-on-write faults) would wait for the
+caller to block in its relay loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+from ..linux import caps, libc
+from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUTS
+from .holder import HolderPlan
+from .launch import Launch, environ_changes, pid1_direct
+
+_own_pidns: int | None = None
+fork_lock = threading.Lock()  # one fork into a new PID namespace at a time (see the module docstring)
+
+# The holder's namespaces a direct PID 1 enters when they are new: (kind, name under /proc/PID/ns, flag).
+_ENTERED = (("time", "time_for_children", CLONE_NEWTIME), ("ipc", "ipc", CLONE_NEWIPC), ("uts", "uts", CLONE_NEWUTS),
+            ("net", "net", CLONE_NEWNET), ("mount", "mnt", CLONE_NEWNS))
+
+
+def own_pidns_fd() -> int:
+    """An fd of our own PID namespace, kept open, to set our children's back after forking a PID 1."""
+    global _own_pidns
+    if _own_pidns is None:
+        _own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    return _own_pidns
+
+
+def new_in_holder(hp: HolderPlan, kind: str) -> bool:
+    """Is the holder's namespace of this kind a new one (PID 1 enters those)?"""
+    if kind == "mount":
+        return hp.new_mount
+    flags = {"time": CLONE_NEWTIME, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
+    return bool(hp.flags_rest & flags[kind])
+
+
+def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, int, int],
+              join_fds: list[int]) -> int:
+    """Fork PID 1 of a Python cell, straight into a new PID namespace when the plan has one. fds: stdin, stdout,
+    stderr, status."""
+    ns_fds = [(os.open(f"/proc/{holder_pid}/ns/{path}", os.O_RDONLY | os.O_CLOEXEC), flag)
+              for kind, path, flag in _ENTERED if new_in_holder(hp, kind)]
+    user_fd = os.open(f"/proc/{holder_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC) if hp.new_user else None
+    new_pid = bool(hp.flags_rest & CLONE_NEWPID)
+    caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
+    own = own_pidns_fd()
+    cpus = os.sched_getaffinity(0)
+    try:
+        with fork_lock:
+            if new_pid:
+                libc.unshare(CLONE_NEWPID)
+            gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
+            L.env_changes = environ_changes(L.env)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    pid1_direct(L, fds, ns_fds, user_fd, join_fds)  # never returns
+            finally:
+                gc.unfreeze()
+                if new_pid:
+                    libc.setns(own, CLONE_NEWPID)
+    finally:
+        for fd, _ in ns_fds:
+            os.close(fd)
+        if user_fd is not None:
+            os.close(user_fd)
+    _start_elsewhere(pid, cpus)
+    return pid
+
+
+def _start_elsewhere(pid: int, cpus: set[int]) -> None:
+    """Move the new child to another of our CPUs than this thread's, and give it all of ours back at once: the
+    kernel moves a queued task when its CPU leaves its set, and leaves it where it is when the set grows again. So
+    nothing of the pin stays: the child has not run yet, and its set is the one it was forked with."""
+    if len(cpus) < 2:
+        return
+    here = libc.getcpu()
+    other = min((c for c in cpus if c > here), default=min(c for c in cpus if c != here))
+    try:
+        os.sched_setaffinity(pid, {other})
+        os.sched_setaffinity(pid, cpus)
+    except OSError:
+        pass

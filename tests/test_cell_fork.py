@@ -1,0 +1,109 @@
+"""A Python cell's PID 1, forked from the caller (runtime/cell_fork.py, launch.pid1_direct): where it starts, where it
+reports a failure, and what the holder does once the caller has read the layer diff itself."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import struct
+
+import pytest
+from helpers import host_clean  # noqa: F401
+
+from pycontainer_magics.runtime import cleanup
+from pycontainer_magics.runtime.parse import build_spec
+
+run_mod = importlib.import_module("pycontainer_magics.runtime.run")  # (the package's `run` is the function)
+
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def _frames(data: bytes) -> list[dict]:
+    out = []
+    while len(data) >= 4:
+        (n,) = struct.unpack(">I", data[:4])
+        out.append(pickle.loads(data[4:4 + n]))
+        data = data[4 + n:]
+    return out
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def test_a_failure_before_the_pipes_are_in_place_goes_to_the_status_pipe_not_the_callers_fd_3() -> None:
+    """PID 1 fails to enter a namespace (setns on an fd that is no namespace: EINVAL from the kernel) before it has
+    put its pipes on 0-3. Fd 3 is still one of the caller's then (in a notebook kernel, one of its sockets): the
+    report goes to the status pipe the caller reads, and nothing is written to fd 3."""
+    from pycontainer_magics.linux.namespaces import CLONE_NEWNET
+    from pycontainer_magics.runtime.launch import Launch, pid1_direct
+
+    st_r, st_w = os.pipe()
+    spy_r, spy_w = os.pipe()  # what the caller's fd 3 receives
+    out_r, out_w = os.pipe()
+    not_a_namespace = os.open("/etc/hostname", os.O_RDONLY)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(spy_w, 3)
+            L = Launch(mode="direct", pid1_unshare=0, merged=None, plan=None, hostname=None, env={},
+                       python_code="pass")
+            pid1_direct(L, (out_r, out_w, out_w, st_w), [(not_a_namespace, CLONE_NEWNET)], None, [])
+        finally:
+            os._exit(99)
+    for fd in (st_w, spy_w, out_w, out_r, not_a_namespace):
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 125
+    reports = _frames(_read_all(st_r))
+    assert _read_all(spy_r) == b""
+    assert len(reports) == 1 and reports[0]["setup_error"]["stage"] == "entering the holder's namespaces", reports
+    assert "Invalid argument" in reports[0]["setup_error"]["strerror"]
+
+
+@pytest.mark.cgroup2
+def test_a_python_cells_pid1_has_the_callers_cpus() -> None:
+    """PID 1 is started on another CPU than the caller's (cell_fork._start_elsewhere) but keeps no pin: the cell sees
+    every CPU its caller may use."""
+    ours = os.sched_getaffinity(0)
+    for _ in range(3):  # (a first run and pooled ones)
+        r = run_mod.run(build_spec(python_code="import os; print(sorted(os.sched_getaffinity(0)))"),
+                        python_globals={})
+        assert r.exit_code == 0, r.stderr
+        assert r.stdout.strip() == str(sorted(ours))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_cpuset_cpus_still_bounds_a_python_cells_pid1() -> None:
+    one = min(os.sched_getaffinity(0))
+    r = run_mod.run(build_spec(python_code="import os; print(sorted(os.sched_getaffinity(0)))",
+                               cpuset_cpus=str(one)), python_globals={})
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str([one])
+
+
+@pytest.mark.cgroup2
+def test_the_holder_computes_the_diff_when_the_caller_could_not_read_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller reads a Python cell's layer diff itself, and then only lets the holder go; when it cannot (its
+    read fails), it asks the holder, whose diff is the run's."""
+    def cannot_read(*_a: object) -> list:
+        raise PermissionError(13, "Permission denied")
+
+    code = "open('/added', 'w').write('hello')"
+    r = run_mod.run(build_spec(python_code=code), python_globals={})
+    assert ("A", "/added") in {(d.kind, d.path) for d in r.diff}
+    assert any(label == run_mod.DIFF_READ for label, _ in r.timeline), r.timeline
+
+    monkeypatch.setattr(run_mod, "_read_diff", cannot_read)
+    r = run_mod.run(build_spec(python_code=code), python_globals={})
+    assert r.exit_code == 0, r.stderr
+    assert not any(label == run_mod.DIFF_READ for label, _ in r.timeline), r.timeline
+    assert any(label == "layer diff computed, holder done" for label, _ in r.timeline), r.timeline
+    assert ("A", "/added") in {(d.kind, d.path) for d in r.diff}
+    cleanup.settle()
