@@ -214,10 +214,12 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
             want_diff, export_layer = msg["want_diff"], msg["export_layer"]
             _discard(parked)
             stage = "waiting for the container"
-            done, _ = recv_ctl(sock)  # the caller says when its PID 1 has exited (and whether it read the diff)
+            # The caller says when its PID 1 has exited and it wants the diff (or the export) from here. When it read
+            # the diff itself, it only lets us go (an end of file): nothing to send, so no wake-up on its path.
+            done, _ = recv_ctl(sock)
             status, exited = None, _now()
-            if done is not None and done.get("diff_read"):
-                want_diff = False
+            if done is None:
+                want_diff, export_layer = False, None
         diff = None
         if want_diff and upper is not None and hp.lower is not None:
             stage = "computing the layer diff"

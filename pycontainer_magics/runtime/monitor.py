@@ -39,10 +39,12 @@ class Monitor:
         if self.on_sample is not None:
             self.on_sample(s)
 
-    def stop(self) -> list[Sample]:
-        """Stop, take one last reading, and return the samples."""
+    def stop(self, last: bool = True) -> list[Sample]:
+        """Stop, take one last reading (unless the caller takes it: run._finish_cgroup reads the same counters
+        anyway), and return the samples."""
         _sampler.remove(self)
-        self.sample()
+        if last:
+            self.sample()
         return self.samples
 
 

@@ -579,6 +579,8 @@ def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
     kernel may still be tearing down PID 1's memory, and the cell need not wait for that)."""
     try:
         st = cg.stats()
+        if r.started_at:  # the monitor's last sample: these counters, now
+            r.samples.append(Sample(time.time() - r.started_at, st.memory_current, st.cpu_usage_ns, st.pids_current))
         r.peak_memory = st.memory_peak if st.memory_peak is not None else \
             max((s.memory for s in r.samples), default=st.memory_current)
         r.memory_limit = st.memory_limit
@@ -738,11 +740,11 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             except OSError:
                 pass
         relay.reap(cg)
-        _end_holder(holder, kill=False, reap_later=True)
+        _end_holder(holder, kill=False, reap_later=True, close_later=L.mode == "direct" and relay.final)
         r.duration = relay.end - t0 if relay.end else time.monotonic() - t0
         r.timeline.append(("output relayed, processes reaped", time.monotonic() - t0))
         if monitor is not None:
-            r.samples = monitor.stop()
+            r.samples = monitor.stop(last=False)  # (the last reading is _finish_cgroup's)
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
     if helper:
         # The next cell of this kind on this network finds its namespaces, root filesystem and cgroup ready (the
@@ -849,10 +851,19 @@ def _waitpid(pid: int) -> int:
         return -1
 
 
-def _end_holder(holder: Holder, kill: bool, reap_later: bool = False) -> None:
+def _end_holder(holder: Holder, kill: bool, reap_later: bool = False, close_later: bool = False) -> None:
     """Close our end of the holder (and kill it); reap it if it is our child. `reap_later`: in the background
     (a holder that reported the end exits on its own, but its exit tears down the container's mount namespace,
-    overlay included: milliseconds the run need not wait for; cleanup.settle() waits)."""
+    overlay included: milliseconds the run need not wait for; cleanup.settle() waits). `close_later`: close it
+    there too (a direct run's holder waits for that end of file, and wakes on it: not on the cell's path either;
+    a nested run's has gone already, and a task for the clean-up thread would cost more than the close)."""
+    if close_later:
+        def end() -> None:
+            holder.close()
+            if holder.ours:
+                _waitpid(holder.pid)
+        cleanup.defer(end)
+        return
     holder.close()
     if kill:
         try:
@@ -1000,11 +1011,13 @@ class _Relay:
                 self.r.timeline.append((DIFF_READ, time.monotonic() - self.t0))
             except OSError:
                 pass  # the holder reads it, as for a command
-        try:
-            send_ctl(self.holder.sock, {"done": True, "diff_read": read})  # (the holder computes the diff) and exits
-        except OSError:
-            pass
-        # The holder's last report would only say that it is done: the run need not wait for it.
+        if not read:
+            try:
+                send_ctl(self.holder.sock, {"done": True})  # the holder computes the diff (or the export) and exits
+            except OSError:
+                pass
+        # Otherwise the holder is let go with its socket (_end_holder): its last report would only say that it is
+        # done, and the run need not wait for it.
         self.final = read
 
     def _handle(self, msg: dict[str, Any]) -> None:
