@@ -107,3 +107,23 @@ def test_the_holder_computes_the_diff_when_the_caller_could_not_read_it(monkeypa
     assert any(label == "layer diff computed, holder done" for label, _ in r.timeline), r.timeline
     assert ("A", "/added") in {(d.kind, d.path) for d in r.diff}
     cleanup.settle()
+
+
+@pytest.mark.cgroup2
+def test_the_namespace_table_holds_the_kernels_inodes() -> None:
+    """The inodes in a run's namespace table (PID 1's, read from its /proc/self/ns links, and the caller's) are those
+    a stat of the links gives, in the container and here."""
+    from pycontainer_magics.linux.namespaces import NAMESPACES
+
+    code = ("import os, json\n"
+            "print(json.dumps({k: os.stat('/proc/self/ns/' + v[0]).st_ino for k, v in NS.items()}))")
+    r = run_mod.run(build_spec(python_code=code), python_globals={"NS": NAMESPACES})
+    assert r.exit_code == 0, r.stderr
+    import json
+    inside = json.loads(r.stdout)
+    table = {row.kind: row for row in r.namespaces}
+    assert {k: table[k].container_inode for k in NAMESPACES} == inside
+    assert {k: table[k].host_inode for k in NAMESPACES} == {k: os.stat(f"/proc/self/ns/{v[0]}").st_ino
+                                                      for k, v in NAMESPACES.items()}
+    assert None not in (table["pid"].container_inode, table["pid"].host_inode)
+    assert table["pid"].container_inode != table["pid"].host_inode

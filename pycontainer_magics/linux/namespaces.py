@@ -44,9 +44,16 @@ def flags_for(kinds: list[str] | tuple[str, ...] | frozenset[str]) -> int:
 
 def ns_inode(pid: int | str, kind: str) -> int | None:
     """Inode of /proc/PID/ns/<kind> (for pid and time, the process's own, not *_for_children)."""
+    return link_inode(f"/proc/{pid}/ns/{NAMESPACES[kind][0]}")
+
+
+def link_inode(path: str) -> int | None:
+    """The namespace inode a /proc/PID/ns link names ("net:[4026531840]"), the st_ino a stat of it gives: read from
+    the link, at half a stat's cost (a cell reads sixteen of them, eight in PID 1); None if it cannot be read."""
     try:
-        return os.stat(f"/proc/{pid}/ns/{NAMESPACES[kind][0]}").st_ino
-    except OSError:
+        link = os.readlink(path)
+        return int(link[link.index("[") + 1:-1])
+    except (OSError, ValueError):
         return None
 
 

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 from .. import errors as E
 from ..linux import libc, pty, rlimits
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
-from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES
+from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES, link_inode
 from . import rootfs
 from .channel import recv_ctl, send, send_ctl
 from .plan import PrivilegeStep, Seccomp, SetRlimit, SetUser, run_steps
@@ -353,10 +353,7 @@ def _payload(L: Launch) -> NoReturn:
 
 
 def _ns_inode(name: str) -> int | None:
-    try:
-        return os.stat(f"/proc/self/ns/{name}").st_ino
-    except OSError:
-        return None
+    return link_inode(f"/proc/self/ns/{name}")
 
 
 def _python_streams() -> None:
