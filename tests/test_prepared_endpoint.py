@@ -106,6 +106,32 @@ def test_the_next_container_on_a_network_claims_the_endpoint_prepared_for_it(lab
     assert not os.path.exists(net_hosts.hosts_path(nxt.container_id))
 
 
+def test_a_cell_in_a_running_loop_claims_its_endpoint_without_a_thread(labnet: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook kernel runs cells inside its asyncio loop, where pyroute2 refuses to run its own: the network
+    functions that use it run in a thread of their own there (network/_offloop.py). Claiming an endpoint prepared
+    ahead makes no netlink request, and starts no thread on the cell's path."""
+    import asyncio
+    import threading
+
+    _reserved_on(labnet)
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        started.append(self.name)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    async def cell():  # type: ignore[no-untyped-def]
+        return sh("true", labnet)
+
+    r = asyncio.run(cell())
+    assert (r.exit_code, claimed(r)) == (0, True), (r.stderr, r.timeline)
+    assert not [n for n in started if n.startswith("pycontainer-net-")], started
+
+
 def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet: str) -> None:
     res = _reserved_on(labnet)
     alone = run(ContainerSpec(command=("cat", "/proc/net/dev"), network="none", memory=64 * MiB))

@@ -85,15 +85,22 @@ __all__ = [
 ]
 
 
+# Public functions that never reach pyroute2 (records, hosts files, parsing): called as they are, also from inside
+# a running loop. A thread for each was a tenth of a millisecond or more of every networked cell in a notebook
+# kernel (claim: the endpoint prepared ahead made the container's).
+_NO_NETLINK = frozenset({"claim", "endpoints_of", "get_network", "hosts_path", "inspect_network", "list_networks",
+                         "parse_publish", "publications", "read_hosts"})
+
+
 def _wrap_public_functions() -> None:
-    """Every public function callable from inside a running asyncio loop (see _offloop)."""
+    """Every other public function callable from inside a running asyncio loop (see _offloop)."""
     import inspect
 
     from ._offloop import off_loop
 
     g = globals()
     for name in __all__:
-        if inspect.isfunction(g.get(name)):
+        if inspect.isfunction(g.get(name)) and name not in _NO_NETLINK:
             g[name] = off_loop(g[name])
 
 
