@@ -733,6 +733,17 @@ def _our_host_links() -> Iterator[tuple[str, str]]:
                 yield n, str(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "")
 
 
+def _prefixed_links_possible() -> bool:
+    """Could a link with our prefixes be on the host? Answered from sysfs, without netlink: when it shows none (a
+    notebook that never used a network), pruning at %load_ext needs no netlink request, and the kernel does not load
+    pyroute2 (15 MB of its memory, which every Python cell's fork would copy the page tables of)."""
+    try:
+        names = os.listdir("/sys/class/net")
+    except OSError:
+        return True  # no sysfs here: ask the kernel
+    return any(n.startswith((BRIDGE_PREFIX, VETH_PREFIX)) for n in names)
+
+
 def prune(networks: bool = True) -> list[str]:
     """Remove what owners that are gone left behind: endpoints whose owner process is dead (their veth,
     address and hosts entries), then — with `networks` — networks whose owner is dead and that have no
@@ -759,26 +770,30 @@ def prune(networks: bool = True) -> list[str]:
                     removed.append(f"network {net.name}")
             nets = list_networks()
         known = {n.bridge for n in nets} | {ep.host_veth for n in nets for ep in (*n.endpoints, *n.reserved)}
-        for lname, kind in list(_our_host_links()):
-            if lname not in known and kind in ("bridge", "veth"):
-                links.delete_link(lname)
-                removed.append(f"{kind} {lname}")
-        for lname, kind in orphaned_links():
-            if kind in ("bridge", "veth"):
-                links.delete_link(lname)
-                removed.append(f"{kind} {lname} (its state directory is gone)")
+        if _prefixed_links_possible():  # (else no netlink request, and pyroute2 is not even loaded)
+            for lname, kind in list(_our_host_links()):
+                if lname not in known and kind in ("bridge", "veth"):
+                    links.delete_link(lname)
+                    removed.append(f"{kind} {lname}")
+            for lname, kind in orphaned_links():
+                if kind in ("bridge", "veth"):
+                    links.delete_link(lname)
+                    removed.append(f"{kind} {lname} (its state directory is gone)")
         # Firewall rules are the host's, shared by every state directory: one is an orphan when the bridge
         # it names is gone from the host, not when this directory has no record of its network.
-        with iproute() as ipr:
-            host_links = {str(link.get("ifname")) for link in ipr.get_links()}
         from . import nat as natrules
-        for line in natrules.rules():
+        nat_rules, isolation_rules = natrules.rules(), isolation.rules()
+        host_links: set[str] = set()
+        if nat_rules or isolation_rules:
+            with iproute() as ipr:
+                host_links = {str(link.get("ifname")) for link in ipr.get_links()}
+        for line in nat_rules:
             words = shlex.split(line)
             bridge = words[words.index("-o") + 1] if "-o" in words else None
             if bridge is not None and bridge not in host_links:  # delete it as printed
                 subprocess.run(["iptables", "-w", "-t", "nat", "-D", *words[1:]], capture_output=True)
                 removed.append(f"NAT rule of {line.split(natrules.TAG + ':', 1)[-1].split()[0].strip(chr(34))}")
-        removed += [f"isolation rules of {name}" for name in isolation.prune(host_links)]
+        removed += [f"isolation rules of {name}" for name in isolation.prune(host_links, isolation_rules)]
         cids = {ep.container_id for n in nets for ep in (*n.endpoints, *n.reserved)}
         with contextlib.suppress(FileNotFoundError):
             for f in os.listdir(state.hosts_dir()):
