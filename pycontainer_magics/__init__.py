@@ -35,7 +35,7 @@ def load_ipython_extension(ip: Any) -> None:
     if message:
         print(message)
     try:
-        from .kube.play import prune_records
+        from .kube.records import prune_records
         from .workloads.prune import prune
 
         removed = prune_records() + prune()  # a killed kernel's kube plays: their records and files

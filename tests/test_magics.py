@@ -173,23 +173,26 @@ def test_load_tolerates_prune_errors(ip: InteractiveShell, monkeypatch: pytest.M
 @needs_root
 @pytest.mark.root
 def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path: Any) -> None:
-    """pyroute2 is 8-15 MB of a kernel's memory, which every Python cell's fork copies the page tables of. Loading
-    the extension (its prune of a killed kernel's leftovers) and cells without a network leave it unloaded; the
-    first cell on a network loads it."""
+    """pyroute2 is 8 MB of a kernel's memory, which every Python cell's fork copies the page tables of. Loading
+    the extension (its prune of a killed kernel's leftovers) and cells without a network leave it unloaded, and the
+    kube play machinery (http.client, ssl) and asyncio too; the first cell on a network loads pyroute2."""
     script = (
         "import sys\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "ip = InteractiveShell.instance()\n"
+        "before = set(sys.modules)\n"
         "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
         "ip.run_cell_magic('container', '--quiet', 'pass')\n"
         "ip.run_line_magic('container', '--quiet -- true')\n"
+        "heavy = ('asyncio', 'ssl', 'http.client', 'pycontainer_magics.kube.play')\n"
+        "print(sorted(m for m in heavy if m in sys.modules and m not in before))\n"
         "print('loaded' if any(m.startswith('pyroute2') for m in sys.modules) else 'not loaded')\n"
         "ip.run_line_magic('container', '--quiet --network bridge -- true')\n"
         "print('loaded' if any(m.startswith('pyroute2') for m in sys.modules) else 'not loaded')\n")
     env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["not", "loaded", "loaded"], (out.stdout, out.stderr)
+    assert out.stdout.split() == ["[]", "not", "loaded", "loaded"], (out.stdout, out.stderr)
 
 
 # --- the skin's wiring, against a stand-in runtime ------------------------------------------------

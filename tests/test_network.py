@@ -418,3 +418,30 @@ def test_state_dirs_side_by_side_share_the_isolation_chain_safely(tmp_path):
                                    "PYCONTAINER_RUN_DIR": str(tmp_path / f"r{k}")}) for k in range(4)]
     results = [(p.communicate(timeout=120)[1], p.returncode)[::-1] for p in procs]
     assert all(rc == 0 for rc, _ in results), [err.strip().splitlines()[-1:] for _, err in results]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # (pyroute2's coroutine, refused in the loop on purpose)
+def test_netlink_functions_work_from_inside_a_running_loop_and_import_no_asyncio_outside_one() -> None:
+    """A notebook kernel runs cells inside its asyncio loop, where pyroute2 refuses to run its own: the public
+    functions that use it run in a thread there (network/_offloop.py). Loading the package (as %load_ext's prune
+    does) imports neither asyncio nor pyroute2 (which imports asyncio itself, once a request is made)."""
+    import asyncio
+
+    from pycontainer_magics.network import links
+
+    async def cell() -> tuple[list[str], str]:
+        names = [i.name for i in N.interfaces()]
+        try:
+            links.interfaces()  # (the function unwrapped, as pyroute2 sees a call from the loop's thread)
+            direct = "worked"
+        except RuntimeError as e:
+            direct = str(e)
+        return names, direct
+
+    names, direct = asyncio.run(cell())
+    assert "lo" in names
+    assert "already running" in direct  # (else this test shows nothing)
+    probe = ("import sys\nfrom pycontainer_magics import network as N\nN.list_networks()\n"
+             "print(sorted(m for m in ('asyncio', 'pyroute2') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", (out.stdout, out.stderr)

@@ -16,7 +16,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def main(ns: argparse.Namespace) -> int:
-    from ..kube.play import prune_records
+    from ..kube.records import prune_records
     from ..workloads.prune import prune
 
     try:

@@ -44,6 +44,7 @@ from .configdata import Sources, safe_relpath, write_tree
 from .errors import KubeError, field_path
 from .jobs import JobPlan, JobState
 from .probes import Probe, ProbeState
+from .records import _records_dir, _unrecord, prune_records
 from .services import ServicePlan, ServiceRun
 from .validate import describe, lint, load_documents, pod_spec_path
 
@@ -966,12 +967,6 @@ _plays: dict[str, Play] = {}
 _lock = threading.Lock()
 
 
-def _records_dir() -> str:
-    from .. import paths
-
-    return os.path.join(paths.run_dir(), "kube")
-
-
 def _record(p: Play) -> None:
     from ..linux.files import write_json
     from ..linux.proc import token
@@ -980,11 +975,6 @@ def _record(p: Play) -> None:
     os.makedirs(d, 0o755, exist_ok=True)
     write_json(os.path.join(d, f"{p.name}.json"), {"name": p.name, "owner": os.getpid(), "owner_token": token(),
                                                    "pods": list(p.pods), "network": p.network})
-
-
-def _unrecord(name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(_records_dir(), f"{name}.json"))
 
 
 def get(name: str) -> Play:
@@ -1170,37 +1160,6 @@ def _alive(pid: int) -> bool:
     from ..linux.proc import alive
 
     return alive(pid)
-
-
-def prune_records() -> list[str]:
-    """Records and files of plays whose process is gone (their pods and networks go by their own prunes)."""
-    from ..workloads import pods
-
-    removed = []
-    try:
-        names = [f[:-5] for f in os.listdir(_records_dir()) if f.endswith(".json")]
-    except FileNotFoundError:
-        return []
-    for n in names:
-        try:
-            with open(os.path.join(_records_dir(), f"{n}.json")) as f:
-                tok = json.load(f).get("owner_token")
-        except (OSError, ValueError):
-            tok = None
-        from ..linux.proc import token_alive
-
-        if tok and token_alive(tok):
-            continue
-        _unrecord(n)
-        shutil.rmtree(os.path.join(_records_dir(), n), ignore_errors=True)
-        removed.append(f"kube play {n}")
-    if removed:
-        pods.prune()
-        from .. import network as net
-
-        with contextlib.suppress(Exception):
-            net.prune()
-    return removed
 
 
 __all__ = ["ContainerStatus", "Play", "down", "get", "list_plays", "play", "play_name", "prune_records",

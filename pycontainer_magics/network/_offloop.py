@@ -4,8 +4,8 @@ package therefore run in a short-lived thread of their own when called from insi
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +16,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 def off_loop(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # No asyncio loaded, no loop running: asyncio is not imported for this check (with ssl, 3 MB of a kernel
+        # that has no loop, which every Python cell's fork copies the page tables of).
+        asyncio = sys.modules.get("asyncio")
         try:
+            if asyncio is None:
+                raise RuntimeError
             asyncio.get_running_loop()
         except RuntimeError:
             return fn(*args, **kwargs)  # no loop here: call directly

@@ -9,7 +9,6 @@ import socket
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import links
@@ -75,6 +74,8 @@ def ping(host: str, timeout: float = 1.0) -> bool:
 def _probe_all(targets: list[tuple[str, int]], method: str, timeout: float) -> list[bool]:
     def one(t: tuple[str, int]) -> bool:
         return ping(t[0], timeout) if method == "ping" else tcp_probe(t[0], t[1], timeout)
+
+    from concurrent.futures import ThreadPoolExecutor  # (only here: not in the memory of every kernel)
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as ex:
         return list(ex.map(one, targets))
