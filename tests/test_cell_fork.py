@@ -127,3 +127,42 @@ def test_the_namespace_table_holds_the_kernels_inodes() -> None:
                                                       for k, v in NAMESPACES.items()}
     assert None not in (table["pid"].container_inode, table["pid"].host_inode)
     assert table["pid"].container_inode != table["pid"].host_inode
+
+
+def test_a_fork_of_the_caller_made_before_the_holder_is_let_go_does_not_keep_it() -> None:
+    """After a Python cell the caller lets the holder go from its clean-up thread, and the holder exits on that end of
+    file. A fork of the caller made before (multiprocessing's workers, say) holds a copy of the caller's end of the
+    socket: the holder must go all the same, and the clean-up must not wait for the fork."""
+    import signal
+    import threading
+    import time
+
+    from helpers import wait_for
+
+    from pycontainer_magics.linux.proc import alive
+    from pycontainer_magics.runtime.pool import pool
+
+    spec = build_spec(python_code="pass")
+    assert run_mod.run(spec, python_globals={}).exit_code == 0
+    assert wait_for(lambda: pool.ready_holder() is not None, 30)
+    holder = pool.ready_holder()
+    assert holder is not None
+    stalled = threading.Event()
+    cleanup.defer(lambda: stalled.wait(30))  # the clean-up thread busy: the holder is let go after the fork below
+    try:
+        assert run_mod.run(spec, python_globals={}).exit_code == 0
+        assert pool.ready_holder() is None or pool.ready_holder()[0] != holder[0], "the run did not take the holder"
+        child = os.fork()
+        if child == 0:
+            time.sleep(20)
+            os._exit(0)
+    finally:
+        stalled.set()
+    try:
+        t = time.monotonic()
+        cleanup.settle()
+        assert time.monotonic() - t < 5, "the clean-up waited for the fork"
+        assert wait_for(lambda: not alive(holder[0]), 5), "the holder is still there"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -1,10 +1,7 @@
 """A Python cell's PID 1 (direct mode, see launch.py): a fork of the caller, which it needs for the notebook's memory.
 
 The caller unshares a PID namespace for its children, forks, and sets its children's back (another thread must not
-fork its children into the container's). The new child is put on another CPU than the caller's while it starts:
-the kernel queues a fork on its parent's CPU (measured on the 2-CPU machines here: 30 times of 30), where the child's
-first millisecond (the C library's and Python's after-fork work, mostly copy-on-write faults) would wait for the
-caller to block in its relay loop.
+fork its children into the container's).
 """
 
 from __future__ import annotations
@@ -52,7 +49,6 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
     new_pid = bool(hp.flags_rest & CLONE_NEWPID)
     caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
     own = own_pidns_fd()
-    cpus = os.sched_getaffinity(0)
     try:
         with fork_lock:
             if new_pid:
@@ -72,20 +68,4 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
             os.close(fd)
         if user_fd is not None:
             os.close(user_fd)
-    _start_elsewhere(pid, cpus)
     return pid
-
-
-def _start_elsewhere(pid: int, cpus: set[int]) -> None:
-    """Move the new child to another of our CPUs than this thread's, and give it all of ours back at once: the
-    kernel moves a queued task when its CPU leaves its set, and leaves it where it is when the set grows again. So
-    nothing of the pin stays: the child has not run yet, and its set is the one it was forked with."""
-    if len(cpus) < 2:
-        return
-    here = libc.getcpu()
-    other = min((c for c in cpus if c > here), default=min(c for c in cpus if c != here))
-    try:
-        os.sched_setaffinity(pid, {other})
-        os.sched_setaffinity(pid, cpus)
-    except OSError:
-        pass

@@ -12,6 +12,7 @@ prepared ahead of time (pool.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 from .. import paths
 from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
 from ..linux import idmap, libc, pty, seccomp
-from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, Hierarchy, open_hierarchy
+from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, CgroupStats, Hierarchy, open_hierarchy
 from ..linux.cgroups.devices import DEFAULT_DEVICES
 from ..linux.namespaces import (
     flags_for,
@@ -446,6 +447,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     pod: PodMembership | None = None
     executed = False
     then: list[Callable[[], None]] = []  # what _execute leaves for after the counters are read
+    final_stats: list[CgroupStats] = []  # the counters as _execute read them last
     try:
         # Could this run take over a PID 1 prepared ahead (pool.py, holder.py)? A command, not in a pod: only
         # such a run may get the cgroup one waits in.
@@ -487,12 +489,12 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             L.terminal, L.terminal_size = True, terminal.size
         r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         executed = True
-        _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then)
+        _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
     finally:
         if pod is not None:
             pod.release(r.id)
         if cg is not None:
-            _finish_cgroup(r, cg)
+            _finish_cgroup(r, cg, final_stats[0] if final_stats else None)
         # Also when PID 1 failed its set-up (a mount, the executable...): its endpoint would stay on the network,
         # holding its address and its name for good. After the counters are read: the clean-up thread's netlink
         # work would compete with this thread for the interpreter while it reads them.
@@ -574,13 +576,13 @@ def _unplan_run(spec: ContainerSpec, run_id: str) -> None:
         networking.disconnect(run_id)  # the hosts file written for it
 
 
-def _finish_cgroup(r: ContainerRun, cg: Cgroup) -> None:
-    """Read the final counters now; kill what is left and remove the cgroup in the background (the
-    kernel may still be tearing down PID 1's memory, and the cell need not wait for that)."""
+def _finish_cgroup(r: ContainerRun, cg: Cgroup, st: CgroupStats | None = None) -> None:
+    """Read the final counters now (`st`: read already, for the monitor's last sample); kill what is left and remove
+    the cgroup in the background (the kernel may still be tearing down PID 1's memory, and the cell need not wait
+    for that)."""
     try:
-        st = cg.stats()
-        if r.started_at:  # the monitor's last sample: these counters, now
-            r.samples.append(Sample(time.time() - r.started_at, st.memory_current, st.cpu_usage_ns, st.pids_current))
+        if st is None:
+            st = cg.stats()
         r.peak_memory = st.memory_peak if st.memory_peak is not None else \
             max((s.memory for s in r.samples), default=st.memory_current)
         r.memory_limit = st.memory_limit
@@ -638,9 +640,10 @@ def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
 
 def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_output: OutputFn | None,
              helper: bool, on_start: StartFn | None, stdin_fd: int | None,
-             terminal: Terminal | None, then: list[Callable[[], None]]) -> None:
+             terminal: Terminal | None, then: list[Callable[[], None]],
+             final_stats: list[CgroupStats]) -> None:
     """Run the planned container to its end. `then`: where the preparation of the next run is put, for the caller
-    to start once it has read the cgroup's counters."""
+    to start once it has read the cgroup's counters. `final_stats`: where the final reading of those goes."""
     spec = r.spec
     host_ns = ns_inodes("self")
     t0 = time.monotonic()
@@ -732,19 +735,28 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
     finally:
         held.release()  # (put back in the loop already, unless it failed before)
-        relay.take_console()  # closed if PID 1 never sent one
-        # Each fd closed exactly once: a number closed twice may by then belong to another thread's file.
-        for fd in parent_ends + ([pidfd] if pidfd is not None else []):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        relay.reap(cg)
-        _end_holder(holder, kill=False, reap_later=True, close_later=L.mode == "direct" and relay.final)
+        try:
+            relay.take_console()  # closed if PID 1 never sent one
+            # Each fd closed exactly once: a number closed twice may by then belong to another thread's file.
+            for fd in parent_ends + ([pidfd] if pidfd is not None else []):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            relay.reap(cg)
+        finally:  # (also after a Ctrl-C here: a direct run's holder goes only when let go)
+            _end_holder(holder, kill=False, reap_later=True, close_later=L.mode == "direct" and relay.final)
         r.duration = relay.end - t0 if relay.end else time.monotonic() - t0
         r.timeline.append(("output relayed, processes reaped", time.monotonic() - t0))
-        if monitor is not None:
-            r.samples = monitor.stop(last=False)  # (the last reading is _finish_cgroup's)
+        if monitor is not None and cg is not None:
+            r.samples = monitor.stop(last=False)
+            # The last sample is the final counters' reading (_finish_cgroup takes the rest of it from there).
+            try:
+                st = cg.stats()
+                r.samples.append(Sample(time.monotonic() - t0, st.memory_current, st.cpu_usage_ns, st.pids_current))
+                final_stats.append(st)
+            except OSError:
+                pass
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
     if helper:
         # The next cell of this kind on this network finds its namespaces, root filesystem and cgroup ready (the
@@ -859,6 +871,10 @@ def _end_holder(holder: Holder, kill: bool, reap_later: bool = False, close_late
     a nested run's has gone already, and a task for the clean-up thread would cost more than the close)."""
     if close_later:
         def end() -> None:
+            # Shut down, not only closed: a fork of the caller made meanwhile (multiprocessing's workers, say) holds a
+            # copy of our end, and the holder would wait for that copy's close too.
+            with contextlib.suppress(OSError):
+                holder.sock.shutdown(socket.SHUT_RDWR)
             holder.close()
             if holder.ours:
                 _waitpid(holder.pid)
