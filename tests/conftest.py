@@ -138,6 +138,8 @@ def _sweep_throwaway_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     if os.geteuid() != 0:
         return
     try:
+        import pyroute2  # noqa: F401  # (the network package itself imports without it: it loads it on first use)
+
         from pycontainer_magics.network import links, networks
         from pycontainer_magics.network.netns import iproute
     except ImportError:

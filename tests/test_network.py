@@ -22,6 +22,7 @@ from helpers import other_state_dirs_links
 pytestmark = [pytest.mark.root, pytest.mark.network,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
+pytest.importorskip("pyroute2")  # (the package imports without it, and loads it on first use)
 N = pytest.importorskip("pycontainer_magics.network")
 from pycontainer_magics.network import networks as _networks  # noqa: E402
 from pycontainer_magics.network import state as _state  # noqa: E402
