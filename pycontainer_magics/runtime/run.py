@@ -1201,5 +1201,11 @@ class _Relay:
         if r.exit_code is None and self.killed:
             r.signal = signal.SIGKILL
             r.exit_code = 128 + signal.SIGKILL
+        elif r.exit_code is None and r.error is None:
+            # A command's holder reports its exit status: it went without a word (killed from outside, or with the
+            # helper that made it), and PID 1 with it. Said, not left as a run without an exit code or a reason.
+            r.error = ("the container ended without an exit status: its namespace holder was killed before it "
+                       "could report PID 1's exit")
+            r.error_name = "HolderLost"
         if not self.end:
             self.end = time.monotonic()

@@ -20,6 +20,7 @@ import sys
 import threading
 
 from ..errors import OSFailure
+from ..linux import lifelong
 from ..linux.libc import PR_SET_PDEATHSIG, prctl
 from .channel import recv_ctl, send_ctl
 from .holder import HolderPlan, SetupFailed, premount, prepare_holder, resize_writable_layer
@@ -44,10 +45,11 @@ class Zygote:
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = subprocess.Popen(
+            # (From a thread that lives as long as this process: it dies with the thread that started it.)
+            self._proc = lifelong.call(lambda: subprocess.Popen(
                 [sys.executable, "-m", "pycontainer_magics.runtime.zygote", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+                stderr=subprocess.DEVNULL, cwd="/", start_new_session=True))
         finally:
             theirs.close()
         self._sock = ours

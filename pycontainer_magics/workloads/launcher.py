@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..errors import OSFailure
+from ..linux import lifelong
 from ..runtime.channel import recv_ctl, send_ctl
 
 REFILL_AFTER = 0.1  # s: a container still running by then has started; its spare is made beside it
@@ -56,10 +57,11 @@ class Launcher:
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = subprocess.Popen(
+            # (From a thread that lives as long as this process: it dies with the thread that started it.)
+            self._proc = lifelong.call(lambda: subprocess.Popen(
                 [sys.executable, "-m", "pycontainer_magics.workloads.launcher", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=None, cwd="/", start_new_session=True)
+                stderr=None, cwd="/", start_new_session=True))
         finally:
             theirs.close()
         self._sock = ours

@@ -1,0 +1,55 @@
+"""Helper processes that live as long as this process, whichever of its threads starts them.
+
+A helper sets PR_SET_PDEATHSIG to go with the process that started it, but the kernel sends that signal when the
+*thread* that forked it exits, not the process. A helper started from a thread that ends early (a detached
+container's relay thread, a thread of the caller's own) was killed with that thread, and with it everything it had
+made: the namespace holders of runs still going in other threads, whose containers then ended with no exit code. So
+a helper is started from a thread that lives as long as the process: the main thread when it is the caller (it ends
+only with the process), else this module's own thread, which never ends.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_calls: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event]] = queue.SimpleQueue()
+_thread: threading.Thread | None = None
+_lock = threading.Lock()
+
+
+def call(fn: Callable[[], T]) -> T:
+    """fn() (which starts a helper: a fork, a subprocess), from a thread that lives as long as the process."""
+    if threading.current_thread() is threading.main_thread():
+        return fn()
+    global _thread
+    with _lock:
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_serve, name="pycontainer-helpers", daemon=True)
+            _thread.start()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+    _calls.put((fn, box, done))
+    done.wait()
+    if "error" in box:
+        raise box["error"]
+    result: T = box["result"]
+    return result
+
+
+def _serve() -> None:
+    while True:
+        fn, box, done = _calls.get()
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller
+            box["error"] = e
+        finally:
+            done.set()
+
+
+__all__ = ["call"]
