@@ -50,3 +50,18 @@ def test_a_command_whose_holder_is_killed_ends_with_a_reason() -> None:
     r = run(ContainerSpec(command=("sleep", "30")), on_start=kill_holder)
     assert r.exit_code is None and r.error_name == "HolderLost", (r.exit_code, r.error)
     assert "holder was killed" in (r.error or "")
+
+
+def test_a_python_cell_whose_exit_status_another_reaper_took_says_so_and_blames_no_holder() -> None:
+    """A Python cell's PID 1 is the caller's own child: with SIGCHLD ignored, the kernel reaps it, and its status is
+    lost. The run says so (ExitStatusLost), not that a holder was killed."""
+    from pycontainer_magics.magics.expect import Expectation, Outcome
+
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        r = run(ContainerSpec(python_code="import os; os._exit(3)"), python_globals={})
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+    assert r.exit_code is None and r.error_name == "ExitStatusLost", (r.exit_code, r.error_name, r.error)
+    # Not an exception of the cell's: `--expect error` (any exception) is not met by it.
+    assert Expectation(error="").unmet(Outcome.of(r)) == ["the cell to raise an exception"]

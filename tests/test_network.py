@@ -446,3 +446,51 @@ def test_netlink_functions_work_from_inside_a_running_loop_and_import_no_asyncio
              "print(sorted(m for m in ('asyncio', 'pyroute2') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", (out.stdout, out.stderr)
+
+
+def test_an_echo_server_started_from_inside_a_running_loop_keeps_serving(lab):
+    """From inside a running loop (a notebook cell) the network functions run in another thread; the server
+    serve_echo forks there dies with that thread (PR_SET_PDEATHSIG follows the forking thread) unless that thread
+    lives as long as the process (linux/lifelong.py)."""
+    import asyncio
+
+    ns = _ns(lab, "echo")
+
+    async def cell():  # type: ignore[no-untyped-def]
+        return N.serve_echo(ns, 0)
+
+    srv = asyncio.run(cell())
+    try:
+        time.sleep(0.3)
+        assert N.run_in_netns(ns, N.tcp_probe, "127.0.0.1", srv.port, 5)
+    finally:
+        srv.stop()
+
+
+HALF_IMPORTED_ASYNCIO = """
+import sys, threading
+from pycontainer_magics.network._offloop import off_loop
+call = off_loop(lambda: 1)
+errors = []
+stop = threading.Event()
+def spin():
+    while not stop.is_set():
+        try:
+            call()
+        except Exception as e:
+            errors.append(repr(e))
+            return
+t = threading.Thread(target=spin)
+t.start()
+import asyncio  # (another thread's import: in sys.modules before it has its functions)
+stop.set()
+t.join()
+print(errors[:1])
+"""
+
+
+def test_the_loop_check_survives_asyncio_half_imported_by_another_thread() -> None:
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", HALF_IMPORTED_ASYNCIO], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)

@@ -114,22 +114,25 @@ def test_a_cell_in_a_running_loop_claims_its_endpoint_without_a_thread(labnet: s
     import asyncio
     import threading
 
+    from pycontainer_magics.network import networks
+
     _reserved_on(labnet)
-    started: list[str] = []
-    real_start = threading.Thread.start
+    claimed_in: list[str] = []
+    real_save = networks._save
 
-    def start(self: threading.Thread) -> None:
-        started.append(self.name)
-        real_start(self)
+    def save(net):  # type: ignore[no-untyped-def]
+        if sys._getframe(1).f_code.co_name == "claim":
+            claimed_in.append(threading.current_thread().name)
+        real_save(net)
 
-    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(networks, "_save", save)
 
     async def cell():  # type: ignore[no-untyped-def]
         return sh("true", labnet)
 
     r = asyncio.run(cell())
     assert (r.exit_code, claimed(r)) == (0, True), (r.stderr, r.timeline)
-    assert not [n for n in started if n.startswith("pycontainer-net-")], started
+    assert claimed_in == [threading.current_thread().name], claimed_in
 
 
 def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet: str) -> None:

@@ -22,11 +22,14 @@ _thread: threading.Thread | None = None
 _lock = threading.Lock()
 
 
-def call(fn: Callable[[], T]) -> T:
-    """fn() (which starts a helper: a fork, a subprocess), from a thread that lives as long as the process."""
-    if threading.current_thread() is threading.main_thread():
-        return fn()
+def call(fn: Callable[[], T], *, own_thread: bool = False) -> T:
+    """fn() (which starts a helper: a fork, a subprocess), from a thread that lives as long as the process.
+    own_thread: in this module's thread even when called from the main thread (network/_offloop.py: a thread with
+    no asyncio loop running)."""
     global _thread
+    here = threading.current_thread()
+    if here is _thread or (here is threading.main_thread() and not own_thread):  # (a call from a call: run it)
+        return fn()
     with _lock:
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_serve, name="pycontainer-helpers", daemon=True)

@@ -26,6 +26,7 @@ from .errors import ContainerError, MagicUsageError
 
 EXPECT_FLAGS = ("--expect", "--expect-exit", "--no-raise-error")  # defined in args.OPTIONS, with their help
 EXEC_FAILED = "ExecError"  # the error name of a command that could not be executed (not found: 127)
+LOST = ("HolderLost", "ExitStatusLost")  # a run that ended without an exit status (runtime/run.py): not the cell's
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ class Outcome:
             return f"was killed at its --timeout (exit code {self.exit_code})"
         if self.error_name == EXEC_FAILED:  # a command that never ran: its exit code is the story (127, 126)
             return f"could not be run: {self.error_line or self.error_name} (exit code {self.exit_code})"
+        if self.error_name in LOST:  # the runtime lost the container's end, not an exception of the cell's
+            return self.error_line or "ended without an exit status"
         if self.error_name:
             return f"raised {self.error_line or self.error_name} (exit code {self.exit_code})"
         if self.signal is not None:
@@ -125,7 +128,8 @@ class Expectation:
             missing.append(f"a kill by {_signal_name(self.signal)}")
         if self.timeout and not o.timed_out:
             missing.append("the --timeout to strike")
-        if self.error is not None and (o.error_name is None or (self.error and o.error_name != self.error)):
+        if self.error is not None and (o.error_name is None or o.error_name in LOST
+                                       or (self.error and o.error_name != self.error)):
             missing.append(f"the cell to raise {self.error or 'an exception'}")
         return missing
 
@@ -147,7 +151,8 @@ class Expectation:
             tail = o.stderr_tail(1)
             if tail and not (o.error_line and tail[-1].strip() == o.error_line):
                 message += f"; stderr ends: {_short(tail[-1])}"
-            message += f"; if the cell shows this, say so with {hint} (or --no-raise-error)"
+            message += f"; if the cell shows this, say so with {hint}" + \
+                ("" if hint == "--no-raise-error" else " (or --no-raise-error)")
         raise ContainerError(message, result, exit_code=o.exit_code, signal=o.signal_name, oom_killed=o.oom_killed,
                              stderr_tail=o.stderr_tail())
 
@@ -273,6 +278,8 @@ def _hint(o: Outcome) -> str:
         return "--expect oom"
     if o.timed_out:
         return "--expect timeout"
+    if o.error_name in LOST:
+        return "--no-raise-error"  # (no expectation states that the runtime lost the container's end)
     if o.error_name and o.error_name != EXEC_FAILED:
         return f"--expect error={o.error_name}"
     if o.signal is not None:

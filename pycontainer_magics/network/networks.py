@@ -734,13 +734,14 @@ def _our_host_links() -> Iterator[tuple[str, str]]:
 
 
 def _prefixed_links_possible() -> bool:
-    """Could a link with our prefixes be on the host? Answered from sysfs, without netlink: when it shows none (a
-    notebook that never used a network), pruning at %load_ext needs no netlink request, and the kernel does not load
-    pyroute2 (15 MB of its memory, which every Python cell's fork would copy the page tables of)."""
+    """Is a link with our prefixes in our network namespace? Answered by the C library's if_nameindex (its own netlink
+    request; sysfs would show the namespace it was mounted in, which may not be ours): when there is none (a notebook
+    that never used a network), pruning at %load_ext needs no pyroute2, and the kernel does not load it (8 MB of its
+    memory, which every Python cell's fork would copy the page tables of)."""
     try:
-        names = os.listdir("/sys/class/net")
+        names = [name for _, name in socket.if_nameindex()]
     except OSError:
-        return True  # no sysfs here: ask the kernel
+        return True
     return any(n.startswith((BRIDGE_PREFIX, VETH_PREFIX)) for n in names)
 
 

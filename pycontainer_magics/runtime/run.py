@@ -821,6 +821,10 @@ class _HeldInterrupts:
 ENDPOINT_PREPARED = "network attached (its endpoint was prepared ahead)"  # the timeline's label for a claim
 
 
+# The error names of a run that ended without an exit status (_Relay.loop): the runtime's failures, not the cell's.
+HOLDER_LOST, STATUS_LOST = "HolderLost", "ExitStatusLost"
+
+
 DIFF_READ = "layer diff read by the caller"  # the timeline's label when the caller read it (_read_diff)
 
 
@@ -909,6 +913,7 @@ class _Relay:
         self.holder = holder
         self.pid1 = pid1
         self.pid1_ours = pid1 is not None  # direct mode: we forked it, we reap it
+        self.direct = pid1 is not None
         self.container_ns: dict[str, int | None] = {}
         self.reported_exit = False  # PID 1 (a Python cell) said how it ended before exiting
         self.final = False  # the holder's last report came (the status pipe's end need not be waited for)
@@ -1202,10 +1207,14 @@ class _Relay:
             r.signal = signal.SIGKILL
             r.exit_code = 128 + signal.SIGKILL
         elif r.exit_code is None and r.error is None:
-            # A command's holder reports its exit status: it went without a word (killed from outside, or with the
-            # helper that made it), and PID 1 with it. Said, not left as a run without an exit code or a reason.
-            r.error = ("the container ended without an exit status: its namespace holder was killed before it "
-                       "could report PID 1's exit")
-            r.error_name = "HolderLost"
+            # Said, not left as a run without an exit code or a reason.
+            if self.direct:  # our own child, whose status another part of this process took (SIGCHLD ignored?)
+                r.error = ("the container ended without an exit status: PID 1 was reaped by someone else in this "
+                           "process (is SIGCHLD ignored?)")
+                r.error_name = STATUS_LOST
+            else:  # the holder, which reports a command's exit, went without a word (killed from outside)
+                r.error = ("the container ended without an exit status: its namespace holder was killed before it "
+                           "could report PID 1's exit")
+                r.error_name = HOLDER_LOST
         if not self.end:
             self.end = time.monotonic()

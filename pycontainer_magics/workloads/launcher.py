@@ -281,6 +281,10 @@ def _warm_up() -> None:
             importlib.import_module(f"pycontainer_magics.{name}")
         except ImportError:  # pragma: no cover - an optional part missing: the supervisor imports it itself
             pass
+    try:  # (the network package loads pyroute2 on its first request: here, once, not in every supervisor)
+        importlib.import_module("pyroute2")
+    except ImportError:  # pragma: no cover
+        pass
     from ..runtime.run import hierarchy, seccomp_filter
     from ..runtime.spec import ContainerSpec
 
