@@ -1,5 +1,5 @@
-"""A Python cell's PID 1, forked from the caller (runtime/cell_fork.py, launch.pid1_direct): where it starts, where it
-reports a failure, and what the holder does once the caller has read the layer diff itself."""
+"""A Python cell's PID 1, forked from the caller (runtime/cell_fork.py, launch.pid1_direct): its CPUs, where it reports
+a failure, its namespace table, and what the holder does once the caller has read the layer diff itself."""
 
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def test_a_failure_before_the_pipes_are_in_place_goes_to_the_status_pipe_not_the
 
 @pytest.mark.cgroup2
 def test_a_python_cells_pid1_has_the_callers_cpus() -> None:
-    """PID 1 is started on another CPU than the caller's (cell_fork._start_elsewhere) but keeps no pin: the cell sees
-    every CPU its caller may use."""
+    """The cell sees every CPU its caller may use (a pin of PID 1 to another CPU while it starts, tried and dropped,
+    could outlast its moment: bench/README, the Python cell's fourth round)."""
     ours = os.sched_getaffinity(0)
     for _ in range(3):  # (a first run and pooled ones)
         r = run_mod.run(build_spec(python_code="import os; print(sorted(os.sched_getaffinity(0)))"),
