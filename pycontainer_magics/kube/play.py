@@ -44,7 +44,7 @@ from .configdata import Sources, safe_relpath, write_tree
 from .errors import KubeError, field_path
 from .jobs import JobPlan, JobState
 from .probes import Probe, ProbeState
-from .records import _records_dir, _unrecord, prune_records
+from .records import prune_records, records_dir, unrecord
 from .services import ServicePlan, ServiceRun
 from .validate import describe, lint, load_documents, pod_spec_path
 
@@ -699,7 +699,7 @@ class Play:
                     remove_volume(v)
                     removed.append(f"Volume {v}  Removed")
             self.volumes.clear()
-        _unrecord(self.name)
+        unrecord(self.name)
         with _lock:
             if _plays.get(self.name) is self:
                 del _plays[self.name]
@@ -971,7 +971,7 @@ def _record(p: Play) -> None:
     from ..linux.files import write_json
     from ..linux.proc import token
 
-    d = _records_dir()
+    d = records_dir()
     os.makedirs(d, 0o755, exist_ok=True)
     write_json(os.path.join(d, f"{p.name}.json"), {"name": p.name, "owner": os.getpid(), "owner_token": token(),
                                                    "pods": list(p.pods), "network": p.network})
@@ -1123,7 +1123,7 @@ def down(name: str, volumes: bool = False, timeout: float | None = None) -> list
         p = _plays.get(name)
     if p is not None:
         return p.down(volumes=volumes, timeout=timeout)
-    path = os.path.join(_records_dir(), f"{name}.json")
+    path = os.path.join(records_dir(), f"{name}.json")
     try:
         with open(path) as f:
             rec = json.load(f)
@@ -1149,7 +1149,7 @@ def down(name: str, volumes: bool = False, timeout: float | None = None) -> list
 def requested_timeout(name: str) -> float | None:
     """The -t another process's `kube down` asked for, if any."""
     try:
-        with open(os.path.join(_records_dir(), f"{name}.json")) as f:
+        with open(os.path.join(records_dir(), f"{name}.json")) as f:
             t = json.load(f).get("down_timeout")
     except (OSError, ValueError):
         return None

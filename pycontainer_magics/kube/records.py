@@ -11,15 +11,17 @@ import os
 import shutil
 
 
-def _records_dir() -> str:
+def records_dir() -> str:
+    """Where the plays' records are (the run directory: they do not outlive a reboot)."""
     from .. import paths
 
     return os.path.join(paths.run_dir(), "kube")
 
 
-def _unrecord(name: str) -> None:
+def unrecord(name: str) -> None:
+    """Remove a play's record (gone already is fine)."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(_records_dir(), f"{name}.json"))
+        os.unlink(os.path.join(records_dir(), f"{name}.json"))
 
 
 def prune_records() -> list[str]:
@@ -28,12 +30,12 @@ def prune_records() -> list[str]:
 
     removed = []
     try:
-        names = [f[:-5] for f in os.listdir(_records_dir()) if f.endswith(".json")]
+        names = [f[:-5] for f in os.listdir(records_dir()) if f.endswith(".json")]
     except FileNotFoundError:
         return []
     for n in names:
         try:
-            with open(os.path.join(_records_dir(), f"{n}.json")) as f:
+            with open(os.path.join(records_dir(), f"{n}.json")) as f:
                 tok = json.load(f).get("owner_token")
         except (OSError, ValueError):
             tok = None
@@ -41,8 +43,8 @@ def prune_records() -> list[str]:
 
         if tok and token_alive(tok):
             continue
-        _unrecord(n)
-        shutil.rmtree(os.path.join(_records_dir(), n), ignore_errors=True)
+        unrecord(n)
+        shutil.rmtree(os.path.join(records_dir(), n), ignore_errors=True)
         removed.append(f"kube play {n}")
     if removed:
         pods.prune()

@@ -22,11 +22,12 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import Any
 
+from ..runtime.result import HOLDER_LOST, STATUS_LOST
 from .errors import ContainerError, MagicUsageError
 
 EXPECT_FLAGS = ("--expect", "--expect-exit", "--no-raise-error")  # defined in args.OPTIONS, with their help
 EXEC_FAILED = "ExecError"  # the error name of a command that could not be executed (not found: 127)
-LOST = ("HolderLost", "ExitStatusLost")  # a run that ended without an exit status (runtime/run.py): not the cell's
+LOST = (HOLDER_LOST, STATUS_LOST)  # a run that ended without an exit status: not the cell's
 
 
 @dataclass(frozen=True)

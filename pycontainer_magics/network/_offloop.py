@@ -23,12 +23,13 @@ def off_loop(fn: F) -> F:
         # that has no loop, which every Python cell's fork copies the page tables of).
         # (A module another thread is importing is in sys.modules before it has its functions: no loop yet either.)
         running = getattr(sys.modules.get("asyncio"), "get_running_loop", None)
-        try:
-            if running is None:
-                raise RuntimeError
-            running()
-        except RuntimeError:
-            return fn(*args, **kwargs)  # no loop here: call directly
-        return lifelong.call(lambda: fn(*args, **kwargs), own_thread=True)
+        if running is not None:
+            try:
+                running()
+            except RuntimeError:
+                pass  # no loop in this thread
+            else:
+                return lifelong.call(lambda: fn(*args, **kwargs), own_thread=True)
+        return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -104,14 +104,13 @@ def rules() -> list[str]:
     return [line for line in _iptables(["-S", CHAIN]).stdout.splitlines() if _network_of(line)]
 
 
-def prune(host_links: set[str], listed: list[str] | None = None) -> list[str]:
+def prune(host_links: set[str]) -> list[str]:
     """Delete the rules whose bridge is gone from the host (its network was removed by a process that
     died first); returns their networks. Judged by the bridge, not by network records: the rules are
-    the host's, shared by every state directory, while each directory knows only its own networks.
-    listed: rules() as the caller read it just now (not listed again)."""
+    the host's, shared by every state directory, while each directory knows only its own networks."""
     gone = set()
     with _host_locked():
-        for line in rules() if listed is None else listed:
+        for line in rules():
             words = shlex.split(line)
             bridge = words[words.index("-i") + 1] if "-i" in words else None
             if bridge is not None and bridge not in host_links:

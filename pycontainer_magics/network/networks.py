@@ -733,16 +733,16 @@ def _our_host_links() -> Iterator[tuple[str, str]]:
                 yield n, str(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "")
 
 
-def _prefixed_links_possible() -> bool:
-    """Is a link with our prefixes in our network namespace? Answered by the C library's if_nameindex (its own netlink
-    request; sysfs would show the namespace it was mounted in, which may not be ours): when there is none (a notebook
-    that never used a network), pruning at %load_ext needs no pyroute2, and the kernel does not load it (8 MB of its
-    memory, which every Python cell's fork would copy the page tables of)."""
+def _link_names() -> set[str]:
+    """The names of the links in our network namespace. By the C library's if_nameindex, its own netlink request (sysfs
+    would show the namespace it was mounted in, which may not be ours): a prune at %load_ext that finds none of ours
+    needs no pyroute2, and the kernel does not load it (8 MB of its memory, which every Python cell's fork would copy
+    the page tables of). Over pyroute2 when the C library cannot say."""
     try:
-        names = [name for _, name in socket.if_nameindex()]
+        return {name for _, name in socket.if_nameindex()}
     except OSError:
-        return True
-    return any(n.startswith((BRIDGE_PREFIX, VETH_PREFIX)) for n in names)
+        with iproute() as ipr:
+            return {str(link.get("ifname")) for link in ipr.get_links()}
 
 
 def prune(networks: bool = True) -> list[str]:
@@ -771,7 +771,8 @@ def prune(networks: bool = True) -> list[str]:
                     removed.append(f"network {net.name}")
             nets = list_networks()
         known = {n.bridge for n in nets} | {ep.host_veth for n in nets for ep in (*n.endpoints, *n.reserved)}
-        if _prefixed_links_possible():  # (else no netlink request, and pyroute2 is not even loaded)
+        host_links = _link_names()
+        if any(n.startswith((BRIDGE_PREFIX, VETH_PREFIX)) for n in host_links):  # (else pyroute2 is not even loaded)
             for lname, kind in list(_our_host_links()):
                 if lname not in known and kind in ("bridge", "veth"):
                     links.delete_link(lname)
@@ -782,19 +783,15 @@ def prune(networks: bool = True) -> list[str]:
                     removed.append(f"{kind} {lname} (its state directory is gone)")
         # Firewall rules are the host's, shared by every state directory: one is an orphan when the bridge
         # it names is gone from the host, not when this directory has no record of its network.
+        host_links = _link_names()  # (again: after the deletions above)
         from . import nat as natrules
-        nat_rules, isolation_rules = natrules.rules(), isolation.rules()
-        host_links: set[str] = set()
-        if nat_rules or isolation_rules:
-            with iproute() as ipr:
-                host_links = {str(link.get("ifname")) for link in ipr.get_links()}
-        for line in nat_rules:
+        for line in natrules.rules():
             words = shlex.split(line)
             bridge = words[words.index("-o") + 1] if "-o" in words else None
             if bridge is not None and bridge not in host_links:  # delete it as printed
                 subprocess.run(["iptables", "-w", "-t", "nat", "-D", *words[1:]], capture_output=True)
                 removed.append(f"NAT rule of {line.split(natrules.TAG + ':', 1)[-1].split()[0].strip(chr(34))}")
-        removed += [f"isolation rules of {name}" for name in isolation.prune(host_links, isolation_rules)]
+        removed += [f"isolation rules of {name}" for name in isolation.prune(host_links)]
         cids = {ep.container_id for n in nets for ep in (*n.endpoints, *n.reserved)}
         with contextlib.suppress(FileNotFoundError):
             for f in os.listdir(state.hosts_dir()):

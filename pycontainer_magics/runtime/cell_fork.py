@@ -31,12 +31,9 @@ def own_pidns_fd() -> int:
     return _own_pidns
 
 
-def new_in_holder(hp: HolderPlan, kind: str) -> bool:
-    """Is the holder's namespace of this kind a new one (PID 1 enters those)?"""
-    if kind == "mount":
-        return hp.new_mount
-    flags = {"time": CLONE_NEWTIME, "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
-    return bool(hp.flags_rest & flags[kind])
+def _new_in_holder(hp: HolderPlan, kind: str, flag: int) -> bool:
+    """Is the holder's namespace of this kind (flag: its clone flag) a new one (PID 1 enters those)?"""
+    return hp.new_mount if kind == "mount" else bool(hp.flags_rest & flag)
 
 
 def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, int, int],
@@ -44,7 +41,7 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
     """Fork PID 1 of a Python cell, straight into a new PID namespace when the plan has one. fds: stdin, stdout,
     stderr, status."""
     ns_fds = [(os.open(f"/proc/{holder_pid}/ns/{path}", os.O_RDONLY | os.O_CLOEXEC), flag)
-              for kind, path, flag in _ENTERED if new_in_holder(hp, kind)]
+              for kind, path, flag in _ENTERED if _new_in_holder(hp, kind, flag)]
     user_fd = os.open(f"/proc/{holder_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC) if hp.new_user else None
     new_pid = bool(hp.flags_rest & CLONE_NEWPID)
     caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys

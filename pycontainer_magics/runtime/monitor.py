@@ -39,12 +39,10 @@ class Monitor:
         if self.on_sample is not None:
             self.on_sample(s)
 
-    def stop(self, last: bool = True) -> list[Sample]:
-        """Stop, take one last reading (unless the caller takes it: run._finish_cgroup reads the same counters
-        anyway), and return the samples."""
+    def stop(self) -> list[Sample]:
+        """Stop and return the samples. The last reading is the caller's: run._execute takes it from the final
+        counters it reads anyway."""
         _sampler.remove(self)
-        if last:
-            self.sample()
         return self.samples
 
 

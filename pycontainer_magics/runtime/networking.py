@@ -73,15 +73,16 @@ def connect(spec: ContainerSpec, container_id: str, netns_pid: int, endpoint: En
     register_exit_cleanup()
 
     def attach(network: str) -> Endpoint:
-        try:
+        def once() -> Endpoint:
             return net.attach(network, netns_pid, container_id, name=spec.name or container_id[:12],
                               aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+        try:
+            return once()
         except net.AddressExhausted:
             # Addresses reserved there ahead for other runs are given back now rather than starve this run.
             if give_back is None or not give_back(network):
                 raise
-            return net.attach(network, netns_pid, container_id, name=spec.name or container_id[:12],
-                              aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
+            return once()
 
     ep = endpoint if endpoint is not None else attach(spec.network)
     pubs: list[Publication] = []

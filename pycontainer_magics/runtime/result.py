@@ -8,6 +8,10 @@ from typing import Any
 
 from .spec import ContainerSpec
 
+# The error names of a run that ended without an exit status (run._Relay.loop): the runtime's failures, not an
+# exception of the cell's (magics/expect.py).
+HOLDER_LOST, STATUS_LOST = "HolderLost", "ExitStatusLost"
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -45,7 +45,7 @@ from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
 from .pool import Holder, kind_of, pool
 from .relay import QUIET, OutputFn, OutputRelay
-from .result import ContainerRun, DiffEntry, NamespaceRow, Sample
+from .result import HOLDER_LOST, STATUS_LOST, ContainerRun, DiffEntry, NamespaceRow, Sample
 from .seccomp_profile import profile_for
 from .spec import POD_SHARED, ContainerSpec, IdMap, Mount, SpecError
 
@@ -749,7 +749,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         r.duration = relay.end - t0 if relay.end else time.monotonic() - t0
         r.timeline.append(("output relayed, processes reaped", time.monotonic() - t0))
         if monitor is not None and cg is not None:
-            r.samples = monitor.stop(last=False)
+            r.samples = monitor.stop()
             # The last sample is the final counters' reading (_finish_cgroup takes the rest of it from there).
             try:
                 st = cg.stats()
@@ -819,10 +819,6 @@ class _HeldInterrupts:
 
 
 ENDPOINT_PREPARED = "network attached (its endpoint was prepared ahead)"  # the timeline's label for a claim
-
-
-# The error names of a run that ended without an exit status (_Relay.loop): the runtime's failures, not the cell's.
-HOLDER_LOST, STATUS_LOST = "HolderLost", "ExitStatusLost"
 
 
 DIFF_READ = "layer diff read by the caller"  # the timeline's label when the caller read it (_read_diff)
