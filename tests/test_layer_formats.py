@@ -354,3 +354,169 @@ def test_owners_are_right_with_and_without_the_chown_a_new_file_does_not_need(tm
     (lower / "d").chmod(0o2775)
     unpack_layer(io.BytesIO(layer), str(lower), mode="apply")
     assert owners(lower) == want
+
+
+# -- the fast lane (TarReader.files + _Extractor.files) ----------------------------------------------------------
+
+
+def _no_lane(monkeypatch) -> None:
+    from pycontainer_magics.images.tarstream import TarReader
+
+    monkeypatch.setattr(TarReader, "files", lambda self: [])
+
+
+def _lane_counter(monkeypatch) -> list[int]:
+    """Counts the plain files the fast lane handed over (with what `member` then took back)."""
+    seen: list[int] = []
+    real = unpack_mod._Extractor.files
+
+    def files(self, batch):
+        seen.append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(unpack_mod._Extractor, "files", files)
+    return seen
+
+
+def _lane_layer() -> bytes:
+    """Plain files the lane takes (pax mtime alone, ustar alone, set-uid, someone else's, at the root, in a
+    directory not yet made) mixed with everything it must hand back to `member` at the very point it meets it:
+    a name seen before, whiteouts, `.`/empty/absolute components, pax records beside the mtime, a file larger
+    than the chunk, links."""
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        def add(name, data=b"", mode=0o644, mtime=1_600_000_000.25, uid=0, gid=0, type_=tarfile.REGTYPE,
+                link="", pax=None):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime, ti.uid, ti.gid, ti.type, ti.linkname = (len(data), mode, mtime, uid, gid,
+                                                                                 type_, link)
+            ti.pax_headers = pax or {}
+            tf.addfile(ti, io.BytesIO(data) if data else None)
+
+        add("d", type_=tarfile.DIRTYPE, mode=0o755)
+        for i in range(40):
+            add(f"d/f{i}", b"x" * i, mtime=1_600_000_000 + i / 8)
+        add("d/int-mtime", b"no pax header", mtime=1_600_000_123)
+        add("d/setuid", b"#!", mode=0o4755)
+        add("d/writable-by-all", b"w", mode=0o666)  # the umask would take bits: chmod after
+        add("d/theirs", b"t", uid=1234, gid=5678)
+        add("d/f3", b"replaced")  # a name the lane made a moment ago
+        add("d/.wh.f4")  # a whiteout of one
+        add("./d/dot", b"dot")
+        add("d//double", b"double")
+        add("/abs", b"absolute")
+        add("top", b"at the root")
+        add("e/f/g", b"deep, directories made on the way")
+        add("d/xattr", b"x", pax={"SCHILY.xattr.user.k": "v"})
+        add("d/big", os.urandom((1 << 20) + 5))
+        add("d/after-big", b"after")
+        add("d/sym", type_=tarfile.SYMTYPE, link="f1")
+        add("d/hard", type_=tarfile.LNKTYPE, link="d/f2")
+        add("d/last", b"last")
+    return b.getvalue()
+
+
+def _snapshot(path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            data = open(full, "rb").read() if stat.S_ISREG(st.st_mode) else None
+            out[os.path.relpath(full, path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_rdev, data,
+                                                st.st_nlink if stat.S_ISREG(st.st_mode) else 0)
+    return out
+
+
+@root
+@pytest.mark.parametrize("mode", ["overlay", "apply"])
+@pytest.mark.parametrize("source", ["file", "stream"])
+def test_the_fast_lane_unpacks_what_member_would(tmp_path, monkeypatch, mode, source):
+    """The same layer with the fast lane and without it: the same tree to the nanosecond (modes, owners, data,
+    whiteouts, links), from a file and from a stream; and the lane did take most files."""
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(_lane_layer())
+    umask = os.umask(0o022)
+    try:
+        def unpack(dest):
+            if mode == "apply":  # onto a lower layer: a file of it is replaced, a whiteout removes one
+                (dest / "d").mkdir(parents=True)
+                (dest / "d" / "f10").write_bytes(b"lower")
+                (dest / "d" / "lower-only").write_bytes(b"kept")
+                os.utime(dest / "d" / "lower-only", (1, 1))
+            blob = str(layer) if source == "file" else io.BytesIO(layer.read_bytes())
+            return unpack_layer(blob, str(dest), mode=mode)
+
+        seen = _lane_counter(monkeypatch)
+        lane = unpack(tmp_path / "lane")
+        assert sum(seen) >= 40, seen
+        monkeypatch.undo()
+        _no_lane(monkeypatch)
+        plain = unpack(tmp_path / "plain")
+    finally:
+        os.umask(umask)
+    got, want = _snapshot(tmp_path / "lane"), _snapshot(tmp_path / "plain")
+    for made in ("e", "e/f", "d/f4"):  # no entry of their own (made on the way, a whiteout): made "now"
+        for tree in (got, want):
+            if made in tree:
+                tree[made] = tree[made][:3] + tree[made][4:]
+    assert got == want
+    assert (lane.entries, lane.skipped) == (plain.entries, plain.skipped)
+    assert got["d/f3"][5] == b"replaced" and got["d/f7"][3] == 1_600_000_000_875_000_000
+    assert stat.S_IMODE(got["d/setuid"][0]) == 0o4755 and stat.S_IMODE(got["d/writable-by-all"][0]) == 0o666
+    assert got["d/theirs"][1:3] == (1234, 5678) and got["e/f/g"][5].startswith(b"deep")
+    assert got["abs"][5] == b"absolute" and got["d/double"][5] == b"double" and got["d/dot"][5] == b"dot"
+    if mode == "overlay":
+        assert stat.S_ISCHR(got["d/f4"][0]) and got["d/f4"][3] == 0
+    else:
+        assert "d/f4" not in got and got["d/f10"][5] == b"x" * 10 and got["d/lower-only"][5] == b"kept"
+
+
+def _record(text: bytes) -> bytes:
+    n = len(text) + 3
+    n += len(str(n + 1)) - 1
+    return b"%d %s\n" % (n, text)
+
+
+def _raw_file(name: bytes, data: bytes, pax: bytes | None = None) -> bytes:
+    out = b""
+    if pax is not None:
+        out += _header(b"pax", b"x", len(pax)) + _pad(pax)
+    return out + _header(name, b"0", len(data)) + _pad(data)
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+def test_the_fast_lane_refuses_and_fails_as_member_does(tmp_path, monkeypatch, lane):
+    """What the lane meets that it must not write: `..`, a directory that is a symlink, a bad checksum, a bad
+    pax mtime, a size over the limit — the same errors with and without it, nothing written outside."""
+    if not lane:
+        _no_lane(monkeypatch)
+    ok = b"".join(_raw_file(b"d/f%d" % i, b"data", _record(b"mtime=1600000000.25")) for i in range(5))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def unpack(raw: bytes, **kw):
+        dest = tmp_path / f"dest{len(list(tmp_path.iterdir()))}"
+        return unpack_layer(io.BytesIO(raw + bytes(1024)), str(dest), mode="apply", **kw), dest
+
+    result, dest = unpack(ok)
+    assert result.entries == 5 and (dest / "d" / "f4").read_bytes() == b"data"
+    assert os.stat(dest / "d" / "f4").st_mtime_ns == 1_600_000_000_250_000_000
+    with pytest.raises(unpack_mod.UnsafeLayer, match=r"\.\."):
+        unpack(ok + _raw_file(b"d/../../escape", b"x"))
+    link = _header(b"d/s", b"2", 0)
+    link = bytearray(link)
+    link[157:157 + len(str(outside))] = str(outside).encode()
+    link[148:156] = b" " * 8
+    link[148:156] = b"%06o\0 " % sum(link)
+    with pytest.raises(unpack_mod.UnsafeLayer, match="symlink"):
+        unpack(ok + bytes(link) + _raw_file(b"d/s/f", b"x", _record(b"mtime=1600000000.25")))
+    assert list(outside.iterdir()) == []
+    broken = bytearray(_raw_file(b"d/g", b"x"))
+    broken[10] ^= 1
+    with pytest.raises(LayoutError, match="checksum"):
+        unpack(ok + bytes(broken))
+    with pytest.raises(LayoutError, match="mtime"):
+        unpack(ok + _raw_file(b"d/g", b"x", _record(b"mtime=abcd")))
+    with pytest.raises(unpack_mod.LayerTooLarge, match="more than 14 bytes"):
+        unpack(ok, max_size=14)

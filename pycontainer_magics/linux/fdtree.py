@@ -57,9 +57,13 @@ class DirTree:
         self.fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._chain: list[tuple[str, int]] = []  # (component, fd) for a prefix of the last path walked
         self._deep: list[int] = []  # fds opened beyond the cached depth for the last call, closed on the next
-        self._last: list[str] | None = None  # the parts of the last call, while its fd is the chain's last
+        # The parts of the last `dir` call and its fd, while that fd is open (None otherwise): a caller may use
+        # `last_fd` without a call when it wants `last` again (a tar stream's usual next entry).
+        self.last: list[str] | None = None
+        self.last_fd = -1
 
     def close(self) -> None:
+        self.last = None
         self._drop(0)
         self._close_deep()
         if self.fd >= 0:
@@ -75,7 +79,7 @@ class DirTree:
     def _drop(self, keep: int) -> None:
         while len(self._chain) > keep:
             os.close(self._chain.pop()[1])
-            self._last = None
+            self.last = None
 
     def _close_deep(self) -> None:
         while self._deep:
@@ -108,8 +112,8 @@ class DirTree:
         """A descriptor (O_PATH, owned by the tree: valid until the next call) of the directory `parts` below
         the root; `make` creates missing directories (and replaces non-directories) on the way. Raises
         SymlinkOnPath for a symlink anywhere on the way, FileNotFoundError/NotADirectoryError without `make`."""
-        if parts == self._last:  # the same directory as the last call (a tar stream's usual next entry)
-            return self._chain[-1][1] if self._chain else self.fd
+        if parts == self.last:  # the same directory as the last call (a tar stream's usual next entry)
+            return self.last_fd
         for p in parts:
             check_name(p)
         self._close_deep()
@@ -125,7 +129,8 @@ class DirTree:
             else:  # past the cached depth only the newest fd is kept (a hostile path may be 2000 deep)
                 self._close_deep()
                 self._deep.append(fd)
-        self._last = list(parts) if not self._deep else None
+        self.last = list(parts) if not self._deep else None
+        self.last_fd = fd
         return fd
 
     def open_dir(self, parts: Sequence[str], **kw: bool | int) -> int:
