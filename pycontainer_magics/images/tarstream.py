@@ -96,6 +96,9 @@ def _num(field: bytes) -> int:
 # (POSIX; GNU keeps times there)
 _HEADER = struct.Struct("100s24s12s12s8sB100s8s64x8s8s155s")
 _IDS_KEPT = 256  # distinct mode/uid/gid fields remembered
+# A pax header's size and checksum fields and the start of its body (the next block): the fast lane's view of one
+_PAX_HEAD_BODY = 64
+_PAX_HEAD = struct.Struct(f"124x12s12x8s{BLOCK - 156}x{_PAX_HEAD_BODY}s")
 _SPACES = b" " * 8
 
 
@@ -252,42 +255,42 @@ class TarReader:
         self._left = self._pad = 0
         seen = self._seen_ids
         while end - pos >= BLOCK:
-            h = _HEADER.unpack_from(buf, pos)
-            type_ = h[5]
-            block = buf[pos:pos + BLOCK]
-            try:
-                stored = int(h[4].rstrip(b"\0 ") or b"0", 8)
-                size = int(h[2].rstrip(b"\0 ") or b"0", 8)
-            except ValueError:
-                return out
-            if (stored - (zlib.adler32(block) & 0xFFFF) + 1 + sum(h[4]) - 256) % 65521:
-                return out
-            at = pos + BLOCK
             mtime: int | float | None = None
-            if type_ == _PAX:  # its one record must be the mtime: "NN mtime=VALUE\n" filling the body
-                if size > BLOCK or end - at < 2 * BLOCK:
+            if buf[pos + 156] == _PAX:  # its one record must be the mtime: "NN mtime=VALUE\n" filling the body
+                if end - pos < 3 * BLOCK:
                     return out
-                body = bytes(buf[at:at + size])
+                field, chk, body = _PAX_HEAD.unpack_from(buf, pos)
+                try:
+                    stored = int(chk.rstrip(b"\0 ") or b"0", 8)
+                    size = int(field.rstrip(b"\0 ") or b"0", 8)
+                except ValueError:
+                    return out
+                if (stored - (zlib.adler32(buf[pos:pos + BLOCK]) & 0xFFFF) + 1 + sum(chk) - 256) % 65521 or \
+                        size > _PAX_HEAD_BODY:
+                    return out
+                body = body[:size]
                 sp = body.find(b" ")
-                if body[sp + 1:sp + 7] != b"mtime=" or not body[:sp].isdigit() or int(body[:sp]) != size or \
-                        body[-1:] != b"\n":
+                length = body[:sp]
+                if not body.startswith(b"mtime=", sp + 1) or not length.isdigit() or int(length) != size or \
+                        body[-1] != 10:
                     return out
                 try:
                     mtime = float(body[sp + 7:-1])
                 except ValueError:
                     return out
-                at += BLOCK
-                h = _HEADER.unpack_from(buf, at)
-                type_ = h[5]
-                block = buf[at:at + BLOCK]
-                try:
-                    stored = int(h[4].rstrip(b"\0 ") or b"0", 8)
-                    size = int(h[2].rstrip(b"\0 ") or b"0", 8)
-                except ValueError:
-                    return out
-                if (stored - (zlib.adler32(block) & 0xFFFF) + 1 + sum(h[4]) - 256) % 65521:
-                    return out
-                at += BLOCK
+                at = pos + 2 * BLOCK
+            else:
+                at = pos
+            h = _HEADER.unpack_from(buf, at)
+            type_ = h[5]
+            try:
+                stored = int(h[4].rstrip(b"\0 ") or b"0", 8)
+                size = int(h[2].rstrip(b"\0 ") or b"0", 8)
+            except ValueError:
+                return out
+            if (stored - (zlib.adler32(buf[at:at + BLOCK]) & 0xFFFF) + 1 + sum(h[4]) - 256) % 65521:
+                return out
+            at += BLOCK
             if type_ != _REGULAR or size < 0:
                 return out
             after = at + size + (-size % BLOCK)

@@ -527,6 +527,7 @@ class _Extractor:
         folder: bytes | None = None  # the directory `parent` holds (its path, as bytes), None: look it up
         parent = -1
         count = 0
+        open_, write, utime, close = os.open, os.write, os.utime, os.close  # four calls a file: looked up once
         for name, mode, uid, gid, mtime, data in batch:
             try:
                 slash = name.rfind(b"/") + 1
@@ -544,7 +545,7 @@ class _Extractor:
                     fd = -1
                 else:
                     try:
-                        fd = os.open(base, _NEW_FILE, first, dir_fd=parent)
+                        fd = open_(base, _NEW_FILE, first, dir_fd=parent)
                     except FileExistsError:  # replaced by `member`
                         fd = -1
                 if fd < 0:
@@ -557,16 +558,16 @@ class _Extractor:
                         self.written_bytes += n
                         if max_size is not None and self.written_bytes > max_size:
                             self.count(0, _text(name))
-                        w = os.write(fd, data) if n <= _WRITE else 0
+                        w = write(fd, data) if n <= _WRITE else 0
                         while w < n:
-                            w += os.write(fd, data[w:w + _WRITE])
+                            w += write(fd, data[w:w + _WRITE])
                     if root and (uid, gid) != owner:
                         os.chown(fd, uid, gid)
                     if first != perm:
                         os.chmod(fd, perm)
-                    os.utime(fd, (mtime, mtime))
+                    utime(fd, (mtime, mtime))
                 finally:
-                    os.close(fd)
+                    close(fd)
                 if written is not None:
                     written.add(_text(name))
                 count += 1
