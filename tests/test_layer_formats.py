@@ -334,12 +334,19 @@ def test_owners_are_right_with_and_without_the_chown_a_new_file_does_not_need(tm
             ti = tarfile.TarInfo(name)
             ti.size, ti.uid, ti.gid = 1, uid, gid
             tf.addfile(ti, io.BytesIO(b"x"))
+        for name, uid, gid in (("d/root-dir", 0, 0), ("d/other-dir", 1000, 1001)):  # chowned unless theirs already
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode, ti.uid, ti.gid = tarfile.DIRTYPE, 0o2750, uid, gid
+            tf.addfile(ti)
     layer = b.getvalue()
 
     def owners(dest) -> dict[str, tuple[int, int]]:
-        return {n: (os.lstat(dest / "d" / n).st_uid, os.lstat(dest / "d" / n).st_gid) for n in ("root", "other")}
+        got = {n: (os.lstat(dest / "d" / n).st_uid, os.lstat(dest / "d" / n).st_gid)
+               for n in ("root", "other", "root-dir", "other-dir")}
+        assert stat.S_IMODE(os.lstat(dest / "d" / "other-dir").st_mode) == 0o2750
+        return got
 
-    want = {"root": (0, 0), "other": (1000, 1001)}
+    want = {"root": (0, 0), "other": (1000, 1001), "root-dir": (0, 0), "other-dir": (1000, 1001)}
     unpack_layer(io.BytesIO(layer), str(tmp_path / "fresh"))
     assert owners(tmp_path / "fresh") == want
     sgid = tmp_path / "sgid"

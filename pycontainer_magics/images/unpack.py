@@ -771,7 +771,8 @@ class _Extractor:
                 if (st.st_dev, st.st_ino) != ident:
                     continue
                 if self.root:
-                    os.chown(fd, e.uid, e.gid)
+                    if (st.st_uid, st.st_gid) != (e.uid, e.gid):  # the chmod below sets the mode either way
+                        os.chown(fd, e.uid, e.gid)
                     if e.xattrs:
                         self.xattrs(e, fd, follow=True)
                 if target is None:
