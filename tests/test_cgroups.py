@@ -666,21 +666,54 @@ def _no_dangling_dirs() -> Iterator[None]:
 def test_a_hot_file_read_after_close_keeps_no_fd(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A counter file's kept fd is closed with its cgroup; a sample taken after that (the sampler's last one,
     racing the clean-up) must not reopen and keep it: nothing would close it again (an fd leaked per run)."""
-    from pycontainer_magics.linux.cgroups._io import HotFile
+    from pycontainer_magics.linux.cgroups._io import Counters
 
     f = tmp_path / "memory.current"
     f.write_text("4096\n")
-    def open_on_it() -> list[str]:  # (not a count of all fds: another thread of this process may open one meanwhile)
-        found = []
-        for fd in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/self/fd/{fd}") == str(f):
-                    found.append(fd)
-        return found
 
-    hot = HotFile(str(f))
-    assert hot.read() == b"4096\n" and len(open_on_it()) == 1
+    hot = Counters({"memory.current": str(f)}, hot=("memory.current",))
+    assert hot.read("memory.current") == b"4096\n" and len(_open_on(f)) == 1
     hot.close()
     f.write_text("8192\n")
-    assert hot.read() == b"8192\n"  # still readable
-    assert open_on_it() == [] and hot.fd is None
+    assert hot.read("memory.current") == b"8192\n"  # still readable
+    assert _open_on(f) == [] and hot.kept() == 0
+    hot.keep_open()  # (after close: nothing kept either)
+    assert _open_on(f) == [] and hot.kept() == 0
+
+
+def _open_on(f) -> list[str]:  # type: ignore[no-untyped-def]
+    """Our fds open on `f` (not a count of all fds: another thread of this process may open one meanwhile)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(f):
+                found.append(fd)
+    return found
+
+
+def test_counters_kept_open_ahead_are_read_with_no_open(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """keep_open() (the pool, for a cgroup made ahead) opens every counter file once; stats() then reads each with
+    one pread — the files' current content, not what they held at the open — and opens nothing on the run's path. A
+    file the kernel lacks is remembered as missing; one not kept is opened and closed at each read."""
+    from pycontainer_magics.linux.cgroups._io import Counters
+
+    a, b, gone = tmp_path / "memory.peak", tmp_path / "cpu.stat", tmp_path / "pids.peak"
+    a.write_text("1\n")
+    b.write_text("usage_usec 5\n")
+    c = Counters({"memory.peak": str(a), "cpu.stat": str(b), "pids.peak": str(gone)})
+    assert c.read("memory.peak") == b"1\n" and _open_on(a) == []  # not hot, not kept: open, read, close
+    c.keep_open()
+    assert c.kept() == 2 and len(_open_on(a)) == 1 and len(_open_on(b)) == 1
+    a.write_text("2\n")
+    gone.write_text("7\n")  # appeared after keep_open looked: still missing for this cgroup
+    opened = []
+    real_open = os.open
+    try:
+        os.open = lambda *args, **kw: opened.append(args[0]) or real_open(*args, **kw)  # type: ignore[assignment]
+        assert c.read("memory.peak") == b"2\n" and c.text("cpu.stat") == "usage_usec 5\n"
+        assert c.optional("pids.peak") is None and c.read("no.such.file") is None
+    finally:
+        os.open = real_open  # type: ignore[assignment]
+    assert opened == []
+    c.close()
+    assert _open_on(a) == [] and _open_on(b) == [] and c.kept() == 0

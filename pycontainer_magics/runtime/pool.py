@@ -437,6 +437,7 @@ class Pool:
             if want_cg is not None and not keep_cg:
                 try:
                     cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
+                    cg[1].keep_open()  # (the run's final counters: a pread each, not an open on its path)
                 except OSError:
                     pass
             # Not under a small memory limit: the waiting interpreter's pages count against it.

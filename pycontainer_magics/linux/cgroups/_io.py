@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -102,44 +103,103 @@ def kv_value(text: str, key: bytes | str) -> int:
     raise KeyError(k)
 
 
-class HotFile:
-    """A control file kept open and re-read with one pread(2): the sampler's cheapest reading.
+class Counters:
+    """A cgroup's counter files, each read with one pread(2) on a kept fd once it is open.
 
-    Measured on the 2-core dev VM (kernel 6.18, v1 memory.usage_in_bytes, from Python): open + read +
-    close 12.4 us, pread on a kept fd 3.4 us (memory.oom_control parsed: 3.1 us).
+    The sampler's files (`hot`) are kept open from their first reading. The others — what stats() reads, a dozen
+    files in v1 — are kept open only after keep_open(), which the pool calls where it makes a cgroup ahead of its
+    run: their open + read + close was 0.3-0.6 ms of a Python cell's path after PID 1's exit, and a process with
+    many long-lived cgroups (the engine daemon) does not hold a dozen fds for each. A file the kernel does not
+    have (pids.peak before 6.x, say) is remembered as missing once keep_open() has looked.
+
+    Measured on the 2-core dev VM (kernel 6.18, v1 memory.usage_in_bytes, from Python): open + read + close
+    12.4 us, pread on a kept fd 3.4 us.
     """
 
-    __slots__ = ("path", "fd", "closed")
+    __slots__ = ("_paths", "_hot", "_fds", "_closed", "_lock")
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd: int | None = None
-        self.closed = False
+    def __init__(self, paths: dict[str, str], hot: tuple[str, ...] = ()) -> None:
+        self._paths = paths
+        self._hot = frozenset(hot)
+        self._fds: dict[str, int | None] = {}  # name -> kept fd, or None: the kernel has no such file
+        self._closed = False
+        self._lock = threading.Lock()  # the sampler's thread and the caller's may open the same file at once
 
-    def read(self) -> bytes:
+    def read(self, name: str) -> bytes | None:
+        """The file's content; None when it does not exist."""
+        fd = self._fds.get(name, -1)
+        path = self._paths.get(name)
+        if fd is None or path is None:  # (no such file, or no such controller here)
+            return None
         try:
-            if self.closed:  # a read after close() (another thread's last sample): nothing kept open
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    return os.pread(fd, 4096, 0)
-                finally:
-                    os.close(fd)
-            if self.fd is None:
-                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            return os.pread(self.fd, 4096, 0)
+            if fd < 0 and name in self._hot and not self._closed:
+                fd = self._keep(name)
+                if fd is None:
+                    return None
+            if fd >= 0:
+                return os.pread(fd, 4096, 0)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            try:
+                return os.pread(fd, 4096, 0)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise error(exc, "cannot read cgroup file", self.path) from None
+            raise error(exc, "cannot read cgroup file", path) from None
+
+    def text(self, name: str) -> str:
+        """The content of a file the controller always has (a missing one is an error naming it)."""
+        b = self.read(name)
+        if b is None:
+            raise error(FileNotFoundError(_errno.ENOENT, "missing"), "cannot open cgroup file", self._paths[name])
+        return b.decode()
+
+    def optional(self, name: str) -> str | None:
+        b = self.read(name)
+        return None if b is None else b.decode()
+
+    def _keep(self, name: str) -> int | None:
+        """The kept fd of `name`, opened now if need be; None: no such file; -1: closed meanwhile (not kept)."""
+        with self._lock:
+            fd = self._fds.get(name, -1)
+            if self._closed:
+                return -1
+            if fd is None or fd >= 0:
+                return fd
+            try:
+                fd = os.open(self._paths[name], os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = None
+            self._fds[name] = fd
+            return fd
+
+    def keep_open(self) -> None:
+        """Open every counter file now (off the path of the run that will read them)."""
+        for name in self._paths:
+            if name not in self._fds:
+                try:
+                    self._keep(name)
+                except OSError:
+                    pass  # (read later the usual way, which reports it)
 
     def close(self) -> None:
-        """Close the kept fd for good: a later read opens and closes the file each time (reopening and keeping
-        it would leak an fd that nothing closes any more)."""
-        self.closed = True
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+        """Close the kept fds for good: a later read opens and closes the file each time (reopening and keeping it
+        would leak an fd that nothing closes any more)."""
+        with self._lock:
+            self._closed = True
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def kept(self) -> int:
+        """How many fds are kept open (tests)."""
+        return sum(1 for fd in self._fds.values() if fd is not None)
 
 
 def rmdir(path: str, timeout: float = 2.0) -> None:

@@ -77,6 +77,10 @@ class Cgroup(Protocol):
 
     def stats(self) -> CgroupStats: ...
 
+    def keep_open(self) -> None:
+        """Open the files stats() reads now, ahead of the run that will read them (each then one pread)."""
+        ...
+
     def memory_usage(self) -> int:
         """The cheapest reading of current memory (the sampler's hot path)."""
         ...

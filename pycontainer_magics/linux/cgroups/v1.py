@@ -23,6 +23,16 @@ CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices
 # rootless container makes no device node anyway: a delegated tree does without it.
 ROOTLESS_CONTROLLERS = tuple(c for c in CONTROLLERS if c != "devices")
 
+# What stats() and the sampler read, by controller; the sampler's (_HOT) are kept open from their first reading.
+_COUNTERS = {
+    "memory": ("memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.limit_in_bytes",
+               "memory.memsw.usage_in_bytes", "memory.oom_control"),
+    "cpuacct": ("cpuacct.usage", "cpuacct.usage_user", "cpuacct.usage_sys"),
+    "cpu": ("cpu.stat",),
+    "pids": ("pids.current", "pids.peak", "pids.max"),
+}
+_HOT = ("memory.usage_in_bytes", "memory.oom_control", "cpuacct.usage", "pids.current")
+
 _USER_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -47,13 +57,12 @@ class CgroupV1:
         for c, p in self._paths.items():  # never act outside our parent
             if os.path.dirname(p) != self._parents[c]:
                 raise CgroupError(errno.EINVAL, f"{p} is not a child of {self._parents[c]}", p)
-        m = paths.get("memory")
-        ca = paths.get("cpuacct")
-        pi = paths.get("pids")
-        self._hot_mem = _io.HotFile(os.path.join(m, "memory.usage_in_bytes")) if m else None
-        self._hot_oom = _io.HotFile(os.path.join(m, "memory.oom_control")) if m else None
-        self._hot_cpu = _io.HotFile(os.path.join(ca, "cpuacct.usage")) if ca else None
-        self._hot_pids = _io.HotFile(os.path.join(pi, "pids.current")) if pi else None
+        files: dict[str, str] = {}
+        for controller, names in _COUNTERS.items():
+            d = paths.get(controller)
+            if d is not None:
+                files.update((n, os.path.join(d, n)) for n in names)
+        self._counters = _io.Counters(files, hot=_HOT)
 
     def __repr__(self) -> str:
         return f"<CgroupV1 {self.name} {sorted(self._paths)}>"
@@ -166,48 +175,48 @@ class CgroupV1:
 
     # -- readings -------------------------------------------------------------------------------
     def memory_usage(self) -> int:
-        if self._hot_mem is None:
-            return 0
-        return int(self._hot_mem.read())
+        b = self._counters.read("memory.usage_in_bytes")
+        return 0 if b is None else int(b)
 
     def cpu_usage_ns(self) -> int:
-        if self._hot_cpu is None:
-            return 0
-        return int(self._hot_cpu.read())
+        b = self._counters.read("cpuacct.usage")
+        return 0 if b is None else int(b)
 
     def pids_current(self) -> int:
-        if self._hot_pids is None:
-            return len(self.procs())
-        return int(self._hot_pids.read())
+        b = self._counters.read("pids.current") if "pids" in self._paths else None
+        return len(self.procs()) if b is None else int(b)
 
     def oom_kill_count(self) -> int:
-        if self._hot_oom is None:
-            return 0
-        return _io.kv_value(self._hot_oom.read().decode(), "oom_kill")
+        b = self._counters.read("memory.oom_control")
+        return 0 if b is None else _io.kv_value(b.decode(), "oom_kill")
+
+    def keep_open(self) -> None:
+        """Open the counter files now, for a stats() later that reads each with one pread (see _io.Counters)."""
+        self._counters.keep_open()
 
     def stats(self) -> CgroupStats:
-        m = self._paths.get("memory")
+        c = self._counters
         mem_current = mem_peak = None
         mem_limit: int | None = None
         swap_current = None
         oom_kill = 0
-        if m:
-            mem_current = _io.parse_int(_io.read(os.path.join(m, "memory.usage_in_bytes")))
-            mem_peak = _io.parse_int(_io.read(os.path.join(m, "memory.max_usage_in_bytes")))
-            mem_limit = _io.parse_int(_io.read(os.path.join(m, "memory.limit_in_bytes")))
+        if "memory" in self._paths:
+            mem_current = int(c.text("memory.usage_in_bytes"))
+            mem_peak = int(c.text("memory.max_usage_in_bytes"))
+            mem_limit = int(c.text("memory.limit_in_bytes"))
             if mem_limit >= _io.V1_UNLIMITED:
                 mem_limit = None
-            memsw = _io.read_optional(os.path.join(m, "memory.memsw.usage_in_bytes"))
+            memsw = c.optional("memory.memsw.usage_in_bytes")
             if memsw is not None:
                 swap_current = max(0, int(memsw) - mem_current)
-            oom_kill = _io.parse_kv(_io.read(os.path.join(m, "memory.oom_control"))).get("oom_kill", 0)
+            oom_kill = _io.parse_kv(c.text("memory.oom_control")).get("oom_kill", 0)
         cpu_usage = 0
         cpu_user = cpu_system = None
         ca = self._paths.get("cpuacct")
         if ca:
-            cpu_usage = _io.parse_int(_io.read(os.path.join(ca, "cpuacct.usage")))
-            u = _io.read_optional(os.path.join(ca, "cpuacct.usage_user"))
-            s = _io.read_optional(os.path.join(ca, "cpuacct.usage_sys"))
+            cpu_usage = int(c.text("cpuacct.usage"))
+            u = c.optional("cpuacct.usage_user")
+            s = c.optional("cpuacct.usage_sys")
             if u is not None and s is not None:  # nanoseconds (kernel 4.6+)
                 cpu_user, cpu_system = int(u), int(s)
             else:  # cpuacct.stat is in USER_HZ ticks
@@ -215,20 +224,18 @@ class CgroupV1:
                 tick = 1_000_000_000 // _USER_HZ
                 cpu_user, cpu_system = st.get("user", 0) * tick, st.get("system", 0) * tick
         nr_periods = nr_throttled = throttled_ns = None
-        c = self._paths.get("cpu")
-        if c:
-            st = _io.parse_kv(_io.read(os.path.join(c, "cpu.stat")))
+        if "cpu" in self._paths:
+            st = _io.parse_kv(c.text("cpu.stat"))
             nr_periods = st.get("nr_periods")
             nr_throttled = st.get("nr_throttled")
             throttled_ns = st.get("throttled_time")
         pids_current = 0
         pids_peak = pids_limit = None
-        p = self._paths.get("pids")
-        if p:
-            pids_current = _io.parse_int(_io.read(os.path.join(p, "pids.current")))
-            pk = _io.read_optional(os.path.join(p, "pids.peak"))  # missing on older kernels
+        if "pids" in self._paths:
+            pids_current = int(c.text("pids.current"))
+            pk = c.optional("pids.peak")  # missing on older kernels
             pids_peak = int(pk) if pk is not None else None
-            pids_limit = _io.parse_max(_io.read(os.path.join(p, "pids.max")))
+            pids_limit = _io.parse_max(c.text("pids.max"))
         else:
             pids_current = len(self.procs())
         return CgroupStats(
@@ -315,9 +322,7 @@ class CgroupV1:
 
     def close(self) -> None:
         """Close the kept-open counter files."""
-        for h in (self._hot_mem, self._hot_oom, self._hot_cpu, self._hot_pids):
-            if h is not None:
-                h.close()
+        self._counters.close()
 
 
 def _kill(pids: list[int]) -> None:

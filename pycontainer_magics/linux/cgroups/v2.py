@@ -15,6 +15,11 @@ from . import _io, devices
 from .base import Cgroup, CgroupError, CgroupLimits, CgroupStats
 from .hierarchy import DEFAULT_PARENT, Hierarchy, check_name, nearest_existing, parent_rel
 
+# What stats() and the sampler read; the sampler's (_HOT) are kept open from their first reading.
+_COUNTERS = ("memory.current", "memory.peak", "memory.max", "memory.swap.current", "memory.events", "cpu.stat",
+             "pids.current", "pids.peak", "pids.max")
+_HOT = ("memory.current", "cpu.stat", "pids.current", "memory.events")
+
 # The controllers our parent enables for the containers (those the tree offers).
 WANTED = ("cpu", "cpuset", "memory", "pids")
 
@@ -37,10 +42,7 @@ class CgroupV2:
         self.name = name
         self.path = path
         self._parent = parent
-        self._hot_mem = _io.HotFile(os.path.join(path, "memory.current"))
-        self._hot_cpu = _io.HotFile(os.path.join(path, "cpu.stat"))
-        self._hot_pids = _io.HotFile(os.path.join(path, "pids.current"))
-        self._hot_events = _io.HotFile(os.path.join(path, "memory.events"))
+        self._counters = _io.Counters({n: os.path.join(path, n) for n in _COUNTERS}, hot=_HOT)
 
     def __repr__(self) -> str:
         return f"<CgroupV2 {self.name}>"
@@ -131,38 +133,35 @@ class CgroupV2:
 
     # -- readings -------------------------------------------------------------------------------
     def memory_usage(self) -> int:
-        return int(self._hot_mem.read())
+        return int(self._counters.text("memory.current"))
 
     def cpu_usage_ns(self) -> int:
         # cpu.stat's first line is usage_usec (present even without the cpu controller).
-        return _io.kv_value(self._hot_cpu.read().decode(), "usage_usec") * 1000
+        return _io.kv_value(self._counters.text("cpu.stat"), "usage_usec") * 1000
 
     def pids_current(self) -> int:
-        try:
-            return int(self._hot_pids.read())
-        except CgroupError as exc:
-            if exc.errno == errno.ENOENT:
-                return len(self.procs())
-            raise
+        b = self._counters.read("pids.current")
+        return len(self.procs()) if b is None else int(b)
 
     def oom_kill_count(self) -> int:
-        try:
-            return _io.kv_value(self._hot_events.read().decode(), "oom_kill")
-        except CgroupError as exc:
-            if exc.errno == errno.ENOENT:
-                return 0
-            raise
+        b = self._counters.read("memory.events")
+        return 0 if b is None else _io.kv_value(b.decode(), "oom_kill")
+
+    def keep_open(self) -> None:
+        """Open the counter files now, for a stats() later that reads each with one pread (see _io.Counters)."""
+        self._counters.keep_open()
 
     def stats(self) -> CgroupStats:
-        cur = _io.read_optional(self._f("memory.current"))
-        peak = _io.read_optional(self._f("memory.peak"))  # kernel 5.19+
-        lim = _io.read_optional(self._f("memory.max"))
-        swap = _io.read_optional(self._f("memory.swap.current"))
-        ev = _io.parse_kv(_io.read_optional(self._f("memory.events")) or "")
-        cpu = _io.parse_kv(_io.read(self._f("cpu.stat")))
-        pc = _io.read_optional(self._f("pids.current"))
-        pp = _io.read_optional(self._f("pids.peak"))  # missing on older kernels
-        pm = _io.read_optional(self._f("pids.max"))
+        c = self._counters
+        cur = c.optional("memory.current")
+        peak = c.optional("memory.peak")  # kernel 5.19+
+        lim = c.optional("memory.max")
+        swap = c.optional("memory.swap.current")
+        ev = _io.parse_kv(c.optional("memory.events") or "")
+        cpu = _io.parse_kv(c.text("cpu.stat"))
+        pc = c.optional("pids.current")
+        pp = c.optional("pids.peak")  # missing on older kernels
+        pm = c.optional("pids.max")
         throttled_us = cpu.get("throttled_usec")
         return CgroupStats(
             memory_current=int(cur) if cur is not None else 0,
@@ -226,8 +225,7 @@ class CgroupV2:
         _io.rmdir(self.path)
 
     def close(self) -> None:
-        for h in (self._hot_mem, self._hot_cpu, self._hot_pids, self._hot_events):
-            h.close()
+        self._counters.close()
 
 
 class HierarchyV2(Hierarchy):
