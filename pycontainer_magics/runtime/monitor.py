@@ -26,7 +26,10 @@ class Monitor:
         self.due = 0.0
 
     def start(self) -> None:
-        self.due = time.monotonic()
+        """Take the first sample now, on the calling thread, and the next ones every interval from the sampler's.
+        (Before PID 1 exists: the sampler's thread is not woken to sample just as PID 1 wants the CPU.)"""
+        self.sample()
+        self.due = time.monotonic() + self.interval
         _sampler.add(self)
 
     def sample(self) -> None:

@@ -690,12 +690,16 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     ahead: tuple[int, ...] | None = None  # the plan's operations a holder may make ahead (rootfs.ahead_ops)
     order = [st_w, in_r, out_w, err_w, *console_fds, *join_fds]
     # What the caller needs while PID 1 runs is made before PID 1 exists: the kernel queues a fork on its parent's
-    # CPU, and a Python cell's PID 1 did not start until the caller blocked in its loop (0.6-0.9 ms later, measured).
+    # CPU, and a Python cell's PID 1 did not start until the caller blocked in its loop (0.6-0.9 ms later, measured),
+    # nor while the sampler's thread, woken to take its first sample, held the interpreter.
     relay: _Relay | None = None
+    monitor: Monitor | None = None
     held = _HeldInterrupts()  # from the order on, a Ctrl-C waits for the relay's loop (a docker stop there)
     try:
         try:
             monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
+            if monitor is not None:
+                monitor.start()
             relay = _Relay(r, on_output, t0, holder)
             relay.listen(out_r, err_r, st_r, in_w)
             if L.mode == "direct" and not L.export_layer:
@@ -723,6 +727,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                 os.close(fd)
     except BaseException:
         held.release()
+        if monitor is not None:
+            monitor.stop()
         if relay is not None:
             relay.unlisten()
         for fd in parent_ends + ([in_w] if in_w >= 0 else []):
@@ -732,13 +738,6 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         _end_holder(holder, kill=True)
         raise  # (run() takes the run off its networks)
     assert relay is not None
-    try:
-        if monitor is not None:
-            monitor.start()
-    except BaseException:
-        held.release()
-        relay.unlisten()
-        raise
     relay.held = held
     try:
         relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
