@@ -274,6 +274,30 @@ def test_command_cell_wiring(ip: InteractiveShell, fake: FakeRuntime, shows: lis
     assert spec.stdin_data == b"echo $$\n" and g is None and "net" in spec.share
 
 
+def test_the_line_is_expanded_as_ipython_would_and_only_when_it_can_be(
+        ip: InteractiveShell, fake: FakeRuntime, shows: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`{expr}` and `$name` in a %%container / %container line expand against the notebook's variables, as IPython's
+    own expansion does (the lecture notebooks use `-v {host_dir}:/src`); a line with neither is not given to the
+    expansion at all (it copies the whole user namespace each time)."""
+    expanded: list[str] = []
+    real = InteractiveShell.var_expand
+
+    def counting(self: InteractiveShell, cmd: str, depth: int = 0, **kw: Any) -> str:
+        expanded.append(cmd)
+        return str(real(self, cmd, depth + 1, **kw))
+
+    monkeypatch.setattr(InteractiveShell, "var_expand", counting)
+    ip.user_ns["mem"], ip.user_ns["tag"] = "48m", "lab"
+    ip.run_cell_magic("container", "--memory {mem} --hostname $tag", "pass")
+    assert fake.calls[-1][0].memory == 48 * 2**20 and fake.calls[-1][0].hostname == "lab"
+    ip.run_line_magic("container", "--hostname {tag*2} -- echo $tag '$tag'")  # (IPython leaves a quoted $ alone)
+    assert fake.calls[-1][0].hostname == "lablab" and fake.calls[-1][0].command == ("echo", "lab", "$tag")
+    assert len(expanded) == 2
+    ip.run_cell_magic("container", "--memory 50M --hostname plain", "pass")
+    ip.run_line_magic("container", "--pids 5 -- true")
+    assert fake.calls[-1][0].pids_limit == 5 and len(expanded) == 2  # nothing to expand: not expanded
+
+
 def test_line_magic_runs_a_command(ip: InteractiveShell, fake: FakeRuntime, shows: list[bool]) -> None:
     ip.run_line_magic("container", "run --cpus 0.5 -- hostname")
     spec, _ = fake.calls[-1]

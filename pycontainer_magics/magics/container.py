@@ -13,11 +13,11 @@ from typing import Any
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
 from . import args as _args
 from . import expect
-from ._parser import echo, split_line
+from ._parser import echo, expand, split_line
 from .doctor import doctor as _doctor
 from .engine_verbs import VERBS as _ENGINE_VERBS
 from .expect import from_namespace
@@ -82,6 +82,7 @@ class ContainerMagics(Magics):
     """The `%%container` magic."""
 
     @line_cell_magic
+    @no_var_expand  # (expanded below, when the line can have anything to expand)
     @_with_options
     def container(self, line: str, cell: str | None = None) -> None:
         """Run the cell in a fresh container: new namespaces, cgroup limits, an overlay root filesystem.
@@ -112,6 +113,7 @@ class ContainerMagics(Magics):
         localhost), IPC and UTS namespaces. `%container pod create NAME [--network NET] [-p HOST:CTR]
         [--hostname H]`, `pod ls`, `pod inspect NAME`, `pod ns NAME` (the namespace table), `pod rm [-f] NAME`.
         """
+        line = expand(self.shell, line)
         if cell is None:
             word, _, rest = line.strip().partition(" ")
             if word == "run":  # `%container run [opts] -- CMD`: the subcommand form
