@@ -24,6 +24,7 @@ engine daemon's spare supervisor).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import threading
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..linux import libc, proc
 from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
 from . import cleanup
+from .cell_fork import HolderNamespaces, close_namespaces, open_holder_namespaces
 from .channel import send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .launch import Launch
@@ -58,9 +60,18 @@ class Holder:
     endpoint: Endpoint | None = None  # reserved ahead in its network namespace (networking.reserve), for a run there
     # Mounts for its root made ahead, beside it (holder.premount): the plan's operations done (() for none).
     premounted: tuple[MountOp, ...] = ()
+    # Its namespaces a Python cell's PID 1 enters, opened ahead (cell_fork.open_holder_namespaces): the run takes them.
+    namespaces: HolderNamespaces | None = None
+
+    def take_namespaces(self) -> HolderNamespaces | None:
+        ns, self.namespaces = self.namespaces, None
+        return ns
 
     def close(self) -> None:
         """Let the holder go (it exits when its control socket closes); an endpoint reserved in it is released."""
+        ns = self.take_namespaces()
+        if ns is not None:
+            close_namespaces(ns)
         self.sock.close()
         if self.endpoint is not None:
             from . import networking
@@ -432,6 +443,9 @@ class Pool:
                     holder = Holder(pid, sock, plan, ours=False)
                     if premount is not None and done:
                         holder.premounted = premount[1].ops
+                    if premount is not None and os.geteuid() == 0:  # (for a Python cell's PID 1: direct mode)
+                        with contextlib.suppress(OSError):  # (opened by the run then)
+                            holder.namespaces = open_holder_namespaces(pid, plan)
                 except (SetupFailed, OSError):
                     pass
             if want_cg is not None and not keep_cg:
@@ -582,7 +596,7 @@ def _park(holder: Holder, cg: Cgroup | None, make_launch: Callable[[Cgroup | Non
         launch = make_launch(cg)
         if not launch.parkable():
             return
-        fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cg.join_files()] if cg is not None else []
+        fds = cg.join_fds() if cg is not None else []
         send_ctl(holder.sock, {"park": launch}, fds)
         holder.parked, holder.parked_cgroup = launch.park_key(), cg.name if cg is not None else None
     except Exception:  # noqa: BLE001 - a spec that no longer plans (an image removed...): no PID 1 ahead

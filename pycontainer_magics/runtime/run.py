@@ -678,7 +678,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         in_r, in_w = os.pipe()
     else:
         in_r, in_w = os.open("/dev/null", os.O_RDONLY), -1
-    join_fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cg.join_files()] if cg else []
+    join_fds = cg.join_fds() if cg else []
     console: socket.socket | None = None  # PID 1 sends its terminal's master here (Terminal)
     console_fds: list[int] = []
     if terminal is not None:
@@ -718,7 +718,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             else:
                 _send_order(holder, L, [st_w])
                 ahead = _take_premounted(holder, L)
-                pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds)
+                pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces())
                 pidfd = os.pidfd_open(pid1)
                 relay.forked(pid1, pidfd)
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))

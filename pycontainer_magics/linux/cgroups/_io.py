@@ -202,6 +202,27 @@ class Counters:
         return sum(1 for fd in self._fds.values() if fd is not None)
 
 
+def open_for_join(paths: list[str]) -> list[int]:
+    """The join files (v1 `tasks`, v2 `cgroup.procs`) opened for the child that writes itself into the cgroup."""
+    fds: list[int] = []
+    try:
+        for p in paths:
+            fds.append(os.open(p, os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        raise error(exc, "cannot open cgroup file for joining", p) from None
+    return fds
+
+
+def close_all(fds: list[int] | None) -> None:
+    for fd in fds or ():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def rmdir(path: str, timeout: float = 2.0) -> None:
     """rmdir, retrying on EBUSY (tasks that are exiting still pin the cgroup for a moment).
 

@@ -78,7 +78,11 @@ class Cgroup(Protocol):
     def stats(self) -> CgroupStats: ...
 
     def keep_open(self) -> None:
-        """Open the files stats() reads now, ahead of the run that will read them (each then one pread)."""
+        """Open the files stats() reads and the join files now, ahead of the run that will use them."""
+        ...
+
+    def join_fds(self) -> list[int]:
+        """join_files() opened for writing (ahead by keep_open, handed over once; else now). The caller closes them."""
         ...
 
     def memory_usage(self) -> int:

@@ -42,6 +42,7 @@ class CgroupV2:
         self.name = name
         self.path = path
         self._parent = parent
+        self._join: list[int] | None = None  # join files opened ahead (keep_open), handed over once
         self._counters = _io.Counters({n: os.path.join(path, n) for n in _COUNTERS}, hot=_HOT)
 
     def __repr__(self) -> str:
@@ -148,8 +149,19 @@ class CgroupV2:
         return 0 if b is None else _io.kv_value(b.decode(), "oom_kill")
 
     def keep_open(self) -> None:
-        """Open the counter files now, for a stats() later that reads each with one pread (see _io.Counters)."""
+        """Open now, ahead of the run: the counter files, for a stats() that reads each with one pread (see
+        _io.Counters), and the join files, for join_fds()."""
         self._counters.keep_open()
+        if self._join is None:
+            try:
+                self._join = _io.open_for_join(self.join_files())
+            except OSError:
+                pass  # (join_fds() opens them, and reports)
+
+    def join_fds(self) -> list[int]:
+        """The join files opened for writing (by keep_open, else now): the caller's to close."""
+        kept, self._join = self._join, None
+        return kept if kept is not None else _io.open_for_join(self.join_files())
 
     def stats(self) -> CgroupStats:
         c = self._counters
@@ -226,6 +238,8 @@ class CgroupV2:
 
     def close(self) -> None:
         self._counters.close()
+        kept, self._join = self._join, None
+        _io.close_all(kept)
 
 
 class HierarchyV2(Hierarchy):
