@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 from helpers import host_clean  # noqa: F401
@@ -76,3 +77,46 @@ def test_bad_unmask_is_one_line():
 
     with pytest.raises(SpecError, match="unmask=root: expected ALL or absolute paths"):
         build_spec(command=["true"], security_opt=["unmask=root"])
+
+
+def test_a_secret_made_between_two_cells_is_hidden_in_the_second(planted, monkeypatch):
+    """The scan of the host is reused from cell to cell only while every directory it looked into is unchanged: a
+    credential store created after one cell is hidden from the next (here with no racy window, so that the reuse
+    itself is what is checked: the first cell's scan is kept)."""
+    from pycontainer_magics.runtime import host_masks
+
+    monkeypatch.setattr(host_masks, "RACY", 0.0)
+    host_masks._scans.clear()
+    assert _sh(f"ls -A {planted}/lecture") == ".ssh\ndata.csv\n"
+    assert host_masks._scans  # kept
+    time.sleep(0.05)  # (past the directory timestamps' granularity)
+    os.makedirs(f"{planted}/.aws")
+    with open(f"{planted}/.aws/credentials", "w") as f:
+        f.write("SECRET")
+    assert _sh(f"cat {planted}/.aws/credentials 2>/dev/null || echo hidden") == "hidden\n"
+    with open(f"{planted}/lecture/.netrc", "w") as f:  # in the working directory, a kept home's subdirectory
+        f.write("machine x password y")
+    assert _sh(f"ls -A {planted}/lecture") == ".netrc\n.ssh\ndata.csv\n"  # (not a home: not masked)
+
+
+def test_the_scan_is_reused_only_while_nothing_it_looked_at_changed(planted, monkeypatch):
+    from pycontainer_magics.runtime import host_masks
+
+    listed: list[str] = []
+    real = os.listdir
+    monkeypatch.setattr(host_masks.os, "listdir", lambda p: listed.append(p) or real(p))
+    kw = {"cwd": f"{planted}/lecture", "data_dirs": ["/var/lib/pycontainer_magics"]}
+    host_masks._scans.clear()
+    first = host_masks.masks(**kw)
+    assert (f"{planted}/.ssh", "whiteout") in first and listed
+    listed.clear()
+    assert host_masks.masks(**kw) == first and listed  # its home was just made (racy): scanned again, not kept
+    monkeypatch.setattr(host_masks, "RACY", 0.0)
+    host_masks.masks(**kw)
+    listed.clear()
+    assert host_masks.masks(**kw) == first and not listed  # kept, and nothing changed: reused
+    time.sleep(0.05)
+    os.makedirs(f"{planted}/.kube")
+    again = host_masks.masks(**kw)
+    assert listed and (f"{planted}/.kube", "whiteout") in again
+    assert host_masks.masks(cwd="/", data_dirs=["/var/lib/pycontainer_magics"]) != again  # other arguments: own scan
