@@ -298,6 +298,38 @@ def test_the_line_is_expanded_as_ipython_would_and_only_when_it_can_be(
     assert fake.calls[-1][0].pids_limit == 5 and len(expanded) == 2  # nothing to expand: not expanded
 
 
+def test_a_re_run_cell_is_prepared_once_unless_the_configuration_or_the_host_can_change_it(
+        ip: InteractiveShell, fake: FakeRuntime, shows: list[bool], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Any) -> None:
+    """The same line and body again: no parse, the same spec and expectation (magics.container._CELLS); a changed
+    configuration file, `-e NAME` (read from this environment) and a bind mount (its source must exist) are
+    prepared again each time."""
+    from pycontainer_magics.magics import container as C
+
+    parsed: list[str] = []
+    real = C._parsed
+    monkeypatch.setattr(C, "_parsed", lambda parser, line: parsed.append(line) or real(parser, line))
+    monkeypatch.delenv("PYCONTAINER_CONFIG", raising=False)
+    line = "--memory 50M --quiet --expect-exit 0 --result again1"
+    for _ in range(3):
+        ip.run_cell_magic("container", line, "pass")
+    assert parsed == [line] and fake.calls[0][0] is fake.calls[2][0]
+    config = tmp_path / "config.toml"
+    config.write_text("[container]\npids-limit = 77\n")
+    monkeypatch.setenv("PYCONTAINER_CONFIG", str(config))
+    ip.run_cell_magic("container", line, "pass")
+    assert len(parsed) == 2 and fake.calls[-1][0].pids_limit == 77
+    monkeypatch.setenv("PCM_FROM_HERE", "one")
+    for value in ("one", "two"):
+        monkeypatch.setenv("PCM_FROM_HERE", value)
+        ip.run_cell_magic("container", "--quiet -e PCM_FROM_HERE", "pass")
+        assert ("PCM_FROM_HERE", value) in fake.calls[-1][0].env
+    (tmp_path / "data").mkdir()
+    for _ in range(2):
+        ip.run_cell_magic("container", f"--quiet -v {tmp_path}/data:/data", "pass")
+    assert len(parsed) == 2 + 2 + 2  # (each of those parsed again)
+
+
 def test_line_magic_runs_a_command(ip: InteractiveShell, fake: FakeRuntime, shows: list[bool]) -> None:
     ip.run_line_magic("container", "run --cpus 0.5 -- hostname")
     spec, _ = fake.calls[-1]
@@ -379,7 +411,7 @@ def test_e2e_hostname(ip: InteractiveShell, capsys: pytest.CaptureFixture[str]) 
 @needs_root
 def test_e2e_a_cells_spec_is_made_once_but_what_it_reads_from_here_each_time(
         ip: InteractiveShell, capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch) -> None:
-    # A re-run cell reuses its spec (magics.container._spec_of); `-e NAME` (a variable copied from here) and a bind
+    # A re-run cell reuses its spec (magics.container._CELLS); `-e NAME` (a variable copied from here) and a bind
     # source (which must exist) are read at each run, not remembered.
     code = "import os; print(os.environ['PCM_HERE'], sorted(os.listdir('/data')))"
     (tmp_path / "one").touch()

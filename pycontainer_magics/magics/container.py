@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 from IPython.core import magic_arguments
 from IPython.core.error import UsageError
@@ -49,32 +49,43 @@ def _parse_line(parser: Any, line: str) -> argparse.Namespace:
 # Options whose spec depends on the host at the time (a bind source or --rootfs must exist, --cpuset-cpus is checked
 # against the CPUs online, a seccomp profile is read from its file): their specs are built for each cell.
 _READS_HOST = ("volume", "rootfs", "cpuset_cpus", "security_opt")
-_SPECS: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()  # (see _spec_of)
 
 
-def _spec_of(line: str, cell: str | None, command: list[str], opts: dict[str, Any]) -> Any:
-    """The ContainerSpec of a cell: built once per line, cell body and configuration (a lecture re-runs its cells;
-    the spec's parsing and checks were another quarter millisecond of each), unless an option reads the host or
-    `-e NAME` copies a variable from here. A spec is immutable: the same one serves every re-run."""
-    from ..runtime.config import defaults
+class _Cell(NamedTuple):
+    """What a %%container line and body come to before anything runs. A spec is immutable: one serves every re-run."""
+
+    spec: Any
+    command: tuple[str, ...]
+    result_name: str
+    expectation: Any  # expect.Expectation (frozen)
+    quiet: bool
+    no_plot: bool
+
+
+# The cells already prepared, by (line, body, configuration). A lecture re-runs its cells: the options' parse and
+# copy, the spec's checks and the expectation were a quarter millisecond of each re-run (with the memory they touch
+# cold after the last cell's fork, 20 times what they take warm). Not kept when an option reads the host or `-e NAME`
+# copies a variable from here (_reusable).
+_CELLS: collections.OrderedDict[tuple[Any, ...], _Cell] = collections.OrderedDict()
+
+
+def _reusable(ns: argparse.Namespace, opts: dict[str, Any]) -> bool:
+    return not ns.bundle and not ns.explain and not ns.detach and not any(opts.get(k) for k in _READS_HOST) \
+        and all("=" in e for e in opts.get("env") or ())
+
+
+def _remember(key: tuple[Any, ...], cell: _Cell) -> None:
+    _CELLS[key] = cell
+    while len(_CELLS) > 64:
+        _CELLS.popitem(last=False)
+
+
+def _build_spec(cell: str | None, command: list[str], opts: dict[str, Any]) -> Any:
     from ..runtime.parse import build_spec
 
-    def build() -> Any:
-        if command:
-            return build_spec(command=command, stdin_data=cell, **opts)
-        return build_spec(python_code=cell, **opts)
-
-    if any(opts.get(k) for k in _READS_HOST) or any("=" not in e for e in opts.get("env") or ()):
-        return build()
-    key = (line, cell, bool(command), defaults())  # (defaults(): the configuration file as it is now)
-    spec = _SPECS.get(key)
-    if spec is None:
-        spec = _SPECS[key] = build()
-        while len(_SPECS) > 64:
-            _SPECS.popitem(last=False)
-    else:
-        _SPECS.move_to_end(key)
-    return spec
+    if command:
+        return build_spec(command=command, stdin_data=cell, **opts)
+    return build_spec(python_code=cell, **opts)
 
 
 @magics_class
@@ -120,6 +131,14 @@ class ContainerMagics(Magics):
                 line = rest
             elif word in _SUBCOMMANDS:
                 return _SUBCOMMANDS[word](self, rest)  # type: ignore[no-any-return]
+        from ..runtime.config import defaults
+
+        key = (line, cell, defaults())  # (defaults(): the configuration file as it is now)
+        prepared = _CELLS.get(key)
+        if prepared is not None:
+            _CELLS.move_to_end(key)
+            return self._run_cell(prepared, cell)
+
         magic_func: Any = self.container
         ns = _parsed(magic_func.parser, line)  # MagicArgumentParser: errors raise UsageError
         command = _args.command_of(ns)
@@ -146,7 +165,7 @@ class ContainerMagics(Magics):
                 spec = spec.with_(stdin_data=cell.encode())
         else:
             try:
-                spec = _spec_of(line, cell, command, opts)
+                spec = _build_spec(cell, command, opts)
             except SpecError as e:
                 raise UsageError(str(e)) from None
 
@@ -178,24 +197,38 @@ class ContainerMagics(Magics):
             if not ns.quiet:
                 print(c.id)  # as `docker run -d` prints
             return None
+        prepared = _Cell(spec, tuple(command), result_name, expectation, bool(ns.quiet), bool(ns.no_plot))
+        if _reusable(ns, opts):
+            _remember(key, prepared)
+        return self._run_cell(prepared, cell)
+
+    def _run_cell(self, c: _Cell, cell: str | None) -> None:
+        from .. import runtime
+        from ..runtime.spec import SpecError
+
+        spec = c.spec
+        if spec.pod is not None:
+            from .. import workloads  # noqa: F401 - installs the pod resolver (pods are workloads)
+        assert self.shell is not None
+        user_ns = self.shell.user_ns
         try:
-            run = runtime.run(spec, python_globals=None if command else user_ns, on_output=echo)
+            run = runtime.run(spec, python_globals=None if c.command else user_ns, on_output=echo)
         except runtime.ContainerInterrupted as e:
             if getattr(e, "run", None) is not None:
-                user_ns[result_name] = self._view(e.run)
+                user_ns[c.result_name] = self._view(e.run)
             raise
         except (SpecError, runtime.LaunchError) as e:
             raise UsageError(str(e)) from None
 
         view = self._view(run)
-        user_ns[result_name] = view
+        user_ns[c.result_name] = view
         user_ns.update(run.outputs)
         if run.error and run.error.strip() not in (run.stderr or ""):  # not already streamed
             echo("stderr", run.error if run.error.endswith("\n") else run.error + "\n")
-        if not ns.quiet:
-            view.show(plot=not ns.no_plot)
-        expectation.check("%%container" if cell is not None else "%container", run,
-                          f"container {spec.name}" if spec.name else "the command" if command else "the cell")
+        if not c.quiet:
+            view.show(plot=not c.no_plot)
+        c.expectation.check("%%container" if cell is not None else "%container", run,
+                            f"container {spec.name}" if spec.name else "the command" if c.command else "the cell")
 
     @staticmethod
     def _view(run: Any) -> Any:
