@@ -527,3 +527,66 @@ def test_the_fast_lane_refuses_and_fails_as_member_does(tmp_path, monkeypatch, l
         unpack(ok + _raw_file(b"d/g", b"x", _record(b"mtime=abcd")))
     with pytest.raises(unpack_mod.LayerTooLarge, match="more than 14 bytes"):
         unpack(ok, max_size=14)
+
+
+def _layer_of(*entries: tuple[str, str, bytes | str]) -> bytes:
+    """A ustar layer of (name, kind, data or link target) entries: kind file, dir or symlink."""
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, kind, what in entries:
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 1_600_000_000
+            if kind == "dir":
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+                tf.addfile(ti)
+            elif kind == "symlink":
+                ti.type, ti.linkname = tarfile.SYMTYPE, str(what)
+                tf.addfile(ti)
+            else:
+                assert isinstance(what, bytes)
+                ti.size, ti.mode = len(what), 0o644
+                tf.addfile(ti, io.BytesIO(what))
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("name", ["d/e/", "d/e/."])
+@pytest.mark.parametrize("there", ["symlink-here", "symlink-below", "file-below"])
+def test_the_fast_lane_replaces_what_a_file_named_with_a_slash_names(tmp_path, monkeypatch, name, there):
+    """A regular file ('0') named `d/e/` or `d/e/.` is the file `d/e` (as Go and Docker read it): the lane
+    replaces a symlink or file there as `member` does — it does not walk `d/e` as a directory (which refused
+    the symlink as a path through it, and made a directory of the file first)."""
+    entries = [("d", "dir", b"")]
+    if there == "symlink-here":
+        entries.append(("d/e", "symlink", "/tmp/x"))
+    entries += [("d/a", "file", b"a"), (name, "file", b"new")]
+    layer = _layer_of(*entries)
+
+    def unpack(dest):
+        if there != "symlink-here":  # a lower layer's
+            (dest / "d").mkdir(parents=True)
+            if there == "symlink-below":
+                (dest / "d" / "e").symlink_to("/tmp/x")
+            else:
+                (dest / "d" / "e").write_bytes(b"lower")
+        unpack_layer(io.BytesIO(layer), str(dest), mode="apply")
+        return _snapshot(dest)
+
+    seen = _lane_counter(monkeypatch)
+    got = unpack(tmp_path / "lane")
+    assert sum(seen) >= 2, seen  # the lane had `d/a` and the file named with a slash
+    monkeypatch.undo()
+    _no_lane(monkeypatch)
+    assert got == unpack(tmp_path / "plain")
+    assert got["d/e"][5] == b"new" and stat.S_ISREG(got["d/e"][0])
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+def test_an_archive_whiteout_name_is_refused_before_its_directory_is_walked(tmp_path, monkeypatch, lane):
+    """ADD of an archive holding the file `e` and then `e/.wh.x`: refused either way, and `e` is still the
+    file (the lane walked `e/` as a directory first, replacing the file by one, before it looked at the name)."""
+    if not lane:
+        _no_lane(monkeypatch)
+    layer = _layer_of(("d", "dir", b""), ("e", "file", b"data"), ("e/.wh.x", "file", b""))
+    with pytest.raises(unpack_mod.UnsafeLayer, match=r"\.wh\."):
+        unpack_layer(io.BytesIO(layer), str(tmp_path / "dest"), mode="archive")
+    assert (tmp_path / "dest" / "e").read_bytes() == b"data"

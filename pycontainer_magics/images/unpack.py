@@ -532,22 +532,27 @@ class _Extractor:
             try:
                 slash = name.rfind(b"/") + 1
                 base, here = name[slash:], name[:slash]  # here: b"" or the directory with its slash
-                if here != folder:  # a new directory: its components checked and walked (made if missing), once
-                    parts = _text(here[:-1]).split("/") if here else []
-                    if "" in parts or "." in parts or ".." in parts:
-                        folder = None
-                    else:
-                        parent = self.parent(parts + [""], _text(name))
-                        folder = here
                 perm = mode & 0o7777
                 first = perm if not perm & ~0o777 and not perm & umask else 0o600
-                if folder is None or base in _NOT_PLAIN or base.startswith(b".wh."):
+                # The name first: `d/e/` and `d/e/.` name the file `d/e` (a symlink or file there is replaced, by
+                # `member`), a whiteout may be refused — `here` is walked (made) only for a plain file name.
+                if base in _NOT_PLAIN or base.startswith(b".wh."):
                     fd = -1
                 else:
-                    try:
-                        fd = open_(base, _NEW_FILE, first, dir_fd=parent)
-                    except FileExistsError:  # replaced by `member`
+                    if here != folder:  # a new directory: its components checked and walked (made if missing), once
+                        parts = _text(here[:-1]).split("/") if here else []
+                        if "" in parts or "." in parts or ".." in parts:
+                            folder = None
+                        else:
+                            parent = self.parent(parts + [""], _text(name))
+                            folder = here
+                    if folder is None:
                         fd = -1
+                    else:
+                        try:
+                            fd = open_(base, _NEW_FILE, first, dir_fd=parent)
+                        except FileExistsError:  # replaced by `member`
+                            fd = -1
                 if fd < 0:
                     folder = None  # `member` may move the tree's cached directories
                     e = Entry(_text(name), FILE, "0", mode, uid, gid, mtime, len(data))
