@@ -590,3 +590,46 @@ def test_an_archive_whiteout_name_is_refused_before_its_directory_is_walked(tmp_
     with pytest.raises(unpack_mod.UnsafeLayer, match=r"\.wh\."):
         unpack_layer(io.BytesIO(layer), str(tmp_path / "dest"), mode="archive")
     assert (tmp_path / "dest" / "e").read_bytes() == b"data"
+
+
+def _dir_entries(*dirs: tuple[str, int, int] | str) -> bytes:
+    """A ustar layer of directories (name, mode, uid) and plain empty files (a bare name)."""
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for d in dirs:
+            if isinstance(d, str):
+                tf.addfile(tarfile.TarInfo(d))
+                continue
+            ti = tarfile.TarInfo(d[0])
+            ti.type, ti.mode, ti.uid, ti.gid, ti.mtime = tarfile.DIRTYPE, d[1], d[2], d[2], 1_600_000_000
+            tf.addfile(ti)
+    return b.getvalue()
+
+
+@root
+def test_a_directory_listed_twice_takes_its_last_entrys_mode_and_owner(tmp_path):
+    """GNU tar: the later entry of a directory wins (its deferred mode and owner are the last set)."""
+    layer = _dir_entries(("x", 0o700, 1000), "x/f", ("x", 0o755, 0))
+    unpack_layer(io.BytesIO(layer), str(tmp_path / "dest"))
+    st = os.lstat(tmp_path / "dest" / "x")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o755, 0, 0)
+
+
+@pytest.mark.parametrize("replace", ["whiteout", "file"])
+def test_a_replaced_directory_s_mode_is_not_applied_to_its_successor(tmp_path, replace):
+    """`p/x/` (and `p/x/y/`) removed by a whiteout or replaced by a file, then `p/x/` made again: the new
+    directory gets the last entry's mode, `p/x/y` made on the way the default one — not the deleted ones'
+    (the kernel often gives the new directory the deleted one's inode number, which the check by inode
+    took for the same directory)."""
+    gone = ["p/.wh.x"] if replace == "whiteout" else ["p/x"]
+    again = [("p/x", 0o4755, 0)] if replace == "whiteout" else ["p/.wh.x", ("p/x", 0o4755, 0)]
+    layer = _dir_entries(("p", 0o755, 0), ("p/x", 0o2711, 0), ("p/x/y", 0o700, 0), "p/x/y/f", *gone, *again,
+                         "p/x/y/g")
+    umask = os.umask(0o022)
+    try:
+        unpack_layer(io.BytesIO(layer), str(tmp_path / "dest"), mode="apply")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.lstat(tmp_path / "dest" / "p" / "x").st_mode) == 0o4755
+    assert stat.S_IMODE(os.lstat(tmp_path / "dest" / "p" / "x" / "y").st_mode) == 0o755
+    assert os.listdir(tmp_path / "dest" / "p" / "x" / "y") == ["g"]

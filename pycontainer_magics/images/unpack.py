@@ -453,7 +453,10 @@ class _Extractor:
         self.umask = _umask()
         self.written_bytes = 0
         self.written: set[str] = set()  # paths this layer wrote (apply mode: an opaque marker keeps them)
-        self.dirs: list[tuple[list[str], Entry, tuple[int, int]]] = []
+        # Each directory entry's deferred metadata, by path: a path listed again keeps its place (after its parent's,
+        # before its children's) and takes the later entry (as GNU tar); a path removed loses its record and those
+        # below it (a directory made there later is another one, even when the kernel gives it the same inode).
+        self.dirs: dict[tuple[str, ...], tuple[list[str], Entry, tuple[int, int]]] = {}
         self.result = UnpackResult("", 0)
         self.at = ""  # the name of the fast lane's entry that failed (files())
 
@@ -469,7 +472,10 @@ class _Extractor:
 
     def remove(self, parts: list[str], parent: int, name: str) -> None:
         self.tree.forget(parts)
-        self.tree.remove(parent, name)
+        if self.tree.remove(parent, name) and self.dirs:  # a directory: its records and those below go
+            key, n = tuple(parts), len(parts)
+            for gone in [k for k in self.dirs if k[:n] == key]:
+                del self.dirs[gone]
 
     def member(self, reader: TarReader, e: Entry) -> None:
         parts = e.name.split("/")
@@ -597,7 +603,7 @@ class _Extractor:
             if old is None or not stat.S_ISDIR(old.st_mode):  # a file or symlink where a directory is wanted
                 self.make(parts, parent, base, lambda: os.mkdir(base, 0o700, dir_fd=parent))
         st = os.stat(base, dir_fd=parent, follow_symlinks=False)  # the directory there now (made or kept)
-        self.dirs.append((parts, e, (st.st_dev, st.st_ino)))
+        self.dirs[tuple(parts)] = (parts, e, (st.st_dev, st.st_ino))
 
     def special(self, parts: list[str], name: str) -> None:
         """A whiteout (`.wh.NAME`) or an opaque marker, in a layer."""
@@ -754,10 +760,10 @@ class _Extractor:
                 self.result.skipped.append(f"{e.name}: xattr {key} not settable here")
 
     def finish(self) -> None:
-        """Directory metadata, deepest last-written first (a 0o555 directory is set after its children), each
-        on the directory that entry made — found again without following anything, and skipped if a later
-        entry replaced it (by a symlink, a file or another directory)."""
-        for parts, e, ident in reversed(self.dirs):
+        """Directory metadata, deepest last-written first (a 0o555 directory is set after its children), a path's
+        last entry on the directory that entry made — found again without following anything, and skipped if a
+        later entry replaced it (by a symlink, a file or another directory)."""
+        for parts, e, ident in reversed(self.dirs.values()):
             try:
                 parent = self.tree.dir(parts[:-1])
                 try:

@@ -138,17 +138,18 @@ class DirTree:
         return os.dup(self.dir(parts, **kw))  # type: ignore[arg-type]
 
     @staticmethod
-    def remove(parent: int, name: str) -> None:
+    def remove(parent: int, name: str) -> bool:
         """Remove `name` in directory `parent` whatever it is; a directory with everything below it, through
-        fds (shutil.rmtree's fd-based walk follows no symlink)."""
+        fds (shutil.rmtree's fd-based walk follows no symlink). True when it was a directory."""
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
-            return
+            return False
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(name, dir_fd=parent)
-        else:
-            os.unlink(name, dir_fd=parent)
+            return True
+        os.unlink(name, dir_fd=parent)
+        return False
 
     @staticmethod
     def lstat(parent: int, name: str) -> os.stat_result | None:
