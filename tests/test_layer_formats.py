@@ -633,3 +633,131 @@ def test_a_replaced_directory_s_mode_is_not_applied_to_its_successor(tmp_path, r
     assert stat.S_IMODE(os.lstat(tmp_path / "dest" / "p" / "x").st_mode) == 0o4755
     assert stat.S_IMODE(os.lstat(tmp_path / "dest" / "p" / "x" / "y").st_mode) == 0o755
     assert os.listdir(tmp_path / "dest" / "p" / "x" / "y") == ["g"]
+
+
+def _plain(name: bytes = b"d/bad", data: bytes = b"abc", fields: dict[int, bytes] | None = None, off_by: int = 0,
+           type_: bytes = b"0", checksum: bytes = b"%06o\0 ") -> bytes:
+    """A ustar file header (and its data) with `fields` written over it at their offsets (whole fields), its
+    checksum the exact unsigned byte sum plus `off_by`, written as `checksum` says."""
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108], h[108:116], h[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
+    h[124:136], h[136:148] = b"%011o\0" % len(data), b"13536560200\0"
+    h[156:157], h[257:265] = type_, b"ustar\x0000"
+    for at, value in (fields or {}).items():
+        h[at:at + len(value)] = value
+    h[148:156] = b" " * 8
+    h[148:156] = checksum % (sum(h) + off_by)
+    return bytes(h) + _pad(data)
+
+
+def _unpack_after_a_run(tmp_path, raw: bytes):
+    """`raw` after a directory and a run of plain files the fast lane takes (the bad entry comes inside its
+    run); the layer unpacked in apply mode into a fresh directory."""
+    ok = _header(b"d/", b"5", 0) + b"".join(_raw_file(b"d/f%d" % i, b"data", _record(b"mtime=1600000000.25"))
+                                            for i in range(5))
+    dest = tmp_path / f"dest{len(list(tmp_path.iterdir()))}"
+    return unpack_layer(io.BytesIO(ok + raw + bytes(1024)), str(dest), mode="apply"), dest
+
+
+_NOT_OCTAL = {  # what Python's int(x, 8) takes and GNU tar and Go's archive/tar refuse
+    "size 0o": {124: b"0o000000003\0"}, "size _": {124: b"0000000_003\0"}, "size +": {124: b"+0000000003\0"},
+    "size tab": {124: b"\t0000000003\0"}, "mode +": {100: b"+000644\0"}, "mode 0o": {100: b"0o00644\0"},
+    "uid -0": {108: b"-000000\0"}, "gid _": {116: b"00_0000\0"}, "mtime +": {136: b"+3536560200\0"},
+    "mtime -0": {136: b"-0000000000\0"}, "checksum +": b"+%05o\0 ", "checksum 0o": b"0o%04o\0 ",
+    "checksum _": b"0_%04o\0 "}
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+@pytest.mark.parametrize("what", sorted(_NOT_OCTAL))
+def test_a_number_field_is_octal_digits_only(tmp_path, monkeypatch, lane, what):
+    if not lane:
+        _no_lane(monkeypatch)
+    bad = _NOT_OCTAL[what]
+    raw = _plain(checksum=bad) if isinstance(bad, bytes) else _plain(fields=bad)
+    with pytest.raises(LayoutError, match="octal|checksum"):
+        _unpack_after_a_run(tmp_path, raw)
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+def test_a_checksum_off_by_a_multiple_of_65521_is_refused(tmp_path, monkeypatch, lane):
+    """The checksum is compared with the exact byte sum (a sum taken modulo 65521 let these through); a header
+    whose sum is above 65521 (high bytes in its name) still passes with its own checksum."""
+    if not lane:
+        _no_lane(monkeypatch)
+    for off_by in (65521, 2 * 65521):
+        with pytest.raises(LayoutError, match="checksum"):
+            _unpack_after_a_run(tmp_path, _plain(off_by=off_by))
+    high = b"d/" + b"\xff" * 98
+    prefix = {345: b"\xfe" * 155}  # the POSIX name prefix: d/\xff.../ under a \xfe... directory
+    assert sum(_plain(name=high, fields=prefix)[:512]) > 65521
+    with pytest.raises(LayoutError, match="checksum"):
+        _unpack_after_a_run(tmp_path, _plain(name=high, fields=prefix, off_by=-65521))
+    result, dest = _unpack_after_a_run(tmp_path, _plain(name=high, fields=prefix))
+    assert result.entries == 7
+
+
+_BAD_IDS = {
+    "uid -1 (base-256)": _plain(fields={108: b"\xff" * 8}),
+    "gid 2**32-1 (base-256)": _plain(fields={116: b"\x80\0\0\0\xff\xff\xff\xff"}),
+    "uid 2**32 (base-256)": _plain(fields={108: b"\x80\0\0\x01\0\0\0\0"}),
+    "pax uid=-1": _raw_file(b"d/bad", b"abc", _record(b"uid=-1")),
+    "pax gid=4294967295": _raw_file(b"d/bad", b"abc", _record(b"gid=4294967295")),
+    "pax uid=+5": _raw_file(b"d/bad", b"abc", _record(b"uid=+5")),
+}
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+@pytest.mark.parametrize("what", sorted(_BAD_IDS))
+def test_an_owner_chown_cannot_take_is_refused(tmp_path, monkeypatch, lane, what):
+    """uid/gid -1 (and 2**32-1, the same to the kernel) make a chown leave the file root's, set-uid bit and
+    all: refused, as are ids beyond 32 bits."""
+    if not lane:
+        _no_lane(monkeypatch)
+    with pytest.raises(LayoutError, match="uid|gid"):
+        _unpack_after_a_run(tmp_path, _BAD_IDS[what])
+
+
+_BAD_MTIMES = {
+    "pax inf": _raw_file(b"d/bad", b"abc", _record(b"mtime=inf")),
+    "pax nan": _raw_file(b"d/bad", b"abc", _record(b"mtime=nan")),
+    "pax -inf": _raw_file(b"d/bad", b"abc", _record(b"mtime=-inf")),
+    "pax 1e30": _raw_file(b"d/bad", b"abc", _record(b"mtime=1e30")),
+    "pax 1e3": _raw_file(b"d/bad", b"abc", _record(b"mtime=1e3")),
+    "pax 1_000": _raw_file(b"d/bad", b"abc", _record(b"mtime=1_000")),
+    "pax 20 digits": _raw_file(b"d/bad", b"abc", _record(b"mtime=99999999999999999999")),
+    "pax with xattr": _raw_file(b"d/bad", b"abc", _record(b"mtime=inf") + _record(b"SCHILY.xattr.user.k=v")),
+    "base-256 2**63": _plain(fields={136: b"\x80\0\0\0" + (1 << 63).to_bytes(8, "big")}),
+    "base-256 -2**63-1": _plain(fields={136: ((1 << 96) - (1 << 63) - 1).to_bytes(12, "big")}),
+}
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+@pytest.mark.parametrize("what", sorted(_BAD_MTIMES))
+def test_an_mtime_no_file_can_have_is_refused(tmp_path, monkeypatch, lane, what):
+    """Not a number, infinite, or beyond a 64-bit time: one LayoutError (no OverflowError from utime)."""
+    if not lane:
+        _no_lane(monkeypatch)
+    with pytest.raises(LayoutError, match="mtime"):
+        _unpack_after_a_run(tmp_path, _BAD_MTIMES[what])
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+def test_numbers_tar_writes_are_still_read(tmp_path, monkeypatch, lane):
+    """Old tars' leading spaces, NUL-terminated fields, base-256 ids and times, negative and fractional pax
+    times, an id of 2**32-2."""
+    if not lane:
+        _no_lane(monkeypatch)
+    raw = _plain(name=b"d/old", fields={100: b"   644 \0", 124: b"         3 ", 136: b"13536560200 "})
+    raw += _plain(name=b"d/b256", fields={108: b"\x80\0\0\0\0\0\x03\xe8", 136: b"\x80" + bytes(7) + b"\0\0\x10\0"})
+    raw += _raw_file(b"d/neg", b"abc", _record(b"mtime=-1.5"))
+    raw += _raw_file(b"d/frac", b"abc", _record(b"mtime=1600000000."))
+    raw += _raw_file(b"d/ids", b"abc", _record(b"uid=4294967294") + _record(b"gid=7"))
+    result, dest = _unpack_after_a_run(tmp_path, raw)
+    assert result.entries == 11
+    assert stat.S_IMODE(os.stat(dest / "d" / "old").st_mode) == 0o644
+    assert os.stat(dest / "d" / "old").st_mtime == 0o13536560200 and os.stat(dest / "d" / "b256").st_mtime == 4096
+    assert os.stat(dest / "d" / "neg").st_mtime == -1.5 and os.stat(dest / "d" / "frac").st_mtime == 1600000000
+    if os.geteuid() == 0:
+        assert os.stat(dest / "d" / "b256").st_uid == 1000
+        assert (os.stat(dest / "d" / "ids").st_uid, os.stat(dest / "d" / "ids").st_gid) == (4294967294, 7)

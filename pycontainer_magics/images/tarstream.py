@@ -17,9 +17,9 @@ Knows nothing of files on disk: images/unpack.py writes what this reads.
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from zlib import adler32
 
 from .errors import LayoutError, UnsafeLayer
 
@@ -76,19 +76,39 @@ def _cstr(field: bytes) -> bytes:
 
 
 def _num(field: bytes) -> int:
-    """A numeric header field: octal text (NUL- or space-terminated), or GNU base-256 for large values."""
+    """A numeric header field: octal digits (spaces and NULs around them; what follows a NUL ignored), or GNU
+    base-256 for large values. Only digits: Python's int(x, 8) also takes `0o3`, `0_3`, `+3`, `-0` and
+    tabs, which GNU tar and Go's archive/tar refuse."""
     first = field[0]
     if first == 0o200 or first == 0o377:
         n = int.from_bytes(field[1:], "big")
         return n - 256 ** (len(field) - 1) if first == 0o377 else n
+    text = field.strip(b" \0").partition(b"\0")[0].rstrip(b" ")
+    if not text:
+        return 0
     try:
-        return int(field.rstrip(b"\0 ") or b"0", 8)
-    except ValueError:
-        text = _cstr(field).strip()
-        try:
-            return int(text, 8) if text else 0
-        except ValueError:
-            raise LayoutError(f"corrupt tar header: {field!r} is not an octal number") from None
+        if text.isdigit():
+            return int(text, 8)
+    except ValueError:  # an 8 or a 9
+        pass
+    raise LayoutError(f"corrupt tar header: {field!r} is not an octal number")
+
+
+_TIME_RANGE = 1 << 63  # a file's time in seconds: what a 64-bit time_t holds (utime refuses more)
+_ID_LIMIT = (1 << 32) - 1  # uid/gid: 2**32-1 is (uid_t)-1, which chown takes as "leave it"
+
+
+def _time(value: int | float, what: object) -> int | float:
+    """An mtime a file can have (-2**63 <= t < 2**63 seconds), else LayoutError (inf and nan included)."""
+    if -_TIME_RANGE <= value < _TIME_RANGE:
+        return value
+    raise LayoutError(f"corrupt tar header: mtime {what!r} out of range")
+
+
+def _owner(value: int, key: str) -> int:
+    if 0 <= value < _ID_LIMIT:
+        return value
+    raise LayoutError(f"corrupt tar header: {key} {value} (an owner is 0 to {_ID_LIMIT - 1})")
 
 
 # name, mode+uid+gid (one field: the three repeat from entry to entry, so they are parsed once per distinct value),
@@ -269,13 +289,15 @@ class TarReader:
                     size = pax_size
                 else:
                     field, chk = _PAX_HEAD.unpack_from(buf, pos)
+                    t, f = chk.rstrip(b"\0 "), field.rstrip(b"\0 ")
+                    if not t.isdigit() or not f.isdigit():
+                        return out
                     try:
-                        stored = int(chk.rstrip(b"\0 ") or b"0", 8)
-                        size = int(field.rstrip(b"\0 ") or b"0", 8)
+                        stored, size = int(t, 8), int(f, 8)
                     except ValueError:
                         return out
-                    if (stored - (zlib.adler32(header) & 0xFFFF) + 1 + sum(chk) - 256) % 65521 or \
-                            not 0 < size <= _PAX_BODY:
+                    if stored != (adler32(header[:256]) & 0xFFFF) + (adler32(header[256:]) & 0xFFFF) + 254 - \
+                            sum(chk) or not 0 < size <= _PAX_BODY:
                         return out
                     pax_block, pax_size = self._pax_seen = header, size
                 body = bytes(buf[pos + BLOCK:pos + BLOCK + size])
@@ -284,47 +306,49 @@ class TarReader:
                 if not body.startswith(b"mtime=", sp + 1) or not length.isdigit() or int(length) != size or \
                         body[-1] != 10:
                     return out
-                try:
-                    mtime = float(body[sp + 7:-1])
-                except ValueError:
+                value = body[sp + 7:-1]
+                secs, _, frac = value.partition(b".")  # SECONDS[.FRACTION], in range: else as _pax_mtime says
+                if not secs.isdigit() or len(secs) > 18 or frac and not frac.isdigit():
                     return out
+                mtime = float(value)
                 at = pos + 2 * BLOCK
             else:
                 at = pos
             h = _LANE_HEADER.unpack_from(buf, at)
             type_ = h[5]
+            # octal digits only (anything else: read by iterating, which refuses what it must)
+            t, s, m = h[4].rstrip(b"\0 "), h[2].rstrip(b"\0 "), h[3].rstrip(b"\0 ")
+            if not t.isdigit() or not s.isdigit() or not m.isdigit():
+                return out
             try:
-                stored = int(h[4].rstrip(b"\0 ") or b"0", 8)
-                size = int(h[2].rstrip(b"\0 ") or b"0", 8)
+                stored, size, umtime = int(t, 8), int(s, 8), int(m, 8)
             except ValueError:
                 return out
-            if (stored - (zlib.adler32(buf[at:at + BLOCK]) & 0xFFFF) + 1 + sum(h[4]) - 256) % 65521:
+            if stored != (adler32(buf[at:at + 256]) & 0xFFFF) + (adler32(buf[at + 256:at + BLOCK]) & 0xFFFF) + \
+                    254 - sum(h[4]):
                 return out
             at += BLOCK
-            if type_ != _REGULAR or size < 0:
+            if type_ != _REGULAR:
                 return out
             after = at + size + (-size % BLOCK)
             if after > end:
                 return out
-            try:
-                umtime = int(h[3].rstrip(b"\0 ") or b"0", 8)
-            except ValueError:
-                return out
             name = h[0].partition(b"\0")[0]
             if h[6][:6] == _POSIX_MAGIC and h[7][0]:
                 name = _cstr(h[7]) + b"/" + name
-            ids = seen.get(h[1]) or self._ids(h[1])
+            ids = seen.get(h[1])
+            if ids is None:
+                try:
+                    ids = self._ids(h[1])
+                except LayoutError:
+                    return out
             out.append((name, ids[0], ids[1], ids[2], umtime if mtime is None else mtime, buf[at:at + size]))
             pos = self._pos = after
         return out
 
     def _ids(self, field: bytes) -> tuple[int, int, int]:
         """Mode, uid and gid from their three fields (24 bytes), remembered: a layer has few distinct ones."""
-        try:
-            ids = int(field[:8].rstrip(b"\0 ") or b"0", 8), int(field[8:16].rstrip(b"\0 ") or b"0", 8), \
-                int(field[16:].rstrip(b"\0 ") or b"0", 8)
-        except ValueError:  # base-256, or NUL-terminated before trailing junk
-            ids = _num(field[:8]), _num(field[8:16]), _num(field[16:])
+        ids = _num(field[:8]), _owner(_num(field[8:16]), "uid"), _owner(_num(field[16:]), "gid")
         if len(self._seen_ids) >= _IDS_KEPT:
             self._seen_ids.clear()
         self._seen_ids[field] = ids
@@ -349,18 +373,21 @@ class TarReader:
             block = buf[off:off + BLOCK]
             if type_ == 0 and block == _ZERO_BLOCK:
                 return None  # end of archive (`tar` stops here too)
+            # octal digits (the usual field: parsed in place; anything else by _num, which may refuse it)
             field = h[4]
+            t = field.rstrip(b"\0 ")
             try:
-                stored = int(field.rstrip(b"\0 ") or b"0", 8)
+                stored = int(t, 8) if t.isdigit() else _num(field)
             except ValueError:
                 stored = _num(field)
-            # the byte sum with the checksum field counted as spaces: adler32's low half is 1 + the byte sum
-            # modulo 65521 (the sum is below 2 * 65521: a wrong checksum passes only if off by exactly 65521)
-            if (stored - (zlib.adler32(block) & 0xFFFF) + 1 + sum(field) - 256) % 65521 and \
+            # the exact byte sum with the checksum field counted as spaces: adler32's low half is 1 + the byte
+            # sum modulo 65521, exact for a half block (256 * 255 < 65521)
+            if stored != (adler32(block[:256]) & 0xFFFF) + (adler32(block[256:]) & 0xFFFF) + 254 - sum(field) and \
                     not _signed_checksum_ok(block, stored):
                 raise LayoutError("corrupt tar header (checksum mismatch)")
+            t = h[2].rstrip(b"\0 ")
             try:
-                size = int(h[2].rstrip(b"\0 ") or b"0", 8)
+                size = int(t, 8) if t.isdigit() else _num(h[2])
             except ValueError:
                 size = _num(h[2])
             if type_ in _SPECIAL:
@@ -396,15 +423,18 @@ class TarReader:
                     name = _cstr(h[10]) + b"/" + name
                 longname = name.decode("utf-8", "surrogateescape")
             ids = self._seen_ids.get(h[1]) or self._ids(h[1])
+            t = h[3].rstrip(b"\0 ")
             try:
-                mtime = int(h[3].rstrip(b"\0 ") or b"0", 8)
+                mtime = int(t, 8) if t.isdigit() else _time(_num(h[3]), h[3])
             except ValueError:
-                mtime = _num(h[3])
+                mtime = _num(h[3])  # an 8 or a 9: refused
             e = Entry(longname, kind, _TYPE_CHARS[type_], ids[0], ids[1], ids[2], mtime, size)
             if kind == SYMLINK or kind == HARDLINK:
                 e.linkname = longlink if longlink is not None else _text(_cstr(h[6]))
             elif kind == CHAR or kind == BLOCKDEV:
                 e.devmajor, e.devminor = _num(h[8]), _num(h[9])
+                if not (0 <= e.devmajor < 1 << 31 and 0 <= e.devminor < 1 << 31):  # os.makedev's range
+                    raise LayoutError(f"entry {e.name!r}: device number {e.devmajor}:{e.devminor} out of range")
             elif type_ == 0 and longname.endswith("/"):
                 e.kind = DIR
             if not pax:
@@ -495,17 +525,21 @@ def _parse_pax(body: bytes, into: dict[str, bytes], sparse: list[int]) -> None:
 
 
 def _pax_int(key: str, value: bytes) -> int:
-    try:
+    """Decimal digits only (int() would take signs, spaces and underscores)."""
+    if value.isdigit():
         return int(value)
-    except ValueError:
-        raise LayoutError(f"corrupt pax header: {key}={value!r}") from None
+    raise LayoutError(f"corrupt pax header: {key}={value!r}")
 
 
 def _pax_mtime(value: bytes) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise LayoutError(f"corrupt pax header: mtime={value!r}") from None
+    """`[-]SECONDS[.FRACTION]`, as Go's archive/tar reads it (float() would take inf, nan, 1e30, 1_0), within
+    what a file's time can hold."""
+    secs, _, frac = value.partition(b".")
+    if secs[:1] == b"-":
+        secs = secs[1:]
+    if not secs.isdigit() or frac and not frac.isdigit():
+        raise LayoutError(f"corrupt pax header: mtime={value!r}")
+    return _time(float(value), value)
 
 
 def _apply_pax(e: Entry, pax: dict[str, bytes]) -> bool:
@@ -521,9 +555,9 @@ def _apply_pax(e: Entry, pax: dict[str, bytes]) -> bool:
         elif key == "size":
             e.size = _pax_int(key, value)
         elif key == "uid":
-            e.uid = _pax_int(key, value)
+            e.uid = _owner(_pax_int(key, value), key)
         elif key == "gid":
-            e.gid = _pax_int(key, value)
+            e.gid = _owner(_pax_int(key, value), key)
         elif key.startswith("SCHILY.xattr."):
             if e.xattrs is None:
                 e.xattrs = {}
