@@ -35,7 +35,7 @@ from ..linux.namespaces import (
     flags_for,
     ns_inodes,
 )
-from . import cleanup, image_source, rootfs, state
+from . import cleanup, image_source, plan_cache, rootfs, state
 from .cell_fork import fork_pid1
 from .channel import decode_frames, feed, send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
@@ -556,7 +556,9 @@ def _plan_run(spec: ContainerSpec, run_id: str, cg: Cgroup | None, python_global
         from . import networking  # pyroute2 loads only for containers on a network
         spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, run_id))
     try:
-        return plan_launch(spec, cg, python_globals, maps=pod.maps if pod else None)
+        if pod is None:
+            return plan_cache.plan(spec, cg, python_globals, plan_launch)  # (a re-run's plan, when it still holds)
+        return plan_launch(spec, cg, python_globals, maps=pod.maps)
     except BaseException:
         _unplan_run(spec, run_id)
         raise

@@ -1,0 +1,118 @@
+"""runtime/plan_cache.py: a re-run's launch plan is the last one's — with this run's own cgroup mounts — while
+everything it was planned from is the same; anything that changes the plan makes a fresh one."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helpers import host_clean  # noqa: F401
+
+from pycontainer_magics.runtime import ContainerSpec, host_masks, plan_cache, run
+from pycontainer_magics.runtime.parse import build_spec
+from pycontainer_magics.runtime.run import _limits, hierarchy, plan_launch
+
+pytestmark = [pytest.mark.root, pytest.mark.cgroup2,
+              pytest.mark.skipif(os.geteuid() != 0, reason="plans are kept for root's host-image runs")]
+
+MiB = 2**20
+
+
+@pytest.fixture
+def cgroups(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+    # The host's masks are kept (the same scan) even if /home or /etc changed a moment ago (a CI machine making
+    # its test user): what is compared here is the plan's own reuse.
+    monkeypatch.setattr(host_masks, "RACY", 0.0)
+    h = hierarchy()
+    if h is None:
+        pytest.skip("no cgroup hierarchy of ours here")
+    spec = ContainerSpec(python_code="pass", memory=64 * MiB)
+    made = [h.create(f"pcm-plan-{os.getpid()}-{i}", _limits(spec)) for i in range(2)]
+    plan_cache.clear()
+    yield made
+    plan_cache.clear()
+    for cg in made:
+        cg.remove()
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, spec: ContainerSpec, cg: Any, g: Any) -> Any:
+        self.calls += 1
+        return plan_launch(spec, cg, g)
+
+
+def _same_launch(a: Any, b: Any) -> None:
+    for f in dataclasses.fields(a):
+        if f.name != "python_globals":
+            assert getattr(a, f.name) == getattr(b, f.name), f.name
+    assert a.python_globals is b.python_globals
+
+
+def test_a_re_run_gets_the_last_plan_with_its_own_cgroup_mounts(cgroups: list[Any]) -> None:
+    spec = build_spec(python_code="pass", memory=64 * MiB, tmpfs=["/scratch"])
+    g: dict[str, Any] = {}
+    make = Counting()
+    hp1, l1 = plan_cache.plan(spec, cgroups[0], g, make)
+    hp2, l2 = plan_cache.plan(spec, cgroups[1], g, make)
+    assert make.calls == 1 and hp2 is hp1 and l2 is not l1
+    fresh_hp, fresh = plan_launch(spec, cgroups[1], g)
+    assert fresh_hp == hp2
+    _same_launch(fresh, l2)  # the ops included: the second cgroup's directories, not the first's
+    assert any(cgroups[1].name in (op.fallback or "") for op in l2.plan.ops)
+    assert not any(cgroups[0].name in (op.fallback or "") for op in l2.plan.ops)
+    # What a run sets on its launch stays its own.
+    l2.premounted, l2.env_changes, l2.export_layer = (1, 2), ((), ()), "/x"
+    _, l3 = plan_cache.plan(spec, cgroups[0], g, make)
+    assert make.calls == 1 and l3.premounted == () and l3.env_changes is None and l3.export_layer is None
+    _same_launch(plan_launch(spec, cgroups[0], g)[1], l3)
+
+
+def test_what_the_plan_depends_on_makes_a_fresh_one(cgroups: list[Any], monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Any) -> None:
+    spec = build_spec(python_code="pass", memory=64 * MiB)
+    g: dict[str, Any] = {}
+    make = Counting()
+
+    def again(expected: int, globals_: Any = g, spec_: ContainerSpec = spec) -> None:
+        plan_cache.plan(spec_, cgroups[0], globals_, make)
+        assert make.calls == expected
+
+    again(1)
+    again(1)
+    monkeypatch.setenv("PCM_PLAN_CACHE", "1")  # the cell's environment is the caller's
+    again(2)
+    _, launch = plan_cache.plan(spec, cgroups[0], g, make)
+    assert launch.env["PCM_PLAN_CACHE"] == "1"
+    monkeypatch.chdir(tmp_path)  # the working directory is kept in the masks over /root and /home
+    again(3)
+    again(3)
+    monkeypatch.setattr(host_masks, "_scans", {})  # a fresh scan of the host: another masks tuple
+    again(4)
+    again(5, globals_={})  # another caller's globals
+    again(6, spec_=build_spec(python_code="pass", memory=64 * MiB))  # another spec (equal, not the same)
+    bound = build_spec(python_code="pass", memory=64 * MiB, volume=[f"{tmp_path}:/data"])
+    plan_cache.plan(bound, cgroups[0], g, make)
+    plan_cache.plan(bound, cgroups[0], g, make)
+    assert make.calls == 8  # a bind mount (its source looked up on the host): never kept
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_python_cells_run_again_see_their_own_cgroup() -> None:
+    plan_cache.clear()
+    spec = build_spec(python_code="print(open('/proc/self/cgroup').read().strip().splitlines()[0], "
+                                  "open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip() "
+                                  "if os.path.exists('/sys/fs/cgroup/memory') else "
+                                  "open('/sys/fs/cgroup/memory.max').read().strip())", memory=48 * MiB)
+    outs = []
+    for _ in range(3):
+        r = run(spec, python_globals={"os": os})
+        assert r.exit_code == 0, r.stderr
+        outs.append(r.stdout.split())
+    for cg_line, limit in outs:
+        assert cg_line.endswith(":/") and int(limit) == 48 * MiB  # its own cgroup namespace, its own limit
