@@ -717,3 +717,34 @@ def test_counters_kept_open_ahead_are_read_with_no_open(tmp_path) -> None:  # ty
     assert opened == []
     c.close()
     assert _open_on(a) == [] and _open_on(b) == [] and c.kept() == 0
+
+
+def test_a_counter_read_is_not_closed_under_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """close() (the clean-up thread's cg.remove) waits for a read in progress on a kept fd: closed under it, that fd
+    number could be another file's by the time of the pread (a figure read from the wrong file)."""
+    import threading
+
+    from pycontainer_magics.linux.cgroups import _io
+
+    f = tmp_path / "memory.peak"
+    f.write_text("4096\n")
+    c = _io.Counters({"memory.peak": str(f)})
+    c.keep_open()
+    real = os.pread
+    closer: list[threading.Thread] = []
+
+    def pread(fd: int, n: int, off: int) -> bytes:
+        if not closer:  # another thread closes the counters just as this read is under way
+            closer.append(threading.Thread(target=c.close))
+            closer[0].start()
+            closer[0].join(0.2)
+            assert closer[0].is_alive()  # it waits for this read
+        return real(fd, n, off)
+
+    os.pread = pread  # type: ignore[assignment]
+    try:
+        assert c.read("memory.peak") == b"4096\n"
+    finally:
+        os.pread = real
+    closer[0].join(5)
+    assert not closer[0].is_alive() and c.kept() == 0

@@ -6,6 +6,8 @@ holder or cgroup goes."""
 from __future__ import annotations
 
 import os
+import threading
+from typing import Any
 
 import pytest
 from helpers import host_clean, wait_for  # noqa: F401
@@ -56,7 +58,30 @@ def test_the_next_python_cell_finds_its_namespaces_and_cgroup_files_open_and_tak
     assert tasks == set(cg.join_files())
 
     served = pool.served["pooled"]
-    second = run(SPEC, python_globals={})
+    # The run itself opens neither (the pool's thread, preparing the next, may).
+    from pycontainer_magics.linux.cgroups import _io
+    from pycontainer_magics.runtime import cell_fork
+
+    opened: list[str] = []
+    here = threading.get_ident()
+    real_ns, real_join = cell_fork.open_holder_namespaces, _io.open_for_join
+
+    def ns_opened(*a: Any) -> Any:
+        if threading.get_ident() == here:
+            opened.append("namespaces")
+        return real_ns(*a)
+
+    def join_opened(*a: Any) -> Any:
+        if threading.get_ident() == here:
+            opened.append("join files")
+        return real_join(*a)
+
+    cell_fork.open_holder_namespaces, _io.open_for_join = ns_opened, join_opened  # type: ignore[assignment]
+    try:
+        second = run(SPEC, python_globals={})
+    finally:
+        cell_fork.open_holder_namespaces, _io.open_for_join = real_ns, real_join  # type: ignore[assignment]
+    assert opened == []
     assert second.exit_code == 0 and second.stdout.strip() == "ahead", second.stderr
     assert pool.served["pooled"] == served + 1  # that holder and cgroup served it
     assert second.id == cg.name and holder.namespaces is None and cg._join is None  # taken, once

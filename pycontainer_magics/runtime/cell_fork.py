@@ -68,9 +68,9 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
     stderr, status. ns: the holder's namespaces opened ahead (open_holder_namespaces), closed here."""
     ns_fds, user_fd = ns if ns is not None else open_holder_namespaces(holder_pid, hp)
     new_pid = bool(hp.flags_rest & CLONE_NEWPID)
-    caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
-    own = own_pidns_fd()
     try:
+        caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
+        own = own_pidns_fd()
         with fork_lock:
             if new_pid:
                 libc.unshare(CLONE_NEWPID)

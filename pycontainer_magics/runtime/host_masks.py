@@ -24,6 +24,7 @@ import glob
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterable
 
@@ -86,16 +87,19 @@ def keep_paths(cwd: str, mount_targets: Iterable[str]) -> list[str]:
 # within its timestamp's granularity unseen: such a scan is not kept.
 RACY = 1.0
 _scans: dict[tuple[object, ...], tuple[tuple[tuple[str, str], ...],
-                                       tuple[tuple[str, tuple[int, int, int, int] | None], ...]]] = {}
+                                       tuple[tuple[str, tuple[int, int, int, int, int] | None], ...]]] = {}
+_scans_lock = threading.Lock()  # (the pool's thread plans a parked PID 1's launch while the caller plans its own)
 
 
-def _state(path: str) -> tuple[int, int, int, int] | None:
-    """What changes when a name is added to, removed from or renamed in a directory (or the path is replaced)."""
+def _state(path: str) -> tuple[int, int, int, int, int] | None:
+    """What changes when a name is added to, removed from or renamed in a directory (or the path is replaced). The
+    ctime too: a tool that adds a name and puts the directory's mtime back (tar -x, rsync -t, touch -r) cannot set
+    it."""
     try:
-        st = os.lstat(path)
+        st = os.lstat(path or ".")
     except OSError:
         return None
-    return st.st_dev, st.st_ino, st.st_mode, st.st_mtime_ns
+    return st.st_dev, st.st_ino, st.st_mode, st.st_mtime_ns, st.st_ctime_ns
 
 
 def masks(*, cwd: str, mount_targets: Iterable[str] = (), data_dirs: Iterable[str] = (),
@@ -105,7 +109,8 @@ def masks(*, cwd: str, mount_targets: Iterable[str] = (), data_dirs: Iterable[st
     reused only while every directory it looked into is unchanged (see RACY)."""
     unmask, mount_targets, data_dirs = tuple(unmask), tuple(mount_targets), tuple(data_dirs)
     key = (cwd, mount_targets, data_dirs, unmask, sys.prefix, sys.base_prefix, sys.exec_prefix, tuple(sys.path))
-    kept = _scans.get(key)
+    with _scans_lock:
+        kept = _scans.get(key)
     if kept is not None and all(_state(d) == st for d, st in kept[1]):
         return kept[0]
     began = time.time_ns()
@@ -113,17 +118,18 @@ def masks(*, cwd: str, mount_targets: Iterable[str] = (), data_dirs: Iterable[st
     found = _scan(cwd, mount_targets, data_dirs, unmask, seen)
     # A directory that does not exist is watched through its parent too (its creation changes the parent).
     for d in list(seen):
-        while d != "/" and not os.path.isdir(d):
+        while d not in ("/", "") and not os.path.isdir(d):  # ("": a relative path's last step)
             d = os.path.dirname(d)
             seen.add(d)
     states = tuple((d, _state(d)) for d in sorted(seen))
     racy = began - int(RACY * 1e9)
-    if all(st is None or (not stat.S_ISLNK(st[2]) and st[3] < racy) for _, st in states):  # (a symlink: not kept)
-        if len(_scans) >= 8:
-            _scans.pop(next(iter(_scans)))
-        _scans[key] = (found, states)
-    else:
+    keep = all(st is None or (not stat.S_ISLNK(st[2]) and max(st[3], st[4]) < racy) for _, st in states)
+    with _scans_lock:  # (a symlink, or a directory changed within RACY: not kept)
         _scans.pop(key, None)
+        if keep:
+            while len(_scans) >= 8:
+                _scans.pop(next(iter(_scans)))
+            _scans[key] = (found, states)
     return found
 
 

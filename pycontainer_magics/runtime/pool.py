@@ -268,10 +268,19 @@ class Pool:
         return h is not None and self.fits(h, plan, run, network)
 
     def fds(self) -> tuple[int, ...]:
-        """The descriptors what is kept ready holds (the holders' control sockets): a process that closes
-        every other descriptor must keep these."""
+        """The descriptors what is kept ready holds (the holders' control sockets and the namespaces opened ahead,
+        the cgroups' counter and join files): a process that closes every other descriptor must keep these."""
+        out: list[int] = []
         with self._lock:
-            return tuple(s.holder.sock.fileno() for s in self._slots.values() if s.holder is not None)
+            for s in self._slots.values():
+                if s.holder is not None:
+                    out.append(s.holder.sock.fileno())
+                    if s.holder.namespaces is not None:
+                        ns_fds, user_fd = s.holder.namespaces
+                        out += [fd for fd, _ in ns_fds] + ([user_fd] if user_fd is not None else [])
+                if s.cgroup is not None:
+                    out += s.cgroup[1].kept_fds()
+        return tuple(out)
 
     def ready_holder(self) -> tuple[int, bool] | None:
         """The pid of the holder kept ready for a run like the last, if any, and whether it was asked to park a

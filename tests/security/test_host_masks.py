@@ -120,3 +120,29 @@ def test_the_scan_is_reused_only_while_nothing_it_looked_at_changed(planted, mon
     again = host_masks.masks(**kw)
     assert listed and (f"{planted}/.kube", "whiteout") in again
     assert host_masks.masks(cwd="/", data_dirs=["/var/lib/pycontainer_magics"]) != again  # other arguments: own scan
+
+
+def test_a_store_added_under_a_put_back_mtime_is_still_seen(planted, monkeypatch):
+    """A tool that adds a name and puts the directory's mtime back (tar -x, rsync -t, touch -r) cannot put its ctime
+    back: the scan is made again."""
+    from pycontainer_magics.runtime import host_masks
+
+    monkeypatch.setattr(host_masks, "RACY", 0.0)
+    kw = {"cwd": f"{planted}/lecture", "data_dirs": ["/var/lib/pycontainer_magics"]}
+    host_masks._scans.clear()
+    host_masks.masks(**kw)
+    st = os.stat(planted)
+    time.sleep(0.05)
+    os.makedirs(f"{planted}/.aws")
+    os.utime(planted, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (f"{planted}/.aws", "whiteout") in host_masks.masks(**kw)
+
+
+def test_a_relative_state_directory_is_scanned_without_end(tmp_path):
+    """(A relative PYCONTAINER_STATE_DIR that does not exist: watching it through its parents once looped forever.)"""
+    import subprocess
+
+    code = ("from pycontainer_magics.runtime import host_masks as m; "
+            "print(m.masks(cwd='/', data_dirs=['relnope/x']) is not None)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "True", out.stderr

@@ -127,17 +127,24 @@ class Counters:
 
     def read(self, name: str) -> bytes | None:
         """The file's content; None when it does not exist."""
-        fd = self._fds.get(name, -1)
         path = self._paths.get(name)
-        if fd is None or path is None:  # (no such file, or no such controller here)
+        if path is None:  # (no such controller here)
             return None
         try:
-            if fd < 0 and name in self._hot and not self._closed:
-                fd = self._keep(name)
+            # Under the lock: a kept fd read while close() (the clean-up thread's remove) closes it could by then be
+            # another file's, opened meanwhile with the same number.
+            with self._lock:
+                fd = self._fds.get(name, -1)
                 if fd is None:
                     return None
-            if fd >= 0:
-                return os.pread(fd, 4096, 0)
+                if fd < 0 and name in self._hot and not self._closed:
+                    try:
+                        fd = self._fds[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        self._fds[name] = None
+                        return None
+                if fd >= 0:
+                    return os.pread(fd, 4096, 0)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -160,29 +167,23 @@ class Counters:
         b = self.read(name)
         return None if b is None else b.decode()
 
-    def _keep(self, name: str) -> int | None:
-        """The kept fd of `name`, opened now if need be; None: no such file; -1: closed meanwhile (not kept)."""
-        with self._lock:
-            fd = self._fds.get(name, -1)
-            if self._closed:
-                return -1
-            if fd is None or fd >= 0:
-                return fd
-            try:
-                fd = os.open(self._paths[name], os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                fd = None
-            self._fds[name] = fd
-            return fd
-
     def keep_open(self) -> None:
         """Open every counter file now (off the path of the run that will read them)."""
-        for name in self._paths:
-            if name not in self._fds:
+        with self._lock:
+            for name, path in self._paths.items():
+                if name in self._fds or self._closed:
+                    continue
                 try:
-                    self._keep(name)
+                    self._fds[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    self._fds[name] = None
                 except OSError:
                     pass  # (read later the usual way, which reports it)
+
+    def fds(self) -> list[int]:
+        """The fds kept open."""
+        with self._lock:
+            return [fd for fd in self._fds.values() if fd is not None]
 
     def close(self) -> None:
         """Close the kept fds for good: a later read opens and closes the file each time (reopening and keeping it
@@ -199,7 +200,7 @@ class Counters:
 
     def kept(self) -> int:
         """How many fds are kept open (tests)."""
-        return sum(1 for fd in self._fds.values() if fd is not None)
+        return len(self.fds())
 
 
 def open_for_join(paths: list[str]) -> list[int]:

@@ -85,6 +85,10 @@ class Cgroup(Protocol):
         """join_files() opened for writing (ahead by keep_open, handed over once; else now). The caller closes them."""
         ...
 
+    def kept_fds(self) -> list[int]:
+        """The fds keep_open() keeps (a process that closes every other fd must keep these)."""
+        ...
+
     def memory_usage(self) -> int:
         """The cheapest reading of current memory (the sampler's hot path)."""
         ...
