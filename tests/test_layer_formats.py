@@ -761,3 +761,13 @@ def test_numbers_tar_writes_are_still_read(tmp_path, monkeypatch, lane):
     if os.geteuid() == 0:
         assert os.stat(dest / "d" / "b256").st_uid == 1000
         assert (os.stat(dest / "d" / "ids").st_uid, os.stat(dest / "d" / "ids").st_gid) == (4294967294, 7)
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["lane", "member"])
+def test_a_device_number_makedev_cannot_take_is_refused(tmp_path, monkeypatch, lane):
+    """A major beyond 31 bits (base-256): one LayoutError, not an OverflowError from os.makedev (or a skip)."""
+    if not lane:
+        _no_lane(monkeypatch)
+    dev = _plain(name=b"d/dev", data=b"", type_=b"3", fields={329: b"\x80\0\0\x01\0\0\0\0", 337: b"0000000\0"})
+    with pytest.raises(LayoutError, match="device number"):
+        _unpack_after_a_run(tmp_path, dev)
