@@ -53,8 +53,8 @@ def test_the_next_python_cell_finds_its_namespaces_and_cgroup_files_open_and_tak
     ns_fds, _ = holder.namespaces
     inodes = {os.fstat(fd).st_ino for fd, _ in ns_fds}
     assert {os.stat(f"/proc/{holder.pid}/ns/{k}").st_ino for k in ("uts", "net", "ipc", "mnt")} <= inodes
-    assert cg._join is not None and cg._counters.kept() >= 4  # join files and counters open
-    tasks = {os.readlink(f"/proc/self/fd/{fd}") for fd in cg._join}
+    assert cg._counters._join is not None and cg._counters.kept() >= 4  # join files and counters open
+    tasks = {os.readlink(f"/proc/self/fd/{fd}") for fd in cg._counters._join}
     assert tasks == set(cg.join_files())
 
     served = pool.served["pooled"]
@@ -84,7 +84,7 @@ def test_the_next_python_cell_finds_its_namespaces_and_cgroup_files_open_and_tak
     assert opened == []
     assert second.exit_code == 0 and second.stdout.strip() == "ahead", second.stderr
     assert pool.served["pooled"] == served + 1  # that holder and cgroup served it
-    assert second.id == cg.name and holder.namespaces is None and cg._join is None  # taken, once
+    assert second.id == cg.name and holder.namespaces is None and cg._counters._join is None  # taken, once
     # It ran in the holder's namespaces (those fds), in that cgroup.
     ns = {row.kind: row.container_inode for row in second.namespaces}
     assert ns["uts"] in inodes and ns["net"] in inodes
@@ -96,7 +96,7 @@ def test_what_was_opened_ahead_and_not_taken_is_closed_with_the_holder_and_cgrou
     pool.drain()
     assert run(SPEC, python_globals={}).exit_code == 0
     holder, cg = _python_slot()
-    assert holder.namespaces is not None and cg._join is not None
+    assert holder.namespaces is not None and cg._counters._join is not None
     ns_links = [os.readlink(f"/proc/self/fd/{fd}") for fd, _ in holder.namespaces[0]]
     cg_dir = os.path.dirname(cg.join_files()[0])
     assert _open_on(cg_dir) and all(link in _open_on(link.split(":")[0] + ":") for link in ns_links)

@@ -104,7 +104,8 @@ def kv_value(text: str, key: bytes | str) -> int:
 
 
 class Counters:
-    """A cgroup's counter files, each read with one pread(2) on a kept fd once it is open.
+    """A cgroup's counter files, each read with one pread(2) on a kept fd once it is open; and its join files, opened
+    ahead by keep_open() for the run that joins it (take_join: handed over once).
 
     The sampler's files (`hot`) are kept open from their first reading. The others — what stats() reads, a dozen
     files in v1 — are kept open only after keep_open(), which the pool calls where it makes a cgroup ahead of its
@@ -116,12 +117,14 @@ class Counters:
     12.4 us, pread on a kept fd 3.4 us.
     """
 
-    __slots__ = ("_paths", "_hot", "_fds", "_closed", "_lock")
+    __slots__ = ("_paths", "_hot", "_fds", "join_paths", "_join", "_closed", "_lock")
 
-    def __init__(self, paths: dict[str, str], hot: tuple[str, ...] = ()) -> None:
+    def __init__(self, paths: dict[str, str], hot: tuple[str, ...] = (), join: list[str] | None = None) -> None:
         self._paths = paths
         self._hot = frozenset(hot)
         self._fds: dict[str, int | None] = {}  # name -> kept fd, or None: the kernel has no such file
+        self.join_paths = join or []
+        self._join: list[int] | None = None  # the join files opened ahead
         self._closed = False
         self._lock = threading.Lock()  # the sampler's thread and the caller's may open the same file at once
 
@@ -168,10 +171,12 @@ class Counters:
         return None if b is None else b.decode()
 
     def keep_open(self) -> None:
-        """Open every counter file now (off the path of the run that will read them)."""
+        """Open every counter file and the join files now (off the path of the run that will use them)."""
         with self._lock:
+            if self._closed:
+                return
             for name, path in self._paths.items():
-                if name in self._fds or self._closed:
+                if name in self._fds:
                     continue
                 try:
                     self._fds[name] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -179,11 +184,22 @@ class Counters:
                     self._fds[name] = None
                 except OSError:
                     pass  # (read later the usual way, which reports it)
+            if self._join is None and self.join_paths:
+                try:
+                    self._join = open_for_join(self.join_paths)
+                except OSError:
+                    pass  # (take_join() finds none: the run opens them, and reports)
+
+    def take_join(self) -> list[int] | None:
+        """The join files opened ahead, handed over once (the taker closes them); None: none kept."""
+        with self._lock:
+            kept, self._join = self._join, None
+        return kept
 
     def fds(self) -> list[int]:
-        """The fds kept open."""
+        """The fds kept open (counters and join files)."""
         with self._lock:
-            return [fd for fd in self._fds.values() if fd is not None]
+            return [fd for fd in self._fds.values() if fd is not None] + list(self._join or ())
 
     def close(self) -> None:
         """Close the kept fds for good: a later read opens and closes the file each time (reopening and keeping it
@@ -191,16 +207,32 @@ class Counters:
         with self._lock:
             self._closed = True
             fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            join, self._join = self._join, None
+        close_all([fd for fd in fds.values() if fd is not None] + list(join or ()))
 
     def kept(self) -> int:
         """How many fds are kept open (tests)."""
         return len(self.fds())
+
+
+class KeptOpen:
+    """keep_open(), join_fds() and kept_fds(), the same for v1 and v2: a cgroup's files are in its Counters."""
+
+    _counters: Counters
+
+    def keep_open(self) -> None:
+        """Open now, ahead of the run: the counter files, for a stats() that reads each with one pread, and the join
+        files, for join_fds() (see Counters)."""
+        self._counters.keep_open()
+
+    def join_fds(self) -> list[int]:
+        """The join files opened for writing (by keep_open, else now): the caller's to close."""
+        kept = self._counters.take_join()
+        return kept if kept is not None else open_for_join(self._counters.join_paths)
+
+    def kept_fds(self) -> list[int]:
+        """The fds kept open for it (keep_open): a process that closes every other fd must keep these."""
+        return self._counters.fds()
 
 
 def open_for_join(paths: list[str]) -> list[int]:

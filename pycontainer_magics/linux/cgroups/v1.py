@@ -11,7 +11,6 @@ import builtins
 import errno
 import os
 import signal
-import threading
 
 from . import _io, devices
 from ._mounts import Mount, read_mounts, under, visible_mounts
@@ -46,7 +45,7 @@ def _unique(paths: dict[str, str]) -> list[str]:
     return seen
 
 
-class CgroupV1:
+class CgroupV1(_io.KeptOpen):
     """One container's cgroup: a directory in each v1 controller hierarchy."""
 
     version = "v1"
@@ -63,10 +62,7 @@ class CgroupV1:
             d = paths.get(controller)
             if d is not None:
                 files.update((n, os.path.join(d, n)) for n in names)
-        self._join: list[int] | None = None  # join files opened ahead (keep_open), handed over once
-        self._join_lock = threading.Lock()
-        self._closed = False
-        self._counters = _io.Counters(files, hot=_HOT)
+        self._counters = _io.Counters(files, hot=_HOT, join=self.join_files())
 
     def __repr__(self) -> str:
         return f"<CgroupV1 {self.name} {sorted(self._paths)}>"
@@ -193,28 +189,6 @@ class CgroupV1:
     def oom_kill_count(self) -> int:
         b = self._counters.read("memory.oom_control")
         return 0 if b is None else _io.kv_value(b.decode(), "oom_kill")
-
-    def keep_open(self) -> None:
-        """Open now, ahead of the run: the counter files, for a stats() that reads each with one pread (see
-        _io.Counters), and the join files, for join_fds()."""
-        self._counters.keep_open()
-        with self._join_lock:
-            if self._join is None and not self._closed:
-                try:
-                    self._join = _io.open_for_join(self.join_files())
-                except OSError:
-                    pass  # (join_fds() opens them, and reports)
-
-    def join_fds(self) -> list[int]:
-        """The join files opened for writing (by keep_open, else now): the caller's to close."""
-        with self._join_lock:
-            kept, self._join = self._join, None
-        return kept if kept is not None else _io.open_for_join(self.join_files())
-
-    def kept_fds(self) -> list[int]:
-        """The fds kept open for it (keep_open): a process that closes every other fd must keep these."""
-        with self._join_lock:
-            return self._counters.fds() + list(self._join or ())
 
     def stats(self) -> CgroupStats:
         c = self._counters
@@ -345,10 +319,6 @@ class CgroupV1:
     def close(self) -> None:
         """Close the kept-open counter and join files."""
         self._counters.close()
-        with self._join_lock:
-            self._closed = True
-            kept, self._join = self._join, None
-        _io.close_all(kept)
 
 
 def _kill(pids: list[int]) -> None:

@@ -10,7 +10,6 @@ import builtins
 import errno
 import os
 import signal
-import threading
 
 from . import _io, devices
 from .base import Cgroup, CgroupError, CgroupLimits, CgroupStats
@@ -32,7 +31,7 @@ def shares_to_weight(shares: int) -> int:
     return 1 + ((shares - 2) * 9999) // 262142
 
 
-class CgroupV2:
+class CgroupV2(_io.KeptOpen):
     """One container's cgroup in the unified hierarchy."""
 
     version = "v2"
@@ -43,10 +42,7 @@ class CgroupV2:
         self.name = name
         self.path = path
         self._parent = parent
-        self._join: list[int] | None = None  # join files opened ahead (keep_open), handed over once
-        self._join_lock = threading.Lock()
-        self._closed = False
-        self._counters = _io.Counters({n: os.path.join(path, n) for n in _COUNTERS}, hot=_HOT)
+        self._counters = _io.Counters({n: os.path.join(path, n) for n in _COUNTERS}, hot=_HOT, join=self.join_files())
 
     def __repr__(self) -> str:
         return f"<CgroupV2 {self.name}>"
@@ -151,28 +147,6 @@ class CgroupV2:
         b = self._counters.read("memory.events")
         return 0 if b is None else _io.kv_value(b.decode(), "oom_kill")
 
-    def keep_open(self) -> None:
-        """Open now, ahead of the run: the counter files, for a stats() that reads each with one pread (see
-        _io.Counters), and the join files, for join_fds()."""
-        self._counters.keep_open()
-        with self._join_lock:
-            if self._join is None and not self._closed:
-                try:
-                    self._join = _io.open_for_join(self.join_files())
-                except OSError:
-                    pass  # (join_fds() opens them, and reports)
-
-    def join_fds(self) -> list[int]:
-        """The join files opened for writing (by keep_open, else now): the caller's to close."""
-        with self._join_lock:
-            kept, self._join = self._join, None
-        return kept if kept is not None else _io.open_for_join(self.join_files())
-
-    def kept_fds(self) -> list[int]:
-        """The fds kept open for it (keep_open): a process that closes every other fd must keep these."""
-        with self._join_lock:
-            return self._counters.fds() + list(self._join or ())
-
     def stats(self) -> CgroupStats:
         c = self._counters
         cur = c.optional("memory.current")
@@ -248,10 +222,6 @@ class CgroupV2:
 
     def close(self) -> None:
         self._counters.close()
-        with self._join_lock:
-            self._closed = True
-            kept, self._join = self._join, None
-        _io.close_all(kept)
 
 
 class HierarchyV2(Hierarchy):
