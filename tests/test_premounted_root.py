@@ -12,6 +12,7 @@ import os
 import pytest
 from helpers import host_clean, wait_for  # noqa: F401
 
+from pycontainer_magics.linux.cgroups import detect_layout
 from pycontainer_magics.runtime import ContainerSpec, run
 from pycontainer_magics.runtime.pool import pool
 from pycontainer_magics.runtime.zygote import zygote
@@ -34,6 +35,9 @@ print("net", " ".join(sorted(os.listdir("/sys/class/net"))))
 print("firmware", sorted(os.listdir("/sys/firmware")) == [], "keys", stat.S_ISCHR(os.stat("/proc/keys").st_mode))
 print("null", os.path.exists("/dev/null") and open("/dev/null", "w").write("x"))
 print("dev", os.stat("/dev").st_dev, os.stat("/sys").st_dev)
+limit = [f for f in ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max") if os.path.exists(f)]
+print("cgroup", kinds["/sys/fs/cgroup"], os.statvfs("/sys/fs/cgroup").f_flag & os.ST_RDONLY,
+      open(limit[0]).read().strip() if limit else "-", open("/proc/self/cgroup").read().split(":")[-1].strip())
 """
 
 
@@ -67,7 +71,10 @@ def test_a_python_cells_next_holder_has_dev_and_sys_mounted_ahead_and_the_cell_s
     holder = _ready_holder()
     where, ahead = _made_ahead(holder)
     assert {"/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/null", "/sys", "/sys/firmware"} <= set(ahead), ahead
-    assert not any(m.startswith(("/proc", "/sys/fs/cgroup")) for m in ahead), ahead  # PID 1's: its namespaces
+    assert not any(m.startswith("/proc") for m in ahead), ahead  # PID 1's: its PID namespace
+    # The cgroup filesystems are PID 1's too (its cgroup namespace); the tmpfs they go on is not (v1)
+    assert not any(m.startswith("/sys/fs/cgroup/") for m in ahead), ahead
+    assert ("/sys/fs/cgroup" in ahead) == (detect_layout() != "unified"), ahead
     # The helper went back to its own namespaces.
     z = zygote().pid
     for ns in ("mnt", "net", "ipc"):
@@ -83,6 +90,8 @@ def test_a_python_cells_next_holder_has_dev_and_sys_mounted_ahead_and_the_cell_s
     assert again == made, (again, made)  # the same mounts (none twice), types, masks, and
     assert again["net"] == "lo", again  # sysfs of the cell's own network namespace
     assert again["firmware"] == "True keys True", again
+    # its own cgroup, read-only, in its own cgroup namespace (v1: a tmpfs made ahead, the controllers mounted on it)
+    assert again["cgroup"] in (f"tmpfs 1 {64 * MiB} /", f"cgroup2 1 {64 * MiB} /"), again
 
 
 @pytest.mark.usefixtures("host_clean")
@@ -108,20 +117,27 @@ def test_a_cell_that_asks_for_other_mounts_or_a_command_gets_a_root_without_thos
 
 
 def test_only_what_needs_no_pid1_and_meets_nothing_left_to_it_is_made_ahead() -> None:
-    """rootfs.ahead_ops on a plan as build_plan makes it: /dev and /sys with what lies in them, not /proc, nor the
-    cgroup mounts, nor a bind of a host path, nor a tmpfs over what a volume mounted before it. (No root needed.)"""
+    """rootfs.ahead_ops on a plan as build_plan makes it: /dev and /sys with what lies in them (the tmpfs at
+    /sys/fs/cgroup and its directories too), not /proc, nor the cgroup filesystems (PID 1's cgroup namespace) nor the
+    read-only remount after them, nor a bind of a host path, nor a tmpfs over what a volume mounted before it. (No root
+    needed.)"""
     from pycontainer_magics.runtime.rootfs import MountOp, RootfsPlan, ahead_ops, ahead_tops
 
     ops = (MountOp("mount", "/proc", "proc", "proc"), MountOp("mount", "/dev", "tmpfs", "tmpfs"),
            MountOp("devnode", "/dev/null", "/dev/null"), MountOp("symlink", "/dev/fd", "/proc/self/fd"),
            MountOp("mkdir", "/dev/mqueue"), MountOp("bind", "/dev/mqueue", "/dev/mqueue"),
            MountOp("mount", "/sys", "sysfs", "sysfs"), MountOp("mount", "/sys/fs/cgroup", "tmpfs", "tmpfs"),
+           MountOp("mkdir", "/sys/fs/cgroup/cpu"), MountOp("mount", "/sys/fs/cgroup/cpu", "cgroup", "cgroup"),
+           MountOp("mkdir", "/sys/fs/cgroup/memory"), MountOp("mount", "/sys/fs/cgroup/memory", "cgroup", "cgroup"),
+           MountOp("remount_ro", "/sys/fs/cgroup"), MountOp("mount", "/sys/fs/cgroup2", "cgroup2", "cgroup2"),
            MountOp("bind", "/sys/kernel/x", "/srv/volume"), MountOp("mount", "/sys/kernel/x/y", "tmpfs", "tmpfs"),
            MountOp("mask", "/proc/kcore"), MountOp("mask", "/sys/firmware"), MountOp("readonly", "/proc/sys"),
            MountOp("mount", "/devices", "tmpfs", "tmpfs"))
     plan = RootfsPlan(lower="/", mountpoints=(), ops=ops, writable=True)
     ahead = ahead_ops(plan)
-    assert [ops[i].target for i in ahead] == ["/dev", "/dev/null", "/dev/fd", "/dev/mqueue", "/sys", "/sys/firmware"]
+    assert [ops[i].target for i in ahead] == ["/dev", "/dev/null", "/dev/fd", "/dev/mqueue", "/sys", "/sys/fs/cgroup",
+                                              "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/memory", "/sys/firmware"]
+    assert [ops[i].action for i in ahead][5:8] == ["mount", "mkdir", "mkdir"]
     assert ahead_tops(plan, ahead) == ("/dev", "/sys")
     # Nothing in /dev without the /dev mount itself made ahead (its nodes would land in the image's /dev).
     no_dev = RootfsPlan(lower="/", mountpoints=(), ops=(MountOp("bind", "/dev", "/dev"), *ops[2:5]), writable=True)

@@ -382,12 +382,13 @@ AHEAD_TOPS = ("/dev", "/sys")  # the filesystems a holder's root may get made ah
 def ahead_ops(plan: RootfsPlan) -> tuple[int, ...]:
     """Which of the plan's operations can be done before PID 1 exists, by the launch helper in the holder's mount,
     network and IPC namespaces (holder.premount): the /dev tmpfs with its nodes, links, pts, shm and mqueue, sysfs
-    and the masks under /sys — what depends on neither PID 1's PID namespace (/proc and what lies under it) nor its
-    cgroup namespace (/sys/fs/cgroup). They are made in a directory beside the root and PID 1 moves the two trees
-    in (move_ahead): an operation is ahead only inside the /dev or /sys mount made ahead. Not a bind of a host path
-    (a volume, the host's mqueue: bound at the run, as the path then is), and nothing whose target meets that of an
-    earlier operation left to PID 1 (done first, it would change what that one mounts over). Returns their
-    indices, in the plan's order."""
+    and the masks under /sys, the tmpfs at /sys/fs/cgroup and its directories — what depends on neither PID 1's PID
+    namespace (/proc and what lies under it) nor its cgroup namespace (the cgroup filesystems mounted at
+    /sys/fs/cgroup, and the read-only remount after them). They are made in a directory beside the root and PID 1
+    moves the two trees in (move_ahead): an operation is ahead only inside the /dev or /sys mount made ahead. Not a
+    bind of a host path (a volume, the host's mqueue: bound at the run, as the path then is), and nothing whose
+    target meets that of an earlier operation left to PID 1 (done first, it would change what that one mounts
+    over). Returns their indices, in the plan's order."""
     ahead: list[int] = []
     later: list[str] = []
     tops: list[str] = []
@@ -395,7 +396,7 @@ def ahead_ops(plan: RootfsPlan) -> tuple[int, ...]:
         t = op.target
         inside = any(t != top and _under(t, top) for top in tops)
         top = t in AHEAD_TOPS and op.action == "mount" and t not in tops
-        if (inside or top) and op.action != "bind" and not _under(t, "/sys/fs/cgroup") \
+        if (inside or top) and op.action != "bind" and op.fstype not in ("cgroup", "cgroup2") \
                 and not any(_overlap(t, x) for x in later):
             ahead.append(i)
             if top:
