@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from helpers import host_clean  # noqa: F401
 
-from pycontainer_magics.runtime import ContainerSpec, host_masks, plan_cache, run
+from pycontainer_magics.runtime import ContainerSpec, host_masks, plan_cache, rootfs, run
 from pycontainer_magics.runtime.parse import build_spec
 from pycontainer_magics.runtime.run import _limits, hierarchy, plan_launch
 
@@ -48,8 +48,11 @@ class Counting:
 
 
 def _same_launch(a: Any, b: Any) -> None:
+    """b, a launch the cache gave, is a (made afresh)."""
     for f in dataclasses.fields(a):
-        if f.name != "python_globals":
+        if f.name == "ahead_ops":  # kept with it: what rootfs.ahead_ops says of the plan it now has
+            assert a.ahead_ops is None and b.ahead_ops is not None and b.ahead_ops == rootfs.ahead_ops(b.plan)
+        elif f.name != "python_globals":
             assert getattr(a, f.name) == getattr(b, f.name), f.name
     assert a.python_globals is b.python_globals
 

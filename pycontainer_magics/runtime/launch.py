@@ -76,6 +76,8 @@ class Launch:
     # PID 1 moves into its root for them: (where they were made, their targets).
     premounted: tuple[int, ...] = ()
     moves: tuple[str, tuple[str, ...]] | None = None
+    # Direct: rootfs.ahead_ops of `plan` when already known (plan_cache keeps it with a plan it reuses).
+    ahead_ops: tuple[int, ...] | None = None
     # Direct: how `env` differs from the environment PID 1 inherits (environ_changes, taken just before the fork).
     env_changes: tuple[tuple[str, ...], tuple[tuple[str, str], ...]] | None = None
 

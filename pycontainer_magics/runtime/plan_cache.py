@@ -119,7 +119,12 @@ def remember(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, A
     if span is None:
         return
     with _lock:
-        _entries[id(spec)] = _Entry(spec, python_globals, facts, masks, hp, copy.copy(launch), span)
+        kept = copy.copy(launch)
+        # Which operations a holder may make ahead depends on the targets and kinds of the operations only, and a
+        # reused plan differs from this one in the cgroup's operations alone, of the same kinds and targets (the
+        # facts hold the cgroup's version and controllers): worked out once, not for every run.
+        kept.ahead_ops = rootfs.ahead_ops(launch.plan)
+        _entries[id(spec)] = _Entry(spec, python_globals, facts, masks, hp, kept, span)
         _entries.move_to_end(id(spec))
         while len(_entries) > KEPT:
             _entries.popitem(last=False)

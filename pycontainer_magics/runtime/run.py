@@ -858,7 +858,7 @@ def _take_premounted(holder: Holder, L: Launch) -> tuple[int, ...] | None:
     that may be made ahead (rootfs.ahead_ops), when computed."""
     if L.plan is None or L.merged is None or not holder.premounted:
         return None
-    ahead = rootfs.ahead_ops(L.plan)
+    ahead = L.ahead_ops if L.ahead_ops is not None else rootfs.ahead_ops(L.plan)
     if holder.premounted == tuple(L.plan.ops[i] for i in ahead):
         L.premounted = ahead
         L.moves = (_ahead_root(L.merged), rootfs.ahead_tops(L.plan, ahead))
