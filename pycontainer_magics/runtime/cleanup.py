@@ -14,13 +14,15 @@ failing step never stops the next.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 _tasks: queue.Queue[Callable[[], object]] = queue.Queue()
 _thread: threading.Thread | None = None
 _lock = threading.Lock()
+_held = threading.local()  # .tasks: what this thread deferred inside held(), not yet queued
 
 
 def _worker() -> None:
@@ -35,6 +37,31 @@ def _worker() -> None:
 
 
 def defer(task: Callable[[], object]) -> None:
+    tasks: list[Callable[[], object]] | None = getattr(_held, "tasks", None)
+    if tasks is not None:
+        tasks.append(task)
+        return
+    _queue(task)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """What this thread defers inside is queued when it leaves (also on an exception): a run's clean-up waits
+    for the run's end. Queued at once, each task woke the clean-up thread, which took the interpreter from the
+    run at its next system call (reading the cgroup's counters, say) while the run still had work to do."""
+    if getattr(_held, "tasks", None) is not None:  # (nested: the outermost queues them)
+        yield
+        return
+    _held.tasks = []
+    try:
+        yield
+    finally:
+        tasks, _held.tasks = _held.tasks, None
+        for task in tasks:
+            _queue(task)
+
+
+def _queue(task: Callable[[], object]) -> None:
     global _thread
     with _lock:
         if _thread is None or not _thread.is_alive():
@@ -44,7 +71,12 @@ def defer(task: Callable[[], object]) -> None:
 
 
 def settle() -> None:
-    """Wait until every deferred clean-up has run."""
+    """Wait until every deferred clean-up has run (what this thread holds too: queued now)."""
+    tasks: list[Callable[[], object]] | None = getattr(_held, "tasks", None)
+    if tasks:
+        _held.tasks = []
+        for task in tasks:
+            _queue(task)
     _tasks.join()
 
 

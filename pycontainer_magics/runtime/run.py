@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from .. import paths
 from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
@@ -418,6 +418,21 @@ class Terminal:
     size: tuple[int, int] = (0, 0)  # rows, columns; (0, 0): unknown yet
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _clean_up_after(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """The clean-up a run defers (reaping PID 1, letting the holder go, removing the cgroup) starts when the run
+    returns (cleanup.held)."""
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with cleanup.held():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_clean_up_after
 def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         on_output: OutputFn | None = None, helper: bool | None = None,
         on_start: StartFn | None = None, export_layer: str | None = None,
