@@ -239,6 +239,16 @@ def test_samples_are_recorded() -> None:
     assert all(b.t >= a.t for a, b in zip(r.samples, r.samples[1:], strict=False))
 
 
+@pytest.mark.cgroup2
+def test_samples_come_when_the_sampler_was_idle() -> None:
+    """The sampler's thread is told of a run only once PID 1 is on its way (Monitor.arm): a run that starts while
+    it waits with nothing to sample still gets its samples."""
+    py("pass")
+    time.sleep(0.2)  # the sampler's thread has nothing left to sample: it waits until told
+    r = py("import time\ntime.sleep(0.3)", interval=0.02)
+    assert len(r.samples) >= 5, r.samples
+
+
 # -- filesystem ----------------------------------------------------------------------------------------
 
 @pytest.mark.cgroup2
