@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -626,3 +627,21 @@ def test_the_layer_diff_never_follows_a_directory_swapped_for_a_symlink(tmp_path
     host = {p for p in seen if not p.startswith(("/d/sub/f", "/moved/sub/f", "/link/sub/f"))
             and p not in ("/d", "/d/sub", "/moved", "/moved/sub", "/link", "/link/sub")}
     assert not host, sorted(host)[:10]  # names of the host's / (proc, etc, usr...) listed as the layer's
+
+
+def test_the_layer_diff_of_an_empty_layer_is_empty_and_one_entry_shows(tmp_path) -> None:
+    """An empty writable layer is one read (a cell that only computed), not a walk; one file, a whiteout or an
+    empty directory in it still shows."""
+    from pycontainer_magics.runtime.rootfs import layer_diff
+
+    upper, lower = tmp_path / "upper", tmp_path / "lower"
+    upper.mkdir()
+    (lower / "etc").mkdir(parents=True)
+    (lower / "etc" / "gone").write_text("x")
+    assert layer_diff(str(upper), str(lower)) == []
+    (upper / "new").mkdir()
+    assert [(e.kind, e.path) for e in layer_diff(str(upper), str(lower))] == [("A", "/new")]
+    (upper / "new").rmdir()
+    (upper / "etc").mkdir()
+    os.mknod(upper / "etc" / "gone", 0o600 | stat.S_IFCHR, 0)  # overlayfs's whiteout
+    assert [(e.kind, e.path) for e in layer_diff(str(upper), str(lower))] == [("C", "/etc"), ("D", "/etc/gone")]

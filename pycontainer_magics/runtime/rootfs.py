@@ -512,6 +512,10 @@ def layer_diff(upper: str, lower: str, mp_layer: str | None = None, split_top: b
     `mountpoints` made there are not changes).
     """
     out: list[DiffEntry] = _top_level_diff(top, lower, mountpoints) if split_top and top else []
+    if not split_top:
+        with os.scandir(upper) as entries:
+            if next(entries, None) is None:  # nothing written (a cell that only computed): one read, not a walk
+                return out
     base = len(upper)
 
     view = LayerView(lower)
