@@ -1,6 +1,7 @@
-"""cleanup.held(): what a run defers waits for the run's end (the clean-up thread would take the interpreter from the
-run at its next system call), is queued when it leaves — also on an exception —, and settle() inside it still waits
-for everything. (No root needed.)"""
+"""cleanup.held(): the clean-up a run defers once its container has ended waits for the run's end (the clean-up thread
+would take the interpreter from the run at its next system call), is queued when it leaves — also on an exception —;
+what it deferred before its container ended is queued at once (a detached container may run for hours); settle()
+inside still waits for everything; a run inside a run hands its held tasks to the outer one. (No root needed.)"""
 
 from __future__ import annotations
 
@@ -11,37 +12,74 @@ import pytest
 from pycontainer_magics.runtime import cleanup
 
 
-def test_deferred_inside_is_queued_on_leaving() -> None:
+def _not_run_yet(ran: list[str]) -> bool:
+    threading.Event().wait(0.05)  # (time for the clean-up thread to run what was queued)
+    return ran == []
+
+
+def test_held_from_the_containers_end_until_the_runs_end() -> None:
     ran: list[str] = []
     with cleanup.held():
+        cleanup.defer(lambda: ran.append("early"))  # before the container ended: queued at once
+        cleanup.settle()
+        assert ran == ["early"]
+        cleanup.hold_from_now()
         cleanup.defer(lambda: ran.append("a"))
-        with cleanup.held():  # nested: the outermost queues
-            cleanup.defer(lambda: ran.append("b"))
+        cleanup.defer(lambda: ran.append("b"))
         threading.Event().wait(0.05)
-        assert ran == []  # not queued yet: the clean-up thread had nothing to run
+        assert ran == ["early"]  # not queued yet: the clean-up thread had nothing to run
     cleanup.settle()
-    assert ran == ["a", "b"]
+    assert ran == ["early", "a", "b"]
+
+
+def test_hold_from_now_outside_a_run_holds_nothing() -> None:
+    ran: list[str] = []
+    cleanup.hold_from_now()
+    cleanup.defer(lambda: ran.append("x"))
+    cleanup.settle()
+    assert ran == ["x"]
 
 
 def test_an_exception_still_queues_them_and_settle_waits_for_held_ones() -> None:
     ran: list[str] = []
     with pytest.raises(RuntimeError), cleanup.held():
+        cleanup.hold_from_now()
         cleanup.defer(lambda: ran.append("x"))
         raise RuntimeError("the run failed")
     cleanup.settle()
     assert ran == ["x"]
     with cleanup.held():
+        cleanup.hold_from_now()
         cleanup.defer(lambda: ran.append("y"))
         cleanup.settle()  # inside: what this thread holds is queued and waited for
         assert ran == ["x", "y"]
         cleanup.defer(lambda: ran.append("z"))
+        assert _not_run_yet(ran[2:])
     cleanup.settle()
     assert ran == ["x", "y", "z"]
+
+
+def test_a_run_inside_a_run() -> None:
+    ran: list[str] = []
+    with cleanup.held():  # an outer run, its container still running
+        with cleanup.held():  # a run it starts (a pod's infra container) ends
+            cleanup.hold_from_now()
+            cleanup.defer(lambda: ran.append("inner"))
+        cleanup.settle()
+        assert ran == ["inner"]  # the outer one was not holding: queued when the inner run returned
+        cleanup.hold_from_now()
+        with cleanup.held():
+            cleanup.hold_from_now()
+            cleanup.defer(lambda: ran.append("inner 2"))
+        assert _not_run_yet(ran[1:])  # handed to the outer run's holding
+    cleanup.settle()
+    assert ran == ["inner", "inner 2"]
 
 
 def test_another_thread_defers_at_once() -> None:
     ran = threading.Event()
     with cleanup.held():
+        cleanup.hold_from_now()
         t = threading.Thread(target=cleanup.defer, args=(ran.set,))
         t.start()
         t.join()

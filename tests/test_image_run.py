@@ -149,7 +149,8 @@ def test_diff_of_a_background_container(store, capsys: pytest.CaptureFixture[str
 
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "pycontainer_magics")
-    ip.run_line_magic("container", "--detach --name differ --image lab/demo:1 -u 0 -- sh -c 'touch /new; sleep 0.3'")
+    # (2 s: a sleep of 0.3 could end before the first diff on a loaded machine)
+    ip.run_line_magic("container", "--detach --name differ --image lab/demo:1 -u 0 -- sh -c 'touch /new; sleep 2'")
     with pytest.raises(UsageError, match="is running"):
         ip.run_line_magic("container", "diff differ")
     containers.get("differ").wait(10)

@@ -35,8 +35,12 @@ def ip() -> Iterator[InteractiveShell]:
 
 @pytest.fixture(autouse=True)
 def _clean_ns(ip: InteractiveShell) -> Iterator[None]:
+    # Before too: the shell is the process's one instance, and another module's test may have left a result in it
+    names = ("_container", "x", "y", "r1", "secret")
+    for name in names:
+        ip.user_ns.pop(name, None)
     yield
-    for name in ("_container", "x", "y", "r1", "secret"):
+    for name in names:
         ip.user_ns.pop(name, None)
 
 

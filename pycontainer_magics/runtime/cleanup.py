@@ -46,19 +46,28 @@ def defer(task: Callable[[], object]) -> None:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """What this thread defers inside is queued when it leaves (also on an exception): a run's clean-up waits
-    for the run's end. Queued at once, each task woke the clean-up thread, which took the interpreter from the
-    run at its next system call (reading the cgroup's counters, say) while the run still had work to do."""
-    if getattr(_held, "tasks", None) is not None:  # (nested: the outermost queues them)
-        yield
-        return
-    _held.tasks = []
+    """A run's end (run() is one): what this thread defers inside, from hold_from_now() on, is queued when it
+    leaves (also on an exception); what it deferred before that was queued at once. Queued at once, each task of the
+    run's end woke the clean-up thread, which took the interpreter from the run at its next system call (reading the
+    cgroup's counters, say) while the run still had work to do. A region inside another (a pod's infra container
+    started by a run) hands what it held to the outer one's holding, or queues it."""
+    saved = getattr(_held, "region", False), getattr(_held, "tasks", None)
+    _held.region, _held.tasks = True, None
     try:
         yield
     finally:
-        tasks, _held.tasks = _held.tasks, None
-        for task in tasks:
-            _queue(task)
+        tasks = _held.tasks
+        _held.region, _held.tasks = saved
+        for task in tasks or ():
+            defer(task)
+
+
+def hold_from_now() -> None:
+    """Inside held(): what this thread defers from now on waits for the region's end (a run: once its container
+    has ended). Not before: a run's earlier clean-up (a cgroup given up, a holder discarded) is not kept waiting for
+    a container that may run for hours."""
+    if getattr(_held, "region", False) and getattr(_held, "tasks", None) is None:
+        _held.tasks = []
 
 
 def _queue(task: Callable[[], object]) -> None:

@@ -423,8 +423,8 @@ _R = TypeVar("_R")
 
 
 def _clean_up_after(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """The clean-up a run defers (reaping PID 1, letting the holder go, removing the cgroup) starts when the run
-    returns (cleanup.held)."""
+    """The clean-up a run defers once its container has ended (reaping PID 1, letting the holder go, removing the
+    cgroup) starts when the run returns (cleanup.held, hold_from_now)."""
     @functools.wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with cleanup.held():
@@ -761,6 +761,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     try:
         relay.loop(spec, out_r, err_r, st_r, in_w, pidfd, cg)
     finally:
+        cleanup.hold_from_now()  # the container has ended: its clean-up waits for run()'s end (_clean_up_after)
         held.release()  # (put back in the loop already, unless it failed before)
         try:
             relay.take_console()  # closed if PID 1 never sent one
