@@ -18,6 +18,7 @@ from pycontainer_magics.linux.seccomp import (
     Arg,
     Profile,
     Rule,
+    SeccompError,
     _ret,
     compile_profile,
 )
@@ -26,6 +27,22 @@ from pycontainer_magics.runtime.seccomp_profile import profile_for
 
 ENOSYS = ACTIONS["SCMP_ACT_ERRNO"] | errno.ENOSYS
 M64 = (1 << 64) - 1
+
+
+def check_program(prog: bytes) -> None:
+    """What the kernel checks before it takes a filter (bpf_check_classic, seccomp_check_filter), for the opcodes the
+    compiler uses: every jump lands inside the program, loads stay in seccomp_data, it ends with a return."""
+    ins = [struct.unpack_from("HBBI", prog, i) for i in range(0, len(prog), 8)]
+    assert 0 < len(ins) <= 4096
+    for pc, (code, jt, jf, k) in enumerate(ins):
+        assert code in (0x20, 0x54, 0x15, 0x35, 0x25, 0x05, 0x06), (pc, code)
+        if code in (0x15, 0x35, 0x25):
+            assert pc + 1 + max(jt, jf) < len(ins), (pc, jt, jf)
+        if code == 0x05:
+            assert pc + 1 + k < len(ins), (pc, k)
+        if code == 0x20:
+            assert k % 4 == 0 and k < 64, (pc, k)
+    assert ins[-1][0] == 0x06
 
 
 def run_bpf(prog: bytes, nr: int, arch: int, args: tuple[int, ...]) -> int:
@@ -73,6 +90,13 @@ def expected(profile: Profile, nr: int, arch: int, args: tuple[int, ...]) -> int
     return _ret(profile.default_action, profile.default_errno)
 
 
+def _meeting(c: Arg) -> int:
+    """An argument value that meets the condition."""
+    return {"SCMP_CMP_EQ": c.value, "SCMP_CMP_NE": (c.value + 1) & M64, "SCMP_CMP_LT": max(c.value - 1, 0),
+            "SCMP_CMP_LE": c.value, "SCMP_CMP_GE": c.value, "SCMP_CMP_GT": min(c.value + 1, M64),
+            "SCMP_CMP_MASKED_EQ": c.value_two}[c.op]
+
+
 def _arg_values(profile: Profile, nr: int) -> list[tuple[int, ...]]:
     """Argument vectors that meet and miss each condition on this call: every compared value, its neighbours
     and the 32-bit edges, in every position a condition looks at; plus random ones."""
@@ -83,6 +107,18 @@ def _arg_values(profile: Profile, nr: int) -> list[tuple[int, ...]]:
             picks |= {v & M64, (v + 1) & M64, (v - 1) & M64, v & 0xFFFFFFFF, v >> 32, (v ^ (1 << 40)) & M64}
     rng = random.Random(nr)
     vectors = [tuple(rng.getrandbits(64) for _ in range(6)) for _ in range(8)]
+    # each rule's conditions all held at once, and then each of them failed alone
+    for r in profile.rules:
+        if any(X86_64.get(n) == nr for n in r.names) and r.conditions:
+            held = list(vectors[0])
+            for c in r.conditions:
+                held[c.index] = _meeting(c)
+            if all(_holds(c, tuple(held)) for c in r.conditions):  # (conditions on one argument may not agree)
+                vectors.append(tuple(held))
+                for c in r.conditions:
+                    one_off = list(held)
+                    one_off[c.index] = (_meeting(c) + 1) & M64 if c.op != "SCMP_CMP_NE" else c.value
+                    vectors.append(tuple(one_off))
     for p in sorted(picks):
         for idx in {c.index for c in conds} or {0}:
             base = list(vectors[0])
@@ -93,6 +129,7 @@ def _arg_values(profile: Profile, nr: int) -> list[tuple[int, ...]]:
 
 def _check(profile: Profile) -> bytes:
     prog = compile_profile(profile)
+    check_program(prog)
     top = max(X86_64.values()) + 3
     for nr in [*range(top), X32_SYSCALL_BIT, X32_SYSCALL_BIT + 1, 0xFFFFFFFF]:
         for args in _arg_values(profile, nr):
@@ -130,3 +167,27 @@ def test_many_small_runs_and_long_ones() -> None:
     errs = [names[nr] for nr in nrs if names[nr] not in picked and rng.random() < 0.3]
     _check(Profile("SCMP_ACT_ERRNO", (Rule(tuple(picked), "SCMP_ACT_ALLOW"), Rule(tuple(errs), "SCMP_ACT_ERRNO", 22))))
     _check(Profile("SCMP_ACT_ERRNO", (Rule(tuple(names[nr] for nr in nrs), "SCMP_ACT_ALLOW"),)))
+
+
+def test_long_conditional_bodies_and_the_jump_limit() -> None:
+    """A range's test jumps one instruction further than a single number's: two calls with one 255-instruction body
+    stay two blocks (they made a jump of 256, struct.error, once); a rule or a call past what 8-bit jumps reach is one
+    clear error, not a broken program."""
+    conds = tuple(Arg(i % 6, "SCMP_CMP_MASKED_EQ", 1, 1) for i in range(40)) + (
+        Arg(0, "SCMP_CMP_EQ", 5), Arg(1, "SCMP_CMP_EQ", 6), Arg(2, "SCMP_CMP_GT", 7))
+    prog = _check(Profile("SCMP_ACT_ERRNO", (Rule(("read", "write"), "SCMP_ACT_ALLOW", args=conds),)))
+    assert len(prog) // 8 > 2 * 255
+    too_many = conds + tuple(Arg(3, "SCMP_CMP_EQ", i) for i in range(3))
+    with pytest.raises(SeccompError, match="at most 255 per rule"):
+        compile_profile(Profile("SCMP_ACT_ERRNO", (Rule(("read",), "SCMP_ACT_ALLOW", args=too_many),)))
+    with pytest.raises(SeccompError, match="at most 255 per system call"):
+        other = Rule(("read",), "SCMP_ACT_ERRNO", args=(Arg(0, "SCMP_CMP_EQ", 9),))
+        compile_profile(Profile("SCMP_ACT_ERRNO", (Rule(("read",), "SCMP_ACT_ALLOW", args=conds), other)))
+
+
+def test_conditions_on_several_arguments() -> None:
+    both = Rule(("clone", "personality"), "SCMP_ACT_ALLOW",
+                args=(Arg(0, "SCMP_CMP_MASKED_EQ", 0x7E020000, 0), Arg(2, "SCMP_CMP_GE", 1 << 40),
+                      Arg(3, "SCMP_CMP_NE", 7)))
+    _check(Profile("SCMP_ACT_ERRNO", (both, Rule(("read",), "SCMP_ACT_ALLOW"))))
+    _check(Profile("SCMP_ACT_ALLOW", (Rule(("clone",), "SCMP_ACT_ERRNO", 1, args=both.args),)))

@@ -98,6 +98,13 @@ def _ret(action: str, errno_ret: int) -> int:
     return value | (errno_ret & 0xFFFF) if action == "SCMP_ACT_ERRNO" else value
 
 
+_MAX_BODY = 255  # what a conditional jump (8 bits) can skip
+
+
+def _name_of(nr: int) -> str:
+    return next((n for n, v in X86_64.items() if v == nr), str(nr))
+
+
 def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
@@ -137,8 +144,12 @@ def compile_profile(profile: Profile) -> bytes:
             body += _conditional(r)
         else:
             body.append(_ins(_RET, default))  # this call, but no condition held
+        if len(body) > _MAX_BODY:  # (a block's test jumps over its body: 8 bits)
+            raise SeccompError(f"seccomp rules for {_name_of(nr)} compile to {len(body)} instructions; at most "
+                               f"{_MAX_BODY} per system call (fewer conditions)")
         joined = b"".join(body)
-        if blocks and blocks[-1][1] == nr - 1 and blocks[-1][3] == joined:  # the next number, the same answer
+        # the next number, the same answer (a range's test jumps one more instruction than a number's)
+        if blocks and blocks[-1][1] == nr - 1 and blocks[-1][3] == joined and len(body) < _MAX_BODY:
             blocks[-1] = (blocks[-1][0], nr, body, joined)
         else:
             blocks.append((nr, nr, body, joined))
@@ -173,6 +184,9 @@ def _conditional(rule: Rule) -> list[bytes]:
     """Every condition of `rule`, then its action; a failed condition jumps past the action."""
     parts = [_condition(c) for c in rule.conditions]
     total = sum(len(p) for p in parts) + 1
+    if total > _MAX_BODY:  # (a failed condition jumps past the rest of the rule: 8 bits)
+        raise SeccompError(f"seccomp rule for {', '.join(rule.names)}: {len(rule.conditions)} conditions compile to "
+                           f"{total} instructions; at most {_MAX_BODY} per rule (fewer conditions)")
     out: list[bytes] = []
     at = 0
     for p in parts:
