@@ -5,9 +5,11 @@ inside still waits for everything; a run inside a run hands its held tasks to th
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
+from helpers import host_clean  # noqa: F401
 
 from pycontainer_magics.runtime import cleanup
 
@@ -84,3 +86,24 @@ def test_another_thread_defers_at_once() -> None:
         t.start()
         t.join()
         assert ran.wait(5)  # held is per thread: the pool's thread is not held back by a run
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a container with a cgroup)")
+@pytest.mark.usefixtures("host_clean")
+def test_a_runs_clean_up_is_queued_before_the_next_runs_preparation_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's end (reaping, the holder, the cgroup, its network address) is queued before the pool's thread starts
+    on the next run (which may reserve an address on the same network)."""
+    from pycontainer_magics.runtime import ContainerSpec, run
+    from pycontainer_magics.runtime.pool import pool
+
+    order: list[str] = []
+    real_queue, real_prefetch = cleanup._queue, pool.prefetch
+    monkeypatch.setattr(cleanup, "_queue", lambda task: (order.append("clean-up"), real_queue(task)))
+    monkeypatch.setattr(pool, "prefetch", lambda *a, **k: (order.append("prepare"), real_prefetch(*a, **k)))
+    r = run(ContainerSpec(command=("true",), memory=64 * 2**20))
+    assert r.exit_code == 0
+    assert "clean-up" in order and "prepare" in order and order.index("prepare") > order.index("clean-up"), order
+    assert order[order.index("prepare"):].count("clean-up") == 0, order  # nothing of this run's end after it
+    cleanup.settle()
+    pool.drain()

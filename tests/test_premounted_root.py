@@ -91,7 +91,8 @@ def test_a_python_cells_next_holder_has_dev_and_sys_mounted_ahead_and_the_cell_s
     assert again["net"] == "lo", again  # sysfs of the cell's own network namespace
     assert again["firmware"] == "True keys True", again
     # its own cgroup, read-only, in its own cgroup namespace (v1: a tmpfs made ahead, the controllers mounted on it)
-    assert again["cgroup"] in (f"tmpfs 1 {64 * MiB} /", f"cgroup2 1 {64 * MiB} /"), again
+    fs = "cgroup2" if detect_layout() == "unified" else "tmpfs"
+    assert again["cgroup"] == f"{fs} 1 {64 * MiB} /", again
 
 
 @pytest.mark.usefixtures("host_clean")

@@ -58,8 +58,8 @@ def held() -> Iterator[None]:
     finally:
         tasks = _held.tasks
         _held.region, _held.tasks = saved
-        for task in tasks or ():
-            defer(task)
+        if tasks:
+            defer(_batch(tasks))  # (one put: an interrupt cannot leave some of them unqueued)
 
 
 def hold_from_now() -> None:
@@ -79,13 +79,28 @@ def _queue(task: Callable[[], object]) -> None:
     _tasks.put(task)
 
 
-def settle() -> None:
-    """Wait until every deferred clean-up has run (what this thread holds too: queued now)."""
+def _batch(tasks: list[Callable[[], object]]) -> Callable[[], object]:
+    def run_all() -> None:
+        for task in tasks:
+            try:
+                task()
+            except Exception:  # noqa: BLE001 - as _worker: a failed clean-up must not stop the next one
+                pass
+    return run_all
+
+
+def flush() -> None:
+    """Queue now what this thread holds (it goes on holding what it defers later)."""
     tasks: list[Callable[[], object]] | None = getattr(_held, "tasks", None)
     if tasks:
         _held.tasks = []
-        for task in tasks:
-            _queue(task)
+        _queue(_batch(tasks))
+
+
+def settle() -> None:
+    """Wait until every deferred clean-up has run: what was queued, and what this thread holds (queued now). What
+    another thread's run holds is queued when that run returns."""
+    flush()
     _tasks.join()
 
 

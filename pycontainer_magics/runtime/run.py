@@ -515,7 +515,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         # work would compete with this thread for the interpreter while it reads them.
         if executed:
             _leave_networks(r)
-        # So does the preparation of the next cell's holder and cgroup (the pool's thread): started only now.
+        # So does the preparation of the next cell's holder and cgroup (the pool's thread): started only now, after
+        # this run's clean-up is queued (its network address given back before the next holder reserves one).
+        cleanup.flush()
         for step in then:
             step()
     return r
