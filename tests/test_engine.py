@@ -573,6 +573,9 @@ def test_commit_change_applies_dockerfile_instructions(d, cli):
 
 
 def test_cp_both_ways_and_export_stay_inside_the_container(d, tmp_path):
+    import glob
+
+    made_before = set(glob.glob("/tmp/pycontainer-fs-*"))  # (mount points of an older version, left behind)
     src = tmp_path / "in.txt"
     src.write_text("from host\n")
     d.docker("run", "-d", "--name", "cpr", "--network", "none", IMAGE, "sh", "-c",
@@ -602,6 +605,7 @@ def test_cp_both_ways_and_export_stay_inside_the_container(d, tmp_path):
     names = tarfile.open(fileobj=io.BytesIO(tar)).getnames()
     assert "bin/busybox" in names and "etc/in2.txt" in names and "tmp/out.txt" in names
     d.docker("rm", "cpr", check=True)
+    assert set(glob.glob("/tmp/pycontainer-fs-*")) == made_before  # nothing left on the host's /tmp
 
 
 # -- the command line through the daemon ----------------------------------------------------------------

@@ -27,7 +27,6 @@ import stat
 import struct
 import sys
 import tarfile
-import tempfile
 import time
 from typing import Any, NoReturn
 
@@ -89,7 +88,9 @@ def enter(root: str, writable: bool) -> str | None:
     upper, work, lower = rest.split(":", 2)
     libc.unshare(CLONE_NEWNS)
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    target = tempfile.mkdtemp(prefix="pycontainer-fs-")
+    # Over /tmp, in this private mount namespace only: a directory made for it on the host would be left behind
+    # (this process ends chrooted in it), one per `docker cp` or export of a container that does not run.
+    target = "/tmp"
     if writable:
         os.makedirs(upper, exist_ok=True)
         os.makedirs(work, exist_ok=True)
