@@ -14,9 +14,10 @@ from helpers import host_clean  # noqa: F401
 from pycontainer_magics.runtime import cleanup
 
 
-def _not_run_yet(ran: list[str]) -> bool:
-    threading.Event().wait(0.05)  # (time for the clean-up thread to run what was queued)
-    return ran == []
+def _still(ran: list[str], expected: list[str]) -> bool:
+    """After the clean-up thread had time to run what was queued, `ran` is still `expected`."""
+    threading.Event().wait(0.05)
+    return ran == expected
 
 
 def test_held_from_the_containers_end_until_the_runs_end() -> None:
@@ -56,7 +57,7 @@ def test_an_exception_still_queues_them_and_settle_waits_for_held_ones() -> None
         cleanup.settle()  # inside: what this thread holds is queued and waited for
         assert ran == ["x", "y"]
         cleanup.defer(lambda: ran.append("z"))
-        assert _not_run_yet(ran[2:])
+        assert _still(ran, ["x", "y"])
     cleanup.settle()
     assert ran == ["x", "y", "z"]
 
@@ -73,7 +74,7 @@ def test_a_run_inside_a_run() -> None:
         with cleanup.held():
             cleanup.hold_from_now()
             cleanup.defer(lambda: ran.append("inner 2"))
-        assert _not_run_yet(ran[1:])  # handed to the outer run's holding
+        assert _still(ran, ["inner"])  # handed to the outer run's holding
     cleanup.settle()
     assert ran == ["inner", "inner 2"]
 

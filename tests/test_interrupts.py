@@ -127,10 +127,10 @@ def test_an_interrupt_before_the_relay_runs_is_a_stop_too(monkeypatch):
     run_mod = importlib.import_module("pycontainer_magics.runtime.run")  # (the package's `run` is the function)
 
     class InterruptedMonitor(run_mod.Monitor):  # type: ignore[misc,valid-type]
-        def start(self, arm: bool = True) -> None:
+        def start(self) -> None:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)  # (the handler runs in this thread at its next bytecode: in the sleep, or after it)
-            super().start(arm)
+            super().start()
 
     monkeypatch.setattr(run_mod, "Monitor", InterruptedMonitor)
     spec = build_spec(command=["sh", "-c", "echo up; sleep 30"], memory="64m")  # (a memory limit: a monitor)

@@ -25,17 +25,16 @@ class Monitor:
         self.on_sample = on_sample
         self.due = 0.0
 
-    def start(self, arm: bool = True) -> None:
-        """Take the first sample now, on the calling thread, and the next ones every interval from the sampler's.
-        (Before PID 1 exists: the sampler's thread is not woken to sample just as PID 1 wants the CPU.) With
-        arm=False the sampler's thread learns of it at arm(): woken now, it would take the interpreter from the
-        caller at its next system call, on the way to the fork."""
+    def start(self) -> None:
+        """Take the first sample now, on the calling thread; the next ones come every interval from the sampler's
+        once arm() tells it. (Before PID 1 exists: the sampler's thread, woken then, would take the interpreter
+        from the caller at its next system call on the way to the fork.)"""
         self.sample()
         self.due = time.monotonic() + self.interval
-        _sampler.add(self, wake=arm)
+        _sampler.add(self)
 
     def arm(self) -> None:
-        """Let the sampler's thread know (start(arm=False)): well before the next sample is due."""
+        """Let the sampler's thread know of it (once PID 1 is on its way): well before the next sample is due."""
         _sampler.wake()
 
     def sample(self) -> None:
@@ -61,14 +60,13 @@ class _Sampler:
         self._active: list[Monitor] = []
         self._thread: threading.Thread | None = None
 
-    def add(self, m: Monitor, wake: bool = True) -> None:
+    def add(self, m: Monitor) -> None:
+        """Sampled from the next wake() (or the thread's next timed wake-up for another monitor)."""
         with self._cond:
             self._active.append(m)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="pycontainer-sampler", daemon=True)
                 self._thread.start()
-            if wake:
-                self._cond.notify()
 
     def wake(self) -> None:
         with self._cond:

@@ -718,7 +718,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         try:
             monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
             if monitor is not None:
-                monitor.start(arm=False)  # (armed once PID 1 is on its way, below)
+                monitor.start()  # (armed once PID 1 is on its way, below)
             relay = _Relay(r, on_output, t0, holder)
             relay.listen(out_r, err_r, st_r, in_w)
             if L.mode == "direct" and not L.export_layer:
