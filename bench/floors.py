@@ -12,9 +12,10 @@ limits) and time only what must happen after the cell is asked for:
                that word (the kernel's tear-down of the child's copy of the process is reaped in the background,
                as a cell's is). No mounts, no pivot_root, no privilege drop, no Python code run.
   Python cell  the same, and then what PID 1 of every Python cell must do in that fork before its code runs, each
-  + set-up     step the library's own call: unshare its mount and cgroup namespaces, the mounts of its plan that
-               cannot be made ahead (/proc, its masks and read-only paths, the cgroup mounts; /dev and /sys are
-               made ahead, as for a real cell, and moved in), pivot_root, the user namespace, and the privilege
+  + set-up     step the library's own call: it enters, as a real cell's does, the mount namespace with the root
+               pivoted into ahead (/dev and /sys made ahead and moved in; a holder made for each round, untimed),
+               unshares its cgroup namespace, makes the mounts of its plan that cannot be made ahead (/proc, its
+               masks and read-only paths, the cgroup mounts), enters the user namespace, and takes the privilege
                steps (working directory, capabilities, no_new_privs, the default seccomp filter). No reports, no
                streams, no environment, no signal handling: what a cell adds to this is its own bookkeeping.
   shell cell   a process already waiting as PID 1 of a new PID namespace, in the cgroup and the holder's
@@ -45,9 +46,8 @@ class _Prepared:
     def __init__(self) -> None:
         import importlib
 
-        from pycontainer_magics.runtime import ContainerSpec, rootfs
+        from pycontainer_magics.runtime import ContainerSpec
         from pycontainer_magics.runtime.state import new_id
-        from pycontainer_magics.runtime.zygote import zygote
 
         R = self.R = importlib.import_module("pycontainer_magics.runtime.run")  # (the package exports run())
         spec = ContainerSpec(python_code="pass", memory=MEM, pids_limit=PIDS)
@@ -57,19 +57,30 @@ class _Prepared:
         self.cg = h.create(new_id(), R._limits(spec))
         try:
             self.hp, self.launch = R.plan_launch(spec, self.cg, {})
-            # With the mounts a real cell finds made ahead (holder.premount: /dev and /sys, beside the root).
-            L = self.launch
-            ahead = rootfs.ahead_ops(L.plan)
-            premount = (R._ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ahead)))
-            self.pid, self.sock, done = zygote().prepare_premounted(self.hp, premount)
-            self.ahead = ahead if done else ()
-            self.moves = (R._ahead_root(L.merged), rootfs.ahead_tops(L.plan, ahead)) if done else None
+            self.holder = self.new_holder()
+            self.pid, self.sock = self.holder.pid, self.holder.sock
         except BaseException:
             self.cg.remove()
             raise
 
-    def ns_fds(self) -> tuple[list[tuple[int, int]], int]:
-        """The holder's namespaces to enter, opened as a cell's PID 1 opens them (launch.pid1_forked_first)."""
+    def new_holder(self) -> Any:
+        """A holder with the mounts a real cell finds made ahead (holder.premount: /dev and /sys, beside the root) and
+        its root pivoted into ahead (a mount namespace PID 1 enters: one holder's serves one PID 1)."""
+        from pycontainer_magics.runtime import rootfs
+        from pycontainer_magics.runtime.pool import Holder
+        from pycontainer_magics.runtime.zygote import zygote
+
+        L, R = self.launch, self.R
+        ahead = rootfs.ahead_ops(L.plan)
+        premount = (R._ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ahead)),
+                    L.merged)
+        pid, sock, done, root_ns = zygote().prepare_premounted(self.hp, premount)
+        h = Holder(pid, sock, self.hp, ours=False, root_ns=root_ns)
+        h.premounted = tuple(L.plan.ops[i] for i in ahead) if done else ()
+        return h
+
+    def ns_fds(self, pid: int | None = None) -> tuple[list[tuple[int, int]], int]:
+        """The holder's namespaces to enter, opened as a cell's PID 1 opens them (cell_fork.open_holder_namespaces)."""
         from pycontainer_magics.linux.namespaces import (
             CLONE_NEWIPC,
             CLONE_NEWNET,
@@ -78,16 +89,17 @@ class _Prepared:
             CLONE_NEWUTS,
         )
 
-        fds = [(os.open(f"/proc/{self.pid}/ns/{p}", os.O_RDONLY | os.O_CLOEXEC), flag)
+        pid = pid or self.pid
+        fds = [(os.open(f"/proc/{pid}/ns/{p}", os.O_RDONLY | os.O_CLOEXEC), flag)
                for p, flag in (("time_for_children", CLONE_NEWTIME), ("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS),
                                ("net", CLONE_NEWNET), ("mnt", CLONE_NEWNS))]
-        return fds, os.open(f"/proc/{self.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return fds, os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
 
     def join_fds(self) -> list[int]:
         return [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in self.cg.join_files()]
 
     def close(self) -> None:
-        self.sock.close()  # the holder exits when its control socket closes
+        self.holder.close()  # the holder exits when its control socket closes
         with contextlib.suppress(OSError):
             self.cg.remove()
 
@@ -127,15 +139,21 @@ class _Floor:
                 libc.setns(own, CLONE_NEWPID)
 
 
-def _pid1_setup(L: Any, ahead: tuple[int, ...], moves: tuple[str, tuple[str, ...]] | None) -> None:
+def _pid1_setup(L: Any, premounted: bool, pivoted: bool) -> None:
     """What PID 1 of a Python cell must do after entering the holder's namespaces (but the user namespace) and
     before its code (see the module): the library's own calls, without its reports and bookkeeping."""
     from pycontainer_magics.linux import libc
+    from pycontainer_magics.linux.namespaces import CLONE_NEWNS
     from pycontainer_magics.runtime import rootfs
 
+    ahead = rootfs.ahead_ops(L.plan) if premounted else ()
+    if pivoted:  # entered: the root pivoted into ahead (launch._enter_root)
+        libc.unshare(L.pid1_unshare & ~CLONE_NEWNS)
+        rootfs.apply_plan("", L.plan, skip=ahead, strict=True)
+        return
     libc.unshare(L.pid1_unshare)
-    if moves is not None:
-        rootfs.move_ahead(L.merged, *moves)
+    if ahead:
+        rootfs.move_ahead(L.merged, os.path.dirname(L.merged) + "/ahead", rootfs.ahead_tops(L.plan, ahead))
     rootfs.apply_plan(L.merged, L.plan, skip=ahead)
     rootfs.pivot_into(L.merged)
 
@@ -151,6 +169,9 @@ def _pid1_privileges(L: Any) -> None:
 class PythonFloor(_Floor):
     """fork + cgroup + setns into the prepared namespaces + exit, read by the parent (see the module)."""
 
+    def _ns_fds(self) -> tuple[list[tuple[int, int]], int]:
+        return self.p.ns_fds()
+
     def _child(self, join: list[int], ns: list[tuple[int, int]], user: int) -> None:
         _enter(join, ns, user)
 
@@ -158,7 +179,7 @@ class PythonFloor(_Floor):
         from pycontainer_magics.runtime import cleanup
 
         join = self.p.join_fds()
-        ns, user = self.p.ns_fds()
+        ns, user = self._ns_fds()
         r, w = os.pipe()
 
         def fork() -> int:
@@ -193,14 +214,40 @@ class PythonFloor(_Floor):
 
 
 class PythonSetupFloor(PythonFloor):
-    """The Python floor, and PID 1's set-up that every Python cell must make in its fork (see the module)."""
+    """The Python floor, and PID 1's set-up that every Python cell must make in its fork (see the module), in a holder
+    of its own made for each round, untimed (a mount namespace with the root pivoted into ahead serves one PID 1)."""
+
+    def __init__(self, prepared: _Prepared) -> None:
+        super().__init__(prepared)
+        self.holder: Any = None
+        self.pivoted = False
+
+    def prepare(self) -> None:
+        if self.holder is not None:
+            self.holder.close()
+        self.holder = self.p.new_holder()
+
+    def _ns_fds(self) -> tuple[list[tuple[int, int]], int]:
+        from pycontainer_magics.runtime.cell_fork import with_root_ns
+
+        if self.holder is None:
+            self.prepare()
+        ns = self.p.ns_fds(self.holder.pid)
+        root_ns = self.holder.take_root_ns()
+        self.pivoted = root_ns is not None
+        return with_root_ns(ns, root_ns) if root_ns is not None else ns  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.holder is not None:
+            self.holder.close()
+            self.holder = None
 
     def _child(self, join: list[int], ns: list[tuple[int, int]], user: int) -> None:
         from pycontainer_magics.linux import libc
         from pycontainer_magics.linux.namespaces import CLONE_NEWUSER
 
         _enter(join, ns, None)
-        _pid1_setup(self.p.launch, self.p.ahead, self.p.moves)
+        _pid1_setup(self.p.launch, bool(self.holder.premounted), self.pivoted)
         libc.setns(user, CLONE_NEWUSER)
         _pid1_privileges(self.p.launch)
 
@@ -255,4 +302,5 @@ class Floors:
 
     def close(self) -> None:
         self.shell.discard()
+        self.python_setup.close()
         self.prepared.close()

@@ -1,9 +1,10 @@
 """Mounts made ahead (holder.premount): after a Python cell, the launch helper makes in the next holder's mount
 namespace what that cell's PID 1 would mount without needing its own PID or cgroup namespace — the /dev tmpfs with
-its nodes, links, pts, shm and mqueue, sysfs and the masks under /sys — so the next Python cell like it mounts only
-/proc, its masks and the cgroup mounts. What a cell sees must not change: the same mounts, sysfs of its own network
-namespace; a cell whose plan asks for other mounts (or a command) gets a root without them; the helper is back in
-its own namespaces; nothing is left on the host."""
+its nodes, links, pts, shm and mqueue, sysfs and the masks under /sys — and pivots into the root in a copy of that
+namespace, so the next Python cell like it enters that copy and mounts only /proc, its masks and the cgroup mounts.
+What a cell sees must not change: the same mounts, sysfs of its own network namespace; a cell whose plan asks for
+other mounts (or a command) gets a root without them; the helper is back in its own namespaces; nothing is left on
+the host."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ print("net", " ".join(sorted(os.listdir("/sys/class/net"))))
 print("firmware", sorted(os.listdir("/sys/firmware")) == [], "keys", stat.S_ISCHR(os.stat("/proc/keys").st_mode))
 print("null", os.path.exists("/dev/null") and open("/dev/null", "w").write("x"))
 print("dev", os.stat("/dev").st_dev, os.stat("/sys").st_dev)
+print("mntns", os.stat("/proc/self/ns/mnt").st_ino)
 limit = [f for f in ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max") if os.path.exists(f)]
 print("cgroup", kinds["/sys/fs/cgroup"], os.statvfs("/sys/fs/cgroup").f_flag & os.ST_RDONLY,
       open(limit[0]).read().strip() if limit else "-", open("/proc/self/cgroup").read().split(":")[-1].strip())
@@ -83,9 +85,17 @@ def test_a_python_cells_next_holder_has_dev_and_sys_mounted_ahead_and_the_cell_s
     served = pool.served.copy()
     at = f"/proc/{holder}/root{where}"  # (their device numbers: unique while the holder lives)
     made_ahead = f"{os.stat(at + '/dev').st_dev} {os.stat(at + '/sys').st_dev}"
+    # and the root was pivoted into ahead too (holder.pivoted_root): the cell's PID 1 enters that mount namespace.
+    with pool._lock:
+        held = [s.holder.root_ns for s in pool._slots.values() if s.holder is not None and s.holder.pid == holder]
+    assert held and held[0] is not None, "no mount namespace with the root pivoted into ahead"
+    pivoted = str(os.fstat(held[0]).st_ino)
+    assert pivoted != str(os.stat(f"/proc/{holder}/ns/mnt").st_ino)  # (a copy: the holder keeps its own view)
     again = _cell()
     assert pool.served["pooled"] == served["pooled"] + 1, pool.served
     assert again.pop("dev") == made_ahead, (again, made_ahead)
+    assert again.pop("mntns") == pivoted, (again, pivoted)
+    assert made.pop("mntns") != pivoted
     made.pop("dev")
     assert again == made, (again, made)  # the same mounts (none twice), types, masks, and
     assert again["net"] == "lo", again  # sysfs of the cell's own network namespace

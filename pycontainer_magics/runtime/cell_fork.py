@@ -62,11 +62,29 @@ def close_namespaces(ns: HolderNamespaces) -> None:
             pass
 
 
+def with_root_ns(ns: HolderNamespaces, root_ns: int) -> HolderNamespaces:
+    """The namespaces to enter with the holder's mount namespace replaced by `root_ns` (one with the root pivoted
+    into ahead, holder.pivoted_root; entered last, as the holder's). The replaced fd is closed."""
+    ns_fds, user_fd = ns
+    for fd, flag in ns_fds:
+        if flag == CLONE_NEWNS:
+            os.close(fd)
+    return [(fd, flag) for fd, flag in ns_fds if flag != CLONE_NEWNS] + [(root_ns, CLONE_NEWNS)], user_fd
+
+
 def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, int, int],
-              join_fds: list[int], ns: HolderNamespaces | None = None) -> int:
+              join_fds: list[int], ns: HolderNamespaces | None = None, root_ns: int | None = None) -> int:
     """Fork PID 1 of a Python cell, straight into a new PID namespace when the plan has one. fds: stdin, stdout,
-    stderr, status. ns: the holder's namespaces opened ahead (open_holder_namespaces), closed here."""
-    ns_fds, user_fd = ns if ns is not None else open_holder_namespaces(holder_pid, hp)
+    stderr, status. ns: the holder's namespaces opened ahead (open_holder_namespaces); root_ns: the mount namespace
+    PID 1 enters instead of the holder's (L.root_ns); both closed here."""
+    try:
+        ns_fds, user_fd = ns if ns is not None else open_holder_namespaces(holder_pid, hp)
+    except BaseException:
+        if root_ns is not None:
+            os.close(root_ns)
+        raise
+    if root_ns is not None:
+        ns_fds, user_fd = with_root_ns((ns_fds, user_fd), root_ns)
     new_pid = bool(hp.flags_rest & CLONE_NEWPID)
     try:
         caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys

@@ -19,6 +19,7 @@ a cell's critical path. Preparation, in the order the kernel forces:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import gc
@@ -435,7 +436,7 @@ def resize_writable_layer(holder_pid: int, hp: HolderPlan, size: int | None) -> 
         os.close(own)
 
 
-def premount(holder_pid: int, ahead_root: str, plan: rootfs.RootfsPlan) -> None:
+def premount(holder_pid: int, ahead_root: str, plan: rootfs.RootfsPlan, root: str | None = None) -> int | None:
     """Make the mounts of `plan` (rootfs.ahead_ops of a container's filesystem plan: /dev and its nodes, sysfs, the
     masks under /sys) ahead of the container's PID 1, in a prepared holder's mount namespace, under `ahead_root` (a
     directory of its scratch tmpfs beside the root). A Python cell's PID 1 moves the trees into its root
@@ -445,9 +446,13 @@ def premount(holder_pid: int, ahead_root: str, plan: rootfs.RootfsPlan) -> None:
     (a command, whose PID 1 binds the root without what is below it — and a locked mount below it would make that
     bind fail —, or a cell whose plan asks for other mounts) never sees them; they go with the holder's mount
     namespace, so a holder nobody takes leaves nothing.
+    With `root` (the holder's merged root), the root is also pivoted into ahead, in a copy of the holder's mount
+    namespace (pivoted_root): returns an fd of that namespace, which a Python cell's PID 1 enters instead of taking a
+    copy, moving the trees in and pivoting itself (None: not made; PID 1 then does that).
     Only the launch helper calls this (host root, single-threaded: setns into the namespaces and back), as
     resize_writable_layer does."""
     own = [(os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC), f) for n, f in _PREMOUNT_NS]
+    root_ns = None
     try:
         theirs = [(os.open(f"/proc/{holder_pid}/ns/{n}", os.O_RDONLY | os.O_CLOEXEC), f) for n, f in _PREMOUNT_NS]
         entered = 0
@@ -456,6 +461,9 @@ def premount(holder_pid: int, ahead_root: str, plan: rootfs.RootfsPlan) -> None:
                 libc.setns(fd, flag)
                 entered += 1
             rootfs.apply_ahead(ahead_root, plan)
+            if root is not None:
+                with contextlib.suppress(OSError):  # (the set-up left for PID 1 then, as without a root)
+                    root_ns = pivoted_root(root, ahead_root, rootfs.ahead_tops(plan, tuple(range(len(plan.ops)))))
         finally:
             for fd, _ in theirs:
                 os.close(fd)
@@ -467,6 +475,24 @@ def premount(holder_pid: int, ahead_root: str, plan: rootfs.RootfsPlan) -> None:
     finally:
         for fd, _ in own:
             os.close(fd)
+    return root_ns
+
+
+def pivoted_root(root: str, ahead_root: str, tops: tuple[str, ...]) -> int:
+    """A copy of the mount namespace this process is in (a holder's, entered by premount) with the trees made ahead
+    moved into `root` and the root pivoted into, the old one detached: what a Python cell's PID 1 would do there
+    (launch._enter_root), done ahead — the detach alone waits for an RCU grace period, 0.2 ms. Returns an fd of the
+    new namespace: it lives as long as the fd or a process in it (PID 1 enters it and the fd is closed), so nothing
+    is left when either goes. The caller (premount) goes back to its own mount namespace."""
+    libc.unshare(CLONE_NEWNS)  # (private already, as the holder's is: _build_rootfs)
+    fd = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        rootfs.move_ahead(root, ahead_root, tops)
+        rootfs.pivot_into(root)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 _PREMOUNT_NS = (("net", CLONE_NEWNET), ("ipc", CLONE_NEWIPC), ("mnt", CLONE_NEWNS))

@@ -76,6 +76,9 @@ class Launch:
     # PID 1 moves into its root for them: (where they were made, their targets).
     premounted: tuple[int, ...] = ()
     moves: tuple[str, tuple[str, ...]] | None = None
+    # Direct: the mount namespace PID 1 enters has the root pivoted into already (holder.pivoted_root): PID 1 takes
+    # no copy of it, mounts the rest of the plan under its / and does not pivot.
+    root_ns: bool = False
     # Direct: rootfs.ahead_ops of `plan` when already known (plan_cache keeps it with a plan it reuses).
     ahead_ops: tuple[int, ...] | None = None
     # Direct: how `env` differs from the environment PID 1 inherits (environ_changes, taken just before the fork).
@@ -193,6 +196,8 @@ def _enter_root(L: Launch, at: _Stage, rebind: bool) -> list[str]:
     if L.merged is None or L.plan is None:
         return []
     at.stage = "mounting the container's filesystems"
+    if L.root_ns:  # (strict: a fallback would bind a host path, and the host's tree is not in this namespace)
+        return rootfs.apply_plan("", L.plan, skip=L.premounted, strict=True)
     if rebind:
         mount(L.merged, L.merged, None, MS_BIND)
     if L.moves is not None:  # what the holder made ahead (holder.premount), moved in; then the rest of the plan

@@ -62,16 +62,25 @@ class Holder:
     premounted: tuple[MountOp, ...] = ()
     # Its namespaces a Python cell's PID 1 enters, opened ahead (cell_fork.open_holder_namespaces): the run takes them.
     namespaces: HolderNamespaces | None = None
+    # A mount namespace with its root pivoted into ahead (holder.pivoted_root), for a Python cell's PID 1: an fd.
+    root_ns: int | None = None
 
     def take_namespaces(self) -> HolderNamespaces | None:
         ns, self.namespaces = self.namespaces, None
         return ns
+
+    def take_root_ns(self) -> int | None:
+        fd, self.root_ns = self.root_ns, None
+        return fd
 
     def close(self) -> None:
         """Let the holder go (it exits when its control socket closes); an endpoint reserved in it is released."""
         ns = self.take_namespaces()
         if ns is not None:
             close_namespaces(ns)
+        fd = self.take_root_ns()
+        if fd is not None:
+            os.close(fd)
         self.sock.close()
         if self.endpoint is not None:
             from . import networking
@@ -278,6 +287,8 @@ class Pool:
                     if s.holder.namespaces is not None:
                         ns_fds, user_fd = s.holder.namespaces
                         out += [fd for fd, _ in ns_fds] + ([user_fd] if user_fd is not None else [])
+                    if s.holder.root_ns is not None:
+                        out.append(s.holder.root_ns)
                 if s.cgroup is not None:
                     out += s.cgroup[1].kept_fds()
         return tuple(out)
@@ -448,8 +459,8 @@ class Pool:
                 recipe.premount
             if plan is not None:
                 try:
-                    pid, sock, done = zygote().prepare_premounted(plan, premount)
-                    holder = Holder(pid, sock, plan, ours=False)
+                    pid, sock, done, root_ns = zygote().prepare_premounted(plan, premount)
+                    holder = Holder(pid, sock, plan, ours=False, root_ns=root_ns)
                     if premount is not None and done:
                         holder.premounted = premount[1].ops
                     if premount is not None and os.geteuid() == 0:  # (for a Python cell's PID 1: direct mode)
@@ -644,6 +655,7 @@ def prepared() -> list[Prepared]:
                                                  f"{' (rootless)' if p.rootless else ''}"
                                                  f"{', with its PID 1 ready up to the command' if h.parked else ''}"
                                                  f"{', /dev and /sys mounted ahead' if h.premounted else ''}"
+                                                 f"{', its root pivoted into' if h.root_ns is not None else ''}"
                                                  f"{_on_network(h.endpoint)}"))
         if cg is not None:
             limits = ", ".join(f"{k}={v}" for k, v in vars(cg[0]).items()

@@ -32,6 +32,7 @@ from ..linux import idmap, libc, pty, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, CgroupStats, Hierarchy, open_hierarchy
 from ..linux.cgroups.devices import DEFAULT_DEVICES
 from ..linux.namespaces import (
+    CLONE_NEWNS,
     flags_for,
     ns_inodes,
 )
@@ -736,8 +737,9 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                     _send_order(holder, L, order)
             else:
                 _send_order(holder, L, [st_w])
-                ahead = _take_premounted(holder, L)
-                pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces())
+                ahead, root_ns = _take_premounted(holder, L)
+                pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces(),
+                                 root_ns)
                 pidfd = os.pidfd_open(pid1)
                 relay.forked(pid1, pidfd)
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
@@ -810,7 +812,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         premount = None
         if L.mode == "direct" and L.plan is not None and L.merged is not None and not holder.ours:
             ops = ahead if ahead is not None else rootfs.ahead_ops(L.plan)
-            premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)))
+            premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)),
+                        L.merged)
         then.append(functools.partial(
             pool.prefetch, None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
             launch=park, reserve=reserve if not holder.ours else None, premount=premount,
@@ -872,17 +875,24 @@ def _read_diff(holder_pid: int, hp: HolderPlan, wanted: bool) -> list[DiffEntry]
                              mountpoints=hp.mountpoints)
 
 
-def _take_premounted(holder: Holder, L: Launch) -> tuple[int, ...] | None:
+def _take_premounted(holder: Holder, L: Launch) -> tuple[tuple[int, ...] | None, int | None]:
     """A Python cell's PID 1 in a holder with mounts made ahead for its root (holder.premount) takes them when they
-    are exactly what its plan asks for: it moves them in and skips those operations. Returns the plan's operations
-    that may be made ahead (rootfs.ahead_ops), when computed."""
+    are exactly what its plan asks for and skips those operations: it enters the mount namespace with the root
+    pivoted into ahead, when there is one (the fd returned, for fork_pid1), else moves them in itself. Returns the
+    plan's operations that may be made ahead (rootfs.ahead_ops), when computed, and that fd or None."""
     if L.plan is None or L.merged is None or not holder.premounted:
-        return None
+        return None, None
     ahead = L.ahead_ops if L.ahead_ops is not None else rootfs.ahead_ops(L.plan)
-    if holder.premounted == tuple(L.plan.ops[i] for i in ahead):
-        L.premounted = ahead
+    if holder.premounted != tuple(L.plan.ops[i] for i in ahead):
+        return ahead, None
+    L.premounted = ahead
+    root_ns = holder.take_root_ns()
+    if root_ns is None:
         L.moves = (_ahead_root(L.merged), rootfs.ahead_tops(L.plan, ahead))
-    return ahead
+    else:
+        L.root_ns = True
+        L.pid1_unshare &= ~CLONE_NEWNS  # (that namespace is its own: no copy to take)
+    return ahead, root_ns
 
 
 def _ahead_root(merged: str) -> str:

@@ -27,7 +27,7 @@ from .holder import HolderPlan, SetupFailed, premount, prepare_holder, resize_wr
 from .launch import failure
 from .rootfs import RootfsPlan
 
-Premount = tuple[str, RootfsPlan]  # (where, the operations: holder.premount)
+Premount = tuple[str, RootfsPlan, str | None]  # (where, the operations, the root to pivot into: holder.premount)
 
 
 class HelperUnavailable(OSFailure):
@@ -68,12 +68,14 @@ class Zygote:
 
     def prepare(self, plan: HolderPlan) -> tuple[int, socket.socket]:
         """A ready holder for `plan`: (pid, control socket). Raises SetupFailed or HelperUnavailable."""
-        pid, sock, _ = self.prepare_premounted(plan, None)
+        pid, sock, _, _ = self.prepare_premounted(plan, None)
         return pid, sock
 
-    def prepare_premounted(self, plan: HolderPlan, premount: Premount | None) -> tuple[int, socket.socket, bool]:
+    def prepare_premounted(self, plan: HolderPlan,
+                           premount: Premount | None) -> tuple[int, socket.socket, bool, int | None]:
         """prepare(), and with `premount` some of its root's mounts made ahead of its PID 1 (holder.premount);
-        the third value says whether they were (False also when they failed part way)."""
+        the third value says whether they were (False also when they failed part way), the fourth is an fd of the
+        mount namespace with the root pivoted into (None: not made)."""
         with self._lock:
             for _attempt in (1, 2):
                 if not self.alive():
@@ -81,13 +83,14 @@ class Zygote:
                 assert self._sock is not None
                 try:
                     send_ctl(self._sock, {"prepare": plan, "premount": premount})
-                    reply, fds = recv_ctl(self._sock, 1)
+                    reply, fds = recv_ctl(self._sock, 2)
                 except OSError:
                     reply, fds = None, []
                 if reply is not None:
                     if "setup_error" in reply:
                         raise SetupFailed(reply["setup_error"])
-                    return reply["pid"], socket.socket(fileno=fds[0]), bool(reply.get("premounted"))
+                    return reply["pid"], socket.socket(fileno=fds[0]), bool(reply.get("premounted")), \
+                        fds[1] if len(fds) > 1 else None
                 self.stop()  # died under us: start a fresh one and try once more
             raise HelperUnavailable(None, "the launch helper did not answer")
 
@@ -168,15 +171,20 @@ def main(fd: int) -> None:
         finally:
             signal.signal(signal.SIGCHLD, _reap)
             _reap(0, None)
-        done = False
+        done, root_ns = False, None
         if msg.get("premount") is not None:
             try:
-                premount(pid, *msg["premount"])
+                root_ns = premount(pid, *msg["premount"])
                 done = True
             except OSError:
                 pass  # (the caller's PID 1 then rebinds the root and mounts it all: launch._enter_root)
-        send_ctl(sock, {"pid": pid, "premounted": done}, [ctl.fileno()])
-        ctl.close()
+        fds = [ctl.fileno()] + ([root_ns] if root_ns is not None else [])
+        try:
+            send_ctl(sock, {"pid": pid, "premounted": done}, fds)
+        finally:
+            ctl.close()
+            if root_ns is not None:
+                os.close(root_ns)
 
 
 if __name__ == "__main__":
