@@ -411,6 +411,14 @@ def ahead_tops(plan: RootfsPlan, ahead: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(plan.ops[i].target for i in ahead if plan.ops[i].target in AHEAD_TOPS)
 
 
+def host_sourced(plan: RootfsPlan, skip: tuple[int, ...]) -> bool:
+    """Does an operation of `plan` but those in `skip` take a host path as its source (a bind: a volume, the hosts
+    file, the interpreter's paths; a device node)? Made inside a root pivoted into ahead, it would find the
+    container's own path there instead (holder.pivoted_root)."""
+    skipped = frozenset(skip)
+    return any(op.action in ("bind", "devnode") for i, op in enumerate(plan.ops) if i not in skipped)
+
+
 def apply_ahead(root: str, plan: RootfsPlan) -> None:
     """The operations of `plan` (ahead_ops of a container's plan) under `root`, a directory beside the container's
     root (holder.premount). Strict: no fallback, a refused mount fails."""

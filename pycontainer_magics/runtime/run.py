@@ -812,8 +812,11 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         premount = None
         if L.mode == "direct" and L.plan is not None and L.merged is not None and not holder.ours:
             ops = ahead if ahead is not None else rootfs.ahead_ops(L.plan)
+            # Its root pivoted into too, unless the plan binds host paths or PID 1 took a fallback (the host's /proc
+            # bound, say): neither is found from inside that root.
+            pivot = not relay.fell_back and not rootfs.host_sourced(L.plan, ops)
             premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)),
-                        L.merged)
+                        L.merged if pivot else None)
         then.append(functools.partial(
             pool.prefetch, None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
             launch=park, reserve=reserve if not holder.ours else None, premount=premount,
@@ -886,7 +889,8 @@ def _take_premounted(holder: Holder, L: Launch) -> tuple[tuple[int, ...] | None,
     if holder.premounted != tuple(L.plan.ops[i] for i in ahead):
         return ahead, None
     L.premounted = ahead
-    root_ns = holder.take_root_ns()
+    # (Not for a plan that binds host paths, which are not in that namespace: PID 1 then takes a copy of the holder's.)
+    root_ns = holder.take_root_ns() if not rootfs.host_sourced(L.plan, ahead) else None
     if root_ns is None:
         L.moves = (_ahead_root(L.merged), rootfs.ahead_tops(L.plan, ahead))
     else:
@@ -963,6 +967,7 @@ class _Relay:
         self.killed = False
         self.stop_deadline: float | None = None  # after the stop signal: SIGKILL at this time
         self.setup_error: dict[str, Any] | None = None
+        self.fell_back = False  # PID 1 bound a host path where a mount was refused (its notes say which)
         self.status_buf = bytearray()
         self.output = OutputRelay(on_output)
         self.console: socket.socket | None = None  # a Terminal's master comes on it (before "ready")
@@ -1120,6 +1125,7 @@ class _Relay:
             self.container_ns = msg["namespaces"]
         if msg.get("notes"):
             r.notes.extend(msg["notes"])
+            self.fell_back = True
         if msg.get("ready"):
             self.ready = True
             self.take_console(wait=True)  # its master is in the socket already: the caller wires it up first

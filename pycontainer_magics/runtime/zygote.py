@@ -86,6 +86,8 @@ class Zygote:
                     reply, fds = recv_ctl(self._sock, 2)
                 except OSError:
                     reply, fds = None, []
+                for fd in fds:
+                    os.set_inheritable(fd, False)  # (recvmsg does not set close-on-exec: no program we run keeps them)
                 if reply is not None:
                     if "setup_error" in reply:
                         raise SetupFailed(reply["setup_error"])
