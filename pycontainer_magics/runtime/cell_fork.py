@@ -11,9 +11,19 @@ import os
 import threading
 
 from ..linux import caps, libc
-from ..linux.namespaces import CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWTIME, CLONE_NEWUTS
+from ..linux.namespaces import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWTIME,
+    CLONE_NEWUTS,
+    NAMESPACES,
+    link_inode,
+)
 from .holder import HolderPlan
 from .launch import Launch, environ_changes, pid1_direct
+from .launch import prebuilt_streams as _streams
 
 _own_pidns: int | None = None
 fork_lock = threading.Lock()  # one fork into a new PID namespace at a time (see the module docstring)
@@ -72,11 +82,25 @@ def with_root_ns(ns: HolderNamespaces, root_ns: int) -> HolderNamespaces:
     return [(fd, flag) for fd, flag in ns_fds if flag != CLONE_NEWNS] + [(root_ns, CLONE_NEWNS)], user_fd
 
 
+_KIND = {flag: kind for kind, _, flag in _ENTERED}
+
+
+def entered_inodes(ns: HolderNamespaces) -> dict[str, int]:
+    """The inodes of the namespaces PID 1 enters, read from the fds it enters them by (launch.reported_namespaces)."""
+    ns_fds, user_fd = ns
+    out = {_KIND[flag]: os.fstat(fd).st_ino for fd, flag in ns_fds}
+    if user_fd is not None:
+        out["user"] = os.fstat(user_fd).st_ino
+    return out
+
+
 def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, int, int],
-              join_fds: list[int], ns: HolderNamespaces | None = None, root_ns: int | None = None) -> int:
+              join_fds: list[int], ns: HolderNamespaces | None = None, root_ns: int | None = None,
+              known: dict[str, int | None] | None = None) -> int:
     """Fork PID 1 of a Python cell, straight into a new PID namespace when the plan has one. fds: stdin, stdout,
     stderr, status. ns: the holder's namespaces opened ahead (open_holder_namespaces); root_ns: the mount namespace
-    PID 1 enters instead of the holder's (L.root_ns); both closed here."""
+    PID 1 enters instead of the holder's (L.root_ns); both closed here. known: the caller's own namespaces, where
+    those PID 1 is in (but the ones it makes itself: L.report_ns) are put, from its fds, while PID 1 starts."""
     try:
         ns_fds, user_fd = ns if ns is not None else open_holder_namespaces(holder_pid, hp)
     except BaseException:
@@ -94,6 +118,8 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
                 libc.unshare(CLONE_NEWPID)
             gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
             L.env_changes = environ_changes(L.env)
+            L.report_ns = reported_namespaces(L)
+            _streams()
             try:
                 pid = os.fork()
                 if pid == 0:
@@ -102,6 +128,16 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
                 gc.unfreeze()
                 if new_pid:
                     libc.setns(own, CLONE_NEWPID)
+        if known is not None:  # (PID 1 is on its way, on the other core)
+            known.update(entered_inodes((ns_fds, user_fd)))
+            if new_pid:
+                known["pid"] = link_inode(f"/proc/{pid}/ns/pid")
     finally:
         close_namespaces((ns_fds, user_fd))
     return pid
+
+
+def reported_namespaces(L: Launch) -> tuple[tuple[str, str], ...]:
+    """The namespaces a direct PID 1 makes itself, which it reports: (kind, name under /proc/self/ns). The caller
+    knows the others: the holder's it enters (from their fds), its own PID namespace's child, its own."""
+    return tuple((kind, name) for kind, (name, flag) in NAMESPACES.items() if L.pid1_unshare & flag)

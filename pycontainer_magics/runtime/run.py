@@ -738,8 +738,9 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             else:
                 _send_order(holder, L, [st_w])
                 ahead, root_ns = _take_premounted(holder, L)
+                relay.container_ns = dict(host_ns)  # (fork_pid1 puts in those PID 1 enters, PID 1 those it makes)
                 pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces(),
-                                 root_ns)
+                                 root_ns, relay.container_ns)
                 pidfd = os.pidfd_open(pid1)
                 relay.forked(pid1, pidfd)
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
@@ -1122,7 +1123,7 @@ class _Relay:
             if msg.get("prepared"):
                 r.timeline.append(("PID 1 was prepared ahead (cgroup, namespaces, filesystems)", msg["t"] - self.t0))
         if "namespaces" in msg:
-            self.container_ns = msg["namespaces"]
+            self.container_ns = {**self.container_ns, **msg["namespaces"]}
         if msg.get("notes"):
             r.notes.extend(msg["notes"])
             self.fell_back = True
