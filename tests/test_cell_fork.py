@@ -174,3 +174,30 @@ def test_a_fork_of_the_caller_made_before_the_holder_is_let_go_does_not_keep_it(
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+
+
+def test_a_failure_while_pid1_starts_ends_it() -> None:
+    """The caller makes what it needs only once PID 1 reports (the sampler, the relay's selector, the namespace
+    table) after the fork, while PID 1 starts: a failure there raises from the run and ends PID 1 (killed, reaped),
+    which would otherwise run the cell on its own."""
+    forked: list[int] = []
+    real_fork, real_ns = run_mod.fork_pid1, run_mod.ns_inodes
+
+    def fork_pid1(*a, **k):  # type: ignore[no-untyped-def]
+        forked.append(real_fork(*a, **k))
+        return forked[-1]
+
+    def ns_inodes(*a, **k):  # type: ignore[no-untyped-def]
+        if forked:  # (after the fork: a direct run reads the caller's own namespaces then)
+            raise OSError(24, "Too many open files")
+        return real_ns(*a, **k)
+
+    run_mod.fork_pid1, run_mod.ns_inodes = fork_pid1, ns_inodes
+    try:
+        with pytest.raises(OSError, match="Too many open files"):
+            run_mod.run(build_spec(python_code="import time; time.sleep(60)"), python_globals={})
+    finally:
+        run_mod.fork_pid1, run_mod.ns_inodes = real_fork, real_ns
+    assert len(forked) == 1
+    cleanup.settle()
+    assert not os.path.exists(f"/proc/{forked[0]}"), "PID 1 was left running"

@@ -503,12 +503,15 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
                 raise LaunchError(errno.EINVAL, "a terminal (-t) is for a command in a new mount namespace, not a "
                                   "Python cell")
             L.terminal, L.terminal_size = True, terminal.size
-        r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
+        if L.mode != "direct":  # (direct: described while PID 1 starts, _execute)
+            r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         executed = True
         _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
     finally:
         if pod is not None:
             pod.release(r.id)
+        if executed and r.plan is None:  # (a direct run that failed before its fork)
+            r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         if cg is not None:
             _finish_cgroup(r, cg, final_stats[0] if final_stats else None)
         # Also when PID 1 failed its set-up (a mount, the executable...): its endpoint would stay on the network,
@@ -665,7 +668,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     """Run the planned container to its end. `then`: where the preparation of the next run is put, for the caller
     to start once it has read the cgroup's counters. `final_stats`: where the final reading of those goes."""
     spec = r.spec
-    host_ns = ns_inodes("self")
+    host_ns = ns_inodes("self") if L.mode != "direct" else {}  # (direct: read while PID 1 starts)
     t0 = time.monotonic()
     r.started_at = time.time()
     network = spec.network if _networked(spec) else None
@@ -709,19 +712,12 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     pid1 = pidfd = None
     ahead: tuple[int, ...] | None = None  # the plan's operations a holder may make ahead (rootfs.ahead_ops)
     order = [st_w, in_r, out_w, err_w, *console_fds, *join_fds]
-    # What the caller needs while PID 1 runs is made before PID 1 exists: the kernel queues a fork on its parent's
-    # CPU, and a Python cell's PID 1 did not start until the caller blocked in its loop (0.6-0.9 ms later, measured),
-    # nor while the sampler's thread, woken to take its first sample, held the interpreter.
     relay: _Relay | None = None
     monitor: Monitor | None = None
     held = _HeldInterrupts()  # from the order on, a Ctrl-C waits for the relay's loop (a docker stop there)
     try:
         try:
-            monitor = Monitor(cg, spec.interval, t0) if cg is not None else None
-            if monitor is not None:
-                monitor.start()  # (armed once PID 1 is on its way, below)
             relay = _Relay(r, on_output, t0, holder)
-            relay.listen(out_r, err_r, st_r, in_w)
             if L.mode == "direct" and not L.export_layer:
                 relay.read_diff = functools.partial(_read_diff, holder.pid, hp, L.want_diff)
             if on_start is not None:
@@ -729,6 +725,9 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             if console is not None and terminal is not None:
                 relay.console, relay.on_master = console, terminal.on_master
             if L.mode == "nested":
+                # What the caller needs while PID 1 runs is made before the holder forks it.
+                monitor = _start_monitor(cg, spec, t0)
+                relay.listen(out_r, err_r, st_r, in_w)
                 try:
                     _send_order(holder, L, order)
                 except OSError:  # a pooled holder that died: make a fresh one
@@ -738,16 +737,29 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             else:
                 _send_order(holder, L, [st_w])
                 ahead, root_ns = _take_premounted(holder, L)
-                relay.container_ns = dict(host_ns)  # (fork_pid1 puts in those PID 1 enters, PID 1 those it makes)
+                known: dict[str, int | None] = {}  # (fork_pid1 puts in the namespaces PID 1 enters)
                 pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces(),
-                                 root_ns, relay.container_ns)
-                pidfd = os.pidfd_open(pid1)
-                relay.forked(pid1, pidfd)
+                                 root_ns, known)
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
+                # What the caller needs only once PID 1 reports is made while PID 1 starts: the fork puts it on the
+                # idle core (the caller's work before the fork was on the cell's path, 0.3-0.4 ms of it).
+                pidfd = os.pidfd_open(pid1)
+                monitor = _start_monitor(cg, spec, t0)
+                relay.listen(out_r, err_r, st_r, in_w)
+                relay.forked(pid1, pidfd)
+                host_ns = ns_inodes("self")
+                relay.container_ns = {**host_ns, **known}  # (and PID 1 reports those it makes itself)
+                r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         finally:
             for fd in child_ends:
                 os.close(fd)
     except BaseException:
+        if pid1 is not None:  # forked (direct), and the relay's loop will not reap it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid1, signal.SIGKILL)
+            cleanup.defer(functools.partial(_waitpid, pid1))
+            if pidfd is not None:
+                os.close(pidfd)
         held.release()
         if monitor is not None:
             monitor.stop()
@@ -824,6 +836,15 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             slot=(network, kind_of(spec.python_code is not None))))
     if relay.interrupted:
         raise ContainerInterrupted(r)
+
+
+def _start_monitor(cg: Cgroup | None, spec: ContainerSpec, t0: float) -> Monitor | None:
+    """The run's sampler, its first sample taken (armed once PID 1 is on its way)."""
+    if cg is None:
+        return None
+    monitor = Monitor(cg, spec.interval, t0)
+    monitor.start()
+    return monitor
 
 
 def _on_ready(on_start: StartFn, r: ContainerRun, relay: _Relay, cg: Cgroup | None) -> None:
