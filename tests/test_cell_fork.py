@@ -201,3 +201,21 @@ def test_a_failure_while_pid1_starts_ends_it() -> None:
     assert len(forked) == 1
     cleanup.settle()
     assert not os.path.exists(f"/proc/{forked[0]}"), "PID 1 was left running"
+
+
+@pytest.mark.parametrize("share", [(), ("user",)])
+def test_a_python_cells_capabilities_are_the_plans_whatever_the_user_namespace(share: tuple[str, ...]) -> None:
+    """PID 1 of a Python cell (the caller's fork, not the holder's) drops its capabilities after entering the user
+    namespace, or without one: the five sets are the plan's — Docker's default less what is dropped, plus what is
+    added — for a cell on a holder made on its path and for the next one."""
+    from pycontainer_magics.linux import caps
+
+    code = "print(open('/proc/self/status').read())"
+    want = caps.mask_of((caps.DEFAULT_CAPS - {"CHOWN"}) | {"NET_ADMIN"})
+    for _ in range(2):
+        r = run_mod.run(build_spec(python_code=code, cap_drop=frozenset({"CHOWN"}), cap_add=frozenset({"NET_ADMIN"}),
+                                   share=share), python_globals={})
+        assert r.exit_code == 0, r.stderr
+        sets = {line.split(":")[0]: int(line.split()[1], 16) for line in r.stdout.splitlines()
+                if line.startswith("Cap")}
+        assert sets == {"CapInh": 0, "CapPrm": want, "CapEff": want, "CapBnd": want, "CapAmb": 0}, sets
