@@ -110,11 +110,12 @@ def test_the_holder_computes_the_diff_when_the_caller_could_not_read_it(monkeypa
 
 
 @pytest.mark.cgroup2
-def test_the_namespace_table_holds_the_kernels_inodes() -> None:
+@pytest.mark.parametrize("share", [(), ("user",), ("pid",), ("cgroup", "time"), ("net", "ipc", "uts"), ("mount",)])
+def test_the_namespace_table_holds_the_kernels_inodes(share: tuple[str, ...]) -> None:
     """The inodes in a run's namespace table (PID 1's: those it enters read by the caller from their fds, its PID
     namespace from its /proc link, the ones it makes itself reported by it; and the caller's) are those a stat of the
     links gives, in the container and here: for a cell on a holder made on its path and for the next, whose holder and
-    mount namespace (its root pivoted into) were made ahead."""
+    mount namespace (its root pivoted into) were made ahead; with each kind of namespace shared (the caller's then)."""
     import json
 
     from helpers import wait_for
@@ -126,14 +127,14 @@ def test_the_namespace_table_holds_the_kernels_inodes() -> None:
             "print(json.dumps({k: os.stat('/proc/self/ns/' + v[0]).st_ino for k, v in NS.items()}))")
     pool.drain()
     for _ in range(2):
-        r = run_mod.run(build_spec(python_code=code), python_globals={"NS": NAMESPACES})
+        r = run_mod.run(build_spec(python_code=code, share=share), python_globals={"NS": NAMESPACES})
         assert r.exit_code == 0, r.stderr
         inside = json.loads(r.stdout)
         table = {row.kind: row for row in r.namespaces}
         assert {k: table[k].container_inode for k in NAMESPACES} == inside
         assert {k: table[k].host_inode for k in NAMESPACES} == {k: os.stat(f"/proc/self/ns/{v[0]}").st_ino
                                                           for k, v in NAMESPACES.items()}
-        assert all(table[k].container_inode != table[k].host_inode for k in NAMESPACES), table
+        assert all((table[k].container_inode == table[k].host_inode) == (k in share) for k in NAMESPACES), table
         assert wait_for(lambda: pool.ready_holder() is not None and not pool._busy)
 
 
@@ -219,3 +220,32 @@ def test_a_python_cells_capabilities_are_the_plans_whatever_the_user_namespace(s
         sets = {line.split(":")[0]: int(line.split()[1], 16) for line in r.stdout.splitlines()
                 if line.startswith("Cap")}
         assert sets == {"CapInh": 0, "CapPrm": want, "CapEff": want, "CapBnd": want, "CapAmb": 0}, sets
+
+
+@pytest.mark.parametrize("callers_stdout", ["pipe", "file"])
+def test_a_cells_streams_are_its_pipes_whether_or_not_the_caller_made_them(callers_stdout: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """sys.stdout and stderr of a Python cell are made once by the caller when its own fds 1 and 2 are pipes, as PID
+    1's are (a kernel's: ipykernel puts pipes there); otherwise by PID 1. Either way they are what PID 1's are: not
+    seekable, utf-8, line-buffered; stdin is PID 1's own (the run's data here)."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    script = (
+        "import json, sys\n"
+        "from pycontainer_magics.runtime import run, launch\n"
+        "from pycontainer_magics.runtime.parse import build_spec\n"
+        "code = 'import sys, json; print(json.dumps([sys.stdout.seekable(), sys.stderr.seekable(), "
+        "sys.stdout.encoding, sys.stdout.line_buffering, sys.stdin.read()]))'\n"
+        "out = [run(build_spec(python_code=code, stdin_data=b'in' + bytes([48 + i])), python_globals={}).stdout\n"
+        "       for i in range(2)]\n"
+        "sys.stderr.write(json.dumps([launch._prebuilt is not None, out]))\n")
+    with open(tmp_path / "out", "w") as f:
+        p = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE if callers_stdout == "pipe" else f,
+                           stderr=subprocess.PIPE, cwd=REPO, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    assert p.returncode == 0, p.stderr
+    import json
+    prebuilt, outs = json.loads(p.stderr.decode().strip().splitlines()[-1])
+    assert [json.loads(o) for o in outs] == [[False, False, "utf-8", True, f"in{i}"] for i in range(2)]
+    assert prebuilt == (callers_stdout == "pipe")

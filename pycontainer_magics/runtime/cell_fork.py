@@ -6,8 +6,10 @@ fork its children into the container's).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import signal
 import threading
 
 from ..linux import caps, libc
@@ -110,28 +112,35 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
     if root_ns is not None:
         ns_fds, user_fd = with_root_ns((ns_fds, user_fd), root_ns)
     new_pid = bool(hp.flags_rest & CLONE_NEWPID)
+    pid = 0
     try:
         caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
         own = own_pidns_fd()
+        L.report_ns = reported_namespaces(L)
+        _streams()
         with fork_lock:
+            L.env_changes = environ_changes(L.env)
             if new_pid:
                 libc.unshare(CLONE_NEWPID)
-            gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
-            L.env_changes = environ_changes(L.env)
-            L.report_ns = reported_namespaces(L)
-            _streams()
-            try:
+            try:  # (from here on our children's PID namespace, and the collector, are set back whatever happens)
+                gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
                 pid = os.fork()
                 if pid == 0:
                     pid1_direct(L, fds, ns_fds, user_fd, join_fds)  # never returns
+                if known is not None and new_pid:  # (ours to read while PID 1 is its reaper: no ptrace check)
+                    known["pid"] = link_inode("/proc/thread-self/ns/pid_for_children")
             finally:
                 gc.unfreeze()
                 if new_pid:
                     libc.setns(own, CLONE_NEWPID)
         if known is not None:  # (PID 1 is on its way, on the other core)
             known.update(entered_inodes((ns_fds, user_fd)))
-            if new_pid:
-                known["pid"] = link_inode(f"/proc/{pid}/ns/pid")
+    except BaseException:
+        if pid > 0:  # forked: PID 1 must not run the cell on its own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        raise
     finally:
         close_namespaces((ns_fds, user_fd))
     return pid

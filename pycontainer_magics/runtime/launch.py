@@ -25,6 +25,7 @@ import io
 import os
 import pickle
 import socket
+import stat
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -367,33 +368,34 @@ def _ns_inode(name: str) -> int | None:
     return link_inode(f"/proc/self/ns/{name}")
 
 
-_Streams = tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapper]
-_prebuilt: _Streams | None = None
+_prebuilt: tuple[io.TextIOWrapper, io.TextIOWrapper] | None = None  # sys.stdout and stderr for PID 1 (prebuilt_streams)
+_tried = False
 
 
-def _new_streams() -> _Streams:
-    return (open(0, closefd=False),  # noqa: SIM115
-            io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
-                             line_buffering=True),
-            io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
-                             line_buffering=True))
+def _writer(fd: int) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+                            line_buffering=True)
 
 
 def prebuilt_streams() -> None:
-    """A Python cell's sys.stdin, stdout and stderr over fds 0, 1 and 2, made once in the caller (which never uses
-    them) before it forks PID 1: made in that fresh fork, every object is an allocation on a page it copies, 0.1-0.2
-    ms. Each PID 1 takes its own copy of them with its memory. Not made when the caller has no fd 0, 1 or 2 (PID 1
-    then makes them)."""
-    global _prebuilt
-    if _prebuilt is None:
+    """A Python cell's sys.stdout and stderr over fds 1 and 2, made once in the caller (which never uses them) before
+    it forks PID 1: made in that fresh fork, every object is an allocation on a page it copies (0.1-0.2 ms with stdin,
+    which PID 1 makes: what its fd 0 is differs from run to run). Each PID 1 takes its own copy with its memory. Only
+    when the caller's fds 1 and 2 are pipes, as PID 1's are (a kernel's are: ipykernel puts pipes there to forward
+    what C code writes): a wrapper keeps what it found of its file when made (not seekable)."""
+    global _prebuilt, _tried
+    if not _tried:
+        _tried = True
         try:
-            _prebuilt = _new_streams()
+            if all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in (1, 2)):
+                _prebuilt = (_writer(1), _writer(2))
         except OSError:
             pass
 
 
 def _python_streams() -> None:
-    sys.stdin, sys.stdout, sys.stderr = _prebuilt if _prebuilt is not None else _new_streams()
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout, sys.stderr = _prebuilt if _prebuilt is not None else (_writer(1), _writer(2))
 
 
 def _exec_command(L: Launch) -> NoReturn:

@@ -510,8 +510,6 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     finally:
         if pod is not None:
             pod.release(r.id)
-        if executed and r.plan is None:  # (a direct run that failed before its fork)
-            r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         if cg is not None:
             _finish_cgroup(r, cg, final_stats[0] if final_stats else None)
         # Also when PID 1 failed its set-up (a mount, the executable...): its endpoint would stay on the network,
@@ -843,7 +841,11 @@ def _start_monitor(cg: Cgroup | None, spec: ContainerSpec, t0: float) -> Monitor
     if cg is None:
         return None
     monitor = Monitor(cg, spec.interval, t0)
-    monitor.start()
+    try:
+        monitor.start()
+    except BaseException:
+        monitor.stop()  # (registered with the sampler before its thread failed to start, say)
+        raise
     return monitor
 
 
