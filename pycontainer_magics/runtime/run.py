@@ -44,7 +44,7 @@ from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch
 from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
-from .pool import Holder, kind_of, pool
+from .pool import Holder, Recipe, kind_of, pool
 from .relay import QUIET, OutputFn, OutputRelay
 from .result import HOLDER_LOST, STATUS_LOST, ContainerRun, DiffEntry, NamespaceRow, Sample
 from .seccomp_profile import profile_for
@@ -803,37 +803,43 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         r.namespaces = [NamespaceRow(k, relay.container_ns.get(k), host_ns.get(k)) for k in host_ns]
     if helper:
         # The next cell of this kind on this network finds its namespaces, root filesystem and cgroup ready (the
-        # pool's slot for them; the other kind's slot stays as it is).
-        h = hierarchy()
-        # A command's PID 1 is prepared too (parked in a cgroup of its own, past its mounts and pivot_root): its
-        # launch is planned again for the next cgroup (the cgroup's directories are part of its mounts).
-        # Not in a pod (its mounts name the pod's files); nor with a named volume or a bind mount: the host side may
-        # be removed or replaced before the next cell, and planning the next launch must not create a volume the
-        # user has just removed.
-        # On a network used lately (a process that runs one container does not make an endpoint for nothing), the
-        # next holder gets its endpoint attached ahead too (reserved: nobody's until a run claims it); a PID 1 is
-        # parked for a run on a network only with it. A network is never made for it (pool._reserve).
-        reserve = network if network is not None and pool.used_lately(network) and spec.pod is None else None
-        park = None
-        if not holder.ours and L.parkable() and spec.pod is None \
-                and not any(m.kind in ("volume", "bind") for m in spec.mounts) \
-                and (network is None or reserve is not None):
-            park = functools.partial(_park_launch, spec)
-        # A Python cell's next holder gets the mounts of its root that need no PID 1 made ahead (holder.premount).
-        premount = None
-        if L.mode == "direct" and L.plan is not None and L.merged is not None and not holder.ours:
-            ops = ahead if ahead is not None else rootfs.ahead_ops(L.plan)
-            # Its root pivoted into too, unless the plan binds host paths or PID 1 took a fallback (the host's /proc
-            # bound, say): neither is found from inside that root.
-            pivot = not relay.fell_back and not rootfs.host_sourced(L.plan, ops)
-            premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)),
-                        L.merged if pivot else None)
+        # pool's slot for them; the other kind's slot stays as it is): the pool's thread works out how from this run.
         then.append(functools.partial(
-            pool.prefetch, None if holder.ours else hp, (h, _limits(spec)) if h is not None and cg else None,
-            launch=park, reserve=reserve if not holder.ours else None, premount=premount,
-            slot=(network, kind_of(spec.python_code is not None))))
+            pool.prefetch_later, (network, kind_of(spec.python_code is not None)),
+            functools.partial(_next_recipe, spec, hp, L, holder.ours, network, cg is not None, ahead, relay.fell_back)))
     if relay.interrupted:
         raise ContainerInterrupted(r)
+
+
+def _next_recipe(spec: ContainerSpec, hp: HolderPlan, L: Launch, ours: bool, network: str | None, cgroup: bool,
+                 ahead: tuple[int, ...] | None, fell_back: bool) -> Recipe:
+    """How the pool prepares for the next run like this one (made by the pool's thread: Pool.prefetch_later)."""
+    h = hierarchy()
+    # A command's PID 1 is prepared too (parked in a cgroup of its own, past its mounts and pivot_root): its
+    # launch is planned again for the next cgroup (the cgroup's directories are part of its mounts).
+    # Not in a pod (its mounts name the pod's files); nor with a named volume or a bind mount: the host side may
+    # be removed or replaced before the next cell, and planning the next launch must not create a volume the
+    # user has just removed.
+    # On a network used lately (a process that runs one container does not make an endpoint for nothing), the
+    # next holder gets its endpoint attached ahead too (reserved: nobody's until a run claims it); a PID 1 is
+    # parked for a run on a network only with it. A network is never made for it (pool._reserve).
+    reserve = network if network is not None and pool.used_lately(network) and spec.pod is None else None
+    park = None
+    if not ours and L.parkable() and spec.pod is None \
+            and not any(m.kind in ("volume", "bind") for m in spec.mounts) \
+            and (network is None or reserve is not None):
+        park = functools.partial(_park_launch, spec)
+    # A Python cell's next holder gets the mounts of its root that need no PID 1 made ahead (holder.premount).
+    premount = None
+    if L.mode == "direct" and L.plan is not None and L.merged is not None and not ours:
+        ops = ahead if ahead is not None else rootfs.ahead_ops(L.plan)
+        # Its root pivoted into too, unless the plan binds host paths or PID 1 took a fallback (the host's /proc
+        # bound, say): neither is found from inside that root.
+        pivot = not fell_back and not rootfs.host_sourced(L.plan, ops)
+        premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)),
+                    L.merged if pivot else None)
+    return Recipe(None if ours else hp, (h, _limits(spec)) if h is not None and cgroup else None, park,
+                  reserve if not ours else None, premount)
 
 
 def _start_monitor(cg: Cgroup | None, spec: ContainerSpec, t0: float) -> Monitor | None:
