@@ -99,9 +99,9 @@ def test_a_runs_clean_up_is_queued_before_the_next_runs_preparation_starts(monke
     from pycontainer_magics.runtime.pool import pool
 
     order: list[str] = []
-    real_queue, real_prefetch = cleanup._queue, pool.prefetch
+    real_queue, real_prefetch = cleanup._queue, pool.prefetch_later  # (the run's end hands over its next recipe)
     monkeypatch.setattr(cleanup, "_queue", lambda task: (order.append("clean-up"), real_queue(task)))
-    monkeypatch.setattr(pool, "prefetch", lambda *a, **k: (order.append("prepare"), real_prefetch(*a, **k)))
+    monkeypatch.setattr(pool, "prefetch_later", lambda *a, **k: (order.append("prepare"), real_prefetch(*a, **k)))
     r = run(ContainerSpec(command=("true",), memory=64 * 2**20))
     assert r.exit_code == 0
     assert "clean-up" in order and "prepare" in order and order.index("prepare") > order.index("clean-up"), order
