@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,7 +123,13 @@ class Slot:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a slot is filled (Pool.prefetch): kept, so that a slot emptied by a run of the other kind is filled again."""
+    """How a slot is filled (Pool.prefetch_later, the helper doing the work): kept, so that a slot emptied by a run of
+    the other kind is filled again. A holder for `plan` and a cgroup with the limits `cgroup` gives; with `launch` (the
+    launch of a run like the last in a given cgroup, without the caller's globals), the holder also prepares that
+    run's PID 1, in the new cgroup, up to the payload (holder.py: parked) — that cgroup is then the holder's; with
+    `reserve`, an endpoint on that network is attached to the holder's network namespace (reserved, see
+    networking); with `premount` (a Python cell's: where, its filesystem plan's operations that can be made ahead, and
+    the root to pivot into), the helper makes those mounts in the holder's namespaces (holder.premount)."""
 
     plan: HolderPlan | None  # the holder's (None: no holder, a cgroup only)
     cgroup: tuple[Hierarchy, CgroupLimits] | None
@@ -139,6 +146,7 @@ class Pool:
         self._busy = False  # the worker is filling a slot
         self._slots: dict[Key, Slot] = {}
         self._recipes: dict[Key, Recipe] = {}  # how each slot was last asked to be filled
+        self._recipe_failed = False  # (a recipe that could not be made is said once)
         # slots the worker is to fill, in order: with a recipe, or what makes it (prefetch_later)
         self._wanted: dict[Key, Recipe | Callable[[], Recipe]] = {}
         self._stale: set[Key] = set()  # slots a run of another kind (or network) emptied: filled again at next prefetch
@@ -377,25 +385,11 @@ class Pool:
                     return h.parked
         return None
 
-    def prefetch(self, plan: HolderPlan | None, cgroup: tuple[Hierarchy, CgroupLimits] | None = None,
-                 launch: Callable[[Cgroup | None], Launch] | None = None, reserve: str | None = None,
-                 premount: Premount | None = None, *, slot: Key = (None, COMMAND)) -> None:
-        """Fill `slot` (the last run's network and kind) in the background (the helper does the work): a holder for
-        `plan` and a cgroup with the limits `cgroup` gives; with `launch` (the launch of a run like the last in a
-        given cgroup, without the caller's globals), the holder also prepares that run's PID 1, in the new cgroup,
-        up to the payload (holder.py: parked) — that cgroup is then the holder's; with `reserve`, an endpoint on
-        that network is attached to the holder's network namespace (reserved, see networking); with `premount` (a
-        Python cell's: the last run's merged root, its filesystem plan, rootfs.ahead_ops of it), the helper makes
-        those mounts in the holder's namespaces (holder.premount). The other slots stay as they are; one this run
-        emptied (having none of its own ready) is filled again as it was before."""
-        recipe = Recipe(plan, cgroup, launch, reserve, premount)
-        with self._lock:
-            self._recipes[slot] = recipe
-            self._want(slot, recipe)
-
     def prefetch_later(self, slot: Key, make: Callable[[], Recipe]) -> None:
-        """prefetch() of the recipe `make` returns, made by the pool's thread when it gets to it (not on the path of
-        the run that asks for it: a run's end works it out from the run's plan, 0.1-0.2 ms of cold Python)."""
+        """Fill `slot` (the last run's network and kind) in the background with what the recipe `make` returns, made
+        by the pool's thread when it gets to it (not on the path of the run that asks for it: a run's end works it out
+        from the run's plan, 0.1-0.2 ms of cold Python). The other slots stay as they are; one this run emptied
+        (having none of its own ready) is filled again as it was before."""
         with self._lock:
             self._want(slot, make)
 
@@ -416,7 +410,11 @@ class Pool:
         """The recipe of prefetch_later, made here (off the lock; busy meanwhile: a run waits for what it makes)."""
         try:
             recipe = make()
-        except BaseException:  # noqa: BLE001 - (never seen) nothing is made for that slot
+        except BaseException as e:  # noqa: BLE001 - (never seen) nothing is made for that slot: said once
+            if not self._recipe_failed:
+                self._recipe_failed = True
+                warnings.warn(f"pycontainer_magics: the next container could not be prepared ahead: {e!r}",
+                              RuntimeWarning, stacklevel=1)
             with self._lock:
                 self._busy = False
                 self._work.notify_all()

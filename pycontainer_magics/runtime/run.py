@@ -806,15 +806,17 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         # pool's slot for them; the other kind's slot stays as it is): the pool's thread works out how from this run.
         then.append(functools.partial(
             pool.prefetch_later, (network, kind_of(spec.python_code is not None)),
-            functools.partial(_next_recipe, spec, hp, L, holder.ours, network, cg is not None, ahead, relay.fell_back)))
+            functools.partial(_next_recipe, spec, hp, L, holder.ours, network, hierarchy() if cg is not None else None,
+                              ahead, relay.fell_back)))
     if relay.interrupted:
         raise ContainerInterrupted(r)
 
 
-def _next_recipe(spec: ContainerSpec, hp: HolderPlan, L: Launch, ours: bool, network: str | None, cgroup: bool,
-                 ahead: tuple[int, ...] | None, fell_back: bool) -> Recipe:
-    """How the pool prepares for the next run like this one (made by the pool's thread: Pool.prefetch_later)."""
-    h = hierarchy()
+def _next_recipe(spec: ContainerSpec, hp: HolderPlan, L: Launch, ours: bool, network: str | None,
+                 h: Hierarchy | None, ahead: tuple[int, ...] | None, fell_back: bool) -> Recipe:
+    """How the pool prepares for the next run like this one (made by the pool's thread: Pool.prefetch_later). `h`:
+    the hierarchy of the run's cgroup (None: it had none), found by the run's thread (hierarchy() probes and
+    registers what to remove at exit on first use: not from two threads)."""
     # A command's PID 1 is prepared too (parked in a cgroup of its own, past its mounts and pivot_root): its
     # launch is planned again for the next cgroup (the cgroup's directories are part of its mounts).
     # Not in a pod (its mounts name the pod's files); nor with a named volume or a bind mount: the host side may
@@ -838,7 +840,7 @@ def _next_recipe(spec: ContainerSpec, hp: HolderPlan, L: Launch, ours: bool, net
         pivot = not fell_back and not rootfs.host_sourced(L.plan, ops)
         premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)),
                     L.merged if pivot else None)
-    return Recipe(None if ours else hp, (h, _limits(spec)) if h is not None and cgroup else None, park,
+    return Recipe(None if ours else hp, (h, _limits(spec)) if h is not None else None, park,
                   reserve if not ours else None, premount)
 
 
