@@ -147,6 +147,13 @@ def throwaway_user(name: str) -> Iterator[int]:
         wait_for(lambda: subprocess.run(["pgrep", "-u", name], capture_output=True).returncode != 0, 30)
         subprocess.run(["userdel", "-r", name], capture_output=True)
         shutil.rmtree(f"/tmp/pycontainer_magics-{uid}", ignore_errors=True)  # its run dir (no XDG_RUNTIME_DIR)
+        for entry in os.scandir("/tmp"):  # and what its processes made there (tempfile's directories): it is gone
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
 
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

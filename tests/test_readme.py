@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,16 @@ def execute(cells: list[str], tmp_path: Path) -> list[Any]:
                                      resources={"metadata": {"path": str(tmp_path)}})
     old = os.environ.copy()
     os.environ.setdefault("PYCONTAINER_STATE_DIR", str(tmp_path / "state"))
+    ours = "PYCONTAINER_RUN_DIR" not in os.environ
     os.environ.setdefault("PYCONTAINER_RUN_DIR", f"/run/pcm-readme-{os.getpid()}")
+    run_dir = os.environ["PYCONTAINER_RUN_DIR"]
     try:
-        client.execute()
+        client.execute()  # (the kernel is shut down when it returns)
     finally:
         os.environ.clear()
         os.environ.update(old)
+        if ours:
+            shutil.rmtree(run_dir, ignore_errors=True)  # (one per run of the suite was left in /run)
     return list(nb.cells)
 
 
