@@ -797,6 +797,8 @@ def test_rootless_spec_bundle_lifecycle_as_nobody(busybox: str) -> None:
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="pcm-lc-rootless-"))
+    run_dir = "/tmp/pycontainer_magics-65534"  # (the CLI's, run as nobody without XDG_RUNTIME_DIR)
+    had_run_dir = os.path.exists(run_dir)
     try:
         os.chmod(base, 0o755)
         shutil.copytree(busybox, base / "b" / "rootfs", symlinks=True)
@@ -836,6 +838,8 @@ def test_rootless_spec_bundle_lifecycle_as_nobody(busybox: str) -> None:
         assert os.listdir(base / "root") == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        if not had_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # --- cgroup v2 (in the VM harness, tests/vm/) ------------------------------------------------------------
