@@ -5,10 +5,12 @@ gets it; nothing of it outlives the process, its unloading or its being killed."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -25,8 +27,8 @@ MiB = 2**20
 PREPARED = "PID 1 was prepared ahead (cgroup, namespaces, filesystems)"
 
 
-def sh(script: str, **kw: object):
-    return run(ContainerSpec(command=("sh", "-c", script), **kw))  # type: ignore[arg-type]
+def sh(script: str, on_output=None, **kw: object):  # type: ignore[no-untyped-def]
+    return run(ContainerSpec(command=("sh", "-c", script), **kw), on_output=on_output)  # type: ignore[arg-type]
 
 
 def prepared_ahead(r) -> bool:  # type: ignore[no-untyped-def]
@@ -77,6 +79,41 @@ def test_a_command_like_the_last_runs_in_the_pid1_prepared_for_it() -> None:
     for _ in range(3):
         small = sh("echo small", memory=32 * MiB)
     assert (small.stdout, prepared_ahead(small)) == ("small\n", False)
+    pool.drain()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def test_the_run_goes_straight_to_the_prepared_pid1_not_through_its_holder() -> None:
+    # The caller hands the prepared PID 1 its run itself (run._give_run, over the socket the pool kept): the command
+    # starts, and its output comes, while its holder — stopped here — has not read its order; the holder then
+    # reaps it and reports its end as ever. (Through the holder, nothing would come until it was woken.)
+    pool.drain()
+    sh("true", memory=64 * MiB)
+    assert wait_for(parked_ready, 30)
+    holder = ready()
+    seen: list[tuple[str, str]] = []
+
+    def on_output(stream: str, text: str) -> None:
+        seen.append((_state(holder.pid), text))
+        os.kill(holder.pid, signal.SIGCONT)
+
+    os.kill(holder.pid, signal.SIGSTOP)
+    wake = threading.Timer(10, os.kill, (holder.pid, signal.SIGCONT))  # (so a broken hand-over fails, not hangs)
+    wake.start()
+    try:
+        r = sh("echo started; exit 4", memory=64 * MiB, hostname="straight", on_output=on_output)
+    finally:
+        wake.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(holder.pid, signal.SIGCONT)
+    assert prepared_ahead(r), r.timeline
+    assert seen[:1] == [("T", "started\n")], seen
+    assert (r.exit_code, r.stdout) == (4, "started\n")
+    assert sh("hostname", memory=64 * MiB, hostname="again").stdout == "again\n"  # (set by the caller first)
     pool.drain()
 
 

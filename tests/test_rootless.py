@@ -244,3 +244,28 @@ def test_rootless_run_it_gets_a_terminal(user: str) -> None:
     sh.close()
     with open(before) as b, open(after) as a:
         assert b.read() == a.read()
+
+
+def test_rootless_commands_with_host_names_take_the_pid1_prepared_for_them(user: str) -> None:
+    # A PID 1 prepared ahead takes the run from the caller, its host name set first by the caller in the holder's
+    # UTS namespace; rootless the caller cannot (CAP_SYS_ADMIN is needed in its own user namespace too): the holder
+    # sets it and hands the run over. Each command gets its own name either way, and the one prepared PID 1.
+    res = container(user, """
+        PREPARED = "PID 1 was prepared ahead (cgroup, namespaces, filesystems)"
+        import time
+        from pycontainer_magics.runtime.pool import pool
+        out = []
+        for name in ("one", "two", None, "four"):
+            r = run(ContainerSpec(command=("sh", "-c", "hostname; echo $$"), hostname=name))
+            out.append([r.exit_code, r.stdout.split(), any(label == PREPARED for label, _ in r.timeline)])
+            deadline = time.monotonic() + 30
+            while ((h := pool.holders().get((None, "command"))) is None or h.parked is None) \\
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+        result = out
+    """)
+    assert [r[0] for r in res] == [0, 0, 0, 0], res
+    names = [r[1][0] for r in res]
+    assert names[0::3] == ["one", "four"] and names[1] == "two" and names[2] not in ("one", "two", "four"), res
+    assert [r[1][1] for r in res] == ["1"] * 4, res
+    assert [r[2] for r in res[1:]] == [True, True, True], res  # (the first found nothing prepared)

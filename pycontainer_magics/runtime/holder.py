@@ -168,7 +168,7 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
     msg, fds = recv_ctl(sock)
     parked = None
     if msg is not None and "park" in msg:  # the pool: prepare PID 1 too, for a run like the last
-        parked = _park(msg["park"], fds)
+        parked = _park(msg["park"], fds[:-1], fds[-1])
         msg, fds = recv_ctl(sock)
     if msg is None:
         # Prepared but never used. A parked PID 1 would die with us (PDEATHSIG) but stay a zombie for whoever adopts
@@ -186,9 +186,18 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
             want_diff, export_layer = L.want_diff, L.export_layer
             stdin, stdout, stderr, *join_fds = fds[1:]
             console = join_fds.pop(0) if L.terminal else None  # where PID 1 sends its terminal's master
-            if L.hostname:
-                libc.sethostname(L.hostname)
-            pid = _hand_over(parked, L, (stdin, stdout, stderr), join_fds)
+            # A PID 1 parked here is this run's (take() hands a run only a holder whose PID 1 fits it): the caller
+            # sent it the run itself (run._give_run), its hostname set already; or it could not (rootless, with a host
+            # name to set) and we hand it over. One that failed to get ready never read it: one is forked then.
+            if msg.get("parked"):
+                pid = _took_run(parked)
+            else:
+                if L.hostname:
+                    libc.sethostname(L.hostname)
+                pid = _hand_over(parked, L, (stdin, stdout, stderr))
+            if pid is None:
+                _discard(parked)
+                parked = None
             if pid is not None:
                 for fd in (stdin, stdout, stderr):
                     os.close(fd)
@@ -239,57 +248,65 @@ def _serve_one_run(hp: HolderPlan, sock: socket.socket, upper: str | None, mp: s
         os._exit(125)
 
 
-Parked = tuple[int, socket.socket, Launch, tuple[tuple[int, int], ...]]
+Parked = tuple[int, socket.socket]  # PID 1 prepared ahead and the socket on which it says it is ready
 
 
-def _fd_ids(fds: list[int]) -> tuple[tuple[int, int], ...]:
-    out = []
-    for fd in fds:
-        st = os.fstat(fd)
-        out.append((st.st_dev, st.st_ino))
-    return tuple(out)
-
-
-def _park(L: Launch, join_fds: list[int]) -> Parked | None:
+def _park(L: Launch, join_fds: list[int], run_channel: int) -> Parked | None:
     """Fork PID 1 now and let it get as far as it can without its run (launch.pid1_parked): the cgroup it
     joins (`join_fds`, the pool's next cgroup), its namespaces, filesystems and pivot_root, off the cell's
-    critical path. Returns (pid, its socket, the launch it was prepared for, the cgroup files it joined)."""
+    critical path; it then waits for its run on `run_channel`, which the caller sends there itself (the pool
+    keeps the other end: only a run it fits takes this holder). Returns (pid, the socket it reports on)."""
     try:
         if not L.parkable():
             return None
-        ids = _fd_ids(join_fds)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
             os.close(CTL_FD)  # the holder's control socket stays the holder's alone
-            pid1_parked(L, join_fds, theirs)
+            pid1_parked(L, join_fds, theirs, socket.socket(fileno=run_channel))
         theirs.close()
-        return pid, ours, L, ids
+        return pid, ours
     except OSError:
         return None
     finally:
-        for fd in join_fds:
+        for fd in (*join_fds, run_channel):
             os.close(fd)
 
 
-def _hand_over(parked: Parked | None, L: Launch, stdio: tuple[int, int, int], join_fds: list[int]) -> int | None:
-    """Give the run to the parked PID 1 when it was prepared for a launch like this one and joined the same
-    cgroup; its pid, or None (then it is discarded and a PID 1 is forked the usual way)."""
-    if parked is None:
+def _took_run(parked: Parked | None) -> int | None:
+    """The pid of the parked PID 1 when it got ready (then it reads the run the caller sent it), else None (it
+    failed and never read it)."""
+    if not _got_ready(parked):
         return None
-    pid, psock, prepared_for, ids = parked
+    assert parked is not None
+    parked[1].close()
+    return parked[0]
+
+
+def _hand_over(parked: Parked | None, L: Launch, stdio: tuple[int, int, int]) -> int | None:
+    """Give the run to the parked PID 1 ourselves, on the socket it reports on; its pid, or None when there is none
+    or it failed to get ready."""
+    if not _got_ready(parked):
+        return None
+    assert parked is not None
     try:
-        if prepared_for.park_key() == L.park_key() and _fd_ids(join_fds) == ids:
-            reply, _ = recv_ctl(psock)  # it says when it is ready (at once, unless the run came very soon)
-            if reply is not None and reply.get("parked"):
-                send_ctl(psock, {"launch": L}, [STATUS_FD, *stdio])
-                psock.close()
-                return pid
+        send_ctl(parked[1], {"launch": L}, [STATUS_FD, *stdio])
     except OSError:
-        pass
-    _discard(parked)
-    return None
+        return None  # (it died meanwhile: discarded, and one is forked)
+    parked[1].close()
+    return parked[0]
+
+
+def _got_ready(parked: Parked | None) -> bool:
+    """Did the parked PID 1 say it is ready (at once, unless the run came very soon)?"""
+    if parked is None:
+        return False
+    try:
+        reply, _ = recv_ctl(parked[1])
+    except OSError:
+        return False
+    return reply is not None and bool(reply.get("parked"))
 
 
 def _discard(parked: Parked | None) -> None:

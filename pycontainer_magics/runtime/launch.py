@@ -24,6 +24,7 @@ import fcntl
 import io
 import os
 import pickle
+import select
 import socket
 import stat
 import sys
@@ -238,12 +239,14 @@ def pid1_nested(L: Launch, join_fds: list[int], console: int | None = None) -> N
     _drop_privileges_and_run(L, notes)
 
 
-def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
+def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket, run_channel: socket.socket) -> NoReturn:
     """PID 1 prepared ahead of its cell (holder.py parks it right after the holder is ready): what pid1_nested
     does before the privilege drop — the cgroup, its own mount and cgroup namespaces, the container's
-    filesystems, pivot_root — then it waits on `ctl` for the run: the launch, and the status pipe, stdin,
-    stdout and stderr, and goes on as pid1_nested would. Privileges are dropped only then: a seccomp profile
-    may refuse the recvmsg that brings the run."""
+    filesystems, pivot_root — then it tells the holder on `ctl` that it is ready and waits for the run: the
+    launch, and the status pipe, stdin, stdout and stderr, which the caller sends on `run_channel` (run._give_run),
+    or else the holder on `ctl` (holder._hand_over); and goes on as pid1_nested would. The early privilege steps
+    (early_steps) come before the wait, the rest after it: a seccomp profile may refuse the recvmsg that brings
+    the run."""
     at = _Stage("joining the cgroup")
     try:
         prctl(PR_SET_PDEATHSIG, _sig.SIGKILL)
@@ -256,19 +259,27 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket) -> NoReturn:
         at.stage = "dropping privileges"
         early = early_steps(L.steps)
         run_steps(L.steps[:early])  # (a run takes this PID 1 only with the same steps: its park_key)
-        send_ctl(ctl, {"parked": True})
+        send_ctl(ctl, {"parked": True})  # (from here on the run sent to us is ours: holder._took_run)
     except BaseException as e:  # noqa: BLE001 - the holder forks a PID 1 the usual way, which reports it
         try:
             send_ctl(ctl, {"parked": False, "error": failure(at.stage, e)})
         finally:
             os._exit(125)
-    msg, fds = recv_ctl(ctl)
+    # The run comes from the caller, or, when the caller could not send it (rootless, with a host name to set) and
+    # closed its end, from the holder. The holder's end closing means it has gone without one (killed, say: with a
+    # user our parent-death signal went with the change of credentials, and this end of file is what ends us then);
+    # it closes it only once the caller's order came, which follows the run the caller sent here: that first.
+    readable, _, _ = select.select([run_channel, ctl], [], [])
+    msg, fds = recv_ctl(run_channel) if run_channel in readable else (None, [])
     if msg is None:
-        os._exit(0)  # the holder went without a run
+        msg, fds = recv_ctl(ctl)
+    if msg is None:
+        os._exit(0)  # let go without a run
     run_L: Launch = msg["launch"]
     for i, fd in enumerate(fds):  # status, stdin, stdout, stderr
         os.dup2(fd, (STATUS_FD, 0, 1, 2)[i], inheritable=i > 0)
         os.close(fd)
+    run_channel.close()
     ctl.close()
     _drop_privileges_and_run(run_L, notes, namespaces, done=early)
 
