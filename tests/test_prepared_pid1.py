@@ -102,6 +102,7 @@ def test_the_run_goes_straight_to_the_prepared_pid1_not_through_its_holder() -> 
         os.kill(holder.pid, signal.SIGCONT)
 
     os.kill(holder.pid, signal.SIGSTOP)
+    assert wait_for(lambda: _state(holder.pid) == "T", 10)  # (a stop takes effect when the process is next scheduled)
     wake = threading.Timer(10, os.kill, (holder.pid, signal.SIGCONT))  # (so a broken hand-over fails, not hangs)
     wake.start()
     try:
@@ -113,7 +114,36 @@ def test_the_run_goes_straight_to_the_prepared_pid1_not_through_its_holder() -> 
     assert prepared_ahead(r), r.timeline
     assert seen[:1] == [("T", "started\n")], seen
     assert (r.exit_code, r.stdout) == (4, "started\n")
-    assert sh("hostname", memory=64 * MiB, hostname="again").stdout == "again\n"  # (set by the caller first)
+    assert wait_for(parked_ready, 30)
+    again = sh("hostname", memory=64 * MiB, hostname="again")
+    assert (again.stdout, prepared_ahead(again)) == ("again\n", True)  # (set by the caller, before it sent the run)
+    pool.drain()
+
+
+def test_a_run_given_to_a_pid1_whose_holder_dies_fails_and_runs_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pooled holder found dead when its order is sent is replaced by a fresh one — not once its prepared PID 1 has
+    # the run: that PID 1 dies with its holder (its parent-death signal set again after its change of credentials, and
+    # the holder's end of its socket), and the run fails rather than go twice.
+    import importlib
+
+    R = importlib.import_module("pycontainer_magics.runtime.run")
+    pool.drain()
+    sh("true", memory=64 * MiB, user="65534:65534")
+    assert wait_for(parked_ready, 30)
+    holder = ready()
+    (pid1,) = children(holder.pid)
+    real = R._give_run
+
+    def give_then_lose_the_holder(h, *args):  # type: ignore[no-untyped-def]
+        given = real(h, *args)
+        os.kill(h.pid, signal.SIGKILL)
+        assert wait_for(lambda: _state(h.pid) in ("Z", "X") if alive(h.pid) else True, 10)
+        return given
+
+    monkeypatch.setattr(R, "_give_run", give_then_lose_the_holder)
+    with pytest.raises(R.LaunchError, match="holder went away"):
+        sh("echo ran", memory=64 * MiB, user="65534:65534")
+    assert wait_for(lambda: not alive(pid1), 10)
     pool.drain()
 
 

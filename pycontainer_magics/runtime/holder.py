@@ -276,11 +276,11 @@ def _park(L: Launch, join_fds: list[int], run_channel: int) -> Parked | None:
 
 def _took_run(parked: Parked | None) -> int | None:
     """The pid of the parked PID 1 when it got ready (then it reads the run the caller sent it), else None (it
-    failed and never read it)."""
+    failed and never read it). Our end of its socket stays open until we exit: its end of file tells PID 1 that we
+    have gone (launch.pid1_parked)."""
     if not _got_ready(parked):
         return None
     assert parked is not None
-    parked[1].close()
     return parked[0]
 
 
@@ -294,7 +294,6 @@ def _hand_over(parked: Parked | None, L: Launch, stdio: tuple[int, int, int]) ->
         send_ctl(parked[1], {"launch": L}, [STATUS_FD, *stdio])
     except OSError:
         return None  # (it died meanwhile: discarded, and one is forked)
-    parked[1].close()
     return parked[0]
 
 

@@ -259,28 +259,36 @@ def pid1_parked(L: Launch, join_fds: list[int], ctl: socket.socket, run_channel:
         at.stage = "dropping privileges"
         early = early_steps(L.steps)
         run_steps(L.steps[:early])  # (a run takes this PID 1 only with the same steps: its park_key)
+        # A change of credentials among them (a user) dropped the parent-death signal: set again, we still die with
+        # the holder, also once the caller has given us a run (a run never outlives the holder it was ordered from).
+        prctl(PR_SET_PDEATHSIG, _sig.SIGKILL)
         send_ctl(ctl, {"parked": True})  # (from here on the run sent to us is ours: holder._took_run)
     except BaseException as e:  # noqa: BLE001 - the holder forks a PID 1 the usual way, which reports it
         try:
             send_ctl(ctl, {"parked": False, "error": failure(at.stage, e)})
         finally:
             os._exit(125)
-    # The run comes from the caller, or, when the caller could not send it (rootless, with a host name to set) and
-    # closed its end, from the holder. The holder's end closing means it has gone without one (killed, say: with a
-    # user our parent-death signal went with the change of credentials, and this end of file is what ends us then);
-    # it closes it only once the caller's order came, which follows the run the caller sent here: that first.
-    readable, _, _ = select.select([run_channel, ctl], [], [])
-    msg, fds = recv_ctl(run_channel) if run_channel in readable else (None, [])
-    if msg is None:
-        msg, fds = recv_ctl(ctl)
-    if msg is None:
-        os._exit(0)  # let go without a run
-    run_L: Launch = msg["launch"]
-    for i, fd in enumerate(fds):  # status, stdin, stdout, stderr
-        os.dup2(fd, (STATUS_FD, 0, 1, 2)[i], inheritable=i > 0)
-        os.close(fd)
-    run_channel.close()
-    ctl.close()
+    try:
+        # The run comes from the caller, or, when the caller could not send it (rootless, with a host name to set)
+        # and closed its end, from the holder on `ctl`. The holder keeps its end open until it has reaped us: an end
+        # of file there means it has gone, and a run the caller sent must not run then (run._execute fails it).
+        readable, _, _ = select.select([run_channel, ctl], [], [])
+        if ctl in readable:
+            msg, fds = recv_ctl(ctl)
+        else:
+            msg, fds = recv_ctl(run_channel)
+            if msg is None:
+                msg, fds = recv_ctl(ctl)
+        if msg is None:
+            os._exit(0)  # let go without a run
+        run_L: Launch = msg["launch"]
+        for i, fd in enumerate(fds):  # status, stdin, stdout, stderr
+            os.dup2(fd, (STATUS_FD, 0, 1, 2)[i], inheritable=i > 0)
+            os.close(fd)
+        run_channel.close()
+        ctl.close()
+    except BaseException:  # noqa: BLE001 - nowhere to report yet: the holder sees us die, and forks none
+        os._exit(125)
     _drop_privileges_and_run(run_L, notes, namespaces, done=early)
 
 

@@ -58,7 +58,9 @@ class Holder:
     has_launch: bool = False  # forked with the launch in memory: the order need not carry it
     parked: tuple[Any, ...] | None = None  # PID 1 prepared too: for runs with this Launch.park_key() ...
     parked_cgroup: str | None = None  # ... in this cgroup (its name; None: no cgroup)
-    parked_channel: socket.socket | None = None  # ... which takes its run from the caller over this socket (_park)
+    parked_channel: socket.socket | None = None  # ... which takes its run from the caller over this socket (_park),
+    parked_uts: int | None = None  # ... its host name set by the caller in this UTS namespace (an fd: run._give_run)
+    run_given: bool = False  # a run was sent to that PID 1 (it must not be ordered from another holder then)
     endpoint: Endpoint | None = None  # reserved ahead in its network namespace (networking.reserve), for a run there
     # Mounts for its root made ahead, beside it (holder.premount): the plan's operations done (() for none).
     premounted: tuple[MountOp, ...] = ()
@@ -84,7 +86,10 @@ class Holder:
         if fd is not None:
             os.close(fd)
         if self.parked_channel is not None:
-            self.parked_channel.close()  # (a PID 1 waiting on it exits)
+            self.parked_channel.close()  # (a PID 1 waiting on it then waits for the holder, which ends it)
+        if self.parked_uts is not None:
+            os.close(self.parked_uts)
+            self.parked_uts = None
         self.sock.close()
         if self.endpoint is not None:
             from . import networking
@@ -298,6 +303,8 @@ class Pool:
                     out.append(s.holder.sock.fileno())
                     if s.holder.parked_channel is not None:
                         out.append(s.holder.parked_channel.fileno())
+                    if s.holder.parked_uts is not None:
+                        out.append(s.holder.parked_uts)
                     if s.holder.namespaces is not None:
                         ns_fds, user_fd = s.holder.namespaces
                         out += [fd for fd, _ in ns_fds] + ([user_fd] if user_fd is not None else [])
@@ -646,15 +653,21 @@ def _park(holder: Holder, cg: Cgroup | None, make_launch: Callable[[Cgroup | Non
     over it, not through the holder (run._give_run) — one wake-up on the cell's path instead of three."""
     fds: list[int] = []
     ours = theirs = None
+    uts: int | None = None
     try:
         launch = make_launch(cg)
         if not launch.parkable():
             return
         fds = cg.join_fds() if cg is not None else []
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The holder's UTS namespace, where the run's host name is set (as root: rootless the caller cannot), opened
+        # now, while that pid is surely the holder's.
+        if os.geteuid() == 0:
+            uts = os.open(f"/proc/{holder.pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
         send_ctl(holder.sock, {"park": launch}, [*fds, theirs.fileno()])
         holder.parked, holder.parked_cgroup = launch.park_key(), cg.name if cg is not None else None
         holder.parked_channel, ours = ours, None
+        holder.parked_uts, uts = uts, None
     except Exception:  # noqa: BLE001 - a spec that no longer plans (an image removed...): no PID 1 ahead
         pass  # (a holder that died is replaced when it is taken)
     finally:
@@ -663,6 +676,8 @@ def _park(holder: Holder, cg: Cgroup | None, make_launch: Callable[[Cgroup | Non
         for sock in (ours, theirs):
             if sock is not None:
                 sock.close()
+        if uts is not None:
+            os.close(uts)
 
 
 @dataclass(frozen=True)

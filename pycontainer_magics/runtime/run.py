@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from .. import paths
 from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
-from ..linux import idmap, libc, pty, seccomp
+from ..linux import idmap, libc, proc, pty, seccomp
 from ..linux.cgroups import Cgroup, CgroupError, CgroupLimits, CgroupStats, Hierarchy, open_hierarchy
 from ..linux.cgroups.devices import DEFAULT_DEVICES
 from ..linux.namespaces import (
@@ -674,8 +674,11 @@ def _give_run(holder: Holder, L: Launch, launch: Launch, fds: list[int]) -> bool
         return False
     try:
         if L.hostname:
-            _set_hostname(holder.pid, L.hostname)
+            if holder.parked_uts is None:
+                return False
+            _set_hostname(holder.parked_uts, L.hostname)
         send_ctl(channel, {"launch": launch}, fds)
+        holder.run_given = True
         return True
     except OSError:
         return False
@@ -683,26 +686,23 @@ def _give_run(holder: Holder, L: Launch, launch: Launch, fds: list[int]) -> bool
         channel.close()  # (what was sent stays for PID 1 to read)
 
 
-def _set_hostname(holder_pid: int, name: str) -> None:
-    """Set the host name in the holder's UTS namespace from this thread (setns of a UTS namespace is the calling
-    thread's alone, unlike a mount or user namespace): 0.05 ms, where the holder's own sethostname would be after
-    its wake-up, while PID 1 may already run. Needs CAP_SYS_ADMIN here too: EPERM when rootless."""
+def _set_hostname(uts: int, name: str) -> None:
+    """Set the host name in the UTS namespace `uts` (the holder's, opened when its PID 1 was parked: pool._park) from
+    this thread (setns of a UTS namespace is the calling thread's alone, unlike a mount or user namespace): 0.05 ms,
+    where the holder's own sethostname would be after its wake-up, while PID 1 may already run. Needs CAP_SYS_ADMIN
+    here too: EPERM when rootless."""
     own = os.open("/proc/thread-self/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        theirs = os.open(f"/proc/{holder_pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if os.fstat(theirs).st_ino == os.fstat(own).st_ino:  # (never the host's: spec._check_hostname)
-                raise OSError(errno.EINVAL, "the holder shares this UTS namespace")
-            libc.setns(theirs, CLONE_NEWUTS)
-            try:
-                libc.sethostname(name)
-            finally:
-                try:
-                    libc.setns(own, CLONE_NEWUTS)
-                except OSError as e:  # (not an OSError: nothing may go on in a container's UTS namespace)
-                    raise RuntimeError(f"could not return to this thread's UTS namespace: {e}") from None
+        if os.fstat(uts).st_ino == os.fstat(own).st_ino:  # (never the host's: spec._check_hostname)
+            raise OSError(errno.EINVAL, "the holder shares this UTS namespace")
+        try:  # (the way back also when something is raised as setns returns: an interrupt's handler)
+            libc.setns(uts, CLONE_NEWUTS)
+            libc.sethostname(name)
         finally:
-            os.close(theirs)
+            try:
+                libc.setns(own, CLONE_NEWUTS)
+            except OSError as e:  # (not an OSError: nothing may go on in a container's UTS namespace)
+                raise RuntimeError(f"could not return to this thread's UTS namespace: {e}") from None
     finally:
         os.close(own)
 
@@ -776,7 +776,10 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                 relay.listen(out_r, err_r, st_r, in_w)
                 try:
                     _send_order(holder, L, order)
-                except OSError:  # a pooled holder that died: make a fresh one
+                except OSError as e:  # a pooled holder that died: make a fresh one
+                    if holder.run_given:  # (its PID 1 has the run, and dies with it: the run must not go twice)
+                        raise LaunchError(e.errno or errno.EPIPE, "container setup failed while starting PID 1: "
+                                          "its namespace holder went away") from None
                     holder.close()
                     holder = relay.holder = _take_holder(hp, L, False, cg, network)
                     _send_order(holder, L, order)
@@ -1103,6 +1106,15 @@ class _Relay:
         elif master is not None:
             os.close(master)
 
+    def _pid1_now(self) -> int | None:
+        """PID 1's pid; for a run given straight to a PID 1 parked in the holder (run._give_run), also before the
+        holder has said it (an interrupt as the command starts): the holder's only child."""
+        if self.pid1 is None and self.holder.run_given:
+            kids = proc.children(self.holder.pid)
+            if len(kids) == 1:
+                self.pid1 = kids[0]
+        return self.pid1
+
     def kill(self, cg: Cgroup | None) -> None:
         """End the container now: every process of its cgroup, PID 1 (which takes its PID namespace with
         it), and the holder."""
@@ -1112,7 +1124,7 @@ class _Relay:
                 cg.kill_all()
             except OSError:
                 pass
-        for p in (self.pid1, self.holder.pid):
+        for p in (self._pid1_now(), self.holder.pid):
             if p:
                 try:
                     os.kill(p, signal.SIGKILL)
@@ -1126,7 +1138,8 @@ class _Relay:
         self.interrupted = self.r.interrupted = True
         if self.killed:
             return
-        if self.stop_deadline is None and spec.stop_timeout > 0 and self.pid1:
+        if self.stop_deadline is None and spec.stop_timeout > 0 and self._pid1_now():
+            assert self.pid1 is not None
             self.r.stop_signal = spec.stop_signal
             self.r.timeline.append((f"interrupted: {signal.Signals(spec.stop_signal).name} sent to PID 1",
                                     now - self.t0))
