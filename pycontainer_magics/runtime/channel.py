@@ -37,8 +37,14 @@ def decode_frames(buf: bytearray) -> list[dict[str, Any]]:
     return out
 
 
-def send_ctl(sock: socket.socket, msg: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
-    data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+def encode_ctl(msg: dict[str, Any]) -> bytes:
+    """A control message as send_ctl sends it: for one message sent to two peers, pickled once."""
+    return pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def send_ctl(sock: socket.socket, msg: dict[str, Any] | bytes, fds: list[int] | tuple[int, ...] = ()) -> None:
+    """One control message (a dict, or one encode_ctl made) and the fds that go with it."""
+    data = msg if isinstance(msg, bytes) else encode_ctl(msg)
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:

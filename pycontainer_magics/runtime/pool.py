@@ -87,6 +87,7 @@ class Holder:
             os.close(fd)
         if self.parked_channel is not None:
             self.parked_channel.close()  # (a PID 1 waiting on it then waits for the holder, which ends it)
+            self.parked_channel = None
         if self.parked_uts is not None:
             os.close(self.parked_uts)
             self.parked_uts = None

@@ -39,7 +39,7 @@ from ..linux.namespaces import (
 )
 from . import cleanup, image_source, plan_cache, rootfs, state
 from .cell_fork import fork_pid1
-from .channel import decode_frames, feed, send_ctl
+from .channel import decode_frames, encode_ctl, feed, send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch
@@ -659,16 +659,20 @@ def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
     if L.mode == "direct":  # the holder forks nothing: it needs to know only what to do with the layer after
         send_ctl(holder.sock, {"mode": "direct", "want_diff": L.want_diff, "export_layer": L.export_layer}, fds)
         return
-    launch = None if holder.has_launch else L.for_holder()
-    given = _give_run(holder, L, launch or L.for_holder(), fds[:4])
-    send_ctl(holder.sock, {"mode": L.mode, "launch": launch, "parked": given}, fds)
+    parked = holder.parked_channel is not None
+    order = {"mode": L.mode, "launch": None if holder.has_launch and not parked else L.for_holder(), "parked": parked}
+    data = encode_ctl(order)  # (pickled once: the same order goes to a parked PID 1, which reads its launch)
+    if parked and not _give_run(holder, L, data, fds[:4]):
+        data = encode_ctl({**order, "parked": False})
+    send_ctl(holder.sock, data, fds)
 
 
-def _give_run(holder: Holder, L: Launch, launch: Launch, fds: list[int]) -> bool:
-    """Send the run (its launch; the status pipe, stdin, stdout, stderr) straight to the PID 1 parked in the holder
-    (pool._park: take() hands a run a holder with a PID 1 parked only when that PID 1 fits it), its hostname set
-    first: PID 1 is on its way before the holder has read its order, which only says so (holder._took_run). False
-    when there is none, or it could not be given (rootless, with a hostname to set): the holder forks a PID 1."""
+def _give_run(holder: Holder, L: Launch, order: bytes, fds: list[int]) -> bool:
+    """Send the run (the order, with its launch; the status pipe, stdin, stdout, stderr) straight to the PID 1 parked
+    in the holder (pool._park: take() hands a run a holder with a PID 1 parked only when that PID 1 fits it), its
+    hostname set first: PID 1 is on its way before the holder has read the same order, which says so
+    (holder._took_run). False when it could not be given (rootless, with a hostname to set): the holder hands it
+    over."""
     channel, holder.parked_channel = holder.parked_channel, None
     if channel is None:
         return False
@@ -677,7 +681,7 @@ def _give_run(holder: Holder, L: Launch, launch: Launch, fds: list[int]) -> bool
             if holder.parked_uts is None:
                 return False
             _set_hostname(holder.parked_uts, L.hostname)
-        send_ctl(channel, {"launch": launch}, fds)
+        send_ctl(channel, order, fds)
         holder.run_given = True
         return True
     except OSError:
