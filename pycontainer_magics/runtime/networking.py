@@ -24,7 +24,7 @@ def file_mounts(spec: ContainerSpec, container_id: str) -> tuple[Mount, ...]:
     """The files a networked container needs bound: its hosts file and an empty resolv.conf."""
     if not wanted(spec):
         return ()
-    hosts = net_hosts.write_hosts(container_id, [])  # attach rewrites it, in place, with the members
+    hosts = net_hosts.ensure_hosts(container_id)  # attach or claim rewrites it, in place, with the members
     resolv = os.path.join(run_dir(), "resolv.conf")
     if not os.path.exists(resolv):
         os.makedirs(run_dir(), exist_ok=True)
