@@ -98,7 +98,8 @@ def test_what_the_plan_depends_on_makes_a_fresh_one(cgroups: list[Any], monkeypa
     monkeypatch.setattr(host_masks, "_scans", {})  # a fresh scan of the host: another masks tuple
     again(4)
     again(5, globals_={})  # another caller's globals
-    again(6, spec_=build_spec(python_code="pass", memory=64 * MiB))  # another spec (equal, not the same)
+    again(5, spec_=build_spec(python_code="pass", memory=64 * MiB))  # an equal spec (a library caller's new one)
+    again(6, spec_=build_spec(python_code="pass", memory=65 * MiB))  # another spec
     bound = build_spec(python_code="pass", memory=64 * MiB, volume=[f"{tmp_path}:/data"])
     plan_cache.plan(bound, cgroups[0], g, make)
     plan_cache.plan(bound, cgroups[0], g, make)
@@ -119,3 +120,30 @@ def test_python_cells_run_again_see_their_own_cgroup() -> None:
         outs.append(r.stdout.split())
     for cg_line, limit in outs:
         assert cg_line.endswith(":/") and int(limit) == 48 * MiB  # its own cgroup namespace, its own limit
+
+
+def test_a_networked_re_run_gets_the_last_plan_with_its_own_hosts_file(cgroups: list[Any], tmp_path: Any) -> None:
+    """On a network, the run's own files are bound (its hosts file names the run): the last plan is kept with this
+    run's binds in place of the last run's, and equals a plan made afresh; other targets make a fresh one."""
+    from pycontainer_magics.runtime.spec import Mount
+
+    spec = build_spec(python_code="pass", memory=64 * MiB, network="bridge")
+    files = []
+    for name in ("hosts-a", "hosts-b", "resolv"):
+        (tmp_path / name).write_text("")
+        files.append(str(tmp_path / name))
+
+    def own(hosts: str, target: str = "/etc/hosts") -> tuple[Mount, ...]:
+        return (Mount(hosts, target, read_only=True), Mount(files[2], "/etc/resolv.conf", read_only=True))
+
+    g: dict[str, Any] = {}
+    make = Counting()
+    _, l1 = plan_cache.plan(spec, cgroups[0], g, make, own(files[0]))
+    _, l2 = plan_cache.plan(spec, cgroups[1], g, make, own(files[1]))
+    assert make.calls == 1
+    _same_launch(plan_launch(spec.with_(mounts=own(files[1])), cgroups[1], g)[1], l2)
+    binds = {op.target: op.source for op in l2.plan.ops if op.action == "bind"}
+    assert binds["/etc/hosts"] == files[1] and binds["/etc/resolv.conf"] == files[2], binds
+    assert {op.source for op in l1.plan.ops if op.action == "bind"} >= {files[0]}  # (the first run's, unchanged)
+    plan_cache.plan(spec, cgroups[0], g, make, own(files[0], "/etc/hosts2"))
+    assert make.calls == 2  # another target: planned afresh

@@ -5,12 +5,16 @@ cells, and the magic keeps one spec per line — that is the same work with the 
 cell, its memory cold after the last cell's fork. Reused only where every input can be compared cheaply:
 
 - the host image as root, with no mount of the host's files (no --rootfs, volume, bind or --user: their sources are
-  looked up on the host), not in a pod, not on a network (its hosts file is the run's), no --userns remap;
-- the same spec object and the same caller's globals;
+  looked up on the host), not in a pod, no --userns remap;
+- on a network, the run's own files bound (its hosts file, resolv.conf: `run_mounts`, ours): the same targets, and
+  the binds put in place of the last run's, as the cgroup's;
+- an equal spec (a ContainerSpec is a frozen value: a library caller makes one per run) and the same caller's
+  globals;
 - the same effective uid, working directory and environment (the cell's environment is the caller's, and the state
   directories come from it);
 - the same masks over the host (host_masks.masks returns the same scan while the host is unchanged);
-- the same answers from the host to the plan's lookups (/proc, /dev, /sys, /dev/mqueue, the --tmpfs targets);
+- the same answers from the host to the plan's lookups (/proc, /dev, /sys, /dev/mqueue, the --tmpfs targets, the
+  run's bind targets, and whether their sources are files);
 - a cgroup of the same version and controllers. The cgroup's own mount operations name its directories: they are
   made again for each run and put in place of the last run's.
 """
@@ -29,7 +33,7 @@ from ..linux.cgroups import Cgroup
 from . import host_masks, rootfs
 from .holder import HolderPlan
 from .launch import Launch
-from .spec import ContainerSpec
+from .spec import ContainerSpec, Mount
 from .state import data_dirs
 
 
@@ -42,16 +46,19 @@ class _Entry:
     hp: HolderPlan
     launch: Launch
     cgroup_ops: tuple[int, int]  # where the cgroup's mount operations are in launch.plan.ops (start, end)
+    run_mounts: tuple[tuple[str, bool], ...]  # the run's own binds (target, read-only), in order
+    run_mount_ops: tuple[int, ...]  # where their operations are in launch.plan.ops
 
 
-_entries: collections.OrderedDict[int, _Entry] = collections.OrderedDict()  # by id(spec), the last few
+_entries: collections.OrderedDict[tuple[ContainerSpec, int], _Entry] = collections.OrderedDict()  # the last few,
+# by spec and the caller's globals (their id: an entry keeps them alive)
 _lock = threading.Lock()  # (the pool's thread plans a parked PID 1's launch too)
 KEPT = 8
 
 
 def eligible(spec: ContainerSpec) -> bool:
     return (spec.image == "host" and not spec.rootfs and not spec.mounts and spec.user is None and spec.pod is None
-            and spec.network in ("none", "host") and spec.userns != "remap" and os.geteuid() == 0)
+            and spec.userns != "remap" and os.geteuid() == 0)
 
 
 def _environment() -> Any:
@@ -59,20 +66,21 @@ def _environment() -> Any:
     return data.copy() if isinstance(data, dict) else dict(os.environ)
 
 
-def _facts(spec: ContainerSpec, cg: Cgroup | None) -> tuple[Any, ...]:
+def _facts(spec: ContainerSpec, cg: Cgroup | None, run_mounts: tuple[Mount, ...]) -> tuple[Any, ...]:
     view = rootfs.LayerView("/")
-    looked_up = ("/proc", "/dev", "/sys", *(t.target for t in spec.tmpfs))
+    looked_up = ("/proc", "/dev", "/sys", *(t.target for t in spec.tmpfs), *(m.target for m in run_mounts))
     try:
         cwd = os.getcwd()
     except OSError:
         cwd = "/"
     return (os.geteuid(), cwd, _environment(), os.uname().nodename,
             tuple(view.lexists(rootfs.secure_join("/", p)) for p in looked_up), os.path.isdir("/dev/mqueue"),
+            tuple(os.path.isfile(m.source) for m in run_mounts),
             cg.version if cg is not None else None, tuple(sorted(cg.paths)) if cg is not None else None)
 
 
-def _masks(spec: ContainerSpec, cwd: str) -> tuple[tuple[str, str], ...]:
-    targets = [m.target for m in spec.mounts] + [t.target for t in spec.tmpfs] + [spec.workdir or "/"]
+def _masks(spec: ContainerSpec, cwd: str, run_mounts: tuple[Mount, ...]) -> tuple[tuple[str, str], ...]:
+    targets = [m.target for m in spec.mounts + run_mounts] + [t.target for t in spec.tmpfs] + [spec.workdir or "/"]
     return host_masks.masks(cwd=cwd, mount_targets=targets, data_dirs=data_dirs(), unmask=spec.unmask)
 
 
@@ -87,15 +95,31 @@ def _span(ops: tuple[rootfs.MountOp, ...], part: tuple[rootfs.MountOp, ...]) -> 
     return (found[0], found[0] + n) if len(found) == 1 else None
 
 
-def lookup(spec: ContainerSpec, cg: Cgroup | None,
-           python_globals: dict[str, Any] | None) -> tuple[HolderPlan, Launch] | None:
+def _run_mount_key(run_mounts: tuple[Mount, ...]) -> tuple[tuple[str, bool], ...]:
+    return tuple((m.target, m.read_only) for m in run_mounts)
+
+
+def _run_mount_ops(ops: tuple[rootfs.MountOp, ...], run_mounts: tuple[Mount, ...]) -> tuple[int, ...] | None:
+    """Where the binds of the run's own files are in `ops` (each once: their sources name the run)."""
+    at = []
+    for m in run_mounts:
+        found = [i for i, op in enumerate(ops) if op.action == "bind" and op.source == m.source]
+        if len(found) != 1:
+            return None
+        at.append(found[0])
+    return tuple(at)
+
+
+def lookup(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
+           run_mounts: tuple[Mount, ...] = ()) -> tuple[HolderPlan, Launch] | None:
     """The plan of a run of `spec` in `cg` made from the last one's, if nothing it depends on changed; else None."""
     with _lock:
-        e = _entries.get(id(spec))
-    if e is None or e.spec is not spec or e.python_globals is not python_globals or e.launch.plan is None:
+        e = _entries.get((spec, id(python_globals)))
+    if e is None or e.python_globals is not python_globals or e.launch.plan is None \
+            or e.run_mounts != _run_mount_key(run_mounts):
         return None
-    facts = _facts(spec, cg)
-    if facts != e.facts or _masks(spec, facts[1]) is not e.masks:
+    facts = _facts(spec, cg, run_mounts)
+    if facts != e.facts or _masks(spec, facts[1], run_mounts) is not e.masks:
         return None
     start, end = e.cgroup_ops
     ops = e.launch.plan.ops
@@ -103,46 +127,58 @@ def lookup(spec: ContainerSpec, cg: Cgroup | None,
     if len(mine) != end - start:
         return None
     with _lock:
-        if id(spec) in _entries:
-            _entries.move_to_end(id(spec))
+        if (spec, id(python_globals)) in _entries:
+            _entries.move_to_end((spec, id(python_globals)))
     launch = copy.copy(e.launch)  # (a run sets its own fields on it: premounted, export_layer, env_changes...)
-    launch.plan = dataclasses.replace(e.launch.plan, ops=ops[:start] + mine + ops[end:])
+    ops = ops[:start] + mine + ops[end:]
+    if run_mounts:
+        new_ops = list(ops)
+        for i, m in zip(e.run_mount_ops, run_mounts, strict=True):
+            new_ops[i] = dataclasses.replace(ops[i], source=m.source)
+        ops = tuple(new_ops)
+    launch.plan = dataclasses.replace(e.launch.plan, ops=ops)
     return e.hp, launch
 
 
 def remember(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None, hp: HolderPlan,
-             launch: Launch, facts: tuple[Any, ...], masks: tuple[tuple[str, str], ...]) -> None:
+             launch: Launch, facts: tuple[Any, ...], masks: tuple[tuple[str, str], ...],
+             run_mounts: tuple[Mount, ...] = ()) -> None:
     """Keep the plan just made (from `facts` and `masks`, taken before it was made) for the next run of `spec`."""
     if launch.plan is None:
         return
     span = _span(launch.plan.ops, _cgroup_ops(cg))
-    if span is None:
+    at = _run_mount_ops(launch.plan.ops, run_mounts)
+    if span is None or at is None or any(span[0] <= i < span[1] for i in at):
         return
     with _lock:
         kept = copy.copy(launch)
         # Which operations a holder may make ahead depends on the targets and kinds of the operations only, and a
-        # reused plan differs from this one in the cgroup's operations alone, of the same kinds and targets (the
-        # facts hold the cgroup's version and controllers): worked out once, not for every run.
+        # reused plan differs from this one in the cgroup's operations and the run's binds' sources alone, of the
+        # same kinds and targets (the facts hold the cgroup's version and controllers): worked out once, not for
+        # every run.
         kept.ahead_ops = rootfs.ahead_ops(launch.plan)
-        _entries[id(spec)] = _Entry(spec, python_globals, facts, masks, hp, kept, span)
-        _entries.move_to_end(id(spec))
+        key = (spec, id(python_globals))
+        _entries[key] = _Entry(spec, python_globals, facts, masks, hp, kept, span, _run_mount_key(run_mounts), at)
+        _entries.move_to_end(key)
         while len(_entries) > KEPT:
             _entries.popitem(last=False)
 
 
 def plan(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
-         make: Any) -> tuple[HolderPlan, Launch]:
-    """`make(spec, cg, python_globals)` (plan_launch), or the last plan of `spec` when it still holds (see above)."""
+         make: Any, run_mounts: tuple[Mount, ...] = ()) -> tuple[HolderPlan, Launch]:
+    """`make(spec, cg, python_globals)` (plan_launch), or the last plan of `spec` when it still holds (see above).
+    run_mounts: the run's own files bound after the spec's mounts (a networked run's hosts file and resolv.conf)."""
+    full = spec.with_(mounts=spec.mounts + run_mounts) if run_mounts else spec
     if not eligible(spec):
-        result: tuple[HolderPlan, Launch] = make(spec, cg, python_globals)
+        result: tuple[HolderPlan, Launch] = make(full, cg, python_globals)
         return result
-    kept = lookup(spec, cg, python_globals)
+    kept = lookup(spec, cg, python_globals, run_mounts)
     if kept is not None:
         return kept
-    facts = _facts(spec, cg)
-    masks = _masks(spec, facts[1])
-    hp, launch = make(spec, cg, python_globals)
-    remember(spec, cg, python_globals, hp, launch, facts, masks)
+    facts = _facts(spec, cg, run_mounts)
+    masks = _masks(spec, facts[1], run_mounts)
+    hp, launch = make(full, cg, python_globals)
+    remember(spec, cg, python_globals, hp, launch, facts, masks, run_mounts)
     return hp, launch
 
 

@@ -575,13 +575,14 @@ def _plan_run(spec: ContainerSpec, run_id: str, cg: Cgroup | None, python_global
               pod: PodMembership | None) -> tuple[HolderPlan, Launch]:
     """plan_launch for the run `run_id`; on a network, with its hosts file and resolv.conf bound (the hosts
     file is written empty now, filled in place when the container joins the network)."""
+    run_mounts: tuple[Mount, ...] = ()
     if _networked(spec):
         from . import networking  # pyroute2 loads only for containers on a network
-        spec = spec.with_(mounts=spec.mounts + networking.file_mounts(spec, run_id))
+        run_mounts = networking.file_mounts(spec, run_id)
     try:
-        if pod is None:
-            return plan_cache.plan(spec, cg, python_globals, plan_launch)  # (a re-run's plan, when it still holds)
-        return plan_launch(spec, cg, python_globals, maps=pod.maps)
+        if pod is None:  # (a re-run's plan, when it still holds)
+            return plan_cache.plan(spec, cg, python_globals, plan_launch, run_mounts)
+        return plan_launch(spec.with_(mounts=spec.mounts + run_mounts), cg, python_globals, maps=pod.maps)
     except BaseException:
         _unplan_run(spec, run_id)
         raise
