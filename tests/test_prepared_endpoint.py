@@ -9,7 +9,6 @@ create."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import ipaddress
 import os
 import signal
@@ -122,7 +121,7 @@ def test_a_cell_in_a_running_loop_claims_its_endpoint_without_a_thread(labnet: s
     real_save = networks._save
 
     def save(net):  # type: ignore[no-untyped-def]
-        if sys._getframe(1).f_code.co_name == "commit":  # (HeldClaim.commit: the claim's record)
+        if sys._getframe(1).f_code.co_name == "claim":
             claimed_in.append(threading.current_thread().name)
         real_save(net)
 
@@ -161,104 +160,6 @@ def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet
         settle()
         pool.drain()
         net.remove_network(other.name, force=True)
-
-
-def test_a_claim_is_written_once_pid1_has_its_run_its_own_hosts_file_before(labnet: str,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """The claim's record (an atomic replace: half a millisecond on ext4) is written after the parked PID 1 was given
-    its run, before its holder is woken; the container's own hosts file before the run, the other members' with the
-    record — under the network's lock throughout, so nobody sees the record in between."""
-    from pycontainer_magics.network import networks
-    run_module = importlib.import_module("pycontainer_magics.runtime.run")  # (the package's `run` is the function)
-
-    member = net.create_netns(f"pm{os.getpid() % 10000}")
-    try:
-        other = net.attach(labnet, member.name, "member", name="member")
-        _reserved_on(labnet)
-        events: list[str] = []
-        real_give, real_save, real_write = run_module._give_run, networks._save, net_hosts.write_hosts
-
-        def give(*a):  # type: ignore[no-untyped-def]
-            ok = real_give(*a)
-            events.append("given" if ok else "not given")
-            return ok
-
-        def save(record):  # type: ignore[no-untyped-def]
-            if any(ep.name == "third" for ep in record.endpoints):
-                events.append("record, lock " + ("free" if _lock_free() else "held"))
-            real_save(record)
-
-        def write(cid, nets):  # type: ignore[no-untyped-def]
-            path = real_write(cid, nets)
-            with open(path) as f:
-                if "third" in f.read():
-                    events.append("hosts of " + ("member" if cid == other.container_id else "the run"))
-            return path
-
-        monkeypatch.setattr(run_module, "_give_run", give)
-        monkeypatch.setattr(networks, "_save", save)
-        monkeypatch.setattr(net_hosts, "write_hosts", write)
-        r = sh("grep third /etc/hosts", labnet, name="third")
-        assert (r.exit_code, claimed(r), prepared_ahead(r)) == (0, True, True), (r.stderr, r.timeline)
-        assert events[:4] == ["hosts of the run", "given", "record, lock held", "hosts of member"], events
-    finally:
-        settle()
-        with contextlib.suppress(net.NetworkError):
-            net.detach(labnet, "member")
-        net.delete_netns(member.name)
-
-
-def test_a_run_interrupted_before_its_claim_is_written_gives_the_endpoint_back(labnet: str,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A Ctrl-C after the claim, before PID 1 has its run: the record stays as it was, the reservation is released
-    (veth, address, hosts file) and the network's lock let go."""
-    run_module = importlib.import_module("pycontainer_magics.runtime.run")  # (the package's `run` is the function)
-
-    res = _reserved_on(labnet)
-
-    def interrupted(*a):  # type: ignore[no-untyped-def]
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_module, "_give_run", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        sh("true", labnet, name="cut")
-    settle()
-    record = net.get_network(labnet)
-    assert all(ep.name != "cut" for ep in record.endpoints) and res not in record.reserved, record
-    assert res.host_veth not in _veths()
-    assert not os.path.exists(net_hosts.hosts_path(res.container_id))
-    assert _lock_free()
-
-
-def test_a_claim_whose_record_cannot_be_written_fails_the_run_and_gives_the_endpoint_back(
-        labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The record written after PID 1 was given its run fails (a full disk): the run fails with one line saying so,
-    its PID 1 goes with its holder, and the reservation is released."""
-    from pycontainer_magics.network import networks
-    from pycontainer_magics.runtime import LaunchError
-
-    res = _reserved_on(labnet)
-    real_save = networks._save
-
-    def save(record):  # type: ignore[no-untyped-def]
-        if any(ep.name == "full" for ep in record.endpoints):
-            raise OSError(28, "No space left on device", "network.json")
-        real_save(record)
-
-    monkeypatch.setattr(networks, "_save", save)
-    with pytest.raises(LaunchError, match="could not record the container's endpoint: No space left on device"):
-        sh("sleep 30", labnet, name="full")
-    settle()
-    record = net.get_network(labnet)
-    assert record.endpoints == () and res not in record.reserved, record
-    assert res.host_veth not in _veths() and _lock_free()
-
-
-def _lock_free() -> bool:
-    """Could another process take the network's lock now?"""
-    from pycontainer_magics.network import state as net_state
-
-    return subprocess.run(["flock", "-n", net_state.locked().path, "true"]).returncode == 0
 
 
 def test_a_network_removed_under_a_reservation_goes_and_is_not_made_again(labnet: str) -> None:

@@ -54,11 +54,9 @@ from .netns import (
 from .networks import (
     DEFAULT_NETWORK,
     Endpoint,
-    HeldClaim,
     Network,
     attach,
     claim,
-    claim_held,
     create_network,
     default_network,
     detach,
@@ -76,24 +74,22 @@ from .ports import Forwarder, Publication, parse_publish, publications, publish,
 
 __all__ = [
     "DEFAULT_NETWORK", "AddressExhausted", "Forwarder", "AddressInUse", "AddressRecord", "Connectivity", "Endpoint",
-    "EndpointExists", "EndpointNotFound", "HeldClaim", "Interface", "InvalidArgument", "NamespaceError",
-    "NeighbourRecord", "NetNamespace", "Network", "NetworkError", "NetworkExists", "NetworkInUse", "NetworkNotFound",
-    "NotSupported", "PortInUse", "Publication", "RouteRecord", "Server", "SubnetOverlap", "VethPair", "add_veth",
-    "addresses", "attach", "claim", "claim_held", "connectivity_matrix", "create_netns", "create_network",
-    "default_network", "delete_link", "delete_netns", "detach", "detach_all", "endpoints_of", "get_network",
-    "hosts_path", "inspect_network", "interfaces", "list_netns", "list_networks", "neighbours", "netns_path",
-    "parse_publish", "ping", "primary_address", "prune", "publications", "publish", "read_hosts", "release",
-    "remove_network", "reserve", "routes", "run_command", "run_in_netns", "serve_echo", "socket_in", "tcp_probe",
-    "unpublish", "unpublish_all",
+    "EndpointExists", "EndpointNotFound", "Interface", "InvalidArgument", "NamespaceError", "NeighbourRecord",
+    "NetNamespace", "Network", "NetworkError", "NetworkExists", "NetworkInUse", "NetworkNotFound", "NotSupported",
+    "PortInUse", "Publication", "RouteRecord", "Server", "SubnetOverlap", "VethPair", "add_veth", "addresses",
+    "attach", "claim", "connectivity_matrix", "create_netns", "create_network", "default_network", "delete_link",
+    "delete_netns", "detach", "detach_all", "endpoints_of", "get_network", "hosts_path", "inspect_network",
+    "interfaces", "list_netns", "list_networks", "neighbours", "netns_path", "parse_publish", "ping",
+    "primary_address", "prune", "publications", "publish", "read_hosts", "release", "remove_network", "reserve",
+    "routes", "run_command", "run_in_netns", "serve_echo", "socket_in", "tcp_probe", "unpublish", "unpublish_all",
 ]
 
 
 # Public functions that never reach pyroute2 (records, hosts files, parsing): called as they are, also from inside
 # a running loop. A thread for each was a tenth of a millisecond or more of every networked cell in a notebook
-# kernel (claim: the endpoint prepared ahead made the container's). claim_held must be: the lock it holds is its
-# thread's.
-_NO_NETLINK = frozenset({"claim", "claim_held", "endpoints_of", "get_network", "hosts_path", "inspect_network",
-                         "list_networks", "parse_publish", "publications", "read_hosts"})
+# kernel (claim: the endpoint prepared ahead made the container's).
+_NO_NETLINK = frozenset({"claim", "endpoints_of", "get_network", "hosts_path", "inspect_network", "list_networks",
+                         "parse_publish", "publications", "read_hosts"})
 
 
 def _wrap_public_functions() -> None:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..linux import proc
-from ..linux.files import FileLock
 from ..paths import state_dir
 from . import hosts, isolation, links, state
 from .errors import (
@@ -464,12 +463,10 @@ def _has_default_route(ipr: Any) -> bool:
     return any(r["dst_len"] == 0 for r in ipr.get_routes(family=socket.AF_INET, table=254))
 
 
-def _refresh_hosts(container_ids: Iterable[str], saved: Network, nets: list[Network] | None = None) -> None:
+def _refresh_hosts(container_ids: Iterable[str], saved: Network) -> None:
     """Rewrite the hosts files of these containers (or remove those on no network now); `saved`: the network record
-    just written, whose change is why (taken as it is: reading it back was a tenth of a millisecond of a claim);
-    `nets`: every network's record, `saved` among them, when read already."""
-    if nets is None:
-        nets = _list_networks(saved)
+    just written, whose change is why (taken as it is: reading it back was a tenth of a millisecond of a claim)."""
+    nets = _list_networks(saved)
     for cid in set(container_ids):
         if any(n.endpoint(cid) for n in nets):
             hosts.write_hosts(cid, nets)
@@ -565,30 +562,13 @@ def claim(network: str, reservation: str, container_id: str, name: str | None = 
     the container's endpoint, as if attach() had made it — named, in the hosts files, listed. Nothing of the
     kernel's changes (no netlink request). EndpointNotFound when the reservation is gone (its network was removed,
     a prune took it), EndpointExists as attach()."""
-    held = claim_held(network, reservation, container_id, name, aliases, expose, owner_pid)
-    try:
-        held.commit()
-    finally:
-        held.abandon()  # (when the record could not be written)
-    return held.endpoint
-
-
-def claim_held(network: str, reservation: str, container_id: str, name: str | None = None,
-               aliases: Iterable[str] = (), expose: Iterable[str] = (), owner_pid: int | None = None) -> HeldClaim:
-    """claim(), all but the writing of the network's record: the endpoint checked and made the container's, its
-    hosts file written (the container reads it as it starts), and the network's lock held until the HeldClaim is
-    committed or abandoned, in this thread. A runtime starts the container in between: the record's atomic replace
-    is half a millisecond on ext4 (a rename over a file starts the new one's writeback), and nobody else reads or
-    writes the records while the lock is held. Errors as claim(), with nothing held."""
     cname = name or container_id
     check_network_name(cname)
     alias_t = tuple(aliases)
     for a in alias_t:
         check_network_name(a)
     exposed = tuple(_check_expose(e) for e in expose)
-    lock = state.locked()
-    lock.__enter__()
-    try:
+    with state.locked():
         net = _load(network)
         res = next((ep for ep in net.reserved if ep.container_id == reservation), None)
         if res is None:
@@ -601,48 +581,11 @@ def claim_held(network: str, reservation: str, container_id: str, name: str | No
                                  owner=proc.token(owner_pid), created=time.time())
         net = dataclasses.replace(net, endpoints=(*net.endpoints, ep),
                                   reserved=tuple(r for r in net.reserved if r is not res))
+        _save(net)
         if reservation != container_id:
             hosts.remove_hosts(reservation)  # one written for the id it was reserved under
-        nets = _list_networks(net)
-        hosts.write_hosts(container_id, nets)
-    except BaseException:
-        lock.__exit__(None, None, None)
-        raise
-    return HeldClaim(ep, net, nets, lock)
-
-
-class HeldClaim:
-    """A claim whose record is not written yet (claim_held). commit() writes it and the other members' hosts files;
-    abandon() leaves the record as it was, the endpoint still reserved (its container failed to start: the caller
-    releases it, with netlink, outside the lock). Either lets the lock go; both may be called again."""
-
-    def __init__(self, endpoint: Endpoint, net: Network, nets: list[Network], lock: FileLock) -> None:
-        self.endpoint = endpoint
-        self._net, self._nets = net, nets
-        self._lock: FileLock | None = lock
-
-    @property
-    def held(self) -> bool:
-        """Neither committed nor abandoned yet."""
-        return self._lock is not None
-
-    def commit(self) -> None:
-        """Write the record, then the other members' hosts files. If the record cannot be written, the claim is
-        still held (the caller abandons it and releases the reservation)."""
-        if self._lock is None:
-            return
-        _save(self._net)
-        try:
-            mine = self.endpoint.container_id
-            _refresh_hosts((e.container_id for e in self._net.endpoints if e.container_id != mine), self._net,
-                           self._nets)
-        finally:
-            self.abandon()  # (recorded: the lock goes)
-
-    def abandon(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.__exit__(None, None, None)
+        _refresh_hosts((e.container_id for e in net.endpoints), net)
+        return ep
 
 
 def release(network: str, reservation: str, keep_hosts: bool = False) -> None:

@@ -50,27 +50,18 @@ def release(ep: Endpoint, keep_hosts: bool = False) -> None:
         pass  # the network went meanwhile, and the reservation with it
 
 
-def claim(spec: ContainerSpec, container_id: str, reserved: Endpoint) -> net.HeldClaim | None:
+def claim(spec: ContainerSpec, container_id: str, reserved: Endpoint) -> Endpoint | None:
     """Make the endpoint reserved ahead in the container's network namespace (on the spec's network) the
-    container's own: named, in its hosts file (network.claim_held: no netlink request), listed once committed —
-    after the caller has started the container (HeldClaim.commit; the network's lock is held until then, so
-    nothing may wait on another thread of ours in between). None when it cannot be (its network removed
-    meanwhile...): then it is released, and connect() attaches one. A claim the run gives up: give_up()."""
+    container's own: named, listed, in the hosts files (network.claim: no netlink request). None when it cannot
+    be (its network removed meanwhile...): then it is released, and connect() attaches one."""
     register_exit_cleanup()
     try:
-        return net.claim_held(reserved.network, reserved.container_id, container_id,
-                              name=spec.name or container_id[:12], aliases=spec.network_aliases, expose=spec.expose,
-                              owner_pid=os.getpid())
+        return net.claim(reserved.network, reserved.container_id, container_id, name=spec.name or container_id[:12],
+                         aliases=spec.network_aliases, expose=spec.expose, owner_pid=os.getpid())
     except (net.NetworkError, OSError):
         # The hosts file of its id stays when that is this container's: its PID 1 may have it bound already.
         release(reserved, keep_hosts=reserved.container_id == container_id)
         return None
-
-
-def give_up(held: net.HeldClaim, reserved: Endpoint) -> None:
-    """A claim whose container did not start: its record left as it was, its reservation released."""
-    held.abandon()
-    release(reserved)
 
 
 def connect(spec: ContainerSpec, container_id: str, netns_pid: int, endpoint: Endpoint | None = None,

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from .. import paths
 from ..errors import CGROUP, NETWORKS, USERNS, OSFailure
@@ -50,9 +50,6 @@ from .relay import QUIET, OutputFn, OutputRelay
 from .result import HOLDER_LOST, STATUS_LOST, ContainerRun, DiffEntry, NamespaceRow, Sample
 from .seccomp_profile import profile_for
 from .spec import POD_SHARED, ContainerSpec, IdMap, Mount, SpecError
-
-if TYPE_CHECKING:  # (the network package loads only for a run on a network)
-    from ..network import Endpoint, HeldClaim
 
 REMAP_DEFAULT = IdMap(0, 100000, 65536)
 
@@ -657,23 +654,17 @@ def _leave_networks(r: ContainerRun) -> None:
         cleanup.defer(lambda: networking.disconnect(cid))
 
 
-def _send_order(holder: Holder, L: Launch, fds: list[int], given: Callable[[], None] | None = None) -> None:
+def _send_order(holder: Holder, L: Launch, fds: list[int]) -> None:
     """The run to the holder: `fds` are the status pipe, stdin, stdout and stderr, then (nested) the terminal's
-    socket and the cgroup's join files. A command's PID 1 parked in the holder gets the run first, straight; then
-    `given` is called, before the holder is sent the order: the holder's wake-up would take this core from it (on
-    two cores, PID 1 has the other)."""
+    socket and the cgroup's join files. A command's PID 1 parked in the holder gets the run first, straight."""
     if L.mode == "direct":  # the holder forks nothing: it needs to know only what to do with the layer after
         send_ctl(holder.sock, {"mode": "direct", "want_diff": L.want_diff, "export_layer": L.export_layer}, fds)
         return
     parked = holder.parked_channel is not None
     order = {"mode": L.mode, "launch": None if holder.has_launch and not parked else L.for_holder(), "parked": parked}
     data = encode_ctl(order)  # (pickled once: the same order goes to a parked PID 1, which reads its launch)
-    if parked:
-        if _give_run(holder, L, data, fds[:4]):
-            if given is not None:
-                given()
-        else:
-            data = encode_ctl({**order, "parked": False})
+    if parked and not _give_run(holder, L, data, fds[:4]):
+        data = encode_ctl({**order, "parked": False})
     send_ctl(holder.sock, data, fds)
 
 
@@ -734,10 +725,6 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     network = spec.network if _networked(spec) else None
     holder = _take_holder(hp, L, helper, cg, network)
     r.timeline.append(("namespaces and root filesystem ready", time.monotonic() - t0))
-    # A claim of an endpoint prepared ahead, written once PID 1 has its run (networking.claim: until then the
-    # network's lock is held, and nothing here may wait on another thread of ours).
-    claim: HeldClaim | None = None
-    reserved: Endpoint | None = None
     if _networked(spec):
         from ..network import NetworkError
         from . import networking
@@ -745,16 +732,10 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             # An endpoint attached ahead to a prepared holder is the container's from here on (not the holder's to
             # release when it goes).
             reserved, holder.endpoint = holder.endpoint, None
-            claim = networking.claim(spec, r.id, reserved) if reserved is not None else None
-            if claim is not None and (spec.extra_networks or spec.publish):
-                claim.commit()  # (the other networks and the ports record the endpoint)
-                claim = None
-            claimed = claim.endpoint if claim is not None else None
+            claimed = networking.claim(spec, r.id, reserved) if reserved is not None else None
             ep, pubs = networking.connect(spec, r.id, holder.pid, endpoint=claimed, give_back=pool.give_back)
         except BaseException as e:
             _end_holder(holder, kill=True)
-            if claim is not None and reserved is not None:
-                networking.give_up(claim, reserved)
             networking.disconnect(r.id)
             if isinstance(e, NetworkError):
                 raise LaunchError(e.errno or errno.EINVAL, f"--network {spec.network}: {e}", needs=NETWORKS) from None
@@ -799,17 +780,11 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                 monitor = _start_monitor(cg, spec, t0)
                 relay.listen(out_r, err_r, st_r, in_w)
                 try:
-                    _send_order(holder, L, order, given=claim.commit if claim is not None else None)
+                    _send_order(holder, L, order)
                 except OSError as e:  # a pooled holder that died: make a fresh one
-                    if claim is not None and claim.held and holder.run_given:  # (its record could not be written)
-                        raise LaunchError(e.errno or errno.EIO, f"--network {spec.network}: could not record the "
-                                          f"container's endpoint: {e.strerror or e}", e.filename) from None
                     if holder.run_given:  # (its PID 1 has the run, and dies with it: the run must not go twice)
                         raise LaunchError(e.errno or errno.EPIPE, "container setup failed while starting PID 1: "
                                           "its namespace holder went away") from None
-                    if claim is not None:  # (taking a holder may wait on the pool's thread, which may want the lock)
-                        claim.commit()
-                        claim = None
                     holder.close()
                     holder = relay.holder = _take_holder(hp, L, False, cg, network)
                     _send_order(holder, L, order)
@@ -829,15 +804,10 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                 host_ns = ns_inodes("self")
                 relay.container_ns = {**host_ns, **known}  # (and PID 1 reports those it makes itself)
                 r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
-            if claim is not None:  # PID 1 has its run: the claim's record is written while it starts (if not yet)
-                claim.commit()
-                claim = None
         finally:
             for fd in child_ends:
                 os.close(fd)
     except BaseException:
-        if claim is not None and claim.held and reserved is not None:
-            networking.give_up(claim, reserved)
         if pid1 is not None:  # forked (direct), and the relay's loop will not reap it
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid1, signal.SIGKILL)
