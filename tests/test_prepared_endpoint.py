@@ -162,6 +162,17 @@ def test_a_run_on_no_network_or_another_never_finds_the_prepared_endpoint(labnet
         net.remove_network(other.name, force=True)
 
 
+def test_a_run_that_publishes_a_port_claims_its_endpoint_and_publishes_there(labnet: str) -> None:
+    """-p on a network with an endpoint prepared ahead: the claimed endpoint is the one the port goes to (not a
+    second attach, which would find the run on the network already)."""
+    res = _reserved_on(labnet)
+    r = sh("cat /sys/class/net/eth0/operstate", labnet, publish=(("127.0.0.1", 0, 80, "tcp"),))
+    assert (r.exit_code, claimed(r)) == (0, True), (r.stderr, r.error, r.timeline)
+    assert r.notes[0].startswith(f"network {labnet}: {res.address} on eth0, 127.0.0.1:"), r.notes
+    settle()
+    assert net.publications(r.id) == []
+
+
 def test_a_network_removed_under_a_reservation_goes_and_is_not_made_again(labnet: str) -> None:
     res = _reserved_on(labnet)
     net.remove_network(labnet)  # no container on it: a reservation does not keep it in use
