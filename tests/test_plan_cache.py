@@ -147,3 +147,14 @@ def test_a_networked_re_run_gets_the_last_plan_with_its_own_hosts_file(cgroups: 
     assert {op.source for op in l1.plan.ops if op.action == "bind"} >= {files[0]}  # (the first run's, unchanged)
     plan_cache.plan(spec, cgroups[0], g, make, own(files[0], "/etc/hosts2"))
     assert make.calls == 2  # another target: planned afresh
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_a_spec_made_with_lists_runs_and_is_not_kept() -> None:
+    """A library caller's ContainerSpec(command=[...]) is not hashable: it runs, planned afresh each time."""
+    plan_cache.clear()
+    spec = ContainerSpec(command=["sh", "-c", "echo listed"], memory=64 * MiB)  # type: ignore[arg-type]
+    for _ in range(2):
+        r = run(spec)
+        assert (r.exit_code, r.stdout) == (0, "listed\n"), r.stderr
+    assert plan_cache._entries == {}

@@ -110,6 +110,15 @@ def _run_mount_ops(ops: tuple[rootfs.MountOp, ...], run_mounts: tuple[Mount, ...
     return tuple(at)
 
 
+def _hashable(spec: ContainerSpec) -> bool:
+    """A spec the caller made with a list where a tuple goes (ContainerSpec(command=[...])) runs, but is no key."""
+    try:
+        hash(spec)
+    except TypeError:
+        return False
+    return True
+
+
 def lookup(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
            run_mounts: tuple[Mount, ...] = ()) -> tuple[HolderPlan, Launch] | None:
     """The plan of a run of `spec` in `cg` made from the last one's, if nothing it depends on changed; else None."""
@@ -169,7 +178,7 @@ def plan(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] 
     """`make(spec, cg, python_globals)` (plan_launch), or the last plan of `spec` when it still holds (see above).
     run_mounts: the run's own files bound after the spec's mounts (a networked run's hosts file and resolv.conf)."""
     full = spec.with_(mounts=spec.mounts + run_mounts) if run_mounts else spec
-    if not eligible(spec):
+    if not eligible(spec) or not _hashable(spec):
         result: tuple[HolderPlan, Launch] = make(full, cg, python_globals)
         return result
     kept = lookup(spec, cg, python_globals, run_mounts)
