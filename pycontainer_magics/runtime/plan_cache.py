@@ -177,16 +177,19 @@ def plan(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] 
          make: Any, run_mounts: tuple[Mount, ...] = ()) -> tuple[HolderPlan, Launch]:
     """`make(spec, cg, python_globals)` (plan_launch), or the last plan of `spec` when it still holds (see above).
     run_mounts: the run's own files bound after the spec's mounts (a networked run's hosts file and resolv.conf)."""
-    full = spec.with_(mounts=spec.mounts + run_mounts) if run_mounts else spec
-    if not eligible(spec) or not _hashable(spec):
-        result: tuple[HolderPlan, Launch] = make(full, cg, python_globals)
+    def made() -> tuple[HolderPlan, Launch]:  # (the spec with the run's binds made only when planned afresh)
+        result: tuple[HolderPlan, Launch] = make(spec.with_(mounts=spec.mounts + run_mounts) if run_mounts else spec,
+                                                 cg, python_globals)
         return result
+
+    if not eligible(spec) or not _hashable(spec):
+        return made()
     kept = lookup(spec, cg, python_globals, run_mounts)
     if kept is not None:
         return kept
     facts = _facts(spec, cg, run_mounts)
     masks = _masks(spec, facts[1], run_mounts)
-    hp, launch = make(full, cg, python_globals)
+    hp, launch = made()
     remember(spec, cg, python_globals, hp, launch, facts, masks, run_mounts)
     return hp, launch
 

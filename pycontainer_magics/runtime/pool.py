@@ -58,7 +58,7 @@ class Holder:
     has_launch: bool = False  # forked with the launch in memory: the order need not carry it
     parked: tuple[Any, ...] | None = None  # PID 1 prepared too: for runs with this Launch.park_key() ...
     parked_cgroup: str | None = None  # ... in this cgroup (its name; None: no cgroup)
-    parked_channel: socket.socket | None = None  # ... which takes its run from the caller over this socket (_park),
+    parked_channel: socket.socket | None = None  # ... which takes its run from the caller over this socket (_park)
     parked_uts: int | None = None  # ... its host name set by the caller in this UTS namespace (an fd: run._give_run)
     run_given: bool = False  # a run was sent to that PID 1 (it must not be ordered from another holder then)
     endpoint: Endpoint | None = None  # reserved ahead in its network namespace (networking.reserve), for a run there

@@ -571,7 +571,7 @@ def prepared_for(spec: ContainerSpec) -> bool:
 def _plan_run(spec: ContainerSpec, run_id: str, cg: Cgroup | None, python_globals: dict[str, Any] | None,
               pod: PodMembership | None) -> tuple[HolderPlan, Launch]:
     """plan_launch for the run `run_id`; on a network, with its hosts file and resolv.conf bound (the hosts
-    file is written empty now, filled in place when the container joins the network)."""
+    file made now if missing, filled in place when the container joins the network)."""
     run_mounts: tuple[Mount, ...] = ()
     if _networked(spec):
         from . import networking  # pyroute2 loads only for containers on a network
