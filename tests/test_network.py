@@ -8,6 +8,7 @@ networks.link_tag) and afterwards asserts that no link, address, netns or state 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -368,6 +369,50 @@ def test_prune_after_a_dead_owner(lab):
     assert [ns.name for ns in N.list_netns()] == [b]
     assert sorted(_our_links()) == sorted([live_net.bridge, eb.host_veth])
     assert N.prune() == []
+
+
+def test_a_network_record_apart_from_its_members(lab):
+    """A network's record (NAME.json) is written when it is made; its endpoints go to NAME.members, swapped in by every
+    attach and detach. Empty members (what a machine crash can leave) are no members; a record from before the split,
+    with its endpoints in it, is read as it was and split at the next change; and a change another process made is
+    read, not the last one seen here."""
+    a, b = _ns(lab, "a"), _ns(lab, "b")
+    net = N.create_network(f"rec-{lab}")
+    record = os.path.join(_state.networks_dir(), f"{net.name}.json")
+    members = os.path.join(_state.networks_dir(), f"{net.name}.members")
+    before = (os.stat(record).st_ino, open(record, "rb").read())
+    ea = N.attach(net.name, a, f"ca-{lab}", name="alpha")
+    assert (os.stat(record).st_ino, open(record, "rb").read()) == before  # not written again
+    assert "endpoints" not in json.loads(before[1])
+    assert [e["name"] for e in json.loads(open(members, "rb").read())["endpoints"]] == ["alpha"]
+
+    # written by another process (a second kernel): seen at the next read, and kept by this one's next change
+    other = json.loads(open(members, "rb").read())
+    other["endpoints"][0]["aliases"] = ["elsewhere"]
+    _networks.files.swap_in(members, json.dumps(other).encode())
+    assert N.get_network(net.name).endpoints[0].aliases == ("elsewhere",)
+    eb = N.attach(net.name, b, f"cb-{lab}", name="beta")
+    assert [(e.name, e.aliases) for e in N.get_network(net.name).endpoints] == [("alpha", ("elsewhere",)),
+                                                                               ("beta", ())]
+
+    with open(members, "wb"):  # empty, as a crash before its write-out leaves it
+        pass
+    assert N.get_network(net.name).endpoints == ()
+
+    # a record from before the split
+    old = {**json.loads(before[1]), "endpoints": [ea.to_json(), eb.to_json()], "reserved": []}
+    _networks.files.atomic_write(record, json.dumps(old).encode())
+    os.unlink(members)
+    assert [e.name for e in N.get_network(net.name).endpoints] == ["alpha", "beta"]
+    N.detach(net.name, eb.container_id)
+    assert json.loads(open(record, "rb").read()) == json.loads(before[1])
+    assert [e["name"] for e in json.loads(open(members, "rb").read())["endpoints"]] == ["alpha"]
+
+    # members left by a crash between the removal of the two files: a prune removes them
+    N.remove_network(net.name, force=True)
+    assert not os.path.exists(record) and not os.path.exists(members)
+    _networks.files.swap_in(members, b"{}")
+    assert f"members of network {net.name}" in N.prune() and not os.path.exists(members)
 
 
 def test_prune_removes_the_links_of_a_state_dir_that_was_removed(lab, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Files the project writes for itself: the one atomic write and the one lock.
+"""Files the project writes for itself: the atomic writes and the one lock.
 
 `atomic_write` (and `write_json`) replace a file all at once: readers see the old content or the new,
 never a half-written file, also when the writer is killed (a temporary file in the same directory, then
@@ -8,6 +8,7 @@ rename). `FileLock` is an exclusive lock across processes (flock) and threads, r
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -15,6 +16,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
+
+from . import libc
 
 
 @contextlib.contextmanager
@@ -37,6 +40,34 @@ def atomic_write(path: str, data: bytes | str, *, mode: int = 0o644, tmp_dir: st
     """Replace `path` with `data` at once."""
     with atomic_writer(path, mode=mode, tmp_dir=tmp_dir) as f:
         f.write(data.encode() if isinstance(data, str) else data)
+
+
+def swap_in(path: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace `path` with `data` at once, as atomic_write does, for a file a machine crash may leave empty (one that
+    describes what dies with the machine: processes, links). The new file is exchanged with the old one (renameat2
+    RENAME_EXCHANGE), which then goes: a rename over a file makes ext4 write the new one's data out first
+    (auto_da_alloc: 0.25-0.5 ms here, most of a container's claim of its network endpoint), an exchange does not — the
+    data goes with the next writeback, and a crash before it may leave the file empty."""
+    head, tail = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(head, f".tmp-{tail}.{os.getpid()}.{threading.get_ident()}")  # (no random name: 0.05 ms)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        try:
+            libc.rename_exchange(tmp, path)
+        except OSError as e:  # no file there yet (a plain rename writes nothing out), or no exchange on this filesystem
+            if e.errno not in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # the old file, once exchanged
 
 
 def write_json(path: str, doc: Any, *, mode: int = 0o644, indent: int | None = 2, sort_keys: bool = False,
@@ -110,4 +141,4 @@ class FileLock:
         return high
 
 
-__all__ = ["FileLock", "atomic_write", "atomic_writer", "write_json"]
+__all__ = ["FileLock", "atomic_write", "atomic_writer", "swap_in", "write_json"]

@@ -64,6 +64,8 @@ SYS_fsconfig, SYS_fspick = 431, 433
 FSPICK_CLOEXEC = 0x1
 AT_FDCWD = -100
 FSCONFIG_SET_STRING, FSCONFIG_CMD_RECONFIGURE = 1, 7
+RENAME_EXCHANGE = 2
+SYS_renameat2 = 316  # x86_64 (a C library without its wrapper: glibc < 2.28)
 
 
 def reconfigure(path: str, key: str, value: str) -> None:
@@ -131,3 +133,13 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> in
 
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def rename_exchange(a: str, b: str) -> None:
+    """Swap the files at two paths at once (renameat2 RENAME_EXCHANGE); both must exist."""
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        ret = fn(AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE)
+    else:
+        ret = libc.syscall(SYS_renameat2, AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE)
+    check(ret, "renameat2", b)

@@ -7,8 +7,9 @@ namespace to one (a veth pair: host end on the bridge, the other end `ethN` in t
     remove_network("labnet")
 
 The default network `bridge` (DEFAULT_NETWORK) is created on demand by `default_network()`; it gives
-no name resolution (Docker's rule). Records: `<state dir>/networks/NAME.json`. Every mutation holds
-`state.locked()` (a flock), so two kernels never hand out the same address.
+no name resolution (Docker's rule). Records: `<state dir>/networks/NAME.json`, the endpoints in
+`NAME.members` beside it (see _save). Every mutation holds `state.locked()` (a flock), so two kernels
+never hand out the same address.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import dataclasses
 import errno
 import hashlib
 import ipaddress
+import json
 import os
 import shlex
 import socket
@@ -27,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..linux import proc
+from ..linux import files, proc
 from ..paths import state_dir
 from . import hosts, isolation, links, state
 from .errors import (
@@ -123,31 +125,63 @@ class Network:
         """container name -> address."""
         return {ep.name: ep.address for ep in self.endpoints}
 
-    def to_json(self) -> dict[str, Any]:
+    def definition_json(self) -> dict[str, Any]:
+        """The network itself (its record), without its members (see _save)."""
         return {
             "name": self.name, "subnet": str(self.subnet), "gateway": str(self.gateway), "bridge": self.bridge,
             "driver": self.driver, "internal": self.internal, "nat": self.nat, "dns": self.dns,
-            "owner": self.owner, "created": self.created, "endpoints": [e.to_json() for e in self.endpoints],
-            "reserved": [e.to_json() for e in self.reserved],
+            "owner": self.owner, "created": self.created,
         }
 
+    def members_json(self) -> dict[str, Any]:
+        return {"endpoints": [e.to_json() for e in self.endpoints], "reserved": [e.to_json() for e in self.reserved]}
+
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Network:
+    def from_json(cls, d: dict[str, Any], members: dict[str, Any] | None = None) -> Network:
+        """From its record and its members' (None: those in the record, as records before the split had them)."""
+        m = d if members is None else members
         return cls(
             name=d["name"], subnet=ipaddress.IPv4Network(d["subnet"]), gateway=ipaddress.IPv4Address(d["gateway"]),
             bridge=d["bridge"], driver=d.get("driver", "bridge"), internal=bool(d.get("internal")),
             nat=bool(d.get("nat")), dns=bool(d.get("dns", True)), owner=d.get("owner", ""),
             created=float(d.get("created", 0.0)),
-            endpoints=tuple(Endpoint.from_json(e) for e in d.get("endpoints", [])),
-            reserved=tuple(Endpoint.from_json(e) for e in d.get("reserved", [])),
+            endpoints=tuple(Endpoint.from_json(e) for e in m.get("endpoints", [])),
+            reserved=tuple(Endpoint.from_json(e) for e in m.get("reserved", [])),
         )
 
 
 # --- records ---------------------------------------------------------------------------------------
 
 
+# Two files per network: its record, NAME.json (written when it is made), and its members, NAME.members (the endpoints
+# and reservations, rewritten by every attach, claim and detach). The members describe veths and namespaces that die
+# with the machine, so they are swapped in without ext4's write-out of a file renamed over another (files.swap_in:
+# 0.25-0.5 ms of a container's claim of its endpoint); a crash that leaves them empty leaves no member. The record
+# keeps that write-out: a crash must not lose the network.
 def _path(name: str) -> str:
     return os.path.join(state.networks_dir(), f"{name}.json")
+
+
+def _members_path(name: str) -> str:
+    return os.path.join(state.networks_dir(), f"{name}.members")
+
+
+# The files as last read or written here, by path: (their bytes, their parsed JSON). Every change reads its network
+# again under the lock (another process may have changed it): the same bytes need no parse (0.1-0.2 ms of a claim).
+_seen: dict[str, tuple[bytes, Any]] = {}
+_built: dict[str, tuple[Any, Any, Network]] = {}  # by name: the Network made from those two parsed files
+
+
+def _read_json(path: str) -> Any:
+    """The file's JSON, parsed (FileNotFoundError). Callers do not change what they get: it may be kept in _seen."""
+    with open(path, "rb") as f:
+        data = f.read()
+    hit = _seen.get(path)
+    if hit is not None and hit[0] == data:
+        return hit[1]
+    doc = json.loads(data) if data.strip() or path.endswith(".json") else {}  # (empty members: a crash)
+    _seen[path] = (data, doc)
+    return doc
 
 
 def check_network_name(name: str) -> str:
@@ -159,15 +193,59 @@ def check_network_name(name: str) -> str:
 def _load(name: str) -> Network:
     check_network_name(name)
     try:
-        return Network.from_json(state.read_json(_path(name)))
+        record = _read_json(_path(name))
     except FileNotFoundError:
         raise NetworkNotFound(f"network {name!r} not found", None, _path(name)) from None
-    except (ValueError, KeyError) as e:
+    except ValueError as e:
         raise NetworkError(f"network {name!r}: corrupt record {_path(name)}: {e}", None, _path(name)) from None
+    try:
+        members = _read_json(_members_path(name))
+    except FileNotFoundError:  # a record from before the split has its members in it (the next change moves them)
+        members = None if "endpoints" in record else {}
+    except ValueError as e:
+        raise NetworkError(f"network {name!r}: corrupt record {_members_path(name)}: {e}", None,
+                           _members_path(name)) from None
+    hit = _built.get(name)
+    if hit is not None and hit[0] is record and hit[1] is members:  # (both files as they were: the same network)
+        return hit[2]
+    try:
+        net = Network.from_json(record, members)
+    except (ValueError, KeyError, TypeError) as e:
+        raise NetworkError(f"network {name!r}: corrupt record {_path(name)}: {e}", None, _path(name)) from None
+    _built[name] = (record, members, net)
+    return net
+
+
+def _dumps(doc: Any, indent: int | None = 2) -> bytes:
+    return (json.dumps(doc, indent=indent, sort_keys=True) + "\n").encode()
 
 
 def _save(net: Network) -> None:
-    state.write_json(_path(net.name), net.to_json())
+    """Write the network's members, and its record when that changed (made, or from before the split)."""
+    os.makedirs(state.networks_dir(), mode=0o755, exist_ok=True)
+    members, mpath = net.members_json(), _members_path(net.name)
+    data = _dumps(members, indent=None)  # (json's C encoder: an indent takes its Python one, 0.1 ms)
+    files.swap_in(mpath, data, mode=0o600)
+    _seen[mpath] = (data, members)
+    record, path = net.definition_json(), _path(net.name)
+    data = _dumps(record)
+    try:
+        with open(path, "rb") as f:
+            same = f.read() == data
+    except FileNotFoundError:
+        same = False
+    if not same:
+        files.atomic_write(path, data, mode=0o600)
+        _seen[path] = (data, record)
+
+
+def _forget(name: str) -> None:
+    """Remove the network's files: its record first (then it is gone for every reader), its members after."""
+    _built.pop(name, None)
+    for path in (_path(name), _members_path(name)):
+        _seen.pop(path, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def get_network(name: str) -> Network:
@@ -394,8 +472,7 @@ def remove_network(name: str, force: bool = False) -> None:
             natrules.remove(net.subnet, net.bridge, net.name)
         isolation.remove(net.bridge, BRIDGE_PREFIX, net.name)
         links.delete_link(net.bridge)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(_path(name))
+        _forget(name)
 
 
 # --- endpoints -------------------------------------------------------------------------------------
@@ -798,5 +875,11 @@ def prune(networks: bool = True) -> list[str]:
                 if f not in cids:
                     hosts.remove_hosts(f)
                     removed.append(f"hosts file {f}")
+        with contextlib.suppress(FileNotFoundError):
+            names = {n.name for n in nets}
+            for f in os.listdir(state.networks_dir()):
+                if f.endswith(".members") and f[:-8] not in names and not os.path.exists(_path(f[:-8])):
+                    _forget(f[:-8])  # (its record lost: a crash between the two files' removal)
+                    removed.append(f"members of network {f[:-8]}")
         removed.extend(prune_netns())
     return removed
