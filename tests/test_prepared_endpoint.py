@@ -83,6 +83,39 @@ def labnet():  # type: ignore[no-untyped-def]
     assert _veths() == set()
 
 
+def test_a_run_whose_prepared_holder_dies_before_its_order_is_on_the_network_still(
+        labnet: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run claims the endpoint prepared in a pooled holder; the holder dies before it gets the run (its parked
+    # PID 1 with it), so the run takes a fresh holder: the endpoint claimed went with the dead one's namespace, and
+    # the fresh one is attached afresh — the container is on the network, under its name, and nothing stays behind.
+    import importlib
+
+    from pycontainer_magics.linux.proc import children
+
+    R = importlib.import_module("pycontainer_magics.runtime.run")
+    _reserved_on(labnet)
+    real, lost = R._send_order, []
+
+    def lose_the_holder_first(h, *args):  # type: ignore[no-untyped-def]
+        if not lost:
+            lost.append(h.pid)
+            kin = children(h.pid)  # (its parked PID 1: dies with it)
+            os.kill(h.pid, signal.SIGKILL)
+            assert wait_for(lambda: not alive(h.pid) and not any(alive(p) for p in kin), 10)
+        return real(h, *args)
+
+    monkeypatch.setattr(R, "_send_order", lose_the_holder_first)
+    r = sh("cat /etc/hosts; cat /sys/class/net/eth0/operstate", labnet, name="phoenix")
+    monkeypatch.undo()
+    assert lost and claimed(r), r.timeline
+    assert r.exit_code == 0, r.stderr
+    (note,) = [n for n in r.notes if n.startswith("network ")]
+    address = note.split(": ", 1)[1].split(" on ")[0]
+    assert f"{address}\tphoenix" in r.stdout and r.stdout.endswith("up\n"), r.stdout
+    settle()
+    assert net.get_network(labnet).endpoints == ()
+
+
 def test_the_next_container_on_a_network_claims_the_endpoint_prepared_for_it(labnet: str) -> None:
     res = _reserved_on(labnet)
     # Reserved: its veth is up on the host, its address taken; but it is nobody's — no container, no hosts entry.

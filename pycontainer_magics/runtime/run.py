@@ -726,22 +726,11 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     holder = _take_holder(hp, L, helper, cg, network)
     r.timeline.append(("namespaces and root filesystem ready", time.monotonic() - t0))
     if _networked(spec):
-        from ..network import NetworkError
-        from . import networking
         try:
-            # An endpoint attached ahead to a prepared holder is the container's from here on (not the holder's to
-            # release when it goes).
-            reserved, holder.endpoint = holder.endpoint, None
-            claimed = networking.claim(spec, r.id, reserved) if reserved is not None else None
-            ep, pubs = networking.connect(spec, r.id, holder.pid, endpoint=claimed, give_back=pool.give_back)
-        except BaseException as e:
+            claimed = _join_networks(r, holder)
+        except BaseException:
             _end_holder(holder, kill=True)
-            networking.disconnect(r.id)
-            if isinstance(e, NetworkError):
-                raise LaunchError(e.errno or errno.EINVAL, f"--network {spec.network}: {e}", needs=NETWORKS) from None
             raise
-        r.notes.append(f"network {ep.network}: {ep.address} on {ep.ifname}" +
-                       "".join(f", {p.host_ip}:{p.host_port} -> {p.container_port}/{p.proto}" for p in pubs))
         r.timeline.append((ENDPOINT_PREPARED if claimed else "network attached", time.monotonic() - t0))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -787,6 +776,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                                           "its namespace holder went away") from None
                     holder.close()
                     holder = relay.holder = _take_holder(hp, L, False, cg, network)
+                    if network is not None:  # (an endpoint claimed went with the dead holder's network namespace)
+                        _join_networks(r, holder, again=True)
                     _send_order(holder, L, order)
             else:
                 _send_order(holder, L, [st_w])
@@ -866,6 +857,33 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                               ahead, relay.fell_back)))
     if relay.interrupted:
         raise ContainerInterrupted(r)
+
+
+def _join_networks(r: ContainerRun, holder: Holder, again: bool = False) -> bool:
+    """Put the holder's network namespace on the spec's networks, its ports published; True when it claimed the
+    endpoint prepared ahead in it. again: a fresh holder in place of one that died, whose endpoints go first. Any
+    error: LaunchError (a network's) or as raised, with the run on no network."""
+    from ..network import NetworkError
+    from . import networking
+
+    spec = r.spec
+    try:
+        if again:
+            networking.disconnect(r.id)
+            r.notes = [n for n in r.notes if not n.startswith("network ")]
+        # An endpoint attached ahead to a prepared holder is the container's from here on (not the holder's to
+        # release when it goes).
+        reserved, holder.endpoint = holder.endpoint, None
+        claimed = networking.claim(spec, r.id, reserved) if reserved is not None else None
+        ep, pubs = networking.connect(spec, r.id, holder.pid, endpoint=claimed, give_back=pool.give_back)
+    except BaseException as e:
+        networking.disconnect(r.id)
+        if isinstance(e, NetworkError):
+            raise LaunchError(e.errno or errno.EINVAL, f"--network {spec.network}: {e}", needs=NETWORKS) from None
+        raise
+    r.notes.append(f"network {ep.network}: {ep.address} on {ep.ifname}" +
+                   "".join(f", {p.host_ip}:{p.host_port} -> {p.container_port}/{p.proto}" for p in pubs))
+    return claimed is not None
 
 
 def _next_recipe(spec: ContainerSpec, hp: HolderPlan, L: Launch, ours: bool, network: str | None,
