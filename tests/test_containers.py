@@ -137,6 +137,18 @@ def test_magic_detach_ps_logs_exec_stop_rm(ip, capsys: pytest.CaptureFixture[str
         ip.run_line_magic("container", "exec")
 
 
+def test_diff_of_a_stopped_or_killed_container(ip) -> None:
+    # `docker diff` works on a stopped or killed container: its writable layer is reported after the kill.
+    for verb in ("stop -t 0.2", "kill"):
+        ip.run_line_magic("container", "--detach --name gone --quiet -- sh -c 'touch /made; echo ok; sleep 30'")
+        assert wait_for(lambda: containers.get("gone").logs() == "ok\n")
+        ip.run_line_magic("container", f"{verb} gone")
+        containers.get("gone").wait(10)
+        d = ip.run_line_magic("container", "diff gone")
+        assert ("A", "/made") in set(zip(d["kind"], d["path"], strict=True)), (verb, d)
+        ip.run_line_magic("container", "rm gone")
+
+
 def test_cgroup_set_changes_a_running_containers_limit(ip, capsys: pytest.CaptureFixture[str]) -> None:
     c = start(ContainerSpec(command=("sleep", "30"), name="limited", memory=64 * 2**20))
     assert c.stats()["memory_limit"] == 64 * 2**20

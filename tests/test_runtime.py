@@ -478,6 +478,34 @@ def test_timeout_kills_the_container() -> None:
     assert r.duration < 10
 
 
+def test_a_killed_container_keeps_its_layer_diff() -> None:
+    # As `docker diff` shows a killed container's: the holder keeps the writable layer and reports it after the kill
+    # (a command's holder computes it, a Python cell's caller reads it). Without: empty diffs.
+    cmd = sh("touch /made; echo ok; sleep 30", timeout=1)
+    assert cmd.timed_out and cmd.stdout == "ok\n" and ("/made", "A") in [(d.path, d.kind) for d in cmd.diff], cmd.diff
+    cell = py("open('/made', 'w').close()\nprint('ok', flush=True)\nimport time\ntime.sleep(30)", timeout=1)
+    assert cell.timed_out and cell.stdout == "ok\n" and ("/made", "A") in [(d.path, d.kind) for d in cell.diff]
+
+
+def test_a_killed_containers_holder_that_does_not_report_is_killed_after_its_grace(monkeypatch) -> None:
+    import importlib
+
+    from pycontainer_magics.linux.proc import alive
+
+    R = importlib.import_module("pycontainer_magics.runtime.run")
+    monkeypatch.setattr(R, "HOLDER_GRACE", 0.5)
+    holders: list[int] = []
+
+    def stop_the_holder(running) -> None:  # type: ignore[no-untyped-def]
+        holders.append(running._relay.holder.pid)
+        os.kill(holders[0], signal.SIGSTOP)
+
+    t = time.monotonic()
+    r = run(ContainerSpec(command=("sh", "-c", "sleep 30"), timeout=0.5), on_start=stop_the_holder)
+    assert r.timed_out and r.exit_code == 137 and r.diff == [] and time.monotonic() - t < 10
+    assert wait_for(lambda: not alive(holders[0]), 10)
+
+
 @pytest.mark.cgroup2
 def test_interrupt_kills_and_cleans_up() -> None:
     # The interrupt comes once PID 1 runs (on_start), as a user's to a running cell: a fixed delay from the call

@@ -964,6 +964,7 @@ class _HeldInterrupts:
         return old, came
 
 
+HOLDER_GRACE = 10.0  # seconds a killed container's holder has to report the layer diff (Relay.kill)
 ENDPOINT_PREPARED = "network attached (its endpoint was prepared ahead)"  # the timeline's label for a claim
 PREPARED_PID1 = "PID 1 was prepared ahead (cgroup, namespaces, filesystems)"  # its label for a parked PID 1
 
@@ -1073,6 +1074,7 @@ class _Relay:
         self.interrupted = False
         self.killed = False
         self.stop_deadline: float | None = None  # after the stop signal: SIGKILL at this time
+        self.holder_deadline: float | None = None  # after a kill: the holder too, if it has not reported by then
         self.setup_error: dict[str, Any] | None = None
         self.fell_back = False  # PID 1 bound a host path where a mount was refused (its notes say which)
         self.status_buf = bytearray()
@@ -1138,16 +1140,19 @@ class _Relay:
                 self.pid1 = kids[0]
         return self.pid1
 
-    def kill(self, cg: Cgroup | None) -> None:
-        """End the container now: every process of its cgroup, PID 1 (which takes its PID namespace with
-        it), and the holder."""
-        self.killed = True
+    def kill(self, cg: Cgroup | None, holder: bool = False) -> None:
+        """End the container now: every process of its cgroup, and PID 1 (which takes its PID namespace with it).
+        The holder, which keeps the writable layer, is left HOLDER_GRACE seconds to report its diff (as `docker diff`
+        shows a killed container's) and go; then it is killed too (holder: at once)."""
+        if not self.killed:
+            self.killed = True
+            self.holder_deadline = time.monotonic() + HOLDER_GRACE
         if cg is not None:
             try:
                 cg.kill_all()
             except OSError:
                 pass
-        for p in (self._pid1_now(), self.holder.pid):
+        for p in (self._pid1_now(), self.holder.pid if holder else None):
             if p:
                 try:
                     os.kill(p, signal.SIGKILL)
@@ -1159,7 +1164,8 @@ class _Relay:
         signal and gives it spec.stop_timeout seconds to exit; a second (or no grace period) kills at once."""
         now = time.monotonic()
         self.interrupted = self.r.interrupted = True
-        if self.killed:
+        if self.killed:  # (the layer's diff not reported yet: it is not waited for any more)
+            self.kill(cg, holder=True)
             return
         if self.stop_deadline is None and spec.stop_timeout > 0 and self._pid1_now():
             assert self.pid1 is not None
@@ -1316,6 +1322,9 @@ class _Relay:
                         if self.stop_deadline is not None and not self.killed:
                             left = max(0.0, self.stop_deadline - now)
                             timeout = left if timeout is None else min(timeout, left)
+                        if self.holder_deadline is not None:
+                            left = max(0.0, self.holder_deadline - now)
+                            timeout = left if timeout is None else min(timeout, left)
                         try:
                             events = sel.select(timeout)
                         except KeyboardInterrupt:
@@ -1330,6 +1339,9 @@ class _Relay:
                             if self.stop_deadline is not None and now >= self.stop_deadline and not self.killed:
                                 self.r.stop_killed = "timeout"
                                 self.kill(cg)
+                            if self.holder_deadline is not None and now >= self.holder_deadline:
+                                self.holder_deadline = None
+                                self.kill(cg, holder=True)
                             if drain_until is not None and now >= drain_until:
                                 # The holder is done but something still holds stdout (a daemonised grandchild in
                                 # a shared PID namespace): end it.
