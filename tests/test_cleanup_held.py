@@ -108,3 +108,35 @@ def test_a_runs_clean_up_is_queued_before_the_next_runs_preparation_starts(monke
     assert order[order.index("prepare"):].count("clean-up") == 0, order  # nothing of this run's end after it
     cleanup.settle()
     pool.drain()
+
+
+def test_started_by_hands_a_runs_background_work_to_its_starter() -> None:
+    """Within started_by(), what flush() starts (the clean-up it queues, the steps after: the next run's preparation)
+    waits for the starter's call; once, whoever calls first: the starter, start_waiting() (the next run, a drain, the
+    exit) or settle()."""
+    ran: list[str] = []
+    handed: list = []  # type: ignore[type-arg]
+    with cleanup.held():
+        cleanup.hold_from_now()
+        cleanup.defer(lambda: ran.append("clean-up"))
+        with cleanup.started_by(handed.append):
+            cleanup.flush([lambda: ran.append("prepare")])
+    assert len(handed) == 1 and _still(ran, [])
+    handed[0]()
+    handed[0]()
+    cleanup.settle()
+    assert ran == ["prepare", "clean-up"] or ran == ["clean-up", "prepare"]
+    assert ran.count("prepare") == 1 and ran.count("clean-up") == 1
+
+    ran.clear()
+    with cleanup.started_by(handed.append):
+        cleanup.flush([lambda: ran.append("prepare")])
+    assert ran == []
+    cleanup.start_waiting()  # (the starter never called: a kernel that did not turn its loop again)
+    assert ran == ["prepare"]
+    handed[-1]()
+    assert ran == ["prepare"]
+    with cleanup.started_by(handed.append):
+        cleanup.flush([lambda: ran.append("again")])
+    cleanup.settle()
+    assert ran == ["prepare", "again"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from IPython.core import magic_arguments
@@ -86,6 +88,22 @@ def _build_spec(cell: str | None, command: list[str], opts: dict[str, Any]) -> A
     if command:
         return build_spec(command=command, stdin_data=cell, **opts)
     return build_spec(python_code=cell, **opts)
+
+
+def _after_reply(work: Callable[[], None]) -> None:
+    """Start what a run leaves to the background (the next cell's preparation, its clean-up) once the event loop of
+    this thread turns again: in a kernel, once it has flushed the cell's output and sent its reply, which that work
+    would delay by taking the interpreter. Now where no loop runs here (IPython in a terminal, a script). (asyncio
+    is not imported for this: with ssl, megabytes that every Python cell's fork would copy the page tables of.)"""
+    aio = sys.modules.get("asyncio")
+    try:
+        loop = aio.get_running_loop() if aio is not None else None
+    except RuntimeError:
+        loop = None
+    if loop is None:
+        work()
+        return
+    loop.call_soon(work)
 
 
 @magics_class
@@ -204,6 +222,7 @@ class ContainerMagics(Magics):
 
     def _run_cell(self, c: _Cell, cell: str | None) -> None:
         from .. import runtime
+        from ..runtime.cleanup import started_by
         from ..runtime.spec import SpecError
 
         spec = c.spec
@@ -212,7 +231,8 @@ class ContainerMagics(Magics):
         assert self.shell is not None
         user_ns = self.shell.user_ns
         try:
-            run = runtime.run(spec, python_globals=None if c.command else user_ns, on_output=echo)
+            with started_by(_after_reply):
+                run = runtime.run(spec, python_globals=None if c.command else user_ns, on_output=echo)
         except runtime.ContainerInterrupted as e:
             if getattr(e, "run", None) is not None:
                 user_ns[c.result_name] = self._view(e.run)

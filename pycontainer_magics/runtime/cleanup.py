@@ -17,7 +17,7 @@ import atexit
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 _tasks: queue.Queue[Callable[[], object]] = queue.Queue()
 _thread: threading.Thread | None = None
@@ -89,24 +89,90 @@ def _batch(tasks: list[Callable[[], object]]) -> Callable[[], object]:
     return run_all
 
 
-def flush() -> None:
-    """Queue now what this thread holds (it goes on holding what it defers later)."""
+def flush(then: Sequence[Callable[[], object]] = ()) -> None:
+    """Queue what this thread holds (it goes on holding what it defers later), then call `then` (what a run starts
+    in the background as it returns: the next run's preparation) — now, or as this thread's starter says
+    (started_by)."""
     tasks: list[Callable[[], object]] | None = getattr(_held, "tasks", None)
     if tasks:
         _held.tasks = []
-        _queue(_batch(tasks))
+    if not tasks and not then:
+        return
+
+    def go() -> None:
+        if tasks:
+            _queue(_batch(tasks))
+        for step in then:
+            step()
+
+    start = getattr(_later, "start", None)
+    if start is None:
+        go()
+        return
+    once = _Once(go)
+    with _waiting_lock:
+        _waiting.append(once)
+    start(once)
 
 
 def settle() -> None:
-    """Wait until every deferred clean-up has run: what was queued, and what this thread holds (queued now). What
-    another thread's run holds is queued when that run returns."""
+    """Wait until every deferred clean-up has run: what was queued, what this thread holds (queued now) and what
+    waits for a starter (started now). What another thread's run holds is queued when that run returns."""
     flush()
+    start_waiting()
     _tasks.join()
+
+
+# -- after the caller's reply ----------------------------------------------------------------------------
+
+_later = threading.local()  # .start: this thread's starter (started_by)
+_waiting: list[_Once] = []  # handed to a starter, not started yet
+_waiting_lock = threading.Lock()
+
+
+class _Once:
+    """Work handed to a starter: done once, by the starter or by start_waiting(), whichever comes first."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        self._work: Callable[[], None] | None = work
+
+    def __call__(self) -> None:
+        with _waiting_lock:
+            work, self._work = self._work, None
+            if self in _waiting:
+                _waiting.remove(self)
+        if work is not None:
+            work()
+
+
+@contextlib.contextmanager
+def started_by(start: Callable[[Callable[[], None]], None]) -> Iterator[None]:
+    """Within, what a run of this thread leaves to the background as it returns (flush: its clean-up queued, the next
+    run's preparation started) is handed to `start`, to be called once the caller has done what it was waiting to
+    do: a notebook kernel's magic calls it once the kernel has sent the cell's reply (the background work took the
+    interpreter from that reply: 1.5 ms of a Python cell's round trip). What a starter has not started yet is
+    started by the next run, settle() and the exit."""
+    saved = getattr(_later, "start", None)
+    _later.start = start
+    try:
+        yield
+    finally:
+        _later.start = saved
+
+
+def start_waiting() -> None:
+    """Start now what waits for a starter."""
+    if _waiting:
+        with _waiting_lock:
+            waiting = list(_waiting)
+        for once in waiting:
+            once()
 
 
 # -- at exit -------------------------------------------------------------------------------------------
 
 # The phases, in the order they run.
+WAITING = 5  # what waits for a starter (started_by) starts: a clean-up, a preparation the pool's drain then ends
 WORKLOADS = 10  # compose projects down, detached containers stopped, pods removed
 GROUPS = 20  # the named cgroups %cgroup made
 NETWORKS = 30  # the networks this process made (after every container has left them)
@@ -143,7 +209,8 @@ _registry = ExitRegistry()
 at_exit = _registry.add
 atexit.register(_registry.run)
 at_exit(settle, SETTLE)
+at_exit(start_waiting, WAITING)
 
 
-__all__ = ["GROUPS", "NETWORKS", "PARENT", "POOL", "SETTLE", "WORKLOADS", "ExitRegistry", "at_exit", "defer",
-           "settle"]
+__all__ = ["GROUPS", "NETWORKS", "PARENT", "POOL", "SETTLE", "WAITING", "WORKLOADS", "ExitRegistry", "at_exit",
+           "defer", "settle", "start_waiting", "started_by"]

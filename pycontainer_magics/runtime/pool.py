@@ -595,6 +595,7 @@ class Pool:
     def _drain(self) -> tuple[int | None, list[int]]:
         """drain(), also returning the pids of every holder the launch helper forked that it let go — those a
         preparation under way made too (it is waited for): release() waits for all of them to exit."""
+        cleanup.start_waiting()  # (a preparation the last run left for its caller's starter: made, then dropped)
         with self._lock:
             while self._busy or self._wanted:
                 self._work.wait()

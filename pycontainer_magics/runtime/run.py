@@ -451,6 +451,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
     not an exit code 127 after on_start (the engine daemon's `docker start`). stdin_fd: the
     container's standard input (a pipe the caller feeds, say; its own copy stays the caller's), instead of
     spec.stdin_data or /dev/null. terminal: a pseudo-terminal instead (see Terminal)."""
+    cleanup.start_waiting()  # (what the last run left for its caller's starter, if it has not started it)
     r = ContainerRun(id="", spec=spec)
     h = hierarchy()
     if h is None and "pids_limit" in spec.default_bounds:  # a default bound, not asked for: dropped here
@@ -519,10 +520,9 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if executed:
             _leave_networks(r)
         # So does the preparation of the next cell's holder and cgroup (the pool's thread): started only now, after
-        # this run's clean-up is queued (its network address given back before the next holder reserves one).
-        cleanup.flush()
-        for step in then:
-            step()
+        # this run's clean-up is queued (its network address given back before the next holder reserves one) — or
+        # both once the caller's starter says so (cleanup.started_by: a kernel, once it has replied).
+        cleanup.flush(then)
     return r
 
 
