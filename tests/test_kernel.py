@@ -172,6 +172,48 @@ def test_a_cells_background_work_starts_after_its_reply(kernels: Any) -> None:
         k.close()
 
 
+HISTORY = r"""
+import threading
+hm = get_ipython().history_manager
+first = hm.save_thread
+def write_during_the_next_cell(info):  # as the history thread writes to SQLite: under a cache lock, while a cell runs
+    get_ipython().events.unregister("pre_run_cell", write_during_the_next_cell)
+    held = threading.Event()
+    def write():
+        with hm.db_output_cache_lock:
+            held.set()
+            threading.Event().wait(0.3)
+    threading.Thread(target=write).start()
+    held.wait()
+get_ipython().events.register("pre_run_cell", write_during_the_next_cell)
+"""
+
+
+@root
+def test_ipythons_history_thread_keeps_running_across_a_python_cells_fork(kernels: Any) -> None:
+    """IPython stops its history thread before any fork and starts a new one at the next cell (1.3 ms of every Python
+    cell in a kernel): kept running across the cell's fork, and not inside SQLite at it — the fork waits out a write
+    under way (the history manager's lock), and the cell's copy of that lock is free, SQLite usable."""
+    prefix, ksm = kernels
+    install_kernel(prefix=str(prefix))
+    k = Kernel(ksm, "pycontainer-lab")
+    try:
+        assert k.run(HISTORY)[2] is None
+        cell = ("%%container --quiet\nimport sqlite3\n"
+                "print(sqlite3.connect(':memory:').execute('select 6*7').fetchone()[0])\n"
+                "print(get_ipython().history_manager.db_output_cache_lock.acquire(timeout=1))")
+        out, err, error = k.run(cell)
+        assert error is None, (err, error)
+        assert out.split() == ["42", "True"], out  # (forked holding the lock the write held: False)
+        out, err, error = k.run(cell)
+        assert error is None and out.split() == ["42", "True"], (out, err, error)
+        out, err, error = k.run("print(hm.save_thread is first, first.is_alive(), hm.db_input_cache_lock.locked(), "
+                                "hm.db_output_cache_lock.locked())")
+        assert error is None and out.split() == ["True", "True", "False", "False"], (out, err, error)
+    finally:
+        k.close()
+
+
 CELL_LIMIT = r"""
 import os
 lines = dict(l.split(':', 2)[1:] for l in open('/proc/self/cgroup').read().splitlines())

@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 from ..linux import caps, libc
 from ..linux.namespaces import (
@@ -29,6 +30,9 @@ from .launch import prebuilt_streams as _streams
 
 _own_pidns: int | None = None
 fork_lock = threading.Lock()  # one fork into a new PID namespace at a time (see the module docstring)
+# Context managers entered around the fork, for what the caller's other libraries must keep right across it (the
+# magics layer's: IPython's history thread, magics/history_thread.py).
+fork_guards: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
 
 # The holder's namespaces a direct PID 1 enters when they are new: (kind, name under /proc/PID/ns, flag).
 _ENTERED = (("time", "time_for_children", CLONE_NEWTIME), ("ipc", "ipc", CLONE_NEWIPC), ("uts", "uts", CLONE_NEWUTS),
@@ -118,7 +122,9 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
         own = own_pidns_fd()
         L.report_ns = reported_namespaces(L)
         _streams()
-        with fork_lock:
+        with fork_lock, contextlib.ExitStack() as guards:
+            for guard in fork_guards:
+                guards.enter_context(guard())
             L.env_changes = environ_changes(L.env)
             if new_pid:
                 libc.unshare(CLONE_NEWPID)
