@@ -506,6 +506,29 @@ def test_a_killed_containers_holder_that_does_not_report_is_killed_after_its_gra
     assert wait_for(lambda: not alive(holders[0]), 10)
 
 
+def test_an_interrupt_before_pid1_is_known_ends_the_container_at_once(monkeypatch) -> None:
+    # A kill before the holder said who PID 1 is (an interrupt as the order goes out): the holder, which would fork
+    # it or has, goes at once — not after the grace it gets to report a killed container's layer.
+    import importlib
+
+    from pycontainer_magics.runtime.pool import pool
+
+    R = importlib.import_module("pycontainer_magics.runtime.run")
+    real = R._send_order
+
+    def interrupted_as_it_goes(*args):  # type: ignore[no-untyped-def]
+        real(*args)
+        os.kill(os.getpid(), signal.SIGINT)  # (held until the relay's loop, which replays it)
+
+    pool.drain()  # (no PID 1 prepared: the holder forks it after the order)
+    monkeypatch.setattr(R, "_send_order", interrupted_as_it_goes)
+    t = time.monotonic()
+    with pytest.raises(ContainerInterrupted) as info:
+        sh("echo ran; sleep 30", stop_timeout=0)
+    assert time.monotonic() - t < R.HOLDER_GRACE / 2, info.value.run.timeline
+    assert "ran" not in (info.value.run.stdout or "") or info.value.run.exit_code == 137
+
+
 @pytest.mark.cgroup2
 def test_interrupt_kills_and_cleans_up() -> None:
     # The interrupt comes once PID 1 runs (on_start), as a user's to a running cell: a fixed delay from the call

@@ -758,6 +758,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     try:
         try:
             relay = _Relay(r, on_output, t0, holder)
+            relay.keep_layer = L.want_diff and not L.export_layer
             if L.mode == "direct" and not L.export_layer:
                 relay.read_diff = functools.partial(_read_diff, holder.pid, hp, L.want_diff)
             if on_start is not None:
@@ -778,6 +779,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                     holder = relay.holder = _take_holder(hp, L, False, cg, network)
                     if network is not None:  # (an endpoint claimed went with the dead holder's network namespace)
                         _join_networks(r, holder, again=True)
+                        r.timeline.append(("network attached again (a fresh holder)", time.monotonic() - t0))
                     _send_order(holder, L, order)
             else:
                 _send_order(holder, L, [st_w])
@@ -1075,6 +1077,7 @@ class _Relay:
         self.killed = False
         self.stop_deadline: float | None = None  # after the stop signal: SIGKILL at this time
         self.holder_deadline: float | None = None  # after a kill: the holder too, if it has not reported by then
+        self.keep_layer = True  # a kill leaves the holder to report the layer's diff (not when none is wanted)
         self.setup_error: dict[str, Any] | None = None
         self.fell_back = False  # PID 1 bound a host path where a mount was refused (its notes say which)
         self.status_buf = bytearray()
@@ -1143,7 +1146,8 @@ class _Relay:
     def kill(self, cg: Cgroup | None, holder: bool = False) -> None:
         """End the container now: every process of its cgroup, and PID 1 (which takes its PID namespace with it).
         The holder, which keeps the writable layer, is left HOLDER_GRACE seconds to report its diff (as `docker diff`
-        shows a killed container's) and go; then it is killed too (holder: at once)."""
+        shows a killed container's) and go; then it is killed too — at once with `holder`, when no diff is wanted
+        (a build step's layer is not packed for nothing), and before PID 1 is known (the holder would fork it)."""
         if not self.killed:
             self.killed = True
             self.holder_deadline = time.monotonic() + HOLDER_GRACE
@@ -1152,7 +1156,10 @@ class _Relay:
                 cg.kill_all()
             except OSError:
                 pass
-        for p in (self._pid1_now(), self.holder.pid if holder else None):
+        pid1 = self._pid1_now()
+        if holder or pid1 is None or not self.keep_layer:
+            self.holder_deadline = None
+        for p in (pid1, self.holder.pid if self.holder_deadline is None else None):
             if p:
                 try:
                     os.kill(p, signal.SIGKILL)
@@ -1234,6 +1241,8 @@ class _Relay:
         # Otherwise the holder is let go with its socket (_end_holder): its last report would only say that it is
         # done, and the run need not wait for it.
         self.final = read
+        if read:
+            self.holder_deadline = None
 
     def _handle(self, msg: dict[str, Any]) -> None:
         r = self.r
@@ -1242,6 +1251,9 @@ class _Relay:
                 r.timeline.append((label, msg["t"] - self.t0))
         if "pid1" in msg:
             self.pid1 = msg["pid1"]
+            if self.killed:  # (killed before the holder said who PID 1 is)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid1, signal.SIGKILL)
             if msg.get("prepared"):  # (forked long ago, given its run by the caller: the holder's word comes after)
                 r.timeline.append((PREPARED_PID1, msg["t"] - self.t0))
         if "namespaces" in msg:
@@ -1325,6 +1337,8 @@ class _Relay:
                         if self.holder_deadline is not None:
                             left = max(0.0, self.holder_deadline - now)
                             timeout = left if timeout is None else min(timeout, left)
+                        elif timeout is None and not self.killed:  # (a kill from another thread: seen within this)
+                            timeout = HOLDER_GRACE
                         try:
                             events = sel.select(timeout)
                         except KeyboardInterrupt:
@@ -1373,6 +1387,7 @@ class _Relay:
                                 if not data:
                                     sel.unregister(st_r)
                                     drain_until = time.monotonic() + 1.0
+                                    self.holder_deadline = None  # (the holder is done: its pid may be another's soon)
                                     continue
                                 self.status_buf += data
                                 for msg in decode_frames(self.status_buf):
@@ -1382,6 +1397,7 @@ class _Relay:
                                     # already, and that exit is milliseconds the run need not wait for.
                                     sel.unregister(st_r)
                                     drain_until = time.monotonic() + 1.0
+                                    self.holder_deadline = None
                                 if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
                                     sel.unregister(pidfd)
                                 continue
