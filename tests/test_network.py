@@ -7,6 +7,7 @@ networks.link_tag) and afterwards asserts that no link, address, netns or state 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -371,48 +372,59 @@ def test_prune_after_a_dead_owner(lab):
     assert N.prune() == []
 
 
-def test_a_network_record_apart_from_its_members(lab):
-    """A network's record (NAME.json) is written when it is made; its endpoints go to NAME.members, swapped in by every
-    attach and detach. Empty members (what a machine crash can leave) are no members; a record from before the split,
-    with its endpoints in it, is read as it was and split at the next change; and a change another process made is
-    read, not the last one seen here."""
+def test_a_network_record_swapped_in_and_its_definition_kept_apart(lab):
+    """A network's record (NAME.json, endpoints included: the format every version reads and writes) is swapped in by
+    every attach and detach; NAME.def, the network without members, is written out once, when it is made. A record
+    left empty (a crash before its write-out) is read from NAME.def with no members; another process's change is
+    read, not the last one seen here; the members a version kept apart (NAME.members) are read and folded back; and a
+    prune removes what other versions or crashes leave beside removed records."""
     a, b = _ns(lab, "a"), _ns(lab, "b")
     net = N.create_network(f"rec-{lab}")
-    record = os.path.join(_state.networks_dir(), f"{net.name}.json")
-    members = os.path.join(_state.networks_dir(), f"{net.name}.members")
-    before = (os.stat(record).st_ino, open(record, "rb").read())
+    d = _state.networks_dir()
+    record, definition = os.path.join(d, f"{net.name}.json"), os.path.join(d, f"{net.name}.def")
+    made = (os.stat(definition).st_ino, open(definition, "rb").read())
+    assert "endpoints" not in json.loads(made[1]) and json.loads(made[1])["subnet"] == str(net.subnet)
+    ino = os.stat(record).st_ino
     ea = N.attach(net.name, a, f"ca-{lab}", name="alpha")
-    assert (os.stat(record).st_ino, open(record, "rb").read()) == before  # not written again
-    assert "endpoints" not in json.loads(before[1])
-    assert [e["name"] for e in json.loads(open(members, "rb").read())["endpoints"]] == ["alpha"]
+    assert (os.stat(definition).st_ino, open(definition, "rb").read()) == made  # not written again
+    assert os.stat(record).st_ino != ino  # (swapped in)
+    assert [e["name"] for e in json.loads(open(record, "rb").read())["endpoints"]] == ["alpha"]
 
     # written by another process (a second kernel): seen at the next read, and kept by this one's next change
-    other = json.loads(open(members, "rb").read())
+    other = json.loads(open(record, "rb").read())
     other["endpoints"][0]["aliases"] = ["elsewhere"]
-    _networks.files.swap_in(members, json.dumps(other).encode())
+    _networks.files.swap_in(record, json.dumps(other).encode())
     assert N.get_network(net.name).endpoints[0].aliases == ("elsewhere",)
     eb = N.attach(net.name, b, f"cb-{lab}", name="beta")
     assert [(e.name, e.aliases) for e in N.get_network(net.name).endpoints] == [("alpha", ("elsewhere",)),
                                                                                ("beta", ())]
 
-    with open(members, "wb"):  # empty, as a crash before its write-out leaves it
+    saved = open(record, "rb").read()
+    with open(record, "wb"):  # empty, as a crash before its write-out leaves it
         pass
-    assert N.get_network(net.name).endpoints == ()
+    assert N.get_network(net.name) == dataclasses.replace(net, endpoints=(), reserved=())
+    _networks.files.swap_in(record, saved)
 
-    # a record from before the split
-    old = {**json.loads(before[1]), "endpoints": [ea.to_json(), eb.to_json()], "reserved": []}
-    _networks.files.atomic_write(record, json.dumps(old).encode())
-    os.unlink(members)
+    # the members kept apart by one version: read, then folded back into the record at the next change
+    apart = json.loads(saved)
+    members = {"endpoints": apart.pop("endpoints"), "reserved": apart.pop("reserved")}
+    _networks.files.swap_in(record, json.dumps(apart).encode())
+    _networks.files.swap_in(os.path.join(d, f"{net.name}.members"), json.dumps(members).encode())
     assert [e.name for e in N.get_network(net.name).endpoints] == ["alpha", "beta"]
     N.detach(net.name, eb.container_id)
-    assert json.loads(open(record, "rb").read()) == json.loads(before[1])
-    assert [e["name"] for e in json.loads(open(members, "rb").read())["endpoints"]] == ["alpha"]
+    assert [e["name"] for e in json.loads(open(record, "rb").read())["endpoints"]] == ["alpha"]
+    assert not os.path.exists(os.path.join(d, f"{net.name}.members"))
+    os.unlink(definition)  # (a record of a version that keeps none: made at the next change)
+    N.detach(net.name, ea.container_id)
+    assert open(definition, "rb").read() == made[1]
 
-    # members left by a crash between the removal of the two files: a prune removes them
+    # beside a record removed by another version, or by a crash between removals: pruned
     N.remove_network(net.name, force=True)
-    assert not os.path.exists(record) and not os.path.exists(members)
-    _networks.files.swap_in(members, b"{}")
-    assert f"members of network {net.name}" in N.prune() and not os.path.exists(members)
+    assert not [f for f in os.listdir(d) if f.startswith(net.name)]
+    for f in (f"{net.name}.def", f"{net.name}.members", f".tmp-{net.name}.json.1.2"):
+        open(os.path.join(d, f), "wb").close()
+    removed = N.prune()
+    assert f"{net.name}.def of a removed network" in removed and not [f for f in os.listdir(d) if net.name in f]
 
 
 def test_prune_removes_the_links_of_a_state_dir_that_was_removed(lab, tmp_path, monkeypatch):

@@ -21,24 +21,36 @@ from . import libc
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str, *, mode: int = 0o644, tmp_dir: str | None = None) -> Iterator[IO[bytes]]:
+def atomic_writer(path: str, *, mode: int = 0o644, tmp_dir: str | None = None,
+                  durable: bool = False) -> Iterator[IO[bytes]]:
     """A binary file that becomes `path` (with `mode`) when the block ends; removed if it raises.
-    tmp_dir: where the temporary file is made (the same filesystem as `path`; default its directory)."""
+    tmp_dir: where the temporary file is made (the same filesystem as `path`; default its directory).
+    durable: on the disk when this returns (the file and its directory synced), also after a machine crash."""
     fd, tmp = tempfile.mkstemp(dir=tmp_dir or os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             os.fchmod(f.fileno(), mode)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
-def atomic_write(path: str, data: bytes | str, *, mode: int = 0o644, tmp_dir: str | None = None) -> None:
-    """Replace `path` with `data` at once."""
-    with atomic_writer(path, mode=mode, tmp_dir=tmp_dir) as f:
+def atomic_write(path: str, data: bytes | str, *, mode: int = 0o644, tmp_dir: str | None = None,
+                 durable: bool = False) -> None:
+    """Replace `path` with `data` at once (durable: see atomic_writer)."""
+    with atomic_writer(path, mode=mode, tmp_dir=tmp_dir, durable=durable) as f:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
@@ -50,8 +62,8 @@ def swap_in(path: str, data: bytes, *, mode: int = 0o644) -> None:
     data goes with the next writeback, and a crash before it may leave the file empty."""
     head, tail = os.path.split(os.path.abspath(path))
     tmp = os.path.join(head, f".tmp-{tail}.{os.getpid()}.{threading.get_ident()}")  # (no random name: 0.05 ms)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             os.fchmod(fd, mode)
             view = memoryview(data)

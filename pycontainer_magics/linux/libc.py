@@ -7,6 +7,7 @@ which file or mount point failed and why.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 
@@ -140,6 +141,8 @@ def rename_exchange(a: str, b: str) -> None:
     fn = getattr(libc, "renameat2", None)
     if fn is not None:
         ret = fn(AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE)
-    else:
+    elif os.uname().machine == "x86_64":
         ret = libc.syscall(SYS_renameat2, AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE)
+    else:
+        raise OSError(errno.ENOSYS, "renameat2: not in this C library", b)
     check(ret, "renameat2", b)

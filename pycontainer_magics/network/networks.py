@@ -125,20 +125,21 @@ class Network:
         """container name -> address."""
         return {ep.name: ep.address for ep in self.endpoints}
 
+    def to_json(self) -> dict[str, Any]:
+        return {**self.definition_json(), "endpoints": [e.to_json() for e in self.endpoints],
+                "reserved": [e.to_json() for e in self.reserved]}
+
     def definition_json(self) -> dict[str, Any]:
-        """The network itself (its record), without its members (see _save)."""
+        """The network without its members (its NAME.def, see _save)."""
         return {
             "name": self.name, "subnet": str(self.subnet), "gateway": str(self.gateway), "bridge": self.bridge,
             "driver": self.driver, "internal": self.internal, "nat": self.nat, "dns": self.dns,
             "owner": self.owner, "created": self.created,
         }
 
-    def members_json(self) -> dict[str, Any]:
-        return {"endpoints": [e.to_json() for e in self.endpoints], "reserved": [e.to_json() for e in self.reserved]}
-
     @classmethod
     def from_json(cls, d: dict[str, Any], members: dict[str, Any] | None = None) -> Network:
-        """From its record and its members' (None: those in the record, as records before the split had them)."""
+        """From its record (`members`: where the endpoints are, when not in it)."""
         m = d if members is None else members
         return cls(
             name=d["name"], subnet=ipaddress.IPv4Network(d["subnet"]), gateway=ipaddress.IPv4Address(d["gateway"]),
@@ -153,35 +154,27 @@ class Network:
 # --- records ---------------------------------------------------------------------------------------
 
 
-# Two files per network: its record, NAME.json (written when it is made), and its members, NAME.members (the endpoints
-# and reservations, rewritten by every attach, claim and detach). The members describe veths and namespaces that die
-# with the machine, so they are swapped in without ext4's write-out of a file renamed over another (files.swap_in:
-# 0.25-0.5 ms of a container's claim of its endpoint); a crash that leaves them empty leaves no member. The record
-# keeps that write-out: a crash must not lose the network.
+# A network's record, NAME.json (what it is, its endpoints and reservations), is rewritten by every attach, claim and
+# detach: swapped in (files.swap_in), without the write-out ext4 starts for a file renamed over another (0.25-0.5 ms
+# of a container's claim of its endpoint). A machine crash before the next writeback may leave it empty: then the
+# network is read from NAME.def, the same record without members written out when the network was made (its
+# endpoints died with the machine). The record's format is the one every version of the package reads and writes.
 def _path(name: str) -> str:
     return os.path.join(state.networks_dir(), f"{name}.json")
 
 
+def _def_path(name: str) -> str:
+    return os.path.join(state.networks_dir(), f"{name}.def")
+
+
 def _members_path(name: str) -> str:
+    """(Where one version kept the members apart from the record: read once, then gone.)"""
     return os.path.join(state.networks_dir(), f"{name}.members")
 
 
-# The files as last read or written here, by path: (their bytes, their parsed JSON). Every change reads its network
-# again under the lock (another process may have changed it): the same bytes need no parse (0.1-0.2 ms of a claim).
-_seen: dict[str, tuple[bytes, Any]] = {}
-_built: dict[str, tuple[Any, Any, Network]] = {}  # by name: the Network made from those two parsed files
-
-
-def _read_json(path: str) -> Any:
-    """The file's JSON, parsed (FileNotFoundError). Callers do not change what they get: it may be kept in _seen."""
-    with open(path, "rb") as f:
-        data = f.read()
-    hit = _seen.get(path)
-    if hit is not None and hit[0] == data:
-        return hit[1]
-    doc = json.loads(data) if data.strip() or path.endswith(".json") else {}  # (empty members: a crash)
-    _seen[path] = (data, doc)
-    return doc
+# The records as last read or written here, by path: (their bytes, the Network). Every change reads its network again
+# under the lock (another process may have changed it): the same bytes need no parse (0.1-0.2 ms of a claim).
+_seen: dict[str, tuple[bytes, Network]] = {}
 
 
 def check_network_name(name: str) -> str:
@@ -192,57 +185,63 @@ def check_network_name(name: str) -> str:
 
 def _load(name: str) -> Network:
     check_network_name(name)
+    path = _path(name)
     try:
-        record = _read_json(_path(name))
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
-        raise NetworkNotFound(f"network {name!r} not found", None, _path(name)) from None
-    except ValueError as e:
-        raise NetworkError(f"network {name!r}: corrupt record {_path(name)}: {e}", None, _path(name)) from None
+        raise NetworkNotFound(f"network {name!r} not found", None, path) from None
+    hit = _seen.get(path)
+    if hit is not None and hit[0] == data:
+        return hit[1]
     try:
-        members = _read_json(_members_path(name))
-    except FileNotFoundError:  # a record from before the split has its members in it (the next change moves them)
-        members = None if "endpoints" in record else {}
-    except ValueError as e:
-        raise NetworkError(f"network {name!r}: corrupt record {_members_path(name)}: {e}", None,
-                           _members_path(name)) from None
-    hit = _built.get(name)
-    if hit is not None and hit[0] is record and hit[1] is members:  # (both files as they were: the same network)
-        return hit[2]
-    try:
+        record = json.loads(data)
+        members = None
+        if "endpoints" not in record and os.path.exists(_members_path(name)):
+            with open(_members_path(name), "rb") as f:
+                members = json.loads(f.read() or b"{}")
         net = Network.from_json(record, members)
     except (ValueError, KeyError, TypeError) as e:
-        raise NetworkError(f"network {name!r}: corrupt record {_path(name)}: {e}", None, _path(name)) from None
-    _built[name] = (record, members, net)
+        made = _from_def(name)
+        if made is None:
+            raise NetworkError(f"network {name!r}: corrupt record {path}: {e}", None, path) from None
+        net = made
+    _seen[path] = (data, net)
     return net
 
 
-def _dumps(doc: Any, indent: int | None = 2) -> bytes:
-    return (json.dumps(doc, indent=indent, sort_keys=True) + "\n").encode()
+def _from_def(name: str) -> Network | None:
+    """The network as it was made, with no members (its record left empty by a crash), or None."""
+    try:
+        with open(_def_path(name), "rb") as f:
+            return Network.from_json(json.loads(f.read()), {})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _save(net: Network) -> None:
-    """Write the network's members, and its record when that changed (made, or from before the split)."""
-    os.makedirs(state.networks_dir(), mode=0o755, exist_ok=True)
-    members, mpath = net.members_json(), _members_path(net.name)
-    data = _dumps(members, indent=None)  # (json's C encoder: an indent takes its Python one, 0.1 ms)
-    files.swap_in(mpath, data, mode=0o600)
-    _seen[mpath] = (data, members)
-    record, path = net.definition_json(), _path(net.name)
-    data = _dumps(record)
+    """Write the network's record, swapped in; and its NAME.def, written out, when that is not this network's (made
+    now; or by a version of the package that keeps none)."""
+    path = _path(net.name)
+    data = (json.dumps(net.to_json(), sort_keys=True) + "\n").encode()  # (no indent: json's C encoder, 0.1 ms less)
+    definition = (json.dumps(net.definition_json(), sort_keys=True) + "\n").encode()
     try:
-        with open(path, "rb") as f:
-            same = f.read() == data
+        with open(_def_path(net.name), "rb") as f:
+            same = f.read() == definition
     except FileNotFoundError:
         same = False
     if not same:
-        files.atomic_write(path, data, mode=0o600)
-        _seen[path] = (data, record)
+        os.makedirs(state.networks_dir(), mode=0o755, exist_ok=True)
+        files.atomic_write(_def_path(net.name), definition, mode=0o600, durable=True)
+    files.swap_in(path, data, mode=0o600)
+    _seen[path] = (data, net)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_members_path(net.name))
 
 
 def _forget(name: str) -> None:
-    """Remove the network's files: its record first (then it is gone for every reader), its members after."""
-    _built.pop(name, None)
-    for path in (_path(name), _members_path(name)):
+    """Remove the network's files: its record first (then it is gone for every reader), the rest after."""
+    for path in (_path(name), _def_path(name), _members_path(name)):
         _seen.pop(path, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -876,10 +875,13 @@ def prune(networks: bool = True) -> list[str]:
                     hosts.remove_hosts(f)
                     removed.append(f"hosts file {f}")
         with contextlib.suppress(FileNotFoundError):
-            names = {n.name for n in nets}
             for f in os.listdir(state.networks_dir()):
-                if f.endswith(".members") and f[:-8] not in names and not os.path.exists(_path(f[:-8])):
-                    _forget(f[:-8])  # (its record lost: a crash between the two files' removal)
-                    removed.append(f"members of network {f[:-8]}")
+                stem, _, ext = f.rpartition(".")
+                if ext in ("def", "members") and not f.startswith(".") and not os.path.exists(_path(stem)):
+                    _forget(stem)  # (its record removed by another version, or a crash between the removals)
+                    removed.append(f"{f} of a removed network")
+                elif f.startswith(".tmp-"):  # (its writer killed mid-write: every writer holds the lock held here)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(state.networks_dir(), f))
         removed.extend(prune_netns())
     return removed
