@@ -24,14 +24,13 @@ def load_ipython_extension(ip: Any) -> None:
     from .display import register_figure_formatter
     from .magics import errors, magic_classes
     from .magics.doctor import load_message
-    from .magics.history_thread import kept_history_thread
+    from .magics.history_thread import HISTORY_THREAD, kept_history_thread
     from .runtime.cell_fork import fork_guards
 
     classes = magic_classes()
     for cls in classes:
         ip.register_magics(cls)
-    if kept_history_thread not in fork_guards:
-        fork_guards.append(kept_history_thread)
+    fork_guards[HISTORY_THREAD] = kept_history_thread
     register_figure_formatter(ip)  # the plot_* functions return Figures: show them as pictures
     # A missing capability (no user namespaces, no writable cgroup, ...) is one line, never a traceback.
     errors.install(ip, classes)
@@ -54,14 +53,13 @@ def unload_ipython_extension(ip: Any) -> None:
     kept ready for the next cell (the launch helper, a namespace holder, a cgroup). Containers started in
     the background keep running (`%container ps`); they end with the kernel as before."""
     from .magics import errors, magic_classes
-    from .magics.history_thread import kept_history_thread
+    from .magics.history_thread import HISTORY_THREAD
     from .runtime.cell_fork import fork_guards
     from .runtime.pool import release
 
     classes = magic_classes()
     errors.uninstall(ip)
-    if kept_history_thread in fork_guards:
-        fork_guards.remove(kept_history_thread)
+    fork_guards.pop(HISTORY_THREAD, None)
     mm = ip.magics_manager
     for kind in ("line", "cell"):
         table = mm.magics[kind]

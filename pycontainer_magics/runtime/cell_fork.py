@@ -32,7 +32,7 @@ _own_pidns: int | None = None
 fork_lock = threading.Lock()  # one fork into a new PID namespace at a time (see the module docstring)
 # Context managers entered around the fork, for what the caller's other libraries must keep right across it (the
 # magics layer's: IPython's history thread, magics/history_thread.py).
-fork_guards: list[Callable[[], contextlib.AbstractContextManager[None]]] = []
+fork_guards: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {}  # by name: registered once
 
 # The holder's namespaces a direct PID 1 enters when they are new: (kind, name under /proc/PID/ns, flag).
 _ENTERED = (("time", "time_for_children", CLONE_NEWTIME), ("ipc", "ipc", CLONE_NEWIPC), ("uts", "uts", CLONE_NEWUTS),
@@ -123,7 +123,7 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
         L.report_ns = reported_namespaces(L)
         _streams()
         with fork_lock, contextlib.ExitStack() as guards:
-            for guard in fork_guards:
+            for guard in list(fork_guards.values()):
                 guards.enter_context(guard())
             L.env_changes = environ_changes(L.env)
             if new_pid:

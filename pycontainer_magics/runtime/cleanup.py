@@ -166,7 +166,10 @@ def start_waiting() -> None:
         with _waiting_lock:
             waiting = list(_waiting)
         for once in waiting:
-            once()
+            try:
+                once()
+            except Exception:  # noqa: BLE001 - background work: its failure must not stop a run, a drain or the exit
+                pass
 
 
 # -- at exit -------------------------------------------------------------------------------------------
