@@ -414,6 +414,14 @@ def test_a_network_record_swapped_in_and_its_definition_kept_apart(lab):
     N.detach(net.name, eb.container_id)
     assert [e["name"] for e in json.loads(open(record, "rb").read())["endpoints"]] == ["alpha"]
     assert not os.path.exists(os.path.join(d, f"{net.name}.members"))
+    now = open(record, "rb").read()
+    _networks.files.swap_in(record, json.dumps({k: v for k, v in json.loads(now).items()
+                                                if k not in ("endpoints", "reserved")}).encode())
+    with open(os.path.join(d, f"{net.name}.members"), "wb") as f:
+        f.write(b"\0\0garbled by a crash")
+    assert N.get_network(net.name).endpoints == ()  # (garbled members apart: none, not an error)
+    _networks.files.swap_in(record, now)
+    os.unlink(os.path.join(d, f"{net.name}.members"))
     os.unlink(definition)  # (a record of a version that keeps none: made at the next change)
     N.detach(net.name, ea.container_id)
     assert open(definition, "rb").read() == made[1]

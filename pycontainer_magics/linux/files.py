@@ -36,15 +36,20 @@ def atomic_writer(path: str, *, mode: int = 0o644, tmp_dir: str | None = None,
                 os.fsync(f.fileno())
         os.replace(tmp, path)
         if durable:
-            dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            sync_dir(os.path.dirname(os.path.abspath(path)))
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def sync_dir(path: str) -> None:
+    """The directory's entries on the disk (the names of files made or renamed in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str, data: bytes | str, *, mode: int = 0o644, tmp_dir: str | None = None,
@@ -153,4 +158,4 @@ class FileLock:
         return high
 
 
-__all__ = ["FileLock", "atomic_write", "atomic_writer", "swap_in", "write_json"]
+__all__ = ["FileLock", "atomic_write", "atomic_writer", "swap_in", "sync_dir", "write_json"]

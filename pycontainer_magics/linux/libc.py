@@ -141,7 +141,7 @@ def rename_exchange(a: str, b: str) -> None:
     fn = getattr(libc, "renameat2", None)
     if fn is not None:
         ret = fn(AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE)
-    elif os.uname().machine == "x86_64":
+    elif os.uname().machine == "x86_64" and ctypes.sizeof(ctypes.c_void_p) == 8:  # (not a 32-bit userland)
         ret = libc.syscall(SYS_renameat2, AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE)
     else:
         raise OSError(errno.ENOSYS, "renameat2: not in this C library", b)

@@ -47,8 +47,8 @@ def kept_history_thread() -> Iterator[None]:
         if thread is None:
             continue  # (none running: nothing to stop, nothing inside SQLite)
         pair = getattr(hm, "db_input_cache_lock", None), getattr(hm, "db_output_cache_lock", None)
-        if (getattr(thread, "db", None) is None or not thread.is_alive() or getattr(thread, "_stop_now", False)
-                or None in pair):
+        stopping = getattr(thread, "_stop_now", False) or getattr(thread, "stop_now", False)  # (IPython 9, 8)
+        if getattr(thread, "db", None) is None or not thread.is_alive() or stopping or None in pair:
             yield  # (connecting, stopping, or unlike the IPython this was written for: IPython's own way)
             return
         locks += pair

@@ -7,9 +7,9 @@ namespace to one (a veth pair: host end on the bridge, the other end `ethN` in t
     remove_network("labnet")
 
 The default network `bridge` (DEFAULT_NETWORK) is created on demand by `default_network()`; it gives
-no name resolution (Docker's rule). Records: `<state dir>/networks/NAME.json`, the endpoints in
-`NAME.members` beside it (see _save). Every mutation holds `state.locked()` (a flock), so two kernels
-never hand out the same address.
+no name resolution (Docker's rule). Records: `<state dir>/networks/NAME.json`, and NAME.def beside
+it (see _save). Every mutation holds `state.locked()` (a flock), so two kernels never hand out the
+same address.
 """
 
 from __future__ import annotations
@@ -194,20 +194,30 @@ def _load(name: str) -> Network:
     hit = _seen.get(path)
     if hit is not None and hit[0] == data:
         return hit[1]
+    members = None
     try:
         record = json.loads(data)
-        members = None
         if "endpoints" not in record and os.path.exists(_members_path(name)):
-            with open(_members_path(name), "rb") as f:
-                members = json.loads(f.read() or b"{}")
+            members = _members_apart(name)
         net = Network.from_json(record, members)
     except (ValueError, KeyError, TypeError) as e:
         made = _from_def(name)
         if made is None:
             raise NetworkError(f"network {name!r}: corrupt record {path}: {e}", None, path) from None
         net = made
-    _seen[path] = (data, net)
+    if members is None:  # (the members apart are another file: what is kept is the record's bytes alone)
+        _seen[path] = (data, net)
     return net
+
+
+def _members_apart(name: str) -> dict[str, Any]:
+    """The members one version kept apart from the record (none when that file is garbled: a crash)."""
+    try:
+        with open(_members_path(name), "rb") as f:
+            members = json.loads(f.read() or b"{}")
+        return members if isinstance(members, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _from_def(name: str) -> Network | None:
@@ -234,6 +244,8 @@ def _save(net: Network) -> None:
         os.makedirs(state.networks_dir(), mode=0o755, exist_ok=True)
         files.atomic_write(_def_path(net.name), definition, mode=0o600, durable=True)
     files.swap_in(path, data, mode=0o600)
+    if not same:  # (a new record's name on the disk too: NAME.def alone would be pruned as a removed network's)
+        files.sync_dir(state.networks_dir())
     _seen[path] = (data, net)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_members_path(net.name))

@@ -1078,6 +1078,7 @@ class _Relay:
         self.stop_deadline: float | None = None  # after the stop signal: SIGKILL at this time
         self.holder_deadline: float | None = None  # after a kill: the holder too, if it has not reported by then
         self.keep_layer = True  # a kill leaves the holder to report the layer's diff (not when none is wanted)
+        self.holder_done = False  # it has reported all it will: never signalled again (its pid may be another's)
         self.setup_error: dict[str, Any] | None = None
         self.fell_back = False  # PID 1 bound a host path where a mount was refused (its notes say which)
         self.status_buf = bytearray()
@@ -1157,9 +1158,10 @@ class _Relay:
             except OSError:
                 pass
         pid1 = self._pid1_now()
-        if holder or pid1 is None or not self.keep_layer:
+        now = holder or pid1 is None or not self.keep_layer
+        if now:
             self.holder_deadline = None
-        for p in (pid1, self.holder.pid if self.holder_deadline is None else None):
+        for p in (pid1, self.holder.pid if now and not self.holder_done else None):
             if p:
                 try:
                     os.kill(p, signal.SIGKILL)
@@ -1242,7 +1244,7 @@ class _Relay:
         # done, and the run need not wait for it.
         self.final = read
         if read:
-            self.holder_deadline = None
+            self.holder_deadline, self.holder_done = None, True
 
     def _handle(self, msg: dict[str, Any]) -> None:
         r = self.r
@@ -1251,8 +1253,8 @@ class _Relay:
                 r.timeline.append((label, msg["t"] - self.t0))
         if "pid1" in msg:
             self.pid1 = msg["pid1"]
-            if self.killed:  # (killed before the holder said who PID 1 is)
-                with contextlib.suppress(ProcessLookupError):
+            if self.killed and not self.holder_done and self.pid1 in proc.children(self.holder.pid):
+                with contextlib.suppress(OSError):  # (killed before the holder said who PID 1 is)
                     os.kill(self.pid1, signal.SIGKILL)
             if msg.get("prepared"):  # (forked long ago, given its run by the caller: the holder's word comes after)
                 r.timeline.append((PREPARED_PID1, msg["t"] - self.t0))
@@ -1387,7 +1389,7 @@ class _Relay:
                                 if not data:
                                     sel.unregister(st_r)
                                     drain_until = time.monotonic() + 1.0
-                                    self.holder_deadline = None  # (the holder is done: its pid may be another's soon)
+                                    self.holder_deadline, self.holder_done = None, True  # (its pid: another's soon)
                                     continue
                                 self.status_buf += data
                                 for msg in decode_frames(self.status_buf):
@@ -1397,7 +1399,7 @@ class _Relay:
                                     # already, and that exit is milliseconds the run need not wait for.
                                     sel.unregister(st_r)
                                     drain_until = time.monotonic() + 1.0
-                                    self.holder_deadline = None
+                                    self.holder_deadline, self.holder_done = None, True
                                 if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
                                     sel.unregister(pidfd)
                                 continue
