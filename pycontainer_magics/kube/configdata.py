@@ -15,6 +15,7 @@ import contextlib
 import os
 from typing import Any
 
+from ..linux.files import write_all
 from ..runtime.spec import ENV_NAME_RE
 from .errors import KubeError
 
@@ -168,9 +169,7 @@ def _write_file(base_fd: int, rel: str, data: bytes, mode: int, owner: tuple[int
             if owner is not None:
                 os.fchown(f, *owner)
             os.fchmod(f, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(f, view):]
+            write_all(f, data)
         finally:
             os.close(f)
     finally:

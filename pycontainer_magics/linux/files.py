@@ -59,6 +59,13 @@ def atomic_write(path: str, data: bytes | str, *, mode: int = 0o644, tmp_dir: st
         f.write(data.encode() if isinstance(data, str) else data)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (os.write may take less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def swap_in(path: str, data: bytes, *, mode: int = 0o644) -> None:
     """Replace `path` with `data` at once, as atomic_write does, for a file a machine crash may leave empty (one that
     describes what dies with the machine: processes, links). The new file is exchanged with the old one (renameat2
@@ -71,9 +78,7 @@ def swap_in(path: str, data: bytes, *, mode: int = 0o644) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
         try:
@@ -158,4 +163,4 @@ class FileLock:
         return high
 
 
-__all__ = ["FileLock", "atomic_write", "atomic_writer", "swap_in", "sync_dir", "write_json"]
+__all__ = ["FileLock", "atomic_write", "atomic_writer", "swap_in", "sync_dir", "write_all", "write_json"]
