@@ -138,16 +138,14 @@ class Network:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], members: dict[str, Any] | None = None) -> Network:
-        """From its record (`members`: where the endpoints are, when not in it)."""
-        m = d if members is None else members
+    def from_json(cls, d: dict[str, Any]) -> Network:
         return cls(
             name=d["name"], subnet=ipaddress.IPv4Network(d["subnet"]), gateway=ipaddress.IPv4Address(d["gateway"]),
             bridge=d["bridge"], driver=d.get("driver", "bridge"), internal=bool(d.get("internal")),
             nat=bool(d.get("nat")), dns=bool(d.get("dns", True)), owner=d.get("owner", ""),
             created=float(d.get("created", 0.0)),
-            endpoints=tuple(Endpoint.from_json(e) for e in m.get("endpoints", [])),
-            reserved=tuple(Endpoint.from_json(e) for e in m.get("reserved", [])),
+            endpoints=tuple(Endpoint.from_json(e) for e in d.get("endpoints", [])),
+            reserved=tuple(Endpoint.from_json(e) for e in d.get("reserved", [])),
         )
 
 
@@ -167,14 +165,10 @@ def _def_path(name: str) -> str:
     return os.path.join(state.networks_dir(), f"{name}.def")
 
 
-def _members_path(name: str) -> str:
-    """(Where one version kept the members apart from the record: read once, then gone.)"""
-    return os.path.join(state.networks_dir(), f"{name}.members")
-
-
 # The records as last read or written here, by path: (their bytes, the Network). Every change reads its network again
 # under the lock (another process may have changed it): the same bytes need no parse (0.1-0.2 ms of a claim).
 _seen: dict[str, tuple[bytes, Network]] = {}
+_defs: dict[str, bytes] = {}  # by path: each NAME.def as written or read here last (not read again at every change)
 
 
 def check_network_name(name: str) -> str:
@@ -194,37 +188,22 @@ def _load(name: str) -> Network:
     hit = _seen.get(path)
     if hit is not None and hit[0] == data:
         return hit[1]
-    members = None
     try:
-        record = json.loads(data)
-        if "endpoints" not in record and os.path.exists(_members_path(name)):
-            members = _members_apart(name)
-        net = Network.from_json(record, members)
+        net = Network.from_json(json.loads(data))
     except (ValueError, KeyError, TypeError) as e:
         made = _from_def(name)
         if made is None:
             raise NetworkError(f"network {name!r}: corrupt record {path}: {e}", None, path) from None
         net = made
-    if members is None:  # (the members apart are another file: what is kept is the record's bytes alone)
-        _seen[path] = (data, net)
+    _seen[path] = (data, net)
     return net
-
-
-def _members_apart(name: str) -> dict[str, Any]:
-    """The members one version kept apart from the record (none when that file is garbled: a crash)."""
-    try:
-        with open(_members_path(name), "rb") as f:
-            members = json.loads(f.read() or b"{}")
-        return members if isinstance(members, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _from_def(name: str) -> Network | None:
     """The network as it was made, with no members (its record left empty by a crash), or None."""
     try:
         with open(_def_path(name), "rb") as f:
-            return Network.from_json(json.loads(f.read()), {})
+            return Network.from_json(json.loads(f.read()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -234,27 +213,29 @@ def _save(net: Network) -> None:
     now; or by a version of the package that keeps none)."""
     path = _path(net.name)
     data = (json.dumps(net.to_json(), sort_keys=True) + "\n").encode()  # (no indent: json's C encoder, 0.1 ms less)
-    definition = (json.dumps(net.definition_json(), sort_keys=True) + "\n").encode()
-    try:
-        with open(_def_path(net.name), "rb") as f:
-            same = f.read() == definition
-    except FileNotFoundError:
-        same = False
+    definition, dpath = (json.dumps(net.definition_json(), sort_keys=True) + "\n").encode(), _def_path(net.name)
+    if _defs.get(dpath) != definition:  # (not known to be on the disk: read it)
+        try:
+            with open(dpath, "rb") as f:
+                _defs[dpath] = f.read()
+        except FileNotFoundError:
+            _defs.pop(dpath, None)
+    same = _defs.get(dpath) == definition
     if not same:
         os.makedirs(state.networks_dir(), mode=0o755, exist_ok=True)
-        files.atomic_write(_def_path(net.name), definition, mode=0o600, durable=True)
+        files.atomic_write(dpath, definition, mode=0o600, durable=True)
+        _defs[dpath] = definition
     files.swap_in(path, data, mode=0o600)
     if not same:  # (a new record's name on the disk too: NAME.def alone would be pruned as a removed network's)
         files.sync_dir(state.networks_dir())
     _seen[path] = (data, net)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(_members_path(net.name))
 
 
 def _forget(name: str) -> None:
     """Remove the network's files: its record first (then it is gone for every reader), the rest after."""
-    for path in (_path(name), _def_path(name), _members_path(name)):
+    for path in (_path(name), _def_path(name)):
         _seen.pop(path, None)
+        _defs.pop(path, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
@@ -889,11 +870,11 @@ def prune(networks: bool = True) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             for f in os.listdir(state.networks_dir()):
                 stem, _, ext = f.rpartition(".")
-                if ext in ("def", "members") and not f.startswith(".") and not os.path.exists(_path(stem)):
+                if ext == "def" and not f.startswith(".") and not os.path.exists(_path(stem)):
                     _forget(stem)  # (its record removed by another version, or a crash between the removals)
                     removed.append(f"{f} of a removed network")
-                elif f.startswith(".tmp-"):  # (its writer killed mid-write: every writer holds the lock held here)
-                    with contextlib.suppress(FileNotFoundError):
+                elif f.startswith(".tmp-") or ext == "members":  # (a writer killed mid-write — every writer holds
+                    with contextlib.suppress(FileNotFoundError):  # the lock held here —; members one version kept)
                         os.unlink(os.path.join(state.networks_dir(), f))
         removed.extend(prune_netns())
     return removed

@@ -1144,6 +1144,11 @@ class _Relay:
                 self.pid1 = kids[0]
         return self.pid1
 
+    def _holder_reported(self) -> None:
+        """The holder has said all it will: no grace to wait out, and never signalled again (its pid may be another
+        process's soon)."""
+        self.holder_deadline, self.holder_done = None, True
+
     def kill(self, cg: Cgroup | None, holder: bool = False) -> None:
         """End the container now: every process of its cgroup, and PID 1 (which takes its PID namespace with it).
         The holder, which keeps the writable layer, is left HOLDER_GRACE seconds to report its diff (as `docker diff`
@@ -1244,7 +1249,7 @@ class _Relay:
         # done, and the run need not wait for it.
         self.final = read
         if read:
-            self.holder_deadline, self.holder_done = None, True
+            self._holder_reported()
 
     def _handle(self, msg: dict[str, Any]) -> None:
         r = self.r
@@ -1389,7 +1394,7 @@ class _Relay:
                                 if not data:
                                     sel.unregister(st_r)
                                     drain_until = time.monotonic() + 1.0
-                                    self.holder_deadline, self.holder_done = None, True  # (its pid: another's soon)
+                                    self._holder_reported()
                                     continue
                                 self.status_buf += data
                                 for msg in decode_frames(self.status_buf):
@@ -1399,7 +1404,7 @@ class _Relay:
                                     # already, and that exit is milliseconds the run need not wait for.
                                     sel.unregister(st_r)
                                     drain_until = time.monotonic() + 1.0
-                                    self.holder_deadline, self.holder_done = None, True
+                                    self._holder_reported()
                                 if self.reported_exit and pidfd is not None and pidfd in sel.get_map():
                                     sel.unregister(pidfd)
                                 continue
