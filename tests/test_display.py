@@ -335,17 +335,51 @@ def test_html_status_lines():
 
 
 # -- show -----------------------------------------------------------------------------------------
-def test_show_displays_card_and_plot(monkeypatch, ok_run, empty_run):
+def test_show_displays_card_and_plot(monkeypatch, ok_run, oom_run, empty_run):
+    """The plot comes under the card for a run with a curve to show (PLOT_MIN_SAMPLES samples) or an OOM kill to
+    mark; a quicker run gets the card alone (a straight line, at 80-150 ms of matplotlib for a cell of 10)."""
     import IPython.display
+
+    from pycontainer_magics.display import PLOT_MIN_SAMPLES
 
     shown: list = []
     monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
-    RunView(ok_run).show()
-    assert isinstance(shown[0], RunView)
-    assert isinstance(shown[1], IPython.display.Image) and shown[1].data.startswith(b"\x89PNG")
+    longer = dataclasses.replace(ok_run, samples=[*ok_run.samples, Sample(0.3, 3 * MiB, 125_000_000, 1)])
+    assert len(longer.samples) == PLOT_MIN_SAMPLES
+    for run in (longer, oom_run):
+        shown.clear()
+        RunView(run).show()
+        assert isinstance(shown[0], RunView) and shown[0].run is run
+        assert isinstance(shown[1], IPython.display.Image) and shown[1].data.startswith(b"\x89PNG")
+    for run in (ok_run, empty_run):  # four samples; none
+        shown.clear()
+        RunView(run).show()
+        assert len(shown) == 1 and isinstance(shown[0], RunView)
     shown.clear()
-    RunView(empty_run).show()
+    RunView(longer).show(plot=False)  # --no-plot
     assert len(shown) == 1
+
+
+def test_a_plot_imports_no_pandas(tmp_path):
+    """A notebook whose cells show their plot keeps pandas out of the kernel (tens of MiB each later Python cell's
+    fork would copy the page tables of): the plot is drawn from numpy columns, not the usage DataFrame."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pycontainer_magics.display import RunView\n"
+        "from pycontainer_magics.display.plots import figure_png\n"
+        "from pycontainer_magics.runtime.result import ContainerRun, Sample\n"
+        "from pycontainer_magics.runtime.spec import ContainerSpec\n"
+        "run = ContainerRun(id='a', spec=ContainerSpec(python_code='pass', memory=2**26), exit_code=0,\n"
+        "                   samples=[Sample(i / 100, i * 2**20, i * 10**6, 1) for i in range(6)])\n"
+        "png = figure_png(RunView(run).plot())\n"
+        "assert png.startswith(b'\\x89PNG'), png[:8]\n"
+        "print('pandas' in sys.modules, 'matplotlib' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr
 
 
 # -- live monitor ---------------------------------------------------------------------------------

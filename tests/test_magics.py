@@ -203,6 +203,32 @@ def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path:
     assert out.stdout.split() == ["[]", "not", "loaded", "loaded"], (out.stdout, out.stderr)
 
 
+@needs_root
+@pytest.mark.root
+def test_a_shown_cell_plots_only_a_curve_and_keeps_pandas_out_of_the_kernel(tmp_path: Any) -> None:
+    """A cell shown as a notebook shows it (no --quiet): a quick one gets its card alone, without matplotlib or pandas
+    imported (drawing its two-sample plot was 150-200 ms, twenty times the cell, and the two left 80-160 MB in the
+    kernel for every later Python cell's fork); one that runs long enough for a curve gets the plot under its card,
+    drawn without pandas."""
+    script = (
+        "import sys, IPython.display\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
+        "shown = []\n"
+        "IPython.display.display = lambda *objs, **kw: shown.extend(type(o).__name__ for o in objs)\n"
+        "def cell(body):\n"
+        "    shown.clear()\n"
+        "    ip.run_cell_magic('container', '--memory 64m', body)\n"
+        "    print(','.join(shown), 'pandas' in sys.modules, 'matplotlib' in sys.modules)\n"
+        "cell('pass')\n"
+        "cell('import time; time.sleep(0.3)')\n")
+    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["RunView False False", "RunView,Image False True"], (out.stdout, out.stderr)
+
+
 # --- the skin's wiring, against a stand-in runtime ------------------------------------------------
 
 class FakeInterrupted(KeyboardInterrupt):

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from .widgets import LiveMonitor
 
-__all__ = ["LiveMonitor", "RunView", "human_bytes", "human_duration", "register_figure_formatter", "render_html",
-           "status_text"]
+__all__ = ["PLOT_MIN_SAMPLES", "LiveMonitor", "RunView", "has_curve", "human_bytes", "human_duration",
+           "register_figure_formatter", "render_html", "status_text"]
 
 
 def register_figure_formatter(shell: Any) -> None:
@@ -36,6 +36,19 @@ def _figure_png(fig: Any) -> bytes:
     from .plots import figure_png
 
     return figure_png(fig)
+
+
+# The plot under a cell's card is drawn for a run with a time series to show: at the default 10 ms interval, one that
+# ran for about 40 ms or more (the first reading, three while it ran, the last); fewer make a straight line, which
+# the card's figures say already. Drawing and encoding the figure is 80-150 ms of matplotlib: for a quick cell, ten
+# to twenty times the cell, and matplotlib's import left in the kernel makes every later Python cell's fork slower.
+PLOT_MIN_SAMPLES = 5
+
+
+def has_curve(run: ContainerRun) -> bool:
+    """Does the card of `run` get its plot? A time series of PLOT_MIN_SAMPLES samples or more, or an OOM kill to mark
+    (however short: it is what the plot is for). `view.plot()` draws any run."""
+    return len(run.samples) >= PLOT_MIN_SAMPLES or (run.oom_killed and bool(run.samples))
 
 
 class RunView:
@@ -100,10 +113,10 @@ class RunView:
         return plot_run(self.run, ax=ax)
 
     def show(self, plot: bool = True) -> None:
-        """Display the HTML card and, when the run has samples, the plot (as PNG)."""
+        """Display the HTML card and, when the run has a time series to show (has_curve), the plot (as PNG)."""
         from IPython.display import Image, display
         display(self)
-        if plot and self.run.samples:
+        if plot and has_curve(self.run):
             from .plots import figure_png, plot_run
             display(Image(data=figure_png(plot_run(self.run)), format="png"))
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..runtime.result import ContainerRun, Sample
-from .format import MiB, namespace_table
+from .format import namespace_table
+from .usage import usage_columns
 
 USAGE_DTYPES: dict[str, str] = {
     "t": "float64",  # seconds since launch
@@ -28,31 +28,13 @@ def _empty(dtypes: dict[str, str]) -> pd.DataFrame:
 
 
 def usage_frame(samples: ContainerRun | Sequence[Sample]) -> pd.DataFrame:
-    """One row per sample. cpu_percent is the CPU time used since the previous sample over the
-    wall time between them; the first sample is measured from launch (t=0, no CPU used yet, as the
-    cgroup is fresh). NaN where no time passed between two samples."""
+    """One row per sample (columns as usage.usage_columns: cpu_percent is the CPU time used since the previous
+    sample over the wall time between them; NaN where no time passed between two samples)."""
     if isinstance(samples, ContainerRun):
         samples = samples.samples
     if not samples:
         return _empty(USAGE_DTYPES)
-    t = np.array([s.t for s in samples], dtype="float64")
-    memory = np.array([s.memory for s in samples], dtype="int64")
-    cpu_s = np.array([s.cpu_ns for s in samples], dtype="float64") / 1e9
-    pids = np.array([s.pids for s in samples], dtype="int64")
-    dt = np.diff(t, prepend=0.0)
-    dcpu = np.diff(cpu_s, prepend=0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cpu_percent = np.where(dt > 0, dcpu / np.where(dt > 0, dt, 1.0) * 100.0, np.nan)
-    return pd.DataFrame(
-        {
-            "t": t,
-            "memory": memory,
-            "memory_mib": memory / MiB,
-            "cpu_s": cpu_s,
-            "cpu_percent": cpu_percent,
-            "pids": pids,
-        }
-    )
+    return pd.DataFrame(usage_columns(samples))
 
 
 def namespaces_frame(run: ContainerRun) -> pd.DataFrame:

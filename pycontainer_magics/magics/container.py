@@ -119,7 +119,8 @@ class ContainerMagics(Magics):
         Without `--` the cell body is Python, run in a fork of this kernel that sees the notebook's
         variables; `-o VAR` sends variables back. After `--` comes a command, and the cell body becomes
         its stdin (like %%script). Output streams live; then a summary card shows exit status,
-        OOMKilled, peak memory, CPU time, a usage plot, the namespaces and the filesystem diff. The
+        OOMKilled, peak memory, CPU time, a usage plot (for a run long enough to have a curve: five samples, or an
+        OOM kill; `_container.plot()` draws any run), the namespaces and the filesystem diff. The
         result is stored as `_container` (see --result): `.usage`, `.namespaces`, `.diff` DataFrames.
 
         Examples::
