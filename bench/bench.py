@@ -498,6 +498,9 @@ def section_cell(env: Env, ip, rounds: int, idle: float) -> dict:
             if not probe(name, tools[name], env):
                 del tools[name]
         samples = round_robin(tools, rounds, idle, label="cell")
+        if "matplotlib" in sys.modules:  # (a "card shown" run long enough for its plot: display.has_curve)
+            env.notes.append("a shown cell drew its plot: matplotlib was loaded into this process, and every fork "
+                             "after it in this run copied its pages too")
     finally:
         if floors is not None:
             floors.close()

@@ -346,7 +346,8 @@ def test_show_displays_card_and_plot(monkeypatch, ok_run, oom_run, empty_run):
     monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
     longer = dataclasses.replace(ok_run, samples=[*ok_run.samples, Sample(0.3, 3 * MiB, 125_000_000, 1)])
     assert len(longer.samples) == PLOT_MIN_SAMPLES
-    for run in (longer, oom_run):
+    quick_oom = dataclasses.replace(oom_run, samples=oom_run.samples[:2])  # killed within two samples
+    for run in (longer, oom_run, quick_oom):
         shown.clear()
         RunView(run).show()
         assert isinstance(shown[0], RunView) and shown[0].run is run

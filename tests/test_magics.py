@@ -217,12 +217,13 @@ def test_a_shown_cell_plots_only_a_curve_and_keeps_pandas_out_of_the_kernel(tmp_
         "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
         "shown = []\n"
         "IPython.display.display = lambda *objs, **kw: shown.extend(type(o).__name__ for o in objs)\n"
-        "def cell(body):\n"
+        "def cell(opts, body):\n"
         "    shown.clear()\n"
-        "    ip.run_cell_magic('container', '--memory 64m', body)\n"
+        "    ip.run_cell_magic('container', '--memory 64m ' + opts, body)\n"
         "    print(','.join(shown), 'pandas' in sys.modules, 'matplotlib' in sys.modules)\n"
-        "cell('pass')\n"
-        "cell('import time; time.sleep(0.3)')\n")
+        # (one reading a second: the quick cell has its first and last however slow the machine)
+        "cell('--interval 1', 'pass')\n"
+        "cell('--interval 0.01', 'import time; time.sleep(0.3)')\n")
     env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr

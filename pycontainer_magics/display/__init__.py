@@ -39,7 +39,7 @@ def _figure_png(fig: Any) -> bytes:
 
 
 # The plot under a cell's card is drawn for a run with a time series to show: at the default 10 ms interval, one that
-# ran for about 40 ms or more (the first reading, three while it ran, the last); fewer make a straight line, which
+# ran for 30-40 ms or more (the first reading, three while it ran, the last); fewer make a straight line, which
 # the card's figures say already. Drawing and encoding the figure is 80-150 ms of matplotlib: for a quick cell, ten
 # to twenty times the cell, and matplotlib's import left in the kernel makes every later Python cell's fork slower.
 PLOT_MIN_SAMPLES = 5

@@ -132,7 +132,7 @@ def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figu
         # before drawing it, 60 of the 150 ms a card's plot took.
         title = _title(run)
         fig = Figure(figsize=(7.0, 5.6))
-        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.085, top=0.895 if "\n" in title else 0.935, hspace=0.12)
+        fig.subplots_adjust(left=0.12, right=0.98, bottom=0.085, top=0.895 if "\n" in title else 0.935, hspace=0.12)
         axes: list[Axes] = list(fig.subplots(3, 1, sharex=True))
         fig.suptitle(title)
         axes[-1].set_xlabel("seconds since the launch")
