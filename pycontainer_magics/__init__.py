@@ -68,6 +68,11 @@ def unload_ipython_extension(ip: Any) -> None:
                 del table[name]
     for cls in classes:
         mm.registry.pop(cls.__name__, None)
+    import sys
+
+    drawer = sys.modules.get("pycontainer_magics.display.plot_worker")  # (the cards' plot helper, if one was drawn)
+    if drawer is not None:
+        drawer.worker().stop()
     serving = release()
     if serving:
         print(f"pycontainer_magics: the launch helper stays while {len(serving)} background container(s) or "

@@ -361,6 +361,36 @@ def test_show_displays_card_and_plot(monkeypatch, ok_run, oom_run, empty_run):
     assert len(shown) == 1
 
 
+def test_the_cards_plot_is_drawn_by_the_helper_or_here_when_it_cannot_be(monkeypatch, oom_run):
+    """The card's PNG comes from the plot helper, started again once if it died; when it cannot be started the kernel
+    draws the plot itself (the card never loses its plot to the helper)."""
+    import os
+    import signal
+
+    from pycontainer_magics.display import plot_worker
+
+    w = plot_worker.PlotWorker()
+    try:
+        png = w.png(oom_run)
+        assert png is not None and png.startswith(b"\x89PNG")
+        first = w.pid
+        os.kill(first, signal.SIGKILL)  # died between two cards
+        os.waitpid(first, 0)
+        again = w.png(oom_run)
+        assert again is not None and again.startswith(b"\x89PNG") and w.pid not in (None, first)
+    finally:
+        w.stop()
+    assert w.pid is None and w.fd is None
+
+    def cannot_start(self):
+        raise OSError("no interpreter")
+
+    monkeypatch.setattr(plot_worker.PlotWorker, "_start", cannot_start)
+    monkeypatch.setattr(plot_worker, "_worker", None)
+    assert plot_worker.worker().png(oom_run) is None
+    assert plot_worker.card_png(oom_run).startswith(b"\x89PNG")  # drawn here
+
+
 def test_a_plot_imports_no_pandas(tmp_path):
     """A notebook whose cells show their plot keeps pandas out of the kernel (tens of MiB each later Python cell's
     fork would copy the page tables of): the plot is drawn from numpy columns, not the usage DataFrame."""

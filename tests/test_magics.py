@@ -205,11 +205,11 @@ def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path:
 
 @needs_root
 @pytest.mark.root
-def test_a_shown_cell_plots_only_a_curve_and_keeps_pandas_out_of_the_kernel(tmp_path: Any) -> None:
+def test_a_shown_cell_plots_only_a_curve_and_keeps_matplotlib_and_pandas_out_of_the_kernel(tmp_path: Any) -> None:
     """A cell shown as a notebook shows it (no --quiet): a quick one gets its card alone, without matplotlib or pandas
     imported (drawing its two-sample plot was 150-200 ms, twenty times the cell, and the two left 80-160 MB in the
     kernel for every later Python cell's fork); one that runs long enough for a curve gets the plot under its card,
-    drawn without pandas."""
+    drawn by a helper (display/plot_worker.py), so neither is imported into the kernel; the helper goes with it."""
     script = (
         "import sys, IPython.display\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
@@ -223,11 +223,27 @@ def test_a_shown_cell_plots_only_a_curve_and_keeps_pandas_out_of_the_kernel(tmp_
         "    print(','.join(shown), 'pandas' in sys.modules, 'matplotlib' in sys.modules)\n"
         # (one reading a second: the quick cell has its first and last however slow the machine)
         "cell('--interval 1', 'pass')\n"
-        "cell('--interval 0.01', 'import time; time.sleep(0.3)')\n")
+        "cell('--interval 0.01', 'import time; time.sleep(0.3)')\n"
+        "from pycontainer_magics.display.plot_worker import worker\n"
+        "print(worker().pid)\n")
     env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["RunView False False", "RunView,Image False True"], (out.stdout, out.stderr)
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["RunView False False", "RunView,Image False False"], (out.stdout, out.stderr)
+    from helpers import wait_for
+
+    helper = int(lines[2])
+
+    def gone() -> bool:  # (exited: reaped, or a zombie of whoever adopted it)
+        try:
+            with open(f"/proc/{helper}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            return True
+        return stat[stat.rindex(")") + 2] == "Z" or "plot_worker" not in open(f"/proc/{helper}/cmdline").read()
+
+    assert wait_for(gone), "the plot helper outlived its kernel"
 
 
 # --- the skin's wiring, against a stand-in runtime ------------------------------------------------

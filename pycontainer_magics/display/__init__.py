@@ -117,8 +117,8 @@ class RunView:
         from IPython.display import Image, display
         display(self)
         if plot and has_curve(self.run):
-            from .plots import figure_png, plot_run
-            display(Image(data=figure_png(plot_run(self.run)), format="png"))
+            from .plot_worker import card_png  # (drawn in a helper: matplotlib stays out of the kernel)
+            display(Image(data=card_png(self.run), format="png"))
 
     def _repr_html_(self) -> str:
         return render_html(self.run)
