@@ -391,6 +391,50 @@ def test_the_cards_plot_is_drawn_by_the_helper_or_here_when_it_cannot_be(monkeyp
     assert plot_worker.card_png(oom_run).startswith(b"\x89PNG")  # drawn here
 
 
+def test_an_interrupted_or_stuck_plot_helper_is_not_asked_again(monkeypatch, oom_run):
+    """Interrupted while it draws, the helper is ended: its answer would otherwise go to the next card, which would show
+    the plot of the cell before it. One that does not answer within ANSWER_WITHIN is ended, and the kernel draws
+    from then on (no cell waits for it twice)."""
+    from pycontainer_magics.display import plot_worker
+
+    other = dataclasses.replace(oom_run, samples=oom_run.samples[:3], spec=ContainerSpec(command=("true",)))
+    w = plot_worker.PlotWorker()
+    try:
+        mine, theirs = w.png(oom_run), w.png(other)
+        assert mine and theirs and mine != theirs
+        first = w.pid
+        real = plot_worker._recv
+
+        def interrupted(sock):
+            monkeypatch.setattr(plot_worker, "_recv", real)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(plot_worker, "_recv", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            w.png(oom_run)
+        assert w.pid is None
+        assert w.png(other) == theirs and w.pid not in (None, first)  # its own plot, not the interrupted one's
+    finally:
+        w.stop()
+    monkeypatch.setattr(plot_worker, "ANSWER_WITHIN", 0.001)  # (its start alone takes longer)
+    stuck = plot_worker.PlotWorker()
+    assert stuck.png(oom_run) is None and stuck.pid is None
+    assert stuck.png(oom_run) is None and stuck.pid is None  # not started again
+
+
+def test_a_long_runs_plot_is_drawn_by_the_helper_too(oom_run):
+    """Ten minutes of samples at the default interval (60,000: 3 MB pickled) go to the helper and come back drawn."""
+    from pycontainer_magics.display import plot_worker
+
+    long = dataclasses.replace(oom_run, samples=[Sample(i / 100, (i % 500) * MiB, i * 10**6, 1) for i in range(60_000)])
+    w = plot_worker.PlotWorker()
+    try:
+        png = w.png(long)
+        assert png is not None and png.startswith(b"\x89PNG") and w.pid is not None
+    finally:
+        w.stop()
+
+
 def test_a_plot_imports_no_pandas(tmp_path):
     """A notebook whose cells show their plot keeps pandas out of the kernel (tens of MiB each later Python cell's
     fork would copy the page tables of): the plot is drawn from numpy columns, not the usage DataFrame."""

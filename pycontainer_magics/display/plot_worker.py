@@ -13,16 +13,40 @@ does the card when the helper cannot be had.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 
 from ..linux import lifelong
 from ..linux.libc import PR_SET_PDEATHSIG, prctl
-from ..runtime.channel import recv_ctl, send_ctl
 from ..runtime.result import ContainerRun
+
+ANSWER_WITHIN = 60.0  # seconds for a plot (the first pays matplotlib's import, and on a new machine its font cache)
+_LENGTH = struct.Struct(">Q")
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    """One message, its length first (a stream: a long run's samples or a large PNG fit as well as a short one's)."""
+    sock.sendall(_LENGTH.pack(len(data)) + data)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            return None  # the other end has gone
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> bytes | None:
+    head = _recv_exactly(sock, _LENGTH.size)
+    return None if head is None else _recv_exactly(sock, _LENGTH.unpack(head)[0])
 
 
 class PlotWorker:
@@ -32,10 +56,10 @@ class PlotWorker:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._failed = False  # (it could not be started, or died twice: the kernel draws from then on)
+        self._failed = False  # (it could not be started, died twice or went silent: the kernel draws from then on)
 
     def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # (From a thread that lives as long as this process: PDEATHSIG follows the thread that started it.)
             self._proc = lifelong.call(lambda: subprocess.Popen(
@@ -47,6 +71,7 @@ class PlotWorker:
             raise
         finally:
             theirs.close()
+        ours.settimeout(ANSWER_WITHIN)
         self._sock = ours
 
     @property
@@ -59,16 +84,21 @@ class PlotWorker:
         return self._sock.fileno() if self._sock is not None else None
 
     def png(self, run: ContainerRun) -> bytes | None:
-        """The plot of `run` (display.plots.plot_run) as PNG, drawn by the helper; None when it cannot be had."""
+        """The plot of `run` (display.plots.plot_run) as PNG, drawn by the helper; None when it cannot be had (or
+        could not draw this run: the kernel's own draw then says why)."""
         # Only what the plot shows goes over: a cell's output, diff or variables may be large, or not picklable.
         slim = dataclasses.replace(run, stdout="", stderr="", diff=[], outputs={}, notes=[], timeline=[],
                                    namespaces=[], plan=None)
+        try:
+            request = pickle.dumps(slim)
+        except Exception:  # noqa: BLE001 - something of the spec's that does not pickle: drawn in the kernel
+            return None
         with self._lock:
             for _attempt in (1, 2):
                 if self._failed:
                     return None
                 if self._proc is None or self._proc.poll() is not None:
-                    self.stop()
+                    self._stop()
                     try:
                         self._start()
                     except OSError:
@@ -76,18 +106,28 @@ class PlotWorker:
                         return None
                 assert self._sock is not None
                 try:
-                    send_ctl(self._sock, {"run": slim})
-                    reply, _ = recv_ctl(self._sock)
-                except OSError:  # (gone; or a PNG larger than the socket takes: drawn here then)
-                    reply = None
-                if reply is not None:
-                    png = reply.get("png")
-                    return png if isinstance(png, bytes) else None  # (its error: the kernel's draw shows it)
-                self.stop()
+                    _send(self._sock, request)
+                    answer = _recv(self._sock)
+                except TimeoutError:  # (stuck: not waited for again)
+                    self._stop()
+                    self._failed = True
+                    return None
+                except OSError:  # (gone)
+                    answer = None
+                except BaseException:  # an interrupt: its answer would come to the next card, which must not take it
+                    self._stop()
+                    raise
+                if answer is not None:
+                    return answer or None  # (empty: it could not draw this run)
+                self._stop()
             self._failed = True
             return None
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -127,17 +167,17 @@ def main(fd: int) -> None:
 
     while True:
         try:
-            msg, _fds = recv_ctl(sock)
+            request = _recv(sock)
         except OSError:
             break
-        if msg is None:
+        if request is None:
             break  # the kernel closed its end
         try:
-            reply: dict[str, object] = {"png": figure_png(plot_run(msg["run"]))}
-        except Exception as e:  # noqa: BLE001 - said to the kernel, which draws it itself
-            reply = {"error": f"{type(e).__name__}: {e}"}
+            png = figure_png(plot_run(pickle.loads(request)))
+        except Exception:  # noqa: BLE001 - an empty answer: the kernel draws it, and its error is seen there
+            png = b""
         try:
-            send_ctl(sock, reply)
+            _send(sock, png)
         except OSError:
             break
 
