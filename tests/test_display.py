@@ -417,9 +417,13 @@ def test_an_interrupted_or_stuck_plot_helper_is_not_asked_again(monkeypatch, oom
     finally:
         w.stop()
     monkeypatch.setattr(plot_worker, "ANSWER_WITHIN", 0.001)  # (its start alone takes longer)
+    starts = []
+    real_start = plot_worker.PlotWorker._start
+    monkeypatch.setattr(plot_worker.PlotWorker, "_start", lambda self: (starts.append(1), real_start(self)))
     stuck = plot_worker.PlotWorker()
     assert stuck.png(oom_run) is None and stuck.pid is None
-    assert stuck.png(oom_run) is None and stuck.pid is None  # not started again
+    assert stuck.png(oom_run) is None and stuck.pid is None
+    assert len(starts) == 1  # not started again, not even once more as for a helper that died
 
 
 def test_a_long_runs_plot_is_drawn_by_the_helper_too(oom_run):

@@ -97,8 +97,8 @@ class PlotWorker:
             for _attempt in (1, 2):
                 if self._failed:
                     return None
-                if self._proc is None or self._proc.poll() is not None:
-                    self._stop()
+                if self._proc is None or self._sock is None or self._proc.poll() is not None:
+                    self._stop()  # (gone; or started without its socket kept: an interrupt just then)
                     try:
                         self._start()
                     except OSError:
