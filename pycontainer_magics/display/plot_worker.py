@@ -59,20 +59,9 @@ class PlotWorker:
         self._failed = False  # (it could not be started, died twice or went silent: the kernel draws from then on)
 
     def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            # (From a thread that lives as long as this process: PDEATHSIG follows the thread that started it.)
-            self._proc = lifelong.call(lambda: subprocess.Popen(
-                [sys.executable, "-m", "pycontainer_magics.display.plot_worker", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, cwd="/", start_new_session=True))
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.settimeout(ANSWER_WITHIN)
-        self._sock = ours
+        proc, sock = lifelong.spawn("pycontainer_magics.display.plot_worker", socket.SOCK_STREAM)
+        sock.settimeout(ANSWER_WITHIN)
+        self._proc, self._sock = proc, sock
 
     @property
     def pid(self) -> int | None:
@@ -128,14 +117,8 @@ class PlotWorker:
             self._stop()
 
     def _stop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.wait()
-            self._proc = None
+        proc, sock, self._proc, self._sock = self._proc, self._sock, None, None
+        lifelong.end(proc, sock)
 
 
 _worker: PlotWorker | None = None

@@ -11,6 +11,9 @@ only with the process), else this module's own thread, which never ends.
 from __future__ import annotations
 
 import queue
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -44,6 +47,42 @@ def call(fn: Callable[[], T], *, own_thread: bool = False) -> T:
     return result
 
 
+def spawn(module: str, kind: int = socket.SOCK_SEQPACKET,
+          stderr: int | None = subprocess.DEVNULL) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """`python -m MODULE FD`: a helper that talks with this process on a socket pair of `kind` (FD its end; ours is
+    returned), started by call(), in a session of its own (a terminal's signals are this process's to take), with no
+    stdin or stdout, in /. stderr: where its own goes (None: ours)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, kind)
+    try:
+        proc = call(lambda: subprocess.Popen(
+            [sys.executable, "-m", module, str(theirs.fileno())], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd="/", start_new_session=True))
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return proc, ours
+
+
+def end(proc: subprocess.Popen[bytes] | None, sock: socket.socket | None, grace: float = 0.0) -> None:
+    """Close our end of a helper's socket (it exits when that closes), give it `grace` seconds to, kill it if it has
+    not, and reap it."""
+    if sock is not None:
+        sock.close()
+    if proc is None:
+        return
+    if grace > 0:
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
 def _serve() -> None:
     while True:
         fn, box, done = _calls.get()
@@ -55,4 +94,4 @@ def _serve() -> None:
             done.set()
 
 
-__all__ = ["call"]
+__all__ = ["call", "end", "spawn"]

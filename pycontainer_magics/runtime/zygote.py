@@ -43,16 +43,7 @@ class Zygote:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            # (From a thread that lives as long as this process: it dies with the thread that started it.)
-            self._proc = lifelong.call(lambda: subprocess.Popen(
-                [sys.executable, "-m", "pycontainer_magics.runtime.zygote", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, cwd="/", start_new_session=True))
-        finally:
-            theirs.close()
-        self._sock = ours
+        self._proc, self._sock = lifelong.spawn("pycontainer_magics.runtime.zygote")
 
     @property
     def pid(self) -> int | None:
@@ -114,14 +105,8 @@ class Zygote:
                 raise SetupFailed(reply["setup_error"])
 
     def stop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.wait()
-            self._proc = None
+        proc, sock, self._proc, self._sock = self._proc, self._sock, None, None
+        lifelong.end(proc, sock)
 
 
 _zygote: Zygote | None = None

@@ -55,16 +55,8 @@ class Launcher:
         self.spares = not os.environ.get("PYCONTAINER_NO_SPARE")
 
     def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            # (From a thread that lives as long as this process: it dies with the thread that started it.)
-            self._proc = lifelong.call(lambda: subprocess.Popen(
-                [sys.executable, "-m", "pycontainer_magics.workloads.launcher", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=None, cwd="/", start_new_session=True))
-        finally:
-            theirs.close()
-        self._sock = ours
+        self._proc, self._sock = lifelong.spawn("pycontainer_magics.workloads.launcher", stderr=None)
+        ours = self._sock
         send_ctl(ours, {"ping": True})  # answered once its imports are done
         reply, _ = recv_ctl(ours)
         if reply is None:
@@ -155,16 +147,8 @@ class Launcher:
             old.drop()
 
     def _stop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._proc is not None:
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        proc, sock, self._proc, self._sock = self._proc, self._sock, None, None
+        lifelong.end(proc, sock, grace=10)
 
     def stop(self) -> None:
         with self._spare_lock:
