@@ -396,9 +396,11 @@ def magic_python_shown(ip) -> Callable[[], None]:
     """The Python cell as a notebook user types it, without --quiet: its card displayed (and its plot, when the run
     has a curve to draw: display.has_curve). IPython's shell prints what is displayed: kept out of this report."""
     def go() -> None:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()) as shown:
             ip.run_cell_magic("container", MAGIC_OPTS.replace(" --quiet", ""), "pass")
         _check_view(ip)
+        if "<ContainerRun " not in shown.getvalue():  # (the card's text form: what this shell shows of it)
+            raise RuntimeError("%%container without --quiet displayed no card")
 
     return go
 

@@ -33,6 +33,7 @@ CELLS = {
     "%%container (python), card shown": f"%%container {B.MAGIC_OPTS.replace(' --quiet', '')}\npass",
 }
 CRUN = "crun run (from this process)"
+SHOWN = {CELLS["%%container (python), card shown"]}  # cells that must display their card
 
 
 def main() -> None:
@@ -53,9 +54,17 @@ def main() -> None:
             **os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [top, os.environ.get("PYTHONPATH")]))})
 
         def execute(code: str) -> None:
-            reply = kc.execute_interactive(code, timeout=120, output_hook=lambda _msg: None)
+            shown: list[str] = []  # what the cell displayed (mime types)
+
+            def output(msg: dict) -> None:
+                if msg["msg_type"] == "display_data":
+                    shown.extend(msg["content"]["data"])
+
+            reply = kc.execute_interactive(code, timeout=120, output_hook=output)
             if reply["content"]["status"] != "ok":
                 raise RuntimeError(f"cell failed: {code!r}: {reply['content'].get('evalue')}")
+            if code in SHOWN and "text/html" not in shown:
+                raise RuntimeError(f"cell displayed no card: {code!r} (displayed: {shown})")
 
         execute(f"import sys; assert sys.executable == {str(B.VENV_PY)!r}, sys.executable")
         execute("%load_ext pycontainer_magics")

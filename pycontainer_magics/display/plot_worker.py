@@ -31,7 +31,8 @@ _LENGTH = struct.Struct(">Q")
 
 def _send(sock: socket.socket, data: bytes) -> None:
     """One message, its length first (a stream: a long run's samples or a large PNG fit as well as a short one's)."""
-    sock.sendall(_LENGTH.pack(len(data)) + data)
+    sock.sendall(_LENGTH.pack(len(data)))
+    sock.sendall(data)
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:

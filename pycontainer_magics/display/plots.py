@@ -126,7 +126,7 @@ def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figu
     ax=None makes a new three-panel Figure; one Axes draws only the memory panel on it; a sequence
     of Axes draws memory, CPU and pids on them in turn. Returns the Figure drawn on.
     """
-    df = usage_columns(run.samples)  # (not frames.usage_frame: a plot imports no pandas)
+    cols = usage_columns(run.samples)  # (not frames.usage_frame: a plot imports no pandas)
     if ax is None:
         # Margins fixed for this size, not matplotlib's constrained layout: that measures every text of the figure
         # before drawing it, 60 of the 150 ms a card's plot took.
@@ -146,10 +146,10 @@ def plot_run(run: ContainerRun, ax: Axes | Sequence[Axes] | None = None) -> Figu
         axes[-1].set_xlabel("seconds since the launch")
     draw_usage(
         axes,
-        df["t"],
-        df["memory_mib"],
-        df["cpu_percent"],
-        df["pids"],
+        cols["t"],
+        cols["memory_mib"],
+        cols["cpu_percent"],
+        cols["pids"],
         memory_limit=memory_limit_of(run),
         pids_limit=pids_limit_of(run),
         cpu_limit=run.spec.cpus,
