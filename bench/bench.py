@@ -3,8 +3,8 @@
 
 Run as root from the project's venv (see bench/README.md):
 
-    sudo /work/main/.venv/bin/python bench/bench.py            # default, about 2-3 minutes
-    sudo /work/main/.venv/bin/python bench/bench.py --quick    # CI size, under a minute
+    .venv/bin/python bench/bench.py            # default, about 2-3 minutes
+    .venv/bin/python bench/bench.py --quick    # CI size, under a minute
     ... --json results.json                                    # also save every sample
 
 Three sections, each interleaving its tools round-robin (the starting tool rotates every round, and
@@ -15,7 +15,8 @@ every timed run is preceded by the same idle gap), so that drift in the machine 
            --quiet, its card shown as a notebook shows it), the bare library `run()`,
            against `crun run` and `runc run` of an equivalent OCI bundle (/bin/true, memory 64M + no swap,
            pids 64, pid/net/ipc/uts/mount/cgroup/user namespaces), and the floors (floors.py: the least a
-           cell must do here). Goals: Python cell <= 0.30 x crun, shell cell <= 0.25 x.
+           cell must do here). Goals: Python cell <= 0.30 x crun, shell cell <= 0.25 x. Then the work per
+           run of each (work.py: CPU time and page faults, beside crun's) and what a page fault costs here.
 2. memory  the same cells while the kernel (this process) holds 50 MB and 1 GB of touched data, next to
            a plain os.fork() + os._exit(0) + waitpid of the same process. Goals: a shell cell does not
            grow with the kernel's memory; a Python cell grows no more than a plain fork.
@@ -500,13 +501,19 @@ def section_cell(env: Env, ip, rounds: int, idle: float) -> dict:
             if not probe(name, tools[name], env):
                 del tools[name]
         samples = round_robin(tools, rounds, idle, label="cell")
+        work_rounds = max(5, rounds // 3)
+        log(f"  work per run (CPU time, page faults), {work_rounds} rounds; what a page fault costs here")
+        from work import machine_costs, work_per_run  # bench/work.py: see there
+
+        work = work_per_run(tools, work_rounds, idle)
+        costs = machine_costs()
         if "matplotlib" in sys.modules:  # (a "card shown" run long enough for its plot: display.has_curve)
             env.notes.append("a shown cell drew its plot: matplotlib was loaded into this process, and every fork "
                              "after it in this run copied its pages too")
     finally:
         if floors is not None:
             floors.close()
-    return {"rounds": rounds, "idle_ms": idle * 1e3, "samples": samples}
+    return {"rounds": rounds, "idle_ms": idle * 1e3, "samples": samples, "work": work, "machine_costs": costs}
 
 
 def section_memory(env: Env, ip, rounds: int, idle: float, sizes: list[int]) -> dict:
@@ -624,6 +631,32 @@ def table(
     return "\n".join(lines), rows
 
 
+def work_table(work: dict, ref: str | None, costs: dict) -> tuple[str, dict]:
+    """What each run made the machine do (bench/work.py), and what a page fault costs here."""
+    refw = work.get(ref) if ref else None
+    lines = ["", "   Work per run, on average (the run, its idle gap, its clean-up): CPU time and page faults of this "
+             "process, of the children it reaped, of the library's launch helper",
+             f"  {'tool':<34}{'n':>4}{'CPU ms':>9}{'faults':>9}{'(self':>8}{'reaped':>8}{'helper)':>9}"
+             + (f"{'CPU x':>8}{'faults x':>10}" if refw else "")]
+    for n, w in work.items():
+        line = (f"  {n:<34}{w['n']:>4}{w['cpu_ms']:>9.1f}{w['faults']:>9.0f}{w['faults_self']:>8.0f}"
+                f"{w['faults_children']:>8.0f}{w['faults_helper']:>9.0f}")
+        if refw and refw["cpu_ms"] and refw["faults"]:
+            line += f"{w['cpu_ms'] / refw['cpu_ms']:>8.2f}{w['faults'] / refw['faults']:>10.2f}"
+        lines.append(line)
+    lines.append(f"  a page fault here: first touch {costs['first_touch_us']:.2f} us, copy-on-write copy "
+                 f"{costs['cow_copy_us']:.2f} us, a write after the fork's child is gone "
+                 f"{costs['reuse_after_fork_us']:.2f} us; os.fork() of this process ({costs['anon_mib']:.0f} MiB "
+                 f"anonymous) {costs['fork_ms']:.2f} ms")
+    cell = work.get("%%container (python: pass)")
+    if cell:
+        lines.append(f"  the Python cell's {cell['faults']:.0f} faults, each at a copy's cost (at most): "
+                     f"{cell['faults'] * costs['cow_copy_us'] / 1e3:.1f} ms"
+                     + (f"; {ref}'s {refw['faults']:.0f}: {refw['faults'] * costs['cow_copy_us'] / 1e3:.1f} ms"
+                        if refw else ""))
+    return "\n".join(lines), {"per_run": work, "machine_costs": costs}
+
+
 def report(res: dict) -> tuple[str, dict]:
     out: list[str] = []
     summary: dict = {}
@@ -652,6 +685,9 @@ def report(res: dict) -> tuple[str, dict]:
                     line += (f"; with PID 1's set-up {f:.2f} x ({rows[FLOOR_PY_SETUP]['median_ms']:.1f} ms, "
                              f"goal {'within' if f <= target else 'BELOW'} reach)")
                 out.append(line)
+        if res["cell"].get("work"):
+            text, summary["work"] = work_table(res["cell"]["work"], ref, res["cell"]["machine_costs"])
+            out.append(text)
     if "memory" in res:
         levels = res["memory"]["levels"]
         keys = sorted(levels, key=int)

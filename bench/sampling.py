@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What watching a cgroup costs, and how much of the peak it sees.
 
-    sudo /work/main/.venv/bin/python bench/sampling.py [--rounds 3]
+    .venv/bin/python bench/sampling.py [--rounds 3]
 
 A workload runs in a throw-away cgroup under the project's parent (`lab.group_run.run_in_group`,
 v1 or v2, whichever is mounted) while the caller samples the group at 10, 50 and 200 ms. For each
