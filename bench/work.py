@@ -2,27 +2,29 @@
 
 Why (issue 20): the Python cell's ratio to `crun run` moved from 0.55x to 0.78x between two machines of the same
 kind with no change of code. Wall time hides what a run makes the machine do; two counts that do not depend on how
-busy the machine is show it:
+busy the machine is show more of it:
 
-- page faults: a Python cell forks the notebook kernel, and every page either side then writes is copied (CPython
-  writes reference counts into every object it touches, so running code writes the pages it reads). Where a page
-  fault costs microseconds — a guest whose page tables the hypervisor keeps (a paravirtualized MMU), a machine
-  short of memory — a cell pays that many times over; `crun`, a small C program, takes few faults;
-- CPU time of everything the run involved.
+- page faults: a Python cell forks the notebook kernel, and every page either side then writes is a fault, a copy
+  while the other still shares it (CPython writes reference counts into every object it touches, so running code
+  writes the pages it reads). `crun`, a small C program, takes few;
+- CPU time of the processes the run involved.
 
-Counted for a run: this process (every thread: the caller, the library's sampler and clean-up threads), the
-children it reaped during the round (a cell's PID 1, reaped in the background; `crun` and everything crun reaped),
-and the library's launch helper with the children it reaped (a cell's namespace holder; the next cell's holder made
-ahead). Each round is the run and the idle gap after it, the library's deferred clean-up settled, so work a run
-leaves to the background is counted with it.
+Counted for a run: this process (every thread: the caller, the library's sampler, clean-up and preparation
+threads), the children it reaped during the round (a cell's PID 1, reaped in the background; `crun` and everything
+crun reaped), and the library's launch helper with the children it reaped (a cell's namespace holder; the next
+cell's holder made ahead). Each round is the run, the idle gap after it and the library's background work settled
+(its clean-up queue, the next run's preparation, the helper's reaping), so what a run leaves to the background is
+counted with it. Not counted: the kernel's own threads (a network namespace torn down by a kworker, RCU) and the
+hypervisor's time.
 
 `machine_costs()` measures what a page fault costs here: a page's first touch (a fresh page zeroed), a copy-on-write
-copy (a forked child still holds the page), a write to a page a fork had shared once that child is gone (no copy,
-the fault only), and `os.fork()` of this process itself.
+copy (a forked child still holds the page), a write to a page a fork had shared once that child is gone (the fault
+only), and `os.fork()` of this process itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import resource
@@ -31,6 +33,8 @@ import time
 from collections.abc import Callable
 
 PAGE = mmap.PAGESIZE
+PARTS = ("self", "children", "helper")
+Counts = dict[str, tuple[int, float]]  # by part: (minor faults, CPU seconds)
 
 
 def _helper_pids() -> list[int]:
@@ -43,66 +47,90 @@ def _helper_pids() -> list[int]:
     return [z.pid] if z.pid is not None and z.alive() else []
 
 
-def _proc_stat(pid: int) -> tuple[int, float]:
-    """(minor faults, CPU seconds) of a process and the children it has reaped, from /proc/PID/stat."""
+def proc_stat(pid: int) -> tuple[int, float] | None:
+    """(minor faults, CPU seconds) of a process with the children it has reaped, from /proc/PID/stat (CPU in clock
+    ticks: 10 ms); None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0, 0.0
-    # fields[0] is the state (field 3 of proc(5)): minflt is field 10, cminflt 11, utime..cstime 14-17
-    minflt, cminflt = int(fields[7]), int(fields[8])
+        return None
+    # fields[0] is proc(5)'s field 3 (state): minflt is field 10, cminflt 11, utime, stime, cutime, cstime 14-17
     ticks = sum(int(x) for x in fields[11:15])
-    return minflt + cminflt, ticks / os.sysconf("SC_CLK_TCK")
+    return int(fields[7]) + int(fields[8]), ticks / os.sysconf("SC_CLK_TCK")
 
 
-PARTS = ("self", "children", "helper")
-
-
-def snapshot() -> dict[str, tuple[int, float]]:
-    """(minor faults, CPU seconds) so far, by part: this process, the children it reaped, the library's helper (with
-    the children it reaped)."""
-    out = {}
+def snapshot() -> Counts | None:
+    """Counts so far by part: this process, the children it reaped, the library's helper (with the children it
+    reaped); None if the helper went away while it was read."""
+    out: Counts = {}
     for part, who in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN)):
         u = resource.getrusage(who)
         out[part] = (u.ru_minflt, u.ru_utime + u.ru_stime)
     faults, cpu = 0, 0.0
     for pid in _helper_pids():
-        f, c = _proc_stat(pid)
-        faults += f
-        cpu += c
+        got = proc_stat(pid)
+        if got is None:
+            return None
+        faults, cpu = faults + got[0], cpu + got[1]
     out["helper"] = (faults, cpu)
     return out
 
 
-def _settle() -> None:
+def _zombies(pid: int) -> bool:
+    """Has `pid` children it has not reaped yet?"""
     try:
-        from pycontainer_magics.runtime.cleanup import settle
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        return False
+    for kid in kids:
+        got = None
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{kid}/stat") as f:
+                got = f.read().rsplit(")", 1)[1].split()[0]
+        if got in ("Z", "X"):
+            return True
+    return False
+
+
+def settle(timeout: float = 2.0) -> None:
+    """Let the library's background work finish: its clean-up queue, the next run's preparation (which may queue
+    more clean-up), the helper's reaping of the holders that clean-up let go."""
+    try:
+        from pycontainer_magics.runtime.cleanup import settle as cleanup_settle
+        from pycontainer_magics.runtime.pool import pool
     except ImportError:
         return
-    settle()
+    cleanup_settle()
+    pool.wait_idle()
+    cleanup_settle()
+    deadline = time.monotonic() + timeout
+    while any(_zombies(pid) for pid in _helper_pids()) and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def work_per_run(tools: dict[str, Callable[[], None]], rounds: int, idle: float) -> dict[str, dict[str, float]]:
     """Page faults and CPU milliseconds per run of each tool, on average, rotating as bench.round_robin does. Each
-    round is the run, the idle gap and the deferred clean-up settled; a round in which the helper started or went
-    is left out (the two warm-up rounds start it). Averages, not medians: the reaped children's CPU time comes in
-    clock ticks (10 ms), and background work (a holder made ahead for the next run) belongs to the runs it serves."""
+    round is the run, the idle gap and the background work settled; a round in which the helper started or went is
+    left out (the two warm-up rounds start it). Averages, not medians: the helper's CPU time comes in clock ticks
+    (10 ms: off by up to 10 ms / rounds), and background work belongs to the runs it serves, not to their median."""
     names = list(tools)
-    counts: dict[str, list[dict[str, tuple[int, float]]]] = {n: [] for n in names}
+    counts: dict[str, list[Counts]] = {n: [] for n in names}
     for r in range(-2, rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             prep = getattr(tools[name], "prepare", None)
             if prep is not None:
-                prep()
+                prep()  # (untimed and uncounted, as in round_robin: what the floor may have made ahead)
+                settle()
             helpers = _helper_pids()
             s0 = snapshot()
             tools[name]()
             time.sleep(idle)
-            _settle()
+            settle()
             s1 = snapshot()
-            if r >= 0 and _helper_pids() == helpers:
+            if r >= 0 and s0 is not None and s1 is not None and _helper_pids() == helpers:
                 counts[name].append({p: (s1[p][0] - s0[p][0], s1[p][1] - s0[p][1]) for p in PARTS})
     out: dict[str, dict[str, float]] = {}
     for n, v in counts.items():
@@ -115,17 +143,29 @@ def work_per_run(tools: dict[str, Callable[[], None]], rounds: int, idle: float)
     return out
 
 
-def _per_page_write(buf: mmap.mmap, pages: int, value: int) -> float:
+def _write_pages(buf: mmap.mmap, pages: int, value: int) -> tuple[float, float]:
+    """One write to each page: (seconds, minor faults) per page."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = time.perf_counter()
     for i in range(0, pages * PAGE, PAGE):
         buf[i] = value
-    return (time.perf_counter() - t) / pages
+    d = time.perf_counter() - t
+    return d / pages, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / pages
+
+
+def _fresh(pages: int) -> mmap.mmap:
+    buf = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (a shared one: no copies)
+    buf.madvise(mmap.MADV_NOHUGEPAGE)  # one fault per 4 KiB page, where huge pages are the default too
+    return buf
 
 
 def machine_costs(pages: int = 2048, repeats: int = 5) -> dict[str, float]:
     """Microseconds per page for each kind of write fault (medians of `repeats`, each over `pages` pages), the
-    cost of the write loop itself taken off, and os.fork() of this process in milliseconds."""
-    first, copy, reuse, plain, forks = [], [], [], [], []
+    cost of the write loop itself taken off, with the faults each loop took per page (one each, the plain loop
+    none: what says the measurement measured faults); and os.fork() of this process in milliseconds."""
+    loops: dict[str, list[tuple[float, float]]] = {"first_touch": [], "plain": [], "cow_copy": [],
+                                                    "reuse_after_fork": []}
+    forks = []
     for _ in range(repeats):
         t = time.perf_counter()
         pid = os.fork()  # this process as it is (its anonymous memory: its page tables copied)
@@ -133,19 +173,26 @@ def machine_costs(pages: int = 2048, repeats: int = 5) -> dict[str, float]:
             os._exit(0)
         forks.append(time.perf_counter() - t)
         os.waitpid(pid, 0)
-        buf = mmap.mmap(-1, pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (shared: no copies)
+        buf = _fresh(pages)
         try:
-            first.append(_per_page_write(buf, pages, 1))
-            plain.append(_per_page_write(buf, pages, 2))  # no fault: the loop's own cost
+            loops["first_touch"].append(_write_pages(buf, pages, 1))
+            loops["plain"].append(_write_pages(buf, pages, 2))  # no fault: the loop's own cost
             r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # holds the pages until the parent has written them all
+            try:
+                pid = os.fork()
+            except BaseException:
+                os.close(r)
                 os.close(w)
-                os.read(r, 1)
-                os._exit(0)
+                raise
+            if pid == 0:  # holds the pages until the parent has written them all
+                try:
+                    os.close(w)
+                    os.read(r, 1)
+                finally:
+                    os._exit(0)
             os.close(r)
             try:
-                copy.append(_per_page_write(buf, pages, 3))
+                loops["cow_copy"].append(_write_pages(buf, pages, 3))
             finally:
                 os.close(w)
                 os.waitpid(pid, 0)
@@ -153,15 +200,18 @@ def machine_costs(pages: int = 2048, repeats: int = 5) -> dict[str, float]:
             if pid == 0:
                 os._exit(0)
             os.waitpid(pid, 0)
-            reuse.append(_per_page_write(buf, pages, 4))
+            loops["reuse_after_fork"].append(_write_pages(buf, pages, 4))
         finally:
             buf.close()
-    loop = statistics.median(plain)
-    return {"first_touch_us": (statistics.median(first) - loop) * 1e6,
-            "cow_copy_us": (statistics.median(copy) - loop) * 1e6,
-            "reuse_after_fork_us": (statistics.median(reuse) - loop) * 1e6,
-            "fork_ms": statistics.median(forks) * 1e3,
-            "anon_mib": _anon_kib() / 1024}
+    loop = statistics.median(t for t, _ in loops["plain"])
+    out = {}
+    for kind, got in loops.items():
+        if kind != "plain":
+            out[f"{kind}_us"] = (statistics.median(t for t, _ in got) - loop) * 1e6
+        out[f"{kind}_faults_per_page"] = statistics.median(f for _, f in got)
+    out["fork_ms"] = statistics.median(forks) * 1e3
+    out["anon_mib"] = _anon_kib() / 1024
+    return out
 
 
 def _anon_kib() -> int:

@@ -587,6 +587,12 @@ class Pool:
             cleanup.defer(c.remove)
         return bool(holders)
 
+    def wait_idle(self) -> None:
+        """Wait until what was asked to be prepared is made (bench/work.py counts a run's background work with it)."""
+        with self._lock:
+            while self._busy or self._wanted:
+                self._work.wait()
+
     def drain(self) -> int | None:
         """Drop every prepared holder (they exit; the pid of the one for a run like the last is returned), their
         reservations and cgroups; used by tests and at shutdown."""
