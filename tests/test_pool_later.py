@@ -33,6 +33,24 @@ def test_drain_waits_for_a_recipe_still_to_be_made() -> None:
     assert not pool._wanted and not pool._busy
 
 
+def test_wait_idle_waits_for_a_recipe_still_to_be_made() -> None:
+    """(bench/work.py counts a run's background work within its round by it.)"""
+    pool.drain()
+    made = threading.Event()
+
+    def make() -> Recipe:
+        time.sleep(0.2)
+        made.set()
+        return Recipe(None, None, None, None, None)
+
+    pool.prefetch_later((None, COMMAND), make)
+    pool.wait_idle()
+    assert made.is_set(), "wait_idle() returned before the recipe was made"
+    assert not pool._wanted and not pool._busy
+    pool.wait_idle()  # (and at once when there is nothing to wait for)
+    pool.drain()
+
+
 def test_a_recipe_that_cannot_be_made_leaves_the_pool_working() -> None:
     pool.drain()
 
