@@ -24,7 +24,6 @@ only), and `os.fork()` of this process itself.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import resource
@@ -50,10 +49,8 @@ def _helper_pids() -> list[int]:
 def proc_stat(pid: int) -> tuple[int, float] | None:
     """(minor faults, CPU seconds) of a process with the children it has reaped, from /proc/PID/stat (CPU in clock
     ticks: 10 ms); None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat_fields(pid)
+    if not fields:
         return None
     # fields[0] is proc(5)'s field 3 (state): minflt is field 10, cminflt 11, utime, stime, cutime, cstime 14-17
     ticks = sum(int(x) for x in fields[11:15])
@@ -77,26 +74,29 @@ def snapshot() -> Counts | None:
     return out
 
 
-def _zombies(pid: int) -> bool:
-    """Has `pid` children it has not reaped yet?"""
+def _children_busy(pid: int) -> bool:
+    """Has `pid` a child that is not asleep: one still exiting (running, in disk sleep) or not yet reaped? (A
+    prepared holder waits on its socket, asleep.)"""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             kids = f.read().split()
+    except OSError:  # (no CONFIG_PROC_CHILDREN: every process's parent looked at instead)
+        kids = [d for d in os.listdir("/proc") if d.isdigit() and _stat_fields(int(d))[1:2] == [str(pid)]]
+    return any(_stat_fields(int(kid))[:1] not in ([], ["S"], ["I"]) for kid in kids)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command's name: [state, ppid, ...]; [] if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    for kid in kids:
-        got = None
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{kid}/stat") as f:
-                got = f.read().rsplit(")", 1)[1].split()[0]
-        if got in ("Z", "X"):
-            return True
-    return False
+        return []
 
 
 def settle(timeout: float = 2.0) -> None:
     """Let the library's background work finish: its clean-up queue, the next run's preparation (which may queue
-    more clean-up), the helper's reaping of the holders that clean-up let go."""
+    more clean-up), the exit of the holders that let go and the helper's reaping of them."""
     try:
         from pycontainer_magics.runtime.cleanup import settle as cleanup_settle
         from pycontainer_magics.runtime.pool import pool
@@ -106,15 +106,16 @@ def settle(timeout: float = 2.0) -> None:
     pool.wait_idle()
     cleanup_settle()
     deadline = time.monotonic() + timeout
-    while any(_zombies(pid) for pid in _helper_pids()) and time.monotonic() < deadline:
+    while any(_children_busy(pid) for pid in _helper_pids()) and time.monotonic() < deadline:
         time.sleep(0.001)
 
 
 def work_per_run(tools: dict[str, Callable[[], None]], rounds: int, idle: float) -> dict[str, dict[str, float]]:
     """Page faults and CPU milliseconds per run of each tool, on average, rotating as bench.round_robin does. Each
     round is the run, the idle gap and the background work settled; a round in which the helper started or went is
-    left out (the two warm-up rounds start it). Averages, not medians: the helper's CPU time comes in clock ticks
-    (10 ms: off by up to 10 ms / rounds), and background work belongs to the runs it serves, not to their median."""
+    left out (the two warm-up rounds start it). Averages, not medians: background work belongs to the runs it
+    serves, not to their median. The helper's CPU time comes in clock ticks, four fields each rounded down: a
+    round's figure may be up to 40 ms off, the average typically a few milliseconds."""
     names = list(tools)
     counts: dict[str, list[Counts]] = {n: [] for n in names}
     for r in range(-2, rounds):
@@ -122,8 +123,8 @@ def work_per_run(tools: dict[str, Callable[[], None]], rounds: int, idle: float)
         for name in names[k:] + names[:k]:
             prep = getattr(tools[name], "prepare", None)
             if prep is not None:
-                prep()  # (untimed and uncounted, as in round_robin: what the floor may have made ahead)
-                settle()
+                prep()  # (untimed, as in round_robin; this process's and the helper's part of it not counted: a
+                settle()  # process it started is, when the run reaps it)
             helpers = _helper_pids()
             s0 = snapshot()
             tools[name]()

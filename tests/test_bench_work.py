@@ -61,7 +61,7 @@ def test_a_process_s_counts_are_read_from_proc() -> None:
 
 
 def test_each_page_cost_is_measured_on_a_fault_of_its_kind() -> None:
-    costs = work.machine_costs(pages=256, repeats=3)
+    costs = work.machine_costs(pages=1024, repeats=3)
     # one fault per page in each measured loop and none in the plain one (a shared mapping, say, would take none
     # after the fork: no copies), so each figure is a fault's cost with the loop's own taken off
     for kind in ("first_touch", "cow_copy", "reuse_after_fork"):
@@ -83,12 +83,37 @@ def test_a_python_cell_counts_its_pid1_and_the_helper() -> None:
     from pycontainer_magics.runtime import ContainerSpec, run
 
     spec = ContainerSpec(python_code="pass", memory=64 * 2**20, pids_limit=64)
-    per_run = work.work_per_run({"cell": lambda: run(spec, python_globals={})}, rounds=3, idle=0.05)
+    per_run = work.work_per_run({"cell": lambda: run(spec, python_globals={}), "nothing": lambda: None},
+                                rounds=6, idle=0.0)
     assert work._helper_pids(), "the launch helper was not started by a Python cell"
     cell = per_run["cell"]
-    assert cell["n"] == 3
+    assert cell["n"] == 6
+    # with no idle gap, the cell's background work (its holder's exit and reaping, the next one made) is still its
+    # own: none of it lands in the round after it
+    assert per_run["nothing"]["faults_helper"] == 0 and per_run["nothing"]["faults_children"] == 0, per_run
     # PID 1, reaped in the background: hundreds of copy-on-write faults (CPython's after-fork code writes the
     # pages it reads); the holder, made and reaped by the helper; the caller's own writes after the fork
     assert cell["faults_children"] > 200
     assert cell["faults_helper"] > 100
     assert cell["faults_self"] > 100
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("host_clean")
+def test_settle_waits_for_what_a_run_left_to_the_background() -> None:
+    """Right after run() returns its clean-up, the next run's preparation and the old holder's exit are under way:
+    settle() returns once all are done (the next holder made, asleep; none of the helper's children exiting)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from pycontainer_magics.runtime import ContainerSpec, run
+    from pycontainer_magics.runtime.pool import pool
+
+    cell = ContainerSpec(python_code="pass", memory=64 * 2**20, pids_limit=64)
+    command = ContainerSpec(command=("/bin/true",), memory=64 * 2**20, pids_limit=64)
+    for spec in (cell, command) * 4:  # (a holder let go takes a few ms to exit: about every other run here)
+        run(spec, python_globals={} if spec is cell else None)
+        work.settle()
+        assert not pool._busy and not pool._wanted
+        assert not any(work._children_busy(pid) for pid in work._helper_pids())
+        assert pool.ready_holder() is not None
+    pool.drain()
