@@ -39,6 +39,7 @@ import io
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -46,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 MEM = 64 * 2**20
@@ -321,16 +322,37 @@ def _own_cpu() -> float:
 # Round-robin driver
 
 
+SHUFFLED = False  # --shuffle: a new order of the tools each round (rounds_in_order)
+
+
+def rounds_in_order(names: list[str], rounds: int, warmup: int = 2, seed: int = 20) -> Iterator[tuple[int, list[str]]]:
+    """(round, the tools' order in it) from -warmup on. By default one cyclic order, its start rotating each round:
+    each tool comes after the same one nearly always. What a run leaves behind falls on the next — a fork of this
+    process write-protects its whole heap (a Python cell after one takes a fault on each page it writes: 2 ms more
+    here), a container's clean-up and the next one's preparation overlap the next run — so each row carries its
+    predecessor's leftovers (the Python cell those of the shell floor's fork). SHUFFLED (--shuffle): a new order each
+    round (seeded: the same in every run), each tool after any of the others; fairer, and noisier for as many
+    rounds."""
+    rng = random.Random(seed)
+    for r in range(-warmup, rounds):
+        if SHUFFLED:
+            order = list(names)
+            rng.shuffle(order)
+            yield r, order
+        else:
+            k = r % len(names)
+            yield r, names[k:] + names[:k]
+
+
 def round_robin(
     tools: dict[str, Callable[[], None]], rounds: int, idle: float, warmup: int = 2, label: str = ""
 ) -> dict[str, list[float]]:
-    """Time each tool once per round, rotating the starting tool; `idle` seconds before every run. A tool with a
-    `prepare()` (the floors) has it called, untimed, before its idle gap."""
+    """Time each tool once per round, in the round's order (rounds_in_order); `idle` seconds before every run. A tool
+    with a `prepare()` (the floors) has it called, untimed, before its idle gap."""
     names = list(tools)
     samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(-warmup, rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+    for r, order in rounds_in_order(names, rounds, warmup):
+        for name in order:
             prep = getattr(tools[name], "prepare", None)
             if prep is not None:
                 prep()
@@ -509,7 +531,7 @@ def section_cell(env: Env, ip, rounds: int, idle: float) -> dict:
             from work import machine_costs, work_per_run  # bench/work.py: see there
 
             try:
-                work = work_per_run(tools, work_rounds, idle)
+                work = work_per_run(tools, work_rounds, idle, rounds_in_order(list(tools), work_rounds))
             except Exception as e:  # noqa: BLE001
                 env.notes.append(f"work per run: skipped ({e})")
             try:
@@ -799,7 +821,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this section (repeatable)",
     )
     ap.add_argument("--no-magic", action="store_true", help="skip IPython (library run() only)")
+    ap.add_argument("--shuffle", action="store_true",
+                    help="a new order of the tools each round (seeded), not one cyclic order: each after any other")
     args = ap.parse_args(argv)
+    global SHUFFLED
+    SHUFFLED = args.shuffle
 
     if os.geteuid() != 0:
         print("bench: run as root (containers with cgroup limits; crun/runc/podman as root)", file=sys.stderr)

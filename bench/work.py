@@ -29,7 +29,7 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 PAGE = mmap.PAGESIZE
 PARTS = ("self", "children", "helper")
@@ -110,17 +110,20 @@ def settle(timeout: float = 2.0) -> None:
         time.sleep(0.001)
 
 
-def work_per_run(tools: dict[str, Callable[[], None]], rounds: int, idle: float) -> dict[str, dict[str, float]]:
-    """Page faults and CPU milliseconds per run of each tool, on average, rotating as bench.round_robin does. Each
+def work_per_run(tools: dict[str, Callable[[], None]], rounds: int, idle: float,
+                 orders: Iterable[tuple[int, list[str]]] | None = None) -> dict[str, dict[str, float]]:
+    """Page faults and CPU milliseconds per run of each tool, on average, in the order `orders` gives for each round
+    (round number, from -2 on: bench.rounds_in_order; by default one cyclic order, its start rotating). Each
     round is the run, the idle gap and the background work settled; a round in which the helper started or went is
     left out (the two warm-up rounds start it). Averages, not medians: background work belongs to the runs it
     serves, not to their median. The helper's CPU time comes in clock ticks, four fields each rounded down: a
     round's figure may be up to 40 ms off, the average typically a few milliseconds."""
     names = list(tools)
     counts: dict[str, list[Counts]] = {n: [] for n in names}
-    for r in range(-2, rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+    if orders is None:
+        orders = ((r, names[r % len(names):] + names[:r % len(names)]) for r in range(-2, rounds))
+    for r, order in orders:
+        for name in order:
             prep = getattr(tools[name], "prepare", None)
             if prep is not None:
                 prep()  # (untimed, as in round_robin; this process's and the helper's part of it not counted: a

@@ -19,6 +19,11 @@ assert _spec is not None and _spec.loader is not None
 work = importlib.util.module_from_spec(_spec)  # (by path: bench/ on sys.path would shadow packages by its names)
 _spec.loader.exec_module(work)
 
+_spec = importlib.util.spec_from_file_location("bench_main", _WORK.parent / "bench.py")
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
 PAGES = 400
 
 
@@ -117,3 +122,30 @@ def test_settle_waits_for_what_a_run_left_to_the_background() -> None:
         assert not any(work._children_busy(pid) for pid in work._helper_pids())
         assert pool.ready_holder() is not None
     pool.drain()
+
+
+def _commonest_predecessor_share(orders: list[tuple[int, list[str]]]) -> dict[str, float]:
+    """For each tool, the share of its runs that came after the tool it most often came after."""
+    seen: dict[str, list[str]] = {}
+    prev = None
+    for _, order in orders:
+        for name in order:
+            if prev is not None:
+                seen.setdefault(name, []).append(prev)
+            prev = name
+    return {n: max(p.count(x) for x in p) / len(p) for n, p in seen.items()}
+
+
+def test_shuffled_each_tool_follows_any_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a run leaves behind (a fork of the bench's process, a helper's work) falls on the one after it: in the
+    cyclic order a tool comes after the same one nearly always; shuffled (--shuffle) after any of the others."""
+    names = [f"tool{i}" for i in range(8)]
+    cyclic = list(bench.rounds_in_order(names, 40))
+    assert min(_commonest_predecessor_share(cyclic).values()) > 0.8
+    monkeypatch.setattr(bench, "SHUFFLED", True)
+    orders = list(bench.rounds_in_order(names, 40))
+    for got in (cyclic, orders):
+        assert [r for r, _ in got] == list(range(-2, 40))
+        assert all(sorted(order) == names for _, order in got)
+    assert orders == list(bench.rounds_in_order(names, 40))  # (seeded: every run the same orders)
+    assert max(_commonest_predecessor_share(orders).values()) < 0.5
