@@ -525,21 +525,18 @@ def section_cell(env: Env, ip, rounds: int, idle: float) -> dict:
         samples = round_robin(tools, rounds, idle, label="cell")
         work_rounds = max(5, rounds // 3)
         log(f"  work per run (CPU time, page faults), {work_rounds} rounds; what a page fault costs here")
+        from work import machine_costs, work_per_run  # bench/work.py: see there
+
         work: dict = {}
         costs: dict = {}
-        try:  # (the timed samples are kept whatever happens here)
-            from work import machine_costs, work_per_run  # bench/work.py: see there
-
-            try:
-                work = work_per_run(tools, work_rounds, idle, rounds_in_order(list(tools), work_rounds))
-            except Exception as e:  # noqa: BLE001
-                env.notes.append(f"work per run: skipped ({e})")
-            try:
-                costs = machine_costs()
-            except Exception as e:  # noqa: BLE001
-                env.notes.append(f"the cost of a page fault: not measured ({e})")
-        except ImportError as e:
+        try:  # (each apart; the timed samples are kept whatever happens here)
+            work = work_per_run(tools, idle, rounds_in_order(list(tools), work_rounds))
+        except Exception as e:  # noqa: BLE001
             env.notes.append(f"work per run: skipped ({e})")
+        try:
+            costs = machine_costs()
+        except Exception as e:  # noqa: BLE001
+            env.notes.append(f"the cost of a page fault: not measured ({e})")
         if "matplotlib" in sys.modules:  # (a "card shown" run long enough for its plot: display.has_curve)
             env.notes.append("a shown cell drew its plot: matplotlib was loaded into this process, and every fork "
                              "after it in this run copied its pages too")

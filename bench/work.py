@@ -31,6 +31,8 @@ import statistics
 import time
 from collections.abc import Callable, Iterable
 
+from pycontainer_magics.linux.proc import stat_fields
+
 PAGE = mmap.PAGESIZE
 PARTS = ("self", "children", "helper")
 Counts = dict[str, tuple[int, float]]  # by part: (minor faults, CPU seconds)
@@ -49,12 +51,20 @@ def _helper_pids() -> list[int]:
 def proc_stat(pid: int) -> tuple[int, float] | None:
     """(minor faults, CPU seconds) of a process with the children it has reaped, from /proc/PID/stat (CPU in clock
     ticks: 10 ms); None if it is gone."""
-    fields = _stat_fields(pid)
+    fields = _fields(pid)
     if not fields:
         return None
     # fields[0] is proc(5)'s field 3 (state): minflt is field 10, cminflt 11, utime, stime, cutime, cstime 14-17
     ticks = sum(int(x) for x in fields[11:15])
     return int(fields[7]) + int(fields[8]), ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _fields(pid: int) -> list[str]:
+    """linux.proc.stat_fields, [] when the process is gone or hidden."""
+    try:
+        return stat_fields(pid) or []
+    except OSError:
+        return []
 
 
 def snapshot() -> Counts | None:
@@ -81,17 +91,8 @@ def _children_busy(pid: int) -> bool:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             kids = f.read().split()
     except OSError:  # (no CONFIG_PROC_CHILDREN: every process's parent looked at instead)
-        kids = [d for d in os.listdir("/proc") if d.isdigit() and _stat_fields(int(d))[1:2] == [str(pid)]]
-    return any(_stat_fields(int(kid))[:1] not in ([], ["S"], ["I"]) for kid in kids)
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """/proc/PID/stat after the command's name: [state, ppid, ...]; [] if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
+        kids = [d for d in os.listdir("/proc") if d.isdigit() and _fields(int(d))[1:2] == [str(pid)]]
+    return any(_fields(int(kid))[:1] not in ([], ["S"], ["I"]) for kid in kids)
 
 
 def settle(timeout: float = 2.0) -> None:
@@ -110,18 +111,15 @@ def settle(timeout: float = 2.0) -> None:
         time.sleep(0.001)
 
 
-def work_per_run(tools: dict[str, Callable[[], None]], rounds: int, idle: float,
-                 orders: Iterable[tuple[int, list[str]]] | None = None) -> dict[str, dict[str, float]]:
+def work_per_run(tools: dict[str, Callable[[], None]], idle: float,
+                 orders: Iterable[tuple[int, list[str]]]) -> dict[str, dict[str, float]]:
     """Page faults and CPU milliseconds per run of each tool, on average, in the order `orders` gives for each round
-    (round number, from -2 on: bench.rounds_in_order; by default one cyclic order, its start rotating). Each
+    (round number, counted from 0, and the tools' names: bench.rounds_in_order; rounds before 0 warm up). Each
     round is the run, the idle gap and the background work settled; a round in which the helper started or went is
     left out (the two warm-up rounds start it). Averages, not medians: background work belongs to the runs it
     serves, not to their median. The helper's CPU time comes in clock ticks, four fields each rounded down: a
     round's figure may be up to 40 ms off, the average typically a few milliseconds."""
-    names = list(tools)
-    counts: dict[str, list[Counts]] = {n: [] for n in names}
-    if orders is None:
-        orders = ((r, names[r % len(names):] + names[:r % len(names)]) for r in range(-2, rounds))
+    counts: dict[str, list[Counts]] = {n: [] for n in tools}
     for r, order in orders:
         for name in order:
             prep = getattr(tools[name], "prepare", None)

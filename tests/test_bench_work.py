@@ -43,8 +43,8 @@ def _child_touches() -> None:
 
 
 def test_faults_of_this_process_and_of_the_children_it_reaped_are_counted() -> None:
-    per_run = work.work_per_run({"touch": _touch_fresh, "nothing": lambda: None, "child": _child_touches},
-                                rounds=3, idle=0.0)
+    tools = {"touch": _touch_fresh, "nothing": lambda: None, "child": _child_touches}
+    per_run = work.work_per_run(tools, 0.0, bench.rounds_in_order(list(tools), 3))
     assert per_run["touch"]["faults_self"] >= PAGES
     assert per_run["nothing"]["faults"] < PAGES / 4
     # a process we ran and reaped: its faults (its own pages, and the interpreter's start) are the run's
@@ -53,7 +53,7 @@ def test_faults_of_this_process_and_of_the_children_it_reaped_are_counted() -> N
     assert all(w["n"] == 3 for w in per_run.values())
 
 
-def test_a_process_s_counts_are_read_from_proc() -> None:
+def test_a_process_counts_are_read_from_proc() -> None:
     subprocess.run(["true"], check=True)  # (a reaped child: its faults in our cminflt)
     got = work.proc_stat(os.getpid())
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -88,8 +88,9 @@ def test_a_python_cell_counts_its_pid1_and_the_helper() -> None:
     from pycontainer_magics.runtime import ContainerSpec, run
 
     spec = ContainerSpec(python_code="pass", memory=64 * 2**20, pids_limit=64)
-    per_run = work.work_per_run({"cell": lambda: run(spec, python_globals={}), "nothing": lambda: None},
-                                rounds=6, idle=0.0)
+    # "nothing" right after the cell in every round (the cyclic order of two): what the cell left would be counted there
+    per_run = work.work_per_run({"cell": lambda: run(spec, python_globals={}), "nothing": lambda: None}, 0.0,
+                                ((r, ["cell", "nothing"]) for r in range(-2, 6)))
     assert work._helper_pids(), "the launch helper was not started by a Python cell"
     cell = per_run["cell"]
     assert cell["n"] == 6

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.root, pytest.mark.usefixtures("host_clean"),
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (pooled holders)")]
 
 
-def test_drain_waits_for_a_recipe_still_to_be_made() -> None:
+@pytest.mark.parametrize("wait", ["drain", "wait_idle"])  # (wait_idle: bench/work.py counts a run's background
+def test_waiting_for_the_pool_waits_for_a_recipe_still_to_be_made(wait: str) -> None:  # work within its round by it)
     pool.drain()
     made = threading.Event()
 
@@ -28,24 +29,8 @@ def test_drain_waits_for_a_recipe_still_to_be_made() -> None:
         return Recipe(None, None, None, None, None)  # (nothing to make: no holder, no cgroup)
 
     pool.prefetch_later((None, COMMAND), make)
-    pool.drain()
-    assert made.is_set(), "drain() returned before the recipe was made"
-    assert not pool._wanted and not pool._busy
-
-
-def test_wait_idle_waits_for_a_recipe_still_to_be_made() -> None:
-    """(bench/work.py counts a run's background work within its round by it.)"""
-    pool.drain()
-    made = threading.Event()
-
-    def make() -> Recipe:
-        time.sleep(0.2)
-        made.set()
-        return Recipe(None, None, None, None, None)
-
-    pool.prefetch_later((None, COMMAND), make)
-    pool.wait_idle()
-    assert made.is_set(), "wait_idle() returned before the recipe was made"
+    getattr(pool, wait)()
+    assert made.is_set(), f"{wait}() returned before the recipe was made"
     assert not pool._wanted and not pool._busy
     pool.wait_idle()  # (and at once when there is nothing to wait for)
     pool.drain()

@@ -189,8 +189,7 @@ class Pool:
                 return h
         if helper:
             with self._lock:
-                while self._busy or self._wanted:  # a preparation under way: it may be ours
-                    self._work.wait()
+                self._idle()  # (a preparation under way: it may be ours)
                 h, drop, gone = self._pick(plan, run, network, kind)
             for cg in gone:
                 cleanup.defer(cg.remove)
@@ -359,8 +358,7 @@ class Pool:
         and OOM count must be its own, nor a pod's member); such a run makes its own and leaves it there. One with
         other limits is removed (with a PID 1 waiting there: its holder then goes at take())."""
         with self._lock:
-            while self._busy or self._wanted:
-                self._work.wait()
+            self._idle()
             s = self._slots.get((network, kind_of(python)))
             ready = s.cgroup if s is not None else None
             if s is not None and ready is not None and (ready[0] != limits or parkable or not s.parked_here()):
@@ -590,8 +588,12 @@ class Pool:
     def wait_idle(self) -> None:
         """Wait until what was asked to be prepared is made (bench/work.py counts a run's background work with it)."""
         with self._lock:
-            while self._busy or self._wanted:
-                self._work.wait()
+            self._idle()
+
+    def _idle(self) -> None:
+        """(Under the lock.) Wait until the worker has made what was asked of it."""
+        while self._busy or self._wanted:
+            self._work.wait()
 
     def drain(self) -> int | None:
         """Drop every prepared holder (they exit; the pid of the one for a run like the last is returned), their
@@ -603,8 +605,7 @@ class Pool:
         preparation under way made too (it is waited for): release() waits for all of them to exit."""
         cleanup.start_waiting()  # (a preparation the last run left for its caller's starter: made, then dropped)
         with self._lock:
-            while self._busy or self._wanted:
-                self._work.wait()
+            self._idle()
             last = self._slots.get(self._last) if self._last is not None else None
             pid = last.holder.pid if last is not None and last.holder is not None else None
             holders, cgroups = self._empty(list(self._slots))
