@@ -70,12 +70,20 @@ def exec_in(pid1: int, cgroup: Cgroup | None, command: tuple[str, ...], *, env: 
         raise ExecError(errno.EINVAL, "exec needs a command")
     ns_paths = {k: f"/proc/{pid1}/ns/{NAMESPACES[k][0]}" for k in (*_ORDER, "user")}
     host = {k: _inode(f"/proc/self/ns/{NAMESPACES[k][0]}") for k in ns_paths}
-    try:
-        ns_fds = {k: os.open(p, os.O_RDONLY | os.O_CLOEXEC) for k, p in ns_paths.items()
-                  if _inode(p) != host[k]}
-    except FileNotFoundError:
-        raise ExecError(errno.ESRCH, f"the container (PID 1 = {pid1}) is not running") from None
-    join_fds = [os.open(f, os.O_WRONLY | os.O_CLOEXEC) for f in cgroup.join_files()] if cgroup else []
+    ns_fds: dict[str, int] = {}
+    join_fds: list[int] = []
+    try:  # (PID 1 may end between two opens — a probe's exec as the container restarts: what was opened is closed)
+        for k, p in ns_paths.items():
+            if _inode(p) != host[k]:
+                ns_fds[k] = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        for f in cgroup.join_files() if cgroup else ():
+            join_fds.append(os.open(f, os.O_WRONLY | os.O_CLOEXEC))
+    except BaseException as gone:
+        for fd in [*ns_fds.values(), *join_fds]:
+            os.close(fd)
+        if isinstance(gone, FileNotFoundError):
+            raise ExecError(errno.ESRCH, f"the container (PID 1 = {pid1}) is not running") from None
+        raise
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     st_r, st_w = os.pipe()
