@@ -69,8 +69,8 @@ def test_a_failure_before_the_pipes_are_in_place_goes_to_the_status_pipe_not_the
 
 @pytest.mark.cgroup2
 def test_a_python_cells_pid1_has_the_callers_cpus() -> None:
-    """The cell sees every CPU its caller may use (a pin of PID 1 to another CPU while it starts, tried and dropped,
-    could outlast its moment: bench/README, the Python cell's fourth round)."""
+    """The cell sees every CPU its caller may use: PID 1, moved to the CPUs but its caller's as it starts
+    (linux/cpus_apart.py), takes them all back before the cell runs."""
     ours = os.sched_getaffinity(0)
     for _ in range(3):  # (a first run and pooled ones)
         r = run_mod.run(build_spec(python_code="import os; print(sorted(os.sched_getaffinity(0)))"),

@@ -132,6 +132,11 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> in
     return check(libc.prctl(option, a2, a3, a4, a5), f"prctl({option})")
 
 
+def sched_getcpu() -> int:
+    """The CPU this thread runs on (as it was a moment ago: the scheduler may move it any time)."""
+    return check(libc.sched_getcpu(), "sched_getcpu")
+
+
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from ..linux import caps, libc
+from ..linux.cpus_apart import CpusApart
 from ..linux.namespaces import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -117,6 +118,7 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
         ns_fds, user_fd = with_root_ns((ns_fds, user_fd), root_ns)
     new_pid = bool(hp.flags_rest & CLONE_NEWPID)
     pid = 0
+    apart: CpusApart | None = None
     try:
         caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
         own = own_pidns_fd()
@@ -126,13 +128,15 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
             for guard in list(fork_guards.values()):
                 guards.enter_context(guard())
             L.env_changes = environ_changes(L.env)
+            apart = CpusApart()  # (PID 1 starts on another CPU than ours: the caller has work left after the fork)
             if new_pid:
                 libc.unshare(CLONE_NEWPID)
             try:  # (from here on our children's PID namespace, and the collector, are set back whatever happens)
                 gc.freeze()  # keep the child's collector from touching (and so copying) the caller's heap
                 pid = os.fork()
                 if pid == 0:
-                    pid1_direct(L, fds, ns_fds, user_fd, join_fds)  # never returns
+                    pid1_direct(L, fds, ns_fds, user_fd, join_fds, apart)  # never returns
+                apart.parent(pid)
                 if known is not None and new_pid:  # (ours to read while PID 1 is its reaper: no ptrace check)
                     known["pid"] = link_inode("/proc/thread-self/ns/pid_for_children")
             finally:
@@ -149,6 +153,8 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
         raise
     finally:
         close_namespaces((ns_fds, user_fd))
+        if apart is not None:
+            apart.close()
     return pid
 
 

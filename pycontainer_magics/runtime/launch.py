@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 from .. import errors as E
 from ..linux import libc, pty, rlimits
+from ..linux.cpus_apart import CpusApart
 from ..linux.libc import MS_BIND, PR_SET_PDEATHSIG, mount, prctl
 from ..linux.namespaces import CLONE_NEWUSER, NAMESPACES, link_inode
 from . import rootfs
@@ -334,8 +335,11 @@ def _check_executable(L: Launch) -> None:
 
 
 def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[int, int]], user_fd: int | None,
-                join_fds: list[int]) -> NoReturn:
-    """PID 1 forked by the caller (see module docstring). fds: stdin, stdout, stderr, status."""
+                join_fds: list[int], apart: CpusApart | None = None) -> NoReturn:
+    """PID 1 forked by the caller (see module docstring). fds: stdin, stdout, stderr, status. apart: the caller
+    moves us to another CPU than its own as we start (cell_fork.fork_pid1); we take our CPUs back once in the
+    holder's namespaces (its word that it has moved us came long before, as a rule), as our cgroup's cpuset bounds
+    them, and before anything of the cell's."""
     at = _Stage("starting PID 1")
     status = fds[3]  # where a failure is reported until setup_fds (fd 3 is one of the caller's until then)
     try:
@@ -350,6 +354,8 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
             os.close(fd)
         if L.pid1_unshare:
             libc.unshare(L.pid1_unshare)
+        if apart is not None:
+            apart.child()  # (before setup_fds closes its pipe)
         keep = setup_fds(*fds, keep=(user_fd,) if user_fd is not None else ())
         status = STATUS_FD
         user_fd = keep[0] if keep else None

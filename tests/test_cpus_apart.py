@@ -1,0 +1,105 @@
+"""PID 1 of a Python cell started on another CPU than its caller's, then given its CPUs back (linux/cpus_apart.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pycontainer_magics.linux.cpus_apart import CpusApart
+
+pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+
+
+def _cpus_allowed(pid: int) -> set[int]:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Cpus_allowed_list:"):
+            out: set[int] = set()
+            for part in line.split(":", 1)[1].strip().split(","):
+                a, _, b = part.partition("-")
+                out.update(range(int(a), int(b or a) + 1))
+            return out
+    raise AssertionError("no Cpus_allowed_list")
+
+
+def _fork(child: object) -> tuple[int, int]:
+    """A child that runs `child()` and writes its CPUs to a pipe; (pid, the pipe's read end)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child()  # type: ignore[operator]
+            os.write(w, repr(sorted(os.sched_getaffinity(0))).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    return pid, r
+
+
+def _result(pid: int, r: int) -> str:
+    data = os.read(r, 4096).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    return data
+
+
+def test_the_parent_puts_the_child_on_the_cpus_but_its_own() -> None:
+    """Before the child takes them back, it may use every CPU of its parent's but one."""
+    ours = os.sched_getaffinity(0)
+    apart = CpusApart()
+    hold_r, hold_w = os.pipe()
+    pid, r = _fork(lambda: os.read(hold_r, 1))  # (does not take its CPUs back: the parent's move is seen)
+    try:
+        apart.parent(pid)
+        moved = _cpus_allowed(pid)
+        assert moved < ours and len(moved) == len(ours) - 1, (moved, ours)
+    finally:
+        os.write(hold_w, b"x")
+        _result(pid, r)
+        for fd in (hold_r, hold_w):
+            os.close(fd)
+    assert apart.fds is None  # (the parent's ends closed)
+
+
+def test_the_child_takes_its_cpus_back_only_after_the_parent_moved_it() -> None:
+    """The child that runs first waits for the parent's move: taken back before it, the move would stay for good."""
+    ours = os.sched_getaffinity(0)
+    apart = CpusApart()
+    done_r, done_w = os.pipe()
+
+    def child() -> None:
+        apart.child()
+        os.read(done_r, 1)  # (its CPUs read once the parent is done with it)
+
+    pid, r = _fork(child)
+    try:
+        time.sleep(0.2)  # (the child has long reached its wait)
+        apart.parent(pid)
+    finally:
+        apart.close()
+        os.write(done_w, b"x")
+    assert _result(pid, r) == repr(sorted(ours))
+    for fd in (done_r, done_w):
+        os.close(fd)
+
+
+def test_a_child_whose_parent_failed_starts_with_its_cpus() -> None:
+    ours = os.sched_getaffinity(0)
+    apart = CpusApart()
+    pid, r = _fork(apart.child)
+    apart.close()  # (the fork's caller gave up before moving it)
+    assert _result(pid, r) == repr(sorted(ours))
+
+
+def test_nothing_is_made_for_a_caller_on_one_cpu() -> None:
+    ours = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(ours)})
+    try:
+        apart = CpusApart()
+        assert apart.fds is None
+        pid, r = _fork(apart.child)
+        apart.parent(pid)
+        assert _result(pid, r) == repr([min(ours)])
+    finally:
+        os.sched_setaffinity(0, ours)
