@@ -61,6 +61,12 @@ class _CapData(ctypes.Structure):
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# Made here, once, in the caller: a Python cell's PID 1 (a fork of it) that makes them itself — a ctypes function's
+# first lookup, an array type — writes dozens of pages it shares with the caller, a copy-on-write fault each
+# (0.15-0.2 ms of its start).
+_CapPair = _CapData * 2
+_capget = libc.capget
+_capset = libc.capset
 
 
 def mask_of(names: frozenset[str] | set[str]) -> int:
@@ -77,8 +83,8 @@ def names_of(mask: int) -> frozenset[str]:
 def capget(pid: int = 0) -> tuple[int, int, int]:
     """(effective, permitted, inheritable) masks of a process."""
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
-    data = (_CapData * 2)()
-    check(libc.capget(ctypes.byref(hdr), data), "capget")
+    data = _CapPair()
+    check(_capget(ctypes.byref(hdr), data), "capget")
     eff = data[0].effective | data[1].effective << 32
     prm = data[0].permitted | data[1].permitted << 32
     inh = data[0].inheritable | data[1].inheritable << 32
@@ -87,12 +93,12 @@ def capget(pid: int = 0) -> tuple[int, int, int]:
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    data = _CapPair()
     for i in range(2):
         data[i].effective = effective >> (32 * i) & 0xFFFFFFFF
         data[i].permitted = permitted >> (32 * i) & 0xFFFFFFFF
         data[i].inheritable = inheritable >> (32 * i) & 0xFFFFFFFF
-    check(libc.capset(ctypes.byref(hdr), data), "capset")
+    check(_capset(ctypes.byref(hdr), data), "capset")
 
 
 def restrict_to(keep: frozenset[str]) -> None:

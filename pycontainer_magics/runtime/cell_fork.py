@@ -28,6 +28,7 @@ from ..linux.namespaces import (
 from .holder import HolderPlan
 from .launch import Launch, environ_changes, pid1_direct
 from .launch import prebuilt_streams as _streams
+from .plan import ready_steps
 
 _own_pidns: int | None = None
 fork_lock = threading.Lock()  # one fork into a new PID namespace at a time (see the module docstring)
@@ -121,6 +122,7 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
     apart: CpusApart | None = None
     try:
         caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
+        ready_steps(L.steps)
         own = own_pidns_fd()
         L.report_ns = reported_namespaces(L)
         _streams()

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..linux import libc, rlimits, seccomp
+from ..linux import libc, rlimits, seccomp, seccomp_install
 from ..linux.caps import mask_of, restrict_mask
 from ..linux.libc import MS_RDONLY
 from .rootfs import MountOp
@@ -205,6 +205,14 @@ def _seccomp(s: Seccomp) -> None:
 
 _RUN: dict[type, Any] = {SetRlimit: _rlimit, Chdir: _chdir, KeepCapabilities: _capabilities, SetUser: _user,
                          NoNewPrivs: _no_new_privs, Seccomp: _seccomp}
+
+
+def ready_steps(steps: tuple[PrivilegeStep, ...]) -> None:
+    """Make in this process what the steps use, before it forks the PID 1 that runs them (a Python cell's): made in
+    the fork, each object would be a copy-on-write fault there, on the cell's path."""
+    for step in steps:
+        if isinstance(step, Seccomp) and step.program:
+            seccomp_install.prepare(step.program)
 
 
 def run_steps(steps: tuple[PrivilegeStep, ...]) -> None:

@@ -1,0 +1,51 @@
+"""A compiled seccomp filter made ready in the caller before a fork (linux/seccomp_install.prepare), installed by
+the fork: the same program's struct is made once, and a program no longer kept ready is made again by the child."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from pycontainer_magics.linux import libc, seccomp_install
+from pycontainer_magics.linux.seccomp import Profile, Rule, compile_profile
+
+
+def _program(n: int) -> bytes:
+    """A filter that allows everything but getppid, which fails with errno n + 1."""
+    return compile_profile(Profile("SCMP_ACT_ALLOW", (Rule(("getppid",), "SCMP_ACT_ERRNO", errno_ret=n + 1),)))
+
+
+def _in_child(program: bytes) -> int:
+    """What getppid answers in a child that installed the program (the errno, 0 if it went through)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc.set_no_new_privs()
+            seccomp_install.install(program)
+            got = libc.libc.syscall(110)  # getppid (through syscall(): glibc's getppid() sets no errno)
+            os.write(w, str(ctypes.get_errno() if got < 0 else 0).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = os.read(r, 16)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return int(out)
+
+
+def test_a_program_is_made_ready_once_and_installed_from_there() -> None:
+    program = _program(10)
+    at = seccomp_install.prepare(program)
+    assert program in seccomp_install._ready
+    assert seccomp_install.prepare(bytes(program)) == at  # (an equal program: the same struct)
+    assert _in_child(program) == 11
+
+
+def test_only_the_last_programs_are_kept_ready_and_the_others_still_install() -> None:
+    first = _program(20)
+    seccomp_install.prepare(first)
+    for n in range(seccomp_install._KEPT):
+        seccomp_install.prepare(_program(30 + n))
+    assert first not in seccomp_install._ready and len(seccomp_install._ready) == seccomp_install._KEPT
+    assert _in_child(first) == 21
