@@ -125,9 +125,10 @@ def early_steps(steps: tuple[PrivilegeStep, ...]) -> int:
 def setup_fds(stdin: int, stdout: int, stderr: int, status: int, keep: tuple[int, ...] = ()) -> list[int]:
     """Put our pipes on 0-3, `keep` right after, and close every other inherited fd (the kernel's zmq
     sockets among them). Returns the new numbers of `keep`."""
-    # Move them above 100 first so placing one on 0-3 cannot clobber another.
     wanted = (stdin, stdout, stderr, status, *keep)
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in wanted]
+    # Placed straight when none is where another goes (as a rule: the caller's own 0-3 are in use); else moved above
+    # 100 first, so placing one cannot clobber another.
+    high = wanted if min(wanted) >= len(wanted) else [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in wanted]
     for i, fd in enumerate(high):
         os.dup2(fd, i, inheritable=i < 3)
     os.closerange(len(wanted), 1 << 20)
