@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from helpers import host_clean  # noqa: F401
 
 from pycontainer_magics.linux.cpus_apart import CpusApart
 
@@ -103,3 +104,39 @@ def test_nothing_is_made_for_a_caller_on_one_cpu() -> None:
         assert _result(pid, r) == repr([min(ours)])
     finally:
         os.sched_setaffinity(0, ours)
+
+
+@pytest.mark.root
+@pytest.mark.usefixtures("host_clean")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a cgroup)")
+def test_a_child_in_a_cpuset_of_none_of_its_callers_cpus_runs_on_the_cpusets() -> None:
+    """The set taken back shares no CPU with the cell's cpuset (a caller kept to other CPUs than the cell asks for):
+    the child runs on the cpuset's CPUs, as joining it gave before the move, rather than failing."""
+    import importlib
+
+    from pycontainer_magics.runtime import state
+    from pycontainer_magics.runtime.parse import build_spec
+
+    run_mod = importlib.import_module("pycontainer_magics.runtime.run")
+    h = run_mod.hierarchy()
+    if h is None:
+        pytest.skip("no cgroup hierarchy here")
+    ours = sorted(os.sched_getaffinity(0))
+    cg = h.create(state.new_id(), run_mod._limits(build_spec(python_code="pass", cpuset_cpus=str(ours[-1]))))
+    try:
+        join = cg.join_fds()
+        apart = CpusApart()
+        apart.cpus = {ours[0]}  # (what the caller had: none of the cpuset's)
+
+        def child() -> None:
+            for fd in join:
+                os.write(fd, b"0")
+            apart.child()
+
+        pid, r = _fork(child)
+        for fd in join:
+            os.close(fd)
+        apart.parent(pid)
+        assert _result(pid, r) == repr([ours[-1]])
+    finally:
+        cg.remove()

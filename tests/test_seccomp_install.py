@@ -8,6 +8,7 @@ import os
 
 from pycontainer_magics.linux import libc, seccomp_install
 from pycontainer_magics.linux.seccomp import Profile, Rule, compile_profile
+from pycontainer_magics.linux.syscalls_x86_64 import X86_64
 
 
 def _program(n: int) -> bytes:
@@ -23,7 +24,7 @@ def _in_child(program: bytes) -> int:
         try:
             libc.set_no_new_privs()
             seccomp_install.install(program)
-            got = libc.libc.syscall(110)  # getppid (through syscall(): glibc's getppid() sets no errno)
+            got = libc.libc.syscall(X86_64["getppid"])  # (through syscall(): glibc's getppid() sets no errno)
             os.write(w, str(ctypes.get_errno() if got < 0 else 0).encode())
         finally:
             os._exit(0)
@@ -36,16 +37,20 @@ def _in_child(program: bytes) -> int:
 
 def test_a_program_is_made_ready_once_and_installed_from_there() -> None:
     program = _program(10)
-    at = seccomp_install.prepare(program)
-    assert program in seccomp_install._ready
-    assert seccomp_install.prepare(bytes(program)) == at  # (an equal program: the same struct)
+    seccomp_install.prepare(program)
+    made = seccomp_install._ready[program]
+    seccomp_install.prepare(bytes(bytearray(program)))  # (an equal program: the same struct)
+    assert seccomp_install._ready[program] is made
     assert _in_child(program) == 11
 
 
-def test_only_the_last_programs_are_kept_ready_and_the_others_still_install() -> None:
-    first = _program(20)
+def test_the_programs_used_last_are_kept_ready_and_the_others_still_install() -> None:
+    first, used = _program(20), _program(21)
     seccomp_install.prepare(first)
-    for n in range(seccomp_install._KEPT):
+    seccomp_install.prepare(used)
+    for n in range(seccomp_install._KEPT - 1):
         seccomp_install.prepare(_program(30 + n))
-    assert first not in seccomp_install._ready and len(seccomp_install._ready) == seccomp_install._KEPT
+        seccomp_install.prepare(used)  # (used again: kept)
+    assert first not in seccomp_install._ready and used in seccomp_install._ready
+    assert len(seccomp_install._ready) == seccomp_install._KEPT
     assert _in_child(first) == 21

@@ -4,6 +4,7 @@ goes (moved out of the way first)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
@@ -17,11 +18,13 @@ def _in_child(low: bool) -> list[str]:  # [kept, placed, open fds]
     pid = os.fork()
     if pid == 0:
         try:
-            ends = [os.pipe()[1] for _ in range(5)]
+            ends = [fcntl.fcntl(os.pipe()[1], fcntl.F_DUPFD, 20) for _ in range(5)]  # (none where another goes)
             if low:  # (the status pipe on fd 0, stdin on fd 3: each on the other's place)
                 os.dup2(ends[3], 0)
                 os.dup2(ends[0], 3)
                 ends[0], ends[3] = 3, 0
+            else:  # (placed straight: the move out of the way is not taken)
+                fcntl.fcntl = None  # type: ignore[assignment]
             inodes = [os.fstat(fd).st_ino for fd in ends]
             report = os.dup(report_w)
             kept = setup_fds(*ends[:4], keep=(ends[4], report))

@@ -7,21 +7,25 @@ through a pipe; the child takes back the CPUs it was forked with only once it ha
 by the time it asks, a few hundred microseconds into its start. The word makes the order certain: a child that took
 its CPUs back before the parent narrowed them would keep one CPU too few (one cell in 540 did, without it).
 
-What stays: the kernel keeps the set the child took back as its requested affinity, which later cpuset changes are
-intersected with — the CPUs its caller had at the fork, so a CPU brought online later is not the cell's.
+Where the child is in a cpuset by then (a cell's --cpuset-cpus), the set it takes back is bounded by it; a cpuset
+with none of its caller's CPUs leaves the child on the cpuset's, as the fork alone would. What stays, on Linux 6.2 and
+later: the kernel keeps the set the child took back as its requested affinity, which later cpuset changes are
+intersected with — the CPUs its caller had at the fork, so neither a CPU brought online during the cell nor a cpuset
+widened beyond its caller's CPUs is the cell's.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 from . import libc
 
 
 class CpusApart:
-    """Made in the parent before the fork; parent() right after it in the parent, child() in the child before the
-    pipe's fds are closed and before anything of its own runs. Nothing is done (no pipe made) when the caller may use
-    one CPU only."""
+    """Made in the parent before the fork; parent() right after it in the parent; child() in the child once it is in
+    its cgroup, before it closes the fds it inherited and before anything of the cell's runs. Nothing is done (no
+    pipe made) when the caller may use one CPU only."""
 
     def __init__(self) -> None:
         self.cpus = os.sched_getaffinity(0)
@@ -57,4 +61,9 @@ class CpusApart:
         os.close(w)
         os.read(r, 1)  # (b"" if the parent went: nothing will move us then)
         os.close(r)
-        os.sched_setaffinity(0, self.cpus)
+        try:
+            os.sched_setaffinity(0, self.cpus)
+        except OSError as e:  # (in a cpuset of none of them: its CPUs, as joining it gave before the move)
+            if e.errno != errno.EINVAL:
+                raise
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))

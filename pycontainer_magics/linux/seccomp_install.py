@@ -25,21 +25,27 @@ _ready: OrderedDict[bytes, tuple[ctypes.Array[ctypes.c_char], _SockFprog, int]] 
 _KEPT = 8  # programs kept ready (a notebook's cells use one or two)
 
 
-def prepare(program: bytes) -> int:
-    """The address of the program's struct sock_fprog, made once."""
-    got = _ready.get(program)
-    if got is None:
-        buf = ctypes.create_string_buffer(program, len(program))
-        fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
-        got = _ready[program] = (buf, fprog, ctypes.addressof(fprog))
-        while len(_ready) > _KEPT:
-            _ready.popitem(last=False)
-    return got[2]
+def _make(program: bytes) -> tuple[ctypes.Array[ctypes.c_char], _SockFprog, int]:
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    return buf, fprog, ctypes.addressof(fprog)
+
+
+def prepare(program: bytes) -> None:
+    """Make the program's struct sock_fprog ready (kept with the last programs made ready or used here)."""
+    if program in _ready:
+        _ready.move_to_end(program)
+        return
+    _ready[program] = _make(program)
+    while len(_ready) > _KEPT:
+        _ready.popitem(last=False)
 
 
 def install(program: bytes) -> None:
-    """Install a compiled filter on the calling thread (and so on everything it executes)."""
-    if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prepare(program), 0, 0) != 0:
+    """Install a compiled filter on the calling thread (and so on everything it executes): its struct made ready
+    before (prepare), as a rule — not reordered here (in a fresh fork, a write) — else made now."""
+    entry = _ready.get(program) or _make(program)  # (held here for the call: another thread may let it go meanwhile)
+    if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, entry[2], 0, 0) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"installing the seccomp filter: {errno.errorcode.get(e, e)}")
 

@@ -356,6 +356,7 @@ def pid1_direct(L: Launch, fds: tuple[int, int, int, int], ns_fds: list[tuple[in
         if L.pid1_unshare:
             libc.unshare(L.pid1_unshare)
         if apart is not None:
+            at.stage = "taking back its CPUs"
             apart.child()  # (before setup_fds closes its pipe)
         keep = setup_fds(*fds, keep=(user_fd,) if user_fd is not None else ())
         status = STATUS_FD
