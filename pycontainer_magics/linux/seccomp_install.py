@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-from collections import OrderedDict
 
 from .libc import libc
 
@@ -21,7 +20,8 @@ _prctl = libc.prctl
 # Programs made ready to install: each one's buffer and struct sock_fprog, kept alive with the struct's address.
 # Made in a Python cell's caller before it forks PID 1 (prepare): made in that fresh fork, every ctypes object is an
 # allocation on pages it shares with the caller, a copy-on-write fault each (0.15 ms of its start here).
-_ready: OrderedDict[bytes, tuple[ctypes.Array[ctypes.c_char], _SockFprog, int]] = OrderedDict()
+# (A dict, in order of last use: the OCI runtime's `create` imports no collections.)
+_ready: dict[bytes, tuple[ctypes.Array[ctypes.c_char], _SockFprog, int]] = {}
 _KEPT = 8  # programs kept ready (a notebook's cells use one or two)
 
 
@@ -33,12 +33,9 @@ def _make(program: bytes) -> tuple[ctypes.Array[ctypes.c_char], _SockFprog, int]
 
 def prepare(program: bytes) -> None:
     """Make the program's struct sock_fprog ready (kept with the last programs made ready or used here)."""
-    if program in _ready:
-        _ready.move_to_end(program)
-        return
-    _ready[program] = _make(program)
+    _ready[program] = _ready.pop(program) if program in _ready else _make(program)  # (to the end)
     while len(_ready) > _KEPT:
-        _ready.popitem(last=False)
+        del _ready[next(iter(_ready))]
 
 
 def install(program: bytes) -> None:
