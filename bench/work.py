@@ -123,9 +123,9 @@ def work_per_run(tools: dict[str, Callable[[], None]], idle: float,
     for r, order in orders:
         for name in order:
             prep = getattr(tools[name], "prepare", None)
-            if prep is not None:
-                prep()  # (untimed, as in round_robin; this process's and the helper's part of it not counted: a
-                settle()  # process it started is, when the run reaps it)
+            if prep is not None:  # (untimed, as in round_robin, and not counted — but a process it started is, when
+                prep()  # the run reaps it)
+                settle()
             helpers = _helper_pids()
             s0 = snapshot()
             tools[name]()

@@ -54,3 +54,19 @@ def test_the_programs_used_last_are_kept_ready_and_the_others_still_install() ->
     assert first not in seccomp_install._ready and used in seccomp_install._ready
     assert len(seccomp_install._ready) == seccomp_install._KEPT
     assert _in_child(first) == 21
+
+
+def test_the_caller_makes_what_pid1s_privilege_steps_use(monkeypatch) -> None:
+    """plan.ready_steps, called before a Python cell's fork: the seccomp program's struct made ready, the kernel's
+    capability count read (PID 1 then opens no /proc/sys and makes no ctypes object for them)."""
+    from pycontainer_magics.linux import caps
+    from pycontainer_magics.linux.caps import DEFAULT_CAPS
+    from pycontainer_magics.runtime.plan import privilege_steps, ready_steps
+
+    program = _program(40)
+    monkeypatch.setattr(caps, "_last_cap", None)
+    steps = privilege_steps(rlimits_=(), workdir="/", capabilities=frozenset(DEFAULT_CAPS), uid=None, gid=None,
+                            no_new_privileges=True, seccomp_program=program)
+    ready_steps(steps)
+    assert program in seccomp_install._ready
+    assert caps._last_cap is not None

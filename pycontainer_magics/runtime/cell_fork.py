@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from ..linux import caps, libc
+from ..linux import libc
 from ..linux.cpus_apart import CpusApart
 from ..linux.namespaces import (
     CLONE_NEWIPC,
@@ -121,8 +121,7 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
     pid = 0
     apart: CpusApart | None = None
     try:
-        caps.last_cap()  # read once, in the caller: PID 1 then drops capabilities without opening /proc/sys
-        ready_steps(L.steps)
+        ready_steps(L.steps)  # (what PID 1's privilege steps use, made here: the capability count, the seccomp filter)
         own = own_pidns_fd()
         L.report_ns = reported_namespaces(L)
         _streams()

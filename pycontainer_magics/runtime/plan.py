@@ -18,8 +18,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..linux import libc, rlimits, seccomp, seccomp_install
-from ..linux.caps import mask_of, restrict_mask
+from ..linux import libc, rlimits, seccomp_install
+from ..linux.caps import last_cap, mask_of, restrict_mask
 from ..linux.libc import MS_RDONLY
 from .rootfs import MountOp
 
@@ -200,7 +200,7 @@ def _no_new_privs(_s: NoNewPrivs) -> None:
 
 
 def _seccomp(s: Seccomp) -> None:
-    seccomp.install(s.program)
+    seccomp_install.install(s.program)
 
 
 _RUN: dict[type, Any] = {SetRlimit: _rlimit, Chdir: _chdir, KeepCapabilities: _capabilities, SetUser: _user,
@@ -209,9 +209,12 @@ _RUN: dict[type, Any] = {SetRlimit: _rlimit, Chdir: _chdir, KeepCapabilities: _c
 
 def ready_steps(steps: tuple[PrivilegeStep, ...]) -> None:
     """Make in this process what the steps use, before it forks the PID 1 that runs them (a Python cell's): made in
-    the fork, each object would be a copy-on-write fault there, on the cell's path."""
+    the fork, each object would be a copy-on-write fault there, on the cell's path (and the capability count a read
+    of /proc/sys)."""
     for step in steps:
-        if isinstance(step, Seccomp) and step.program:
+        if isinstance(step, KeepCapabilities):
+            last_cap()
+        elif isinstance(step, Seccomp) and step.program:
             seccomp_install.prepare(step.program)
 
 
