@@ -38,14 +38,30 @@ def load_ipython_extension(ip: Any) -> None:
     if message:
         print(message)
     try:
-        from .kube.records import prune_records
-        from .workloads.prune import prune
-
-        removed = prune_records() + prune()  # a killed kernel's kube plays: their records and files
+        removed = _prune_leftovers()
     except Exception:  # never let cleanup of old leftovers stop the extension from loading
         return
     if removed:
         print(f"pycontainer_magics: removed {len(removed)} leftover(s) of a previous kernel")
+
+
+_PRUNE_MODULES = ("pycontainer_magics.workloads", "pycontainer_magics.network", "pycontainer_magics.kube.records")
+
+
+def _prune_leftovers() -> list[str]:
+    """A killed kernel's leftovers removed (workloads/prune.py), in a forked child unless this kernel has imported
+    the modules the prune needs: a kernel that uses no network, pod or kube play never keeps them (2-3 MB, whose
+    page tables every Python cell's fork would copy). In the kernel once it has them: a child could inherit one of
+    their locks held by another of the kernel's threads."""
+    import sys
+
+    if any(m in sys.modules for m in _PRUNE_MODULES):
+        from .workloads.prune import prune_leftovers
+
+        return prune_leftovers()
+    from .linux.forked_call import call_in_fork
+
+    return list(call_in_fork("pycontainer_magics.workloads.prune:prune_leftovers"))
 
 
 def unload_ipython_extension(ip: Any) -> None:

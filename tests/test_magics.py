@@ -179,7 +179,8 @@ def test_load_tolerates_prune_errors(ip: InteractiveShell, monkeypatch: pytest.M
 def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path: Any) -> None:
     """pyroute2 is 8 MB of a kernel's memory, which every Python cell's fork copies the page tables of. Loading
     the extension (its prune of a killed kernel's leftovers) and cells without a network leave it unloaded, and the
-    kube play machinery (http.client, ssl) and asyncio too; the first cell on a network loads pyroute2."""
+    kube play machinery (http.client, ssl) and asyncio too, and the network, workloads and kube records modules
+    the prune needs (it runs in a forked child); the first cell on a network loads pyroute2."""
     script = (
         "import sys\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
@@ -188,7 +189,8 @@ def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path:
         "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
         "ip.run_cell_magic('container', '--quiet', 'pass')\n"
         "ip.run_line_magic('container', '--quiet -- true')\n"
-        "heavy = ('asyncio', 'ssl', 'http.client', 'pycontainer_magics.kube.play')\n"
+        "heavy = ('asyncio', 'ssl', 'http.client', 'hashlib', 'pycontainer_magics.kube.play',\n"
+        "         'pycontainer_magics.kube.records', 'pycontainer_magics.network', 'pycontainer_magics.workloads')\n"
         "print(sorted(m for m in heavy if m in sys.modules and m not in before))\n"
         "print('loaded' if any(m.startswith('pyroute2') for m in sys.modules) else 'not loaded')\n"
         "ip.run_line_magic('container', '--quiet --network bridge -- true')\n"
@@ -201,6 +203,27 @@ def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "not", "loaded", "loaded"], (out.stdout, out.stderr)
+
+
+def test_load_prunes_a_killed_kernels_leftovers_in_a_child_and_keeps_none_of_its_modules(tmp_path: Any) -> None:
+    """The prune at %load_ext runs in a forked child (linux/forked_call.py): a dead kernel's pod record is removed
+    and said so, and the modules the prune imported went with the child."""
+    pods = tmp_path / "run" / "pods"
+    pods.mkdir(parents=True)
+    (pods / "gone.json").write_text("{cut short")  # a record a crash left half written: prune removes it
+    script = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
+        "print(sorted(m for m in ('pycontainer_magics.workloads', 'pycontainer_magics.network',\n"
+        "                         'pycontainer_magics.kube.records') if m in sys.modules))\n")
+    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == ["pycontainer_magics: removed 1 leftover(s) of a previous kernel", "[]"], \
+        (out.stdout, out.stderr)
+    assert not (pods / "gone.json").exists()
 
 
 @needs_root
