@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import time
 
 import pytest
@@ -85,12 +86,57 @@ def test_the_child_takes_its_cpus_back_only_after_the_parent_moved_it() -> None:
         os.close(fd)
 
 
-def test_a_child_whose_parent_failed_starts_with_its_cpus() -> None:
-    ours = os.sched_getaffinity(0)
+def _fork_reporting(child: object) -> tuple[int, int]:
+    """As _fork, but the child writes what child() raised, or "went on"."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child()  # type: ignore[operator]
+            os.write(w, b"went on")
+        except BaseException as e:  # noqa: BLE001
+            os.write(w, f"{type(e).__name__}: {e}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    return pid, r
+
+
+def test_a_child_whose_parent_gave_up_does_not_go_on() -> None:
+    """No word (the fork's caller gave up, or died): the child raises, and nothing of the cell's runs."""
     apart = CpusApart()
-    pid, r = _fork(apart.child)
-    apart.close()  # (the fork's caller gave up before moving it)
-    assert _result(pid, r) == repr(sorted(ours))
+    pid, r = _fork_reporting(apart.child)
+    apart.close()  # (the fork's caller gave up before its word)
+    assert _result(pid, r) == "OSFailure: its caller went away or gave up before it could start"
+
+
+def test_the_child_waits_for_the_parents_step_before_it_goes_on() -> None:
+    """before_go runs after the move and before the word: the child is still waiting while it runs."""
+    apart = CpusApart(gate=True)
+    pid, r = _fork_reporting(apart.child)
+    seen: list[str] = []
+
+    def step() -> None:
+        time.sleep(0.2)  # (the child has long reached its wait)
+        seen.append("answered early" if select.select([r], [], [], 0)[0] else "still waiting")
+
+    apart.parent(pid, step)
+    assert seen == ["still waiting"]
+    assert _result(pid, r) == "went on"
+
+
+def test_a_parent_whose_step_fails_raises_and_its_child_does_not_go_on() -> None:
+    apart = CpusApart(gate=True)
+    pid, r = _fork_reporting(apart.child)
+
+    def step() -> None:
+        raise OSError(5, "the bound could not be set")
+
+    with pytest.raises(OSError, match="the bound could not be set"):
+        apart.parent(pid, step)
+    assert apart.fds is not None  # (kept open: the caller ends the child first, then closes them)
+    apart.close()
+    assert _result(pid, r) == "OSFailure: its caller went away or gave up before it could start"
 
 
 def test_nothing_is_made_for_a_caller_on_one_cpu() -> None:
@@ -102,6 +148,13 @@ def test_nothing_is_made_for_a_caller_on_one_cpu() -> None:
         pid, r = _fork(apart.child)
         apart.parent(pid)
         assert _result(pid, r) == repr([min(ours)])
+        # A parent with a step to make before the child goes on: the pipe is made, the child waits for it.
+        apart = CpusApart(gate=True)
+        assert apart.fds is not None
+        steps: list[int] = []
+        pid, r = _fork(apart.child)
+        apart.parent(pid, lambda: steps.append(1))
+        assert steps == [1] and _result(pid, r) == repr([min(ours)])
     finally:
         os.sched_setaffinity(0, ours)
 

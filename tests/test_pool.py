@@ -86,6 +86,64 @@ def test_a_holder_is_rebound_by_the_caller_without_a_round_trip_to_the_launch_he
     pool.drain()
 
 
+@pytest.mark.usefixtures("host_clean")
+def test_a_python_cells_holder_is_rebound_after_its_pid_1_is_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python cell's PID 1 is forked by the caller and waits for its word before anything of the cell's: the bound
+    of a holder prepared for another size is set after that fork, off the cell's path — and holds for the cell."""
+    from pycontainer_magics.runtime import cell_fork
+    from pycontainer_magics.runtime import pool as pool_module
+
+    pool.drain()
+    assert run(ContainerSpec(python_code="pass", storage_size=128 * MiB), python_globals={}).exit_code == 0
+    assert run(ContainerSpec(python_code="pass", storage_size=64 * MiB), python_globals={}).exit_code == 0
+    events: list[str] = []
+    real_fork, real_rebound = os.fork, pool_module._rebound
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            events.append("PID 1 forked")
+        return pid
+
+    def rebound(h: object, size: int | None) -> None:
+        events.append(f"rebound to {size}")
+        real_rebound(h, size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cell_fork.os, "fork", fork)
+    monkeypatch.setattr(pool_module, "_rebound", rebound)
+    served = pool.served.copy()
+    cell = run(ContainerSpec(python_code=FILL_PY, storage_size=32 * MiB), python_globals={})
+    assert pool.served["resized"] == served["resized"] + 1, pool.served
+    assert events == ["PID 1 forked", f"rebound to {32 * MiB}"], events
+    assert cell.stdout.split()[0] == "full" and _layer_kib(cell.stdout) == 32 * 1024, cell.stdout + cell.stderr
+    pool.drain()
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_a_rebound_that_fails_after_the_fork_ends_pid_1_before_the_cell_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound set after PID 1's fork fails: one error line, PID 1 ended before anything of the cell's ran (no
+    output), nothing left behind (host_clean)."""
+    from pycontainer_magics.runtime import LaunchError
+    from pycontainer_magics.runtime import pool as pool_module
+
+    pool.drain()
+    assert run(ContainerSpec(python_code="pass", storage_size=128 * MiB), python_globals={}).exit_code == 0
+    assert run(ContainerSpec(python_code="pass", storage_size=64 * MiB), python_globals={}).exit_code == 0
+
+    def refused(*_a: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pool_module, "_rebound", refused)
+    shown: list[str] = []
+    with pytest.raises(LaunchError, match=r"^container setup failed while bounding the writable layer: "
+                                          r"\[Errno 28\] No space left on device$"):
+        run(ContainerSpec(python_code="print('the cell ran')", storage_size=32 * MiB), python_globals={},
+            on_output=lambda _stream, data: shown.append(data))
+    assert shown == []
+    monkeypatch.undo()
+    pool.drain()
+
+
 def test_the_launch_helper_has_what_a_holder_runs_loaded_before_it_forks() -> None:
     """A module a holder imports after the fork is imported again in every holder (its code, the copy-on-write
     of the interpreter's pages): the host masks' module did this for every cell, 2.8 ms of each holder's 7."""

@@ -7,6 +7,10 @@ through a pipe; the child takes back the CPUs it was forked with only once it ha
 by the time it asks, a few hundred microseconds into its start. The word makes the order certain: a child that took
 its CPUs back before the parent narrowed them would keep one CPU too few (one cell in 540 did, without it).
 
+The same word can wait for one more step of the parent's (parent's before_go: a Python cell's writable layer
+re-bounded, made after the fork so that it is off the cell's path): the child goes on only once it has it, and a
+parent that gives up closes the pipe without it — the child then ends (it is killed as well).
+
 Where the child is in a cpuset by then (a cell's --cpuset-cpus), the set it takes back is bounded by it; a cpuset
 with none of its caller's CPUs leaves the child on the cpuset's, as the fork alone would. What stays, on Linux 6.2 and
 later: the kernel keeps the set the child took back as its requested affinity, which later cpuset changes are
@@ -19,26 +23,37 @@ from __future__ import annotations
 import errno
 import os
 
+from ..errors import OSFailure
 from . import libc
+
+TYPE_CHECKING = False  # (collections.abc is not imported: the OCI runtime's launcher imports this module)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class CpusApart:
     """Made in the parent before the fork; parent() right after it in the parent; child() in the child once it is in
     its cgroup, before it closes the fds it inherited and before anything of the cell's runs. Nothing is done (no
-    pipe made) when the caller may use one CPU only."""
+    pipe made) when the caller may use one CPU only, unless `gate`: the child waits for the parent's before_go."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: bool = False) -> None:
         self.cpus = os.sched_getaffinity(0)
-        self.fds = os.pipe2(os.O_CLOEXEC) if len(self.cpus) > 1 else None
+        self.fds = os.pipe2(os.O_CLOEXEC) if len(self.cpus) > 1 or gate else None
 
-    def parent(self, pid: int) -> None:
-        """The child (pid) put on the CPUs but ours, and told so."""
+    def parent(self, pid: int, before_go: Callable[[], None] | None = None) -> None:
+        """The child (pid) put on the CPUs but ours; then `before_go` done; then the child told. When before_go
+        raises, the child is not told (the caller ends it) and the error is raised here."""
         if self.fds is None:
+            if before_go is not None:
+                before_go()
             return
-        try:
-            os.sched_setaffinity(pid, self.cpus - {libc.sched_getcpu()})
-        except OSError:  # (gone already; or in a cpuset of other CPUs by now: it starts where it is)
-            pass
+        if len(self.cpus) > 1:
+            try:
+                os.sched_setaffinity(pid, self.cpus - {libc.sched_getcpu()})
+            except OSError:  # (gone already; or in a cpuset of other CPUs by now: it starts where it is)
+                pass
+        if before_go is not None:
+            before_go()  # (raises: the pipe stays open until close(), after the caller has killed the child)
         try:
             os.write(self.fds[1], b"\0")
         finally:
@@ -59,8 +74,10 @@ class CpusApart:
         r, w = self.fds
         self.fds = None
         os.close(w)
-        os.read(r, 1)  # (b"" if the parent went: nothing will move us then)
+        word = os.read(r, 1)
         os.close(r)
+        if not word:  # the parent went, or gave up on us (and kills us): nothing of the cell's may run
+            raise OSFailure(errno.ECANCELED, "its caller went away or gave up before it could start")
         try:
             os.sched_setaffinity(0, self.cpus)
         except OSError as e:  # (in a cpuset of none of them: its CPUs, as joining it gave before the move)

@@ -104,11 +104,13 @@ def entered_inodes(ns: HolderNamespaces) -> dict[str, int]:
 
 def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, int, int],
               join_fds: list[int], ns: HolderNamespaces | None = None, root_ns: int | None = None,
-              known: dict[str, int | None] | None = None) -> int:
+              known: dict[str, int | None] | None = None, before_go: Callable[[], None] | None = None) -> int:
     """Fork PID 1 of a Python cell, straight into a new PID namespace when the plan has one. fds: stdin, stdout,
     stderr, status. ns: the holder's namespaces opened ahead (open_holder_namespaces); root_ns: the mount namespace
     PID 1 enters instead of the holder's (L.root_ns); both closed here. known: the caller's own namespaces, where
-    those PID 1 is in (but the ones it makes itself: L.report_ns) are put, from its fds, while PID 1 starts."""
+    those PID 1 is in (but the ones it makes itself: L.report_ns) are put, from its fds, while PID 1 starts.
+    before_go: done after the fork, before PID 1 goes on past its namespaces (CpusApart's word); when it raises, PID 1
+    is killed before anything of the cell's has run, and the error raised here."""
     try:
         ns_fds, user_fd = ns if ns is not None else open_holder_namespaces(holder_pid, hp)
     except BaseException:
@@ -129,7 +131,9 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
             for guard in list(fork_guards.values()):
                 guards.enter_context(guard())
             L.env_changes = environ_changes(L.env)
-            apart = CpusApart()  # (PID 1 starts on another CPU than ours: the caller has work left after the fork)
+            # (PID 1 starts on another CPU than ours, the caller having work left after the fork; and it waits for
+            # before_go)
+            apart = CpusApart(gate=before_go is not None)
             if new_pid:
                 libc.unshare(CLONE_NEWPID)
             try:  # (from here on our children's PID namespace, and the collector, are set back whatever happens)
@@ -137,7 +141,7 @@ def fork_pid1(L: Launch, holder_pid: int, hp: HolderPlan, fds: tuple[int, int, i
                 pid = os.fork()
                 if pid == 0:
                     pid1_direct(L, fds, ns_fds, user_fd, join_fds, apart)  # never returns
-                apart.parent(pid)
+                apart.parent(pid, before_go)
                 if known is not None and new_pid:  # (ours to read while PID 1 is its reaper: no ptrace check)
                     known["pid"] = link_inode("/proc/thread-self/ns/pid_for_children")
             finally:

@@ -45,7 +45,7 @@ from .image_source import ImageSource
 from .launch import DEFAULT_PATH, Launch
 from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
-from .pool import Holder, Recipe, kind_of, pool
+from .pool import Holder, Recipe, finish_rebound, kind_of, pool
 from .relay import QUIET, OutputFn, OutputRelay
 from .result import HOLDER_LOST, STATUS_LOST, ContainerRun, DiffEntry, NamespaceRow, Sample
 from .seccomp_profile import profile_for
@@ -637,6 +637,18 @@ def _take_holder(hp: HolderPlan, L: Launch, helper: bool, cg: Cgroup | None, net
         raise _launch_error(e.info) from None
 
 
+def _bound_layer(holder: Holder) -> None:
+    """The bound of the holder's writable layer, when take() left it to the run (pool.finish_rebound): for a Python
+    cell, after PID 1's fork and before PID 1 goes on (cell_fork.fork_pid1's before_go)."""
+    try:
+        finish_rebound(holder)
+    except SetupFailed as e:
+        raise _launch_error(e.info) from None
+    except OSError as e:  # (the launch helper gone: HelperUnavailable)
+        raise LaunchError(e.errno or errno.EIO, f"container setup failed while bounding the writable layer: {e}") \
+            from None
+
+
 def _launch_error(e: dict[str, Any]) -> LaunchError:
     """A failure the holder or PID 1 reported (launch.failure): the stage, the file, the reason, and the
     capability that stage needs."""
@@ -766,6 +778,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
             if console is not None and terminal is not None:
                 relay.console, relay.on_master = console, terminal.on_master
             if L.mode == "nested":
+                _bound_layer(holder)  # (take() leaves it to the run for a direct one only: a no-op)
                 # What the caller needs while PID 1 runs is made before the holder forks it.
                 monitor = _start_monitor(cg, spec, t0)
                 relay.listen(out_r, err_r, st_r, in_w)
@@ -786,7 +799,8 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                 ahead, root_ns = _take_premounted(holder, L)
                 known: dict[str, int | None] = {}  # (fork_pid1 puts in the namespaces PID 1 enters)
                 pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces(),
-                                 root_ns, known)
+                                 root_ns, known,
+                                 before_go=functools.partial(_bound_layer, holder) if holder.bound_pending else None)
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
                 # What the caller needs only once PID 1 reports is made while PID 1 starts: the fork puts it on the
                 # idle core (the caller's work before the fork was on the cell's path, 0.3-0.4 ms of it).
