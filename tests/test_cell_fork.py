@@ -109,6 +109,35 @@ def test_the_holder_computes_the_diff_when_the_caller_could_not_read_it(monkeypa
     cleanup.settle()
 
 
+def test_the_holders_order_for_a_python_cell_goes_after_pid1_is_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder forks nothing for a Python cell: its order (what to do with the layer after) is sent while PID 1
+    starts, not before the fork (the holder's wake-up took the caller's CPU at times); the holder still computes the
+    diff when asked."""
+    from pycontainer_magics.runtime import cell_fork
+
+    events: list[str] = []
+    real_fork, real_send = os.fork, run_mod._send_order
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            events.append("PID 1 forked")
+        return pid
+
+    def send(*a: object) -> None:
+        events.append("order sent")
+        real_send(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cell_fork.os, "fork", fork)
+    monkeypatch.setattr(run_mod, "_send_order", send)
+    monkeypatch.setattr(run_mod, "_read_diff", lambda *_a: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    r = run_mod.run(build_spec(python_code="open('/added', 'w').write('hello')"), python_globals={})
+    assert r.exit_code == 0, r.stderr
+    assert events == ["PID 1 forked", "order sent"], events
+    assert ("A", "/added") in {(d.kind, d.path) for d in r.diff}  # (computed by the holder, as its order said)
+    cleanup.settle()
+
+
 @pytest.mark.cgroup2
 @pytest.mark.parametrize("share", [(), ("user",), ("pid",), ("cgroup", "time"), ("net", "ipc", "uts"), ("mount",)])
 def test_the_namespace_table_holds_the_kernels_inodes(share: tuple[str, ...]) -> None:

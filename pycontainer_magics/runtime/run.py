@@ -795,12 +795,14 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                         r.timeline.append(("network attached again (a fresh holder)", time.monotonic() - t0))
                     _send_order(holder, L, order)
             else:
-                _send_order(holder, L, [st_w])
                 ahead, root_ns = _take_premounted(holder, L)
                 known: dict[str, int | None] = {}  # (fork_pid1 puts in the namespaces PID 1 enters)
                 pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces(),
                                  root_ns, known,
                                  before_go=functools.partial(_bound_layer, holder) if holder.bound_pending else None)
+                # The holder forks nothing for a direct run: its order (what to do with the layer after) goes while
+                # PID 1 starts — sent before the fork, the holder's wake-up took this CPU from the caller at times.
+                _send_order(holder, L, [st_w])
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
                 # What the caller needs only once PID 1 reports is made while PID 1 starts: the fork puts it on the
                 # idle core (the caller's work before the fork was on the cell's path, 0.3-0.4 ms of it).
