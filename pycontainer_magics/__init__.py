@@ -21,6 +21,10 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ip: Any) -> None:
     """`%load_ext pycontainer_magics`: register the magics and clean up what a killed kernel left."""
+    try:
+        removed = _prune_leftovers()  # (first: before this kernel has any of the runtime's state, see there)
+    except Exception:  # never let cleanup of old leftovers stop the extension from loading
+        removed = []
     from .display import register_figure_formatter
     from .magics import errors, magic_classes
     from .magics.doctor import load_message
@@ -38,30 +42,37 @@ def load_ipython_extension(ip: Any) -> None:
     if message:
         print(message)
     try:
-        removed = _prune_leftovers()
-    except Exception:  # never let cleanup of old leftovers stop the extension from loading
-        return
+        from .runtime.run import hierarchy
+
+        hierarchy()  # (known now: the project's cgroup parent, emptied by the prune, goes when this kernel exits)
+    except Exception:  # (no cgroups here: the first cell says so)
+        pass
     if removed:
         print(f"pycontainer_magics: removed {len(removed)} leftover(s) of a previous kernel")
 
 
-_PRUNE_MODULES = ("pycontainer_magics.workloads", "pycontainer_magics.network", "pycontainer_magics.kube.records")
-
-
 def _prune_leftovers() -> list[str]:
-    """A killed kernel's leftovers removed (workloads/prune.py), in a forked child unless this kernel has imported
-    the modules the prune needs: a kernel that uses no network, pod or kube play never keeps them (2-3 MB, whose
-    page tables every Python cell's fork would copy). In the kernel once it has them: a child could inherit one of
-    their locks held by another of the kernel's threads."""
+    """A killed kernel's leftovers removed (workloads/prune.py). In a forked child while this kernel has imported
+    none of the runtime (a first %load_ext): the child imports the network, workloads and kube modules the prune
+    needs and takes them away — a kernel that uses no network, pod or kube play never keeps them (2-3 MB, whose page
+    tables every Python cell's fork would copy) — and it shares no state with the kernel's threads: no pool of
+    prepared containers, no clean-up queue, none of their locks. Once the kernel has those (a %reload_ext, the
+    library used first): in the kernel, as before."""
     import sys
 
-    if any(m in sys.modules for m in _PRUNE_MODULES):
-        from .workloads.prune import prune_leftovers
-
-        return prune_leftovers()
+    if any(m.startswith("pycontainer_magics.runtime") for m in sys.modules):
+        return _prune_all()
     from .linux.forked_call import call_in_fork
 
-    return list(call_in_fork("pycontainer_magics.workloads.prune:prune_leftovers"))
+    return list(call_in_fork("pycontainer_magics:_prune_all"))
+
+
+def _prune_all() -> list[str]:
+    """A killed kernel's kube plays (their records and files), then the rest of its leftovers (workloads/prune.py)."""
+    from .kube.records import prune_records
+    from .workloads.prune import prune
+
+    return prune_records() + prune()
 
 
 def unload_ipython_extension(ip: Any) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 
 
 def answer() -> dict[str, object]:
@@ -18,3 +20,15 @@ def fails() -> None:
 
 def dies() -> None:
     os._exit(3)
+
+
+def hangs() -> None:
+    time.sleep(3600)
+
+
+def interrupted_and_prints() -> str:
+    print("printed to sys.stdout")
+    os.write(1, b"printed to fd 1\n")
+    os.write(2, b"printed to fd 2\n")
+    os.kill(os.getpid(), signal.SIGINT)  # (as a notebook's interrupt of the kernel's process group)
+    return "finished"

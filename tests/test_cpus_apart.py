@@ -11,7 +11,7 @@ from helpers import host_clean  # noqa: F401
 
 from pycontainer_magics.linux.cpus_apart import CpusApart
 
-pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 
 
 def _cpus_allowed(pid: int) -> set[int]:
@@ -46,6 +46,7 @@ def _result(pid: int, r: int) -> str:
     return data
 
 
+@two_cpus
 def test_the_parent_puts_the_child_on_the_cpus_but_its_own() -> None:
     """Before the child takes them back, it may use every CPU of its parent's but one."""
     ours = os.sched_getaffinity(0)
@@ -64,6 +65,7 @@ def test_the_parent_puts_the_child_on_the_cpus_but_its_own() -> None:
     assert apart.fds is None  # (the parent's ends closed)
 
 
+@two_cpus
 def test_the_child_takes_its_cpus_back_only_after_the_parent_moved_it() -> None:
     """The child that runs first waits for the parent's move: taken back before it, the move would stay for good."""
     ours = os.sched_getaffinity(0)
@@ -139,6 +141,7 @@ def test_a_parent_whose_step_fails_raises_and_its_child_does_not_go_on() -> None
     assert _result(pid, r) == "OSFailure: its caller went away or gave up before it could start"
 
 
+@two_cpus
 def test_nothing_is_made_for_a_caller_on_one_cpu() -> None:
     ours = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(ours)})
@@ -159,6 +162,7 @@ def test_nothing_is_made_for_a_caller_on_one_cpu() -> None:
         os.sched_setaffinity(0, ours)
 
 
+@two_cpus
 @pytest.mark.root
 @pytest.mark.usefixtures("host_clean")
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a cgroup)")

@@ -7,9 +7,9 @@ through a pipe; the child takes back the CPUs it was forked with only once it ha
 by the time it asks, a few hundred microseconds into its start. The word makes the order certain: a child that took
 its CPUs back before the parent narrowed them would keep one CPU too few (one cell in 540 did, without it).
 
-The same word can wait for one more step of the parent's (parent's before_go: a Python cell's writable layer
-re-bounded, made after the fork so that it is off the cell's path): the child goes on only once it has it, and a
-parent that gives up closes the pipe without it — the child then ends (it is killed as well).
+The same word can wait for more of the parent's work (parent's before_go: for a Python cell, its writable layer's
+bound and its holder's order, made after the fork so that they are off the cell's path): the child goes on only once
+it has the word, and a parent that gives up closes the pipe without it — the child then ends (it is killed as well).
 
 Where the child is in a cpuset by then (a cell's --cpuset-cpus), the set it takes back is bounded by it; a cpuset
 with none of its caller's CPUs leaves the child on the cpuset's, as the fork alone would. What stays, on Linux 6.2 and
@@ -26,7 +26,7 @@ import os
 from ..errors import OSFailure
 from . import libc
 
-TYPE_CHECKING = False  # (collections.abc is not imported: the OCI runtime's launcher imports this module)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -44,8 +44,7 @@ class CpusApart:
         """The child (pid) put on the CPUs but ours; then `before_go` done; then the child told. When before_go
         raises, the child is not told (the caller ends it) and the error is raised here."""
         if self.fds is None:
-            if before_go is not None:
-                before_go()
+            assert before_go is None, "a step before the child goes on needs CpusApart(gate=True)"
             return
         if len(self.cpus) > 1:
             try:
@@ -78,6 +77,8 @@ class CpusApart:
         os.close(r)
         if not word:  # the parent went, or gave up on us (and kills us): nothing of the cell's may run
             raise OSFailure(errno.ECANCELED, "its caller went away or gave up before it could start")
+        if len(self.cpus) == 1:
+            return  # (only the gate: nothing was moved, and a set of one would be kept as the requested affinity)
         try:
             os.sched_setaffinity(0, self.cpus)
         except OSError as e:  # (in a cpuset of none of them: its CPUs, as joining it gave before the move)

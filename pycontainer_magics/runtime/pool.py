@@ -641,13 +641,24 @@ def _let_go(h: Holder) -> None:
 
 
 def finish_rebound(h: Holder) -> None:
-    """Set the bound of the writable layer that take() left to the run (Holder.bound_pending). Raises as _rebound."""
+    """Set the bound of the writable layer that take() left to the run (Holder.bound_pending): here only, not by the
+    launch helper (the run waits with PID 1 forked). Raises OSError; take() then re-bounds before its runs again."""
+    global _rebound_here
     if h.bound_pending:
-        _rebound(h, h.plan.storage_size)
+        try:
+            _reconfigure(h, h.plan.storage_size)
+        except OSError:
+            _rebound_here = False
+            raise
         h.bound_pending = False
 
 
 _rebound_here = False  # the caller has re-bounded a holder itself (_rebound): take() may leave it to the run
+
+
+def _reconfigure(h: Holder, size: int | None) -> None:
+    assert h.plan.scratch is not None
+    libc.reconfigure(f"/proc/{h.pid}/root{h.plan.scratch}", "size", str(size) if size else "50%")
 
 
 def _rebound(h: Holder, size: int | None) -> None:
@@ -655,12 +666,13 @@ def _rebound(h: Holder, size: int | None) -> None:
     a holder made without a bound has it): by fspick/fsconfig through /proc/<holder>/root, here (host root, as
     resizable_to requires; some 60 us), else by the launch helper entering its mount namespace (holder.
     resize_writable_layer: a round trip to it, 0.2-0.5 ms on the cell's path). Raises as zygote().resize does."""
-    assert h.plan.scratch is not None
     global _rebound_here
+    assert h.plan.scratch is not None
     try:
-        libc.reconfigure(f"/proc/{h.pid}/root{h.plan.scratch}", "size", str(size) if size else "50%")
+        _reconfigure(h, size)
         _rebound_here = True
     except OSError:  # (no new mount API: ENOSYS, or not allowed here)
+        _rebound_here = False
         zygote().resize(h.pid, h.plan, size)
 
 

@@ -637,14 +637,25 @@ def _take_holder(hp: HolderPlan, L: Launch, helper: bool, cg: Cgroup | None, net
         raise _launch_error(e.info) from None
 
 
+def _before_pid1_goes(holder: Holder, L: Launch, st_w: int) -> None:
+    """What a Python cell's run does after PID 1's fork, while PID 1 waits before anything of the cell's
+    (cell_fork.fork_pid1's before_go): off the cell's path, beside PID 1's start; a failure ends PID 1 first.
+    The bound of the writable layer, when take() left it to the run; the holder's order (what to do with the layer
+    after: it forks nothing for a direct run) — sent before the fork, its wake-up of the holder took this CPU from
+    the caller at times."""
+    _bound_layer(holder)
+    try:
+        _send_order(holder, L, [st_w])
+    except OSError as e:
+        raise LaunchError(e.errno or errno.EPIPE, "container setup failed while starting PID 1: its namespace "
+                          "holder went away") from None
+
+
 def _bound_layer(holder: Holder) -> None:
-    """The bound of the holder's writable layer, when take() left it to the run (pool.finish_rebound): for a Python
-    cell, after PID 1's fork and before PID 1 goes on (cell_fork.fork_pid1's before_go)."""
+    """The bound of the holder's writable layer, when take() left it to the run (pool.finish_rebound)."""
     try:
         finish_rebound(holder)
-    except SetupFailed as e:
-        raise _launch_error(e.info) from None
-    except OSError as e:  # (the launch helper gone: HelperUnavailable)
+    except OSError as e:
         raise LaunchError(e.errno or errno.EIO, f"container setup failed while bounding the writable layer: {e}") \
             from None
 
@@ -798,11 +809,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                 ahead, root_ns = _take_premounted(holder, L)
                 known: dict[str, int | None] = {}  # (fork_pid1 puts in the namespaces PID 1 enters)
                 pid1 = fork_pid1(L, holder.pid, hp, (in_r, out_w, err_w, st_w), join_fds, holder.take_namespaces(),
-                                 root_ns, known,
-                                 before_go=functools.partial(_bound_layer, holder) if holder.bound_pending else None)
-                # The holder forks nothing for a direct run: its order (what to do with the layer after) goes while
-                # PID 1 starts — sent before the fork, the holder's wake-up took this CPU from the caller at times.
-                _send_order(holder, L, [st_w])
+                                 root_ns, known, before_go=functools.partial(_before_pid1_goes, holder, L, st_w))
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
                 # What the caller needs only once PID 1 reports is made while PID 1 starts: the fork puts it on the
                 # idle core (the caller's work before the fork was on the cell's path, 0.3-0.4 ms of it).

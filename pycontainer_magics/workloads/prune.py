@@ -23,10 +23,3 @@ def prune() -> list[str]:
     except OSError:
         pass  # no netlink here (unprivileged): nothing of ours can exist either
     return removed
-
-
-def prune_leftovers() -> list[str]:
-    """What `%load_ext` prunes: a killed kernel's kube plays (their records and files), then the rest (prune)."""
-    from ..kube.records import prune_records
-
-    return prune_records() + prune()
