@@ -780,15 +780,19 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
     held = _HeldInterrupts()  # from the order on, a Ctrl-C waits for the relay's loop (a docker stop there)
     try:
         try:
-            relay = _Relay(r, on_output, t0, holder)
-            relay.keep_layer = L.want_diff and not L.export_layer
-            if L.mode == "direct" and not L.export_layer:
-                relay.read_diff = functools.partial(_read_diff, holder.pid, hp, L.want_diff)
-            if on_start is not None:
-                relay.on_ready = functools.partial(_on_ready, on_start, r, relay, cg)
-            if console is not None and terminal is not None:
-                relay.console, relay.on_master = console, terminal.on_master
+            def made_relay() -> _Relay:
+                relay = _Relay(r, on_output, t0, holder)
+                relay.keep_layer = L.want_diff and not L.export_layer
+                if L.mode == "direct" and not L.export_layer:
+                    relay.read_diff = functools.partial(_read_diff, holder.pid, hp, L.want_diff)
+                if on_start is not None:
+                    relay.on_ready = functools.partial(_on_ready, on_start, r, relay, cg)
+                if console is not None and terminal is not None:
+                    relay.console, relay.on_master = console, terminal.on_master
+                return relay
+
             if L.mode == "nested":
+                relay = made_relay()
                 _bound_layer(holder)  # (take() leaves it to the run for a direct one only: a no-op)
                 # What the caller needs while PID 1 runs is made before the holder forks it.
                 monitor = _start_monitor(cg, spec, t0)
@@ -813,6 +817,7 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
                 r.timeline.append(("PID 1 forked", time.monotonic() - t0))
                 # What the caller needs only once PID 1 reports is made while PID 1 starts: the fork puts it on the
                 # idle core (the caller's work before the fork was on the cell's path, 0.3-0.4 ms of it).
+                relay = made_relay()
                 pidfd = os.pidfd_open(pid1)
                 monitor = _start_monitor(cg, spec, t0)
                 relay.listen(out_r, err_r, st_r, in_w)
