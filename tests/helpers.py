@@ -126,6 +126,19 @@ def host_clean() -> Iterator[None]:
     assert_clean(before)
 
 
+def on_fork(monkeypatch: pytest.MonkeyPatch, seen: Callable[[int], object]) -> None:
+    """Call `seen(pid)` in this process each time it forks from now on (os.fork, the child's pid)."""
+    real = os.fork
+
+    def fork() -> int:
+        pid = real()
+        if pid:
+            seen(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+
+
 def wait_for(cond: Callable[[], object], timeout: float = 30.0) -> bool:
     """Poll cond() every 20 ms until it is true (True) or `timeout` seconds pass (False). The bound is for what
     must happen: generous, since a loaded CI machine or the cgroup v2 VM's emulation may take many times what a

@@ -9,7 +9,7 @@ import pickle
 import struct
 
 import pytest
-from helpers import host_clean  # noqa: F401
+from helpers import host_clean, on_fork  # noqa: F401
 
 from pycontainer_magics.runtime import cleanup
 from pycontainer_magics.runtime.parse import build_spec
@@ -113,22 +113,14 @@ def test_the_holders_order_for_a_python_cell_goes_after_pid1_is_forked(monkeypat
     """The holder forks nothing for a Python cell: its order (what to do with the layer after) is sent while PID 1
     starts, not before the fork (the holder's wake-up took the caller's CPU at times); the holder still computes the
     diff when asked."""
-    from pycontainer_magics.runtime import cell_fork
-
     events: list[str] = []
-    real_fork, real_send = os.fork, run_mod._send_order
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            events.append("PID 1 forked")
-        return pid
+    real_send = run_mod._send_order
 
     def send(*a: object) -> None:
         events.append("order sent")
         real_send(*a)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cell_fork.os, "fork", fork)
+    on_fork(monkeypatch, lambda _pid: events.append("PID 1 forked"))
     monkeypatch.setattr(run_mod, "_send_order", send)
     monkeypatch.setattr(run_mod, "_read_diff", lambda *_a: (_ for _ in ()).throw(PermissionError(13, "denied")))
     r = run_mod.run(build_spec(python_code="open('/added', 'w').write('hello')"), python_globals={})

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from helpers import on_fork
 
 from pycontainer_magics.linux.forked_call import ChildFailed, call_in_fork
 
@@ -28,15 +29,7 @@ def test_an_error_in_the_child_is_one_line_here() -> None:
 def _forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The pids of the children call_in_fork forks from now on."""
     pids: list[int] = []
-    real = os.fork
-
-    def fork() -> int:
-        pid = real()
-        if pid:
-            pids.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", fork)
+    on_fork(monkeypatch, pids.append)
     return pids
 
 

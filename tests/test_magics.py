@@ -174,6 +174,12 @@ def test_load_tolerates_prune_errors(ip: InteractiveShell, monkeypatch: pytest.M
     assert "removed 2 leftover(s)" in capsys.readouterr().out
 
 
+def _in_a_fresh_kernel(script: str, tmp_path: Any) -> subprocess.CompletedProcess[str]:
+    """`script` run by a new Python process with state and run directories of its own under tmp_path."""
+    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+
+
 @needs_root
 @pytest.mark.root
 def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path: Any) -> None:
@@ -199,8 +205,7 @@ def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path:
 
     if any(name.startswith(("pcm-", "pcv")) for _, name in socket.if_nameindex()):
         pytest.skip("another process's network links are on this host: the prune at load asks netlink about them")
-    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    out = _in_a_fresh_kernel(script, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[]", "not", "loaded", "loaded"], (out.stdout, out.stderr)
 
@@ -218,8 +223,7 @@ def test_load_prunes_a_killed_kernels_leftovers_in_a_child_and_keeps_none_of_its
         "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
         "print(sorted(m for m in ('pycontainer_magics.workloads', 'pycontainer_magics.network',\n"
         "                         'pycontainer_magics.kube.records') if m in sys.modules))\n")
-    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    out = _in_a_fresh_kernel(script, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-2:] == ["pycontainer_magics: removed 1 leftover(s) of a previous kernel", "[]"], \
         (out.stdout, out.stderr)
@@ -249,8 +253,7 @@ def test_a_shown_cell_plots_only_a_curve_and_keeps_matplotlib_and_pandas_out_of_
         "cell('--interval 0.01', 'import time; time.sleep(0.3)')\n"
         "from pycontainer_magics.display.plot_worker import worker\n"
         "print(worker().pid)\n")
-    env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    out = _in_a_fresh_kernel(script, tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[:2] == ["RunView False False", "RunView,Image False False"], (out.stdout, out.stderr)

@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from helpers import host_clean, wait_for  # noqa: F401
+from helpers import host_clean, on_fork, wait_for  # noqa: F401
 
 from pycontainer_magics.runtime import ContainerSpec, run
 from pycontainer_magics.runtime.pool import pool
@@ -103,24 +103,17 @@ def _two_python_cells_of_other_bounds(**kw: object) -> None:
 def test_a_python_cells_holder_is_rebound_after_its_pid_1_is_forked(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Python cell's PID 1 is forked by the caller and waits for its word before anything of the cell's: the bound
     of a holder prepared for another size is set after that fork, off the cell's path — and holds for the cell."""
-    from pycontainer_magics.runtime import cell_fork
     from pycontainer_magics.runtime import pool as pool_module
 
     _two_python_cells_of_other_bounds()
     events: list[str] = []
-    real_fork, real_reconfigure = os.fork, pool_module._reconfigure
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            events.append("PID 1 forked")
-        return pid
+    real_reconfigure = pool_module._reconfigure
 
     def reconfigure(h: object, size: int | None) -> None:
         events.append(f"rebound to {size}")
         real_reconfigure(h, size)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cell_fork.os, "fork", fork)
+    on_fork(monkeypatch, lambda _pid: events.append("PID 1 forked"))
     monkeypatch.setattr(pool_module, "_reconfigure", reconfigure)
     served = pool.served.copy()
     cell = run(ContainerSpec(python_code=FILL_PY, storage_size=32 * MiB), python_globals={})
