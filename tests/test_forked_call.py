@@ -86,3 +86,8 @@ def test_the_child_ignores_a_notebooks_interrupt_and_writes_nothing_to_the_calle
 def test_a_missing_module_is_named() -> None:
     with pytest.raises(ChildFailed, match="ModuleNotFoundError: No module named 'no_such_module'"):
         call_in_fork("no_such_module:f")
+
+
+def test_a_child_ends_by_itself_past_its_deadline() -> None:
+    """Its caller killed while it waits, nobody would end a child stuck on a lock: it has an alarm of its own."""
+    assert 0 < call_in_fork("forked_targets:alarm_left", timeout=10) <= 12

@@ -5,7 +5,8 @@ page tables of all of it; the child imports what the function needs and takes it
 The function is named as "module:function" and imported only in the child. The child is the caller's copy with one
 thread: the function must not need a lock another thread of the caller could hold, nor state the caller's threads
 keep (use it where the caller has not imported the modules the function uses). A child that does not answer within
-`timeout` seconds — stuck on such a lock after all — is killed, as it is when the caller is interrupted.
+`timeout` seconds — stuck on such a lock after all — is killed, as it is when the caller is interrupted; one whose
+caller was killed ends by its own alarm shortly after.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def call_in_fork(target: str, timeout: float = 30.0) -> Any:
         os.close(w)
         raise
     if pid == 0:  # pragma: no cover - runs in the child, which ends with os._exit
-        _child(r, w, module, function)
+        _child(r, w, module, function, timeout)
     os.close(w)
     data: bytes | None = None
     try:
@@ -76,10 +77,12 @@ def _read_until(fd: int, deadline: float) -> bytes | None:
         chunks.append(chunk)
 
 
-def _child(r: int, w: int, module: str, function: str) -> None:  # pragma: no cover - runs in the child
+def _child(r: int, w: int, module: str, function: str, timeout: float) -> None:  # pragma: no cover - the child's
     os.close(r)
     code = 1
     try:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(int(timeout) + 2)  # (its caller killed meanwhile, nothing else ends a child stuck past it)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # (a notebook's interrupt reaches the caller's process group)
         # The caller's streams may be a kernel's, whose sending thread the child does not have: nothing goes there.
         null = os.open(os.devnull, os.O_WRONLY)
