@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Callable
 
 import pytest
 from helpers import host_clean  # noqa: F401
@@ -25,14 +26,23 @@ def _cpus_allowed(pid: int) -> set[int]:
     raise AssertionError("no Cpus_allowed_list")
 
 
-def _fork(child: object) -> tuple[int, int]:
-    """A child that runs `child()` and writes its CPUs to a pipe; (pid, the pipe's read end)."""
+def _cpus() -> str:
+    return repr(sorted(os.sched_getaffinity(0)))
+
+
+def _fork(child: object, then: Callable[[], str] = _cpus) -> tuple[int, int]:
+    """A child that runs `child()` and writes to a pipe what it raised, else what `then()` says (its CPUs); (pid, the
+    pipe's read end)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            child()  # type: ignore[operator]
-            os.write(w, repr(sorted(os.sched_getaffinity(0))).encode())
+            try:
+                child()  # type: ignore[operator]
+                said = then()
+            except BaseException as e:  # noqa: BLE001
+                said = f"{type(e).__name__}: {e}"
+            os.write(w, said.encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -88,26 +98,10 @@ def test_the_child_takes_its_cpus_back_only_after_the_parent_moved_it() -> None:
         os.close(fd)
 
 
-def _fork_reporting(child: object) -> tuple[int, int]:
-    """As _fork, but the child writes what child() raised, or "went on"."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child()  # type: ignore[operator]
-            os.write(w, b"went on")
-        except BaseException as e:  # noqa: BLE001
-            os.write(w, f"{type(e).__name__}: {e}".encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    return pid, r
-
-
 def test_a_child_whose_parent_gave_up_does_not_go_on() -> None:
     """No word (the fork's caller gave up, or died): the child raises, and nothing of the cell's runs."""
     apart = CpusApart()
-    pid, r = _fork_reporting(apart.child)
+    pid, r = _fork(apart.child, lambda: "went on")
     apart.close()  # (the fork's caller gave up before its word)
     assert _result(pid, r) == "OSFailure: its caller went away or gave up before it could start"
 
@@ -115,7 +109,7 @@ def test_a_child_whose_parent_gave_up_does_not_go_on() -> None:
 def test_the_child_waits_for_the_parents_step_before_it_goes_on() -> None:
     """before_go runs after the move and before the word: the child is still waiting while it runs."""
     apart = CpusApart(gate=True)
-    pid, r = _fork_reporting(apart.child)
+    pid, r = _fork(apart.child, lambda: "went on")
     seen: list[str] = []
 
     def step() -> None:
@@ -129,7 +123,7 @@ def test_the_child_waits_for_the_parents_step_before_it_goes_on() -> None:
 
 def test_a_parent_whose_step_fails_raises_and_its_child_does_not_go_on() -> None:
     apart = CpusApart(gate=True)
-    pid, r = _fork_reporting(apart.child)
+    pid, r = _fork(apart.child, lambda: "went on")
 
     def step() -> None:
         raise OSError(5, "the bound could not be set")

@@ -174,10 +174,17 @@ def test_load_tolerates_prune_errors(ip: InteractiveShell, monkeypatch: pytest.M
     assert "removed 2 leftover(s)" in capsys.readouterr().out
 
 
+_SHELL = ("import sys\n"
+          "from IPython.core.interactiveshell import InteractiveShell\n"
+          "ip = InteractiveShell.instance()\n")
+
+
 def _in_a_fresh_kernel(script: str, tmp_path: Any) -> subprocess.CompletedProcess[str]:
-    """`script` run by a new Python process with state and run directories of its own under tmp_path."""
+    """`script` run by a new Python process, after an IPython shell `ip` is made there (and sys imported), with state
+    and run directories of its own under tmp_path."""
     env = {**os.environ, "PYCONTAINER_STATE_DIR": str(tmp_path / "state"), "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-c", _SHELL + script], capture_output=True, text=True, env=env,
+                          timeout=120)
 
 
 @needs_root
@@ -188,9 +195,6 @@ def test_a_kernel_that_uses_no_network_never_loads_the_netlink_library(tmp_path:
     kube play machinery (http.client, ssl) and asyncio too, and the network, workloads and kube records modules
     the prune needs (it runs in a forked child); the first cell on a network loads pyroute2."""
     script = (
-        "import sys\n"
-        "from IPython.core.interactiveshell import InteractiveShell\n"
-        "ip = InteractiveShell.instance()\n"
         "before = set(sys.modules)\n"
         "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
         "ip.run_cell_magic('container', '--quiet', 'pass')\n"
@@ -217,9 +221,6 @@ def test_load_prunes_a_killed_kernels_leftovers_in_a_child_and_keeps_none_of_its
     pods.mkdir(parents=True)
     (pods / "gone.json").write_text("{cut short")  # a record a crash left half written: prune removes it
     script = (
-        "import sys\n"
-        "from IPython.core.interactiveshell import InteractiveShell\n"
-        "ip = InteractiveShell.instance()\n"
         "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
         "print(sorted(m for m in ('pycontainer_magics.workloads', 'pycontainer_magics.network',\n"
         "                         'pycontainer_magics.kube.records') if m in sys.modules))\n")
@@ -238,9 +239,7 @@ def test_a_shown_cell_plots_only_a_curve_and_keeps_matplotlib_and_pandas_out_of_
     kernel for every later Python cell's fork); one that runs long enough for a curve gets the plot under its card,
     drawn by a helper (display/plot_worker.py), so neither is imported into the kernel; the helper goes with it."""
     script = (
-        "import sys, IPython.display\n"
-        "from IPython.core.interactiveshell import InteractiveShell\n"
-        "ip = InteractiveShell.instance()\n"
+        "import IPython.display\n"
         "ip.run_line_magic('load_ext', 'pycontainer_magics')\n"
         "shown = []\n"
         "IPython.display.display = lambda *objs, **kw: shown.extend(type(o).__name__ for o in objs)\n"
