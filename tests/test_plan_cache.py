@@ -95,7 +95,11 @@ def test_what_the_plan_depends_on_makes_a_fresh_one(cgroups: list[Any], monkeypa
     monkeypatch.chdir(tmp_path)  # the working directory is kept in the masks over /root and /home
     again(3)
     again(3)
-    monkeypatch.setattr(host_masks, "_scans", {})  # a fresh scan of the host: another masks tuple
+    monkeypatch.setattr(host_masks, "_scans", {})  # a fresh scan of the host that finds the same masks: kept
+    again(3)
+    (tmp_path / "secret").write_text("x")  # what the masks hide changed
+    monkeypatch.setattr(host_masks, "HIDDEN", (*host_masks.HIDDEN, str(tmp_path / "secret")))
+    monkeypatch.setattr(host_masks, "_scans", {})
     again(4)
     again(5, globals_={})  # another caller's globals
     again(5, spec_=build_spec(python_code="pass", memory=64 * MiB))  # an equal spec (a library caller's new one)
@@ -104,6 +108,73 @@ def test_what_the_plan_depends_on_makes_a_fresh_one(cgroups: list[Any], monkeypa
     plan_cache.plan(bound, cgroups[0], g, make)
     plan_cache.plan(bound, cgroups[0], g, make)
     assert make.calls == 8  # a bind mount (its source looked up on the host): never kept
+
+
+def test_a_python_cells_reused_plan_leaves_the_hosts_answers_for_later(cgroups: list[Any], tmp_path: Any) -> None:
+    target = tmp_path / "scratch"
+    spec = build_spec(python_code="pass", memory=64 * MiB, tmpfs=[str(target)])
+    g: dict[str, Any] = {}
+    make = Counting()
+    _, first = plan_cache.plan(spec, cgroups[0], g, make, defer_host=True)
+    assert first.mode == "direct" and first.host_check is None  # made now, from answers taken now
+    _, again = plan_cache.plan(spec, cgroups[1], g, make, defer_host=True)
+    assert make.calls == 1 and again.host_check is not None and again.host_check()
+    _, asked = plan_cache.plan(spec, cgroups[1], g, make)
+    assert make.calls == 1 and asked.host_check is None  # not deferred: asked on the spot (and they hold)
+    target.mkdir()  # the host's answer to one of the plan's lookups changed
+    assert not again.host_check()
+    _, later = plan_cache.plan(spec, cgroups[1], g, make, defer_host=True)
+    assert make.calls == 1 and later.host_check is not None and not later.host_check()  # (found out after the fork)
+    _, fresh = plan_cache.plan(spec, cgroups[1], g, make)  # (what the run then asks for: run.py)
+    assert make.calls == 2 and fresh.host_check is None
+    _, kept = plan_cache.plan(spec, cgroups[1], g, make, defer_host=True)
+    assert make.calls == 2 and kept.host_check is not None and kept.host_check()
+    # What the caller itself changes is still compared on the spot: a fresh plan, not a check for later.
+    os.environ["PCM_PLAN_CACHE_DEFER"] = "1"
+    try:
+        _, moved = plan_cache.plan(spec, cgroups[1], g, make, defer_host=True)
+    finally:
+        del os.environ["PCM_PLAN_CACHE_DEFER"]
+    assert make.calls == 3 and moved.host_check is None
+    # A command's launch (the holder forks its PID 1, nothing waits for a word) is checked on the spot.
+    command = build_spec(command=["true"], memory=64 * MiB)
+    plan_cache.plan(command, cgroups[0], None, make, defer_host=True)
+    _, cmd = plan_cache.plan(command, cgroups[0], None, make, defer_host=True)
+    assert make.calls == 4 and cmd.mode == "nested" and cmd.host_check is None
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_a_python_cell_whose_host_changed_under_its_plan_starts_again(tmp_path: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reused plan's check of the host comes after PID 1's fork: when it fails, PID 1 goes before anything of the
+    cell's, and the run starts again from a fresh plan — a path hidden since the last run is hidden in this one."""
+    import importlib
+
+    run_module = importlib.import_module("pycontainer_magics.runtime.run")
+
+    secret = tmp_path / "secret"
+    monkeypatch.setattr(host_masks, "HIDDEN", (*host_masks.HIDDEN, str(secret)))
+    monkeypatch.setattr(host_masks, "_scans", {})  # (scans kept from before looked for what HIDDEN had then)
+    make = Counting()
+    monkeypatch.setattr(run_module, "plan_launch", make)
+    plan_cache.clear()
+    code = f"import os; print(os.path.isdir({str(tmp_path)!r}), os.path.exists({str(secret)!r}))"
+    spec = build_spec(python_code=code, memory=48 * MiB)
+    g: dict[str, Any] = {}
+    try:
+        seen = []
+        for i in range(3):
+            if i == 2:
+                secret.write_text("the host's")  # between two runs of the same cell
+            r = run(spec, python_globals=g)
+            assert r.exit_code == 0, (r.stderr, r.error)
+            seen.append(r.stdout.split())
+    finally:
+        plan_cache.clear()
+    if seen[0][0] != "True":
+        pytest.skip(f"{tmp_path} is not seen in a container here (not on the host's root file system)")
+    assert seen == [["True", "False"]] * 3
+    assert make.calls == 2  # the first run's plan, reused by the second; the third's made again
 
 
 @pytest.mark.usefixtures("host_clean")

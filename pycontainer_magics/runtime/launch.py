@@ -29,6 +29,7 @@ import socket
 import stat
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -89,6 +90,9 @@ class Launch:
     report_ns: tuple[tuple[str, str], ...] = ()
     # Direct: how `env` differs from the environment PID 1 inherits (environ_changes, taken just before the fork).
     env_changes: tuple[tuple[str, ...], tuple[tuple[str, str], ...]] | None = None
+    # Direct, a reused plan (plan_cache): does what the host's file system said when it was made still hold? Asked
+    # after PID 1's fork, before anything of the cell's; False: the run starts again from a fresh plan.
+    host_check: Callable[[], bool] | None = field(default=None, repr=False, compare=False)
 
     @property
     def rlimits(self) -> tuple[tuple[str, int, int], ...]:
@@ -97,7 +101,7 @@ class Launch:
 
     def for_holder(self) -> Launch:
         """A copy without the caller's globals, to send to a helper process."""
-        return Launch(**{**self.__dict__, "python_globals": None})
+        return Launch(**{**self.__dict__, "python_globals": None, "host_check": None})
 
     def parkable(self) -> bool:
         """Can PID 1 be prepared ahead of its cell (pid1_parked)? A command forked by the holder (nested), not a

@@ -12,11 +12,17 @@ cell, its memory cold after the last cell's fork. Reused only where every input 
   globals;
 - the same effective uid, working directory and environment (the cell's environment is the caller's, and the state
   directories come from it);
-- the same masks over the host (host_masks.masks returns the same scan while the host is unchanged);
+- the same masks over the host (host_masks.masks keeps its scan while what it looked into is unchanged; a scan made
+  again holds the plan while it finds the same masks);
 - the same answers from the host to the plan's lookups (/proc, /dev, /sys, /dev/mqueue, the --tmpfs targets, the
   run's bind targets, and whether their sources are files);
 - a cgroup of the same version and controllers. The cgroup's own mount operations name its directories: they are
   made again for each run and put in place of the last run's.
+
+A Python cell's PID 1 is forked from the caller and waits for its word before anything of the cell's (cell_fork): the
+host's answers (the lookups and the masks, 0.15-0.2 ms of cold Python and a dozen stats, and what changes least) are
+then asked after the fork, while PID 1 starts on the other CPU (Launch.host_check, `defer_host`). When they no longer
+hold, PID 1 is ended before it has done anything and the run starts again from a fresh plan (run.py).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -42,6 +49,7 @@ class _Entry:
     spec: ContainerSpec
     python_globals: dict[str, Any] | None
     facts: tuple[Any, ...]
+    host: tuple[Any, ...]  # the host's answers to the plan's lookups (_host_facts)
     masks: tuple[tuple[str, str], ...]
     hp: HolderPlan
     launch: Launch
@@ -66,17 +74,28 @@ def _environment() -> Any:
     return data.copy() if isinstance(data, dict) else dict(os.environ)
 
 
-def _facts(spec: ContainerSpec, cg: Cgroup | None, run_mounts: tuple[Mount, ...]) -> tuple[Any, ...]:
-    view = rootfs.LayerView("/")
-    looked_up = ("/proc", "/dev", "/sys", *(t.target for t in spec.tmpfs), *(m.target for m in run_mounts))
+def _facts(cg: Cgroup | None) -> tuple[Any, ...]:
+    """What the caller itself may change between cells (its directory, its environment), and the cgroup's kind."""
     try:
         cwd = os.getcwd()
     except OSError:
         cwd = "/"
     return (os.geteuid(), cwd, _environment(), os.uname().nodename,
-            tuple(view.lexists(rootfs.secure_join("/", p)) for p in looked_up), os.path.isdir("/dev/mqueue"),
-            tuple(os.path.isfile(m.source) for m in run_mounts),
             cg.version if cg is not None else None, tuple(sorted(cg.paths)) if cg is not None else None)
+
+
+def _host_facts(spec: ContainerSpec, run_mounts: tuple[Mount, ...]) -> tuple[Any, ...]:
+    """The host's answers to the plan's lookups."""
+    view = rootfs.LayerView("/")
+    looked_up = ("/proc", "/dev", "/sys", *(t.target for t in spec.tmpfs), *(m.target for m in run_mounts))
+    return (tuple(view.lexists(rootfs.secure_join("/", p)) for p in looked_up), os.path.isdir("/dev/mqueue"),
+            tuple(os.path.isfile(m.source) for m in run_mounts))
+
+
+def _host_holds(e: _Entry, spec: ContainerSpec, cwd: str, run_mounts: tuple[Mount, ...]) -> bool:
+    # (masks compared by value: a scan made again — a directory it looked into changed, or was changed too lately
+    # to be kept, host_masks.RACY — holds the plan while it finds the same masks)
+    return _host_facts(spec, run_mounts) == e.host and _masks(spec, cwd, run_mounts) == e.masks
 
 
 def _masks(spec: ContainerSpec, cwd: str, run_mounts: tuple[Mount, ...]) -> tuple[tuple[str, str], ...]:
@@ -120,15 +139,20 @@ def _hashable(spec: ContainerSpec) -> bool:
 
 
 def lookup(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
-           run_mounts: tuple[Mount, ...] = ()) -> tuple[HolderPlan, Launch] | None:
-    """The plan of a run of `spec` in `cg` made from the last one's, if nothing it depends on changed; else None."""
+           run_mounts: tuple[Mount, ...] = (), defer_host: bool = False) -> tuple[HolderPlan, Launch] | None:
+    """The plan of a run of `spec` in `cg` made from the last one's, if nothing it depends on changed; else None.
+    defer_host: for a Python cell forked by the caller (a direct launch, on no network), the host's answers are left
+    to the launch's host_check."""
     with _lock:
         e = _entries.get((spec, id(python_globals)))
     if e is None or e.python_globals is not python_globals or e.launch.plan is None \
             or e.run_mounts != _run_mount_key(run_mounts):
         return None
-    facts = _facts(spec, cg, run_mounts)
-    if facts != e.facts or _masks(spec, facts[1], run_mounts) is not e.masks:
+    facts = _facts(cg)
+    if facts != e.facts:
+        return None
+    later = defer_host and e.launch.mode == "direct" and not run_mounts
+    if not later and not _host_holds(e, spec, facts[1], run_mounts):
         return None
     start, end = e.cgroup_ops
     ops = e.launch.plan.ops
@@ -146,13 +170,16 @@ def lookup(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any
             new_ops[i] = dataclasses.replace(ops[i], source=m.source)
         ops = tuple(new_ops)
     launch.plan = dataclasses.replace(e.launch.plan, ops=ops)
+    if later:
+        launch.host_check = functools.partial(_host_holds, e, spec, facts[1], run_mounts)
     return e.hp, launch
 
 
 def remember(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None, hp: HolderPlan,
-             launch: Launch, facts: tuple[Any, ...], masks: tuple[tuple[str, str], ...],
+             launch: Launch, facts: tuple[Any, ...], host: tuple[Any, ...], masks: tuple[tuple[str, str], ...],
              run_mounts: tuple[Mount, ...] = ()) -> None:
-    """Keep the plan just made (from `facts` and `masks`, taken before it was made) for the next run of `spec`."""
+    """Keep the plan just made (from `facts`, `host` and `masks`, taken before it was made) for the next run of
+    `spec`."""
     if launch.plan is None:
         return
     span = _span(launch.plan.ops, _cgroup_ops(cg))
@@ -167,16 +194,18 @@ def remember(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, A
         # every run.
         kept.ahead_ops = rootfs.ahead_ops(launch.plan)
         key = (spec, id(python_globals))
-        _entries[key] = _Entry(spec, python_globals, facts, masks, hp, kept, span, _run_mount_key(run_mounts), at)
+        _entries[key] = _Entry(spec, python_globals, facts, host, masks, hp, kept, span, _run_mount_key(run_mounts),
+                               at)
         _entries.move_to_end(key)
         while len(_entries) > KEPT:
             _entries.popitem(last=False)
 
 
 def plan(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] | None,
-         make: Any, run_mounts: tuple[Mount, ...] = ()) -> tuple[HolderPlan, Launch]:
+         make: Any, run_mounts: tuple[Mount, ...] = (), defer_host: bool = False) -> tuple[HolderPlan, Launch]:
     """`make(spec, cg, python_globals)` (plan_launch), or the last plan of `spec` when it still holds (see above).
-    run_mounts: the run's own files bound after the spec's mounts (a networked run's hosts file and resolv.conf)."""
+    run_mounts: the run's own files bound after the spec's mounts (a networked run's hosts file and resolv.conf).
+    defer_host: see lookup (the caller asks the launch's host_check, when it has one, before the cell goes on)."""
     def made() -> tuple[HolderPlan, Launch]:  # (the spec with the run's binds made only when planned afresh)
         result: tuple[HolderPlan, Launch] = make(spec.with_(mounts=spec.mounts + run_mounts) if run_mounts else spec,
                                                  cg, python_globals)
@@ -184,13 +213,14 @@ def plan(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] 
 
     if not eligible(spec) or not _hashable(spec):
         return made()
-    kept = lookup(spec, cg, python_globals, run_mounts)
+    kept = lookup(spec, cg, python_globals, run_mounts, defer_host)
     if kept is not None:
         return kept
-    facts = _facts(spec, cg, run_mounts)
+    facts = _facts(cg)
+    host = _host_facts(spec, run_mounts)
     masks = _masks(spec, facts[1], run_mounts)
     hp, launch = made()
-    remember(spec, cg, python_globals, hp, launch, facts, masks, run_mounts)
+    remember(spec, cg, python_globals, hp, launch, facts, host, masks, run_mounts)
     return hp, launch
 
 

@@ -482,7 +482,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if spec.pod is not None:  # made on first use; its containers join its namespaces (workloads/pods.py)
             pod = _pod(spec.pod, helper)
             plan_spec = spec.with_(mounts=spec.mounts + pod.file_mounts())
-        hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
+        hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod, defer_host=True)
         parked = pool.parked_for(cg, spec.network if _networked(spec) else None, hp) \
             if cg is not None and h is not None else None
         if parked is not None and parked != L.park_key():  # prepared for other mounts, network or plan: not this cgroup
@@ -508,7 +508,19 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if L.mode != "direct":  # (direct: described while PID 1 starts, _execute)
             r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         executed = True
-        _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
+        try:
+            _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
+        except _HostChanged:
+            # (seldom: a name appeared in /home, say) PID 1 ended before anything of the cell's, its holder let go.
+            # Again from a fresh plan, in a fresh cgroup: PID 1's start was charged to this one.
+            if cg is not None and h is not None:
+                old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
+                cleanup.defer(old_cg.remove)
+                r.id = cg.name
+            r.timeline.clear()
+            hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
+            L.export_layer = export_layer
+            _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
     finally:
         if pod is not None:
             pod.release(r.id)
@@ -569,16 +581,18 @@ def prepared_for(spec: ContainerSpec) -> bool:
 
 
 def _plan_run(spec: ContainerSpec, run_id: str, cg: Cgroup | None, python_globals: dict[str, Any] | None,
-              pod: PodMembership | None) -> tuple[HolderPlan, Launch]:
+              pod: PodMembership | None, defer_host: bool = False) -> tuple[HolderPlan, Launch]:
     """plan_launch for the run `run_id`; on a network, with its hosts file and resolv.conf bound (the hosts
-    file made now if missing, filled in place when the container joins the network)."""
+    file made now if missing, filled in place when the container joins the network). defer_host: a reused plan may
+    leave the host's answers to L.host_check (plan_cache; _before_pid1_goes asks it)."""
     run_mounts: tuple[Mount, ...] = ()
     if _networked(spec):
         from . import networking  # pyroute2 loads only for containers on a network
         run_mounts = networking.file_mounts(spec, run_id)
     try:
         if pod is None:  # (a re-run's plan, when it still holds)
-            return plan_cache.plan(spec, cg, python_globals, plan_launch, run_mounts)
+            return plan_cache.plan(spec, cg, python_globals, plan_launch, run_mounts,
+                                   defer_host and not run_mounts)  # (not on a network: claimed before the fork)
         return plan_launch(spec.with_(mounts=spec.mounts + run_mounts), cg, python_globals, maps=pod.maps)
     except BaseException:
         _unplan_run(spec, run_id)
@@ -637,12 +651,18 @@ def _take_holder(hp: HolderPlan, L: Launch, helper: bool, cg: Cgroup | None, net
         raise _launch_error(e.info) from None
 
 
+class _HostChanged(Exception):
+    """What the host's file system answered when a reused plan was made no longer holds (L.host_check)."""
+
+
 def _before_pid1_goes(holder: Holder, L: Launch, st_w: int) -> None:
     """What a Python cell's run does after PID 1's fork, while PID 1 waits before anything of the cell's
     (cell_fork.fork_pid1's before_go): off the cell's path, beside PID 1's start; a failure ends PID 1 first.
-    The bound of the writable layer, when take() left it to the run; the holder's order (what to do with the layer
-    after: it forks nothing for a direct run) — sent before the fork, its wake-up of the holder took this CPU from
-    the caller at times."""
+    A reused plan's check of the host (_HostChanged: run() starts again); the bound of the writable layer, when
+    take() left it to the run; the holder's order (what to do with the layer after: it forks nothing for a direct
+    run) — sent before the fork, its wake-up of the holder took this CPU from the caller at times."""
+    if L.host_check is not None and not L.host_check():
+        raise _HostChanged
     _bound_layer(holder)
     try:
         _send_order(holder, L, [st_w])
