@@ -20,6 +20,7 @@ from pycontainer_magics.errors import InvalidInput, OSFailure, PycontainerError
 NOT_LIBRARY_ERRORS = {
     "pycontainer_magics.runtime.run.ContainerInterrupted",  # an interrupt (a KeyboardInterrupt), not an error
     "pycontainer_magics.runtime.holder.SetupFailed",  # internal: carries a child's report, re-raised as LaunchError
+    "pycontainer_magics.runtime.run._HostChanged",  # internal: a kept plan no longer fits the host; run() starts again
     "pycontainer_magics.lab.doctor.ProbeFailed",  # internal: a probe's failure becomes a row of the table
     "pycontainer_magics.engine.http.ApiError",  # an HTTP answer of the Engine API (status + message), not raised out
     "pycontainer_magics.engine.http._ClientGone",  # internal: the HTTP client hung up

@@ -508,16 +508,28 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if L.mode != "direct":  # (direct: described while PID 1 starts, _execute)
             r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         executed = True
+        changed: _HostChanged | None = None
         try:
             _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
-        except _HostChanged:
+        except _HostChanged as e:
+            changed = e
+        if changed is not None:  # (out of the handler: the fresh PID 1 must not inherit it as the exception at hand)
             # (seldom: a name appeared in /home, say) PID 1 ended before anything of the cell's, its holder let go.
-            # Again from a fresh plan, in a fresh cgroup: PID 1's start was charged to this one.
+            # A stop asked for meanwhile ends the run here; else again from a fresh plan, in a fresh cgroup (PID 1's
+            # start was charged to this one).
+            for _ in range(changed.interrupts):
+                changed.handler(signal.SIGINT, None)
             if cg is not None and h is not None:
-                old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
+                try:
+                    new_cg = h.create(state.new_id(), _limits(spec))
+                except CgroupError as e:
+                    raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
+                old_cg, cg = cg, new_cg
                 cleanup.defer(old_cg.remove)
                 r.id = cg.name
             r.timeline.clear()
+            r.notes.append("planned again after PID 1's start: the host's files changed since this cell's last run "
+                           "(a path hidden from containers, a --tmpfs target)")
             hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
             L.export_layer = export_layer
             _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
@@ -652,7 +664,11 @@ def _take_holder(hp: HolderPlan, L: Launch, helper: bool, cg: Cgroup | None, net
 
 
 class _HostChanged(Exception):
-    """What the host's file system answered when a reused plan was made no longer holds (L.host_check)."""
+    """What the host's file system answered when a reused plan was made no longer holds (L.host_check). _execute
+    puts on it the SIGINTs that came while it was held (`interrupts`, for `handler`)."""
+
+    handler: Any = None
+    interrupts = 0
 
 
 def _before_pid1_goes(holder: Holder, L: Launch, st_w: int) -> None:
@@ -848,14 +864,16 @@ def _execute(r: ContainerRun, hp: HolderPlan, L: Launch, cg: Cgroup | None, on_o
         finally:
             for fd in child_ends:
                 os.close(fd)
-    except BaseException:
+    except BaseException as e:
         if pid1 is not None:  # forked (direct), and the relay's loop will not reap it
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid1, signal.SIGKILL)
             cleanup.defer(functools.partial(_waitpid, pid1))
             if pidfd is not None:
                 os.close(pidfd)
-        held.release()
+        handler, came = held.release()
+        if isinstance(e, _HostChanged):  # (run() starts again: unless the user asked for a stop meanwhile)
+            e.handler, e.interrupts = handler, came
         if monitor is not None:
             monitor.stop()
         if relay is not None:
