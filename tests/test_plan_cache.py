@@ -195,6 +195,22 @@ def test_a_python_cell_whose_host_changed_under_its_plan_starts_again(tmp_path: 
     assert "During handling" not in (runs[3].error or "")
 
 
+@pytest.mark.usefixtures("host_clean")
+def test_python_cells_run_again_see_their_own_cgroup() -> None:
+    plan_cache.clear()
+    spec = build_spec(python_code="print(open('/proc/self/cgroup').read().strip().splitlines()[0], "
+                                  "open('/sys/fs/cgroup/memory/memory.limit_in_bytes').read().strip() "
+                                  "if os.path.exists('/sys/fs/cgroup/memory') else "
+                                  "open('/sys/fs/cgroup/memory.max').read().strip())", memory=48 * MiB)
+    outs = []
+    for _ in range(3):
+        r = run(spec, python_globals={"os": os})
+        assert r.exit_code == 0, r.stderr
+        outs.append(r.stdout.split())
+    for cg_line, limit in outs:
+        assert cg_line.endswith(":/") and int(limit) == 48 * MiB  # its own cgroup namespace, its own limit
+
+
 def test_a_networked_re_run_gets_the_last_plan_with_its_own_hosts_file(cgroups: list[Any], tmp_path: Any) -> None:
     """On a network, the run's own files are bound (its hosts file names the run): the last plan is kept with this
     run's binds in place of the last run's, and equals a plan made afresh; other targets make a fresh one."""
@@ -231,3 +247,37 @@ def test_a_spec_made_with_lists_runs_and_is_not_kept() -> None:
         r = run(spec)
         assert (r.exit_code, r.stdout) == (0, "listed\n"), r.stderr
     assert plan_cache._entries == {}
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_a_stop_asked_for_while_a_run_finds_its_plan_stale_ends_it(tmp_path: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C that comes while the aborted attempt's PID 1 waits (it is held until the relay's loop, which that
+    attempt never reaches) ends the run there: no second start."""
+    import importlib
+    import signal
+
+    run_module = importlib.import_module("pycontainer_magics.runtime.run")
+    target = tmp_path / "scratch"
+    spec = build_spec(python_code="print('ran')", memory=48 * MiB, tmpfs=[str(target)])
+    g: dict[str, Any] = {}
+    plan_cache.clear()
+    try:
+        assert run(spec, python_globals=g).stdout == "ran\n"
+        target.mkdir()  # the kept plan no longer fits the host
+        make = Counting()
+        monkeypatch.setattr(run_module, "plan_launch", make)
+        gates: list[bool | None] = []
+        real = run_module._before_pid1_goes
+
+        def stopped_at_the_gate(holder: Any, launch: Any, st_w: int) -> None:
+            gates.append(None if launch.host_check is None else launch.host_check())
+            os.kill(os.getpid(), signal.SIGINT)  # the notebook's stop button, now
+            real(holder, launch, st_w)
+
+        monkeypatch.setattr(run_module, "_before_pid1_goes", stopped_at_the_gate)
+        with pytest.raises(KeyboardInterrupt):
+            run(spec, python_globals=g)
+        assert gates == [False] and make.calls == 0  # the check failed, and nothing was planned or started again
+    finally:
+        plan_cache.clear()
