@@ -189,7 +189,7 @@ def test_a_python_cell_whose_host_changed_under_its_plan_starts_again(tmp_path: 
     assert [s[1] for s in seen] == ["False"] * 4, seen
     assert checked == [None, True, False, None, False, None]  # made; kept and held; kept, failed, made again (x2)
     assert make.calls == 3
-    assert [bool(r.notes) for r in runs] == [False, False, True, True]
+    assert [any(n.startswith("planned again") for n in r.notes) for r in runs] == [False, False, True, True]
     assert runs[3].exit_code == 1 and runs[3].error_name == "ValueError"
     assert "the cell's own" in (runs[3].error or "") and "_HostChanged" not in (runs[3].error or "")
     assert "During handling" not in (runs[3].error or "")
@@ -267,17 +267,18 @@ def test_a_stop_asked_for_while_a_run_finds_its_plan_stale_ends_it(tmp_path: Any
         target.mkdir()  # the kept plan no longer fits the host
         make = Counting()
         monkeypatch.setattr(run_module, "plan_launch", make)
-        gates: list[bool | None] = []
+        gates: list[bool | None | str] = []
         real = run_module._before_pid1_goes
 
         def stopped_at_the_gate(holder: Any, launch: Any, st_w: int) -> None:
             gates.append(None if launch.host_check is None else launch.host_check())
             os.kill(os.getpid(), signal.SIGINT)  # the notebook's stop button, now
+            gates.append("held")  # (the run holds it: no KeyboardInterrupt here)
             real(holder, launch, st_w)
 
         monkeypatch.setattr(run_module, "_before_pid1_goes", stopped_at_the_gate)
         with pytest.raises(KeyboardInterrupt):
             run(spec, python_globals=g)
-        assert gates == [False] and make.calls == 0  # the check failed, and nothing was planned or started again
+        assert gates == [False, "held"] and make.calls == 0  # the check failed; nothing planned or started again
     finally:
         plan_cache.clear()

@@ -508,17 +508,17 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if L.mode != "direct":  # (direct: described while PID 1 starts, _execute)
             r.plan = describe_launch(spec, hp, L, cg.name if cg is not None else None)
         executed = True
-        changed: _HostChanged | None = None
+        changed: tuple[Any, int] | None = None  # (the SIGINT handler, the SIGINTs held meanwhile)
         try:
             _execute(r, hp, L, cg, on_output, helper, on_start, stdin_fd, terminal, then, final_stats)
         except _HostChanged as e:
-            changed = e
+            changed = e.handler, e.interrupts  # (not the exception: its traceback would hold this frame)
         if changed is not None:  # (out of the handler: the fresh PID 1 must not inherit it as the exception at hand)
             # (seldom: a name appeared in /home, say) PID 1 ended before anything of the cell's, its holder let go.
             # A stop asked for meanwhile ends the run here; else again from a fresh plan, in a fresh cgroup (PID 1's
             # start was charged to this one).
-            for _ in range(changed.interrupts):
-                changed.handler(signal.SIGINT, None)
+            for _ in range(changed[1]):
+                changed[0](signal.SIGINT, None)
             if cg is not None and h is not None:
                 try:
                     new_cg = h.create(state.new_id(), _limits(spec))
