@@ -9,9 +9,11 @@ fail its cell when the expectation is not met, and pass it when it is.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +101,25 @@ def fixture_notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+_STATE = "/var/tmp/pycontainer-cell-failures"  # the notebooks' state directory when the caller names none
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("PYCONTAINER_STATE_DIR", "/var/tmp/pycontainer-cell-failures")
+    env.setdefault("PYCONTAINER_STATE_DIR", _STATE)
     return env
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _default_state_removed() -> Iterator[None]:
+    """The default state directory (_env) goes after this module's notebooks when they made it (and nothing is mounted
+    under it)."""
+    made = "PYCONTAINER_STATE_DIR" not in os.environ and not os.path.exists(_STATE)
+    yield
+    with open("/proc/self/mountinfo") as f:
+        mounted = any(line.split()[4].startswith(_STATE) for line in f)
+    if made and not mounted:
+        shutil.rmtree(_STATE, ignore_errors=True)
 
 
 @pytest.mark.root
