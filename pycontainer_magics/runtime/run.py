@@ -488,9 +488,8 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
         if parked is not None and parked != L.park_key():  # prepared for other mounts, network or plan: not this cgroup
             assert h is not None and cg is not None
             _unplan_run(spec, r.id)
-            old_cg, cg = cg, h.create(state.new_id(), _limits(spec))
-            pool.forsake(old_cg)  # (its holder is not taken: let go by take(), not left for another run)
-            cleanup.defer(old_cg.remove)  # with the prepared PID 1 in it
+            pool.forsake(cg)  # (its holder is not taken: let go by take(), not left for another run)
+            cg = _instead_of(cg, h, spec)  # (the prepared PID 1 in the old one)
             r.id = cg.name
             hp, L = _plan_run(plan_spec, r.id, cg, python_globals, pod)
         L.export_layer = export_layer
@@ -520,12 +519,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
             for _ in range(changed[1]):
                 changed[0](signal.SIGINT, None)
             if cg is not None and h is not None:
-                try:
-                    new_cg = h.create(state.new_id(), _limits(spec))
-                except CgroupError as e:
-                    raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
-                old_cg, cg = cg, new_cg
-                cleanup.defer(old_cg.remove)
+                cg = _instead_of(cg, h, spec)
                 r.id = cg.name
             r.timeline.clear()
             r.notes.append("planned again after PID 1's start: the host's files changed since this cell's last run "
@@ -590,6 +584,16 @@ def prepared_for(spec: ContainerSpec) -> bool:
     except (LaunchError, SpecError, OSError):
         return False
     return pool.ready_for(hp, (L, cg))
+
+
+def _instead_of(old: Cgroup, h: Hierarchy, spec: ContainerSpec) -> Cgroup:
+    """A fresh cgroup for the run in place of `old`, which is removed in the background (with what is in it)."""
+    try:
+        cg = h.create(state.new_id(), _limits(spec))
+    except CgroupError as e:
+        raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
+    cleanup.defer(old.remove)
+    return cg
 
 
 def _plan_run(spec: ContainerSpec, run_id: str, cg: Cgroup | None, python_globals: dict[str, Any] | None,
