@@ -95,9 +95,16 @@ def _children_busy(pid: int) -> bool:
     return any(_fields(int(kid))[:1] not in ([], ["S"], ["I"]) for kid in kids)
 
 
+def _busy(pid: int) -> bool:
+    """Is the helper still at work: not asleep itself, or with a child still exiting? (Its reply to a request
+    reaches the caller before it has closed what it sent and gone back to wait; a holder's SIGCHLD wakes it to reap
+    after the holder is gone. Until it sleeps again, what it does would be counted in the next round.)"""
+    return _fields(pid)[:1] not in ([], ["S"], ["I"]) or _children_busy(pid)
+
+
 def settle(timeout: float = 2.0) -> None:
     """Let the library's background work finish: its clean-up queue, the next run's preparation (which may queue
-    more clean-up), the exit of the holders that let go and the helper's reaping of them."""
+    more clean-up), the exit of the holders that let go and the helper's reaping of them, the helper asleep again."""
     try:
         from pycontainer_magics.runtime.cleanup import settle as cleanup_settle
         from pycontainer_magics.runtime.pool import pool
@@ -107,7 +114,7 @@ def settle(timeout: float = 2.0) -> None:
     pool.wait_idle()
     cleanup_settle()
     deadline = time.monotonic() + timeout
-    while any(_children_busy(pid) for pid in _helper_pids()) and time.monotonic() < deadline:
+    while any(_busy(pid) for pid in _helper_pids()) and time.monotonic() < deadline:
         time.sleep(0.001)
 
 

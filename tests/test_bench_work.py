@@ -108,7 +108,8 @@ def test_a_python_cell_counts_its_pid1_and_the_helper() -> None:
 @pytest.mark.usefixtures("host_clean")
 def test_settle_waits_for_what_a_run_left_to_the_background() -> None:
     """Right after run() returns its clean-up, the next run's preparation and the old holder's exit are under way:
-    settle() returns once all are done (the next holder made, asleep; none of the helper's children exiting)."""
+    settle() returns once all are done (the next holder made, asleep; none of the helper's children exiting; the helper
+    back asleep)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     from pycontainer_magics.runtime import ContainerSpec, run
@@ -120,7 +121,7 @@ def test_settle_waits_for_what_a_run_left_to_the_background() -> None:
         run(spec, python_globals={} if spec is cell else None)
         work.settle()
         assert not pool._busy and not pool._wanted
-        assert not any(work._children_busy(pid) for pid in work._helper_pids())
+        assert not any(work._busy(pid) for pid in work._helper_pids())
         assert pool.ready_holder() is not None
     pool.drain()
 
