@@ -50,6 +50,38 @@ def test_the_lab_defaults_apply_unless_a_cell_or_the_configuration_says_otherwis
         build_spec(command=["true"], storage_opt=["quota=1g"])
 
 
+def test_the_configuration_file_is_found_where_the_variables_say_as_they_change(tmp_path, monkeypatch):
+    """Where to look is kept while the variables that name it stay the same: a file made there later is still
+    found, and a changed $XDG_CONFIG_HOME or $HOME moves the look-up."""
+    from pycontainer_magics.runtime.config import config_path, defaults
+
+    if os.path.exists("/etc/pycontainer_magics/config.toml"):
+        pytest.skip("this host has a configuration file in /etc")
+
+    monkeypatch.delenv("PYCONTAINER_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert (config_path(), defaults().pids_limit) == (None, DEFAULT_PIDS_LIMIT)
+    made = tmp_path / "xdg" / "pycontainer_magics" / "config.toml"
+    made.parent.mkdir(parents=True)
+    made.write_text("[container]\npids-limit = 33\n")
+    assert (config_path(), defaults().pids_limit) == (str(made), 33)
+    made.write_text("[container]\npids-limit = 34\n")
+    os.utime(made, ns=(0, 1))  # (a new mtime whatever the clock's grain)
+    assert defaults().pids_limit == 34
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "elsewhere"))
+    assert config_path() is None
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    at_home = tmp_path / "home" / ".config" / "pycontainer_magics" / "config.toml"
+    at_home.parent.mkdir(parents=True)
+    at_home.write_text("[container]\npids-limit = 35\n")
+    assert (config_path(), defaults().pids_limit) == (str(at_home), 35)
+    monkeypatch.setenv("PYCONTAINER_CONFIG", str(tmp_path / "missing.toml"))  # named: taken as it is
+    assert config_path() == str(tmp_path / "missing.toml")
+    with pytest.raises(SpecError, match="missing.toml: cannot read it"):
+        defaults()
+
+
 FORK_BOMB = """
 import os, time
 children = []
