@@ -52,6 +52,9 @@ def _same_launch(a: Any, b: Any) -> None:
     for f in dataclasses.fields(a):
         if f.name == "ahead_ops":  # kept with it: what rootfs.ahead_ops says of the plan it now has
             assert a.ahead_ops is None and b.ahead_ops is not None and b.ahead_ops == rootfs.ahead_ops(b.plan)
+        elif f.name == "ahead_host_sourced":  # and whether the plan past them binds host paths
+            assert a.ahead_host_sourced is None and b.ahead_host_sourced is not None
+            assert b.ahead_host_sourced == rootfs.host_sourced(b.plan, rootfs.ahead_ops(b.plan))
         elif f.name != "python_globals":
             assert getattr(a, f.name) == getattr(b, f.name), f.name
     assert a.python_globals is b.python_globals
@@ -196,6 +199,26 @@ def test_a_python_cell_whose_host_changed_under_its_plan_starts_again(tmp_path: 
 
 
 @pytest.mark.usefixtures("host_clean")
+def test_a_cells_environment_changes_are_worked_out_again_when_either_side_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """launch.environ_changes keeps its last answer for the same two environments (a re-run cell asks again with
+    both unchanged): a change on either side, even in the same dict, is seen."""
+    from pycontainer_magics.runtime.launch import environ_changes
+
+    monkeypatch.setenv("PCM_ENV_A", "1")
+    monkeypatch.delenv("PCM_ENV_B", raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "PCM_ENV_A"} | {"PCM_ENV_B": "2"}
+    first = environ_changes(env)
+    assert first == (("PCM_ENV_A",), (("PCM_ENV_B", "2"),))
+    assert environ_changes(env) is first  # (kept)
+    monkeypatch.setenv("PCM_ENV_B", "2")  # the caller's side
+    assert environ_changes(env) == (("PCM_ENV_A",), ())
+    env["PCM_ENV_C"] = "3"  # the container's, the same dict
+    assert environ_changes(env) == (("PCM_ENV_A",), (("PCM_ENV_C", "3"),))
+    monkeypatch.delenv("PCM_ENV_A")
+    assert environ_changes(env) == ((), (("PCM_ENV_C", "3"),))
+
+
 def test_python_cells_run_again_see_their_own_cgroup() -> None:
     plan_cache.clear()
     spec = build_spec(python_code="print(open('/proc/self/cgroup').read().strip().splitlines()[0], "

@@ -9,6 +9,7 @@ against the root filesystem so a symlink inside an image cannot point a mount ou
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 import sys
@@ -174,13 +175,25 @@ def cgroup_ops(version: str | None, host_dirs: dict[str, str]) -> list[MountOp]:
     if version != "v1":
         # No cgroup of our own (rootless without delegation): the host's view, read-only.
         return [MountOp("bind", "/sys/fs/cgroup", "/sys/fs/cgroup", read_only=True)]
-    ops = [MountOp("mount", "/sys/fs/cgroup", "tmpfs", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=755")]
-    for ctrl, host in sorted(host_dirs.items()):
-        ops.append(MountOp("mkdir", f"/sys/fs/cgroup/{ctrl}"))
-        ops.append(MountOp("mount", f"/sys/fs/cgroup/{ctrl}", "cgroup", "cgroup", ro, ctrl, fallback=host,
-                           read_only=True))
-    ops.append(MountOp("remount_ro", "/sys/fs/cgroup", flags=NOSUID_NODEV_NOEXEC, data="mode=755"))
+    ctrls = tuple(sorted(host_dirs))
+    top, dirs, remount = _v1_frame(ctrls)
+    ops = [top]
+    for ctrl, made in zip(ctrls, dirs, strict=True):
+        ops.append(made)
+        ops.append(MountOp("mount", f"/sys/fs/cgroup/{ctrl}", "cgroup", "cgroup", ro, ctrl,
+                           fallback=host_dirs[ctrl], read_only=True))
+    ops.append(remount)
     return ops
+
+
+@functools.lru_cache(maxsize=4)
+def _v1_frame(ctrls: tuple[str, ...]) -> tuple[MountOp, tuple[MountOp, ...], MountOp]:
+    """The operations of a v1 cgroup view that name no cgroup (the tmpfs, a directory per hierarchy, the remount):
+    the same objects for every run, so a plan made again from a kept one compares them by identity (plan_cache,
+    run._take_premounted: they are among the operations a holder makes ahead)."""
+    return (MountOp("mount", "/sys/fs/cgroup", "tmpfs", "tmpfs", NOSUID_NODEV_NOEXEC, "mode=755"),
+            tuple(MountOp("mkdir", f"/sys/fs/cgroup/{ctrl}") for ctrl in ctrls),
+            MountOp("remount_ro", "/sys/fs/cgroup", flags=NOSUID_NODEV_NOEXEC, data="mode=755"))
 
 
 def build_plan(spec: ContainerSpec, *, volume_sources: dict[str, str], cgroup_mount_ops: list[MountOp],
