@@ -14,10 +14,15 @@ def stat_fields(pid: int) -> list[str] | None:
     starttime, field 22, is [19]); None when there is no such process. The name is skipped by the last
     ')', since a command name may hold spaces and parentheses."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)  # (no file object: this is on a cell's path)
     except (FileNotFoundError, ProcessLookupError):
         return None
+    try:
+        stat = os.read(fd, 4096)  # (the whole of it in one read: a few hundred bytes, a 64-byte name at most)
+    except ProcessLookupError:  # (gone between the open and the read)
+        return None
+    finally:
+        os.close(fd)
     return stat[stat.rindex(b")") + 2:].decode("ascii", "replace").split()
 
 
