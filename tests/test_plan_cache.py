@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -217,6 +219,47 @@ def test_a_cells_environment_changes_are_worked_out_again_when_either_side_chang
     assert environ_changes(env) == (("PCM_ENV_A",), (("PCM_ENV_C", "3"),))
     monkeypatch.delenv("PCM_ENV_A")
     assert environ_changes(env) == ((), (("PCM_ENV_C", "3"),))
+
+
+def _shown(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def test_a_cell_is_compiled_once_by_its_caller_and_what_compiling_says_is_the_cells_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python cell's code is compiled when its run is planned, by the caller: a re-run of the kept plan does
+    not compile it again, in the caller or in PID 1. A cell that does not compile (a SyntaxError), or whose
+    compiling warns, is compiled by PID 1 as before: the error is the cell's, the warning in its stderr."""
+    from pycontainer_magics.runtime import launch
+
+    plan_cache.clear()
+    here: list[int] = []
+    real = launch._compile
+    caller = os.getpid()
+
+    def counted(source: str) -> Any:
+        if os.getpid() == caller:
+            here.append(1)
+        else:  # (PID 1: its writes to files stay in its writable layer, its stderr comes back)
+            sys.stderr.write("compiled by PID 1\n")
+        return real(source)
+
+    monkeypatch.setattr(launch, "_compile", counted)
+    spec = build_spec(python_code="x = 6 * 7\nprint(x)", memory=64 * MiB)
+    g: dict[str, Any] = {}
+    for _ in range(3):
+        r = run(spec, python_globals=g)
+        assert (r.exit_code, r.stdout, r.stderr) == (0, "42\n", ""), r.error
+    assert here == [1]  # once, here, when the plan was made; kept with it
+    r = run(build_spec(python_code="print('before')\nif True print(1)", memory=64 * MiB), python_globals={})
+    assert r.exit_code == 1 and r.stdout == "" and r.error_name == "SyntaxError", (r.stdout, r.error)
+    assert 'File "<container>", line 2' in (r.error or "") and r.stderr.startswith("compiled by PID 1\n")
+    with warnings.catch_warnings(record=True) as seen:  # (pytest records warnings: shown, as outside it, here)
+        warnings.simplefilter("default")
+        warnings.showwarning = _shown
+        r = run(build_spec(python_code="x = 1\nprint(x is 1)", memory=64 * MiB), python_globals={})
+    assert (r.exit_code, r.stdout) == (0, "True\n") and "<container>:2: SyntaxWarning" in r.stderr, r.stderr
+    assert r.stderr.startswith("compiled by PID 1\n") and not seen  # (nothing of it in the caller)
 
 
 def test_python_cells_run_again_see_their_own_cgroup() -> None:

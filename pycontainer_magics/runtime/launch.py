@@ -29,8 +29,10 @@ import socket
 import stat
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any, NoReturn
 
 from .. import errors as E
@@ -69,6 +71,9 @@ class Launch:
     steps: tuple[PrivilegeStep, ...] = ()
     command: tuple[str, ...] = ()
     python_code: str | None = None
+    # python_code compiled by the caller when it planned the run (compiled_cell; None: PID 1 compiles it). A re-run
+    # cell's kept plan carries it: PID 1 does not compile the same cell again.
+    python_compiled: CodeType | None = field(default=None, repr=False, compare=False)
     outputs: tuple[str, ...] = ()
     want_diff: bool = True
     export_layer: str | None = None  # the holder writes the writable layer here as a layer tarball (builds)
@@ -106,7 +111,7 @@ class Launch:
 
     def for_holder(self) -> Launch:
         """A copy without the caller's globals, to send to a helper process."""
-        return Launch(**{**self.__dict__, "python_globals": None, "host_check": None})
+        return Launch(**{**self.__dict__, "python_globals": None, "host_check": None, "python_compiled": None})
 
     def parkable(self) -> bool:
         """Can PID 1 be prepared ahead of its cell (pid1_parked)? A command forked by the holder (nested), not a
@@ -499,7 +504,8 @@ def _run_python(L: Launch) -> NoReturn:
     g = L.python_globals if L.python_globals is not None else {"__name__": "__main__"}
     code = 0
     try:
-        exec(compile(L.python_code or "", "<container>", "exec"), g)  # noqa: S102 - running the cell is the point
+        cell = L.python_compiled if L.python_compiled is not None else _compile(L.python_code or "")
+        exec(cell, g)  # noqa: S102 - running the cell is the point
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if e.code is not None and not isinstance(e.code, int):
@@ -545,6 +551,26 @@ def _run_python(L: Launch) -> NoReturn:
         pass
     os.close(STATUS_FD)
     exit_in_background(code & 0xFF)
+
+
+def _compile(source: str) -> CodeType:
+    return compile(source, "<container>", "exec")
+
+
+def compiled_cell(source: str | None) -> CodeType | None:
+    """A cell's code compiled ahead, by the caller; None when compiling it says anything — a SyntaxError, a
+    SyntaxWarning or DeprecationWarning (an invalid escape, `is` with a literal) — for PID 1 then compiles it and
+    says so in the cell's own output, as it always did. The warnings are made errors the way the standard library's
+    codeop does it."""
+    if source is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SyntaxWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            return _compile(source)
+    except Exception:  # noqa: BLE001 - (ValueError: a null byte; RecursionError, MemoryError: deep nesting)
+        return None
 
 
 def exit_in_background(code: int) -> NoReturn:

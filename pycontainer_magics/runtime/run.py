@@ -42,7 +42,7 @@ from .cell_fork import fork_pid1
 from .channel import decode_frames, encode_ctl, feed, send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
 from .image_source import ImageSource
-from .launch import DEFAULT_PATH, Launch
+from .launch import DEFAULT_PATH, Launch, compiled_cell
 from .monitor import Monitor
 from .plan import Exec, RunPython, SetupPlan, privilege_steps, setup_plan
 from .pool import Holder, Recipe, finish_rebound, kind_of, pool
@@ -280,6 +280,7 @@ def plan_launch(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str
                               seccomp_program=seccomp_filter(spec), seccomp_profile=_profile_label(spec.seccomp)),
         command=source.command,
         python_code=spec.python_code,
+        python_compiled=compiled_cell(spec.python_code) if cgroup_view is None else None,  # (not for an explained plan)
         outputs=spec.outputs,
         want_diff=spec.diff,
         rebind_root=root,
