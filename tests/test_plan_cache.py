@@ -81,6 +81,22 @@ def test_a_re_run_gets_the_last_plan_with_its_own_cgroup_mounts(cgroups: list[An
     _same_launch(plan_launch(spec, cgroups[0], g)[1], l3)
 
 
+def test_a_cgroup_made_ahead_brings_its_view_worked_out(cgroups: list[Any]) -> None:
+    """The pool's thread works out the mount operations of a cgroup it makes for the next run (cgroup_made): the
+    run's kept plan takes those, and is the plan made afresh for that cgroup."""
+    spec = build_spec(python_code="pass", memory=64 * MiB)
+    g: dict[str, Any] = {}
+    make = Counting()
+    plan_cache.plan(spec, cgroups[0], g, make)
+    plan_cache.cgroup_made(cgroups[1])
+    ahead = plan_cache._ops_ahead[cgroups[1].name]
+    _, l2 = plan_cache.plan(spec, cgroups[1], g, make)
+    assert make.calls == 1 and l2.plan is not None
+    named = [op for op in ahead if op.fallback is not None and cgroups[1].name in op.fallback]  # (its directories)
+    assert named and all(any(op is x for x in l2.plan.ops) for op in named)  # (those objects: not made again)
+    _same_launch(plan_launch(spec, cgroups[1], g)[1], l2)
+
+
 def test_what_the_plan_depends_on_makes_a_fresh_one(cgroups: list[Any], monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Any) -> None:
     spec = build_spec(python_code="pass", memory=64 * MiB)

@@ -104,7 +104,22 @@ def _masks(spec: ContainerSpec, cwd: str, run_mounts: tuple[Mount, ...]) -> tupl
 
 
 def _cgroup_ops(cg: Cgroup | None) -> tuple[rootfs.MountOp, ...]:
+    ahead = _ops_ahead.get(cg.name) if cg is not None else None
+    if ahead is not None:
+        return ahead
     return tuple(rootfs.cgroup_ops(cg.version if cg is not None else None, cg.paths if cg is not None else {}))
+
+
+_ops_ahead: dict[str, tuple[rootfs.MountOp, ...]] = {}  # by cgroup name: its view's mount operations (cgroup_made)
+
+
+def cgroup_made(cg: Cgroup) -> None:
+    """Work out the mount operations of `cg`'s view now, for the run that takes it (the pool's thread, which made
+    it for the next run): a re-run's kept plan gets them made, not makes them (0.03 ms of its start)."""
+    ops = tuple(rootfs.cgroup_ops(cg.version, cg.paths))
+    if len(_ops_ahead) >= 16:  # (the names are never used again: a few of the last are enough)
+        _ops_ahead.clear()
+    _ops_ahead[cg.name] = ops
 
 
 def _span(ops: tuple[rootfs.MountOp, ...], part: tuple[rootfs.MountOp, ...]) -> tuple[int, int] | None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..linux import libc, proc
 from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
-from . import cleanup
+from . import cleanup, plan_cache
 from .cell_fork import HolderNamespaces, close_namespaces, open_holder_namespaces
 from .channel import send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
@@ -526,6 +526,7 @@ class Pool:
                 try:
                     cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
                     cg[1].keep_open()  # (the run's final counters: a pread each, not an open on its path)
+                    plan_cache.cgroup_made(cg[1])
                 except OSError:
                     pass
             # Not under a small memory limit: the waiting interpreter's pages count against it.
