@@ -185,6 +185,14 @@ def test_a_dead_holder_not_reaped_yet_is_not_taken() -> None:
         h = Holder(pid, a, plan, ours=True)
         assert not Pool.fits(h, plan, None)
         assert Pool.fits(dataclasses.replace(h, pid=os.getpid()), plan, None)  # (a live one does)
+        # Asked of its pidfd (one the pool's thread opened for a holder it made): the same answers.
+        fds = [os.pidfd_open(pid), os.pidfd_open(os.getpid())]
+        try:
+            assert not Pool.fits(dataclasses.replace(h, pidfd=fds[0]), plan, None)
+            assert Pool.fits(dataclasses.replace(h, pid=os.getpid(), pidfd=fds[1]), plan, None)
+        finally:
+            for fd in fds:
+                os.close(fd)
     finally:
         os.waitpid(pid, 0)
         a.close()

@@ -71,6 +71,8 @@ class Holder:
     root_ns: int | None = None
     # Its writable layer's bound (plan.storage_size) is still to be set, by the run after it forks PID 1 (take()).
     bound_pending: bool = False
+    # A pidfd of it, opened by the pool's thread that made it: whether it can still serve is one poll (_alive).
+    pidfd: int | None = None
 
     def take_namespaces(self) -> HolderNamespaces | None:
         ns, self.namespaces = self.namespaces, None
@@ -95,6 +97,9 @@ class Holder:
             os.close(self.parked_uts)
             self.parked_uts = None
         self.sock.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
         if self.endpoint is not None:
             from . import networking
 
@@ -301,7 +306,7 @@ class Pool:
             run[0].mode == "direct" or (h.parked == run[0].park_key()
                                         and h.parked_cgroup == (run[1].name if run[1] is not None else None))))
         fits = fits and (h.endpoint is None or h.endpoint.network == network)
-        return (h.plan is plan or h.plan == plan) and fits and _alive(h.pid)
+        return (h.plan is plan or h.plan == plan) and fits and _alive(h)
 
     def ready_for(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None], network: str | None = None) -> bool:
         """Would take() hand this run a holder kept ready (without preparing one)?"""
@@ -515,6 +520,8 @@ class Pool:
                 try:
                     pid, sock, done, root_ns = zygote().prepare_premounted(plan, premount)
                     holder = Holder(pid, sock, plan, ours=False, root_ns=root_ns)
+                    with contextlib.suppress(OSError):  # (no pidfd_open before Linux 5.3: /proc is read then)
+                        holder.pidfd = os.pidfd_open(pid)
                     if premount is not None and done:
                         holder.premounted = premount[1].ops
                     if premount is not None and os.geteuid() == 0:  # (for a Python cell's PID 1: direct mode)
@@ -753,7 +760,7 @@ def prepared() -> list[Prepared]:
     for (network, kind), h, cg, parked in slots:
         for_what = f"the next {'Python cell' if kind == PYTHON else 'command'}" \
                    f"{f' on network {network}' if network is not None else ''}"
-        if h is not None and _alive(h.pid):
+        if h is not None and _alive(h):
             p = h.plan
             root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
             out.append(Prepared("holder", h.pid, f"namespaces and {root} for {for_what}"
@@ -795,20 +802,16 @@ def release() -> list[int]:
     return busy
 
 
-def _alive(pid: int) -> bool:
-    """A holder that can serve: a zombie (one we forked, dead but not reaped yet) cannot. Asked of a pidfd, which
-    polls readable once the process has exited: /proc/PID/stat, which the kernel writes out whole, took 0.08-0.1 ms
-    of a cell's start (a pidfd: a few microseconds)."""
+def _alive(h: Holder) -> bool:
+    """A holder that can serve: a zombie (dead, not reaped yet) cannot. Asked of its pidfd, which polls readable
+    once the process has exited: /proc/PID/stat, which the kernel writes out whole, took 0.08-0.1 ms of a cell's
+    start (a poll: a few microseconds)."""
     try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    except OSError:  # (no pidfd_open: before Linux 5.3)
-        return proc.alive(pid)
-    try:
-        return not select.select([fd], [], [], 0)[0]
-    finally:
-        os.close(fd)
+        if h.pidfd is not None:
+            return not select.select([h.pidfd], [], [], 0)[0]
+    except (OSError, ValueError):  # (closed meanwhile by another thread: asked of /proc then)
+        pass
+    return proc.alive(h.pid)
 
 
 pool = Pool()
