@@ -89,12 +89,30 @@ def test_a_cgroup_made_ahead_brings_its_view_worked_out(cgroups: list[Any]) -> N
     make = Counting()
     plan_cache.plan(spec, cgroups[0], g, make)
     plan_cache.cgroup_made(cgroups[1])
-    ahead = plan_cache._ops_ahead[cgroups[1].name]
+    made, ahead = plan_cache._ops_ahead[cgroups[1].name]
+    assert made is cgroups[1]
     _, l2 = plan_cache.plan(spec, cgroups[1], g, make)
     assert make.calls == 1 and l2.plan is not None
     named = [op for op in ahead if op.fallback is not None and cgroups[1].name in op.fallback]  # (its directories)
     assert named and all(any(op is x for x in l2.plan.ops) for op in named)  # (those objects: not made again)
     _same_launch(plan_launch(spec, cgroups[1], g)[1], l2)
+
+
+@pytest.mark.usefixtures("host_clean")
+def test_the_pool_works_out_the_view_of_the_next_python_cells_cgroup() -> None:
+    from pycontainer_magics.runtime import cleanup
+    from pycontainer_magics.runtime.pool import COMMAND, PYTHON, pool
+
+    plan_cache.clear()
+    for spec in (ContainerSpec(python_code="pass", memory=64 * MiB), ContainerSpec(command=("/bin/true",))):
+        run(spec, python_globals={} if spec.python_code else None)
+        cleanup.settle()
+        pool.wait_idle()
+    python, command = pool.ready_cgroup(kind=PYTHON), pool.ready_cgroup(kind=COMMAND)
+    assert python is not None and command is not None
+    assert plan_cache._ops_ahead[python[1].name][0] is python[1]
+    assert command[1].name not in plan_cache._ops_ahead  # (a command's plan is not kept: nothing to work out)
+    pool.drain()
 
 
 def test_what_the_plan_depends_on_makes_a_fresh_one(cgroups: list[Any], monkeypatch: pytest.MonkeyPatch,
@@ -237,10 +255,6 @@ def test_a_cells_environment_changes_are_worked_out_again_when_either_side_chang
     assert environ_changes(env) == ((), (("PCM_ENV_C", "3"),))
 
 
-def _shown(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-
 def test_a_cell_is_compiled_once_by_its_caller_and_what_compiling_says_is_the_cells_own(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A Python cell's code is compiled when its run is planned, by the caller: a re-run of the kept plan does
@@ -269,13 +283,21 @@ def test_a_cell_is_compiled_once_by_its_caller_and_what_compiling_says_is_the_ce
     assert here == [1]  # once, here, when the plan was made; kept with it
     r = run(build_spec(python_code="print('before')\nif True print(1)", memory=64 * MiB), python_globals={})
     assert r.exit_code == 1 and r.stdout == "" and r.error_name == "SyntaxError", (r.stdout, r.error)
-    assert 'File "<container>", line 2' in (r.error or "") and r.stderr.startswith("compiled by PID 1\n")
-    with warnings.catch_warnings(record=True) as seen:  # (pytest records warnings: shown, as outside it, here)
+    assert (r.error or "").startswith('  File "<container>", line 2\n'), r.error  # (none of our frames before it)
+    assert r.stderr.startswith("compiled by PID 1\n")
+    seen: list[str] = []
+
+    def shown(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if os.getpid() == caller:
+            seen.append(str(message))
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():  # (pytest records warnings: shown here, as they are outside it)
         warnings.simplefilter("default")
-        warnings.showwarning = _shown
+        warnings.showwarning = shown
         r = run(build_spec(python_code="x = 1\nprint(x is 1)", memory=64 * MiB), python_globals={})
     assert (r.exit_code, r.stdout) == (0, "True\n") and "<container>:2: SyntaxWarning" in r.stderr, r.stderr
-    assert r.stderr.startswith("compiled by PID 1\n") and not seen  # (nothing of it in the caller)
+    assert r.stderr.startswith("compiled by PID 1\n") and seen == []  # (nothing of it in the caller)
 
 
 def test_python_cells_run_again_see_their_own_cgroup() -> None:

@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from . import environ
 from .spec import SpecError
 
 DEFAULT_PIDS_LIMIT = 1024
@@ -58,8 +59,8 @@ def _found() -> tuple[str | None, os.stat_result | None]:
     read). Where to look is worked out again only when a variable that names it changes (a re-run cell asks this
     every time: the variables are compared in C, the look-up made in Python cost 0.1 ms of a cell's start)."""
     global _last_named
-    data = getattr(os.environ, "_data", None)  # (the bytes mapping under os.environ)
-    key = tuple(data.get(k) for k in _NAMING) if isinstance(data, dict) else None
+    data = environ.raw()
+    key = tuple(data.get(k) for k in _NAMING) if data is not None else None
     last = _last_named
     if key is not None and last is not None and last[0] == key:
         named, where = last[1]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..linux.cgroups import Cgroup
-from . import host_masks, rootfs
+from . import environ, host_masks, rootfs
 from .holder import HolderPlan
 from .launch import Launch
 from .spec import ContainerSpec, Mount
@@ -70,8 +70,8 @@ def eligible(spec: ContainerSpec) -> bool:
 
 
 def _environment() -> Any:
-    data = getattr(os.environ, "_data", None)  # (the bytes mapping under os.environ: copied in C)
-    return data.copy() if isinstance(data, dict) else dict(os.environ)
+    data = environ.raw()
+    return data.copy() if data is not None else dict(os.environ)
 
 
 def _facts(cg: Cgroup | None) -> tuple[Any, ...]:
@@ -105,21 +105,23 @@ def _masks(spec: ContainerSpec, cwd: str, run_mounts: tuple[Mount, ...]) -> tupl
 
 def _cgroup_ops(cg: Cgroup | None) -> tuple[rootfs.MountOp, ...]:
     ahead = _ops_ahead.get(cg.name) if cg is not None else None
-    if ahead is not None:
-        return ahead
+    if ahead is not None and ahead[0] is cg:
+        return ahead[1]
     return tuple(rootfs.cgroup_ops(cg.version if cg is not None else None, cg.paths if cg is not None else {}))
 
 
-_ops_ahead: dict[str, tuple[rootfs.MountOp, ...]] = {}  # by cgroup name: its view's mount operations (cgroup_made)
+# By cgroup name: the cgroup (the very one a run takes) and its view's mount operations (cgroup_made).
+_ops_ahead: dict[str, tuple[Cgroup, tuple[rootfs.MountOp, ...]]] = {}
 
 
 def cgroup_made(cg: Cgroup) -> None:
     """Work out the mount operations of `cg`'s view now, for the run that takes it (the pool's thread, which made
-    it for the next run): a re-run's kept plan gets them made, not makes them (0.03 ms of its start)."""
+    it for the next Python cell: Recipe.made): a re-run's kept plan gets them made, not makes them (0.03 ms of its
+    start)."""
     ops = tuple(rootfs.cgroup_ops(cg.version, cg.paths))
-    if len(_ops_ahead) >= 16:  # (the names are never used again: a few of the last are enough)
-        _ops_ahead.clear()
-    _ops_ahead[cg.name] = ops
+    while len(_ops_ahead) >= 8:  # (each is used once: a few of the last are enough; the oldest goes)
+        _ops_ahead.pop(next(iter(_ops_ahead)), None)
+    _ops_ahead[cg.name] = (cg, ops)
 
 
 def _span(ops: tuple[rootfs.MountOp, ...], part: tuple[rootfs.MountOp, ...]) -> tuple[int, int] | None:
@@ -250,6 +252,7 @@ def plan(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, Any] 
 def clear() -> None:
     with _lock:
         _entries.clear()
+    _ops_ahead.clear()
 
 
 __all__ = ["clear", "eligible", "plan"]

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..linux import libc, proc
 from ..linux.cgroups import Cgroup, CgroupLimits, Hierarchy
-from . import cleanup, plan_cache
+from . import cleanup
 from .cell_fork import HolderNamespaces, close_namespaces, open_holder_namespaces
 from .channel import send_ctl
 from .holder import HolderPlan, SetupFailed, prepare_holder
@@ -97,9 +97,9 @@ class Holder:
             os.close(self.parked_uts)
             self.parked_uts = None
         self.sock.close()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        pidfd, self.pidfd = self.pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
         if self.endpoint is not None:
             from . import networking
 
@@ -153,6 +153,7 @@ class Recipe:
     launch: Callable[[Cgroup | None], Launch] | None  # a command's PID 1 to park in the slot's own new cgroup
     reserve: str | None  # the network an endpoint is reserved on, in the holder's network namespace
     premount: Premount | None  # a Python cell's mounts made ahead (holder.premount)
+    made: Callable[[Cgroup], None] | None = None  # told of the cgroup made, for what the run works out from it ahead
 
 
 class Pool:
@@ -310,10 +311,10 @@ class Pool:
 
     def ready_for(self, plan: HolderPlan, run: tuple[Launch, Cgroup | None], network: str | None = None) -> bool:
         """Would take() hand this run a holder kept ready (without preparing one)?"""
-        with self._lock:
+        with self._lock:  # (asked while it is in its slot: only then is nobody closing it)
             s = self._slots.get((network, kind_of(run[0].python_code is not None)))
             h = s.holder if s is not None else None
-        return h is not None and self.fits(h, plan, run, network)
+            return h is not None and self.fits(h, plan, run, network)
 
     def fds(self) -> tuple[int, ...]:
         """The descriptors what is kept ready holds (the holders' control sockets and the namespaces opened ahead,
@@ -332,6 +333,8 @@ class Pool:
                         out += [fd for fd, _ in ns_fds] + ([user_fd] if user_fd is not None else [])
                     if s.holder.root_ns is not None:
                         out.append(s.holder.root_ns)
+                    if s.holder.pidfd is not None:
+                        out.append(s.holder.pidfd)
                 if s.cgroup is not None:
                     out += s.cgroup[1].kept_fds()
         return tuple(out)
@@ -533,7 +536,8 @@ class Pool:
                 try:
                     cg = (want_cg[1], want_cg[0].create(new_id(), want_cg[1]))
                     cg[1].keep_open()  # (the run's final counters: a pread each, not an open on its path)
-                    plan_cache.cgroup_made(cg[1])
+                    if recipe.made is not None:
+                        recipe.made(cg[1])
                 except OSError:
                     pass
             # Not under a small memory limit: the waiting interpreter's pages count against it.
@@ -755,12 +759,13 @@ def prepared() -> list[Prepared]:
     z = zygote()
     if z.alive():
         out.append(Prepared("launch helper", z.pid, "forks the namespace holders of the next containers"))
-    with pool._lock:
-        slots = [(k, s.holder, s.cgroup, s.parked_here()) for k, s in pool._slots.items()]
-    for (network, kind), h, cg, parked in slots:
+    with pool._lock:  # (a holder's liveness asked while it is in its slot: only then is nobody closing it)
+        slots = [(k, s.holder, s.cgroup, s.parked_here(), s.holder is not None and _alive(s.holder))
+                 for k, s in pool._slots.items()]
+    for (network, kind), h, cg, parked, alive in slots:
         for_what = f"the next {'Python cell' if kind == PYTHON else 'command'}" \
                    f"{f' on network {network}' if network is not None else ''}"
-        if h is not None and _alive(h):
+        if h is not None and alive:
             p = h.plan
             root = "no new mount namespace" if not p.new_mount else f"an overlay over {p.lower}"
             out.append(Prepared("holder", h.pid, f"namespaces and {root} for {for_what}"
@@ -805,13 +810,13 @@ def release() -> list[int]:
 def _alive(h: Holder) -> bool:
     """A holder that can serve: a zombie (dead, not reaped yet) cannot. Asked of its pidfd, which polls readable
     once the process has exited: /proc/PID/stat, which the kernel writes out whole, took 0.08-0.1 ms of a cell's
-    start (a poll: a few microseconds)."""
-    try:
-        if h.pidfd is not None:
-            return not select.select([h.pidfd], [], [], 0)[0]
-    except (OSError, ValueError):  # (closed meanwhile by another thread: asked of /proc then)
-        pass
-    return proc.alive(h.pid)
+    start (a poll: a few microseconds). Asked of a holder in its slot (under the pool's lock) or one a run has
+    taken: nobody closes its pidfd meanwhile."""
+    if h.pidfd is None:
+        return proc.alive(h.pid)
+    p = select.poll()
+    p.register(h.pidfd, select.POLLIN)
+    return not p.poll(0)
 
 
 pool = Pool()

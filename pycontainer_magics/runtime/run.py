@@ -984,12 +984,12 @@ def _next_recipe(spec: ContainerSpec, hp: HolderPlan, L: Launch, ours: bool, net
         ops = ahead if ahead is not None else rootfs.ahead_ops(L.plan)
         # Its root pivoted into too, unless the plan binds host paths or PID 1 took a fallback (the host's /proc
         # bound, say): neither is found from inside that root.
-        sourced = L.ahead_host_sourced if L.ahead_host_sourced is not None else rootfs.host_sourced(L.plan, ops)
-        pivot = not fell_back and not sourced
+        pivot = not fell_back and not L.binds_host_paths(ops)
         premount = (_ahead_root(L.merged), dataclasses.replace(L.plan, ops=tuple(L.plan.ops[i] for i in ops)),
                     L.merged if pivot else None)
     return Recipe(None if ours else hp, (h, _limits(spec)) if h is not None else None, park,
-                  reserve if not ours else None, premount)
+                  reserve if not ours else None, premount,
+                  plan_cache.cgroup_made if L.mode == "direct" else None)  # (a kept plan takes the view ahead)
 
 
 def _start_monitor(cg: Cgroup | None, spec: ContainerSpec, t0: float) -> Monitor | None:
@@ -1072,8 +1072,7 @@ def _take_premounted(holder: Holder, L: Launch) -> tuple[tuple[int, ...] | None,
         return ahead, None
     L.premounted = ahead
     # (Not for a plan that binds host paths, which are not in that namespace: PID 1 then takes a copy of the holder's.)
-    sourced = L.ahead_host_sourced if L.ahead_host_sourced is not None else rootfs.host_sourced(L.plan, ahead)
-    root_ns = holder.take_root_ns() if not sourced else None
+    root_ns = holder.take_root_ns() if not L.binds_host_paths(ahead) else None
     if root_ns is None:
         L.moves = (_ahead_root(L.merged), rootfs.ahead_tops(L.plan, ahead))
     else:
