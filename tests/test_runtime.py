@@ -642,6 +642,24 @@ def test_cap_add_sys_admin_lets_a_python_cell_mount() -> None:
     assert py(code).stdout == "-1 1\n"  # Docker's default set has no SYS_ADMIN
 
 
+def test_a_python_cell_its_holder_forks_sees_the_notebooks_variables_after_any_cell() -> None:
+    """A Python cell granted SYS_ADMIN runs nested: its holder is a fork of the caller, the notebook's variables in
+    its memory. After a plain Python cell the pool keeps a holder the launch helper made with the same plan: not
+    one for this cell (its order would carry the launch without the variables)."""
+    from pycontainer_magics.runtime import cleanup
+    from pycontainer_magics.runtime.pool import pool
+
+    g = {"x": 5}
+    plain = ContainerSpec(python_code="print('plain', x)", memory=64 * 2**20)
+    nested = ContainerSpec(python_code="print('nested', x)", memory=64 * 2**20, cap_add=frozenset({"SYS_ADMIN"}))
+    for spec, said in ((plain, "plain 5\n"), (nested, "nested 5\n"), (nested, "nested 5\n"), (plain, "plain 5\n")):
+        r = run(spec, python_globals=g)
+        assert (r.exit_code, r.stdout) == (0, said), r.error
+        cleanup.settle()
+        pool.wait_idle()
+    pool.drain()
+
+
 def test_runs_when_the_launch_helper_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the launch helper (it died, or did not answer on a slow machine), the holder is forked from
     the caller and still gets its orders."""

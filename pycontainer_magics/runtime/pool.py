@@ -183,9 +183,11 @@ class Pool:
         (None: none); a holder with an endpoint reserved on another is not taken (a container on no network must
         not find a veth in its namespace)."""
         kind = kind_of(run is not None and run[0].python_code is not None)
-        if not helper:
+        if not helper and (launch is None or launch.python_code is None):
             # A process that prepared its next run itself (offer(): the engine daemon's spare supervisor) takes
-            # what it kept if it fits; anything else stays for the helper's runs.
+            # what it kept if it fits; anything else stays for the helper's runs. Not a Python cell forked by its
+            # holder (nested): that holder must be a fork of the caller, the cell's globals in its memory (a kept
+            # one the helper made would get the launch in the order, without them).
             with self._lock:
                 s = self._slots.get((network, kind))
                 h = s.holder if s is not None else None
