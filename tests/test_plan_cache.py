@@ -298,6 +298,13 @@ def test_a_cell_is_compiled_once_by_its_caller_and_what_compiling_says_is_the_ce
         r = run(build_spec(python_code="x = 1\nprint(x is 1)", memory=64 * MiB), python_globals={})
     assert (r.exit_code, r.stdout) == (0, "True\n") and "<container>:2: SyntaxWarning" in r.stderr, r.stderr
     assert r.stderr.startswith("compiled by PID 1\n") and seen == []  # (nothing of it in the caller)
+    # A cell longer than the caller compiles ahead: compiled by PID 1, under the container's limits.
+    long = "x = 6 * 7\n" + "# a long cell\n" * (launch.COMPILED_AHEAD_MAX // 14 + 1) + "print(x)"
+    assert len(long) > launch.COMPILED_AHEAD_MAX
+    tried = len(here)
+    r = run(build_spec(python_code=long, memory=64 * MiB), python_globals={})
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "42\n", "compiled by PID 1\n"), r.error
+    assert len(here) == tried  # (not tried here)
 
 
 def test_python_cells_run_again_see_their_own_cgroup() -> None:

@@ -569,13 +569,18 @@ def _compile(source: str) -> CodeType:
     return compile(source, "<container>", "exec")
 
 
+COMPILED_AHEAD_MAX = 64 << 10  # characters of a cell the caller compiles ahead (compiled_cell)
+
+
 def compiled_cell(source: str | None) -> CodeType | None:
     """A cell's code compiled ahead, by the caller (20-50 us here; 0.2-0.6 ms in a fresh fork, every page the
     compiler writes a copy); None when compiling it says anything — a SyntaxError, a warning (`is` with a literal,
     an invalid escape) — for PID 1 then compiles it and says so in the cell's own output, as it always did. The
     warnings are made errors for the compile's moment: the filters are the process's, changed the way the standard
-    library's codeop changes them around its own compile (to ignore them) when IPython checks a cell."""
-    if source is None:
+    library's codeop changes them around its own compile (to ignore them) when IPython checks a cell. Not a cell
+    longer than COMPILED_AHEAD_MAX: its compile (a 600 kB sum: 0.2 s, 140 MiB) stays in PID 1, under the container's
+    limits, not the kernel's."""
+    if source is None or len(source) > COMPILED_AHEAD_MAX:
         return None
     try:
         with warnings.catch_warnings():

@@ -28,7 +28,6 @@ hold, PID 1 is ended before it has done anything and the run starts again from a
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import functools
 import os
@@ -211,7 +210,7 @@ def remember(spec: ContainerSpec, cg: Cgroup | None, python_globals: dict[str, A
     if span is None or at is None or any(span[0] <= i < span[1] for i in at):
         return
     with _lock:
-        kept = copy.copy(launch)
+        kept = _copy(launch)
         # Which operations a holder may make ahead depends on the targets and kinds of the operations only, and a
         # reused plan differs from this one in the cgroup's operations and the run's binds' sources alone, of the
         # same kinds and targets (the facts hold the cgroup's version and controllers): worked out once, not for

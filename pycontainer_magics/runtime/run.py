@@ -476,7 +476,7 @@ def run(spec: ContainerSpec, *, python_globals: dict[str, Any] | None = None,
                 cg = pool.take_cgroup(h, _limits(spec), parkable=parkable, python=spec.python_code is not None,
                                       network=spec.network if _networked(spec) else None)
             except CgroupError as e:
-                raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
+                raise _cgroup_failed(e) from None
             r.cgroup_version = cg.version
         r.id = cg.name if cg is not None else state.new_id()
         plan_spec = spec
@@ -592,9 +592,14 @@ def _instead_of(old: Cgroup, h: Hierarchy, spec: ContainerSpec) -> Cgroup:
     try:
         cg = h.create(state.new_id(), _limits(spec))
     except CgroupError as e:
-        raise LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP) from None
+        raise _cgroup_failed(e) from None
     cleanup.defer(old.remove)
     return cg
+
+
+def _cgroup_failed(e: CgroupError) -> LaunchError:
+    """A run's cgroup that could not be made, as the one line a user sees."""
+    return LaunchError(e.errno or errno.EINVAL, f"cgroup: {e}", e.filename, needs=CGROUP)
 
 
 def _plan_run(spec: ContainerSpec, run_id: str, cg: Cgroup | None, python_globals: dict[str, Any] | None,
@@ -989,7 +994,8 @@ def _next_recipe(spec: ContainerSpec, hp: HolderPlan, L: Launch, ours: bool, net
                     L.merged if pivot else None)
     return Recipe(None if ours else hp, (h, _limits(spec)) if h is not None else None, park,
                   reserve if not ours else None, premount,
-                  plan_cache.cgroup_made if L.mode == "direct" else None)  # (a kept plan takes the view ahead)
+                  # (a kept plan takes the view of its cgroup worked out ahead; a plan made afresh, its own)
+                  plan_cache.cgroup_made if L.mode == "direct" and plan_cache.eligible(spec) else None)
 
 
 def _start_monitor(cg: Cgroup | None, spec: ContainerSpec, t0: float) -> Monitor | None:
