@@ -21,7 +21,7 @@ from helpers import make_busybox_rootfs, wait_for  # noqa: F401
 
 from pycontainer_magics.kube import generate
 from pycontainer_magics.kube import play as K
-from pycontainer_magics.kube.podman import PrivatePodman
+from pycontainer_magics.kube.podman import PrivatePodman, pod_cgroup_parents
 from pycontainer_magics.runtime.spec import ContainerSpec
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest.mark.root, pytest.mark.network,
@@ -45,16 +45,22 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePodman]:
     os.makedirs(os.path.join(rootfs, "tmp", "www"))
     store = Store()
     store.create_image(IMAGE, [rootfs], ImageConfig(env=("PATH=/bin",)))
+    parents_before = [d for d in pod_cgroup_parents() if os.path.isdir(d)]
     pm = PrivatePodman()  # its own short temp dir: podman refuses a runroot path over 50 characters
     try:
         pm.load_images([IMAGE])
         yield pm
     finally:
         pm.close()
+        store.rm(IMAGE, force=True)
         with open("/proc/self/mountinfo") as f:
             assert pm.top not in f.read(), "podman left a mount"
         assert not os.path.exists(pm.top)
-        store.rm(IMAGE, force=True)
+        # podman's pod cgroups (it leaves them in the systemd and v2 hierarchies of a v1 host), and its parent
+        assert pm._pods, "no pod was noted"
+        left = [d for d in pod_cgroup_parents() if os.path.isdir(d) and d not in parents_before] + \
+               [os.path.join(d, p) for d in parents_before for p in pm._pods if os.path.isdir(os.path.join(d, p))]
+        assert left == [], f"podman's cgroups left: {left}"
 
 
 def _pod_yaml(name: str) -> str:

@@ -13,13 +13,17 @@ containers.conf with ulimits root can set here (nofile/nproc: root lacks CAP_SYS
 network configs in the temp dir, `--network none` (only lo: no CNI bridge or firewall rule on the host),
 and images whose config has PATH. Every podman command runs in a mount namespace of its own (kept by a
 small `sleep` holder, entered with nsenter), so podman's overlay and shm mounts — and those of the conmon and
-containers it starts — never show in the host's mount table, and vanish with the namespace.
+containers it starts — never show in the host's mount table, and vanish with the namespace. Under its cgroupfs
+manager podman puts each pod's cgroup under `libpod_parent` in every hierarchy and, on cgroup v1, leaves the pod's
+directories in the named (systemd) and v2 hierarchies when the pod goes, and `libpod_parent` itself everywhere:
+close() removes those podman made for this store's pods (empty directories only; rmdir, nothing killed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +31,10 @@ import tempfile
 import time
 from typing import Any
 
+from ..linux.cgroups._mounts import read_mounts, visible_mounts
 from .errors import KubeError
+
+POD_CGROUP_PARENT = "libpod_parent"  # podman's parent for pods under its cgroupfs manager
 
 
 class PrivatePodman:
@@ -50,6 +57,9 @@ class PrivatePodman:
         # every podman command runs in self.top: conmon writes a file `oom` into its working directory when a
         # container is OOM-killed (it would land in the notebook's directory)
         self._holder = _mount_namespace_holder()
+        # where podman's parent already was (another podman's: kept), and the pods this store made
+        self._parents_before = {d for d in pod_cgroup_parents() if os.path.isdir(d)}
+        self._pods: set[str] = set()
         self.base = ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--",
                      "podman", "--root", f"{self.top}/root", "--runroot", f"{self.top}/runroot",
                      "--tmpdir", f"{self.top}/tmp"]
@@ -79,7 +89,15 @@ class PrivatePodman:
 
     def play(self, yaml_text: str, *extra: str) -> str:
         """`podman kube play --network none` of the YAML."""
-        return self("kube", "play", "--network", "none", *extra, "-", input=yaml_text)
+        try:
+            return self("kube", "play", "--network", "none", *extra, "-", input=yaml_text)
+        finally:  # (a play that failed half-way may have made a pod)
+            self._note_pods()
+
+    def _note_pods(self) -> None:
+        """Remember the pods of this store (their ids name their cgroups), for close()."""
+        self._pods.update(i for i in self("pod", "ps", "-q", "--no-trunc", check=False).split()
+                          if re.fullmatch(r"[0-9a-f]{64}", i))
 
     def down(self, yaml_text: str) -> str:
         return self("kube", "down", "-", input=yaml_text)
@@ -99,12 +117,14 @@ class PrivatePodman:
     def close(self) -> None:
         """Remove every pod and container, podman's storage (its overlay mounts go with it) and the dir."""
         with contextlib.suppress(Exception):
+            self._note_pods()
             self("pod", "rm", "-af", "-t", "0", check=False)
             self("rm", "-af", "-t", "0", check=False)
             self("system", "reset", "-f", check=False)
         if self._holder.poll() is None:
             self._holder.kill()  # the namespace, and any mount podman left in it, goes with its last process
             self._holder.wait()
+        _remove_pod_cgroups(self._pods, self._parents_before)
         if self._own:
             shutil.rmtree(self.top, ignore_errors=True)
 
@@ -113,6 +133,27 @@ class PrivatePodman:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def pod_cgroup_parents() -> list[str]:
+    """podman's parent directory for pods in every cgroup hierarchy mounted here (v1 controllers, named ones such
+    as systemd's, the v2 one), whether it exists or not."""
+    return [os.path.join(mp, POD_CGROUP_PARENT) for mp, m in visible_mounts(read_mounts()).items()
+            if m.fstype in ("cgroup", "cgroup2") and mp.startswith("/sys/fs/cgroup")]
+
+
+def _remove_pod_cgroups(pods: set[str], parents_before: set[str]) -> None:
+    """The pods' cgroup directories podman left (deepest first), then its parent where it did not exist before.
+    Only empty cgroups can be removed (rmdir): one still holding a process, or another podman's pod, stays."""
+    for parent in pod_cgroup_parents():
+        for pod in pods:
+            top = os.path.join(parent, pod)
+            for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+        if parent not in parents_before:
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
 
 
 def _mount_namespace_holder() -> subprocess.Popen[bytes]:
