@@ -113,7 +113,7 @@ class Env:
         self.helper: subprocess.Popen | None = None  # crun's mount namespace (unified hierarchy unmounted)
         self.crun_ok = False
         self.runc_ok = False
-        self.podman_ok = False
+        self.podman_used = False  # podman ran (its default store): look there for leftovers at the end
         self.notes: list[str] = []
         self.rootfs = self.tmp / "rootfs"
         self.bundle = self.tmp / "bundle"
@@ -261,7 +261,7 @@ class Env:
                         timeout=20,
                     )
                     report.append(f"{name}: deleted leftover container {cid}")
-        if self.podman_ok or shutil.which("podman"):
+        if self.podman_used:  # (asking podman otherwise would make its default store on this machine)
             with contextlib.suppress(Exception):
                 ids = subprocess.run(
                     ["podman", "ps", "-aq", "--filter", f"label=pycbench={self.tag}"],
@@ -619,6 +619,7 @@ def section_cli(env: Env, rounds: int, idle: float) -> dict:
     if env.crun_ok:
         tools["crun run (via nsenter)"] = lambda: checked(env.crun_cmd(env.next_id()))()
     if shutil.which("podman"):
+        env.podman_used = True
         if env.helper is not None:
             tools["podman run (crun, via nsenter)"] = checked(env.podman_cmd("crun"))
         tools["podman --runtime runc run"] = checked(env.podman_cmd("runc"))
@@ -630,8 +631,6 @@ def section_cli(env: Env, rounds: int, idle: float) -> dict:
         ok = probe(name, tools[name], env)
         if not ok:
             del tools[name]
-        elif name.startswith("podman"):
-            env.podman_ok = True
     samples = round_robin(tools, rounds, idle, warmup=1, label="cli")
     return {"rounds": rounds, "idle_ms": idle * 1e3, "samples": samples}
 
