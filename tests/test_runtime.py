@@ -145,6 +145,19 @@ def test_python_cell_sees_a_snapshot_of_the_callers_variables() -> None:
     assert g["items"] == [1]  # the caller's objects are untouched
 
 
+def test_a_python_cells_annotations_are_its_own_not_the_librarys() -> None:
+    # compile() inherits the future flags of the code calling it: launch.py's `from __future__ import annotations`
+    # made every annotation in a cell a string, unlike the same cell in IPython or a script. Both ways a cell is
+    # compiled: by the caller ahead, and by PID 1 (a cell longer than COMPILED_AHEAD_MAX).
+    from pycontainer_magics.runtime import launch
+    cell = "def f(a: int) -> None: pass\nprint(f.__annotations__['a'] is int)\n"
+    for source in (cell, cell + "#" * launch.COMPILED_AHEAD_MAX):
+        r = py(source)
+        assert (r.exit_code, r.stdout) == (0, "True\n"), (r.stdout, r.error)
+    r = py("from __future__ import annotations\n" + cell)  # (the cell's own future import still counts)
+    assert (r.exit_code, r.stdout) == (0, "False\n"), (r.stdout, r.error)
+
+
 def test_ipc_namespace_hides_host_shared_memory() -> None:
     r = sh("ls /dev/shm | wc -l; cat /proc/sysvipc/shm | wc -l")
     assert r.stdout.split() == ["0", "1"]

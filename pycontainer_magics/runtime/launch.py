@@ -566,7 +566,9 @@ def _run_python(L: Launch) -> NoReturn:
 
 
 def _compile(source: str) -> CodeType:
-    return compile(source, "<container>", "exec")
+    # dont_inherit: not this module's `from __future__ import annotations` (a cell's annotations are evaluated, as
+    # in IPython or a script; a cell's own future imports still count)
+    return compile(source, "<container>", "exec", dont_inherit=True)
 
 
 COMPILED_AHEAD_MAX = 64 << 10  # characters of a cell the caller compiles ahead (compiled_cell)
