@@ -16,7 +16,8 @@ small `sleep` holder, entered with nsenter), so podman's overlay and shm mounts 
 containers it starts — never show in the host's mount table, and vanish with the namespace. Under its cgroupfs
 manager podman puts each pod's cgroup under `libpod_parent` in every hierarchy and, on cgroup v1, leaves the pod's
 directories in the named (systemd) and v2 hierarchies when the pod goes, and `libpod_parent` itself everywhere:
-close() removes those podman made for this store's pods (empty directories only; rmdir, nothing killed).
+close() removes those of this store's pods, and the parent where it was not there before (remove_podman_cgroups:
+empty directories only; rmdir, nothing killed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Collection
 from typing import Any
 
 from ..linux.cgroups._mounts import read_mounts, visible_mounts
@@ -124,7 +126,7 @@ class PrivatePodman:
         if self._holder.poll() is None:
             self._holder.kill()  # the namespace, and any mount podman left in it, goes with its last process
             self._holder.wait()
-        _remove_pod_cgroups(self._pods, self._parents_before)
+        remove_podman_cgroups(self._parents_before, self._pods)
         if self._own:
             shutil.rmtree(self.top, ignore_errors=True)
 
@@ -142,18 +144,17 @@ def pod_cgroup_parents() -> list[str]:
             if m.fstype in ("cgroup", "cgroup2") and mp.startswith("/sys/fs/cgroup")]
 
 
-def _remove_pod_cgroups(pods: set[str], parents_before: set[str]) -> None:
-    """The pods' cgroup directories podman left (deepest first), then its parent where it did not exist before.
-    Only empty cgroups can be removed (rmdir): one still holding a process, or another podman's pod, stays."""
+def remove_podman_cgroups(parents_before: Collection[str], pods: Collection[str] = ()) -> None:
+    """What podman's cgroupfs manager left under its parent: the pods' directories (deepest first) and, where the
+    parent did not exist before (`parents_before`, from pod_cgroup_parents()), the parent with all in it (its
+    `conmon` cgroup for containers outside pods, too). Only empty cgroups can be removed (rmdir): one still holding
+    a process stays, and so does the parent then."""
     for parent in pod_cgroup_parents():
-        for pod in pods:
-            top = os.path.join(parent, pod)
+        tops = [parent] if parent not in parents_before else [os.path.join(parent, pod) for pod in pods]
+        for top in tops:
             for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
-        if parent not in parents_before:
-            with contextlib.suppress(OSError):
-                os.rmdir(parent)
 
 
 def _mount_namespace_holder() -> subprocess.Popen[bytes]:
@@ -178,4 +179,4 @@ def _mount_namespace_holder() -> subprocess.Popen[bytes]:
     raise KubeError("could not make a mount namespace for podman (unshare --mount failed)")
 
 
-__all__ = ["PrivatePodman"]
+__all__ = ["PrivatePodman", "pod_cgroup_parents", "remove_podman_cgroups"]
