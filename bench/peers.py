@@ -77,9 +77,9 @@ def main() -> None:
     # that clean-up may still write below the state dir.
     atexit.register(shutil.rmtree, tmp, True)
     os.environ["PYCONTAINER_STATE_DIR"] = os.path.join(tmp, "state")
-    from pycontainer_magics.kube.podman import pod_cgroup_parents, remove_podman_cgroups
+    from pycontainer_magics.kube.podman import podman_cgroup_parents, remove_podman_cgroups
 
-    podman_parents = {d for d in pod_cgroup_parents() if os.path.isdir(d)}  # (podman's, before it runs here)
+    podman_parents = podman_cgroup_parents()  # (before podman runs here: which of them it makes)
     helper = subprocess.Popen(["unshare", "--mount", "--net", "--propagation", "private", "sleep", "infinity"])
     podman = os.path.join(tmp, "podman")
     ip_shell = None
@@ -203,7 +203,7 @@ def main() -> None:
             subprocess.run([podman, "system", "reset", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         helper.kill()
         helper.wait()
-        remove_podman_cgroups(podman_parents)  # (conmon's cgroup, and its parent, left under the cgroupfs manager)
+        remove_podman_cgroups(podman_parents)  # (conmon's cgroup and its parent, left by podman's cgroupfs manager)
         with contextlib.suppress(Exception):
             from pycontainer_magics.runtime.cleanup import settle
 

@@ -21,7 +21,7 @@ from helpers import make_busybox_rootfs, wait_for  # noqa: F401
 
 from pycontainer_magics.kube import generate
 from pycontainer_magics.kube import play as K
-from pycontainer_magics.kube.podman import PrivatePodman, pod_cgroup_parents
+from pycontainer_magics.kube.podman import PrivatePodman, podman_cgroup_parents
 from pycontainer_magics.runtime.spec import ContainerSpec
 
 pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest.mark.root, pytest.mark.network,
@@ -45,7 +45,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePodman]:
     os.makedirs(os.path.join(rootfs, "tmp", "www"))
     store = Store()
     store.create_image(IMAGE, [rootfs], ImageConfig(env=("PATH=/bin",)))
-    parents_before = [d for d in pod_cgroup_parents() if os.path.isdir(d)]
+    parents_before = [d for d, there in podman_cgroup_parents().items() if there]
     pm = PrivatePodman()  # its own short temp dir: podman refuses a runroot path over 50 characters
     try:
         pm.load_images([IMAGE])
@@ -58,7 +58,7 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePodman]:
         assert not os.path.exists(pm.top)
         # podman's pod cgroups (it leaves them in the systemd and v2 hierarchies of a v1 host), and its parent
         assert pm._pods, "no pod was noted"
-        left = [d for d in pod_cgroup_parents() if os.path.isdir(d) and d not in parents_before] + \
+        left = [d for d, there in podman_cgroup_parents().items() if there and d not in parents_before] + \
                [os.path.join(d, p) for d in parents_before for p in pm._pods if os.path.isdir(os.path.join(d, p))]
         assert left == [], f"podman's cgroups left: {left}"
 

@@ -16,13 +16,14 @@ small `sleep` holder, entered with nsenter), so podman's overlay and shm mounts 
 containers it starts — never show in the host's mount table, and vanish with the namespace. Under its cgroupfs
 manager podman puts each pod's cgroup under `libpod_parent` in every hierarchy and, on cgroup v1, leaves the pod's
 directories in the named (systemd) and v2 hierarchies when the pod goes, and `libpod_parent` itself everywhere:
-close() removes those of this store's pods, and the parent where it was not there before (remove_podman_cgroups:
-empty directories only; rmdir, nothing killed).
+close() removes those of the pods it saw, and the parent where it was not there before (remove_podman_cgroups:
+empty cgroups only; rmdir, nothing killed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -30,10 +31,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..linux.cgroups._mounts import read_mounts, visible_mounts
+from ..linux.cgroups._mounts import read_mounts, under, visible_mounts
 from .errors import KubeError
 
 POD_CGROUP_PARENT = "libpod_parent"  # podman's parent for pods under its cgroupfs manager
@@ -59,8 +60,8 @@ class PrivatePodman:
         # every podman command runs in self.top: conmon writes a file `oom` into its working directory when a
         # container is OOM-killed (it would land in the notebook's directory)
         self._holder = _mount_namespace_holder()
-        # where podman's parent already was (another podman's: kept), and the pods this store made
-        self._parents_before = {d for d in pod_cgroup_parents() if os.path.isdir(d)}
+        # where podman's parent already was (another podman's: kept), and the pods seen in this store
+        self._cgroup_parents = podman_cgroup_parents()
         self._pods: set[str] = set()
         self.base = ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--",
                      "podman", "--root", f"{self.top}/root", "--runroot", f"{self.top}/runroot",
@@ -93,11 +94,12 @@ class PrivatePodman:
         """`podman kube play --network none` of the YAML."""
         try:
             return self("kube", "play", "--network", "none", *extra, "-", input=yaml_text)
-        finally:  # (a play that failed half-way may have made a pod)
-            self._note_pods()
+        finally:  # (a play that failed half-way may have made a pod; its own error is the one to see)
+            with contextlib.suppress(Exception):
+                self._note_pods()
 
     def _note_pods(self) -> None:
-        """Remember the pods of this store (their ids name their cgroups), for close()."""
+        """Remember the pods in this store now (their ids name their cgroups), for close()."""
         self._pods.update(i for i in self("pod", "ps", "-q", "--no-trunc", check=False).split()
                           if re.fullmatch(r"[0-9a-f]{64}", i))
 
@@ -126,7 +128,7 @@ class PrivatePodman:
         if self._holder.poll() is None:
             self._holder.kill()  # the namespace, and any mount podman left in it, goes with its last process
             self._holder.wait()
-        remove_podman_cgroups(self._parents_before, self._pods)
+        remove_podman_cgroups(self._cgroup_parents, self._pods)
         if self._own:
             shutil.rmtree(self.top, ignore_errors=True)
 
@@ -137,24 +139,41 @@ class PrivatePodman:
         self.close()
 
 
-def pod_cgroup_parents() -> list[str]:
-    """podman's parent directory for pods in every cgroup hierarchy mounted here (v1 controllers, named ones such
-    as systemd's, the v2 one), whether it exists or not."""
-    return [os.path.join(mp, POD_CGROUP_PARENT) for mp, m in visible_mounts(read_mounts()).items()
-            if m.fstype in ("cgroup", "cgroup2") and mp.startswith("/sys/fs/cgroup")]
+def podman_cgroup_parents() -> dict[str, bool]:
+    """podman's parent (`libpod_parent`) in every cgroup hierarchy mounted here (v1 controllers, named ones such as
+    systemd's, the v2 one) -> whether it is there now. Taken before podman runs: which of them podman made."""
+    return {p: os.path.isdir(p) for p in (os.path.join(mp, POD_CGROUP_PARENT)
+                                          for mp, m in visible_mounts(read_mounts()).items()
+                                          if m.fstype in ("cgroup", "cgroup2") and under(mp, "/sys/fs/cgroup"))}
 
 
-def remove_podman_cgroups(parents_before: Collection[str], pods: Collection[str] = ()) -> None:
-    """What podman's cgroupfs manager left under its parent: the pods' directories (deepest first) and, where the
-    parent did not exist before (`parents_before`, from pod_cgroup_parents()), the parent with all in it (its
-    `conmon` cgroup for containers outside pods, too). Only empty cgroups can be removed (rmdir): one still holding
-    a process stays, and so does the parent then."""
-    for parent in pod_cgroup_parents():
-        tops = [parent] if parent not in parents_before else [os.path.join(parent, pod) for pod in pods]
-        for top in tops:
-            for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-                with contextlib.suppress(OSError):
-                    os.rmdir(d)
+def remove_podman_cgroups(parents: Mapping[str, bool], pods: Collection[str] = ()) -> None:
+    """What podman's cgroupfs manager left of our work under its parents (`parents`: podman_cgroup_parents() taken
+    before it ran): each of our pods' directories with what is below them and, where the parent was not there
+    before, its `conmon` cgroup (conmon's, for containers outside pods) and the parent itself — nothing else below
+    it. rmdir only: a cgroup holding a process, or another podman's cgroup, stays (and the parent with it); one
+    still being emptied (a conmon exiting) is retried for up to a second in all."""
+    deadline = time.monotonic() + 1.0
+    for parent, existed in parents.items():
+        for pod in pods:
+            for d, _, _ in os.walk(os.path.join(parent, pod), topdown=False):
+                _rmdir(d, deadline)
+        if not existed:
+            _rmdir(os.path.join(parent, "conmon"), deadline)
+            _rmdir(parent, deadline)
+
+
+def _rmdir(path: str, deadline: float) -> None:
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
 
 
 def _mount_namespace_holder() -> subprocess.Popen[bytes]:
@@ -179,4 +198,4 @@ def _mount_namespace_holder() -> subprocess.Popen[bytes]:
     raise KubeError("could not make a mount namespace for podman (unshare --mount failed)")
 
 
-__all__ = ["PrivatePodman", "pod_cgroup_parents", "remove_podman_cgroups"]
+__all__ = ["PrivatePodman", "podman_cgroup_parents", "remove_podman_cgroups"]
