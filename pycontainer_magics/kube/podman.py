@@ -23,7 +23,6 @@ empty cgroups only; rmdir, nothing killed).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -34,7 +33,9 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from ..linux.cgroups._io import rmdir
 from ..linux.cgroups._mounts import read_mounts, under, visible_mounts
+from ..linux.cgroups.base import CgroupError
 from .errors import KubeError
 
 POD_CGROUP_PARENT = "libpod_parent"  # podman's parent for pods under its cgroupfs manager
@@ -164,16 +165,8 @@ def remove_podman_cgroups(parents: Mapping[str, bool], pods: Collection[str] = (
 
 
 def _rmdir(path: str, deadline: float) -> None:
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() >= deadline:
-                return
-            time.sleep(0.01)
+    with contextlib.suppress(CgroupError):  # (not empty, in use: left as it is)
+        rmdir(path, timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _mount_namespace_holder() -> subprocess.Popen[bytes]:
