@@ -98,6 +98,28 @@ def no_cgroups_left() -> Iterator[None]:
             assert not left, f"containers' cgroups left behind: {left}"
 
 
+# What containerd, its shims, ctr and dockerd make under /run whatever their private roots say (their compiled-in
+# defaults): the first run on a machine creates them, and the shims leave a directory per containerd namespace.
+ENGINE_RUN_DIRS = ("/run/containerd", "/run/containerd/fifo", "/run/containerd/s",
+                   "/run/containerd/io.containerd.runtime.v1.linux", "/run/containerd/io.containerd.runtime.v2.task",
+                   "/run/docker", "/run/docker/plugins")
+CTR_NAMESPACE = f"pyc-{os.getpid()}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_engine_run_dirs_left() -> Iterator[None]:
+    """Those of the engines' default directories under /run that were not there before go again (rmdir: empty ones
+    only), and our containerd namespace's own directory in any case."""
+    before = {d for d in ENGINE_RUN_DIRS if os.path.isdir(d)}
+    yield
+    ours = f"/run/containerd/io.containerd.runtime.v2.task/{CTR_NAMESPACE}"
+    for d in [ours, *sorted(set(ENGINE_RUN_DIRS) - before, key=len, reverse=True)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(d)
+    left = [d for d in [ours, *ENGINE_RUN_DIRS] if os.path.isdir(d) and d not in before]
+    assert not left, f"left under /run: {left}"
+
+
 def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
     if not wait_for(lambda: path.exists() or proc.poll() is not None, timeout) or proc.poll() is not None:
         raise AssertionError(f"{proc.args[0]} did not start: {log.read_text()[-2000:]}")
@@ -144,7 +166,7 @@ state = "{d}/state"
                             stderr=subprocess.STDOUT)
     try:
         _wait_socket(d / "c.sock", proc, log)
-        ns = f"pyc-{os.getpid()}"
+        ns = CTR_NAMESPACE
 
         def ctr(*argv: str, **kw: Any) -> subprocess.CompletedProcess[str]:
             return subprocess.run(["ctr", "--address", str(d / "c.sock"), "-n", ns, *argv], capture_output=True,
