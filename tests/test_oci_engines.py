@@ -98,25 +98,19 @@ def no_cgroups_left() -> Iterator[None]:
             assert not left, f"containers' cgroups left behind: {left}"
 
 
-# What containerd, its shims, ctr and dockerd make under /run whatever their private roots say (their compiled-in
-# defaults): the first run on a machine creates them, and the shims leave a directory per containerd namespace.
-ENGINE_RUN_DIRS = ("/run/containerd", "/run/containerd/fifo", "/run/containerd/s",
-                   "/run/containerd/io.containerd.runtime.v1.linux", "/run/containerd/io.containerd.runtime.v2.task",
-                   "/run/docker", "/run/docker/plugins")
 CTR_NAMESPACE = f"pyc-{os.getpid()}"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def no_engine_run_dirs_left() -> Iterator[None]:
-    """Those of the engines' default directories under /run that were not there before go again (rmdir: empty ones
-    only), and our containerd namespace's own directory in any case."""
-    before = {d for d in ENGINE_RUN_DIRS if os.path.isdir(d)}
+    """The engines' default directories under /run that were not there before go again (their shims leave one per
+    containerd namespace, too: ours goes in any case)."""
+    from pycontainer_magics.lab.engine_chain import ENGINE_RUN_DIRS, engine_run_dirs_present, remove_engine_run_dirs
+    before = engine_run_dirs_present()
     yield
     ours = f"/run/containerd/io.containerd.runtime.v2.task/{CTR_NAMESPACE}"
-    for d in [ours, *sorted(set(ENGINE_RUN_DIRS) - before, key=len, reverse=True)]:
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(d)
-    left = [d for d in [ours, *ENGINE_RUN_DIRS] if os.path.isdir(d) and d not in before]
+    remove_engine_run_dirs(before, own=(ours,))
+    left = [d for d in (ours, *ENGINE_RUN_DIRS) if os.path.isdir(d) and d not in before]
     assert not left, f"left under /run: {left}"
 
 

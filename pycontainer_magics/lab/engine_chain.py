@@ -9,7 +9,8 @@ OCI runtime -> the container, on this machine, with this project's runtime at th
 Each process is recorded with its parent and its namespaces (the host's or new ones) while the container
 runs; the runtime itself is not among them: it ran `create` and `start` and exited, leaving the container's
 init to the shim. dockerd runs with no iptables, no bridge and no network for its containers, its
-containers under the project's cgroup parent; everything it made is removed when the block ends.
+containers under the project's cgroup parent; everything it made is removed when the block ends, the directories
+dockerd and containerd's shims make under /run on a machine that had none included.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from pathlib import Path
 from ..errors import PycontainerError
 
 IMAGE = "lab/engine-chain:1"
+# What dockerd, containerd, its shims and ctr make under /run whatever their private roots say (compiled-in paths:
+# the shims' socket directory, dockerd's plugins, ctr's fifos): the first engine on a machine creates them.
+ENGINE_RUN_DIRS = ("/run/containerd", "/run/containerd/fifo", "/run/containerd/s",
+                   "/run/containerd/io.containerd.runtime.v1.linux", "/run/containerd/io.containerd.runtime.v2.task",
+                   "/run/docker", "/run/docker/plugins")
 NS_KINDS = ("pid", "mnt", "net", "uts", "ipc", "cgroup", "user")
 
 
@@ -53,6 +59,19 @@ class Chain:
 
     def by_role(self, role: str) -> Proc:
         return next(p for p in self.processes if p.role == role)
+
+
+def engine_run_dirs_present() -> frozenset[str]:
+    """Which of ENGINE_RUN_DIRS are there now: taken before an engine starts, says which it made."""
+    return frozenset(d for d in ENGINE_RUN_DIRS if os.path.isdir(d))
+
+
+def remove_engine_run_dirs(present_before: frozenset[str], own: tuple[str, ...] = ()) -> None:
+    """`own` (directories of ours below them, such as a containerd namespace's), then those of ENGINE_RUN_DIRS that
+    were not there before, deepest first. rmdir only: one another engine uses now is not empty, and stays."""
+    for d in [*own, *sorted(set(ENGINE_RUN_DIRS) - present_before, key=len, reverse=True)]:
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
 
 
 def _stat(pid: int) -> tuple[int, str]:
@@ -97,6 +116,7 @@ class EngineChain:
     def __init__(self, timeout: float = 60.0) -> None:
         self.timeout = timeout
         self.tmp: Path | None = None
+        self.run_dirs_before: frozenset[str] | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.parent = f"/pycontainer_magics/engine-chain-{os.getpid()}"
 
@@ -108,6 +128,7 @@ class EngineChain:
             raise EngineChainError("dockerd is not installed (apt-get install docker.io)")
         self.cli = _docker_cli()
         self.tmp = Path(tempfile.mkdtemp(prefix="pyc-chain-", dir="/tmp"))  # short: a socket path lives here
+        self.run_dirs_before = engine_run_dirs_present()
         try:
             self._start()
         except BaseException:
@@ -231,6 +252,9 @@ class EngineChain:
                 subprocess.run(["umount", "-l", mp], capture_output=True)
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+        if self.run_dirs_before is not None:
+            remove_engine_run_dirs(self.run_dirs_before)
+            self.run_dirs_before = None
         for root in Path("/sys/fs/cgroup").iterdir():
             top = root / self.parent.lstrip("/")
             if top.is_dir():
