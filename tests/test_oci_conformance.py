@@ -14,9 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+
+from pycontainer_magics.linux.cgroups.others import cgroups_named, remove_empty
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -96,6 +99,20 @@ def _remove_bundles(bundles: str) -> None:
     shutil.rmtree(bundles, ignore_errors=True)
 
 
+# the suite's cgroupsPaths (runtime-tools cgroups.AbsCgroupPath "/cgrouptest", RelCgroupPath
+# "testdir/cgrouptest/container"): the runtimes make their parents and none removes them
+SUITE_CGROUPS = ("cgrouptest", "testdir")
+
+
+def _remove_suite_cgroups(before: set[str]) -> list[str]:
+    """The suite's cgroups that were not there before the run, removed (rmdir, deepest first: one holding a
+    process stays); returns those still there."""
+    deadline = time.monotonic() + 2.0
+    for d in sorted(cgroups_named(SUITE_CGROUPS) - before, key=lambda p: p.count("/"), reverse=True):
+        remove_empty(d, deadline)
+    return sorted(cgroups_named(SUITE_CGROUPS) - before)
+
+
 def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) -> None:
     src = suite_dir()
     if src is None:
@@ -125,6 +142,7 @@ def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) ->
         # ocitest* bundles behind, 80 of them over a day of runs here, and runc's run of linux_ns_itype leaves
         # proc, sys and dev mounted in the host's mount namespace under one
         bundles = tempfile.mkdtemp(prefix="pcm-rtt-", dir="/var/tmp")
+        cgroups_before = cgroups_named(SUITE_CGROUPS)
         os.chmod(bundles, 0o755)
         try:
             for name, script in runtimes.items():
@@ -141,10 +159,12 @@ def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) ->
                 for cid in os.listdir(root) if root.is_dir() else []:
                     subprocess.run([str(work / f"{name}-runtime"), "delete", "--force", cid], capture_output=True)
             _remove_bundles(bundles)
+            cgroups_left = _remove_suite_cgroups(cgroups_before)
     RESULTS.append("OCI runtime-tools validation suite, assertions ok / not ok per test file "
                    f"(TAP in {work}):\n" + markdown(tables))
     ok = {n: sum(v[0] for v in t.values()) for n, t in tables.items()}
     nok = {n: sum(v[1] for v in t.values()) for n, t in tables.items()}
+    assert not cgroups_left, f"the suite's cgroups are left: {cgroups_left}"
     assert len(tables["pycontainer"]) == len(tables["runc"]) > 50, tables
     assert ok["pycontainer"] >= ok["runc"] and nok["pycontainer"] <= nok["runc"], (ok, nok)
     # and file by file: nothing runc passes cleanly fails here

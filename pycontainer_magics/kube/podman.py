@@ -33,9 +33,7 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..linux.cgroups._io import rmdir
-from ..linux.cgroups._mounts import read_mounts, under, visible_mounts
-from ..linux.cgroups.base import CgroupError
+from ..linux.cgroups.others import hierarchy_mounts, remove_empty, remove_empty_tree
 from .errors import KubeError
 
 POD_CGROUP_PARENT = "libpod_parent"  # podman's parent for pods under its cgroupfs manager
@@ -143,9 +141,7 @@ class PrivatePodman:
 def podman_cgroup_parents() -> dict[str, bool]:
     """podman's parent (`libpod_parent`) in every cgroup hierarchy mounted here (v1 controllers, named ones such as
     systemd's, the v2 one) -> whether it is there now. Taken before podman runs: which of them podman made."""
-    return {p: os.path.isdir(p) for p in (os.path.join(mp, POD_CGROUP_PARENT)
-                                          for mp, m in visible_mounts(read_mounts()).items()
-                                          if m.fstype in ("cgroup", "cgroup2") and under(mp, "/sys/fs/cgroup"))}
+    return {p: os.path.isdir(p) for p in (os.path.join(mp, POD_CGROUP_PARENT) for mp in hierarchy_mounts())}
 
 
 def remove_podman_cgroups(parents: Mapping[str, bool], pods: Collection[str] = ()) -> None:
@@ -157,16 +153,10 @@ def remove_podman_cgroups(parents: Mapping[str, bool], pods: Collection[str] = (
     deadline = time.monotonic() + 1.0
     for parent, existed in parents.items():
         for pod in pods:
-            for d, _, _ in os.walk(os.path.join(parent, pod), topdown=False):
-                _rmdir(d, deadline)
+            remove_empty_tree(os.path.join(parent, pod), deadline)
         if not existed:
-            _rmdir(os.path.join(parent, "conmon"), deadline)
-            _rmdir(parent, deadline)
-
-
-def _rmdir(path: str, deadline: float) -> None:
-    with contextlib.suppress(CgroupError):  # (not empty, in use: left as it is)
-        rmdir(path, timeout=max(0.0, deadline - time.monotonic()))
+            remove_empty(os.path.join(parent, "conmon"), deadline)
+            remove_empty(parent, deadline)
 
 
 def _mount_namespace_holder() -> subprocess.Popen[bytes]:
