@@ -124,6 +124,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                        f"(PYCONTAINER_REQUIRE={','.join(sorted(REQUIRED))}): {reason}")
 
 
+# -- the session's own state and run directories (tests/suite_state.py) -------------------------------------
+def pytest_configure(config: pytest.Config) -> None:
+    import suite_state
+
+    suite_state.make()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import suite_state
+
+    left = suite_state.remove()
+    if left:
+        import sys
+
+        print("\nthe suite's state and run directories left:\n  " + "\n  ".join(left), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 # -- links of throw-away state dirs ------------------------------------------------------------------------
 # A state dir's default bridge outlives its containers, as dockerd's docker0 does. Tests that run on a state
 # dir of their own (tmp_path, a daemon's root) would leave one bridge each, holding a subnet of the automatic
