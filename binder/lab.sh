@@ -15,7 +15,8 @@ cd "$top"
 install_only=0
 if [ "${1:-}" = --install-only ]; then install_only=1; shift; fi
 
-apt_install python3-venv busybox-static crun runc qemu-system-x86 cpio || exit 1
+# gcc and python3-dev: the install builds the C fast lane of the layer unpacker (pure Python without them)
+apt_install python3-venv gcc python3-dev busybox-static crun runc qemu-system-x86 cpio || exit 1
 make_venv lab || exit 1
 .venv/bin/pycontainer install-kernel --prefix .venv || exit 1
 [ $install_only -eq 1 ] && { echo "installed: bash binder/lab.sh starts JupyterLab"; exit 0; }

@@ -21,6 +21,8 @@ case ${1:-} in --install-only|--smoke) mode=${1#--}; shift;; esac
 # Debian packages the tests use (one per line: append yours).
 pkgs=(
   python3-venv
+  gcc          # with python3-dev: the install builds the layer unpacker's C fast lane (tests/test_tarlane.py)
+  python3-dev
   busybox-static
   crun
   runc

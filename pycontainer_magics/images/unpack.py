@@ -49,6 +49,7 @@ from ..linux.fdtree import (
     set_owner_mode_times,
     set_symlink_owner_times,
 )
+from . import native
 from .errors import DigestMismatch, ImageError, LayerTooLarge, LayoutError, UnsafeLayer
 from .tarstream import BLOCKDEV, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, PlainFile, TarReader
 
@@ -534,7 +535,12 @@ class _Extractor:
         parent = -1
         count = 0
         open_, write, utime, close = os.open, os.write, os.utime, os.close  # four calls a file: looked up once
-        for name, mode, uid, gid, mtime, data in batch:
+        lane = native.lane
+        lane_owner = owner or (-1, -1)
+        k, total = 0, len(batch)
+        while k < total:
+            name, mode, uid, gid, mtime, data = batch[k]
+            k += 1
             try:
                 slash = name.rfind(b"/") + 1
                 base, here = name[slash:], name[:slash]  # here: b"" or the directory with its slash
@@ -555,6 +561,20 @@ class _Extractor:
                     if folder is None:
                         fd = -1
                     else:
+                        if lane is not None:  # this file and those after it in the same directory, in C
+                            stop, nbytes, err = lane.write(parent, folder, batch, k - 1, umask, root, *lane_owner,
+                                                           -1 if max_size is None else max_size - self.written_bytes)
+                            self.written_bytes += nbytes
+                            count += stop - (k - 1)
+                            if written is not None:
+                                written.update(_text(f[0]) for f in batch[k - 1:stop])
+                            if err:
+                                name = batch[stop][0]
+                                raise OSError(err, os.strerror(err), _text(name))
+                            if stop >= k:
+                                k = stop
+                                continue
+                            # (not taken there: a name already there, the size limit: as below)
                         try:
                             fd = open_(base, _NEW_FILE, first, dir_fd=parent)
                         except FileExistsError:  # replaced by `member`
