@@ -47,5 +47,9 @@ make_venv() {
     "$py" -m venv .venv || return 1
   fi
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e ".[$1]"
+  .venv/bin/pip install -q -e ".[$1]" || return 1
+  # (pip -q hides the build's own warning)
+  .venv/bin/python -c 'from pycontainer_magics.images import native; native.lane or print("note: the C fast lane of '\
+'the layer unpacker was not built (a C compiler and Python headers: apt-get install gcc python3-dev, then this '\
+'again); layers unpack the slower Python way")'
 }

@@ -237,3 +237,49 @@ def test_the_python_lanes_still_pass_the_layer_tests() -> None:
                        env={**os.environ, "PYCONTAINER_TARLANE": "python"}, cwd=str(here.parent))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     assert " passed" in p.stdout and " failed" not in p.stdout
+
+
+def test_a_module_built_from_another_source_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editable install keeps the module it built; after tarlane.c changed, that one is left unused."""
+    import types
+
+    stale = types.ModuleType("_pycontainer_tarlane")
+    stale.SOURCE = "0" * 64  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "_pycontainer_tarlane", stale)
+    assert native._load() is None
+    monkeypatch.setenv("PYCONTAINER_TARLANE", "python")
+    assert native._load() is None
+
+
+ERROR_MID_RUN = r"""
+import json, resource, signal, sys
+from pycontainer_magics.images import native
+from pycontainer_magics.images.unpack import unpack_layer
+if sys.argv[3] == "python":
+    native.lane = None
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))  # the file of 4000 bytes fails with EFBIG
+try:
+    unpack_layer(sys.argv[1], sys.argv[2])
+except Exception as e:
+    print(json.dumps([type(e).__name__, str(e)]))
+"""
+
+
+@needs_lane
+def test_an_error_in_the_middle_of_a_run_is_the_same(tmp_path: Path) -> None:
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tf:
+        for i, size in enumerate((10, 20, 4000, 30)):
+            ti = tarfile.TarInfo(f"d/f{i}")
+            ti.size = size
+            tf.addfile(ti, io.BytesIO(bytes(size)))
+    out = []
+    for lane in ("c", "python"):
+        dest = tmp_path / lane
+        p = subprocess.run([sys.executable, "-c", ERROR_MID_RUN, str(layer), str(dest), lane], capture_output=True,
+                           text=True, timeout=60)
+        out.append((p.stdout, sorted(os.listdir(dest / "d"))))
+    assert out[0] == out[1]
+    assert "cannot unpack entry 'd/f2': File too large [errno 27]" in out[0][0], out  # EFBIG, at the file that failed
+    assert out[0][1] == ["f0", "f1", "f2"]

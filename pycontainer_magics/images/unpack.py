@@ -561,22 +561,24 @@ class _Extractor:
                     if folder is None:
                         fd = -1
                     else:
+                        err = 0
                         if lane is not None:  # this file and those after it in the same directory, in C
+                            left = -1 if max_size is None else max_size - self.written_bytes
                             stop, nbytes, err = lane.write(parent, folder, batch, k - 1, umask, root, *lane_owner,
-                                                           -1 if max_size is None else max_size - self.written_bytes)
+                                                           left if 0 <= left < 1 << 62 else -1)
                             self.written_bytes += nbytes
                             count += stop - (k - 1)
                             if written is not None:
                                 written.update(_text(f[0]) for f in batch[k - 1:stop])
-                            if err:
+                            if err > 0:
                                 name = batch[stop][0]
                                 raise OSError(err, os.strerror(err), _text(name))
                             if stop >= k:
                                 k = stop
                                 continue
-                            # (not taken there: a name already there, the size limit: as below)
+                            # (not taken there: a name already there (err -1), the size limit: as below)
                         try:
-                            fd = open_(base, _NEW_FILE, first, dir_fd=parent)
+                            fd = open_(base, _NEW_FILE, first, dir_fd=parent) if err != -1 else -1
                         except FileExistsError:  # replaced by `member`
                             fd = -1
                 if fd < 0:

@@ -5,6 +5,7 @@ missing the build says why and goes on: the package is then pure Python, its Pyt
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -29,8 +30,13 @@ class TarLaneHook(BuildHookInterface):
         src = os.path.join(self.root, "pycontainer_magics", "images", "native", "tarlane.c")
         target = MODULE + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
         out = os.path.join(self._tmp, target)
-        cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-        cmd = [*cc, "-O2", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], src, "-o", out, "-lm"]
+        # the compiler Python was built with, else the system's
+        ccs = [shlex.split(c) for c in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc") if c]
+        cc = next((c for c in ccs if c and shutil.which(c[0])), ccs[0])
+        with open(src, "rb") as f:  # (native/__init__.py uses the module only with the source it was built from)
+            source = hashlib.sha256(f.read()).hexdigest()
+        cmd = [*cc, "-O2", "-shared", "-fPIC", f'-DTARLANE_SOURCE="{source}"', "-I", sysconfig.get_paths()["include"],
+               src, "-o", out, "-lm"]
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as e:
