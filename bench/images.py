@@ -4,8 +4,10 @@
    `tar -x` of the same file (GNU tar, gzip and zstd through their own programs) and, for the plain large
    layer, `umoci unpack` of an image holding it. Three trees — 100 files of 1 MiB, one 100 MiB file, and a
    node_modules-like tree of 20,000 small files (log-normal sizes around 2 KiB, 400 packages, a symlink
-   each) — each plain, gzip (level 6) and zstd (level 3). Rounds interleaved; wall time (median) and the CPU
-   time each tool used (user + system, its child processes included), as ratios to `tar -x`; for the plain
+   each) — each plain, gzip (level 6) and zstd (level 3), the small files also as a plain ustar layer (what
+   Docker's and BuildKit's writers make of them: no pax header per file). Rounds interleaved; wall time (median) and the CPU
+   time each tool used (user + system, its child processes included), as ratios to `tar -x`; ours also without
+   its C fast lane (images/native/: what an install without a compiler unpacks with); for the plain
    layers also `tar -x` with the layer's sha256 (`openssl dgst`) computed beside it (the floor: what ours
    does, the diff_id included);
 2. a Dockerfile build, then the same build again (fully cached);
@@ -96,6 +98,7 @@ TAR_FLAGS = {"plain": [], "gzip": ["-z"], "zstd": ["--zstd"]}
 # coreutils' sha256sum does not (3x slower here).
 HASHER = ["openssl", "dgst", "-sha256"] if shutil.which("openssl") else ["sha256sum"]
 FLOOR = f"tar -x & {HASHER[0]} sha256"
+PYTHON_LANES = "unpack_layer, no C lane"
 
 
 def main() -> None:
@@ -137,6 +140,11 @@ def main() -> None:
             plain = os.path.join(tmp, f"{tree_name}.tar")
             with open(plain, "wb") as f:
                 pack_dir(tree, f, compress="none")
+            if tree_name == "small":  # the same tree as Docker's and BuildKit's Go writers have it: ustar headers
+                ustar = os.path.join(tmp, "small-ustar.tar")  # (whole-second mtimes: no pax header per file)
+                subprocess.run(["tar", "--sort=name", "--format=ustar", "-cf", ustar, *sorted(os.listdir(tree))],
+                               cwd=tree, check=True)
+                layers["plain-small-ustar"] = ustar
             shutil.rmtree(tree)
             layers[f"plain-{tree_name}"] = plain
             with open(plain, "rb") as src, open(plain + ".gz", "wb") as dst:
@@ -164,7 +172,11 @@ def main() -> None:
         layout = os.path.join(tmp, "layout")
         export_layout(store, ["bench/big:1"], layout, tag="big")
 
-        tools = ["unpack_layer (ours)", "tar -x"]
+        from pycontainer_magics.images import native
+
+        c_lane = native.lane
+        # without its C fast lane (a machine without a compiler at install time): the Python lanes, beside it
+        tools = ["unpack_layer (ours)", "tar -x"] + ([PYTHON_LANES] if c_lane is not None else [])
         samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
         outputs: list[str] = []
         for r in range(args.rounds):  # interleaved: every layer, every tool, then the next round
@@ -175,7 +187,9 @@ def main() -> None:
                     label = row[(i + r) % len(row)]  # the first tool rotates each round
                     dest = os.path.join(out_root, f"{name}-{r}-{row.index(label)}")
                     if label.startswith("unpack_layer"):
+                        native.lane = c_lane if label != PYTHON_LANES else None
                         m = _measured(lambda d=dest, p=path: unpack_layer(p, d))
+                        native.lane = c_lane
                     elif label == "tar -x":
                         os.makedirs(dest)
                         m = _measured(lambda d=dest, p=path, k=kind: subprocess.run(
@@ -200,7 +214,7 @@ def main() -> None:
         for dest in outputs:
             shutil.rmtree(dest, ignore_errors=True)
         print(f"1. unpacking layers, {args.rounds} rounds: median wall ms and CPU ms (x tar -x of the same file)")
-        print(f"  {'layer':15s} {'size':>8s}  {'tool':22s} {'wall ms':>8s} {'x tar':>6s}  {'CPU ms':>8s} {'x tar':>6s}")
+        print(f"  {'layer':15s} {'size':>8s}  {'tool':24s} {'wall ms':>8s} {'x tar':>6s}  {'CPU ms':>8s} {'x tar':>6s}")
         for name, path in layers.items():
             ref = samples[(name, "tar -x")]
             ref_wall, ref_cpu = statistics.median(w for w, _ in ref), statistics.median(c for _, c in ref)
@@ -209,7 +223,7 @@ def main() -> None:
                 if not got:
                     continue
                 wall, cpu = statistics.median(w for w, _ in got), statistics.median(c for _, c in got)
-                print(f"  {name:15s} {os.path.getsize(path) / 2**20:6.1f}Mi  {label:22s} {wall:8.1f} "
+                print(f"  {name:15s} {os.path.getsize(path) / 2**20:6.1f}Mi  {label:24s} {wall:8.1f} "
                       f"{wall / ref_wall:5.2f}x  {cpu:8.1f} {cpu / ref_cpu:5.2f}x")
         print("  (umoci unpack unpacks the whole image, the busybox layer too, and writes a runtime bundle)")
         print(f"load average at the end of section 1: {os.getloadavg()[0]:.2f}")

@@ -132,14 +132,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import sys
+
     import suite_state
 
     left = suite_state.remove()
     if left:
-        import sys
-
         print("\nthe suite's state and run directories left:\n  " + "\n  ".join(left), file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    for note in suite_state.remove_defaults():
+        print(f"\n{note}", file=sys.stderr)
 
 
 # -- links of throw-away state dirs ------------------------------------------------------------------------
