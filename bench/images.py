@@ -5,9 +5,10 @@
    layer, `umoci unpack` of an image holding it. Three trees — 100 files of 1 MiB, one 100 MiB file, and a
    node_modules-like tree of 20,000 small files (log-normal sizes around 2 KiB, 400 packages, a symlink
    each) — each plain, gzip (level 6) and zstd (level 3), the small files also as a plain ustar layer (what
-   Docker's and BuildKit's writers make of them: no pax header per file). Rounds interleaved; wall time (median) and the CPU
-   time each tool used (user + system, its child processes included), as ratios to `tar -x`; ours also without
-   its C fast lane (images/native/: what an install without a compiler unpacks with); for the plain
+   Docker's and BuildKit's writers make of them: no pax header per file). Rounds interleaved; wall time
+   (median) and the CPU time each tool used (user + system, its child processes included), as ratios to
+   `tar -x`; ours also without its C fast lane (images/native/: what an install without a compiler unpacks
+   with); for the plain
    layers also `tar -x` with the layer's sha256 (`openssl dgst`) computed beside it (the floor: what ours
    does, the diff_id included);
 2. a Dockerfile build, then the same build again (fully cached);
