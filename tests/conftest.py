@@ -131,6 +131,7 @@ def pytest_configure(config: pytest.Config) -> None:
     suite_state.make()
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears down the fixtures still up (-x, Ctrl-C)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import sys
 
@@ -140,7 +141,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if left:
         print("\nthe suite's state and run directories left:\n  " + "\n  ".join(left), file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    for note in suite_state.remove_defaults():
+    for note in suite_state.defaults_made():
         print(f"\n{note}", file=sys.stderr)
 
 

@@ -2,32 +2,53 @@
 when the session starts, unless the caller names them (PYCONTAINER_STATE_DIR / PYCONTAINER_RUN_DIR), and
 removed when it ends with what the project made for them (a network's bridge, a killed kernel's leftovers).
 A run leaves nothing of its own on the host, and a lab's state on this machine (/var/lib/pycontainer_magics)
-is neither used nor pruned by it."""
+is not used. A session that was killed leaves its directories: the next session removes them (their names
+carry the session's pid)."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import re
 import shutil
 import tempfile
 
 MADE: dict[str, str] = {}  # variable -> the directory this session made for it
-# root's default directories: a process started without the session's environment (an engine's runtime call,
-# a command run with a clean environment) makes them; those that were not there before the session go too
+# root's default directories: only reported when a process of the session made them (one started without the
+# session's environment), never removed here (a lab kernel may have made them meanwhile)
 DEFAULTS = ("/var/lib/pycontainer_magics", "/run/pycontainer_magics")
 DEFAULTS_BEFORE: set[str] = set()
+_PID = os.getpid()
+_NAME = re.compile(r"^pcm-tests-(state|run)-(\d+)-")
+
+
+def _parents() -> list[tuple[str, str, str | None]]:
+    root = os.geteuid() == 0
+    return [("PYCONTAINER_STATE_DIR", "state", "/var/tmp"), ("PYCONTAINER_RUN_DIR", "run", "/run" if root else None)]
 
 
 def make() -> None:
-    for var, prefix, parent in (("PYCONTAINER_STATE_DIR", "pcm-tests-state-", "/var/tmp"),
-                                ("PYCONTAINER_RUN_DIR", "pcm-tests-run-", "/run" if os.geteuid() == 0 else None)):
+    for var, kind, parent in _parents():
         if not os.environ.get(var):
             if parent is not None and not os.access(parent, os.W_OK):
                 parent = None
-            MADE[var] = os.environ[var] = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            _remove_stale(parent or tempfile.gettempdir())
+            MADE[var] = os.environ[var] = tempfile.mkdtemp(prefix=f"pcm-tests-{kind}-{_PID}-", dir=parent)
     DEFAULTS_BEFORE.update(d for d in DEFAULTS if os.path.exists(d))
     if MADE:
         atexit.register(_remove_again)  # (first registered, last run: after the library's own exit clean-up)
+
+
+def _remove_stale(parent: str) -> None:
+    """The directories of an earlier session that was killed (its pid gone), with nothing mounted under them."""
+    for name in os.listdir(parent):
+        m = _NAME.match(name)
+        path = os.path.join(parent, name)
+        if m is None or not os.path.isdir(path) or os.stat(path).st_uid != os.geteuid():
+            continue
+        if not os.path.exists(f"/proc/{m.group(2)}") and not _mounted_under(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _mounted_under(path: str) -> list[str]:
@@ -38,23 +59,24 @@ def _mounted_under(path: str) -> list[str]:
 
 def _remove_again() -> None:
     """At exit: the library's exit clean-up may have made a directory again (empty) after the session ended."""
-    for path in [*MADE.values(), *(d for d in DEFAULTS if d not in DEFAULTS_BEFORE)]:
+    if os.getpid() != _PID:  # (a forked child exiting through atexit)
+        return
+    for path in MADE.values():
         if os.path.isdir(path) and not _mounted_under(path):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_defaults() -> list[str]:
-    """root's default directories a process of the session made (not there before it), removed; returns what
-    they held, for the report."""
+def defaults_made() -> list[str]:
+    """root's default directories made during the session (a process without the session's environment), with
+    what they hold: reported, not removed."""
     if not MADE or os.geteuid() != 0:
         return []
     notes = []
     for path in DEFAULTS:
-        if path in DEFAULTS_BEFORE or not os.path.isdir(path) or _mounted_under(path):
+        if path in DEFAULTS_BEFORE or not os.path.isdir(path):
             continue
         held = sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
-        notes.append(f"{path} (made during the session, removed): {', '.join(held[:6]) or 'empty'}")
-        shutil.rmtree(path, ignore_errors=True)
+        notes.append(f"{path} was made during the session (left as it is): {', '.join(held[:6]) or 'empty'}")
     return notes
 
 
@@ -91,7 +113,19 @@ def _remove_links_of(state: str) -> list[str]:
         from pycontainer_magics.network.netns import iproute
     except ImportError:
         return []
-    with iproute() as ipr:
-        names = [str(link.get("ifname")) for link in ipr.get_links()
-                 if networks.alias_state_dir(link.get("IFLA_IFALIAS")) == state]
-    return [f"link {name} of {state}" for name in names if not links.delete_link(name)]
+    try:
+        with iproute() as ipr:
+            names = [str(link.get("ifname")) for link in ipr.get_links()
+                     if networks.alias_state_dir(link.get("IFLA_IFALIAS")) == state]
+        left = []
+        for name in names:
+            with contextlib.suppress(Exception):
+                links.delete_link(name)
+            left += [name] if _link_exists(name) else []
+        return [f"link {name} of {state}" for name in left]
+    except Exception as exc:  # noqa: BLE001 - reported as what is left
+        return [f"links of {state}: {exc}"]
+
+
+def _link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")

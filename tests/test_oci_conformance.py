@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pycontainer_magics.linux.cgroups.others import cgroups_named, remove_empty
+from pycontainer_magics.linux.cgroups.others import hierarchy_mounts, remove_empty_tree
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -104,13 +104,22 @@ def _remove_bundles(bundles: str) -> None:
 SUITE_CGROUPS = ("cgrouptest", "testdir")
 
 
+def _suite_cgroups() -> set[str]:
+    """Where the suite's cgroups land, those there now: at each hierarchy's root (the absolute path, and the
+    relative one for a runtime that takes it from the root) and under this process's own cgroups."""
+    with open("/proc/self/cgroup") as f:
+        own = {line.rstrip("\n").split(":", 2)[2].strip("/") for line in f if line.count(":") >= 2}
+    return {p for mount in hierarchy_mounts() for base in own | {""} for name in SUITE_CGROUPS
+            if os.path.isdir(p := os.path.join(mount, base, name))}
+
+
 def _remove_suite_cgroups(before: set[str]) -> list[str]:
-    """The suite's cgroups that were not there before the run, removed (rmdir, deepest first: one holding a
-    process stays); returns those still there."""
+    """The suite's cgroups that were not there before the run, removed with what is below them (rmdir, deepest
+    first: one holding a process stays); returns those still there."""
     deadline = time.monotonic() + 2.0
-    for d in sorted(cgroups_named(SUITE_CGROUPS) - before, key=lambda p: p.count("/"), reverse=True):
-        remove_empty(d, deadline)
-    return sorted(cgroups_named(SUITE_CGROUPS) - before)
+    for d in _suite_cgroups() - before:
+        remove_empty_tree(d, deadline)
+    return sorted(_suite_cgroups() - before)
 
 
 def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -142,7 +151,7 @@ def test_conformance_at_least_runcs(tmp_path_factory: pytest.TempPathFactory) ->
         # ocitest* bundles behind, 80 of them over a day of runs here, and runc's run of linux_ns_itype leaves
         # proc, sys and dev mounted in the host's mount namespace under one
         bundles = tempfile.mkdtemp(prefix="pcm-rtt-", dir="/var/tmp")
-        cgroups_before = cgroups_named(SUITE_CGROUPS)
+        cgroups_before = _suite_cgroups()
         os.chmod(bundles, 0o755)
         try:
             for name, script in runtimes.items():

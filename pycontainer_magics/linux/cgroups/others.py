@@ -1,14 +1,13 @@
 """Cgroups that other tools make for work we started and do not remove: podman's cgroupfs manager (its
 `libpod_parent`), the OCI conformance suite's fixed paths (`testdir`, `cgrouptest`). Where each cgroup
-hierarchy is mounted, which directories of a name are in them now, and the removal of an empty subtree:
-rmdir only, deepest first — a cgroup holding a process (or one of a cgroup still in use) stays."""
+hierarchy is mounted, and the removal of an empty subtree: rmdir only, deepest first — a cgroup holding a
+process (or one with such a cgroup below it) stays."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import time
-from collections.abc import Iterable
 
 from ._io import rmdir
 from ._mounts import read_mounts, under, visible_mounts
@@ -20,19 +19,6 @@ def hierarchy_mounts(root: str = "/sys/fs/cgroup") -> list[str]:
     systemd's, the v2 one)."""
     return sorted(mp for mp, m in visible_mounts(read_mounts()).items()
                   if m.fstype in ("cgroup", "cgroup2") and under(mp, root))
-
-
-def cgroups_named(names: Iterable[str], root: str = "/sys/fs/cgroup") -> set[str]:
-    """Every cgroup directory, in every hierarchy, with one of `names` among its path's parts below the
-    hierarchy's mount (at any depth: a relative cgroupsPath lands under the caller's own cgroup)."""
-    wanted = set(names)
-    out = set()
-    for mount in hierarchy_mounts(root):
-        for d, subdirs, _ in os.walk(mount):  # (follows no symlink; a cgroupfs has none)
-            if wanted.intersection(os.path.relpath(d, mount).split(os.sep)):
-                out.add(d)
-            subdirs.sort()
-    return out
 
 
 def remove_empty_tree(path: str, deadline: float) -> None:
