@@ -446,6 +446,19 @@ def test_text_log_goes_to_stderr_without_log_file(tmp_path: Path) -> None:
     assert p.stderr.startswith('time="') and p.stderr.rstrip().endswith('level=error msg="container does not exist"')
 
 
+def test_features_and_spec_make_no_state_root(tmp_path: Path) -> None:
+    """dockerd asks every runtime for its features at start, without --root: the default root (made on first
+    use, /run/pycontainer_magics/oci as root) is not made for a command that keeps no state."""
+    env = {**os.environ, "PYCONTAINER_RUN_DIR": str(tmp_path / "run")}
+    p = subprocess.run([PYCONTAINER, "features"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and '"ociVersionMax"' in p.stdout, p.stderr
+    p = subprocess.run([PYCONTAINER, "spec", "--bundle", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and (tmp_path / "config.json").exists(), p.stderr
+    assert not (tmp_path / "run").exists()
+    p = subprocess.run([PYCONTAINER, "list"], capture_output=True, text=True, env=env)  # (one that keeps state: made)
+    assert p.returncode == 0 and (tmp_path / "run").is_dir()
+
+
 # --- exec, ps, events, update, pause -----------------------------------------------------------------------
 
 def test_exec_joins_the_container(busybox: str, tmp_path: Path, ours: Runtime) -> None:

@@ -236,7 +236,9 @@ def runc_main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(usage + "\n")
         return 0
     from ..oci.state import default_root
-    root = os.path.abspath(g["root"]) if g["root"] else default_root()
+    # (features and spec keep no state: the default root, made on first use, is not made for them — dockerd asks
+    # every runtime for its features at start, without --root)
+    root = os.path.abspath(g["root"]) if g["root"] else "" if cmd in ("features", "spec") else default_root()
     try:
         return dispatch(g, cmd, opts, pos, root)
     except (OSError, ValueError) as e:  # StateError, ConfigError, SeccompError and the kernel's own
