@@ -107,25 +107,19 @@ def remove() -> list[str]:
 
 def _remove_links_of(state: str) -> list[str]:
     """The bridges and host veths the removed state dir's networks had (a default bridge outlives its
-    containers, as docker0 does)."""
+    containers, as docker0 does): the network layer's orphans (networks.orphaned_links: links whose state dir
+    is gone, this one's among them)."""
     try:
         from pycontainer_magics.network import links, networks
-        from pycontainer_magics.network.netns import iproute
     except ImportError:
         return []
+    left = []
     try:
-        with iproute() as ipr:
-            names = [str(link.get("ifname")) for link in ipr.get_links()
-                     if networks.alias_state_dir(link.get("IFLA_IFALIAS")) == state]
-        left = []
-        for name in names:
-            with contextlib.suppress(Exception):
-                links.delete_link(name)
-            left += [name] if _link_exists(name) else []
-        return [f"link {name} of {state}" for name in left]
+        for name, kind in networks.orphaned_links():
+            if kind in ("bridge", "veth"):
+                with contextlib.suppress(Exception):
+                    links.delete_link(name)
+                left += [name] if os.path.exists(f"/sys/class/net/{name}") else []
     except Exception as exc:  # noqa: BLE001 - reported as what is left
         return [f"links of {state}: {exc}"]
-
-
-def _link_exists(name: str) -> bool:
-    return os.path.exists(f"/sys/class/net/{name}")
+    return [f"link {name} (its state directory is gone)" for name in left]
